@@ -1,0 +1,353 @@
+"""Handing codes to customers: reservations, issuance and reclaiming.
+
+Two ways in:
+
+* :func:`claim` issues codes to many customers of one mailing in a single
+  transaction. It is idempotent per (mailing, customer, pool): a customer who
+  already has a code from this mailing gets the same code again.
+* :func:`reserve` / :func:`settle` split that in two for lazy template
+  rendering: reserve a chunk's worth of codes, render (codes are handed out
+  only when a ``promocode`` call really runs), then in one transaction record
+  the issuances and put the unused codes back.
+
+A reservation carries a scope (the mailing, and shard when sharded) and an
+expiry. If its process dies, the codes are reclaimed by the next run of the
+same scope (:func:`reclaim_scope`) or by anyone once the reservation expired
+(:func:`reclaim_expired`), so a code is always either issued or available
+again. Settling checks the reservation token row by row, so codes that were
+reclaimed in the meantime are never issued on a stale reservation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pools.clock import utcnow
+from pools.counts import issuable_now
+from pools.db import write_transaction
+from pools.dialect_sql import TakenCode, take_codes
+from pools.errors import PoolExhausted, ReservationLost
+from pools.models import Code, CodeStatus, Issuance, IssuanceKind
+from pools.pool_admin import PoolView, load_pool, require_active
+
+DEFAULT_RESERVATION_TTL = timedelta(minutes=10)
+_RETRIES_ON_RACE = 5
+
+
+@dataclass
+class Reservation:
+    """Codes held for one chunk of a render, handed out one at a time."""
+
+    pool_id: str
+    scope: str
+    token: str
+    codes: list[TakenCode]
+    exclusive: bool = True
+    _next: int = 0
+
+    def take(self) -> TakenCode | None:
+        """The next code, or None when the reservation is used up."""
+        if self._next >= len(self.codes):
+            return None
+        code = self.codes[self._next]
+        self._next += 1
+        return code
+
+    @property
+    def handed_out(self) -> list[TakenCode]:
+        return self.codes[: self._next]
+
+    @property
+    def unused(self) -> list[TakenCode]:
+        return self.codes[self._next :]
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    customer_id: str
+    code_id: int
+    code: str
+
+
+@dataclass
+class Settlement:
+    """What one chunk hands out, per pool: customer → code."""
+
+    mailing_id: str
+    assignments: dict[str, list[IssuedCode]] = field(default_factory=dict)
+    reissues: list[IssuedCode] = field(default_factory=list)
+    reissue_pools: list[str] = field(default_factory=list)
+
+
+def existing_codes(
+    conn: Connection, mailing_id: str, pool_id: str, customer_ids: Iterable[str]
+) -> dict[str, IssuedCode]:
+    """Initial codes this mailing already gave these customers from this pool."""
+    ids = list(customer_ids)
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(Issuance.customer_id, Issuance.code_id, Code.code)
+        .join(Code, Code.id == Issuance.code_id)
+        .where(
+            Issuance.mailing_id == mailing_id,
+            Issuance.pool_id == pool_id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.slot == 0,
+            Issuance.customer_id.in_(ids),
+        )
+    )
+    return {r.customer_id: IssuedCode(r.customer_id, r.code_id, r.code) for r in rows}
+
+
+def shared_code(conn: Connection, pool: PoolView, now: datetime) -> TakenCode | None:
+    """A multi-use pool's code: the soonest-expiring issuable one, never consumed."""
+    row = conn.execute(
+        select(Code.issuable_until, Code.id, Code.code)
+        .where(Code.pool_id == pool.id, issuable_now(now))
+        .order_by(Code.issuable_until, Code.id)
+        .limit(1)
+    ).first()
+    return TakenCode(row[0], row[1], row[2]) if row else None
+
+
+def _record(
+    conn: Connection,
+    mailing_id: str,
+    pool_id: str,
+    issued: Sequence[IssuedCode],
+    *,
+    kind: IssuanceKind,
+    exclusive: bool,
+    now: datetime,
+) -> None:
+    if issued:
+        conn.execute(
+            insert(Issuance),
+            [
+                {
+                    "pool_id": pool_id,
+                    "code_id": item.code_id,
+                    "customer_id": item.customer_id,
+                    "mailing_id": mailing_id,
+                    "kind": kind,
+                    "slot": 0,
+                    "exclusive": exclusive,
+                    "issued_at": now,
+                }
+                for item in issued
+            ],
+        )
+
+
+def claim(
+    engine: Engine,
+    pool_id: str,
+    mailing_id: str,
+    customer_ids: Sequence[str],
+    *,
+    partial: bool = False,
+) -> dict[str, str]:
+    """Issue one code per customer for this mailing, in one transaction.
+
+    Customers who already have a code from this mailing and pool get it
+    again. When the pool cannot cover everyone, nothing is issued and
+    :class:`PoolExhausted` is raised, unless ``partial`` is set: then as many
+    customers as possible (in the given order) get codes and the answer
+    leaves the others out.
+    """
+    unique_ids = list(dict.fromkeys(customer_ids))
+    for attempt in range(_RETRIES_ON_RACE):
+        try:
+            with write_transaction(engine) as conn:
+                return _claim_in(conn, pool_id, mailing_id, unique_ids, partial)
+        except IntegrityError:
+            # Another process issued to one of these customers in the same
+            # mailing between our read and our insert (PostgreSQL only; SQLite
+            # writers are serialised). Its codes are visible now: try again.
+            if attempt == _RETRIES_ON_RACE - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _claim_in(
+    conn: Connection, pool_id: str, mailing_id: str, customer_ids: list[str], partial: bool
+) -> dict[str, str]:
+    pool = load_pool(conn, pool_id)
+    require_active(pool)
+    now = utcnow()
+    have = existing_codes(conn, mailing_id, pool_id, customer_ids)
+    missing = [c for c in customer_ids if c not in have]
+    if pool.settings.multi_use:
+        shared = shared_code(conn, pool, now)
+        taken = [shared] * len(missing) if shared else []
+    else:
+        taken = take_codes(conn, pool_id, len(missing), now=now, new_status=CodeStatus.ISSUED)
+    if len(taken) < len(missing) and not partial:
+        raise PoolExhausted(pool_id, len(missing), len(taken))
+    issued = [IssuedCode(c, t.id, t.code) for c, t in zip(missing, taken, strict=False)]
+    _record(
+        conn,
+        mailing_id,
+        pool_id,
+        issued,
+        kind=IssuanceKind.INITIAL,
+        exclusive=not pool.settings.multi_use,
+        now=now,
+    )
+    answer = {c: item.code for c, item in have.items()}
+    answer.update({item.customer_id: item.code for item in issued})
+    return {c: answer[c] for c in customer_ids if c in answer}
+
+
+def reserve(
+    engine: Engine,
+    pool_id: str,
+    count: int,
+    *,
+    scope: str,
+    ttl: timedelta = DEFAULT_RESERVATION_TTL,
+) -> Reservation:
+    """Hold up to ``count`` codes for a chunk; fewer when the pool runs low."""
+    token = uuid.uuid4().hex
+    with write_transaction(engine) as conn:
+        pool = load_pool(conn, pool_id)
+        require_active(pool)
+        now = utcnow()
+        if pool.settings.multi_use:
+            shared = shared_code(conn, pool, now)
+            # A shared code is never consumed: every take returns it.
+            codes = [shared] * count if shared else []
+            return Reservation(pool_id, scope, token, codes, exclusive=False)
+        taken = take_codes(
+            conn,
+            pool_id,
+            count,
+            now=now,
+            new_status=CodeStatus.RESERVED,
+            scope=scope,
+            token=token,
+            until=now + ttl,
+        )
+        return Reservation(pool_id, scope, token, taken)
+
+
+def settle(
+    engine: Engine,
+    mailing_id: str,
+    reservations: Sequence[Reservation],
+    handed: Mapping[str, Sequence[tuple[str, TakenCode]]],
+    reissues: Sequence[tuple[str, str, int]] = (),
+) -> None:
+    """Record a chunk's issuances and release its unused codes, atomically.
+
+    ``handed`` maps pool id → (customer, code) pairs taken from that pool's
+    reservation; ``reissues`` lists (pool, customer, code id) shown again by
+    ``last_promocode``. Raises :class:`ReservationLost` (and changes nothing)
+    if any reserved code was reclaimed before this commit.
+    """
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        for reservation in reservations:
+            pairs = handed.get(reservation.pool_id, ())
+            issued = [IssuedCode(customer, code.id, code.code) for customer, code in pairs]
+            if reservation.exclusive:
+                _mark(conn, reservation, [code.id for _, code in pairs], CodeStatus.ISSUED)
+                used = {code.id for _, code in pairs}
+                unused = [c.id for c in reservation.codes if c.id not in used]
+                _mark(conn, reservation, unused, CodeStatus.AVAILABLE)
+            _record(
+                conn,
+                mailing_id,
+                reservation.pool_id,
+                issued,
+                kind=IssuanceKind.INITIAL,
+                exclusive=reservation.exclusive,
+                now=now,
+            )
+        record_reissues(conn, mailing_id, reissues, now)
+
+
+def record_reissues(
+    conn: Connection, mailing_id: str, reissues: Sequence[tuple[str, str, int]], now: datetime
+) -> None:
+    if reissues:
+        conn.execute(
+            insert(Issuance),
+            [
+                {
+                    "pool_id": pool_id,
+                    "code_id": code_id,
+                    "customer_id": customer,
+                    "mailing_id": mailing_id,
+                    "kind": IssuanceKind.REISSUE,
+                    "slot": 0,
+                    "exclusive": False,
+                    "issued_at": now,
+                }
+                for pool_id, customer, code_id in reissues
+            ],
+        )
+
+
+_RESERVED_BY_TOKEN = and_(
+    Code.id.in_(bindparam("ids", expanding=True)),
+    Code.status == CodeStatus.RESERVED,
+    Code.reserved_token == bindparam("token"),
+)
+
+
+def _mark(conn: Connection, reservation: Reservation, ids: list[int], status: str) -> None:
+    if not ids:
+        return
+    result = conn.execute(
+        update(Code)
+        .where(_RESERVED_BY_TOKEN)
+        .values(status=status, reserved_scope=None, reserved_token=None, reserved_until=None),
+        {"ids": ids, "token": reservation.token},
+    )
+    if result.rowcount != len(ids):
+        raise ReservationLost(
+            f"{len(ids) - result.rowcount} codes reserved from pool {reservation.pool_id!r} "
+            "were reclaimed or voided before they could be issued"
+        )
+
+
+def release(engine: Engine, reservations: Sequence[Reservation]) -> None:
+    """Put every still-reserved code of these reservations back into ``available``."""
+    with write_transaction(engine) as conn:
+        for reservation in reservations:
+            if reservation.exclusive:
+                _free(conn, Code.reserved_token == reservation.token)
+
+
+def reclaim_scope(engine: Engine, scope: str) -> int:
+    """Free reservations left by an earlier run of this scope; returns how many codes."""
+    with write_transaction(engine) as conn:
+        return _free(conn, Code.reserved_scope == scope)
+
+
+def reclaim_expired(engine: Engine, now: datetime | None = None) -> int:
+    """Free reservations whose holder outlived its expiry (it died or hung)."""
+    with write_transaction(engine) as conn:
+        return _free(conn, Code.reserved_until < (now or utcnow()))
+
+
+def _free(conn: Connection, condition: object) -> int:
+    result = conn.execute(
+        update(Code)
+        .where(Code.status == CodeStatus.RESERVED, condition)  # type: ignore[arg-type]
+        .values(
+            status=CodeStatus.AVAILABLE,
+            reserved_scope=None,
+            reserved_token=None,
+            reserved_until=None,
+        )
+    )
+    return int(result.rowcount)

@@ -1,0 +1,179 @@
+"""Connecting to the store: engine set-up per dialect and schema migrations.
+
+SQLite gets WAL (readers never block the writer), a busy timeout, and
+``BEGIN IMMEDIATE`` for write transactions: a deferred transaction that reads
+and then writes fails with SQLITE_BUSY_SNAPSHOT under concurrency, whatever
+the busy timeout. PostgreSQL URLs are routed to psycopg 3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import NullPool
+
+from pools.errors import StoreError
+
+DEFAULT_URL = "sqlite:///promomail.db"
+SQLITE_BUSY_TIMEOUT_S = 60.0
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Any fixed number: serialises concurrent first-use migrations on PostgreSQL.
+_MIGRATION_LOCK_KEY = 0x70726F6D6F
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the store lives; validated so a bad URL fails before any work."""
+
+    url: str = DEFAULT_URL
+    echo: bool = False
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise StoreError(f"invalid database URL {self.url!r}") from exc
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise StoreError(
+                f"unsupported database {parsed.get_backend_name()!r} in {self.url!r}: "
+                "use sqlite:///FILE or postgresql://…"
+            )
+
+    @classmethod
+    def from_env(cls, url: str | None = None) -> StoreConfig:
+        return cls(url=url or os.environ.get("PROMOMAIL_DB") or DEFAULT_URL)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed.render_as_string(hide_password=False)
+
+
+def create_store_engine(config: StoreConfig) -> Engine:
+    url = config.sqlalchemy_url
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, config)
+    return create_engine(url, echo=config.echo, pool_pre_ping=True, **config.engine_options)
+
+
+def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        parent = Path(database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreError(f"cannot open database {database!r}: folder {parent} does not exist")
+    engine = create_engine(
+        url,
+        echo=config.echo,
+        # Each process opens its own connections; a pool per process is all
+        # a CLI run needs and NullPool avoids sharing handles across fork().
+        poolclass=NullPool,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None},
+        **config.engine_options,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Bulk loads sort and stage rows in temporary tables; keep them off disk
+        # and give the page cache room for the indexes of a multi-million pool.
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute("PRAGMA cache_size=-131072")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: takes SQLite's write lock up front."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def is_postgres(conn_or_engine: Connection | Engine) -> bool:
+    return conn_or_engine.dialect.name == "postgresql"
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the schema to the newest revision; safe to race from many processes."""
+    head = head_revision()
+    if current_revision(engine) == head:
+        return head
+    with write_transaction(engine) as conn:
+        if is_postgres(conn):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        if MigrationContext.configure(conn).get_current_revision() != head:
+            command.upgrade(_alembic_config(conn), "head")
+    return head
+
+
+def open_engine(config: StoreConfig, *, migrate: bool = True) -> Engine:
+    """An engine on an up-to-date schema, or a StoreError naming the database."""
+    engine = create_store_engine(config)
+    if migrate:
+        try:
+            upgrade(engine)
+        except DBAPIError as exc:
+            engine.dispose()
+            raise StoreError(
+                f"cannot open database {make_url(config.url).render_as_string()}: "
+                f"{first_line(exc.orig)}"
+            ) from exc
+    return engine
+
+
+def first_line(error: BaseException | None) -> str:
+    message = str(error).strip() if error is not None else ""
+    return message.splitlines()[0] if message else type(error).__name__

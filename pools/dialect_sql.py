@@ -1,0 +1,209 @@
+"""Every piece of SQL that differs between SQLite and PostgreSQL.
+
+Claiming: PostgreSQL picks rows with ``SELECT … FOR UPDATE SKIP LOCKED`` in a
+CTE, so concurrent claimers never wait on or double-take a row (an
+``UPDATE … WHERE id IN (subquery LIMIT n)`` can claim more than n rows, see
+PostgreSQL bug #15715). SQLite has no row locks; its writers are serialised by
+``BEGIN IMMEDIATE``, so a plain ``UPDATE … WHERE id IN (SELECT … LIMIT n)
+RETURNING`` is atomic. SQLAlchemy's ``with_for_update(skip_locked=True)``
+silently does nothing on SQLite, which is why this is spelled out here.
+
+The literal ``status = 'available'`` matters: both planners use the partial
+claim index only when the query repeats its predicate verbatim.
+
+Bulk loading: SQLite takes ``executemany`` on the raw connection; PostgreSQL
+takes ``COPY`` into a temporary table and one ``INSERT … SELECT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, DateTime, bindparam, text
+
+from pools.db import is_postgres
+from pools.models import NO_END
+
+_CLAIMABLE = """
+    pool_id = :pool_id AND status = 'available' AND issuable_until > :now
+    AND (issue_start IS NULL OR issue_start <= :now)
+    ORDER BY issuable_until, id
+    LIMIT :n
+"""
+
+_SET = """
+    status = :new_status, reserved_scope = :scope, reserved_token = :token,
+    reserved_until = :until
+"""
+
+_TAKE_POSTGRES = text(
+    f"""
+    WITH picked AS (
+        SELECT id FROM codes WHERE {_CLAIMABLE}
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE codes SET {_SET}
+    FROM picked WHERE codes.id = picked.id
+    RETURNING codes.id, codes.code, codes.issuable_until
+    """
+).bindparams(bindparam("now", type_=DateTime()), bindparam("until", type_=DateTime()))
+
+_TAKE_SQLITE = text(
+    f"""
+    UPDATE codes SET {_SET}
+    WHERE id IN (SELECT id FROM codes WHERE {_CLAIMABLE})
+    RETURNING id, code, issuable_until
+    """
+).bindparams(bindparam("now", type_=DateTime()), bindparam("until", type_=DateTime()))
+
+
+@dataclass(frozen=True, order=True)
+class TakenCode:
+    """A code taken out of ``available``; ordered as the claim index orders."""
+
+    issuable_until: datetime
+    id: int
+    code: str
+
+
+def take_codes(
+    conn: Connection,
+    pool_id: str,
+    n: int,
+    *,
+    now: datetime,
+    new_status: str,
+    scope: str | None = None,
+    token: str | None = None,
+    until: datetime | None = None,
+) -> list[TakenCode]:
+    """Move up to ``n`` issuable codes out of ``available``, soonest-expiring first."""
+    if n <= 0:
+        return []
+    statement = _TAKE_POSTGRES if is_postgres(conn) else _TAKE_SQLITE
+    rows = conn.execute(
+        statement,
+        {
+            "pool_id": pool_id,
+            "now": now,
+            "n": n,
+            "new_status": new_status,
+            "scope": scope,
+            "token": token,
+            "until": until,
+        },
+    )
+    # RETURNING gives no order guarantee; hand codes out in claim order.
+    return sorted(TakenCode(_as_datetime(r[2]), r[0], r[1]) for r in rows)
+
+
+def _as_datetime(value: Any) -> datetime:
+    # Raw text() columns come back as strings from SQLite.
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+#: One code as the loader takes it: code, issue_start, issue_end,
+#: available_from, available_till, issuable_until.
+CodeRow = tuple[str, datetime | None, datetime | None, datetime | None, datetime | None, datetime]
+
+_INCOMING = "code, issue_start, issue_end, available_from, available_till, issuable_until"
+
+
+def insert_codes(
+    conn: Connection,
+    pool_id: str,
+    batch_id: int,
+    rows: Sequence[CodeRow] = (),
+    plain: Sequence[str] = (),
+) -> int:
+    """Insert new codes into a pool, skipping any it already has; returns how many were new.
+
+    Rows go first into an unindexed temporary table and then into ``codes``
+    with one ``INSERT … SELECT``: the per-row work left in Python is the
+    smallest possible, and the index maintenance runs inside the database.
+    ``plain`` codes have no windows (a txt upload, generated codes) and
+    skip the per-row date handling. Ids follow the input order, so codes are
+    issued in file order.
+    """
+    if not rows and not plain:
+        return 0
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        if is_postgres(conn):
+            _load_incoming_postgres(cursor, rows, plain)
+            cursor.execute(_MOVE_INCOMING_POSTGRES, (pool_id, batch_id, NO_END))
+        else:
+            _load_incoming_sqlite(conn, cursor, rows, plain)
+            no_end = _sqlite_datetime(conn)(NO_END)
+            cursor.execute(_MOVE_INCOMING_SQLITE, (pool_id, batch_id, no_end))
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+_MOVE_COLUMNS = "code, issue_start, issue_end, available_from, available_till"
+_MOVE_INCOMING = (
+    f"INSERT INTO codes (pool_id, batch_id, status, redemptions, {_INCOMING}) "
+    f"SELECT {{p}}, {{p}}, 'available', 0, {_MOVE_COLUMNS}, coalesce(issuable_until, {{p}}) "
+    # SQLite needs the WHERE to tell its parser ON CONFLICT is not a join clause.
+    "FROM incoming_codes WHERE true ORDER BY seq "
+    "ON CONFLICT (pool_id, code) DO NOTHING"
+)
+_MOVE_INCOMING_POSTGRES = _MOVE_INCOMING.format(p="%s")
+_MOVE_INCOMING_SQLITE = _MOVE_INCOMING.format(p="?")
+
+
+def _sqlite_datetime(conn: Connection) -> Any:
+    to_text = DateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    assert to_text is not None
+    return to_text
+
+
+def _load_incoming_sqlite(
+    conn: Connection, cursor: Any, rows: Sequence[CodeRow], plain: Sequence[str]
+) -> None:
+    to_text = _sqlite_datetime(conn)
+    cache: dict[datetime, str] = {}
+
+    def convert(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text_value = cache.get(value)
+        if text_value is None:
+            text_value = cache[value] = to_text(value)
+        return text_value
+
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS incoming_codes (seq INTEGER PRIMARY KEY, {_INCOMING})"
+    )
+    cursor.execute("DELETE FROM incoming_codes")
+    if plain:
+        cursor.executemany("INSERT INTO incoming_codes (code) VALUES (?)", zip(plain))
+    else:
+        cursor.executemany(
+            f"INSERT INTO incoming_codes ({_INCOMING}) VALUES (?, ?, ?, ?, ?, ?)",
+            [(row[0], *map(convert, row[1:])) for row in rows],
+        )
+
+
+def _load_incoming_postgres(cursor: Any, rows: Sequence[CodeRow], plain: Sequence[str]) -> None:
+    cursor.execute(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_codes ("
+        "seq bigint, code text, issue_start timestamp, issue_end timestamp, "
+        "available_from timestamp, available_till timestamp, issuable_until timestamp"
+        ") ON COMMIT DROP"
+    )
+    cursor.execute("TRUNCATE incoming_codes")
+    if plain:
+        with cursor.copy("COPY incoming_codes (seq, code) FROM STDIN") as copy:
+            for seq, code in enumerate(plain):
+                copy.write_row((seq, code))
+    else:
+        with cursor.copy(f"COPY incoming_codes (seq, {_INCOMING}) FROM STDIN") as copy:
+            for seq, row in enumerate(rows):
+                copy.write_row((seq, *row))

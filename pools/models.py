@@ -1,0 +1,209 @@
+"""The issuance store's tables.
+
+The invariants live here as constraints, not only in Python: a single-use
+code can be the subject of at most one initial issuance (partial unique index
+on ``issuances.code_id``), a mailing gives a customer at most one initial code
+per pool and slot, and a code's pool/code pair is unique.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Codes without an end to their issue window sort after every real date.
+NO_END = datetime(9999, 12, 31)
+
+CODE_MAX_LENGTH = 64
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class PoolStatus(enum.StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+class CodeStatus(enum.StrEnum):
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    ISSUED = "issued"
+    VOID = "void"
+
+
+class IssuanceKind(enum.StrEnum):
+    INITIAL = "initial"
+    REISSUE = "reissue"
+
+
+class Pool(Base):
+    __tablename__ = "pools"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=PoolStatus.DRAFT)
+    multi_use: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_issued: Mapped[bool] = mapped_column(Boolean, default=False)
+    issued_valid_days: Mapped[int | None] = mapped_column(Integer)
+    per_customer: Mapped[int | None] = mapped_column(Integer)
+    low_stock: Mapped[int | None] = mapped_column(Integer)
+    notify_url: Mapped[str | None] = mapped_column(Text)
+    notify_email: Mapped[str | None] = mapped_column(Text)
+    low_stock_notified_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ImportBatch(Base):
+    __tablename__ = "import_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    voided_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Code(Base):
+    __tablename__ = "codes"
+    __table_args__ = (
+        UniqueConstraint("pool_id", "code"),
+        # Serves the claim query exactly: equality on pool, range on the end
+        # of the issue window, then import order, over available codes only.
+        Index(
+            "ix_codes_claim",
+            "pool_id",
+            "issuable_until",
+            "id",
+            sqlite_where=text("status = 'available'"),
+            postgresql_where=text("status = 'available'"),
+        ),
+        Index(
+            "ix_codes_reserved",
+            "reserved_until",
+            sqlite_where=text("status = 'reserved'"),
+            postgresql_where=text("status = 'reserved'"),
+        ),
+        Index("ix_codes_batch", "batch_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(CODE_MAX_LENGTH))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("import_batches.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=CodeStatus.AVAILABLE)
+    # Issue window (when the code may be handed out) and availability window
+    # (when it may be redeemed). ``issuable_until`` is the earlier of the
+    # issue window's end and ``available_till``, NO_END when neither is set,
+    # so one indexed column orders codes soonest-expiring first.
+    issue_start: Mapped[datetime | None] = mapped_column(DateTime)
+    issue_end: Mapped[datetime | None] = mapped_column(DateTime)
+    available_from: Mapped[datetime | None] = mapped_column(DateTime)
+    available_till: Mapped[datetime | None] = mapped_column(DateTime)
+    issuable_until: Mapped[datetime] = mapped_column(DateTime)
+    reserved_scope: Mapped[str | None] = mapped_column(Text)
+    reserved_token: Mapped[str | None] = mapped_column(String(64))
+    reserved_until: Mapped[datetime | None] = mapped_column(DateTime)
+    redeemed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    redemptions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Mailing(Base):
+    __tablename__ = "mailings"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    template: Mapped[str] = mapped_column(Text)
+    recipients_file: Mapped[str | None] = mapped_column(Text)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    rendered: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+
+
+class Issuance(Base):
+    __tablename__ = "issuances"
+    __table_args__ = (
+        # Invariant 1: a single-use code has at most one initial issuance.
+        Index(
+            "uq_issuances_exclusive_code",
+            "code_id",
+            unique=True,
+            sqlite_where=text("exclusive AND kind = 'initial'"),
+            postgresql_where=text("exclusive AND kind = 'initial'"),
+        ),
+        # Invariant 2: one initial code per mailing, customer, pool and slot.
+        Index(
+            "uq_issuances_mailing_customer",
+            "mailing_id",
+            "pool_id",
+            "customer_id",
+            "slot",
+            unique=True,
+            sqlite_where=text("kind = 'initial'"),
+            postgresql_where=text("kind = 'initial'"),
+        ),
+        Index("ix_issuances_customer", "customer_id", "pool_id", "issued_at"),
+        Index("ix_issuances_code", "code_id"),
+        Index("ix_issuances_pool_time", "pool_id", "issued_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"))
+    code_id: Mapped[int] = mapped_column(ForeignKey("codes.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    mailing_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    slot: Mapped[int] = mapped_column(Integer, default=0)
+    exclusive: Mapped[bool] = mapped_column(Boolean)
+    issued_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Redemption(Base):
+    __tablename__ = "redemptions"
+    __table_args__ = (Index("ix_redemptions_code", "code_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"))
+    code_id: Mapped[int] = mapped_column(ForeignKey("codes.id", ondelete="CASCADE"))
+    issued_to: Mapped[str | None] = mapped_column(String(200))
+    redeemed_by: Mapped[str | None] = mapped_column(String(200), index=True)
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    redeemed_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,84 @@
+"""Store fixtures: every store test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from ``PROMOMAIL_TEST_PG`` (default: the local server's
+``test`` database). Each test gets a schema of its own, named in the URL's
+``search_path``, so tests can run in parallel and in subprocesses. Where no
+server answers the PostgreSQL cases skip, unless ``PROMOMAIL_REQUIRE_PG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from pools.db import StoreConfig, open_engine
+
+PG_URL = os.environ.get("PROMOMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("PROMOMAIL_REQUIRE_PG") == "1"
+
+
+def _admin_url() -> str:
+    return StoreConfig(PG_URL).sqlalchemy_url
+
+
+_pg_checked: str | None = None
+
+
+def _postgres_problem() -> str | None:
+    """Why PostgreSQL cannot be used, or None when it answers."""
+    global _pg_checked
+    if _pg_checked is None:
+        try:
+            engine = create_engine(_admin_url(), connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+            _pg_checked = ""
+        except OperationalError as exc:
+            _pg_checked = f"PostgreSQL at {PG_URL} does not answer: {str(exc.orig).strip()}"
+    return _pg_checked or None
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty store (schema not yet created) on each database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'promomail.db'}"
+        return
+    problem = _postgres_problem()
+    if problem:
+        if REQUIRE_PG:
+            pytest.fail(f"{problem} (PROMOMAIL_REQUIRE_PG=1)")
+        pytest.skip(problem)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(_admin_url())
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _with_search_path(PG_URL, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a migrated, empty store."""
+    eng = open_engine(StoreConfig(db_url))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
