@@ -21,6 +21,7 @@ reclaimed in the meantime are never issued on a stale reservation.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,30 +43,32 @@ _RETRIES_ON_RACE = 5
 
 @dataclass
 class Reservation:
-    """Codes held for one chunk of a render, handed out one at a time."""
+    """Codes held for one chunk of a render, handed out one at a time.
+
+    A multi-use pool's reservation holds its one shared code, which every
+    take returns without consuming it.
+    """
 
     pool_id: str
     scope: str
     token: str
     codes: list[TakenCode]
     exclusive: bool = True
-    _next: int = 0
+    _free: deque[TakenCode] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._free = deque(self.codes)
 
     def take(self) -> TakenCode | None:
         """The next code, or None when the reservation is used up."""
-        if self._next >= len(self.codes):
-            return None
-        code = self.codes[self._next]
-        self._next += 1
-        return code
+        if not self.exclusive:
+            return self.codes[0] if self.codes else None
+        return self._free.popleft() if self._free else None
 
-    @property
-    def handed_out(self) -> list[TakenCode]:
-        return self.codes[: self._next]
-
-    @property
-    def unused(self) -> list[TakenCode]:
-        return self.codes[self._next :]
+    def give_back(self, code: TakenCode) -> None:
+        """Return a code taken for a recipient whose message then failed."""
+        if self.exclusive:
+            self._free.appendleft(code)
 
 
 @dataclass(frozen=True)
@@ -73,16 +76,7 @@ class IssuedCode:
     customer_id: str
     code_id: int
     code: str
-
-
-@dataclass
-class Settlement:
-    """What one chunk hands out, per pool: customer → code."""
-
-    mailing_id: str
-    assignments: dict[str, list[IssuedCode]] = field(default_factory=dict)
-    reissues: list[IssuedCode] = field(default_factory=list)
-    reissue_pools: list[str] = field(default_factory=list)
+    slot: int = 0
 
 
 def existing_codes(
@@ -137,7 +131,7 @@ def _record(
                     "customer_id": item.customer_id,
                     "mailing_id": mailing_id,
                     "kind": kind,
-                    "slot": 0,
+                    "slot": item.slot,
                     "exclusive": exclusive,
                     "issued_at": now,
                 }
@@ -214,59 +208,82 @@ def reserve(
     scope: str,
     ttl: timedelta = DEFAULT_RESERVATION_TTL,
 ) -> Reservation:
-    """Hold up to ``count`` codes for a chunk; fewer when the pool runs low."""
+    """Hold up to ``count`` codes of one pool; fewer when the pool runs low."""
+    return reserve_many(engine, {pool_id: count}, scope=scope, ttl=ttl)[pool_id]
+
+
+def reserve_many(
+    engine: Engine,
+    counts: Mapping[str, int],
+    *,
+    scope: str,
+    ttl: timedelta = DEFAULT_RESERVATION_TTL,
+) -> dict[str, Reservation]:
+    """Hold codes from several pools for one chunk, in one transaction."""
     token = uuid.uuid4().hex
+    reservations: dict[str, Reservation] = {}
     with write_transaction(engine) as conn:
-        pool = load_pool(conn, pool_id)
-        require_active(pool)
         now = utcnow()
-        if pool.settings.multi_use:
-            shared = shared_code(conn, pool, now)
-            # A shared code is never consumed: every take returns it.
-            codes = [shared] * count if shared else []
-            return Reservation(pool_id, scope, token, codes, exclusive=False)
-        taken = take_codes(
-            conn,
-            pool_id,
-            count,
-            now=now,
-            new_status=CodeStatus.RESERVED,
-            scope=scope,
-            token=token,
-            until=now + ttl,
-        )
-        return Reservation(pool_id, scope, token, taken)
+        for pool_id, count in counts.items():
+            pool = load_pool(conn, pool_id)
+            require_active(pool)
+            if pool.settings.multi_use:
+                shared = shared_code(conn, pool, now)
+                codes = [shared] if shared and count > 0 else []
+                reservations[pool_id] = Reservation(pool_id, scope, token, codes, exclusive=False)
+                continue
+            taken = take_codes(
+                conn,
+                pool_id,
+                count,
+                now=now,
+                new_status=CodeStatus.RESERVED,
+                scope=scope,
+                token=token,
+                until=now + ttl,
+            )
+            reservations[pool_id] = Reservation(pool_id, scope, token, taken)
+    return reservations
+
+
+@dataclass(frozen=True)
+class Handout:
+    """A code a chunk gave a customer: from which reservation, in which slot."""
+
+    customer_id: str
+    code: TakenCode
+    slot: int = 0
 
 
 def settle(
     engine: Engine,
     mailing_id: str,
     reservations: Sequence[Reservation],
-    handed: Mapping[str, Sequence[tuple[str, TakenCode]]],
+    handed: Mapping[str, Sequence[Handout]],
     reissues: Sequence[tuple[str, str, int]] = (),
 ) -> None:
     """Record a chunk's issuances and release its unused codes, atomically.
 
-    ``handed`` maps pool id → (customer, code) pairs taken from that pool's
+    ``handed`` maps pool id → the handouts taken from that pool's
     reservation; ``reissues`` lists (pool, customer, code id) shown again by
     ``last_promocode``. Raises :class:`ReservationLost` (and changes nothing)
-    if any reserved code was reclaimed before this commit.
+    if any reserved code was reclaimed or voided before this commit.
     """
     now = utcnow()
     with write_transaction(engine) as conn:
         for reservation in reservations:
-            pairs = handed.get(reservation.pool_id, ())
-            issued = [IssuedCode(customer, code.id, code.code) for customer, code in pairs]
+            handouts = handed.get(reservation.pool_id, ())
             if reservation.exclusive:
-                _mark(conn, reservation, [code.id for _, code in pairs], CodeStatus.ISSUED)
-                used = {code.id for _, code in pairs}
-                unused = [c.id for c in reservation.codes if c.id not in used]
+                used = [h.code.id for h in handouts]
+                _mark(conn, reservation, used, CodeStatus.ISSUED)
+                used_ids = set(used)
+                unused = [c.id for c in reservation.codes if c.id not in used_ids]
                 _mark(conn, reservation, unused, CodeStatus.AVAILABLE)
             _record(
                 conn,
                 mailing_id,
                 reservation.pool_id,
-                issued,
+                [IssuedCode(h.customer_id, h.code.id, h.code.code, h.slot) for h in handouts],
                 kind=IssuanceKind.INITIAL,
                 exclusive=reservation.exclusive,
                 now=now,

@@ -29,6 +29,8 @@ MAX_LINE_BYTES = 4096
 _BINARY_SAMPLE = 8192
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BOM = "\ufeff"
+#: What undecodable bytes become with errors="surrogateescape".
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 class Whitespace(StrEnum):
@@ -89,8 +91,9 @@ def check_code(text: str, whitespace: Whitespace) -> tuple[str | None, str | Non
         text = text.strip()
     elif whitespace is Whitespace.REJECT and text != text.strip():
         return None, "leading or trailing whitespace (use --whitespace strip or keep)"
-    if not text:
-        return None, "empty line" if not text.strip() else "empty code"
+    if not text.strip():
+        # Also a line of spaces kept as it is: nobody can type a blank code.
+        return None, "empty line" if not text else "blank code (only whitespace)"
     if _CONTROL.search(text):
         return None, "control character in code"
     if len(text) > CODE_MAX_LENGTH:
@@ -230,11 +233,13 @@ def _column_key(header: str) -> str:
 def parse_moment(value: str, column: str) -> datetime:
     """ISO 8601 date or datetime; aware values go to UTC, naive ones are UTC."""
     text = value.strip()
-    if len(text) == 10:
+    try:
+        # Any ISO date form (2030-06-30, 20300630), not only the 10-character one.
         day = date.fromisoformat(text)
-        start = datetime(day.year, day.month, day.day)
-        return start + timedelta(days=1) if column in _END_COLUMNS else start
-    return to_utc_naive(datetime.fromisoformat(text))
+    except ValueError:
+        return to_utc_naive(datetime.fromisoformat(text))
+    start = datetime(day.year, day.month, day.day)
+    return start + timedelta(days=1) if column in _END_COLUMNS else start
 
 
 def parse_csv(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> Iterator[Block]:
@@ -245,7 +250,10 @@ def parse_csv(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> I
     if _looks_binary(head):
         raise UnreadableFile("this looks like a binary file, not a CSV of codes")
     whole = io.BufferedReader(_Prefixed(head, stream), BLOCK_SIZE)
-    text = io.TextIOWrapper(whole, encoding="utf-8-sig", errors="strict", newline="")
+    # The decoder reads ahead of the CSV reader: strict decoding would blame an
+    # invalid byte on the wrong line (or on the header). Undecodable bytes are
+    # kept as surrogates instead and reported on the row that holds them.
+    text = io.TextIOWrapper(whole, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(text, strict=True)
     try:
         header = next(reader, None)
@@ -253,6 +261,8 @@ def parse_csv(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> I
         raise UnreadableFile(f"line 1: the header cannot be read ({exc})") from exc
     if header is None:
         raise UnreadableFile("the file is empty: no header and no codes")
+    if any(_UNDECODABLE.search(h) for h in header):
+        raise UnreadableFile("line 1: the header is not valid UTF-8")
     keys = [_column_key(h) for h in header]
     code_index = next((keys.index(k) for k in CODE_COLUMN_NAMES if k in keys), None)
     if code_index is None:
@@ -297,6 +307,9 @@ def _csv_rows(
         line = reader.line_num  # type: ignore[attr-defined]
         if not row:
             yield LineProblem(line, "empty line")
+            continue
+        if any(_UNDECODABLE.search(value) for value in row):
+            yield LineProblem(line, "invalid UTF-8")
             continue
         if len(row) != width:
             yield LineProblem(line, f"{len(row)} fields where the header has {width}")

@@ -117,14 +117,14 @@ def list_codes(
                 first_issue[code_id] = (customer, mailing, issued_at)
     entries = []
     for row in codes:
-        customer, mailing, issued_at = first_issue.get(row.id, (None, None, None))
+        issue = first_issue.get(row.id)
         entries.append(
             CodeEntry(
                 row.code,
                 _state_of(row.status, row.redemptions, row.issue_start, row.issuable_until, now),
-                customer,
-                mailing,
-                issued_at,
+                issue[0] if issue else None,
+                issue[1] if issue else None,
+                issue[2] if issue else None,
                 row.redeemed_at,
                 row.redemptions,
                 row.batch_id,

@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from pools.errors import StoreError
 
@@ -66,9 +66,14 @@ class StoreConfig:
 
 def create_store_engine(config: StoreConfig) -> Engine:
     url = config.sqlalchemy_url
-    if url.startswith("sqlite"):
-        return _sqlite_engine(url, config)
-    return create_engine(url, echo=config.echo, pool_pre_ping=True, **config.engine_options)
+    try:
+        if url.startswith("sqlite"):
+            return _sqlite_engine(url, config)
+        return create_engine(url, echo=config.echo, pool_pre_ping=True, **config.engine_options)
+    except ArgumentError as exc:  # e.g. an unknown driver: postgresql+nosuch://
+        raise StoreError(
+            f"cannot use database {make_url(config.url).render_as_string()}: {exc}"
+        ) from exc
 
 
 def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
@@ -80,9 +85,10 @@ def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
     engine = create_engine(
         url,
         echo=config.echo,
-        # Each process opens its own connections; a pool per process is all
-        # a CLI run needs and NullPool avoids sharing handles across fork().
-        poolclass=NullPool,
+        # Keep connections open: closing the last connection to a WAL
+        # database checkpoints and removes the WAL, which is slow per chunk.
+        # Worker processes are spawned, never forked, so none is shared.
+        poolclass=QueuePool,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None},
         **config.engine_options,
     )

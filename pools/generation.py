@@ -55,7 +55,7 @@ class CodeSpec:
 
     @property
     def space(self) -> int:
-        return len(self.alphabet) ** self.length
+        return int(len(self.alphabet) ** self.length)
 
     def random_bodies(self, count: int) -> list[str]:
         """``count`` random strings of ``length`` characters from the alphabet."""

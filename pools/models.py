@@ -102,7 +102,9 @@ class ImportBatch(Base):
 class Code(Base):
     __tablename__ = "codes"
     __table_args__ = (
-        UniqueConstraint("pool_id", "code"),
+        # Code first: the same index serves redemption, which looks a code up
+        # by its string alone, and uniqueness within a pool.
+        UniqueConstraint("code", "pool_id"),
         # Serves the claim query exactly: equality on pool, range on the end
         # of the issue window, then import order, over available codes only.
         Index(
@@ -149,13 +151,28 @@ class Mailing(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     template: Mapped[str] = mapped_column(Text)
     recipients_file: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class MailingRun(Base):
+    """The latest run of one shard of a mailing (``all`` when not sharded)."""
+
+    __tablename__ = "mailing_runs"
+
+    mailing_id: Mapped[str] = mapped_column(
+        ForeignKey("mailings.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
     recipients: Mapped[int] = mapped_column(Integer, default=0)
     rendered: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
+    new_codes: Mapped[int] = mapped_column(Integer, default=0)
+    reused_codes: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
-    status: Mapped[str] = mapped_column(String(16), default="running")
 
 
 class Issuance(Base):
@@ -169,16 +186,16 @@ class Issuance(Base):
             sqlite_where=text("exclusive AND kind = 'initial'"),
             postgresql_where=text("exclusive AND kind = 'initial'"),
         ),
-        # Invariant 2: one initial code per mailing, customer, pool and slot.
+        # Invariant 2: one initial code per mailing, customer, pool and slot
+        # (and one reissue record, so a re-run does not record it twice).
         Index(
             "uq_issuances_mailing_customer",
             "mailing_id",
             "pool_id",
             "customer_id",
+            "kind",
             "slot",
             unique=True,
-            sqlite_where=text("kind = 'initial'"),
-            postgresql_where=text("kind = 'initial'"),
         ),
         Index("ix_issuances_customer", "customer_id", "pool_id", "issued_at"),
         Index("ix_issuances_code", "code_id"),

@@ -103,8 +103,14 @@ def _view(row: Any, counts: PoolCounts | None = None) -> PoolView:
     return PoolView(row.id, row.status, settings, row.created_at, counts or PoolCounts())
 
 
-def load_pool(conn: Connection, pool_ref: str, *, allow_name: bool = False) -> PoolView:
-    """The pool with this id (or, if allowed, this unambiguous name)."""
+def load_pool(
+    conn: Connection, pool_ref: str, *, allow_name: bool = False, with_counts: bool = False
+) -> PoolView:
+    """The pool with this id (or, if allowed, this unambiguous name).
+
+    Counts scan the pool's codes, so they are left at zero unless asked for:
+    claiming and reserving load the pool on every chunk.
+    """
     row = conn.execute(select(Pool).where(Pool.id == pool_ref)).first()
     if row is None and allow_name:
         named = conn.execute(select(Pool).where(Pool.name == pool_ref)).all()
@@ -114,7 +120,8 @@ def load_pool(conn: Connection, pool_ref: str, *, allow_name: bool = False) -> P
         row = named[0] if named else None
     if row is None:
         raise PoolNotFound(pool_ref)
-    return _view(row, pool_counts(conn, [row.id]).get(row.id))
+    counts = pool_counts(conn, [row.id]).get(row.id) if with_counts else None
+    return _view(row, counts)
 
 
 def require_active(pool: PoolView) -> None:
@@ -145,7 +152,7 @@ def create_pool(
                 **asdict(settings),
             )
         )
-        return load_pool(conn, new_id)
+        return load_pool(conn, new_id, with_counts=True)
 
 
 def activate_pool(engine: Engine, pool_id: str) -> PoolView:
@@ -165,7 +172,7 @@ def activate_pool(engine: Engine, pool_id: str) -> PoolView:
             .where(Pool.id == pool_id)
             .values(status=PoolStatus.ACTIVE, activated_at=utcnow())
         )
-        return load_pool(conn, pool_id)
+        return load_pool(conn, pool_id, with_counts=True)
 
 
 def edit_pool(engine: Engine, pool_id: str, **changes: Any) -> PoolView:
@@ -193,7 +200,7 @@ def edit_pool(engine: Engine, pool_id: str, **changes: Any) -> PoolView:
             raise PoolError(f"pool {pool_id!r} is active and must keep a description")
         PoolSettings(**{**asdict(pool.settings), **changes})  # validates the result
         conn.execute(update(Pool).where(Pool.id == pool_id).values(**changes))
-        return load_pool(conn, pool_id)
+        return load_pool(conn, pool_id, with_counts=True)
 
 
 def archive_pool(engine: Engine, pool_id: str) -> PoolView:
@@ -204,7 +211,7 @@ def archive_pool(engine: Engine, pool_id: str) -> PoolView:
             .where(Pool.id == pool_id)
             .values(status=PoolStatus.ARCHIVED, archived_at=utcnow())
         )
-        return load_pool(conn, pool_id)
+        return load_pool(conn, pool_id, with_counts=True)
 
 
 def delete_pool(engine: Engine, pool_id: str) -> None:
@@ -240,4 +247,4 @@ def list_pools(engine: Engine) -> list[PoolView]:
 
 def show_pool(engine: Engine, pool_id: str) -> PoolView:
     with read_transaction(engine) as conn:
-        return load_pool(conn, pool_id)
+        return load_pool(conn, pool_id, with_counts=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 21:52:24.413244
+Create Date: 2026-11-21 22:08:34.442452
 """
 
 from __future__ import annotations
@@ -22,13 +22,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=200), nullable=False),
         sa.Column("template", sa.Text(), nullable=False),
         sa.Column("recipients_file", sa.Text(), nullable=True),
-        sa.Column("recipients", sa.Integer(), nullable=False),
-        sa.Column("rendered", sa.Integer(), nullable=False),
-        sa.Column("failed", sa.Integer(), nullable=False),
-        sa.Column("skipped", sa.Integer(), nullable=False),
         sa.Column("started_at", sa.DateTime(), nullable=False),
         sa.Column("finished_at", sa.DateTime(), nullable=True),
-        sa.Column("status", sa.String(length=16), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_mailings")),
     )
     op.create_table(
@@ -78,6 +73,27 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_import_batches_pool_id"), ["pool_id"], unique=False)
 
     op.create_table(
+        "mailing_runs",
+        sa.Column("mailing_id", sa.String(length=200), nullable=False),
+        sa.Column("shard", sa.String(length=32), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("recipients", sa.Integer(), nullable=False),
+        sa.Column("rendered", sa.Integer(), nullable=False),
+        sa.Column("failed", sa.Integer(), nullable=False),
+        sa.Column("skipped", sa.Integer(), nullable=False),
+        sa.Column("new_codes", sa.Integer(), nullable=False),
+        sa.Column("reused_codes", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(), nullable=False),
+        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["mailing_id"],
+            ["mailings.id"],
+            name=op.f("fk_mailing_runs_mailing_id_mailings"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("mailing_id", "shard", name=op.f("pk_mailing_runs")),
+    )
+    op.create_table(
         "codes",
         sa.Column(
             "id",
@@ -109,7 +125,7 @@ def upgrade() -> None:
             ["pool_id"], ["pools.id"], name=op.f("fk_codes_pool_id_pools"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_codes")),
-        sa.UniqueConstraint("pool_id", "code", name=op.f("uq_codes_pool_id_code")),
+        sa.UniqueConstraint("code", "pool_id", name=op.f("uq_codes_code_pool_id")),
     )
     with op.batch_alter_table("codes", schema=None) as batch_op:
         batch_op.create_index("ix_codes_batch", ["batch_id", "status"], unique=False)
@@ -167,10 +183,8 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "uq_issuances_mailing_customer",
-            ["mailing_id", "pool_id", "customer_id", "slot"],
+            ["mailing_id", "pool_id", "customer_id", "kind", "slot"],
             unique=True,
-            sqlite_where=sa.text("kind = 'initial'"),
-            postgresql_where=sa.text("kind = 'initial'"),
         )
 
     op.create_table(
@@ -209,11 +223,7 @@ def downgrade() -> None:
 
     op.drop_table("redemptions")
     with op.batch_alter_table("issuances", schema=None) as batch_op:
-        batch_op.drop_index(
-            "uq_issuances_mailing_customer",
-            sqlite_where=sa.text("kind = 'initial'"),
-            postgresql_where=sa.text("kind = 'initial'"),
-        )
+        batch_op.drop_index("uq_issuances_mailing_customer")
         batch_op.drop_index(
             "uq_issuances_exclusive_code",
             sqlite_where=sa.text("exclusive AND kind = 'initial'"),
@@ -238,6 +248,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_codes_batch")
 
     op.drop_table("codes")
+    op.drop_table("mailing_runs")
     with op.batch_alter_table("import_batches", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_import_batches_pool_id"))
 

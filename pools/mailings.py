@@ -1,0 +1,200 @@
+"""Mailing records: what was rendered, by which runs, with which codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from pools.clock import utcnow
+from pools.db import read_transaction, write_transaction
+from pools.errors import PromomailError
+from pools.models import Issuance, IssuanceKind, Mailing, MailingRun
+
+
+class MailingNotFound(PromomailError):
+    def __init__(self, mailing_id: str) -> None:
+        super().__init__(f"mailing {mailing_id!r} does not exist")
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    recipients: int = 0
+    rendered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    new_codes: int = 0
+    reused_codes: int = 0
+
+
+def start_run(engine: Engine, mailing_id: str, shard: str, template: str, recipients: str) -> None:
+    """Create the mailing (first run) and mark this shard's run as running."""
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        exists = conn.execute(select(Mailing.id).where(Mailing.id == mailing_id)).first()
+        if exists is None:
+            conn.execute(
+                insert(Mailing).values(
+                    id=mailing_id, template=template, recipients_file=recipients, started_at=now
+                )
+            )
+        else:
+            conn.execute(
+                update(Mailing)
+                .where(Mailing.id == mailing_id)
+                .values(template=template, recipients_file=recipients, finished_at=None)
+            )
+        run = conn.execute(
+            select(MailingRun.shard).where(
+                MailingRun.mailing_id == mailing_id, MailingRun.shard == shard
+            )
+        ).first()
+        values: dict[str, Any] = {"status": "running", "started_at": now, "finished_at": None}
+        if run is None:
+            conn.execute(insert(MailingRun).values(mailing_id=mailing_id, shard=shard, **values))
+        else:
+            conn.execute(
+                update(MailingRun)
+                .where(MailingRun.mailing_id == mailing_id, MailingRun.shard == shard)
+                .values(**values)
+            )
+
+
+def finish_run(engine: Engine, mailing_id: str, shard: str, status: str, totals: RunTotals) -> None:
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        conn.execute(
+            update(MailingRun)
+            .where(MailingRun.mailing_id == mailing_id, MailingRun.shard == shard)
+            .values(
+                status=status,
+                finished_at=now,
+                recipients=totals.recipients,
+                rendered=totals.rendered,
+                failed=totals.failed,
+                skipped=totals.skipped,
+                new_codes=totals.new_codes,
+                reused_codes=totals.reused_codes,
+            )
+        )
+        conn.execute(update(Mailing).where(Mailing.id == mailing_id).values(finished_at=now))
+
+
+def issued_customers_in(
+    conn: Connection, mailing_id: str, pool_id: str, keep: Callable[[str], bool] | None
+) -> int:
+    """How many customers this mailing already gave an initial code (in a slice)."""
+    rows = conn.execute(
+        select(Issuance.customer_id)
+        .where(
+            Issuance.mailing_id == mailing_id,
+            Issuance.pool_id == pool_id,
+            Issuance.kind == IssuanceKind.INITIAL,
+        )
+        .distinct()
+        .execution_options(yield_per=10_000)
+    )
+    return sum(1 for (customer,) in rows if keep is None or keep(customer))
+
+
+@dataclass
+class MailingView:
+    id: str
+    template: str
+    recipients_file: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    totals: RunTotals
+    codes_issued: int
+    reissues: int
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "template": self.template,
+            "recipients_file": self.recipients_file,
+            "status": self.status,
+            "recipients": self.totals.recipients,
+            "rendered": self.totals.rendered,
+            "failed": self.totals.failed,
+            "skipped": self.totals.skipped,
+            "codes_issued": self.codes_issued,
+            "reissues": self.reissues,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": self.finished_at.isoformat(timespec="seconds")
+            if self.finished_at
+            else None,
+            "runs": self.runs,
+        }
+
+
+def _view(conn: Connection, mailing: Any) -> MailingView:
+    runs = conn.execute(
+        select(MailingRun).where(MailingRun.mailing_id == mailing.id).order_by(MailingRun.shard)
+    ).all()
+    counts = dict(
+        conn.execute(
+            select(Issuance.kind, func.count())
+            .where(Issuance.mailing_id == mailing.id)
+            .group_by(Issuance.kind)
+        ).all()
+    )
+    totals = RunTotals(
+        *(
+            sum(getattr(r, name) for r in runs)
+            for name in ("recipients", "rendered", "failed", "skipped", "new_codes", "reused_codes")
+        )
+    )
+    statuses = {r.status for r in runs}
+    status = (
+        statuses.pop()
+        if len(statuses) == 1
+        else ("running" if "running" in statuses else "partial")
+    )
+    return MailingView(
+        mailing.id,
+        mailing.template,
+        mailing.recipients_file,
+        mailing.started_at,
+        mailing.finished_at,
+        status,
+        totals,
+        int(counts.get(IssuanceKind.INITIAL, 0)),
+        int(counts.get(IssuanceKind.REISSUE, 0)),
+        [
+            {
+                "shard": r.shard,
+                "status": r.status,
+                "recipients": r.recipients,
+                "rendered": r.rendered,
+                "failed": r.failed,
+                "skipped": r.skipped,
+                "new_codes": r.new_codes,
+                "reused_codes": r.reused_codes,
+                "started_at": r.started_at.isoformat(timespec="seconds"),
+                "finished_at": r.finished_at.isoformat(timespec="seconds")
+                if r.finished_at
+                else None,
+            }
+            for r in runs
+        ],
+    )
+
+
+def list_mailings(engine: Engine) -> list[MailingView]:
+    with read_transaction(engine) as conn:
+        rows = conn.execute(select(Mailing).order_by(Mailing.started_at, Mailing.id)).all()
+        return [_view(conn, row) for row in rows]
+
+
+def show_mailing(engine: Engine, mailing_id: str) -> MailingView:
+    with read_transaction(engine) as conn:
+        row = conn.execute(select(Mailing).where(Mailing.id == mailing_id)).first()
+        if row is None:
+            raise MailingNotFound(mailing_id)
+        return _view(conn, row)

@@ -1,0 +1,420 @@
+"""Rendering a whole mailing: preflight, worker processes, output, summary.
+
+Safe to re-run with the same mailing id at any point (after a crash, a kill,
+an interrupt, a pool running out): recipients who already have codes in the
+mailing get the same codes, the others get new ones, and the output again
+holds every recipient. Reservations left by a killed run of the same mailing
+and shard are reclaimed before anything else happens.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Engine
+
+from pools.claiming import reclaim_expired, reclaim_scope, shared_code
+from pools.clock import utcnow
+from pools.counts import available_count
+from pools.db import StoreConfig, open_engine, read_transaction
+from pools.errors import PoolExhausted, PromomailError
+from pools.mailings import RunTotals, finish_run, issued_customers_in, start_run
+from pools.models import PoolStatus
+from pools.pool_admin import load_pool
+from templating.analysis import analyze
+from templating.chunks import ChunkRenderer, PoolPlan
+from templating.errors import MailingError, TemplateError
+from templating.message import MessageTemplate
+from templating.outputs import OutputTarget
+from templating.recipients import Recipient, Shard, in_slice, read_recipients
+from templating.sources import OnExhausted
+
+CHUNK_SIZE = 500
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    template_path: str
+    recipients_path: str
+    mailing_id: str
+    db_url: str
+    output: OutputTarget
+    on_exhausted: OnExhausted = OnExhausted.STOP
+    workers: int = 1
+    shard: Shard = field(default_factory=Shard)
+    variables: dict[str, str] = field(default_factory=dict)
+    chunk_size: int = CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        if not self.mailing_id.strip():
+            raise MailingError("--mailing needs a non-empty id")
+        if not 1 <= self.workers <= 64:
+            raise MailingError("--workers must be between 1 and 64")
+        if "client" in self.variables:
+            raise MailingError("--var client=… would hide the recipient; choose another name")
+
+    @property
+    def scope(self) -> str:
+        """Reservations of this mailing and shard, reclaimed by its next run."""
+        return f"{self.mailing_id}|{self.shard.label}"
+
+
+@dataclass
+class WorkerResult:
+    recipients: int = 0
+    rendered: int = 0
+    new_codes: int = 0
+    reused_codes: int = 0
+    failed: list[tuple[str, int, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    stopped_at_pool: str | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class RenderSummary:
+    mailing: str
+    shard: str
+    recipients: int
+    rendered: int
+    new_codes: int
+    reused_codes: int
+    failed: list[tuple[str, int, str]]
+    skipped: list[tuple[str, str]]
+    seconds: float
+    stopped_at_pool: str | None
+    interrupted: bool
+    output: str
+
+    @property
+    def rate(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.stopped_at_pool:
+            return "stopped"
+        return "finished"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished" and not self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mailing": self.mailing,
+            "shard": self.shard,
+            "status": self.status,
+            "output": self.output,
+            "recipients": self.recipients,
+            "rendered": self.rendered,
+            "new_codes": self.new_codes,
+            "reused_codes": self.reused_codes,
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "seconds": round(self.seconds, 3),
+            "recipients_per_second": round(self.rate, 1),
+            "stopped_at_pool": self.stopped_at_pool,
+            "failures": [
+                {"recipient": r, "line": line, "reason": reason} for r, line, reason in self.failed
+            ],
+            "skipped_recipients": [{"recipient": r, "reason": why} for r, why in self.skipped],
+        }
+
+
+def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
+    """Resolve the template's pool references; issuing pools must be active."""
+    usage = analyze(template.parsed)
+    if usage.non_literal:
+        first = usage.non_literal[0]
+        raise TemplateError(
+            f"client.{first.function}() needs the pool as a string literal, e.g. "
+            f"client.{first.function}('spring')",
+            template=template.name,
+            line=first.line,
+        )
+    refs: dict[str, str] = {}
+    per_customer: dict[str, int] = {}
+    with read_transaction(engine) as conn:
+        for ref in usage.pool_refs:
+            line = usage.issues_from.get(ref) or usage.reissues_from.get(ref)
+            try:
+                pool = load_pool(conn, ref, allow_name=True)
+            except PromomailError as exc:
+                raise TemplateError(str(exc), template=template.name, line=line) from exc
+            if ref in usage.issues_from and pool.status != PoolStatus.ACTIVE:
+                raise TemplateError(
+                    f"pool {pool.id!r} is {pool.status}, not active: it issues no codes",
+                    template=template.name,
+                    line=line,
+                )
+            refs[ref] = pool.id
+            if pool.settings.per_customer is not None:
+                per_customer[pool.id] = pool.settings.per_customer
+    issuing = tuple(dict.fromkeys(refs[r] for r in usage.issues_from))
+    reissuing = tuple(dict.fromkeys(refs[r] for r in usage.reissues_from))
+    return PoolPlan(refs, issuing, reissuing, per_customer)
+
+
+def count_recipients(request: RenderRequest) -> int:
+    """Read the whole recipients file once: any bad line fails before codes move."""
+    keep = _slice_filter(request.shard)
+    return sum(1 for _ in read_recipients(request.recipients_path, keep))
+
+
+def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan, recipients: int) -> None:
+    """Refuse, before consuming anything, a mailing its pools cannot cover."""
+    if request.on_exhausted is not OnExhausted.STOP:
+        return
+    keep = _slice_filter(request.shard)
+    with read_transaction(engine) as conn:
+        for pool_id in plan.issuing:
+            pool = load_pool(conn, pool_id)
+            served = issued_customers_in(conn, request.mailing_id, pool_id, keep)
+            missing = max(recipients - served, 0)
+            if pool.settings.multi_use:
+                if missing and shared_code(conn, pool, utcnow()) is None:
+                    raise PoolExhausted(pool_id, missing, 0)
+                continue
+            needed = missing * plan.per_customer.get(pool_id, 1)
+            available = available_count(conn, pool_id)
+            if needed > available:
+                raise PoolExhausted(pool_id, needed, available)
+
+
+def _slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[str], bool] | None:
+    if shard.count == 1 and workers == 1:
+        return None
+    return lambda recipient_id: in_slice(recipient_id, shard, worker, workers)
+
+
+def _chunks(recipients: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:
+    while chunk := list(islice(recipients, size)):
+        yield chunk
+
+
+def render_slice(
+    request: RenderRequest,
+    worker: int,
+    run_id: str,
+    stop: threading.Event | Any,
+    progress: Callable[[int], None],
+    engine: Engine | None = None,
+) -> WorkerResult:
+    """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
+    own_engine = engine is None
+    engine = engine or open_engine(StoreConfig(request.db_url))
+    try:
+        template = MessageTemplate.from_file(request.template_path)
+        renderer = ChunkRenderer(
+            engine,
+            template,
+            plan_pools(engine, template),
+            request.mailing_id,
+            request.scope,
+            request.on_exhausted,
+            request.variables,
+        )
+        keep = _slice_filter(request.shard, worker, request.workers)
+        recipients = read_recipients(request.recipients_path, keep)
+        writer = request.output.open_writer(worker, run_id)
+        result = WorkerResult()
+        try:
+            for chunk in _chunks(recipients, request.chunk_size):
+                if stop.is_set():
+                    result.interrupted = True
+                    break
+                outcome = renderer.render(chunk)
+                writer.write(outcome.messages)
+                result.recipients += len(chunk)
+                result.rendered += len(outcome.messages)
+                result.new_codes += outcome.new_codes
+                result.reused_codes += outcome.reused_codes
+                result.failed.extend(outcome.failed)
+                result.skipped.extend(outcome.skipped)
+                progress(len(chunk))
+                if outcome.stopped_at_pool:
+                    result.stopped_at_pool = outcome.stopped_at_pool
+                    break
+        finally:
+            writer.close()
+        return result
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def render_mailing(
+    request: RenderRequest, progress: Callable[[int], None] | None = None
+) -> RenderSummary:
+    """Render the mailing (or this shard of it) and record the run."""
+    started = time.monotonic()
+    engine = open_engine(StoreConfig(request.db_url))
+    try:
+        template = MessageTemplate.from_file(request.template_path)
+        plan = plan_pools(engine, template)
+        request.output.prepare()
+        total = count_recipients(request)
+        preflight(engine, request, plan, total)
+        start_run(
+            engine,
+            request.mailing_id,
+            request.shard.label,
+            request.template_path,
+            request.recipients_path,
+        )
+        reclaim_scope(engine, request.scope)
+        reclaim_expired(engine)
+        run_id = uuid.uuid4().hex[:12]
+        try:
+            results = _run_workers(request, run_id, engine, progress or (lambda _n: None))
+            request.output.finish(request.workers, run_id)
+        except BaseException:
+            request.output.discard(request.workers, run_id)
+            finish_run(engine, request.mailing_id, request.shard.label, "failed", RunTotals())
+            raise
+        summary = _summarize(request, results, total, time.monotonic() - started)
+        finish_run(
+            engine,
+            request.mailing_id,
+            request.shard.label,
+            summary.status,
+            RunTotals(
+                summary.recipients,
+                summary.rendered,
+                len(summary.failed),
+                len(summary.skipped),
+                summary.new_codes,
+                summary.reused_codes,
+            ),
+        )
+        return summary
+    finally:
+        engine.dispose()
+
+
+def _summarize(
+    request: RenderRequest, results: Sequence[WorkerResult], total: int, seconds: float
+) -> RenderSummary:
+    return RenderSummary(
+        mailing=request.mailing_id,
+        shard=request.shard.label,
+        recipients=total,
+        rendered=sum(r.rendered for r in results),
+        new_codes=sum(r.new_codes for r in results),
+        reused_codes=sum(r.reused_codes for r in results),
+        failed=[f for r in results for f in r.failed],
+        skipped=[s for r in results for s in r.skipped],
+        seconds=seconds,
+        stopped_at_pool=next((r.stopped_at_pool for r in results if r.stopped_at_pool), None),
+        interrupted=any(r.interrupted for r in results),
+        output=str(request.output.path) if request.output.path else "-",
+    )
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the render to stop after the chunk in hand."""
+
+    def __init__(self, event: threading.Event | Any) -> None:
+        self.event = event
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        self.event.set()
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_workers(
+    request: RenderRequest, run_id: str, engine: Engine, progress: Callable[[int], None]
+) -> list[WorkerResult]:
+    if request.workers == 1:
+        stop = threading.Event()
+        with _StopOnSignal(stop):
+            return [render_slice(request, 0, run_id, stop, progress, engine)]
+    context = multiprocessing.get_context("spawn")
+    stop_event = context.Event()
+    messages = context.Queue()
+    processes = [
+        context.Process(
+            target=_worker_main,
+            args=(request, worker, run_id, stop_event, messages),
+            name=f"promomail-render-{worker}",
+        )
+        for worker in range(request.workers)
+    ]
+    with _StopOnSignal(stop_event):
+        for process in processes:
+            process.start()
+        return _collect(processes, messages, progress)
+
+
+def _collect(
+    processes: list[Any], messages: Any, progress: Callable[[int], None]
+) -> list[WorkerResult]:
+    results: dict[int, WorkerResult] = {}
+    errors: dict[int, str] = {}
+    pending = set(range(len(processes)))
+    while pending:
+        # A worker's last message is in the pipe before it exits, so a worker
+        # already dead while the queue then stays empty sent none: it crashed.
+        dead = [i for i in pending if not processes[i].is_alive()]
+        try:
+            kind, worker, payload = messages.get(timeout=0.5)
+        except queue.Empty:
+            for index in dead:
+                errors[index] = f"worker {index} died (exit code {processes[index].exitcode})"
+                pending.discard(index)
+            continue
+        if kind == "progress":
+            progress(payload)
+            continue
+        pending.discard(worker)
+        if kind == "done":
+            results[worker] = payload
+        else:
+            errors[worker] = payload
+    for process in processes:
+        process.join()
+    if errors:
+        raise MailingError("; ".join(errors[k] for k in sorted(errors)))
+    return [results[k] for k in sorted(results)]
+
+
+def _worker_main(
+    request: RenderRequest, worker: int, run_id: str, stop: Any, messages: Any
+) -> None:
+    # Ctrl-C reaches the whole process group: the parent turns it into the stop
+    # event, so a worker never dies in the middle of a chunk because of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
+    try:
+        result = render_slice(
+            request, worker, run_id, stop, lambda n: messages.put(("progress", worker, n))
+        )
+    except PromomailError as exc:
+        messages.put(("error", worker, f"worker {worker}: {exc}"))
+    except Exception as exc:  # reported to the parent, which fails the render
+        messages.put(("error", worker, f"worker {worker} (pid {os.getpid()}): {exc!r}"))
+    else:
+        messages.put(("done", worker, result))
