@@ -87,13 +87,18 @@ class CodeSpec:
 
 
 def luhn_check_char(body: str, alphabet: str) -> str:
-    """Luhn mod N check character: catches any single typo and most swaps."""
+    """Luhn mod N check character: catches any single typo and most swaps.
+
+    Luhn's digit-sum step is a permutation of 0..N-1 only for even N; for odd
+    N (the default alphabet has 31 characters) doubling modulo N is one, and
+    then every swap of two different adjacent characters is caught as well.
+    """
     n = len(alphabet)
     total = 0
     factor = 2
     for char in reversed(body):
         addend = factor * alphabet.index(char)
-        total += addend // n + addend % n
+        total += addend % n if n % 2 else addend // n + addend % n
         factor = 3 - factor
     return alphabet[(n - total % n) % n]
 

@@ -1,0 +1,371 @@
+"""Bad input to ``codes upload`` (and friends): a clear error, and nothing stored.
+
+Every refusal must print one ``Error:`` line naming the file and, where
+there is one, the line; exit with status 1; and leave the pool exactly as it
+was, which each test checks through the pool's counts, its codes and its
+import history. Runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cli import cli
+
+POOL = "spring"
+
+
+@dataclass
+class Cli:
+    url: str
+    runner: CliRunner
+
+    def __call__(self, *args: str, input: bytes | str | None = None) -> Result:
+        return self.runner.invoke(
+            cli, ["--db", self.url, *args], input=input, catch_exceptions=False
+        )
+
+    def json(self, *args: str, input: bytes | str | None = None) -> Any:
+        result = self(*args, "--json", input=input)
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def upload(self, *args: str, input: bytes | str | None = None) -> Result:
+        return self("codes", "upload", POOL, *args, input=input)
+
+    def stored_codes(self) -> list[str]:
+        return [c["code"] for c in self.json("codes", "list", POOL, "--limit", "0")]
+
+    def assert_nothing_stored(self) -> None:
+        shown = self.json("pool", "show", POOL)
+        assert (shown["total"], shown["available"]) == (0, 0)
+        assert shown["imports"] == []
+        assert self.stored_codes() == []
+
+
+@pytest.fixture
+def run(db_url: str) -> Cli:
+    runner = Cli(db_url, CliRunner())
+    created = runner("pool", "create", "Spring", "--description", "tests", "--activate")
+    assert created.exit_code == 0, created.stderr
+    return runner
+
+
+def write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def refusal(result: Result) -> str:
+    """The ``Error:`` line of a refused upload, after checking its shape."""
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ")
+    return last
+
+
+def problem_lines(result: Result) -> list[str]:
+    """The per-line problems listed before the error line."""
+    return result.stderr.strip().splitlines()[:-1]
+
+
+# -- the file as a whole is unusable ---------------------------------------------
+
+
+def test_empty_file(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "empty.txt", b"")
+    line = refusal(run.upload(path))
+    assert path in line and "empty" in line and "nothing was stored" in line
+    run.assert_nothing_stored()
+
+
+def test_empty_csv(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "empty.csv", b"")
+    line = refusal(run.upload(path))
+    assert path in line and "empty" in line
+    run.assert_nothing_stored()
+
+
+def test_binary_file(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "logo.txt", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
+    line = refusal(run.upload(path))
+    assert path in line and "binary" in line
+    run.assert_nothing_stored()
+
+
+def test_csv_without_a_code_column(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.csv", b"name,value\nAAA,1\nBBB,2\n")
+    line = refusal(run.upload(path))
+    assert path in line and "line 1" in line and "code column" in line
+    run.assert_nothing_stored()
+
+
+# -- invalid lines: all or nothing -------------------------------------------------
+
+
+def test_nul_byte(run: Cli, tmp_path: Path) -> None:
+    lines = [f"CODE{i:03d}".encode() for i in range(40)]
+    lines[6] = b"CO\x00DE"
+    path = write(tmp_path / "codes.txt", b"\n".join(lines) + b"\n")
+    result = run.upload(path)
+    line = refusal(result)
+    assert f"{path}, line 7" in line and "control character" in line
+    run.assert_nothing_stored()
+
+
+def test_invalid_utf8(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\nBBB\n\xff\xfeCC\nDDD\n")
+    line = refusal(run.upload(path))
+    assert f"{path}, line 3" in line and "UTF-8" in line
+    run.assert_nothing_stored()
+
+
+def test_latin1_csv(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.csv", "code\nAAA\nCAFÉ\n".encode("latin-1"))
+    line = refusal(run.upload(path))
+    assert path in line and "line 3" in line and "UTF-8" in line
+    run.assert_nothing_stored()
+
+
+def test_a_100_kb_line(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\n" + b"X" * 100_000 + b"\nBBB\n")
+    line = refusal(run.upload(path))
+    assert f"{path}, line 2" in line
+    run.assert_nothing_stored()
+
+
+def test_a_code_over_64_characters(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\n" + b"Y" * 65 + b"\n")
+    line = refusal(run.upload(path))
+    assert f"{path}, line 2" in line and "65 characters" in line
+    run.assert_nothing_stored()
+
+
+def test_empty_line_in_the_middle(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\n\nBBB\n")
+    line = refusal(run.upload(path))
+    assert f"{path}, line 2" in line and "empty line" in line
+    run.assert_nothing_stored()
+
+
+def test_leading_and_trailing_whitespace_rejected_by_default(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b" AAA\nBBB\nCCC \nD D\n")
+    result = run.upload(path)
+    line = refusal(result)
+    assert f"{path}, line 1" in line and "whitespace" in line
+    problems = problem_lines(result)
+    assert problems == [
+        f"{path}, line 1: leading or trailing whitespace (use --whitespace strip or keep)",
+        f"{path}, line 3: leading or trailing whitespace (use --whitespace strip or keep)",
+    ]
+    run.assert_nothing_stored()
+
+
+def test_whitespace_strip(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b" AAA\nBBB\nCCC \nD D\n")
+    report = run.json("codes", "upload", POOL, path, "--whitespace", "strip")
+    assert report["accepted"] == 4
+    assert sorted(run.stored_codes()) == ["AAA", "BBB", "CCC", "D D"]
+
+
+def test_whitespace_keep(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b" AAA\nBBB\nCCC \n")
+    report = run.json("codes", "upload", POOL, path, "--whitespace", "keep")
+    assert report["accepted"] == 3
+    assert sorted(run.stored_codes()) == [" AAA", "BBB", "CCC "]
+
+
+def test_csv_with_a_bad_date(run: Cli, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "codes.csv",
+        b"code,available_till\nAAA,2099-12-31\nBBB,31/12/2099\nCCC,2099-12-31T12:00:00\n",
+    )
+    line = refusal(run.upload(path))
+    assert f"{path}, line 3" in line and "date" in line
+    run.assert_nothing_stored()
+
+
+def test_every_problem_is_listed_with_its_line(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\n BBB\n\nCCC\n\xff\n" + b"Z" * 70 + b"\n")
+    result = run.upload(path)
+    refusal(result)
+    listed = problem_lines(result)
+    assert [entry.split(":")[0] for entry in listed] == [f"{path}, line {n}" for n in (2, 3, 5, 6)]
+    assert "(and 3 more problems)" in result.stderr
+    run.assert_nothing_stored()
+
+
+def test_rejected_upload_json_report(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\n BBB\nCCC\n\n")
+    result = run.upload(path, "--json")
+    line = refusal(result)
+    assert path in line
+    assert problem_lines(result) == []  # the problems are in the JSON report
+    report = json.loads(result.stdout)
+    assert report["rejected"] == [
+        {"line": 2, "reason": "leading or trailing whitespace (use --whitespace strip or keep)"},
+        {"line": 4, "reason": "empty line"},
+    ]
+    assert (report["batch"], report["accepted"], report["total"], report["available"]) == (
+        None,
+        0,
+        0,
+        0,
+    )
+    run.assert_nothing_stored()
+
+
+def test_one_bad_file_stores_none_of_the_files(run: Cli, tmp_path: Path) -> None:
+    good = write(tmp_path / "good.txt", b"AAA\nBBB\n")
+    bad = write(tmp_path / "bad.txt", b"CCC\nDDD \n")
+    result = run.upload(good, bad)
+    line = refusal(result)
+    assert f"{bad}, line 2" in line
+    run.assert_nothing_stored()
+
+    result = run.upload(good, bad, "--json")
+    refusal(result)
+    document = json.loads(result.stdout)
+    assert [u["file"] for u in document["uploads"]] == [bad]
+    run.assert_nothing_stored()
+
+
+def test_skip_invalid_stores_the_valid_lines(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "mixed.txt", b"AAA\n BBB\nCCC\n\xff\nAAA\nDDD\n")
+    result = run.upload(path, "--skip-invalid", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["accepted"], report["duplicates"]) == (3, 1)
+    assert [p["line"] for p in report["rejected"]] == [2, 4]
+    assert (report["total"], report["available"]) == (3, 3)
+    assert sorted(run.stored_codes()) == ["AAA", "CCC", "DDD"]
+
+
+def test_skip_invalid_human_output_lists_the_skipped_lines(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "mixed.txt", b"AAA\n BBB\nCCC\n")
+    result = run.upload(path, "--skip-invalid")
+    assert result.exit_code == 0, result.stderr
+    assert f"{path}, line 2: leading or trailing whitespace" in result.stderr
+    assert "The pool now holds 2 codes, 2 available." in result.stdout
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Uploaded 2 codes (0 duplicates, 1 rejected)")
+    )
+
+
+# -- accepted inputs ------------------------------------------------------------------
+
+
+def test_utf8_bom_is_not_part_of_the_code(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", "\ufeffAAA\nBBB\n".encode())
+    assert run.json("codes", "upload", POOL, path)["accepted"] == 2
+    assert sorted(run.stored_codes()) == ["AAA", "BBB"]
+
+
+def test_utf8_bom_in_a_csv(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.csv", "\ufeffCoupon Code\nAAA\nBBB\n".encode())
+    assert run.json("codes", "upload", POOL, path)["accepted"] == 2
+    assert sorted(run.stored_codes()) == ["AAA", "BBB"]
+
+
+def test_crlf_line_ends(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\r\nBBB\r\nCCC\r\n")
+    assert run.json("codes", "upload", POOL, path)["accepted"] == 3
+    assert sorted(run.stored_codes()) == ["AAA", "BBB", "CCC"]
+
+
+def test_csv_with_windows(run: Cli, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "codes.csv",
+        b"Code,issue-start,available_till\r\nAAA,2020-01-01,2099-12-31\r\nBBB,,\r\n",
+    )
+    report = run.json("codes", "upload", POOL, path)
+    assert (report["format"], report["accepted"], report["available"]) == ("csv", 2, 2)
+    listed = {c["code"]: c for c in run.json("codes", "list", POOL)}
+    assert listed["AAA"]["available_till"] is not None
+    assert listed["BBB"]["available_till"] is None
+
+
+def test_format_option_overrides_the_extension(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "export.dat", b"code\nAAA\n")
+    report = run.json("codes", "upload", POOL, path, "--format", "csv")
+    assert report["format"] == "csv"
+    assert run.stored_codes() == ["AAA"]
+
+
+def test_duplicates_are_counted_not_errors(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\nBBB\nAAA\nCCC\nBBB\n")
+    result = run.upload(path, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["accepted"], report["duplicates"], report["rejected"]) == (3, 2, [])
+    assert "2 duplicates" in result.stderr
+
+
+def test_the_same_file_twice_adds_nothing(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\nBBB\nCCC\n")
+    first = run.json("codes", "upload", POOL, path)
+    second = run.json("codes", "upload", POOL, path)
+    assert (first["accepted"], first["duplicates"]) == (3, 0)
+    assert (second["accepted"], second["duplicates"]) == (0, 3)
+    assert second["total"] == 3
+    assert sorted(run.stored_codes()) == ["AAA", "BBB", "CCC"]
+
+
+def test_stdin_with_dash(run: Cli) -> None:
+    result = run.upload("-", "--json", input=b"AAA\r\nBBB\nAAA\n")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["file"], report["format"]) == ("<stdin>", "txt")
+    assert (report["accepted"], report["duplicates"]) == (2, 1)
+    assert sorted(run.stored_codes()) == ["AAA", "BBB"]
+
+
+def test_stdin_with_an_invalid_line(run: Cli) -> None:
+    line = refusal(run.upload("-", input=b"AAA\nBB B \n"))
+    assert "<stdin>, line 2" in line
+    run.assert_nothing_stored()
+
+
+def test_stdin_as_csv(run: Cli) -> None:
+    report = run.json("codes", "upload", POOL, "-", "--format", "csv", input=b"code\nAAA\n")
+    assert report["format"] == "csv"
+    assert run.stored_codes() == ["AAA"]
+
+
+# -- the pool is at fault -----------------------------------------------------------------
+
+
+def test_unknown_pool(run: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\n")
+    line = refusal(run("codes", "upload", "nope", path))
+    assert line == "Error: pool 'nope' does not exist"
+    run.assert_nothing_stored()
+
+
+def test_archived_pool(run: Cli, tmp_path: Path) -> None:
+    assert run("pool", "archive", POOL).exit_code == 0
+    line = refusal(run.upload(write(tmp_path / "codes.txt", b"AAA\n")))
+    assert f"'{POOL}'" in line and "archived" in line
+    run.assert_nothing_stored()
+
+
+def test_a_second_pool_with_the_same_id(run: Cli) -> None:
+    line = refusal(run("pool", "create", "Spring"))
+    assert line == f"Error: pool '{POOL}' already exists"
+    assert len(run.json("pool", "list")) == 1
+
+
+def test_missing_file_is_a_usage_error(run: Cli, tmp_path: Path) -> None:
+    result = run.upload(str(tmp_path / "nowhere.txt"))
+    assert result.exit_code == 2
+    assert "nowhere.txt" in result.stderr
+    run.assert_nothing_stored()
