@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -46,6 +46,7 @@ from pools.db import (
 from pools.errors import ImportRejected, PromomailError
 from pools.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
 from pools.imports import ImportRecord, ImportReport, Upload, import_history, upload_codes
+from pools.mailings import MailingView, list_mailings, show_mailing
 from pools.pool_admin import (
     PoolSettings,
     PoolView,
@@ -58,6 +59,11 @@ from pools.pool_admin import (
     show_pool,
 )
 from pools.voiding import void_batch
+from templating.checking import check_template, preview, preview_recipients
+from templating.mailing import CHUNK_SIZE, RenderRequest, RenderSummary, render_mailing
+from templating.outputs import OutputFormat, OutputTarget
+from templating.recipients import Shard
+from templating.sources import OnExhausted
 
 STDIN_NAME = "<stdin>"
 
@@ -236,9 +242,12 @@ def stderr_is_terminal() -> bool:
 class Progress:
     """A one-line indicator on stderr, redrawn at most ten times a second."""
 
-    def __init__(self, label: str, total: int | None = None) -> None:
+    def __init__(
+        self, label: str, total: int | None = None, show: Callable[[int], str] | None = None
+    ) -> None:
         self.label = label
         self.total = total
+        self.show = show or _size
         self.done = 0
         self._drawn = 0.0
         self._width = 0
@@ -251,10 +260,10 @@ class Progress:
             self._draw()
 
     def _draw(self) -> None:
-        size = _size(self.done)
+        size = self.show(self.done)
         if self.total:
             percent = min(100, self.done * 100 // self.total)
-            text = f"{self.label}: {percent:3d}% ({size} of {_size(self.total)})"
+            text = f"{self.label}: {percent:3d}% ({size} of {self.show(self.total)})"
         else:
             text = f"{self.label}: {size}"
         self._width = max(self._width, len(text))
@@ -947,9 +956,332 @@ def imports(ctx: click.Context, pool_id: str, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Later command groups (check, preview, render, mailings, customer, segment,
-# redeem, export) go below, one section each, following the same pattern.
+# Templates and mailings: check, preview, render, mailings, mailing show
 # ---------------------------------------------------------------------------
+
+
+def _pairs(values: Sequence[str], option: str) -> dict[str, str]:
+    """``KEY=VALUE`` option values as a dict, or a usage error naming the option."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint=option)
+        pairs[key.strip()] = text
+    return pairs
+
+
+template_argument = click.argument(
+    "template", type=click.Path(exists=True, dir_okay=False), metavar="TEMPLATE"
+)
+var_option = click.option(
+    "--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable."
+)
+
+
+@cli.command("check")
+@template_argument
+@click.option(
+    "--recipients",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Also check the template's client columns against this file.",
+)
+@json_option
+@click.pass_context
+def check(ctx: click.Context, template: str, recipients: str | None, as_json: bool) -> None:
+    """Syntax, parts, pools and columns of a template; writes nothing."""
+    report = check_template(get_engine(ctx), template, recipients)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        click.echo(f"{report.template}: parts {', '.join(report.parts) or '-'}")
+        print_table(
+            ["pool", "id", "usage", "line", "status", "available"],
+            [(p.ref, p.pool_id, p.usage, p.line, p.status, p.available) for p in report.pools],
+            empty="(no promo code calls)",
+        )
+        if report.columns:
+            click.echo(f"client columns: {', '.join(report.columns)}")
+    for problem in report.problems:
+        where = f"{report.template}, line {problem.line}" if problem.line else report.template
+        note(f"{where}: {problem.message}")
+    if not report.ok:
+        raise CommandFailed(f"{report.template}: {plural(len(report.problems), 'problem')}")
+    if not as_json:
+        click.echo("OK")
+
+
+@cli.command("preview")
+@template_argument
+@click.option(
+    "--recipient",
+    "recipient_fields",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A column of the one recipient to preview (repeat).",
+)
+@click.option(
+    "--recipients",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Preview the first recipients of this file.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="How many recipients of --recipients.",
+)
+@click.option("--part", metavar="NAME", help="Only this part (subject, text, html, body).")
+@var_option
+@json_option
+@click.pass_context
+def preview_command(
+    ctx: click.Context,
+    template: str,
+    recipient_fields: tuple[str, ...],
+    recipients: str | None,
+    limit: int,
+    part: str | None,
+    variables: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Render without writing: new codes show as placeholders naming the pool."""
+    if recipients and recipient_fields:
+        raise click.UsageError("give either --recipient KEY=VALUE or --recipients FILE")
+    people = preview_recipients(recipients, _pairs(recipient_fields, "--recipient"), limit)
+    previews = preview(
+        get_engine(ctx), template, people, part=part, variables=_pairs(variables, "--var")
+    )
+    if as_json:
+        emit_json([p.as_dict() for p in previews])
+    else:
+        for shown in previews:
+            click.echo(f"=== {shown.recipient}")
+            if shown.parts is None:
+                click.echo(f"(failed: {shown.error})")
+                continue
+            for name, text in shown.parts.items():
+                click.echo(f"--- {name}")
+                click.echo(text.rstrip("\n"))
+    failed = [p for p in previews if p.error]
+    for shown in failed:
+        note(f"recipient {shown.recipient}: {shown.error}")
+    if failed:
+        raise CommandFailed(f"{plural(len(failed), 'recipient')} could not be rendered")
+
+
+def _recipients_count(n: int) -> str:
+    return f"{n:,}"
+
+
+@cli.command("render")
+@template_argument
+@click.option(
+    "--recipients",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    metavar="FILE",
+    help="CSV with an id column, or JSON Lines.",
+)
+@click.option(
+    "--mailing",
+    "mailing_id",
+    required=True,
+    metavar="ID",
+    help="Mailing id; the same id again resumes or repeats the mailing.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    metavar="PATH",
+    help="Output file (jsonl; stdout when absent) or folder (eml).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice([f.value for f in OutputFormat]),
+    default=OutputFormat.JSONL.value,
+    show_default=True,
+)
+@click.option(
+    "--on-exhausted",
+    type=click.Choice([p.value for p in OnExhausted]),
+    default=OnExhausted.STOP.value,
+    show_default=True,
+    help="When a pool runs out: stop, skip the recipient, or render a blank code.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Rendering processes.",
+)
+@click.option("--shard", metavar="K/N", help="Render only shard K of N (stable hash of ids).")
+@click.option("--chunk-size", type=click.IntRange(1, 100_000), default=CHUNK_SIZE, hidden=True)
+@var_option
+@json_option
+@click.pass_context
+def render(
+    ctx: click.Context,
+    template: str,
+    recipients: str,
+    mailing_id: str,
+    out: str | None,
+    output_format: str,
+    on_exhausted: str,
+    workers: int,
+    shard: str | None,
+    chunk_size: int,
+    variables: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Render a mailing, issuing each recipient their codes."""
+    fmt = OutputFormat(output_format)
+    if as_json and out is None and fmt is OutputFormat.JSONL:
+        raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
+    request = RenderRequest(
+        template_path=template,
+        recipients_path=recipients,
+        mailing_id=mailing_id,
+        db_url=get_state(ctx).url,
+        output=OutputTarget(fmt, Path(out) if out else None),
+        on_exhausted=OnExhausted(on_exhausted),
+        workers=workers,
+        shard=Shard.parse(shard) if shard else Shard(),
+        variables=_pairs(variables, "--var"),
+        chunk_size=chunk_size,
+    )
+    get_engine(ctx)  # migrate before the workers start
+    progress = Progress("Rendering", show=_recipients_count) if stderr_is_terminal() else None
+    try:
+        result = render_mailing(request, progress.advance if progress else None)
+    finally:
+        if progress is not None:
+            progress.finish()
+    _report_render(result, as_json)
+
+
+def _report_render(result: RenderSummary, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.as_dict())
+    for recipient, line, reason in result.failed:
+        note(f"recipient {recipient} (line {line}) failed: {reason}")
+    for recipient, reason in result.skipped:
+        note(f"recipient {recipient} skipped: {reason}")
+    shown = f"{result.seconds:.1f}" if result.seconds >= 1 else f"{result.seconds:.2f}"
+    note(
+        f"Mailing {result.mailing} ({result.shard}): {result.recipients:,} recipients, "
+        f"{result.rendered:,} rendered, {result.new_codes:,} new codes, "
+        f"{result.reused_codes:,} reused, {len(result.skipped):,} skipped, "
+        f"{len(result.failed):,} failed in {shown} s — {_round_rate(result.rate):,} recipients/s"
+    )
+    if result.output != "-":
+        note(f"Output: {result.output}")
+    if result.interrupted:
+        raise CommandFailed(
+            f"interrupted: {result.rendered:,} recipients rendered and recorded; run the same "
+            "command again to resume"
+        )
+    if result.stopped_at_pool:
+        raise CommandFailed(
+            f"pool {result.stopped_at_pool!r} ran out of codes: stopped after {result.rendered:,} "
+            "recipients, all recorded; add codes and run the same command again to continue"
+        )
+    if result.failed:
+        raise CommandFailed(f"{plural(len(result.failed), 'recipient')} could not be rendered")
+
+
+def _mailing_row(view: MailingView) -> tuple[Any, ...]:
+    t = view.totals
+    return (
+        view.id,
+        view.status,
+        t.recipients,
+        t.rendered,
+        view.codes_issued,
+        t.failed,
+        view.started_at,
+        view.finished_at,
+    )
+
+
+_MAILING_HEADERS = [
+    "id",
+    "status",
+    "recipients",
+    "rendered",
+    "codes",
+    "failed",
+    "started",
+    "finished",
+]
+
+
+@cli.command("mailings")
+@json_option
+@click.pass_context
+def mailings(ctx: click.Context, as_json: bool) -> None:
+    """Every mailing with its recipients, renders, codes and failures."""
+    views = list_mailings(get_engine(ctx))
+    if as_json:
+        emit_json([v.as_dict() for v in views])
+    else:
+        print_table(_MAILING_HEADERS, [_mailing_row(v) for v in views], empty="(no mailings)")
+
+
+@cli.group("mailing")
+def mailing() -> None:
+    """One mailing."""
+
+
+@mailing.command("show")
+@click.argument("mailing_id", metavar="ID")
+@json_option
+@click.pass_context
+def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
+    """A mailing's totals and the runs of its shards."""
+    view = show_mailing(get_engine(ctx), mailing_id)
+    if as_json:
+        emit_json(view.as_dict())
+        return
+    t = view.totals
+    print_fields(
+        [
+            ("mailing", view.id),
+            ("status", view.status),
+            ("template", view.template),
+            ("recipients file", view.recipients_file),
+            ("recipients", t.recipients),
+            ("rendered", t.rendered),
+            ("codes issued", view.codes_issued),
+            ("reissues", view.reissues),
+            ("failed", t.failed),
+            ("skipped", t.skipped),
+            ("started", view.started_at),
+            ("finished", view.finished_at),
+        ],
+        indent="",
+    )
+    if len(view.runs) > 1:
+        click.echo()
+        print_table(
+            ["shard", "status", "recipients", "rendered", "new codes", "failed"],
+            [
+                (
+                    r["shard"],
+                    r["status"],
+                    r["recipients"],
+                    r["rendered"],
+                    r["new_codes"],
+                    r["failed"],
+                )
+                for r in view.runs
+            ],
+        )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,6 @@ def make_environment() -> MessageEnvironment:
     env = MessageEnvironment(
         undefined=RecipientUndefined,
         autoescape=False,
-        keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )

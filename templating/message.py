@@ -122,7 +122,7 @@ class MessageTemplate:
             template = self._html if escaped and self._html is not None else self._plain
             context = contexts.get(escaped)
             if context is None:
-                context = contexts[escaped] = template.new_context(variables)
+                context = contexts[escaped] = template.new_context(dict(variables))
             if part == BODY_PART:
                 pieces = template.root_render_func(context)
             else:
