@@ -26,13 +26,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pools.clock import utcnow
 from pools.counts import issuable_now
 from pools.db import write_transaction
-from pools.dialect_sql import TakenCode, take_codes
+from pools.dialect_sql import TakenCode, insert_issuances, take_codes
 from pools.errors import PoolExhausted, ReservationLost
 from pools.models import Code, CodeStatus, Issuance, IssuanceKind
 from pools.pool_admin import PoolView, load_pool, require_active
@@ -69,6 +69,15 @@ class Reservation:
         """Return a code taken for a recipient whose message then failed."""
         if self.exclusive:
             self._free.appendleft(code)
+
+    def top_up(self, more: Reservation) -> None:
+        """Add codes reserved later under the same token (see ``reserve_many``)."""
+        assert more.token == self.token and more.pool_id == self.pool_id
+        if self.exclusive:
+            self.codes.extend(more.codes)
+            self._free.extend(more.codes)
+        elif not self.codes:
+            self.codes.extend(more.codes)
 
 
 @dataclass(frozen=True)
@@ -121,23 +130,13 @@ def _record(
     exclusive: bool,
     now: datetime,
 ) -> None:
-    if issued:
-        conn.execute(
-            insert(Issuance),
-            [
-                {
-                    "pool_id": pool_id,
-                    "code_id": item.code_id,
-                    "customer_id": item.customer_id,
-                    "mailing_id": mailing_id,
-                    "kind": kind,
-                    "slot": item.slot,
-                    "exclusive": exclusive,
-                    "issued_at": now,
-                }
-                for item in issued
-            ],
-        )
+    insert_issuances(
+        conn,
+        [
+            (pool_id, item.code_id, item.customer_id, mailing_id, kind, item.slot, exclusive, now)
+            for item in issued
+        ],
+    )
 
 
 def claim(
@@ -218,9 +217,14 @@ def reserve_many(
     *,
     scope: str,
     ttl: timedelta = DEFAULT_RESERVATION_TTL,
+    token: str | None = None,
 ) -> dict[str, Reservation]:
-    """Hold codes from several pools for one chunk, in one transaction."""
-    token = uuid.uuid4().hex
+    """Hold codes from several pools for one chunk, in one transaction.
+
+    Pass the ``token`` of an earlier reservation to top it up: one settle
+    then covers both.
+    """
+    token = token or uuid.uuid4().hex
     reservations: dict[str, Reservation] = {}
     with write_transaction(engine) as conn:
         now = utcnow()
@@ -294,23 +298,13 @@ def settle(
 def record_reissues(
     conn: Connection, mailing_id: str, reissues: Sequence[tuple[str, str, int]], now: datetime
 ) -> None:
-    if reissues:
-        conn.execute(
-            insert(Issuance),
-            [
-                {
-                    "pool_id": pool_id,
-                    "code_id": code_id,
-                    "customer_id": customer,
-                    "mailing_id": mailing_id,
-                    "kind": IssuanceKind.REISSUE,
-                    "slot": 0,
-                    "exclusive": False,
-                    "issued_at": now,
-                }
-                for pool_id, customer, code_id in reissues
-            ],
-        )
+    insert_issuances(
+        conn,
+        [
+            (pool_id, code_id, customer, mailing_id, IssuanceKind.REISSUE, 0, False, now)
+            for pool_id, customer, code_id in reissues
+        ],
+    )
 
 
 _RESERVED_BY_TOKEN = and_(

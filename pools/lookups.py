@@ -1,4 +1,4 @@
-"""Per-chunk look-ups for rendering: last codes, reissues, per-customer codes."""
+"""Per-chunk look-ups for rendering: last codes, reissues, per-customer slots."""
 
 from __future__ import annotations
 
@@ -53,31 +53,6 @@ def reissued_customers(
         )
     )
     return {r.customer_id for r in rows}
-
-
-def unredeemed_codes(
-    conn: Connection, pool_id: str, customer_ids: Sequence[str]
-) -> dict[str, list[IssuedCode]]:
-    """Each customer's initially issued, unredeemed codes from the pool, oldest first."""
-    if not customer_ids:
-        return {}
-    rows = conn.execute(
-        select(Issuance.customer_id, Issuance.code_id, Code.code, Issuance.slot)
-        .join(Code, Code.id == Issuance.code_id)
-        .where(
-            Issuance.pool_id == pool_id,
-            Issuance.kind == IssuanceKind.INITIAL,
-            Issuance.customer_id.in_(customer_ids),
-            Code.redemptions == 0,
-        )
-        .order_by(Issuance.issued_at, Issuance.id)
-    )
-    found: dict[str, list[IssuedCode]] = {}
-    for r in rows:
-        found.setdefault(r.customer_id, []).append(
-            IssuedCode(r.customer_id, r.code_id, r.code, r.slot)
-        )
-    return found
 
 
 def slots_used(

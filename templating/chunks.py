@@ -2,12 +2,14 @@
 
 A chunk costs one read (what its recipients already have), one write
 (reserve codes for those who need them) and one write (record what was
-handed out and release the rest), however many recipients it holds.
+handed out and release the rest), however many recipients it holds. A chunk
+whose reservation runs short (codes it expected went to a concurrent
+mailing) tops it up before applying the ``--on-exhausted`` policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,8 @@ from sqlalchemy import Engine
 from pools.claiming import Reservation, existing_codes, release, reserve_many, settle
 from pools.db import read_transaction
 from pools.errors import ReservationLost
-from pools.lookups import latest_codes, reissued_customers, slots_used, unredeemed_codes
+from pools.lookups import latest_codes, reissued_customers, slots_used
+from pools.per_customer import current_codes
 from templating.client import Client
 from templating.message import MessageTemplate, RecipientFailed
 from templating.outputs import RenderedMessage
@@ -48,7 +51,26 @@ class ChunkResult:
 
 
 @dataclass
+class Prepared:
+    """A chunk with what its recipients already have and the codes held for it."""
+
+    chunk: list[Recipient]
+    data: ChunkData
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return list(self.data.reservations.values())
+
+
+@dataclass
 class ChunkRenderer:
+    """The three steps of a chunk: prepare (read, reserve), render, settle.
+
+    They are separate so a worker can overlap the database steps of one chunk
+    with rendering the next (see :mod:`templating.mailing`); :meth:`render_now`
+    runs them in order.
+    """
+
     engine: Engine
     template: MessageTemplate
     plan: PoolPlan
@@ -56,68 +78,42 @@ class ChunkRenderer:
     scope: str
     on_exhausted: OnExhausted
     variables: Mapping[str, Any]
+    #: Called before a pool's reservation is topped up, so codes released by
+    #: chunks still being settled are back in the pool first.
+    before_refill: Callable[[], None] = lambda: None
 
-    def render(self, chunk: Sequence[Recipient]) -> ChunkResult:
-        for attempt in range(SETTLE_ATTEMPTS):
-            try:
-                return self._attempt(chunk)
-            except ReservationLost:
-                if attempt == SETTLE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _prefetch(self, ids: list[str]) -> ChunkData:
-        data = ChunkData(per_customer=dict(self.plan.per_customer))
-        with read_transaction(self.engine) as conn:
-            for pool_id in self.plan.issuing:
-                if pool_id in self.plan.per_customer:
-                    data.current[pool_id] = unredeemed_codes(conn, pool_id, ids)
-                    data.slots[pool_id] = slots_used(conn, self.mailing_id, pool_id, ids)
-                else:
-                    data.existing[pool_id] = existing_codes(conn, self.mailing_id, pool_id, ids)
-            for pool_id in self.plan.reissuing:
-                data.latest[pool_id] = latest_codes(
-                    conn, pool_id, ids, exclude_mailing=self.mailing_id
-                )
-                data.reissued[pool_id] = reissued_customers(conn, self.mailing_id, pool_id, ids)
-        return data
-
-    def _needed(self, data: ChunkData, ids: list[str]) -> dict[str, int]:
-        needed: dict[str, int] = {}
-        for pool_id in self.plan.issuing:
-            wanted = self.plan.per_customer.get(pool_id)
-            if wanted is None:
-                needed[pool_id] = len(ids) - len(data.existing[pool_id])
-            else:
-                current = data.current[pool_id]
-                needed[pool_id] = sum(max(0, wanted - len(current.get(c, []))) for c in ids)
-        return {pool_id: n for pool_id, n in needed.items() if n > 0}
-
-    def _attempt(self, chunk: Sequence[Recipient]) -> ChunkResult:
+    def prepare(self, chunk: list[Recipient]) -> Prepared:
         ids = [r.id for r in chunk]
         data = self._prefetch(ids)
         needed = self._needed(data, ids)
         if needed:
             data.reservations = reserve_many(self.engine, needed, scope=self.scope)
-        reservations: list[Reservation] = list(data.reservations.values())
-        try:
-            result, source = self._render_all(chunk, data)
-            settle(self.engine, self.mailing_id, reservations, source.handed, source.reissues)
-        except BaseException:
-            if reservations:
-                release(self.engine, reservations)
-            raise
-        result.new_codes = source.new_codes
-        result.reused_codes = source.reused_codes
-        return result
+            data.token = next(iter(data.reservations.values())).token
+        return Prepared(chunk, data)
 
-    def _render_all(
-        self, chunk: Sequence[Recipient], data: ChunkData
-    ) -> tuple[ChunkResult, ChunkCodes]:
-        source = ChunkCodes(self.plan.refs, data, self.on_exhausted)
+    def render(self, prepared: Prepared) -> tuple[ChunkResult, ChunkCodes]:
+        """Render every recipient of the chunk; touches the store only to top up."""
+        remaining = len(prepared.chunk)
+
+        def refill(pool_id: str) -> Reservation | None:
+            self.before_refill()
+            wanted = remaining * self.plan.per_customer.get(pool_id, 1)
+            more = reserve_many(
+                self.engine, {pool_id: wanted}, scope=self.scope, token=prepared.data.token
+            )[pool_id]
+            prepared.data.token = more.token
+            held = prepared.data.reservations.get(pool_id)
+            if held is None:
+                prepared.data.reservations[pool_id] = more
+                return more
+            held.top_up(more)
+            return held
+
+        source = ChunkCodes(self.plan.refs, prepared.data, self.on_exhausted, refill)
         result = ChunkResult()
         render = self.template.render
-        for recipient in chunk:
+        for recipient in prepared.chunk:
+            remaining -= 1
             source.begin(recipient.id)
             client = Client(recipient.id, recipient.fields, source)
             try:
@@ -140,4 +136,69 @@ class ChunkRenderer:
                     self.mailing_id, recipient.id, str(email) if email else None, parts, codes
                 )
             )
+        result.new_codes = source.new_codes
+        result.reused_codes = source.reused_codes
         return result, source
+
+    def settle(self, prepared: Prepared, source: ChunkCodes) -> None:
+        """Record the chunk; on any failure its codes go back to the pool."""
+        try:
+            settle(
+                self.engine,
+                self.mailing_id,
+                prepared.reservations,
+                source.handed,
+                source.reissues,
+            )
+        except BaseException:
+            self.release(prepared)
+            raise
+
+    def release(self, prepared: Prepared) -> None:
+        if prepared.reservations:
+            release(self.engine, prepared.reservations)
+
+    def render_now(self, chunk: list[Recipient]) -> ChunkResult:
+        """Prepare, render and settle one chunk, again if its codes were taken back."""
+        for attempt in range(SETTLE_ATTEMPTS):
+            prepared = self.prepare(chunk)
+            try:
+                result, source = self.render(prepared)
+            except BaseException:
+                self.release(prepared)
+                raise
+            try:
+                self.settle(prepared, source)
+            except ReservationLost:
+                if attempt == SETTLE_ATTEMPTS - 1:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def _prefetch(self, ids: list[str]) -> ChunkData:
+        data = ChunkData(per_customer=dict(self.plan.per_customer))
+        with read_transaction(self.engine) as conn:
+            for pool_id in self.plan.issuing:
+                if pool_id in self.plan.per_customer:
+                    data.current[pool_id] = current_codes(conn, pool_id, ids)
+                    data.slots[pool_id] = slots_used(conn, self.mailing_id, pool_id, ids)
+                else:
+                    data.existing[pool_id] = existing_codes(conn, self.mailing_id, pool_id, ids)
+            for pool_id in self.plan.reissuing:
+                data.latest[pool_id] = latest_codes(
+                    conn, pool_id, ids, exclude_mailing=self.mailing_id
+                )
+                data.reissued[pool_id] = reissued_customers(conn, self.mailing_id, pool_id, ids)
+        return data
+
+    def _needed(self, data: ChunkData, ids: list[str]) -> dict[str, int]:
+        needed: dict[str, int] = {}
+        for pool_id in self.plan.issuing:
+            wanted = self.plan.per_customer.get(pool_id)
+            if wanted is None:
+                needed[pool_id] = len(ids) - len(data.existing[pool_id])
+            else:
+                current = data.current[pool_id]
+                needed[pool_id] = sum(max(0, wanted - len(current.get(c, []))) for c in ids)
+        return {pool_id: n for pool_id, n in needed.items() if n > 0}

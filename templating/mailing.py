@@ -16,7 +16,10 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -27,15 +30,15 @@ from pools.claiming import reclaim_expired, reclaim_scope, shared_code
 from pools.clock import utcnow
 from pools.counts import available_count
 from pools.db import StoreConfig, open_engine, read_transaction
-from pools.errors import PoolExhausted, PromomailError
+from pools.errors import PoolExhausted, PromomailError, ReservationLost
 from pools.mailings import RunTotals, finish_run, issued_customers_in, start_run
 from pools.models import PoolStatus
 from pools.pool_admin import load_pool
 from templating.analysis import analyze
-from templating.chunks import ChunkRenderer, PoolPlan
+from templating.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
 from templating.errors import MailingError, TemplateError
 from templating.message import MessageTemplate
-from templating.outputs import OutputTarget
+from templating.outputs import MessageWriter, OutputTarget
 from templating.recipients import Recipient, Shard, in_slice, read_recipients
 from templating.sources import OnExhausted
 
@@ -205,6 +208,91 @@ def _chunks(recipients: Iterator[Recipient], size: int) -> Iterator[list[Recipie
         yield chunk
 
 
+class ChunkPipeline:
+    """Overlaps a worker's store work with its rendering.
+
+    While chunk k renders in the calling thread, one database thread settles
+    chunk k-1 and prepares chunk k+1 (the sqlite3 and psycopg drivers release
+    the GIL while the database works). A chunk's messages are written only
+    once its settle has committed, so output never shows a code the store
+    does not record.
+    """
+
+    def __init__(
+        self,
+        renderer: ChunkRenderer,
+        writer: MessageWriter,
+        result: WorkerResult,
+        progress: Callable[[int], None],
+    ) -> None:
+        self.renderer = renderer
+        self.writer = writer
+        self.result = result
+        self.progress = progress
+        self.db = ThreadPoolExecutor(1, thread_name_prefix="promomail-db")
+        self.settling: deque[tuple[Future[None], Prepared, ChunkResult]] = deque()
+        renderer.before_refill = self.wait_settled
+
+    def run(self, chunks: Iterator[list[Recipient]], stop: threading.Event | Any) -> None:
+        upcoming = self._prepare_next(chunks)
+        try:
+            while upcoming is not None:
+                if stop.is_set():
+                    self.result.interrupted = True
+                    break
+                prepared = upcoming.result()
+                upcoming = None
+                upcoming = self._prepare_next(chunks)
+                outcome, source = self.renderer.render(prepared)
+                settled = self.db.submit(self.renderer.settle, prepared, source)
+                self.settling.append((settled, prepared, outcome))
+                self._take_settled(block=False)
+                if outcome.stopped_at_pool:
+                    self.result.stopped_at_pool = outcome.stopped_at_pool
+                    break
+            self.wait_settled()
+        finally:
+            # Codes held for a chunk that will not be rendered go back now.
+            if upcoming is not None:
+                with suppress(Exception):
+                    self.renderer.release(upcoming.result())
+            for settled, _, _ in self.settling:
+                with suppress(Exception):
+                    settled.result()
+            self.db.shutdown(wait=True)
+
+    def _prepare_next(self, chunks: Iterator[list[Recipient]]) -> Future[Prepared] | None:
+        chunk = next(chunks, None)
+        return self.db.submit(self.renderer.prepare, chunk) if chunk else None
+
+    def wait_settled(self) -> None:
+        self._take_settled(block=True)
+
+    def _take_settled(self, *, block: bool) -> None:
+        while self.settling and (block or self.settling[0][0].done()):
+            settled, prepared, outcome = self.settling.popleft()
+            try:
+                settled.result()
+            except ReservationLost:
+                # Its codes were voided or reclaimed meanwhile; settle already
+                # released what was left. Render the chunk again, in order.
+                outcome = self.renderer.render_now(prepared.chunk)
+            self._record(prepared.chunk, outcome)
+
+    def _record(self, chunk: list[Recipient], outcome: ChunkResult) -> None:
+        self.writer.write(outcome.messages)
+        result = self.result
+        result.recipients += len(chunk)
+        result.rendered += len(outcome.messages)
+        result.new_codes += outcome.new_codes
+        result.reused_codes += outcome.reused_codes
+        result.failed.extend(outcome.failed)
+        result.skipped.extend(outcome.skipped)
+        if outcome.stopped_at_pool:
+            result.stopped_at_pool = outcome.stopped_at_pool
+        self.progress(len(chunk))
+
+
 def render_slice(
     request: RenderRequest,
     worker: int,
@@ -232,22 +320,9 @@ def render_slice(
         writer = request.output.open_writer(worker, run_id)
         result = WorkerResult()
         try:
-            for chunk in _chunks(recipients, request.chunk_size):
-                if stop.is_set():
-                    result.interrupted = True
-                    break
-                outcome = renderer.render(chunk)
-                writer.write(outcome.messages)
-                result.recipients += len(chunk)
-                result.rendered += len(outcome.messages)
-                result.new_codes += outcome.new_codes
-                result.reused_codes += outcome.reused_codes
-                result.failed.extend(outcome.failed)
-                result.skipped.extend(outcome.skipped)
-                progress(len(chunk))
-                if outcome.stopped_at_pool:
-                    result.stopped_at_pool = outcome.stopped_at_pool
-                    break
+            ChunkPipeline(renderer, writer, result, progress).run(
+                _chunks(recipients, request.chunk_size), stop
+            )
         finally:
             writer.close()
         return result

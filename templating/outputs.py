@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +25,9 @@ from typing import IO, Any
 from templating.errors import MailingError
 
 DEFAULT_SENDER = "promomail <noreply@localhost>"
+#: RFC 5322 on disk: CRLF line ends, and bodies 7-bit clean (quoted-printable or
+#: base64 for non-ASCII text) so a file is valid without 8BITMIME.
+EML_POLICY = SMTP.clone(cte_type="7bit")
 
 
 class OutputFormat(StrEnum):
@@ -166,8 +170,9 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 def eml_name(recipient_id: str) -> str:
     """A file name for a recipient id: readable, and distinct for distinct ids."""
-    readable = _UNSAFE_NAME.sub("_", recipient_id)[:80]
-    if readable == recipient_id and not recipient_id.startswith("."):
+    # No leading dot: a hidden file would look missing from the folder.
+    readable = _UNSAFE_NAME.sub("_", recipient_id)[:80].lstrip(".")
+    if readable == recipient_id:
         return f"{readable}.eml"
     digest = hashlib.blake2b(recipient_id.encode(), digest_size=6).hexdigest()
     return f"{readable}-{digest}.eml"
@@ -190,7 +195,7 @@ class EmlWriter(MessageWriter):
                 raise _write_error(target, exc) from exc
 
     def to_email(self, rendered: RenderedMessage) -> EmailMessage:
-        email = EmailMessage()
+        email = EmailMessage(policy=EML_POLICY)
         email["From"] = self.sender
         if rendered.to:
             email["To"] = rendered.to

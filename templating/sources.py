@@ -8,7 +8,7 @@ round trip; a code is handed out only when a call is really rendered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -42,10 +42,12 @@ class ChunkData:
     existing: dict[str, dict[str, IssuedCode]] = field(default_factory=dict)
     latest: dict[str, dict[str, IssuedCode]] = field(default_factory=dict)
     reissued: dict[str, set[str]] = field(default_factory=dict)
-    current: dict[str, dict[str, list[IssuedCode]]] = field(default_factory=dict)
+    current: dict[str, dict[str, list[tuple[int, str]]]] = field(default_factory=dict)
     slots: dict[str, dict[str, int]] = field(default_factory=dict)
     per_customer: dict[str, int] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    #: The token of this chunk's reservations, for topping them up.
+    token: str | None = None
 
 
 @dataclass
@@ -63,10 +65,18 @@ class _Message:
 class ChunkCodes:
     """Code source for one chunk; collects what to settle when it is done."""
 
-    def __init__(self, refs: Mapping[str, str], data: ChunkData, on_exhausted: OnExhausted) -> None:
+    def __init__(
+        self,
+        refs: Mapping[str, str],
+        data: ChunkData,
+        on_exhausted: OnExhausted,
+        refill: Callable[[str], Reservation | None] | None = None,
+    ) -> None:
         self.refs = refs
         self.data = data
         self.on_exhausted = on_exhausted
+        #: Called when a pool's reservation is used up: may reserve more.
+        self.refill = refill
         self.handed: dict[str, list[Handout]] = {}
         self.reissues: list[tuple[str, str, int]] = []
         self.new_codes = 0
@@ -125,7 +135,7 @@ class ChunkCodes:
             return message.lists[pool_id]
         wanted = self.data.per_customer.get(pool_id, 1)
         current = self.data.current.get(pool_id, {}).get(customer_id, [])
-        codes = [c.code for c in current[:wanted]]
+        codes = [code for _, code in current[:wanted]]
         message.reused += len(codes)
         # Slots number a customer's codes within one mailing (0 is promocode's).
         next_slot = 1 + self.data.slots.get(pool_id, {}).get(customer_id, 0)
@@ -152,6 +162,9 @@ class ChunkCodes:
     def _take(self, message: _Message, pool_id: str, *, slot: int) -> str:
         reservation = self.data.reservations.get(pool_id)
         code = reservation.take() if reservation is not None else None
+        if code is None and self.refill is not None:
+            reservation = self.refill(pool_id)
+            code = reservation.take() if reservation is not None else None
         if code is None:
             if self.on_exhausted is OnExhausted.BLANK:
                 return ""

@@ -1,0 +1,135 @@
+"""The issuance log as CSV: who got which code, when, and whether it was redeemed.
+
+Rows stream from the database to the file (memory stays flat for any log
+size), and the file appears only once complete: it is written next to its
+destination under a temporary name and renamed into place, so a failure
+leaves no half-written export behind (and an older export at that path
+untouched).
+
+``redeemed`` holds the time of the redemption (ISO 8601, UTC), empty when
+the code was not redeemed. For a multi-use code it is the time this
+customer first redeemed it, since the code itself is shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy import Connection, Engine, case, exists, func, select
+
+from pools.db import read_transaction
+from pools.errors import PoolNotFound, PromomailError
+from pools.models import Code, Issuance, Mailing, Pool, Redemption
+
+COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed")
+_FETCH_ROWS = 1000
+
+
+class ExportError(PromomailError):
+    """The export cannot be written or its filters name nothing."""
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else ""
+
+
+def export_issuances(
+    engine: Engine,
+    out_path: str | os.PathLike[str],
+    *,
+    pool: str | None = None,
+    mailing: str | None = None,
+) -> int:
+    """Write the issuance log (optionally one pool's, one mailing's) to ``out_path``.
+
+    Returns the number of rows written, header excluded.
+    """
+    target = Path(out_path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise ExportError(f"cannot write {target}: folder {folder} does not exist")
+    with read_transaction(engine) as conn:
+        _check_filters(conn, pool, mailing)
+        # Created like any new file (the umask applies), unlike mkstemp's 0600.
+        temporary = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise ExportError(f"cannot write {target}: {exc.strerror}") from exc
+        try:
+            with open(descriptor, "w", encoding="utf-8", newline="") as handle:
+                count = write_issuances(conn, handle, pool=pool, mailing=mailing)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            if isinstance(exc, OSError):
+                raise ExportError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            raise
+    return count
+
+
+def _check_filters(conn: Connection, pool: str | None, mailing: str | None) -> None:
+    """A filter naming nothing is a typo, not an empty export."""
+    if pool is not None and conn.execute(select(Pool.id).where(Pool.id == pool)).first() is None:
+        raise PoolNotFound(pool)
+    if mailing is not None:
+        known = conn.execute(
+            select(
+                exists().where(Mailing.id == mailing)
+                | exists().where(Issuance.mailing_id == mailing)
+            )
+        ).scalar()
+        if not known:
+            raise ExportError(f"mailing {mailing!r} does not exist")
+
+
+def write_issuances(
+    conn: Connection, out: TextIO, *, pool: str | None = None, mailing: str | None = None
+) -> int:
+    """Stream the issuance log as CSV to ``out`` (opened with ``newline=''``)."""
+    own_redemption = (
+        select(func.min(Redemption.redeemed_at))
+        .where(
+            Redemption.code_id == Issuance.code_id,
+            Redemption.redeemed_by == Issuance.customer_id,
+        )
+        .scalar_subquery()
+    )
+    redeemed = case((Pool.multi_use, own_redemption), else_=Code.redeemed_at)
+    query = (
+        select(
+            Issuance.issued_at,
+            Issuance.pool_id,
+            Code.code,
+            Issuance.customer_id,
+            Issuance.mailing_id,
+            Issuance.kind,
+            redeemed,
+        )
+        .join(Code, Code.id == Issuance.code_id)
+        .join(Pool, Pool.id == Issuance.pool_id)
+        .order_by(Issuance.id)
+    )
+    if pool is not None:
+        query = query.where(Issuance.pool_id == pool)
+    if mailing is not None:
+        query = query.where(Issuance.mailing_id == mailing)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    result = conn.execution_options(stream_results=True, yield_per=_FETCH_ROWS).execute(query)
+    for issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at in result:
+        writer.writerow(
+            [_iso(issued_at), pool_id, code, customer, mailing_id, kind, _iso(redeemed_at)]
+        )
+        count += 1
+    return count

@@ -1,0 +1,134 @@
+"""Customer segments from the issuance log, written as a recipients file.
+
+A customer's count is the number of initial issuances they received from the
+given pools (every pool when none is given) at or after ``since``. Reissues
+(a code shown again) do not count: they hand out nothing new.
+
+``min_issued`` defaults to 1 (customers who were issued something), or to 0
+when ``max_issued`` is 0. With a lower bound of 0 the candidates are every
+customer the store knows, that is everyone ever issued a code from any pool,
+so ``--issued-from spring --max-issued 0`` finds the known customers who
+never got a spring code.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
+from enum import StrEnum
+from typing import TextIO
+
+from sqlalchemy import Connection, Engine, and_, case, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from pools.clock import to_utc_naive
+from pools.db import read_transaction
+from pools.errors import PoolNotFound, PromomailError
+from pools.models import Issuance, IssuanceKind, Pool
+
+
+class SegmentError(PromomailError):
+    """The segment's filters do not make sense."""
+
+
+class SegmentFormat(StrEnum):
+    #: One id per line, no header.
+    IDS = "ids"
+    #: CSV with the header ``id``: usable as ``--recipients`` of a mailing.
+    CSV = "csv"
+
+
+def _start_of(since: date | datetime) -> datetime:
+    if isinstance(since, datetime):
+        return to_utc_naive(since)
+    return datetime(since.year, since.month, since.day)
+
+
+def segment(
+    engine: Engine,
+    *,
+    issued_from: Sequence[str] = (),
+    min_issued: int | None = None,
+    max_issued: int | None = None,
+    since: date | datetime | None = None,
+) -> list[str]:
+    """The matching customer ids, sorted."""
+    with read_transaction(engine) as conn:
+        return list(
+            iter_segment(
+                conn,
+                issued_from=issued_from,
+                min_issued=min_issued,
+                max_issued=max_issued,
+                since=since,
+            )
+        )
+
+
+def iter_segment(
+    conn: Connection,
+    *,
+    issued_from: Sequence[str] = (),
+    min_issued: int | None = None,
+    max_issued: int | None = None,
+    since: date | datetime | None = None,
+) -> Iterator[str]:
+    """The matching customer ids in sorted order, streamed from the database."""
+    default_low = 0 if max_issued == 0 else 1
+    low = default_low if min_issued is None else min_issued
+    if low < 0 or (max_issued is not None and max_issued < 0):
+        raise SegmentError("--min-issued and --max-issued must be 0 or more")
+    if max_issued is not None and low > max_issued:
+        raise SegmentError(f"--min-issued {low} is more than --max-issued {max_issued}")
+    pools = list(dict.fromkeys(issued_from))
+    if pools:
+        known = set(conn.execute(select(Pool.id).where(Pool.id.in_(pools))).scalars())
+        for pool_id in pools:
+            if pool_id not in known:
+                raise PoolNotFound(pool_id)
+
+    matching: list[ColumnElement[bool]] = [Issuance.kind == IssuanceKind.INITIAL]
+    if pools:
+        matching.append(Issuance.pool_id.in_(pools))
+    if since is not None:
+        matching.append(Issuance.issued_at >= _start_of(since))
+
+    if low >= 1:
+        count = func.count().label("n")
+        query = (
+            select(Issuance.customer_id, count)
+            .where(*matching)
+            .group_by(Issuance.customer_id)
+            .having(count >= low)
+        )
+        if max_issued is not None:
+            query = query.having(count <= max_issued)
+        query = query.order_by(Issuance.customer_id)
+    else:
+        # Every known customer, with the count of matching issuances (maybe 0).
+        matched = func.coalesce(func.sum(case((and_(*matching), 1), else_=0)), 0)
+        query = select(Issuance.customer_id, matched).group_by(Issuance.customer_id)
+        if max_issued is not None:
+            query = query.having(matched <= max_issued)
+        query = query.having(matched >= literal(low)).order_by(Issuance.customer_id)
+
+    result = conn.execution_options(stream_results=True, yield_per=1000).execute(query)
+    for row in result:
+        yield row[0]
+
+
+def write_segment(ids: Iterator[str] | Sequence[str], out: TextIO, fmt: SegmentFormat) -> int:
+    """Write ids as ``fmt`` to ``out`` (opened with ``newline=''``); returns how many."""
+    written = 0
+    if fmt == SegmentFormat.CSV:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["id"])
+        for customer_id in ids:
+            writer.writerow([customer_id])
+            written += 1
+    else:
+        for customer_id in ids:
+            out.write(customer_id + "\n")
+            written += 1
+    return written

@@ -1,0 +1,337 @@
+"""Low-stock alerts: a warning every time, real webhook and SMTP sinks once a day."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from racing import check_low_stock_when_released, run_together
+from sqlalchemy import Engine, select
+from store_helpers import make_pool
+
+import pools.notifications
+from pools.claiming import claim
+from pools.errors import PoolNotFound
+from pools.models import Pool
+from pools.notifications import (
+    SMTP_URL_ENV,
+    NoticeStatus,
+    Sink,
+    check_low_stock,
+    claim_daily_notice,
+)
+from pools.pool_admin import archive_pool
+
+MORNING = datetime(2030, 5, 1, 8, 0)
+EVENING = datetime(2030, 5, 1, 23, 59, 59)
+NEXT_DAY = datetime(2030, 5, 2, 0, 0)
+
+
+# --- a real HTTP server and a real SMTP server on 127.0.0.1 -----------------
+
+
+@dataclass
+class WebhookServer:
+    url: str
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 204
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    received = WebhookServer(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            assert self.headers["Content-Type"] == "application/json"
+            received.bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(received.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    received.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/low-stock"
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@dataclass
+class Inbox:
+    url: str = ""
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 Message accepted for delivery"
+
+
+class EphemeralController(Controller):
+    """aiosmtpd's Controller on port 0: learn the real port before the self-check."""
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def smtp() -> Iterator[Inbox]:
+    inbox = Inbox()
+    controller = EphemeralController(inbox, hostname="127.0.0.1", port=0)
+    controller.start()
+    inbox.url = f"smtp://127.0.0.1:{controller.port}?from=alerts@shop.example"
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _notified_at(engine: Engine, pool_id: str) -> datetime | None:
+    with engine.connect() as conn:
+        value: datetime | None = conn.execute(
+            select(Pool.low_stock_notified_at).where(Pool.id == pool_id)
+        ).scalar_one()
+    return value
+
+
+# --- tests ------------------------------------------------------------------
+
+
+def test_sinks_are_told_once_a_day(engine: Engine, webhook: WebhookServer, smtp: Inbox) -> None:
+    make_pool(
+        engine,
+        "spring",
+        ["S1", "S2", "S3"],
+        low_stock=50,
+        notify_url=webhook.url,
+        notify_email="ops@shop.example",
+    )
+
+    [alert] = check_low_stock(engine, ["spring"], smtp_url=smtp.url, now=MORNING)
+
+    assert alert.message == "pool 'spring' is low on codes: 3 available, threshold 50"
+    assert alert.notice == NoticeStatus.NOTIFIED
+    assert [(d.sink, d.ok, d.outcome) for d in alert.deliveries] == [
+        (Sink.WEBHOOK, True, "delivered"),
+        (Sink.EMAIL, True, "delivered"),
+    ]
+    assert alert.warnings() == [alert.message]
+    assert webhook.bodies == [
+        {
+            "event": "low_stock",
+            "pool": "spring",
+            "name": "spring",
+            "available": 3,
+            "threshold": 50,
+            "time": "2030-05-01T08:00:00Z",
+            "message": alert.message,
+        }
+    ]
+    [(sender, recipients, content)] = smtp.messages
+    assert (sender, recipients) == ("alerts@shop.example", ["ops@shop.example"])
+    mail = email.message_from_bytes(content, policy=email.policy.default)
+    assert mail["Subject"] == f"[promomail] {alert.message}"
+    assert mail["To"] == "ops@shop.example"
+    assert "Available codes: 3" in mail.get_content()
+
+    # Later the same day: the warning again, the sinks not.
+    [again] = check_low_stock(engine, ["spring"], smtp_url=smtp.url, now=EVENING)
+    assert again.notice == NoticeStatus.ALREADY_NOTIFIED and again.deliveries == ()
+    assert again.message == alert.message
+    assert (len(webhook.bodies), len(smtp.messages)) == (1, 1)
+
+    # A new UTC day: told again, once.
+    for _ in range(2):
+        check_low_stock(engine, ["spring"], smtp_url=smtp.url, now=NEXT_DAY)
+    assert (len(webhook.bodies), len(smtp.messages)) == (2, 2)
+    assert webhook.bodies[1]["time"] == "2030-05-02T00:00:00Z"
+
+
+def test_threshold_is_a_strict_bound(engine: Engine, webhook: WebhookServer) -> None:
+    make_pool(engine, "spring", ["S1", "S2", "S3"], low_stock=3, notify_url=webhook.url)
+    make_pool(engine, "unwatched", ["U1"])
+
+    assert check_low_stock(engine, ["spring", "unwatched"], now=MORNING) == []
+
+    claim(engine, "spring", "m1", ["alice"])
+    [alert] = check_low_stock(engine, ["spring", "unwatched"])
+    assert (alert.pool_id, alert.available, alert.threshold) == ("spring", 2, 3)
+    assert len(webhook.bodies) == 1
+
+
+def test_pool_without_sinks_warns_every_time_and_claims_nothing(engine: Engine) -> None:
+    make_pool(engine, "quiet", ["Q1"], low_stock=10)
+
+    for moment in (MORNING, EVENING):
+        [alert] = check_low_stock(engine, ["quiet"], now=moment)
+        assert alert.notice == NoticeStatus.NO_SINKS
+        assert alert.warnings() == ["pool 'quiet' is low on codes: 1 available, threshold 10"]
+    assert _notified_at(engine, "quiet") is None
+
+
+def test_sinks_that_are_down_fail_without_raising(
+    engine: Engine, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SMTP_URL_ENV, f"smtp://127.0.0.1:{closed_port}")
+    make_pool(
+        engine,
+        "spring",
+        ["S1"],
+        low_stock=5,
+        notify_url=f"http://127.0.0.1:{closed_port}/hook",
+        notify_email="ops@shop.example",
+    )
+
+    [alert] = check_low_stock(engine, ["spring"], now=MORNING, timeout=2.0)
+
+    assert alert.notice == NoticeStatus.NOTIFIED
+    assert [(d.sink, d.ok) for d in alert.deliveries] == [
+        (Sink.WEBHOOK, False),
+        (Sink.EMAIL, False),
+    ]
+    assert all("refused" in (d.error or "").lower() for d in alert.deliveries)
+    assert alert.warnings()[1].startswith(
+        f"pool 'spring': low-stock webhook to http://127.0.0.1:{closed_port}/hook failed: "
+    )
+    # Nothing arrived anywhere, so the day's notice was given back for a later check.
+    assert _notified_at(engine, "spring") is None
+    [retry] = check_low_stock(engine, ["spring"], now=EVENING, timeout=2.0)
+    assert retry.notice == NoticeStatus.NOTIFIED and len(retry.failures) == 2
+
+
+def test_one_working_sink_counts_as_notified(
+    engine: Engine, webhook: WebhookServer, closed_port: int
+) -> None:
+    make_pool(
+        engine,
+        "spring",
+        ["S1"],
+        low_stock=5,
+        notify_url=webhook.url,
+        notify_email="ops@shop.example",
+    )
+
+    [alert] = check_low_stock(
+        engine, ["spring"], smtp_url=f"smtp://127.0.0.1:{closed_port}", now=MORNING
+    )
+
+    assert [d.ok for d in alert.deliveries] == [True, False]
+    assert _notified_at(engine, "spring") == MORNING
+    [again] = check_low_stock(engine, ["spring"], now=EVENING)
+    assert again.notice == NoticeStatus.ALREADY_NOTIFIED
+    assert len(webhook.bodies) == 1
+
+
+def test_webhook_error_status_and_missing_smtp_configuration(
+    engine: Engine, webhook: WebhookServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SMTP_URL_ENV, raising=False)
+    webhook.status = 500
+    make_pool(
+        engine,
+        "spring",
+        ["S1"],
+        low_stock=5,
+        notify_url=webhook.url,
+        notify_email="ops@shop.example",
+    )
+
+    [alert] = check_low_stock(engine, ["spring"], now=MORNING)
+
+    assert [d.error for d in alert.deliveries] == [
+        "HTTP 500 Internal Server Error",
+        f"no SMTP server configured (set {SMTP_URL_ENV})",
+    ]
+    assert len(webhook.bodies) == 1
+    [bad_url] = check_low_stock(engine, ["spring"], smtp_url="mailto:ops", now=MORNING)
+    assert bad_url.deliveries[1].error is not None
+    assert "not an SMTP URL" in bad_url.deliveries[1].error
+
+
+def test_smtp_url_from_the_environment(
+    engine: Engine, smtp: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SMTP_URL_ENV, smtp.url.split("?")[0])
+    make_pool(engine, "spring", ["S1"], low_stock=5, notify_email="ops@shop.example")
+
+    [alert] = check_low_stock(engine, ["spring"], now=MORNING)
+
+    assert [d.outcome for d in alert.deliveries] == ["delivered"]
+    [(sender, recipients, _)] = smtp.messages
+    assert (sender, recipients) == ("promomail@localhost", ["ops@shop.example"])
+
+
+def test_only_active_known_pools_are_checked(engine: Engine) -> None:
+    make_pool(engine, "draft", ["D1"], low_stock=5, activate=False)
+    make_pool(engine, "old", ["O1"], low_stock=5)
+    archive_pool(engine, "old")
+
+    assert check_low_stock(engine, ["draft", "old"]) == []
+    with pytest.raises(PoolNotFound):
+        check_low_stock(engine, ["draft", "missing"])
+
+
+def test_daily_claim_is_taken_once(engine: Engine) -> None:
+    make_pool(engine, "spring", ["S1"], low_stock=5)
+
+    assert claim_daily_notice(engine, "spring", MORNING)
+    assert not claim_daily_notice(engine, "spring", EVENING)
+    assert not claim_daily_notice(engine, "spring", MORNING - timedelta(hours=1))
+    assert claim_daily_notice(engine, "spring", NEXT_DAY)
+    assert _notified_at(engine, "spring") == NEXT_DAY
+
+
+def test_concurrent_checks_notify_once(engine: Engine, db_url: str, webhook: WebhookServer) -> None:
+    make_pool(engine, "spring", ["S1", "S2"], low_stock=10, notify_url=webhook.url)
+
+    notices = run_together(
+        check_low_stock_when_released, [(db_url, "spring", MORNING.isoformat())] * 4
+    )
+
+    assert sorted(notices) == sorted(["notified"] + ["already_notified"] * 3)
+    assert len(webhook.bodies) == 1
+
+
+def test_an_unexpected_sink_error_is_a_failed_delivery(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug in a sink")
+
+    monkeypatch.setattr(pools.notifications, "post_webhook", broken)
+    make_pool(engine, "spring", ["S1"], low_stock=5, notify_url="http://127.0.0.1:9/hook")
+
+    [alert] = check_low_stock(engine, ["spring"], now=MORNING)
+
+    assert [d.error for d in alert.deliveries] == ["RuntimeError: bug in a sink"]
