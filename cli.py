@@ -34,6 +34,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from pools.code_files import FileFormat, Whitespace, format_for
 from pools.code_listing import CodeEntry, CodeState, list_codes
+from pools.customers import customer_history
 from pools.db import (
     DEFAULT_URL,
     StoreConfig,
@@ -44,9 +45,11 @@ from pools.db import (
     upgrade,
 )
 from pools.errors import ImportRejected, PromomailError
+from pools.export import export_issuances
 from pools.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
 from pools.imports import ImportRecord, ImportReport, Upload, import_history, upload_codes
 from pools.mailings import MailingView, list_mailings, show_mailing
+from pools.notifications import LowStockAlert, check_low_stock
 from pools.pool_admin import (
     PoolSettings,
     PoolView,
@@ -58,6 +61,8 @@ from pools.pool_admin import (
     list_pools,
     show_pool,
 )
+from pools.redemption import redeem
+from pools.segments import SegmentFormat, segment, write_segment
 from pools.voiding import void_batch
 from templating.checking import check_template, preview, preview_recipients
 from templating.mailing import CHUNK_SIZE, RenderRequest, RenderSummary, render_mailing
@@ -900,14 +905,17 @@ def codes_list(
 @click.pass_context
 def codes_void(ctx: click.Context, pool_id: str, batch_id: int, as_json: bool) -> None:
     """Withdraw an upload: batch B's never-issued codes become void."""
-    report = void_batch(get_engine(ctx), pool_id, batch_id)
+    engine = get_engine(ctx)
+    report = void_batch(engine, pool_id, batch_id)
+    alerts = check_low_stock(engine, [pool_id])
     if as_json:
-        emit_json(asdict(report))
-        return
-    click.echo(
-        f"Voided {plural(report.voided, 'code')} of batch {report.batch} in pool {report.pool}; "
-        f"kept {plural(report.kept_issued, 'already issued code')}."
-    )
+        emit_json({**asdict(report), "low_stock": [alert.as_dict() for alert in alerts]})
+    else:
+        click.echo(
+            f"Voided {plural(report.voided, 'code')} of batch {report.batch} in pool "
+            f"{report.pool}; kept {plural(report.kept_issued, 'already issued code')}."
+        )
+    warn_low_stock(alerts)
 
 
 IMPORT_COLUMNS = (
@@ -1165,9 +1173,16 @@ def render(
     _report_render(result, as_json)
 
 
+def warn_low_stock(alerts: Sequence[LowStockAlert]) -> None:
+    for alert in alerts:
+        for line in alert.warnings():
+            note(f"Warning: {line}")
+
+
 def _report_render(result: RenderSummary, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
+    warn_low_stock(result.low_stock)
     for recipient, line, reason in result.failed:
         note(f"recipient {recipient} (line {line}) failed: {reason}")
     for recipient, reason in result.skipped:
@@ -1282,6 +1297,141 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
                 for r in view.runs
             ],
         )
+
+
+# ---------------------------------------------------------------------------
+# After sending: customer, segment, redeem, export
+# ---------------------------------------------------------------------------
+
+
+@cli.command("customer")
+@click.argument("customer_id", metavar="ID")
+@json_option
+@click.pass_context
+def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
+    """Every code issued to a customer, and the redemptions of their codes."""
+    history = customer_history(get_engine(ctx), customer_id)
+    if as_json:
+        emit_json(history.as_dict())
+        return
+    if not history.known:
+        click.echo(f"No codes were ever issued to or redeemed by customer {customer_id!r}.")
+        return
+    click.echo(f"Codes of customer {customer_id}:")
+    print_table(
+        ["pool", "code", "kind", "mailing", "issued", "redeemed by"],
+        [
+            (
+                i.pool,
+                i.code,
+                i.kind,
+                i.mailing,
+                i.issued_at,
+                ", ".join(r or "(anonymous)" for r in i.redeemed_by) or None,
+            )
+            for i in history.issuances
+        ],
+    )
+    if history.redemptions:
+        click.echo()
+        click.echo("Redemptions:")
+        print_table(
+            ["pool", "code", "issued to", "redeemed by", "order", "when"],
+            [
+                (r.pool, r.code, r.issued_to, r.redeemed_by, r.order, r.redeemed_at)
+                for r in history.redemptions
+            ],
+        )
+
+
+@cli.command("segment")
+@click.option("--issued-from", multiple=True, metavar="POOL", help="Count codes from this pool.")
+@click.option("--min-issued", type=click.IntRange(min=0), metavar="N")
+@click.option("--max-issued", type=click.IntRange(min=0), metavar="N")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), metavar="DATE")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice([f.value for f in SegmentFormat]),
+    default=SegmentFormat.IDS.value,
+    show_default=True,
+)
+@json_option
+@click.pass_context
+def segment_command(
+    ctx: click.Context,
+    issued_from: tuple[str, ...],
+    min_issued: int | None,
+    max_issued: int | None,
+    since: datetime | None,
+    output_format: str,
+    as_json: bool,
+) -> None:
+    """Customer ids by the codes they were issued; usable as --recipients."""
+    ids = segment(
+        get_engine(ctx),
+        issued_from=issued_from,
+        min_issued=min_issued,
+        max_issued=max_issued,
+        since=since,
+    )
+    if as_json:
+        emit_json({"count": len(ids), "ids": ids})
+        return
+    write_segment(ids, click.get_text_stream("stdout"), SegmentFormat(output_format))
+    note(f"{plural(len(ids), 'customer')} in the segment")
+
+
+@cli.command("redeem")
+@click.argument("code")
+@click.option("--customer", "customer_id", metavar="C", help="Who is redeeming (e.g. a friend).")
+@click.option("--order", metavar="O", help="The order the code is used for.")
+@click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@json_option
+@click.pass_context
+def redeem_command(
+    ctx: click.Context,
+    code: str,
+    customer_id: str | None,
+    order: str | None,
+    pool_id: str | None,
+    as_json: bool,
+) -> None:
+    """Redeem a code at checkout; exit 1 with the reason when refused."""
+    result = redeem(get_engine(ctx), code, customer=customer_id, order=order, pool_id=pool_id)
+    if as_json:
+        emit_json(result.as_dict())
+        if not result.ok:
+            ctx.exit(1)
+        return
+    if not result.ok:
+        raise CommandFailed(f"code {code!r} refused: {result.reason}")
+    issued = f"issued to {result.issued_to}" if result.issued_to else "never issued"
+    by = f", redeemed by {result.redeemed_by}" if result.redeemed_by else ""
+    order_text = f", order {result.order}" if result.order else ""
+    click.echo(f"Redeemed {result.code} from pool {result.pool} ({issued}{by}{order_text}).")
+
+
+@cli.group("export")
+def export() -> None:
+    """Export records as files."""
+
+
+@export.command("issuances")
+@click.option("--pool", "pool_id", metavar="P", help="Only this pool.")
+@click.option("--mailing", "mailing_id", metavar="M", help="Only this mailing.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, metavar="FILE.csv")
+@json_option
+@click.pass_context
+def export_issuances_command(
+    ctx: click.Context, pool_id: str | None, mailing_id: str | None, out: str, as_json: bool
+) -> None:
+    """The issuance log (who got which code, when) as CSV."""
+    rows = export_issuances(get_engine(ctx), out, pool=pool_id, mailing=mailing_id)
+    if as_json:
+        emit_json({"file": out, "rows": rows})
+    else:
+        click.echo(f"Wrote {plural(rows, 'issuance')} to {out}.")
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ def insert_issuances(conn: Connection, rows: Sequence[IssuanceRow]) -> None:
     # two transactions recording overlapping customers (one mailing run twice
     # at once) then take its locks in the same order, and one waits for the
     # other instead of deadlocking on PostgreSQL.
-    pass  # TEMP
+    rows = sorted(rows, key=lambda r: (r[3], r[0], r[2], r[4], r[5]))
     if is_postgres(conn):
         params = [(*r[:4], str(r[4]), *r[5:]) for r in rows]
         conn.exec_driver_sql(_INSERT_ISSUANCES.format(p="%s"), params)

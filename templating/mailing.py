@@ -33,6 +33,7 @@ from pools.db import StoreConfig, open_engine, read_transaction
 from pools.errors import PoolExhausted, PromomailError, ReservationLost
 from pools.mailings import RunTotals, finish_run, issued_customers_in, start_run
 from pools.models import PoolStatus
+from pools.notifications import LowStockAlert, check_low_stock
 from pools.pool_admin import load_pool
 from templating.analysis import analyze
 from templating.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
@@ -98,6 +99,7 @@ class RenderSummary:
     stopped_at_pool: str | None
     interrupted: bool
     output: str
+    low_stock: list[LowStockAlert] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -134,6 +136,7 @@ class RenderSummary:
                 {"recipient": r, "line": line, "reason": reason} for r, line, reason in self.failed
             ],
             "skipped_recipients": [{"recipient": r, "reason": why} for r, why in self.skipped],
+            "low_stock": [alert.as_dict() for alert in self.low_stock],
         }
 
 
@@ -361,6 +364,8 @@ def render_mailing(
             finish_run(engine, request.mailing_id, request.shard.label, "failed", RunTotals())
             raise
         summary = _summarize(request, results, total, time.monotonic() - started)
+        # After the codes moved, never before: a failing sink only warns.
+        summary.low_stock = check_low_stock(engine, plan.issuing)
         finish_run(
             engine,
             request.mailing_id,
