@@ -9,6 +9,8 @@ the busy timeout. PostgreSQL URLs are routed to psycopg 3.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,10 +109,44 @@ def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+            _begin_immediate(conn.connection.driver_connection)
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _begin_immediate(dbapi_connection: Any) -> None:
+    """Take SQLite's write lock, waiting for it in short steps.
+
+    SQLite's own busy handler backs off to sleeps of up to 100 ms, so with
+    several render workers a waiting writer often sleeps long after the lock
+    was released. Retrying every fraction of a millisecond instead keeps the
+    single writer slot busy. Read statements keep the ordinary busy timeout.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        pause = 0.0002
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"the database stayed locked by another writer for "
+                        f"{SQLITE_BUSY_TIMEOUT_S:g} s"
+                    ) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
 
 
 @contextmanager
