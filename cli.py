@@ -65,6 +65,7 @@ from pools.redemption import redeem
 from pools.segments import SegmentFormat, segment, write_segment
 from pools.voiding import void_batch
 from templating.checking import check_template, preview, preview_recipients
+from templating.errors import RecipientError
 from templating.mailing import CHUNK_SIZE, RenderRequest, RenderSummary, render_mailing
 from templating.outputs import OutputFormat, OutputTarget
 from templating.recipients import Shard
@@ -215,8 +216,10 @@ def print_table(
     if not raw:
         click.echo(empty)
         return
+    # A column of only empty cells ("-") is not numeric: it stays left-aligned.
     numeric = [
-        all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in raw if row[i])
+        any(isinstance(row[i], int) and not isinstance(row[i], bool) for row in raw)
+        and all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in raw if row[i])
         for i in range(len(headers))
     ]
     text = [[cell(v) for v in row] for row in raw]
@@ -1011,11 +1014,20 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
         )
         if report.columns:
             click.echo(f"client columns: {', '.join(report.columns)}")
-    for problem in report.problems:
-        where = f"{report.template}, line {problem.line}" if problem.line else report.template
-        note(f"{where}: {problem.message}")
-    if not report.ok:
-        raise CommandFailed(f"{report.template}: {plural(len(report.problems), 'problem')}")
+    problems = [
+        f"{report.template}, line {p.line}: {p.message}"
+        if p.line
+        else f"{report.template}: {p.message}"
+        for p in report.problems
+    ]
+    # The Error line names template, line and reason; the rest are listed above it.
+    if len(problems) > 1:
+        for problem in problems:
+            note(problem)
+        more = len(problems) - 1
+        raise CommandFailed(f"{problems[0]} (and {plural(more, 'more problem')})")
+    if problems:
+        raise CommandFailed(problems[0])
     if not as_json:
         click.echo("OK")
 
@@ -1151,6 +1163,12 @@ def render(
     fmt = OutputFormat(output_format)
     if as_json and out is None and fmt is OutputFormat.JSONL:
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
+    if fmt is OutputFormat.EML and out is None:
+        raise click.UsageError("--format eml writes one file per recipient: give --out DIR")
+    try:
+        shard_slice = Shard.parse(shard) if shard else Shard()
+    except RecipientError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from exc
     request = RenderRequest(
         template_path=template,
         recipients_path=recipients,
@@ -1159,7 +1177,7 @@ def render(
         output=OutputTarget(fmt, Path(out) if out else None),
         on_exhausted=OnExhausted(on_exhausted),
         workers=workers,
-        shard=Shard.parse(shard) if shard else Shard(),
+        shard=shard_slice,
         variables=_pairs(variables, "--var"),
         chunk_size=chunk_size,
     )

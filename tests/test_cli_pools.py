@@ -460,7 +460,13 @@ def test_void_keeps_issued_codes(run: Cli, engine: Engine, tmp_path: Path) -> No
     claim(engine, "spring", "m1", ["alice", "bob", "carol"])  # G1, G2 and one W code
 
     report = run.json("codes", "void", "spring", "--batch", str(wrong["batch"]))
-    assert report == {"pool": "spring", "batch": wrong["batch"], "voided": 2, "kept_issued": 1}
+    assert report == {
+        "pool": "spring",
+        "batch": wrong["batch"],
+        "voided": 2,
+        "kept_issued": 1,
+        "low_stock": [],
+    }
     shown = run.pool("spring")
     assert (shown["void"], shown["issued"], shown["available"], shown["total"]) == (2, 3, 0, 5)
     assert [i["voided_at"] is not None for i in shown["imports"]] == [False, True]
