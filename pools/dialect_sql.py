@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, bindparam, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.db import is_postgres
 from pools.models import NO_END
@@ -103,6 +104,18 @@ def take_codes(
 def _as_datetime(value: Any) -> datetime:
     # Raw text() columns come back as strings from SQLite.
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def insert_if_absent(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+    """``INSERT … ON CONFLICT DO NOTHING``; True when the row was new.
+
+    A read-then-insert races on PostgreSQL (two shards of a new mailing
+    starting at once both see no row); this waits for the other insert and
+    then does nothing instead of failing on the primary key.
+    """
+    dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
+    result = conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
 
 
 #: One code as the loader takes it: code, issue_start, issue_end,

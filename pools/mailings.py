@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from pools.clock import utcnow
 from pools.db import read_transaction, write_transaction
+from pools.dialect_sql import insert_if_absent
 from pools.errors import PromomailError
 from pools.models import Issuance, IssuanceKind, Mailing, MailingRun
 
@@ -34,28 +35,26 @@ def start_run(engine: Engine, mailing_id: str, shard: str, template: str, recipi
     """Create the mailing (first run) and mark this shard's run as running."""
     now = utcnow()
     with write_transaction(engine) as conn:
-        exists = conn.execute(select(Mailing.id).where(Mailing.id == mailing_id)).first()
-        if exists is None:
-            conn.execute(
-                insert(Mailing).values(
-                    id=mailing_id, template=template, recipients_file=recipients, started_at=now
-                )
-            )
-        else:
+        created = insert_if_absent(
+            conn,
+            Mailing,
+            {
+                "id": mailing_id,
+                "template": template,
+                "recipients_file": recipients,
+                "started_at": now,
+            },
+        )
+        if not created:
             conn.execute(
                 update(Mailing)
                 .where(Mailing.id == mailing_id)
                 .values(template=template, recipients_file=recipients, finished_at=None)
             )
-        run = conn.execute(
-            select(MailingRun.shard).where(
-                MailingRun.mailing_id == mailing_id, MailingRun.shard == shard
-            )
-        ).first()
         values: dict[str, Any] = {"status": "running", "started_at": now, "finished_at": None}
-        if run is None:
-            conn.execute(insert(MailingRun).values(mailing_id=mailing_id, shard=shard, **values))
-        else:
+        if not insert_if_absent(
+            conn, MailingRun, {"mailing_id": mailing_id, "shard": shard, **values}
+        ):
             conn.execute(
                 update(MailingRun)
                 .where(MailingRun.mailing_id == mailing_id, MailingRun.shard == shard)
@@ -84,20 +83,18 @@ def finish_run(engine: Engine, mailing_id: str, shard: str, status: str, totals:
 
 
 def issued_customers_in(
-    conn: Connection, mailing_id: str, pool_id: str, keep: Callable[[str], bool] | None
+    conn: Connection, mailing_id: str, pool_id: str, customer_ids: Sequence[str]
 ) -> int:
-    """How many customers this mailing already gave an initial code (in a slice)."""
-    rows = conn.execute(
-        select(Issuance.customer_id)
-        .where(
-            Issuance.mailing_id == mailing_id,
-            Issuance.pool_id == pool_id,
-            Issuance.kind == IssuanceKind.INITIAL,
-        )
-        .distinct()
-        .execution_options(yield_per=10_000)
+    """How many of these customers this mailing already gave an initial code from the pool."""
+    if not customer_ids:
+        return 0
+    query = select(func.count(func.distinct(Issuance.customer_id))).where(
+        Issuance.mailing_id == mailing_id,
+        Issuance.pool_id == pool_id,
+        Issuance.kind == IssuanceKind.INITIAL,
+        Issuance.customer_id.in_(customer_ids),
     )
-    return sum(1 for (customer,) in rows if keep is None or keep(customer))
+    return int(conn.execute(query).scalar_one())
 
 
 @dataclass

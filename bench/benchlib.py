@@ -1,0 +1,129 @@
+"""What the benchmark scripts share: throw-away stores, child processes, tables.
+
+Each measured step runs in a fresh spawned process, so its peak memory
+(``ru_maxrss``) is its own and not that of whatever ran before it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import create_engine, text
+
+from pools.db import StoreConfig
+
+PG_URL = os.environ.get("PROMOMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+DATABASES = ("sqlite", "postgresql")
+
+
+@contextmanager
+def fresh_store(database: str, folder: Path) -> Iterator[str]:
+    """A URL to an empty store: a new SQLite file, or a new PostgreSQL schema (dropped after)."""
+    if database == "sqlite":
+        path = folder / f"bench-{uuid.uuid4().hex[:8]}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(StoreConfig(PG_URL).sqlalchemy_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def scratch_folder() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="promomail-bench-") as folder:
+        yield Path(folder)
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    #: Peak resident memory of the child before the measured work (imports, set-up).
+    base_rss_mb: float
+    #: Peak resident memory of the child at the end.
+    peak_rss_mb: float
+    result: Any
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _child(queue: Any, work: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        base = _peak_rss_mb()
+        started = time.perf_counter()
+        result = work(*args)
+        seconds = time.perf_counter() - started
+        queue.put(("ok", Measured(seconds, base, _peak_rss_mb(), result)))
+    except BaseException as exc:
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def measure_in_child(work: Callable[..., Any], *args: Any) -> Measured:
+    """Run ``work(*args)`` in a spawned process; its time and peak memory."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, work, args))
+    process.start()
+    status, answer = queue.get()
+    process.join()
+    if status != "ok":
+        raise SystemExit(f"benchmark step failed: {answer}")
+    assert isinstance(answer, Measured)
+    return answer
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Text left, numbers right."""
+    cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [bool(rows) and isinstance(rows[0][i], int | float) for i in range(len(headers))]
+    for index, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.rjust(w) if right else c.ljust(w)
+                for c, w, right in zip(row, widths, numeric, strict=True)
+            ).rstrip()
+        )
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def parse_databases(value: str) -> list[str]:
+    chosen = [d.strip() for d in value.split(",") if d.strip()]
+    unknown = set(chosen) - set(DATABASES)
+    if unknown or not chosen:
+        raise SystemExit(f"--db takes a comma-separated list of {', '.join(DATABASES)}")
+    return chosen

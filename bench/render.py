@@ -1,0 +1,291 @@
+"""Mailing render speed against a plain Jinja2 sandbox render of the same template.
+
+    python bench/render.py                          # 1,000,000 recipients
+    python bench/render.py --recipients 20000
+    python bench/render.py --recipients 20000 --profile    # + cProfile of one render
+    python bench/render.py --recipients 200000 --db sqlite  # leave PostgreSQL out
+
+One run prints, for ``sample_templates/welcome.j2`` (subject, text, html; one
+``client.promocode('welcome')`` shown in text and html):
+
+* **pure**: what the template costs without promomail. The same Jinja2
+  ``SandboxedEnvironment`` settings (StrictUndefined, trim/lstrip blocks, the
+  html block compiled a second time with autoescape), ``client`` a plain
+  object whose ``promocode`` returns a code computed beforehand, the
+  recipients read with ``csv.DictReader`` and every message written as one
+  JSON line: the same input and output work as a render, minus the store.
+* **promomail** renders (``render_mailing``, JSON Lines output) on SQLite with
+  1 and 2 workers and on PostgreSQL with 2 workers, each into a fresh store
+  whose pool holds one generated code per recipient (filled outside the
+  timing). The time is the whole ``render_mailing`` call: preflight, reading
+  the recipients, worker start-up, rendering, claiming, joining the output.
+
+Each figure is recipients per second and its ratio to pure. Every step runs
+in its own spawned process; memory is the peak resident size of that process
+(``RUSAGE_SELF``) and of the largest render worker it started
+(``RUSAGE_CHILDREN``). Targets: SQLite 1 worker >= 0.7x pure, SQLite 2
+workers >= 1.0x, PostgreSQL 2 workers >= 0.6x, every process under 250 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import csv
+import io
+import json
+import os
+import pstats
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchlib import fresh_store, measure_in_child, parse_databases, print_table, scratch_folder
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import text
+
+from pools.db import StoreConfig, is_postgres, open_engine
+from pools.generation import CodeSpec, generate_codes
+from pools.pool_admin import PoolSettings, create_pool
+from templating.mailing import RenderRequest, render_mailing
+from templating.outputs import OutputFormat, OutputTarget
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "sample_templates" / "welcome.j2"
+POOL = "welcome"
+MEMORY_TARGET_MB = 250.0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    database: str  # "pure", "sqlite" or "postgresql"
+    workers: int
+    target: float | None  # minimum ratio to pure
+
+
+CONFIGS = (
+    Config("pure Jinja2 sandbox", "pure", 1, None),
+    Config("promomail SQLite, 1 worker", "sqlite", 1, 0.7),
+    Config("promomail SQLite, 2 workers", "sqlite", 2, 1.0),
+    Config("promomail PostgreSQL, 2 workers", "postgresql", 2, 0.6),
+)
+
+
+def _rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
+
+
+def write_recipients(path: Path, count: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "email", "first_name"])
+        for i in range(count):
+            writer.writerow([f"cust-{i:07d}", f"customer{i}@example.com", f"Name{i}"])
+
+
+# -- pure ---------------------------------------------------------------------------
+
+
+class PlainClient:
+    """Recipient columns as attributes, and a code known in advance."""
+
+    def __init__(self, fields: dict[str, str], code: str) -> None:
+        self.fields = fields
+        self.code = code
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def promocode(self, pool: str) -> str:
+        return self.code
+
+
+def _sandbox(*, autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=autoescape, trim_blocks=True, lstrip_blocks=True
+    )
+
+
+def pure_render(recipients: str, out: str, count: int) -> dict[str, Any]:
+    source = TEMPLATE.read_text(encoding="utf-8")
+    plain = _sandbox(autoescape=False).from_string(source)
+    html = _sandbox(autoescape=True).from_string(source)
+    codes = CodeSpec(length=10).random_bodies(count)
+    started = time.perf_counter()
+    rendered = 0
+    with (
+        open(recipients, encoding="utf-8", newline="") as handle,
+        open(out, "w", encoding="utf-8") as output,
+    ):
+        for row, code in zip(csv.DictReader(handle), codes, strict=True):
+            client = PlainClient(row, code)
+            context = plain.new_context({"client": client})
+            parts = {
+                "subject": "".join(plain.blocks["subject"](context)).strip(),
+                "text": "".join(plain.blocks["text"](context)),
+                "html": "".join(html.blocks["html"](html.new_context({"client": client}))),
+            }
+            record = {
+                "mailing": "pure",
+                "recipient": row["id"],
+                "to": row["email"],
+                "parts": parts,
+                "codes": {POOL: code},
+            }
+            output.write(json.dumps(record, ensure_ascii=False) + "\n")
+            rendered += 1
+    return {
+        "seconds": time.perf_counter() - started,
+        "rendered": rendered,
+        "peak_self_mb": _rss_mb(resource.RUSAGE_SELF),
+        "peak_workers_mb": None,
+    }
+
+
+# -- promomail ----------------------------------------------------------------------
+
+
+def fill_store(url: str, count: int) -> None:
+    engine = open_engine(StoreConfig(url))
+    try:
+        create_pool(
+            engine, PoolSettings("Welcome", description="bench pool"), pool_id=POOL, activate=True
+        )
+        generate_codes(engine, POOL, count, CodeSpec())
+        if is_postgres(engine):
+            with engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
+    finally:
+        engine.dispose()
+
+
+def _request(url: str, recipients: str, out: str, workers: int, mailing: str) -> RenderRequest:
+    return RenderRequest(
+        template_path=str(TEMPLATE),
+        recipients_path=recipients,
+        mailing_id=mailing,
+        db_url=url,
+        output=OutputTarget(OutputFormat.JSONL, Path(out)),
+        workers=workers,
+    )
+
+
+def promomail_render(url: str, recipients: str, out: str, workers: int) -> dict[str, Any]:
+    request = _request(url, recipients, out, workers, "bench")
+    started = time.perf_counter()
+    summary = render_mailing(request)
+    seconds = time.perf_counter() - started
+    if not summary.ok:
+        raise RuntimeError(f"render did not finish cleanly: {summary.as_dict()}")
+    return {
+        "seconds": seconds,
+        "rendered": summary.rendered,
+        "peak_self_mb": _rss_mb(resource.RUSAGE_SELF),
+        "peak_workers_mb": _rss_mb(resource.RUSAGE_CHILDREN) if workers > 1 else None,
+    }
+
+
+def profile_render(url: str, recipients: str, out: str, top: int) -> str:
+    """cProfile of a 1-worker render (in this process); the top entries by own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    render_mailing(_request(url, recipients, out, 1, "profiled"))
+    profiler.disable()
+    report = io.StringIO()
+    stats = pstats.Stats(profiler, stream=report)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return report.getvalue()
+
+
+# -- driver -------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipients", type=int, default=1_000_000)
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a cProfile of a SQLite 1-worker render"
+    )
+    parser.add_argument("--top", type=int, default=25, help="profile entries to print")
+    parser.add_argument(
+        "--db", default="sqlite,postgresql", help="databases to render on (comma-separated)"
+    )
+    args = parser.parse_args()
+    databases = {"pure", *parse_databases(args.db)}
+    configs = [c for c in CONFIGS if c.database in databases]
+    count: int = args.recipients
+    if count < 1:
+        raise SystemExit("--recipients must be at least 1")
+
+    with scratch_folder() as folder:
+        recipients = folder / "recipients.csv"
+        write_recipients(recipients, count)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"{count:,} recipients, template {TEMPLATE.name}; each step in its own process; "
+            f"{os.cpu_count()} CPUs, load average {load} before the run\n"
+        )
+        results: dict[str, dict[str, Any]] = {}
+        for config in configs:
+            out = str(folder / f"{config.database}-{config.workers}.jsonl")
+            if config.database == "pure":
+                measured = measure_in_child(pure_render, str(recipients), out, count)
+            else:
+                with fresh_store(config.database, folder) as url:
+                    fill_store(url, count)
+                    measured = measure_in_child(
+                        promomail_render, url, str(recipients), out, config.workers
+                    )
+            result = measured.result
+            assert result["rendered"] == count, result
+            results[config.name] = result
+            Path(out).unlink()
+
+        pure_rate = count / results[CONFIGS[0].name]["seconds"]
+        rows: list[list[object]] = []
+        for config in configs:
+            result = results[config.name]
+            rate = count / result["seconds"]
+            ratio = rate / pure_rate
+            peak = max(result["peak_self_mb"], result["peak_workers_mb"] or 0.0)
+            verdict = []
+            if config.target is not None:
+                verdict.append(
+                    f"{'ok' if ratio >= config.target else 'BELOW'} (>= {config.target:.1f}x)"
+                )
+            verdict.append("mem ok" if peak < MEMORY_TARGET_MB else "MEM OVER")
+            rows.append(
+                [
+                    config.name,
+                    float(result["seconds"]),
+                    float(rate),
+                    f"{ratio:.2f}x",
+                    float(result["peak_self_mb"]),
+                    "-"
+                    if result["peak_workers_mb"] is None
+                    else f"{result['peak_workers_mb']:.0f}",
+                    ", ".join(verdict),
+                ]
+            )
+        print_table(
+            ["render", "seconds", "recipients/s", "vs pure", "main MB", "worker MB", "target"],
+            rows,
+        )
+
+        if args.profile:
+            with fresh_store("sqlite", folder) as url:
+                fill_store(url, count)
+                out = str(folder / "profiled.jsonl")
+                print("\ncProfile, promomail SQLite 1 worker:\n")
+                print(profile_render(url, str(recipients), out, args.top))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The sandbox: published escape payloads fail the recipient, limits stop runaway templates."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import templating.message as message_module
+from templating.client import Client
+from templating.environment import MAX_RANGE, MAX_SEQUENCE_PRODUCT, make_environment
+from templating.message import MAX_PART_CHARS, MessageTemplate, RecipientFailed
+from templating.sources import PreviewCodes
+
+SECRET = "s3cr3t-Vv9Qx-not-for-templates"
+#: Replaced in every payload by the path of a file the payload tries to create.
+MARKER = "MARKER_PATH"
+
+
+def _client(**fields: str) -> Client:
+    return Client(
+        "cust-1", {"id": "cust-1", "email": "ada@example.com", **fields}, PreviewCodes(None, {})
+    )
+
+
+def _render(source: str, **fields: str) -> dict[str, str]:
+    return MessageTemplate("payload.j2", source).render({"client": _client(**fields)})
+
+
+# Each payload is a published Jinja2 server-side template injection or sandbox
+# escape; each tries to create MARKER_PATH, read the secret environment
+# variable, or reach Python internals it could use to do so.
+ESCAPES = {
+    # str.format / format_map: the formatter's own attribute lookups (pre-2.8.1 style).
+    "format-class": "{{ '{0.__class__.__init__.__globals__}'.format(client) }}",
+    "format-private": "{{ '{0._source}'.format(client) }}",
+    "format-map": "{{ '{c.__class__.__mro__}'.format_map({'c': client}) }}",
+    "format-self": "{{ '{0.__init__.__globals__[os].environ}'.format(self) }}",
+    # CVE-2025-27516: the attr filter fetching str.format unwrapped.
+    "attr-format": "{{ '{0.__class__.__init__.__globals__}'|attr('format')(client) }}",
+    "attr-format-map": "{{ '{c.__class__}'|attr('format_map')({'c': client}) }}",
+    # CVE-2024-56326: a stored reference to str.format called later.
+    "stored-format": ("{% set f = '{0.__init__.__globals__[__builtins__]}'.format %}{{ f(self) }}"),
+    "stored-format-filter": (
+        "{% set f = '{0.__class__.__base__.__subclasses__}'|attr('format') %}{{ f(client) }}"
+    ),
+    # Walks from the default globals and objects a template can reach.
+    "cycler": "{{ cycler.__init__.__globals__.os.popen('touch MARKER_PATH').read() }}",
+    "joiner": "{{ joiner.__init__.__globals__.os.system('touch MARKER_PATH') }}",
+    "namespace": "{{ namespace.__init__.__globals__.os.popen('touch MARKER_PATH').read() }}",
+    "namespace-instance": "{% set ns = namespace() %}{{ ns.__init__.__globals__.os }}",
+    "namespace-dict": "{% set ns = namespace(a=1) %}{{ ns.__dict__ }}",
+    "lipsum": "{{ lipsum.__globals__['os'].popen('touch MARKER_PATH').read() }}",
+    "self-globals": (
+        "{{ self.__init__.__globals__.__builtins__.__import__('os')"
+        ".popen('touch MARKER_PATH').read() }}"
+    ),
+    "self-context": "{{ self._TemplateReference__context.environment }}",
+    "self-dict": "{{ self.__dict__ }}",
+    "client-class": "{{ client.__class__.__mro__[1].__subclasses__() }}",
+    "client-private": "{{ client._source }}",
+    "client-private-item": "{{ client['_fields'] }}",
+    "client-dunder-item": "{{ client['__class__'] }}",
+    "client-attr-filter": "{{ client|attr('__class__') }}",
+    "client-method-self": "{{ client.promocode.__self__._source }}",
+    "client-method-globals": (
+        "{{ client.promocode.__func__.__globals__['__builtins__']['open']('MARKER_PATH', 'w') }}"
+    ),
+    "range-globals": "{{ range.__globals__['__builtins__'] }}",
+    "range-class": "{{ range.__class__.__mro__ }}",
+    "dict-mro": "{{ dict.mro()[-1].__subclasses__() }}",
+    "dict-class": "{{ dict.__class__.__base__.__subclasses__() }}",
+    "str-subclasses": (
+        "{% for c in ''.__class__.__mro__[1].__subclasses__() %}"
+        "{% if c.__name__ == 'Popen' %}{{ c('touch MARKER_PATH', shell=True) }}{% endif %}"
+        "{% endfor %}"
+    ),
+    "tuple-subclasses": "{{ ().__class__.__base__.__subclasses__() }}",
+    "list-item-class": "{{ []['__class__'] }}",
+    "escaped-underscores": "{{ ''|attr('\\x5f\\x5fclass\\x5f\\x5f') }}",
+    "int-class": "{{ (1).__class__.__base__ }}",
+    "method-self": "{{ ''.format_map.__self__ }}",
+    "reduce": "{{ client.__reduce_ex__(2) }}",
+    # Lookups that exist in web frameworks' template contexts, not here.
+    "request": (
+        "{{ request.application.__globals__.__builtins__.__import__('os')"
+        ".popen('touch MARKER_PATH').read() }}"
+    ),
+    "config": "{{ config.__class__.__init__.__globals__['os'].environ }}",
+    "config-items": "{{ config.items() }}",
+    "url-for": "{{ url_for.__globals__['os'].environ }}",
+    "flashed": "{{ get_flashed_messages.__globals__ }}",
+    # Reading files through template loading: there is no loader.
+    "include": "{% include '/etc/passwd' %}",
+    "extends": "{% extends '/etc/passwd' %}",
+    "import": "{% from '/etc/passwd' import root %}{{ root }}",
+}
+
+
+@pytest.mark.parametrize("payload", list(ESCAPES.values()), ids=list(ESCAPES))
+def test_escape_payload_fails_the_recipient_and_does_nothing(
+    payload: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMOMAIL_TEST_SECRET", SECRET)
+    marker = tmp_path / "pwned"
+    source = payload.replace(MARKER, str(marker))
+
+    with pytest.raises(RecipientFailed) as failed:
+        _render(source)
+
+    reason = str(failed.value)
+    assert reason.startswith("payload.j2"), reason
+    assert any(
+        why in reason
+        for why in ("not allowed in templates", "undefined value", "no loader", "TypeError")
+    ), reason
+    assert SECRET not in reason
+    assert "root:" not in reason
+    assert not marker.exists()
+
+
+def test_escape_reasons_name_what_was_refused() -> None:
+    with pytest.raises(RecipientFailed, match=r"not allowed in templates: .*'__init__'"):
+        _render("{{ self.__init__ }}")
+    with pytest.raises(RecipientFailed, match=r"payload\.j2, line 2: undefined value: 'config'"):
+        _render("ok\n{{ config.items() }}")
+
+
+def test_sandbox_has_no_escape_footholds() -> None:
+    env = make_environment()
+    assert {"cycler", "joiner", "lipsum"}.isdisjoint(env.globals)
+    assert env.sandboxed
+    assert env.undefined.__name__ == "RecipientUndefined"
+
+
+def test_ordinary_template_features_still_work() -> None:
+    parts = _render(
+        "{% set ns = namespace(total=0) %}"
+        "{% for i in range(1, 5) %}{% set ns.total = ns.total + i %}{% endfor %}"
+        "{{ ns.total }} {{ 'ab' * 3 }} {{ 2 ** 10 }} {{ [1, 2] * 2 }} "
+        "{{ '{} {}'.format('x', client.first_name) }} {{ '%05d' % 42 }} "
+        "{{ dict(a=1)['a'] }} {{ client.email|upper }} {{ 'x'|center(5) }}|",
+        first_name="Ada",
+    )
+    assert parts == {"body": "10 ababab 1024 [1, 2, 1, 2] x Ada 00042 1 ADA@EXAMPLE.COM   x  |"}
+
+
+# -- limits ---------------------------------------------------------------------
+
+LIMITS = {
+    "string-times-huge": ("{{ 'a' * 10**9 }}", "'*' would build"),
+    "huge-times-list": ("{{ 10**9 * [1] }}", "'*' would build"),
+    "power-tower": ("{{ 9 ** (9 ** 9) }}", "'**' result would exceed"),
+    "power-huge": ("{{ 2 ** 100000 }}", "'**' result would exceed"),
+    "range-huge": ("{{ range(10**9)|list|length }}", "range() of 1000000000 items"),
+    "range-loop": ("{% for i in range(10**9) %}{% endfor %}", "range() of"),
+    "output-too-long": (
+        "{% for i in range(10000) %}{{ 'x' * 100 }}{% endfor %}",
+        f"longer than {MAX_PART_CHARS} characters",
+    ),
+}
+
+
+@pytest.mark.parametrize(("source", "reason"), list(LIMITS.values()), ids=list(LIMITS))
+def test_limits_fail_the_recipient_quickly(source: str, reason: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(RecipientFailed, match="render limit") as failed:
+        _render(source)
+    assert reason in str(failed.value)
+    assert time.monotonic() - started < 2.0
+
+
+def test_limits_allow_values_up_to_the_caps() -> None:
+    source = "{{ range(RANGE)|list|length }} {{ ('a' * TIMES)|length }} {{ (2 ** 2000) > 0 }}"
+    parts = _render(
+        source.replace("RANGE", str(MAX_RANGE)).replace("TIMES", str(MAX_SEQUENCE_PRODUCT))
+    )
+    assert parts == {"body": f"{MAX_RANGE} {MAX_SEQUENCE_PRODUCT} True"}
+    with pytest.raises(RecipientFailed, match="range"):
+        _render("{{ range(RANGE)|list|length }}".replace("RANGE", str(MAX_RANGE + 1)))
+
+
+def test_power_is_left_associative_and_harmless() -> None:
+    # Jinja2 evaluates 9**9**9 as (9**9)**9: a 78-digit number, not 9**387420489.
+    started = time.monotonic()
+    assert _render("{{ 9**9**9 }}") == {"body": str((9**9) ** 9)}
+    assert time.monotonic() - started < 1.0
+
+
+def test_loops_that_output_nothing_hit_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(message_module, "RENDER_SECONDS", 0.3)
+    template = MessageTemplate(
+        "loops.j2",
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}done",
+    )
+    started = time.monotonic()
+    with pytest.raises(RecipientFailed, match=r"rendering took longer than 0\.3 s"):
+        template.render({"client": _client()})
+    assert time.monotonic() - started < 3.0
+    # The timer is disarmed afterwards: the next recipient renders normally.
+    assert MessageTemplate("ok.j2", "fine").render({"client": _client()}) == {"body": "fine"}
+
+
+def test_output_cap_applies_to_each_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(message_module, "MAX_PART_CHARS", 1000)
+    source = (
+        "{% block subject %}short{% endblock %}"
+        "{% block text %}{% for i in range(N) %}x{% endfor %}{% endblock %}"
+    )
+    assert _render(source.replace("N", "1000"))["text"] == "x" * 1000
+    with pytest.raises(RecipientFailed, match="part 'text' is longer than 1000 characters"):
+        _render(source.replace("N", "1001"))

@@ -1,0 +1,166 @@
+"""Output writers: JSON Lines joined from worker parts, RFC 5322 files per recipient."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from templating.errors import MailingError
+from templating.outputs import (
+    EmlWriter,
+    OutputFormat,
+    OutputTarget,
+    RenderedMessage,
+    eml_name,
+)
+
+
+def _message(recipient: str = "c1", **parts: str) -> RenderedMessage:
+    return RenderedMessage(
+        "m1",
+        recipient,
+        f"{recipient}@example.com",
+        parts or {"subject": "Hi", "text": "T", "html": "<p>H</p>"},
+        {"spring": "CODE-1"},
+    )
+
+
+def _parse(path: Path) -> EmailMessage:
+    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
+def test_jsonl_parts_are_joined_in_worker_order(tmp_path: Path) -> None:
+    target = OutputTarget(OutputFormat.JSONL, tmp_path / "out" / "mail.jsonl")
+    target.prepare()
+    writers = [target.open_writer(worker, "run1") for worker in range(2)]
+    writers[1].write([_message("c3")])
+    writers[0].write([_message("c1"), _message("c2", body="SMS ✓")])
+    for writer in writers:
+        writer.close()
+    target.finish(2, "run1")
+
+    lines = (tmp_path / "out" / "mail.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["recipient"] for r in records] == ["c1", "c2", "c3"]
+    assert records[1] == {
+        "mailing": "m1",
+        "recipient": "c2",
+        "to": "c2@example.com",
+        "parts": {"body": "SMS ✓"},
+        "codes": {"spring": "CODE-1"},
+    }
+    assert "✓" in lines[1]  # UTF-8, not \\u escapes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mail.jsonl"]
+
+
+def test_jsonl_to_stdout(tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    target = OutputTarget(OutputFormat.JSONL, None)
+    target.prepare()
+    writer = target.open_writer(0, "run-stdout")
+    writer.write([_message("c1")])
+    writer.close()
+    target.finish(1, "run-stdout")
+    out = capfdbinary.readouterr().out.decode()
+    assert json.loads(out)["recipient"] == "c1"
+    assert not target.part_path(0, "run-stdout").exists()
+
+
+def test_discard_leaves_no_part_files(tmp_path: Path) -> None:
+    target = OutputTarget(OutputFormat.JSONL, tmp_path / "mail.jsonl")
+    writer = target.open_writer(0, "r")
+    writer.write([_message()])
+    writer.close()
+    target.discard(1, "r")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_targets_fail_before_anything_is_rendered(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(MailingError, match="cannot write output"):
+        OutputTarget(OutputFormat.JSONL, blocker / "mail.jsonl").prepare()
+    with pytest.raises(MailingError, match="cannot write output"):
+        OutputTarget(OutputFormat.EML, blocker).prepare()
+    with pytest.raises(MailingError, match="--format eml needs --out DIR"):
+        OutputTarget(OutputFormat.EML, None)
+
+
+def test_eml_is_multipart_alternative_with_text_and_html(tmp_path: Path) -> None:
+    target = OutputTarget(OutputFormat.EML, tmp_path / "eml")
+    target.prepare()
+    writer = target.open_writer(0, "r")
+    subject = "Willkommen, Jürgen — Ihr Code SPRING-ÄÖ"
+    text = "Hallo Jürgen,\nIhr Code: SPRING-ÄÖ\n" + "eine sehr lange Zeile " * 20 + "\n"
+    html = "<p>Hallo J&uuml;rgen, <b>SPRING-ÄÖ</b></p>\n"
+    writer.write([_message("cust/1", subject=subject, text=text, html=html)])
+    writer.close()
+    target.finish(1, "r")
+
+    [path] = list((tmp_path / "eml").iterdir())
+    assert path.name == eml_name("cust/1") and path.suffix == ".eml"
+    raw = path.read_bytes()
+    assert raw.isascii()  # RFC 5322: 7-bit clean headers (RFC 2047) and bodies
+    assert raw.count(b"\n") == raw.count(b"\r\n")  # CRLF line ends
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    parsed = _parse(path)
+    assert parsed.defects == []
+    assert parsed["Subject"] == subject
+    assert parsed["To"] == "cust/1@example.com"
+    assert parsed["From"]
+    assert parsed["Date"] and parsed["Message-ID"]
+    assert parsed["X-Promomail-Mailing"] == "m1"
+    assert parsed["X-Promomail-Recipient"] == "cust/1"
+    assert parsed.get_content_type() == "multipart/alternative"
+    plain, rich = list(parsed.iter_parts())
+    assert isinstance(plain, EmailMessage) and isinstance(rich, EmailMessage)
+    assert plain.get_content_type() == "text/plain"
+    assert _lf(plain.get_content()) == text
+    assert rich.get_content_type() == "text/html"
+    assert _lf(rich.get_content()) == html
+    body = parsed.get_body(("html", "plain"))
+    assert body is not None and body.get_content_type() == "text/html"
+
+
+def test_eml_single_part_messages(tmp_path: Path) -> None:
+    writer = EmlWriter(tmp_path)
+    sms = writer.to_email(_message(body="Code X"))
+    assert not sms.is_multipart() and sms.get_content_type() == "text/plain"
+    assert _lf(sms.get_content()) == "Code X\n" and sms["Subject"] == ""
+    html_only = writer.to_email(_message(subject="S", html="<p>x</p>"))
+    assert html_only.get_content_type() == "text/html"
+    no_to = writer.to_email(RenderedMessage("m", "c", None, {"text": "t"}, {}))
+    assert no_to["To"] is None
+
+
+def test_sender_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMOMAIL_FROM", "Northwind <news@northwind.example>")
+    assert EmlWriter(tmp_path).to_email(_message())["From"] == "Northwind <news@northwind.example>"
+
+
+def test_eml_file_names_are_safe_and_distinct() -> None:
+    ids = ["c1", "c/1", "c_1", "c 1", "../etc/passwd", ".hidden", "ä", "x" * 200, "x" * 201]
+    names = [eml_name(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert eml_name("c1") == "c1.eml"
+    for name in names:
+        assert "/" not in name and not name.startswith(".") and name.endswith(".eml")
+        assert len(name) < 120
+
+
+def test_eml_rewrite_replaces_the_file(tmp_path: Path) -> None:
+    writer = EmlWriter(tmp_path)
+    writer.write([_message("c1", subject="first", text="a")])
+    writer.write([_message("c1", subject="second", text="b")])
+    assert [p.name for p in tmp_path.iterdir()] == ["c1.eml"]
+    assert _parse(tmp_path / "c1.eml")["Subject"] == "second"
