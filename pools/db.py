@@ -30,6 +30,10 @@ from pools.errors import StoreError
 
 DEFAULT_URL = "sqlite:///promomail.db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
+#: Page cache per connection; a render holds two connections per worker.
+SQLITE_CACHE_KIB = 32 * 1024
+#: Page cache while bulk loading codes, so a large pool's indexes stay cached.
+SQLITE_BULK_CACHE_KIB = 256 * 1024
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any fixed number: serialises concurrent first-use migrations on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x70726F6D6F
@@ -71,7 +75,17 @@ def create_store_engine(config: StoreConfig) -> Engine:
     try:
         if url.startswith("sqlite"):
             return _sqlite_engine(url, config)
-        return create_engine(url, echo=config.echo, pool_pre_ping=True, **config.engine_options)
+        return create_engine(
+            url,
+            echo=config.echo,
+            pool_pre_ping=True,
+            # psycopg prepares a statement after a few runs, and PostgreSQL may
+            # then pick a generic plan; for the per-chunk look-ups by a list of
+            # customer ids that plan filters instead of using the index, so its
+            # cost grows with the mailing. Planned per execution, they stay flat.
+            connect_args={"prepare_threshold": None},
+            **config.engine_options,
+        )
     except ArgumentError as exc:  # e.g. an unknown driver: postgresql+nosuch://
         raise StoreError(
             f"cannot use database {make_url(config.url).render_as_string()}: {exc}"
@@ -101,10 +115,9 @@ def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # Bulk loads sort and stage rows in temporary tables; keep them off disk
-        # and give the page cache room for the indexes of a multi-million pool.
+        # Bulk loads stage rows in temporary tables; keep them off disk.
         cursor.execute("PRAGMA temp_store=MEMORY")
-        cursor.execute("PRAGMA cache_size=-131072")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -162,6 +175,19 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def read_transaction(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+@contextmanager
+def bulk_loading(conn: Connection) -> Iterator[None]:
+    """A larger SQLite page cache while codes are bulk loaded into a pool."""
+    if is_postgres(conn):
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
 
 
 def is_postgres(conn_or_engine: Connection | Engine) -> bool:

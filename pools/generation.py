@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from pools.clock import utcnow
 from pools.counts import pool_counts
-from pools.db import write_transaction
+from pools.db import bulk_loading, write_transaction
 from pools.dialect_sql import insert_codes
 from pools.errors import GenerationError, PoolError
 from pools.models import CODE_MAX_LENGTH, Code, ImportBatch, PoolStatus
@@ -119,7 +119,7 @@ class GenerationReport:
 def generate_codes(engine: Engine, pool_id: str, count: int, spec: CodeSpec) -> GenerationReport:
     if count < 1:
         raise GenerationError("--count must be at least 1")
-    with write_transaction(engine) as conn:
+    with write_transaction(engine) as conn, bulk_loading(conn):
         pool = load_pool(conn, pool_id)
         if pool.status == PoolStatus.ARCHIVED:
             raise PoolError(f"pool {pool_id!r} is archived: no more codes can be added")

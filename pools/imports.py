@@ -27,7 +27,7 @@ from pools.code_files import (
     parse,
 )
 from pools.counts import pool_counts
-from pools.db import read_transaction, write_transaction
+from pools.db import bulk_loading, read_transaction, write_transaction
 from pools.dialect_sql import insert_codes
 from pools.errors import ImportRejected, LineProblem, PoolError
 from pools.models import ImportBatch, PoolStatus
@@ -98,7 +98,7 @@ def upload_codes(
 ) -> list[ImportReport]:
     """Load every file in one transaction; one import batch per file."""
     reports: list[ImportReport] = []
-    with write_transaction(engine) as conn, ExitStack() as files:
+    with write_transaction(engine) as conn, bulk_loading(conn), ExitStack() as files:
         pool = load_pool(conn, pool_id)
         if pool.status == PoolStatus.ARCHIVED:
             raise PoolError(f"pool {pool_id!r} is archived: no more codes can be added")
