@@ -1,78 +1,70 @@
 """The sandboxed Jinja2 environment every message template runs in.
 
 Built on :class:`jinja2.sandbox.SandboxedEnvironment` with
-:class:`jinja2.StrictUndefined`: with the default ``Undefined`` an unsafe
-attribute would silently render as an empty string instead of failing.
+:class:`jinja2.StrictUndefined` semantics: with the default ``Undefined`` an
+unsafe attribute would silently render as an empty string instead of failing.
 
-On top of the sandbox, limits keep one template from stalling a batch:
-``range`` is capped, ``*`` and ``**`` refuse huge results, rendered output
-is capped per part (see :mod:`templating.message`), and a render can be
-given a wall-clock budget. Globals that only serve as footholds for escapes
-(``cycler``, ``joiner``, ``lipsum``) are removed; a template reads its data
-and calls the ``client`` functions.
+On top of the sandbox, the size checks of :mod:`templating.limits` apply to
+operators, ``str`` method calls, the padding filters and ``~``
+concatenation; rendered output is capped per part and a render has a
+wall-clock budget (see :mod:`templating.message`). Globals that only serve
+as footholds for escapes (``cycler``, ``joiner``, ``lipsum``) are removed; a
+template reads its data and calls the ``client`` functions.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from typing import Any
 
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 
+from templating import limits
 from templating.client import RecipientUndefined
-from templating.errors import RenderLimitExceeded
 
-MAX_RANGE = 10_000
-MAX_SEQUENCE_PRODUCT = 100_000
-MAX_POWER_BITS = 4_096
-
-
-def _limited_range(*args: int) -> range:
-    result = range(*args)
-    if len(result) > MAX_RANGE:
-        raise RenderLimitExceeded(f"range() of {len(result)} items; at most {MAX_RANGE}")
-    return result
+# Re-exported: tests and callers read the limits from here.
+MAX_RANGE = limits.MAX_RANGE
+MAX_SEQUENCE_PRODUCT = limits.MAX_SEQUENCE_PRODUCT
+MAX_POWER_BITS = limits.MAX_POWER_BITS
 
 
-def _checked_multiply(left: Any, right: Any) -> Any:
-    for sequence, times in ((left, right), (right, left)):
-        if (
-            isinstance(sequence, (str, list, tuple, bytes))
-            and isinstance(times, int)
-            and len(sequence) * times > MAX_SEQUENCE_PRODUCT
-        ):
-            raise RenderLimitExceeded(
-                f"'*' would build {len(sequence) * times} items; at most {MAX_SEQUENCE_PRODUCT}"
-            )
-    return operator.mul(left, right)
+class _GuardedCodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` so that its result passes the size check."""
 
-
-def _checked_power(base: Any, exponent: Any) -> Any:
-    if (
-        isinstance(base, int)
-        and isinstance(exponent, int)
-        and exponent > 0
-        and abs(base) > 1
-        and abs(base).bit_length() * exponent > MAX_POWER_BITS
-    ):
-        raise RenderLimitExceeded(f"'**' result would exceed {MAX_POWER_BITS} bits")
-    return operator.pow(base, exponent)
-
-
-_BINOPS: dict[str, Callable[[Any, Any], Any]] = {"*": _checked_multiply, "**": _checked_power}
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.guarded_join(")
+        super().visit_Concat(node, frame)
+        self.write(")")
 
 
 class MessageEnvironment(SandboxedEnvironment):
-    """Sandbox with arithmetic limits; see the module docstring."""
+    """Sandbox with size limits; see the module docstring."""
 
-    intercepted_binops = frozenset(_BINOPS)
+    code_generator_class = _GuardedCodeGenerator
+    intercepted_binops = frozenset(limits.BINARY_OPERATORS)
+
+    @staticmethod
+    def guarded_join(joined: Any) -> Any:
+        return limits.guarded_join(joined)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
-        handler = _BINOPS.get(operator_name)
+        handler = limits.BINARY_OPERATORS.get(operator_name)
         if handler is None:
             return super().call_binop(context, operator_name, left, right)
         return handler(left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        # The sandbox hands out str.format / format_map wrapped, at attribute
+        # access: check the format string's field widths there.
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map"):
+            limits.check_format_string(owner)
+        return super().wrap_str_format(value)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        limits.check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 def make_environment() -> MessageEnvironment:
@@ -84,5 +76,7 @@ def make_environment() -> MessageEnvironment:
     )
     for name in ("cycler", "joiner", "lipsum"):
         env.globals.pop(name, None)
-    env.globals["range"] = _limited_range
+    env.globals["range"] = limits.limited_range
+    env.filters = dict(env.filters)
+    limits.guard_filters(env.filters)
     return env

@@ -25,11 +25,13 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from pools.claiming import reclaim_expired, reclaim_scope, shared_code
 from pools.clock import utcnow
 from pools.counts import available_count
-from pools.db import StoreConfig, open_engine, read_transaction
+from pools.db import StoreConfig, first_line, open_engine, read_transaction
 from pools.errors import PoolExhausted, PromomailError, ReservationLost
 from pools.mailings import RunTotals, finish_run, issued_customers_in, start_run
 from pools.models import PoolStatus
@@ -44,6 +46,8 @@ from templating.recipients import Recipient, Shard, in_slice, read_recipients
 from templating.sources import OnExhausted
 
 CHUNK_SIZE = 500
+#: Recipient ids looked up per query when the preflight counts who is served.
+PREFLIGHT_BATCH = 5_000
 
 
 @dataclass(frozen=True)
@@ -186,10 +190,17 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan, recipients
         return
     keep = _slice_filter(request.shard)
     with read_transaction(engine) as conn:
+        # Served means "in this recipients file and already given a code", not
+        # "given a code by this mailing": a re-run with other recipients than
+        # before must not count the earlier ones as covered.
+        served = dict.fromkeys(plan.issuing, 0)
+        ids = (r.id for r in read_recipients(request.recipients_path, keep))
+        while batch := list(islice(ids, PREFLIGHT_BATCH)):
+            for pool_id in plan.issuing:
+                served[pool_id] += issued_customers_in(conn, request.mailing_id, pool_id, batch)
         for pool_id in plan.issuing:
             pool = load_pool(conn, pool_id)
-            served = issued_customers_in(conn, request.mailing_id, pool_id, keep)
-            missing = max(recipients - served, 0)
+            missing = recipients - served[pool_id]
             if pool.settings.multi_use:
                 if missing and shared_code(conn, pool, utcnow()) is None:
                     raise PoolExhausted(pool_id, missing, 0)
@@ -494,6 +505,13 @@ def _worker_main(
         )
     except PromomailError as exc:
         messages.put(("error", worker, f"worker {worker}: {exc}"))
+    except DBAPIError as exc:
+        # A lost connection is the user's to fix, not a bug: name the database
+        # and the driver's first line, as the CLI does in the main process.
+        where = make_url(request.db_url).render_as_string(hide_password=True)
+        messages.put(
+            ("error", worker, f"worker {worker}: database {where}: {first_line(exc.orig)}")
+        )
     except Exception as exc:  # reported to the parent, which fails the render
         messages.put(("error", worker, f"worker {worker} (pid {os.getpid()}): {exc!r}"))
     else:

@@ -115,6 +115,8 @@ class MessageTemplate:
             raise RecipientFailed(f"{self._where(exc)}{type(exc).__name__}: {exc}") from exc
         except RecursionError as exc:
             raise RecipientFailed(f"{self._where(exc)}recursion too deep") from exc
+        except MemoryError as exc:
+            raise RecipientFailed(f"{self._where(exc)}out of memory") from exc
 
     def _render_parts(self, wanted: Sequence[str], variables: Mapping[str, Any]) -> dict[str, str]:
         # One context per compiled template, shared by its blocks, as Jinja's

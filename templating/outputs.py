@@ -7,6 +7,7 @@ part file per worker, joined and renamed into place at the end; each
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -76,6 +77,9 @@ class OutputTarget:
                 self.path.mkdir(parents=True, exist_ok=True)
                 probe = self.path / ".promomail-write-test"
             elif self.path is not None:
+                if self.path.is_dir():
+                    # The final rename would fail only after every code was issued.
+                    raise IsADirectoryError(errno.EISDIR, "Is a directory")
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 probe = self.path.with_name(f".{self.path.name}.write-test")
             else:
@@ -97,7 +101,7 @@ class OutputTarget:
         if self.format is OutputFormat.EML:
             assert self.path is not None
             return EmlWriter(self.path)
-        return JsonlWriter(self.part_path(worker, run))
+        return JsonlWriter(self.part_path(worker, run), shown=self.path or "-")
 
     def finish(self, workers: int, run: str) -> None:
         """Join the workers' JSON Lines into the final file (or stdout)."""
@@ -142,12 +146,15 @@ class MessageWriter:
 
 
 class JsonlWriter(MessageWriter):
-    def __init__(self, path: Path) -> None:
+    """Writes one part file; errors name ``shown``, the output the user asked for."""
+
+    def __init__(self, path: Path, shown: Path | str | None = None) -> None:
         self.path = path
+        self.shown = shown if shown is not None else path
         try:
             self._handle: IO[str] = path.open("w", encoding="utf-8")
         except OSError as exc:
-            raise _write_error(path, exc) from exc
+            raise _write_error(self.shown, exc) from exc
 
     def write(self, messages: Sequence[RenderedMessage]) -> None:
         dumps = json.dumps
@@ -156,13 +163,13 @@ class JsonlWriter(MessageWriter):
                 "".join(dumps(m.as_dict(), ensure_ascii=False) + "\n" for m in messages)
             )
         except OSError as exc:
-            raise _write_error(self.path, exc) from exc
+            raise _write_error(self.shown, exc) from exc
 
     def close(self) -> None:
         try:
             self._handle.close()
         except OSError as exc:
-            raise _write_error(self.path, exc) from exc
+            raise _write_error(self.shown, exc) from exc
 
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
