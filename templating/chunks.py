@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from pools.claiming import Reservation, existing_codes, release, reserve_many, settle
 from pools.db import read_transaction
@@ -21,6 +22,7 @@ from pools.errors import ReservationLost
 from pools.lookups import latest_codes, reissued_customers, slots_used
 from pools.per_customer import current_codes
 from templating.client import Client
+from templating.errors import MailingError
 from templating.message import MessageTemplate, RecipientFailed
 from templating.outputs import RenderedMessage
 from templating.recipients import Recipient
@@ -150,6 +152,14 @@ class ChunkRenderer:
                 source.handed,
                 source.reissues,
             )
+        except IntegrityError as exc:
+            # Only a second run of the same mailing and shard, at the same
+            # time, can give these recipients codes between prepare and settle.
+            self.release(prepared)
+            raise MailingError(
+                f"mailing {self.mailing_id!r}: another run is rendering the same recipients "
+                "at this moment; run one render per mailing and shard at a time"
+            ) from exc
         except BaseException:
             self.release(prepared)
             raise
