@@ -1,0 +1,179 @@
+"""Claim speed by pool size: is the per-code cost independent of the pool?
+
+    python bench/claim.py                                   # 10k, 1M, 10M codes; SQLite
+    python bench/claim.py --sizes 10000,100000 --db sqlite,postgresql
+
+For each size a fresh store gets a pool of that many codes (bulk loader,
+outside the timing). Then, round-robin over the pools so that a busy moment
+of the machine hits every size alike, ``--claims`` calls of ``claim()`` per
+pool each hand codes to ``--batch`` new customers of one mailing. The table
+shows claim calls and codes per second, the cost per code of the median call,
+and that cost relative to the smallest pool; the design target is at most
+1.5x at the largest size. PostgreSQL gets a VACUUM ANALYZE after the fill,
+as autovacuum would give it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import ExitStack
+
+from benchlib import fresh_store, parse_databases, print_table, scratch_folder
+from sqlalchemy import Engine, insert, text
+
+from pools.claiming import claim
+from pools.clock import utcnow
+from pools.db import StoreConfig, is_postgres, open_engine, write_transaction
+from pools.dialect_sql import insert_codes
+from pools.models import ImportBatch
+from pools.pool_admin import PoolSettings, create_pool
+
+_FILL_BLOCK = 250_000
+_DEFAULT_SIZES = "10000,1000000,10000000"
+
+
+def fill(engine: Engine, size: int) -> float:
+    """A pool "bench" of ``size`` codes; returns the seconds it took."""
+    started = time.perf_counter()
+    create_pool(engine, PoolSettings("Bench", description="benchmark"), activate=True)
+    with write_transaction(engine) as conn:
+        batch = conn.execute(
+            insert(ImportBatch)
+            .values(pool_id="bench", source="bench", format="generated", created_at=utcnow())
+            .returning(ImportBatch.id)
+        ).scalar_one()
+        for start in range(0, size, _FILL_BLOCK):
+            codes = [f"B{i:010d}" for i in range(start, min(start + _FILL_BLOCK, size))]
+            insert_codes(conn, "bench", batch, plain=codes)
+    if is_postgres(engine):
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM ANALYZE codes")
+            )
+    return time.perf_counter() - started
+
+
+def claim_plan(engine: Engine) -> str:
+    """How the database runs the claim's row selection (one line per step)."""
+    select_sql = (
+        "SELECT id FROM codes WHERE pool_id = 'bench' AND status = 'available' "
+        "AND issuable_until > CURRENT_TIMESTAMP "
+        "AND (issue_start IS NULL OR issue_start <= CURRENT_TIMESTAMP) "
+        "ORDER BY issuable_until, id LIMIT 1000"
+    )
+    with engine.connect() as conn:
+        if is_postgres(engine):
+            rows = conn.execute(text(f"EXPLAIN {select_sql} FOR UPDATE SKIP LOCKED")).all()
+            return "\n".join(f"    {r[0]}" for r in rows)
+        rows = conn.execute(text(f"EXPLAIN QUERY PLAN {select_sql}")).all()
+        return "\n".join(f"    {r[-1]}" for r in rows)
+
+
+def warm_up(engine: Engine, batch: int) -> None:
+    claim(engine, "bench", "bench", [f"warm-{i}" for i in range(batch)])
+
+
+def timed_claim(engine: Engine, round_: int, batch: int) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one claim call for ``batch`` new customers.
+
+    SQLite does all its work in this process, so on a busy machine its CPU
+    time is the steadier measure; PostgreSQL's work is in the server, so only
+    the wall time tells.
+    """
+    customers = [f"c{round_}-{i}" for i in range(batch)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    given = claim(engine, "bench", "bench", customers)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert len(given) == batch
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=_DEFAULT_SIZES, help="pool sizes, comma-separated")
+    parser.add_argument("--db", default="sqlite", help="sqlite,postgresql")
+    parser.add_argument("--batch", type=int, default=1_000, help="customers per claim call")
+    parser.add_argument("--claims", type=int, default=8, help="timed claim calls per pool")
+    parser.add_argument("--plan", action="store_true", help="print the claim query plan")
+    args = parser.parse_args()
+    sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(","))
+    databases = parse_databases(args.db)
+    needed = (args.claims + 1) * args.batch
+    if sizes[0] < needed:
+        raise SystemExit(f"the smallest pool needs at least {needed:,} codes for these claims")
+
+    cases = [(database, size) for database in databases for size in sizes]
+    with scratch_folder() as folder, ExitStack() as stores:
+        engines: dict[tuple[str, int], Engine] = {}
+        fill_seconds: dict[tuple[str, int], float] = {}
+        for case in cases:
+            url = stores.enter_context(fresh_store(case[0], folder))
+            engine = open_engine(StoreConfig(url))
+            stores.callback(engine.dispose)
+            fill_seconds[case] = fill(engine, case[1])
+            print(
+                f"  {case[0]}: {case[1]:,} codes loaded in {fill_seconds[case]:.1f} s", flush=True
+            )
+            if args.plan:
+                print(claim_plan(engine))
+            warm_up(engine, args.batch)
+            engines[case] = engine
+        # Round-robin over the pools, so a busy moment of the machine falls on
+        # every size alike; then the median call of each.
+        walls: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+        cpus: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+        for round_ in range(args.claims):
+            for case in cases:
+                wall, cpu = timed_claim(engines[case], round_, args.batch)
+                walls[case].append(wall)
+                cpus[case].append(cpu)
+
+    batch: int = args.batch
+
+    def us_per_code(samples: list[float]) -> float:
+        return statistics.median(samples) / batch * 1e6
+
+    rows: list[list[object]] = []
+    for case in cases:
+        database, size = case
+        wall_us, cpu_us = us_per_code(walls[case]), us_per_code(cpus[case])
+        first = (database, sizes[0])
+        rows.append(
+            [
+                database,
+                size,
+                fill_seconds[case],
+                round(len(walls[case]) / sum(walls[case]), 1),
+                round(1e6 / wall_us),
+                wall_us,
+                f"{wall_us / us_per_code(walls[first]):.2f}x",
+                cpu_us,
+                f"{cpu_us / us_per_code(cpus[first]):.2f}x",
+            ]
+        )
+    print()
+    print_table(
+        [
+            "database",
+            "pool size",
+            "fill s",
+            "claims/s",
+            "codes/s",
+            "wall us/code",
+            "vs smallest",
+            "CPU us/code",
+            "vs smallest",
+        ],
+        rows,
+    )
+    print(
+        f"\n{args.batch:,} customers per claim call; per-code figures from the median call. "
+        "CPU is this process only (all of SQLite's work, the client side of PostgreSQL's)."
+    )
+    print("\ntarget: the largest pool's cost per code within 1.5x of the smallest's")
+
+
+if __name__ == "__main__":
+    main()

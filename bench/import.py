@@ -1,0 +1,163 @@
+"""Upload and generation speed, and the memory they take, on SQLite and PostgreSQL.
+
+    python bench/import.py                  # 1,000,000 codes on both databases
+    python bench/import.py --count 100000 --db sqlite
+
+The upload reads a txt file written beforehand (random 12-character codes);
+it must stream, so its peak memory should not grow with the file. Each step
+runs in a fresh process: "RSS start" is the process after its imports, "RSS
+peak" its high-water mark. On SQLite the peak includes the page cache the
+store asks for (128 MiB, pools/db.py), which fills up on a large pool;
+``--python-heap`` also traces the Python heap (tracemalloc), the part that
+would grow if the upload did not stream. PostgreSQL comes from
+PROMOMAIL_TEST_PG (default the local ``test`` database); every run uses a
+schema of its own and drops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+from benchlib import (
+    fresh_store,
+    measure_in_child,
+    parse_databases,
+    print_table,
+    scratch_folder,
+)
+
+from pools.generation import CodeSpec
+
+_WRITE_BLOCK = 100_000
+
+
+def write_codes_file(path: Path, count: int) -> None:
+    """``count`` random codes, one per line, written a block at a time."""
+    spec = CodeSpec(length=12)
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for start in range(0, count, _WRITE_BLOCK):
+            codes = spec.random_bodies(min(_WRITE_BLOCK, count - start))
+            out.write("\n".join(codes))
+            out.write("\n")
+
+
+def _prepare(url: str) -> None:
+    from pools.db import StoreConfig, open_engine
+    from pools.pool_admin import PoolSettings, create_pool
+
+    engine = open_engine(StoreConfig(url))
+    try:
+        create_pool(engine, PoolSettings("Bench", description="benchmark"), activate=True)
+    finally:
+        engine.dispose()
+
+
+def _traced(heap: bool) -> Callable[[], float | None]:
+    """Start tracing Python allocations if asked; returns how to read the peak (MB)."""
+    if not heap:
+        return lambda: None
+    tracemalloc.start()
+    return lambda: tracemalloc.get_traced_memory()[1] / 2**20
+
+
+def upload_step(url: str, path: str, heap: bool) -> tuple[float, int, int, float | None]:
+    """(seconds, accepted, duplicates, Python heap peak MB) of one upload of the file."""
+    from pools.db import StoreConfig, open_engine
+    from pools.imports import Upload, upload_codes
+
+    engine = open_engine(StoreConfig(url))
+    try:
+        heap_peak = _traced(heap)
+        started = time.perf_counter()
+        (report,) = upload_codes(engine, "bench", [Upload.from_path(path)])
+        seconds = time.perf_counter() - started
+        return seconds, report.accepted, report.duplicates, heap_peak()
+    finally:
+        engine.dispose()
+
+
+def generate_step(url: str, count: int, heap: bool) -> tuple[float, int, int, float | None]:
+    """(seconds, generated, 0, Python heap peak MB) of one generation."""
+    from pools.db import StoreConfig, open_engine
+    from pools.generation import CodeSpec, generate_codes
+
+    engine = open_engine(StoreConfig(url))
+    try:
+        heap_peak = _traced(heap)
+        started = time.perf_counter()
+        report = generate_codes(engine, "bench", count, CodeSpec())
+        return time.perf_counter() - started, report.generated, 0, heap_peak()
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1_000_000, help="codes per step")
+    parser.add_argument("--db", default="sqlite,postgresql", help="sqlite,postgresql")
+    parser.add_argument(
+        "--python-heap",
+        action="store_true",
+        help="also trace the Python heap's peak (tracemalloc; slows the steps down)",
+    )
+    args = parser.parse_args()
+    heap: bool = args.python_heap
+    databases = parse_databases(args.db)
+    count: int = args.count
+
+    rows: list[list[object]] = []
+    with scratch_folder() as folder:
+        codes_file = folder / "codes.txt"
+        started = time.perf_counter()
+        write_codes_file(codes_file, count)
+        size_mb = codes_file.stat().st_size / 1e6
+        print(
+            f"wrote {count:,} codes ({size_mb:,.1f} MB) to {codes_file} "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        for database in databases:
+            for step in ("upload", "generate"):
+                with fresh_store(database, folder) as url:
+                    _prepare(url)
+                    if step == "upload":
+                        measured = measure_in_child(upload_step, url, str(codes_file), heap)
+                    else:
+                        measured = measure_in_child(generate_step, url, count, heap)
+                seconds, stored, duplicates, heap_mb = measured.result
+                rows.append(
+                    [
+                        database,
+                        step,
+                        stored,
+                        duplicates,
+                        seconds,
+                        round(count / seconds),
+                        measured.base_rss_mb,
+                        measured.peak_rss_mb,
+                        "-" if heap_mb is None else f"{heap_mb:,.1f}",
+                    ]
+                )
+                print(f"  {database} {step}: {seconds:.1f} s", flush=True)
+    print()
+    print_table(
+        [
+            "database",
+            "step",
+            "codes stored",
+            "duplicates",
+            "seconds",
+            "codes/s",
+            "RSS start MB",
+            "RSS peak MB",
+            "Python heap peak MB",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Uploads: all or nothing, duplicates, windows, history; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from pools.claiming import claim
+from pools.code_files import FileFormat, Whitespace
+from pools.db import read_transaction
+from pools.errors import ImportRejected, PoolError
+from pools.imports import MAX_REPORTED_PROBLEMS, ImportRecord, Upload, import_history, upload_codes
+from pools.models import NO_END, Code, ImportBatch
+from pools.pool_admin import PoolSettings, archive_pool, create_pool, show_pool
+from pools.voiding import void_batch
+
+CodeRecord = tuple[int, str, int, str, datetime | None, datetime | None, datetime]
+
+
+@pytest.fixture
+def pool(engine: Engine) -> str:
+    create_pool(engine, PoolSettings("Spring", description="spring codes"), activate=True)
+    return "spring"
+
+
+def from_bytes(data: bytes, name: str = "codes.txt") -> Upload:
+    fmt = FileFormat.CSV if name.endswith(".csv") else FileFormat.TXT
+    return Upload(name, fmt, stream=io.BytesIO(data))
+
+
+def lines_of(*codes: str) -> bytes:
+    return "".join(f"{c}\n" for c in codes).encode()
+
+
+def snapshot(engine: Engine, pool_id: str) -> tuple[list[CodeRecord], list[tuple[object, ...]]]:
+    """Every code row and every import batch row of the pool, in full."""
+    with read_transaction(engine) as conn:
+        codes = [
+            (r.id, r.code, r.batch_id, r.status, r.issue_start, r.available_till, r.issuable_until)
+            for r in conn.execute(select(Code).where(Code.pool_id == pool_id).order_by(Code.id))
+        ]
+        batches = [
+            tuple(r)
+            for r in conn.execute(
+                ImportBatch.__table__.select()
+                .where(ImportBatch.pool_id == pool_id)
+                .order_by(ImportBatch.id)
+            )
+        ]
+    return codes, batches
+
+
+def stored_codes(engine: Engine, pool_id: str) -> list[str]:
+    return [record[1] for record in snapshot(engine, pool_id)[0]]
+
+
+def test_upload_reports_and_stores(engine: Engine, pool: str) -> None:
+    (report,) = upload_codes(engine, pool, [from_bytes(lines_of("A1", "A2", "A3"))])
+    assert report.as_dict() == {
+        "batch": report.batch,
+        "file": "codes.txt",
+        "format": "txt",
+        "lines": 3,
+        "accepted": 3,
+        "duplicates": 0,
+        "rejected": [],
+        "rejected_count": 0,
+        "total": 3,
+        "available": 3,
+    }
+    assert stored_codes(engine, pool) == ["A1", "A2", "A3"]
+    codes, _ = snapshot(engine, pool)
+    assert {(c[2], c[3], c[6]) for c in codes} == {(report.batch, "available", NO_END)}
+
+
+def test_failure_on_line_9999_of_10000_leaves_the_pool_exactly_as_it_was(
+    engine: Engine, pool: str
+) -> None:
+    upload_codes(engine, pool, [from_bytes(lines_of(*(f"OLD{i}" for i in range(50))))])
+    claim(engine, pool, "m1", ["alice", "bob"])
+    before = snapshot(engine, pool)
+
+    lines = [f"NEW{i:05d}" for i in range(1, 10_001)]
+    lines[9_998] = "BAD CODE "  # line 9,999: trailing whitespace
+    data = lines_of(*lines)
+    with pytest.raises(ImportRejected) as refused:
+        upload_codes(engine, pool, [from_bytes(data, "big.txt")])
+    assert refused.value.problems[0].line == 9_999
+    assert refused.value.total_problems == 1
+    assert "big.txt, line 9999" in str(refused.value)
+    assert "nothing was stored" in str(refused.value)
+    assert snapshot(engine, pool) == before
+    assert show_pool(engine, pool).counts.total == 50
+
+    # With --skip-invalid the 9,999 valid lines go in.
+    (report,) = upload_codes(engine, pool, [from_bytes(data, "big.txt")], skip_invalid=True)
+    assert (report.accepted, report.duplicates, report.rejected_count) == (9_999, 0, 1)
+    assert [(p.line, p.reason[:30]) for p in report.rejected] == [
+        (9_999, "leading or trailing whitespace")
+    ]
+    stored = stored_codes(engine, pool)
+    assert stored[:50] == [record[1] for record in before[0]]
+    assert stored[50:] == [c for c in lines if c != "BAD CODE "]
+    assert report.total == 10_049
+
+
+def test_all_files_of_one_upload_or_none(engine: Engine, pool: str) -> None:
+    good = from_bytes(lines_of("G1", "G2"), "good.txt")
+    bad = from_bytes(b"code\nB1\nB2,extra\n", "bad.csv")
+    with pytest.raises(ImportRejected, match=r"bad.csv, line 3"):
+        upload_codes(engine, pool, [good, bad])
+    assert snapshot(engine, pool) == ([], [])
+    assert import_history(engine, pool) == []
+
+
+def test_unreadable_file_stores_nothing(engine: Engine, pool: str) -> None:
+    good = from_bytes(lines_of("G1", "G2"), "good.txt")
+    binary = from_bytes(bytes(range(256)) * 8, "photo.txt")
+    with pytest.raises(PoolError, match=r"photo.txt: this looks like a binary file"):
+        upload_codes(engine, pool, [good, binary])
+    with pytest.raises(PoolError, match=r"empty.txt: the file is empty"):
+        upload_codes(engine, pool, [from_bytes(b"", "empty.txt")])
+    with pytest.raises(PoolError, match=r"no code column"):
+        upload_codes(engine, pool, [from_bytes(b"voucher\nX\n", "v.csv")])
+    assert snapshot(engine, pool) == ([], [])
+
+
+def test_every_problem_is_counted_and_the_report_is_capped(engine: Engine, pool: str) -> None:
+    lines = [f"C{i}" if i % 3 else "" for i in range(1, 3_001)]
+    with pytest.raises(ImportRejected) as refused:
+        upload_codes(engine, pool, [from_bytes(lines_of(*lines))])
+    assert refused.value.total_problems == 1_000
+    assert [p.line for p in refused.value.problems][:3] == [3, 6, 9]
+    assert "and 999 more problems" in str(refused.value)
+
+    lines = [f"C{i}" if i % 2 else "" for i in range(1, 5_001)]
+    (report,) = upload_codes(engine, pool, [from_bytes(lines_of(*lines))], skip_invalid=True)
+    assert report.rejected_count == 2_500
+    assert len(report.rejected) == MAX_REPORTED_PROBLEMS
+    assert report.accepted == 2_500
+    assert report.lines == 5_000
+
+
+def test_duplicates_within_the_file_and_against_the_pool(engine: Engine, pool: str) -> None:
+    (first,) = upload_codes(engine, pool, [from_bytes(lines_of("A", "B", "A", "C", "B", "A"))])
+    assert (first.lines, first.accepted, first.duplicates) == (6, 3, 3)
+    (second,) = upload_codes(engine, pool, [from_bytes(lines_of("C", "D", "D", "A", "E"))])
+    assert (second.lines, second.accepted, second.duplicates) == (5, 2, 3)
+    assert stored_codes(engine, pool) == ["A", "B", "C", "D", "E"]
+    # Codes are case-sensitive and whitespace inside is significant.
+    (third,) = upload_codes(engine, pool, [from_bytes(lines_of("a", "A B", "A  B"))])
+    assert (third.accepted, third.duplicates) == (3, 0)
+
+
+def test_the_same_file_twice_adds_nothing(engine: Engine, pool: str, tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text("Coupon Code,available_till\nX1,2031-01-01\nX2,\nX1,2032-01-01\n")
+    (first,) = upload_codes(engine, pool, [Upload.from_path(path)])
+    before = snapshot(engine, pool)[0]
+    (second,) = upload_codes(engine, pool, [Upload.from_path(path)])
+    assert (first.accepted, first.duplicates) == (2, 1)
+    assert (second.accepted, second.duplicates) == (0, 3)
+    assert snapshot(engine, pool)[0] == before
+    # The first occurrence wins: its window is the one stored.
+    assert before[0][1] == "X1"
+    assert before[0][5] == datetime(2031, 1, 2)
+    history = import_history(engine, pool)
+    assert [(h.file, h.format, h.accepted, h.duplicates) for h in history] == [
+        (str(path), "csv", 2, 1),
+        (str(path), "csv", 0, 3),
+    ]
+
+
+def test_same_code_in_two_pools(engine: Engine, pool: str) -> None:
+    create_pool(engine, PoolSettings("Other"))
+    upload_codes(engine, pool, [from_bytes(lines_of("SHARED", "A"))])
+    (report,) = upload_codes(engine, "other", [from_bytes(lines_of("SHARED", "B"))])
+    assert (report.accepted, report.duplicates) == (2, 0)
+
+
+def test_csv_windows_are_stored(engine: Engine, pool: str) -> None:
+    data = (
+        b"code,issue-start,issue-end,available-from,available-till\n"
+        b"W1,2030-01-01,2030-03-31,2030-01-15T08:00:00+01:00,2030-06-30\n"
+        b"W2,,,,2030-05-01T12:00\n"
+        b"W3,,,,\n"
+    )
+    upload_codes(engine, pool, [from_bytes(data, "windows.csv")])
+    with read_transaction(engine) as conn:
+        rows = {
+            r.code: r
+            for r in conn.execute(select(Code).where(Code.pool_id == pool).order_by(Code.id))
+        }
+    w1, w2, w3 = rows["W1"], rows["W2"], rows["W3"]
+    assert w1.issue_start == datetime(2030, 1, 1)
+    assert w1.issue_end == datetime(2030, 4, 1)  # date-only end: the whole day
+    assert w1.available_from == datetime(2030, 1, 15, 7)  # converted to UTC
+    assert w1.available_till == datetime(2030, 7, 1)
+    assert w1.issuable_until == datetime(2030, 4, 1)  # the earlier of the two ends
+    assert (w2.issue_start, w2.issue_end, w2.available_till) == (
+        None,
+        None,
+        datetime(2030, 5, 1, 12),
+    )
+    assert w2.issuable_until == datetime(2030, 5, 1, 12)
+    assert (w3.issue_start, w3.issue_end, w3.available_from, w3.available_till) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert w3.issuable_until == NO_END
+    counts = show_pool(engine, pool).counts
+    assert (counts.total, counts.pending, counts.available) == (3, 1, 2)
+
+
+def test_whitespace_policies(engine: Engine, pool: str) -> None:
+    data = b" A1\nA2 \nA3\n"
+    with pytest.raises(ImportRejected, match="line 1: leading or trailing whitespace"):
+        upload_codes(engine, pool, [from_bytes(data)])
+    (stripped,) = upload_codes(engine, pool, [from_bytes(data)], whitespace=Whitespace.STRIP)
+    assert stored_codes(engine, pool) == ["A1", "A2", "A3"]
+    (kept,) = upload_codes(engine, pool, [from_bytes(data)], whitespace=Whitespace.KEEP)
+    assert (stripped.accepted, kept.accepted, kept.duplicates) == (3, 2, 1)
+    assert stored_codes(engine, pool) == ["A1", "A2", "A3", " A1", "A2 "]
+
+
+def test_archived_pool_refuses_uploads(engine: Engine, pool: str) -> None:
+    upload_codes(engine, pool, [from_bytes(lines_of("A1"))])
+    archive_pool(engine, pool)
+    before = snapshot(engine, pool)
+    with pytest.raises(PoolError, match="'spring' is archived"):
+        upload_codes(engine, pool, [from_bytes(lines_of("B1"))])
+    assert snapshot(engine, pool) == before
+
+
+def test_draft_pools_take_uploads(engine: Engine) -> None:
+    create_pool(engine, PoolSettings("Draft"))
+    (report,) = upload_codes(engine, "draft", [from_bytes(lines_of("D1", "D2"))])
+    assert report.accepted == 2
+    assert show_pool(engine, "draft").counts.available == 2
+
+
+def test_unknown_pool_and_unreadable_path(engine: Engine, pool: str, tmp_path: Path) -> None:
+    with pytest.raises(PoolError, match="'nope' does not exist"):
+        upload_codes(engine, "nope", [from_bytes(lines_of("A"))])
+    missing = tmp_path / "missing.txt"
+    with pytest.raises(PoolError, match=r"missing.txt: cannot read"):
+        upload_codes(engine, pool, [Upload.from_path(missing)])
+    assert snapshot(engine, pool) == ([], [])
+
+
+def test_format_from_the_extension_or_explicit(engine: Engine, pool: str, tmp_path: Path) -> None:
+    as_csv = tmp_path / "list.CSV"
+    as_csv.write_text("code\nC1\n")
+    as_txt = tmp_path / "list.dat"
+    as_txt.write_text("code\nC2\n")
+    (a,) = upload_codes(engine, pool, [Upload.from_path(as_csv)])
+    (b,) = upload_codes(engine, pool, [Upload.from_path(as_txt)])
+    (c,) = upload_codes(engine, pool, [Upload.from_path(as_txt, "csv")])
+    assert (a.format, b.format, c.format) == ("csv", "txt", "csv")
+    assert stored_codes(engine, pool) == ["C1", "code", "C2"]
+
+
+def test_import_history(engine: Engine, pool: str) -> None:
+    upload_codes(
+        engine,
+        pool,
+        [from_bytes(lines_of("A", "B"), "one.txt"), from_bytes(b"code\nB\nC\n\n", "two.csv")],
+        skip_invalid=True,
+    )
+    with pytest.raises(ImportRejected):
+        upload_codes(engine, pool, [from_bytes(lines_of("D", ""), "three.txt")])
+    history = import_history(engine, pool)
+    assert [(h.file, h.format, h.accepted, h.duplicates, h.rejected) for h in history] == [
+        ("one.txt", "txt", 2, 0, 0),
+        ("two.csv", "csv", 1, 1, 1),
+    ]
+    assert history[0].batch < history[1].batch
+    assert all(h.voided_at is None for h in history)
+    datetime.fromisoformat(history[0].created_at)
+
+    void_batch(engine, pool, history[1].batch)
+    voided = import_history(engine, pool)[1]
+    assert isinstance(voided, ImportRecord)
+    assert voided.voided_at is not None
+    with pytest.raises(PoolError, match="does not exist"):
+        import_history(engine, "nope")

@@ -1,0 +1,127 @@
+"""The shipped migrations build exactly the models' schema, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from racing import run_together
+from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
+from store_helpers import make_pool
+
+from pools.db import StoreConfig, current_revision, head_revision, open_engine, upgrade
+from pools.models import Base
+
+
+def test_migrated_schema_matches_the_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+
+
+def test_the_comparison_sees_a_difference(engine: Engine) -> None:
+    """Guards the test above against comparing nothing."""
+    changed = MetaData(naming_convention=Base.metadata.naming_convention)
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["codes"].append_column(Column("colour", Integer))
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), changed)
+    assert [d[0] for d in differences] == ["add_column"]
+
+
+def test_migrated_schema_has_the_partial_indexes(engine: Engine) -> None:
+    # compare_metadata does not look at index predicates: check them here.
+    indexes = {i["name"]: i for i in inspect(engine).get_indexes("codes")}
+    indexes.update({i["name"]: i for i in inspect(engine).get_indexes("issuances")})
+    assert indexes["ix_codes_claim"]["column_names"] == ["pool_id", "issuable_until", "id"]
+    assert indexes["uq_issuances_exclusive_code"]["unique"]
+    predicates = {
+        name: _predicate(engine, name)
+        for name in ("ix_codes_claim", "ix_codes_reserved", "uq_issuances_exclusive_code")
+    }
+    assert "status = 'available'" in predicates["ix_codes_claim"]
+    assert "status = 'reserved'" in predicates["ix_codes_reserved"]
+    assert "exclusive" in predicates["uq_issuances_exclusive_code"]
+    assert "kind = 'initial'" in predicates["uq_issuances_exclusive_code"]
+
+
+def _predicate(engine: Engine, index: str) -> str:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            sql = conn.execute(
+                text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"),
+                {"n": index},
+            ).scalar_one()
+        else:
+            sql = conn.execute(
+                text(
+                    "SELECT indexdef FROM pg_indexes "
+                    "WHERE schemaname = current_schema() AND indexname = :n"
+                ),
+                {"n": index},
+            ).scalar_one()
+    # PostgreSQL prints predicates with casts and brackets: compare their core.
+    return str(sql).replace("::text", "").replace("(", "").replace(")", "")
+
+
+def test_upgrade_is_idempotent(db_url: str) -> None:
+    engine = open_engine(StoreConfig(db_url), migrate=False)
+    try:
+        assert current_revision(engine) is None
+        assert upgrade(engine) == head_revision()
+        assert current_revision(engine) == head_revision()
+        tables = sorted(inspect(engine).get_table_names())
+        assert upgrade(engine) == head_revision()
+        assert upgrade(engine) == head_revision()
+        assert sorted(inspect(engine).get_table_names()) == tables
+        assert {"pools", "codes", "issuances", "import_batches", "alembic_version"} <= set(tables)
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        assert [v[0] for v in versions] == [head_revision()]
+    finally:
+        engine.dispose()
+
+
+def test_open_engine_on_an_up_to_date_store_keeps_the_data(db_url: str) -> None:
+    first = open_engine(StoreConfig(db_url))
+    try:
+        make_pool(first, "spring", ["A1", "A2"])
+    finally:
+        first.dispose()
+    again = open_engine(StoreConfig(db_url))
+    try:
+        with again.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM codes")).scalar_one() == 2
+    finally:
+        again.dispose()
+
+
+def _migrate_when_released(barrier: Any, url: str) -> str | None:
+    from pools.db import StoreConfig, create_store_engine, current_revision, upgrade
+
+    engine = create_store_engine(StoreConfig(url))
+    try:
+        with engine.connect() as conn:  # connected before the start
+            conn.execute(text("SELECT 1"))
+        barrier.wait()
+        upgrade(engine)
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_first_use_migrates_once(db_url: str) -> None:
+    revisions = run_together(_migrate_when_released, [(db_url,), (db_url,)])
+    assert revisions == [head_revision(), head_revision()]
+    engine = open_engine(StoreConfig(db_url), migrate=False)
+    try:
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn)
+            assert compare_metadata(context, Base.metadata) == []
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    finally:
+        engine.dispose()
