@@ -68,6 +68,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_import_batches")),
+        sa.UniqueConstraint("id", "pool_id", name=op.f("uq_import_batches_id_pool_id")),
     )
     with op.batch_alter_table("import_batches", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_import_batches_pool_id"), ["pool_id"], unique=False)
@@ -116,13 +117,10 @@ def upgrade() -> None:
         sa.Column("redeemed_at", sa.DateTime(), nullable=True),
         sa.Column("redemptions", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["batch_id"],
-            ["import_batches.id"],
+            ["batch_id", "pool_id"],
+            ["import_batches.id", "import_batches.pool_id"],
             name=op.f("fk_codes_batch_id_import_batches"),
             ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["pool_id"], ["pools.id"], name=op.f("fk_codes_pool_id_pools"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_codes")),
         sa.UniqueConstraint("code", "pool_id", name=op.f("uq_codes_code_pool_id")),
