@@ -57,10 +57,10 @@ class MessageEnvironment(SandboxedEnvironment):
     def wrap_str_format(self, value: Any) -> Any:
         # The sandbox hands out str.format / format_map wrapped, at attribute
         # access: check the format string's field widths there.
-        owner = getattr(value, "__self__", None)
-        if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map"):
-            limits.check_format_string(owner)
-        return super().wrap_str_format(value)
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            limits.check_format_string(value.__self__)
+        return wrapped
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         limits.check_call(__obj, args, kwargs)
