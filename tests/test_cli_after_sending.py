@@ -13,33 +13,26 @@ follow a campaign's life through the commands a user would type.
 
 from __future__ import annotations
 
-import asyncio
 import csv
-import email
-import email.message
-import email.policy
 import itertools
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from click.testing import CliRunner, Result
+from sinks import Inbox, Webhook, closed_port, smtp_inbox, webhook_receiver
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -685,81 +678,18 @@ def test_export_issuances_matches_the_customers_histories(run: Cli) -> None:
 # --- low stock: a real webhook receiver and a real SMTP server ----------------------
 
 
-@dataclass
-class Webhook:
-    url: str = ""
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-
-
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
-    received = Webhook()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            assert self.headers["Content-Type"] == "application/json"
-            received.bodies.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    received.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/stock"
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
+    with webhook_receiver("/hooks/stock") as received:
         yield received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-@dataclass
-class Inbox:
-    url: str = ""
-    messages: list[tuple[list[str], email.message.EmailMessage]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, email.message.EmailMessage)
-        self.messages.append((list(envelope.rcpt_tos), message))
-        return "250 Message accepted for delivery"
-
-
-class EphemeralController(Controller):
-    """aiosmtpd's Controller on port 0: learn the real port before its self-check."""
-
-    def _trigger_server(self) -> None:
-        assert isinstance(self.server, asyncio.Server)
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
 def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
     """A real SMTP server on 127.0.0.1, named in PROMOMAIL_SMTP_URL."""
-    inbox = Inbox()
-    controller = EphemeralController(inbox, hostname="127.0.0.1", port=0)
-    controller.start()
-    inbox.url = f"smtp://127.0.0.1:{controller.port}?from=stock@shop.example"
-    monkeypatch.setenv(SMTP_URL_ENV, inbox.url)
-    try:
+    with smtp_inbox("stock@shop.example") as inbox:
+        monkeypatch.setenv(SMTP_URL_ENV, inbox.url)
         yield inbox
-    finally:
-        controller.stop()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_low_stock_after_renders_notifies_each_sink_once(
@@ -794,7 +724,7 @@ def test_low_stock_after_renders_notifies_each_sink_once(
         7,
         8,
     )
-    [(recipients, mail)] = smtp.messages
+    [(_, recipients, mail)] = smtp.messages
     assert recipients == ["stock@shop.example"]
     assert "'welcome'" in mail["Subject"] and "7 available" in mail["Subject"]
     assert "Available codes: 7" in mail.get_content()

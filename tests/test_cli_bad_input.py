@@ -9,32 +9,17 @@ import history. Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import cli_helpers
 import pytest
-from click.testing import CliRunner, Result
-
-from cli import cli
+from click.testing import Result
 
 POOL = "spring"
 
 
-@dataclass
-class Cli:
-    url: str
-    runner: CliRunner
-
-    def __call__(self, *args: str, input: bytes | str | None = None) -> Result:
-        return self.runner.invoke(
-            cli, ["--db", self.url, *args], input=input, catch_exceptions=False
-        )
-
-    def json(self, *args: str, input: bytes | str | None = None) -> Any:
-        result = self(*args, "--json", input=input)
-        assert result.exit_code == 0, result.stderr
-        return json.loads(result.stdout)
+class Cli(cli_helpers.Cli):
+    """The command line, with shortcuts for the pool every test uploads to."""
 
     def upload(self, *args: str, input: bytes | str | None = None) -> Result:
         return self("codes", "upload", POOL, *args, input=input)
@@ -51,7 +36,7 @@ class Cli:
 
 @pytest.fixture
 def run(db_url: str) -> Cli:
-    runner = Cli(db_url, CliRunner())
+    runner = Cli(db_url)
     created = runner("pool", "create", "Spring", "--description", "tests", "--activate")
     assert created.exit_code == 0, created.stderr
     return runner

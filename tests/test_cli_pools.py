@@ -12,10 +12,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
@@ -27,20 +27,8 @@ from pools.claiming import claim
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@dataclass
-class Cli:
-    url: str
-    runner: CliRunner
-
-    def __call__(self, *args: str, input: bytes | str | None = None) -> Result:
-        return self.runner.invoke(
-            cli, ["--db", self.url, *args], input=input, catch_exceptions=False
-        )
-
-    def json(self, *args: str, input: bytes | str | None = None) -> Any:
-        result = self(*args, "--json", input=input)
-        assert result.exit_code == 0, result.stderr
-        return json.loads(result.stdout)
+class Cli(cli_helpers.Cli):
+    """The command line, with shortcuts for showing a pool and listing its codes."""
 
     def pool(self, pool_id: str) -> dict[str, Any]:
         document: dict[str, Any] = self.json("pool", "show", pool_id)
@@ -55,7 +43,7 @@ class Cli:
 
 @pytest.fixture
 def run(db_url: str) -> Cli:
-    return Cli(db_url, CliRunner())
+    return Cli(db_url)
 
 
 def error_line(result: Result) -> str:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import email
-import email.policy
-import json
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from racing import check_low_stock_when_released, run_together
+from sinks import Inbox, Webhook, closed_port, smtp_inbox, webhook_receiver
 from sqlalchemy import Engine, select
 from store_helpers import make_pool
 
@@ -41,80 +33,22 @@ NEXT_DAY = datetime(2030, 5, 2, 0, 0)
 # --- a real HTTP server and a real SMTP server on 127.0.0.1 -----------------
 
 
-@dataclass
-class WebhookServer:
-    url: str
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    status: int = 204
-
-
 @pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    received = WebhookServer(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            assert self.headers["Content-Type"] == "application/json"
-            received.bodies.append(json.loads(self.rfile.read(length)))
-            self.send_response(received.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    received.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/low-stock"
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
+def webhook() -> Iterator[Webhook]:
+    with webhook_receiver("/hooks/low-stock") as received:
         yield received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-@dataclass
-class Inbox:
-    url: str = ""
-    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 Message accepted for delivery"
-
-
-class EphemeralController(Controller):
-    """aiosmtpd's Controller on port 0: learn the real port before the self-check."""
-
-    def _trigger_server(self) -> None:
-        assert isinstance(self.server, asyncio.Server)
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
 def smtp() -> Iterator[Inbox]:
-    inbox = Inbox()
-    controller = EphemeralController(inbox, hostname="127.0.0.1", port=0)
-    controller.start()
-    inbox.url = f"smtp://127.0.0.1:{controller.port}?from=alerts@shop.example"
-    try:
+    with smtp_inbox("alerts@shop.example") as inbox:
         yield inbox
-    finally:
-        controller.stop()
 
 
-@pytest.fixture
-def closed_port() -> int:
+@pytest.fixture(name="closed_port")
+def closed_port_fixture() -> int:
     """A port on 127.0.0.1 where nothing listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    return closed_port()
 
 
 def _notified_at(engine: Engine, pool_id: str) -> datetime | None:
@@ -128,7 +62,7 @@ def _notified_at(engine: Engine, pool_id: str) -> datetime | None:
 # --- tests ------------------------------------------------------------------
 
 
-def test_sinks_are_told_once_a_day(engine: Engine, webhook: WebhookServer, smtp: Inbox) -> None:
+def test_sinks_are_told_once_a_day(engine: Engine, webhook: Webhook, smtp: Inbox) -> None:
     make_pool(
         engine,
         "spring",
@@ -158,9 +92,8 @@ def test_sinks_are_told_once_a_day(engine: Engine, webhook: WebhookServer, smtp:
             "message": alert.message,
         }
     ]
-    [(sender, recipients, content)] = smtp.messages
+    [(sender, recipients, mail)] = smtp.messages
     assert (sender, recipients) == ("alerts@shop.example", ["ops@shop.example"])
-    mail = email.message_from_bytes(content, policy=email.policy.default)
     assert mail["Subject"] == f"[promomail] {alert.message}"
     assert mail["To"] == "ops@shop.example"
     assert "Available codes: 3" in mail.get_content()
@@ -178,7 +111,7 @@ def test_sinks_are_told_once_a_day(engine: Engine, webhook: WebhookServer, smtp:
     assert webhook.bodies[1]["time"] == "2030-05-02T00:00:00Z"
 
 
-def test_threshold_is_a_strict_bound(engine: Engine, webhook: WebhookServer) -> None:
+def test_threshold_is_a_strict_bound(engine: Engine, webhook: Webhook) -> None:
     make_pool(engine, "spring", ["S1", "S2", "S3"], low_stock=3, notify_url=webhook.url)
     make_pool(engine, "unwatched", ["U1"])
 
@@ -231,7 +164,7 @@ def test_sinks_that_are_down_fail_without_raising(
 
 
 def test_one_working_sink_counts_as_notified(
-    engine: Engine, webhook: WebhookServer, closed_port: int
+    engine: Engine, webhook: Webhook, closed_port: int
 ) -> None:
     make_pool(
         engine,
@@ -254,7 +187,7 @@ def test_one_working_sink_counts_as_notified(
 
 
 def test_webhook_error_status_and_missing_smtp_configuration(
-    engine: Engine, webhook: WebhookServer, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(SMTP_URL_ENV, raising=False)
     webhook.status = 500
@@ -312,7 +245,7 @@ def test_daily_claim_is_taken_once(engine: Engine) -> None:
     assert _notified_at(engine, "spring") == NEXT_DAY
 
 
-def test_concurrent_checks_notify_once(engine: Engine, db_url: str, webhook: WebhookServer) -> None:
+def test_concurrent_checks_notify_once(engine: Engine, db_url: str, webhook: Webhook) -> None:
     make_pool(engine, "spring", ["S1", "S2"], low_stock=10, notify_url=webhook.url)
 
     notices = run_together(
