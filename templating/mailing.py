@@ -45,7 +45,7 @@ from templating.outputs import MessageWriter, OutputTarget
 from templating.recipients import Recipient, Shard, in_slice, read_recipients
 from templating.sources import OnExhausted
 
-CHUNK_SIZE = 500
+CHUNK_SIZE = 2000
 #: Recipient ids looked up per query when the preflight counts who is served.
 PREFLIGHT_BATCH = 5_000
 
@@ -449,7 +449,7 @@ def _run_workers(
     processes = [
         context.Process(
             target=_worker_main,
-            args=(request, worker, run_id, stop_event, messages),
+            args=(request, worker, run_id, stop_event, messages, os.getpid()),
             name=f"promomail-render-{worker}",
         )
         for worker in range(request.workers)
@@ -492,8 +492,24 @@ def _collect(
     return [results[k] for k in sorted(results)]
 
 
+class _StopWhenOrphaned:
+    """A worker's stop event that also counts as set once its render is gone.
+
+    ``kill -9`` of the render runs no handler, so nobody sets the event: without
+    this a killed render's workers would go on issuing codes, and race the
+    next run of the mailing for the same recipients.
+    """
+
+    def __init__(self, event: Any, parent: int) -> None:
+        self.event = event
+        self.parent = parent
+
+    def is_set(self) -> bool:
+        return bool(self.event.is_set()) or os.getppid() != self.parent
+
+
 def _worker_main(
-    request: RenderRequest, worker: int, run_id: str, stop: Any, messages: Any
+    request: RenderRequest, worker: int, run_id: str, stop: Any, messages: Any, parent: int
 ) -> None:
     # Ctrl-C reaches the whole process group: the parent turns it into the stop
     # event, so a worker never dies in the middle of a chunk because of it.
@@ -501,7 +517,11 @@ def _worker_main(
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     try:
         result = render_slice(
-            request, worker, run_id, stop, lambda n: messages.put(("progress", worker, n))
+            request,
+            worker,
+            run_id,
+            _StopWhenOrphaned(stop, parent),
+            lambda n: messages.put(("progress", worker, n)),
         )
     except PromomailError as exc:
         messages.put(("error", worker, f"worker {worker}: {exc}"))

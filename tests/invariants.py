@@ -1,0 +1,170 @@
+"""The DESIGN.md invariants, checked against the database itself.
+
+Used by the fault tests (after every kill, cut or full disk) and by the
+stateful test (after every step). Each check reads the tables directly with
+SQL, so it does not trust the library code it is checking, and each failure
+names the invariant it breaks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from pools.counts import pool_counts
+from pools.db import read_transaction
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def promomail_command(db_url: str, *args: str) -> list[str]:
+    """argv of the real ``promomail`` console script (``python cli.py`` as a fallback)."""
+    beside_python = Path(sys.executable).with_name("promomail")
+    script = str(beside_python) if os.access(beside_python, os.X_OK) else shutil.which("promomail")
+    base = [script] if script else [sys.executable, str(REPO / "cli.py")]
+    return [*base, "--db", db_url, *args]
+
+
+def _rows(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    with read_transaction(engine) as conn:
+        return [tuple(row) for row in conn.execute(text(sql), params)]
+
+
+def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> None:
+    """Every store invariant that must hold whenever no render is in progress…
+
+    …except "no code reserved", which a killed render legitimately breaks
+    until the next run of its mailing: see :func:`check_no_reservations`.
+    """
+    # 1. A single-use code is issued (initially) to at most one customer, ever.
+    twice = _rows(
+        engine,
+        "SELECT code_id, count(*) FROM issuances WHERE exclusive AND kind = 'initial' "
+        "GROUP BY code_id HAVING count(*) > 1",
+    )
+    assert not twice, f"invariant 1: single-use codes issued more than once: {twice[:5]}"
+    shared = _rows(
+        engine,
+        "SELECT i.code_id FROM issuances i JOIN pools p ON p.id = i.pool_id "
+        "WHERE i.kind = 'initial' AND i.exclusive = p.multi_use",
+    )
+    assert not shared, (
+        f"invariant 1: issuance exclusivity differs from its pool's mode: {shared[:5]}"
+    )
+    # 2. One initial code per (mailing, pool, customer) (and slot, for per-customer pools).
+    doubled = _rows(
+        engine,
+        "SELECT mailing_id, pool_id, customer_id, slot, count(*) FROM issuances "
+        "WHERE kind = 'initial' GROUP BY mailing_id, pool_id, customer_id, slot "
+        "HAVING count(*) > 1",
+    )
+    assert not doubled, f"invariant 2: two initial codes for one customer: {doubled[:5]}"
+    # 4. No code lost: a code recorded for a customer is out of the pool for good,
+    # and a code out of the pool (issued) is recorded for a customer — or was
+    # redeemed at a checkout before any mailing handed it out.
+    not_out = _rows(
+        engine,
+        "SELECT c.id, c.status FROM codes c JOIN issuances i ON i.code_id = c.id "
+        "WHERE i.exclusive AND i.kind = 'initial' AND c.status <> 'issued'",
+    )
+    assert not not_out, f"invariant 4: issued codes back in the pool: {not_out[:5]}"
+    unrecorded = _rows(
+        engine,
+        "SELECT c.id, c.redemptions FROM codes c JOIN pools p ON p.id = c.pool_id "
+        "WHERE c.status = 'issued' AND NOT p.multi_use AND NOT EXISTS ("
+        "SELECT 1 FROM issuances i WHERE i.code_id = c.id AND i.kind = 'initial')",
+    )
+    lost = [row for row in unrecorded if not (redemptions_possible and row[1] > 0)]
+    assert not lost, f"invariant 4: codes out of the pool but recorded for nobody: {lost[:5]}"
+    stray = _rows(
+        engine,
+        "SELECT id, status FROM codes WHERE status NOT IN ('available', 'reserved', 'issued', "
+        "'void') OR (status = 'reserved') <> (reserved_token IS NOT NULL)",
+    )
+    assert not stray, f"invariant 4: codes in an unknown or inconsistent state: {stray[:5]}"
+    # 5. Counts derived from the codes add up, and match a plain count of rows.
+    with read_transaction(engine) as conn:
+        derived = pool_counts(conn)
+    totals = dict(_rows(engine, "SELECT pool_id, count(*) FROM codes GROUP BY pool_id"))
+    assert sorted(derived) == sorted(totals)
+    for pool_id, c in derived.items():
+        parts = c.available + c.pending + c.reserved + c.issued + c.expired + c.void
+        assert c.total == parts == totals[pool_id], f"invariant 5: {pool_id}: {c}"
+
+
+def check_no_reservations(engine: Engine) -> None:
+    """Between renders nothing may stay reserved (invariant 4)."""
+    held = _rows(
+        engine,
+        "SELECT pool_id, reserved_scope, count(*) FROM codes WHERE status = 'reserved' "
+        "GROUP BY pool_id, reserved_scope",
+    )
+    assert not held, f"invariant 4: codes left reserved: {held}"
+
+
+def reserved_scopes(engine: Engine) -> dict[str, int]:
+    """scope → codes reserved under it (what a killed render left behind)."""
+    return {
+        str(scope): int(n)
+        for scope, n in _rows(
+            engine,
+            "SELECT reserved_scope, count(*) FROM codes WHERE status = 'reserved' "
+            "GROUP BY reserved_scope",
+        )
+    }
+
+
+def mailing_codes(engine: Engine, mailing: str, pool: str) -> dict[str, str]:
+    """customer → initial code (slot 0) the mailing recorded from the pool."""
+    rows = _rows(
+        engine,
+        "SELECT i.customer_id, c.code FROM issuances i JOIN codes c ON c.id = i.code_id "
+        "WHERE i.mailing_id = :m AND i.pool_id = :p AND i.kind = 'initial' AND i.slot = 0",
+        m=mailing,
+        p=pool,
+    )
+    found = {str(customer): str(code) for customer, code in rows}
+    assert len(found) == len(rows), f"invariant 2: {mailing}: a customer has two codes"
+    return found
+
+
+def status_counts(engine: Engine, pool: str) -> dict[str, int]:
+    return {
+        str(status): int(n)
+        for status, n in _rows(
+            engine, "SELECT status, count(*) FROM codes WHERE pool_id = :p GROUP BY status", p=pool
+        )
+    }
+
+
+def count_issuances(engine: Engine, mailing: str) -> int:
+    [(n,)] = _rows(engine, "SELECT count(*) FROM issuances WHERE mailing_id = :m", m=mailing)
+    return int(n)
+
+
+def stderr_is_clean_error(stderr: str) -> bool:
+    """One ``Error:`` line and no Python traceback (SPEC 1, errors)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return (
+        "Traceback" not in stderr
+        and sum(line.startswith("Error:") for line in lines) == 1
+        and lines[-1].startswith("Error:")
+    )
+
+
+def records_by_recipient(lines: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    keyed = {str(r["recipient"]): r for r in lines}
+    assert len(keyed) == len(lines), "a recipient appears more than once in the output"
+    return keyed
+
+
+def count_initial(engine: Engine) -> int:
+    """Initial issuances of single-use codes, in every mailing."""
+    [(n,)] = _rows(engine, "SELECT count(*) FROM issuances WHERE exclusive AND kind = 'initial'")
+    return int(n)

@@ -1,0 +1,455 @@
+"""A stateful property test of the whole store: random sequences of uploads
+(valid and invalid), voids, mailing renders (new ids and re-runs), redemptions
+(valid and refused) and archives, with every DESIGN.md invariant checked
+against the database after each step, and a model of what each step must do.
+
+The model is deliberately small: which codes exist, their state, who got which
+code in which mailing. Each example works in pools and mailings of its own
+(a fresh prefix) on one store per database, so examples never see each
+other's objects while the global invariants cover everything in the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from invariants import check_invariants, check_no_reservations
+from render_helpers import full_snapshot
+from sqlalchemy import Engine, text
+
+from pools.code_files import FileFormat
+from pools.counts import pool_counts
+from pools.errors import ImportRejected, PoolError, PoolExhausted, PromomailError
+from pools.imports import Upload, upload_codes
+from pools.pool_admin import PoolSettings, archive_pool, create_pool
+from pools.redemption import redeem
+from pools.voiding import void_batch
+from templating.errors import RecipientError, TemplateError
+from templating.mailing import RenderRequest, render_mailing
+from templating.outputs import OutputFormat, OutputTarget
+from templating.sources import OnExhausted
+
+CUSTOMERS = [f"c{i}" for i in range(6)]
+MAILINGS = ["m0", "m1", "m2"]
+#: Pools of every example: two single-use, one multi-use.
+POOLS = {"a": False, "b": False, "shared": True}
+
+
+@dataclass
+class CodeModel:
+    pool: str
+    batch: int
+    status: str = "available"  # available | issued | void
+    redemptions: int = 0
+
+
+@dataclass
+class Model:
+    codes: dict[str, CodeModel] = field(default_factory=dict)  # code → state
+    batches: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+    archived: set[str] = field(default_factory=set)
+    #: (mailing, pool) → customer → code
+    given: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    #: (pool, customer) → [(mailing, code)], oldest first
+    history: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
+
+    def issuable(self, pool: str) -> list[str]:
+        """The pool's codes a render may hand out, in claim order (import order)."""
+        return [c for c, m in self.codes.items() if m.pool == pool and m.status == "available"]
+
+    def initial_holder(self, code: str) -> str | None:
+        for (_, pool), customers in self.given.items():
+            if pool == self.codes[code].pool:
+                for customer, given in customers.items():
+                    if given == code:
+                        return customer
+        return None
+
+
+def _upload_text(codes: list[str], flaw: str | None) -> str:
+    lines = list(codes)
+    if flaw == "empty line":
+        lines.insert(len(lines) // 2, "")
+    elif flaw == "leading space":
+        lines.append(" " + (codes[0] if codes else "X"))
+    elif flaw == "too long":
+        lines.append("Z" * 65)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMachine]:
+    class Store(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prefix = uuid.uuid4().hex[:8]
+            self.model = Model()
+            self.renders = 0
+
+        def pool_id(self, tag: str) -> str:
+            return f"{self.prefix}-{tag}"
+
+        def mailing_id(self, tag: str) -> str:
+            return f"{self.prefix}-{tag}"
+
+        def refused(self, action: Callable[[], Any], *errors: type[Exception]) -> Exception:
+            """Run an action that must be refused, and prove it changed nothing."""
+            before = full_snapshot(engine)
+            with pytest.raises(errors) as caught:
+                action()
+            assert full_snapshot(engine) == before, "a refused command changed the store"
+            return caught.value
+
+        # -- set-up -------------------------------------------------------------
+
+        @initialize()
+        def pools(self) -> None:
+            for tag, multi in POOLS.items():
+                pool = self.pool_id(tag)
+                create_pool(
+                    engine,
+                    PoolSettings(name=pool, description="stateful", multi_use=multi),
+                    pool_id=pool,
+                    activate=True,
+                )
+                self._upload(tag, [f"{tag}{n}" for n in range(3)], None)
+
+        # -- uploads ------------------------------------------------------------
+
+        def _upload(self, tag: str, numbers: list[str], flaw: str | None) -> None:
+            pool = self.pool_id(tag)
+            codes = [f"{self.prefix}-{n}" for n in numbers]
+            data = _upload_text(codes, flaw).encode()
+
+            def upload() -> list[Any]:
+                stream = io.BytesIO(data)
+                return upload_codes(engine, pool, [Upload("up.txt", FileFormat.TXT, stream=stream)])
+
+            if flaw is not None or pool in self.model.archived:
+                error = self.refused(upload, ImportRejected, PoolError)
+                archived = pool in self.model.archived
+                assert isinstance(error, PoolError if archived else ImportRejected), error
+                return
+            [report] = upload()
+            fresh = [c for c in dict.fromkeys(codes) if c not in self.model.codes]
+            assert (report.accepted, report.duplicates) == (len(fresh), len(codes) - len(fresh))
+            assert report.batch is not None
+            for code in fresh:
+                self.model.codes[code] = CodeModel(pool, report.batch)
+            self.model.batches[report.batch] = (pool, fresh)
+
+        @rule(
+            tag=st.sampled_from(sorted(POOLS)),
+            numbers=st.lists(st.integers(0, 40).map(str), min_size=1, max_size=6),
+            flaw=st.one_of(st.none(), st.sampled_from(["empty line", "leading space", "too long"])),
+        )
+        def upload(self, tag: str, numbers: list[str], flaw: str | None) -> None:
+            self._upload(tag, [f"{tag}{n}" for n in numbers], flaw)
+
+        # -- voids --------------------------------------------------------------
+
+        @rule(data=st.data(), unknown=st.integers(0, 4).map(lambda n: n == 0))
+        def void(self, data: st.DataObject, unknown: bool) -> None:
+            if unknown or not self.model.batches:
+                pool = self.pool_id(data.draw(st.sampled_from(sorted(POOLS)), label="pool"))
+                self.refused(lambda: void_batch(engine, pool, 10**9), PoolError)
+                return
+            batch = data.draw(st.sampled_from(sorted(self.model.batches)), label="batch")
+            pool, codes = self.model.batches[batch]
+            report = void_batch(engine, pool, batch)
+            states = [self.model.codes[c].status for c in codes]
+            assert (report.voided, report.kept_issued) == (
+                states.count("available"),
+                states.count("issued"),
+            )
+            for code in codes:
+                if self.model.codes[code].status == "available":
+                    self.model.codes[code].status = "void"
+
+        # -- archives -----------------------------------------------------------
+
+        @rule(tag=st.sampled_from(sorted(POOLS)), really=st.integers(0, 2).map(lambda n: n == 0))
+        def archive(self, tag: str, really: bool) -> None:
+            # Mostly a no-op: an archived pool ends that pool's part of the example.
+            if really:
+                archive_pool(engine, self.pool_id(tag))
+                self.model.archived.add(self.pool_id(tag))
+
+        # -- renders ------------------------------------------------------------
+
+        @rule(
+            mailing=st.sampled_from(MAILINGS),
+            tag=st.sampled_from(sorted(POOLS)),
+            last_tag=st.one_of(st.none(), st.sampled_from(sorted(POOLS))),
+            recipients=st.lists(st.sampled_from(CUSTOMERS), min_size=1, max_size=5, unique=True),
+            policy=st.sampled_from(list(OnExhausted)),
+            chunk_size=st.integers(1, 3),
+            broken_recipients=st.integers(0, 9).map(lambda n: n == 0),
+        )
+        def render(
+            self,
+            mailing: str,
+            tag: str,
+            last_tag: str | None,
+            recipients: list[str],
+            policy: OnExhausted,
+            chunk_size: int,
+            broken_recipients: bool,
+        ) -> None:
+            self._render(mailing, tag, last_tag, recipients, policy, chunk_size, broken_recipients)
+
+        @precondition(lambda self: any(self.model.given.values()))
+        @rule(
+            data=st.data(),
+            last_tag=st.one_of(st.none(), st.sampled_from(sorted(POOLS))),
+            policy=st.sampled_from([OnExhausted.STOP, *OnExhausted]),
+        )
+        def rerun(self, data: st.DataObject, last_tag: str | None, policy: OnExhausted) -> None:
+            """A mailing again: some of those it already served, maybe newcomers."""
+            done = sorted(k for k, v in self.model.given.items() if v)
+            mailing_id, pool = data.draw(st.sampled_from(done), label="mailing and pool")
+            served = sorted(self.model.given[mailing_id, pool])
+            others = [c for c in CUSTOMERS if c not in served]
+            again = data.draw(st.lists(st.sampled_from(served), unique=True), label="again")
+            new: list[str] = []
+            if others:
+                newcomers = st.lists(st.sampled_from(others), max_size=2, unique=True)
+                new = data.draw(newcomers, label="new")
+            if not again and not new:
+                again = served
+            recipients = data.draw(st.permutations(again + new), label="order")
+            strip = len(self.prefix) + 1
+            self._render(mailing_id[strip:], pool[strip:], last_tag, recipients, policy, 2, False)
+
+        def _render(
+            self,
+            mailing: str,
+            tag: str,
+            last_tag: str | None,
+            recipients: list[str],
+            policy: OnExhausted,
+            chunk_size: int,
+            broken_recipients: bool,
+        ) -> None:
+            mailing_id, pool = self.mailing_id(mailing), self.pool_id(tag)
+            last_pool = self.pool_id(last_tag) if last_tag else None
+            self.renders += 1
+            work = folder / f"{self.prefix}-{self.renders}"
+            work.mkdir()
+            source = f"{{{{ client.promocode('{pool}') }}}}|"
+            if last_pool:
+                source += f"{{{{ client.last_promocode('{last_pool}') }}}}"
+            (work / "t.j2").write_text(source, encoding="utf-8")
+            with (work / "r.csv").open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["name" if broken_recipients else "id", "email"])
+                writer.writerows([c, f"{c}@example.com"] for c in recipients)
+            out = work / "out.jsonl"
+            request = RenderRequest(
+                template_path=str(work / "t.j2"),
+                recipients_path=str(work / "r.csv"),
+                mailing_id=mailing_id,
+                db_url=db_url,
+                output=OutputTarget(OutputFormat.JSONL, out),
+                on_exhausted=policy,
+                chunk_size=chunk_size,
+            )
+            given = self.model.given.setdefault((mailing_id, pool), {})
+            multi = POOLS[tag]
+            missing = [c for c in recipients if c not in given]
+            issuable = self.model.issuable(pool)
+            if pool in self.model.archived:
+                self.refused(lambda: render_mailing(request), TemplateError)
+                return
+            if broken_recipients:
+                self.refused(lambda: render_mailing(request), RecipientError)
+                return
+            short = missing and (not issuable if multi else len(issuable) < len(missing))
+            if short and policy is OnExhausted.STOP:
+                error = self.refused(lambda: render_mailing(request), PoolExhausted)
+                assert isinstance(error, PoolExhausted) and error.pool_id == pool
+                return
+
+            # The last codes shown are those from before this render.
+            last_before = {
+                c: [
+                    code
+                    for m, code in self.model.history.get((last_pool, c), [])
+                    if m != mailing_id
+                ]
+                for c in recipients
+                if last_pool
+            }
+            summary = render_mailing(request)
+
+            # Who gets what: old codes again; new ones in file order while they last.
+            expected: dict[str, str] = {}
+            handed: list[str] = []
+            for customer in recipients:
+                if customer in given:
+                    expected[customer] = given[customer]
+                elif multi and issuable:
+                    expected[customer] = issuable[0]
+                    handed.append(customer)
+                elif not multi and len(handed) < len(issuable):
+                    expected[customer] = issuable[len(handed)]
+                    handed.append(customer)
+            for customer in handed:
+                code = expected[customer]
+                given[customer] = code
+                self.model.history.setdefault((pool, customer), []).append((mailing_id, code))
+                if not multi:
+                    self.model.codes[code].status = "issued"
+            left_out = [c for c in recipients if c not in expected]
+            assert summary.status == "finished" and summary.failed == []
+            assert (summary.new_codes, summary.reused_codes) == (
+                len(handed),
+                len(recipients) - len(handed) - len(left_out),
+            )
+            if policy is OnExhausted.SKIP:
+                assert [c for c, _ in summary.skipped] == left_out
+            else:
+                assert summary.skipped == []
+                assert left_out == [] or policy is OnExhausted.BLANK
+
+            records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+            shown = {r["recipient"]: r["parts"]["body"].split("|") for r in records}
+            assert len(shown) == len(records), "a recipient appears twice in the output"
+            rendered = [c for c in recipients if policy is not OnExhausted.SKIP or c in expected]
+            assert list(shown) == rendered
+            for customer, (code, last) in shown.items():
+                assert code == expected.get(customer, ""), customer
+                if last_pool:
+                    earlier = last_before[customer]
+                    # The latest code from another mailing, or nothing.
+                    assert last == (earlier[-1] if earlier else ""), (customer, last, earlier)
+
+        # -- redemption ---------------------------------------------------------
+
+        @rule(
+            data=st.data(),
+            customer=st.one_of(st.none(), st.sampled_from(CUSTOMERS)),
+            unknown=st.integers(0, 4).map(lambda n: n == 0),
+        )
+        def redeem_code(self, data: st.DataObject, customer: str | None, unknown: bool) -> None:
+            if unknown or not self.model.codes:
+                code = f"{self.prefix}-no-such-code"
+                error = self.refused(
+                    lambda: _refuse(redeem(engine, code, customer=customer)), _Refused
+                )
+                assert "unknown code" in str(error)
+                return
+            code = data.draw(st.sampled_from(sorted(self.model.codes)), label="code")
+            state = self.model.codes[code]
+            multi = POOLS[state.pool.removeprefix(f"{self.prefix}-")]
+            if state.status == "void" or (not multi and state.redemptions > 0):
+                self.refused(lambda: _refuse(redeem(engine, code, customer=customer)), _Refused)
+                return
+            result = redeem(engine, code, customer=customer, order="o1")
+            assert result.ok and result.pool == state.pool, result
+            holder = self.model.initial_holder(code)
+            if multi:
+                got = any(
+                    given.get(customer or "") == code
+                    for (_, pool), given in self.model.given.items()
+                    if pool == state.pool
+                )
+                assert result.issued_to == (customer if got else None), result
+            else:
+                assert result.issued_to == holder, result
+                state.status = "issued"  # redeemed before any mailing: never sent now
+            state.redemptions += 1
+
+        # -- after every step ---------------------------------------------------
+
+        @invariant()
+        def store_matches_invariants_and_model(self) -> None:
+            check_invariants(engine)
+            check_no_reservations(engine)
+            pools = [self.pool_id(tag) for tag in POOLS]
+            mine = {"p": f"{self.prefix}-%"}
+            with engine.connect() as conn:
+                codes = conn.execute(
+                    text(
+                        "SELECT code, pool_id, batch_id, status, redemptions FROM codes "
+                        "WHERE pool_id LIKE :p"
+                    ),
+                    mine,
+                ).all()
+                issued = conn.execute(
+                    text(
+                        "SELECT i.mailing_id, i.pool_id, i.customer_id, c.code FROM issuances i "
+                        "JOIN codes c ON c.id = i.code_id "
+                        "WHERE i.kind = 'initial' AND i.mailing_id LIKE :p"
+                    ),
+                    mine,
+                ).all()
+                counts = pool_counts(conn, pools)
+            # Every code in the state the model says…
+            stored = {
+                r.code: CodeModel(r.pool_id, r.batch_id, r.status, r.redemptions) for r in codes
+            }
+            assert stored == self.model.codes
+            # …every customer with the code the model gave them (re-runs reuse)…
+            recorded: dict[tuple[str, str], dict[str, str]] = {}
+            for mailing_id, pool, customer, code in issued:
+                recorded.setdefault((mailing_id, pool), {})[customer] = code
+            assert recorded == {k: v for k, v in self.model.given.items() if v}
+            # …and the counts the commands report agree with both.
+            for pool in pools:
+                states = [m.status for m in self.model.codes.values() if m.pool == pool]
+                redeemed = sum(
+                    m.redemptions > 0 for m in self.model.codes.values() if m.pool == pool
+                )
+                got = counts[pool]
+                assert (got.total, got.reserved, got.pending, got.expired) == (len(states), 0, 0, 0)
+                assert (got.available, got.issued, got.void, got.redeemed) == (
+                    states.count("available"),
+                    states.count("issued"),
+                    states.count("void"),
+                    redeemed,
+                ), (pool, got)
+
+    return Store
+
+
+class _Refused(PromomailError):
+    """A refused redemption, raised so the snapshot helper can expect it."""
+
+
+def _refuse(result: Any) -> None:
+    assert not result.ok, result
+    raise _Refused(result.reason)
+
+
+@pytest.mark.slow
+def test_random_sequences_of_commands_keep_every_invariant(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    on_postgres = db_url.startswith("postgresql")
+    run_state_machine_as_test(  # type: ignore[no-untyped-call]  # hypothesis has no hints here
+        _machine(engine, db_url, tmp_path),
+        settings=settings(
+            max_examples=30 if on_postgres else 50,
+            stateful_step_count=15,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
