@@ -19,6 +19,7 @@ progress, summaries and warnings go to stderr.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -98,7 +99,7 @@ class UploadRejected(CommandFailed):
 
     def show(self, file: IO[Any] | None = None) -> None:
         if self.list_problems:
-            out = file if file is not None else click.get_text_stream("stderr")
+            out = file if file is not None else sys.stderr
             for problem in self.error.problems:
                 click.echo(f"{self.error.source}, line {problem.line}: {problem.reason}", file=out)
             unlisted = self.error.total_problems - len(self.error.problems)
@@ -244,7 +245,7 @@ def print_fields(pairs: Sequence[tuple[str, Any]], *, indent: str = "  ") -> Non
 
 
 def stderr_is_terminal() -> bool:
-    return click.get_text_stream("stderr").isatty()
+    return sys.stderr.isatty()
 
 
 class Progress:
@@ -638,7 +639,7 @@ def _open_uploads(
     uploads = []
     for name in paths:
         if name == "-":
-            stream = click.get_binary_stream("stdin")
+            stream = sys.stdin.buffer
             upload = Upload(STDIN_NAME, FileFormat(fmt or FileFormat.TXT), stream=stream)
         else:
             upload = Upload.from_path(name, fmt)
@@ -1396,7 +1397,7 @@ def segment_command(
     if as_json:
         emit_json({"count": len(ids), "ids": ids})
         return
-    write_segment(ids, click.get_text_stream("stdout"), SegmentFormat(output_format))
+    write_segment(ids, sys.stdout, SegmentFormat(output_format))
     note(f"{plural(len(ids), 'customer')} in the segment")
 
 
