@@ -31,9 +31,9 @@ from pools.errors import StoreError
 DEFAULT_URL = "sqlite:///promomail.db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Page cache per connection; a render holds two connections per worker.
-SQLITE_CACHE_KIB = 32 * 1024
+SQLITE_CACHE_KIB = 16 * 1024
 #: Page cache while bulk loading codes, so a large pool's indexes stay cached.
-SQLITE_BULK_CACHE_KIB = 256 * 1024
+SQLITE_BULK_CACHE_KIB = 64 * 1024
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any fixed number: serialises concurrent first-use migrations on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x70726F6D6F

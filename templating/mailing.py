@@ -178,17 +178,15 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
     return PoolPlan(refs, issuing, reissuing, per_customer)
 
 
-def count_recipients(request: RenderRequest) -> int:
-    """Read the whole recipients file once: any bad line fails before codes move."""
-    keep = _slice_filter(request.shard)
-    return sum(1 for _ in read_recipients(request.recipients_path, keep))
+def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
+    """Read the whole recipients file once, before any code moves; returns how many.
 
-
-def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan, recipients: int) -> None:
-    """Refuse, before consuming anything, a mailing its pools cannot cover."""
-    if request.on_exhausted is not OnExhausted.STOP:
-        return
+    Any bad line fails here. With ``--on-exhausted stop`` a mailing its
+    pools cannot cover is refused, naming pool, needed and available.
+    """
     keep = _slice_filter(request.shard)
+    check = request.on_exhausted is OnExhausted.STOP
+    recipients = 0
     with read_transaction(engine) as conn:
         # Served means "in this recipients file and already given a code", not
         # "given a code by this mailing": a re-run with other recipients than
@@ -196,9 +194,10 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan, recipients
         served = dict.fromkeys(plan.issuing, 0)
         ids = (r.id for r in read_recipients(request.recipients_path, keep))
         while batch := list(islice(ids, PREFLIGHT_BATCH)):
-            for pool_id in plan.issuing:
+            recipients += len(batch)
+            for pool_id in plan.issuing if check else ():
                 served[pool_id] += issued_customers_in(conn, request.mailing_id, pool_id, batch)
-        for pool_id in plan.issuing:
+        for pool_id in plan.issuing if check else ():
             pool = load_pool(conn, pool_id)
             missing = recipients - served[pool_id]
             if pool.settings.multi_use:
@@ -209,6 +208,7 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan, recipients
             available = available_count(conn, pool_id)
             if needed > available:
                 raise PoolExhausted(pool_id, needed, available)
+    return recipients
 
 
 def _slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[str], bool] | None:
@@ -355,8 +355,7 @@ def render_mailing(
         template = MessageTemplate.from_file(request.template_path)
         plan = plan_pools(engine, template)
         request.output.prepare()
-        total = count_recipients(request)
-        preflight(engine, request, plan, total)
+        total = preflight(engine, request, plan)
         start_run(
             engine,
             request.mailing_id,

@@ -141,11 +141,12 @@ def _drain_after_preflight(
     monkeypatch: pytest.MonkeyPatch, engine: Engine, pool: str, count: int
 ) -> None:
     """A concurrent mailing takes ``count`` codes right after the real preflight passed."""
-    real: Callable[..., None] = mailing_module.preflight
+    real: Callable[..., int] = mailing_module.preflight
 
-    def preflight_then_drain(*args: Any) -> None:
-        real(*args)
+    def preflight_then_drain(*args: Any) -> int:
+        recipients = real(*args)
         claim(engine, pool, "concurrent", [f"other-{i}" for i in range(count)])
+        return recipients
 
     monkeypatch.setattr(mailing_module, "preflight", preflight_then_drain)
 

@@ -85,7 +85,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 
 def test_errors_surface_only_when_reached_but_before_codes_move(tmp_path: Path) -> None:
-    # Reading streams; the mailing counts the whole file first (count_recipients),
+    # Reading streams; the mailing reads the whole file first (preflight),
     # so a bad last line fails before anything is consumed.
     path = _write(tmp_path, "r.csv", "id\na\nb\n,\n")
     reader = read_recipients(path)
