@@ -8,7 +8,6 @@ the busy timeout. PostgreSQL URLs are routed to psycopg 3.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -57,10 +56,6 @@ class StoreConfig:
                 f"unsupported database {parsed.get_backend_name()!r} in {self.url!r}: "
                 "use sqlite:///FILE or postgresql://…"
             )
-
-    @classmethod
-    def from_env(cls, url: str | None = None) -> StoreConfig:
-        return cls(url=url or os.environ.get("PROMOMAIL_DB") or DEFAULT_URL)
 
     @property
     def sqlalchemy_url(self) -> str:
