@@ -406,8 +406,12 @@ def _optional_text(value: str | None) -> str | None:
     return value if value else None
 
 
-def _print_pool_line(verb: str, view: PoolView) -> None:
-    click.echo(f"{verb} pool {view.id} ({view.name!r}, {view.status}, {view.settings.mode}).")
+def _report_pool(verb: str, view: PoolView, as_json: bool) -> None:
+    """What a pool command did: the pool as JSON, or one line."""
+    if as_json:
+        emit_json(view.as_dict())
+    else:
+        click.echo(f"{verb} pool {view.id} ({view.name!r}, {view.status}, {view.settings.mode}).")
 
 
 @pool.command("create")
@@ -452,10 +456,7 @@ def pool_create(
         notify_email=_optional_text(notify_email),
     )
     view = create_pool(get_engine(ctx), settings, pool_id=pool_id, activate=activate)
-    if as_json:
-        emit_json(view.as_dict())
-    else:
-        _print_pool_line("Created", view)
+    _report_pool("Created", view, as_json)
 
 
 @pool.command("activate")
@@ -465,10 +466,7 @@ def pool_create(
 def pool_activate(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Move a draft pool to active; it then issues codes."""
     view = activate_pool(get_engine(ctx), pool_id)
-    if as_json:
-        emit_json(view.as_dict())
-    else:
-        _print_pool_line("Activated", view)
+    _report_pool("Activated", view, as_json)
 
 
 @pool.command("edit")
@@ -526,10 +524,7 @@ def pool_edit(
     if not changes:
         raise click.UsageError("nothing to change: give at least one option", ctx)
     view = edit_pool(get_engine(ctx), pool_id, **changes)
-    if as_json:
-        emit_json(view.as_dict())
-    else:
-        _print_pool_line("Edited", view)
+    _report_pool("Edited", view, as_json)
 
 
 @pool.command("archive")
@@ -539,10 +534,7 @@ def pool_edit(
 def pool_archive(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Stop a pool issuing codes; its history stays."""
     view = archive_pool(get_engine(ctx), pool_id)
-    if as_json:
-        emit_json(view.as_dict())
-    else:
-        _print_pool_line("Archived", view)
+    _report_pool("Archived", view, as_json)
 
 
 @pool.command("delete")
