@@ -313,36 +313,48 @@ def render_slice(
     run_id: str,
     stop: threading.Event | Any,
     progress: Callable[[int], None],
-    engine: Engine | None = None,
 ) -> WorkerResult:
-    """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
-    own_engine = engine is None
-    engine = engine or open_engine(StoreConfig(request.db_url))
+    """A worker process's render: its own engine, template and pool plan."""
+    engine = open_engine(StoreConfig(request.db_url))
     try:
         template = MessageTemplate.from_file(request.template_path)
-        renderer = ChunkRenderer(
-            engine,
-            template,
-            plan_pools(engine, template),
-            request.mailing_id,
-            request.scope,
-            request.on_exhausted,
-            request.variables,
-        )
-        keep = _slice_filter(request.shard, worker, request.workers)
-        recipients = read_recipients(request.recipients_path, keep)
-        writer = request.output.open_writer(worker, run_id)
-        result = WorkerResult()
-        try:
-            ChunkPipeline(renderer, writer, result, progress).run(
-                _chunks(recipients, request.chunk_size), stop
-            )
-        finally:
-            writer.close()
-        return result
+        plan = plan_pools(engine, template)
+        return _render_with(request, worker, run_id, stop, progress, engine, template, plan)
     finally:
-        if own_engine:
-            engine.dispose()
+        engine.dispose()
+
+
+def _render_with(
+    request: RenderRequest,
+    worker: int,
+    run_id: str,
+    stop: threading.Event | Any,
+    progress: Callable[[int], None],
+    engine: Engine,
+    template: MessageTemplate,
+    plan: PoolPlan,
+) -> WorkerResult:
+    """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
+    renderer = ChunkRenderer(
+        engine,
+        template,
+        plan,
+        request.mailing_id,
+        request.scope,
+        request.on_exhausted,
+        request.variables,
+    )
+    keep = _slice_filter(request.shard, worker, request.workers)
+    recipients = read_recipients(request.recipients_path, keep)
+    writer = request.output.open_writer(worker, run_id)
+    result = WorkerResult()
+    try:
+        ChunkPipeline(renderer, writer, result, progress).run(
+            _chunks(recipients, request.chunk_size), stop
+        )
+    finally:
+        writer.close()
+    return result
 
 
 def render_mailing(
@@ -367,7 +379,9 @@ def render_mailing(
         reclaim_expired(engine)
         run_id = uuid.uuid4().hex[:12]
         try:
-            results = _run_workers(request, run_id, engine, progress or (lambda _n: None))
+            results = _run_workers(
+                request, run_id, progress or (lambda _n: None), engine, template, plan
+            )
             request.output.finish(request.workers, run_id)
         except BaseException:
             request.output.discard(request.workers, run_id)
@@ -436,12 +450,18 @@ class _StopOnSignal:
 
 
 def _run_workers(
-    request: RenderRequest, run_id: str, engine: Engine, progress: Callable[[int], None]
+    request: RenderRequest,
+    run_id: str,
+    progress: Callable[[int], None],
+    engine: Engine,
+    template: MessageTemplate,
+    plan: PoolPlan,
 ) -> list[WorkerResult]:
     if request.workers == 1:
+        # In this process: the template and plan already made serve as they are.
         stop = threading.Event()
         with _StopOnSignal(stop):
-            return [render_slice(request, 0, run_id, stop, progress, engine)]
+            return [_render_with(request, 0, run_id, stop, progress, engine, template, plan)]
     context = multiprocessing.get_context("spawn")
     stop_event = context.Event()
     messages = context.Queue()
