@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from pools.clock import utcnow
 from pools.counts import issuable_now
@@ -350,10 +351,10 @@ def reclaim_expired(engine: Engine, now: datetime | None = None) -> int:
         return _free(conn, Code.reserved_until < (now or utcnow()))
 
 
-def _free(conn: Connection, condition: object) -> int:
+def _free(conn: Connection, condition: ColumnElement[bool]) -> int:
     result = conn.execute(
         update(Code)
-        .where(Code.status == CodeStatus.RESERVED, condition)  # type: ignore[arg-type]
+        .where(Code.status == CodeStatus.RESERVED, condition)
         .values(
             status=CodeStatus.AVAILABLE,
             reserved_scope=None,
