@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -10,8 +13,17 @@ from racing import run_together
 from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
 from store_helpers import make_pool
 
-from pools.db import StoreConfig, current_revision, head_revision, open_engine, upgrade
+from pools.db import (
+    SCHEMA_HEAD,
+    StoreConfig,
+    current_revision,
+    head_revision,
+    open_engine,
+    upgrade,
+)
 from pools.models import Base
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -65,6 +77,26 @@ def _predicate(engine: Engine, index: str) -> str:
             ).scalar_one()
     # PostgreSQL prints predicates with casts and brackets: compare their core.
     return str(sql).replace("::text", "").replace("(", "").replace(")", "")
+
+
+def test_the_schema_head_constant_is_alembics_head() -> None:
+    # Commands skip importing Alembic when the store is at SCHEMA_HEAD: a new
+    # migration without a new SCHEMA_HEAD would never be applied.
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_a_store_at_the_head_is_opened_without_importing_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    open_engine(StoreConfig(url)).dispose()
+    script = (
+        "import sys; from pools.db import StoreConfig, open_engine;"
+        f"open_engine(StoreConfig({url!r})).dispose();"
+        "print('alembic' in sys.modules)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert found.stdout.strip() == "False"
 
 
 def test_upgrade_is_idempotent(db_url: str) -> None:
