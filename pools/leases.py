@@ -8,6 +8,11 @@ A second run finds the lease alive and is refused at once with the holder
 named (or waits for it, when asked to). Because the lease lives in the store
 it holds across machines sharing one PostgreSQL database.
 
+Shards split a mailing's recipients only when they split it the same way:
+``1/2`` and ``2/2`` run side by side, but a run of the whole mailing (or of
+``1/3``) while ``1/2`` renders would render some of the same recipients, so
+it is refused too, naming the run in its way.
+
 A holder that died (``kill -9``, a lost machine) stops renewing; once its
 lease has expired the next run takes it over. On the holder's own machine a
 dead process is recognised at once (same kernel and pid namespace, no such
@@ -25,6 +30,7 @@ lives on one machine.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -174,6 +180,30 @@ def _free_scope(conn: Connection, scope: str) -> None:
     )
 
 
+def _shard_count(label: str) -> int:
+    """How many shards the mailing is cut into: ``all`` is 1, ``K/N`` is N."""
+    return 1 if label == "all" else int(label.rpartition("/")[2])
+
+
+def _mailing_lock(conn: Connection, mailing_id: str) -> None:
+    """PostgreSQL: one lease decision per mailing at a time (SQLite writers are serial)."""
+    if is_postgres(conn):
+        digest = hashlib.blake2b(f"lease|{mailing_id}".encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def _in_the_way(conn: Connection, mailing_id: str, shard: str, now: datetime) -> Any:
+    """A live run of another shard of this mailing that splits it differently, if any."""
+    others = conn.execute(
+        select(ShardLease).where(ShardLease.mailing_id == mailing_id, ShardLease.shard != shard)
+    ).all()
+    count = _shard_count(shard)
+    return next(
+        (o for o in others if _shard_count(o.shard) != count and not _is_dead(o, now)), None
+    )
+
+
 def _try_acquire(
     engine: Engine, mailing_id: str, shard: str, scope: str, seconds: float, now: datetime | None
 ) -> Lease:
@@ -182,7 +212,11 @@ def _try_acquire(
     pid = os.getpid()
     where = (ShardLease.mailing_id == mailing_id, ShardLease.shard == shard)
     with write_transaction(engine) as conn:
+        _mailing_lock(conn, mailing_id)
         moment = now or store_now(conn)
+        blocking = _in_the_way(conn, mailing_id, shard, moment)
+        if blocking is not None:
+            raise LeaseHeld(mailing_id, blocking.shard, _holder_of(blocking))
         values = {
             "holder": holder,
             "host": host,

@@ -162,8 +162,8 @@ def test_a_held_lease_refuses_another_holder_until_released(engine: Engine) -> N
     message = str(refused.value)
     assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
     assert first.started_at.isoformat(sep=" ", timespec="seconds") in message
-    # Another shard of the same mailing is another lease.
-    other = acquire_lease(engine, MAILING, "1/2", scope=f"{MAILING}|1/2")
+    # Another mailing is another lease.
+    other = acquire_lease(engine, "m-other", "all", scope="m-other|all")
     assert other.holder != first.holder
 
     assert release_lease(engine, first)
@@ -405,3 +405,82 @@ def test_a_run_whose_lease_is_taken_over_stops_without_settling(
     summary = render_mailing(request_for(db_url, template, recipients, MAILING, out, chunk_size=50))
     assert summary.ok and summary.reused_codes == at_takeover[0]
     _check_complete(engine, out, ids, 420)
+
+
+def test_shards_that_split_the_mailing_alike_run_side_by_side_and_others_wait(
+    engine: Engine,
+) -> None:
+    half = acquire_lease(engine, MAILING, "1/2", scope=f"{MAILING}|1/2")
+    other_half = acquire_lease(engine, MAILING, "2/2", scope=f"{MAILING}|2/2")
+
+    for shard in ("all", "1/3"):
+        with pytest.raises(LeaseHeld, match=r"shard [12]/2 is already being rendered") as refused:
+            acquire_lease(engine, MAILING, shard, scope=f"{MAILING}|{shard}")
+        assert refused.value.holder.pid == os.getpid()
+    acquire_lease(engine, "another-mailing", "all", scope="another-mailing|all")
+
+    release_lease(engine, half)
+    release_lease(engine, other_half)
+    acquire_lease(engine, MAILING, "all", scope=SCOPE)
+
+
+def test_a_second_run_asked_to_wait_renders_after_the_first(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """``--wait``: never both fail; the second finds everyone served and reuses it all."""
+    template, recipients, ids = _setup(engine, tmp_path, 200, 220)
+    first_out, second_out = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+
+    with _running(
+        _paced_cli(db_url, 0.01, *_render_args(template, recipients, first_out))
+    ) as first:
+        wait_until(
+            lambda: first.poll() is not None or issuance_count(engine, MAILING) >= 20,
+            what="the first run to issue codes",
+        )
+        assert first.poll() is None, "the first run ended too early"
+        second = subprocess.run(
+            promomail_command(
+                db_url,
+                *_render_args(template, recipients, second_out, "--wait", "300", "--json"),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        first_done = first.poll()  # the second returned only once the first had ended
+
+    assert first_done == 0, first.communicate()[1]
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert (summary["rendered"], summary["new_codes"], summary["reused_codes"]) == (200, 0, 200)
+    _check_complete(engine, second_out, ids, 220)
+    assert by_recipient(read_jsonl(first_out)) == by_recipient(read_jsonl(second_out))
+
+
+def test_a_run_with_workers_stops_when_its_lease_is_taken_over(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    template, recipients, ids = _setup(engine, tmp_path, 400, 420)
+    args = _render_args(template, recipients, tmp_path / "taken.jsonl", "--workers", "2")
+
+    with _running(_paced_cli(db_url, 0.01, *args)) as taken:
+        wait_until(
+            lambda: taken.poll() is not None or issuance_count(engine, MAILING) >= 40,
+            what="the render to issue codes",
+        )
+        assert taken.poll() is None, "the render ended too early"
+        with read_transaction(engine) as conn:
+            later = store_now(conn) + timedelta(minutes=5)
+        successor = acquire_lease(engine, MAILING, "all", scope=SCOPE, now=later)
+        at_takeover = issuance_count(engine, MAILING)
+        _, stderr = taken.communicate(timeout=300)
+
+    assert taken.returncode == 1, stderr
+    assert stderr_is_clean_error(stderr), stderr
+    assert f"this run's lease was taken over by pid {os.getpid()}" in stderr.splitlines()[-1]
+    assert issuance_count(engine, MAILING) == at_takeover < len(ids)
+    check_invariants(engine, redemptions_possible=False)
+    check_no_reservations(engine)
+    assert not (tmp_path / "taken.jsonl").exists()
+    check_lease(engine, successor)
