@@ -38,6 +38,7 @@ from render_helpers import (
     by_recipient,
     counts,
     customer_ids,
+    full_snapshot,
     issuance_count,
     pool_with_codes,
     read_jsonl,
@@ -484,3 +485,25 @@ def test_a_run_with_workers_stops_when_its_lease_is_taken_over(
     check_no_reservations(engine)
     assert not (tmp_path / "taken.jsonl").exists()
     check_lease(engine, successor)
+
+
+def test_a_refused_run_changes_nothing(db_url: str, engine: Engine, tmp_path: Path) -> None:
+    template, recipients, _ = _setup(engine, tmp_path, 50, 60)
+    render_mailing(request_for(db_url, template, recipients, MAILING, tmp_path / "done.jsonl"))
+    pool_reserved = reserve(engine, "spring", 3, scope=SCOPE)  # as a run in progress holds
+    running = acquire_lease(engine, MAILING, "all", scope="elsewhere")
+    before = full_snapshot(engine)
+    out = tmp_path / "refused" / "out.jsonl"
+
+    refused = subprocess.run(
+        promomail_command(db_url, *_render_args(template, recipients, out)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert refused.returncode == 1 and stderr_is_clean_error(refused.stderr), refused.stderr
+    assert f"by pid {running.pid} on host {running.host}" in refused.stderr
+    assert full_snapshot(engine) == before  # its reservations untouched, no run recorded
+    assert not out.parent.exists()
+    assert len(pool_reserved.codes) == counts(engine, "spring").reserved == 3
