@@ -223,6 +223,19 @@ class PromomailGroup(click.Group):
         refuse_empty_values(cmd)
         super().add_command(cmd, name)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # Once more over the whole tree before a run: also covers a command
+        # added later to a subgroup of another class.
+        if parent is None:
+            refuse_empty_values(self)
+        return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -466,14 +466,24 @@ def test_a_command_added_later_refuses_empty_values_too(tmp_path: Path) -> None:
     def later(name: str | None, thing: str) -> None:
         click.echo(f"{name}:{thing}")
 
+    @click.command("later-still")
+    @click.option("--name")
+    def later_still(name: str | None) -> None:
+        click.echo(f"{name}")
+
     plain = click.Group("plain", commands=[later])
     cli_module.cli.add_command(plain)
+    plain.add_command(later_still)  # to a group of click's own class, afterwards
     try:
         runner = CliRunner()
         ok = runner.invoke(cli_module.cli, ["plain", "later", "--name", "n", "t"])
         assert (ok.exit_code, ok.stdout) == (0, "n:t\n")
-        for argv, name in ((["--name", "", "t"], "--name"), ([" "], "THING")):
-            result = runner.invoke(cli_module.cli, ["plain", "later", *argv])
+        for argv, name in (
+            (["later", "--name", "", "t"], "--name"),
+            (["later", " "], "THING"),
+            (["later-still", "--name", ""], "--name"),
+        ):
+            result = runner.invoke(cli_module.cli, ["plain", *argv])
             assert result.exit_code == 2
             assert f"Invalid value for '{name}'" in result.stderr
     finally:
