@@ -259,7 +259,7 @@ def test_a_second_run_while_the_first_renders_is_refused_and_the_first_completes
     first_out = tmp_path / "first.jsonl"
 
     with _running(
-        _paced_cli(db_url, 0.01, *_render_args(template, recipients, first_out))
+        _paced_cli(db_url, 0.02, *_render_args(template, recipients, first_out))
     ) as first:
         wait_until(
             lambda: first.poll() is not None or issuance_count(engine, MAILING) >= 40,
@@ -465,7 +465,7 @@ def test_a_run_with_workers_stops_when_its_lease_is_taken_over(
     template, recipients, ids = _setup(engine, tmp_path, 400, 420)
     args = _render_args(template, recipients, tmp_path / "taken.jsonl", "--workers", "2")
 
-    with _running(_paced_cli(db_url, 0.01, *args)) as taken:
+    with _running(_paced_cli(db_url, 0.02, *args)) as taken:
         wait_until(
             lambda: taken.poll() is not None or issuance_count(engine, MAILING) >= 40,
             what="the render to issue codes",
