@@ -18,6 +18,8 @@ progress, summaries and warnings go to stderr.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import sys
 import time
@@ -49,6 +51,7 @@ from pools.errors import ImportRejected, PromomailError
 from pools.export import export_issuances
 from pools.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
 from pools.imports import ImportRecord, ImportReport, Upload, import_history, upload_codes
+from pools.leases import DEFAULT_LEASE_SECONDS
 from pools.mailings import MailingView, list_mailings, show_mailing
 from pools.notifications import LowStockAlert, check_low_stock
 from pools.pool_admin import (
@@ -66,10 +69,15 @@ from pools.redemption import redeem
 from pools.segments import SegmentFormat, segment, write_segment
 from pools.voiding import void_batch
 from templating.checking import check_template, preview, preview_recipients
-from templating.errors import RecipientError
 from templating.mailing import CHUNK_SIZE, RenderRequest, RenderSummary, render_mailing
 from templating.outputs import OutputFormat, OutputTarget
 from templating.recipients import Shard
+from templating.run_options import (
+    parse_chunk_size,
+    parse_seconds,
+    parse_shard,
+    parse_workers,
+)
 from templating.sources import OnExhausted
 
 STDIN_NAME = "<stdin>"
@@ -119,8 +127,114 @@ def translate_error(exc: Exception, state: State | None) -> click.ClickException
     return CommandFailed(str(exc))
 
 
+# ---------------------------------------------------------------------------
+# Values: no option or argument takes an empty one
+# ---------------------------------------------------------------------------
+
+
+class RefusesEmpty(click.ParamType[Any]):
+    """Mixed in front of a parameter's own type: an empty value is a usage error.
+
+    ``--shard "$SHARD"`` with the variable unset must not silently mean
+    "every recipient", nor ``--mailing ""`` nor ``--out ""`` anything else:
+    a value typed (or set in the environment) that is empty or only
+    whitespace is refused, naming the option. Defaults are the program's own
+    and pass. Being mixed into a subclass of the original type keeps what
+    click derives from it: help ranges, choices, completion.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip() and _given_by_user(param, ctx):
+            optional = isinstance(param, click.Option) and not param.required
+            hint = " (leave the option out instead)" if optional else ""
+            self.fail(f"an empty value is not allowed{hint}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_USER_SOURCES = (
+    click.core.ParameterSource.COMMANDLINE,
+    click.core.ParameterSource.ENVIRONMENT,
+    click.core.ParameterSource.PROMPT,
+)
+
+
+def _given_by_user(param: click.Parameter | None, ctx: click.Context | None) -> bool:
+    if param is None or ctx is None or param.name is None:
+        return True
+    source = ctx.get_parameter_source(param.name)
+    return source is None or source in _USER_SOURCES
+
+
+@functools.cache
+def _refusing_class(base: type[click.ParamType[Any]]) -> type[click.ParamType[Any]]:
+    return type(f"NonEmpty{base.__name__}", (RefusesEmpty, base), {})
+
+
+def takes_value(param: click.Parameter) -> bool:
+    """Whether the parameter reads a value (flags and counters do not)."""
+    if isinstance(param, click.Option):
+        return not (param.is_flag or param.count)
+    return True
+
+
+def refuse_empty_values(command: click.Command) -> None:
+    """Make every value-taking parameter of the command (and its subcommands) refuse ''."""
+    for param in command.params:
+        if takes_value(param) and not isinstance(param.type, RefusesEmpty):
+            refusing = copy.copy(param.type)
+            refusing.__class__ = _refusing_class(type(param.type))
+            param.type = refusing
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            refuse_empty_values(sub)
+
+
+class LibraryValue(click.ParamType[Any]):
+    """A value parsed by the library's own parser; its refusal becomes a usage error."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self.parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except PromomailError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class PromomailGroup(click.Group):
-    """The root group: runs a command and translates its refusals."""
+    """Every group of the CLI: refuses empty values and translates refusals.
+
+    Commands and groups added to it, by decorator or ``add_command``, get
+    the empty-value rule at that moment, whatever their class; subgroups
+    made with ``.group()`` are PromomailGroups too.
+    """
+
+    group_class = type
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        refuse_empty_values(self)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        refuse_empty_values(cmd)
+        super().add_command(cmd, name)
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # Once more over the whole tree before a run: also covers a command
+        # added later to a subgroup of another class.
+        if parent is None:
+            refuse_empty_values(self)
+        return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -472,10 +586,17 @@ def pool_activate(ctx: click.Context, pool_id: str, as_json: bool) -> None:
 @pool.command("edit")
 @click.argument("pool_id", metavar="ID")
 @click.option("--name", help="New display name.")
-@click.option("--description", metavar="TEXT", help="New description ('' clears it).")
+@click.option("--description", metavar="TEXT", help="New description.")
 @click.option("--low-stock", type=int, metavar="N", help="Warn below N available codes.")
-@click.option("--notify-url", metavar="URL", help="Webhook for low-stock notices ('' clears).")
-@click.option("--notify-email", metavar="ADDR", help="Address for low-stock notices ('' clears).")
+@click.option("--notify-url", metavar="URL", help="Webhook for low-stock notices.")
+@click.option("--notify-email", metavar="ADDR", help="Address for low-stock notices.")
+@click.option(
+    "--clear",
+    "cleared",
+    multiple=True,
+    type=click.Choice(["description", "notify-url", "notify-email"]),
+    help="Remove this setting (repeat for several).",
+)
 @click.option("--issued-valid-days", type=int, metavar="N", help="Validity after issue.")
 @click.option(
     "--multi-use/--single-use", default=None, help="Mode (only while the pool is a draft)."
@@ -500,6 +621,7 @@ def pool_edit(
     multi_use: bool | None,
     require_issued: bool | None,
     per_customer: int | None,
+    cleared: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Change a pool's settings; mode flags are fixed once the pool is active."""
@@ -521,6 +643,11 @@ def pool_edit(
     ):
         if text is not None:
             changes[key] = _optional_text(text)
+    for option in cleared:
+        key = option.replace("-", "_")
+        if key in changes:
+            raise click.UsageError(f"--{option} and --clear {option} contradict each other", ctx)
+        changes[key] = None
     if not changes:
         raise click.UsageError("nothing to change: give at least one option", ctx)
     view = edit_pool(get_engine(ctx), pool_id, **changes)
@@ -1128,13 +1255,37 @@ def _recipients_count(n: int) -> str:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
+    type=LibraryValue("N", parse_workers),
     default=1,
     show_default=True,
-    help="Rendering processes.",
+    metavar="N",
+    help="Rendering processes (1 to 64).",
 )
-@click.option("--shard", metavar="K/N", help="Render only shard K of N (stable hash of ids).")
-@click.option("--chunk-size", type=click.IntRange(1, 100_000), default=CHUNK_SIZE, hidden=True)
+@click.option(
+    "--shard",
+    "shard_slice",
+    type=LibraryValue("K/N", parse_shard),
+    metavar="K/N",
+    help="Render only shard K of N, 1 ≤ K ≤ N (stable hash of ids).",
+)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=LibraryValue("SECONDS", lambda t: parse_seconds(t, "--wait", allow_zero=True)),
+    default=0.0,
+    metavar="SECONDS",
+    help="When a run of this mailing and shard is in progress, wait up to SECONDS for it "
+    "to end instead of refusing at once.",
+)
+@click.option(
+    "--chunk-size", type=LibraryValue("N", parse_chunk_size), default=CHUNK_SIZE, hidden=True
+)
+@click.option(
+    "--lease-seconds",
+    type=LibraryValue("SECONDS", lambda t: parse_seconds(t, "the lease", allow_zero=False)),
+    default=DEFAULT_LEASE_SECONDS,
+    hidden=True,
+)
 @var_option
 @json_option
 @click.pass_context
@@ -1147,21 +1298,23 @@ def render(
     output_format: str,
     on_exhausted: str,
     workers: int,
-    shard: str | None,
+    shard_slice: Shard | None,
+    wait_seconds: float,
     chunk_size: int,
+    lease_seconds: float,
     variables: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Render a mailing, issuing each recipient their codes."""
+    """Render a mailing, issuing each recipient their codes.
+
+    One run per mailing and shard at a time: another one is refused (or,
+    with --wait, waited for) naming the run in progress.
+    """
     fmt = OutputFormat(output_format)
     if as_json and out is None and fmt is OutputFormat.JSONL:
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
     if fmt is OutputFormat.EML and out is None:
         raise click.UsageError("--format eml writes one file per recipient: give --out DIR")
-    try:
-        shard_slice = Shard.parse(shard) if shard else Shard()
-    except RecipientError as exc:
-        raise click.BadParameter(str(exc), param_hint="--shard") from exc
     request = RenderRequest(
         template_path=template,
         recipients_path=recipients,
@@ -1170,9 +1323,11 @@ def render(
         output=OutputTarget(fmt, Path(out) if out else None),
         on_exhausted=OnExhausted(on_exhausted),
         workers=workers,
-        shard=shard_slice,
+        shard=shard_slice or Shard(),
         variables=_pairs(variables, "--var"),
         chunk_size=chunk_size,
+        lease_seconds=lease_seconds,
+        wait_seconds=wait_seconds,
     )
     get_engine(ctx)  # migrate before the workers start
     progress = Progress("Rendering", show=_recipients_count) if stderr_is_terminal() else None
@@ -1194,6 +1349,8 @@ def _report_render(result: RenderSummary, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
     warn_low_stock(result.low_stock)
+    if result.took_over:
+        note(f"Took over from the earlier run ({result.took_over}), which had stopped.")
     for recipient, line, reason in result.failed:
         note(f"recipient {recipient} (line {line}) failed: {reason}")
     for recipient, reason in result.skipped:

@@ -33,6 +33,18 @@ from pools.errors import (
 from pools.export import export_issuances
 from pools.generation import CodeSpec, generate_codes
 from pools.imports import ImportReport, Upload, import_history, upload_codes
+from pools.leases import (
+    Lease,
+    LeaseHeld,
+    LeaseHolder,
+    LeaseKeeper,
+    LeaseLost,
+    acquire_lease,
+    check_lease,
+    lease_holder,
+    release_lease,
+    renew_lease,
+)
 from pools.mailings import MailingView, list_mailings, show_mailing
 from pools.notifications import LowStockAlert, check_low_stock
 from pools.pool_admin import (
@@ -61,6 +73,11 @@ __all__ = [
     "Handout",
     "ImportRejected",
     "ImportReport",
+    "Lease",
+    "LeaseHeld",
+    "LeaseHolder",
+    "LeaseKeeper",
+    "LeaseLost",
     "LineProblem",
     "LowStockAlert",
     "MailingView",
@@ -80,9 +97,11 @@ __all__ = [
     "Upload",
     "VoidReport",
     "Whitespace",
+    "acquire_lease",
     "activate_pool",
     "archive_pool",
     "available_count",
+    "check_lease",
     "check_low_stock",
     "claim",
     "create_pool",
@@ -92,6 +111,7 @@ __all__ = [
     "export_issuances",
     "generate_codes",
     "import_history",
+    "lease_holder",
     "list_codes",
     "list_mailings",
     "list_pools",
@@ -102,6 +122,8 @@ __all__ = [
     "reclaim_scope",
     "redeem",
     "release",
+    "release_lease",
+    "renew_lease",
     "reserve",
     "reserve_many",
     "segment",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, bindparam, text
+from sqlalchemy import Connection, DateTime, bindparam, literal_column, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.db import is_postgres
@@ -114,8 +114,10 @@ def insert_if_absent(conn: Connection, table: Any, values: dict[str, Any]) -> bo
     then does nothing instead of failing on the primary key.
     """
     dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
-    result = conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: SQLAlchemy reports rowcount -1 for this
+    # statement on psycopg, which would read as "inserted".
+    statement = dialect_insert(table).values(**values).on_conflict_do_nothing()
+    return conn.execute(statement.returning(literal_column("1"))).first() is not None
 
 
 #: One code as the loader takes it: code, issue_start, issue_end,

@@ -9,6 +9,16 @@ untouched).
 ``redeemed`` holds the time of the redemption (ISO 8601, UTC), empty when
 the code was not redeemed. For a multi-use code it is the time this
 customer first redeemed it, since the code itself is shared.
+
+The export is meant to be opened by people, in spreadsheets, and its values
+come from outside (customer ids, codes, mailing ids): a value beginning
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (or their
+full-width forms) would run as a formula there ("CSV injection", OWASP).
+Such a value is written with a single quote in front (``'=HYPERLINK(…)``),
+which spreadsheets show as text; a value that itself begins with a single
+quote gets one too, so removing exactly one leading quote from a cell that
+starts with one always gives the stored value back. Segment files
+(:mod:`pools.segments`) are for machines and are written exactly.
 """
 
 from __future__ import annotations
@@ -28,11 +38,22 @@ from pools.errors import PoolNotFound, PromomailError
 from pools.models import Code, Issuance, Mailing, Pool, Redemption
 
 COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed")
+#: What a spreadsheet may take as the start of a formula, and the quote that marks
+#: a neutralised value (so it is itself quoted when a value starts with it).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+NEUTRALISING_QUOTE = "'"
 _FETCH_ROWS = 1000
 
 
 class ExportError(PromomailError):
     """The export cannot be written or its filters name nothing."""
+
+
+def spreadsheet_safe(value: str) -> str:
+    """``value`` as a spreadsheet shows it as text: never the start of a formula."""
+    if value.startswith((*FORMULA_STARTS, NEUTRALISING_QUOTE)):
+        return NEUTRALISING_QUOTE + value
+    return value
 
 
 def _iso(moment: datetime | None) -> str:
@@ -124,12 +145,16 @@ def write_issuances(
     if mailing is not None:
         query = query.where(Issuance.mailing_id == mailing)
     writer = csv.writer(out, lineterminator="\n")
+    # A lone "\r" inside a value is not quoted by the writer, and a
+    # spreadsheet would start a new row there, the rest of the value then
+    # beginning a cell of its own: such rows are written fully quoted.
+    quoting = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
     count = 0
     result = conn.execution_options(stream_results=True, yield_per=_FETCH_ROWS).execute(query)
     for issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at in result:
-        writer.writerow(
-            [_iso(issued_at), pool_id, code, customer, mailing_id, kind, _iso(redeemed_at)]
-        )
+        cells = [_iso(issued_at), pool_id, code, customer, mailing_id, kind, _iso(redeemed_at)]
+        safe = [spreadsheet_safe(cell) for cell in cells]
+        (quoting if any("\r" in cell for cell in safe) else writer).writerow(safe)
         count += 1
     return count

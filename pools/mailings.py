@@ -13,6 +13,7 @@ from pools.clock import utcnow
 from pools.db import read_transaction, write_transaction
 from pools.dialect_sql import insert_if_absent
 from pools.errors import PromomailError
+from pools.leases import Lease, ensure_held
 from pools.models import Issuance, IssuanceKind, Mailing, MailingRun
 
 
@@ -31,10 +32,22 @@ class RunTotals:
     reused_codes: int = 0
 
 
-def start_run(engine: Engine, mailing_id: str, shard: str, template: str, recipients: str) -> None:
-    """Create the mailing (first run) and mark this shard's run as running."""
+def start_run(
+    engine: Engine,
+    mailing_id: str,
+    shard: str,
+    template: str,
+    recipients: str,
+    lease: Lease | None = None,
+) -> None:
+    """Create the mailing (first run) and mark this shard's run as running.
+
+    With the run's ``lease``, only while this run still holds it.
+    """
     now = utcnow()
     with write_transaction(engine) as conn:
+        if lease is not None:
+            ensure_held(conn, lease)
         created = insert_if_absent(
             conn,
             Mailing,
@@ -62,9 +75,23 @@ def start_run(engine: Engine, mailing_id: str, shard: str, template: str, recipi
             )
 
 
-def finish_run(engine: Engine, mailing_id: str, shard: str, status: str, totals: RunTotals) -> None:
+def finish_run(
+    engine: Engine,
+    mailing_id: str,
+    shard: str,
+    status: str,
+    totals: RunTotals,
+    lease: Lease | None = None,
+) -> None:
+    """Record how the run ended; with its ``lease``, only if it still holds it.
+
+    A run whose lease was taken over must not overwrite the record of the
+    run that took over (it raises LeaseLost and changes nothing).
+    """
     now = utcnow()
     with write_transaction(engine) as conn:
+        if lease is not None:
+            ensure_held(conn, lease)
         conn.execute(
             update(MailingRun)
             .where(MailingRun.mailing_id == mailing_id, MailingRun.shard == shard)

@@ -186,6 +186,26 @@ class MailingRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class ShardLease(Base):
+    """Who is rendering one shard of a mailing right now (see :mod:`pools.leases`).
+
+    No foreign key to ``mailings``: a lease is taken before the mailing row
+    is written, so a refused run leaves the store exactly as it was.
+    """
+
+    __tablename__ = "shard_leases"
+
+    mailing_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    node: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    renewed_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class Issuance(Base):
     __tablename__ = "issuances"
     __table_args__ = (

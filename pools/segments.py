@@ -9,6 +9,13 @@ when ``max_issued`` is 0. With a lower bound of 0 the candidates are every
 customer the store knows, that is everyone ever issued a code from any pool,
 so ``--issued-from spring --max-issued 0`` finds the known customers who
 never got a spring code.
+
+A segment file is read by programs (``render --recipients``, scripts), so it
+holds the ids exactly as stored, never altered for spreadsheets (compare
+:mod:`pools.export`). An id that a reader could not give back exactly is
+refused, naming it, rather than written: in both formats an empty id or one
+with leading or trailing whitespace (the recipients reader trims cells); in
+``ids`` also one with a line break inside (use ``csv``, which quotes it).
 """
 
 from __future__ import annotations
@@ -118,17 +125,44 @@ def iter_segment(
         yield row[0]
 
 
+def check_writable(customer_id: str, fmt: SegmentFormat) -> None:
+    """Raise SegmentError if ``customer_id`` would not read back exactly from a ``fmt`` file."""
+    problem = None
+    if not customer_id.strip():
+        problem = "it is empty"
+    elif customer_id != customer_id.strip():
+        problem = "its leading or trailing whitespace would be trimmed when read back"
+    elif fmt == SegmentFormat.IDS and customer_id.splitlines() != [customer_id]:
+        problem = "it holds a line break; use --format csv, which quotes it"
+    if problem:
+        raise SegmentError(
+            f"customer id {customer_id!r} cannot be written to a {fmt.value} segment: {problem}"
+        )
+
+
 def write_segment(ids: Iterator[str] | Sequence[str], out: TextIO, fmt: SegmentFormat) -> int:
-    """Write ids as ``fmt`` to ``out`` (opened with ``newline=''``); returns how many."""
+    """Write ids as ``fmt`` to ``out`` (opened with ``newline=''``); returns how many.
+
+    Every id of a sequence is checked before anything is written; ids from
+    an iterator are checked as they come.
+    """
+    if isinstance(ids, Sequence):
+        for customer_id in ids:
+            check_writable(customer_id, fmt)
     written = 0
     if fmt == SegmentFormat.CSV:
         writer = csv.writer(out, lineterminator="\n")
+        # The writer quotes a field holding "\n" but not one holding a lone
+        # "\r", which a reader then takes as the end of the row.
+        quoting = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(["id"])
         for customer_id in ids:
-            writer.writerow([customer_id])
+            check_writable(customer_id, fmt)
+            (quoting if "\r" in customer_id else writer).writerow([customer_id])
             written += 1
     else:
         for customer_id in ids:
+            check_writable(customer_id, fmt)
             out.write(customer_id + "\n")
             written += 1
     return written

@@ -9,6 +9,13 @@ from templating.mailing import RenderRequest, RenderSummary, render_mailing
 from templating.message import MessageTemplate, RecipientFailed
 from templating.outputs import OutputFormat, OutputTarget, RenderedMessage
 from templating.recipients import Recipient, Shard, read_recipients
+from templating.run_options import (
+    InvalidSetting,
+    parse_chunk_size,
+    parse_seconds,
+    parse_shard,
+    parse_workers,
+)
 from templating.sources import PLACEHOLDER, OnExhausted
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "CheckReport",
     "Client",
     "CodeSource",
+    "InvalidSetting",
     "MailingError",
     "MessageEnvironment",
     "MessageTemplate",
@@ -36,6 +44,10 @@ __all__ = [
     "analyze",
     "check_template",
     "make_environment",
+    "parse_chunk_size",
+    "parse_seconds",
+    "parse_shard",
+    "parse_workers",
     "preview",
     "preview_recipients",
     "read_recipients",

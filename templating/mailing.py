@@ -3,8 +3,11 @@
 Safe to re-run with the same mailing id at any point (after a crash, a kill,
 an interrupt, a pool running out): recipients who already have codes in the
 mailing get the same codes, the others get new ones, and the output again
-holds every recipient. Reservations left by a killed run of the same mailing
-and shard are reclaimed before anything else happens.
+holds every recipient. One run per mailing and shard renders at a time: a
+run first takes the shard's lease (:mod:`pools.leases`), which refuses a
+second run naming the first, and frees the reservations a killed run of the
+same mailing and shard left behind. The lease is renewed while the run
+renders; a run that finds it taken over stops without settling anything more.
 """
 
 from __future__ import annotations
@@ -28,11 +31,20 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from pools.claiming import reclaim_expired, reclaim_scope, shared_code
+from pools.claiming import reclaim_expired, shared_code
 from pools.clock import utcnow
 from pools.counts import available_count
 from pools.db import StoreConfig, first_line, open_engine, read_transaction
 from pools.errors import PoolExhausted, PromomailError, ReservationLost
+from pools.leases import (
+    DEFAULT_LEASE_SECONDS,
+    Lease,
+    LeaseKeeper,
+    LeaseLost,
+    acquire_lease,
+    check_lease,
+    release_lease,
+)
 from pools.mailings import RunTotals, finish_run, issued_customers_in, start_run
 from pools.models import PoolStatus
 from pools.notifications import LowStockAlert, check_low_stock
@@ -43,7 +55,8 @@ from templating.errors import MailingError, TemplateError
 from templating.message import MessageTemplate
 from templating.outputs import MessageWriter, OutputTarget
 from templating.recipients import Recipient, Shard, in_slice, read_recipients
-from templating.sources import OnExhausted
+from templating.run_options import MAX_CHUNK_SIZE, check_range, check_seconds, check_workers
+from templating.sources import ChunkCodes, OnExhausted
 
 CHUNK_SIZE = 2000
 #: Recipient ids looked up per query when the preflight counts who is served.
@@ -62,12 +75,20 @@ class RenderRequest:
     shard: Shard = field(default_factory=Shard)
     variables: dict[str, str] = field(default_factory=dict)
     chunk_size: int = CHUNK_SIZE
+    #: How long the shard's lease lasts without renewal (a killed run blocks
+    #: the next one at most this long).
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    #: How long to wait for a run of the same mailing and shard to end
+    #: before refusing; 0 refuses at once.
+    wait_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.mailing_id.strip():
             raise MailingError("--mailing needs a non-empty id")
-        if not 1 <= self.workers <= 64:
-            raise MailingError("--workers must be between 1 and 64")
+        check_workers(self.workers)
+        check_range(self.chunk_size, "the chunk size", 1, MAX_CHUNK_SIZE)
+        check_seconds(self.lease_seconds, "the lease", allow_zero=False)
+        check_seconds(self.wait_seconds, "the wait for another run", allow_zero=True)
         if "client" in self.variables:
             raise MailingError("--var client=… would hide the recipient; choose another name")
 
@@ -104,6 +125,8 @@ class RenderSummary:
     interrupted: bool
     output: str
     low_stock: list[LowStockAlert] = field(default_factory=list)
+    #: The earlier run whose expired lease this run took over, described.
+    took_over: str | None = None
 
     @property
     def rate(self) -> float:
@@ -238,11 +261,14 @@ class ChunkPipeline:
         writer: MessageWriter,
         result: WorkerResult,
         progress: Callable[[int], None],
+        fence: Callable[[], None] = lambda: None,
     ) -> None:
         self.renderer = renderer
         self.writer = writer
         self.result = result
         self.progress = progress
+        #: Raises LeaseLost once this run's lease is in other hands.
+        self.fence = fence
         self.db = ThreadPoolExecutor(1, thread_name_prefix="promomail-db")
         self.settling: deque[tuple[Future[None], Prepared, ChunkResult]] = deque()
         renderer.before_refill = self.wait_settled
@@ -258,7 +284,7 @@ class ChunkPipeline:
                 upcoming = None
                 upcoming = self._prepare_next(chunks)
                 outcome, source = self.renderer.render(prepared)
-                settled = self.db.submit(self.renderer.settle, prepared, source)
+                settled = self.db.submit(self._settle, prepared, source)
                 self.settling.append((settled, prepared, outcome))
                 self._take_settled(block=False)
                 if outcome.stopped_at_pool:
@@ -275,6 +301,15 @@ class ChunkPipeline:
                     settled.result()
             self.db.shutdown(wait=True)
 
+    def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
+        """Settle the chunk only while this run holds its lease."""
+        try:
+            self.fence()
+        except BaseException:
+            self.renderer.release(prepared)
+            raise
+        self.renderer.settle(prepared, source)
+
     def _prepare_next(self, chunks: Iterator[list[Recipient]]) -> Future[Prepared] | None:
         chunk = next(chunks, None)
         return self.db.submit(self.renderer.prepare, chunk) if chunk else None
@@ -289,7 +324,9 @@ class ChunkPipeline:
                 settled.result()
             except ReservationLost:
                 # Its codes were voided or reclaimed meanwhile; settle already
-                # released what was left. Render the chunk again, in order.
+                # released what was left. Render the chunk again, in order —
+                # unless a run that took the lease over reclaimed them.
+                self.fence()
                 outcome = self.renderer.render_now(prepared.chunk)
             self._record(prepared.chunk, outcome)
 
@@ -313,13 +350,14 @@ def render_slice(
     run_id: str,
     stop: threading.Event | Any,
     progress: Callable[[int], None],
+    lease: Lease | None = None,
 ) -> WorkerResult:
     """A worker process's render: its own engine, template and pool plan."""
     engine = open_engine(StoreConfig(request.db_url))
     try:
         template = MessageTemplate.from_file(request.template_path)
         plan = plan_pools(engine, template)
-        return _render_with(request, worker, run_id, stop, progress, engine, template, plan)
+        return _render_with(request, worker, run_id, stop, progress, engine, template, plan, lease)
     finally:
         engine.dispose()
 
@@ -333,6 +371,7 @@ def _render_with(
     engine: Engine,
     template: MessageTemplate,
     plan: PoolPlan,
+    lease: Lease | None = None,
 ) -> WorkerResult:
     """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
     renderer = ChunkRenderer(
@@ -348,8 +387,13 @@ def _render_with(
     recipients = read_recipients(request.recipients_path, keep)
     writer = request.output.open_writer(worker, run_id)
     result = WorkerResult()
+
+    def fence() -> None:
+        if lease is not None:
+            check_lease(engine, lease)
+
     try:
-        ChunkPipeline(renderer, writer, result, progress).run(
+        ChunkPipeline(renderer, writer, result, progress, fence).run(
             _chunks(recipients, request.chunk_size), stop
         )
     finally:
@@ -360,53 +404,124 @@ def _render_with(
 def render_mailing(
     request: RenderRequest, progress: Callable[[int], None] | None = None
 ) -> RenderSummary:
-    """Render the mailing (or this shard of it) and record the run."""
+    """Render the mailing (or this shard of it) and record the run.
+
+    Raises :class:`pools.leases.LeaseHeld` (changing nothing) while another
+    run of the same mailing and shard holds its lease, and
+    :class:`pools.leases.LeaseLost` when this run's lease was taken over.
+    """
     started = time.monotonic()
     engine = open_engine(StoreConfig(request.db_url))
     try:
         template = MessageTemplate.from_file(request.template_path)
         plan = plan_pools(engine, template)
-        request.output.prepare()
-        total = preflight(engine, request, plan)
-        start_run(
+        # Before anything is written. Taking the lease also frees what a
+        # killed run of this mailing and shard left reserved.
+        lease = acquire_lease(
             engine,
             request.mailing_id,
             request.shard.label,
-            request.template_path,
-            request.recipients_path,
+            scope=request.scope,
+            seconds=request.lease_seconds,
+            wait=request.wait_seconds,
         )
-        reclaim_scope(engine, request.scope)
-        reclaim_expired(engine)
-        run_id = uuid.uuid4().hex[:12]
+        stop = _stop_event(request.workers)
+        keeper = LeaseKeeper(engine, lease, stop.set)
         try:
-            results = _run_workers(
-                request, run_id, progress or (lambda _n: None), engine, template, plan
-            )
-            request.output.finish(request.workers, run_id)
+            with keeper:
+                summary = _render_leased(
+                    request, progress, engine, template, plan, lease, keeper, stop, started
+                )
         except BaseException:
-            request.output.discard(request.workers, run_id)
-            finish_run(engine, request.mailing_id, request.shard.label, "failed", RunTotals())
+            if keeper.lost is None:
+                with suppress(Exception):
+                    release_lease(engine, lease)
             raise
-        summary = _summarize(request, results, total, time.monotonic() - started)
-        # After the codes moved, never before: a failing sink only warns.
-        summary.low_stock = check_low_stock(engine, plan.issuing)
-        finish_run(
-            engine,
-            request.mailing_id,
-            request.shard.label,
-            summary.status,
-            RunTotals(
-                summary.recipients,
-                summary.rendered,
-                len(summary.failed),
-                len(summary.skipped),
-                summary.new_codes,
-                summary.reused_codes,
-            ),
-        )
+        release_lease(engine, lease)
         return summary
     finally:
         engine.dispose()
+
+
+def _stop_event(workers: int) -> threading.Event | Any:
+    if workers == 1:
+        return threading.Event()
+    return multiprocessing.get_context("spawn").Event()
+
+
+def _lost_lease(engine: Engine, lease: Lease, keeper: LeaseKeeper) -> LeaseLost | None:
+    """Whether the run failed because its lease was taken over."""
+    if keeper.lost is not None:
+        return keeper.lost
+    try:
+        check_lease(engine, lease)
+    except LeaseLost as exc:
+        return exc
+    except Exception:  # the store is away: the original failure says more
+        return None
+    return None
+
+
+def _render_leased(
+    request: RenderRequest,
+    progress: Callable[[int], None] | None,
+    engine: Engine,
+    template: MessageTemplate,
+    plan: PoolPlan,
+    lease: Lease,
+    keeper: LeaseKeeper,
+    stop: threading.Event | Any,
+    started: float,
+) -> RenderSummary:
+    request.output.prepare()
+    total = preflight(engine, request, plan)
+    start_run(
+        engine,
+        request.mailing_id,
+        request.shard.label,
+        request.template_path,
+        request.recipients_path,
+        lease,
+    )
+    reclaim_expired(engine)
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        results = _run_workers(
+            request, run_id, progress or (lambda _n: None), engine, template, plan, stop, lease
+        )
+        if keeper.lost is not None:
+            raise keeper.lost
+        request.output.finish(request.workers, run_id)
+    except BaseException as exc:
+        request.output.discard(request.workers, run_id)
+        lost = exc if isinstance(exc, LeaseLost) else _lost_lease(engine, lease, keeper)
+        if lost is not None:
+            # The run that took over owns the run record now: leave it alone.
+            if lost is exc:
+                raise
+            raise lost from exc
+        finish_run(engine, request.mailing_id, request.shard.label, "failed", RunTotals())
+        raise
+    summary = _summarize(request, results, total, time.monotonic() - started)
+    summary.took_over = lease.took_over.describe() if lease.took_over else None
+    # After the codes moved, never before: a failing sink only warns.
+    summary.low_stock = check_low_stock(engine, plan.issuing)
+    finish_run(
+        engine,
+        request.mailing_id,
+        request.shard.label,
+        summary.status,
+        RunTotals(
+            summary.recipients,
+            summary.rendered,
+            len(summary.failed),
+            len(summary.skipped),
+            summary.new_codes,
+            summary.reused_codes,
+        ),
+        lease,
+    )
+    return summary
 
 
 def _summarize(
@@ -456,19 +571,23 @@ def _run_workers(
     engine: Engine,
     template: MessageTemplate,
     plan: PoolPlan,
+    stop_event: threading.Event | Any,
+    lease: Lease | None = None,
 ) -> list[WorkerResult]:
     if request.workers == 1:
         # In this process: the template and plan already made serve as they are.
-        stop = threading.Event()
-        with _StopOnSignal(stop):
-            return [_render_with(request, 0, run_id, stop, progress, engine, template, plan)]
+        with _StopOnSignal(stop_event):
+            return [
+                _render_with(
+                    request, 0, run_id, stop_event, progress, engine, template, plan, lease
+                )
+            ]
     context = multiprocessing.get_context("spawn")
-    stop_event = context.Event()
     messages = context.Queue()
     processes = [
         context.Process(
             target=_worker_main,
-            args=(request, worker, run_id, stop_event, messages, os.getpid()),
+            args=(request, worker, run_id, stop_event, messages, os.getpid(), lease),
             name=f"promomail-render-{worker}",
         )
         for worker in range(request.workers)
@@ -528,7 +647,13 @@ class _StopWhenOrphaned:
 
 
 def _worker_main(
-    request: RenderRequest, worker: int, run_id: str, stop: Any, messages: Any, parent: int
+    request: RenderRequest,
+    worker: int,
+    run_id: str,
+    stop: Any,
+    messages: Any,
+    parent: int,
+    lease: Lease | None = None,
 ) -> None:
     # Ctrl-C reaches the whole process group: the parent turns it into the stop
     # event, so a worker never dies in the middle of a chunk because of it.
@@ -541,6 +666,7 @@ def _worker_main(
             run_id,
             _StopWhenOrphaned(stop, parent),
             lambda n: messages.put(("progress", worker, n)),
+            lease,
         )
     except PromomailError as exc:
         messages.put(("error", worker, f"worker {worker}: {exc}"))

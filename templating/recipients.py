@@ -40,11 +40,13 @@ class Shard:
 
     @classmethod
     def parse(cls, text: str) -> Shard:
+        """``K/N`` as typed; strictly, by the one parser every front end uses."""
+        from templating.run_options import InvalidSetting, parse_shard
+
         try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError as exc:
-            raise RecipientError(f"shard {text!r} is not of the form K/N") from exc
-        return cls(index, count)
+            return parse_shard(text)
+        except InvalidSetting as exc:
+            raise RecipientError(f"shard {exc}") from exc
 
     @property
     def label(self) -> str:

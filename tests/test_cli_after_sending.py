@@ -753,7 +753,7 @@ def test_low_stock_sinks_that_are_down_only_warn(
     assert len(lines) == 3
 
     # Nobody was told, so the next check tries again: a webhook that is up now gets it.
-    edited = run("pool", "edit", "welcome", "--notify-url", webhook.url, "--notify-email", "")
+    edited = run("pool", "edit", "welcome", "--notify-url", webhook.url, "--clear", "notify-email")
     assert edited.exit_code == 0, edited.stderr
     _, again, later = run.render(SAMPLES / "welcome.j2", run.recipients(["d"]), "w-2")
     assert warnings(later) == ["Warning: pool 'welcome' is low on codes: 6 available, threshold 8"]

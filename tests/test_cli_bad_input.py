@@ -9,11 +9,21 @@ import history. Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cli_helpers
+import click
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
+from render_helpers import full_snapshot
+from sqlalchemy import Engine
+
+import cli as cli_module
+from pools.db import StoreConfig, open_engine
+from templating.recipients import Shard
+from templating.run_options import InvalidSetting, parse_shard, parse_workers
 
 POOL = "spring"
 
@@ -54,6 +64,15 @@ def refusal(result: Result) -> str:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ")
     return last
+
+
+@contextmanager
+def engine_for(url: str) -> Iterator[Engine]:
+    engine = open_engine(StoreConfig(url))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def problem_lines(result: Result) -> list[str]:
@@ -354,3 +373,191 @@ def test_missing_file_is_a_usage_error(run: Cli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "nowhere.txt" in result.stderr
     run.assert_nothing_stored()
+
+
+# -- empty values: no option or argument takes one -------------------------------
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in sorted(group.commands.items()):
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def _command_at(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli_module.cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+def _empty_value_cases() -> Iterator[tuple[tuple[str, ...], str, list[str]]]:
+    """(command path, parameter shown, argv giving it "") for every value of every command."""
+    for option in cli_module.cli.params:
+        if isinstance(option, click.Option) and cli_module.takes_value(option):
+            yield (), option.opts[0], [option.opts[0], ""]
+    for path in _commands(cli_module.cli):
+        command = _command_at(path)
+        arguments_before: list[str] = []
+        for param in command.params:
+            if not cli_module.takes_value(param):
+                continue
+            if isinstance(param, click.Option):
+                for name in (*param.opts, *param.secondary_opts):
+                    yield path, name, [*path, name, ""]
+            else:
+                yield path, param.human_readable_name, [*path, *arguments_before, ""]
+                arguments_before.append("x")
+
+
+EMPTY_VALUE_CASES = list(_empty_value_cases())
+
+
+def test_the_empty_value_cases_cover_every_command() -> None:
+    """Guards the test below against enumerating too little."""
+    covered = {path for path, _, _ in EMPTY_VALUE_CASES}
+    assert {("render",), ("pool", "edit"), ("codes", "upload"), ("segment",)} <= covered
+    shown = {name for _, name, _ in EMPTY_VALUE_CASES}
+    assert {"--db", "--shard", "--workers", "--mailing", "--out", "--chunk-size"} <= shown
+    # Every command that reads a value is in the list.
+    for path in _commands(cli_module.cli):
+        if any(cli_module.takes_value(p) for p in _command_at(path).params):
+            assert path in covered, path
+
+
+@pytest.mark.parametrize("blank", ["", "  ", "\t"], ids=["empty", "spaces", "tab"])
+@pytest.mark.parametrize(
+    ("path", "name", "argv"), EMPTY_VALUE_CASES, ids=[" ".join(c[2]) for c in EMPTY_VALUE_CASES]
+)
+def test_every_value_refuses_an_empty_one(
+    tmp_path: Path, path: tuple[str, ...], name: str, argv: list[str], blank: str
+) -> None:
+    """``--shard "$UNSET"`` is a usage error naming the option, never "every recipient"."""
+    store = tmp_path / "store.db"
+    argv = [blank if a == "" else a for a in argv]
+    result = CliRunner().invoke(
+        cli_module.cli, ["--db", f"sqlite:///{store}", *argv], catch_exceptions=False
+    )
+
+    assert result.exit_code == 2, (argv, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: Invalid value for '{name}'"), last
+    assert "an empty value is not allowed" in last, last
+    assert not store.exists()  # refused before the store was opened
+
+
+def test_an_empty_store_url_in_the_environment_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli_module.cli, ["pool", "list"], env={"PROMOMAIL_DB": "   "}, catch_exceptions=False
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--db'" in result.stderr
+
+
+def test_a_command_added_later_refuses_empty_values_too(tmp_path: Path) -> None:
+    """The rule lives in the group: a new command cannot forget it."""
+
+    @click.command("later")
+    @click.option("--name")
+    @click.argument("thing")
+    def later(name: str | None, thing: str) -> None:
+        click.echo(f"{name}:{thing}")
+
+    @click.command("later-still")
+    @click.option("--name")
+    def later_still(name: str | None) -> None:
+        click.echo(f"{name}")
+
+    plain = click.Group("plain", commands=[later])
+    cli_module.cli.add_command(plain)
+    plain.add_command(later_still)  # to a group of click's own class, afterwards
+    try:
+        runner = CliRunner()
+        ok = runner.invoke(cli_module.cli, ["plain", "later", "--name", "n", "t"])
+        assert (ok.exit_code, ok.stdout) == (0, "n:t\n")
+        for argv, name in (
+            (["later", "--name", "", "t"], "--name"),
+            (["later", " "], "THING"),
+            (["later-still", "--name", ""], "--name"),
+        ):
+            result = runner.invoke(cli_module.cli, ["plain", *argv])
+            assert result.exit_code == 2
+            assert f"Invalid value for '{name}'" in result.stderr
+    finally:
+        cli_module.cli.commands.pop("plain")
+
+
+def test_a_blank_shard_renders_nothing_and_changes_nothing(
+    run: Cli, db_url: str, tmp_path: Path
+) -> None:
+    """Before, ``--shard ""`` rendered every recipient: N machines, N mailings."""
+    template = tmp_path / "t.j2"
+    template.write_text("{{ client.promocode('spring') }}", encoding="utf-8")
+    recipients = write(tmp_path / "r.csv", b"id\na\nb\n")
+    assert run("codes", "generate", POOL, "--count", "5").exit_code == 0
+    with engine_for(db_url) as engine:
+        before = full_snapshot(engine)
+        result = run(
+            "render", str(template), "--recipients", recipients, "--mailing", "m",
+            "--out", str(tmp_path / "out.jsonl"), "--shard", "",
+        )  # fmt: skip
+        assert result.exit_code == 2
+        assert "Invalid value for '--shard'" in result.stderr
+        assert full_snapshot(engine) == before
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--shard", "0/2"),
+        ("--shard", "3/2"),
+        ("--shard", "1/0"),
+        ("--shard", "x/2"),
+        ("--shard", "1"),
+        ("--shard", "1/2/3"),
+        ("--shard", " 1/2"),
+        ("--shard", "+1/2"),
+        ("--shard", "1_0/20"),
+        ("--shard", "\u0661/\u0662"),  # Arabic-Indic digits: int() takes them
+        ("--shard", "-1/2"),
+        ("--shard", "1/10001"),
+        ("--workers", "0"),
+        ("--workers", "65"),
+        ("--workers", "1.5"),
+        ("--workers", "+2"),
+        ("--workers", "two"),
+        ("--wait", "-1"),
+        ("--wait", "nan"),
+        ("--wait", "inf"),
+        ("--wait", "86401"),
+        ("--chunk-size", "0"),
+        ("--lease-seconds", "0"),
+    ],
+)
+def test_render_settings_are_parsed_strictly(tmp_path: Path, option: str, value: str) -> None:
+    template = tmp_path / "t.j2"
+    template.write_text("hi", encoding="utf-8")
+    recipients = write(tmp_path / "r.csv", b"id\na\n")
+    store = tmp_path / "store.db"
+    argv = ["--db", f"sqlite:///{store}", "render", str(template), "--recipients", recipients]
+    result = CliRunner().invoke(
+        cli_module.cli, [*argv, "--mailing", "m", "--out", str(tmp_path / "o.jsonl"), option, value]
+    )
+
+    assert result.exit_code == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: Invalid value for '{option}': "), last
+    assert not store.exists()
+
+
+def test_the_shard_parser_accepts_k_of_n_counted_from_one() -> None:
+    assert parse_shard("1/1") == Shard(1, 1) and Shard(1, 1).label == "all"
+    assert parse_shard("2/3") == Shard(2, 3)
+    assert parse_shard("10000/10000") == Shard(10_000, 10_000)
+    assert parse_workers("64") == 64
+    with pytest.raises(InvalidSetting, match="shards count from 1"):
+        parse_shard("3/2")

@@ -171,7 +171,15 @@ def test_activate_needs_a_description(run: Cli) -> None:
 def test_edit_changes_settings(run: Cli) -> None:
     run("pool", "create", "Spring", "--notify-url", "https://example.com/hook")
     edited = run.json(
-        "pool", "edit", "spring", "--name", "Spring 2025", "--low-stock", "50", "--notify-url", ""
+        "pool",
+        "edit",
+        "spring",
+        "--name",
+        "Spring 2025",
+        "--low-stock",
+        "50",
+        "--clear",
+        "notify-url",
     )
     assert edited["name"] == "Spring 2025"
     assert edited["low_stock"] == 50
@@ -204,7 +212,7 @@ def test_mode_flags_change_only_while_draft(run: Cli) -> None:
 
 def test_active_pool_keeps_its_description(run: Cli) -> None:
     make_active(run, "Spring")
-    line = refused(run("pool", "edit", "spring", "--description", ""))
+    line = refused(run("pool", "edit", "spring", "--clear", "description"))
     assert "description" in line
     assert run.pool("spring")["description"] == "for tests"
 

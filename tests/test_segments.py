@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, update
 from store_helpers import make_pool
 
@@ -17,6 +21,7 @@ from pools.clock import utcnow
 from pools.errors import PoolNotFound
 from pools.models import Code, Issuance
 from pools.segments import SegmentError, SegmentFormat, segment, write_segment
+from templating.recipients import read_recipients
 
 
 @pytest.fixture
@@ -127,3 +132,81 @@ def test_segment_written_as_recipients_file(store: Engine, tmp_path: Path) -> No
     with out.open("w", encoding="utf-8", newline="") as handle:
         write_segment(segment(store, issued_from=["summer"]), handle, SegmentFormat.CSV)
     assert out.read_text(encoding="utf-8") == "id\nalice\nerin\n"
+
+
+# -- segment files read back exactly ----------------------------------------------
+
+#: Ids as a store may hold them (issued through the library or the service):
+#: any text, quotes, commas, formulas, line breaks and all.
+_IDS = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=12, unique=True)
+
+
+def _written(ids: list[str], fmt: SegmentFormat, folder: Path) -> Path | None:
+    """The segment file, or None when it was refused (then nothing was written)."""
+    path = folder / f"segment-{uuid.uuid4().hex[:8]}.csv"
+    out = io.StringIO(newline="")
+    try:
+        write_segment(ids, out, fmt)
+    except SegmentError as exc:
+        assert out.getvalue() == ""  # refused before anything was written
+        assert any(repr(i) in str(exc) for i in ids)  # names the id
+        return None
+    path.write_text(out.getvalue(), encoding="utf-8", newline="")
+    return path
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(ids=_IDS)
+def test_a_csv_segment_reads_back_as_exactly_its_ids(tmp_path: Path, ids: list[str]) -> None:
+    """``segment --format csv > f.csv`` then ``render --recipients f.csv``: the same people."""
+    path = _written(ids, SegmentFormat.CSV, tmp_path)
+    trimmed_away = any(not i.strip() or i != i.strip() for i in ids)
+    if path is None:
+        assert trimmed_away  # refused only the ids the reader could not give back
+        return
+    assert not trimmed_away
+    assert [r.id for r in read_recipients(path)] == ids
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(ids=_IDS)
+def test_an_ids_segment_reads_back_as_exactly_its_ids(tmp_path: Path, ids: list[str]) -> None:
+    """One id per line: read back line by line, it gives exactly the ids, or was refused."""
+    path = _written(ids, SegmentFormat.IDS, tmp_path)
+    unwritable = any(not i.strip() or i != i.strip() or i.splitlines() != [i] for i in ids)
+    if path is None:
+        assert unwritable
+        return
+    assert not unwritable
+    with path.open(encoding="utf-8") as handle:  # universal newlines, as any reader
+        assert [line.removesuffix("\n") for line in handle] == ids
+    # With a header line on top it is the csv format's recipients file too when no
+    # id needs quoting.
+    if not any(set(i) & {",", '"'} for i in ids):
+        headed = tmp_path / f"headed-{path.name}"
+        headed.write_text("id\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+        assert [r.id for r in read_recipients(headed)] == ids
+
+
+def test_a_segment_with_an_id_that_cannot_read_back_is_refused_naming_it() -> None:
+    for ids, fmt, named in (
+        (["alice", "bob "], SegmentFormat.CSV, "'bob '"),
+        (["alice", "two\nlines"], SegmentFormat.IDS, "'two\\nlines'"),
+        (["alice", "\u2028sep"], SegmentFormat.IDS, "'\\u2028sep'"),
+    ):
+        out = io.StringIO()
+        with pytest.raises(SegmentError, match=re.escape(named)):
+            write_segment(ids, out, fmt)
+        assert out.getvalue() == ""
+    # A line break inside an id is fine in csv, which quotes it.
+    table = io.StringIO(newline="")
+    assert write_segment(["two\nlines"], table, SegmentFormat.CSV) == 1
+    assert table.getvalue() == 'id\n"two\nlines"\n'
+
+
+def test_segment_files_are_never_neutralised_for_spreadsheets(tmp_path: Path) -> None:
+    ids = ["=SUM(1)", "+1", "-1", "@x", "'q"]
+    path = _written(ids, SegmentFormat.CSV, tmp_path)
+    assert path is not None
+    assert path.read_text(encoding="utf-8") == "id\n=SUM(1)\n+1\n-1\n@x\n'q\n"
+    assert [r.id for r in read_recipients(path)] == ids
