@@ -42,7 +42,7 @@ from templating.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
 from templating.errors import MailingError, TemplateError
 from templating.message import MessageTemplate
 from templating.outputs import MessageWriter, OutputTarget
-from templating.recipients import Recipient, Shard, in_slice, read_recipients
+from templating.recipients import Recipient, Shard, id_problem, in_slice, read_recipients
 from templating.sources import OnExhausted
 
 CHUNK_SIZE = 2000
@@ -66,6 +66,11 @@ class RenderRequest:
     def __post_init__(self) -> None:
         if not self.mailing_id.strip():
             raise MailingError("--mailing needs a non-empty id")
+        # The id goes into every message's headers: refused here, not by the
+        # first message that cannot be written.
+        problem = id_problem(self.mailing_id)
+        if problem is not None:
+            raise MailingError(f"mailing id {self.mailing_id!r}: {problem}")
         if not 1 <= self.workers <= 64:
             raise MailingError("--workers must be between 1 and 64")
         if "client" in self.variables:
@@ -335,6 +340,7 @@ def _render_with(
     plan: PoolPlan,
 ) -> WorkerResult:
     """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
+    writer = request.output.open_writer(worker, run_id)
     renderer = ChunkRenderer(
         engine,
         template,
@@ -343,10 +349,11 @@ def _render_with(
         request.scope,
         request.on_exhausted,
         request.variables,
+        encode=writer.encode,
+        recipients_path=request.recipients_path,
     )
     keep = _slice_filter(request.shard, worker, request.workers)
     recipients = read_recipients(request.recipients_path, keep)
-    writer = request.output.open_writer(worker, run_id)
     result = WorkerResult()
     try:
         ChunkPipeline(renderer, writer, result, progress).run(
