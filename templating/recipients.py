@@ -220,8 +220,10 @@ def _read_csv(path: Path) -> Iterator[Recipient]:
         id_index = names.index("id")
         search = _UNSAFE_VALUE.search
         try:
+            previous = reader.line_num
             for row in reader:
-                line = reader.line_num
+                # Where the record starts: a quoted value may span lines.
+                line, previous = previous + 1, reader.line_num
                 if not row:
                     continue
                 if len(row) != width:
@@ -353,7 +355,7 @@ def _json_id(path: Path, line: int, value: Any) -> str:
 #: The plainest addr-spec (dot-atoms of letters, digits and ``._%+-``): the
 #: common case, which the standard parser accepts exactly as written (a test
 #: checks that). Everything else goes to the standard parser.
-_PLAIN_ADDRESS = re.compile(
+PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 )
 _headers = HeaderRegistry()
@@ -372,7 +374,7 @@ def one_address(value: object) -> str | None:
     text = value.strip() if isinstance(value, str) else str(value)
     if not text:
         return None
-    if _PLAIN_ADDRESS.fullmatch(text) is not None:
+    if PLAIN_ADDRESS.fullmatch(text) is not None:
         return text
     return _parsed_address(text)
 
