@@ -17,6 +17,7 @@ from templating.outputs import (
     OutputFormat,
     OutputTarget,
     RenderedMessage,
+    UnwritableMessage,
     eml_name,
 )
 
@@ -169,3 +170,27 @@ def test_eml_rewrite_replaces_the_file(tmp_path: Path) -> None:
     _write(writer, _message("c1", subject="second", text="b"))
     assert [p.name for p in tmp_path.iterdir()] == ["c1.eml"]
     assert _parse(tmp_path / "c1.eml")["Subject"] == "second"
+
+
+def test_encode_refuses_what_cannot_be_written_and_writes_nothing(tmp_path: Path) -> None:
+    target = OutputTarget(OutputFormat.JSONL, tmp_path / "mail.jsonl")
+    jsonl = target.open_writer(0, "r")
+    eml = EmlWriter(tmp_path / "eml")
+    for writer in (jsonl, eml):
+        with pytest.raises(UnwritableMessage, match="lone surrogate") as refused:
+            writer.encode(_message(subject="S", text="bad \udce9 byte"))
+        assert refused.value.character == "\udce9"
+        with pytest.raises(UnwritableMessage, match="subject would hold a line feed"):
+            writer.encode(_message(subject="two\nlines", text="t"))
+    jsonl.close()
+    assert target.part_path(0, "r").read_bytes() == b""
+    assert not (tmp_path / "eml").exists()
+
+
+def test_an_unusable_sender_is_refused_before_anything_is_rendered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for sender in ("a@x.com, b@x.com", "nobody", "news@x.com\r\nBcc: all@x.com", " "):
+        monkeypatch.setenv("PROMOMAIL_FROM", sender)
+        with pytest.raises(MailingError, match="PROMOMAIL_FROM"):
+            OutputTarget(OutputFormat.EML, tmp_path / "eml").prepare()
