@@ -25,7 +25,7 @@ from templating.client import Client
 from templating.errors import MailingError
 from templating.message import MessageTemplate, RecipientFailed
 from templating.outputs import Encoded, RenderedMessage, UnwritableMessage
-from templating.recipients import Recipient, one_address
+from templating.recipients import PLAIN_ADDRESS, Recipient, one_address
 from templating.sources import ChunkCodes, ChunkData, OnExhausted, PoolRanOut
 
 #: Attempts at a chunk whose reserved codes were taken back (voided) meanwhile.
@@ -126,10 +126,13 @@ class ChunkRenderer:
         render = self.template.render
         encode = self.encode
         mailing_id = self.mailing_id
+        plain = PLAIN_ADDRESS.fullmatch
         for recipient in prepared.chunk:
             remaining -= 1
+            email = recipient.fields.get("email")
             try:
-                to = one_address(recipient.fields.get("email"))
+                # The plain address, the common case, without a call.
+                to = email if type(email) is str and plain(email) else one_address(email)
             except ValueError as exc:
                 # Checked before rendering: one code must not reach two people.
                 result.failed.append((recipient.id, recipient.line, self._at(recipient, exc)))
