@@ -42,7 +42,14 @@ from templating.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
 from templating.errors import MailingError, TemplateError
 from templating.message import MessageTemplate
 from templating.outputs import MessageWriter, OutputTarget
-from templating.recipients import Recipient, Shard, id_problem, in_slice, read_recipients
+from templating.recipients import (
+    Recipient,
+    Shard,
+    id_problem,
+    in_slice,
+    read_recipients,
+    value_problem,
+)
 from templating.sources import OnExhausted
 
 CHUNK_SIZE = 2000
@@ -75,6 +82,11 @@ class RenderRequest:
             raise MailingError("--workers must be between 1 and 64")
         if "client" in self.variables:
             raise MailingError("--var client=… would hide the recipient; choose another name")
+        for name, value in self.variables.items():
+            # In every message: refused once here rather than by each recipient.
+            problem = value_problem(value)
+            if problem is not None:
+                raise MailingError(f"--var {name}: the value {problem}")
 
     @property
     def scope(self) -> str:

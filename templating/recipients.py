@@ -122,6 +122,12 @@ def id_problem(value: str) -> str | None:
     return None
 
 
+def value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be in a message (NUL, not UTF-8), or None when it can."""
+    bad = _UNSAFE_VALUE.search(value)
+    return None if bad is None else f"holds {_describe_unsafe(bad.group())}"
+
+
 def _describe_unsafe(char: str) -> str:
     if "\udc80" <= char <= "\udcff":
         return f"bytes that are not UTF-8 (byte 0x{ord(char) - 0xDC00:02X})"
