@@ -24,8 +24,8 @@ from pools.per_customer import current_codes
 from templating.client import Client
 from templating.errors import MailingError
 from templating.message import MessageTemplate, RecipientFailed
-from templating.outputs import RenderedMessage
-from templating.recipients import Recipient
+from templating.outputs import Encoded, RenderedMessage, UnwritableMessage
+from templating.recipients import PLAIN_ADDRESS, Recipient, one_address
 from templating.sources import ChunkCodes, ChunkData, OnExhausted, PoolRanOut
 
 #: Attempts at a chunk whose reserved codes were taken back (voided) meanwhile.
@@ -42,9 +42,14 @@ class PoolPlan:
     per_customer: dict[str, int] = field(default_factory=dict)
 
 
+def _unencoded(message: RenderedMessage) -> bytes:
+    raise NotImplementedError("ChunkRenderer needs the output writer's encode")
+
+
 @dataclass
 class ChunkResult:
-    messages: list[RenderedMessage] = field(default_factory=list)
+    #: The chunk's messages, encoded for the writer, to be written once settled.
+    messages: list[Encoded] = field(default_factory=list)
     failed: list[tuple[str, int, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     new_codes: int = 0
@@ -83,6 +88,11 @@ class ChunkRenderer:
     #: Called before a pool's reservation is topped up, so codes released by
     #: chunks still being settled are back in the pool first.
     before_refill: Callable[[], None] = lambda: None
+    #: The output writer's encode: refuses a message that cannot be written
+    #: while its recipient can still fail alone, before any code is recorded.
+    encode: Callable[[RenderedMessage], bytes] = _unencoded
+    #: Named in the failures that come from a recipient's own values.
+    recipients_path: str = "recipients"
 
     def prepare(self, chunk: list[Recipient]) -> Prepared:
         ids = [r.id for r in chunk]
@@ -114,15 +124,33 @@ class ChunkRenderer:
         source = ChunkCodes(self.plan.refs, prepared.data, self.on_exhausted, refill)
         result = ChunkResult()
         render = self.template.render
+        encode = self.encode
+        mailing_id = self.mailing_id
+        plain = PLAIN_ADDRESS.fullmatch
         for recipient in prepared.chunk:
             remaining -= 1
+            email = recipient.fields.get("email")
+            try:
+                # The plain address, the common case, without a call.
+                to = email if type(email) is str and plain(email) else one_address(email)
+            except ValueError as exc:
+                # Checked before rendering: one code must not reach two people.
+                result.failed.append((recipient.id, recipient.line, self._at(recipient, exc)))
+                continue
             source.begin(recipient.id)
             client = Client(recipient.id, recipient.fields, source)
             try:
                 parts = render({**self.variables, "client": client})
+                data = encode(RenderedMessage(mailing_id, recipient.id, to, parts, source.shown()))
             except RecipientFailed as exc:
                 source.abort()
                 result.failed.append((recipient.id, recipient.line, str(exc)))
+                continue
+            except UnwritableMessage as exc:
+                source.abort()
+                result.failed.append(
+                    (recipient.id, recipient.line, self._unwritable(recipient, exc))
+                )
                 continue
             except PoolRanOut as exc:
                 source.abort()
@@ -131,16 +159,25 @@ class ChunkRenderer:
                     continue
                 result.stopped_at_pool = exc.pool_id
                 break
-            codes = source.commit()
-            email = recipient.fields.get("email")
-            result.messages.append(
-                RenderedMessage(
-                    self.mailing_id, recipient.id, str(email) if email else None, parts, codes
-                )
-            )
+            source.commit()
+            result.messages.append((recipient.id, data))
         result.new_codes = source.new_codes
         result.reused_codes = source.reused_codes
         return result, source
+
+    def _at(self, recipient: Recipient, exc: ValueError, column: str = "email") -> str:
+        return f"{self.recipients_path}, line {recipient.line}, column {column!r}: {exc}"
+
+    def _unwritable(self, recipient: Recipient, exc: UnwritableMessage) -> str:
+        """The reason, naming the recipient's column that brought the character in."""
+        if exc.character is not None:
+            for column, value in recipient.fields.items():
+                if isinstance(value, str) and exc.character in value:
+                    return (
+                        f"{self.recipients_path}, line {recipient.line}, column {column!r}: "
+                        f"the message cannot be written: {exc}"
+                    )
+        return f"{self.template.name}: the message cannot be written: {exc}"
 
     def settle(self, prepared: Prepared, source: ChunkCodes) -> None:
         """Record the chunk; on any failure its codes go back to the pool."""

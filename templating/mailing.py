@@ -54,7 +54,14 @@ from templating.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
 from templating.errors import MailingError, TemplateError
 from templating.message import MessageTemplate
 from templating.outputs import MessageWriter, OutputTarget
-from templating.recipients import Recipient, Shard, in_slice, read_recipients
+from templating.recipients import (
+    Recipient,
+    Shard,
+    id_problem,
+    in_slice,
+    read_recipients,
+    value_problem,
+)
 from templating.run_options import MAX_CHUNK_SIZE, check_range, check_seconds, check_workers
 from templating.sources import ChunkCodes, OnExhausted
 
@@ -85,12 +92,22 @@ class RenderRequest:
     def __post_init__(self) -> None:
         if not self.mailing_id.strip():
             raise MailingError("--mailing needs a non-empty id")
+        # The id goes into every message's headers: refused here, not by the
+        # first message that cannot be written.
+        problem = id_problem(self.mailing_id)
+        if problem is not None:
+            raise MailingError(f"mailing id {self.mailing_id!r}: {problem}")
         check_workers(self.workers)
         check_range(self.chunk_size, "the chunk size", 1, MAX_CHUNK_SIZE)
         check_seconds(self.lease_seconds, "the lease", allow_zero=False)
         check_seconds(self.wait_seconds, "the wait for another run", allow_zero=True)
         if "client" in self.variables:
             raise MailingError("--var client=… would hide the recipient; choose another name")
+        for name, value in self.variables.items():
+            # In every message: refused once here rather than by each recipient.
+            problem = value_problem(value)
+            if problem is not None:
+                raise MailingError(f"--var {name}: the value {problem}")
 
     @property
     def scope(self) -> str:
@@ -374,6 +391,7 @@ def _render_with(
     lease: Lease | None = None,
 ) -> WorkerResult:
     """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
+    writer = request.output.open_writer(worker, run_id)
     renderer = ChunkRenderer(
         engine,
         template,
@@ -382,10 +400,11 @@ def _render_with(
         request.scope,
         request.on_exhausted,
         request.variables,
+        encode=writer.encode,
+        recipients_path=request.recipients_path,
     )
     keep = _slice_filter(request.shard, worker, request.workers)
     recipients = read_recipients(request.recipients_path, keep)
-    writer = request.output.open_writer(worker, run_id)
     result = WorkerResult()
 
     def fence() -> None:

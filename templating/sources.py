@@ -87,8 +87,13 @@ class ChunkCodes:
     def begin(self, customer_id: str) -> None:
         self._message = _Message(customer_id)
 
-    def commit(self) -> dict[str, str | list[str]]:
-        """Keep the recipient's codes; returns pool → code(s) shown."""
+    def shown(self) -> dict[str, str | list[str]]:
+        """Pool → code(s) the recipient's message shows; nothing is kept yet."""
+        message = self._current()
+        return {**message.codes, **message.lists}
+
+    def commit(self) -> None:
+        """Keep the recipient's codes: its message is rendered and can be written."""
         message = self._current()
         for pool_id, handout in message.handouts:
             self.handed.setdefault(pool_id, []).append(handout)
@@ -96,7 +101,6 @@ class ChunkCodes:
         self.new_codes += len(message.handouts)
         self.reused_codes += message.reused
         self._message = None
-        return {**message.codes, **message.lists}
 
     def abort(self) -> None:
         """The message failed: its codes go back, nothing is recorded."""

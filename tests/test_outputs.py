@@ -13,9 +13,11 @@ import pytest
 from templating.errors import MailingError
 from templating.outputs import (
     EmlWriter,
+    MessageWriter,
     OutputFormat,
     OutputTarget,
     RenderedMessage,
+    UnwritableMessage,
     eml_name,
 )
 
@@ -28,6 +30,10 @@ def _message(recipient: str = "c1", **parts: str) -> RenderedMessage:
         parts or {"subject": "Hi", "text": "T", "html": "<p>H</p>"},
         {"spring": "CODE-1"},
     )
+
+
+def _write(writer: MessageWriter, *messages: RenderedMessage) -> None:
+    writer.write([(m.recipient, writer.encode(m)) for m in messages])
 
 
 def _parse(path: Path) -> EmailMessage:
@@ -44,8 +50,8 @@ def test_jsonl_parts_are_joined_in_worker_order(tmp_path: Path) -> None:
     target = OutputTarget(OutputFormat.JSONL, tmp_path / "out" / "mail.jsonl")
     target.prepare()
     writers = [target.open_writer(worker, "run1") for worker in range(2)]
-    writers[1].write([_message("c3")])
-    writers[0].write([_message("c1"), _message("c2", body="SMS ✓")])
+    _write(writers[1], _message("c3"))
+    _write(writers[0], _message("c1"), _message("c2", body="SMS ✓"))
     for writer in writers:
         writer.close()
     target.finish(2, "run1")
@@ -68,7 +74,7 @@ def test_jsonl_to_stdout(tmp_path: Path, capfdbinary: pytest.CaptureFixture[byte
     target = OutputTarget(OutputFormat.JSONL, None)
     target.prepare()
     writer = target.open_writer(0, "run-stdout")
-    writer.write([_message("c1")])
+    _write(writer, _message("c1"))
     writer.close()
     target.finish(1, "run-stdout")
     out = capfdbinary.readouterr().out.decode()
@@ -79,7 +85,7 @@ def test_jsonl_to_stdout(tmp_path: Path, capfdbinary: pytest.CaptureFixture[byte
 def test_discard_leaves_no_part_files(tmp_path: Path) -> None:
     target = OutputTarget(OutputFormat.JSONL, tmp_path / "mail.jsonl")
     writer = target.open_writer(0, "r")
-    writer.write([_message()])
+    _write(writer, _message())
     writer.close()
     target.discard(1, "r")
     assert list(tmp_path.iterdir()) == []
@@ -103,7 +109,7 @@ def test_eml_is_multipart_alternative_with_text_and_html(tmp_path: Path) -> None
     subject = "Willkommen, Jürgen — Ihr Code SPRING-ÄÖ"
     text = "Hallo Jürgen,\nIhr Code: SPRING-ÄÖ\n" + "eine sehr lange Zeile " * 20 + "\n"
     html = "<p>Hallo J&uuml;rgen, <b>SPRING-ÄÖ</b></p>\n"
-    writer.write([_message("cust/1", subject=subject, text=text, html=html)])
+    _write(writer, _message("cust/1", subject=subject, text=text, html=html))
     writer.close()
     target.finish(1, "r")
 
@@ -160,7 +166,31 @@ def test_eml_file_names_are_safe_and_distinct() -> None:
 
 def test_eml_rewrite_replaces_the_file(tmp_path: Path) -> None:
     writer = EmlWriter(tmp_path)
-    writer.write([_message("c1", subject="first", text="a")])
-    writer.write([_message("c1", subject="second", text="b")])
+    _write(writer, _message("c1", subject="first", text="a"))
+    _write(writer, _message("c1", subject="second", text="b"))
     assert [p.name for p in tmp_path.iterdir()] == ["c1.eml"]
     assert _parse(tmp_path / "c1.eml")["Subject"] == "second"
+
+
+def test_encode_refuses_what_cannot_be_written_and_writes_nothing(tmp_path: Path) -> None:
+    target = OutputTarget(OutputFormat.JSONL, tmp_path / "mail.jsonl")
+    jsonl = target.open_writer(0, "r")
+    eml = EmlWriter(tmp_path / "eml")
+    for writer in (jsonl, eml):
+        with pytest.raises(UnwritableMessage, match="lone surrogate") as refused:
+            writer.encode(_message(subject="S", text="bad \udce9 byte"))
+        assert refused.value.character == "\udce9"
+        with pytest.raises(UnwritableMessage, match="subject would hold a line feed"):
+            writer.encode(_message(subject="two\nlines", text="t"))
+    jsonl.close()
+    assert target.part_path(0, "r").read_bytes() == b""
+    assert not (tmp_path / "eml").exists()
+
+
+def test_an_unusable_sender_is_refused_before_anything_is_rendered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for sender in ("a@x.com, b@x.com", "nobody", "news@x.com\r\nBcc: all@x.com", " "):
+        monkeypatch.setenv("PROMOMAIL_FROM", sender)
+        with pytest.raises(MailingError, match="PROMOMAIL_FROM"):
+            OutputTarget(OutputFormat.EML, tmp_path / "eml").prepare()
