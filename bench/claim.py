@@ -11,6 +11,13 @@ shows claim calls and codes per second, the cost per code of the median call,
 and that cost relative to the smallest pool; the design target is at most
 1.5x at the largest size. PostgreSQL gets a VACUUM ANALYZE after the fill,
 as autovacuum would give it.
+
+Before that, on a pool of ``--settle-pool`` codes per database, the render's
+store work per code (``reserve`` then ``settle`` of a chunk of ``--batch``
+codes, all handed out) is timed against a floor, in alternating rounds: the
+cheapest plain SQL that records the same chunk in the same tables (one
+issuance row inserted and one code row marked issued per code, ids known in
+advance, one transaction). The target is at most 1.5x the floor.
 """
 
 from __future__ import annotations
@@ -21,32 +28,35 @@ import time
 from contextlib import ExitStack
 
 from benchlib import fresh_store, parse_databases, print_table, scratch_folder
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert, select, text
 
-from pools.claiming import claim
+from pools.claiming import Handout, claim, reserve, settle
 from pools.clock import utcnow
 from pools.db import StoreConfig, is_postgres, open_engine, write_transaction
-from pools.dialect_sql import insert_codes
-from pools.models import ImportBatch
+from pools.dialect_sql import insert_codes, insert_issuances
+from pools.models import Code, CodeStatus, ImportBatch, IssuanceKind
 from pools.pool_admin import PoolSettings, create_pool
 
 _FILL_BLOCK = 250_000
 _DEFAULT_SIZES = "10000,1000000,10000000"
 
 
-def fill(engine: Engine, size: int) -> float:
-    """A pool "bench" of ``size`` codes; returns the seconds it took."""
+def fill(engine: Engine, size: int, pool_id: str = "bench") -> float:
+    """A pool of ``size`` codes (id "bench" unless told); returns the seconds it took."""
     started = time.perf_counter()
-    create_pool(engine, PoolSettings("Bench", description="benchmark"), activate=True)
+    create_pool(engine, PoolSettings(pool_id, description="benchmark"), activate=True)
     with write_transaction(engine) as conn:
         batch = conn.execute(
             insert(ImportBatch)
-            .values(pool_id="bench", source="bench", format="generated", created_at=utcnow())
+            .values(pool_id=pool_id, source="bench", format="generated", created_at=utcnow())
             .returning(ImportBatch.id)
         ).scalar_one()
         for start in range(0, size, _FILL_BLOCK):
-            codes = [f"B{i:010d}" for i in range(start, min(start + _FILL_BLOCK, size))]
-            insert_codes(conn, "bench", batch, plain=codes)
+            codes = [
+                f"{pool_id[0].upper()}{i:010d}"
+                for i in range(start, min(start + _FILL_BLOCK, size))
+            ]
+            insert_codes(conn, pool_id, batch, plain=codes)
     if is_postgres(engine):
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(
@@ -90,6 +100,96 @@ def timed_claim(engine: Engine, round_: int, batch: int) -> tuple[float, float]:
     return wall, cpu
 
 
+_FLOOR_SQLITE_MARK = "UPDATE codes SET status = 'issued' WHERE id = ?"
+_FLOOR_POSTGRES_MARK = "UPDATE codes SET status = 'issued' WHERE id = ANY(%s)"
+
+
+def floor_round(engine: Engine, ids: list[int], round_: int) -> float:
+    """Seconds to record ``ids`` the cheapest way: insert issuances, mark the codes issued."""
+    now = utcnow()
+    rows = [
+        ("floor", code_id, f"f{round_}-{i}", "floor", IssuanceKind.INITIAL, 0, True, now)
+        for i, code_id in enumerate(ids)
+    ]
+    started = time.perf_counter()
+    with write_transaction(engine) as conn:
+        insert_issuances(conn, rows)
+        if is_postgres(conn):
+            conn.exec_driver_sql(_FLOOR_POSTGRES_MARK, (ids,))
+        else:
+            conn.exec_driver_sql(_FLOOR_SQLITE_MARK, [(code_id,) for code_id in ids])
+    return time.perf_counter() - started
+
+
+def library_round(engine: Engine, batch: int, round_: int) -> tuple[float, float, float]:
+    """(wall s of reserve, of settle, CPU s of both) for one chunk handed out whole."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    reservation = reserve(engine, "lib", batch, scope="bench")
+    reserved = time.perf_counter() - wall
+    cpu = time.process_time() - cpu
+    handouts = [Handout(f"l{round_}-{i}", code) for i, code in enumerate(reservation.codes)]
+    assert len(handouts) == batch
+    wall, cpu_settle = time.perf_counter(), time.process_time()
+    settle(engine, "bench", [reservation], {"lib": handouts})
+    settled = time.perf_counter() - wall
+    return reserved, settled, cpu + time.process_time() - cpu_settle
+
+
+def settle_vs_floor(
+    database: str, folder: object, size: int, batch: int, rounds: int
+) -> list[object]:
+    """One row of the store-work table: library and floor, alternating rounds."""
+    with fresh_store(database, folder) as url:  # type: ignore[arg-type]
+        engine = open_engine(StoreConfig(url))
+        try:
+            fill(engine, size, "lib")
+            fill(engine, size, "floor")
+            with engine.connect() as conn:
+                floor_ids = list(
+                    conn.execute(
+                        select(Code.id)
+                        .where(Code.pool_id == "floor", Code.status == CodeStatus.AVAILABLE)
+                        .order_by(Code.issuable_until, Code.id)
+                        .limit((rounds + 1) * batch)
+                    ).scalars()
+                )
+            library_round(engine, batch, -1)
+            floor_round(engine, floor_ids[:batch], -1)
+            floors: list[float] = []
+            reserves: list[float] = []
+            settles: list[float] = []
+            cpus: list[float] = []
+            for round_ in range(rounds):
+                chunk = floor_ids[(round_ + 1) * batch : (round_ + 2) * batch]
+                if round_ % 2:
+                    floors.append(floor_round(engine, chunk, round_))
+                r, s, c = library_round(engine, batch, round_)
+                reserves.append(r)
+                settles.append(s)
+                cpus.append(c)
+                if not round_ % 2:
+                    floors.append(floor_round(engine, chunk, round_))
+        finally:
+            engine.dispose()
+
+    def per_code(samples: list[float]) -> float:
+        return statistics.median(samples) / batch * 1e6
+
+    library = statistics.median([r + s for r, s in zip(reserves, settles, strict=True)])
+    library_us = library / batch * 1e6
+    floor_us = per_code(floors)
+    return [
+        database,
+        size,
+        per_code(reserves),
+        per_code(settles),
+        library_us,
+        per_code(cpus),
+        floor_us,
+        f"{library_us / floor_us:.2f}x",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=_DEFAULT_SIZES, help="pool sizes, comma-separated")
@@ -97,12 +197,45 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="customers per claim call")
     parser.add_argument("--claims", type=int, default=8, help="timed claim calls per pool")
     parser.add_argument("--plan", action="store_true", help="print the claim query plan")
+    parser.add_argument(
+        "--settle-pool", type=int, default=200_000, help="pool of the reserve/settle run (0: skip)"
+    )
+    parser.add_argument("--settle-rounds", type=int, default=20, help="reserve/settle rounds")
+    parser.add_argument("--skip-sizes", action="store_true", help="only the reserve/settle run")
     args = parser.parse_args()
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(","))
     databases = parse_databases(args.db)
     needed = (args.claims + 1) * args.batch
     if sizes[0] < needed:
         raise SystemExit(f"the smallest pool needs at least {needed:,} codes for these claims")
+
+    if args.settle_pool:
+        with scratch_folder() as folder:
+            store_rows = [
+                settle_vs_floor(d, folder, args.settle_pool, args.batch, args.settle_rounds)
+                for d in databases
+            ]
+        print_table(
+            [
+                "database",
+                "pool size",
+                "reserve us/code",
+                "settle us/code",
+                "library us/code",
+                "library CPU us/code",
+                "floor us/code",
+                "library / floor",
+            ],
+            store_rows,
+        )
+        print(
+            f"\nreserve + settle of {args.batch:,} codes per chunk, medians of "
+            f"{args.settle_rounds} alternating rounds; floor: plain SQL inserting the "
+            "issuances and marking the codes issued.\ntarget: library / floor at most 1.5x\n",
+            flush=True,
+        )
+    if args.skip_sizes:
+        return
 
     cases = [(database, size) for database in databases for size in sizes]
     with scratch_folder() as folder, ExitStack() as stores:
