@@ -17,9 +17,11 @@ takes ``COPY`` into a temporary table and one ``INSERT … SELECT``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, bindparam, text
@@ -96,9 +98,23 @@ def take_codes(
             "token": token,
             "until": until,
         },
-    )
-    # RETURNING gives no order guarantee; hand codes out in claim order.
-    return sorted(TakenCode(_as_datetime(r[2]), r[0], r[1]) for r in rows)
+    ).all()
+    # RETURNING gives no order guarantee; hand codes out in claim order. The
+    # rows are sorted as plain tuples (SQLite's fixed-width datetime text sorts
+    # like the datetimes) and each distinct end of window is parsed once: a
+    # chunk's codes mostly share one.
+    found = sorted(rows, key=_CLAIM_ORDER)
+    moments: dict[Any, datetime] = {}
+    taken = []
+    for code_id, code, until in found:
+        moment = moments.get(until)
+        if moment is None:
+            moment = moments[until] = _as_datetime(until)
+        taken.append(TakenCode(moment, code_id, code))
+    return taken
+
+
+_CLAIM_ORDER = itemgetter(2, 0)
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -268,3 +284,111 @@ def insert_issuances(conn: Connection, rows: Sequence[IssuanceRow]) -> None:
         _INSERT_ISSUANCES.format(p="?"),
         [(*r[:4], str(r[4]), r[5], int(r[6]), stamps[r[7]]) for r in rows],
     )
+
+
+#: A code handed out of a reservation: code id, customer id, slot.
+HandedRow = tuple[int, str, int]
+
+_ISSUE_RESERVED_POSTGRES = """
+    WITH handed AS (
+        SELECT * FROM unnest(%(ids)s::bigint[], %(customers)s::text[], %(slots)s::int[])
+            AS h (code_id, customer_id, slot)
+    ), marked AS (
+        UPDATE codes SET status = 'issued', reserved_scope = NULL, reserved_token = NULL,
+            reserved_until = NULL
+        FROM handed
+        WHERE codes.id = handed.code_id AND codes.pool_id = %(pool_id)s
+            AND codes.status = 'reserved' AND codes.reserved_token = %(token)s
+        RETURNING codes.id
+    )
+    INSERT INTO issuances
+        (pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at)
+    SELECT %(pool_id)s, handed.code_id, handed.customer_id, %(mailing_id)s, 'initial',
+        handed.slot, true, %(now)s
+    FROM handed JOIN marked ON marked.id = handed.code_id
+    ORDER BY handed.customer_id COLLATE "C", handed.slot
+"""
+
+_MARK_RESERVED_SQLITE = (
+    "UPDATE codes SET status = 'issued', reserved_scope = NULL, reserved_token = NULL, "
+    "reserved_until = NULL "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND pool_id = ? "
+    "AND status = 'reserved' AND reserved_token = ?"
+)
+
+_ISSUE_HANDED_SQLITE = (
+    "INSERT INTO issuances "
+    "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at) "
+    "SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, 'initial', "
+    "json_extract(value, '$[2]'), 1, ? "
+    "FROM json_each(?) ORDER BY 3, 6"
+)
+
+
+def issue_reserved(
+    conn: Connection,
+    pool_id: str,
+    token: str,
+    mailing_id: str,
+    handed: Sequence[HandedRow],
+    now: datetime,
+) -> int:
+    """Turn reserved codes into initial issuances; returns how many were still reserved.
+
+    Each code is checked against the reservation (still ``reserved``, same
+    token, same pool) while it is marked issued, and only codes that pass are
+    recorded; when the answer is short of ``len(handed)`` the caller must roll
+    back. The whole chunk is passed as one array (PostgreSQL: a single
+    statement over ``unnest``; SQLite: ``json_each``), so the statement and its
+    plan do not grow with the chunk and the Python side does no per-row
+    parameter work. Issuances are inserted in customer order, as
+    :func:`insert_issuances` does, so concurrent writers lock the mailing's
+    unique index in the same order.
+    """
+    if not handed:
+        return 0
+    if is_postgres(conn):
+        ids, customers, slots = (list(column) for column in zip(*handed, strict=True))
+        result = conn.exec_driver_sql(
+            _ISSUE_RESERVED_POSTGRES,
+            {
+                "ids": ids,
+                "customers": customers,
+                "slots": slots,
+                "pool_id": pool_id,
+                "token": token,
+                "mailing_id": mailing_id,
+                "now": now,
+            },
+        )
+        return int(result.rowcount)
+    ids_json = json.dumps([row[0] for row in handed])
+    marked = int(conn.exec_driver_sql(_MARK_RESERVED_SQLITE, (ids_json, pool_id, token)).rowcount)
+    if marked != len(handed):
+        return marked
+    conn.exec_driver_sql(
+        _ISSUE_HANDED_SQLITE,
+        (pool_id, mailing_id, _sqlite_datetime(conn)(now), json.dumps(handed)),
+    )
+    return marked
+
+
+_RELEASE_RESERVED = (
+    "UPDATE codes SET status = 'available', reserved_scope = NULL, reserved_token = NULL, "
+    "reserved_until = NULL WHERE {ids} AND status = 'reserved' AND reserved_token = {p}"
+)
+_RELEASE_RESERVED_POSTGRES = _RELEASE_RESERVED.format(ids="id = ANY(%s)", p="%s")
+_RELEASE_RESERVED_SQLITE = _RELEASE_RESERVED.format(
+    ids="id IN (SELECT value FROM json_each(?))", p="?"
+)
+
+
+def release_reserved(conn: Connection, token: str, ids: Sequence[int]) -> int:
+    """Put these codes of a reservation back into ``available``; returns how many were held."""
+    if not ids:
+        return 0
+    if is_postgres(conn):
+        result = conn.exec_driver_sql(_RELEASE_RESERVED_POSTGRES, (list(ids), token))
+    else:
+        result = conn.exec_driver_sql(_RELEASE_RESERVED_SQLITE, (json.dumps(list(ids)), token))
+    return int(result.rowcount)
