@@ -11,8 +11,10 @@ silently does nothing on SQLite, which is why this is spelled out here.
 The literal ``status = 'available'`` matters: both planners use the partial
 claim index only when the query repeats its predicate verbatim.
 
-Bulk loading: SQLite takes ``executemany`` on the raw connection; PostgreSQL
-takes ``COPY`` into a temporary table and one ``INSERT … SELECT``.
+Bulk loading: SQLite inserts a block of codes with one ``INSERT … SELECT``
+over ``json_each``; PostgreSQL takes ``COPY`` into a temporary table and one
+``INSERT … SELECT``. Settling a chunk of issuances is one statement over
+arrays in the same way.
 """
 
 from __future__ import annotations
@@ -150,12 +152,13 @@ def insert_codes(
 ) -> int:
     """Insert new codes into a pool, skipping any it already has; returns how many were new.
 
-    Rows go first into an unindexed temporary table and then into ``codes``
-    with one ``INSERT … SELECT``: the per-row work left in Python is the
-    smallest possible, and the index maintenance runs inside the database.
-    ``plain`` codes have no windows (a txt upload, generated codes) and
-    skip the per-row date handling. Ids follow the input order, so codes are
-    issued in file order.
+    A block goes into ``codes`` with one ``INSERT … SELECT`` (PostgreSQL
+    from an unindexed temporary table filled by ``COPY``, SQLite straight
+    from a JSON array): the per-row work left in Python is the smallest
+    possible, and the index maintenance runs inside the database. ``plain``
+    codes have no windows (a txt upload, generated codes) and skip the
+    per-row date handling. Ids follow the input order, so codes are issued in
+    file order.
     """
     if not rows and not plain:
         return 0
@@ -165,26 +168,48 @@ def insert_codes(
     try:
         if is_postgres(conn):
             _load_incoming_postgres(cursor, rows, plain)
-            cursor.execute(_MOVE_INCOMING_POSTGRES, (pool_id, batch_id, NO_END))
-        else:
-            _load_incoming_sqlite(conn, cursor, rows, plain)
-            no_end = _sqlite_datetime(conn)(NO_END)
-            cursor.execute(_MOVE_INCOMING_SQLITE, (pool_id, batch_id, no_end))
-        return int(cursor.rowcount)
+            distinct = len(set(plain)) == len(plain) and len({r[0] for r in rows}) == len(rows)
+            return _move_incoming_postgres(cursor, pool_id, batch_id, distinct)
+        return _insert_codes_sqlite(conn, cursor, pool_id, batch_id, rows, plain)
     finally:
         cursor.close()
 
 
 _MOVE_COLUMNS = "code, issue_start, issue_end, available_from, available_till"
-_MOVE_INCOMING = (
+# Without ON CONFLICT: a plain insert skips the speculative insertion that
+# costs PostgreSQL about a sixth of the whole load per row.
+_MOVE_NEW_POSTGRES = (
     f"INSERT INTO codes (pool_id, batch_id, status, redemptions, {_INCOMING}) "
-    f"SELECT {{p}}, {{p}}, 'available', 0, {_MOVE_COLUMNS}, coalesce(issuable_until, {{p}}) "
-    # SQLite needs the WHERE to tell its parser ON CONFLICT is not a join clause.
-    "FROM incoming_codes WHERE true ORDER BY seq "
-    "ON CONFLICT (pool_id, code) DO NOTHING"
+    f"SELECT %s, %s, 'available', 0, {_MOVE_COLUMNS}, coalesce(issuable_until, %s) "
+    "FROM incoming_codes ORDER BY seq"
 )
-_MOVE_INCOMING_POSTGRES = _MOVE_INCOMING.format(p="%s")
-_MOVE_INCOMING_SQLITE = _MOVE_INCOMING.format(p="?")
+_MOVE_INCOMING_POSTGRES = f"{_MOVE_NEW_POSTGRES} ON CONFLICT (pool_id, code) DO NOTHING"
+
+
+def _move_incoming_postgres(cursor: Any, pool_id: str, batch_id: int, distinct: bool) -> int:
+    """Move the staged codes into the pool; returns how many were new.
+
+    A block of codes distinct among themselves is first tried with the plain
+    insert, in a savepoint: new codes, the usual case, go in at the lowest
+    cost. When the pool already has one of them (the same file uploaded
+    again, a concurrent upload), the unique index refuses the insert, the
+    savepoint undoes it, and the block is moved again with ``ON CONFLICT DO
+    NOTHING``, as are blocks with repeats inside.
+    """
+    from psycopg.errors import UniqueViolation
+
+    if distinct:
+        cursor.execute("SAVEPOINT incoming_codes")
+        try:
+            cursor.execute(_MOVE_NEW_POSTGRES, (pool_id, batch_id, NO_END))
+        except UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT incoming_codes")
+        else:
+            moved = int(cursor.rowcount)
+            cursor.execute("RELEASE SAVEPOINT incoming_codes")
+            return moved
+    cursor.execute(_MOVE_INCOMING_POSTGRES, (pool_id, batch_id, NO_END))
+    return int(cursor.rowcount)
 
 
 def _sqlite_datetime(conn: Connection) -> Any:
@@ -193,10 +218,38 @@ def _sqlite_datetime(conn: Connection) -> Any:
     return to_text
 
 
-def _load_incoming_sqlite(
-    conn: Connection, cursor: Any, rows: Sequence[CodeRow], plain: Sequence[str]
-) -> None:
+_INSERT_CODES_SQLITE = (
+    f"INSERT INTO codes (pool_id, batch_id, status, redemptions, {_INCOMING}) "
+    "VALUES (?, ?, 'available', 0, ?, ?, ?, ?, ?, ?) ON CONFLICT (pool_id, code) DO NOTHING"
+)
+_INSERT_PLAIN_CODES_SQLITE = (
+    "INSERT INTO codes (pool_id, batch_id, status, redemptions, code, issuable_until) "
+    "SELECT ?1, ?2, 'available', 0, value, ?3 FROM json_each(?4) WHERE true ORDER BY key "
+    "ON CONFLICT (pool_id, code) DO NOTHING"
+)
+
+
+def _insert_codes_sqlite(
+    conn: Connection,
+    cursor: Any,
+    pool_id: str,
+    batch_id: int,
+    rows: Sequence[CodeRow],
+    plain: Sequence[str],
+) -> int:
+    """Insert the block in input order, skipping codes the pool already has.
+
+    Plain codes go in as one JSON array (encoded in C, read by ``json_each``
+    inside SQLite): no staging table to fill and copy, and no per-row
+    parameter binding. Codes with windows take one prepared ``executemany``.
+    """
     to_text = _sqlite_datetime(conn)
+    if plain:
+        cursor.execute(
+            _INSERT_PLAIN_CODES_SQLITE,
+            (pool_id, batch_id, to_text(NO_END), json.dumps(plain, ensure_ascii=False)),
+        )
+        return int(cursor.rowcount)
     cache: dict[datetime, str] = {}
 
     def convert(value: datetime | None) -> str | None:
@@ -207,31 +260,31 @@ def _load_incoming_sqlite(
             text_value = cache[value] = to_text(value)
         return text_value
 
-    cursor.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS incoming_codes (seq INTEGER PRIMARY KEY, {_INCOMING})"
+    cursor.executemany(
+        _INSERT_CODES_SQLITE,
+        [(pool_id, batch_id, row[0], *map(convert, row[1:])) for row in rows],
     )
-    cursor.execute("DELETE FROM incoming_codes")
-    if plain:
-        cursor.executemany("INSERT INTO incoming_codes (code) VALUES (?)", zip(plain))
-    else:
-        cursor.executemany(
-            f"INSERT INTO incoming_codes ({_INCOMING}) VALUES (?, ?, ?, ?, ?, ?)",
-            [(row[0], *map(convert, row[1:])) for row in rows],
-        )
+    return int(cursor.rowcount)
 
 
 def _load_incoming_postgres(cursor: Any, rows: Sequence[CodeRow], plain: Sequence[str]) -> None:
     cursor.execute(
         "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_codes ("
-        "seq bigint, code text, issue_start timestamp, issue_end timestamp, "
+        "seq bigserial, code text, issue_start timestamp, issue_end timestamp, "
         "available_from timestamp, available_till timestamp, issuable_until timestamp"
         ") ON COMMIT DROP"
     )
     cursor.execute("TRUNCATE incoming_codes")
     if plain:
-        with cursor.copy("COPY incoming_codes (seq, code) FROM STDIN") as copy:
-            for seq, code in enumerate(plain):
-                copy.write_row((seq, code))
+        # COPY's text format as one string: validated codes hold no control
+        # characters, so a backslash is all that needs escaping, and the
+        # sequence numbers come from the table's default in the file's order.
+        payload = "\n".join(plain)
+        if "\\" in payload:
+            payload = payload.replace("\\", "\\\\")
+        with cursor.copy("COPY incoming_codes (code) FROM STDIN") as copy:
+            copy.write(payload.encode())
+            copy.write(b"\n")
     else:
         with cursor.copy(f"COPY incoming_codes (seq, {_INCOMING}) FROM STDIN") as copy:
             for seq, row in enumerate(rows):
