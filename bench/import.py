@@ -104,8 +104,12 @@ def main() -> None:
         action="store_true",
         help="also trace the Python heap's peak (tracemalloc; slows the steps down)",
     )
+    parser.add_argument("--steps", default="upload,generate", help="upload,generate")
     args = parser.parse_args()
     heap: bool = args.python_heap
+    steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    if not steps or set(steps) - {"upload", "generate"}:
+        raise SystemExit("--steps takes a comma-separated list of upload, generate")
     databases = parse_databases(args.db)
     count: int = args.count
 
@@ -120,7 +124,7 @@ def main() -> None:
             f"in {time.perf_counter() - started:.1f} s"
         )
         for database in databases:
-            for step in ("upload", "generate"):
+            for step in steps:
                 with fresh_store(database, folder) as url:
                     _prepare(url)
                     if step == "upload":

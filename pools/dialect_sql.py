@@ -89,7 +89,7 @@ def take_codes(
     if n <= 0:
         return []
     statement = _TAKE_POSTGRES if is_postgres(conn) else _TAKE_SQLITE
-    rows = conn.execute(
+    result = conn.execute(
         statement,
         {
             "pool_id": pool_id,
@@ -100,7 +100,10 @@ def take_codes(
             "token": token,
             "until": until,
         },
-    ).all()
+    )
+    # The driver's own tuples: a Row object per code is measurable at this rate.
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
     # RETURNING gives no order guarantee; hand codes out in claim order. The
     # rows are sorted as plain tuples (SQLite's fixed-width datetime text sorts
     # like the datetimes) and each distinct end of window is parsed once: a
