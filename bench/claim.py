@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
-from benchlib import fresh_store, parse_databases, print_table, scratch_folder
+from benchlib import CpuMeter, fresh_store, parse_databases, print_table, scratch_folder
 from sqlalchemy import Engine, insert, select, text
 
 from pools.claiming import Handout, claim, reserve, settle
@@ -170,31 +168,6 @@ def floor_round(
         for sql, parameters in steps:
             conn.exec_driver_sql(sql, parameters)
     return time.perf_counter() - started, meter.now() - cpu
-
-
-class CpuMeter:
-    """CPU seconds of this process plus, for a local PostgreSQL, of the server
-    process behind the engine's one connection (from /proc).
-
-    On a machine shared with other jobs, wall time swings with their load;
-    the CPU spent for the work does much less.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.stat: Path | None = None
-        if is_postgres(engine):
-            with engine.connect() as conn:
-                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-            stat = Path(f"/proc/{pid}/stat")
-            self.stat = stat if stat.exists() else None
-        self.server = is_postgres(engine) and self.stat is not None
-
-    def now(self) -> float:
-        server = 0.0
-        if self.stat is not None:
-            fields = self.stat.read_text().rsplit(")", 1)[1].split()
-            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return time.process_time() + server
 
 
 def library_round(
