@@ -7,7 +7,7 @@ The upload reads a txt file written beforehand (random 12-character codes);
 it must stream, so its peak memory should not grow with the file. Each step
 runs in a fresh process: "RSS start" is the process after its imports, "RSS
 peak" its high-water mark. On SQLite the peak includes the page cache the
-store asks for (128 MiB, pools/db.py), which fills up on a large pool;
+store asks for (64 MiB while loading, pools/db.py), which fills up on a large pool;
 ``--python-heap`` also traces the Python heap (tracemalloc), the part that
 would grow if the upload did not stream. PostgreSQL comes from
 PROMOMAIL_TEST_PG (default the local ``test`` database); every run uses a
