@@ -221,9 +221,12 @@ def _sqlite_datetime(conn: Connection) -> Any:
     return to_text
 
 
-_INSERT_CODES_SQLITE = (
+_MOVE_INCOMING_SQLITE = (
     f"INSERT INTO codes (pool_id, batch_id, status, redemptions, {_INCOMING}) "
-    "VALUES (?, ?, 'available', 0, ?, ?, ?, ?, ?, ?) ON CONFLICT (pool_id, code) DO NOTHING"
+    f"SELECT ?, ?, 'available', 0, {_MOVE_COLUMNS}, coalesce(issuable_until, ?) "
+    # The WHERE tells SQLite's parser that ON CONFLICT is not a join clause.
+    "FROM incoming_codes WHERE true ORDER BY seq "
+    "ON CONFLICT (pool_id, code) DO NOTHING"
 )
 _INSERT_PLAIN_CODES_SQLITE = (
     "INSERT INTO codes (pool_id, batch_id, status, redemptions, code, issuable_until) "
@@ -244,7 +247,8 @@ def _insert_codes_sqlite(
 
     Plain codes go in as one JSON array (encoded in C, read by ``json_each``
     inside SQLite): no staging table to fill and copy, and no per-row
-    parameter binding. Codes with windows take one prepared ``executemany``.
+    parameter binding. Codes with windows go through an unindexed temporary
+    table, which keeps their dates as bound parameters.
     """
     to_text = _sqlite_datetime(conn)
     if plain:
@@ -263,10 +267,15 @@ def _insert_codes_sqlite(
             text_value = cache[value] = to_text(value)
         return text_value
 
-    cursor.executemany(
-        _INSERT_CODES_SQLITE,
-        [(pool_id, batch_id, row[0], *map(convert, row[1:])) for row in rows],
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS incoming_codes (seq INTEGER PRIMARY KEY, {_INCOMING})"
     )
+    cursor.execute("DELETE FROM incoming_codes")
+    cursor.executemany(
+        f"INSERT INTO incoming_codes ({_INCOMING}) VALUES (?, ?, ?, ?, ?, ?)",
+        [(row[0], *map(convert, row[1:])) for row in rows],
+    )
+    cursor.execute(_MOVE_INCOMING_SQLITE, (pool_id, batch_id, to_text(NO_END)))
     return int(cursor.rowcount)
 
 
