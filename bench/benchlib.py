@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
-from pools.db import StoreConfig
+from pools.db import StoreConfig, is_postgres
 
 PG_URL = os.environ.get("PROMOMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DATABASES = ("sqlite", "postgresql")
@@ -127,3 +127,28 @@ def parse_databases(value: str) -> list[str]:
     if unknown or not chosen:
         raise SystemExit(f"--db takes a comma-separated list of {', '.join(DATABASES)}")
     return chosen
+
+
+class CpuMeter:
+    """CPU seconds of this process plus, for a local PostgreSQL, of the server
+    process behind the engine's one connection (from /proc).
+
+    On a machine shared with other jobs, wall time swings with their load;
+    the CPU spent for the work does much less.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.stat: Path | None = None
+        if is_postgres(engine):
+            with engine.connect() as conn:
+                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            stat = Path(f"/proc/{pid}/stat")
+            self.stat = stat if stat.exists() else None
+        self.server = is_postgres(engine) and self.stat is not None
+
+    def now(self) -> float:
+        server = 0.0
+        if self.stat is not None:
+            fields = self.stat.read_text().rsplit(")", 1)[1].split()
+            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return time.process_time() + server

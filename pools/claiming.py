@@ -26,14 +26,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, bindparam, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.clock import utcnow
 from pools.counts import issuable_now
 from pools.db import write_transaction
-from pools.dialect_sql import TakenCode, insert_issuances, take_codes
+from pools.dialect_sql import (
+    TakenCode,
+    insert_issuances,
+    issue_reserved,
+    release_reserved,
+    take_codes,
+)
 from pools.errors import PoolExhausted, ReservationLost
 from pools.models import Code, CodeStatus, Issuance, IssuanceKind
 from pools.pool_admin import PoolView, load_pool, require_active
@@ -278,21 +284,30 @@ def settle(
     with write_transaction(engine) as conn:
         for reservation in reservations:
             handouts = handed.get(reservation.pool_id, ())
-            if reservation.exclusive:
-                used = [h.code.id for h in handouts]
-                _mark(conn, reservation, used, CodeStatus.ISSUED)
-                used_ids = set(used)
-                unused = [c.id for c in reservation.codes if c.id not in used_ids]
-                _mark(conn, reservation, unused, CodeStatus.AVAILABLE)
-            _record(
-                conn,
-                mailing_id,
-                reservation.pool_id,
-                [IssuedCode(h.customer_id, h.code.id, h.code.code, h.slot) for h in handouts],
-                kind=IssuanceKind.INITIAL,
-                exclusive=reservation.exclusive,
-                now=now,
+            if not reservation.exclusive:
+                _record(
+                    conn,
+                    mailing_id,
+                    reservation.pool_id,
+                    [IssuedCode(h.customer_id, h.code.id, h.code.code, h.slot) for h in handouts],
+                    kind=IssuanceKind.INITIAL,
+                    exclusive=False,
+                    now=now,
+                )
+                continue
+            rows = [(h.code.id, h.customer_id, h.slot) for h in handouts]
+            issued = issue_reserved(
+                conn, reservation.pool_id, reservation.token, mailing_id, rows, now
             )
+            used_ids = {row[0] for row in rows}
+            unused = [c.id for c in reservation.codes if c.id not in used_ids]
+            released = release_reserved(conn, reservation.token, unused)
+            lost = len(rows) - issued + len(unused) - released
+            if lost:
+                raise ReservationLost(
+                    f"{lost} codes reserved from pool {reservation.pool_id!r} "
+                    "were reclaimed or voided before they could be issued"
+                )
         record_reissues(conn, mailing_id, reissues, now)
 
 
@@ -306,29 +321,6 @@ def record_reissues(
             for pool_id, customer, code_id in reissues
         ],
     )
-
-
-_RESERVED_BY_TOKEN = and_(
-    Code.id.in_(bindparam("ids", expanding=True)),
-    Code.status == CodeStatus.RESERVED,
-    Code.reserved_token == bindparam("token"),
-)
-
-
-def _mark(conn: Connection, reservation: Reservation, ids: list[int], status: str) -> None:
-    if not ids:
-        return
-    result = conn.execute(
-        update(Code)
-        .where(_RESERVED_BY_TOKEN)
-        .values(status=status, reserved_scope=None, reserved_token=None, reserved_until=None),
-        {"ids": ids, "token": reservation.token},
-    )
-    if result.rowcount != len(ids):
-        raise ReservationLost(
-            f"{len(ids) - result.rowcount} codes reserved from pool {reservation.pool_id!r} "
-            "were reclaimed or voided before they could be issued"
-        )
 
 
 def release(engine: Engine, reservations: Sequence[Reservation]) -> None:

@@ -108,8 +108,15 @@ def _looks_binary(sample: bytes) -> bool:
     return controls * 10 > min(len(sample), _BINARY_SAMPLE)
 
 
-def _raw_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes without the line end) or None for an over-long line."""
+def _line_runs(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(number of the first line, its lines) for each block read from the stream.
+
+    The lines come as they are in the file, joined by LF without the last
+    one (a line keeps its CR, if any); None stands for one line that ran on
+    past MAX_LINE_BYTES beyond a block, which is never held in memory whole.
+    Nothing here works line by line: per-line Python work is what an upload
+    of millions of codes cannot afford.
+    """
     number = 0
     carry = b""
     too_long = False
@@ -124,21 +131,28 @@ def _raw_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
                 raise UnreadableFile("this looks like a binary file, not a list of codes")
         if not block:
             break
-        pieces = (carry + block).split(b"\n") if carry else block.split(b"\n")
-        carry = pieces.pop()
-        for piece in pieces:
-            number += 1
+        data = carry + block if carry else block
+        end = data.rfind(b"\n")
+        if end < 0:
+            carry = data
+        else:
+            carry = data[end + 1 :]
+            lines: bytes | None = data[:end]
             if too_long:
+                # The block's first line ends the over-long one.
                 too_long = False
+                number += 1
                 yield number, None
-            else:
-                yield number, piece[:-1] if piece.endswith(b"\r") else piece
+                cut = data.find(b"\n")
+                lines = data[cut + 1 : end] if cut < end else None
+            if lines is not None:
+                yield number + 1, lines
+                number += lines.count(b"\n") + 1
         if len(carry) > MAX_LINE_BYTES:
             too_long = True
             carry = b""
     if carry or too_long:
-        number += 1
-        yield number, None if too_long else (carry[:-1] if carry.endswith(b"\r") else carry)
+        yield number + 1, None if too_long else carry
 
 
 def _txt_problem(
@@ -146,6 +160,8 @@ def _txt_problem(
 ) -> tuple[str | None, LineProblem | None]:
     if raw is None:
         return None, LineProblem(number, f"line is longer than {MAX_LINE_BYTES} bytes: not a code")
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -162,19 +178,41 @@ def _txt_problem(
 _SUSPECT = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]|\s\n|\n\s|\s$")
 
 
-def _fast_block(lines: list[bytes], first_number: int) -> list[str] | None:
-    """All codes of a block when every line is plainly valid, else None."""
-    try:
-        text = b"\n".join(lines).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if first_number == 1 and text.startswith(_BOM):
-        text = text[1:]
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
-    if _SUSPECT.search("\n" + text):
-        return None
-    codes = text.split("\n")
+#: Bytes that can be anywhere in a plain ASCII block: printable characters and LF.
+_PLAIN_ASCII = bytes(range(0x20, 0x7F)) + b"\n"
+_BOM_BYTES = _BOM.encode()
+
+
+def _fast_block(data: bytes, first_number: int) -> list[str] | None:
+    """All codes of a run of lines when every line is plainly valid, else None."""
+    if first_number == 1 and data.startswith(_BOM_BYTES):
+        data = data[len(_BOM_BYTES) :]
+    if b"\r" in data:
+        # CRLF line ends; the last line's CR has no LF after it in the block.
+        data = data.replace(b"\r\n", b"\n")
+        if data.endswith(b"\r"):
+            data = data[:-1]
+    if not data.translate(None, _PLAIN_ASCII):
+        # Only printable ASCII and line ends: what is left to rule out is a
+        # space at either end of a line and an empty line, all byte searches.
+        if (
+            not data
+            or data.startswith((b" ", b"\n"))
+            or data.endswith((b" ", b"\n"))
+            or b" \n" in data
+            or b"\n " in data
+            or b"\n\n" in data
+        ):
+            return None
+        codes = data.decode("ascii").split("\n")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if _SUSPECT.search("\n" + text):
+            return None
+        codes = text.split("\n")
     if max(map(len, codes)) > CODE_MAX_LENGTH:
         return None
     return codes
@@ -186,30 +224,18 @@ def parse_txt(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> I
     A block whose lines are all plainly valid is taken in a few whole-block
     operations; only a block with something suspect is checked line by line.
     """
-    pending: list[bytes] = []
-    first = 1
-    for number, raw in _raw_lines(stream):
-        if raw is None or len(pending) >= BLOCK_LINES:
-            if pending:
-                yield _txt_block(pending, first, whitespace)
-                pending = []
-            first = number
-        if raw is None:
-            block = Block(lines=1)
-            block.problems.append(_txt_problem(number, None, whitespace)[1])  # type: ignore[arg-type]
-            yield block
-            first = number + 1
-            continue
-        pending.append(raw)
-    if pending:
-        yield _txt_block(pending, first, whitespace)
+    for first, data in _line_runs(stream):
+        yield _txt_block(data, first, whitespace)
 
 
-def _txt_block(lines: list[bytes], first: int, whitespace: Whitespace) -> Block:
+def _txt_block(data: bytes | None, first: int, whitespace: Whitespace) -> Block:
+    if data is None:
+        return Block(lines=1, problems=[_txt_problem(first, None, whitespace)[1]])  # type: ignore[list-item]
     if whitespace is Whitespace.REJECT:
-        codes = _fast_block(lines, first)
+        codes = _fast_block(data, first)
         if codes is not None:
-            return Block(lines=len(lines), codes=codes)
+            return Block(lines=len(codes), codes=codes)
+    lines = data.split(b"\n")
     block = Block(lines=len(lines))
     for number, raw in enumerate(lines, start=first):
         code, problem = _txt_problem(number, raw, whitespace)
