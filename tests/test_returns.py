@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from invariants import check_invariants
-from render_helpers import full_snapshot
+from render_helpers import full_snapshot, initial_codes, render, write_recipients, write_template
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from store_helpers import make_pool
@@ -251,3 +251,32 @@ def test_bad_return_lists_name_file_and_line(
 def test_missing_return_list_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReturnListError, match="cannot read"):
         read_return_list(tmp_path / "absent.csv")
+
+
+def test_a_code_shown_again_by_a_later_render_is_kept(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    make_pool(engine, "spring", [f"SP-{i}" for i in range(4)])
+    make_pool(engine, "summer", [f"SU-{i}" for i in range(4)])
+    recipients = write_recipients(tmp_path, ["ann", "bob"])
+    first = write_template(tmp_path, "{{ client.promocode('spring') }}", "first.j2")
+    second = write_template(
+        tmp_path,
+        "{{ client.promocode('summer') }} {{ client.last_promocode('spring') }}",
+        "second.j2",
+    )
+    render(db_url, first, recipients, "m1", tmp_path / "m1.jsonl")
+    given = initial_codes(engine, "m1", "spring")
+    render(db_url, second, write_recipients(tmp_path, ["ann"]), "m2", tmp_path / "m2.jsonl")
+
+    report = return_codes(engine, "m1", ["ann", "bob"], reason="bounce")
+
+    assert report.as_dict()["returned"] == 1
+    assert report.as_dict()["kept"] == {"redeemed": 0, "reissued": 1, "multi_use": 0}
+    with read_transaction(engine) as conn:
+        shown = latest_codes(conn, "spring", ["ann", "bob"], exclude_mailing=None)
+    assert {c: i.code for c, i in shown.items()} == {"ann": given["ann"]}
+    # The later mailing's own reissue goes back when that mailing is returned.
+    assert return_codes(engine, "m2", ["ann"], reason=None).as_dict()["returned"] == 1
+    assert return_codes(engine, "m1", ["ann"], reason=None).as_dict()["returned"] == 1
+    check_invariants(engine)
