@@ -143,3 +143,20 @@ def unredeem_when_released(barrier: Any, url: str, code: str, order: str) -> str
         return "rolled back"
     finally:
         engine.dispose()
+
+
+def return_when_released(barrier: Any, url: str, mailing: str, customers: list[str]) -> int:
+    """Open an engine, wait for the others, return the mailing's codes: how many went back."""
+    from sqlalchemy import text
+
+    from pools.db import StoreConfig, open_engine
+    from pools.returns import return_codes
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        barrier.wait()
+        return return_codes(engine, mailing, customers, reason="bounce").returned
+    finally:
+        engine.dispose()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from invariants import check_invariants
+from racing import redeem_order_when_released, return_when_released, run_together
 from render_helpers import full_snapshot, initial_codes, render, write_recipients, write_template
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
@@ -280,3 +281,34 @@ def test_a_code_shown_again_by_a_later_render_is_kept(
     assert return_codes(engine, "m2", ["ann"], reason=None).as_dict()["returned"] == 1
     assert return_codes(engine, "m1", ["ann"], reason=None).as_dict()["returned"] == 1
     check_invariants(engine)
+
+
+def _return_or_redeem(barrier: Any, url: str, code: str, customer: str, action: str) -> Any:
+    if action == "return":
+        return return_when_released(barrier, url, "m1", [customer])
+    return redeem_order_when_released(barrier, url, code, "buyer", f"order-{customer}")
+
+
+def test_a_return_racing_a_redemption_stays_consistent(engine: Engine, db_url: str) -> None:
+    make_pool(engine, "spring", [f"SP-{i}" for i in range(4)])
+    _mailing(engine, "m1")
+    for customer in ("ann", "bob", "cid"):
+        code = claim(engine, "spring", "m1", [customer])[customer]
+
+        returned, (ok, _, replayed) = run_together(
+            _return_or_redeem,
+            [(db_url, code, customer, "return"), (db_url, code, customer, "redeem")],
+        )
+
+        assert ok and not replayed, customer
+        with engine.connect() as conn:
+            issued_to = conn.execute(
+                text(
+                    "SELECT r.issued_to FROM redemptions r JOIN codes c ON c.id = r.code_id "
+                    "WHERE c.code = :code"
+                ),
+                {"code": code},
+            ).scalar_one()
+        # Returned first: the checkout redeemed a code nobody held. Redeemed first: kept.
+        assert (returned, issued_to) in ((1, None), (0, customer)), (returned, issued_to)
+        check_invariants(engine)
