@@ -45,7 +45,7 @@ Decisions beyond the specification:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,6 +97,14 @@ class RedemptionResult:
     #: How many times the code has now been redeemed (0 on a refusal).
     redemptions: int = 0
     redeemed_at: datetime | None = None
+
+    @property
+    def not_found(self) -> bool:
+        """A refusal because the code (or the pool named) does not exist, e.g. for a 404."""
+        reason = self.reason or ""
+        return not self.ok and (
+            reason.startswith(UNKNOWN_CODE) or reason.startswith("unknown pool")
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The document ``redeem --json`` prints (a dry run prints the same one)."""
@@ -229,7 +237,7 @@ def _redeem_in(
     if order is not None:
         earlier = _replay(conn, found, code, order)
         if earlier is not None:
-            return earlier
+            return replace(earlier, dry_run=dry_run)
     reason = _refusal(found, now)
     if reason is not None:
         return _refused(code, reason)

@@ -249,6 +249,11 @@ def test_pool_status(engine: Engine) -> None:
 def test_result_dataclass_refusal_shape() -> None:
     refused = RedemptionResult(ok=False, code="X", reason="unknown code")
     assert refused.as_dict() == {"ok": False, "reason": "unknown code"}
+    assert refused.not_found
+    assert RedemptionResult(ok=False, code="X", reason="unknown code in pool 'p'").not_found
+    assert RedemptionResult(ok=False, code="X", reason="unknown pool 'p'").not_found
+    assert not RedemptionResult(ok=False, code="X", reason=ALREADY_REDEEMED).not_found
+    assert not RedemptionResult(ok=True, code="X").not_found
 
 
 # --- retried checkouts: the same order replays --------------------------------
