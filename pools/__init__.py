@@ -45,7 +45,7 @@ from pools.leases import (
     release_lease,
     renew_lease,
 )
-from pools.mailings import MailingView, list_mailings, show_mailing
+from pools.mailings import MailingNotFound, MailingView, list_mailings, show_mailing
 from pools.notifications import LowStockAlert, check_low_stock
 from pools.pool_admin import (
     PoolSettings,
@@ -59,11 +59,31 @@ from pools.pool_admin import (
     show_pool,
     slugify,
 )
-from pools.redemption import RedemptionResult, redeem
+from pools.redemption import (
+    ALREADY_REDEEMED,
+    UNKNOWN_CODE,
+    RedemptionNotFound,
+    RedemptionResult,
+    RollbackResult,
+    redeem,
+    unredeem,
+)
+from pools.returns import (
+    KeptCodes,
+    ReturnList,
+    ReturnListError,
+    ReturnReport,
+    cancel_mailing,
+    match_addresses,
+    read_return_list,
+    return_codes,
+)
 from pools.segments import SegmentFormat, segment, write_segment
 from pools.voiding import VoidReport, void_batch
 
 __all__ = [
+    "ALREADY_REDEEMED",
+    "UNKNOWN_CODE",
     "CodeEntry",
     "CodeSpec",
     "CodeState",
@@ -73,6 +93,7 @@ __all__ = [
     "Handout",
     "ImportRejected",
     "ImportReport",
+    "KeptCodes",
     "Lease",
     "LeaseHeld",
     "LeaseHolder",
@@ -80,6 +101,7 @@ __all__ = [
     "LeaseLost",
     "LineProblem",
     "LowStockAlert",
+    "MailingNotFound",
     "MailingView",
     "PoolCounts",
     "PoolError",
@@ -88,9 +110,14 @@ __all__ = [
     "PoolSettings",
     "PoolView",
     "PromomailError",
+    "RedemptionNotFound",
     "RedemptionResult",
     "Reservation",
     "ReservationLost",
+    "ReturnList",
+    "ReturnListError",
+    "ReturnReport",
+    "RollbackResult",
     "SegmentFormat",
     "StoreConfig",
     "StoreError",
@@ -101,6 +128,7 @@ __all__ = [
     "activate_pool",
     "archive_pool",
     "available_count",
+    "cancel_mailing",
     "check_lease",
     "check_low_stock",
     "claim",
@@ -115,8 +143,10 @@ __all__ = [
     "list_codes",
     "list_mailings",
     "list_pools",
+    "match_addresses",
     "open_engine",
     "pool_counts",
+    "read_return_list",
     "read_transaction",
     "reclaim_expired",
     "reclaim_scope",
@@ -126,11 +156,13 @@ __all__ = [
     "renew_lease",
     "reserve",
     "reserve_many",
+    "return_codes",
     "segment",
     "settle",
     "show_mailing",
     "show_pool",
     "slugify",
+    "unredeem",
     "upgrade",
     "upload_codes",
     "void_batch",

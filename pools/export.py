@@ -8,7 +8,10 @@ untouched).
 
 ``redeemed`` holds the time of the redemption (ISO 8601, UTC), empty when
 the code was not redeemed. For a multi-use code it is the time this
-customer first redeemed it, since the code itself is shared.
+customer first redeemed it, since the code itself is shared. ``returned_at``
+is set when the message was never delivered and the code went back to its
+pool (empty while the issuance is live); a returned issuance shows no
+redemption, since whoever redeems the code later was not given it here.
 
 The export is meant to be opened by people, in spreadsheets, and its values
 come from outside (customer ids, codes, mailing ids): a value beginning
@@ -37,7 +40,7 @@ from pools.db import read_transaction
 from pools.errors import PoolNotFound, PromomailError
 from pools.models import Code, Issuance, Mailing, Pool, Redemption
 
-COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed")
+COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed", "returned_at")
 #: What a spreadsheet may take as the start of a formula, and the quote that marks
 #: a neutralised value (so it is itself quoted when a value starts with it).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -122,10 +125,15 @@ def write_issuances(
         .where(
             Redemption.code_id == Issuance.code_id,
             Redemption.redeemed_by == Issuance.customer_id,
+            Redemption.rolled_back_at.is_(None),
         )
         .scalar_subquery()
     )
-    redeemed = case((Pool.multi_use, own_redemption), else_=Code.redeemed_at)
+    redeemed = case(
+        (Issuance.returned_at.is_not(None), None),
+        (Pool.multi_use, own_redemption),
+        else_=Code.redeemed_at,
+    )
     query = (
         select(
             Issuance.issued_at,
@@ -135,6 +143,7 @@ def write_issuances(
             Issuance.mailing_id,
             Issuance.kind,
             redeemed,
+            Issuance.returned_at,
         )
         .join(Code, Code.id == Issuance.code_id)
         .join(Pool, Pool.id == Issuance.pool_id)
@@ -152,8 +161,17 @@ def write_issuances(
     writer.writerow(COLUMNS)
     count = 0
     result = conn.execution_options(stream_results=True, yield_per=_FETCH_ROWS).execute(query)
-    for issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at in result:
-        cells = [_iso(issued_at), pool_id, code, customer, mailing_id, kind, _iso(redeemed_at)]
+    for issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at, returned_at in result:
+        cells = [
+            _iso(issued_at),
+            pool_id,
+            code,
+            customer,
+            mailing_id,
+            kind,
+            _iso(redeemed_at),
+            _iso(returned_at),
+        ]
         safe = [spreadsheet_safe(cell) for cell in cells]
         (quoting if any("\r" in cell for cell in safe) else writer).writerow(safe)
         count += 1

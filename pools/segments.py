@@ -32,6 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pools.clock import to_utc_naive
 from pools.db import read_transaction
 from pools.errors import PoolNotFound, PromomailError
+from pools.identifiers import id_problem
 from pools.models import Issuance, IssuanceKind, Pool
 
 
@@ -95,7 +96,11 @@ def iter_segment(
             if pool_id not in known:
                 raise PoolNotFound(pool_id)
 
-    matching: list[ColumnElement[bool]] = [Issuance.kind == IssuanceKind.INITIAL]
+    # A returned code never reached the customer: it does not make them "issued".
+    matching: list[ColumnElement[bool]] = [
+        Issuance.kind == IssuanceKind.INITIAL,
+        Issuance.returned_at.is_(None),
+    ]
     if pools:
         matching.append(Issuance.pool_id.in_(pools))
     if since is not None:
@@ -126,14 +131,14 @@ def iter_segment(
 
 
 def check_writable(customer_id: str, fmt: SegmentFormat) -> None:
-    """Raise SegmentError if ``customer_id`` would not read back exactly from a ``fmt`` file."""
-    problem = None
-    if not customer_id.strip():
-        problem = "it is empty"
-    elif customer_id != customer_id.strip():
-        problem = "its leading or trailing whitespace would be trimmed when read back"
-    elif fmt == SegmentFormat.IDS and customer_id.splitlines() != [customer_id]:
-        problem = "it holds a line break; use --format csv, which quotes it"
+    """Raise SegmentError if ``customer_id`` would not read back exactly from a ``fmt`` file.
+
+    The recipients reader refuses what :func:`pools.identifiers.id_problem`
+    refuses (empty ids, surrounding whitespace, control characters, line
+    breaks), so a segment never holds an id that its follow-up mailing would
+    refuse or read back differently.
+    """
+    problem = id_problem(customer_id)
     if problem:
         raise SegmentError(
             f"customer id {customer_id!r} cannot be written to a {fmt.value} segment: {problem}"
@@ -152,13 +157,10 @@ def write_segment(ids: Iterator[str] | Sequence[str], out: TextIO, fmt: SegmentF
     written = 0
     if fmt == SegmentFormat.CSV:
         writer = csv.writer(out, lineterminator="\n")
-        # The writer quotes a field holding "\n" but not one holding a lone
-        # "\r", which a reader then takes as the end of the row.
-        quoting = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(["id"])
         for customer_id in ids:
             check_writable(customer_id, fmt)
-            (quoting if "\r" in customer_id else writer).writerow([customer_id])
+            writer.writerow([customer_id])
             written += 1
     else:
         for customer_id in ids:

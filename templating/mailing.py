@@ -36,6 +36,7 @@ from pools.clock import utcnow
 from pools.counts import available_count
 from pools.db import StoreConfig, first_line, open_engine, read_transaction
 from pools.errors import PoolExhausted, PromomailError, ReservationLost
+from pools.identifiers import id_problem, value_problem
 from pools.leases import (
     DEFAULT_LEASE_SECONDS,
     Lease,
@@ -54,14 +55,7 @@ from templating.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
 from templating.errors import MailingError, TemplateError
 from templating.message import MessageTemplate
 from templating.outputs import MessageWriter, OutputTarget
-from templating.recipients import (
-    Recipient,
-    Shard,
-    id_problem,
-    in_slice,
-    read_recipients,
-    value_problem,
-)
+from templating.recipients import Recipient, Shard, in_slice, read_recipients
 from templating.run_options import MAX_CHUNK_SIZE, check_range, check_seconds, check_workers
 from templating.sources import ChunkCodes, OnExhausted
 

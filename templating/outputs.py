@@ -32,8 +32,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from pools.identifiers import describe_character
 from templating.errors import MailingError
-from templating.recipients import address_header, describe_character, one_address
+from templating.recipients import address_header, one_address
 
 DEFAULT_SENDER = "promomail <noreply@localhost>"
 #: RFC 5322 on disk: CRLF line ends, and bodies 7-bit clean (quoted-printable or

@@ -33,6 +33,13 @@ from email.headerregistry import Address, Group, HeaderRegistry
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from pools.identifiers import (
+    MAX_ID_LENGTH,
+    UNSAFE_ID,
+    UNSAFE_VALUE,
+    describe_unsafe,
+    id_problem,
+)
 from templating.errors import RecipientError
 
 
@@ -79,63 +86,6 @@ def in_slice(recipient_id: str, shard: Shard, worker: int = 0, workers: int = 1)
     """Whether this recipient belongs to the shard and, within it, to the worker."""
     h = stable_hash(recipient_id)
     return h % shard.count == shard.index - 1 and (h // shard.count) % workers == worker
-
-
-#: Longest id the store keeps (the customer and mailing id columns).
-MAX_ID_LENGTH = 200
-
-#: Never in any value: NUL, and lone surrogates (bytes that were not UTF-8,
-#: read with ``surrogateescape``, or ``\\udXXX`` escapes in JSON).
-_UNSAFE_VALUE = re.compile("[\x00\ud800-\udfff]")
-#: Never in an id: control characters (C0, DEL, C1) and the line and paragraph
-#: separators, which break mail header lines, file names and terminals.
-UNSAFE_ID = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-_CHARACTER_NAMES = {
-    "\x00": "a NUL character",
-    "\t": "a tab",
-    "\n": "a line feed",
-    "\r": "a carriage return",
-    "\x0b": "a vertical tab",
-    "\x0c": "a form feed",
-    "\x85": "a next-line character",
-    "\u2028": "a line separator",
-    "\u2029": "a paragraph separator",
-}
-
-
-def describe_character(char: str) -> str:
-    """How an error message names a character that is not allowed somewhere."""
-    name = _CHARACTER_NAMES.get(char, "a control character")
-    return f"{name} (U+{ord(char):04X})"
-
-
-def id_problem(value: str) -> str | None:
-    """Why ``value`` cannot be an id (recipient, mailing), or None when it can."""
-    if not value.strip():
-        return "empty id"
-    if value != value.strip():
-        return "the id starts or ends with whitespace"
-    if len(value) > MAX_ID_LENGTH:
-        return f"the id is {len(value)} characters long, more than {MAX_ID_LENGTH}"
-    bad = UNSAFE_ID.search(value) or _UNSAFE_VALUE.search(value)
-    if bad is not None:
-        return f"the id holds {_describe_unsafe(bad.group())}"
-    return None
-
-
-def value_problem(value: str) -> str | None:
-    """Why ``value`` cannot be in a message (NUL, not UTF-8), or None when it can."""
-    bad = _UNSAFE_VALUE.search(value)
-    return None if bad is None else f"holds {_describe_unsafe(bad.group())}"
-
-
-def _describe_unsafe(char: str) -> str:
-    if "\udc80" <= char <= "\udcff":
-        return f"bytes that are not UTF-8 (byte 0x{ord(char) - 0xDC00:02X})"
-    if "\ud800" <= char <= "\udfff":
-        return f"a lone surrogate (\\u{ord(char):04x}), which is not Unicode text"
-    return describe_character(char)
 
 
 def _where(path: Path, line: int, column: str) -> str:
@@ -201,11 +151,11 @@ def _csv_header(path: Path, reader: Any) -> list[str]:
     names = [h.strip() for h in header]
     first: dict[str, int] = {}
     for index, name in enumerate(names):
-        bad = _UNSAFE_VALUE.search(header[index])
+        bad = UNSAFE_VALUE.search(header[index])
         if bad is not None:
             raise RecipientError(
                 f"{path}, line 1, column {index + 1}: the column name holds "
-                f"{_describe_unsafe(bad.group())}"
+                f"{describe_unsafe(bad.group())}"
             )
         if not name:
             raise RecipientError(f"{path}, line 1, column {index + 1}: empty column name")
@@ -226,7 +176,7 @@ def _read_csv(path: Path) -> Iterator[Recipient]:
         names = _csv_header(path, reader)
         width = len(names)
         id_index = names.index("id")
-        search = _UNSAFE_VALUE.search
+        search = UNSAFE_VALUE.search
         try:
             previous = reader.line_num
             for row in reader:
@@ -255,11 +205,11 @@ def _read_csv(path: Path) -> Iterator[Recipient]:
 
 def _refuse_csv_row(path: Path, line: int, row: Sequence[str], names: Sequence[str]) -> None:
     for index, value in enumerate(row):
-        bad = _UNSAFE_VALUE.search(value)
+        bad = UNSAFE_VALUE.search(value)
         if bad is not None:
             raise RecipientError(
                 f"{_where(path, line, _csv_column(index, names))}: "
-                f"holds {_describe_unsafe(bad.group())}"
+                f"holds {describe_unsafe(bad.group())}"
             )
 
 
@@ -314,7 +264,7 @@ def _read_jsonl(path: Path) -> Iterator[Recipient]:
                 raise RecipientError(f"{path}, line {line}: not a JSON object")
             for key, value in record.items():
                 if type(value) is str:
-                    if _UNSAFE_VALUE.search(value) is not None:
+                    if UNSAFE_VALUE.search(value) is not None:
                         _refuse_json_value(path, line, key, value, text)
                 elif not isinstance(value, _SCALARS):
                     kind = "an object" if isinstance(value, dict) else "a list"
@@ -322,7 +272,7 @@ def _read_jsonl(path: Path) -> Iterator[Recipient]:
                         f"{_where(path, line, f'column {key!r}')}: holds {kind}; a recipient's "
                         "values are text, numbers, true/false or null"
                     )
-                if not key or _UNSAFE_VALUE.search(key) is not None:
+                if not key or UNSAFE_VALUE.search(key) is not None:
                     raise RecipientError(
                         f"{path}, line {line}: column name {key!r} is empty or not text"
                     )
@@ -330,7 +280,7 @@ def _read_jsonl(path: Path) -> Iterator[Recipient]:
 
 
 def _refuse_json_value(path: Path, line: int, key: str, value: str, text: str) -> None:
-    bad = _UNSAFE_VALUE.search(value)
+    bad = UNSAFE_VALUE.search(value)
     assert bad is not None
     char = bad.group()
     # The same lone surrogate comes from a byte that is not UTF-8 (then it is
@@ -339,7 +289,7 @@ def _refuse_json_value(path: Path, line: int, key: str, value: str, text: str) -
     what = (
         f"a lone surrogate (\\u{ord(char):04x}), which is not Unicode text"
         if escaped
-        else _describe_unsafe(char)
+        else describe_unsafe(char)
     )
     raise RecipientError(f"{_where(path, line, f'column {key!r}')}: holds {what}")
 
@@ -406,9 +356,9 @@ def address_header(text: str) -> ParsedAddresses:
 
 
 def _parsed_address(text: str) -> str:
-    bad = UNSAFE_ID.search(text) or _UNSAFE_VALUE.search(text)
+    bad = UNSAFE_ID.search(text) or UNSAFE_VALUE.search(text)
     if bad is not None:
-        raise ValueError(f"the address holds {_describe_unsafe(bad.group())}")
+        raise ValueError(f"the address holds {describe_unsafe(bad.group())}")
     try:
         header = address_header(text)
     except (HeaderParseError, MessageDefect, ValueError, IndexError) as exc:
