@@ -80,6 +80,10 @@ class RecipientUndefined(StrictUndefined):
 
     @property
     def _undefined_message(self) -> str:
-        if isinstance(self._undefined_obj, Client) and self._undefined_name is not None:
+        if (
+            self._undefined_hint is None
+            and isinstance(self._undefined_obj, Client)
+            and self._undefined_name is not None
+        ):
             return f"the recipient has no {self._undefined_name!r} column"
         return str(super()._undefined_message)

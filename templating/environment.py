@@ -42,8 +42,10 @@ from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.filters import make_attrgetter
+from jinja2.optimizer import Optimizer
 from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from templating import limits
@@ -125,8 +127,46 @@ class PartialLoader(BaseLoader):
         return source, str(path), lambda: True
 
 
+def _has_concat(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Concat) or node.find(nodes.Concat) is not None
+
+
+class _SafeOptimizer(Optimizer):
+    """Constant folding that cannot fail or leak.
+
+    Jinja folds ``a ~ b`` with a bare ``str()`` of each side, which would
+    print an object's repr at compile time: left to run time, ``~`` goes
+    through the printing checks. And some of Jinja's folds (``and``, ``if``
+    expressions) test a value's truth without catching what that raises (a
+    strict undefined does): a fold that fails is simply left to run time.
+    """
+
+    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
+        node = NodeTransformer.generic_visit(self, node, *args, **kwargs)
+        if isinstance(node, nodes.Expr) and not _has_concat(node):
+            try:
+                return nodes.Const.from_untrusted(
+                    node.as_const(args[0] if args else None),
+                    lineno=node.lineno,
+                    environment=self.environment,
+                )
+            except Exception:
+                pass
+        return node
+
+
 class _GuardedCodeGenerator(CodeGenerator):
     """Compiles the checks of the module docstring into the template code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.optimizer is not None:
+            self.optimizer = _SafeOptimizer(self.environment)
+
+    def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
+        if _has_concat(node):
+            raise nodes.Impossible()
+        return super()._output_child_to_const(node, frame, finalize)
 
     _loop_iterables: set[int] | None = None
 
@@ -278,7 +318,10 @@ class MessageEnvironment(SandboxedEnvironment):
         except MemoryError:
             raise TemplateError("too large to be read", template=label) from None
         except (ValueError, OverflowError) as exc:
-            raise TemplateError(f"cannot be read: {exc}", template=label) from None
+            why = str(exc)
+            if "integer string conversion" in why:
+                why = "a number in it has too many digits"
+            raise TemplateError(f"cannot be read: {why}", template=label) from None
         check_ast(ast, label)
         for partial, line in partial_references(ast):
             self.partial_ast(partial, included_from=label, line=line)
@@ -330,9 +373,14 @@ class MessageEnvironment(SandboxedEnvironment):
             return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
         except (TemplateSyntaxError, TemplateError):
             raise
-        except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as exc:
+        except (SyntaxError, RecursionError, MemoryError) as exc:
             raise TemplateError(
                 f"too complex to compile ({type(exc).__name__})",
+                template=filename or name or self.label,
+            ) from None
+        except Exception as exc:
+            raise TemplateError(
+                f"cannot be compiled ({type(exc).__name__}: {exc})",
                 template=filename or name or self.label,
             ) from None
 

@@ -51,7 +51,7 @@ MAX_JSON_INDENT = 16
 
 #: Types whose ``len`` is what building them costs.
 SIZED = (str, list, tuple, dict, bytes, set, frozenset)
-_SIZED_TYPES = frozenset({str, list, tuple, dict, bytes, set, frozenset})
+_SIZED_TYPES = frozenset({str, list, tuple, dict, bytes, set, frozenset, range})
 _NUMBERS_IN_SPEC = re.compile(r"\d+")
 _PERCENT_SPEC = re.compile(
     r"%(?:\((?P<key>[^)]*)\))?[-+ #0]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?"
@@ -457,7 +457,11 @@ def _guarded_filter(
             precheck(budget, value, args[skip + 1 :], kwargs)
         if joins:
             args, kwargs = _checked_join(budget, attrgetter, args, kwargs, skip)
-        result = original(*args, **kwargs)
+        try:
+            result = original(*args, **kwargs)
+        except AssertionError as exc:
+            # Jinja checks some filter arguments with assert (truncate's length).
+            raise TemplateRuntimeError(f"|{name}: {exc or 'invalid arguments'}") from None
         if type(result) in _SIZED_TYPES or isinstance(result, str):
             if isinstance(result, str):
                 check_text_length(len(result), f"|{name} result")
