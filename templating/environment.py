@@ -407,7 +407,18 @@ class MessageEnvironment(SandboxedEnvironment):
         return self.call(context, self.getattr(client, name), pool)
 
     def joined(self, values: tuple[Any, ...], markup: bool) -> str:
-        self.budget.spend(limits.joined_size(values))
+        size = 0
+        for value in values:
+            if type(value) is str:
+                size += len(value)
+            else:
+                size += limits.printed_size(value)
+        if size > limits.MAX_TEXT:
+            limits.check_text_length(size, "'~' result")
+        budget = self.budget
+        budget.left -= size
+        if budget.left < 0:
+            budget.spend(0)
         return markup_join(values) if markup else str_join(values)
 
     def concat(self, pieces: Any) -> str:
@@ -464,10 +475,16 @@ class MessageEnvironment(SandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = __self.budget
         cost = 4 + len(args) + len(kwargs)
-        for argument in (*args, *kwargs.values()):
+        for argument in args:
             if isinstance(argument, limits.SIZED):
                 cost += len(argument)
-        budget.spend(cost)
+        if kwargs:
+            for argument in kwargs.values():
+                if isinstance(argument, limits.SIZED):
+                    cost += len(argument)
+        budget.left -= cost
+        if budget.left < 0:
+            budget.spend(0)
         limits.check_call(__obj, args, kwargs)
         return budget.spend_on(super().call(__context, __obj, *args, **kwargs))
 

@@ -30,6 +30,7 @@ from typing import Any
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.runtime import Undefined
 from jinja2.utils import _PassArg
+from markupsafe import Markup
 
 from templating.errors import RenderLimitExceeded
 
@@ -51,7 +52,7 @@ MAX_JSON_INDENT = 16
 
 #: Types whose ``len`` is what building them costs.
 SIZED = (str, list, tuple, dict, bytes, set, frozenset)
-_SIZED_TYPES = frozenset({str, list, tuple, dict, bytes, set, frozenset, range})
+_SIZED_TYPES = frozenset({str, Markup, list, tuple, dict, bytes, set, frozenset, range})
 _NUMBERS_IN_SPEC = re.compile(r"\d+")
 _PERCENT_SPEC = re.compile(
     r"%(?:\((?P<key>[^)]*)\))?[-+ #0]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?"
@@ -197,7 +198,8 @@ def printed_size(value: Any) -> int:
 
 def printable(value: Any) -> Any:
     """The environment's ``finalize``: what ``{{ ... }}`` may print."""
-    if type(value) is str:
+    kind = type(value)
+    if kind is str or kind is int or kind is Markup:
         return value
     printed_size(value)
     return value
@@ -329,15 +331,6 @@ def check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             check_text_length(size, "str.join() result")
 
 
-def joined_size(values: Iterable[Any]) -> int:
-    """``a ~ b ~ c``: what joining the values takes; refuses what may not be printed."""
-    size = 0
-    for value in values:
-        size += len(value) if type(value) is str else printed_size(value)
-    check_text_length(size, "'~' result")
-    return size
-
-
 # -- filters ----------------------------------------------------------------------
 
 #: Filters that turn their value into text: the value must be printable.
@@ -362,7 +355,6 @@ _STRINGIFYING = frozenset(
         "upper",
         "urlencode",
         "urlize",
-        "wordcount",
         "wordwrap",
         "xmlattr",
     }
@@ -424,6 +416,17 @@ def _pre_tojson(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str,
     printed_size(value)
 
 
+def _pre_sum(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    # sum(start=[]) concatenates: as large as all the items together.
+    start = _argument(args, kw, 1, "start")
+    if isinstance(start, SIZED) and isinstance(value, (list, tuple)):
+        size = len(start)
+        for item in value:
+            size += len(item) if isinstance(item, SIZED) else 1
+            if size > MAX_SEQUENCE_PRODUCT:
+                raise refuse(f"|sum would build more than {MAX_SEQUENCE_PRODUCT} items")
+
+
 _PRECHECKS: dict[str, Callable[[Budget, Any, tuple[Any, ...], dict[str, Any]], None]] = {
     "center": _pre_center,
     "indent": _pre_indent,
@@ -433,7 +436,38 @@ _PRECHECKS: dict[str, Callable[[Budget, Any, tuple[Any, ...], dict[str, Any]], N
     "batch": _pre_batch,
     "slice": _pre_slice,
     "tojson": _pre_tojson,
+    "sum": _pre_sum,
 }
+
+#: Filters that neither print their value nor build anything larger than it:
+#: left unwrapped, so the common ones (``default``, ``length``) cost nothing.
+_UNGUARDED = frozenset(
+    {
+        "abs",
+        "attr",
+        "count",
+        "d",
+        "default",
+        "filesizeformat",
+        "first",
+        "float",
+        "int",
+        "items",
+        "last",
+        "length",
+        "map",
+        "max",
+        "min",
+        "random",
+        "reject",
+        "rejectattr",
+        "round",
+        "select",
+        "selectattr",
+        "unique",
+        "wordcount",
+    }
+)
 
 
 def _guarded_filter(
@@ -445,27 +479,36 @@ def _guarded_filter(
     stringifies = name in _STRINGIFYING
     joins = name == "join"
 
+    sized = _SIZED_TYPES
+    checks_input = stringifies or precheck is not None or joins
+
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if len(args) <= skip:
-            return original(*args, **kwargs)
-        value = args[skip]
-        if type(value) in _SIZED_TYPES:
-            budget.spend(len(value))
-        if stringifies:
-            printed_size(value)
-        if precheck is not None:
-            precheck(budget, value, args[skip + 1 :], kwargs)
-        if joins:
-            args, kwargs = _checked_join(budget, attrgetter, args, kwargs, skip)
+        # The hot path of every filter call: kept to a few type checks.
+        if len(args) > skip:
+            value = args[skip]
+            if type(value) in sized:
+                budget.left -= len(value)
+                if budget.left < 0:
+                    budget.spend(0)
+            if checks_input:
+                if stringifies and type(value) is not str:
+                    printed_size(value)
+                if precheck is not None:
+                    precheck(budget, value, args[skip + 1 :], kwargs)
+                if joins:
+                    args, kwargs = _checked_join(budget, attrgetter, args, kwargs, skip)
         try:
             result = original(*args, **kwargs)
         except AssertionError as exc:
             # Jinja checks some filter arguments with assert (truncate's length).
             raise TemplateRuntimeError(f"|{name}: {exc or 'invalid arguments'}") from None
-        if type(result) in _SIZED_TYPES or isinstance(result, str):
-            if isinstance(result, str):
-                check_text_length(len(result), f"|{name} result")
-            budget.spend(len(result))
+        if type(result) in sized:
+            size = len(result)
+            if size > MAX_TEXT and isinstance(result, str):
+                check_text_length(size, f"|{name} result")
+            budget.left -= size
+            if budget.left < 0:
+                budget.spend(0)
         return result
 
     if passes is not None:
@@ -509,4 +552,5 @@ def guard_filters(
     sandbox does (for ``join(attribute=...)``).
     """
     for name, original in list(filters.items()):
-        filters[name] = _guarded_filter(name, original, budget, attrgetter)
+        if name not in _UNGUARDED:
+            filters[name] = _guarded_filter(name, original, budget, attrgetter)
