@@ -42,7 +42,7 @@ __all__ = [
     "TemplateUsage",
     "analyze",
     "check_ast",
-    "is_literal_code_call",
+    "code_call_function",
     "partial_references",
 ]
 
@@ -148,18 +148,9 @@ def partial_references(ast: nodes.Template) -> Iterator[tuple[str, int]]:
             yield name.value, node.lineno
 
 
-def is_literal_code_call(node: nodes.Call) -> bool:
-    """``client.promocode('POOL')`` written out: the only way to call a code function."""
-    target = node.node
-    return (
-        _client_method(target) is not None
-        and len(node.args) == 1
-        and isinstance(node.args[0], nodes.Const)
-        and isinstance(node.args[0].value, str)
-        and not node.kwargs
-        and node.dyn_args is None
-        and node.dyn_kwargs is None
-    )
+def code_call_function(node: nodes.Call) -> str | None:
+    """``promocode`` for ``client.promocode(...)`` written out: the only way to call it."""
+    return _client_method(node.node)
 
 
 def _client_method(node: nodes.Node) -> str | None:

@@ -49,7 +49,7 @@ from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from templating import limits
-from templating.analysis import check_ast, is_literal_code_call, partial_references
+from templating.analysis import check_ast, code_call_function, partial_references
 from templating.client import CODE_METHODS, Client, RecipientUndefined
 from templating.errors import TemplateError
 
@@ -188,12 +188,17 @@ class _GuardedCodeGenerator(CodeGenerator):
         return super().visit(node, *args, **kwargs)
 
     def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
-        if not forward_caller and is_literal_code_call(node):
+        # client.promocode(...) as written: a direct call, never a bound
+        # method fetched through the sandbox (which refuses to hand one out).
+        # The analysis refuses any argument but a string literal before a
+        # render; check and preview report it.
+        if not forward_caller and code_call_function(node) is not None:
             target: nodes.Getattr = node.node  # type: ignore[assignment]
-            pool: nodes.Const = node.args[0]  # type: ignore[assignment]
             self.write("environment.call_client(context, ")
             self.visit(target.node, frame)
-            self.write(f", {target.attr!r}, {pool.value!r})")
+            self.write(f", {target.attr!r}")
+            self.signature(node, frame)
+            self.write(")")
             return
         super().visit_Call(node, frame, forward_caller=forward_caller)
 
@@ -400,11 +405,11 @@ class MessageEnvironment(SandboxedEnvironment):
             return False
         return bool(super().is_safe_attribute(obj, attr, value))
 
-    def call_client(self, context: Any, client: Any, name: str, pool: str) -> Any:
+    def call_client(self, context: Any, client: Any, name: str, *args: Any, **kwargs: Any) -> Any:
         """``client.promocode('POOL')`` as written in the template."""
         if type(client) is Client:
-            return _CODE_CALLS[name](client, pool)
-        return self.call(context, self.getattr(client, name), pool)
+            return _CODE_CALLS[name](client, *args, **kwargs)
+        return self.call(context, self.getattr(client, name), *args, **kwargs)
 
     def joined(self, values: tuple[Any, ...], markup: bool) -> str:
         size = 0
