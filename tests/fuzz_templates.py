@@ -255,6 +255,15 @@ class Run:
         self.cases = 0
         self.unexpected: list[dict[str, str]] = []
         self.outcomes = {"template error": 0, "rendered": 0, "recipient failed": 0}
+        #: The case that raised the peak most, for a look at what costs memory.
+        self.largest_step = (0, "")
+
+    def measured(self, source: str, step: Any) -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step(source)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        if grown > self.largest_step[0]:
+            self.largest_step = (grown, source[:2000])
 
     def note(self, source: str, where: str, problem: str) -> None:
         self.unexpected.append({"source": source[:2000], "where": where, "problem": problem})
@@ -303,6 +312,8 @@ class Run:
                     "cases": self.cases,
                     "outcomes": self.outcomes,
                     "peak_mb": peak,
+                    "largest_step_mb": self.largest_step[0] // 1024,
+                    "largest_step_source": self.largest_step[1],
                     "unexpected": self.unexpected,
                 }
             )
@@ -320,8 +331,8 @@ def fuzz(run: Run, examples: int) -> None:
     @given(TEMPLATES)
     def one(source: str) -> None:
         run.cases += 1
-        run.check_and_preview(source)
-        run.render(source)
+        run.measured(source, run.check_and_preview)
+        run.measured(source, run.render)
 
     one()
 

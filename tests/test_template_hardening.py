@@ -522,7 +522,10 @@ def test_fuzzed_templates_give_only_template_errors_in_bounded_memory() -> None:
     check, preview and render in a child capped at 1 GiB of address space."""
     examples = os.environ.get("PROMOMAIL_FUZZ_EXAMPLES", "400")
     result = _run_child("fuzz", examples)
-    print(f"fuzzed {result['cases']} templates {result['outcomes']}; peak {result['peak_mb']} MB")
+    print(
+        f"fuzzed {result['cases']} templates {result['outcomes']}; peak {result['peak_mb']} MB; "
+        f"largest step {result['largest_step_mb']} MB"
+    )
     assert result["unexpected"] == [], result["unexpected"]
     assert result["cases"] == int(examples)
     assert result["peak_mb"] < 400, result
