@@ -1159,6 +1159,8 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
         )
         if report.columns:
             click.echo(f"client columns: {', '.join(report.columns)}")
+        if report.partials:
+            click.echo(f"partials (from the template's folder): {', '.join(report.partials)}")
     problems = [
         f"{report.template}, line {p.line}: {p.message}"
         if p.line

@@ -56,6 +56,8 @@ class CheckReport:
     parts: tuple[str, ...] = ()
     pools: list[PoolUse] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
+    #: Partials included or imported, from the template's own folder.
+    partials: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -69,6 +71,7 @@ class CheckReport:
             "parts": list(self.parts),
             "pools": [p.as_dict() for p in self.pools],
             "columns": self.columns,
+            "partials": self.partials,
             "problems": [p.as_dict() for p in self.problems],
         }
 
@@ -81,11 +84,16 @@ def check_template(
     try:
         template = MessageTemplate(name, source)
     except TemplateError as exc:
-        report.problems.append(Problem(exc.line, exc.reason))
+        report.problems.append(_problem(name, exc))
         return report
-    usage = analyze(template.parsed)
+    try:
+        usage = analyze(template.parsed)
+    except TemplateError as exc:
+        report.problems.append(_problem(name, exc))
+        return report
     report.parts = template.parts
     report.columns = list(usage.columns)
+    report.partials = usage.partials
     for call in usage.non_literal:
         report.problems.append(
             Problem(call.line, f"client.{call.function}() needs the pool as a string literal")
@@ -117,6 +125,13 @@ def check_template(
                     Problem(line, f"client.{column} is not a column of {recipients_path}")
                 )
     return report
+
+
+def _problem(name: str, exc: TemplateError) -> Problem:
+    """A problem of the template itself, or of one of its partials (named)."""
+    if exc.template == name:
+        return Problem(exc.line, exc.reason)
+    return Problem(None, str(exc))
 
 
 @dataclass(frozen=True)

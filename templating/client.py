@@ -14,6 +14,13 @@ from typing import Any, Protocol
 
 from jinja2 import StrictUndefined
 
+#: The code functions that hand out (or show again) a code from a pool.
+ISSUING = frozenset({"promocode", "promocodes"})
+REISSUING = frozenset({"last_promocode"})
+#: A template may call these only as ``client.promocode('POOL')`` written out:
+#: the sandbox never hands them out as values (see templating.environment).
+CODE_METHODS = ISSUING | REISSUING
+
 
 class CodeSource(Protocol):
     def promocode(self, customer_id: str, pool: str) -> str: ...
@@ -73,6 +80,10 @@ class RecipientUndefined(StrictUndefined):
 
     @property
     def _undefined_message(self) -> str:
-        if isinstance(self._undefined_obj, Client) and self._undefined_name is not None:
+        if (
+            self._undefined_hint is None
+            and isinstance(self._undefined_obj, Client)
+            and self._undefined_name is not None
+        ):
             return f"the recipient has no {self._undefined_name!r} column"
         return str(super()._undefined_message)

@@ -70,16 +70,18 @@ class MessageTemplate:
     """Compiled once per mailing; :meth:`render` gives one recipient's parts."""
 
     def __init__(self, name: str, source: str) -> None:
-        self.plain_env = make_environment()
+        self.plain_env = make_environment(name)
         self.parsed = parse_template(self.plain_env, name, source)
         self.name = name
         self.parts = self.parsed.parts
         self._plain = self._compile(self.plain_env, source)
         self._html: Template | None = None
+        self._envs = [self.plain_env]
         if "html" in self.parts:
-            html_env = make_environment()
+            html_env = make_environment(name)
             html_env.autoescape = True
             self._html = self._compile(html_env, source)
+            self._envs.append(html_env)
 
     @classmethod
     def from_file(cls, path: str | Path) -> MessageTemplate:
@@ -100,6 +102,8 @@ class MessageTemplate:
     def render(self, variables: Mapping[str, Any], only: str | None = None) -> dict[str, str]:
         """Every part (or just ``only``) for one recipient, or RecipientFailed."""
         wanted = (only,) if only else self.parts
+        for env in self._envs:
+            env.begin_render()
         try:
             with _time_limit():
                 return self._render_parts(wanted, variables)
@@ -117,6 +121,8 @@ class MessageTemplate:
             raise RecipientFailed(f"{self._where(exc)}recursion too deep") from exc
         except MemoryError as exc:
             raise RecipientFailed(f"{self._where(exc)}out of memory") from exc
+        except RuntimeError as exc:
+            raise RecipientFailed(f"{self._where(exc)}{type(exc).__name__}: {exc}") from exc
 
     def _render_parts(self, wanted: Sequence[str], variables: Mapping[str, Any]) -> dict[str, str]:
         # One context per compiled template, shared by its blocks, as Jinja's

@@ -78,7 +78,7 @@ def test_columns_read_from_the_client() -> None:
         "{{ client.id }} {{ client.first_name }}\n"
         "{{ client['last name'] }} {{ client.email|lower }}\n"
         "{% if client.vip is defined %}{{ client.first_name }}{% endif %}\n"
-        "{{ client.promocode('spring') }} {{ client[key] }} {{ other.column }}"
+        "{{ client.promocode('spring') }} {{ other.column }}"
     )
     assert usage.columns == {"first_name": 1, "last name": 2, "email": 2, "vip": 3}
 

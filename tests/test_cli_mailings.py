@@ -227,6 +227,7 @@ def test_check_json_document(run: Cli, welcome: str) -> None:
             }
         ],
         "columns": ["first_name"],
+        "partials": [],
         "problems": [],
     }
 

@@ -1,0 +1,355 @@
+"""Child process of the template fuzz tests: memory capped, results as JSON.
+
+``python tests/fuzz_templates.py fuzz N`` runs N hypothesis-generated
+templates through check, preview and render; ``... budget JSON`` renders the
+given sources. The address space is capped at 1 GiB first, so a bound that
+does not hold shows as a MemoryError (reported), never as a machine that
+swaps; the last line printed is a JSON document: cases run, peak resident
+memory in MB, and every unexpected outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ADDRESS_SPACE = 1 << 30
+
+resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+sys.setrecursionlimit(1000)
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pools.db import StoreConfig, open_engine  # noqa: E402
+from templating.analysis import analyze  # noqa: E402
+from templating.checking import check_template, preview  # noqa: E402
+from templating.client import Client  # noqa: E402
+from templating.errors import RecipientError, RenderLimitExceeded, TemplateError  # noqa: E402
+from templating.message import MessageTemplate, RecipientFailed  # noqa: E402
+from templating.recipients import Recipient  # noqa: E402
+from templating.sources import PreviewCodes  # noqa: E402
+
+ALLOWED = (TemplateError, RecipientError, RenderLimitExceeded)
+
+SIZES = ["0", "1", "3", "80", "10000", "10001", "100000", "1000000", "10**9", "2**31", "-5"]
+NUMBERS = st.one_of(
+    st.sampled_from(SIZES),
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(1, 6000).map(lambda digits: "9" * digits),
+)
+TEXT = st.text(alphabet="ab %{}:*.0123456789dsfrx<>!\\n'", max_size=12).map(
+    lambda s: "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+)
+FORMATS = st.sampled_from(
+    [
+        "'%*d'",
+        "'%.*f'",
+        "'%s'",
+        "'%(a)s'",
+        "'%05d %s'",
+        "'%.999999999f'",
+        "'{}'",
+        "'{:{}}'",
+        "'{:>{}}'",
+        "'{0}{1}'",
+        "'{!r}'",
+        "'{a}'",
+        "'{:.{}f}'",
+        "'%-10000s|'",
+    ]
+)
+NAMES = st.sampled_from(
+    [
+        "client.first_name",
+        "client.id",
+        "client['first_name']",
+        "client.missing",
+        "x",
+        "i",
+        "loop",
+        "range",
+        "namespace",
+        "dict",
+        "self",
+        "caller",
+        "varargs",
+        "cycler",
+        "lipsum",
+        "client.promocode('spring')",
+        "client.last_promocode('spring')",
+        "client.promocodes('spring')",
+    ]
+)
+ALIASES = st.sampled_from(
+    [
+        "client['promocode']('spring')",
+        "client|attr('promocode')",
+        "client.promocode",
+        "client.promocode.__call__('x')",
+        "[client]|map(attribute='promocode')|list",
+        "client",
+    ]
+)
+FILTERS = st.sampled_from(
+    [
+        "upper",
+        "string",
+        "list",
+        "length",
+        "reverse",
+        "sort",
+        "unique",
+        "first",
+        "sum",
+        "int",
+        "float",
+        "trim",
+        "title",
+        "pprint",
+        "tojson",
+        "dictsort",
+        "e",
+        "safe",
+        "striptags",
+        "wordcount",
+        "urlencode",
+        "map('string')",
+        "join",
+        "center({n})",
+        "indent({n})",
+        "wordwrap({n})",
+        "truncate({n})",
+        "batch({n}, 'x')",
+        "slice({n})",
+        "round({n})",
+        "join({e})",
+        "replace('a', {e})",
+        "format({e}, {e})",
+        "tojson(indent={n})",
+        "indent({e})",
+        "wordwrap(1, wrapstring={e})",
+        "default({e})",
+        "attr({e})",
+        "select",
+        "xmlattr",
+    ]
+)
+METHODS = st.sampled_from(
+    [
+        "upper()",
+        "split()",
+        "center({n})",
+        "ljust({n})",
+        "zfill({n})",
+        "expandtabs({n})",
+        "replace('a', {e})",
+        "format({e}, {e})",
+        "format_map({{'a': {e}}})",
+        "join({e})",
+        "count('a')",
+        "append({e})",
+        "extend({e})",
+        "items()",
+        "__class__",
+        "_source",
+    ]
+)
+OPERATORS = st.sampled_from(
+    ["+", "-", "*", "/", "//", "%", "**", "~", "and", "or", "==", "<", "in"]
+)
+
+
+def _fill(pattern: str, draw: Any, inner: st.SearchStrategy[str]) -> str:
+    while "{n}" in pattern:
+        pattern = pattern.replace("{n}", draw(NUMBERS), 1)
+    while "{e}" in pattern:
+        pattern = pattern.replace("{e}", draw(inner), 1)
+    return pattern.replace("{{", "{").replace("}}", "}")
+
+
+@st.composite
+def _compound(draw: Any, inner: st.SearchStrategy[str]) -> str:
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return f"({draw(inner)} {draw(OPERATORS)} {draw(inner)})"
+    if kind == 1:
+        return f"{draw(inner)}|{_fill(draw(FILTERS), draw, inner)}"
+    if kind == 2:
+        return f"({draw(inner)}).{_fill(draw(METHODS), draw, inner)}"
+    if kind == 3:
+        items = draw(st.lists(inner, max_size=4))
+        return "[" + ", ".join(items) + "]"
+    if kind == 4:
+        return f"{{'a': {draw(inner)}, 'b': {draw(inner)}}}"
+    if kind == 5:
+        return f"{draw(FORMATS)} % ({draw(inner)}, {draw(inner)})"
+    if kind == 6:
+        return f"{draw(FORMATS)}.format({draw(inner)}, {draw(inner)})"
+    if kind == 7:
+        return f"range({draw(NUMBERS)})"
+    if kind == 8:
+        return f"{draw(inner)}[{draw(NUMBERS)}:{draw(NUMBERS)}]"
+    return f"(not {draw(inner)})"
+
+
+EXPRESSIONS = st.recursive(
+    st.one_of(NUMBERS, TEXT, FORMATS, NAMES, ALIASES, st.sampled_from(["true", "none", "[]"])),
+    lambda inner: _compound(inner),
+    max_leaves=12,
+)
+
+
+@st.composite
+def _statement(draw: Any, inner: st.SearchStrategy[str]) -> str:
+    kind = draw(st.integers(0, 8))
+    expression: str = draw(EXPRESSIONS)
+    body: str = draw(inner)
+    if kind == 0:
+        return f"{{% if {expression} %}}{body}{{% else %}}{draw(inner)}{{% endif %}}"
+    if kind == 1:
+        return f"{{% for i in {expression} %}}{body}{{% endfor %}}"
+    if kind == 2:
+        return f"{{% set x = {expression} %}}{body}"
+    if kind == 3:
+        return f"{{% macro m(a) %}}{body}{{% endmacro %}}{{{{ m({expression}) }}}}"
+    if kind == 4:
+        return f"{{% filter upper %}}{body}{{% endfilter %}}"
+    if kind == 5:
+        return f"{{% set x %}}{body}{{% endset %}}{{{{ x ~ {expression} }}}}"
+    if kind == 6:
+        depth = int(draw(st.sampled_from([2, 11, 13, 25, 120])))
+        return "{% if true %}" * depth + body + "{% endif %}" * depth
+    if kind == 7:
+        depth = int(draw(st.sampled_from([5, 39, 41, 200, 1000])))
+        return "{{ " + "(" * depth + expression + ")" * depth + " }}"
+    outer = draw(NUMBERS)
+    return (
+        f"{{% for i in range({outer}) %}}{{% for j in {expression} %}}{body}"
+        "{% endfor %}{% endfor %}"
+    )
+
+
+TEMPLATES = st.recursive(
+    st.one_of(
+        EXPRESSIONS.map(lambda e: "{{ " + e + " }}"),
+        st.text(alphabet="ab {}%#()[]'\"|~*.\n", max_size=20),
+        st.just("Hello {{ client.first_name }}\n"),
+    ),
+    lambda inner: st.one_of(
+        _statement(inner), st.lists(inner, min_size=2, max_size=3).map("".join)
+    ),
+    max_leaves=6,
+)
+
+
+class Run:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.engine = open_engine(StoreConfig(f"sqlite:///{folder / 'fuzz.db'}"))
+        self.cases = 0
+        self.unexpected: list[dict[str, str]] = []
+        self.outcomes = {"template error": 0, "rendered": 0, "recipient failed": 0}
+        #: The case that raised the peak most, for a look at what costs memory.
+        self.largest_step = (0, "")
+
+    def measured(self, source: str, step: Any) -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step(source)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        if grown > self.largest_step[0]:
+            self.largest_step = (grown, source[:2000])
+
+    def note(self, source: str, where: str, problem: str) -> None:
+        self.unexpected.append({"source": source[:2000], "where": where, "problem": problem})
+
+    def render(self, source: str, where: str = "render") -> None:
+        client = Client("c1", {"id": "c1", "first_name": "Ada"}, PreviewCodes(None, {}))
+        try:
+            template = MessageTemplate(str(self.folder / "fuzz.j2"), source)
+            analyze(template.parsed)
+            template.render({"client": client})
+            self.outcomes["rendered"] += 1
+        except ALLOWED:
+            self.outcomes["template error"] += 1
+        except RecipientFailed as exc:
+            self.outcomes["recipient failed"] += 1
+            if "out of memory" in str(exc) or " at 0x" in str(exc):
+                self.note(source, where, str(exc))
+        except BaseException as exc:
+            self.note(source, where, f"{type(exc).__name__}: {exc}"[:500])
+
+    def check_and_preview(self, source: str) -> None:
+        path = self.folder / "fuzz.j2"
+        path.write_text(source, encoding="utf-8")
+        try:
+            check_template(self.engine, str(path))
+        except ALLOWED:
+            pass
+        except BaseException as exc:
+            self.note(source, "check", f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            for shown in preview(self.engine, str(path), [Recipient("c1", {"id": "c1"}, 0)]):
+                if shown.parts and any(" at 0x" in text for text in shown.parts.values()):
+                    self.note(source, "preview", "a memory address in the output")
+                if shown.error and "out of memory" in shown.error:
+                    self.note(source, "preview", shown.error)
+        except ALLOWED:
+            pass
+        except BaseException as exc:
+            self.note(source, "preview", f"{type(exc).__name__}: {exc}"[:500])
+
+    def report(self) -> None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        print(
+            json.dumps(
+                {
+                    "cases": self.cases,
+                    "outcomes": self.outcomes,
+                    "peak_mb": peak,
+                    "largest_step_mb": self.largest_step[0] // 1024,
+                    "largest_step_source": self.largest_step[1],
+                    "unexpected": self.unexpected,
+                }
+            )
+        )
+
+
+def fuzz(run: Run, examples: int) -> None:
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(TEMPLATES)
+    def one(source: str) -> None:
+        run.cases += 1
+        run.measured(source, run.check_and_preview)
+        run.measured(source, run.render)
+
+    one()
+
+
+def main() -> None:
+    mode, argument = sys.argv[1], sys.argv[2]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(Path(tmp))
+        if mode == "fuzz":
+            fuzz(run, int(argument))
+        else:
+            for source in json.loads(argument):
+                run.cases += 1
+                run.render(source, "budget")
+        run.engine.dispose()
+        run.report()
+
+
+if __name__ == "__main__":
+    main()
