@@ -73,8 +73,12 @@ def iter_segment(
     min_issued: int | None = None,
     max_issued: int | None = None,
     since: date | datetime | None = None,
+    after: str | None = None,
 ) -> Iterator[str]:
-    """The matching customer ids in sorted order, streamed from the database."""
+    """The matching customer ids in sorted order, streamed from the database.
+
+    ``after`` resumes the list after that id (keyset paging).
+    """
     default_low = 0 if max_issued == 0 else 1
     low = default_low if min_issued is None else min_issued
     if low < 0 or (max_issued is not None and max_issued < 0):
@@ -93,12 +97,14 @@ def iter_segment(
         matching.append(Issuance.pool_id.in_(pools))
     if since is not None:
         matching.append(Issuance.issued_at >= _start_of(since))
+    # Grouped by customer, so skipping whole customers keeps every count intact.
+    resume: list[ColumnElement[bool]] = [] if after is None else [Issuance.customer_id > after]
 
     if low >= 1:
         count = func.count().label("n")
         query = (
             select(Issuance.customer_id, count)
-            .where(*matching)
+            .where(*matching, *resume)
             .group_by(Issuance.customer_id)
             .having(count >= low)
         )
@@ -108,7 +114,7 @@ def iter_segment(
     else:
         # Every known customer, with the count of matching issuances (maybe 0).
         matched = func.coalesce(func.sum(case((and_(*matching), 1), else_=0)), 0)
-        query = select(Issuance.customer_id, matched).group_by(Issuance.customer_id)
+        query = select(Issuance.customer_id, matched).where(*resume).group_by(Issuance.customer_id)
         if max_issued is not None:
             query = query.having(matched <= max_issued)
         query = query.having(matched >= literal(low)).order_by(Issuance.customer_id)
