@@ -73,7 +73,16 @@ from pools.pool_admin import (
     setting_changes,
     show_pool,
 )
-from pools.redemption import redeem
+from pools.redemption import redeem, unredeem
+from pools.returns import (
+    EMAIL_COLUMNS,
+    ID_COLUMNS,
+    ReturnReport,
+    cancel_mailing,
+    match_addresses,
+    read_return_list,
+    return_codes,
+)
 from pools.segments import SegmentFormat, segment, write_segment
 from pools.tokens import Scope, create_token, list_tokens, revoke_token
 from pools.voiding import void_batch
@@ -81,7 +90,7 @@ from templating.checking import check_template, preview, preview_recipients
 from templating.errors import RecipientError
 from templating.mailing import CHUNK_SIZE, RenderRequest, RenderSummary, render_mailing
 from templating.outputs import OutputFormat, OutputTarget
-from templating.recipients import Shard
+from templating.recipients import Shard, read_recipients
 from templating.sources import OnExhausted
 
 STDIN_NAME = "<stdin>"
@@ -258,6 +267,11 @@ def print_fields(pairs: Sequence[tuple[str, Any]], *, indent: str = "  ") -> Non
 
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
+
+
+def stdin_is_terminal() -> bool:
+    """Whether a person can answer a confirmation prompt."""
+    return sys.stdin.isatty()
 
 
 class Progress:
@@ -551,7 +565,17 @@ def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
         click.echo(f"Deleted pool {pool_id}.")
 
 
-POOL_COLUMNS = ("id", "name", "status", "mode", "total", "available", "issued", "redeemed")
+POOL_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "mode",
+    "total",
+    "available",
+    "issued",
+    "redeemed",
+    "redemptions",
+)
 
 
 @pool.command("list")
@@ -575,6 +599,7 @@ def pool_list(ctx: click.Context, as_json: bool) -> None:
                 v.counts.available,
                 v.counts.issued,
                 v.counts.redeemed,
+                v.counts.redemptions,
                 v.counts.expired,
             )
             for v in views
@@ -1200,6 +1225,8 @@ def _mailing_row(view: MailingView) -> tuple[Any, ...]:
         t.failed,
         view.started_at,
         view.finished_at,
+        view.redeemed,
+        f"{view.redemption_rate:.1%}",
     )
 
 
@@ -1212,6 +1239,8 @@ _MAILING_HEADERS = [
     "failed",
     "started",
     "finished",
+    "redeemed",
+    "redemption rate",
 ]
 
 
@@ -1253,6 +1282,9 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
             ("rendered", t.rendered),
             ("codes issued", view.codes_issued),
             ("reissues", view.reissues),
+            ("redeemed", view.redeemed),
+            ("redemption rate", f"{view.redemption_rate:.1%}"),
+            ("returned", view.returned),
             ("failed", t.failed),
             ("skipped", t.skipped),
             ("started", view.started_at),
@@ -1278,6 +1310,99 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
         )
 
 
+_ID_NAMES = ", ".join(ID_COLUMNS)
+_EMAIL_NAMES = ", ".join(EMAIL_COLUMNS)
+
+
+@mailing.command(
+    "return",
+    help=(
+        "Give back the codes mailing ID gave to recipients whose messages were never "
+        "delivered (hard bounces, suppressed addresses).\n\n"
+        "FILE is a recipients file or a bounce list: CSV with a header, or JSON Lines "
+        f"(.jsonl). Each row names a recipient by id (column {_ID_NAMES}) or by e-mail "
+        f"address (column {_EMAIL_NAMES}; matched through the mailing's recipients "
+        "file). Only single-use codes never redeemed and never shown again by another "
+        "mailing go back; the others are kept and counted."
+    ),
+)
+@click.argument("mailing_id", metavar="ID")
+@click.option(
+    "--recipients",
+    "recipients_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Recipients or bounce list (id or email column).",
+)
+@click.option("--reason", metavar="TEXT", help="Why, kept with the returned issuances.")
+@json_option
+@click.pass_context
+def mailing_return(
+    ctx: click.Context, mailing_id: str, recipients_file: str, reason: str | None, as_json: bool
+) -> None:
+    engine = get_engine(ctx)
+    listed = read_return_list(recipients_file)
+    directory: Iterable[tuple[str, str | None]] = ()
+    if listed.emails:
+        source = show_mailing(engine, mailing_id).recipients_file
+        if not source or not Path(source).is_file():
+            raise CommandFailed(
+                f"{recipients_file} names recipients by e-mail address, but the recipients "
+                f"file of mailing {mailing_id!r} ({source or 'unknown'}) cannot be read to "
+                "match them: list recipient ids instead"
+            )
+        directory = ((r.id, r.fields.get("email")) for r in read_recipients(source))
+    ids = match_addresses(listed, directory, mailing_id=mailing_id)
+    _report_return(return_codes(engine, mailing_id, ids, reason=reason), as_json)
+
+
+@mailing.command("cancel")
+@click.argument("mailing_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--reason", metavar="TEXT", help="Why (default: 'mailing cancelled').")
+@json_option
+@click.pass_context
+def mailing_cancel(
+    ctx: click.Context, mailing_id: str, yes: bool, reason: str | None, as_json: bool
+) -> None:
+    """The mailing was never sent: every code it gave goes back to its pool.
+
+    Only single-use codes never redeemed and never shown again by another
+    mailing go back; the others are kept and counted. Asks for confirmation
+    on a terminal; without a terminal, --yes is required.
+    """
+    engine = get_engine(ctx)
+    if not yes:
+        view = show_mailing(engine, mailing_id)
+        if not stdin_is_terminal():
+            raise CommandFailed(
+                f"cancelling mailing {mailing_id!r} gives back its codes: confirm with --yes "
+                "(no terminal to ask on)"
+            )
+        question = (
+            f"Mailing {mailing_id} gave {plural(view.codes_issued, 'code')}: give back every "
+            "one that can go back to its pool?"
+        )
+        if not click.confirm(question, err=True):
+            raise CommandFailed(f"mailing {mailing_id!r} not cancelled: nothing was changed")
+    _report_return(cancel_mailing(engine, mailing_id, reason=reason), as_json)
+
+
+def _report_return(report: ReturnReport, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    kept = report.kept
+    click.echo(
+        f"Mailing {report.mailing}: {plural(report.returned, 'code')} back in their pools; "
+        f"kept {kept.redeemed:,} redeemed, {kept.reissued:,} reissued, "
+        f"{kept.multi_use:,} multi-use."
+    )
+    if report.not_issued:
+        note(f"{plural(report.not_issued, 'listed recipient')} held no code from this mailing")
+
+
 # ---------------------------------------------------------------------------
 # After sending: customer, segment, redeem, export
 # ---------------------------------------------------------------------------
@@ -1297,8 +1422,11 @@ def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
         click.echo(f"No codes were ever issued to or redeemed by customer {customer_id!r}.")
         return
     click.echo(f"Codes of customer {customer_id}:")
+    # The returned column only when something came back: most histories have none.
+    any_returned = any(i.returned_at is not None for i in history.issuances)
     print_table(
-        ["pool", "code", "kind", "mailing", "issued", "redeemed by"],
+        ["pool", "code", "kind", "mailing", "issued", "redeemed by"]
+        + (["returned"] if any_returned else []),
         [
             (
                 i.pool,
@@ -1308,6 +1436,7 @@ def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
                 i.issued_at,
                 ", ".join(r or "(anonymous)" for r in i.redeemed_by) or None,
             )
+            + ((_returned_cell(i.returned_at, i.return_reason),) if any_returned else ())
             for i in history.issuances
         ],
     )
@@ -1315,12 +1444,28 @@ def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
         click.echo()
         click.echo("Redemptions:")
         print_table(
-            ["pool", "code", "issued to", "redeemed by", "order", "when"],
+            ["pool", "code", "issued to", "redeemed by", "order", "when", "mailing", "rolled back"],
             [
-                (r.pool, r.code, r.issued_to, r.redeemed_by, r.order, r.redeemed_at)
+                (
+                    r.pool,
+                    r.code,
+                    r.issued_to,
+                    r.redeemed_by,
+                    r.order,
+                    r.redeemed_at,
+                    r.mailing,
+                    r.rolled_back_at,
+                )
                 for r in history.redemptions
             ],
         )
+
+
+def _returned_cell(returned_at: datetime | None, reason: str | None) -> str | None:
+    if returned_at is None:
+        return None
+    shown = returned_at.isoformat(sep=" ", timespec="seconds")
+    return f"{shown} ({reason})" if reason else shown
 
 
 @cli.command("segment")
@@ -1366,6 +1511,9 @@ def segment_command(
 @click.option("--customer", "customer_id", metavar="C", help="Who is redeeming (e.g. a friend).")
 @click.option("--order", metavar="O", help="The order the code is used for.")
 @click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@click.option(
+    "--dry-run", is_flag=True, help="Only answer whether it would redeem now; change nothing."
+)
 @json_option
 @click.pass_context
 def redeem_command(
@@ -1374,21 +1522,59 @@ def redeem_command(
     customer_id: str | None,
     order: str | None,
     pool_id: str | None,
+    dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Redeem a code at checkout; exit 1 with the reason when refused."""
-    result = redeem(get_engine(ctx), code, customer=customer_id, order=order, pool_id=pool_id)
+    """Redeem a code at checkout; exit 1 with the reason when refused.
+
+    Again with the same --order as an earlier successful redemption, the
+    same success is answered ("replayed") and nothing new is recorded.
+    """
+    result = redeem(
+        get_engine(ctx), code, customer=customer_id, order=order, pool=pool_id, dry_run=dry_run
+    )
     if as_json:
         emit_json(result.as_dict())
         if not result.ok:
             ctx.exit(1)
         return
     if not result.ok:
-        raise CommandFailed(f"code {code!r} refused: {result.reason}")
+        would = "would be refused" if dry_run else "refused"
+        raise CommandFailed(f"code {code!r} {would}: {result.reason}")
     issued = f"issued to {result.issued_to}" if result.issued_to else "never issued"
+    if result.mailing:
+        issued += f" by mailing {result.mailing}"
     by = f", redeemed by {result.redeemed_by}" if result.redeemed_by else ""
     order_text = f", order {result.order}" if result.order else ""
-    click.echo(f"Redeemed {result.code} from pool {result.pool} ({issued}{by}{order_text}).")
+    if result.replayed:
+        verb = "Already redeemed (replayed)"
+    else:
+        verb = "Would redeem" if dry_run else "Redeemed"
+    click.echo(f"{verb} {result.code} from pool {result.pool} ({issued}{by}{order_text}).")
+
+
+@cli.command("unredeem")
+@click.argument("code")
+@click.option("--order", required=True, metavar="O", help="The cancelled or refunded order.")
+@click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@json_option
+@click.pass_context
+def unredeem_command(
+    ctx: click.Context, code: str, order: str, pool_id: str | None, as_json: bool
+) -> None:
+    """Undo the redemption of CODE by an order that was cancelled or refunded.
+
+    A single-use code can then be redeemed again; a multi-use code's count
+    drops by one. The redemption stays in the history, marked rolled back.
+    """
+    result = unredeem(get_engine(ctx), code, order=order, pool=pool_id)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    click.echo(
+        f"Rolled back the redemption of {result.code} (pool {result.pool}) by order "
+        f"{result.order}; {plural(result.redemptions, 'redemption')} left."
+    )
 
 
 @cli.group("export")

@@ -33,7 +33,7 @@ from pools.errors import (
 from pools.export import export_issuances
 from pools.generation import CodeSpec, generate_codes
 from pools.imports import ImportReport, Upload, import_history, upload_codes
-from pools.mailings import MailingView, list_mailings, show_mailing
+from pools.mailings import MailingNotFound, MailingView, list_mailings, show_mailing
 from pools.notifications import LowStockAlert, check_low_stock
 from pools.pool_admin import (
     PoolSettings,
@@ -47,11 +47,31 @@ from pools.pool_admin import (
     show_pool,
     slugify,
 )
-from pools.redemption import RedemptionResult, redeem
+from pools.redemption import (
+    ALREADY_REDEEMED,
+    UNKNOWN_CODE,
+    RedemptionNotFound,
+    RedemptionResult,
+    RollbackResult,
+    redeem,
+    unredeem,
+)
+from pools.returns import (
+    KeptCodes,
+    ReturnList,
+    ReturnListError,
+    ReturnReport,
+    cancel_mailing,
+    match_addresses,
+    read_return_list,
+    return_codes,
+)
 from pools.segments import SegmentFormat, segment, write_segment
 from pools.voiding import VoidReport, void_batch
 
 __all__ = [
+    "ALREADY_REDEEMED",
+    "UNKNOWN_CODE",
     "CodeEntry",
     "CodeSpec",
     "CodeState",
@@ -61,8 +81,10 @@ __all__ = [
     "Handout",
     "ImportRejected",
     "ImportReport",
+    "KeptCodes",
     "LineProblem",
     "LowStockAlert",
+    "MailingNotFound",
     "MailingView",
     "PoolCounts",
     "PoolError",
@@ -71,9 +93,14 @@ __all__ = [
     "PoolSettings",
     "PoolView",
     "PromomailError",
+    "RedemptionNotFound",
     "RedemptionResult",
     "Reservation",
     "ReservationLost",
+    "ReturnList",
+    "ReturnListError",
+    "ReturnReport",
+    "RollbackResult",
     "SegmentFormat",
     "StoreConfig",
     "StoreError",
@@ -83,6 +110,7 @@ __all__ = [
     "activate_pool",
     "archive_pool",
     "available_count",
+    "cancel_mailing",
     "check_low_stock",
     "claim",
     "create_pool",
@@ -95,8 +123,10 @@ __all__ = [
     "list_codes",
     "list_mailings",
     "list_pools",
+    "match_addresses",
     "open_engine",
     "pool_counts",
+    "read_return_list",
     "read_transaction",
     "reclaim_expired",
     "reclaim_scope",
@@ -104,11 +134,13 @@ __all__ = [
     "release",
     "reserve",
     "reserve_many",
+    "return_codes",
     "segment",
     "settle",
     "show_mailing",
     "show_pool",
     "slugify",
+    "unredeem",
     "upgrade",
     "upload_codes",
     "void_batch",

@@ -105,6 +105,8 @@ def existing_codes(
             Issuance.kind == IssuanceKind.INITIAL,
             Issuance.slot == 0,
             Issuance.customer_id.in_(ids),
+            # Returned codes were never delivered: a re-run issues new ones.
+            Issuance.returned_at.is_(None),
         )
     )
     return {r.customer_id: IssuedCode(r.customer_id, r.code_id, r.code) for r in rows}

@@ -110,6 +110,7 @@ def list_codes(
                 .where(
                     Issuance.code_id.in_(ids[start : start + 500]),
                     Issuance.kind == IssuanceKind.INITIAL,
+                    Issuance.returned_at.is_(None),
                 )
                 .order_by(Issuance.issued_at.desc())
             )

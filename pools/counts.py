@@ -3,7 +3,10 @@
 ``total = available + pending + reserved + issued + expired + void``, where
 ``pending`` codes are not yet inside their issue window and ``reserved``
 ones are held by a render in progress. ``redeemed`` is a subset of
-``issued`` (or, for multi-use pools, of ``available``).
+``issued`` (or, for multi-use pools, of ``available``): codes redeemed at
+least once. ``redemptions`` counts every live redemption, so a shared code
+redeemed five times is 1 ``redeemed`` and 5 ``redemptions``. A code returned
+by a mailing that was never delivered is ``available`` again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class PoolCounts:
     redeemed: int = 0
     expired: int = 0
     void: int = 0
+    #: Every live redemption (multi-use codes count each one).
+    redemptions: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -62,6 +67,7 @@ def pool_counts(
         _count_where(Code.redemptions > 0),
         _count_where(and_(available_status, Code.issuable_until <= now)),
         _count_where(Code.status == CodeStatus.VOID),
+        func.coalesce(func.sum(Code.redemptions), 0),
     ).group_by(Code.pool_id)
     if pool_ids is not None:
         query = query.where(Code.pool_id.in_(pool_ids))

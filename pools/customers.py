@@ -6,6 +6,11 @@ them, whoever redeemed them. The second kind is how referral rewards find the
 advocate: a friend's purchase with the advocate's code appears in the
 advocate's history as a referral. Redemptions of a shared multi-use code by
 other people are not the customer's business and are left out.
+
+Undone events stay in the history: a redemption whose order was cancelled
+shows ``rolled_back_at``, and an issuance whose message was never delivered
+shows ``returned_at`` and the reason (its code went back to the pool and no
+longer counts as redeemed by or for this customer).
 """
 
 from __future__ import annotations
@@ -37,8 +42,15 @@ class RedemptionRecord:
     #: True when someone other than the customer redeemed a code issued to them.
     referral: bool
     code_id: int
+    #: The mailing that gave the code to ``issued_to``.
+    mailing: str | None = None
+    rolled_back_at: datetime | None = None
     #: The redemption's own id, the position of a page of history.
     record_id: int = 0
+
+    @property
+    def live(self) -> bool:
+        return self.rolled_back_at is None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +61,8 @@ class RedemptionRecord:
             "order": self.order,
             "redeemed_at": _iso(self.redeemed_at),
             "referral": self.referral,
+            "mailing": self.mailing,
+            "rolled_back_at": _iso(self.rolled_back_at),
         }
 
 
@@ -62,6 +76,8 @@ class IssuanceRecord:
     #: Who redeemed this code, as far as this customer is concerned (None: anonymous).
     redeemed_by: tuple[str | None, ...]
     code_id: int
+    returned_at: datetime | None = None
+    return_reason: str | None = None
     #: The issuance's own id, the position of a page of history.
     record_id: int = 0
 
@@ -78,6 +94,8 @@ class IssuanceRecord:
             "issued_at": _iso(self.issued_at),
             "redeemed": self.redeemed,
             "redeemed_by": list(self.redeemed_by),
+            "returned_at": _iso(self.returned_at),
+            "return_reason": self.return_reason,
         }
 
 
@@ -138,6 +156,8 @@ def history_in(
             Issuance.mailing_id,
             Issuance.issued_at,
             Issuance.code_id,
+            Issuance.returned_at,
+            Issuance.return_reason,
             Issuance.id,
         )
         .join(Code, Code.id == Issuance.code_id)
@@ -157,7 +177,7 @@ def history_in(
     everything = redemptions if part.limit is None else _redemptions(conn, customer_id)
     by_code: dict[int, list[str | None]] = {}
     for record in everything:
-        if record.code_id in mentioned:
+        if record.live and record.code_id in mentioned:
             by_code.setdefault(record.code_id, []).append(record.redeemed_by)
     issuances = [
         IssuanceRecord(
@@ -166,8 +186,10 @@ def history_in(
             kind=row.kind,
             mailing=row.mailing_id,
             issued_at=row.issued_at,
-            redeemed_by=tuple(by_code.get(row.code_id, ())),
+            redeemed_by=tuple(by_code.get(row.code_id, ())) if row.returned_at is None else (),
             code_id=row.code_id,
+            returned_at=row.returned_at,
+            return_reason=row.return_reason,
             record_id=row.id,
         )
         for row in rows
@@ -188,11 +210,14 @@ def _redemptions(
         Redemption.order_id,
         Redemption.redeemed_at,
         Redemption.code_id,
+        Redemption.mailing_id,
+        Redemption.rolled_back_at,
     )
     own_codes = select(Issuance.code_id).where(
         Issuance.customer_id == customer_id,
         Issuance.kind == IssuanceKind.INITIAL,
         Issuance.exclusive.is_(True),
+        Issuance.returned_at.is_(None),
     )
     narrowing: list[ColumnElement[bool]] = []
     if part.pools is not None:
@@ -229,6 +254,8 @@ def _redemptions(
             redeemed_at=row.redeemed_at,
             referral=row.redeemed_by != customer_id,
             code_id=row.code_id,
+            mailing=row.mailing_id,
+            rolled_back_at=row.rolled_back_at,
             record_id=row.id,
         )
         for row in ordered

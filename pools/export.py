@@ -8,7 +8,10 @@ untouched).
 
 ``redeemed`` holds the time of the redemption (ISO 8601, UTC), empty when
 the code was not redeemed. For a multi-use code it is the time this
-customer first redeemed it, since the code itself is shared.
+customer first redeemed it, since the code itself is shared. ``returned_at``
+is set when the message was never delivered and the code went back to its
+pool (empty while the issuance is live); a returned issuance shows no
+redemption, since whoever redeems the code later was not given it here.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pools.db import read_transaction
 from pools.errors import PoolNotFound, PromomailError
 from pools.models import Code, Issuance, Mailing, Pool, Redemption
 
-COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed")
+COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed", "returned_at")
 _FETCH_ROWS = 1000
 
 
@@ -99,10 +102,15 @@ def issuance_query(*, pool: str | None = None, mailing: str | None = None) -> Se
         .where(
             Redemption.code_id == Issuance.code_id,
             Redemption.redeemed_by == Issuance.customer_id,
+            Redemption.rolled_back_at.is_(None),
         )
         .scalar_subquery()
     )
-    redeemed = case((Pool.multi_use, own_redemption), else_=Code.redeemed_at)
+    redeemed = case(
+        (Issuance.returned_at.is_not(None), None),
+        (Pool.multi_use, own_redemption),
+        else_=Code.redeemed_at,
+    )
     query = (
         select(
             Issuance.issued_at,
@@ -112,6 +120,7 @@ def issuance_query(*, pool: str | None = None, mailing: str | None = None) -> Se
             Issuance.mailing_id,
             Issuance.kind,
             redeemed,
+            Issuance.returned_at,
             Issuance.id,
         )
         .join(Code, Code.id == Issuance.code_id)
@@ -127,8 +136,19 @@ def issuance_query(*, pool: str | None = None, mailing: str | None = None) -> Se
 
 def issuance_values(row: Any) -> list[str]:
     """One row of :func:`issuance_query` as the export's cells."""
-    issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at = row[: len(COLUMNS)]
-    return [_iso(issued_at), pool_id, code, customer, mailing_id, kind, _iso(redeemed_at)]
+    issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at, returned_at = row[
+        : len(COLUMNS)
+    ]
+    return [
+        _iso(issued_at),
+        pool_id,
+        code,
+        customer,
+        mailing_id,
+        kind,
+        _iso(redeemed_at),
+        _iso(returned_at),
+    ]
 
 
 def write_issuances(

@@ -27,6 +27,8 @@ def latest_codes(
             Issuance.pool_id == pool_id,
             Issuance.kind == IssuanceKind.INITIAL,
             Issuance.customer_id.in_(customer_ids),
+            # A returned code went back to its pool: never show it again.
+            Issuance.returned_at.is_(None),
         )
         .order_by(Issuance.issued_at, Issuance.id)
     )
@@ -50,6 +52,7 @@ def reissued_customers(
             Issuance.pool_id == pool_id,
             Issuance.kind == IssuanceKind.REISSUE,
             Issuance.customer_id.in_(customer_ids),
+            Issuance.returned_at.is_(None),
         )
     )
     return {r.customer_id for r in rows}
@@ -68,6 +71,7 @@ def slots_used(
             Issuance.pool_id == pool_id,
             Issuance.kind == IssuanceKind.INITIAL,
             Issuance.customer_id.in_(customer_ids),
+            Issuance.returned_at.is_(None),
         )
         .group_by(Issuance.customer_id)
     )

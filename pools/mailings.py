@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, exists, func, select, update
 
 from pools.clock import utcnow
 from pools.db import read_transaction, write_transaction
 from pools.dialect_sql import insert_if_absent
 from pools.errors import PromomailError
-from pools.models import Issuance, IssuanceKind, Mailing, MailingRun
+from pools.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
 
 
 class MailingNotFound(PromomailError):
@@ -93,6 +93,8 @@ def issued_customers_in(
         Issuance.pool_id == pool_id,
         Issuance.kind == IssuanceKind.INITIAL,
         Issuance.customer_id.in_(customer_ids),
+        # A returned code was never delivered: that recipient needs a new one.
+        Issuance.returned_at.is_(None),
     )
     return int(conn.execute(query).scalar_one())
 
@@ -109,6 +111,15 @@ class MailingView:
     codes_issued: int
     reissues: int
     runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Codes this mailing issued that were redeemed (live redemptions attributed to it).
+    redeemed: int = 0
+    #: Issuances given back because the message was never delivered.
+    returned: int = 0
+
+    @property
+    def redemption_rate(self) -> float:
+        """``redeemed`` / codes issued, from 0 to 1 (0 when nothing was issued)."""
+        return self.redeemed / self.codes_issued if self.codes_issued else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +133,9 @@ class MailingView:
             "skipped": self.totals.skipped,
             "codes_issued": self.codes_issued,
             "reissues": self.reissues,
+            "redeemed": self.redeemed,
+            "redemption_rate": self.redemption_rate,
+            "returned": self.returned,
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "finished_at": self.finished_at.isoformat(timespec="seconds")
             if self.finished_at
@@ -134,13 +148,35 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
     runs = conn.execute(
         select(MailingRun).where(MailingRun.mailing_id == mailing.id).order_by(MailingRun.shard)
     ).all()
+    # Live issuances only: a returned code was never delivered. The filter
+    # also lets the (partial) mailing index serve the count.
     counts = dict(
         conn.execute(
             select(Issuance.kind, func.count())
-            .where(Issuance.mailing_id == mailing.id)
+            .where(Issuance.mailing_id == mailing.id, Issuance.returned_at.is_(None))
             .group_by(Issuance.kind)
         ).all()
     )
+    returned = conn.execute(
+        select(func.count()).where(
+            Issuance.mailing_id == mailing.id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.returned_at.is_not(None),
+        )
+    ).scalar_one()
+    redeemed = conn.execute(
+        select(func.count()).where(
+            Issuance.mailing_id == mailing.id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.returned_at.is_(None),
+            exists().where(
+                Redemption.code_id == Issuance.code_id,
+                Redemption.issued_to == Issuance.customer_id,
+                Redemption.mailing_id == Issuance.mailing_id,
+                Redemption.rolled_back_at.is_(None),
+            ),
+        )
+    ).scalar_one()
     totals = RunTotals(
         *(
             sum(getattr(r, name) for r in runs)
@@ -180,6 +216,8 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
             }
             for r in runs
         ],
+        redeemed=int(redeemed),
+        returned=int(returned),
     )
 
 

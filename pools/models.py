@@ -1,9 +1,16 @@
 """The issuance store's tables.
 
 The invariants live here as constraints, not only in Python: a single-use
-code can be the subject of at most one initial issuance (partial unique index
-on ``issuances.code_id``), a mailing gives a customer at most one initial code
-per pool and slot, and a code's pool/code pair is unique.
+code can be the subject of at most one live initial issuance (partial unique
+index on ``issuances.code_id``), a mailing gives a customer at most one live
+initial code per pool and slot, a single-use code has at most one live
+redemption and an order at most one live redemption of a code, and a code's
+pool/code pair is unique.
+
+"Live" means not undone: an issuance whose message was never delivered is
+marked ``returned_at`` (the code went back to its pool) and a redemption whose
+order was cancelled is marked ``rolled_back_at``. Both stay in the history,
+so the unique indexes are partial and cover live rows only.
 """
 
 from __future__ import annotations
@@ -194,11 +201,12 @@ class Issuance(Base):
             "uq_issuances_exclusive_code",
             "code_id",
             unique=True,
-            sqlite_where=text("exclusive AND kind = 'initial'"),
-            postgresql_where=text("exclusive AND kind = 'initial'"),
+            sqlite_where=text("exclusive AND kind = 'initial' AND returned_at IS NULL"),
+            postgresql_where=text("exclusive AND kind = 'initial' AND returned_at IS NULL"),
         ),
         # Invariant 2: one initial code per mailing, customer, pool and slot
         # (and one reissue record, so a re-run does not record it twice).
+        # Returned issuances do not count: a re-run gives those recipients new codes.
         Index(
             "uq_issuances_mailing_customer",
             "mailing_id",
@@ -207,6 +215,15 @@ class Issuance(Base):
             "kind",
             "slot",
             unique=True,
+            sqlite_where=text("returned_at IS NULL"),
+            postgresql_where=text("returned_at IS NULL"),
+        ),
+        # The few returned rows of a mailing, found without a scan.
+        Index(
+            "ix_issuances_returned",
+            "mailing_id",
+            sqlite_where=text("returned_at IS NOT NULL"),
+            postgresql_where=text("returned_at IS NOT NULL"),
         ),
         Index("ix_issuances_customer", "customer_id", "pool_id", "issued_at"),
         Index("ix_issuances_code", "code_id"),
@@ -222,11 +239,34 @@ class Issuance(Base):
     slot: Mapped[int] = mapped_column(Integer, default=0)
     exclusive: Mapped[bool] = mapped_column(Boolean)
     issued_at: Mapped[datetime] = mapped_column(DateTime)
+    #: Set when the message was never delivered and the code went back to its pool.
+    returned_at: Mapped[datetime | None] = mapped_column(DateTime)
+    return_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Redemption(Base):
     __tablename__ = "redemptions"
-    __table_args__ = (Index("ix_redemptions_code", "code_id"),)
+    __table_args__ = (
+        Index("ix_redemptions_code", "code_id"),
+        # Invariant 8: one live redemption of a single-use code…
+        Index(
+            "uq_redemptions_single_use",
+            "code_id",
+            unique=True,
+            sqlite_where=text("exclusive AND rolled_back_at IS NULL"),
+            postgresql_where=text("exclusive AND rolled_back_at IS NULL"),
+        ),
+        # …and one live redemption of any code per order, so a replay never counts twice.
+        # It also serves the replay look-up.
+        Index(
+            "uq_redemptions_order",
+            "code_id",
+            "order_id",
+            unique=True,
+            sqlite_where=text("order_id IS NOT NULL AND rolled_back_at IS NULL"),
+            postgresql_where=text("order_id IS NOT NULL AND rolled_back_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"))
@@ -235,6 +275,12 @@ class Redemption(Base):
     redeemed_by: Mapped[str | None] = mapped_column(String(200), index=True)
     order_id: Mapped[str | None] = mapped_column(String(200))
     redeemed_at: Mapped[datetime] = mapped_column(DateTime)
+    #: The mailing that gave the code to ``issued_to`` (campaign attribution).
+    mailing_id: Mapped[str | None] = mapped_column(String(200))
+    #: Whether the code is single-use: the pool's mode, copied so an index can use it.
+    exclusive: Mapped[bool] = mapped_column(Boolean)
+    #: Set when the order was cancelled or refunded and the redemption undone.
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ServiceToken(Base):

@@ -46,6 +46,7 @@ def current_codes(
     conditions = [
         Issuance.pool_id == pool_id,
         Issuance.kind == IssuanceKind.INITIAL,
+        Issuance.returned_at.is_(None),
         Code.redemptions == 0,
         Code.status != CodeStatus.VOID,
         or_(Code.available_till.is_(None), Code.available_till > moment),

@@ -92,7 +92,11 @@ def iter_segment(
             if pool_id not in known:
                 raise PoolNotFound(pool_id)
 
-    matching: list[ColumnElement[bool]] = [Issuance.kind == IssuanceKind.INITIAL]
+    # A returned code never reached the customer: it does not make them "issued".
+    matching: list[ColumnElement[bool]] = [
+        Issuance.kind == IssuanceKind.INITIAL,
+        Issuance.returned_at.is_(None),
+    ]
     if pools:
         matching.append(Issuance.pool_id.in_(pools))
     if since is not None:

@@ -33,6 +33,7 @@ from pools.imports import UnreadableUpload
 from pools.mailings import MailingNotFound
 from pools.pages import InvalidCursor
 from pools.pool_admin import InvalidSetting
+from pools.redemption import RedemptionNotFound
 from pools.segments import SegmentError
 from pools.tokens import TokenError, TokenNotFound
 from templating.errors import RecipientError, RenderLimitExceeded, TemplateError
@@ -45,6 +46,8 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (PoolNotFound, 404),
     (MailingNotFound, 404),
     (TokenNotFound, 404),
+    # A roll-back of a redemption that is not there (no such code, or not for that order).
+    (RedemptionNotFound, 404),
     # The only ExportError the service can meet: a mailing filter naming no mailing.
     (ExportError, 404),
     (ImportRejected, 422),

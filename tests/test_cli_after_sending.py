@@ -47,7 +47,16 @@ SAMPLES = ROOT / "sample_templates"
 #: A one-part message (SMS-like) handing out one spring code.
 SPRING = "Hi {{ client.first_name }}, your code: {{ client.promocode('spring') }}\n"
 
-EXPORT_COLUMNS = ["issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed"]
+EXPORT_COLUMNS = [
+    "issued_at",
+    "pool",
+    "code",
+    "customer",
+    "mailing",
+    "kind",
+    "redeemed",
+    "returned_at",
+]
 
 
 # --- the command line ---------------------------------------------------------
@@ -163,12 +172,17 @@ def test_redeem_a_single_use_code_once(run: Cli) -> None:
         "code": alice_code,
         "pool": "spring",
         "issued_to": "alice",
+        "mailing": "m-1",
         "redeemed_by": "alice",
         "order": "o-1",
+        "replayed": False,
     }
     human = run("redeem", bob_code, "--order", "o-2")
     assert human.exit_code == 0, human.stderr
-    assert human.stdout == f"Redeemed {bob_code} from pool spring (issued to bob, order o-2).\n"
+    assert (
+        human.stdout
+        == f"Redeemed {bob_code} from pool spring (issued to bob by mailing m-1, order o-2).\n"
+    )
 
     codes_before = run.json("codes", "list", "spring", "--limit", "0")
     again = run("redeem", alice_code, "--customer", "mallory", "--json")
@@ -382,6 +396,8 @@ def test_eight_processes_redeem_one_code_at_the_same_moment(run: Cli, db_url: st
         "issued_to": "advocate",
         "redeemed_by": f"friend-{index}",
         "order": f"order-{index}",
+        "mailing": won["mailing"],
+        "replayed": False,
     }
     assert losers == [{"ok": False, "reason": "already redeemed"}] * 7
     [listed] = run.json("codes", "list", "spring", "--state", "redeemed")
@@ -417,6 +433,8 @@ def test_referral_codes_are_attributed_and_topped_up(run: Cli) -> None:
         "issued_to": "ann",
         "redeemed_by": "friend",
         "order": "o-77",
+        "mailing": "ref-1",
+        "replayed": False,
     }
 
     ann = run.customer("ann")
@@ -616,6 +634,7 @@ def _history_rows(run: Cli, customers: Sequence[str]) -> list[dict[str, str]]:
                     "mailing": issued["mailing"],
                     "kind": issued["kind"],
                     "redeemed": own.get(issued["code"]) or "",
+                    "returned_at": issued["returned_at"] or "",
                 }
             )
     return rows

@@ -1001,6 +1001,8 @@ def test_mailings_lists_every_mailing(run: Cli, welcome: str, tmp_path: Path) ->
         "failed",
         "started",
         "finished",
+        "redeemed",
+        "redemption rate",
     ]
     assert [row[:6] for row in rows[1:]] == [
         ["w1", "finished", "8", "8", "8", "0"],

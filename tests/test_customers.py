@@ -40,6 +40,8 @@ def test_referral_is_attributed_to_the_advocate(engine: Engine) -> None:
         if result.redeemed_at
         else None,
         "referral": True,
+        "mailing": "invite-1",
+        "rolled_back_at": None,
     }
     assert history.referrals == [referral]
 

@@ -389,6 +389,7 @@ def test_counts_add_up_in_every_state(engine: Engine) -> None:
         redeemed=1,
         expired=3,
         void=3,
+        redemptions=1,
     )
     assert_adds_up(counts)
     assert list_pools(engine)[0].counts == counts

@@ -39,17 +39,23 @@ def test_single_use_is_redeemed_once(engine: Engine) -> None:
         "code": "SPRING-A",
         "pool": "spring",
         "issued_to": "alice",
+        "mailing": "m1",
         "redeemed_by": "alice",
         "order": "order-1",
+        "replayed": False,
     }
     row = _code_row(engine, "SPRING-A")
     assert row.redemptions == 1 and row.status == CodeStatus.ISSUED
     assert row.redeemed_at is not None and issued.redeemed_at is None
 
     before = snapshot(engine)
-    for customer, order in (("alice", "order-1"), ("mallory", "order-2"), (None, None)):
+    for customer, order in (("mallory", "order-2"), (None, None), ("alice", None)):
         again = redeem(engine, "SPRING-A", customer=customer, order=order)
         assert again.as_dict() == {"ok": False, "reason": ALREADY_REDEEMED}
+    # The same order again is a retried checkout: the same success, nothing new.
+    replay = redeem(engine, "SPRING-A", customer="alice", order="order-1")
+    assert replay.as_dict() == {**first.as_dict(), "replayed": True}
+    assert replay.redeemed_at == first.redeemed_at
     assert snapshot(engine) == before
     with engine.connect() as conn:
         rows = conn.execute(
@@ -197,14 +203,14 @@ def test_unknown_void_and_ambiguous_codes(engine: Engine) -> None:
     before = snapshot(engine)
     assert redeem(engine, "NOPE").as_dict() == {"ok": False, "reason": "unknown code"}
     assert redeem(engine, "only-one").reason == "unknown code"  # codes match exactly
-    assert redeem(engine, "ONLY-ONE", pool_id="two").reason == "unknown code in pool 'two'"
-    assert redeem(engine, "ONLY-ONE", pool_id="three").reason == "unknown pool 'three'"
+    assert redeem(engine, "ONLY-ONE", pool="two").reason == "unknown code in pool 'two'"
+    assert redeem(engine, "ONLY-ONE", pool="three").reason == "unknown pool 'three'"
     assert redeem(engine, "WITHDRAWN").reason == "void code"
     ambiguous = redeem(engine, "SAME", customer="alice")
     assert ambiguous.reason == "ambiguous code: it is in pools one, two; name the pool"
     assert snapshot(engine) == before
 
-    chosen = redeem(engine, "SAME", customer="alice", pool_id="two")
+    chosen = redeem(engine, "SAME", customer="alice", pool="two")
     assert chosen.ok and chosen.pool == "two"
     with engine.connect() as conn:
         rows = conn.execute(select(Code.pool_id, Code.redemptions).where(Code.code == "SAME"))
