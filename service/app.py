@@ -14,17 +14,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from pools.db import StoreConfig, open_engine
 from service import preview, problems
-from service.auth import ScopedRoute, ScopedRouter
+from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
 from service.bodies import BodyLimit
-from service.routes_meta import OPENAPI_URL
 from service.routes_meta import router as meta_router
 from service.routes_people import router as people_router
 from service.routes_pools import router as pools_router
@@ -90,5 +92,16 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
     problems.install(app)
     preview.install(app)
     app.add_middleware(BodyLimit)
-    app.state.openapi_url = OPENAPI_URL
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's description, plus the bearer scheme the routes' ``security`` names."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -3,9 +3,10 @@
 :class:`ScopedRouter` is the only way routes enter the app, and its
 ``add_api_route`` takes a keyword ``scope`` without a default, so a route
 that does not say what it needs cannot be written. The scope becomes a
-dependency that runs before the route (401 without a valid token, 403
-with a token whose scope does not allow the route), is recorded on the
-route (``route.scope``) and in the API description (``x-scope``).
+check the route runs before anything else, even before it reads the body
+(401 without a valid token, 403 with a token whose scope does not allow
+the route); it is recorded on the route (``route.scope``) and in the API
+description (``x-scope``).
 
 Pool limits are the routes' business, through :func:`visible_pool` and
 :meth:`Principal.visible`: a pool outside a token's pools is answered
@@ -18,10 +19,10 @@ from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from fastapi.routing import APIRoute, APIRouter
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from pools.errors import PoolNotFound
 from pools.tokens import Principal, Scope, authenticate
@@ -44,7 +45,15 @@ class Open(StrEnum):
 Needs = Scope | Open
 F = TypeVar("F", bound=Callable[..., Any])
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `promomail token create`.")
+#: The security scheme's name in the API description.
+BEARER = "bearer"
+SECURITY_SCHEMES = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from `promomail token create NAME --scope SCOPE`.",
+    }
+}
 
 
 def engine_of(request: Request) -> Engine:
@@ -57,55 +66,51 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _api_gate(needed: Scope) -> Callable[..., None]:
-    def gate(
-        request: Request,
-        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
-    ) -> None:
-        if credentials is None:
-            raise _unauthorized("this request needs an 'Authorization: Bearer TOKEN' header")
-        principal = authenticate(engine_of(request), credentials.credentials)
-        if principal is None:
-            raise _unauthorized("the token is unknown or revoked")
-        if not principal.permits(needed, reading=request.method in ("GET", "HEAD")):
-            raise Problem(
-                403,
-                f"token {principal.name!r} has scope {principal.scope.value!r}: "
-                f"{request.method} {request.url.path} needs scope {needed.value!r}",
-            )
-        request.state.principal = principal
+def bearer_secret(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    kind, _, secret = header.partition(" ")
+    return secret.strip() if kind.lower() == "bearer" and secret.strip() else None
 
-    return gate
+
+def check_api(request: Request, needed: Scope) -> Principal:
+    """The token holder, if the token is valid and its scope allows the route; else 401/403."""
+    secret = bearer_secret(request)
+    if secret is None:
+        raise _unauthorized("this request needs an 'Authorization: Bearer TOKEN' header")
+    holder = authenticate(engine_of(request), secret)
+    if holder is None:
+        raise _unauthorized("the token is unknown or revoked")
+    if not holder.permits(needed, reading=request.method in ("GET", "HEAD")):
+        raise Problem(
+            403,
+            f"token {holder.name!r} has scope {holder.scope.value!r}: "
+            f"{request.method} {request.url.path} needs scope {needed.value!r}",
+        )
+    return holder
 
 
 class LoginRequired(Exception):
     """The preview page needs a token first: the handler answers with the form."""
 
 
-def _preview_gate(request: Request) -> None:
+def check_preview(request: Request) -> Principal | None:
     if request.app.state.preview_open:
-        request.state.principal = None
-        return
+        return None
     secret = request.cookies.get(PREVIEW_COOKIE)
-    principal = authenticate(engine_of(request), secret) if secret else None
-    if principal is None:
+    holder = authenticate(engine_of(request), secret) if secret else None
+    # The page reads every pool a template names: a token limited to pools may not use it.
+    if holder is None or holder.limited:
         raise LoginRequired()
-    if principal.limited:
-        # The page reads every pool a template names; a limited token must not see them.
-        raise LoginRequired()
-    request.state.principal = principal
+    return holder
 
 
-def _public_gate(request: Request) -> None:
-    request.state.principal = None
-
-
-def gate_for(needs: Needs) -> Callable[..., None]:
+def admit(request: Request, needs: Needs) -> Principal | None:
+    """Run the check a route declared; runs in a worker thread (it reads the store)."""
     if isinstance(needs, Scope):
-        return _api_gate(needs)
+        return check_api(request, needs)
     if needs is Open.PREVIEW:
-        return _preview_gate
-    return _public_gate
+        return check_preview(request)
+    return None
 
 
 def principal(request: Request) -> Principal:
@@ -128,21 +133,29 @@ def pools_filter(holder: Principal) -> frozenset[str] | None:
 
 
 class ScopedRoute(APIRoute):
-    """An API route that knows what it needs; one with a JSON body takes JSON only."""
+    """A route that knows what it needs, and checks it before it reads the body.
+
+    Order of checks: token and scope (401/403), then the content type of a
+    JSON body (415), then the body itself (400/413/422), then the route.
+    """
 
     scope: Needs
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if self.body_field is None:
-            return handler
+        takes_json = self.body_field is not None
 
-        async def json_only(request: Request) -> Response:
-            if not is_json(request.headers.get("content-type")):
+        async def checked(request: Request) -> Response:
+            needs = self.scope
+            if needs is Open.PUBLIC:
+                request.state.principal = None
+            else:
+                request.state.principal = await run_in_threadpool(admit, request, needs)
+            if takes_json and not is_json(request.headers.get("content-type")):
                 raise unsupported(request.headers.get("content-type"), "application/json")
             return await handler(request)
 
-        return json_only
+        return checked
 
 
 class ScopedRouter(APIRouter):
@@ -156,13 +169,12 @@ class ScopedRouter(APIRouter):
     ) -> None:
         if not isinstance(scope, Scope | Open):
             raise TypeError(f"route {path}: scope must be a Scope or Open, not {scope!r}")
-        dependencies = [Depends(gate_for(scope)), *(kwargs.pop("dependencies", None) or [])]
         extra = {**(kwargs.pop("openapi_extra", None) or {}), "x-scope": scope.value}
+        if isinstance(scope, Scope):
+            extra["security"] = [{BEARER: []}]
         if not isinstance(scope, Scope):
             kwargs.setdefault("include_in_schema", scope is not Open.PREVIEW)
-        super().add_api_route(
-            path, endpoint, dependencies=dependencies, openapi_extra=extra, **kwargs
-        )
+        super().add_api_route(path, endpoint, openapi_extra=extra, **kwargs)
         route = self.routes[-1]
         assert isinstance(route, ScopedRoute)
         route.scope = scope
