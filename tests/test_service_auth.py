@@ -215,7 +215,7 @@ def test_every_route_declares_its_scope(app_engine: Engine) -> None:
         routes.append(route)
     assert len(routes) >= 20
     document = app.openapi()
-    declared = {(r.path, m.lower()): r.scope for r in routes for m in r.methods}
+    declared = {(r.path, m.lower()): r.scope for r in routes for m in r.methods or ()}
     for path, item in document["paths"].items():
         for method, operation in item.items():
             assert operation["x-scope"] == declared[(path, method)].value
