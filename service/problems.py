@@ -118,11 +118,22 @@ def _one_line(message: str) -> str:
     return "; ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
+#: The pattern of every text the API takes (see service.schemas.NO_NUL).
+_NO_NUL = r"^[^\x00]*$"
+
+
+def _message(item: dict[str, Any]) -> str:
+    context = item.get("ctx") or {}
+    if item.get("type") == "string_pattern_mismatch" and context.get("pattern") == _NO_NUL:
+        return "must not contain a NUL character"
+    return str(item.get("msg", ""))
+
+
 def _validation_problem(error: RequestValidationError) -> Problem:
     errors = [
         {
             "loc": [str(part) for part in item.get("loc", ())],
-            "msg": str(item.get("msg", "")),
+            "msg": _message(item),
             "type": str(item.get("type", "")),
         }
         for item in error.errors()
@@ -155,6 +166,8 @@ def install(app: FastAPI) -> None:
     async def on_http(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "the request body cannot be read as JSON (is it UTF-8?)"
         return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response()
 
     async def on_database(_request: Request, exc: Exception) -> JSONResponse:
