@@ -9,6 +9,7 @@ itself re-raises the signal after its shutdown, which would end the process
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 from types import FrameType
@@ -23,7 +24,8 @@ GRACE_SECONDS = 10
 class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded as captured: the stop is the normal end of the process.
-        if self.should_exit:
+        # A second Ctrl-C gives up waiting for the requests in flight.
+        if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True
         self.should_exit = True
 
