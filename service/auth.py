@@ -144,6 +144,7 @@ class ScopedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_json = self.body_field is not None
+        known_query = {param.alias for param in self.dependant.query_params}
 
         async def checked(request: Request) -> Response:
             needs = self.scope
@@ -151,6 +152,10 @@ class ScopedRoute(APIRoute):
                 request.state.principal = None
             else:
                 request.state.principal = await run_in_threadpool(admit, request, needs)
+            unknown = sorted(set(request.query_params) - known_query)
+            if unknown:
+                # A misspelt filter must not silently widen a list.
+                raise Problem(422, f"unknown query parameter {unknown[0]!r}")
             if takes_json and not is_json(request.headers.get("content-type")):
                 raise unsupported(request.headers.get("content-type"), "application/json")
             return await handler(request)
