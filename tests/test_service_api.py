@@ -360,3 +360,15 @@ def test_secret_is_stored_only_as_a_hash(store: Store) -> None:
 def test_unknown_route_is_a_problem(admin: httpx.Client) -> None:
     problem(admin.get("/api/v1/nothing-here"), 404)
     problem(admin.put("/api/v1/pools"), 405)
+
+
+def test_the_preview_page_forbids_scripts_but_its_own(served: tuple[Store, Server]) -> None:
+    with served[1].client() as client:
+        page = client.get("/")
+    assert page.status_code == 200
+    policy = dict(
+        part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";")
+    )
+    assert policy["script-src"] == "'self'"
+    assert policy["default-src"] == "'none'"
+    assert "no templates" in page.text
