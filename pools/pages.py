@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from pools.customers import HistoryWindow, history_in
 from pools.db import read_transaction
 from pools.errors import PoolNotFound, PromomailError
-from pools.export import COLUMNS, check_filters, issuance_query, issuance_values
+from pools.export import COLUMNS, ExportError, check_filters, issuance_query, issuance_values
 from pools.models import Code, Issuance
 from pools.segments import iter_segment
 
@@ -99,6 +99,8 @@ def issuance_page(
         query = query.where(Issuance.pool_id.in_(pools))
     with read_transaction(engine) as conn:
         check_filters(conn, pool, mailing)
+        if pools is not None and mailing is not None and mailing not in _mailings_of(conn, pools):
+            raise ExportError(f"mailing {mailing!r} does not exist")
         rows = conn.execute(query).all()
     shown = rows[:limit]
     # Empty cells of the CSV are missing values in JSON.
@@ -137,6 +139,7 @@ def segment_page(
             max_issued=max_issued,
             since=since,
             after=start,
+            within=pools,
         ):
             ids.append(customer_id)
             if len(ids) > limit:
@@ -203,8 +206,9 @@ def code_pools(engine: Engine, code: str) -> list[str]:
 def mailings_of_pools(engine: Engine, pools: Collection[str]) -> set[str]:
     """The mailings that issued codes from any of these pools."""
     with read_transaction(engine) as conn:
-        return set(
-            conn.execute(
-                select(Issuance.mailing_id).where(Issuance.pool_id.in_(pools)).distinct()
-            ).scalars()
-        )
+        return _mailings_of(conn, pools)
+
+
+def _mailings_of(conn: Connection, pools: Collection[str]) -> set[str]:
+    query = select(Issuance.mailing_id).where(Issuance.pool_id.in_(pools)).distinct()
+    return set(conn.execute(query).scalars())

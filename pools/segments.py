@@ -14,7 +14,7 @@ never got a spring code.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import TextIO
@@ -74,10 +74,13 @@ def iter_segment(
     max_issued: int | None = None,
     since: date | datetime | None = None,
     after: str | None = None,
+    within: Collection[str] | None = None,
 ) -> Iterator[str]:
     """The matching customer ids in sorted order, streamed from the database.
 
-    ``after`` resumes the list after that id (keyset paging).
+    ``after`` resumes the list after that id (keyset paging). ``within``
+    narrows the store to those pools (a view limited to some pools): only
+    their issuances count and only their customers are known.
     """
     default_low = 0 if max_issued == 0 else 1
     low = default_low if min_issued is None else min_issued
@@ -103,6 +106,8 @@ def iter_segment(
         matching.append(Issuance.issued_at >= _start_of(since))
     # Grouped by customer, so skipping whole customers keeps every count intact.
     resume: list[ColumnElement[bool]] = [] if after is None else [Issuance.customer_id > after]
+    if within is not None:
+        resume.append(Issuance.pool_id.in_(within))
 
     if low >= 1:
         count = func.count().label("n")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
+from anyio import to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -29,7 +30,6 @@ from pools.tokens import authenticate
 from service.auth import PREVIEW_COOKIE, LoginRequired, Open, ScopedRouter, engine_of
 from service.schemas import NO_NUL
 from templating.checking import CheckReport, Preview, check_template, preview, preview_recipients
-from templating.errors import TemplateError
 from templating.recipients import Recipient, read_recipients
 
 TEMPLATE_SUFFIXES = (".j2", ".jinja")
@@ -181,10 +181,7 @@ def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
         return shown  # a syntax error: nothing to render
     try:
         previews = preview(engine, str(path), _recipients_for(request, choice))
-    except TemplateError as exc:
-        shown.error = str(exc)
-        return shown
-    except PromomailError as exc:
+    except PromomailError as exc:  # e.g. a recipients file that cannot be read
         shown.error = str(exc)
         return shown
     if not previews:
@@ -278,8 +275,6 @@ async def login(request: Request) -> Response:
     """Takes a token from the form; keeps it in an HttpOnly, SameSite=Strict cookie."""
     body = (await request.body()).decode("utf-8", "replace")
     secret = (parse_qs(body).get("token") or [""])[0].strip()
-    from anyio import to_thread
-
     holder = await to_thread.run_sync(authenticate, engine_of(request), secret) if secret else None
     if holder is None:
         return login_page("That token is unknown or revoked.")

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_helpers import Cli
 from service_helpers import Server, Store, make_pool, open_store, start_server, stop_cleanly
 from sqlalchemy import Engine
 
@@ -247,3 +248,46 @@ def test_a_route_without_a_scope_cannot_be_declared() -> None:
     with pytest.raises(TypeError):
         router.add_api_route("/x", endpoint, scope="admin")  # type: ignore[arg-type]
     assert router.routes == []
+
+
+def _render(store: Store, folder: Path, pool: str, mailing: str, ids: list[str]) -> None:
+    template = folder / f"{mailing}.j2"
+    template.write_text(f"{{{{ client.promocode('{pool}') }}}}")
+    recipients = folder / f"{mailing}.csv"
+    recipients.write_text("id\n" + "".join(f"{i}\n" for i in ids))
+    done = Cli(store.url)(
+        "render", str(template), "--recipients", str(recipients), "--mailing", mailing,
+        "--out", str(folder / f"{mailing}.jsonl"),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+
+
+def test_limited_history_shows_only_their_pools(
+    served: tuple[Store, Server, dict[str, str]], tmp_path: Path
+) -> None:
+    store, server, tokens = served
+    with server.client(tokens["admin"]) as admin:
+        make_pool(admin, "seg-own", ["SO-1", "SO-2"])
+        make_pool(admin, "seg-other", ["ST-1", "ST-2"])
+    _render(store, tmp_path, "seg-own", "m-own", ["amy", "both"])
+    _render(store, tmp_path, "seg-other", "m-other", ["both", "zed"])
+    secret = create_token(store.engine, "seg-reader", Scope.READ, ["seg-own"]).token
+    with server.client(secret) as client:
+        assert client.get("/api/v1/segments").json()["items"] == ["amy", "both"]
+        never = client.get("/api/v1/segments", params={"max_issued": 0}).json()["items"]
+        assert "zed" not in never
+        assert (
+            client.get("/api/v1/segments", params={"issued_from": "seg-other"}).status_code == 404
+        )
+        issued = client.get("/api/v1/issuances").json()["items"]
+        assert {i["pool"] for i in issued} == {"seg-own"}
+        assert client.get("/api/v1/issuances", params={"pool": "seg-other"}).status_code == 404
+        assert client.get("/api/v1/issuances", params={"mailing": "m-other"}).status_code == 404
+        assert [m["id"] for m in client.get("/api/v1/mailings").json()["items"]] == ["m-own"]
+        assert client.get("/api/v1/mailings/m-other").status_code == 404
+        both = client.get("/api/v1/customers/both").json()
+        assert [i["pool"] for i in both["items"]] == ["seg-own"]
+        assert client.get("/api/v1/customers/zed").json()["items"] == []
+    with server.client(tokens["read"]) as client:
+        both = client.get("/api/v1/customers/both").json()
+        assert sorted(i["pool"] for i in both["items"]) == ["seg-other", "seg-own"]
