@@ -45,7 +45,7 @@ Decisions beyond the specification:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,6 +97,14 @@ class RedemptionResult:
     #: How many times the code has now been redeemed (0 on a refusal).
     redemptions: int = 0
     redeemed_at: datetime | None = None
+
+    @property
+    def not_found(self) -> bool:
+        """A refusal because the code (or the pool named) does not exist, e.g. for a 404."""
+        reason = self.reason or ""
+        return not self.ok and (
+            reason.startswith(UNKNOWN_CODE) or reason.startswith("unknown pool")
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The document ``redeem --json`` prints (a dry run prints the same one)."""
@@ -229,15 +237,23 @@ def _redeem_in(
     if order is not None:
         earlier = _replay(conn, found, code, order)
         if earlier is not None:
-            return earlier
+            return replace(earlier, dry_run=dry_run)
     reason = _refusal(found, now)
     if reason is not None:
         return _refused(code, reason)
-    holders = _live_holders(conn, found.id)
+    # A shared code may have been sent to millions: look up this customer only.
+    if found.multi_use:
+        holder = (
+            _live_holder(conn, found.id, (customer, found.pool_id))
+            if customer is not None
+            else None
+        )
+    else:
+        holder = _live_holder(conn, found.id)
     if found.require_issued:
-        if not holders:
+        if holder is None:
             return _refused(code, NEVER_ISSUED)
-        issued_at = holders[0].issued_at
+        issued_at = holder.issued_at
         if found.issued_valid_days is not None:
             valid_until = issued_at + timedelta(days=found.issued_valid_days)
             if now >= valid_until:
@@ -246,11 +262,6 @@ def _redeem_in(
                     f"issued on {issued_at:%Y-%m-%d} and valid for "
                     f"{found.issued_valid_days} days, until {valid_until:%Y-%m-%d %H:%M} UTC",
                 )
-    holder: _Holder | None
-    if found.multi_use:
-        holder = next((h for h in holders if h.customer == customer), None)
-    else:
-        holder = holders[0] if holders else None
     issued_to = holder.customer if holder else None
     mailing = holder.mailing if holder else None
     if dry_run:
@@ -367,9 +378,16 @@ def _refusal(found: _Candidate, now: datetime) -> str | None:
     return None
 
 
-def _live_holders(conn: Connection, code_id: int) -> list[_Holder]:
-    """The code's live initial issuances (customer, mailing, time), earliest first."""
-    rows = conn.execute(
+def _live_holder(
+    conn: Connection, code_id: int, customer: tuple[str, str] | None = None
+) -> _Holder | None:
+    """The code's earliest live initial issuance (to (customer, pool), when given).
+
+    The customer's pool is named so the (customer, pool) index serves the
+    look-up rather than the code's index, which lists everyone a shared
+    code was sent to.
+    """
+    query = (
         select(Issuance.customer_id, Issuance.mailing_id, Issuance.issued_at)
         .where(
             Issuance.code_id == code_id,
@@ -377,8 +395,12 @@ def _live_holders(conn: Connection, code_id: int) -> list[_Holder]:
             Issuance.returned_at.is_(None),
         )
         .order_by(Issuance.issued_at, Issuance.id)
+        .limit(1)
     )
-    return [_Holder(row[0], row[1], row[2]) for row in rows]
+    if customer is not None:
+        query = query.where(Issuance.customer_id == customer[0], Issuance.pool_id == customer[1])
+    row = conn.execute(query).first()
+    return _Holder(row[0], row[1], row[2]) if row is not None else None
 
 
 def _take_single_use(conn: Connection, code_id: int, now: datetime) -> int | None:
@@ -495,7 +517,7 @@ def _unredeem_in(
             .returning(Code.redemptions)
         ).scalar_one()
     )
-    if found.exclusive and remaining == 0 and not _live_holders(conn, found.code_id):
+    if found.exclusive and remaining == 0 and _live_holder(conn, found.code_id) is None:
         # Redeemed before anyone was given it: nobody holds it now, so it
         # goes back into the pool rather than staying out of it for good.
         conn.execute(

@@ -42,13 +42,24 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
     …except "no code reserved", which a killed render legitimately breaks
     until the next run of its mailing: see :func:`check_no_reservations`.
     """
-    # 1. A single-use code is issued (initially) to at most one customer, ever.
+    # 1. A single-use code is held (a live initial issuance) by at most one customer;
+    # only a return (the message never delivered) frees it for someone else.
     twice = _rows(
         engine,
         "SELECT code_id, count(*) FROM issuances WHERE exclusive AND kind = 'initial' "
-        "GROUP BY code_id HAVING count(*) > 1",
+        "AND returned_at IS NULL GROUP BY code_id HAVING count(*) > 1",
     )
-    assert not twice, f"invariant 1: single-use codes issued more than once: {twice[:5]}"
+    assert not twice, f"invariant 1: single-use codes held by two customers: {twice[:5]}"
+    returned_in_use = _rows(
+        engine,
+        "SELECT i.code_id FROM issuances i JOIN codes c ON c.id = i.code_id "
+        "WHERE i.returned_at IS NOT NULL AND i.exclusive AND i.kind = 'initial' "
+        "AND c.redemptions > 0 AND EXISTS (SELECT 1 FROM redemptions r WHERE "
+        "r.code_id = i.code_id AND r.rolled_back_at IS NULL AND r.issued_to = i.customer_id)",
+    )
+    assert not returned_in_use, (
+        f"invariant 1: redeemed codes returned from their holder: {returned_in_use[:5]}"
+    )
     shared = _rows(
         engine,
         "SELECT i.code_id FROM issuances i JOIN pools p ON p.id = i.pool_id "
@@ -61,7 +72,8 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
     doubled = _rows(
         engine,
         "SELECT mailing_id, pool_id, customer_id, slot, count(*) FROM issuances "
-        "WHERE kind = 'initial' GROUP BY mailing_id, pool_id, customer_id, slot "
+        "WHERE kind = 'initial' AND returned_at IS NULL "
+        "GROUP BY mailing_id, pool_id, customer_id, slot "
         "HAVING count(*) > 1",
     )
     assert not doubled, f"invariant 2: two initial codes for one customer: {doubled[:5]}"
@@ -71,14 +83,16 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
     not_out = _rows(
         engine,
         "SELECT c.id, c.status FROM codes c JOIN issuances i ON i.code_id = c.id "
-        "WHERE i.exclusive AND i.kind = 'initial' AND c.status <> 'issued'",
+        "WHERE i.exclusive AND i.kind = 'initial' AND i.returned_at IS NULL "
+        "AND c.status <> 'issued'",
     )
     assert not not_out, f"invariant 4: issued codes back in the pool: {not_out[:5]}"
     unrecorded = _rows(
         engine,
         "SELECT c.id, c.redemptions FROM codes c JOIN pools p ON p.id = c.pool_id "
         "WHERE c.status = 'issued' AND NOT p.multi_use AND NOT EXISTS ("
-        "SELECT 1 FROM issuances i WHERE i.code_id = c.id AND i.kind = 'initial')",
+        "SELECT 1 FROM issuances i WHERE i.code_id = c.id AND i.kind = 'initial' "
+        "AND i.returned_at IS NULL)",
     )
     lost = [row for row in unrecorded if not (redemptions_possible and row[1] > 0)]
     assert not lost, f"invariant 4: codes out of the pool but recorded for nobody: {lost[:5]}"
@@ -88,6 +102,30 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
         "'void') OR (status = 'reserved') <> (reserved_token IS NOT NULL)",
     )
     assert not stray, f"invariant 4: codes in an unknown or inconsistent state: {stray[:5]}"
+    # 8. A single-use code has at most one live redemption, an order at most one live
+    # redemption of a code, and a code's count is its live redemptions.
+    doubled_redemptions = _rows(
+        engine,
+        "SELECT code_id, count(*) FROM redemptions WHERE exclusive AND rolled_back_at IS NULL "
+        "GROUP BY code_id HAVING count(*) > 1",
+    )
+    assert not doubled_redemptions, (
+        f"invariant 8: single-use codes redeemed twice: {doubled_redemptions[:5]}"
+    )
+    order_twice = _rows(
+        engine,
+        "SELECT code_id, order_id, count(*) FROM redemptions WHERE order_id IS NOT NULL "
+        "AND rolled_back_at IS NULL GROUP BY code_id, order_id HAVING count(*) > 1",
+    )
+    assert not order_twice, f"invariant 8: an order counted twice: {order_twice[:5]}"
+    miscounted = _rows(
+        engine,
+        "SELECT c.id, c.redemptions, (SELECT count(*) FROM redemptions r WHERE "
+        "r.code_id = c.id AND r.rolled_back_at IS NULL) AS live FROM codes c "
+        "WHERE c.redemptions <> (SELECT count(*) FROM redemptions r WHERE "
+        "r.code_id = c.id AND r.rolled_back_at IS NULL)",
+    )
+    assert not miscounted, f"invariant 8: redemption counts differ from the log: {miscounted[:5]}"
     # 5. Counts derived from the codes add up, and match a plain count of rows.
     with read_transaction(engine) as conn:
         derived = pool_counts(conn)
@@ -96,6 +134,7 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
     for pool_id, c in derived.items():
         parts = c.available + c.pending + c.reserved + c.issued + c.expired + c.void
         assert c.total == parts == totals[pool_id], f"invariant 5: {pool_id}: {c}"
+        assert c.redeemed <= c.redemptions, f"invariant 5: {pool_id}: {c}"
 
 
 def check_no_reservations(engine: Engine) -> None:
@@ -121,11 +160,12 @@ def reserved_scopes(engine: Engine) -> dict[str, int]:
 
 
 def mailing_codes(engine: Engine, mailing: str, pool: str) -> dict[str, str]:
-    """customer → initial code (slot 0) the mailing recorded from the pool."""
+    """customer → live initial code (slot 0) the mailing recorded from the pool."""
     rows = _rows(
         engine,
         "SELECT i.customer_id, c.code FROM issuances i JOIN codes c ON c.id = i.code_id "
-        "WHERE i.mailing_id = :m AND i.pool_id = :p AND i.kind = 'initial' AND i.slot = 0",
+        "WHERE i.mailing_id = :m AND i.pool_id = :p AND i.kind = 'initial' AND i.slot = 0 "
+        "AND i.returned_at IS NULL",
         m=mailing,
         p=pool,
     )
@@ -165,6 +205,10 @@ def records_by_recipient(lines: Sequence[dict[str, Any]]) -> dict[str, dict[str,
 
 
 def count_initial(engine: Engine) -> int:
-    """Initial issuances of single-use codes, in every mailing."""
-    [(n,)] = _rows(engine, "SELECT count(*) FROM issuances WHERE exclusive AND kind = 'initial'")
+    """Live initial issuances of single-use codes, in every mailing."""
+    [(n,)] = _rows(
+        engine,
+        "SELECT count(*) FROM issuances WHERE exclusive AND kind = 'initial' "
+        "AND returned_at IS NULL",
+    )
     return int(n)

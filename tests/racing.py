@@ -101,3 +101,62 @@ def check_low_stock_when_released(barrier: Any, url: str, pool_id: str, now: str
         return str(alert.notice)
     finally:
         engine.dispose()
+
+
+def redeem_order_when_released(
+    barrier: Any, url: str, code: str, customer: str, order: str
+) -> tuple[bool, str | None, bool]:
+    """Open an engine, wait for the others, redeem for ``order``: (ok, reason, replayed)."""
+    from sqlalchemy import text
+
+    from pools.db import StoreConfig, open_engine
+    from pools.redemption import redeem
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        barrier.wait()
+        result = redeem(engine, code, customer=customer, order=order)
+        return result.ok, result.reason, result.replayed
+    finally:
+        engine.dispose()
+
+
+def unredeem_when_released(barrier: Any, url: str, code: str, order: str) -> str:
+    """Open an engine, wait for the others, roll back: "rolled back" or the refusal."""
+    from sqlalchemy import text
+
+    from pools.db import StoreConfig, open_engine
+    from pools.errors import PromomailError
+    from pools.redemption import unredeem
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        barrier.wait()
+        try:
+            unredeem(engine, code, order=order)
+        except PromomailError as exc:
+            return str(exc)
+        return "rolled back"
+    finally:
+        engine.dispose()
+
+
+def return_when_released(barrier: Any, url: str, mailing: str, customers: list[str]) -> int:
+    """Open an engine, wait for the others, return the mailing's codes: how many went back."""
+    from sqlalchemy import text
+
+    from pools.db import StoreConfig, open_engine
+    from pools.returns import return_codes
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        barrier.wait()
+        return return_codes(engine, mailing, customers, reason="bounce").returned
+    finally:
+        engine.dispose()

@@ -125,3 +125,89 @@ def test_concurrent_first_use_migrates_once(db_url: str) -> None:
             assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_redemption_lifecycle_migration_keeps_and_attributes_old_data(db_url: str) -> None:
+    """0003 on a store with data: attribution filled in, double-counted orders undone."""
+    from alembic import command
+
+    from pools.db import _alembic_config, write_transaction
+
+    engine = open_engine(StoreConfig(db_url), migrate=False)
+    try:
+        with write_transaction(engine) as conn:
+            command.upgrade(_alembic_config(conn), "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO pools (id, name, status, multi_use, require_issued, created_at) "
+                    "VALUES ('one', 'one', 'active', false, false, '2026-01-01'), "
+                    "('many', 'many', 'active', true, false, '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO import_batches (id, pool_id, source, format, accepted, "
+                    "duplicates, rejected, created_at) VALUES "
+                    "(1, 'one', 'a', 'txt', 1, 0, 0, '2026-01-01'), "
+                    "(2, 'many', 'b', 'txt', 1, 0, 0, '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO codes (id, pool_id, code, batch_id, status, issuable_until, "
+                    "redemptions) VALUES (1, 'one', 'ONE', 1, 'issued', '9999-12-31', 1), "
+                    "(2, 'many', 'MANY', 2, 'available', '9999-12-31', 3)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO issuances (pool_id, code_id, customer_id, mailing_id, kind, "
+                    "slot, exclusive, issued_at) VALUES "
+                    "('one', 1, 'ann', 'm1', 'initial', 0, true, '2026-01-02')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO redemptions (pool_id, code_id, issued_to, redeemed_by, "
+                    "order_id, redeemed_at) VALUES "
+                    "('one', 1, 'ann', 'ann', 'o1', '2026-01-03'), "
+                    "('many', 2, NULL, 'x', 'o2', '2026-01-03'), "
+                    "('many', 2, NULL, 'x', 'o2', '2026-01-04'), "
+                    "('many', 2, NULL, 'y', 'o3', '2026-01-05')"
+                )
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT order_id, mailing_id, exclusive, rolled_back_at IS NOT NULL "
+                    "FROM redemptions ORDER BY id"
+                )
+            ).all()
+            counts = conn.execute(text("SELECT code, redemptions FROM codes ORDER BY id")).all()
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert [(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows] == [
+            ("o1", "m1", True, False),
+            ("o2", None, False, False),
+            ("o2", None, False, True),
+            ("o3", None, False, False),
+        ]
+        assert [tuple(c) for c in counts] == [("ONE", 1), ("MANY", 2)]
+    finally:
+        engine.dispose()
+
+
+def test_live_rows_only_indexes_have_their_predicates(engine: Engine) -> None:
+    expected = {
+        "uq_issuances_exclusive_code": "returned_at IS NULL",
+        "uq_issuances_mailing_customer": "returned_at IS NULL",
+        "ix_issuances_returned": "returned_at IS NOT NULL",
+        "uq_redemptions_single_use": "rolled_back_at IS NULL",
+        "uq_redemptions_order": "rolled_back_at IS NULL",
+    }
+    for index, predicate in expected.items():
+        assert predicate in _predicate(engine, index), index
+    indexes = {i["name"]: i for i in inspect(engine).get_indexes("redemptions")}
+    assert indexes["uq_redemptions_single_use"]["unique"]
+    assert indexes["uq_redemptions_order"]["column_names"] == ["code_id", "order_id"]

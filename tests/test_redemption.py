@@ -6,18 +6,35 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from racing import redeem_when_released, run_together
-from sqlalchemy import Engine, select, text, update
+from racing import (
+    redeem_order_when_released,
+    redeem_when_released,
+    run_together,
+    unredeem_when_released,
+)
+from render_helpers import full_snapshot
+from sqlalchemy import Engine, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from store_helpers import count_rows, make_pool, snapshot
 
 import pools.redemption
 from pools.claiming import claim, reserve
 from pools.clock import utcnow
 from pools.counts import pool_counts
-from pools.errors import PoolExhausted
-from pools.models import Code, CodeStatus, Issuance
+from pools.db import read_transaction
+from pools.errors import PoolExhausted, PromomailError
+from pools.mailings import show_mailing
+from pools.models import Code, CodeStatus, Issuance, Mailing
 from pools.pool_admin import archive_pool
-from pools.redemption import ALREADY_REDEEMED, NEVER_ISSUED, RedemptionResult, redeem
+from pools.redemption import (
+    ALREADY_REDEEMED,
+    NEVER_ISSUED,
+    UNKNOWN_CODE,
+    RedemptionNotFound,
+    RedemptionResult,
+    redeem,
+    unredeem,
+)
 from pools.voiding import void_batch
 
 
@@ -232,3 +249,329 @@ def test_pool_status(engine: Engine) -> None:
 def test_result_dataclass_refusal_shape() -> None:
     refused = RedemptionResult(ok=False, code="X", reason="unknown code")
     assert refused.as_dict() == {"ok": False, "reason": "unknown code"}
+    assert refused.not_found
+    assert RedemptionResult(ok=False, code="X", reason="unknown code in pool 'p'").not_found
+    assert RedemptionResult(ok=False, code="X", reason="unknown pool 'p'").not_found
+    assert not RedemptionResult(ok=False, code="X", reason=ALREADY_REDEEMED).not_found
+    assert not RedemptionResult(ok=True, code="X").not_found
+
+
+# --- retried checkouts: the same order replays --------------------------------
+
+
+def test_racing_retries_of_one_order_replay_one_redemption(engine: Engine, db_url: str) -> None:
+    make_pool(engine, "spring", ["RETRY-1", "OTHER"])
+    claim(engine, "spring", "m1", ["advocate"])
+
+    outcomes = run_together(
+        redeem_order_when_released,
+        [(db_url, "RETRY-1", "buyer", "order-7") for _ in range(12)],
+    )
+
+    assert all(ok and reason is None for ok, reason, _ in outcomes), outcomes
+    assert sorted(replayed for _, _, replayed in outcomes) == [False] + [True] * 11
+    assert count_rows(engine, "redemptions") == 1
+    assert _code_row(engine, "RETRY-1").redemptions == 1
+    again = redeem(engine, "RETRY-1", customer="buyer", order="order-7")
+    assert again.as_dict() == {
+        "ok": True,
+        "code": "RETRY-1",
+        "pool": "spring",
+        "issued_to": "advocate",
+        "mailing": "m1",
+        "redeemed_by": "buyer",
+        "order": "order-7",
+        "replayed": True,
+    }
+    other_order = redeem(engine, "RETRY-1", customer="buyer", order="order-8")
+    assert other_order.as_dict() == {"ok": False, "reason": ALREADY_REDEEMED}
+
+
+def test_racing_orders_for_one_code_have_one_winner(engine: Engine, db_url: str) -> None:
+    make_pool(engine, "spring", ["RACE-12"])
+
+    outcomes = run_together(
+        redeem_order_when_released,
+        [(db_url, "RACE-12", f"buyer-{i}", f"order-{i}") for i in range(12)],
+    )
+
+    assert sorted(outcomes, key=str) == sorted(
+        [(True, None, False)] + [(False, ALREADY_REDEEMED, False)] * 11, key=str
+    )
+    assert count_rows(engine, "redemptions") == 1
+
+
+def test_a_replay_is_answered_before_any_other_check(engine: Engine) -> None:
+    make_pool(engine, "spring", ["LATE-1"])
+    first = redeem(engine, "LATE-1", customer="alice", order="o1")
+    with engine.begin() as conn:  # the code was withdrawn after the checkout
+        conn.execute(update(Code).values(status=CodeStatus.VOID))
+
+    replay = redeem(engine, "LATE-1", customer="alice", order="o1")
+
+    assert replay.ok and replay.replayed and replay.redeemed_at == first.redeemed_at
+    assert redeem(engine, "LATE-1", order="o2").reason == "void code"
+
+
+def test_multi_use_replay_counts_once(engine: Engine) -> None:
+    make_pool(engine, "summer", ["SUMMER20"], multi_use=True)
+    claim(engine, "summer", "m1", ["alice"])
+
+    first = redeem(engine, "SUMMER20", customer="alice", order="o1")
+    replay = redeem(engine, "SUMMER20", customer="alice", order="o1")
+    other = redeem(engine, "SUMMER20", customer="bob", order="o2")
+
+    assert (first.replayed, replay.replayed, other.replayed) == (False, True, False)
+    assert replay.as_dict() == {**first.as_dict(), "replayed": True}
+    assert _code_row(engine, "SUMMER20").redemptions == 2
+    assert count_rows(engine, "redemptions") == 2
+
+
+def test_five_redemptions_of_a_shared_code_are_one_redeemed_code(engine: Engine) -> None:
+    make_pool(engine, "summer", ["SUMMER20", "SUMMER21"], multi_use=True)
+    for i in range(5):
+        assert redeem(engine, "SUMMER20", customer=f"c{i}", order=f"o{i}").ok
+
+    with read_transaction(engine) as conn:
+        counts = pool_counts(conn)["summer"]
+
+    assert (counts.redeemed, counts.redemptions) == (1, 5)
+    assert counts.as_dict()["redemptions"] == 5
+
+
+# --- dry runs ------------------------------------------------------------------
+
+
+def _refusal_cases(engine: Engine) -> list[tuple[str, dict[str, Any], str]]:
+    """(code, options, reason) for every reason a redemption can be refused."""
+    make_pool(engine, "one", ["SAME", "ONLY-ONE", "USED"])
+    make_pool(engine, "two", ["SAME"])
+    make_pool(engine, "gone", ["WITHDRAWN"])
+    make_pool(engine, "draft", ["DRAFT-1"], activate=False)
+    make_pool(engine, "vip", ["VIP-OLD", "VIP-NEW"], require_issued=True, issued_valid_days=30)
+    make_pool(
+        engine,
+        "window",
+        csv_text="code,available_from,available_till\nEARLY,2999-01-01,\nLATE,,2000-01-31\n",
+    )
+    with engine.connect() as conn:
+        batch = conn.execute(select(Code.batch_id).where(Code.code == "WITHDRAWN")).scalar_one()
+    void_batch(engine, "gone", batch)
+    assert redeem(engine, "USED", order="first").ok
+    claim(engine, "vip", "m1", ["alice"])
+    with engine.begin() as conn:
+        conn.execute(update(Issuance).values(issued_at=utcnow() - timedelta(days=40)))
+    return [
+        ("NOPE", {}, UNKNOWN_CODE),
+        ("ONLY-ONE", {"pool": "two"}, "unknown code in pool 'two'"),
+        ("ONLY-ONE", {"pool": "three"}, "unknown pool 'three'"),
+        ("SAME", {}, "ambiguous code: it is in pools one, two; name the pool"),
+        ("WITHDRAWN", {}, "void code"),
+        ("DRAFT-1", {}, "pool 'draft' is not active yet"),
+        ("USED", {"order": "second"}, ALREADY_REDEEMED),
+        ("EARLY", {}, "not valid yet: valid from 2999-01-01 00:00 UTC"),
+        ("LATE", {}, "expired: valid until 2000-02-01 00:00 UTC"),
+        ("VIP-NEW", {}, NEVER_ISSUED),
+        ("VIP-OLD", {"customer": "alice"}, "valid for 30 days"),
+    ]
+
+
+def test_dry_run_gives_every_refusal_and_writes_nothing(engine: Engine) -> None:
+    cases = _refusal_cases(engine)
+    for code, options, reason in cases:
+        before = full_snapshot(engine)
+        dry = redeem(engine, code, dry_run=True, **options)
+        assert full_snapshot(engine) == before, (code, "a dry run wrote")
+        assert not dry.ok and dry.reason is not None and reason in dry.reason, (code, dry)
+        real = redeem(engine, code, **options)
+        assert real.as_dict() == dry.as_dict(), code
+        assert full_snapshot(engine) == before, (code, "a refusal wrote")
+
+
+def test_dry_run_answers_what_a_redemption_would(engine: Engine) -> None:
+    make_pool(engine, "spring", ["SP-1"])
+    make_pool(engine, "summer", ["SUMMER20"], multi_use=True)
+    claim(engine, "spring", "m1", ["alice"])
+    claim(engine, "summer", "m2", ["bob"])
+
+    for code, customer in (("SP-1", "friend"), ("SUMMER20", "bob")):
+        before = full_snapshot(engine)
+        dry = redeem(engine, code, customer=customer, order="o1", dry_run=True)
+        assert full_snapshot(engine) == before
+        assert dry.dry_run and dry.ok
+        real = redeem(engine, code, customer=customer, order="o1")
+        assert real.as_dict() == dry.as_dict()
+        assert real.redemptions == dry.redemptions == 1
+        # A dry run of the same order now: it would replay.
+        before = full_snapshot(engine)
+        again = redeem(engine, code, customer=customer, order="o1", dry_run=True)
+        assert full_snapshot(engine) == before
+        assert again.as_dict() == {**real.as_dict(), "replayed": True}
+    assert redeem(engine, "SP-1", order="o2", dry_run=True).reason == ALREADY_REDEEMED
+
+
+# --- campaign attribution --------------------------------------------------------
+
+
+def test_redemptions_credit_the_mailing_that_gave_the_code(engine: Engine) -> None:
+    make_pool(engine, "spring", [f"SP-{i}" for i in range(6)])
+    make_pool(engine, "summer", ["SUMMER20"], multi_use=True)
+    with engine.begin() as conn:  # what a render records about itself
+        for mailing in ("welcome", "later"):
+            conn.execute(insert(Mailing).values(id=mailing, template="t.j2", started_at=utcnow()))
+    given = claim(engine, "spring", "welcome", ["a", "b", "c", "d"])
+    claim(engine, "summer", "welcome", ["a", "b"])
+    claim(engine, "spring", "later", ["e"])
+
+    first = redeem(engine, given["a"], customer="a", order="o1")
+    assert (first.issued_to, first.mailing) == ("a", "welcome")
+    assert redeem(engine, given["b"], customer="friend", order="o2").mailing == "welcome"
+    shared = redeem(engine, "SUMMER20", customer="b", order="o3")
+    assert (shared.issued_to, shared.mailing) == ("b", "welcome")
+    stranger = redeem(engine, "SUMMER20", customer="z", order="o4")
+    assert (stranger.issued_to, stranger.mailing) == (None, None)
+    assert redeem(engine, "SP-5", order="o5").mailing is None  # never issued
+
+    view = show_mailing(engine, "welcome")
+    assert (view.codes_issued, view.redeemed) == (6, 3)
+    assert view.redemption_rate == pytest.approx(0.5)
+    assert view.as_dict()["redeemed"] == 3 and view.as_dict()["redemption_rate"] == 0.5
+    later = show_mailing(engine, "later")
+    assert (later.codes_issued, later.redeemed, later.redemption_rate) == (1, 0, 0.0)
+
+    unredeem(engine, given["a"], order="o1")
+    assert show_mailing(engine, "welcome").redeemed == 2
+
+
+# --- roll-backs ------------------------------------------------------------------
+
+
+def test_roll_back_then_another_order_redeems(engine: Engine) -> None:
+    make_pool(engine, "spring", ["SP-1"])
+    claim(engine, "spring", "m1", ["alice"])
+    first = redeem(engine, "SP-1", customer="alice", order="o1")
+
+    undone = unredeem(engine, "SP-1", order="o1")
+
+    assert undone.as_dict() | {"redeemed_at": None, "rolled_back_at": None} == {
+        "ok": True,
+        "code": "SP-1",
+        "pool": "spring",
+        "order": "o1",
+        "issued_to": "alice",
+        "mailing": "m1",
+        "redeemed_by": "alice",
+        "redeemed_at": None,
+        "rolled_back_at": None,
+        "redemptions": 0,
+    }
+    assert undone.redeemed_at == first.redeemed_at
+    row = _code_row(engine, "SP-1")
+    assert (row.redemptions, row.redeemed_at, row.status) == (0, None, CodeStatus.ISSUED)
+
+    second = redeem(engine, "SP-1", customer="bob", order="o2")
+    assert second.ok and not second.replayed and second.issued_to == "alice"
+    # The rolled-back order is a new redemption now, and it is refused.
+    assert redeem(engine, "SP-1", order="o1").reason == ALREADY_REDEEMED
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT order_id, rolled_back_at IS NOT NULL FROM redemptions ORDER BY id")
+        ).all()
+    assert [(order, bool(undone_flag)) for order, undone_flag in rows] == [
+        ("o1", True),
+        ("o2", False),
+    ]
+
+
+def test_roll_back_twice_is_refused_and_changes_nothing(engine: Engine) -> None:
+    make_pool(engine, "spring", ["SP-1"])
+    redeem(engine, "SP-1", order="o1")
+    unredeem(engine, "SP-1", order="o1")
+
+    before = full_snapshot(engine)
+    for code, order in (("SP-1", "o1"), ("SP-1", "o9"), ("NOPE", "o1")):
+        with pytest.raises(RedemptionNotFound) as caught:
+            unredeem(engine, code, order=order)
+        assert code in str(caught.value) and order in str(caught.value)
+        assert isinstance(caught.value, PromomailError)
+    assert full_snapshot(engine) == before
+
+
+def test_roll_back_of_a_multi_use_code_drops_its_count(engine: Engine) -> None:
+    make_pool(engine, "summer", ["SUMMER20"], multi_use=True)
+    results = [redeem(engine, "SUMMER20", customer=f"c{i}", order=f"o{i}") for i in range(3)]
+
+    assert unredeem(engine, "SUMMER20", order="o0").redemptions == 2
+
+    row = _code_row(engine, "SUMMER20")
+    assert row.redemptions == 2 and row.redeemed_at == results[1].redeemed_at
+    with read_transaction(engine) as conn:
+        counts = pool_counts(conn)["summer"]
+    assert (counts.redeemed, counts.redemptions, counts.available) == (1, 2, 1)
+
+
+def test_roll_back_of_a_code_redeemed_before_issue_puts_it_back(engine: Engine) -> None:
+    make_pool(engine, "flyer", ["FLY-1"])
+    redeem(engine, "FLY-1", customer="walk-in", order="o1")
+    with read_transaction(engine) as conn:
+        assert pool_counts(conn)["flyer"].available == 0
+
+    unredeem(engine, "FLY-1", order="o1")
+
+    with read_transaction(engine) as conn:
+        assert pool_counts(conn)["flyer"].available == 1
+    assert claim(engine, "flyer", "m1", ["ann"]) == {"ann": "FLY-1"}
+
+
+def test_roll_back_racing_a_redemption_stays_consistent(engine: Engine, db_url: str) -> None:
+    codes = [f"RB-{i}" for i in range(4)]
+    make_pool(engine, "spring", codes)
+    for code in codes:
+        assert redeem(engine, code, customer="first", order="o1").ok
+
+    for code in codes:
+        undone, second = run_together(
+            _roll_back_or_redeem, [(db_url, code, "undo"), (db_url, code, "redeem")]
+        )
+        row = _code_row(engine, code)
+        with engine.connect() as conn:
+            live = conn.execute(
+                text(
+                    "SELECT order_id FROM redemptions WHERE code_id = :c AND rolled_back_at IS NULL"
+                ),
+                {"c": row.id},
+            ).all()
+        assert undone == "rolled back"
+        # Either the redemption came first (refused) or after the roll-back (won).
+        assert second in ((True, None, False), (False, ALREADY_REDEEMED, False))
+        expected = ["o2"] if second[0] else []
+        assert [r[0] for r in live] == expected
+        assert row.redemptions == len(expected)
+
+
+def _roll_back_or_redeem(barrier: Any, url: str, code: str, action: str) -> Any:
+    if action == "undo":
+        return unredeem_when_released(barrier, url, code, "o1")
+    return redeem_order_when_released(barrier, url, code, "second", "o2")
+
+
+def test_the_database_refuses_a_second_live_redemption(engine: Engine) -> None:
+    make_pool(engine, "spring", ["SP-1"])
+    make_pool(engine, "summer", ["SUMMER20"], multi_use=True)
+    redeem(engine, "SP-1", order="o1")
+    redeem(engine, "SUMMER20", order="o1")
+    insert = (
+        "INSERT INTO redemptions (pool_id, code_id, order_id, redeemed_at, exclusive) "
+        "SELECT pool_id, id, :order, :now, :exclusive FROM codes WHERE code = :code"
+    )
+    for code, order, exclusive in (("SP-1", "o2", True), ("SUMMER20", "o1", False)):
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text(insert),
+                {"order": order, "now": utcnow(), "exclusive": exclusive, "code": code},
+            )
+    with engine.begin() as conn:  # a rolled-back redemption does not count
+        conn.execute(text("UPDATE redemptions SET rolled_back_at = redeemed_at"))
+        conn.execute(
+            text(insert), {"order": "o1", "now": utcnow(), "exclusive": True, "code": "SP-1"}
+        )

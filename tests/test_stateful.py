@@ -1,7 +1,8 @@
 """A stateful property test of the whole store: random sequences of uploads
 (valid and invalid), voids, mailing renders (new ids and re-runs), redemptions
-(valid and refused) and archives, with every DESIGN.md invariant checked
-against the database after each step, and a model of what each step must do.
+(valid and refused), replays of an order, roll-backs, mailing returns and
+cancels, and archives, with every DESIGN.md invariant checked against the
+database after each step, and a model of what each step must do.
 
 The model is deliberately small: which codes exist, their state, who got which
 code in which mailing. Each example works in pools and mailings of its own
@@ -39,8 +40,10 @@ from pools.code_files import FileFormat
 from pools.counts import pool_counts
 from pools.errors import ImportRejected, PoolError, PoolExhausted, PromomailError
 from pools.imports import Upload, upload_codes
+from pools.mailings import MailingNotFound
 from pools.pool_admin import PoolSettings, archive_pool, create_pool
-from pools.redemption import redeem
+from pools.redemption import RedemptionNotFound, redeem, unredeem
+from pools.returns import cancel_mailing, return_codes
 from pools.voiding import void_batch
 from templating.errors import RecipientError, TemplateError
 from templating.mailing import RenderRequest, render_mailing
@@ -68,19 +71,28 @@ class Model:
     archived: set[str] = field(default_factory=set)
     #: (mailing, pool) → customer → code
     given: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    #: (pool, customer) → [(mailing, code)], oldest first
+    #: (pool, customer) → [(mailing, code)] of live issuances, oldest first
     history: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
+    #: (mailing, pool, customer) → code shown again by last_promocode (live records)
+    reissues: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    #: code → orders of its live redemptions
+    orders: dict[str, list[str]] = field(default_factory=dict)
 
     def issuable(self, pool: str) -> list[str]:
         """The pool's codes a render may hand out, in claim order (import order)."""
         return [c for c, m in self.codes.items() if m.pool == pool and m.status == "available"]
 
     def initial_holder(self, code: str) -> str | None:
-        for (_, pool), customers in self.given.items():
+        holder = self.holder(code)
+        return holder[0] if holder else None
+
+    def holder(self, code: str) -> tuple[str, str] | None:
+        """(customer, mailing) of a single-use code's live initial issuance."""
+        for (mailing, pool), customers in self.given.items():
             if pool == self.codes[code].pool:
                 for customer, given in customers.items():
                     if given == code:
-                        return customer
+                        return customer, mailing
         return None
 
 
@@ -102,6 +114,7 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             self.prefix = uuid.uuid4().hex[:8]
             self.model = Model()
             self.renders = 0
+            self.orders = 0
 
         def pool_id(self, tag: str) -> str:
             return f"{self.prefix}-{tag}"
@@ -238,6 +251,18 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             strip = len(self.prefix) + 1
             self._render(mailing_id[strip:], pool[strip:], last_tag, recipients, policy, 2, False)
 
+        @precondition(lambda self: any(self.model.given.values()))
+        @rule(data=st.data(), tag=st.sampled_from(sorted(POOLS)))
+        def follow_up(self, data: st.DataObject, tag: str) -> None:
+            """A reminder: another mailing shows the codes an earlier one gave (a reissue)."""
+            done = sorted(k for k, v in self.model.given.items() if v)
+            earlier, pool = data.draw(st.sampled_from(done), label="earlier mailing and pool")
+            others = [m for m in MAILINGS if self.mailing_id(m) != earlier]
+            mailing = data.draw(st.sampled_from(others), label="reminder")
+            recipients = sorted(self.model.given[earlier, pool])
+            strip = len(self.prefix) + 1
+            self._render(mailing, tag, pool[strip:], recipients, OnExhausted.BLANK, 2, False)
+
         def _render(
             self,
             mailing: str,
@@ -340,6 +365,8 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                     earlier = last_before[customer]
                     # The latest code from another mailing, or nothing.
                     assert last == (earlier[-1] if earlier else ""), (customer, last, earlier)
+                    if last:  # recorded once per mailing, pool and customer
+                        self.model.reissues.setdefault((mailing_id, last_pool, customer), last)
 
         # -- redemption ---------------------------------------------------------
 
@@ -362,20 +389,111 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             if state.status == "void" or (not multi and state.redemptions > 0):
                 self.refused(lambda: _refuse(redeem(engine, code, customer=customer)), _Refused)
                 return
-            result = redeem(engine, code, customer=customer, order="o1")
-            assert result.ok and result.pool == state.pool, result
-            holder = self.model.initial_holder(code)
+            self.orders += 1
+            order = f"o{self.orders}"
+            result = redeem(engine, code, customer=customer, order=order)
+            assert result.ok and result.pool == state.pool and not result.replayed, result
+            holder = self.model.holder(code)
             if multi:
-                got = any(
-                    given.get(customer or "") == code
-                    for (_, pool), given in self.model.given.items()
-                    if pool == state.pool
-                )
-                assert result.issued_to == (customer if got else None), result
+                mailings = [
+                    m
+                    for m, c in self.model.history.get((state.pool, customer or ""), [])
+                    if c == code
+                ]
+                assert result.issued_to == (customer if mailings else None), result
+                assert result.mailing == (mailings[0] if mailings else None), result
             else:
-                assert result.issued_to == holder, result
+                assert (result.issued_to, result.mailing) == (holder or (None, None)), result
                 state.status = "issued"  # redeemed before any mailing: never sent now
             state.redemptions += 1
+            self.model.orders.setdefault(code, []).append(order)
+
+        @precondition(lambda self: any(self.model.orders.values()))
+        @rule(data=st.data(), dry_run=st.booleans())
+        def replay(self, data: st.DataObject, dry_run: bool) -> None:
+            """A checkout retried: the same success again, nothing recorded."""
+            live = sorted((c, o) for c, orders in self.model.orders.items() for o in orders)
+            code, order = data.draw(st.sampled_from(live), label="redemption")
+            before = full_snapshot(engine)
+            result = redeem(engine, code, customer="anyone", order=order, dry_run=dry_run)
+            assert full_snapshot(engine) == before, "a replay changed the store"
+            assert result.ok and result.replayed and result.order == order, result
+
+        @rule(data=st.data(), unknown=st.integers(0, 3).map(lambda n: n == 0))
+        def roll_back(self, data: st.DataObject, unknown: bool) -> None:
+            live = sorted((c, o) for c, orders in self.model.orders.items() for o in orders)
+            if unknown or not live:
+                code = data.draw(st.sampled_from(sorted(self.model.codes) or ["none"]))
+                self.refused(lambda: unredeem(engine, code, order="never"), RedemptionNotFound)
+                return
+            code, order = data.draw(st.sampled_from(live), label="redemption")
+            result = unredeem(engine, code, order=order)
+            state = self.model.codes[code]
+            state.redemptions -= 1
+            self.model.orders[code].remove(order)
+            assert result.redemptions == state.redemptions
+            multi = POOLS[state.pool.removeprefix(f"{self.prefix}-")]
+            if not multi and state.redemptions == 0 and self.model.holder(code) is None:
+                state.status = "available"  # nobody holds it: back in the pool
+            # Undone once: a second roll-back of the same order is refused.
+            self.refused(lambda: unredeem(engine, code, order=order), RedemptionNotFound)
+
+        # -- codes of undelivered messages come back ---------------------------------
+
+        @precondition(lambda self: any(self.model.given.values()))
+        @rule(data=st.data(), cancel=st.booleans(), unknown=st.integers(0, 5).map(lambda n: n == 0))
+        def give_back(self, data: st.DataObject, cancel: bool, unknown: bool) -> None:
+            mailings = sorted({m for (m, _), given in self.model.given.items() if given})
+            if unknown or not mailings:
+                mailing_id = self.mailing_id("never-rendered")
+                self.refused(lambda: cancel_mailing(engine, mailing_id), MailingNotFound)
+                return
+            mailing_id = data.draw(st.sampled_from(mailings), label="mailing")
+            holders = sorted(
+                {c for (m, _), given in self.model.given.items() if m == mailing_id for c in given}
+            )
+            if cancel:
+                chosen = holders
+            else:
+                picked = st.lists(st.sampled_from([*holders, "stranger"]), min_size=1, unique=True)
+                chosen = data.draw(picked, label="recipients")
+            kept = {"redeemed": 0, "reissued": 0, "multi_use": 0}
+            freed: list[tuple[str, str, str]] = []
+            for (m, pool), given in sorted(self.model.given.items()):
+                if m != mailing_id:
+                    continue
+                for customer in chosen:
+                    code = given.get(customer)
+                    if code is None:
+                        continue
+                    state = self.model.codes[code]
+                    shown_elsewhere = any(
+                        c == code and other != mailing_id
+                        for (other, _, _), c in self.model.reissues.items()
+                    )
+                    if POOLS[pool.removeprefix(f"{self.prefix}-")]:
+                        kept["multi_use"] += 1
+                    elif state.redemptions > 0:
+                        kept["redeemed"] += 1
+                    elif shown_elsewhere:
+                        kept["reissued"] += 1
+                    else:
+                        freed.append((pool, customer, code))
+            if cancel:
+                report = cancel_mailing(engine, mailing_id, reason="never sent")
+            else:
+                report = return_codes(engine, mailing_id, chosen, reason="bounced")
+            assert report.as_dict() == {
+                "mailing": mailing_id,
+                "returned": len(freed),
+                "kept": kept,
+            }
+            for pool, customer, code in freed:
+                del self.model.given[mailing_id, pool][customer]
+                self.model.history[pool, customer].remove((mailing_id, code))
+                self.model.codes[code].status = "available"
+            for key in [k for k in self.model.reissues if k[0] == mailing_id and k[2] in chosen]:
+                del self.model.reissues[key]
 
         # -- after every step ---------------------------------------------------
 
@@ -397,7 +515,25 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                     text(
                         "SELECT i.mailing_id, i.pool_id, i.customer_id, c.code FROM issuances i "
                         "JOIN codes c ON c.id = i.code_id "
-                        "WHERE i.kind = 'initial' AND i.mailing_id LIKE :p"
+                        "WHERE i.kind = 'initial' AND i.returned_at IS NULL "
+                        "AND i.mailing_id LIKE :p"
+                    ),
+                    mine,
+                ).all()
+                reissued = conn.execute(
+                    text(
+                        "SELECT i.mailing_id, i.pool_id, i.customer_id, c.code FROM issuances i "
+                        "JOIN codes c ON c.id = i.code_id "
+                        "WHERE i.kind = 'reissue' AND i.returned_at IS NULL "
+                        "AND i.mailing_id LIKE :p"
+                    ),
+                    mine,
+                ).all()
+                redeemed_by_order = conn.execute(
+                    text(
+                        "SELECT c.code, r.order_id FROM redemptions r "
+                        "JOIN codes c ON c.id = r.code_id "
+                        "WHERE r.rolled_back_at IS NULL AND c.pool_id LIKE :p"
                     ),
                     mine,
                 ).all()
@@ -412,6 +548,11 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             for mailing_id, pool, customer, code in issued:
                 recorded.setdefault((mailing_id, pool), {})[customer] = code
             assert recorded == {k: v for k, v in self.model.given.items() if v}
+            # …every live reissue record and every live redemption…
+            assert {(m, p, c): code for m, p, c, code in reissued} == self.model.reissues
+            assert sorted((code, order) for code, order in redeemed_by_order) == sorted(
+                (code, order) for code, orders in self.model.orders.items() for order in orders
+            )
             # …and the counts the commands report agree with both.
             for pool in pools:
                 states = [m.status for m in self.model.codes.values() if m.pool == pool]
@@ -420,11 +561,15 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                 )
                 got = counts[pool]
                 assert (got.total, got.reserved, got.pending, got.expired) == (len(states), 0, 0, 0)
-                assert (got.available, got.issued, got.void, got.redeemed) == (
+                redemptions = sum(
+                    m.redemptions for m in self.model.codes.values() if m.pool == pool
+                )
+                assert (got.available, got.issued, got.void, got.redeemed, got.redemptions) == (
                     states.count("available"),
                     states.count("issued"),
                     states.count("void"),
                     redeemed,
+                    redemptions,
                 ), (pool, got)
 
     return Store

@@ -1,0 +1,218 @@
+"""A code's life after the checkout, through the command line: dry runs, retried
+checkouts, roll-backs, and codes that come back from undelivered mailings.
+
+Runs on SQLite and PostgreSQL through click's CliRunner (a traceback fails the
+test); the refusal of ``mailing cancel`` without a terminal uses the real
+console script with stdin that is not a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from render_helpers import full_snapshot
+from test_cli_after_sending import (
+    SPRING,
+    Cli,
+    error_line,
+    promomail_command,
+    refusal,
+    run,
+)
+
+import cli as cli_module
+from pools.db import StoreConfig, open_engine
+
+__all__ = ["run"]  # the fixture, shared with the after-sending tests
+
+
+def _snapshot(run: Cli) -> object:
+    engine = open_engine(StoreConfig(run.url))
+    try:
+        return full_snapshot(engine)
+    finally:
+        engine.dispose()
+
+
+def test_dry_run_answers_like_a_redemption_and_writes_nothing(run: Cli) -> None:
+    run.pool("spring", codes=["SP-1", "SP-2"])
+    messages, _, _ = run.render(run.template(SPRING), run.recipients(["alice"]), "m-1")
+    code = messages["alice"]["codes"]["spring"]
+
+    before = _snapshot(run)
+    dry = run.json("redeem", code, "--customer", "alice", "--order", "o-1", "--dry-run")
+    human = run("redeem", code, "--order", "o-1", "--dry-run")
+    unknown = run("redeem", "NOPE", "--dry-run", "--json")
+    assert _snapshot(run) == before
+    assert dry == {
+        "ok": True,
+        "code": code,
+        "pool": "spring",
+        "issued_to": "alice",
+        "mailing": "m-1",
+        "redeemed_by": "alice",
+        "order": "o-1",
+        "replayed": False,
+    }
+    assert human.stdout.startswith(f"Would redeem {code} from pool spring")
+    assert refusal(unknown) == {"ok": False, "reason": "unknown code"}
+
+    assert run.json("redeem", code, "--customer", "alice", "--order", "o-1") == dry
+    replay = run.json("redeem", code, "--customer", "alice", "--order", "o-1")
+    assert replay == {**dry, "replayed": True}
+    assert "(replayed)" in run("redeem", code, "--order", "o-1").stdout
+    before = _snapshot(run)
+    refused = run("redeem", code, "--order", "o-2", "--dry-run", "--json")
+    assert refusal(refused) == {"ok": False, "reason": "already redeemed"}
+    assert "would be refused: already redeemed" in error_line(
+        run("redeem", code, "--order", "o-2", "--dry-run")
+    )
+    assert _snapshot(run) == before
+
+
+def test_unredeem_undoes_one_order(run: Cli) -> None:
+    run.pool("spring", codes=["SP-1"])
+    run.pool("summer", "--multi-use", codes=["SUMMER20"])
+    run.json("redeem", "SP-1", "--customer", "alice", "--order", "o-1")
+    for i in range(3):
+        run.json("redeem", "SUMMER20", "--customer", f"c{i}", "--order", f"s-{i}")
+
+    undone = run.json("unredeem", "SP-1", "--order", "o-1")
+    assert {k: undone[k] for k in ("ok", "code", "pool", "order", "redemptions")} == {
+        "ok": True,
+        "code": "SP-1",
+        "pool": "spring",
+        "order": "o-1",
+        "redemptions": 0,
+    }
+    assert undone["rolled_back_at"] is not None
+    line = error_line(run("unredeem", "SP-1", "--order", "o-1"))
+    assert "'SP-1'" in line and "'o-1'" in line
+    assert run.json("redeem", "SP-1", "--customer", "bob", "--order", "o-2")["ok"]
+    [first, second] = run.customer("alice")["redemptions"] + run.customer("bob")["redemptions"]
+    assert first["rolled_back_at"] is not None and second["rolled_back_at"] is None
+    table = run("customer", "alice").stdout
+    assert "rolled back" in table and "o-1" in table
+
+    shared = run("unredeem", "SUMMER20", "--order", "s-1")
+    assert shared.exit_code == 0 and "2 redemptions left" in shared.stdout
+    pools = run.pools()
+    assert (pools["summer"]["redeemed"], pools["summer"]["redemptions"]) == (1, 2)
+    assert (pools["spring"]["redeemed"], pools["spring"]["redemptions"]) == (1, 1)
+    assert run("unredeem", "SP-1").exit_code == 2  # --order is required
+
+
+def _bounces(run: Cli, name: str, header: str, rows: list[str]) -> str:
+    path = run.folder / name
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_mailing_return_gives_codes_back_and_a_rerun_replaces_them(run: Cli) -> None:
+    run.pool("spring", generate=6)
+    template = run.template(SPRING)
+    everyone = run.recipients(["ann", "bob", "cid", "dan"])
+    first, _, _ = run.render(template, everyone, "m-1")
+    run.json("redeem", first["dan"]["codes"]["spring"], "--customer", "dan", "--order", "o-1")
+    available = run.pools()["spring"]["available"]
+
+    by_id = _bounces(run, "bounced.csv", "id,reason", ["ann,hard bounce", "dan,hard bounce"])
+    returned = run.json("mailing", "return", "m-1", "--recipients", by_id, "--reason", "bounce")
+    assert returned == {
+        "mailing": "m-1",
+        "returned": 1,
+        "kept": {"redeemed": 1, "reissued": 0, "multi_use": 0},
+    }
+    by_email = _bounces(run, "suppressed.csv", "Email", ["BOB@example.com"])
+    human = run("mailing", "return", "m-1", "--recipients", by_email)
+    assert human.exit_code == 0, human.stderr
+    assert human.stdout.startswith("Mailing m-1: 1 code back in their pools")
+    assert run.pools()["spring"]["available"] == available + 2
+    shown = run.json("mailing", "show", "m-1")
+    assert (shown["codes_issued"], shown["returned"], shown["redeemed"]) == (2, 2, 1)
+    assert shown["redemption_rate"] == 0.5
+    [ann_issued] = run.customer("ann")["issuances"]
+    assert ann_issued["returned_at"] and ann_issued["return_reason"] == "bounce"
+    assert "bounce" in run("customer", "ann").stdout
+
+    again, summary, _ = run.render(template, everyone, "m-1")
+    assert (summary["new_codes"], summary["reused_codes"]) == (2, 2)
+    for name in ("cid", "dan"):
+        assert again[name]["codes"] == first[name]["codes"]
+    assert [bool(i["returned_at"]) for i in run.customer("ann")["issuances"]] == [True, False]
+
+    out = run.folder / "issuances.csv"
+    run.json("export", "issuances", "--mailing", "m-1", "--out", str(out))
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0].endswith(",returned_at")
+    assert sum(1 for line in lines[1:] if not line.endswith(",")) == 2  # the two returned
+
+
+def test_mailing_return_refusals_change_nothing(run: Cli) -> None:
+    run.pool("spring", generate=3)
+    run.render(run.template(SPRING), run.recipients(["ann"]), "m-1")
+    before = _snapshot(run)
+    stranger = _bounces(run, "unknown.csv", "email", ["nobody@example.com"])
+    line = error_line(run("mailing", "return", "m-1", "--recipients", stranger))
+    assert "unknown.csv, line 2" in line and "nobody@example.com" in line
+    no_column = _bounces(run, "plain.csv", "address_line", ["x"])
+    assert "plain.csv, line 1" in error_line(
+        run("mailing", "return", "m-1", "--recipients", no_column)
+    )
+    assert "'m-9'" in error_line(run("mailing", "return", "m-9", "--recipients", stranger))
+    assert _snapshot(run) == before
+    help_text = run("mailing", "return", "--help").stdout
+    assert "customer_id" in help_text and "email_address" in help_text
+
+
+def test_mailing_cancel_asks_first(run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    run.pool("spring", generate=4)
+    run.render(run.template(SPRING), run.recipients(["ann", "bob"]), "m-1")
+    before = _snapshot(run)
+
+    # CliRunner's stdin is no terminal: refused without --yes.
+    line = error_line(run("mailing", "cancel", "m-1"))
+    assert "--yes" in line
+    monkeypatch.setattr(cli_module, "stdin_is_terminal", lambda: True)
+    declined = run("mailing", "cancel", "m-1", input="n\n")
+    assert declined.exit_code == 1 and "gave 2 codes" in declined.stderr
+    assert "not cancelled" in declined.stderr
+    assert _snapshot(run) == before
+
+    confirmed = run("mailing", "cancel", "m-1", "--json", input="y\n")
+    assert confirmed.exit_code == 0, confirmed.stderr
+    assert json.loads(confirmed.stdout)["returned"] == 2
+    assert run.pools()["spring"]["available"] == 4
+    monkeypatch.setattr(cli_module, "stdin_is_terminal", lambda: False)
+    assert run.json("mailing", "cancel", "m-1", "--yes")["returned"] == 0
+
+
+def test_mailing_cancel_without_a_terminal_needs_yes(run: Cli) -> None:
+    run.pool("spring", generate=2)
+    run.render(run.template(SPRING), run.recipients(["ann"]), "m-1")
+    before = _snapshot(run)
+
+    child = subprocess.run(
+        [*promomail_command(), "--db", run.url, "mailing", "cancel", "m-1"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert child.returncode == 1 and "Traceback" not in child.stderr
+    assert child.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert "--yes" in child.stderr and child.stdout == ""
+    assert _snapshot(run) == before
+    done = subprocess.run(
+        [*promomail_command(), "--db", run.url, "mailing", "cancel", "m-1", "--yes", "--json"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout)["returned"] == 1
