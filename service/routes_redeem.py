@@ -27,13 +27,9 @@ COMMON = (400, 401, 403, 404, 413, 415, 422, 503)
 Text = Annotated[str | None, Query(pattern=NO_NUL, max_length=200)]
 
 
-def _unknown(reason: str) -> bool:
-    return reason.startswith(UNKNOWN_CODE) or reason.startswith("unknown pool")
-
-
 def _refusal(result: RedemptionResult) -> Problem:
     reason = result.reason or "refused"
-    status = 404 if _unknown(reason) else 409
+    status = 404 if result.not_found else 409
     return Problem(
         status,
         f"code {result.code!r} refused: {reason}",
@@ -76,7 +72,7 @@ def code_check(
     engine = engine_of(request)
     chosen = _pool_for(principal(request), engine, code, pool)
     result = redeem(engine, code, customer=customer, order=order, pool=chosen, dry_run=True)
-    if not result.ok and _unknown(result.reason or ""):
+    if result.not_found:
         raise _refusal(result)
     return result.as_dict()
 
