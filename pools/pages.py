@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 from collections.abc import Collection, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -132,7 +133,7 @@ def segment_page(
     with read_transaction(engine) as conn:
         if pools is not None and not sources:
             return Page([], None)
-        for customer_id in iter_segment(
+        matching = iter_segment(
             conn,
             issued_from=sources,
             min_issued=min_issued,
@@ -140,10 +141,12 @@ def segment_page(
             since=since,
             after=start,
             within=pools,
-        ):
-            ids.append(customer_id)
-            if len(ids) > limit:
-                break
+        )
+        with closing(matching):
+            for customer_id in matching:
+                ids.append(customer_id)
+                if len(ids) > limit:
+                    break
     more = len(ids) > limit
     shown = ids[:limit]
     return Page(shown, encode_cursor(shown[-1]) if more else None)

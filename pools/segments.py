@@ -14,7 +14,7 @@ never got a spring code.
 from __future__ import annotations
 
 import csv
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import TextIO
@@ -75,7 +75,7 @@ def iter_segment(
     since: date | datetime | None = None,
     after: str | None = None,
     within: Collection[str] | None = None,
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """The matching customer ids in sorted order, streamed from the database.
 
     ``after`` resumes the list after that id (keyset paging). ``within``
@@ -128,9 +128,10 @@ def iter_segment(
             query = query.having(matched <= max_issued)
         query = query.having(matched >= literal(low)).order_by(Issuance.customer_id)
 
-    result = conn.execution_options(stream_results=True, yield_per=1000).execute(query)
-    for row in result:
-        yield row[0]
+    # Closed with the generator, so a reader that stops early leaves no server cursor open.
+    with conn.execution_options(stream_results=True, yield_per=1000).execute(query) as result:
+        for row in result:
+            yield row[0]
 
 
 def write_segment(ids: Iterator[str] | Sequence[str], out: TextIO, fmt: SegmentFormat) -> int:
