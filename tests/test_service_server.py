@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+from pathlib import Path
+
+from service_helpers import PROMOMAIL
 
 from service.server import bind
 
@@ -25,3 +29,41 @@ def test_port_zero_gets_a_real_port() -> None:
         assert listener.getsockname()[1] > 0
     finally:
         listener.close()
+
+
+def test_an_unreachable_store_is_named_without_its_password() -> None:
+    done = subprocess.run(
+        [
+            PROMOMAIL,
+            "--db",
+            "postgresql://bob:s3cretpw@127.0.0.1:1/nowhere",
+            "serve",
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    error = done.stderr.decode()
+    assert error.startswith("Error: cannot open database postgresql://bob:***@127.0.0.1:1/nowhere")
+    assert "s3cretpw" not in error
+    assert "Traceback" not in error
+
+
+def test_an_address_in_use_is_one_error_line(tmp_path: Path) -> None:
+    taken = bind("127.0.0.1", 0)
+    try:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [PROMOMAIL, "--db", f"sqlite:///{tmp_path / 'x.db'}", "serve", "--port", str(port)],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith(f"Error: cannot listen on 127.0.0.1:{port}")
+    assert "Traceback" not in done.stderr.decode()
