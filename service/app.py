@@ -6,7 +6,8 @@ their work to a thread): they run in anyio's worker threads, at most
 connection per thread, so a request never waits for a connection while a
 thread sits idle. Several processes may share one PostgreSQL store: every
 rule is enforced by the database itself (see the library), none by state
-kept in a process.
+kept in a process. SQLite is for one process: its threads share the file's
+single writer, each write waiting its turn (``BEGIN IMMEDIATE``).
 """
 
 from __future__ import annotations

@@ -67,3 +67,35 @@ def test_an_address_in_use_is_one_error_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.decode().startswith(f"Error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in done.stderr.decode()
+
+
+def test_a_store_that_stops_answering_is_a_503_without_its_url() -> None:
+    import anyio
+    import httpx
+
+    from pools.db import StoreConfig, create_store_engine
+    from service.app import ServiceConfig, create_app
+
+    url = "postgresql://bob:s3cretpw@127.0.0.1:1/nowhere"
+    engine = create_store_engine(StoreConfig(url, engine_options={"pool_timeout": 5}))
+    app = create_app(ServiceConfig(url), engine=engine)
+
+    async def ask() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"Authorization": "Bearer pm_" + "x" * 43}
+            return [
+                await client.get("/healthz"),
+                await client.get("/api/v1/pools", headers=headers),
+                await client.post("/api/v1/redemptions", headers=headers, json={"code": "A"}),
+            ]
+
+    try:
+        answers = anyio.run(ask)
+    finally:
+        engine.dispose()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "cannot be reached" in answer.json()["detail"]
+        assert "s3cretpw" not in answer.text and "bob" not in answer.text
