@@ -2,10 +2,12 @@
 
     python bench/api.py                              # SQLite and PostgreSQL, 1/8/32 clients
     python bench/api.py --db postgresql --requests 4000 --clients 32
+    python bench/api.py --db postgresql --servers 2   # two serve processes, one store
 
 For each database a fresh store gets an active single-use pool with a code
 for every redemption to come, and a ``redeem`` token; one ``promomail
-serve`` process runs on it (port 0). Then, for each number of concurrent
+serve`` process runs on it (port 0), or ``--servers`` of them sharing the
+store (clients are dealt out to them in turn). Then, for each number of concurrent
 clients, the same server answers ``GET /healthz`` (the trivial route: no
 token, one ``SELECT 1``) and ``POST /api/v1/redemptions`` (a different code
 and order each time), ``--requests`` of each. Clients are keep-alive httpx
@@ -120,7 +122,7 @@ async def _client_loop(
 
 
 def _client_process(
-    base: str,
+    bases: list[str],
     token: str,
     route: str,
     job_lists: list[list[int]],
@@ -129,14 +131,21 @@ def _client_process(
     queue: Any,
 ) -> None:
     async def main() -> list[tuple[list[float], int, dict[int, int]]]:
-        loops = [_client_loop(base, token, route, jobs, prefix) for jobs in job_lists]
+        loops = [
+            _client_loop(
+                bases[jobs[0] % len(bases)] if jobs else bases[0], token, route, jobs, prefix
+            )
+            for jobs in job_lists
+        ]
         barrier.wait()
         return await asyncio.gather(*loops)
 
     queue.put(asyncio.run(main()))
 
 
-def run_level(base: str, token: str, route: str, clients: int, requests: int, prefix: str) -> Run:
+def run_level(
+    bases: list[str], token: str, route: str, clients: int, requests: int, prefix: str
+) -> Run:
     """``requests`` requests from ``clients`` keep-alive clients at once."""
     context = multiprocessing.get_context("spawn")
     processes = min(clients, CLIENT_PROCESSES)
@@ -146,7 +155,7 @@ def run_level(base: str, token: str, route: str, clients: int, requests: int, pr
     queue = context.Queue()
     workers = [
         context.Process(
-            target=_client_process, args=(base, token, route, group, prefix, barrier, queue)
+            target=_client_process, args=(bases, token, route, group, prefix, barrier, queue)
         )
         for group in groups
     ]
@@ -171,7 +180,7 @@ def run_level(base: str, token: str, route: str, clients: int, requests: int, pr
 
 
 def bench_database(
-    database: str, folder: Path, levels: list[int], requests: int
+    database: str, folder: Path, levels: list[int], requests: int, servers: int
 ) -> list[tuple[str, Run]]:
     with fresh_store(database, folder) as url:
         engine = open_engine(StoreConfig(url))
@@ -190,12 +199,13 @@ def bench_database(
                 engine, "bench", [Upload("bench.txt", FileFormat.TXT, stream=io.BytesIO(codes))]
             )
             token = create_token(engine, "bench", Scope.REDEEM).token
-            server, base = _start_server(url)
+            started = [_start_server(url) for _ in range(servers)]
+            bases = [base for _, base in started]
             runs: list[tuple[str, Run]] = []
             try:
                 for level in levels:
-                    trivial = run_level(base, token, "healthz", level, requests, "")
-                    redeem = run_level(base, token, "redeem", level, requests, f"L{level}-")
+                    trivial = run_level(bases, token, "healthz", level, requests, "")
+                    redeem = run_level(bases, token, "redeem", level, requests, f"L{level}-")
                     runs += [(database, trivial), (database, redeem)]
                     print(
                         f"  {database}: {level} clients: healthz {trivial.rate:,.0f}/s, "
@@ -203,10 +213,12 @@ def bench_database(
                         file=sys.stderr,
                     )
             finally:
-                server.send_signal(signal.SIGTERM)
-                status = server.wait(60)
-                if status != 0:
-                    print(f"  promomail serve exited {status}", file=sys.stderr)
+                for server, _ in started:
+                    server.send_signal(signal.SIGTERM)
+                for server, _ in started:
+                    status = server.wait(60)
+                    if status != 0:
+                        print(f"  promomail serve exited {status}", file=sys.stderr)
             created = sum(r.statuses.get(201, 0) for _, r in runs if r.route == "redeem")
             with engine.connect() as conn:
                 recorded, distinct = conn.execute(
@@ -230,13 +242,14 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql or both")
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--requests", type=int, default=3000, help="requests per route and level")
+    parser.add_argument("--servers", type=int, default=1, help="serve processes on the store")
     args = parser.parse_args()
     levels = [int(part) for part in args.clients.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.1f}", file=sys.stderr)
     rows: list[list[object]] = []
     with scratch_folder() as folder:
         for database in parse_databases(args.db):
-            runs = bench_database(database, folder, levels, args.requests)
+            runs = bench_database(database, folder, levels, args.requests, args.servers)
             trivial = {r.clients: r for _, r in runs if r.route == "healthz"}
             for db, run in runs:
                 ratio = run.rate / trivial[run.clients].rate if run.route == "redeem" else 1.0
