@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from pools.clock import utcnow
 from pools.db import read_transaction, write_transaction
@@ -164,19 +164,16 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
             Issuance.returned_at.is_not(None),
         )
     ).scalar_one()
-    redeemed = conn.execute(
-        select(func.count()).where(
-            Issuance.mailing_id == mailing.id,
-            Issuance.kind == IssuanceKind.INITIAL,
-            Issuance.returned_at.is_(None),
-            exists().where(
-                Redemption.code_id == Issuance.code_id,
-                Redemption.issued_to == Issuance.customer_id,
-                Redemption.mailing_id == Issuance.mailing_id,
-                Redemption.rolled_back_at.is_(None),
-            ),
-        )
-    ).scalar_one()
+    # Counted from the redemptions attributed to the mailing: each names the
+    # issuance (code, customer) it credits, and a redeemed code is never
+    # returned, so these issuances are all live.
+    credited = (
+        select(Redemption.code_id, Redemption.issued_to)
+        .where(Redemption.mailing_id == mailing.id, Redemption.rolled_back_at.is_(None))
+        .distinct()
+        .subquery()
+    )
+    redeemed = conn.execute(select(func.count()).select_from(credited)).scalar_one()
     totals = RunTotals(
         *(
             sum(getattr(r, name) for r in runs)

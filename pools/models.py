@@ -248,6 +248,8 @@ class Redemption(Base):
     __tablename__ = "redemptions"
     __table_args__ = (
         Index("ix_redemptions_code", "code_id"),
+        # A mailing's redeemed count, without visiting each of its issuances.
+        Index("ix_redemptions_mailing", "mailing_id"),
         # Invariant 8: one live redemption of a single-use code…
         Index(
             "uq_redemptions_single_use",

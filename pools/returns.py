@@ -8,7 +8,10 @@ reissue). The others are kept and counted by why. A returned issuance stays
 in the history, marked with the time and reason; the code becomes
 ``available`` again, so every count and the next render see it, and a later
 run of the same mailing gives that recipient a new code (the mailing's
-unique index covers live issuances only).
+unique index covers live issuances only). That new issuance takes whatever
+code the pool hands out next, in the usual order (soonest-expiring, then
+oldest import), so it may be the very code that came back: nobody ever saw
+it, and the pool's order is not bent for it.
 
 The code goes back with a conditional ``UPDATE … WHERE status = 'issued' AND
 redemptions = 0``, so a redemption racing the return either comes first

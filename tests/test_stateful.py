@@ -492,7 +492,11 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                 del self.model.given[mailing_id, pool][customer]
                 self.model.history[pool, customer].remove((mailing_id, code))
                 self.model.codes[code].status = "available"
-            for key in [k for k in self.model.reissues if k[0] == mailing_id and k[2] in chosen]:
+            # The mailing's own reissue records go too: for every recipient on a
+            # cancel (also those it gave no new code), for the listed ones on a return.
+            for key in [
+                k for k in self.model.reissues if k[0] == mailing_id and (cancel or k[2] in chosen)
+            ]:
                 del self.model.reissues[key]
 
         # -- after every step ---------------------------------------------------

@@ -90,6 +90,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("redemptions", schema=None) as batch_op:
         batch_op.alter_column("exclusive", existing_type=sa.Boolean(), nullable=False)
+        batch_op.create_index("ix_redemptions_mailing", ["mailing_id"], unique=False)
         batch_op.create_index(
             "uq_redemptions_single_use",
             ["code_id"],
@@ -111,6 +112,7 @@ def downgrade() -> None:
     op.execute("DELETE FROM redemptions WHERE rolled_back_at IS NOT NULL")
     op.execute("DELETE FROM issuances WHERE returned_at IS NOT NULL")
     with op.batch_alter_table("redemptions", schema=None) as batch_op:
+        batch_op.drop_index("ix_redemptions_mailing")
         batch_op.drop_index("uq_redemptions_order")
         batch_op.drop_index("uq_redemptions_single_use")
         batch_op.drop_column("rolled_back_at")
