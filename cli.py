@@ -47,10 +47,19 @@ from pools.db import (
     open_engine,
     upgrade,
 )
-from pools.errors import ImportRejected, PromomailError
+from pools.errors import ImportRejected, InvalidSetting, PromomailError
 from pools.export import export_issuances
 from pools.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
-from pools.imports import ImportRecord, ImportReport, Upload, import_history, upload_codes
+from pools.imports import (
+    ImportRecord,
+    ImportReport,
+    Upload,
+    import_history,
+    pool_document,
+    rejected_document,
+    upload_codes,
+    upload_document,
+)
 from pools.leases import DEFAULT_LEASE_SECONDS
 from pools.mailings import MailingView, list_mailings, show_mailing
 from pools.notifications import LowStockAlert, check_low_stock
@@ -63,6 +72,7 @@ from pools.pool_admin import (
     delete_pool,
     edit_pool,
     list_pools,
+    setting_changes,
     show_pool,
 )
 from pools.redemption import redeem, unredeem
@@ -76,6 +86,7 @@ from pools.returns import (
     return_codes,
 )
 from pools.segments import SegmentFormat, segment, write_segment
+from pools.tokens import Scope, create_token, list_tokens, revoke_token
 from pools.voiding import void_batch
 from templating.checking import check_template, preview, preview_recipients
 from templating.mailing import CHUNK_SIZE, RenderRequest, RenderSummary, render_mailing
@@ -529,11 +540,6 @@ def pool() -> None:
     """Create, activate, edit, archive, delete, list and show pools."""
 
 
-def _optional_text(value: str | None) -> str | None:
-    """An empty option value clears the setting."""
-    return value if value else None
-
-
 def _report_pool(verb: str, view: PoolView, as_json: bool) -> None:
     """What a pool command did: the pool as JSON, or one line."""
     if as_json:
@@ -572,16 +578,16 @@ def pool_create(
     as_json: bool,
 ) -> None:
     """Create a pool named NAME, in status draft unless --activate."""
-    settings = PoolSettings(
-        name=name,
-        description=_optional_text(description),
+    settings = PoolSettings.from_options(
+        name,
+        description=description,
         multi_use=multi_use,
         require_issued=require_issued,
         issued_valid_days=issued_valid_days,
         per_customer=per_customer,
         low_stock=low_stock,
-        notify_url=_optional_text(notify_url),
-        notify_email=_optional_text(notify_email),
+        notify_url=notify_url,
+        notify_email=notify_email,
     )
     view = create_pool(get_engine(ctx), settings, pool_id=pool_id, activate=activate)
     _report_pool("Created", view, as_json)
@@ -639,31 +645,21 @@ def pool_edit(
     as_json: bool,
 ) -> None:
     """Change a pool's settings; mode flags are fixed once the pool is active."""
-    changes: dict[str, Any] = {}
-    for key, value in (
-        ("name", name),
-        ("low_stock", low_stock),
-        ("issued_valid_days", issued_valid_days),
-        ("multi_use", multi_use),
-        ("require_issued", require_issued),
-        ("per_customer", per_customer),
-    ):
-        if value is not None:
-            changes[key] = value
-    for key, text in (
-        ("description", description),
-        ("notify_url", notify_url),
-        ("notify_email", notify_email),
-    ):
-        if text is not None:
-            changes[key] = _optional_text(text)
-    for option in cleared:
-        key = option.replace("-", "_")
-        if key in changes:
-            raise click.UsageError(f"--{option} and --clear {option} contradict each other", ctx)
-        changes[key] = None
-    if not changes:
-        raise click.UsageError("nothing to change: give at least one option", ctx)
+    try:
+        changes = setting_changes(
+            name=name,
+            description=description,
+            low_stock=low_stock,
+            notify_url=notify_url,
+            notify_email=notify_email,
+            issued_valid_days=issued_valid_days,
+            multi_use=multi_use,
+            require_issued=require_issued,
+            per_customer=per_customer,
+            cleared=[option.replace("-", "_") for option in cleared],
+        )
+    except InvalidSetting as exc:
+        raise click.UsageError(str(exc), ctx) from exc
     view = edit_pool(get_engine(ctx), pool_id, **changes)
     _report_pool("Edited", view, as_json)
 
@@ -741,11 +737,11 @@ def pool_list(ctx: click.Context, as_json: bool) -> None:
 def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's settings, counts and import history."""
     engine = get_engine(ctx)
+    if as_json:
+        emit_json(pool_document(engine, pool_id))
+        return
     view = show_pool(engine, pool_id)
     history = import_history(engine, pool_id)
-    if as_json:
-        emit_json({**view.as_dict(), "imports": [asdict(record) for record in history]})
-        return
     s = view.settings
     click.echo(f"Pool {view.id}: {view.name}")
     print_fields(
@@ -809,34 +805,6 @@ def _total_size(paths: Sequence[str]) -> int | None:
         return None
 
 
-def _upload_document(
-    reports: Sequence[dict[str, Any]], total: int, available: int, *, several: bool
-) -> Any:
-    """One file: its report; several: ``{"uploads": [...], "total", "available"}``."""
-    if not several:
-        return reports[0]
-    return {"uploads": list(reports), "total": total, "available": available}
-
-
-def _rejected_document(
-    ctx: click.Context, pool_id: str, error: ImportRejected, fmt: str
-) -> dict[str, Any]:
-    counts = show_pool(get_engine(ctx), pool_id).counts
-    return {
-        "batch": None,
-        "file": error.source,
-        "format": fmt,
-        "accepted": 0,
-        "duplicates": 0,
-        "rejected": [{"line": p.line, "reason": p.reason} for p in error.problems],
-        "rejected_count": error.total_problems,
-        "total": counts.total,
-        "available": counts.available,
-        "stored": False,
-        "error": str(error),
-    }
-
-
 @codes.command("upload")
 @click.argument("pool_id", metavar="ID")
 @click.argument(
@@ -889,9 +857,9 @@ def codes_upload(
             )
     except ImportRejected as exc:
         if as_json:
-            document = _rejected_document(ctx, pool_id, exc, format_for(exc.source, fmt))
+            document = rejected_document(engine, pool_id, exc, format_for(exc.source, fmt))
             emit_json(
-                _upload_document(
+                upload_document(
                     [document], document["total"], document["available"], several=len(files) > 1
                 )
             )
@@ -920,7 +888,7 @@ def _report_uploads(reports: Sequence[ImportReport], as_json: bool) -> None:
     total = reports[-1].total if reports else 0
     available = reports[-1].available if reports else 0
     if as_json:
-        document = _upload_document(
+        document = upload_document(
             [r.as_dict() for r in reports], total, available, several=len(reports) > 1
         )
         emit_json(document)
@@ -1161,12 +1129,7 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
             click.echo(f"client columns: {', '.join(report.columns)}")
         if report.partials:
             click.echo(f"partials (from the template's folder): {', '.join(report.partials)}")
-    problems = [
-        f"{report.template}, line {p.line}: {p.message}"
-        if p.line
-        else f"{report.template}: {p.message}"
-        for p in report.problems
-    ]
+    problems = report.problem_lines()
     # The Error line names template, line and reason; the rest are listed above it.
     if len(problems) > 1:
         for problem in problems:
@@ -1788,6 +1751,106 @@ def export_issuances_command(
         emit_json({"file": out, "rows": rows})
     else:
         click.echo(f"Wrote {plural(rows, 'issuance')} to {out}.")
+
+
+# ---------------------------------------------------------------------------
+# The HTTP service and its tokens
+# ---------------------------------------------------------------------------
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True)
+@click.option(
+    "--templates",
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Templates (*.j2, *.jinja) for the preview page.",
+)
+@click.option(
+    "--recipients",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Recipients to pick from on the preview page.",
+)
+@click.pass_context
+def serve_command(
+    ctx: click.Context, host: str, port: int, templates: str | None, recipients: str | None
+) -> None:
+    """Serve the HTTP API and the preview page until SIGTERM or Ctrl-C."""
+    from service import ServiceConfig, serve
+
+    config = ServiceConfig(
+        get_state(ctx).url,
+        host=host,
+        port=port,
+        templates=Path(templates) if templates else None,
+        recipients=Path(recipients) if recipients else None,
+    )
+    try:
+        serve(config)
+    except OSError as exc:
+        raise CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+@cli.group("token")
+def token() -> None:
+    """Bearer tokens of the HTTP service."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--scope", type=click.Choice([s.value for s in Scope]), required=True, help="What it may do."
+)
+@click.option(
+    "--pool", "pools", multiple=True, metavar="ID", help="Limit it to this pool (repeat)."
+)
+@json_option
+@click.pass_context
+def token_create(
+    ctx: click.Context, name: str, scope: str, pools: tuple[str, ...], as_json: bool
+) -> None:
+    """Make a token; its secret is printed once and only its hash is kept."""
+    issued = create_token(get_engine(ctx), name, Scope(scope), pools)
+    if as_json:
+        emit_json(issued.as_dict())
+        return
+    limited = f", pools {', '.join(issued.pools)}" if issued.pools else ""
+    click.echo(issued.token)
+    note(f"Token {issued.name} (scope {issued.scope}{limited}): shown once, keep it safe.")
+
+
+@token.command("list")
+@json_option
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """Every token with its scope, pools and state (never the secret)."""
+    infos = list_tokens(get_engine(ctx))
+    if as_json:
+        emit_json([info.as_dict() for info in infos])
+        return
+    print_table(
+        ["name", "scope", "pools", "created", "revoked"],
+        [
+            (i.name, i.scope, ", ".join(i.pools) or "(all)", i.created_at, i.revoked_at)
+            for i in infos
+        ],
+        empty="(no tokens)",
+    )
+
+
+@token.command("revoke")
+@click.argument("name")
+@json_option
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Revoke a token: the next request with it is refused."""
+    info = revoke_token(get_engine(ctx), name)
+    if as_json:
+        emit_json(info.as_dict())
+    else:
+        click.echo(f"Revoked token {info.name}.")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ longer counts as redeemed by or for this customer).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from pools.db import read_transaction
 from pools.models import Code, Issuance, IssuanceKind, Redemption
@@ -43,6 +45,8 @@ class RedemptionRecord:
     #: The mailing that gave the code to ``issued_to``.
     mailing: str | None = None
     rolled_back_at: datetime | None = None
+    #: The redemption's own id, the position of a page of history.
+    record_id: int = 0
 
     @property
     def live(self) -> bool:
@@ -74,6 +78,8 @@ class IssuanceRecord:
     code_id: int
     returned_at: datetime | None = None
     return_reason: str | None = None
+    #: The issuance's own id, the position of a page of history.
+    record_id: int = 0
 
     @property
     def redeemed(self) -> bool:
@@ -116,19 +122,33 @@ class CustomerHistory:
         }
 
 
-def customer_history(engine: Engine, customer_id: str) -> CustomerHistory:
+@dataclass(frozen=True)
+class HistoryWindow:
+    """A part of a customer's history: for paging, and for front ends limited to some pools.
+
+    Issuances and redemptions are each ordered by their record id; a page
+    holds at most ``limit`` of each after the given ids.
+    """
+
+    pools: Collection[str] | None = None
+    after_issuance: int = 0
+    after_redemption: int = 0
+    limit: int | None = None
+
+
+def customer_history(
+    engine: Engine, customer_id: str, window: HistoryWindow | None = None
+) -> CustomerHistory:
     """Everything issued to ``customer_id`` and every redemption that concerns them."""
     with read_transaction(engine) as conn:
-        return history_in(conn, customer_id)
+        return history_in(conn, customer_id, window)
 
 
-def history_in(conn: Connection, customer_id: str) -> CustomerHistory:
-    redemptions = _redemptions(conn, customer_id)
-    by_code: dict[int, list[str | None]] = {}
-    for record in redemptions:
-        if record.live:
-            by_code.setdefault(record.code_id, []).append(record.redeemed_by)
-    rows = conn.execute(
+def history_in(
+    conn: Connection, customer_id: str, window: HistoryWindow | None = None
+) -> CustomerHistory:
+    part = window or HistoryWindow()
+    query = (
         select(
             Issuance.pool_id,
             Code.code,
@@ -138,11 +158,27 @@ def history_in(conn: Connection, customer_id: str) -> CustomerHistory:
             Issuance.code_id,
             Issuance.returned_at,
             Issuance.return_reason,
+            Issuance.id,
         )
         .join(Code, Code.id == Issuance.code_id)
         .where(Issuance.customer_id == customer_id)
-        .order_by(Issuance.issued_at, Issuance.id)
     )
+    if part.limit is None:
+        query = query.order_by(Issuance.issued_at, Issuance.id)
+    else:
+        query = query.where(Issuance.id > part.after_issuance).order_by(Issuance.id)
+        query = query.limit(part.limit)
+    if part.pools is not None:
+        query = query.where(Issuance.pool_id.in_(part.pools))
+    rows = conn.execute(query).all()
+    redemptions = _redemptions(conn, customer_id, part)
+    # "Redeemed by" of an issuance needs every redemption of its code, not only this page's.
+    mentioned = {row.code_id for row in rows}
+    everything = redemptions if part.limit is None else _redemptions(conn, customer_id)
+    by_code: dict[int, list[str | None]] = {}
+    for record in everything:
+        if record.live and record.code_id in mentioned:
+            by_code.setdefault(record.code_id, []).append(record.redeemed_by)
     issuances = [
         IssuanceRecord(
             pool=row.pool_id,
@@ -154,13 +190,17 @@ def history_in(conn: Connection, customer_id: str) -> CustomerHistory:
             code_id=row.code_id,
             returned_at=row.returned_at,
             return_reason=row.return_reason,
+            record_id=row.id,
         )
         for row in rows
     ]
     return CustomerHistory(customer_id, issuances, redemptions)
 
 
-def _redemptions(conn: Connection, customer_id: str) -> list[RedemptionRecord]:
+def _redemptions(
+    conn: Connection, customer_id: str, window: HistoryWindow | None = None
+) -> list[RedemptionRecord]:
+    part = window or HistoryWindow()
     columns = (
         Redemption.id,
         Redemption.pool_id,
@@ -179,19 +219,31 @@ def _redemptions(conn: Connection, customer_id: str) -> list[RedemptionRecord]:
         Issuance.exclusive.is_(True),
         Issuance.returned_at.is_(None),
     )
+    narrowing: list[ColumnElement[bool]] = []
+    if part.pools is not None:
+        narrowing.append(Redemption.pool_id.in_(part.pools))
+    if part.limit is not None:
+        narrowing.append(Redemption.id > part.after_redemption)
     # Two indexed queries rather than one OR: each is served by its own index.
     by_customer = conn.execute(
         select(*columns)
         .join(Code, Code.id == Redemption.code_id)
-        .where(Redemption.redeemed_by == customer_id)
+        .where(Redemption.redeemed_by == customer_id, *narrowing)
+        .order_by(Redemption.id)
+        .limit(part.limit)
     ).all()
     of_their_codes = conn.execute(
         select(*columns)
         .join(Code, Code.id == Redemption.code_id)
-        .where(Redemption.code_id.in_(own_codes))
+        .where(Redemption.code_id.in_(own_codes), *narrowing)
+        .order_by(Redemption.id)
+        .limit(part.limit)
     ).all()
     unique = {row.id: row for row in [*by_customer, *of_their_codes]}
-    ordered = sorted(unique.values(), key=lambda row: (row.redeemed_at, row.id))
+    if part.limit is None:
+        ordered = sorted(unique.values(), key=lambda row: (row.redeemed_at, row.id))
+    else:
+        ordered = sorted(unique.values(), key=lambda row: row.id)[: part.limit]
     return [
         RedemptionRecord(
             pool=row.pool_id,
@@ -204,6 +256,7 @@ def _redemptions(conn: Connection, customer_id: str) -> list[RedemptionRecord]:
             code_id=row.code_id,
             mailing=row.mailing_id,
             rolled_back_at=row.rolled_back_at,
+            record_id=row.id,
         )
         for row in ordered
     ]

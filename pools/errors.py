@@ -13,6 +13,11 @@ class StoreError(PromomailError):
     """The database cannot be reached or used."""
 
 
+class InvalidSetting(PromomailError):
+    """A setting or option value is not valid in itself (as opposed to refused in
+    the store's current state); the message says what is allowed."""
+
+
 class PoolError(PromomailError):
     """A pool operation is refused (unknown pool, wrong status, bad setting)."""
 

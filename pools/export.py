@@ -32,9 +32,9 @@ import os
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from sqlalchemy import Connection, Engine, case, exists, func, select
+from sqlalchemy import Connection, Engine, Select, case, exists, func, select
 
 from pools.db import read_transaction
 from pools.errors import PoolNotFound, PromomailError
@@ -79,7 +79,7 @@ def export_issuances(
     if not folder.is_dir():
         raise ExportError(f"cannot write {target}: folder {folder} does not exist")
     with read_transaction(engine) as conn:
-        _check_filters(conn, pool, mailing)
+        check_filters(conn, pool, mailing)
         # Created like any new file (the umask applies), unlike mkstemp's 0600.
         temporary = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
         try:
@@ -101,7 +101,7 @@ def export_issuances(
     return count
 
 
-def _check_filters(conn: Connection, pool: str | None, mailing: str | None) -> None:
+def check_filters(conn: Connection, pool: str | None, mailing: str | None) -> None:
     """A filter naming nothing is a typo, not an empty export."""
     if pool is not None and conn.execute(select(Pool.id).where(Pool.id == pool)).first() is None:
         raise PoolNotFound(pool)
@@ -116,10 +116,8 @@ def _check_filters(conn: Connection, pool: str | None, mailing: str | None) -> N
             raise ExportError(f"mailing {mailing!r} does not exist")
 
 
-def write_issuances(
-    conn: Connection, out: TextIO, *, pool: str | None = None, mailing: str | None = None
-) -> int:
-    """Stream the issuance log as CSV to ``out`` (opened with ``newline=''``)."""
+def issuance_query(*, pool: str | None = None, mailing: str | None = None) -> Select[Any]:
+    """The issuance log's rows (the columns of :data:`COLUMNS`, then the issuance id)."""
     own_redemption = (
         select(func.min(Redemption.redeemed_at))
         .where(
@@ -144,6 +142,7 @@ def write_issuances(
             Issuance.kind,
             redeemed,
             Issuance.returned_at,
+            Issuance.id,
         )
         .join(Code, Code.id == Issuance.code_id)
         .join(Pool, Pool.id == Issuance.pool_id)
@@ -153,6 +152,31 @@ def write_issuances(
         query = query.where(Issuance.pool_id == pool)
     if mailing is not None:
         query = query.where(Issuance.mailing_id == mailing)
+    return query
+
+
+def issuance_values(row: Any) -> list[str]:
+    """One row of :func:`issuance_query` as the export's cells."""
+    issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at, returned_at = row[
+        : len(COLUMNS)
+    ]
+    return [
+        _iso(issued_at),
+        pool_id,
+        code,
+        customer,
+        mailing_id,
+        kind,
+        _iso(redeemed_at),
+        _iso(returned_at),
+    ]
+
+
+def write_issuances(
+    conn: Connection, out: TextIO, *, pool: str | None = None, mailing: str | None = None
+) -> int:
+    """Stream the issuance log as CSV to ``out`` (opened with ``newline=''``)."""
+    query = issuance_query(pool=pool, mailing=mailing)
     writer = csv.writer(out, lineterminator="\n")
     # A lone "\r" inside a value is not quoted by the writer, and a
     # spreadsheet would start a new row there, the rest of the value then
@@ -161,18 +185,8 @@ def write_issuances(
     writer.writerow(COLUMNS)
     count = 0
     result = conn.execution_options(stream_results=True, yield_per=_FETCH_ROWS).execute(query)
-    for issued_at, pool_id, code, customer, mailing_id, kind, redeemed_at, returned_at in result:
-        cells = [
-            _iso(issued_at),
-            pool_id,
-            code,
-            customer,
-            mailing_id,
-            kind,
-            _iso(redeemed_at),
-            _iso(returned_at),
-        ]
-        safe = [spreadsheet_safe(cell) for cell in cells]
+    for row in result:
+        safe = [spreadsheet_safe(cell) for cell in issuance_values(row)]
         (quoting if any("\r" in cell for cell in safe) else writer).writerow(safe)
         count += 1
     return count

@@ -9,9 +9,9 @@ the pool is exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +26,7 @@ from pools.code_files import (
     format_for,
     parse,
 )
-from pools.counts import pool_counts
+from pools.counts import PoolCounts, pool_counts
 from pools.db import bulk_loading, read_transaction, write_transaction
 from pools.dialect_sql import insert_codes
 from pools.errors import ImportRejected, LineProblem, PoolError
@@ -35,6 +35,10 @@ from pools.pool_admin import load_pool
 
 #: Problems kept for the report; the count of all problems is always exact.
 MAX_REPORTED_PROBLEMS = 1000
+
+
+class UnreadableUpload(PoolError):
+    """A file given to an upload is not a code list at all; nothing was stored."""
 
 
 @dataclass
@@ -107,7 +111,7 @@ def upload_codes(
             try:
                 _store(conn, pool_id, report, parse(upload.open(files), upload.format, whitespace))
             except UnreadableFile as exc:
-                raise PoolError(f"{upload.source}: {exc}; nothing was stored") from exc
+                raise UnreadableUpload(f"{upload.source}: {exc}; nothing was stored") from exc
             if report.rejected_count and not skip_invalid:
                 raise ImportRejected(upload.source, report.rejected, report.rejected_count)
             reports.append(report)
@@ -116,6 +120,49 @@ def upload_codes(
             report.total = counts.total if counts else 0
             report.available = counts.available if counts else 0
     return reports
+
+
+def rejected_document(
+    engine: Engine, pool_id: str, error: ImportRejected, fmt: str
+) -> dict[str, Any]:
+    """The report of a refused upload: the problems, and the pool as it still is."""
+    counts = pool_counts_of(engine, pool_id)
+    return {
+        "batch": None,
+        "file": error.source,
+        "format": fmt,
+        "accepted": 0,
+        "duplicates": 0,
+        "rejected": [{"line": p.line, "reason": p.reason} for p in error.problems],
+        "rejected_count": error.total_problems,
+        "total": counts.total,
+        "available": counts.available,
+        "stored": False,
+        "error": str(error),
+    }
+
+
+def upload_document(
+    reports: Sequence[dict[str, Any]], total: int, available: int, *, several: bool
+) -> Any:
+    """One file: its report; several: ``{"uploads": [...], "total", "available"}``."""
+    if not several:
+        return reports[0]
+    return {"uploads": list(reports), "total": total, "available": available}
+
+
+def pool_document(engine: Engine, pool_id: str) -> dict[str, Any]:
+    """What ``pool show`` reports: the pool's settings and counts, and its import history."""
+    with read_transaction(engine) as conn:
+        view = load_pool(conn, pool_id, with_counts=True)
+        history = history_in(conn, pool_id)
+    return {**view.as_dict(), "imports": [asdict(record) for record in history]}
+
+
+def pool_counts_of(engine: Engine, pool_id: str) -> PoolCounts:
+    with read_transaction(engine) as conn:
+        load_pool(conn, pool_id)
+        return pool_counts(conn, [pool_id]).get(pool_id) or PoolCounts()
 
 
 def _store(conn: Connection, pool_id: str, report: ImportReport, blocks: Iterable[Block]) -> None:

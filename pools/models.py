@@ -303,3 +303,18 @@ class Redemption(Base):
     exclusive: Mapped[bool] = mapped_column(Boolean)
     #: Set when the order was cancelled or refunded and the redemption undone.
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ServiceToken(Base):
+    """A bearer token of the HTTP service; only its SHA-256 is stored."""
+
+    __tablename__ = "service_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    #: The pool ids the token is limited to, as a JSON list; empty: every pool.
+    pools: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)

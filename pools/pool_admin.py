@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, 
 from pools.clock import utcnow
 from pools.counts import PoolCounts, pool_counts
 from pools.db import read_transaction, write_transaction
-from pools.errors import PoolError, PoolNotFound
+from pools.errors import InvalidSetting, PoolError, PoolNotFound
 from pools.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
 
 _URL = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
@@ -25,6 +26,24 @@ def slugify(name: str) -> str:
     """``Spring Sale 30%`` → ``spring-sale-30``: ASCII, lower case, dashes."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:100]
+
+
+class InvalidPoolSetting(InvalidSetting, PoolError):
+    """A pool setting that is not valid in itself: both a pool refusal and a bad setting."""
+
+
+class NothingToChange(InvalidPoolSetting):
+    def __init__(self) -> None:
+        super().__init__("nothing to change: give at least one setting")
+
+
+#: Settings given as text, where an empty value means "no value" (it clears the setting).
+TEXT_SETTINGS = ("description", "notify_url", "notify_email")
+
+
+def cleared_text(value: str | None) -> str | None:
+    """An empty text value clears the setting."""
+    return value if value else None
 
 
 @dataclass(frozen=True)
@@ -43,24 +62,37 @@ class PoolSettings:
 
     def __post_init__(self) -> None:
         if not self.name.strip():
-            raise PoolError("a pool needs a non-empty name")
+            raise InvalidPoolSetting("a pool needs a non-empty name")
         if self.multi_use and self.require_issued:
-            raise PoolError("--multi-use and --require-issued exclude each other")
+            raise InvalidPoolSetting("--multi-use and --require-issued exclude each other")
         if self.multi_use and self.per_customer is not None:
-            raise PoolError("--multi-use and --per-customer exclude each other")
+            raise InvalidPoolSetting("--multi-use and --per-customer exclude each other")
         if self.issued_valid_days is not None:
             if self.issued_valid_days < 1:
-                raise PoolError("--issued-valid-days must be at least 1")
+                raise InvalidPoolSetting("--issued-valid-days must be at least 1")
             if not self.require_issued:
-                raise PoolError("--issued-valid-days applies only to --require-issued pools")
+                raise InvalidPoolSetting(
+                    "--issued-valid-days applies only to --require-issued pools"
+                )
         if self.per_customer is not None and not 1 <= self.per_customer <= 100:
-            raise PoolError("--per-customer must be between 1 and 100")
+            raise InvalidPoolSetting("--per-customer must be between 1 and 100")
         if self.low_stock is not None and self.low_stock < 0:
-            raise PoolError("--low-stock must be 0 or more")
+            raise InvalidPoolSetting("--low-stock must be 0 or more")
         if self.notify_url is not None and not _URL.match(self.notify_url):
-            raise PoolError(f"--notify-url {self.notify_url!r} is not an http(s) URL")
+            raise InvalidPoolSetting(f"--notify-url {self.notify_url!r} is not an http(s) URL")
         if self.notify_email is not None and not _EMAIL.match(self.notify_email):
-            raise PoolError(f"--notify-email {self.notify_email!r} is not an e-mail address")
+            raise InvalidPoolSetting(
+                f"--notify-email {self.notify_email!r} is not an e-mail address"
+            )
+
+    @classmethod
+    def from_options(cls, name: str, **options: Any) -> PoolSettings:
+        """Settings as a front end received them: unset options are None, empty texts clear."""
+        given = {key: value for key, value in options.items() if value is not None}
+        for key in TEXT_SETTINGS:
+            if key in given:
+                given[key] = cleared_text(given[key])
+        return cls(name=name, **given)
 
     @property
     def mode(self) -> str:
@@ -72,6 +104,31 @@ class PoolSettings:
 
 
 _SETTING_NAMES = tuple(f.name for f in fields(PoolSettings))
+
+
+def setting_changes(*, cleared: Iterable[str] = (), **options: Any) -> dict[str, Any]:
+    """The changes an edit asks for: unset options (None) are left out, empty texts clear.
+
+    ``cleared`` names text settings to remove (a front end that refuses empty
+    values asks for that by name). Refused with :class:`NothingToChange` when
+    nothing is asked for, and with :class:`InvalidPoolSetting` when one setting is
+    both set and cleared.
+    """
+    changes = {key: value for key, value in options.items() if value is not None}
+    for key in TEXT_SETTINGS:
+        if key in changes:
+            changes[key] = cleared_text(changes[key])
+    for key in cleared:
+        if key not in TEXT_SETTINGS:
+            raise InvalidPoolSetting(f"{key} cannot be cleared (only {', '.join(TEXT_SETTINGS)})")
+        if key in changes:
+            raise InvalidPoolSetting(f"{key} is both set and cleared: give one of the two")
+        changes[key] = None
+    if not changes:
+        raise NothingToChange()
+    return changes
+
+
 _MODE_SETTINGS = ("multi_use", "require_issued", "per_customer")
 
 
@@ -134,11 +191,11 @@ def create_pool(
 ) -> PoolView:
     new_id = pool_id if pool_id is not None else slugify(settings.name)
     if not _ID.match(new_id):
-        raise PoolError(
+        raise InvalidPoolSetting(
             f"pool id {new_id!r} is not valid: use lower-case letters, digits, '.', '_' and '-'"
         )
     if activate and not settings.description:
-        raise PoolError(f"pool {new_id!r} cannot be activated without a description")
+        raise InvalidPoolSetting(f"pool {new_id!r} cannot be activated without a description")
     now = utcnow()
     with write_transaction(engine) as conn:
         if conn.execute(select(exists().where(Pool.id == new_id))).scalar():
@@ -179,7 +236,7 @@ def edit_pool(engine: Engine, pool_id: str, **changes: Any) -> PoolView:
     """Change settings; mode settings only while the pool is a draft."""
     unknown = set(changes) - set(_SETTING_NAMES)
     if unknown:
-        raise PoolError(f"unknown pool settings: {', '.join(sorted(unknown))}")
+        raise InvalidPoolSetting(f"unknown pool settings: {', '.join(sorted(unknown))}")
     with write_transaction(engine) as conn:
         pool = load_pool(conn, pool_id)
         if pool.status == PoolStatus.ARCHIVED:

@@ -21,7 +21,7 @@ with leading or trailing whitespace (the recipients reader trims cells); in
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import TextIO
@@ -81,8 +81,15 @@ def iter_segment(
     min_issued: int | None = None,
     max_issued: int | None = None,
     since: date | datetime | None = None,
-) -> Iterator[str]:
-    """The matching customer ids in sorted order, streamed from the database."""
+    after: str | None = None,
+    within: Collection[str] | None = None,
+) -> Generator[str, None, None]:
+    """The matching customer ids in sorted order, streamed from the database.
+
+    ``after`` resumes the list after that id (keyset paging). ``within``
+    narrows the store to those pools (a view limited to some pools): only
+    their issuances count and only their customers are known.
+    """
     default_low = 0 if max_issued == 0 else 1
     low = default_low if min_issued is None else min_issued
     if low < 0 or (max_issued is not None and max_issued < 0):
@@ -105,12 +112,16 @@ def iter_segment(
         matching.append(Issuance.pool_id.in_(pools))
     if since is not None:
         matching.append(Issuance.issued_at >= _start_of(since))
+    # Grouped by customer, so skipping whole customers keeps every count intact.
+    resume: list[ColumnElement[bool]] = [] if after is None else [Issuance.customer_id > after]
+    if within is not None:
+        resume.append(Issuance.pool_id.in_(within))
 
     if low >= 1:
         count = func.count().label("n")
         query = (
             select(Issuance.customer_id, count)
-            .where(*matching)
+            .where(*matching, *resume)
             .group_by(Issuance.customer_id)
             .having(count >= low)
         )
@@ -120,14 +131,15 @@ def iter_segment(
     else:
         # Every known customer, with the count of matching issuances (maybe 0).
         matched = func.coalesce(func.sum(case((and_(*matching), 1), else_=0)), 0)
-        query = select(Issuance.customer_id, matched).group_by(Issuance.customer_id)
+        query = select(Issuance.customer_id, matched).where(*resume).group_by(Issuance.customer_id)
         if max_issued is not None:
             query = query.having(matched <= max_issued)
         query = query.having(matched >= literal(low)).order_by(Issuance.customer_id)
 
-    result = conn.execution_options(stream_results=True, yield_per=1000).execute(query)
-    for row in result:
-        yield row[0]
+    # Closed with the generator, so a reader that stops early leaves no server cursor open.
+    with conn.execution_options(stream_results=True, yield_per=1000).execute(query) as result:
+        for row in result:
+            yield row[0]
 
 
 def check_writable(customer_id: str, fmt: SegmentFormat) -> None:

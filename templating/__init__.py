@@ -10,7 +10,6 @@ from templating.message import MessageTemplate, RecipientFailed
 from templating.outputs import OutputFormat, OutputTarget, RenderedMessage
 from templating.recipients import Recipient, Shard, read_recipients
 from templating.run_options import (
-    InvalidSetting,
     parse_chunk_size,
     parse_seconds,
     parse_shard,
@@ -23,7 +22,6 @@ __all__ = [
     "CheckReport",
     "Client",
     "CodeSource",
-    "InvalidSetting",
     "MailingError",
     "MessageEnvironment",
     "MessageTemplate",

@@ -64,6 +64,15 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def problem_lines(self) -> list[str]:
+        """Each problem as one line naming the template and, where known, the line."""
+        return [
+            f"{self.template}, line {p.line}: {p.message}"
+            if p.line
+            else f"{self.template}: {p.message}"
+            for p in self.problems
+        ]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "template": self.template,

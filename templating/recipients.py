@@ -33,6 +33,7 @@ from email.headerregistry import Address, Group, HeaderRegistry
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from pools.errors import InvalidSetting
 from pools.identifiers import (
     MAX_ID_LENGTH,
     UNSAFE_ID,
@@ -66,7 +67,7 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         """``K/N`` as typed; strictly, by the one parser every front end uses."""
-        from templating.run_options import InvalidSetting, parse_shard
+        from templating.run_options import parse_shard
 
         try:
             return parse_shard(text)

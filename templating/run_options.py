@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from templating.errors import MailingError
+from pools.errors import InvalidSetting
 from templating.recipients import Shard
 
 MAX_WORKERS = 64
@@ -25,10 +25,6 @@ MAX_SECONDS = 86_400.0
 _SHARD = re.compile(r"([1-9][0-9]{0,5})/([1-9][0-9]{0,5})")
 _INTEGER = re.compile(r"[0-9]{1,7}")
 _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,3})?")
-
-
-class InvalidSetting(MailingError):
-    """A render setting given as text cannot be used; the message says what is allowed."""
 
 
 def parse_shard(text: str) -> Shard:

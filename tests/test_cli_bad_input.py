@@ -22,8 +22,9 @@ from sqlalchemy import Engine
 
 import cli as cli_module
 from pools.db import StoreConfig, open_engine
+from pools.errors import InvalidSetting
 from templating.recipients import Shard
-from templating.run_options import InvalidSetting, parse_shard, parse_workers
+from templating.run_options import parse_shard, parse_workers
 
 POOL = "spring"
 

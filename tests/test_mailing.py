@@ -34,7 +34,7 @@ from render_helpers import (
 )
 from sqlalchemy import Engine
 
-from pools.errors import PoolExhausted
+from pools.errors import InvalidSetting, PoolExhausted
 from pools.mailings import show_mailing
 from pools.models import IssuanceKind
 from pools.pool_admin import PoolSettings, create_pool
@@ -456,7 +456,7 @@ def test_request_validation() -> None:
     with pytest.raises(MailingError, match="non-empty id"):
         RenderRequest("t.j2", "r.csv", " ", "sqlite://", out)
     for workers in (0, 65):
-        with pytest.raises(MailingError, match="number of workers must be between 1 and 64"):
+        with pytest.raises(InvalidSetting, match="number of workers must be between 1 and 64"):
             RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, workers=workers)
     with pytest.raises(MailingError, match="client"):
         RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, variables={"client": "x"})

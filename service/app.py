@@ -1,0 +1,108 @@
+"""The service's ASGI app: the API, the preview page and their shared set-up.
+
+Store calls are synchronous SQLAlchemy, so routes are plain ``def`` (or hand
+their work to a thread): they run in anyio's worker threads, at most
+:data:`THREADS` at a time, and the engine's connection pool has one
+connection per thread, so a request never waits for a connection while a
+thread sits idle. Several processes may share one PostgreSQL store: every
+rule is enforced by the database itself (see the library), none by state
+kept in a process. SQLite is for one process: its threads share the file's
+single writer, each write waiting its turn (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Engine
+
+from pools.db import StoreConfig, open_engine
+from service import preview, problems
+from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
+from service.bodies import BodyLimit
+from service.routes_meta import router as meta_router
+from service.routes_people import router as people_router
+from service.routes_pools import router as pools_router
+from service.routes_redeem import router as redeem_router
+
+#: Worker threads for store calls, and connections in each process's pool.
+THREADS = 32
+ROUTERS: tuple[ScopedRouter, ...] = (
+    meta_router,
+    pools_router,
+    redeem_router,
+    people_router,
+    preview.router,
+)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    db_url: str
+    host: str = "127.0.0.1"
+    port: int = 8025
+    templates: Path | None = None
+    recipients: Path | None = None
+
+
+def open_service_engine(db_url: str) -> Engine:
+    options = {"pool_size": THREADS, "max_overflow": 0, "pool_timeout": 30}
+    return open_engine(StoreConfig(db_url, engine_options=options))
+
+
+def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
+    """The app on ``config``'s store; ``engine`` (if given) is used and not disposed."""
+    own_engine = engine is None
+    store = engine if engine is not None else open_service_engine(config.db_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        try:
+            yield
+        finally:
+            if own_engine:
+                store.dispose()
+
+    app = FastAPI(
+        title="promomail",
+        version="1",
+        summary="Promo-code pools, redemption at checkout and the issuance history.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.engine = store
+    app.state.templates = config.templates
+    app.state.recipients = config.recipients
+    app.state.preview_open = preview.is_loopback(config.host)
+    for router in ROUTERS:
+        # Appended as they are, so each keeps the scope it was declared with.
+        for route in router.routes:
+            assert isinstance(route, ScopedRoute)
+            app.router.routes.append(route)
+    problems.install(app)
+    preview.install(app)
+    app.add_middleware(BodyLimit)
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's description, plus the bearer scheme the routes' ``security`` names."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,303 @@
+"""The preview page for template authors: ``preview`` and ``check`` in a browser.
+
+Server-rendered (Jinja2, autoescaped) with one small script that watches
+the template file and swaps in the new result when it changes. The message
+itself is shown as an email client shows it: the html part in an iframe
+with ``sandbox`` (scripts never run in it) and ``srcdoc``, under a
+Content-Security-Policy that allows no inline or foreign script at all.
+
+The page calls exactly what the ``preview`` and ``check`` commands call, so
+it shows the same placeholders, the same real last codes and the same
+report, and like them it never writes to the store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
+
+from anyio import to_thread
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from pools.errors import PromomailError
+from pools.tokens import authenticate
+from service.auth import PREVIEW_COOKIE, LoginRequired, Open, ScopedRouter, engine_of
+from service.schemas import NO_NUL
+from templating.checking import CheckReport, Preview, check_template, preview, preview_recipients
+from templating.recipients import Recipient, read_recipients
+
+TEMPLATE_SUFFIXES = (".j2", ".jinja")
+#: Recipients offered in the picker; any other id can still be typed in.
+MAX_LISTED_RECIPIENTS = 500
+#: What the page's own answers allow: its script and styles, nothing inline but styles.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: https:; connect-src 'self'; frame-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+STATIC = Path(__file__).with_name("static")
+
+router = ScopedRouter(tags=["preview"])
+_pages = Environment(
+    loader=PackageLoader("service", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+TemplateParam = Annotated[str | None, Query(pattern=NO_NUL, max_length=1000)]
+TextParam = Annotated[str | None, Query(pattern=NO_NUL, max_length=10_000)]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def list_templates(folder: Path | None) -> list[str]:
+    """The templates under ``folder`` and its subfolders, as paths relative to it."""
+    if folder is None or not folder.is_dir():
+        return []
+    found = (
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.suffix in TEMPLATE_SUFFIXES and p.is_file()
+    )
+    return sorted(found)
+
+
+def _listed_recipients(path: Path | None) -> tuple[list[str], str | None]:
+    if path is None:
+        return [], None
+    ids: list[str] = []
+    try:
+        for recipient in read_recipients(path):
+            ids.append(recipient.id)
+            if len(ids) >= MAX_LISTED_RECIPIENTS:
+                break
+    except PromomailError as exc:
+        return ids, str(exc)
+    return ids, None
+
+
+def parse_fields(text: str) -> dict[str, str]:
+    """Typed-in recipient fields: one ``key=value`` per line, as ``--recipient`` takes them."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+@dataclass
+class Shown:
+    """Everything the result part of the page shows."""
+
+    template: str | None
+    report: CheckReport | None = None
+    problem_lines: list[str] = field(default_factory=list)
+    preview: Preview | None = None
+    error: str | None = None
+
+
+@dataclass
+class Choice:
+    template: str | None
+    recipient: str | None
+    fields: str
+
+    def query(self) -> str:
+        pairs = {
+            key: value
+            for key, value in (
+                ("template", self.template),
+                ("recipient", self.recipient),
+                ("fields", self.fields),
+            )
+            if value
+        }
+        return urlencode(pairs)
+
+
+def _settings(request: Request) -> tuple[Path | None, Path | None]:
+    state = request.app.state
+    return state.templates, state.recipients
+
+
+def _resolve(request: Request, template: str | None) -> tuple[list[str], str | None, Path | None]:
+    """The listed templates, the chosen one (a listed one only) and its file."""
+    folder, _ = _settings(request)
+    listed = list_templates(folder)
+    chosen = template if template in listed else (listed[0] if listed else None)
+    path = folder / chosen if folder is not None and chosen is not None else None
+    return listed, chosen, path
+
+
+def _recipients_for(request: Request, choice: Choice) -> Iterable[Recipient]:
+    _, recipients_file = _settings(request)
+    typed = parse_fields(choice.fields)
+    if typed or recipients_file is None:
+        return list(preview_recipients(None, typed, 1))
+    if choice.recipient:
+        wanted = choice.recipient
+        return read_recipients(recipients_file, keep=lambda rid: rid == wanted)
+    return preview_recipients(str(recipients_file), None, 1)
+
+
+def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
+    shown = Shown(choice.template)
+    if path is None:
+        shown.error = "no templates (*.j2, *.jinja) under --templates"
+        return shown
+    engine = engine_of(request)
+    _, recipients_file = _settings(request)
+    try:
+        report = check_template(
+            engine, str(path), str(recipients_file) if recipients_file else None
+        )
+    except PromomailError as exc:
+        shown.error = str(exc)
+        return shown
+    shown.report = report
+    shown.problem_lines = report.problem_lines()
+    if report.parts == ():
+        return shown  # a syntax error: nothing to render
+    try:
+        previews = preview(engine, str(path), _recipients_for(request, choice))
+    except PromomailError as exc:  # e.g. a recipients file that cannot be read
+        shown.error = str(exc)
+        return shown
+    if not previews:
+        shown.error = f"no recipient {choice.recipient!r} in the recipients file"
+        return shown
+    shown.preview = previews[0]
+    return shown
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _page_context(request: Request, choice: Choice) -> dict[str, Any]:
+    listed, chosen, path = _resolve(request, choice.template)
+    choice.template = chosen
+    _, recipients_file = _settings(request)
+    ids, recipients_error = _listed_recipients(recipients_file)
+    return {
+        "templates": listed,
+        "choice": choice,
+        "recipient_ids": ids,
+        "recipients_file": str(recipients_file) if recipients_file else None,
+        "recipients_error": recipients_error,
+        "shown": _show(request, choice, path),
+    }
+
+
+@router.get("/", scope=Open.PREVIEW, response_class=HTMLResponse)
+def page(
+    request: Request,
+    template: TemplateParam = None,
+    recipient: TextParam = None,
+    fields: TextParam = None,
+) -> HTMLResponse:
+    choice = Choice(template, recipient, fields or "")
+    return _html(_pages.get_template("page.html").render(**_page_context(request, choice)))
+
+
+@router.get("/preview/result", scope=Open.PREVIEW, response_class=HTMLResponse)
+def result(
+    request: Request,
+    template: TemplateParam = None,
+    recipient: TextParam = None,
+    fields: TextParam = None,
+) -> HTMLResponse:
+    """The result part of the page alone, for the live update."""
+    choice = Choice(template, recipient, fields or "")
+    context = _page_context(request, choice)
+    return _html(_pages.get_template("result.html").render(**context))
+
+
+@router.get("/preview/version", scope=Open.PREVIEW)
+def version(request: Request, template: TemplateParam = None) -> JSONResponse:
+    """A value that changes whenever the template file changes (modification time and size)."""
+    _, chosen, path = _resolve(request, template)
+    try:
+        stat = path.stat() if path is not None else None
+    except OSError:
+        stat = None
+    stamp = f"{stat.st_mtime_ns}-{stat.st_size}" if stat is not None else "missing"
+    return JSONResponse(
+        {"template": chosen, "version": stamp}, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/preview/preview.js", scope=Open.PUBLIC, include_in_schema=False)
+def script() -> Response:
+    return Response(
+        (STATIC / "preview.js").read_bytes(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/preview/style.css", scope=Open.PUBLIC, include_in_schema=False)
+def style() -> Response:
+    return Response(
+        (STATIC / "style.css").read_bytes(),
+        media_type="text/css",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def login_page(error: str | None = None, status: int = 401) -> HTMLResponse:
+    return _html(_pages.get_template("login.html").render(error=error), status)
+
+
+@router.post("/preview/login", scope=Open.PUBLIC, include_in_schema=False)
+async def login(request: Request) -> Response:
+    """Takes a token from the form; keeps it in an HttpOnly, SameSite=Strict cookie."""
+    body = (await request.body()).decode("utf-8", "replace")
+    secret = (parse_qs(body).get("token") or [""])[0].strip()
+    holder = await to_thread.run_sync(authenticate, engine_of(request), secret) if secret else None
+    if holder is None:
+        return login_page("That token is unknown or revoked.")
+    if holder.limited:
+        return login_page(
+            f"Token {holder.name!r} is limited to some pools; the preview reads every pool a "
+            "template names, so it needs a token without --pool.",
+            403,
+        )
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        PREVIEW_COOKIE,
+        secret,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+def install(app: FastAPI) -> None:
+    async def on_login_required(_request: Request, _exc: Exception) -> HTMLResponse:
+        return login_page()
+
+    app.add_exception_handler(LoginRequired, on_login_required)

@@ -1,0 +1,131 @@
+"""Who got what: ``customer``, ``segment``, ``mailings``, ``mailing show``, ``export issuances``."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import Path, Query, Request
+from pydantic import Field
+
+from pools.mailings import MailingNotFound, list_mailings, show_mailing
+from pools.pages import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    customer_page,
+    issuance_page,
+    mailings_of_pools,
+    segment_page,
+)
+from pools.tokens import Scope
+from service.auth import ScopedRouter, engine_of, pools_filter, principal
+from service.problems import problem_responses
+from service.schemas import (
+    INT32,
+    NO_NUL,
+    CustomerPageDoc,
+    IssuancePageDoc,
+    MailingDoc,
+    MailingListDoc,
+    SegmentPageDoc,
+)
+
+router = ScopedRouter(prefix="/api/v1", tags=["history"])
+COMMON = (400, 401, 403, 404, 422, 503)
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many items.")]
+After = Annotated[
+    str | None,
+    Query(pattern=NO_NUL, max_length=1000, description="The `next` cursor of the previous page."),
+]
+Name = Annotated[str, Path(pattern=NO_NUL, max_length=1000)]
+Filter = Annotated[str | None, Query(pattern=NO_NUL, max_length=1000)]
+PoolRef = Annotated[str, Field(pattern=NO_NUL, max_length=1000)]
+Count = Annotated[int | None, Query(ge=-INT32, le=INT32)]
+
+
+def _doc(model: type) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model}, **problem_responses(*COMMON)}
+
+
+@router.get(
+    "/customers/{customer_id}",
+    scope=Scope.READ,
+    response_model=None,
+    responses=_doc(CustomerPageDoc),
+)
+def customer(
+    request: Request, customer_id: Name, limit: Limit = DEFAULT_LIMIT, after: After = None
+) -> dict[str, Any]:
+    """``customer``: the codes issued to the customer (``items``) and their redemptions, paged."""
+    holder = principal(request)
+    page = customer_page(
+        engine_of(request), customer_id, pools=pools_filter(holder), after=after, limit=limit
+    )
+    return page.as_dict()
+
+
+@router.get("/segments", scope=Scope.READ, response_model=None, responses=_doc(SegmentPageDoc))
+def segments(
+    request: Request,
+    issued_from: Annotated[list[PoolRef] | None, Query(max_length=100)] = None,
+    min_issued: Count = None,
+    max_issued: Count = None,
+    since: date | datetime | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    after: After = None,
+) -> dict[str, Any]:
+    """``segment``: customer ids matching, sorted, paged."""
+    page = segment_page(
+        engine_of(request),
+        issued_from=issued_from or [],
+        min_issued=min_issued,
+        max_issued=max_issued,
+        since=since,
+        pools=pools_filter(principal(request)),
+        after=after,
+        limit=limit,
+    )
+    return page.as_dict()
+
+
+@router.get("/mailings", scope=Scope.READ, response_model=None, responses=_doc(MailingListDoc))
+def mailings(request: Request) -> dict[str, Any]:
+    """``mailings``; a token limited to pools sees the mailings that issued from them."""
+    engine = engine_of(request)
+    limited = pools_filter(principal(request))
+    seen = mailings_of_pools(engine, limited) if limited is not None else None
+    views = [v for v in list_mailings(engine) if seen is None or v.id in seen]
+    return {"items": [v.as_dict() for v in views], "next": None}
+
+
+@router.get(
+    "/mailings/{mailing_id}", scope=Scope.READ, response_model=None, responses=_doc(MailingDoc)
+)
+def mailing(request: Request, mailing_id: Name) -> dict[str, Any]:
+    """``mailing show``."""
+    engine = engine_of(request)
+    limited = pools_filter(principal(request))
+    if limited is not None and mailing_id not in mailings_of_pools(engine, limited):
+        raise MailingNotFound(mailing_id)
+    return show_mailing(engine, mailing_id).as_dict()
+
+
+@router.get("/issuances", scope=Scope.READ, response_model=None, responses=_doc(IssuancePageDoc))
+def issuances(
+    request: Request,
+    pool: Filter = None,
+    mailing: Filter = None,
+    limit: Limit = DEFAULT_LIMIT,
+    after: After = None,
+) -> dict[str, Any]:
+    """``export issuances``: the issuance log, oldest first, paged."""
+    page = issuance_page(
+        engine_of(request),
+        pool=pool,
+        mailing=mailing,
+        pools=pools_filter(principal(request)),
+        after=after,
+        limit=limit,
+    )
+    return page.as_dict()

@@ -1,0 +1,111 @@
+"""The checkout: check a code, redeem it, roll a redemption back (``redeem``, ``unredeem``).
+
+Statuses: a redemption answers 201, a replay of the same order 200, a
+refusal 409 with ``ok: false`` and the reason as ``redeem`` prints it; an
+unknown code 404 (here and on ``GET /codes/{code}``). A roll-back of a
+redemption that does not exist (no such code, or no live redemption for
+that order) answers 404: the thing to undo is not there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Path, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from pools.pages import code_pools
+from pools.redemption import UNKNOWN_CODE, RedemptionResult, redeem, unredeem
+from pools.tokens import Principal, Scope
+from service.auth import ScopedRouter, engine_of, principal
+from service.problems import Problem, problem_responses
+from service.schemas import NO_NUL, RedemptionDoc, RedemptionRequest, RollbackRequest
+
+router = ScopedRouter(prefix="/api/v1", tags=["redemption"])
+COMMON = (400, 401, 403, 404, 413, 415, 422, 503)
+Text = Annotated[str | None, Query(pattern=NO_NUL, max_length=200)]
+
+
+def _refusal(result: RedemptionResult) -> Problem:
+    reason = result.reason or "refused"
+    status = 404 if result.not_found else 409
+    return Problem(
+        status,
+        f"code {result.code!r} refused: {reason}",
+        type="about:blank" if status == 404 else "urn:promomail:redemption-refused",
+        extra={"ok": False, "reason": reason},
+    )
+
+
+def _pool_for(holder: Principal, engine: Engine, code: str, pool: str | None) -> str | None:
+    """The pool to redeem in, seen through the token's pools: others do not exist for it."""
+    if not holder.limited:
+        return pool
+    if pool is not None:
+        if not holder.sees(pool):
+            raise _refusal(RedemptionResult(False, code, reason=f"unknown pool {pool!r}"))
+        return pool
+    candidates = holder.visible(code_pools(engine, code))
+    if not candidates:
+        raise _refusal(RedemptionResult(False, code, reason=UNKNOWN_CODE))
+    if len(candidates) > 1:
+        reason = f"ambiguous code: it is in pools {', '.join(candidates)}; name the pool"
+        raise _refusal(RedemptionResult(False, code, reason=reason))
+    return candidates[0]
+
+
+@router.get(
+    "/codes/{code}",
+    scope=Scope.REDEEM,
+    response_model=None,
+    responses={200: {"model": RedemptionDoc}, **problem_responses(*COMMON)},
+)
+def code_check(
+    request: Request,
+    code: Annotated[str, Path(pattern=NO_NUL, max_length=1000)],
+    pool: Annotated[str | None, Query(pattern=NO_NUL, max_length=100)] = None,
+    customer: Text = None,
+    order: Text = None,
+) -> dict[str, Any]:
+    """``redeem --dry-run``: whether the code would redeem now; changes nothing."""
+    engine = engine_of(request)
+    chosen = _pool_for(principal(request), engine, code, pool)
+    result = redeem(engine, code, customer=customer, order=order, pool=chosen, dry_run=True)
+    if result.not_found:
+        raise _refusal(result)
+    return result.as_dict()
+
+
+@router.post(
+    "/redemptions",
+    scope=Scope.REDEEM,
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": RedemptionDoc, "description": "Redeemed"},
+        200: {"model": RedemptionDoc, "description": "A replay of the same order"},
+        **problem_responses(409, *COMMON),
+    },
+)
+def redemption_create(request: Request, body: RedemptionRequest) -> JSONResponse:
+    """``redeem``: 201 redeemed, 200 a replay of the same order, 409 refused with the reason."""
+    engine = engine_of(request)
+    chosen = _pool_for(principal(request), engine, body.code, body.pool)
+    result = redeem(engine, body.code, customer=body.customer, order=body.order, pool=chosen)
+    if not result.ok:
+        raise _refusal(result)
+    return JSONResponse(result.as_dict(), status_code=200 if result.replayed else 201)
+
+
+@router.post(
+    "/redemptions/rollback",
+    scope=Scope.REDEEM,
+    response_model=None,
+    responses={200: {"model": RedemptionDoc}, **problem_responses(*COMMON)},
+)
+def redemption_rollback(request: Request, body: RollbackRequest) -> dict[str, Any]:
+    """``unredeem``: the order was cancelled; its redemption of the code is undone."""
+    engine = engine_of(request)
+    chosen = _pool_for(principal(request), engine, body.code, None)
+    return unredeem(engine, body.code, order=body.order, pool=chosen).as_dict()
