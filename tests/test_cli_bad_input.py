@@ -378,9 +378,17 @@ def test_missing_file_is_a_usage_error(run: Cli, tmp_path: Path) -> None:
 # -- empty values: no option or argument takes one -------------------------------
 
 
+def _subcommand(group: click.Group, name: str) -> click.Command:
+    """As click finds it: a command of the root group is imported here if not yet."""
+    command = group.get_command(click.Context(group), name)
+    assert command is not None, name
+    return command
+
+
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in sorted(group.commands.items()):
+    for name in group.list_commands(click.Context(group)):
         yield (*path, name)
+        command = _subcommand(group, name)
         if isinstance(command, click.Group):
             yield from _commands(command, (*path, name))
 
@@ -389,7 +397,7 @@ def _command_at(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli_module.cli
     for name in path:
         assert isinstance(command, click.Group)
-        command = command.commands[name]
+        command = _subcommand(command, name)
     return command
 
 
@@ -419,6 +427,8 @@ def test_the_empty_value_cases_cover_every_command() -> None:
     """Guards the test below against enumerating too little."""
     covered = {path for path, _, _ in EMPTY_VALUE_CASES}
     assert {("render",), ("pool", "edit"), ("codes", "upload"), ("segment",)} <= covered
+    # Loaded on demand or not, every command of the table is walked.
+    assert set(cli_module.COMMANDS) <= {path[0] for path in _commands(cli_module.cli)}
     shown = {name for _, name, _ in EMPTY_VALUE_CASES}
     assert {"--db", "--shard", "--workers", "--mailing", "--out", "--chunk-size"} <= shown
     # Every command that reads a value is in the list.

@@ -22,7 +22,7 @@ from test_cli_after_sending import (
     run,
 )
 
-import cli as cli_module
+import commands.mailings
 from pools.db import StoreConfig, open_engine
 
 __all__ = ["run"]  # the fixture, shared with the after-sending tests
@@ -175,7 +175,7 @@ def test_mailing_cancel_asks_first(run: Cli, monkeypatch: pytest.MonkeyPatch) ->
     # CliRunner's stdin is no terminal: refused without --yes.
     line = error_line(run("mailing", "cancel", "m-1"))
     assert "--yes" in line
-    monkeypatch.setattr(cli_module, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(commands.mailings, "stdin_is_terminal", lambda: True)
     declined = run("mailing", "cancel", "m-1", input="n\n")
     assert declined.exit_code == 1 and "gave 2 codes" in declined.stderr
     assert "not cancelled" in declined.stderr
@@ -185,7 +185,7 @@ def test_mailing_cancel_asks_first(run: Cli, monkeypatch: pytest.MonkeyPatch) ->
     assert confirmed.exit_code == 0, confirmed.stderr
     assert json.loads(confirmed.stdout)["returned"] == 2
     assert run.pools()["spring"]["available"] == 4
-    monkeypatch.setattr(cli_module, "stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(commands.mailings, "stdin_is_terminal", lambda: False)
     assert run.json("mailing", "cancel", "m-1", "--yes")["returned"] == 0
 
 

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-import cli as cli_module
+import commands.codes
 from cli import cli
 from pools.claiming import claim
 
@@ -613,7 +613,7 @@ def test_progress_is_shown_only_on_a_terminal(
     quiet = run("codes", "upload", "spring", path)
     assert "\r" not in quiet.stderr and "Uploading" not in quiet.stderr
 
-    monkeypatch.setattr(cli_module, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(commands.codes, "stderr_is_terminal", lambda: True)
     path = str(write_codes(tmp_path / "b.txt", [f"D{i:05d}" for i in range(2000)]))
     shown = run("codes", "upload", "spring", path, "--json")
     assert shown.exit_code == 0, shown.stderr
