@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,8 +26,7 @@ from cli import (
     stdin_is_terminal,
     warn_low_stock,
 )
-from commands.templates import pairs, template_argument, var_option
-from pools.errors import PromomailError
+from commands.options import pairs, template_argument, var_option
 from pools.leases import DEFAULT_LEASE_SECONDS
 from pools.mailings import MailingView, list_mailings, show_mailing
 from pools.returns import (
@@ -39,10 +38,11 @@ from pools.returns import (
     read_return_list,
     return_codes,
 )
-from templating.mailing import CHUNK_SIZE, RenderRequest, RenderSummary, render_mailing
+from templating.errors import MailingError
 from templating.outputs import OutputFormat, OutputTarget
 from templating.recipients import Shard, read_recipients
 from templating.run_options import (
+    CHUNK_SIZE,
     MAX_WORKERS,
     parse_chunk_size,
     parse_seconds,
@@ -50,6 +50,9 @@ from templating.run_options import (
     parse_workers,
 )
 from templating.sources import OnExhausted
+
+if TYPE_CHECKING:
+    from templating.mailing import RenderSummary
 
 
 def _recipients_count(n: int) -> str:
@@ -152,25 +155,30 @@ def render(
     fmt = OutputFormat(output_format)
     if as_json and out is None and fmt is OutputFormat.JSONL:
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
+    # Jinja2 and the render machinery only for a render: ``mailings`` and
+    # ``mailing …`` in this module are store commands.
+    from templating.mailing import RenderRequest, render_mailing
+
     try:
-        # The library checks the request as a whole (an eml render needs a folder, …):
+        # The library knows which targets work (an eml render needs a folder):
         # what it refuses here is a wrong combination of options.
-        request = RenderRequest(
-            template_path=template,
-            recipients_path=recipients,
-            mailing_id=mailing_id,
-            db_url=get_state(ctx).url,
-            output=OutputTarget(fmt, Path(out) if out else None),
-            on_exhausted=OnExhausted(on_exhausted),
-            workers=workers,
-            shard=shard_slice or Shard(),
-            variables=pairs(variables, "--var"),
-            chunk_size=chunk_size,
-            lease_seconds=lease_seconds,
-            wait_seconds=wait_seconds,
-        )
-    except PromomailError as exc:
+        output = OutputTarget(fmt, Path(out) if out else None)
+    except MailingError as exc:
         raise click.UsageError(str(exc), ctx) from exc
+    request = RenderRequest(
+        template_path=template,
+        recipients_path=recipients,
+        mailing_id=mailing_id,
+        db_url=get_state(ctx).url,
+        output=output,
+        on_exhausted=OnExhausted(on_exhausted),
+        workers=workers,
+        shard=shard_slice or Shard(),
+        variables=pairs(variables, "--var"),
+        chunk_size=chunk_size,
+        lease_seconds=lease_seconds,
+        wait_seconds=wait_seconds,
+    )
     get_engine(ctx)  # migrate before the workers start
     progress = Progress("Rendering", show=_recipients_count) if stderr_is_terminal() else None
     try:

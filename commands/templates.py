@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import click
 
 from cli import CommandFailed, emit_json, get_engine, json_option, note, plural, print_table
+from commands.options import pairs, template_argument, var_option
 from templating.checking import check_template, preview, preview_recipients
-
-
-def pairs(values: Sequence[str], option: str) -> dict[str, str]:
-    """``KEY=VALUE`` option values as a dict, or a usage error naming the option."""
-    pairs: dict[str, str] = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint=option)
-        pairs[key.strip()] = text
-    return pairs
-
-
-template_argument = click.argument(
-    "template", type=click.Path(exists=True, dir_okay=False), metavar="TEMPLATE"
-)
-var_option = click.option(
-    "--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable."
-)
 
 
 @click.command("check")

@@ -9,8 +9,9 @@ not the whole store. Type checkers see the plain imports.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from pools.claiming import (
@@ -193,18 +194,8 @@ _HOMES: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'pools' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
-
+if not TYPE_CHECKING:  # type checkers read the imports above instead
+    __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
 
 __all__ = [
     "ALREADY_REDEEMED",

@@ -16,7 +16,8 @@ from pathlib import Path
 import cli_helpers
 import click
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import invoke
+from click.testing import Result
 from render_helpers import full_snapshot
 from sqlalchemy import Engine
 
@@ -447,9 +448,7 @@ def test_every_value_refuses_an_empty_one(
     """``--shard "$UNSET"`` is a usage error naming the option, never "every recipient"."""
     store = tmp_path / "store.db"
     argv = [blank if a == "" else a for a in argv]
-    result = CliRunner().invoke(
-        cli_module.cli, ["--db", f"sqlite:///{store}", *argv], catch_exceptions=False
-    )
+    result = invoke(["--db", f"sqlite:///{store}", *argv])
 
     assert result.exit_code == 2, (argv, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
@@ -460,9 +459,7 @@ def test_every_value_refuses_an_empty_one(
 
 
 def test_an_empty_store_url_in_the_environment_is_refused(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli_module.cli, ["pool", "list"], env={"PROMOMAIL_DB": "   "}, catch_exceptions=False
-    )
+    result = invoke(["pool", "list"], env={"PROMOMAIL_DB": "   "})
     assert result.exit_code == 2
     assert "Invalid value for '--db'" in result.stderr
 
@@ -485,15 +482,14 @@ def test_a_command_added_later_refuses_empty_values_too(tmp_path: Path) -> None:
     cli_module.cli.add_command(plain)
     plain.add_command(later_still)  # to a group of click's own class, afterwards
     try:
-        runner = CliRunner()
-        ok = runner.invoke(cli_module.cli, ["plain", "later", "--name", "n", "t"])
+        ok = invoke(["plain", "later", "--name", "n", "t"])
         assert (ok.exit_code, ok.stdout) == (0, "n:t\n")
         for argv, name in (
             (["later", "--name", "", "t"], "--name"),
             (["later", " "], "THING"),
             (["later-still", "--name", ""], "--name"),
         ):
-            result = runner.invoke(cli_module.cli, ["plain", *argv])
+            result = invoke(["plain", *argv])
             assert result.exit_code == 2
             assert f"Invalid value for '{name}'" in result.stderr
     finally:
@@ -554,9 +550,7 @@ def test_render_settings_are_parsed_strictly(tmp_path: Path, option: str, value:
     recipients = write(tmp_path / "r.csv", b"id\na\n")
     store = tmp_path / "store.db"
     argv = ["--db", f"sqlite:///{store}", "render", str(template), "--recipients", recipients]
-    result = CliRunner().invoke(
-        cli_module.cli, [*argv, "--mailing", "m", "--out", str(tmp_path / "o.jsonl"), option, value]
-    )
+    result = invoke([*argv, "--mailing", "m", "--out", str(tmp_path / "o.jsonl"), option, value])
 
     assert result.exit_code == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]

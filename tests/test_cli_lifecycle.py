@@ -12,12 +12,12 @@ import json
 import subprocess
 
 import pytest
+from cli_helpers import promomail_command
 from render_helpers import full_snapshot
 from test_cli_after_sending import (
     SPRING,
     Cli,
     error_line,
-    promomail_command,
     refusal,
     run,
 )
@@ -195,7 +195,7 @@ def test_mailing_cancel_without_a_terminal_needs_yes(run: Cli) -> None:
     before = _snapshot(run)
 
     child = subprocess.run(
-        [*promomail_command(), "--db", run.url, "mailing", "cancel", "m-1"],
+        promomail_command(run.url, "mailing", "cancel", "m-1"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -208,7 +208,7 @@ def test_mailing_cancel_without_a_terminal_needs_yes(run: Cli) -> None:
     assert "--yes" in child.stderr and child.stdout == ""
     assert _snapshot(run) == before
     done = subprocess.run(
-        [*promomail_command(), "--db", run.url, "mailing", "cancel", "m-1", "--yes", "--json"],
+        promomail_command(run.url, "mailing", "cancel", "m-1", "--yes", "--json"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

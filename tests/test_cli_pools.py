@@ -17,11 +17,11 @@ from typing import Any
 
 import cli_helpers
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import invoke
+from click.testing import Result
 from sqlalchemy import Engine
 
 import commands.codes
-from cli import cli
 from pools.claiming import claim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -566,20 +566,16 @@ def test_any_command_migrates_a_new_database(run: Cli) -> None:
 
 
 def test_database_from_the_environment(db_url: str) -> None:
-    runner = CliRunner()
-    created = runner.invoke(
-        cli, ["pool", "create", "Spring"], env={"PROMOMAIL_DB": db_url}, catch_exceptions=False
-    )
+    created = invoke(["pool", "create", "Spring"], env={"PROMOMAIL_DB": db_url})
     assert created.exit_code == 0, created.stderr
-    listed = Cli(db_url, runner).json("pool", "list")
+    listed = Cli(db_url).json("pool", "list")
     assert [p["id"] for p in listed] == ["spring"]
 
 
 def test_help_never_touches_the_database(tmp_path: Path) -> None:
-    runner = CliRunner()
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
     for args in (["--help"], ["pool", "--help"], ["codes", "upload", "--help"]):
-        result = runner.invoke(cli, ["--db", missing, *args], catch_exceptions=False)
+        result = invoke(["--db", missing, *args])
         assert result.exit_code == 0, result.stderr
         assert "Usage:" in result.stdout
     assert not (tmp_path / "no").exists()
@@ -596,9 +592,7 @@ def test_help_never_touches_the_database(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_database_is_one_error_line(tmp_path: Path, url: str, named: str) -> None:
-    result = CliRunner().invoke(
-        cli, ["--db", url.format(tmp=tmp_path), "pool", "list"], catch_exceptions=False
-    )
+    result = invoke(["--db", url.format(tmp=tmp_path), "pool", "list"])
     assert result.exit_code == 1
     line = error_line(result)
     assert named in line
