@@ -1,7 +1,8 @@
 """After sending: ``customer``, ``segment``, ``redeem``, ``unredeem``, ``export``.
 
-The commands a checkout or a CRM script runs, often once per code: they
-import only the store modules they use.
+The commands a checkout or a CRM script runs, often once per code: the
+modules of ``customer`` and ``export`` are imported inside them, so that a
+``redeem`` loads the redemption module and not the reports beside it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from cli import (
     plural,
     print_table,
 )
-from pools.customers import customer_history
-from pools.export import export_issuances
 from pools.redemption import redeem, unredeem
 from pools.segments import SegmentFormat, segment, write_segment
 
@@ -33,6 +32,8 @@ from pools.segments import SegmentFormat, segment, write_segment
 @click.pass_context
 def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
     """Every code issued to a customer, and the redemptions of their codes."""
+    from pools.customers import customer_history  # not loaded for a redeem
+
     history = customer_history(get_engine(ctx), customer_id)
     if as_json:
         emit_json(history.as_dict())
@@ -211,6 +212,8 @@ def export_issuances_command(
     ctx: click.Context, pool_id: str | None, mailing_id: str | None, out: str, as_json: bool
 ) -> None:
     """The issuance log (who got which code, when) as CSV."""
+    from pools.export import export_issuances  # not loaded for a redeem
+
     rows = export_issuances(get_engine(ctx), out, pool=pool_id, mailing=mailing_id)
     if as_json:
         emit_json({"file": out, "rows": rows})
