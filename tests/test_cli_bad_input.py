@@ -81,82 +81,55 @@ def problem_lines(result: Result) -> list[str]:
     return result.stderr.strip().splitlines()[:-1]
 
 
-# -- the file as a whole is unusable ---------------------------------------------
+# -- a refused upload: the Error line names file, line and reason; nothing stored --
+
+_NUL_AT_LINE_7 = b"".join(
+    (b"CO\x00DE" if i == 6 else f"CODE{i:03d}".encode()) + b"\n" for i in range(40)
+)
 
 
-def test_empty_file(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "empty.txt", b"")
+@pytest.mark.parametrize(
+    ("name", "content", "named"),
+    [
+        # the file as a whole is unusable
+        ("empty.txt", b"", ["{path}", "empty", "nothing was stored"]),
+        ("empty.csv", b"", ["{path}", "empty"]),
+        ("logo.txt", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, ["{path}", "binary"]),
+        ("codes.csv", b"name,value\nAAA,1\nBBB,2\n", ["{path}", "line 1", "code column"]),
+        # one invalid line: all or nothing
+        ("codes.txt", _NUL_AT_LINE_7, ["{path}, line 7", "control character"]),
+        ("codes.txt", b"AAA\nBBB\n\xff\xfeCC\nDDD\n", ["{path}, line 3", "UTF-8"]),
+        ("codes.csv", "code\nAAA\nCAFÉ\n".encode("latin-1"), ["{path}", "line 3", "UTF-8"]),
+        ("codes.txt", b"AAA\n" + b"X" * 100_000 + b"\nBBB\n", ["{path}, line 2"]),
+        ("codes.txt", b"AAA\n" + b"Y" * 65 + b"\n", ["{path}, line 2", "65 characters"]),
+        ("codes.txt", b"AAA\n\nBBB\n", ["{path}, line 2", "empty line"]),
+        (
+            "codes.csv",
+            b"code,available_till\nAAA,2099-12-31\nBBB,31/12/2099\nCCC,2099-12-31T12:00:00\n",
+            ["{path}, line 3", "date"],
+        ),
+    ],
+    ids=[
+        "empty file",
+        "empty csv",
+        "binary file",
+        "csv without a code column",
+        "nul byte",
+        "invalid utf-8",
+        "latin-1 csv",
+        "a 100 kB line",
+        "a code over 64 characters",
+        "empty line in the middle",
+        "csv with a bad date",
+    ],
+)
+def test_a_refused_upload_names_the_file_and_line(
+    run: Cli, tmp_path: Path, name: str, content: bytes, named: list[str]
+) -> None:
+    path = write(tmp_path / name, content)
     line = refusal(run.upload(path))
-    assert path in line and "empty" in line and "nothing was stored" in line
-    run.assert_nothing_stored()
-
-
-def test_empty_csv(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "empty.csv", b"")
-    line = refusal(run.upload(path))
-    assert path in line and "empty" in line
-    run.assert_nothing_stored()
-
-
-def test_binary_file(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "logo.txt", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
-    line = refusal(run.upload(path))
-    assert path in line and "binary" in line
-    run.assert_nothing_stored()
-
-
-def test_csv_without_a_code_column(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.csv", b"name,value\nAAA,1\nBBB,2\n")
-    line = refusal(run.upload(path))
-    assert path in line and "line 1" in line and "code column" in line
-    run.assert_nothing_stored()
-
-
-# -- invalid lines: all or nothing -------------------------------------------------
-
-
-def test_nul_byte(run: Cli, tmp_path: Path) -> None:
-    lines = [f"CODE{i:03d}".encode() for i in range(40)]
-    lines[6] = b"CO\x00DE"
-    path = write(tmp_path / "codes.txt", b"\n".join(lines) + b"\n")
-    result = run.upload(path)
-    line = refusal(result)
-    assert f"{path}, line 7" in line and "control character" in line
-    run.assert_nothing_stored()
-
-
-def test_invalid_utf8(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\nBBB\n\xff\xfeCC\nDDD\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 3" in line and "UTF-8" in line
-    run.assert_nothing_stored()
-
-
-def test_latin1_csv(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.csv", "code\nAAA\nCAFÉ\n".encode("latin-1"))
-    line = refusal(run.upload(path))
-    assert path in line and "line 3" in line and "UTF-8" in line
-    run.assert_nothing_stored()
-
-
-def test_a_100_kb_line(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\n" + b"X" * 100_000 + b"\nBBB\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 2" in line
-    run.assert_nothing_stored()
-
-
-def test_a_code_over_64_characters(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\n" + b"Y" * 65 + b"\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 2" in line and "65 characters" in line
-    run.assert_nothing_stored()
-
-
-def test_empty_line_in_the_middle(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\n\nBBB\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 2" in line and "empty line" in line
+    for fragment in named:
+        assert fragment.format(path=path) in line, (fragment, line)
     run.assert_nothing_stored()
 
 
@@ -173,28 +146,17 @@ def test_leading_and_trailing_whitespace_rejected_by_default(run: Cli, tmp_path:
     run.assert_nothing_stored()
 
 
-def test_whitespace_strip(run: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("whitespace", "stored"),
+    [("strip", ["AAA", "BBB", "CCC", "D D"]), ("keep", [" AAA", "BBB", "CCC ", "D D"])],
+)
+def test_whitespace_strip_or_keep(
+    run: Cli, tmp_path: Path, whitespace: str, stored: list[str]
+) -> None:
     path = write(tmp_path / "codes.txt", b" AAA\nBBB\nCCC \nD D\n")
-    report = run.json("codes", "upload", POOL, path, "--whitespace", "strip")
+    report = run.json("codes", "upload", POOL, path, "--whitespace", whitespace)
     assert report["accepted"] == 4
-    assert sorted(run.stored_codes()) == ["AAA", "BBB", "CCC", "D D"]
-
-
-def test_whitespace_keep(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b" AAA\nBBB\nCCC \n")
-    report = run.json("codes", "upload", POOL, path, "--whitespace", "keep")
-    assert report["accepted"] == 3
-    assert sorted(run.stored_codes()) == [" AAA", "BBB", "CCC "]
-
-
-def test_csv_with_a_bad_date(run: Cli, tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "codes.csv",
-        b"code,available_till\nAAA,2099-12-31\nBBB,31/12/2099\nCCC,2099-12-31T12:00:00\n",
-    )
-    line = refusal(run.upload(path))
-    assert f"{path}, line 3" in line and "date" in line
-    run.assert_nothing_stored()
+    assert sorted(run.stored_codes()) == stored
 
 
 def test_every_problem_is_listed_with_its_line(run: Cli, tmp_path: Path) -> None:

@@ -414,6 +414,7 @@ def test_preview_and_check_write_nothing(
     run.ok("preview", WELCOME, "--recipient", "id=cust-001", "--recipient", "first_name=A")
     # In a render, showing the last code again records a reissue; a preview does not.
     reminder = run.json("preview", REMINDER, "--recipients", SAMPLE_RECIPIENTS, "--limit", "8")
+    assert reminder and all(p["parts"] is not None for p in reminder)
     assert all("WELCOME-" in p["parts"]["text"] for p in reminder)
     assert run("preview", WELCOME, "--recipient", "id=x").exit_code == 1
     assert run("preview", problems).exit_code == 1
@@ -1050,5 +1051,6 @@ def test_the_demo_script_runs(tmp_path: Path) -> None:
         assert body is not None
         assert welcome_codes[path.stem] in body.get_content()
     sms = read_jsonl(folder / "sms.jsonl")
+    assert sms  # the SMS mailing rendered someone
     assert all(m["codes"]["flash"].startswith("FLASH-") for m in sms)
     assert "welcome-demo" in result.stdout and "flash-sms-demo" in result.stdout

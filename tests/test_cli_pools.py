@@ -409,7 +409,9 @@ def test_generate_codes(run: Cli) -> None:
 def test_generate_with_alphabet(run: Cli) -> None:
     make_active(run, "Spring")
     run.json("codes", "generate", "spring", "--count", "10", "--length", "6", "--alphabet", "XYZ")
-    assert all(set(c["code"]) <= set("XYZ") for c in run.codes("spring"))
+    codes = [c["code"] for c in run.codes("spring")]
+    assert len(codes) == 10 and {len(c) for c in codes} == {6}
+    assert all(set(c) <= set("XYZ") for c in codes)
 
 
 def test_generate_refuses_a_count_that_does_not_fit(run: Cli) -> None:
