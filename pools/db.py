@@ -21,9 +21,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import QueuePool
 
+from pools.defaults import DEFAULT_URL as DEFAULT_URL
 from pools.errors import StoreError
 
-DEFAULT_URL = "sqlite:///promomail.db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Page cache per connection; a render holds two connections per worker.
 SQLITE_CACHE_KIB = 16 * 1024

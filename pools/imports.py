@@ -9,11 +9,11 @@ the pool is exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
@@ -26,7 +26,7 @@ from pools.code_files import (
     format_for,
     parse,
 )
-from pools.counts import PoolCounts, pool_counts
+from pools.counts import pool_counts
 from pools.db import bulk_loading, read_transaction, write_transaction
 from pools.dialect_sql import insert_codes
 from pools.errors import ImportRejected, LineProblem, PoolError
@@ -53,13 +53,16 @@ class ImportReport:
     rejected_count: int = 0
     total: int = 0
     available: int = 0
+    #: Why nothing of the file was stored (an all-or-nothing upload with
+    #: invalid lines); None for a stored file.
+    error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "batch": self.batch,
-            "file": self.source,
-            "format": self.format,
-            "lines": self.lines,
+        """The report as front ends show it; a refused file says so and why."""
+        document: dict[str, Any] = {"batch": self.batch, "file": self.source, "format": self.format}
+        if self.error is None:
+            document["lines"] = self.lines
+        document |= {
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": [{"line": p.line, "reason": p.reason} for p in self.rejected],
@@ -67,6 +70,61 @@ class ImportReport:
             "total": self.total,
             "available": self.available,
         }
+        if self.error is not None:
+            document |= {"stored": False, "error": self.error}
+        return document
+
+
+def rejected_report(
+    engine: Engine, pool_id: str, error: ImportRejected, fmt: str | None = None
+) -> ImportReport:
+    """The report of a refused upload: its problems, and the pool as it still is."""
+    with read_transaction(engine) as conn:
+        counts = pool_counts(conn, [pool_id]).get(pool_id)
+    return ImportReport(
+        error.source,
+        format_for(error.source, fmt),
+        rejected=list(error.problems),
+        rejected_count=error.total_problems,
+        total=counts.total if counts else 0,
+        available=counts.available if counts else 0,
+        error=str(error),
+    )
+
+
+def uploads_document(reports: Sequence[ImportReport], *, several: bool) -> Any:
+    """One file: its report; several: ``{"uploads": [...], "total", "available"}``."""
+    if not several:
+        return reports[0].as_dict()
+    last = reports[-1] if reports else None
+    return {
+        "uploads": [r.as_dict() for r in reports],
+        "total": last.total if last else 0,
+        "available": last.available if last else 0,
+    }
+
+
+#: Told the number of bytes read, after each read of a file being uploaded.
+ProgressCallback = Callable[[int], None]
+
+
+class _MeteredStream:
+    """A binary stream that tells how much of it was read."""
+
+    def __init__(self, stream: BinaryIO, progress: ProgressCallback) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._progress(len(data))
+        return data
+
+
+def total_size(uploads: Sequence[Upload]) -> int | None:
+    """Bytes of all the files, when every size is known (for a progress bar)."""
+    sizes = [upload.size() for upload in uploads]
+    return None if None in sizes else sum(size or 0 for size in sizes)
 
 
 @dataclass(frozen=True)
@@ -82,7 +140,22 @@ class Upload:
     def from_path(cls, path: str | Path, fmt: str | None = None) -> Upload:
         return cls(str(path), format_for(str(path), fmt), path=Path(path))
 
-    def open(self, stack: ExitStack) -> BinaryIO:
+    def size(self) -> int | None:
+        """Bytes to read, when known beforehand (a file; not a pipe)."""
+        if self.path is None:
+            return None
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return None
+
+    def open(self, stack: ExitStack, progress: ProgressCallback | None = None) -> BinaryIO:
+        stream = self._open(stack)
+        if progress is None:
+            return stream
+        return cast(BinaryIO, _MeteredStream(stream, progress))
+
+    def _open(self, stack: ExitStack) -> BinaryIO:
         if self.stream is not None:
             return self.stream
         assert self.path is not None
@@ -99,8 +172,12 @@ def upload_codes(
     *,
     whitespace: Whitespace = Whitespace.REJECT,
     skip_invalid: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> list[ImportReport]:
-    """Load every file in one transaction; one import batch per file."""
+    """Load every file in one transaction; one import batch per file.
+
+    ``progress``, when given, is told the bytes read as the files are read.
+    """
     reports: list[ImportReport] = []
     with write_transaction(engine) as conn, bulk_loading(conn), ExitStack() as files:
         pool = load_pool(conn, pool_id)
@@ -109,7 +186,12 @@ def upload_codes(
         for upload in uploads:
             report = ImportReport(upload.source, upload.format)
             try:
-                _store(conn, pool_id, report, parse(upload.open(files), upload.format, whitespace))
+                _store(
+                    conn,
+                    pool_id,
+                    report,
+                    parse(upload.open(files, progress), upload.format, whitespace),
+                )
             except UnreadableFile as exc:
                 raise UnreadableUpload(f"{upload.source}: {exc}; nothing was stored") from exc
             if report.rejected_count and not skip_invalid:
@@ -122,47 +204,12 @@ def upload_codes(
     return reports
 
 
-def rejected_document(
-    engine: Engine, pool_id: str, error: ImportRejected, fmt: str
-) -> dict[str, Any]:
-    """The report of a refused upload: the problems, and the pool as it still is."""
-    counts = pool_counts_of(engine, pool_id)
-    return {
-        "batch": None,
-        "file": error.source,
-        "format": fmt,
-        "accepted": 0,
-        "duplicates": 0,
-        "rejected": [{"line": p.line, "reason": p.reason} for p in error.problems],
-        "rejected_count": error.total_problems,
-        "total": counts.total,
-        "available": counts.available,
-        "stored": False,
-        "error": str(error),
-    }
-
-
-def upload_document(
-    reports: Sequence[dict[str, Any]], total: int, available: int, *, several: bool
-) -> Any:
-    """One file: its report; several: ``{"uploads": [...], "total", "available"}``."""
-    if not several:
-        return reports[0]
-    return {"uploads": list(reports), "total": total, "available": available}
-
-
 def pool_document(engine: Engine, pool_id: str) -> dict[str, Any]:
     """What ``pool show`` reports: the pool's settings and counts, and its import history."""
     with read_transaction(engine) as conn:
         view = load_pool(conn, pool_id, with_counts=True)
         history = history_in(conn, pool_id)
     return {**view.as_dict(), "imports": [asdict(record) for record in history]}
-
-
-def pool_counts_of(engine: Engine, pool_id: str) -> PoolCounts:
-    with read_transaction(engine) as conn:
-        load_pool(conn, pool_id)
-        return pool_counts(conn, [pool_id]).get(pool_id) or PoolCounts()
 
 
 def _store(conn: Connection, pool_id: str, report: ImportReport, blocks: Iterable[Block]) -> None:

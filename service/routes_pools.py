@@ -12,7 +12,7 @@ from fastapi import Path, Query, Request, Response
 from pools.code_files import FileFormat, Whitespace
 from pools.errors import ImportRejected
 from pools.generation import CodeSpec, generate_codes
-from pools.imports import Upload, pool_document, rejected_document, upload_codes
+from pools.imports import Upload, pool_document, rejected_report, upload_codes
 from pools.notifications import check_low_stock
 from pools.pool_admin import (
     PoolSettings,
@@ -168,10 +168,8 @@ async def codes_upload(
     try:
         [report] = await anyio.to_thread.run_sync(run)
     except ImportRejected as exc:
-        document = await anyio.to_thread.run_sync(
-            rejected_document, engine, pool_id, exc, fmt.value
-        )
-        raise Problem(422, str(exc), extra=document) from exc
+        refused = await anyio.to_thread.run_sync(rejected_report, engine, pool_id, exc, fmt.value)
+        raise Problem(422, str(exc), extra=refused.as_dict()) from exc
     return report.as_dict()
 
 

@@ -65,13 +65,23 @@ class CheckReport:
         return not self.problems
 
     def problem_lines(self) -> list[str]:
-        """Each problem as one line naming the template and, where known, the line."""
+        """Each problem as one line naming the template and, when known, the line."""
         return [
             f"{self.template}, line {p.line}: {p.message}"
             if p.line
             else f"{self.template}: {p.message}"
             for p in self.problems
         ]
+
+    def failure(self) -> str | None:
+        """The one-line verdict of a failed check: the first problem, and how many more."""
+        lines = self.problem_lines()
+        if not lines:
+            return None
+        more = len(lines) - 1
+        if more == 0:
+            return lines[0]
+        return f"{lines[0]} (and {more:,} more problem{'' if more == 1 else 's'})"
 
     def as_dict(self) -> dict[str, Any]:
         return {

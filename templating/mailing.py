@@ -56,10 +56,15 @@ from templating.errors import MailingError, TemplateError
 from templating.message import MessageTemplate
 from templating.outputs import MessageWriter, OutputTarget
 from templating.recipients import Recipient, Shard, in_slice, read_recipients
-from templating.run_options import MAX_CHUNK_SIZE, check_range, check_seconds, check_workers
+from templating.run_options import (
+    CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    check_range,
+    check_seconds,
+    check_workers,
+)
 from templating.sources import ChunkCodes, OnExhausted
 
-CHUNK_SIZE = 2000
 #: Recipient ids looked up per query when the preflight counts who is served.
 PREFLIGHT_BATCH = 5_000
 

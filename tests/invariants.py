@@ -8,9 +8,6 @@ names the invariant it breaks.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,14 +18,6 @@ from pools.counts import pool_counts
 from pools.db import read_transaction
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def promomail_command(db_url: str, *args: str) -> list[str]:
-    """argv of the real ``promomail`` console script (``python cli.py`` as a fallback)."""
-    beside_python = Path(sys.executable).with_name("promomail")
-    script = str(beside_python) if os.access(beside_python, os.X_OK) else shutil.which("promomail")
-    base = [script] if script else [sys.executable, str(REPO / "cli.py")]
-    return [*base, "--db", db_url, *args]
 
 
 def _rows(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:

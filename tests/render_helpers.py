@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Engine, inspect, select, text
 
 from pools.counts import PoolCounts, pool_counts
 from pools.generation import CodeSpec, generate_codes
@@ -128,13 +128,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle]
 
 
-def by_recipient(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Records keyed by recipient; fails if any recipient appears twice."""
-    keyed = {r["recipient"]: r for r in records}
-    assert len(keyed) == len(records), "a recipient appears more than once in the output"
-    return keyed
-
-
 @dataclass(frozen=True)
 class IssuanceRow:
     customer_id: str
@@ -174,15 +167,6 @@ def initial_codes(engine: Engine, mailing: str, pool: str) -> dict[str, str]:
     found = {r.customer_id: r.code for r in rows}
     assert len(found) == len(rows), "a customer has two initial codes in one mailing"
     return found
-
-
-def issuance_count(engine: Engine, mailing: str) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count()).select_from(Issuance).where(Issuance.mailing_id == mailing)
-            ).scalar_one()
-        )
 
 
 def counts(engine: Engine, pool: str) -> PoolCounts:

@@ -17,10 +17,8 @@ import csv
 import itertools
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -30,13 +28,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import promomail_command
+from click.testing import Result
 from sinks import Inbox, Webhook, closed_port, smtp_inbox, webhook_receiver
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from cli import cli
 from pools.clock import utcnow
 from pools.db import StoreConfig
 from pools.notifications import SMTP_URL_ENV
@@ -63,21 +62,11 @@ EXPORT_COLUMNS = [
 
 
 @dataclass
-class Cli:
-    url: str
+class Cli(cli_helpers.Cli):
+    """The command line, with a folder for the files its tests write."""
+
     folder: Path
-    runner: CliRunner = field(default_factory=CliRunner)
     _outputs: Iterator[int] = field(default_factory=itertools.count)
-
-    def __call__(self, *args: str, input: str | None = None) -> Result:
-        return self.runner.invoke(
-            cli, ["--db", self.url, *args], input=input, catch_exceptions=False
-        )
-
-    def json(self, *args: str) -> Any:
-        result = self(*args, "--json")
-        assert result.exit_code == 0, (result.stdout, result.stderr)
-        return json.loads(result.stdout)
 
     def pool(
         self, pool_id: str, *options: str, codes: Sequence[str] = (), generate: int = 0
@@ -259,15 +248,6 @@ def test_a_multi_use_code_is_redeemed_every_time(run: Cli) -> None:
 # --- eight checkout processes, one code -----------------------------------------
 
 
-def promomail_command() -> list[str]:
-    """The installed console script (of this interpreter when possible), else cli.py."""
-    beside = Path(sys.executable).with_name("promomail")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("promomail")
-    return [found] if found else [sys.executable, str(ROOT / "cli.py")]
-
-
 def _has_open(pid: int, path: Path) -> bool:
     """Whether process ``pid`` has ``path`` open (Linux /proc)."""
     folder = Path(f"/proc/{pid}/fd")
@@ -363,7 +343,7 @@ def test_eight_processes_redeem_one_code_at_the_same_moment(run: Cli, db_url: st
     app_name = f"promomail-race-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PGAPPNAME": app_name}
     env.pop("PROMOMAIL_DB", None)
-    command = [*promomail_command(), "--db", db_url, "redeem", code, "--json"]
+    command = promomail_command(db_url, "redeem", code, "--json")
 
     outcomes: list[tuple[int, dict[str, Any], str]] = []
     with ExitStack() as stack:

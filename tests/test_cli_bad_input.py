@@ -16,7 +16,8 @@ from pathlib import Path
 import cli_helpers
 import click
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import invoke
+from click.testing import Result
 from render_helpers import full_snapshot
 from sqlalchemy import Engine
 
@@ -81,82 +82,55 @@ def problem_lines(result: Result) -> list[str]:
     return result.stderr.strip().splitlines()[:-1]
 
 
-# -- the file as a whole is unusable ---------------------------------------------
+# -- a refused upload: the Error line names file, line and reason; nothing stored --
+
+_NUL_AT_LINE_7 = b"".join(
+    (b"CO\x00DE" if i == 6 else f"CODE{i:03d}".encode()) + b"\n" for i in range(40)
+)
 
 
-def test_empty_file(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "empty.txt", b"")
+@pytest.mark.parametrize(
+    ("name", "content", "named"),
+    [
+        # the file as a whole is unusable
+        ("empty.txt", b"", ["{path}", "empty", "nothing was stored"]),
+        ("empty.csv", b"", ["{path}", "empty"]),
+        ("logo.txt", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, ["{path}", "binary"]),
+        ("codes.csv", b"name,value\nAAA,1\nBBB,2\n", ["{path}", "line 1", "code column"]),
+        # one invalid line: all or nothing
+        ("codes.txt", _NUL_AT_LINE_7, ["{path}, line 7", "control character"]),
+        ("codes.txt", b"AAA\nBBB\n\xff\xfeCC\nDDD\n", ["{path}, line 3", "UTF-8"]),
+        ("codes.csv", "code\nAAA\nCAFÉ\n".encode("latin-1"), ["{path}", "line 3", "UTF-8"]),
+        ("codes.txt", b"AAA\n" + b"X" * 100_000 + b"\nBBB\n", ["{path}, line 2"]),
+        ("codes.txt", b"AAA\n" + b"Y" * 65 + b"\n", ["{path}, line 2", "65 characters"]),
+        ("codes.txt", b"AAA\n\nBBB\n", ["{path}, line 2", "empty line"]),
+        (
+            "codes.csv",
+            b"code,available_till\nAAA,2099-12-31\nBBB,31/12/2099\nCCC,2099-12-31T12:00:00\n",
+            ["{path}, line 3", "date"],
+        ),
+    ],
+    ids=[
+        "empty file",
+        "empty csv",
+        "binary file",
+        "csv without a code column",
+        "nul byte",
+        "invalid utf-8",
+        "latin-1 csv",
+        "a 100 kB line",
+        "a code over 64 characters",
+        "empty line in the middle",
+        "csv with a bad date",
+    ],
+)
+def test_a_refused_upload_names_the_file_and_line(
+    run: Cli, tmp_path: Path, name: str, content: bytes, named: list[str]
+) -> None:
+    path = write(tmp_path / name, content)
     line = refusal(run.upload(path))
-    assert path in line and "empty" in line and "nothing was stored" in line
-    run.assert_nothing_stored()
-
-
-def test_empty_csv(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "empty.csv", b"")
-    line = refusal(run.upload(path))
-    assert path in line and "empty" in line
-    run.assert_nothing_stored()
-
-
-def test_binary_file(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "logo.txt", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
-    line = refusal(run.upload(path))
-    assert path in line and "binary" in line
-    run.assert_nothing_stored()
-
-
-def test_csv_without_a_code_column(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.csv", b"name,value\nAAA,1\nBBB,2\n")
-    line = refusal(run.upload(path))
-    assert path in line and "line 1" in line and "code column" in line
-    run.assert_nothing_stored()
-
-
-# -- invalid lines: all or nothing -------------------------------------------------
-
-
-def test_nul_byte(run: Cli, tmp_path: Path) -> None:
-    lines = [f"CODE{i:03d}".encode() for i in range(40)]
-    lines[6] = b"CO\x00DE"
-    path = write(tmp_path / "codes.txt", b"\n".join(lines) + b"\n")
-    result = run.upload(path)
-    line = refusal(result)
-    assert f"{path}, line 7" in line and "control character" in line
-    run.assert_nothing_stored()
-
-
-def test_invalid_utf8(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\nBBB\n\xff\xfeCC\nDDD\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 3" in line and "UTF-8" in line
-    run.assert_nothing_stored()
-
-
-def test_latin1_csv(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.csv", "code\nAAA\nCAFÉ\n".encode("latin-1"))
-    line = refusal(run.upload(path))
-    assert path in line and "line 3" in line and "UTF-8" in line
-    run.assert_nothing_stored()
-
-
-def test_a_100_kb_line(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\n" + b"X" * 100_000 + b"\nBBB\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 2" in line
-    run.assert_nothing_stored()
-
-
-def test_a_code_over_64_characters(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\n" + b"Y" * 65 + b"\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 2" in line and "65 characters" in line
-    run.assert_nothing_stored()
-
-
-def test_empty_line_in_the_middle(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b"AAA\n\nBBB\n")
-    line = refusal(run.upload(path))
-    assert f"{path}, line 2" in line and "empty line" in line
+    for fragment in named:
+        assert fragment.format(path=path) in line, (fragment, line)
     run.assert_nothing_stored()
 
 
@@ -173,28 +147,17 @@ def test_leading_and_trailing_whitespace_rejected_by_default(run: Cli, tmp_path:
     run.assert_nothing_stored()
 
 
-def test_whitespace_strip(run: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("whitespace", "stored"),
+    [("strip", ["AAA", "BBB", "CCC", "D D"]), ("keep", [" AAA", "BBB", "CCC ", "D D"])],
+)
+def test_whitespace_strip_or_keep(
+    run: Cli, tmp_path: Path, whitespace: str, stored: list[str]
+) -> None:
     path = write(tmp_path / "codes.txt", b" AAA\nBBB\nCCC \nD D\n")
-    report = run.json("codes", "upload", POOL, path, "--whitespace", "strip")
+    report = run.json("codes", "upload", POOL, path, "--whitespace", whitespace)
     assert report["accepted"] == 4
-    assert sorted(run.stored_codes()) == ["AAA", "BBB", "CCC", "D D"]
-
-
-def test_whitespace_keep(run: Cli, tmp_path: Path) -> None:
-    path = write(tmp_path / "codes.txt", b" AAA\nBBB\nCCC \n")
-    report = run.json("codes", "upload", POOL, path, "--whitespace", "keep")
-    assert report["accepted"] == 3
-    assert sorted(run.stored_codes()) == [" AAA", "BBB", "CCC "]
-
-
-def test_csv_with_a_bad_date(run: Cli, tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "codes.csv",
-        b"code,available_till\nAAA,2099-12-31\nBBB,31/12/2099\nCCC,2099-12-31T12:00:00\n",
-    )
-    line = refusal(run.upload(path))
-    assert f"{path}, line 3" in line and "date" in line
-    run.assert_nothing_stored()
+    assert sorted(run.stored_codes()) == stored
 
 
 def test_every_problem_is_listed_with_its_line(run: Cli, tmp_path: Path) -> None:
@@ -379,9 +342,17 @@ def test_missing_file_is_a_usage_error(run: Cli, tmp_path: Path) -> None:
 # -- empty values: no option or argument takes one -------------------------------
 
 
+def _subcommand(group: click.Group, name: str) -> click.Command:
+    """As click finds it: a command of the root group is imported here if not yet."""
+    command = group.get_command(click.Context(group), name)
+    assert command is not None, name
+    return command
+
+
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in sorted(group.commands.items()):
+    for name in group.list_commands(click.Context(group)):
         yield (*path, name)
+        command = _subcommand(group, name)
         if isinstance(command, click.Group):
             yield from _commands(command, (*path, name))
 
@@ -390,7 +361,7 @@ def _command_at(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli_module.cli
     for name in path:
         assert isinstance(command, click.Group)
-        command = command.commands[name]
+        command = _subcommand(command, name)
     return command
 
 
@@ -420,6 +391,8 @@ def test_the_empty_value_cases_cover_every_command() -> None:
     """Guards the test below against enumerating too little."""
     covered = {path for path, _, _ in EMPTY_VALUE_CASES}
     assert {("render",), ("pool", "edit"), ("codes", "upload"), ("segment",)} <= covered
+    # Loaded on demand or not, every command of the table is walked.
+    assert set(cli_module.COMMANDS) <= {path[0] for path in _commands(cli_module.cli)}
     shown = {name for _, name, _ in EMPTY_VALUE_CASES}
     assert {"--db", "--shard", "--workers", "--mailing", "--out", "--chunk-size"} <= shown
     # Every command that reads a value is in the list.
@@ -438,9 +411,7 @@ def test_every_value_refuses_an_empty_one(
     """``--shard "$UNSET"`` is a usage error naming the option, never "every recipient"."""
     store = tmp_path / "store.db"
     argv = [blank if a == "" else a for a in argv]
-    result = CliRunner().invoke(
-        cli_module.cli, ["--db", f"sqlite:///{store}", *argv], catch_exceptions=False
-    )
+    result = invoke(["--db", f"sqlite:///{store}", *argv])
 
     assert result.exit_code == 2, (argv, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
@@ -451,9 +422,7 @@ def test_every_value_refuses_an_empty_one(
 
 
 def test_an_empty_store_url_in_the_environment_is_refused(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli_module.cli, ["pool", "list"], env={"PROMOMAIL_DB": "   "}, catch_exceptions=False
-    )
+    result = invoke(["pool", "list"], env={"PROMOMAIL_DB": "   "})
     assert result.exit_code == 2
     assert "Invalid value for '--db'" in result.stderr
 
@@ -476,15 +445,14 @@ def test_a_command_added_later_refuses_empty_values_too(tmp_path: Path) -> None:
     cli_module.cli.add_command(plain)
     plain.add_command(later_still)  # to a group of click's own class, afterwards
     try:
-        runner = CliRunner()
-        ok = runner.invoke(cli_module.cli, ["plain", "later", "--name", "n", "t"])
+        ok = invoke(["plain", "later", "--name", "n", "t"])
         assert (ok.exit_code, ok.stdout) == (0, "n:t\n")
         for argv, name in (
             (["later", "--name", "", "t"], "--name"),
             (["later", " "], "THING"),
             (["later-still", "--name", ""], "--name"),
         ):
-            result = runner.invoke(cli_module.cli, ["plain", *argv])
+            result = invoke(["plain", *argv])
             assert result.exit_code == 2
             assert f"Invalid value for '{name}'" in result.stderr
     finally:
@@ -545,9 +513,7 @@ def test_render_settings_are_parsed_strictly(tmp_path: Path, option: str, value:
     recipients = write(tmp_path / "r.csv", b"id\na\n")
     store = tmp_path / "store.db"
     argv = ["--db", f"sqlite:///{store}", "render", str(template), "--recipients", recipients]
-    result = CliRunner().invoke(
-        cli_module.cli, [*argv, "--mailing", "m", "--out", str(tmp_path / "o.jsonl"), option, value]
-    )
+    result = invoke([*argv, "--mailing", "m", "--out", str(tmp_path / "o.jsonl"), option, value])
 
     assert result.exit_code == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]

@@ -12,17 +12,17 @@ import json
 import subprocess
 
 import pytest
+from cli_helpers import promomail_command
 from render_helpers import full_snapshot
 from test_cli_after_sending import (
     SPRING,
     Cli,
     error_line,
-    promomail_command,
     refusal,
     run,
 )
 
-import cli as cli_module
+import commands.mailings
 from pools.db import StoreConfig, open_engine
 
 __all__ = ["run"]  # the fixture, shared with the after-sending tests
@@ -175,7 +175,7 @@ def test_mailing_cancel_asks_first(run: Cli, monkeypatch: pytest.MonkeyPatch) ->
     # CliRunner's stdin is no terminal: refused without --yes.
     line = error_line(run("mailing", "cancel", "m-1"))
     assert "--yes" in line
-    monkeypatch.setattr(cli_module, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(commands.mailings, "stdin_is_terminal", lambda: True)
     declined = run("mailing", "cancel", "m-1", input="n\n")
     assert declined.exit_code == 1 and "gave 2 codes" in declined.stderr
     assert "not cancelled" in declined.stderr
@@ -185,7 +185,7 @@ def test_mailing_cancel_asks_first(run: Cli, monkeypatch: pytest.MonkeyPatch) ->
     assert confirmed.exit_code == 0, confirmed.stderr
     assert json.loads(confirmed.stdout)["returned"] == 2
     assert run.pools()["spring"]["available"] == 4
-    monkeypatch.setattr(cli_module, "stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(commands.mailings, "stdin_is_terminal", lambda: False)
     assert run.json("mailing", "cancel", "m-1", "--yes")["returned"] == 0
 
 
@@ -195,7 +195,7 @@ def test_mailing_cancel_without_a_terminal_needs_yes(run: Cli) -> None:
     before = _snapshot(run)
 
     child = subprocess.run(
-        [*promomail_command(), "--db", run.url, "mailing", "cancel", "m-1"],
+        promomail_command(run.url, "mailing", "cancel", "m-1"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -208,7 +208,7 @@ def test_mailing_cancel_without_a_terminal_needs_yes(run: Cli) -> None:
     assert "--yes" in child.stderr and child.stdout == ""
     assert _snapshot(run) == before
     done = subprocess.run(
-        [*promomail_command(), "--db", run.url, "mailing", "cancel", "m-1", "--yes", "--json"],
+        promomail_command(run.url, "mailing", "cancel", "m-1", "--yes", "--json"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -14,24 +14,20 @@ import email.policy
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import Cli, promomail_command, promomail_script
+from click.testing import Result
+from invariants import count_issuances
 from sqlalchemy import Engine, inspect, text
-
-from cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_PY = ROOT / "cli.py"
@@ -54,26 +50,9 @@ SUMMARY = re.compile(
 PROCESS_TIMEOUT = 180
 
 
-@dataclass
-class Cli:
-    url: str
-    runner: CliRunner
-
-    def __call__(self, *args: str | Path) -> Result:
-        return self.runner.invoke(cli, ["--db", self.url, *map(str, args)], catch_exceptions=False)
-
-    def ok(self, *args: str | Path) -> Result:
-        result = self(*args)
-        assert result.exit_code == 0, (result.stdout, result.stderr)
-        return result
-
-    def json(self, *args: str | Path) -> Any:
-        return json.loads(self.ok(*args, "--json").stdout)
-
-
 @pytest.fixture
 def run(db_url: str) -> Cli:
-    return Cli(db_url, CliRunner())
+    return Cli(db_url)
 
 
 @pytest.fixture
@@ -180,19 +159,6 @@ def whole_store(engine: Engine) -> dict[str, list[str]]:
             )
             for table in sorted(inspect(conn).get_table_names())
         }
-
-
-def promomail_script() -> Path:
-    """The installed console script, from this interpreter's scripts folder first."""
-    found = shutil.which("promomail", path=sysconfig.get_path("scripts")) or shutil.which(
-        "promomail"
-    )
-    assert found, "the promomail console script is not installed (pip install -e .)"
-    return Path(found)
-
-
-def promomail_subprocess(url: str, *args: str | Path) -> list[str]:
-    return [sys.executable, str(CLI_PY), "--db", url, *map(str, args)]
 
 
 # -- check ---------------------------------------------------------------------
@@ -449,6 +415,7 @@ def test_preview_and_check_write_nothing(
     run.ok("preview", WELCOME, "--recipient", "id=cust-001", "--recipient", "first_name=A")
     # In a render, showing the last code again records a reissue; a preview does not.
     reminder = run.json("preview", REMINDER, "--recipients", SAMPLE_RECIPIENTS, "--limit", "8")
+    assert reminder and all(p["parts"] is not None for p in reminder)
     assert all("WELCOME-" in p["parts"]["text"] for p in reminder)
     assert run("preview", WELCOME, "--recipient", "id=x").exit_code == 1
     assert run("preview", problems).exit_code == 1
@@ -782,7 +749,7 @@ def test_render_with_two_worker_processes(
     recipients = write_recipients(tmp_path / "r.csv", ids)
     out = tmp_path / "w.jsonl"
     result = subprocess.run(
-        promomail_subprocess(
+        promomail_command(
             run.url,
             "render",
             WELCOME,
@@ -886,20 +853,11 @@ def test_render_missing_options_are_usage_errors(run: Cli, welcome: str) -> None
 SIGNAL_RECIPIENTS = 3000
 
 
-def _count_issuances(engine: Engine, mailing: str) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT count(*) FROM issuances WHERE mailing_id = :m"), {"m": mailing}
-            ).scalar_one()
-        )
-
-
 def _wait_for_issuances(engine: Engine, mailing: str, process: subprocess.Popen[str]) -> None:
     """Until the render has recorded something (bounded; waits on the process between polls)."""
     deadline = time.monotonic() + PROCESS_TIMEOUT
     while time.monotonic() < deadline:
-        if _count_issuances(engine, mailing) > 0:
+        if count_issuances(engine, mailing) > 0:
             return
         try:
             process.wait(timeout=0.02)
@@ -927,7 +885,7 @@ def test_a_signal_stops_the_render_after_the_chunk_in_hand(
     command = ("render", template, "--recipients", recipients, "--mailing", "sig", "--out", out)
 
     process = subprocess.Popen(
-        promomail_subprocess(run.url, *command, "--chunk-size", "20"),
+        promomail_command(run.url, *command, "--chunk-size", "20"),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -1094,5 +1052,6 @@ def test_the_demo_script_runs(tmp_path: Path) -> None:
         assert body is not None
         assert welcome_codes[path.stem] in body.get_content()
     sms = read_jsonl(folder / "sms.jsonl")
+    assert sms  # the SMS mailing rendered someone
     assert all(m["codes"]["flash"].startswith("FLASH-") for m in sms)
     assert "welcome-demo" in result.stdout and "flash-sms-demo" in result.stdout

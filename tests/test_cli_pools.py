@@ -17,11 +17,11 @@ from typing import Any
 
 import cli_helpers
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import invoke
+from click.testing import Result
 from sqlalchemy import Engine
 
-import cli as cli_module
-from cli import cli
+import commands.codes
 from pools.claiming import claim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,7 +409,9 @@ def test_generate_codes(run: Cli) -> None:
 def test_generate_with_alphabet(run: Cli) -> None:
     make_active(run, "Spring")
     run.json("codes", "generate", "spring", "--count", "10", "--length", "6", "--alphabet", "XYZ")
-    assert all(set(c["code"]) <= set("XYZ") for c in run.codes("spring"))
+    codes = [c["code"] for c in run.codes("spring")]
+    assert len(codes) == 10 and {len(c) for c in codes} == {6}
+    assert all(set(c) <= set("XYZ") for c in codes)
 
 
 def test_generate_refuses_a_count_that_does_not_fit(run: Cli) -> None:
@@ -566,20 +568,16 @@ def test_any_command_migrates_a_new_database(run: Cli) -> None:
 
 
 def test_database_from_the_environment(db_url: str) -> None:
-    runner = CliRunner()
-    created = runner.invoke(
-        cli, ["pool", "create", "Spring"], env={"PROMOMAIL_DB": db_url}, catch_exceptions=False
-    )
+    created = invoke(["pool", "create", "Spring"], env={"PROMOMAIL_DB": db_url})
     assert created.exit_code == 0, created.stderr
-    listed = Cli(db_url, runner).json("pool", "list")
+    listed = Cli(db_url).json("pool", "list")
     assert [p["id"] for p in listed] == ["spring"]
 
 
 def test_help_never_touches_the_database(tmp_path: Path) -> None:
-    runner = CliRunner()
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
     for args in (["--help"], ["pool", "--help"], ["codes", "upload", "--help"]):
-        result = runner.invoke(cli, ["--db", missing, *args], catch_exceptions=False)
+        result = invoke(["--db", missing, *args])
         assert result.exit_code == 0, result.stderr
         assert "Usage:" in result.stdout
     assert not (tmp_path / "no").exists()
@@ -596,9 +594,7 @@ def test_help_never_touches_the_database(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_database_is_one_error_line(tmp_path: Path, url: str, named: str) -> None:
-    result = CliRunner().invoke(
-        cli, ["--db", url.format(tmp=tmp_path), "pool", "list"], catch_exceptions=False
-    )
+    result = invoke(["--db", url.format(tmp=tmp_path), "pool", "list"])
     assert result.exit_code == 1
     line = error_line(result)
     assert named in line
@@ -613,7 +609,7 @@ def test_progress_is_shown_only_on_a_terminal(
     quiet = run("codes", "upload", "spring", path)
     assert "\r" not in quiet.stderr and "Uploading" not in quiet.stderr
 
-    monkeypatch.setattr(cli_module, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(commands.codes, "stderr_is_terminal", lambda: True)
     path = str(write_codes(tmp_path / "b.txt", [f"D{i:05d}" for i in range(2000)]))
     shown = run("codes", "upload", "spring", path, "--json")
     assert shown.exit_code == 0, shown.stderr

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
 import pytest
-from click.testing import CliRunner
+from cli_helpers import promomail_command
 from invariants import (
     check_invariants,
     check_no_reservations,
     count_initial,
     count_issuances,
     mailing_codes,
-    promomail_command,
     records_by_recipient,
     reserved_scopes,
     status_counts,
@@ -53,7 +53,6 @@ from render_helpers import (
 )
 from sqlalchemy import Engine, text
 
-from cli import cli
 from pools.mailings import show_mailing
 from templating.outputs import OutputFormat
 
@@ -108,7 +107,7 @@ class Mailing:
         Exceptions are not caught, so a traceback fails the test.
         """
         argv = self.command(out, *extra)
-        result = CliRunner().invoke(cli, argv[argv.index("--db") :], catch_exceptions=False)
+        result = cli_helpers.invoke(argv[argv.index("--db") :])
         return result.exit_code, result.stdout, result.stderr
 
     def run(self, out: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -82,7 +82,7 @@ def test_check_digit(engine: Engine, pool: str) -> None:
     spec = CodeSpec(length=8, prefix="X", check_digit=True)
     generate_codes(engine, pool, 500, spec)
     codes = codes_in(engine, pool)
-    assert {len(c) for c in codes} == {10}
+    assert len(codes) == 500 and {len(c) for c in codes} == {10}
     assert all(luhn_valid(code[1:], DEFAULT_ALPHABET) for code in codes)
 
 

@@ -13,7 +13,16 @@ from pools.claiming import claim
 from pools.code_files import FileFormat, Whitespace
 from pools.db import read_transaction
 from pools.errors import ImportRejected, PoolError
-from pools.imports import MAX_REPORTED_PROBLEMS, ImportRecord, Upload, import_history, upload_codes
+from pools.imports import (
+    MAX_REPORTED_PROBLEMS,
+    ImportRecord,
+    Upload,
+    import_history,
+    rejected_report,
+    total_size,
+    upload_codes,
+    uploads_document,
+)
 from pools.models import NO_END, Code, ImportBatch
 from pools.pool_admin import PoolSettings, archive_pool, create_pool, show_pool
 from pools.voiding import void_batch
@@ -290,3 +299,68 @@ def test_import_history(engine: Engine, pool: str) -> None:
     assert voided.voided_at is not None
     with pytest.raises(PoolError, match="does not exist"):
         import_history(engine, "nope")
+
+
+def test_upload_progress_counts_every_byte_read(engine: Engine, pool: str, tmp_path: Path) -> None:
+    first = tmp_path / "a.txt"
+    first.write_bytes(lines_of(*(f"A{i:05d}" for i in range(3000))))
+    second = from_bytes(lines_of("B1", "B2"), "b.txt")
+    uploads = [Upload.from_path(first), second]
+    told: list[int] = []
+
+    upload_codes(engine, pool, uploads, progress=told.append)
+
+    assert len(told) > 1  # told as it went, not once at the end
+    assert sum(told) == first.stat().st_size + len(lines_of("B1", "B2"))
+    assert total_size([Upload.from_path(first)]) == first.stat().st_size
+    assert total_size(uploads) is None  # a stream's size is not known beforehand
+
+
+def test_a_refused_upload_reports_what_was_wrong_and_the_pool_unchanged(
+    engine: Engine, pool: str
+) -> None:
+    upload_codes(engine, pool, [from_bytes(lines_of("KEPT1", "KEPT2"))])
+    with pytest.raises(ImportRejected) as refused:
+        upload_codes(engine, pool, [from_bytes(lines_of("NEW1", " padded"), "wrong.txt")])
+
+    report = rejected_report(engine, pool, refused.value)
+
+    document = report.as_dict()
+    assert document["stored"] is False and document["error"] == str(refused.value)
+    assert (document["file"], document["format"], document["batch"]) == ("wrong.txt", "txt", None)
+    assert document["rejected_count"] == 1 and document["rejected"][0]["line"] == 2
+    assert (document["total"], document["available"]) == (2, 2)
+    assert "lines" not in document  # nothing was read into the store
+    stored = upload_codes(engine, pool, [from_bytes(lines_of("C1"))])[0].as_dict()
+    assert "stored" not in stored and stored["lines"] == 1
+
+
+def test_the_document_of_several_uploads_gives_the_pool_totals_once(
+    engine: Engine, pool: str
+) -> None:
+    reports = upload_codes(
+        engine, pool, [from_bytes(lines_of("A1", "A2")), from_bytes(lines_of("B1"), "b.txt")]
+    )
+    one = uploads_document(reports[:1], several=False)
+    assert one == reports[0].as_dict()
+    several = uploads_document(reports, several=True)
+    assert [u["file"] for u in several["uploads"]] == ["codes.txt", "b.txt"]
+    assert (several["total"], several["available"]) == (3, 3)
+
+
+def test_voiding_runs_the_low_stock_check(engine: Engine) -> None:
+    create_pool(engine, PoolSettings("Low", description="watched", low_stock=5), activate=True)
+    [keep, withdraw] = upload_codes(
+        engine,
+        "low",
+        [from_bytes(lines_of("K1", "K2", "K3")), from_bytes(lines_of("W1", "W2", "W3"), "w.txt")],
+    )
+    assert withdraw.batch is not None
+
+    report = void_batch(engine, "low", withdraw.batch)
+
+    assert report.voided == 3
+    [alert] = report.low_stock
+    assert (alert.pool_id, alert.available, alert.threshold) == ("low", 3, 5)
+    assert report.as_dict()["low_stock"] == [alert.as_dict()]
+    assert keep.accepted == 3

@@ -13,11 +13,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from invariants import records_by_recipient
 from racing import run_together
 from render_helpers import (
     EVERY_PART,
     SAMPLES,
-    by_recipient,
     counts,
     customer_ids,
     full_snapshot,
@@ -50,7 +50,7 @@ def _check_codes_match_store(
     engine: Engine, mailing: str, out: Path, ids: list[str]
 ) -> dict[str, str]:
     """Each recipient once in the output, with the code the store recorded, in every part."""
-    records = by_recipient(read_jsonl(out))
+    records = records_by_recipient(read_jsonl(out))
     assert sorted(records) == sorted(ids)
     stored = initial_codes(engine, mailing, "spring")
     assert sorted(stored) == sorted(ids)
@@ -236,7 +236,7 @@ def test_a_call_in_a_branch_not_taken_consumes_nothing(
     summary = render(db_url, template, recipients, "m1", tmp_path / "out.jsonl")
 
     assert summary.ok and summary.new_codes == 3
-    out = by_recipient(read_jsonl(tmp_path / "out.jsonl"))
+    out = records_by_recipient(read_jsonl(tmp_path / "out.jsonl"))
     assert set(out["v1"]["codes"]) == {"vip"} and set(out["s1"]["codes"]) == {"standard"}
     assert out["n1"]["codes"] == {} and out["n1"]["parts"] == {"body": "Hello"}
     assert {(r.customer_id, r.pool_id) for r in issuances(engine, "m1")} == {
@@ -279,7 +279,7 @@ def test_last_promocode_shows_the_previous_code_and_records_one_reissue(
     summary = render(db_url, reminder, recipients, "reminder-1", tmp_path / "r.jsonl")
 
     assert summary.ok and summary.new_codes == 0 and summary.rendered == 8
-    out = by_recipient(read_jsonl(tmp_path / "r.jsonl"))
+    out = records_by_recipient(read_jsonl(tmp_path / "r.jsonl"))
     for recipient, record in out.items():
         parts = record["parts"]
         if recipient in given:
@@ -511,11 +511,19 @@ def test_check_reports_pools_and_problems_and_writes_nothing(
     assert (4, "client.promocode() needs the pool as a string literal") in problems
     assert (4, f"client.nickname is not a column of {recipients}") in problems
     assert len(problems) == 4
+    # What a front end shows: each problem on a line naming the template, and a verdict.
+    lines = report.problem_lines()
+    assert len(lines) == 4 and all(line.startswith(f"{report.template}, line ") for line in lines)
+    assert report.failure() == f"{lines[0]} (and 3 more problems)"
 
     broken = write_template(tmp_path, "ok\n{% for x in %}", name="broken.j2")
     syntax = check_template(engine, broken)
     assert not syntax.ok and syntax.problems[0].line == 2
+    assert syntax.failure() == syntax.problem_lines()[0]
+    assert syntax.failure().startswith(f"{syntax.template}, line 2: ")  # type: ignore[union-attr]
     assert full_snapshot(engine) == before
+    fine = check_template(engine, write_template(tmp_path, "hello", name="fine.j2"))
+    assert fine.ok and fine.failure() is None and fine.problem_lines() == []
 
 
 def test_preview_shows_placeholders_and_real_last_codes_without_writing(

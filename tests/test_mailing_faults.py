@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from invariants import count_issuances, records_by_recipient
 from racing import run_together
 from render_helpers import (
     EVERY_PART,
-    by_recipient,
     counts,
     customer_ids,
     initial_codes,
-    issuance_count,
     issuances,
     paced_render_command,
     pool_with_codes,
@@ -60,7 +59,7 @@ def test_a_render_killed_mid_run_is_resumed_by_the_next_run(
                 lambda: (
                     child.poll() is not None
                     or (
-                        issuance_count(engine, "m-kill") >= 60
+                        count_issuances(engine, "m-kill") >= 60
                         and counts(engine, "spring").reserved > 0
                     )
                 ),
@@ -94,7 +93,7 @@ def test_a_render_killed_mid_run_is_resumed_by_the_next_run(
     final = counts(engine, "spring")
     assert (final.reserved, final.issued, final.available) == (0, 2000, 100)
     assert final.available + final.issued == final.total
-    records = by_recipient(read_jsonl(out))
+    records = records_by_recipient(read_jsonl(out))
     assert sorted(records) == sorted(ids)
     assert all(records[c]["codes"] == {"spring": after[c]} for c in ids)
     assert show_mailing(engine, "m-kill").status == "finished"
@@ -129,7 +128,7 @@ def test_two_mailings_from_one_pool_at_once_never_share_a_code(
     assert sorted(a) == sorted(b) == sorted(ids)
     assert not set(a.values()) & set(b.values())
     for name, stored in (("m-a", a), ("m-b", b)):
-        out = by_recipient(read_jsonl(tmp_path / f"{name}.jsonl"))
+        out = records_by_recipient(read_jsonl(tmp_path / f"{name}.jsonl"))
         assert {c: r["codes"]["spring"] for c, r in out.items()} == stored
     pool = counts(engine, "spring")
     assert (pool.issued, pool.available, pool.reserved) == (400, 20, 0)
@@ -170,7 +169,7 @@ def test_pool_running_out_with_stop_ends_cleanly_and_resumes_later(
     assert (summary.rendered, summary.new_codes, summary.failed) == (5, 5, [])
     first = initial_codes(engine, "m1", "spring")
     assert sorted(first) == ids[:5]
-    records = by_recipient(read_jsonl(out))  # what was rendered is in the output
+    records = records_by_recipient(read_jsonl(out))  # what was rendered is in the output
     assert {c: r["codes"]["spring"] for c, r in records.items()} == first
     pool = counts(engine, "spring")
     assert (pool.available, pool.reserved, pool.issued) == (0, 0, 10)
@@ -184,7 +183,7 @@ def test_pool_running_out_with_stop_ends_cleanly_and_resumes_later(
     assert again.ok and (again.rendered, again.reused_codes, again.new_codes) == (8, 5, 3)
     after = initial_codes(engine, "m1", "spring")
     assert sorted(after) == ids and {c: after[c] for c in first} == first
-    assert len(by_recipient(read_jsonl(tmp_path / "again.jsonl"))) == 8
+    assert len(records_by_recipient(read_jsonl(tmp_path / "again.jsonl"))) == 8
     assert show_mailing(engine, "m1").status == "finished"
 
 
@@ -208,7 +207,7 @@ def test_pool_running_out_with_skip_leaves_recipients_out_and_lists_them(
     assert sorted(skipped) == ids[5:]
     assert all("'spring' ran out of codes" in why for why in skipped.values())
     assert summary.as_dict()["skipped"] == 3
-    records = by_recipient(read_jsonl(out))
+    records = records_by_recipient(read_jsonl(out))
     assert sorted(records) == ids[:5]
     assert sorted(initial_codes(engine, "m1", "spring")) == ids[:5]
     pool = counts(engine, "spring")
@@ -232,7 +231,7 @@ def test_pool_running_out_with_blank_renders_an_empty_code(
     assert summary.ok and (summary.rendered, summary.new_codes) == (8, 5)
     stored = initial_codes(engine, "m1", "spring")
     assert sorted(stored) == ids[:5]
-    records = by_recipient(read_jsonl(out))
+    records = records_by_recipient(read_jsonl(out))
     for recipient in ids[5:]:
         assert records[recipient]["codes"] == {"spring": ""}
         assert records[recipient]["parts"]["subject"] == "Your code"
@@ -288,7 +287,7 @@ def test_a_recipient_missing_a_column_fails_alone_and_consumes_nothing(
     assert (summary.rendered, summary.new_codes) == (5, 5)
     stored = initial_codes(engine, "m1", "spring")
     assert sorted(stored) == [c for c in ids if c != ids[2]]
-    assert sorted(by_recipient(read_jsonl(out))) == sorted(stored)
+    assert sorted(records_by_recipient(read_jsonl(out))) == sorted(stored)
     pool = counts(engine, "spring")
     assert (pool.issued, pool.reserved, pool.available) == (5, 0, 5)
     assert show_mailing(engine, "m1").totals.failed == 1

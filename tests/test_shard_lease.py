@@ -24,22 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import promomail_command
 from invariants import (
     check_invariants,
     check_no_reservations,
+    count_issuances,
     mailing_codes,
-    promomail_command,
+    records_by_recipient,
     stderr_is_clean_error,
 )
 from racing import run_together
 from render_helpers import (
     EVERY_PART,
     TESTS_DIR,
-    by_recipient,
     counts,
     customer_ids,
     full_snapshot,
-    issuance_count,
     pool_with_codes,
     read_jsonl,
     request_for,
@@ -142,7 +142,7 @@ def _check_complete(engine: Engine, out: Path, ids: list[str], codes: int) -> No
     stored = mailing_codes(engine, MAILING, "spring")
     assert sorted(stored) == sorted(ids)
     assert len(set(stored.values())) == len(ids)
-    records = by_recipient(read_jsonl(out))
+    records = records_by_recipient(read_jsonl(out))
     assert {c: r["codes"]["spring"] for c, r in records.items()} == stored
     pool = counts(engine, "spring")
     assert (pool.issued, pool.reserved, pool.available) == (len(ids), 0, codes - len(ids))
@@ -262,11 +262,11 @@ def test_a_second_run_while_the_first_renders_is_refused_and_the_first_completes
         _paced_cli(db_url, 0.02, *_render_args(template, recipients, first_out))
     ) as first:
         wait_until(
-            lambda: first.poll() is not None or issuance_count(engine, MAILING) >= 40,
+            lambda: first.poll() is not None or count_issuances(engine, MAILING) >= 40,
             what="the first run to issue codes",
         )
         assert first.poll() is None, "the first run ended too early"
-        before = issuance_count(engine, MAILING)
+        before = count_issuances(engine, MAILING)
         second = subprocess.run(
             promomail_command(
                 db_url, *_render_args(template, recipients, tmp_path / "second.jsonl")
@@ -285,7 +285,7 @@ def test_a_second_run_while_the_first_renders_is_refused_and_the_first_completes
     assert f"on host {socket.gethostname()}, started 20" in error
     assert not (tmp_path / "second.jsonl").exists()
     assert still_running, "the refused run stopped the first one"
-    assert issuance_count(engine, MAILING) > before  # the first went on rendering
+    assert count_issuances(engine, MAILING) > before  # the first went on rendering
 
     assert first.returncode == 0, stderr
     _check_complete(engine, first_out, ids, 320)
@@ -297,7 +297,7 @@ def _kill(child: subprocess.Popen[str], engine: Engine) -> set[str]:
     wait_until(
         lambda: (
             child.poll() is not None
-            or (issuance_count(engine, MAILING) >= 40 and counts(engine, "spring").reserved > 0)
+            or (count_issuances(engine, MAILING) >= 40 and counts(engine, "spring").reserved > 0)
         ),
         what="the render to issue codes",
     )
@@ -388,12 +388,12 @@ def test_a_run_whose_lease_is_taken_over_stops_without_settling(
         with read_transaction(engine) as conn:
             later = store_now(conn) + timedelta(minutes=5)
         taken.append(acquire_lease(engine, MAILING, "all", scope=SCOPE, now=later))
-        at_takeover.append(issuance_count(engine, MAILING))
+        at_takeover.append(count_issuances(engine, MAILING))
 
     with pytest.raises(LeaseLost, match="taken over by pid"):
         render_mailing(request, take_over_after_the_first_chunk)
 
-    assert issuance_count(engine, MAILING) == at_takeover[0] < len(ids)
+    assert count_issuances(engine, MAILING) == at_takeover[0] < len(ids)
     check_invariants(engine, redemptions_possible=False)
     check_no_reservations(engine)  # it gave back everything it held
     assert not (tmp_path / "superseded.jsonl").exists()
@@ -436,7 +436,7 @@ def test_a_second_run_asked_to_wait_renders_after_the_first(
         _paced_cli(db_url, 0.01, *_render_args(template, recipients, first_out))
     ) as first:
         wait_until(
-            lambda: first.poll() is not None or issuance_count(engine, MAILING) >= 20,
+            lambda: first.poll() is not None or count_issuances(engine, MAILING) >= 20,
             what="the first run to issue codes",
         )
         assert first.poll() is None, "the first run ended too early"
@@ -456,7 +456,9 @@ def test_a_second_run_asked_to_wait_renders_after_the_first(
     summary = json.loads(second.stdout)
     assert (summary["rendered"], summary["new_codes"], summary["reused_codes"]) == (200, 0, 200)
     _check_complete(engine, second_out, ids, 220)
-    assert by_recipient(read_jsonl(first_out)) == by_recipient(read_jsonl(second_out))
+    assert records_by_recipient(read_jsonl(first_out)) == records_by_recipient(
+        read_jsonl(second_out)
+    )
 
 
 def test_a_run_with_workers_stops_when_its_lease_is_taken_over(
@@ -467,20 +469,20 @@ def test_a_run_with_workers_stops_when_its_lease_is_taken_over(
 
     with _running(_paced_cli(db_url, 0.02, *args)) as taken:
         wait_until(
-            lambda: taken.poll() is not None or issuance_count(engine, MAILING) >= 40,
+            lambda: taken.poll() is not None or count_issuances(engine, MAILING) >= 40,
             what="the render to issue codes",
         )
         assert taken.poll() is None, "the render ended too early"
         with read_transaction(engine) as conn:
             later = store_now(conn) + timedelta(minutes=5)
         successor = acquire_lease(engine, MAILING, "all", scope=SCOPE, now=later)
-        at_takeover = issuance_count(engine, MAILING)
+        at_takeover = count_issuances(engine, MAILING)
         _, stderr = taken.communicate(timeout=300)
 
     assert taken.returncode == 1, stderr
     assert stderr_is_clean_error(stderr), stderr
     assert f"this run's lease was taken over by pid {os.getpid()}" in stderr.splitlines()[-1]
-    assert issuance_count(engine, MAILING) == at_takeover < len(ids)
+    assert count_issuances(engine, MAILING) == at_takeover < len(ids)
     check_invariants(engine, redemptions_possible=False)
     check_no_reservations(engine)
     assert not (tmp_path / "taken.jsonl").exists()

@@ -1,0 +1,221 @@
+"""After sending: ``customer``, ``segment``, ``redeem``, ``unredeem``, ``export``.
+
+The commands a checkout or a CRM script runs, often once per code: the
+modules of ``customer`` and ``export`` are imported inside them, so that a
+``redeem`` loads the redemption module and not the reports beside it.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+
+from cli import (
+    CommandFailed,
+    PromomailGroup,
+    emit_json,
+    get_engine,
+    json_option,
+    note,
+    plural,
+    print_table,
+)
+from pools.redemption import redeem, unredeem
+from pools.segments import SegmentFormat, segment, write_segment
+
+
+@click.command("customer")
+@click.argument("customer_id", metavar="ID")
+@json_option
+@click.pass_context
+def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
+    """Every code issued to a customer, and the redemptions of their codes."""
+    from pools.customers import customer_history  # not loaded for a redeem
+
+    history = customer_history(get_engine(ctx), customer_id)
+    if as_json:
+        emit_json(history.as_dict())
+        return
+    if not history.known:
+        click.echo(f"No codes were ever issued to or redeemed by customer {customer_id!r}.")
+        return
+    click.echo(f"Codes of customer {customer_id}:")
+    # The returned column only when something came back: most histories have none.
+    any_returned = any(i.returned_at is not None for i in history.issuances)
+    print_table(
+        ["pool", "code", "kind", "mailing", "issued", "redeemed by"]
+        + (["returned"] if any_returned else []),
+        [
+            (
+                i.pool,
+                i.code,
+                i.kind,
+                i.mailing,
+                i.issued_at,
+                ", ".join(r or "(anonymous)" for r in i.redeemed_by) or None,
+            )
+            + ((_returned_cell(i.returned_at, i.return_reason),) if any_returned else ())
+            for i in history.issuances
+        ],
+    )
+    if history.redemptions:
+        click.echo()
+        click.echo("Redemptions:")
+        print_table(
+            ["pool", "code", "issued to", "redeemed by", "order", "when", "mailing", "rolled back"],
+            [
+                (
+                    r.pool,
+                    r.code,
+                    r.issued_to,
+                    r.redeemed_by,
+                    r.order,
+                    r.redeemed_at,
+                    r.mailing,
+                    r.rolled_back_at,
+                )
+                for r in history.redemptions
+            ],
+        )
+
+
+def _returned_cell(returned_at: datetime | None, reason: str | None) -> str | None:
+    if returned_at is None:
+        return None
+    shown = returned_at.isoformat(sep=" ", timespec="seconds")
+    return f"{shown} ({reason})" if reason else shown
+
+
+@click.command("segment")
+@click.option("--issued-from", multiple=True, metavar="POOL", help="Count codes from this pool.")
+@click.option("--min-issued", type=click.IntRange(min=0), metavar="N")
+@click.option("--max-issued", type=click.IntRange(min=0), metavar="N")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), metavar="DATE")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice([f.value for f in SegmentFormat]),
+    default=SegmentFormat.IDS.value,
+    show_default=True,
+)
+@json_option
+@click.pass_context
+def segment_command(
+    ctx: click.Context,
+    issued_from: tuple[str, ...],
+    min_issued: int | None,
+    max_issued: int | None,
+    since: datetime | None,
+    output_format: str,
+    as_json: bool,
+) -> None:
+    """Customer ids by the codes they were issued; usable as --recipients."""
+    ids = segment(
+        get_engine(ctx),
+        issued_from=issued_from,
+        min_issued=min_issued,
+        max_issued=max_issued,
+        since=since,
+    )
+    if as_json:
+        emit_json({"count": len(ids), "ids": ids})
+        return
+    write_segment(ids, sys.stdout, SegmentFormat(output_format))
+    note(f"{plural(len(ids), 'customer')} in the segment")
+
+
+@click.command("redeem")
+@click.argument("code")
+@click.option("--customer", "customer_id", metavar="C", help="Who is redeeming (e.g. a friend).")
+@click.option("--order", metavar="O", help="The order the code is used for.")
+@click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@click.option(
+    "--dry-run", is_flag=True, help="Only answer whether it would redeem now; change nothing."
+)
+@json_option
+@click.pass_context
+def redeem_command(
+    ctx: click.Context,
+    code: str,
+    customer_id: str | None,
+    order: str | None,
+    pool_id: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Redeem a code at checkout; exit 1 with the reason when refused.
+
+    Again with the same --order as an earlier successful redemption, the
+    same success is answered ("replayed") and nothing new is recorded.
+    """
+    result = redeem(
+        get_engine(ctx), code, customer=customer_id, order=order, pool=pool_id, dry_run=dry_run
+    )
+    if as_json:
+        emit_json(result.as_dict())
+        if not result.ok:
+            ctx.exit(1)
+        return
+    if not result.ok:
+        would = "would be refused" if dry_run else "refused"
+        raise CommandFailed(f"code {code!r} {would}: {result.reason}")
+    issued = f"issued to {result.issued_to}" if result.issued_to else "never issued"
+    if result.mailing:
+        issued += f" by mailing {result.mailing}"
+    by = f", redeemed by {result.redeemed_by}" if result.redeemed_by else ""
+    order_text = f", order {result.order}" if result.order else ""
+    if result.replayed:
+        verb = "Already redeemed (replayed)"
+    else:
+        verb = "Would redeem" if dry_run else "Redeemed"
+    click.echo(f"{verb} {result.code} from pool {result.pool} ({issued}{by}{order_text}).")
+
+
+@click.command("unredeem")
+@click.argument("code")
+@click.option("--order", required=True, metavar="O", help="The cancelled or refunded order.")
+@click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@json_option
+@click.pass_context
+def unredeem_command(
+    ctx: click.Context, code: str, order: str, pool_id: str | None, as_json: bool
+) -> None:
+    """Undo the redemption of CODE by an order that was cancelled or refunded.
+
+    A single-use code can then be redeemed again; a multi-use code's count
+    drops by one. The redemption stays in the history, marked rolled back.
+    """
+    result = unredeem(get_engine(ctx), code, order=order, pool=pool_id)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    click.echo(
+        f"Rolled back the redemption of {result.code} (pool {result.pool}) by order "
+        f"{result.order}; {plural(result.redemptions, 'redemption')} left."
+    )
+
+
+@click.group("export", cls=PromomailGroup)
+def export() -> None:
+    """Export records as files."""
+
+
+@export.command("issuances")
+@click.option("--pool", "pool_id", metavar="P", help="Only this pool.")
+@click.option("--mailing", "mailing_id", metavar="M", help="Only this mailing.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, metavar="FILE.csv")
+@json_option
+@click.pass_context
+def export_issuances_command(
+    ctx: click.Context, pool_id: str | None, mailing_id: str | None, out: str, as_json: bool
+) -> None:
+    """The issuance log (who got which code, when) as CSV."""
+    from pools.export import export_issuances  # not loaded for a redeem
+
+    rows = export_issuances(get_engine(ctx), out, pool=pool_id, mailing=mailing_id)
+    if as_json:
+        emit_json({"file": out, "rows": rows})
+    else:
+        click.echo(f"Wrote {plural(rows, 'issuance')} to {out}.")

@@ -1,0 +1,47 @@
+"""``promomail db``: schema migrations for operators.
+
+The one group that opens the store without migrating it first.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cli import PromomailGroup, emit_json, get_engine, json_option
+from pools.db import current_revision, head_revision, upgrade
+
+
+@click.group(cls=PromomailGroup)
+def db() -> None:
+    """Schema migrations (every other command upgrades automatically)."""
+
+
+@db.command("upgrade")
+@json_option
+@click.pass_context
+def db_upgrade(ctx: click.Context, as_json: bool) -> None:
+    """Bring the database schema to the newest revision."""
+    engine = get_engine(ctx, migrate=False)
+    before = current_revision(engine)
+    after = upgrade(engine)
+    if as_json:
+        emit_json({"from": before, "to": after, "changed": before != after})
+    elif before == after:
+        click.echo(f"Schema already at the newest revision {after}.")
+    else:
+        click.echo(f"Schema upgraded from {before or '(empty)'} to {after}.")
+
+
+@db.command("current")
+@json_option
+@click.pass_context
+def db_current(ctx: click.Context, as_json: bool) -> None:
+    """Show the schema revision of the database and the newest one."""
+    current = current_revision(get_engine(ctx, migrate=False))
+    head = head_revision()
+    if as_json:
+        emit_json({"current": current, "head": head, "up_to_date": current == head})
+        return
+    status = "up to date" if current == head else "run 'promomail db upgrade'"
+    click.echo(f"current  {current or '(empty database)'}")
+    click.echo(f"head     {head}  ({status})")

@@ -1,0 +1,411 @@
+"""``promomail render``, ``mailings`` and ``mailing …``: a mailing's runs and records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cli import (
+    CommandFailed,
+    LibraryValue,
+    Progress,
+    PromomailGroup,
+    emit_json,
+    get_engine,
+    get_state,
+    json_option,
+    note,
+    plural,
+    print_fields,
+    print_table,
+    round_rate,
+    stderr_is_terminal,
+    stdin_is_terminal,
+    warn_low_stock,
+)
+from commands.options import pairs, template_argument, var_option
+from pools.leases import DEFAULT_LEASE_SECONDS
+from pools.mailings import MailingView, list_mailings, show_mailing
+from pools.returns import (
+    EMAIL_COLUMNS,
+    ID_COLUMNS,
+    ReturnReport,
+    cancel_mailing,
+    match_addresses,
+    read_return_list,
+    return_codes,
+)
+from templating.errors import MailingError
+from templating.outputs import OutputFormat, OutputTarget
+from templating.recipients import Shard, read_recipients
+from templating.run_options import (
+    CHUNK_SIZE,
+    MAX_WORKERS,
+    parse_chunk_size,
+    parse_seconds,
+    parse_shard,
+    parse_workers,
+)
+from templating.sources import OnExhausted
+
+if TYPE_CHECKING:
+    from templating.mailing import RenderSummary
+
+
+def _recipients_count(n: int) -> str:
+    return f"{n:,}"
+
+
+@click.command("render")
+@template_argument
+@click.option(
+    "--recipients",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    metavar="FILE",
+    help="CSV with an id column, or JSON Lines.",
+)
+@click.option(
+    "--mailing",
+    "mailing_id",
+    required=True,
+    metavar="ID",
+    help="Mailing id; the same id again resumes or repeats the mailing.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    metavar="PATH",
+    help="Output file (jsonl; stdout when absent) or folder (eml).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice([f.value for f in OutputFormat]),
+    default=OutputFormat.JSONL.value,
+    show_default=True,
+)
+@click.option(
+    "--on-exhausted",
+    type=click.Choice([p.value for p in OnExhausted]),
+    default=OnExhausted.STOP.value,
+    show_default=True,
+    help="When a pool runs out: stop, skip the recipient, or render a blank code.",
+)
+@click.option(
+    "--workers",
+    type=LibraryValue("N", parse_workers),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help=f"Rendering processes (1 to {MAX_WORKERS}).",
+)
+@click.option(
+    "--shard",
+    "shard_slice",
+    type=LibraryValue("K/N", parse_shard),
+    metavar="K/N",
+    help="Render only shard K of N, 1 ≤ K ≤ N (stable hash of ids).",
+)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=LibraryValue("SECONDS", lambda t: parse_seconds(t, "--wait", allow_zero=True)),
+    default=0.0,
+    metavar="SECONDS",
+    help="When a run of this mailing and shard is in progress, wait up to SECONDS for it "
+    "to end instead of refusing at once.",
+)
+@click.option(
+    "--chunk-size", type=LibraryValue("N", parse_chunk_size), default=CHUNK_SIZE, hidden=True
+)
+@click.option(
+    "--lease-seconds",
+    type=LibraryValue("SECONDS", lambda t: parse_seconds(t, "the lease", allow_zero=False)),
+    default=DEFAULT_LEASE_SECONDS,
+    hidden=True,
+)
+@var_option
+@json_option
+@click.pass_context
+def render(
+    ctx: click.Context,
+    template: str,
+    recipients: str,
+    mailing_id: str,
+    out: str | None,
+    output_format: str,
+    on_exhausted: str,
+    workers: int,
+    shard_slice: Shard | None,
+    wait_seconds: float,
+    chunk_size: int,
+    lease_seconds: float,
+    variables: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Render a mailing, issuing each recipient their codes.
+
+    One run per mailing and shard at a time: another one is refused (or,
+    with --wait, waited for) naming the run in progress.
+    """
+    fmt = OutputFormat(output_format)
+    if as_json and out is None and fmt is OutputFormat.JSONL:
+        raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
+    # Jinja2 and the render machinery only for a render: ``mailings`` and
+    # ``mailing …`` in this module are store commands.
+    from templating.mailing import RenderRequest, render_mailing
+
+    try:
+        # The library knows which targets work (an eml render needs a folder):
+        # what it refuses here is a wrong combination of options.
+        output = OutputTarget(fmt, Path(out) if out else None)
+    except MailingError as exc:
+        raise click.UsageError(str(exc), ctx) from exc
+    request = RenderRequest(
+        template_path=template,
+        recipients_path=recipients,
+        mailing_id=mailing_id,
+        db_url=get_state(ctx).url,
+        output=output,
+        on_exhausted=OnExhausted(on_exhausted),
+        workers=workers,
+        shard=shard_slice or Shard(),
+        variables=pairs(variables, "--var"),
+        chunk_size=chunk_size,
+        lease_seconds=lease_seconds,
+        wait_seconds=wait_seconds,
+    )
+    get_engine(ctx)  # migrate before the workers start
+    progress = Progress("Rendering", show=_recipients_count) if stderr_is_terminal() else None
+    try:
+        result = render_mailing(request, progress.advance if progress else None)
+    finally:
+        if progress is not None:
+            progress.finish()
+    _report_render(result, as_json)
+
+
+def _report_render(result: RenderSummary, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.as_dict())
+    warn_low_stock(result.low_stock)
+    if result.took_over:
+        note(f"Took over from the earlier run ({result.took_over}), which had stopped.")
+    for recipient, line, reason in result.failed:
+        note(f"recipient {recipient} (line {line}) failed: {reason}")
+    for recipient, reason in result.skipped:
+        note(f"recipient {recipient} skipped: {reason}")
+    shown = f"{result.seconds:.1f}" if result.seconds >= 1 else f"{result.seconds:.2f}"
+    note(
+        f"Mailing {result.mailing} ({result.shard}): {result.recipients:,} recipients, "
+        f"{result.rendered:,} rendered, {result.new_codes:,} new codes, "
+        f"{result.reused_codes:,} reused, {len(result.skipped):,} skipped, "
+        f"{len(result.failed):,} failed in {shown} s — {round_rate(result.rate):,} recipients/s"
+    )
+    if result.output != "-":
+        note(f"Output: {result.output}")
+    if result.interrupted:
+        raise CommandFailed(
+            f"interrupted: {result.rendered:,} recipients rendered and recorded; run the same "
+            "command again to resume"
+        )
+    if result.stopped_at_pool:
+        raise CommandFailed(
+            f"pool {result.stopped_at_pool!r} ran out of codes: stopped after {result.rendered:,} "
+            "recipients, all recorded; add codes and run the same command again to continue"
+        )
+    if result.failed:
+        raise CommandFailed(f"{plural(len(result.failed), 'recipient')} could not be rendered")
+
+
+def _mailing_row(view: MailingView) -> tuple[Any, ...]:
+    t = view.totals
+    return (
+        view.id,
+        view.status,
+        t.recipients,
+        t.rendered,
+        view.codes_issued,
+        t.failed,
+        view.started_at,
+        view.finished_at,
+        view.redeemed,
+        f"{view.redemption_rate:.1%}",
+    )
+
+
+_MAILING_HEADERS = [
+    "id",
+    "status",
+    "recipients",
+    "rendered",
+    "codes",
+    "failed",
+    "started",
+    "finished",
+    "redeemed",
+    "redemption rate",
+]
+
+
+@click.command("mailings")
+@json_option
+@click.pass_context
+def mailings(ctx: click.Context, as_json: bool) -> None:
+    """Every mailing with its recipients, renders, codes and failures."""
+    views = list_mailings(get_engine(ctx))
+    if as_json:
+        emit_json([v.as_dict() for v in views])
+    else:
+        print_table(_MAILING_HEADERS, [_mailing_row(v) for v in views], empty="(no mailings)")
+
+
+@click.group("mailing", cls=PromomailGroup)
+def mailing() -> None:
+    """One mailing."""
+
+
+@mailing.command("show")
+@click.argument("mailing_id", metavar="ID")
+@json_option
+@click.pass_context
+def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
+    """A mailing's totals and the runs of its shards."""
+    view = show_mailing(get_engine(ctx), mailing_id)
+    if as_json:
+        emit_json(view.as_dict())
+        return
+    t = view.totals
+    print_fields(
+        [
+            ("mailing", view.id),
+            ("status", view.status),
+            ("template", view.template),
+            ("recipients file", view.recipients_file),
+            ("recipients", t.recipients),
+            ("rendered", t.rendered),
+            ("codes issued", view.codes_issued),
+            ("reissues", view.reissues),
+            ("redeemed", view.redeemed),
+            ("redemption rate", f"{view.redemption_rate:.1%}"),
+            ("returned", view.returned),
+            ("failed", t.failed),
+            ("skipped", t.skipped),
+            ("started", view.started_at),
+            ("finished", view.finished_at),
+        ],
+        indent="",
+    )
+    if len(view.runs) > 1:
+        click.echo()
+        print_table(
+            ["shard", "status", "recipients", "rendered", "new codes", "failed"],
+            [
+                (
+                    r["shard"],
+                    r["status"],
+                    r["recipients"],
+                    r["rendered"],
+                    r["new_codes"],
+                    r["failed"],
+                )
+                for r in view.runs
+            ],
+        )
+
+
+_ID_NAMES = ", ".join(ID_COLUMNS)
+_EMAIL_NAMES = ", ".join(EMAIL_COLUMNS)
+
+
+@mailing.command(
+    "return",
+    help=(
+        "Give back the codes mailing ID gave to recipients whose messages were never "
+        "delivered (hard bounces, suppressed addresses).\n\n"
+        "FILE is a recipients file or a bounce list: CSV with a header, or JSON Lines "
+        f"(.jsonl). Each row names a recipient by id (column {_ID_NAMES}) or by e-mail "
+        f"address (column {_EMAIL_NAMES}; matched through the mailing's recipients "
+        "file). Only single-use codes never redeemed and never shown again by another "
+        "mailing go back; the others are kept and counted."
+    ),
+)
+@click.argument("mailing_id", metavar="ID")
+@click.option(
+    "--recipients",
+    "recipients_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Recipients or bounce list (id or email column).",
+)
+@click.option("--reason", metavar="TEXT", help="Why, kept with the returned issuances.")
+@json_option
+@click.pass_context
+def mailing_return(
+    ctx: click.Context, mailing_id: str, recipients_file: str, reason: str | None, as_json: bool
+) -> None:
+    engine = get_engine(ctx)
+    listed = read_return_list(recipients_file)
+    directory: Iterable[tuple[str, str | None]] = ()
+    if listed.emails:
+        source = show_mailing(engine, mailing_id).recipients_file
+        if not source or not Path(source).is_file():
+            raise CommandFailed(
+                f"{recipients_file} names recipients by e-mail address, but the recipients "
+                f"file of mailing {mailing_id!r} ({source or 'unknown'}) cannot be read to "
+                "match them: list recipient ids instead"
+            )
+        directory = ((r.id, r.fields.get("email")) for r in read_recipients(source))
+    ids = match_addresses(listed, directory, mailing_id=mailing_id)
+    _report_return(return_codes(engine, mailing_id, ids, reason=reason), as_json)
+
+
+@mailing.command("cancel")
+@click.argument("mailing_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--reason", metavar="TEXT", help="Why (default: 'mailing cancelled').")
+@json_option
+@click.pass_context
+def mailing_cancel(
+    ctx: click.Context, mailing_id: str, yes: bool, reason: str | None, as_json: bool
+) -> None:
+    """The mailing was never sent: every code it gave goes back to its pool.
+
+    Only single-use codes never redeemed and never shown again by another
+    mailing go back; the others are kept and counted. Asks for confirmation
+    on a terminal; without a terminal, --yes is required.
+    """
+    engine = get_engine(ctx)
+    if not yes:
+        view = show_mailing(engine, mailing_id)
+        if not stdin_is_terminal():
+            raise CommandFailed(
+                f"cancelling mailing {mailing_id!r} gives back its codes: confirm with --yes "
+                "(no terminal to ask on)"
+            )
+        question = (
+            f"Mailing {mailing_id} gave {plural(view.codes_issued, 'code')}: give back every "
+            "one that can go back to its pool?"
+        )
+        if not click.confirm(question, err=True):
+            raise CommandFailed(f"mailing {mailing_id!r} not cancelled: nothing was changed")
+    _report_return(cancel_mailing(engine, mailing_id, reason=reason), as_json)
+
+
+def _report_return(report: ReturnReport, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    kept = report.kept
+    click.echo(
+        f"Mailing {report.mailing}: {plural(report.returned, 'code')} back in their pools; "
+        f"kept {kept.redeemed:,} redeemed, {kept.reissued:,} reissued, "
+        f"{kept.multi_use:,} multi-use."
+    )
+    if report.not_issued:
+        note(f"{plural(report.not_issued, 'listed recipient')} held no code from this mailing")

@@ -1,0 +1,249 @@
+"""``promomail pool …``: the life cycle of pools."""
+
+from __future__ import annotations
+
+import click
+
+from cli import PromomailGroup, emit_json, get_engine, json_option, print_fields, print_table
+from commands.codes import print_imports
+from pools.errors import InvalidSetting
+from pools.imports import import_history, pool_document
+from pools.pool_admin import (
+    PoolSettings,
+    PoolView,
+    activate_pool,
+    archive_pool,
+    create_pool,
+    delete_pool,
+    edit_pool,
+    list_pools,
+    setting_changes,
+    show_pool,
+)
+
+
+@click.group(cls=PromomailGroup)
+def pool() -> None:
+    """Create, activate, edit, archive, delete, list and show pools."""
+
+
+def _report_pool(verb: str, view: PoolView, as_json: bool) -> None:
+    """What a pool command did: the pool as JSON, or one line."""
+    if as_json:
+        emit_json(view.as_dict())
+    else:
+        click.echo(f"{verb} pool {view.id} ({view.name!r}, {view.status}, {view.settings.mode}).")
+
+
+@pool.command("create")
+@click.argument("name")
+@click.option("--id", "pool_id", metavar="ID", help="Pool id (default: a slug of NAME).")
+@click.option("--description", metavar="TEXT", help="What the pool is for (needed to activate).")
+@click.option("--multi-use", is_flag=True, help="One shared code, never consumed.")
+@click.option("--require-issued", is_flag=True, help="Redeemable only after being issued.")
+@click.option("--issued-valid-days", type=int, metavar="N", help="Validity after issue.")
+@click.option("--low-stock", type=int, metavar="N", help="Warn below N available codes.")
+@click.option("--notify-url", metavar="URL", help="Webhook for low-stock notices.")
+@click.option("--notify-email", metavar="ADDR", help="E-mail address for low-stock notices.")
+@click.option("--per-customer", type=int, metavar="N", help="Each customer holds N codes.")
+@click.option("--activate", is_flag=True, help="Activate right away.")
+@json_option
+@click.pass_context
+def pool_create(
+    ctx: click.Context,
+    name: str,
+    pool_id: str | None,
+    description: str | None,
+    multi_use: bool,
+    require_issued: bool,
+    issued_valid_days: int | None,
+    low_stock: int | None,
+    notify_url: str | None,
+    notify_email: str | None,
+    per_customer: int | None,
+    activate: bool,
+    as_json: bool,
+) -> None:
+    """Create a pool named NAME, in status draft unless --activate."""
+    settings = PoolSettings.from_options(
+        name,
+        description=description,
+        multi_use=multi_use,
+        require_issued=require_issued,
+        issued_valid_days=issued_valid_days,
+        per_customer=per_customer,
+        low_stock=low_stock,
+        notify_url=notify_url,
+        notify_email=notify_email,
+    )
+    view = create_pool(get_engine(ctx), settings, pool_id=pool_id, activate=activate)
+    _report_pool("Created", view, as_json)
+
+
+@pool.command("activate")
+@click.argument("pool_id", metavar="ID")
+@json_option
+@click.pass_context
+def pool_activate(ctx: click.Context, pool_id: str, as_json: bool) -> None:
+    """Move a draft pool to active; it then issues codes."""
+    view = activate_pool(get_engine(ctx), pool_id)
+    _report_pool("Activated", view, as_json)
+
+
+@pool.command("edit")
+@click.argument("pool_id", metavar="ID")
+@click.option("--name", help="New display name.")
+@click.option("--description", metavar="TEXT", help="New description.")
+@click.option("--low-stock", type=int, metavar="N", help="Warn below N available codes.")
+@click.option("--notify-url", metavar="URL", help="Webhook for low-stock notices.")
+@click.option("--notify-email", metavar="ADDR", help="Address for low-stock notices.")
+@click.option(
+    "--clear",
+    "cleared",
+    multiple=True,
+    type=click.Choice(["description", "notify-url", "notify-email"]),
+    help="Remove this setting (repeat for several).",
+)
+@click.option("--issued-valid-days", type=int, metavar="N", help="Validity after issue.")
+@click.option(
+    "--multi-use/--single-use", default=None, help="Mode (only while the pool is a draft)."
+)
+@click.option(
+    "--require-issued/--no-require-issued",
+    default=None,
+    help="Redeemable only after issue (only while a draft).",
+)
+@click.option("--per-customer", type=int, metavar="N", help="Codes per customer (draft only).")
+@json_option
+@click.pass_context
+def pool_edit(
+    ctx: click.Context,
+    pool_id: str,
+    name: str | None,
+    description: str | None,
+    low_stock: int | None,
+    notify_url: str | None,
+    notify_email: str | None,
+    issued_valid_days: int | None,
+    multi_use: bool | None,
+    require_issued: bool | None,
+    per_customer: int | None,
+    cleared: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Change a pool's settings; mode flags are fixed once the pool is active."""
+    try:
+        changes = setting_changes(
+            name=name,
+            description=description,
+            low_stock=low_stock,
+            notify_url=notify_url,
+            notify_email=notify_email,
+            issued_valid_days=issued_valid_days,
+            multi_use=multi_use,
+            require_issued=require_issued,
+            per_customer=per_customer,
+            cleared=[option.replace("-", "_") for option in cleared],
+        )
+    except InvalidSetting as exc:
+        raise click.UsageError(str(exc), ctx) from exc
+    view = edit_pool(get_engine(ctx), pool_id, **changes)
+    _report_pool("Edited", view, as_json)
+
+
+@pool.command("archive")
+@click.argument("pool_id", metavar="ID")
+@json_option
+@click.pass_context
+def pool_archive(ctx: click.Context, pool_id: str, as_json: bool) -> None:
+    """Stop a pool issuing codes; its history stays."""
+    view = archive_pool(get_engine(ctx), pool_id)
+    _report_pool("Archived", view, as_json)
+
+
+@pool.command("delete")
+@click.argument("pool_id", metavar="ID")
+@json_option
+@click.pass_context
+def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
+    """Delete a pool that never issued a code (otherwise archive it)."""
+    delete_pool(get_engine(ctx), pool_id)
+    if as_json:
+        emit_json({"deleted": pool_id})
+    else:
+        click.echo(f"Deleted pool {pool_id}.")
+
+
+POOL_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "mode",
+    "total",
+    "available",
+    "issued",
+    "redeemed",
+    "redemptions",
+)
+
+
+@pool.command("list")
+@json_option
+@click.pass_context
+def pool_list(ctx: click.Context, as_json: bool) -> None:
+    """One row per pool with its counts."""
+    views = list_pools(get_engine(ctx))
+    if as_json:
+        emit_json([view.as_dict() for view in views])
+        return
+    print_table(
+        (*POOL_COLUMNS, "expired"),
+        (
+            (
+                v.id,
+                v.name,
+                v.status,
+                v.settings.mode,
+                v.counts.total,
+                v.counts.available,
+                v.counts.issued,
+                v.counts.redeemed,
+                v.counts.redemptions,
+                v.counts.expired,
+            )
+            for v in views
+        ),
+        empty="No pools yet: create one with 'promomail pool create NAME'.",
+    )
+
+
+@pool.command("show")
+@click.argument("pool_id", metavar="ID")
+@json_option
+@click.pass_context
+def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
+    """A pool's settings, counts and import history."""
+    engine = get_engine(ctx)
+    if as_json:
+        emit_json(pool_document(engine, pool_id))
+        return
+    view = show_pool(engine, pool_id)
+    history = import_history(engine, pool_id)
+    s = view.settings
+    click.echo(f"Pool {view.id}: {view.name}")
+    print_fields(
+        [
+            ("status", view.status),
+            ("mode", s.mode),
+            ("description", s.description),
+            ("issued valid days", s.issued_valid_days),
+            ("low stock below", s.low_stock),
+            ("notify url", s.notify_url),
+            ("notify email", s.notify_email),
+            ("created (UTC)", view.created_at),
+        ]
+    )
+    click.echo("Counts")
+    print_fields(list(view.counts.as_dict().items()))
+    click.echo("Imports")
+    print_imports(history)

@@ -1,0 +1,107 @@
+"""``promomail check`` and ``preview``: a template tried without writing anything."""
+
+from __future__ import annotations
+
+import click
+
+from cli import CommandFailed, emit_json, get_engine, json_option, note, plural, print_table
+from commands.options import pairs, template_argument, var_option
+from templating.checking import check_template, preview, preview_recipients
+
+
+@click.command("check")
+@template_argument
+@click.option(
+    "--recipients",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Also check the template's client columns against this file.",
+)
+@json_option
+@click.pass_context
+def check(ctx: click.Context, template: str, recipients: str | None, as_json: bool) -> None:
+    """Syntax, parts, pools and columns of a template; writes nothing."""
+    report = check_template(get_engine(ctx), template, recipients)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        click.echo(f"{report.template}: parts {', '.join(report.parts) or '-'}")
+        print_table(
+            ["pool", "id", "usage", "line", "status", "available"],
+            [(p.ref, p.pool_id, p.usage, p.line, p.status, p.available) for p in report.pools],
+            empty="(no promo code calls)",
+        )
+        if report.columns:
+            click.echo(f"client columns: {', '.join(report.columns)}")
+        if report.partials:
+            click.echo(f"partials (from the template's folder): {', '.join(report.partials)}")
+    # The Error line names template, line and reason; the rest are listed above it.
+    failure = report.failure()
+    if failure is not None:
+        if len(report.problems) > 1:
+            for line in report.problem_lines():
+                note(line)
+        raise CommandFailed(failure)
+    if not as_json:
+        click.echo("OK")
+
+
+@click.command("preview")
+@template_argument
+@click.option(
+    "--recipient",
+    "recipient_fields",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A column of the one recipient to preview (repeat).",
+)
+@click.option(
+    "--recipients",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Preview the first recipients of this file.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="How many recipients of --recipients.",
+)
+@click.option("--part", metavar="NAME", help="Only this part (subject, text, html, body).")
+@var_option
+@json_option
+@click.pass_context
+def preview_command(
+    ctx: click.Context,
+    template: str,
+    recipient_fields: tuple[str, ...],
+    recipients: str | None,
+    limit: int,
+    part: str | None,
+    variables: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Render without writing: new codes show as placeholders naming the pool."""
+    if recipients and recipient_fields:
+        raise click.UsageError("give either --recipient KEY=VALUE or --recipients FILE")
+    people = preview_recipients(recipients, pairs(recipient_fields, "--recipient"), limit)
+    previews = preview(
+        get_engine(ctx), template, people, part=part, variables=pairs(variables, "--var")
+    )
+    if as_json:
+        emit_json([p.as_dict() for p in previews])
+    else:
+        for shown in previews:
+            click.echo(f"=== {shown.recipient}")
+            if shown.parts is None:
+                click.echo(f"(failed: {shown.error})")
+                continue
+            for name, text in shown.parts.items():
+                click.echo(f"--- {name}")
+                click.echo(text.rstrip("\n"))
+    failed = [p for p in previews if p.error]
+    for shown in failed:
+        note(f"recipient {shown.recipient}: {shown.error}")
+    if failed:
+        raise CommandFailed(f"{plural(len(failed), 'recipient')} could not be rendered")
