@@ -312,7 +312,7 @@ class ChunkPipeline:
 
     def run(self, chunks: Iterator[list[Recipient]], stop: threading.Event | Any) -> None:
         upcoming = self._prepare_next(chunks)
-        #: Prepared (codes held) but neither settled nor handed to the db thread.
+        # Prepared (its codes held) but not yet handed to the db thread to settle.
         holding: Prepared | None = None
         try:
             while upcoming is not None:
