@@ -261,6 +261,10 @@ def _chunks(recipients: Iterator[Recipient], size: int) -> Iterator[list[Recipie
         yield chunk
 
 
+class _Abandoned(Exception):
+    """A chunk's settle not started because the run is gone; its codes went back."""
+
+
 class ChunkPipeline:
     """Overlaps a worker's store work with its rendering.
 
@@ -269,6 +273,15 @@ class ChunkPipeline:
     the GIL while the database works). A chunk's messages are written only
     once its settle has committed, so output never shows a code the store
     does not record.
+
+    A stop asked for (Ctrl-C, SIGTERM, a lost lease) ends the worker after the
+    chunk in hand, which is settled and written. A run that is gone (its
+    render process killed, see :class:`_StopWhenOrphaned`) is different: its
+    output is discarded anyway and its next run may already be rendering the
+    same recipients, so from the moment ``abandoned`` says so no settle starts
+    and no chunk is prepared; what the unsettled chunks held goes back to the
+    pool (and whatever a failed release leaves reserved, the next run of the
+    mailing frees when it takes the lease).
     """
 
     def __init__(
@@ -278,6 +291,7 @@ class ChunkPipeline:
         result: WorkerResult,
         progress: Callable[[int], None],
         fence: Callable[[], None] = lambda: None,
+        abandoned: Callable[[], bool] = lambda: False,
     ) -> None:
         self.renderer = renderer
         self.writer = writer
@@ -285,21 +299,41 @@ class ChunkPipeline:
         self.progress = progress
         #: Raises LeaseLost once this run's lease is in other hands.
         self.fence = fence
+        #: Whether the run this worker renders for is gone (checked before
+        #: every prepare, render and settle, not only between chunks).
+        self.abandoned = abandoned
+        #: Set once the run was found gone: every later chunk is given up too
+        #: (settles run in order, so no chunk after an unwritten one is written).
+        self.gave_up = False
         self.db = ThreadPoolExecutor(1, thread_name_prefix="promomail-db")
         self.settling: deque[tuple[Future[None], Prepared, ChunkResult]] = deque()
         renderer.before_refill = self.wait_settled
 
+    def _giving_up(self) -> bool:
+        if not self.gave_up and self.abandoned():
+            self.gave_up = True
+            self.result.interrupted = True
+        return self.gave_up
+
     def run(self, chunks: Iterator[list[Recipient]], stop: threading.Event | Any) -> None:
         upcoming = self._prepare_next(chunks)
+        # Prepared (its codes held) but not yet handed to the db thread to settle.
+        holding: Prepared | None = None
         try:
             while upcoming is not None:
                 if stop.is_set():
                     self.result.interrupted = True
                     break
-                prepared = upcoming.result()
+                holding = upcoming.result()
                 upcoming = None
+                if self._giving_up():
+                    break
                 upcoming = self._prepare_next(chunks)
-                outcome, source = self.renderer.render(prepared)
+                outcome, source = self.renderer.render(holding)
+                # Rendering may take long: a run gone meanwhile settles nothing more.
+                if self._giving_up():
+                    break
+                prepared, holding = holding, None
                 settled = self.db.submit(self._settle, prepared, source)
                 self.settling.append((settled, prepared, outcome))
                 self._take_settled(block=False)
@@ -308,7 +342,10 @@ class ChunkPipeline:
                     break
             self.wait_settled()
         finally:
-            # Codes held for a chunk that will not be rendered go back now.
+            # Codes held for a chunk that will not be settled go back now.
+            if holding is not None:
+                with suppress(Exception):
+                    self.renderer.release(holding)
             if upcoming is not None:
                 with suppress(Exception):
                     self.renderer.release(upcoming.result())
@@ -318,8 +355,10 @@ class ChunkPipeline:
             self.db.shutdown(wait=True)
 
     def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
-        """Settle the chunk only while this run holds its lease."""
+        """Settle the chunk only while this run holds its lease and is not gone."""
         try:
+            if self._giving_up():
+                raise _Abandoned
             self.fence()
         except BaseException:
             self.renderer.release(prepared)
@@ -327,6 +366,8 @@ class ChunkPipeline:
         self.renderer.settle(prepared, source)
 
     def _prepare_next(self, chunks: Iterator[list[Recipient]]) -> Future[Prepared] | None:
+        if self._giving_up():
+            return None
         chunk = next(chunks, None)
         return self.db.submit(self.renderer.prepare, chunk) if chunk else None
 
@@ -338,10 +379,15 @@ class ChunkPipeline:
             settled, prepared, outcome = self.settling.popleft()
             try:
                 settled.result()
+            except _Abandoned:
+                continue
             except ReservationLost:
                 # Its codes were voided or reclaimed meanwhile; settle already
                 # released what was left. Render the chunk again, in order —
-                # unless a run that took the lease over reclaimed them.
+                # unless a run that took the lease over reclaimed them, or the
+                # run is gone.
+                if self._giving_up():
+                    continue
                 self.fence()
                 outcome = self.renderer.render_now(prepared.chunk)
             self._record(prepared.chunk, outcome)
@@ -410,8 +456,9 @@ def _render_with(
         if lease is not None:
             check_lease(engine, lease)
 
+    abandoned = stop.orphaned if isinstance(stop, _StopWhenOrphaned) else (lambda: False)
     try:
-        ChunkPipeline(renderer, writer, result, progress, fence).run(
+        ChunkPipeline(renderer, writer, result, progress, fence, abandoned).run(
             _chunks(recipients, request.chunk_size), stop
         )
     finally:
@@ -660,8 +707,17 @@ class _StopWhenOrphaned:
         self.event = event
         self.parent = parent
 
+    def orphaned(self) -> bool:
+        """Whether the render that started this worker has died.
+
+        Known only once the kernel has finished the dead render and handed
+        its children to another parent, which can take a while on a busy
+        machine; from then on the worker settles nothing more.
+        """
+        return os.getppid() != self.parent
+
     def is_set(self) -> bool:
-        return bool(self.event.is_set()) or os.getppid() != self.parent
+        return bool(self.event.is_set()) or self.orphaned()
 
 
 def _worker_main(

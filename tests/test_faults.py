@@ -20,6 +20,7 @@ import random
 import resource
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,13 +49,17 @@ from render_helpers import (
     pool_with_codes,
     read_jsonl,
     render,
+    request_for,
     write_recipients,
     write_template,
 )
 from sqlalchemy import Engine, text
 
 from pools.mailings import show_mailing
+from templating.chunks import ChunkRenderer, ChunkResult, Prepared
+from templating.mailing import _StopWhenOrphaned, render_slice
 from templating.outputs import OutputFormat
+from templating.sources import ChunkCodes
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
 #: failure message repeats the one in use.
@@ -281,6 +286,22 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def _frozen(pid: int) -> bool:
+    """Every thread of the process stopped by a signal (or the process gone)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
 @pytest.mark.slow
 def test_killing_a_render_with_workers_stops_its_workers_too(
     db_url: str, engine: Engine, tmp_path: Path
@@ -303,11 +324,19 @@ def test_killing_a_render_with_workers_stops_its_workers_too(
         workers = [p for p in _children(running.child.pid) if not _gone(p)]
         # Frozen while the count is read and the parent is killed, so the
         # count is the one at the kill, however slowly this machine runs.
+        # kill() only asks a process to stop: each of its threads stops when
+        # it next leaves the kernel, so wait until all of them have.
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
+        assert _poll(lambda: all(_frozen(p) for p in workers), until=time.monotonic() + 60)
         at_kill = count_issuances(engine, m.mailing)
         os.kill(running.child.pid, signal.SIGKILL)
+        # A killed process is dead for its children only once the kernel has
+        # torn it down and handed them to another parent, which on a busy
+        # machine takes long enough for several chunks: until then nothing a
+        # worker can see tells it the render is gone. Resume them after that.
+        assert _poll(lambda: not _children(running.child.pid), until=time.monotonic() + 60)
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
@@ -330,6 +359,60 @@ def test_killing_a_render_with_workers_stops_its_workers_too(
     code, _, stderr = m.invoke(out, "--workers", "2")
     assert code == 0, stderr
     _check_complete(engine, m, out, known, pool_size=5_000)
+
+
+class _GoneAfterRendering(_StopWhenOrphaned):
+    """A worker's stop whose render counts as gone once it rendered ``chunks`` chunks."""
+
+    def __init__(self, chunks: int) -> None:
+        super().__init__(threading.Event(), os.getppid())
+        self.chunks = chunks
+        self.rendered: list[list[str]] = []
+
+    def orphaned(self) -> bool:
+        return len(self.rendered) >= self.chunks
+
+
+def test_a_worker_whose_render_is_gone_settles_nothing_more(
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that finds its render gone while it renders a chunk settles
+    neither that chunk nor one still waiting for its settle: their codes go
+    back to the pool, and what was settled before is written, in full."""
+    m = _mailing(db_url, engine, tmp_path, 300, 300, "m-gone")
+    stop = _GoneAfterRendering(3)
+    render_chunk = ChunkRenderer.render
+
+    def rendering(self: ChunkRenderer, prepared: Prepared) -> tuple[ChunkResult, ChunkCodes]:
+        outcome = render_chunk(self, prepared)
+        stop.rendered.append([r.id for r in prepared.chunk])
+        return outcome
+
+    monkeypatch.setattr(ChunkRenderer, "render", rendering)
+    request = request_for(
+        db_url, m.template, m.recipients, m.mailing, tmp_path / "gone.jsonl", chunk_size=20
+    )
+    request.output.prepare()
+    result = render_slice(request, 0, "gone", stop, lambda _n: None)
+    monkeypatch.undo()
+    part = request.output.part_path(0, "gone")
+    written = records_by_recipient(read_jsonl(part))
+    part.unlink()
+
+    assert result.interrupted
+    assert len(stop.rendered) == 3, "a chunk was rendered after the render was found gone"
+    stored = mailing_codes(engine, m.mailing, "spring")
+    in_hand = set(stop.rendered[2])
+    assert not in_hand & set(stored), "the chunk in hand was settled after the render was gone"
+    assert {c: r["codes"]["spring"] for c, r in written.items()} == stored
+    assert result.rendered == len(written) == count_issuances(engine, m.mailing)
+    check_invariants(engine, redemptions_possible=False)
+    check_no_reservations(engine)
+
+    out = tmp_path / "rerun.jsonl"
+    code, _, stderr = m.invoke(out)
+    assert code == 0, stderr
+    _check_complete(engine, m, out, stored, pool_size=300)
 
 
 # -- 2. the database connection cut in the middle of a render (PostgreSQL) ------
