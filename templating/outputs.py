@@ -166,13 +166,18 @@ class OutputTarget:
                         shutil.copyfileobj(handle, sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             else:
+                # The first part becomes the output: only the others are copied
+                # (inside the kernel), so one worker's run copies nothing.
                 joined = self.path.with_name(f".{self.path.name}.{run}.joined")
-                with joined.open("wb") as out:
-                    for part in parts:
-                        with part.open("rb") as handle:
-                            shutil.copyfileobj(handle, out)
-                    out.flush()
-                    os.fsync(out.fileno())
+                os.replace(parts[0], joined)
+                out = os.open(joined, os.O_WRONLY)
+                try:
+                    os.lseek(out, 0, os.SEEK_END)
+                    for part in parts[1:]:
+                        _append(part, out)
+                    os.fsync(out)
+                finally:
+                    os.close(out)
                 os.replace(joined, self.path)
         except OSError as exc:
             raise _write_error(self.path or "-", exc) from exc
@@ -186,6 +191,29 @@ class OutputTarget:
             self.part_path(i, run).unlink(missing_ok=True)
         if self.path is not None:
             self.path.with_name(f".{self.path.name}.{run}.joined").unlink(missing_ok=True)
+
+
+def _append(source: Path, target: int) -> None:
+    """Append the file ``source`` to the open descriptor ``target``, kernel-side when it can."""
+    with source.open("rb", buffering=0) as handle:
+        fd = handle.fileno()
+        size = os.fstat(fd).st_size
+        copy_range = getattr(os, "copy_file_range", None)
+        while size > 0 and copy_range is not None:
+            try:
+                copied = copy_range(fd, target, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                break
+            if copied == 0:
+                break
+            size -= copied
+        # Whatever the kernel would not copy, from where it stopped.
+        while block := os.read(fd, 1 << 20):
+            view = memoryview(block)
+            while view:
+                view = view[os.write(target, view) :]
 
 
 #: What a writer stores: (recipient id, the bytes :meth:`MessageWriter.encode` made).
