@@ -233,6 +233,49 @@ class MessageWriter:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
+#: The encoder's own C string quoting (``ensure_ascii=False``).
+_quoted = json.encoder.encode_basestring
+
+
+def _json_line(message: RenderedMessage) -> str | None:
+    """``_dumps(message.as_dict())`` and a newline, built from quoted strings.
+
+    The same characters as the general encoder gives (a test compares them),
+    without its walk over dicts: the common message is strings only. Anything
+    else (a list of codes, a value that is not exactly ``str``) returns None
+    for the general encoder.
+    """
+    to = message.to
+    if type(to) is str:
+        to_json = _quoted(to)
+    elif to is None:
+        to_json = "null"
+    else:
+        return None
+    out = [
+        '{"mailing": ',
+        _quoted(message.mailing),
+        ', "recipient": ',
+        _quoted(message.recipient),
+        ', "to": ',
+        to_json,
+        ', "parts": {',
+    ]
+    separator = ""
+    for name, text in message.parts.items():
+        if type(name) is not str or type(text) is not str:
+            return None
+        out += (separator, _quoted(name), ": ", _quoted(text))
+        separator = ", "
+    out.append('}, "codes": {')
+    separator = ""
+    for pool, code in message.codes.items():
+        if type(pool) is not str or type(code) is not str:
+            return None
+        out += (separator, _quoted(pool), ": ", _quoted(code))
+        separator = ", "
+    out.append("}}\n")
+    return "".join(out)
 
 
 class JsonlWriter(MessageWriter):
@@ -251,7 +294,8 @@ class JsonlWriter(MessageWriter):
         if subject is not None and not subject.isprintable():
             _check_subject(message)
         try:
-            return (_dumps(message.as_dict()) + "\n").encode()
+            line = _json_line(message)
+            return (line if line is not None else _dumps(message.as_dict()) + "\n").encode()
         except UnicodeEncodeError as exc:
             raise _not_unicode(exc) from exc
         except (TypeError, ValueError) as exc:
