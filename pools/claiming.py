@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
@@ -259,9 +260,11 @@ def reserve_many(
     return reservations
 
 
-@dataclass(frozen=True)
-class Handout:
-    """A code a chunk gave a customer: from which reservation, in which slot."""
+class Handout(NamedTuple):
+    """A code a chunk gave a customer: from which reservation, in which slot.
+
+    A named tuple: a render builds one per code it hands out.
+    """
 
     customer_id: str
     code: TakenCode

@@ -30,7 +30,7 @@ from email.policy import SMTP, default
 from email.utils import formatdate, make_msgid
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from pools.identifiers import describe_character
 from templating.errors import MailingError
@@ -86,8 +86,9 @@ class OutputFormat(StrEnum):
     EML = "eml"
 
 
-@dataclass(frozen=True)
-class RenderedMessage:
+class RenderedMessage(NamedTuple):
+    """One recipient's rendered message; a named tuple, as one is built per recipient."""
+
     mailing: str
     recipient: str
     to: str | None
