@@ -38,6 +38,7 @@ from pools.dialect_sql import (
     TakenCode,
     insert_issuances,
     issue_reserved,
+    one_of,
     release_reserved,
     take_codes,
 )
@@ -111,7 +112,7 @@ def existing_codes(
             Issuance.pool_id == pool_id,
             Issuance.kind == IssuanceKind.INITIAL,
             Issuance.slot == 0,
-            Issuance.customer_id.in_(ids),
+            one_of(conn, Issuance.customer_id, ids),
             # Returned codes were never delivered: a re-run issues new ones.
             Issuance.returned_at.is_(None),
         )
