@@ -9,7 +9,8 @@ Three measurements, each printed as a table:
    --workers 2``, four CLI processes started together) render one mailing
    against PostgreSQL. Checks zero duplicate codes and every recipient
    exactly once; prints recipients/s overall, its ratio to the single-process
-   pure Jinja2 render of the same template, and the peak memory of the
+   bare render of the same template (``bench/render.py``: the compiled
+   template for in-memory recipients, no store, no I/O), and the peak memory of the
    largest process (CLI parents and their workers).
 2. A pool of ``--pool-size`` codes on SQLite and PostgreSQL: upload time of a
    txt file, a render of ``--small-render`` recipients from it, and the
@@ -31,7 +32,7 @@ from typing import Any
 
 from benchlib import fresh_store, measure_in_child, print_table, scratch_folder
 from claim import fill
-from render import TEMPLATE, fill_store, pure_render, write_recipients
+from render import TEMPLATE, bare_render, fill_store, write_recipients
 from sqlalchemy import Engine, text
 
 from pools.claiming import claim
@@ -78,7 +79,7 @@ def _issuance_check(url: str, mailing: str) -> dict[str, int]:
     return {"issued": issued, "codes": codes, "customers": customers, "reserved": int(reserved)}
 
 
-def sharded_render(recipients: Path, count: int, folder: Path, pure_rate: float) -> None:
+def sharded_render(recipients: Path, count: int, folder: Path, bare_rate: float) -> None:
     print(
         f"\n== {SHARDS} machines x {WORKERS_PER_SHARD} workers on PostgreSQL, {count:,} recipients"
     )
@@ -125,7 +126,7 @@ def sharded_render(recipients: Path, count: int, folder: Path, pure_rate: float)
             "reserved left",
             "seconds",
             "recipients/s",
-            "x pure",
+            "x bare",
             "peak MB/process",
         ],
         [
@@ -138,7 +139,7 @@ def sharded_render(recipients: Path, count: int, folder: Path, pure_rate: float)
                 check["reserved"],
                 seconds,
                 rate,
-                rate / pure_rate,
+                rate / bare_rate,
                 _children_peak_mb(),
             )
         ],
@@ -269,13 +270,11 @@ def main() -> None:
     with scratch_folder() as folder:
         recipients = folder / "recipients.csv"
         write_recipients(recipients, args.recipients)
-        pure = measure_in_child(
-            pure_render, str(recipients), str(folder / "pure.jsonl"), args.recipients
-        )
-        pure_rate = args.recipients / pure.result["seconds"]
-        print(f"pure Jinja2 sandbox render, 1 process: {pure_rate:,.0f} recipients/s")
+        bare = measure_in_child(bare_render, args.recipients)
+        bare_rate = args.recipients / bare.result["seconds"]
+        print(f"bare MessageTemplate render without I/O, 1 process: {bare_rate:,.0f} recipients/s")
         if "sharded" not in skip:
-            sharded_render(recipients, args.recipients, folder, pure_rate)
+            sharded_render(recipients, args.recipients, folder, bare_rate)
         if "pool" not in skip:
             big_pool(args.pool_size, args.small_render, folder)
         if "memory" not in skip:

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +38,7 @@ from pools.dialect_sql import (
     TakenCode,
     insert_issuances,
     issue_reserved,
+    one_of,
     release_reserved,
     take_codes,
 )
@@ -110,7 +112,7 @@ def existing_codes(
             Issuance.pool_id == pool_id,
             Issuance.kind == IssuanceKind.INITIAL,
             Issuance.slot == 0,
-            Issuance.customer_id.in_(ids),
+            one_of(conn, Issuance.customer_id, ids),
             # Returned codes were never delivered: a re-run issues new ones.
             Issuance.returned_at.is_(None),
         )
@@ -259,9 +261,11 @@ def reserve_many(
     return reservations
 
 
-@dataclass(frozen=True)
-class Handout:
-    """A code a chunk gave a customer: from which reservation, in which slot."""
+class Handout(NamedTuple):
+    """A code a chunk gave a customer: from which reservation, in which slot.
+
+    A named tuple: a render builds one per code it hands out.
+    """
 
     customer_id: str
     code: TakenCode

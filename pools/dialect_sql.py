@@ -25,7 +25,17 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, DateTime, bindparam, literal_column, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Text,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.db import is_postgres
@@ -461,3 +471,19 @@ def release_reserved(conn: Connection, token: str, ids: Sequence[int]) -> int:
     else:
         result = conn.exec_driver_sql(_RELEASE_RESERVED_SQLITE, (json.dumps(list(ids)), token))
     return int(result.rowcount)
+
+
+def one_of(conn: Connection, column: Any, values: Sequence[str]) -> Any:
+    """``column IN (values)`` with the values sent as one parameter.
+
+    An expanding ``IN`` renders a placeholder per value on every execution,
+    Python work per row that a render pays thousands of times a chunk; one
+    array (PostgreSQL ``= ANY``) or JSON text (SQLite ``json_each``, encoded
+    in C) costs one parameter however many values it holds.
+    """
+    if is_postgres(conn):
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(Text())))
+    listed: Any = select(literal_column("value")).select_from(
+        func.json_each(bindparam(None, json.dumps(list(values)), type_=Text()))
+    )
+    return column.in_(listed.scalar_subquery())

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 
 from pools.clock import utcnow
 from pools.db import read_transaction, write_transaction
-from pools.dialect_sql import insert_if_absent
+from pools.dialect_sql import insert_if_absent, one_of
 from pools.errors import PromomailError
 from pools.leases import Lease, ensure_held
 from pools.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
@@ -119,7 +119,7 @@ def issued_customers_in(
         Issuance.mailing_id == mailing_id,
         Issuance.pool_id == pool_id,
         Issuance.kind == IssuanceKind.INITIAL,
-        Issuance.customer_id.in_(customer_ids),
+        one_of(conn, Issuance.customer_id, customer_ids),
         # A returned code was never delivered: that recipient needs a new one.
         Issuance.returned_at.is_(None),
     )

@@ -126,7 +126,10 @@ class ChunkRenderer:
         render = self.template.render
         encode = self.encode
         mailing_id = self.mailing_id
+        variables = self.variables
         plain = PLAIN_ADDRESS.fullmatch
+        begin, shown, commit = source.begin, source.shown, source.commit
+        failed, kept = result.failed, result.messages
         for recipient in prepared.chunk:
             remaining -= 1
             email = recipient.fields.get("email")
@@ -135,13 +138,14 @@ class ChunkRenderer:
                 to = email if type(email) is str and plain(email) else one_address(email)
             except ValueError as exc:
                 # Checked before rendering: one code must not reach two people.
-                result.failed.append((recipient.id, recipient.line, self._at(recipient, exc)))
+                failed.append((recipient.id, recipient.line, self._at(recipient, exc)))
                 continue
-            source.begin(recipient.id)
-            client = Client(recipient.id, recipient.fields, source)
+            recipient_id = recipient.id
+            begin(recipient_id)
+            client = Client(recipient_id, recipient.fields, source)
             try:
-                parts = render({**self.variables, "client": client})
-                data = encode(RenderedMessage(mailing_id, recipient.id, to, parts, source.shown()))
+                parts = render({**variables, "client": client})
+                data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, shown()))
             except RecipientFailed as exc:
                 source.abort()
                 result.failed.append((recipient.id, recipient.line, str(exc)))
@@ -159,8 +163,8 @@ class ChunkRenderer:
                     continue
                 result.stopped_at_pool = exc.pool_id
                 break
-            source.commit()
-            result.messages.append((recipient.id, data))
+            commit()
+            kept.append((recipient_id, data))
         result.new_codes = source.new_codes
         result.reused_codes = source.reused_codes
         return result, source

@@ -449,7 +449,8 @@ def _render_with(
         recipients_path=request.recipients_path,
     )
     keep = _slice_filter(request.shard, worker, request.workers)
-    recipients = read_recipients(request.recipients_path, keep)
+    # The preflight read and checked the whole file before any worker starts.
+    recipients = read_recipients(request.recipients_path, keep, others_checked=True)
     result = WorkerResult()
 
     def fence() -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from email.errors import HeaderParseError, MessageDefect
 from email.headerregistry import Address, Group, HeaderRegistry
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from pools.errors import InvalidSetting
 from pools.identifiers import (
@@ -44,8 +44,9 @@ from pools.identifiers import (
 from templating.errors import RecipientError
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):
+    """One recipient as read: a tuple, the cheapest record to build per line."""
+
     id: str
     fields: dict[str, Any]
     line: int
@@ -110,16 +111,24 @@ def columns_of(path: str | Path) -> list[str]:
 
 
 def read_recipients(
-    path: str | Path, keep: Callable[[str], bool] | None = None
+    path: str | Path,
+    keep: Callable[[str], bool] | None = None,
+    *,
+    others_checked: bool = False,
 ) -> Iterator[Recipient]:
     """Every recipient once (a repeated id is skipped), or RecipientError naming file and line.
 
     ``keep`` selects a slice (shard, worker) before duplicates are tracked,
-    so each process remembers only the ids of its own slice.
+    so each process remembers only the ids of its own slice. Every line is
+    checked unless ``others_checked`` says the whole file was read before
+    (a render's preflight): then a CSV line outside the slice is dropped as
+    soon as its id is known, and a worker pays only for its own recipients.
     """
     path = Path(path)
     seen: set[str] = set()
-    rows = _read_jsonl(path) if _is_jsonl(path) else _read_csv(path)
+    rows = (
+        _read_jsonl(path) if _is_jsonl(path) else _read_csv(path, keep if others_checked else None)
+    )
     for recipient in rows:
         if keep is not None and not keep(recipient.id):
             continue
@@ -171,7 +180,7 @@ def _csv_header(path: Path, reader: Any) -> list[str]:
     return names
 
 
-def _read_csv(path: Path) -> Iterator[Recipient]:
+def _read_csv(path: Path, skip_unless: Callable[[str], bool] | None = None) -> Iterator[Recipient]:
     with _open(path) as handle:
         reader = csv.reader(handle, strict=True)
         names = _csv_header(path, reader)
@@ -190,6 +199,8 @@ def _read_csv(path: Path) -> Iterator[Recipient]:
                         f"{path}, line {line}: {len(row)} fields where the header has {width}"
                     )
                 recipient_id = row[id_index].strip()
+                if skip_unless is not None and not skip_unless(recipient_id):
+                    continue
                 # The common row is printable text, which holds nothing refused:
                 # one C call for the whole row; the searches run only otherwise.
                 if not "".join(row).isprintable():

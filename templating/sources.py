@@ -50,16 +50,21 @@ class ChunkData:
     token: str | None = None
 
 
-@dataclass
 class _Message:
-    """One recipient's message in progress: nothing is final until it renders."""
+    """One recipient's message in progress: nothing is final until it renders.
 
-    customer_id: str
-    codes: dict[str, str] = field(default_factory=dict)
-    lists: dict[str, list[str]] = field(default_factory=dict)
-    handouts: list[tuple[str, Handout]] = field(default_factory=list)
-    reissues: list[tuple[str, str, int]] = field(default_factory=list)
-    reused: int = 0
+    A plain class with slots: one is built per recipient.
+    """
+
+    __slots__ = ("codes", "customer_id", "handouts", "lists", "reissues", "reused")
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.codes: dict[str, str] = {}
+        self.lists: dict[str, list[str]] = {}
+        self.handouts: list[tuple[str, Handout]] = []
+        self.reissues: list[tuple[str, str, int]] = []
+        self.reused = 0
 
 
 class ChunkCodes:
@@ -90,15 +95,25 @@ class ChunkCodes:
     def shown(self) -> dict[str, str | list[str]]:
         """Pool → code(s) the recipient's message shows; nothing is kept yet."""
         message = self._current()
+        if not message.lists:
+            return dict(message.codes)
         return {**message.codes, **message.lists}
 
     def commit(self) -> None:
         """Keep the recipient's codes: its message is rendered and can be written."""
         message = self._current()
-        for pool_id, handout in message.handouts:
-            self.handed.setdefault(pool_id, []).append(handout)
-        self.reissues.extend(message.reissues)
-        self.new_codes += len(message.handouts)
+        handouts = message.handouts
+        if handouts:
+            handed = self.handed
+            for pool_id, handout in handouts:
+                kept = handed.get(pool_id)
+                if kept is None:
+                    handed[pool_id] = [handout]
+                else:
+                    kept.append(handout)
+            self.new_codes += len(handouts)
+        if message.reissues:
+            self.reissues.extend(message.reissues)
         self.reused_codes += message.reused
         self._message = None
 

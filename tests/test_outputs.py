@@ -9,10 +9,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from templating.errors import MailingError
 from templating.outputs import (
     EmlWriter,
+    JsonlWriter,
     MessageWriter,
     OutputFormat,
     OutputTarget,
@@ -194,3 +197,34 @@ def test_an_unusable_sender_is_refused_before_anything_is_rendered(
         monkeypatch.setenv("PROMOMAIL_FROM", sender)
         with pytest.raises(MailingError, match="PROMOMAIL_FROM"):
             OutputTarget(OutputFormat.EML, tmp_path / "eml").prepare()
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mailing=_TEXT,
+    recipient=_TEXT,
+    to=st.none() | _TEXT,
+    parts=st.dictionaries(_TEXT, _TEXT, max_size=4),
+    codes=st.dictionaries(_TEXT, _TEXT | st.lists(_TEXT, max_size=3), max_size=3),
+)
+def test_jsonl_lines_are_exactly_what_the_json_encoder_gives(
+    tmp_path_factory: pytest.TempPathFactory,
+    mailing: str,
+    recipient: str,
+    to: str | None,
+    parts: dict[str, str],
+    codes: dict[str, str | list[str]],
+) -> None:
+    """The writer's own line building and the standard encoder agree character for character."""
+    message = RenderedMessage(mailing, recipient, to, parts, codes)
+    writer = JsonlWriter(tmp_path_factory.mktemp("jsonl") / "part")
+    try:
+        if "subject" in parts and not parts["subject"].isprintable():
+            return  # refused before encoding; test_encode_refuses… covers it
+        expected = json.dumps(message.as_dict(), ensure_ascii=False) + "\n"
+        assert writer.encode(message) == expected.encode()
+    finally:
+        writer.close()
