@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ImportRejected,
         InvalidSetting,
         LineProblem,
+        NotFound,
         PoolError,
         PoolExhausted,
         PoolNotFound,
@@ -222,6 +223,7 @@ _HOMES: dict[str, str] = {
     "permits": "pools.tokens",
     "revoke_token": "pools.tokens",
     "pool_document": "pools.imports",
+    "NotFound": "pools.errors",
 }
 
 
@@ -252,6 +254,7 @@ __all__ = [
     "LowStockAlert",
     "MailingNotFound",
     "MailingView",
+    "NotFound",
     "Page",
     "PoolCounts",
     "PoolError",

@@ -18,11 +18,15 @@ class InvalidSetting(PromomailError):
     the store's current state); the message says what is allowed."""
 
 
+class NotFound(PromomailError):
+    """What a command or request names does not exist (a pool, mailing, token, redemption)."""
+
+
 class PoolError(PromomailError):
     """A pool operation is refused (unknown pool, wrong status, bad setting)."""
 
 
-class PoolNotFound(PoolError):
+class PoolNotFound(PoolError, NotFound):
     def __init__(self, pool_id: str) -> None:
         super().__init__(f"pool {pool_id!r} does not exist")
         self.pool_id = pool_id

@@ -12,12 +12,12 @@ from sqlalchemy import Connection, Engine, func, select, update
 from pools.clock import utcnow
 from pools.db import read_transaction, write_transaction
 from pools.dialect_sql import insert_if_absent, one_of
-from pools.errors import PromomailError
+from pools.errors import NotFound
 from pools.leases import Lease, ensure_held
 from pools.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
 
 
-class MailingNotFound(PromomailError):
+class MailingNotFound(NotFound):
     def __init__(self, mailing_id: str) -> None:
         super().__init__(f"mailing {mailing_id!r} does not exist")
 

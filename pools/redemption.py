@@ -54,7 +54,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pools.clock import to_utc_naive, utcnow
 from pools.db import read_transaction, write_transaction
-from pools.errors import PromomailError
+from pools.errors import NotFound, PromomailError
 from pools.models import Code, CodeStatus, Issuance, IssuanceKind, Pool, PoolStatus, Redemption
 
 UNKNOWN_CODE = "unknown code"
@@ -66,7 +66,7 @@ NEVER_ISSUED = "never issued"
 _ATTEMPTS = 3
 
 
-class RedemptionNotFound(PromomailError):
+class RedemptionNotFound(NotFound):
     """A roll-back names a redemption that does not exist (or was already undone)."""
 
     def __init__(self, code: str, order: str, detail: str = "") -> None:

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from pools.clock import utcnow
 from pools.db import is_postgres, read_transaction, write_transaction
-from pools.errors import PoolNotFound, PromomailError
+from pools.errors import NotFound, PoolNotFound, PromomailError
 from pools.models import Pool, ServiceToken
 
 #: Marks promomail secrets, so a leaked one is recognisable in logs and scanners.
@@ -49,7 +49,7 @@ class TokenError(PromomailError):
     """A token command is refused (bad name, name taken, unknown token)."""
 
 
-class TokenNotFound(TokenError):
+class TokenNotFound(TokenError, NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"token {name!r} does not exist")
         self.name = name

@@ -24,18 +24,16 @@ from pools.errors import (
     GenerationError,
     ImportRejected,
     InvalidSetting,
+    NotFound,
     PoolError,
-    PoolNotFound,
     PromomailError,
     StoreError,
 )
 from pools.export import ExportError
 from pools.imports import UnreadableUpload
-from pools.mailings import MailingNotFound
 from pools.pages import InvalidCursor
-from pools.redemption import RedemptionNotFound
 from pools.segments import SegmentError
-from pools.tokens import TokenError, TokenNotFound
+from pools.tokens import TokenError
 from templating.errors import RecipientError, RenderLimitExceeded, TemplateError
 
 MEDIA_TYPE = "application/problem+json"
@@ -43,11 +41,9 @@ log = logging.getLogger("promomail.service")
 
 #: Most specific first: the first class an error is an instance of decides.
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
-    (PoolNotFound, 404),
-    (MailingNotFound, 404),
-    (TokenNotFound, 404),
-    # A roll-back of a redemption that is not there (no such code, or not for that order).
-    (RedemptionNotFound, 404),
+    # An unknown pool, mailing or token, or a roll-back of a redemption that is
+    # not there (no such code, or not for that order).
+    (NotFound, 404),
     # The only ExportError the service can meet: a mailing filter naming no mailing.
     (ExportError, 404),
     (ImportRejected, 422),
