@@ -38,6 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pools.clock import utcnow
 from pools.db import write_transaction
 from pools.errors import PromomailError
+from pools.identifiers import id_problem
 from pools.mailings import MailingNotFound
 from pools.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
 
@@ -267,6 +268,11 @@ def read_return_list(path: str | os.PathLike[str]) -> ReturnList:
                 found_id = _first(row, ID_COLUMNS)
                 found_email = _first(row, EMAIL_COLUMNS)
                 if found_id:
+                    # The rule the recipients reader applies: an id it would
+                    # refuse names no recipient this store could have rendered.
+                    problem = id_problem(found_id)
+                    if problem is not None:
+                        raise ReturnListError(f"{source}, line {line}: {problem}")
                     ids.append(found_id)
                 elif found_email:
                     emails.append((line, found_email))
@@ -291,6 +297,12 @@ def _csv_rows(source: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, str
     reader = csv.reader(handle, strict=True)
     try:
         header = [h.strip().lower() for h in next(reader, [])]
+        # Two columns of one name: which id or address is meant cannot be told.
+        repeated = sorted({name for name in header if name and header.count(name) > 1})
+        if repeated:
+            raise ReturnListError(
+                f"{source}, line 1: column {repeated[0]!r} appears more than once"
+            )
         if not any(name in header for name in (*ID_COLUMNS, *EMAIL_COLUMNS)):
             raise ReturnListError(
                 f"{source}, line 1: the header names no recipient column: use one of "
@@ -317,6 +329,9 @@ def _json_rows(source: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, st
             raise ReturnListError(f"{source}, line {line}: not JSON ({exc.msg})") from exc
         if not isinstance(value, dict):
             raise ReturnListError(f"{source}, line {line}: not a JSON object")
+        nested = next((k for k, v in value.items() if isinstance(v, (dict, list))), None)
+        if nested is not None:
+            raise ReturnListError(f"{source}, line {line}: {nested!r} holds a nested JSON value")
         yield (
             line,
             {str(k).strip().lower(): str(v).strip() for k, v in value.items() if v is not None},

@@ -238,6 +238,10 @@ def test_return_lists_by_id_or_address(tmp_path: Path) -> None:
         ("c.jsonl", '{"id": "a"}\n[1]\n', r"c.jsonl, line 2: not a JSON object"),
         ("d.jsonl", "{oops\n", r"d.jsonl, line 1: not JSON"),
         ("e.csv", 'id\n"a"b\n', r"e.csv, line 2: malformed CSV"),
+        # Ambiguous lists, refused as the recipients reader refuses them.
+        ("f.csv", "id,email,ID\na,a@x.org,b\n", r"f.csv, line 1: column 'id' appears more"),
+        ("g.jsonl", '{"id": ["a", "b"]}\n', r"g.jsonl, line 1: 'id' holds a nested JSON value"),
+        ("h.csv", 'id\nok\n"a\x01b"\n', r"h.csv, line 3: the id holds a control character"),
     ],
 )
 def test_bad_return_lists_name_file_and_line(
