@@ -26,7 +26,7 @@ import csv
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -137,8 +137,8 @@ class _Totals:
     holding: int = 0
 
     def add(self, other: _Totals) -> None:
-        for name in ("returned", "redeemed", "reissued", "multi_use", "listed", "holding"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for counter in fields(self):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
 
     def report(self, mailing_id: str) -> ReturnReport:
         kept = KeptCodes(self.redeemed, self.reissued, self.multi_use)
