@@ -110,10 +110,14 @@ def test_author_previews_edits_and_sees_errors(
     # The templates of the folder and its subfolders, and the recipients of the file.
     options = page.locator("#template option").all_inner_texts()
     assert options == ["nested/again.jinja", "welcome.j2"]
-    page.select_option("#template", "welcome.j2")
+    # Each choice submits the form; the next one waits for the new page to have
+    # loaded, so its script is listening before the test picks again.
+    with page.expect_navigation():
+        page.select_option("#template", "welcome.j2")
     expect(page.locator("#shown-template")).to_have_text("welcome.j2", timeout=WAIT_MS)
     assert page.locator("#recipient option").all_inner_texts() == ["r1", "r2"]
-    page.select_option("#recipient", "r2")
+    with page.expect_navigation():
+        page.select_option("#recipient", "r2")
     expect(page.locator("#subject")).to_have_text("Welcome, Grace", timeout=WAIT_MS)
     expect(page.locator("#part-text")).to_have_text("Version one. Your code: [[promocode from pv]]")
     expect(page.locator("#parts")).to_have_text("subject, text, html")
