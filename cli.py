@@ -43,13 +43,13 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from pools.defaults import DEFAULT_URL
 from pools.errors import ImportRejected, PromomailError
+from pools.store.defaults import DEFAULT_URL
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from pools.notifications import LowStockAlert
+    from pools.codes.notifications import LowStockAlert
 
 STDIN_NAME = "<stdin>"
 
@@ -159,7 +159,7 @@ def translate_error(exc: Exception, state: State | None) -> click.ClickException
     # A database error can only come from a run that has imported SQLAlchemy.
     sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
     if sqlalchemy_errors is not None and isinstance(exc, sqlalchemy_errors.DBAPIError):
-        from pools.db import first_line
+        from pools.store.db import first_line
 
         where = state.display_url if state is not None else "the database"
         return CommandFailed(f"database {where}: {first_line(exc.orig)}")
@@ -378,7 +378,7 @@ def get_state(ctx: click.Context) -> State:
 
 def get_engine(ctx: click.Context, *, migrate: bool = True) -> Engine:
     """The store's engine, opened (and migrated) on first use in this run."""
-    from pools.db import StoreConfig, open_engine
+    from pools.store.db import StoreConfig, open_engine
 
     state = get_state(ctx)
     if state.engine is None:

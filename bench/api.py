@@ -41,11 +41,11 @@ from typing import Any
 from benchlib import fresh_store, parse_databases, print_table, scratch_folder
 from sqlalchemy import text
 
-from pools.code_files import FileFormat
-from pools.db import StoreConfig, open_engine
-from pools.imports import Upload, upload_codes
-from pools.pool_admin import PoolSettings, create_pool
-from pools.tokens import Scope, create_token
+from pools.admin.lifecycle import PoolSettings, create_pool
+from pools.admin.tokens import Scope, create_token
+from pools.codes.files import FileFormat
+from pools.codes.imports import Upload, upload_codes
+from pools.store.db import StoreConfig, open_engine
 
 PROMOMAIL = str(Path(sys.executable).with_name("promomail"))
 CLIENT_PROCESSES = 4

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, text
 
-from pools.db import StoreConfig, is_postgres
+from pools.store.db import StoreConfig, is_postgres
 
 PG_URL = os.environ.get("PROMOMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DATABASES = ("sqlite", "postgresql")

@@ -33,12 +33,12 @@ from typing import Any
 from benchlib import CpuMeter, fresh_store, parse_databases, print_table, scratch_folder
 from sqlalchemy import Engine, insert, select, text
 
-from pools.claiming import Handout, claim, reserve, settle
-from pools.clock import utcnow
-from pools.db import StoreConfig, is_postgres, open_engine, write_transaction
-from pools.dialect_sql import insert_codes
-from pools.models import Code, CodeStatus, ImportBatch
-from pools.pool_admin import PoolSettings, create_pool
+from pools.admin.lifecycle import PoolSettings, create_pool
+from pools.issuing.claiming import Handout, claim, reserve, settle
+from pools.store.clock import utcnow
+from pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
+from pools.store.dialect_sql import insert_codes
+from pools.store.models import Code, CodeStatus, ImportBatch
 
 _FILL_BLOCK = 250_000
 _DEFAULT_SIZES = "10000,1000000,10000000"

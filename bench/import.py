@@ -7,7 +7,7 @@ The upload reads a txt file written beforehand (random 12-character codes);
 it must stream, so its peak memory should not grow with the file. Each step
 runs in a fresh process: "RSS start" is the process after its imports, "RSS
 peak" its high-water mark. On SQLite the peak includes the page cache the
-store asks for (64 MiB while loading, pools/db.py), which fills up on a large pool;
+store asks for (64 MiB while loading, pools/store/db.py), which fills up on a large pool;
 ``--python-heap`` also traces the Python heap (tracemalloc), the part that
 would grow if the upload did not stream. PostgreSQL comes from
 PROMOMAIL_TEST_PG (default the local ``test`` database); every run uses a
@@ -31,7 +31,7 @@ from benchlib import (
     scratch_folder,
 )
 
-from pools.generation import CodeSpec
+from pools.codes.generation import CodeSpec
 
 _WRITE_BLOCK = 100_000
 
@@ -47,8 +47,8 @@ def write_codes_file(path: Path, count: int) -> None:
 
 
 def _prepare(url: str) -> None:
-    from pools.db import StoreConfig, open_engine
-    from pools.pool_admin import PoolSettings, create_pool
+    from pools.admin.lifecycle import PoolSettings, create_pool
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url))
     try:
@@ -73,8 +73,8 @@ StepResult = tuple[float, float, int, int, float | None]
 
 def upload_step(url: str, path: str, heap: bool) -> StepResult:
     """(seconds, CPU s, accepted, duplicates, Python heap peak MB) of one upload of the file."""
-    from pools.db import StoreConfig, open_engine
-    from pools.imports import Upload, upload_codes
+    from pools.codes.imports import Upload, upload_codes
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url, engine_options=_ONE_CONNECTION))
     try:
@@ -90,8 +90,8 @@ def upload_step(url: str, path: str, heap: bool) -> StepResult:
 
 def generate_step(url: str, count: int, heap: bool) -> StepResult:
     """(seconds, CPU s, generated, 0, Python heap peak MB) of one generation."""
-    from pools.db import StoreConfig, open_engine
-    from pools.generation import CodeSpec, generate_codes
+    from pools.codes.generation import CodeSpec, generate_codes
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url, engine_options=_ONE_CONNECTION))
     try:

@@ -31,12 +31,12 @@ from typing import Any
 from benchlib import fresh_store, parse_databases, print_table, scratch_folder
 from sqlalchemy import Engine, insert, text
 
-from pools.claiming import claim
-from pools.clock import utcnow
-from pools.db import StoreConfig, is_postgres, open_engine, write_transaction
-from pools.dialect_sql import insert_codes
-from pools.models import ImportBatch
-from pools.pool_admin import PoolSettings, create_pool
+from pools.admin.lifecycle import PoolSettings, create_pool
+from pools.issuing.claiming import claim
+from pools.store.clock import utcnow
+from pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
+from pools.store.dialect_sql import insert_codes
+from pools.store.models import ImportBatch
 
 PROCESSES = 8
 _CLAIM_BATCH = 1_000
@@ -64,7 +64,7 @@ def prepare(engine: Engine, count: int) -> list[str]:
 
 def _redeem_all(url: str, codes: list[str], barrier: Any | None) -> tuple[list[float], float]:
     """Redeem each code with an order of its own: (latencies, time the first call started)."""
-    from pools.redemption import redeem
+    from pools.after_sending.redemption import redeem
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:

@@ -52,13 +52,13 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import text
 
-from pools.db import StoreConfig, is_postgres, open_engine
-from pools.generation import CodeSpec, generate_codes
-from pools.pool_admin import PoolSettings, create_pool
-from templating.client import Client
-from templating.mailing import RenderRequest, render_mailing
-from templating.message import MessageTemplate
-from templating.outputs import OutputFormat, OutputTarget
+from pools.admin.lifecycle import PoolSettings, create_pool
+from pools.codes.generation import CodeSpec, generate_codes
+from pools.store.db import StoreConfig, is_postgres, open_engine
+from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.mailing.run import RenderRequest, render_mailing
+from templating.template.client import Client
+from templating.template.message import MessageTemplate
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "sample_templates" / "welcome.j2"
 POOL = "welcome"

@@ -35,13 +35,13 @@ from claim import fill
 from render import TEMPLATE, bare_render, fill_store, write_recipients
 from sqlalchemy import Engine, text
 
-from pools.claiming import claim
-from pools.db import StoreConfig, open_engine
-from pools.generation import CodeSpec
-from pools.imports import Upload, upload_codes
-from pools.pool_admin import PoolSettings, create_pool
-from templating.mailing import RenderRequest, render_mailing
-from templating.outputs import OutputFormat, OutputTarget
+from pools.admin.lifecycle import PoolSettings, create_pool
+from pools.codes.generation import CodeSpec
+from pools.codes.imports import Upload, upload_codes
+from pools.issuing.claiming import claim
+from pools.store.db import StoreConfig, open_engine
+from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.mailing.run import RenderRequest, render_mailing
 
 REPO = Path(__file__).resolve().parent.parent
 SHARDS = 4

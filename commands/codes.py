@@ -25,11 +25,9 @@ from cli import (
     summary,
     warn_low_stock,
 )
-from pools.code_files import FileFormat, Whitespace
-from pools.code_listing import CodeEntry, CodeState, list_codes
-from pools.errors import ImportRejected
-from pools.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
-from pools.imports import (
+from pools.codes.files import FileFormat, Whitespace
+from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
+from pools.codes.imports import (
     ImportRecord,
     ImportReport,
     Upload,
@@ -39,7 +37,9 @@ from pools.imports import (
     upload_codes,
     uploads_document,
 )
-from pools.voiding import void_batch
+from pools.codes.listing import CodeEntry, CodeState, list_codes
+from pools.codes.voiding import void_batch
+from pools.errors import ImportRejected
 
 
 @click.group(cls=PromomailGroup)

@@ -27,9 +27,7 @@ from cli import (
     warn_low_stock,
 )
 from commands.options import pairs, template_argument, var_option
-from pools.leases import DEFAULT_LEASE_SECONDS
-from pools.mailings import MailingView, list_mailings, show_mailing
-from pools.returns import (
+from pools.after_sending.returns import (
     EMAIL_COLUMNS,
     ID_COLUMNS,
     ReturnReport,
@@ -38,10 +36,10 @@ from pools.returns import (
     read_return_list,
     return_codes,
 )
+from pools.issuing.leases import DEFAULT_LEASE_SECONDS
+from pools.issuing.mailings import MailingView, list_mailings, show_mailing
 from templating.errors import MailingError
-from templating.outputs import OutputFormat, OutputTarget
-from templating.recipients import Shard, read_recipients
-from templating.run_options import (
+from templating.mailing.options import (
     CHUNK_SIZE,
     MAX_WORKERS,
     parse_chunk_size,
@@ -49,10 +47,12 @@ from templating.run_options import (
     parse_shard,
     parse_workers,
 )
-from templating.sources import OnExhausted
+from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.mailing.recipients import Shard, read_recipients
+from templating.mailing.sources import OnExhausted
 
 if TYPE_CHECKING:
-    from templating.mailing import RenderSummary
+    from templating.mailing.run import RenderSummary
 
 
 def _recipients_count(n: int) -> str:
@@ -157,7 +157,7 @@ def render(
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
     # Jinja2 and the render machinery only for a render: ``mailings`` and
     # ``mailing …`` in this module are store commands.
-    from templating.mailing import RenderRequest, render_mailing
+    from templating.mailing.run import RenderRequest, render_mailing
 
     try:
         # The library knows which targets work (an eml render needs a folder):

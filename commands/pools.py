@@ -6,9 +6,7 @@ import click
 
 from cli import PromomailGroup, emit_json, get_engine, json_option, print_fields, print_table
 from commands.codes import print_imports
-from pools.errors import InvalidSetting
-from pools.imports import import_history, pool_document
-from pools.pool_admin import (
+from pools.admin.lifecycle import (
     PoolSettings,
     PoolView,
     activate_pool,
@@ -20,6 +18,8 @@ from pools.pool_admin import (
     setting_changes,
     show_pool,
 )
+from pools.codes.imports import import_history, pool_document
+from pools.errors import InvalidSetting
 
 
 @click.group(cls=PromomailGroup)

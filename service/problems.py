@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pools.admin.tokens import TokenError
+from pools.codes.imports import UnreadableUpload
 from pools.errors import (
     GenerationError,
     ImportRejected,
@@ -29,11 +31,9 @@ from pools.errors import (
     PromomailError,
     StoreError,
 )
-from pools.export import ExportError
-from pools.imports import UnreadableUpload
-from pools.pages import InvalidCursor
-from pools.segments import SegmentError
-from pools.tokens import TokenError
+from pools.history.export import ExportError
+from pools.history.pages import InvalidCursor
+from pools.history.segments import SegmentError
 from templating.errors import RecipientError, RenderLimitExceeded, TemplateError
 
 MEDIA_TYPE = "application/problem+json"

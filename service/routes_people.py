@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import Path, Query, Request
 from pydantic import Field
 
-from pools.mailings import MailingNotFound, list_mailings, show_mailing
-from pools.pages import (
+from pools.admin.tokens import Scope
+from pools.history.pages import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     customer_page,
@@ -17,7 +17,7 @@ from pools.pages import (
     mailings_of_pools,
     segment_page,
 )
-from pools.tokens import Scope
+from pools.issuing.mailings import MailingNotFound, list_mailings, show_mailing
 from service.auth import ScopedRouter, engine_of, pools_filter, principal
 from service.problems import problem_responses
 from service.schemas import (

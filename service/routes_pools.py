@@ -9,12 +9,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import Path, Query, Request, Response
 
-from pools.code_files import FileFormat, Whitespace
-from pools.errors import ImportRejected
-from pools.generation import CodeSpec, generate_codes
-from pools.imports import Upload, pool_document, rejected_report, upload_codes
-from pools.notifications import check_low_stock
-from pools.pool_admin import (
+from pools.admin.lifecycle import (
     PoolSettings,
     activate_pool,
     archive_pool,
@@ -24,8 +19,13 @@ from pools.pool_admin import (
     list_pools,
     setting_changes,
 )
-from pools.tokens import Scope
-from pools.voiding import void_batch
+from pools.admin.tokens import Scope
+from pools.codes.files import FileFormat, Whitespace
+from pools.codes.generation import CodeSpec, generate_codes
+from pools.codes.imports import Upload, pool_document, rejected_report, upload_codes
+from pools.codes.notifications import check_low_stock
+from pools.codes.voiding import void_batch
+from pools.errors import ImportRejected
 from service.auth import ScopedRouter, engine_of, principal, visible_pool
 from service.bodies import StreamReader, media_type, unsupported
 from service.problems import Problem, problem_responses

@@ -15,9 +15,9 @@ from fastapi import Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from pools.pages import code_pools
-from pools.redemption import UNKNOWN_CODE, RedemptionResult, redeem, unredeem
-from pools.tokens import Principal, Scope
+from pools.admin.tokens import Principal, Scope
+from pools.after_sending.redemption import UNKNOWN_CODE, RedemptionResult, redeem, unredeem
+from pools.history.pages import code_pools
 from service.auth import ScopedRouter, engine_of, principal
 from service.problems import Problem, problem_responses
 from service.schemas import NO_NUL, RedemptionDoc, RedemptionRequest, RollbackRequest

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pools.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH
+from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH
 
 #: PostgreSQL text cannot hold NUL; every text the API takes leaves it out.
 NO_NUL = r"^[^\x00]*$"

@@ -2,7 +2,7 @@
 
 Names are imported from their modules on first use (see
 :mod:`pools.lazy_exports`): a command that only lists mailings reads
-``templating.outputs`` without loading Jinja2.
+``templating.mailing.outputs`` without loading Jinja2.
 """
 
 from __future__ import annotations
@@ -12,63 +12,63 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
-    from templating.analysis import TemplateUsage, analyze
-    from templating.checking import (
+    from templating.errors import MailingError, RecipientError, RenderLimitExceeded, TemplateError
+    from templating.mailing.checking import (
         CheckReport,
         Preview,
         check_template,
         preview,
         preview_recipients,
     )
-    from templating.client import Client, CodeSource
-    from templating.environment import MessageEnvironment, make_environment
-    from templating.errors import MailingError, RecipientError, RenderLimitExceeded, TemplateError
-    from templating.mailing import RenderRequest, RenderSummary, render_mailing
-    from templating.message import MessageTemplate, RecipientFailed
-    from templating.outputs import OutputFormat, OutputTarget, RenderedMessage
-    from templating.recipients import Recipient, Shard, read_recipients
-    from templating.run_options import (
+    from templating.mailing.options import (
         parse_chunk_size,
         parse_seconds,
         parse_shard,
         parse_workers,
     )
-    from templating.sources import PLACEHOLDER, OnExhausted
+    from templating.mailing.outputs import OutputFormat, OutputTarget, RenderedMessage
+    from templating.mailing.recipients import Recipient, Shard, read_recipients
+    from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
+    from templating.mailing.sources import PLACEHOLDER, OnExhausted
+    from templating.template.analysis import TemplateUsage, analyze
+    from templating.template.client import Client, CodeSource
+    from templating.template.environment import MessageEnvironment, make_environment
+    from templating.template.message import MessageTemplate, RecipientFailed
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
-    "TemplateUsage": "templating.analysis",
-    "analyze": "templating.analysis",
-    "CheckReport": "templating.checking",
-    "Preview": "templating.checking",
-    "check_template": "templating.checking",
-    "preview": "templating.checking",
-    "preview_recipients": "templating.checking",
-    "Client": "templating.client",
-    "CodeSource": "templating.client",
-    "MessageEnvironment": "templating.environment",
-    "make_environment": "templating.environment",
+    "TemplateUsage": "templating.template.analysis",
+    "analyze": "templating.template.analysis",
+    "CheckReport": "templating.mailing.checking",
+    "Preview": "templating.mailing.checking",
+    "check_template": "templating.mailing.checking",
+    "preview": "templating.mailing.checking",
+    "preview_recipients": "templating.mailing.checking",
+    "Client": "templating.template.client",
+    "CodeSource": "templating.template.client",
+    "MessageEnvironment": "templating.template.environment",
+    "make_environment": "templating.template.environment",
     "MailingError": "templating.errors",
     "RecipientError": "templating.errors",
     "RenderLimitExceeded": "templating.errors",
     "TemplateError": "templating.errors",
-    "RenderRequest": "templating.mailing",
-    "RenderSummary": "templating.mailing",
-    "render_mailing": "templating.mailing",
-    "MessageTemplate": "templating.message",
-    "RecipientFailed": "templating.message",
-    "OutputFormat": "templating.outputs",
-    "OutputTarget": "templating.outputs",
-    "RenderedMessage": "templating.outputs",
-    "Recipient": "templating.recipients",
-    "Shard": "templating.recipients",
-    "read_recipients": "templating.recipients",
-    "parse_chunk_size": "templating.run_options",
-    "parse_seconds": "templating.run_options",
-    "parse_shard": "templating.run_options",
-    "parse_workers": "templating.run_options",
-    "PLACEHOLDER": "templating.sources",
-    "OnExhausted": "templating.sources",
+    "RenderRequest": "templating.mailing.run",
+    "RenderSummary": "templating.mailing.run",
+    "render_mailing": "templating.mailing.run",
+    "MessageTemplate": "templating.template.message",
+    "RecipientFailed": "templating.template.message",
+    "OutputFormat": "templating.mailing.outputs",
+    "OutputTarget": "templating.mailing.outputs",
+    "RenderedMessage": "templating.mailing.outputs",
+    "Recipient": "templating.mailing.recipients",
+    "Shard": "templating.mailing.recipients",
+    "read_recipients": "templating.mailing.recipients",
+    "parse_chunk_size": "templating.mailing.options",
+    "parse_seconds": "templating.mailing.options",
+    "parse_shard": "templating.mailing.options",
+    "parse_workers": "templating.mailing.options",
+    "PLACEHOLDER": "templating.mailing.sources",
+    "OnExhausted": "templating.mailing.sources",
 }
 
 if not TYPE_CHECKING:  # type checkers read the imports above instead

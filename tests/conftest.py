@@ -19,7 +19,7 @@ from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from pools.db import StoreConfig, open_engine
+from pools.store.db import StoreConfig, open_engine
 
 # CI explores the same examples every run, so a red build always means a
 # change broke something; local runs keep exploring new ones.

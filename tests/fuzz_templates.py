@@ -25,14 +25,14 @@ sys.setrecursionlimit(1000)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pools.db import StoreConfig, open_engine  # noqa: E402
-from templating.analysis import analyze  # noqa: E402
-from templating.checking import check_template, preview  # noqa: E402
-from templating.client import Client  # noqa: E402
+from pools.store.db import StoreConfig, open_engine  # noqa: E402
 from templating.errors import RecipientError, RenderLimitExceeded, TemplateError  # noqa: E402
-from templating.message import MessageTemplate, RecipientFailed  # noqa: E402
-from templating.recipients import Recipient  # noqa: E402
-from templating.sources import PreviewCodes  # noqa: E402
+from templating.mailing.checking import check_template, preview  # noqa: E402
+from templating.mailing.recipients import Recipient  # noqa: E402
+from templating.mailing.sources import PreviewCodes  # noqa: E402
+from templating.template.analysis import analyze  # noqa: E402
+from templating.template.client import Client  # noqa: E402
+from templating.template.message import MessageTemplate, RecipientFailed  # noqa: E402
 
 ALLOWED = (TemplateError, RecipientError, RenderLimitExceeded)
 

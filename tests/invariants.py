@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from pools.counts import pool_counts
-from pools.db import read_transaction
+from pools.codes.counts import pool_counts
+from pools.store.db import read_transaction
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -69,8 +69,8 @@ def redeem_when_released(
     """Open an engine, wait for the others, redeem: returns (ok, reason)."""
     from sqlalchemy import text
 
-    from pools.db import StoreConfig, open_engine
-    from pools.redemption import redeem
+    from pools.after_sending.redemption import redeem
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -89,8 +89,8 @@ def check_low_stock_when_released(barrier: Any, url: str, pool_id: str, now: str
 
     from sqlalchemy import text
 
-    from pools.db import StoreConfig, open_engine
-    from pools.notifications import check_low_stock
+    from pools.codes.notifications import check_low_stock
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -109,8 +109,8 @@ def redeem_order_when_released(
     """Open an engine, wait for the others, redeem for ``order``: (ok, reason, replayed)."""
     from sqlalchemy import text
 
-    from pools.db import StoreConfig, open_engine
-    from pools.redemption import redeem
+    from pools.after_sending.redemption import redeem
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -127,9 +127,9 @@ def unredeem_when_released(barrier: Any, url: str, code: str, order: str) -> str
     """Open an engine, wait for the others, roll back: "rolled back" or the refusal."""
     from sqlalchemy import text
 
-    from pools.db import StoreConfig, open_engine
+    from pools.after_sending.redemption import unredeem
     from pools.errors import PromomailError
-    from pools.redemption import unredeem
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -149,8 +149,8 @@ def return_when_released(barrier: Any, url: str, mailing: str, customers: list[s
     """Open an engine, wait for the others, return the mailing's codes: how many went back."""
     from sqlalchemy import text
 
-    from pools.db import StoreConfig, open_engine
-    from pools.returns import return_codes
+    from pools.after_sending.returns import return_codes
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:

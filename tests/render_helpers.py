@@ -18,14 +18,14 @@ from typing import Any
 
 from sqlalchemy import Engine, inspect, select, text
 
-from pools.counts import PoolCounts, pool_counts
-from pools.generation import CodeSpec, generate_codes
-from pools.models import Code, Issuance, IssuanceKind
-from pools.pool_admin import PoolSettings, create_pool
-from templating.mailing import RenderRequest, RenderSummary, render_mailing
-from templating.outputs import OutputFormat, OutputTarget
-from templating.recipients import Shard
-from templating.sources import OnExhausted
+from pools.admin.lifecycle import PoolSettings, create_pool
+from pools.codes.counts import PoolCounts, pool_counts
+from pools.codes.generation import CodeSpec, generate_codes
+from pools.store.models import Code, Issuance, IssuanceKind
+from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.mailing.recipients import Shard
+from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
+from templating.mailing.sources import OnExhausted
 
 TESTS_DIR = Path(__file__).resolve().parent
 SAMPLES = TESTS_DIR.parent / "sample_templates"
@@ -209,7 +209,7 @@ def render_when_released(barrier: Any, request: RenderRequest) -> dict[str, Any]
 def paced_render(request_json: str, pause: float) -> None:
     """Render slowly (``pause`` seconds per recipient, while the chunk's codes are
     reserved), so that a test can kill the process in the middle of a mailing."""
-    from templating.message import MessageTemplate
+    from templating.template.message import MessageTemplate
 
     original = MessageTemplate.render
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from templating.analysis import NonLiteralPool, TemplateUsage, analyze
-from templating.environment import make_environment
-from templating.message import parse_template
+from templating.template.analysis import NonLiteralPool, TemplateUsage, analyze
+from templating.template.environment import make_environment
+from templating.template.message import parse_template
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_templates"
 

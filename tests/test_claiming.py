@@ -16,7 +16,14 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from store_helpers import make_pool, snapshot
 
-from pools.claiming import (
+from pools.admin.lifecycle import archive_pool, show_pool
+from pools.codes.counts import PoolCounts
+from pools.codes.files import FileFormat
+from pools.codes.generation import CodeSpec, generate_codes
+from pools.codes.imports import Upload, import_history, upload_codes
+from pools.codes.voiding import void_batch
+from pools.errors import PoolError, PoolExhausted, ReservationLost
+from pools.issuing.claiming import (
     Handout,
     Reservation,
     claim,
@@ -27,16 +34,9 @@ from pools.claiming import (
     reserve_many,
     settle,
 )
-from pools.clock import utcnow
-from pools.code_files import FileFormat
-from pools.counts import PoolCounts
-from pools.db import read_transaction, write_transaction
-from pools.errors import PoolError, PoolExhausted, ReservationLost
-from pools.generation import CodeSpec, generate_codes
-from pools.imports import Upload, import_history, upload_codes
-from pools.models import Code, Issuance
-from pools.pool_admin import archive_pool, show_pool
-from pools.voiding import void_batch
+from pools.store.clock import utcnow
+from pools.store.db import read_transaction, write_transaction
+from pools.store.models import Code, Issuance
 
 IssuanceRow = tuple[str, str, str, str, str, bool]
 
@@ -474,10 +474,10 @@ def _race(
 
     Returns (shared customer → code, own customer → code).
     """
-    from pools.claiming import claim
-    from pools.counts import available_count
-    from pools.db import StoreConfig, open_engine, read_transaction
+    from pools.codes.counts import available_count
     from pools.errors import PoolExhausted
+    from pools.issuing.claiming import claim
+    from pools.store.db import StoreConfig, open_engine, read_transaction
 
     engine = open_engine(StoreConfig(url), migrate=False)
     own: dict[str, str] = {}

@@ -36,9 +36,9 @@ from sinks import Inbox, Webhook, closed_port, smtp_inbox, webhook_receiver
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from pools.clock import utcnow
-from pools.db import StoreConfig
-from pools.notifications import SMTP_URL_ENV
+from pools.codes.notifications import SMTP_URL_ENV
+from pools.store.clock import utcnow
+from pools.store.db import StoreConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_templates"

@@ -22,10 +22,10 @@ from render_helpers import full_snapshot
 from sqlalchemy import Engine
 
 import cli as cli_module
-from pools.db import StoreConfig, open_engine
 from pools.errors import InvalidSetting
-from templating.recipients import Shard
-from templating.run_options import parse_shard, parse_workers
+from pools.store.db import StoreConfig, open_engine
+from templating.mailing.options import parse_shard, parse_workers
+from templating.mailing.recipients import Shard
 
 POOL = "spring"
 

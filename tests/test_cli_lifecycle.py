@@ -23,7 +23,7 @@ from test_cli_after_sending import (
 )
 
 import commands.mailings
-from pools.db import StoreConfig, open_engine
+from pools.store.db import StoreConfig, open_engine
 
 __all__ = ["run"]  # the fixture, shared with the after-sending tests
 

@@ -22,7 +22,7 @@ from click.testing import Result
 from sqlalchemy import Engine
 
 import commands.codes
-from pools.claiming import claim
+from pools.issuing.claiming import claim
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from pools.code_files import (
+from pools.admin.lifecycle import PoolSettings, create_pool
+from pools.codes.files import (
     BLOCK_LINES,
     Block,
     FileFormat,
@@ -31,11 +32,10 @@ from pools.code_files import (
     parse_moment,
     parse_txt,
 )
-from pools.db import read_transaction
+from pools.codes.imports import Upload, upload_codes
 from pools.errors import ImportRejected, LineProblem
-from pools.imports import Upload, upload_codes
-from pools.models import NO_END, Code
-from pools.pool_admin import PoolSettings, create_pool
+from pools.store.db import read_transaction
+from pools.store.models import NO_END, Code
 
 # --------------------------------------------------------------------------
 # helpers

@@ -7,12 +7,12 @@ from datetime import timedelta
 from sqlalchemy import Engine, insert, select
 from store_helpers import make_pool
 
-from pools.claiming import claim
-from pools.clock import utcnow
-from pools.customers import customer_history
-from pools.db import write_transaction
-from pools.models import Code, Issuance
-from pools.redemption import redeem
+from pools.after_sending.redemption import redeem
+from pools.history.customers import customer_history
+from pools.issuing.claiming import claim
+from pools.store.clock import utcnow
+from pools.store.db import write_transaction
+from pools.store.models import Code, Issuance
 
 
 def test_referral_is_attributed_to_the_advocate(engine: Engine) -> None:

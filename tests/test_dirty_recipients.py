@@ -39,12 +39,12 @@ from render_helpers import (
 )
 from sqlalchemy import Engine
 
-import templating.outputs
+import templating.mailing.outputs
 from pools.errors import PromomailError
 from templating.errors import MailingError, RecipientError
-from templating.mailing import RenderRequest
-from templating.outputs import OutputFormat, OutputTarget, eml_name
-from templating.recipients import PLAIN_ADDRESS, address_header, one_address
+from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
+from templating.mailing.recipients import PLAIN_ADDRESS, address_header, one_address
+from templating.mailing.run import RenderRequest
 
 #: The subject shows a column, the text the code: both can be checked back.
 TEMPLATE = """\
@@ -376,7 +376,7 @@ def test_the_writer_never_replaces_a_message_it_wrote_in_this_run(
     db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Should two ids ever get one name, the second recipient fails alone.
-    monkeypatch.setattr(templating.outputs, "eml_name", lambda _id: "same.eml")
+    monkeypatch.setattr(templating.mailing.outputs, "eml_name", lambda _id: "same.eml")
     pool_with_codes(engine, "spring", 5)
     template = write_template(tmp_path, TEMPLATE)
     rows = [["id", "email", "first_name"], ["a", "a@example.com", "A"], ["b", "b@example.com", "B"]]

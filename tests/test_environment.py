@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-import templating.message as message_module
-from templating import limits
-from templating.client import Client
-from templating.environment import MAX_RANGE, MAX_SEQUENCE_PRODUCT, make_environment
+import templating.template.message as message_module
 from templating.errors import TemplateError
-from templating.message import MAX_PART_CHARS, MessageTemplate, RecipientFailed
-from templating.sources import PreviewCodes
+from templating.mailing.sources import PreviewCodes
+from templating.template import limits
+from templating.template.client import Client
+from templating.template.environment import MAX_RANGE, MAX_SEQUENCE_PRODUCT, make_environment
+from templating.template.message import MAX_PART_CHARS, MessageTemplate, RecipientFailed
 
 SECRET = "s3cr3t-Vv9Qx-not-for-templates"
 #: Replaced in every payload by the path of a file the payload tries to create.

@@ -55,11 +55,11 @@ from render_helpers import (
 )
 from sqlalchemy import Engine, text
 
-from pools.mailings import show_mailing
-from templating.chunks import ChunkRenderer, ChunkResult, Prepared
-from templating.mailing import _StopWhenOrphaned, render_slice
-from templating.outputs import OutputFormat
-from templating.sources import ChunkCodes
+from pools.issuing.mailings import show_mailing
+from templating.mailing.chunks import ChunkRenderer, ChunkResult, Prepared
+from templating.mailing.outputs import OutputFormat
+from templating.mailing.run import _StopWhenOrphaned, render_slice
+from templating.mailing.sources import ChunkCodes
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
 #: failure message repeats the one in use.

@@ -7,11 +7,9 @@ import io
 import pytest
 from sqlalchemy import Engine, select
 
-from pools.claiming import claim
-from pools.code_files import FileFormat
-from pools.db import read_transaction
-from pools.errors import GenerationError, PoolError
-from pools.generation import (
+from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
+from pools.codes.files import FileFormat
+from pools.codes.generation import (
     DEFAULT_ALPHABET,
     DEFAULT_LENGTH,
     CodeSpec,
@@ -19,9 +17,11 @@ from pools.generation import (
     luhn_check_char,
     luhn_valid,
 )
-from pools.imports import Upload, import_history, upload_codes
-from pools.models import Code, ImportBatch
-from pools.pool_admin import PoolSettings, archive_pool, create_pool, show_pool
+from pools.codes.imports import Upload, import_history, upload_codes
+from pools.errors import GenerationError, PoolError
+from pools.issuing.claiming import claim
+from pools.store.db import read_transaction
+from pools.store.models import Code, ImportBatch
 
 
 @pytest.fixture

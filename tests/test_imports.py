@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from pools.claiming import claim
-from pools.code_files import FileFormat, Whitespace
-from pools.db import read_transaction
-from pools.errors import ImportRejected, PoolError
-from pools.imports import (
+from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
+from pools.codes.files import FileFormat, Whitespace
+from pools.codes.imports import (
     MAX_REPORTED_PROBLEMS,
     ImportRecord,
     Upload,
@@ -23,9 +21,11 @@ from pools.imports import (
     upload_codes,
     uploads_document,
 )
-from pools.models import NO_END, Code, ImportBatch
-from pools.pool_admin import PoolSettings, archive_pool, create_pool, show_pool
-from pools.voiding import void_batch
+from pools.codes.voiding import void_batch
+from pools.errors import ImportRejected, PoolError
+from pools.issuing.claiming import claim
+from pools.store.db import read_transaction
+from pools.store.models import NO_END, Code, ImportBatch
 
 CodeRecord = tuple[int, str, int, str, datetime | None, datetime | None, datetime]
 

@@ -34,16 +34,16 @@ from render_helpers import (
 )
 from sqlalchemy import Engine
 
+from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.errors import InvalidSetting, PoolExhausted
-from pools.mailings import show_mailing
-from pools.models import IssuanceKind
-from pools.pool_admin import PoolSettings, create_pool
-from templating.checking import check_template, preview, preview_recipients
+from pools.issuing.mailings import show_mailing
+from pools.store.models import IssuanceKind
 from templating.errors import MailingError, RecipientError, TemplateError
-from templating.mailing import RenderRequest
-from templating.outputs import OutputFormat, OutputTarget, eml_name
-from templating.recipients import Recipient, Shard
-from templating.sources import PLACEHOLDER
+from templating.mailing.checking import check_template, preview, preview_recipients
+from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
+from templating.mailing.recipients import Recipient, Shard
+from templating.mailing.run import RenderRequest
+from templating.mailing.sources import PLACEHOLDER
 
 
 def _check_codes_match_store(
@@ -332,8 +332,8 @@ def test_multi_use_pool_records_everyone_and_consumes_nothing(
     pool_with_codes(engine, "summer", 0, multi_use=True)
     from io import BytesIO
 
-    from pools.code_files import FileFormat
-    from pools.imports import Upload, upload_codes
+    from pools.codes.files import FileFormat
+    from pools.codes.imports import Upload, upload_codes
 
     upload_codes(engine, "summer", [Upload("s.txt", FileFormat.TXT, stream=BytesIO(b"SUMMER20\n"))])
     template = write_template(tmp_path, "Use {{ client.promocode('summer') }} today")

@@ -32,13 +32,13 @@ from render_helpers import (
 )
 from sqlalchemy import Engine
 
-import templating.mailing as mailing_module
-import templating.message as message_module
-from pools.claiming import claim
-from pools.generation import CodeSpec, generate_codes
-from pools.mailings import show_mailing
-from templating import limits
-from templating.sources import OnExhausted
+import templating.mailing.run as mailing_module
+import templating.template.message as message_module
+from pools.codes.generation import CodeSpec, generate_codes
+from pools.issuing.claiming import claim
+from pools.issuing.mailings import show_mailing
+from templating.mailing.sources import OnExhausted
+from templating.template import limits
 
 
 def test_a_render_killed_mid_run_is_resumed_by_the_next_run(

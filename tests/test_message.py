@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from templating.client import Client
 from templating.errors import TemplateError
-from templating.message import BODY_PART, MessageTemplate, RecipientFailed, read_template
+from templating.template.client import Client
+from templating.template.message import BODY_PART, MessageTemplate, RecipientFailed, read_template
 
 
 class CountingCodes:

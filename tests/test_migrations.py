@@ -13,7 +13,7 @@ from racing import run_together
 from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
 from store_helpers import make_pool
 
-from pools.db import (
+from pools.store.db import (
     SCHEMA_HEAD,
     StoreConfig,
     current_revision,
@@ -21,7 +21,7 @@ from pools.db import (
     open_engine,
     upgrade,
 )
-from pools.models import Base
+from pools.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_a_store_at_the_head_is_opened_without_importing_alembic(tmp_path: Path)
     url = f"sqlite:///{tmp_path / 'store.db'}"
     open_engine(StoreConfig(url)).dispose()
     script = (
-        "import sys; from pools.db import StoreConfig, open_engine;"
+        "import sys; from pools.store.db import StoreConfig, open_engine;"
         f"open_engine(StoreConfig({url!r})).dispose();"
         "print('alembic' in sys.modules)"
     )
@@ -132,7 +132,7 @@ def test_open_engine_on_an_up_to_date_store_keeps_the_data(db_url: str) -> None:
 
 
 def _migrate_when_released(barrier: Any, url: str) -> str | None:
-    from pools.db import StoreConfig, create_store_engine, current_revision, upgrade
+    from pools.store.db import StoreConfig, create_store_engine, current_revision, upgrade
 
     engine = create_store_engine(StoreConfig(url))
     try:
@@ -163,7 +163,7 @@ def test_redemption_lifecycle_migration_keeps_and_attributes_old_data(db_url: st
     """0003 on a store with data: attribution filled in, double-counted orders undone."""
     from alembic import command
 
-    from pools.db import _alembic_config, write_transaction
+    from pools.store.db import _alembic_config, write_transaction
 
     engine = open_engine(StoreConfig(db_url), migrate=False)
     try:

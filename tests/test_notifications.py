@@ -12,18 +12,18 @@ from sinks import Inbox, Webhook, closed_port, smtp_inbox, webhook_receiver
 from sqlalchemy import Engine, select
 from store_helpers import make_pool
 
-import pools.notifications
-from pools.claiming import claim
-from pools.errors import PoolNotFound
-from pools.models import Pool
-from pools.notifications import (
+import pools.codes.notifications
+from pools.admin.lifecycle import archive_pool
+from pools.codes.notifications import (
     SMTP_URL_ENV,
     NoticeStatus,
     Sink,
     check_low_stock,
     claim_daily_notice,
 )
-from pools.pool_admin import archive_pool
+from pools.errors import PoolNotFound
+from pools.issuing.claiming import claim
+from pools.store.models import Pool
 
 MORNING = datetime(2030, 5, 1, 8, 0)
 EVENING = datetime(2030, 5, 1, 23, 59, 59)
@@ -262,7 +262,7 @@ def test_an_unexpected_sink_error_is_a_failed_delivery(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug in a sink")
 
-    monkeypatch.setattr(pools.notifications, "post_webhook", broken)
+    monkeypatch.setattr(pools.codes.notifications, "post_webhook", broken)
     make_pool(engine, "spring", ["S1"], low_stock=5, notify_url="http://127.0.0.1:9/hook")
 
     [alert] = check_low_stock(engine, ["spring"], now=MORNING)

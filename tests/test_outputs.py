@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from templating.errors import MailingError
-from templating.outputs import (
+from templating.mailing.outputs import (
     EmlWriter,
     JsonlWriter,
     MessageWriter,

@@ -10,8 +10,8 @@ from cli_helpers import Cli
 from sqlalchemy import Engine
 from store_helpers import make_pool
 
-from pools.customers import customer_history
-from pools.pages import (
+from pools.history.customers import customer_history
+from pools.history.pages import (
     InvalidCursor,
     Page,
     customer_page,
@@ -20,7 +20,7 @@ from pools.pages import (
     issuance_page,
     segment_page,
 )
-from pools.segments import segment
+from pools.history.segments import segment
 
 
 def _render(db_url: str, folder: Path, mailing: str, ids: list[str]) -> None:

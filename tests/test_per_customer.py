@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import Engine, select, update
 from store_helpers import make_pool
 
-from pools.claiming import claim
-from pools.clock import utcnow
+from pools.after_sending.redemption import redeem
 from pools.errors import PoolNotFound
-from pools.models import Code, Issuance
-from pools.per_customer import current_codes
-from pools.redemption import redeem
+from pools.issuing.claiming import claim
+from pools.issuing.per_customer import current_codes
+from pools.store.clock import utcnow
+from pools.store.models import Code, Issuance
 
 
 def _ids(engine: Engine, *codes: str) -> list[tuple[int, str]]:

@@ -8,15 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from pools.claiming import claim, reserve
-from pools.clock import utcnow
-from pools.code_files import FileFormat
-from pools.counts import PoolCounts, available_count, pool_counts
-from pools.db import read_transaction, write_transaction
-from pools.errors import PoolError, PoolNotFound
-from pools.imports import Upload, import_history, upload_codes
-from pools.models import Code, ImportBatch, Issuance, Pool
-from pools.pool_admin import (
+from pools.admin.lifecycle import (
     PoolSettings,
     activate_pool,
     archive_pool,
@@ -27,7 +19,15 @@ from pools.pool_admin import (
     show_pool,
     slugify,
 )
-from pools.voiding import void_batch
+from pools.codes.counts import PoolCounts, available_count, pool_counts
+from pools.codes.files import FileFormat
+from pools.codes.imports import Upload, import_history, upload_codes
+from pools.codes.voiding import void_batch
+from pools.errors import PoolError, PoolNotFound
+from pools.issuing.claiming import claim, reserve
+from pools.store.clock import utcnow
+from pools.store.db import read_transaction, write_transaction
+from pools.store.models import Code, ImportBatch, Issuance, Pool
 
 
 def add_txt(engine: Engine, pool_id: str, *codes: str) -> int:

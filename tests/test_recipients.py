@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from templating.errors import RecipientError
-from templating.recipients import Recipient, Shard, columns_of, in_slice, read_recipients
+from templating.mailing.recipients import Recipient, Shard, columns_of, in_slice, read_recipients
 
 
 def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:

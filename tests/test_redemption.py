@@ -17,16 +17,9 @@ from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from store_helpers import count_rows, make_pool, snapshot
 
-import pools.redemption
-from pools.claiming import claim, reserve
-from pools.clock import utcnow
-from pools.counts import pool_counts
-from pools.db import read_transaction
-from pools.errors import PoolExhausted, PromomailError
-from pools.mailings import show_mailing
-from pools.models import Code, CodeStatus, Issuance, Mailing
-from pools.pool_admin import archive_pool
-from pools.redemption import (
+import pools.after_sending.redemption
+from pools.admin.lifecycle import archive_pool
+from pools.after_sending.redemption import (
     ALREADY_REDEEMED,
     NEVER_ISSUED,
     UNKNOWN_CODE,
@@ -35,7 +28,14 @@ from pools.redemption import (
     redeem,
     unredeem,
 )
-from pools.voiding import void_batch
+from pools.codes.counts import pool_counts
+from pools.codes.voiding import void_batch
+from pools.errors import PoolExhausted, PromomailError
+from pools.issuing.claiming import claim, reserve
+from pools.issuing.mailings import show_mailing
+from pools.store.clock import utcnow
+from pools.store.db import read_transaction
+from pools.store.models import Code, CodeStatus, Issuance, Mailing
 
 
 def _code_row(engine: Engine, code: str) -> Any:
@@ -103,7 +103,7 @@ def test_the_database_guard_holds_without_the_precheck(
     """A redeemer that read the code before another one won still loses, in the UPDATE."""
     make_pool(engine, "spring", ["ONCE"])
     assert redeem(engine, "ONCE", customer="first").ok
-    monkeypatch.setattr(pools.redemption, "_refusal", lambda found, now: None)
+    monkeypatch.setattr(pools.after_sending.redemption, "_refusal", lambda found, now: None)
 
     before = snapshot(engine)
     late = redeem(engine, "ONCE", customer="second")

@@ -13,17 +13,8 @@ from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from store_helpers import make_pool
 
-from pools.claiming import claim, record_reissues
-from pools.clock import utcnow
-from pools.counts import PoolCounts, pool_counts
-from pools.customers import customer_history
-from pools.db import read_transaction, write_transaction
-from pools.export import export_issuances
-from pools.lookups import latest_codes
-from pools.mailings import MailingNotFound, show_mailing
-from pools.models import Code, Mailing
-from pools.redemption import redeem
-from pools.returns import (
+from pools.after_sending.redemption import redeem
+from pools.after_sending.returns import (
     CANCELLED,
     ReturnListError,
     cancel_mailing,
@@ -31,6 +22,15 @@ from pools.returns import (
     read_return_list,
     return_codes,
 )
+from pools.codes.counts import PoolCounts, pool_counts
+from pools.history.customers import customer_history
+from pools.history.export import export_issuances
+from pools.issuing.claiming import claim, record_reissues
+from pools.issuing.lookups import latest_codes
+from pools.issuing.mailings import MailingNotFound, show_mailing
+from pools.store.clock import utcnow
+from pools.store.db import read_transaction, write_transaction
+from pools.store.models import Code, Mailing
 
 
 def _counts(engine: Engine, pool: str) -> PoolCounts:

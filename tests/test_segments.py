@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, update
 from store_helpers import make_pool
 
-from pools.claiming import claim
-from pools.clock import utcnow
 from pools.errors import PoolNotFound
-from pools.models import Code, Issuance
-from pools.segments import SegmentError, SegmentFormat, segment, write_segment
+from pools.history.segments import SegmentError, SegmentFormat, segment, write_segment
+from pools.issuing.claiming import claim
+from pools.store.clock import utcnow
+from pools.store.models import Code, Issuance
 from templating.errors import RecipientError
-from templating.recipients import read_recipients
+from templating.mailing.recipients import read_recipients
 
 
 @pytest.fixture

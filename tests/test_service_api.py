@@ -27,7 +27,7 @@ from service_helpers import (
 )
 from store_helpers import snapshot
 
-from pools.tokens import list_tokens
+from pools.admin.tokens import list_tokens
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_templates"
 

@@ -19,8 +19,8 @@ from cli_helpers import Cli
 from service_helpers import Server, Store, make_pool, open_store, start_server, stop_cleanly
 from sqlalchemy import Engine
 
-from pools.db import StoreConfig, open_engine
-from pools.tokens import Scope, create_token, permits, revoke_token
+from pools.admin.tokens import Scope, create_token, permits, revoke_token
+from pools.store.db import StoreConfig, open_engine
 from service.app import ServiceConfig, create_app
 from service.auth import Open, ScopedRoute, ScopedRouter
 

@@ -73,7 +73,7 @@ def test_a_store_that_stops_answering_is_a_503_without_its_url() -> None:
     import anyio
     import httpx
 
-    from pools.db import StoreConfig, create_store_engine
+    from pools.store.db import StoreConfig, create_store_engine
     from service.app import ServiceConfig, create_app
 
     url = "postgresql://bob:s3cretpw@127.0.0.1:1/nowhere"

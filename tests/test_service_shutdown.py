@@ -17,8 +17,8 @@ import pytest
 from service_helpers import Server, Store, make_pool, open_store, start_server, token
 from sqlalchemy import text
 
-from pools.db import StoreConfig
-from pools.pool_admin import show_pool
+from pools.admin.lifecycle import show_pool
+from pools.store.db import StoreConfig
 
 POLL_SECONDS = 0.02
 WAIT_SECONDS = 60.0

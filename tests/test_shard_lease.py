@@ -49,9 +49,8 @@ from render_helpers import (
 )
 from sqlalchemy import Engine, text
 
-from pools.claiming import reserve
-from pools.db import read_transaction, write_transaction
-from pools.leases import (
+from pools.issuing.claiming import reserve
+from pools.issuing.leases import (
     Lease,
     LeaseHeld,
     LeaseKeeper,
@@ -63,8 +62,9 @@ from pools.leases import (
     renew_lease,
     store_now,
 )
-from pools.mailings import show_mailing
-from templating.mailing import render_mailing
+from pools.issuing.mailings import show_mailing
+from pools.store.db import read_transaction, write_transaction
+from templating.mailing.run import render_mailing
 
 MAILING = "m-lease"
 SCOPE = f"{MAILING}|all"
@@ -75,7 +75,7 @@ _PACED_CLI = """\
 import sys, time
 sys.path.insert(0, sys.argv[1])
 pause = float(sys.argv[2])
-from templating.message import MessageTemplate
+from templating.template.message import MessageTemplate
 original = MessageTemplate.render
 def slowed(self, *args, **kwargs):
     time.sleep(pause)
@@ -218,7 +218,7 @@ def _expires_at(engine: Engine) -> datetime:
 
 def take_when_released(barrier: Any, url: str) -> str:
     """For run_together: open an engine, wait for the others, try the lease."""
-    from pools.db import StoreConfig, open_engine
+    from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:

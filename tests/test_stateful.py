@@ -36,19 +36,19 @@ from invariants import check_invariants, check_no_reservations
 from render_helpers import full_snapshot
 from sqlalchemy import Engine, text
 
-from pools.code_files import FileFormat
-from pools.counts import pool_counts
+from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool
+from pools.after_sending.redemption import RedemptionNotFound, redeem, unredeem
+from pools.after_sending.returns import cancel_mailing, return_codes
+from pools.codes.counts import pool_counts
+from pools.codes.files import FileFormat
+from pools.codes.imports import Upload, upload_codes
+from pools.codes.voiding import void_batch
 from pools.errors import ImportRejected, PoolError, PoolExhausted, PromomailError
-from pools.imports import Upload, upload_codes
-from pools.mailings import MailingNotFound
-from pools.pool_admin import PoolSettings, archive_pool, create_pool
-from pools.redemption import RedemptionNotFound, redeem, unredeem
-from pools.returns import cancel_mailing, return_codes
-from pools.voiding import void_batch
+from pools.issuing.mailings import MailingNotFound
 from templating.errors import RecipientError, TemplateError
-from templating.mailing import RenderRequest, render_mailing
-from templating.outputs import OutputFormat, OutputTarget
-from templating.sources import OnExhausted
+from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.mailing.run import RenderRequest, render_mailing
+from templating.mailing.sources import OnExhausted
 
 CUSTOMERS = [f"c{i}" for i in range(6)]
 MAILINGS = ["m0", "m1", "m2"]

@@ -23,13 +23,13 @@ from render_helpers import counts, customer_ids, pool_with_codes, render, write_
 from sqlalchemy import Engine
 from test_environment import ESCAPES, MARKER, refusal
 
-from templating.analysis import analyze
-from templating.checking import check_template, preview, preview_recipients
-from templating.client import Client
-from templating.environment import make_environment
 from templating.errors import TemplateError
-from templating.message import MessageTemplate, RecipientFailed
-from templating.sources import PreviewCodes
+from templating.mailing.checking import check_template, preview, preview_recipients
+from templating.mailing.sources import PreviewCodes
+from templating.template.analysis import analyze
+from templating.template.client import Client
+from templating.template.environment import make_environment
+from templating.template.message import MessageTemplate, RecipientFailed
 
 TESTS_DIR = Path(__file__).resolve().parent
 

@@ -6,8 +6,7 @@ import pytest
 from sqlalchemy import Engine, text
 from store_helpers import make_pool
 
-from pools.errors import PoolNotFound
-from pools.tokens import (
+from pools.admin.tokens import (
     Scope,
     TokenError,
     TokenNotFound,
@@ -17,6 +16,7 @@ from pools.tokens import (
     permits,
     revoke_token,
 )
+from pools.errors import PoolNotFound
 
 
 def test_create_authenticate_revoke(engine: Engine) -> None:

@@ -1,0 +1,1 @@
+"""Pools and who may touch them: pool life cycle and settings, service tokens."""

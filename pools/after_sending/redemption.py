@@ -1,0 +1,546 @@
+"""Redeeming codes at checkout, with attribution to the customer and mailing that gave them.
+
+The rules that must hold under any concurrency live in the database:
+
+* "a single-use code is redeemed once": the redemption is a conditional
+  ``UPDATE … WHERE redemptions = 0``, and a partial unique index allows one
+  live (not rolled back) redemption of a single-use code;
+* "an order redeems a code once": a partial unique index on (code, order)
+  over live redemptions, so a retried checkout is answered from the
+  redemption it already made (a replay) and never counts twice.
+
+A real redemption locks the code's row first (``SELECT … FOR UPDATE`` on
+PostgreSQL; SQLite serialises writers with ``BEGIN IMMEDIATE``), so racing
+attempts with one order queue on that row, and each one after the first sees
+the committed redemption and replays it. Everything else (windows,
+``--require-issued`` validity, void codes) is checked in the same
+transaction, and a refusal writes nothing at all. A dry run walks the same
+path in a read-only transaction and stops before the first write, so it
+answers exactly what a redemption would answer now.
+
+Decisions beyond the specification:
+
+* Draft pools are not live yet: their codes are refused. Archived pools stop
+  issuing, but codes already in customers' hands stay redeemable.
+* ``available_from`` is inclusive and ``available_till`` exclusive, as the
+  import stores them (a date-only ``available_till`` means "through that
+  day"). The ``--issued-valid-days`` period runs from the code's initial
+  issuance; showing the code again (a reissue) does not extend it.
+* A replay is answered before any other check: the checkout already
+  succeeded, so a code that expired or was voided since does not turn the
+  retry into a refusal.
+* A single-use code redeemed before it was ever issued (a pool without
+  ``--require-issued``, the code handed out some other way) leaves the pool:
+  it becomes ``issued`` so no mailing sends it afterwards. A render holding
+  it in a reservation then fails to settle that chunk and takes other codes,
+  exactly as when the code is voided. Rolling that redemption back puts the
+  code back into ``available``: nobody holds it any more.
+* Multi-use codes are issued to many customers: ``issued_to`` names the
+  redeeming customer when the code was issued to them, and is empty
+  otherwise; ``mailing`` is the first mailing that gave it to them.
+  ``redeemed_at`` on the code keeps the earliest live redemption.
+* Returned issuances (messages never delivered) no longer attribute: the
+  code went back to its pool and belongs to nobody until issued again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pools.errors import NotFound, PromomailError
+from pools.store.clock import to_utc_naive, utcnow
+from pools.store.db import read_transaction, write_transaction
+from pools.store.models import (
+    Code,
+    CodeStatus,
+    Issuance,
+    IssuanceKind,
+    Pool,
+    PoolStatus,
+    Redemption,
+)
+
+UNKNOWN_CODE = "unknown code"
+ALREADY_REDEEMED = "already redeemed"
+VOID_CODE = "void code"
+NEVER_ISSUED = "never issued"
+
+#: Attempts of one redemption that lost a race to a constraint (then it replays).
+_ATTEMPTS = 3
+
+
+class RedemptionNotFound(NotFound):
+    """A roll-back names a redemption that does not exist (or was already undone)."""
+
+    def __init__(self, code: str, order: str, detail: str = "") -> None:
+        super().__init__(
+            f"code {code!r} has no redemption for order {order!r} to roll back{detail}"
+        )
+        self.code = code
+        self.order = order
+
+
+@dataclass(frozen=True)
+class RedemptionResult:
+    """The answer to a checkout: accepted (with attribution) or refused (with a reason)."""
+
+    ok: bool
+    code: str
+    pool: str | None = None
+    issued_to: str | None = None
+    redeemed_by: str | None = None
+    order: str | None = None
+    reason: str | None = None
+    #: The mailing that gave the code to ``issued_to``.
+    mailing: str | None = None
+    #: True when this answer repeats an earlier redemption of the same order.
+    replayed: bool = False
+    #: True when nothing was written (``dry_run``): the answer a redemption would get now.
+    dry_run: bool = False
+    #: How many times the code has now been redeemed (0 on a refusal).
+    redemptions: int = 0
+    redeemed_at: datetime | None = None
+
+    @property
+    def not_found(self) -> bool:
+        """A refusal because the code (or the pool named) does not exist, e.g. for a 404."""
+        reason = self.reason or ""
+        return not self.ok and (
+            reason.startswith(UNKNOWN_CODE) or reason.startswith("unknown pool")
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The document ``redeem --json`` prints (a dry run prints the same one)."""
+        if not self.ok:
+            return {"ok": False, "reason": self.reason}
+        return {
+            "ok": True,
+            "code": self.code,
+            "pool": self.pool,
+            "issued_to": self.issued_to,
+            "mailing": self.mailing,
+            "redeemed_by": self.redeemed_by,
+            "order": self.order,
+            "replayed": self.replayed,
+        }
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """An undone redemption: what it was, when it was undone, the code's count now."""
+
+    code: str
+    pool: str
+    order: str
+    issued_to: str | None
+    mailing: str | None
+    redeemed_by: str | None
+    redeemed_at: datetime
+    rolled_back_at: datetime
+    #: How many live redemptions the code has left.
+    redemptions: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The document ``unredeem --json`` prints."""
+        return {
+            "ok": True,
+            "code": self.code,
+            "pool": self.pool,
+            "order": self.order,
+            "issued_to": self.issued_to,
+            "mailing": self.mailing,
+            "redeemed_by": self.redeemed_by,
+            "redeemed_at": self.redeemed_at.isoformat(timespec="seconds"),
+            "rolled_back_at": self.rolled_back_at.isoformat(timespec="seconds"),
+            "redemptions": self.redemptions,
+        }
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    id: int
+    pool_id: str
+    status: str
+    available_from: datetime | None
+    available_till: datetime | None
+    redemptions: int
+    pool_status: str
+    multi_use: bool
+    require_issued: bool
+    issued_valid_days: int | None
+
+
+@dataclass(frozen=True)
+class _Holder:
+    customer: str
+    mailing: str
+    issued_at: datetime
+
+
+def redeem(
+    engine: Engine,
+    code: str,
+    *,
+    customer: str | None = None,
+    order: str | None = None,
+    pool: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> RedemptionResult:
+    """Redeem ``code`` for ``customer`` (the buyer) and ``order``; refusals change nothing.
+
+    ``pool`` is needed only when the same code string exists in several
+    pools. The code is matched exactly, as it was uploaded. Redeeming again
+    with the order of a live redemption answers that redemption again with
+    ``replayed`` set. With ``dry_run`` nothing is written and the answer is
+    the one a redemption would get now.
+    """
+    moment = to_utc_naive(now) if now is not None else utcnow()
+    if dry_run:
+        with read_transaction(engine) as conn:
+            return _redeem_in(conn, code, customer, order, pool, moment, dry_run=True)
+    for attempt in range(_ATTEMPTS):
+        try:
+            with write_transaction(engine) as conn:
+                return _redeem_in(conn, code, customer, order, pool, moment, dry_run=False)
+        except IntegrityError:
+            # A racing redemption of the same code and order committed between
+            # our checks and our insert (the row lock makes this rare); the
+            # next attempt sees it and replays it.
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _refused(code: str, reason: str) -> RedemptionResult:
+    return RedemptionResult(ok=False, code=code, reason=reason)
+
+
+def _redeem_in(
+    conn: Connection,
+    code: str,
+    customer: str | None,
+    order: str | None,
+    pool_id: str | None,
+    now: datetime,
+    *,
+    dry_run: bool,
+) -> RedemptionResult:
+    candidates = _candidates(conn, code, pool_id, lock=not dry_run)
+    if not candidates:
+        if pool_id is not None and conn.execute(select(Pool.id).where(Pool.id == pool_id)).first():
+            return _refused(code, f"{UNKNOWN_CODE} in pool {pool_id!r}")
+        if pool_id is not None:
+            return _refused(code, f"unknown pool {pool_id!r}")
+        return _refused(code, UNKNOWN_CODE)
+    if len(candidates) > 1:
+        pools = ", ".join(sorted(c.pool_id for c in candidates))
+        return _refused(code, f"ambiguous code: it is in pools {pools}; name the pool")
+    found = candidates[0]
+    if order is not None:
+        earlier = _replay(conn, found, code, order)
+        if earlier is not None:
+            return replace(earlier, dry_run=dry_run)
+    reason = _refusal(found, now)
+    if reason is not None:
+        return _refused(code, reason)
+    # A shared code may have been sent to millions: look up this customer only.
+    if found.multi_use:
+        holder = (
+            _live_holder(conn, found.id, (customer, found.pool_id))
+            if customer is not None
+            else None
+        )
+    else:
+        holder = _live_holder(conn, found.id)
+    if found.require_issued:
+        if holder is None:
+            return _refused(code, NEVER_ISSUED)
+        issued_at = holder.issued_at
+        if found.issued_valid_days is not None:
+            valid_until = issued_at + timedelta(days=found.issued_valid_days)
+            if now >= valid_until:
+                return _refused(
+                    code,
+                    f"issued on {issued_at:%Y-%m-%d} and valid for "
+                    f"{found.issued_valid_days} days, until {valid_until:%Y-%m-%d %H:%M} UTC",
+                )
+    issued_to = holder.customer if holder else None
+    mailing = holder.mailing if holder else None
+    if dry_run:
+        count: int | None = found.redemptions + 1
+    elif found.multi_use:
+        count = _count_multi_use(conn, found.id, now)
+    else:
+        count = _take_single_use(conn, found.id, now)
+    if count is None:
+        # Another redeemer (or a void) got there between our read and our write.
+        if order is not None:
+            earlier = _replay(conn, found, code, order)
+            if earlier is not None:
+                return earlier
+        return _refused(code, _lost_race_reason(conn, found.id))
+    if not dry_run:
+        conn.execute(
+            insert(Redemption).values(
+                pool_id=found.pool_id,
+                code_id=found.id,
+                issued_to=issued_to,
+                redeemed_by=customer,
+                order_id=order,
+                redeemed_at=now,
+                mailing_id=mailing,
+                exclusive=not found.multi_use,
+            )
+        )
+    return RedemptionResult(
+        ok=True,
+        code=code,
+        pool=found.pool_id,
+        issued_to=issued_to,
+        redeemed_by=customer,
+        order=order,
+        mailing=mailing,
+        dry_run=dry_run,
+        redemptions=count,
+        redeemed_at=now,
+    )
+
+
+def _candidates(
+    conn: Connection, code: str, pool_id: str | None, *, lock: bool
+) -> list[_Candidate]:
+    query = (
+        select(
+            Code.id,
+            Code.pool_id,
+            Code.status,
+            Code.available_from,
+            Code.available_till,
+            Code.redemptions,
+            Pool.status.label("pool_status"),
+            Pool.multi_use,
+            Pool.require_issued,
+            Pool.issued_valid_days,
+        )
+        .join(Pool, Pool.id == Code.pool_id)
+        .where(Code.code == code)
+        .order_by(Code.pool_id)
+    )
+    if pool_id is not None:
+        query = query.where(Code.pool_id == pool_id)
+    if lock:
+        # Racing redeemers (and roll-backs) of one code queue here; SQLite
+        # ignores it, its writers being serialised already.
+        query = query.with_for_update(of=Code)
+    return [_Candidate(**row._mapping) for row in conn.execute(query)]
+
+
+def _replay(conn: Connection, found: _Candidate, code: str, order: str) -> RedemptionResult | None:
+    """The live redemption of this code by this order, answered again."""
+    row = conn.execute(
+        select(
+            Redemption.issued_to,
+            Redemption.redeemed_by,
+            Redemption.mailing_id,
+            Redemption.redeemed_at,
+        ).where(
+            Redemption.code_id == found.id,
+            Redemption.order_id == order,
+            Redemption.rolled_back_at.is_(None),
+        )
+    ).first()
+    if row is None:
+        return None
+    return RedemptionResult(
+        ok=True,
+        code=code,
+        pool=found.pool_id,
+        issued_to=row.issued_to,
+        redeemed_by=row.redeemed_by,
+        order=order,
+        mailing=row.mailing_id,
+        replayed=True,
+        redemptions=found.redemptions,
+        redeemed_at=row.redeemed_at,
+    )
+
+
+def _refusal(found: _Candidate, now: datetime) -> str | None:
+    """Why the code cannot be redeemed, judging by the code and pool rows alone."""
+    if found.status == CodeStatus.VOID:
+        return VOID_CODE
+    if found.pool_status == PoolStatus.DRAFT:
+        return f"pool {found.pool_id!r} is not active yet"
+    if not found.multi_use and found.redemptions > 0:
+        return ALREADY_REDEEMED
+    if found.available_from is not None and now < found.available_from:
+        return f"not valid yet: valid from {found.available_from:%Y-%m-%d %H:%M} UTC"
+    if found.available_till is not None and now >= found.available_till:
+        return f"expired: valid until {found.available_till:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
+def _live_holder(
+    conn: Connection, code_id: int, customer: tuple[str, str] | None = None
+) -> _Holder | None:
+    """The code's earliest live initial issuance (to (customer, pool), when given).
+
+    The customer's pool is named so the (customer, pool) index serves the
+    look-up rather than the code's index, which lists everyone a shared
+    code was sent to.
+    """
+    query = (
+        select(Issuance.customer_id, Issuance.mailing_id, Issuance.issued_at)
+        .where(
+            Issuance.code_id == code_id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.returned_at.is_(None),
+        )
+        .order_by(Issuance.issued_at, Issuance.id)
+        .limit(1)
+    )
+    if customer is not None:
+        query = query.where(Issuance.customer_id == customer[0], Issuance.pool_id == customer[1])
+    row = conn.execute(query).first()
+    return _Holder(row[0], row[1], row[2]) if row is not None else None
+
+
+def _take_single_use(conn: Connection, code_id: int, now: datetime) -> int | None:
+    """The atomic step: only one writer can move ``redemptions`` from 0 to 1.
+
+    The code also leaves ``available``/``reserved`` for good, so a code
+    redeemed before it was issued is never mailed afterwards.
+    """
+    row = conn.execute(
+        update(Code)
+        .where(Code.id == code_id, Code.redemptions == 0, Code.status != CodeStatus.VOID)
+        .values(
+            redemptions=Code.redemptions + 1,
+            redeemed_at=now,
+            status=CodeStatus.ISSUED,
+            reserved_scope=None,
+            reserved_token=None,
+            reserved_until=None,
+        )
+        .returning(Code.redemptions)
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def _count_multi_use(conn: Connection, code_id: int, now: datetime) -> int | None:
+    row = conn.execute(
+        update(Code)
+        .where(Code.id == code_id, Code.status != CodeStatus.VOID)
+        .values(
+            redemptions=Code.redemptions + 1,
+            redeemed_at=func.coalesce(Code.redeemed_at, now),
+        )
+        .returning(Code.redemptions)
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def _lost_race_reason(conn: Connection, code_id: int) -> str:
+    status = conn.execute(select(Code.status).where(Code.id == code_id)).scalar_one()
+    return VOID_CODE if status == CodeStatus.VOID else ALREADY_REDEEMED
+
+
+def unredeem(
+    engine: Engine,
+    code: str,
+    *,
+    order: str,
+    pool: str | None = None,
+    now: datetime | None = None,
+) -> RollbackResult:
+    """Undo the live redemption of ``code`` by ``order`` (cancelled or refunded).
+
+    The redemption stays in the history, marked rolled back. A single-use
+    code can then be redeemed again; a multi-use code's count drops by one.
+    Raises :class:`RedemptionNotFound`, changing nothing, when the code has
+    no live redemption for that order.
+    """
+    moment = to_utc_naive(now) if now is not None else utcnow()
+    with write_transaction(engine) as conn:
+        return _unredeem_in(conn, code, order, pool, moment)
+
+
+def _unredeem_in(
+    conn: Connection, code: str, order: str, pool_id: str | None, now: datetime
+) -> RollbackResult:
+    locked = select(Code.id).where(Code.code == code).order_by(Code.pool_id)
+    if pool_id is not None:
+        locked = locked.where(Code.pool_id == pool_id)
+    # The same lock a redemption takes: a roll-back and a redemption of one
+    # code run one after the other.
+    code_ids = list(conn.execute(locked.with_for_update()).scalars())
+    if not code_ids:
+        where = f" in pool {pool_id!r}" if pool_id is not None else ""
+        raise RedemptionNotFound(code, order, f": {UNKNOWN_CODE}{where}")
+    rows = conn.execute(
+        select(
+            Redemption.id,
+            Redemption.code_id,
+            Redemption.pool_id,
+            Redemption.issued_to,
+            Redemption.mailing_id,
+            Redemption.redeemed_by,
+            Redemption.redeemed_at,
+            Redemption.exclusive,
+        ).where(
+            Redemption.code_id.in_(code_ids),
+            Redemption.order_id == order,
+            Redemption.rolled_back_at.is_(None),
+        )
+    ).all()
+    if not rows:
+        raise RedemptionNotFound(code, order)
+    if len(rows) > 1:
+        pools = ", ".join(sorted(r.pool_id for r in rows))
+        raise PromomailError(
+            f"code {code!r} was redeemed by order {order!r} in pools {pools}; name the pool"
+        )
+    found = rows[0]
+    conn.execute(
+        update(Redemption)
+        .where(Redemption.id == found.id, Redemption.rolled_back_at.is_(None))
+        .values(rolled_back_at=now)
+    )
+    earliest_live = (
+        select(func.min(Redemption.redeemed_at))
+        .where(Redemption.code_id == found.code_id, Redemption.rolled_back_at.is_(None))
+        .scalar_subquery()
+    )
+    remaining = int(
+        conn.execute(
+            update(Code)
+            .where(Code.id == found.code_id)
+            .values(redemptions=Code.redemptions - 1, redeemed_at=earliest_live)
+            .returning(Code.redemptions)
+        ).scalar_one()
+    )
+    if found.exclusive and remaining == 0 and _live_holder(conn, found.code_id) is None:
+        # Redeemed before anyone was given it: nobody holds it now, so it
+        # goes back into the pool rather than staying out of it for good.
+        conn.execute(
+            update(Code)
+            .where(Code.id == found.code_id, Code.status == CodeStatus.ISSUED)
+            .values(status=CodeStatus.AVAILABLE)
+        )
+    return RollbackResult(
+        code=code,
+        pool=found.pool_id,
+        order=order,
+        issued_to=found.issued_to,
+        mailing=found.mailing_id,
+        redeemed_by=found.redeemed_by,
+        redeemed_at=found.redeemed_at,
+        rolled_back_at=now,
+        redemptions=remaining,
+    )

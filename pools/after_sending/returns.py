@@ -1,0 +1,366 @@
+"""Codes of messages that were never delivered go back to their pools.
+
+``mailing return`` (hard bounces, suppressed addresses) and ``mailing
+cancel`` (the mailing was never sent) give back the codes a mailing issued.
+Only a code nobody can have seen goes back: a single-use code never
+redeemed and never shown to its customer again by another mailing (a
+reissue). The others are kept and counted by why. A returned issuance stays
+in the history, marked with the time and reason; the code becomes
+``available`` again, so every count and the next render see it, and a later
+run of the same mailing gives that recipient a new code (the mailing's
+unique index covers live issuances only). That new issuance takes whatever
+code the pool hands out next, in the usual order (soonest-expiring, then
+oldest import), so it may be the very code that came back: nobody ever saw
+it, and the pool's order is not bent for it.
+
+The code goes back with a conditional ``UPDATE … WHERE status = 'issued' AND
+redemptions = 0``, so a redemption racing the return either comes first
+(the code is kept as redeemed) or finds the code back in its pool.
+The mailing's own reissue records for those recipients are marked returned
+too: the message that showed the older code was not delivered either.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy import Connection, Engine, and_, case, exists, func, select, update
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from pools.errors import PromomailError
+from pools.identifiers import id_problem
+from pools.issuing.mailings import MailingNotFound
+from pools.store.clock import utcnow
+from pools.store.db import write_transaction
+from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
+
+#: Customer ids per statement: far below every database's bound-parameter limit.
+_CHUNK = 500
+CANCELLED = "mailing cancelled"
+
+
+@dataclass(frozen=True)
+class KeptCodes:
+    """Codes that stay with their customers, by why."""
+
+    redeemed: int = 0
+    reissued: int = 0
+    multi_use: int = 0
+
+
+@dataclass(frozen=True)
+class ReturnReport:
+    """What a return or cancel did: codes back in their pools, codes kept."""
+
+    mailing: str
+    returned: int
+    kept: KeptCodes
+    #: Listed recipients this mailing holds no live code for (never issued, or returned before).
+    not_issued: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        """The document ``mailing return --json`` and ``mailing cancel --json`` print."""
+        return {
+            "mailing": self.mailing,
+            "returned": self.returned,
+            "kept": {
+                "redeemed": self.kept.redeemed,
+                "reissued": self.kept.reissued,
+                "multi_use": self.kept.multi_use,
+            },
+        }
+
+
+def return_codes(
+    engine: Engine,
+    mailing_id: str,
+    recipients: Iterable[str],
+    *,
+    reason: str | None,
+    now: datetime | None = None,
+) -> ReturnReport:
+    """Give back the codes ``mailing_id`` issued to ``recipients`` (undelivered messages).
+
+    All in one transaction; raises :class:`MailingNotFound` when the mailing
+    does not exist. Recipients the mailing gave nothing are counted in
+    ``not_issued`` and otherwise ignored.
+    """
+    ids = list(dict.fromkeys(recipients))
+    moment = now or utcnow()
+    with write_transaction(engine) as conn:
+        _require_mailing(conn, mailing_id)
+        totals = _Totals()
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            totals.add(_return_in(conn, mailing_id, chunk, reason, moment))
+        return totals.report(mailing_id)
+
+
+def cancel_mailing(
+    engine: Engine, mailing_id: str, *, reason: str | None = None, now: datetime | None = None
+) -> ReturnReport:
+    """Give back every code ``mailing_id`` issued: the mailing was never sent."""
+    moment = now or utcnow()
+    with write_transaction(engine) as conn:
+        _require_mailing(conn, mailing_id)
+        totals = _Totals()
+        totals.add(_return_in(conn, mailing_id, None, reason or CANCELLED, moment))
+        return totals.report(mailing_id)
+
+
+def _require_mailing(conn: Connection, mailing_id: str) -> None:
+    known = conn.execute(
+        select(
+            exists().where(Mailing.id == mailing_id)
+            | exists().where(Issuance.mailing_id == mailing_id, Issuance.returned_at.is_(None))
+        )
+    ).scalar()
+    if not known:
+        raise MailingNotFound(mailing_id)
+
+
+@dataclass
+class _Totals:
+    returned: int = 0
+    redeemed: int = 0
+    reissued: int = 0
+    multi_use: int = 0
+    listed: int = 0
+    holding: int = 0
+
+    def add(self, other: _Totals) -> None:
+        for counter in fields(self):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
+
+    def report(self, mailing_id: str) -> ReturnReport:
+        kept = KeptCodes(self.redeemed, self.reissued, self.multi_use)
+        return ReturnReport(mailing_id, self.returned, kept, max(self.listed - self.holding, 0))
+
+
+def _return_in(
+    conn: Connection,
+    mailing_id: str,
+    customers: Sequence[str] | None,
+    reason: str | None,
+    now: datetime,
+) -> _Totals:
+    """Return one chunk of recipients (``None``: every recipient of the mailing)."""
+
+    def live(kind: IssuanceKind) -> list[ColumnElement[bool]]:
+        conditions = [
+            Issuance.mailing_id == mailing_id,
+            Issuance.kind == kind,
+            Issuance.returned_at.is_(None),
+        ]
+        if customers is not None:
+            conditions.append(Issuance.customer_id.in_(customers))
+        return conditions
+
+    holding = conn.execute(
+        select(func.count(func.distinct(Issuance.customer_id))).where(*live(IssuanceKind.INITIAL))
+    ).scalar_one()
+    other = aliased(Issuance)
+    shown_elsewhere = exists().where(
+        other.code_id == Code.id,
+        other.kind == IssuanceKind.REISSUE,
+        other.mailing_id != mailing_id,
+        other.returned_at.is_(None),
+    )
+    held = select(Issuance.code_id).where(*live(IssuanceKind.INITIAL), Issuance.exclusive)
+    freed = list(
+        conn.execute(
+            update(Code)
+            .where(
+                Code.id.in_(held),
+                Code.status == CodeStatus.ISSUED,
+                Code.redemptions == 0,
+                ~shown_elsewhere,
+            )
+            .values(status=CodeStatus.AVAILABLE)
+            .returning(Code.id)
+        ).scalars()
+    )
+    for start in range(0, len(freed), _CHUNK):
+        conn.execute(
+            update(Issuance)
+            .where(*live(IssuanceKind.INITIAL), Issuance.code_id.in_(freed[start : start + _CHUNK]))
+            .values(returned_at=now, return_reason=reason)
+        )
+    # What stays, by why: multi-use first, then redeemed; a single-use code
+    # neither redeemed nor returned was shown again by another mailing.
+    kept = conn.execute(
+        select(
+            _count(~Issuance.exclusive),
+            _count(and_(Issuance.exclusive, Code.redemptions > 0)),
+            _count(and_(Issuance.exclusive, Code.redemptions == 0)),
+        )
+        .join(Code, Code.id == Issuance.code_id)
+        .where(*live(IssuanceKind.INITIAL))
+    ).one()
+    # The message that showed an older code again was not delivered either.
+    conn.execute(
+        update(Issuance)
+        .where(*live(IssuanceKind.REISSUE))
+        .values(returned_at=now, return_reason=reason)
+    )
+    return _Totals(
+        returned=len(freed),
+        multi_use=int(kept[0]),
+        redeemed=int(kept[1]),
+        reissued=int(kept[2]),
+        listed=len(customers) if customers is not None else 0,
+        holding=int(holding),
+    )
+
+
+def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+# ---------------------------------------------------------------------------
+# Reading who bounced: a recipients file, or a bounce list with ids or addresses
+# ---------------------------------------------------------------------------
+
+#: Column names accepted for the recipient id and for the e-mail address (any case).
+ID_COLUMNS = ("id", "customer_id", "customer", "recipient", "recipient_id")
+EMAIL_COLUMNS = ("email", "e-mail", "email_address", "address", "recipient_email")
+
+
+class ReturnListError(PromomailError):
+    """A recipients or bounce list cannot be read; names the file and line."""
+
+
+@dataclass(frozen=True)
+class ReturnList:
+    """Who a return is for: recipient ids, and addresses still to be matched to ids."""
+
+    source: str
+    ids: list[str]
+    #: (line, address) of rows with an address but no id.
+    emails: list[tuple[int, str]]
+
+
+def read_return_list(path: str | os.PathLike[str]) -> ReturnList:
+    """Read a recipients file or a bounce list (CSV with a header, or JSON Lines).
+
+    A row names its recipient by id (columns :data:`ID_COLUMNS`) or, lacking
+    one, by e-mail address (:data:`EMAIL_COLUMNS`); ``.jsonl``/``.ndjson``/
+    ``.json`` files hold one object per line with the same keys.
+    """
+    source = Path(path)
+    try:
+        with source.open(encoding="utf-8-sig", newline="") as handle:
+            if source.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+                rows = _json_rows(source, handle)
+            else:
+                rows = _csv_rows(source, handle)
+            ids: list[str] = []
+            emails: list[tuple[int, str]] = []
+            for line, row in rows:
+                found_id = _first(row, ID_COLUMNS)
+                found_email = _first(row, EMAIL_COLUMNS)
+                if found_id:
+                    # The rule the recipients reader applies: an id it would
+                    # refuse names no recipient this store could have rendered.
+                    problem = id_problem(found_id)
+                    if problem is not None:
+                        raise ReturnListError(f"{source}, line {line}: {problem}")
+                    ids.append(found_id)
+                elif found_email:
+                    emails.append((line, found_email))
+                else:
+                    raise ReturnListError(f"{source}, line {line}: no recipient id or e-mail")
+    except OSError as exc:
+        raise ReturnListError(f"{source}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ReturnListError(f"{source}: not UTF-8 text ({exc.reason})") from exc
+    return ReturnList(str(source), ids, emails)
+
+
+def _first(row: dict[str, str], names: Sequence[str]) -> str:
+    for name in names:
+        value = row.get(name)
+        if value:
+            return value
+    return ""
+
+
+def _csv_rows(source: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.reader(handle, strict=True)
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+        # Two columns of one name: which id or address is meant cannot be told.
+        repeated = sorted({name for name in header if name and header.count(name) > 1})
+        if repeated:
+            raise ReturnListError(
+                f"{source}, line 1: column {repeated[0]!r} appears more than once"
+            )
+        if not any(name in header for name in (*ID_COLUMNS, *EMAIL_COLUMNS)):
+            raise ReturnListError(
+                f"{source}, line 1: the header names no recipient column: use one of "
+                f"{', '.join(ID_COLUMNS)} or {', '.join(EMAIL_COLUMNS)}"
+            )
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            yield (
+                reader.line_num,
+                {name: cell.strip() for name, cell in zip(header, row, strict=False)},
+            )
+    except csv.Error as exc:
+        raise ReturnListError(f"{source}, line {reader.line_num}: malformed CSV ({exc})") from exc
+
+
+def _json_rows(source: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+    for line, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReturnListError(f"{source}, line {line}: not JSON ({exc.msg})") from exc
+        if not isinstance(value, dict):
+            raise ReturnListError(f"{source}, line {line}: not a JSON object")
+        nested = next((k for k, v in value.items() if isinstance(v, (dict, list))), None)
+        if nested is not None:
+            raise ReturnListError(f"{source}, line {line}: {nested!r} holds a nested JSON value")
+        yield (
+            line,
+            {str(k).strip().lower(): str(v).strip() for k, v in value.items() if v is not None},
+        )
+
+
+def match_addresses(
+    returns: ReturnList, directory: Iterable[tuple[str, str | None]], *, mailing_id: str
+) -> list[str]:
+    """The recipient ids of a return list, its addresses matched through ``directory``.
+
+    ``directory`` gives (id, e-mail) of the mailing's recipients (its
+    recipients file). Addresses match case-insensitively; an address no
+    recipient has is an error naming the file and line, since a bounce
+    list for the wrong mailing must not go half-applied.
+    """
+    ids = list(returns.ids)
+    if not returns.emails:
+        return ids
+    by_address: dict[str, str] = {}
+    for recipient_id, address in directory:
+        if address:
+            by_address.setdefault(address.strip().casefold(), recipient_id)
+    for line, address in returns.emails:
+        matched = by_address.get(address.casefold())
+        if matched is None:
+            raise ReturnListError(
+                f"{returns.source}, line {line}: no recipient of mailing {mailing_id!r} "
+                f"has the address {address!r}"
+            )
+        ids.append(matched)
+    return ids

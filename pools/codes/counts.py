@@ -1,0 +1,81 @@
+"""Pool counts, derived from the codes themselves so they always add up.
+
+``total = available + pending + reserved + issued + expired + void``, where
+``pending`` codes are not yet inside their issue window and ``reserved``
+ones are held by a render in progress. ``redeemed`` is a subset of
+``issued`` (or, for multi-use pools, of ``available``): codes redeemed at
+least once. ``redemptions`` counts every live redemption, so a shared code
+redeemed five times is 1 ``redeemed`` and 5 ``redemptions``. A code returned
+by a mailing that was never delivered is ``available`` again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from pools.store.clock import utcnow
+from pools.store.models import Code, CodeStatus
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    total: int = 0
+    available: int = 0
+    pending: int = 0
+    reserved: int = 0
+    issued: int = 0
+    redeemed: int = 0
+    expired: int = 0
+    void: int = 0
+    #: Every live redemption (multi-use codes count each one).
+    redemptions: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def issuable_now(now: datetime) -> ColumnElement[bool]:
+    """The claim condition: available, inside the issue window, not expired."""
+    return and_(
+        Code.status == CodeStatus.AVAILABLE,
+        Code.issuable_until > now,
+        or_(Code.issue_start.is_(None), Code.issue_start <= now),
+    )
+
+
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def pool_counts(
+    conn: Connection, pool_ids: list[str] | None = None, now: datetime | None = None
+) -> dict[str, PoolCounts]:
+    """Counts per pool id; pools without codes are absent from the answer."""
+    now = now or utcnow()
+    available_status = Code.status == CodeStatus.AVAILABLE
+    query = select(
+        Code.pool_id,
+        func.count(),
+        _count_where(issuable_now(now)),
+        _count_where(and_(available_status, Code.issuable_until > now, Code.issue_start > now)),
+        _count_where(Code.status == CodeStatus.RESERVED),
+        _count_where(Code.status == CodeStatus.ISSUED),
+        _count_where(Code.redemptions > 0),
+        _count_where(and_(available_status, Code.issuable_until <= now)),
+        _count_where(Code.status == CodeStatus.VOID),
+        func.coalesce(func.sum(Code.redemptions), 0),
+    ).group_by(Code.pool_id)
+    if pool_ids is not None:
+        query = query.where(Code.pool_id.in_(pool_ids))
+    return {row[0]: PoolCounts(*(int(value) for value in row[1:])) for row in conn.execute(query)}
+
+
+def available_count(conn: Connection, pool_id: str, now: datetime | None = None) -> int:
+    """Codes that can be issued now; uses the claim index, no full scan."""
+    now = now or utcnow()
+    query = select(func.count()).where(Code.pool_id == pool_id, issuable_now(now))
+    return int(conn.execute(query).scalar_one())

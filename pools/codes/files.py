@@ -1,0 +1,392 @@
+"""Reading code files (txt and csv) into validated codes, streaming.
+
+Nothing here touches the database: a parser yields, line by line, either a
+:class:`ParsedCode` or a :class:`LineProblem`, so an upload can store as it
+reads and still refuse the whole file at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import BinaryIO
+
+from pools.errors import LineProblem, PromomailError
+from pools.store.clock import to_utc_naive
+from pools.store.dialect_sql import CodeRow
+from pools.store.models import CODE_MAX_LENGTH, NO_END
+
+BLOCK_SIZE = 1 << 20
+#: Lines handed to the store at a time.
+BLOCK_LINES = 50_000
+#: A line longer than this is not read into memory whole: it cannot be a code.
+MAX_LINE_BYTES = 4096
+_BINARY_SAMPLE = 8192
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_BOM = "\ufeff"
+#: What undecodable bytes become with errors="surrogateescape".
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+class Whitespace(StrEnum):
+    REJECT = "reject"
+    STRIP = "strip"
+    KEEP = "keep"
+
+
+class FileFormat(StrEnum):
+    TXT = "txt"
+    CSV = "csv"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCode:
+    line: int
+    code: str
+    issue_start: datetime | None = None
+    issue_end: datetime | None = None
+    available_from: datetime | None = None
+    available_till: datetime | None = None
+
+    def as_row(self) -> CodeRow:
+        ends = [d for d in (self.issue_end, self.available_till) if d is not None]
+        return (
+            self.code,
+            self.issue_start,
+            self.issue_end,
+            self.available_from,
+            self.available_till,
+            min(ends) if ends else NO_END,
+        )
+
+
+@dataclass
+class Block:
+    """A run of lines: plain codes (txt), codes with windows (csv), problems."""
+
+    lines: int = 0
+    codes: list[str] = field(default_factory=list)
+    rows: list[CodeRow] = field(default_factory=list)
+    problems: list[LineProblem] = field(default_factory=list)
+
+
+class UnreadableFile(PromomailError):
+    """The file as a whole is not a code list (binary, empty, no code column)."""
+
+
+def format_for(filename: str, explicit: str | None) -> FileFormat:
+    if explicit:
+        return FileFormat(explicit)
+    return FileFormat.CSV if filename.lower().endswith(".csv") else FileFormat.TXT
+
+
+def check_code(text: str, whitespace: Whitespace) -> tuple[str | None, str | None]:
+    """(code, None) when valid, else (None, reason)."""
+    if whitespace is Whitespace.STRIP:
+        text = text.strip()
+    elif whitespace is Whitespace.REJECT and text != text.strip():
+        return None, "leading or trailing whitespace (use --whitespace strip or keep)"
+    if not text.strip():
+        # Also a line of spaces kept as it is: nobody can type a blank code.
+        return None, "empty line" if not text else "blank code (only whitespace)"
+    if _CONTROL.search(text):
+        return None, "control character in code"
+    if len(text) > CODE_MAX_LENGTH:
+        return None, f"code is {len(text)} characters long; at most {CODE_MAX_LENGTH}"
+    return text, None
+
+
+def _looks_binary(sample: bytes) -> bool:
+    if b"\x00" in sample[:_BINARY_SAMPLE] and sample.count(b"\x00") * 20 > len(sample):
+        return True
+    controls = sum(1 for b in sample[:_BINARY_SAMPLE] if b < 9 or 13 < b < 32)
+    return controls * 10 > min(len(sample), _BINARY_SAMPLE)
+
+
+def _line_runs(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(number of the first line, its lines) for each block read from the stream.
+
+    The lines come as they are in the file, joined by LF without the last
+    one (a line keeps its CR, if any); None stands for one line that ran on
+    past MAX_LINE_BYTES beyond a block, which is never held in memory whole.
+    Nothing here works line by line: per-line Python work is what an upload
+    of millions of codes cannot afford.
+    """
+    number = 0
+    carry = b""
+    too_long = False
+    first = True
+    while True:
+        block = stream.read(BLOCK_SIZE)
+        if first:
+            first = False
+            if not block:
+                raise UnreadableFile("the file is empty: no codes")
+            if _looks_binary(block):
+                raise UnreadableFile("this looks like a binary file, not a list of codes")
+        if not block:
+            break
+        data = carry + block if carry else block
+        end = data.rfind(b"\n")
+        if end < 0:
+            carry = data
+        else:
+            carry = data[end + 1 :]
+            lines: bytes | None = data[:end]
+            if too_long:
+                # The block's first line ends the over-long one.
+                too_long = False
+                number += 1
+                yield number, None
+                cut = data.find(b"\n")
+                lines = data[cut + 1 : end] if cut < end else None
+            if lines is not None:
+                yield number + 1, lines
+                number += lines.count(b"\n") + 1
+        if len(carry) > MAX_LINE_BYTES:
+            too_long = True
+            carry = b""
+    if carry or too_long:
+        yield number + 1, None if too_long else carry
+
+
+def _txt_problem(
+    number: int, raw: bytes | None, whitespace: Whitespace
+) -> tuple[str | None, LineProblem | None]:
+    if raw is None:
+        return None, LineProblem(number, f"line is longer than {MAX_LINE_BYTES} bytes: not a code")
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, LineProblem(number, f"invalid UTF-8 at byte {exc.start + 1}")
+    if number == 1 and text.startswith(_BOM):
+        text = text[1:]
+    code, reason = check_code(text, whitespace)
+    return code, None if code is not None else LineProblem(number, reason or "invalid")
+
+
+# Anything in a block of lines that needs the line-by-line checks: control
+# characters, whitespace at either end of a line (which also catches empty
+# lines, as "\n" is whitespace), a lone carriage return.
+_SUSPECT = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]|\s\n|\n\s|\s$")
+
+
+#: Bytes that can be anywhere in a plain ASCII block: printable characters and LF.
+_PLAIN_ASCII = bytes(range(0x20, 0x7F)) + b"\n"
+_BOM_BYTES = _BOM.encode()
+
+
+def _fast_block(data: bytes, first_number: int) -> list[str] | None:
+    """All codes of a run of lines when every line is plainly valid, else None."""
+    if first_number == 1 and data.startswith(_BOM_BYTES):
+        data = data[len(_BOM_BYTES) :]
+    if b"\r" in data:
+        # CRLF line ends; the last line's CR has no LF after it in the block.
+        data = data.replace(b"\r\n", b"\n")
+        if data.endswith(b"\r"):
+            data = data[:-1]
+    if not data.translate(None, _PLAIN_ASCII):
+        # Only printable ASCII and line ends: what is left to rule out is a
+        # space at either end of a line and an empty line, all byte searches.
+        if (
+            not data
+            or data.startswith((b" ", b"\n"))
+            or data.endswith((b" ", b"\n"))
+            or b" \n" in data
+            or b"\n " in data
+            or b"\n\n" in data
+        ):
+            return None
+        codes = data.decode("ascii").split("\n")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if _SUSPECT.search("\n" + text):
+            return None
+        codes = text.split("\n")
+    if max(map(len, codes)) > CODE_MAX_LENGTH:
+        return None
+    return codes
+
+
+def parse_txt(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> Iterator[Block]:
+    """One code per line, UTF-8 (BOM ignored), LF or CRLF; yields blocks of lines.
+
+    A block whose lines are all plainly valid is taken in a few whole-block
+    operations; only a block with something suspect is checked line by line.
+    """
+    for first, data in _line_runs(stream):
+        yield _txt_block(data, first, whitespace)
+
+
+def _txt_block(data: bytes | None, first: int, whitespace: Whitespace) -> Block:
+    if data is None:
+        return Block(lines=1, problems=[_txt_problem(first, None, whitespace)[1]])  # type: ignore[list-item]
+    if whitespace is Whitespace.REJECT:
+        codes = _fast_block(data, first)
+        if codes is not None:
+            return Block(lines=len(codes), codes=codes)
+    lines = data.split(b"\n")
+    block = Block(lines=len(lines))
+    for number, raw in enumerate(lines, start=first):
+        code, problem = _txt_problem(number, raw, whitespace)
+        if problem is not None:
+            block.problems.append(problem)
+        else:
+            block.codes.append(code)  # type: ignore[arg-type]
+    return block
+
+
+CODE_COLUMN_NAMES = ("code", "coupon", "coupon_code", "promo_code", "promocode")
+DATE_COLUMNS = ("issue_start", "issue_end", "available_from", "available_till")
+# Window ends given as a bare date include that whole day.
+_END_COLUMNS = frozenset({"issue_end", "available_till"})
+
+
+def _column_key(header: str) -> str:
+    return re.sub(r"[\s-]+", "_", header.strip().lower())
+
+
+def parse_moment(value: str, column: str) -> datetime:
+    """ISO 8601 date or datetime; aware values go to UTC, naive ones are UTC."""
+    text = value.strip()
+    try:
+        # Any ISO date form (2030-06-30, 20300630), not only the 10-character one.
+        day = date.fromisoformat(text)
+    except ValueError:
+        return to_utc_naive(datetime.fromisoformat(text))
+    start = datetime(day.year, day.month, day.day)
+    return start + timedelta(days=1) if column in _END_COLUMNS else start
+
+
+def parse_csv(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> Iterator[Block]:
+    """A header row with a code column and optional window columns."""
+    head = stream.read(_BINARY_SAMPLE)
+    if not head:
+        raise UnreadableFile("the file is empty: no header and no codes")
+    if _looks_binary(head):
+        raise UnreadableFile("this looks like a binary file, not a CSV of codes")
+    whole = io.BufferedReader(_Prefixed(head, stream), BLOCK_SIZE)
+    # The decoder reads ahead of the CSV reader: strict decoding would blame an
+    # invalid byte on the wrong line (or on the header). Undecodable bytes are
+    # kept as surrogates instead and reported on the row that holds them.
+    text = io.TextIOWrapper(whole, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text, strict=True)
+    try:
+        header = next(reader, None)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise UnreadableFile(f"line 1: the header cannot be read ({exc})") from exc
+    if header is None:
+        raise UnreadableFile("the file is empty: no header and no codes")
+    if any(_UNDECODABLE.search(h) for h in header):
+        raise UnreadableFile("line 1: the header is not valid UTF-8")
+    keys = [_column_key(h) for h in header]
+    code_index = next((keys.index(k) for k in CODE_COLUMN_NAMES if k in keys), None)
+    if code_index is None:
+        raise UnreadableFile(
+            f"line 1: no code column in the header {header!r} "
+            "(expected 'code', 'Code', 'Coupon' or 'Coupon Code')"
+        )
+    date_indexes = {name: keys.index(name) for name in DATE_COLUMNS if name in keys}
+    block = Block()
+    for item in _csv_rows(reader, code_index, date_indexes, len(header), whitespace):
+        block.lines += 1
+        if isinstance(item, LineProblem):
+            block.problems.append(item)
+        else:
+            block.rows.append(item.as_row())
+        if block.lines >= BLOCK_LINES:
+            yield block
+            block = Block()
+    if block.lines:
+        yield block
+
+
+def _csv_rows(
+    reader: Iterator[list[str]],
+    code_index: int,
+    date_indexes: dict[str, int],
+    width: int,
+    whitespace: Whitespace,
+) -> Iterator[ParsedCode | LineProblem]:
+    line = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            yield LineProblem(line + 1, "invalid UTF-8; the rest of the file was not read")
+            return
+        except csv.Error as exc:
+            yield LineProblem(line + 1, f"malformed CSV ({exc}); the rest of the file was not read")
+            return
+        line = reader.line_num  # type: ignore[attr-defined]
+        if not row:
+            yield LineProblem(line, "empty line")
+            continue
+        if any(_UNDECODABLE.search(value) for value in row):
+            yield LineProblem(line, "invalid UTF-8")
+            continue
+        if len(row) != width:
+            yield LineProblem(line, f"{len(row)} fields where the header has {width}")
+            continue
+        code, reason = check_code(row[code_index], whitespace)
+        if code is None:
+            yield LineProblem(line, reason or "invalid")
+            continue
+        try:
+            moments = {
+                name: parse_moment(row[i], name) if row[i].strip() else None
+                for name, i in date_indexes.items()
+            }
+        except ValueError as exc:
+            yield LineProblem(line, f"bad date ({exc})")
+            continue
+        problem = _window_problem(moments)
+        if problem:
+            yield LineProblem(line, problem)
+            continue
+        yield ParsedCode(line, code, **moments)
+
+
+def _window_problem(moments: dict[str, datetime | None]) -> str | None:
+    for start, end in (("issue_start", "issue_end"), ("available_from", "available_till")):
+        first, last = moments.get(start), moments.get(end)
+        if first is not None and last is not None and first >= last:
+            return f"{start} {first.isoformat()} is not before {end} {last.isoformat()}"
+    return None
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream with bytes already read put back in front of it."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = prefix
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def parse(stream: BinaryIO, fmt: FileFormat, whitespace: Whitespace) -> Iterator[Block]:
+    return parse_csv(stream, whitespace) if fmt is FileFormat.CSV else parse_txt(stream, whitespace)

@@ -1,0 +1,1 @@
+"""What was issued, read back: customer history, the issuance export, segments, paging."""

@@ -1,0 +1,223 @@
+"""Lists that can grow without bound, a page at a time, for front ends that page.
+
+Keyset paging: a page ends with an opaque cursor naming the last record it
+holds, and the next page starts after that record, so pages stay correct
+and cheap while records are added, however deep the reader goes. A cursor
+is URL-safe base64 of a small JSON value; a cursor that does not decode is
+refused, naming it.
+
+A ``pools`` argument narrows a list to those pool ids: the view of a
+front-end user limited to some pools.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Collection, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from pools.errors import PoolNotFound, PromomailError
+from pools.history.customers import HistoryWindow, history_in
+from pools.history.export import (
+    COLUMNS,
+    ExportError,
+    check_filters,
+    issuance_query,
+    issuance_values,
+)
+from pools.history.segments import iter_segment
+from pools.store.db import read_transaction
+from pools.store.models import Code, Issuance
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class InvalidCursor(PromomailError):
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"cursor {cursor!r} is not one this list gave out")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next: str | None
+    #: Further fields of the document (e.g. the customer a history belongs to).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.extra, "items": self.items, "next": self.next}
+
+
+def encode_cursor(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: type) -> Any:
+    """The value inside ``cursor``, which must be of ``kind``."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise InvalidCursor(cursor) from exc
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InvalidCursor(cursor)
+    return value
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise PromomailError(f"limit {limit} is not between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def _check_pools(named: Sequence[str], pools: Collection[str] | None) -> None:
+    """A pool outside the caller's view is unknown to them, like a pool that does not exist."""
+    if pools is None:
+        return
+    for pool_id in named:
+        if pool_id not in pools:
+            raise PoolNotFound(pool_id)
+
+
+def issuance_page(
+    engine: Engine,
+    *,
+    pool: str | None = None,
+    mailing: str | None = None,
+    pools: Collection[str] | None = None,
+    after: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page:
+    """The issuance log, as ``export issuances`` writes it, one page of records."""
+    check_limit(limit)
+    _check_pools([pool] if pool is not None else [], pools)
+    start = decode_cursor(after, int) if after is not None else 0
+    query = issuance_query(pool=pool, mailing=mailing).where(Issuance.id > start).limit(limit + 1)
+    if pools is not None:
+        query = query.where(Issuance.pool_id.in_(pools))
+    with read_transaction(engine) as conn:
+        check_filters(conn, pool, mailing)
+        if pools is not None and mailing is not None and mailing not in _mailings_of(conn, pools):
+            raise ExportError(f"mailing {mailing!r} does not exist")
+        rows = conn.execute(query).all()
+    shown = rows[:limit]
+    # Empty cells of the CSV are missing values in JSON.
+    items = [
+        {key: value or None for key, value in zip(COLUMNS, issuance_values(row), strict=True)}
+        for row in shown
+    ]
+    more = len(rows) > limit
+    return Page(items, encode_cursor(shown[-1].id) if more and shown else None)
+
+
+def segment_page(
+    engine: Engine,
+    *,
+    issued_from: Sequence[str] = (),
+    min_issued: int | None = None,
+    max_issued: int | None = None,
+    since: date | datetime | None = None,
+    pools: Collection[str] | None = None,
+    after: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page:
+    """Customer ids of a segment (as ``segment``), one page; narrowed to ``pools`` if given."""
+    check_limit(limit)
+    _check_pools(issued_from, pools)
+    start = decode_cursor(after, str) if after is not None else None
+    sources = list(issued_from) or (sorted(pools) if pools is not None else [])
+    ids: list[str] = []
+    with read_transaction(engine) as conn:
+        if pools is not None and not sources:
+            return Page([], None)
+        matching = iter_segment(
+            conn,
+            issued_from=sources,
+            min_issued=min_issued,
+            max_issued=max_issued,
+            since=since,
+            after=start,
+            within=pools,
+        )
+        with closing(matching):
+            for customer_id in matching:
+                ids.append(customer_id)
+                if len(ids) > limit:
+                    break
+    more = len(ids) > limit
+    shown = ids[:limit]
+    return Page(shown, encode_cursor(shown[-1]) if more else None)
+
+
+def customer_page(
+    engine: Engine,
+    customer_id: str,
+    *,
+    pools: Collection[str] | None = None,
+    after: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page:
+    """A customer's history (as ``customer``): ``items`` are issuances, ``redemptions`` beside.
+
+    Each page holds up to ``limit`` issuances and up to ``limit`` redemptions;
+    the cursor remembers where each list stopped.
+    """
+    check_limit(limit)
+    if after is not None:
+        position = decode_cursor(after, list)
+        if len(position) != 2 or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in position
+        ):
+            raise InvalidCursor(after)
+        after_issuance, after_redemption = position
+    else:
+        after_issuance = after_redemption = 0
+    window = HistoryWindow(pools, after_issuance, after_redemption, limit + 1)
+    with read_transaction(engine) as conn:
+        history = history_in(conn, customer_id, window)
+    issuances = history.issuances[:limit]
+    redemptions = history.redemptions[:limit]
+    more = len(history.issuances) > limit or len(history.redemptions) > limit
+    cursor = None
+    if more:
+        cursor = encode_cursor(
+            [
+                issuances[-1].record_id if issuances else after_issuance,
+                redemptions[-1].record_id if redemptions else after_redemption,
+            ]
+        )
+    return Page(
+        [i.as_dict() for i in issuances],
+        cursor,
+        {"customer": customer_id, "redemptions": [r.as_dict() for r in redemptions]},
+    )
+
+
+def code_pools(engine: Engine, code: str) -> list[str]:
+    """The ids of the pools holding this exact code string."""
+    with read_transaction(engine) as conn:
+        return list(
+            conn.execute(select(Code.pool_id).where(Code.code == code).order_by(Code.pool_id))
+            .scalars()
+            .all()
+        )
+
+
+def mailings_of_pools(engine: Engine, pools: Collection[str]) -> set[str]:
+    """The mailings that issued codes from any of these pools."""
+    with read_transaction(engine) as conn:
+        return _mailings_of(conn, pools)
+
+
+def _mailings_of(conn: Connection, pools: Collection[str]) -> set[str]:
+    query = select(Issuance.mailing_id).where(Issuance.pool_id.in_(pools)).distinct()
+    return set(conn.execute(query).scalars())

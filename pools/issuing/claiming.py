@@ -1,0 +1,363 @@
+"""Handing codes to customers: reservations, issuance and reclaiming.
+
+Two ways in:
+
+* :func:`claim` issues codes to many customers of one mailing in a single
+  transaction. It is idempotent per (mailing, customer, pool): a customer who
+  already has a code from this mailing gets the same code again.
+* :func:`reserve` / :func:`settle` split that in two for lazy template
+  rendering: reserve a chunk's worth of codes, render (codes are handed out
+  only when a ``promocode`` call really runs), then in one transaction record
+  the issuances and put the unused codes back.
+
+A reservation carries a scope (the mailing, and shard when sharded) and an
+expiry. If its process dies, the codes are reclaimed by the next run of the
+same scope (:func:`reclaim_scope`) or by anyone once the reservation expired
+(:func:`reclaim_expired`), so a code is always either issued or available
+again. Settling checks the reservation token row by row, so codes that were
+reclaimed in the meantime are never issued on a stale reservation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from pools.admin.lifecycle import PoolView, load_pool, require_active
+from pools.codes.counts import issuable_now
+from pools.errors import PoolExhausted, ReservationLost
+from pools.store.clock import utcnow
+from pools.store.db import write_transaction
+from pools.store.dialect_sql import (
+    TakenCode,
+    insert_issuances,
+    issue_reserved,
+    one_of,
+    release_reserved,
+    take_codes,
+)
+from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
+
+DEFAULT_RESERVATION_TTL = timedelta(minutes=10)
+_RETRIES_ON_RACE = 5
+
+
+@dataclass
+class Reservation:
+    """Codes held for one chunk of a render, handed out one at a time.
+
+    A multi-use pool's reservation holds its one shared code, which every
+    take returns without consuming it.
+    """
+
+    pool_id: str
+    scope: str
+    token: str
+    codes: list[TakenCode]
+    exclusive: bool = True
+    _free: deque[TakenCode] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._free = deque(self.codes)
+
+    def take(self) -> TakenCode | None:
+        """The next code, or None when the reservation is used up."""
+        if not self.exclusive:
+            return self.codes[0] if self.codes else None
+        return self._free.popleft() if self._free else None
+
+    def give_back(self, code: TakenCode) -> None:
+        """Return a code taken for a recipient whose message then failed."""
+        if self.exclusive:
+            self._free.appendleft(code)
+
+    def top_up(self, more: Reservation) -> None:
+        """Add codes reserved later under the same token (see ``reserve_many``)."""
+        assert more.token == self.token and more.pool_id == self.pool_id
+        if self.exclusive:
+            self.codes.extend(more.codes)
+            self._free.extend(more.codes)
+        elif not self.codes:
+            self.codes.extend(more.codes)
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    customer_id: str
+    code_id: int
+    code: str
+    slot: int = 0
+
+
+def existing_codes(
+    conn: Connection, mailing_id: str, pool_id: str, customer_ids: Iterable[str]
+) -> dict[str, IssuedCode]:
+    """Initial codes this mailing already gave these customers from this pool."""
+    ids = list(customer_ids)
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(Issuance.customer_id, Issuance.code_id, Code.code)
+        .join(Code, Code.id == Issuance.code_id)
+        .where(
+            Issuance.mailing_id == mailing_id,
+            Issuance.pool_id == pool_id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.slot == 0,
+            one_of(conn, Issuance.customer_id, ids),
+            # Returned codes were never delivered: a re-run issues new ones.
+            Issuance.returned_at.is_(None),
+        )
+    )
+    return {r.customer_id: IssuedCode(r.customer_id, r.code_id, r.code) for r in rows}
+
+
+def shared_code(conn: Connection, pool: PoolView, now: datetime) -> TakenCode | None:
+    """A multi-use pool's code: the soonest-expiring issuable one, never consumed."""
+    row = conn.execute(
+        select(Code.issuable_until, Code.id, Code.code)
+        .where(Code.pool_id == pool.id, issuable_now(now))
+        .order_by(Code.issuable_until, Code.id)
+        .limit(1)
+    ).first()
+    return TakenCode(row[0], row[1], row[2]) if row else None
+
+
+def _record(
+    conn: Connection,
+    mailing_id: str,
+    pool_id: str,
+    issued: Sequence[IssuedCode],
+    *,
+    kind: IssuanceKind,
+    exclusive: bool,
+    now: datetime,
+) -> None:
+    insert_issuances(
+        conn,
+        [
+            (pool_id, item.code_id, item.customer_id, mailing_id, kind, item.slot, exclusive, now)
+            for item in issued
+        ],
+    )
+
+
+def claim(
+    engine: Engine,
+    pool_id: str,
+    mailing_id: str,
+    customer_ids: Sequence[str],
+    *,
+    partial: bool = False,
+) -> dict[str, str]:
+    """Issue one code per customer for this mailing, in one transaction.
+
+    Customers who already have a code from this mailing and pool get it
+    again. When the pool cannot cover everyone, nothing is issued and
+    :class:`PoolExhausted` is raised, unless ``partial`` is set: then as many
+    customers as possible (in the given order) get codes and the answer
+    leaves the others out.
+    """
+    unique_ids = list(dict.fromkeys(customer_ids))
+    for attempt in range(_RETRIES_ON_RACE):
+        try:
+            with write_transaction(engine) as conn:
+                return _claim_in(conn, pool_id, mailing_id, unique_ids, partial)
+        except IntegrityError:
+            # Another process issued to one of these customers in the same
+            # mailing between our read and our insert (PostgreSQL only; SQLite
+            # writers are serialised). Its codes are visible now: try again.
+            if attempt == _RETRIES_ON_RACE - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _claim_in(
+    conn: Connection, pool_id: str, mailing_id: str, customer_ids: list[str], partial: bool
+) -> dict[str, str]:
+    pool = load_pool(conn, pool_id)
+    require_active(pool)
+    now = utcnow()
+    have = existing_codes(conn, mailing_id, pool_id, customer_ids)
+    missing = [c for c in customer_ids if c not in have]
+    if pool.settings.multi_use:
+        shared = shared_code(conn, pool, now)
+        taken = [shared] * len(missing) if shared else []
+    else:
+        taken = take_codes(conn, pool_id, len(missing), now=now, new_status=CodeStatus.ISSUED)
+    if len(taken) < len(missing) and not partial:
+        raise PoolExhausted(pool_id, len(missing), len(taken))
+    issued = [IssuedCode(c, t.id, t.code) for c, t in zip(missing, taken, strict=False)]
+    _record(
+        conn,
+        mailing_id,
+        pool_id,
+        issued,
+        kind=IssuanceKind.INITIAL,
+        exclusive=not pool.settings.multi_use,
+        now=now,
+    )
+    answer = {c: item.code for c, item in have.items()}
+    answer.update({item.customer_id: item.code for item in issued})
+    return {c: answer[c] for c in customer_ids if c in answer}
+
+
+def reserve(
+    engine: Engine,
+    pool_id: str,
+    count: int,
+    *,
+    scope: str,
+    ttl: timedelta = DEFAULT_RESERVATION_TTL,
+) -> Reservation:
+    """Hold up to ``count`` codes of one pool; fewer when the pool runs low."""
+    return reserve_many(engine, {pool_id: count}, scope=scope, ttl=ttl)[pool_id]
+
+
+def reserve_many(
+    engine: Engine,
+    counts: Mapping[str, int],
+    *,
+    scope: str,
+    ttl: timedelta = DEFAULT_RESERVATION_TTL,
+    token: str | None = None,
+) -> dict[str, Reservation]:
+    """Hold codes from several pools for one chunk, in one transaction.
+
+    Pass the ``token`` of an earlier reservation to top it up: one settle
+    then covers both.
+    """
+    token = token or uuid.uuid4().hex
+    reservations: dict[str, Reservation] = {}
+    with write_transaction(engine) as conn:
+        now = utcnow()
+        for pool_id, count in counts.items():
+            pool = load_pool(conn, pool_id)
+            require_active(pool)
+            if pool.settings.multi_use:
+                shared = shared_code(conn, pool, now)
+                codes = [shared] if shared and count > 0 else []
+                reservations[pool_id] = Reservation(pool_id, scope, token, codes, exclusive=False)
+                continue
+            taken = take_codes(
+                conn,
+                pool_id,
+                count,
+                now=now,
+                new_status=CodeStatus.RESERVED,
+                scope=scope,
+                token=token,
+                until=now + ttl,
+            )
+            reservations[pool_id] = Reservation(pool_id, scope, token, taken)
+    return reservations
+
+
+class Handout(NamedTuple):
+    """A code a chunk gave a customer: from which reservation, in which slot.
+
+    A named tuple: a render builds one per code it hands out.
+    """
+
+    customer_id: str
+    code: TakenCode
+    slot: int = 0
+
+
+def settle(
+    engine: Engine,
+    mailing_id: str,
+    reservations: Sequence[Reservation],
+    handed: Mapping[str, Sequence[Handout]],
+    reissues: Sequence[tuple[str, str, int]] = (),
+) -> None:
+    """Record a chunk's issuances and release its unused codes, atomically.
+
+    ``handed`` maps pool id → the handouts taken from that pool's
+    reservation; ``reissues`` lists (pool, customer, code id) shown again by
+    ``last_promocode``. Raises :class:`ReservationLost` (and changes nothing)
+    if any reserved code was reclaimed or voided before this commit.
+    """
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        for reservation in reservations:
+            handouts = handed.get(reservation.pool_id, ())
+            if not reservation.exclusive:
+                _record(
+                    conn,
+                    mailing_id,
+                    reservation.pool_id,
+                    [IssuedCode(h.customer_id, h.code.id, h.code.code, h.slot) for h in handouts],
+                    kind=IssuanceKind.INITIAL,
+                    exclusive=False,
+                    now=now,
+                )
+                continue
+            rows = [(h.code.id, h.customer_id, h.slot) for h in handouts]
+            issued = issue_reserved(
+                conn, reservation.pool_id, reservation.token, mailing_id, rows, now
+            )
+            used_ids = {row[0] for row in rows}
+            unused = [c.id for c in reservation.codes if c.id not in used_ids]
+            released = release_reserved(conn, reservation.token, unused)
+            lost = len(rows) - issued + len(unused) - released
+            if lost:
+                raise ReservationLost(
+                    f"{lost} codes reserved from pool {reservation.pool_id!r} "
+                    "were reclaimed or voided before they could be issued"
+                )
+        record_reissues(conn, mailing_id, reissues, now)
+
+
+def record_reissues(
+    conn: Connection, mailing_id: str, reissues: Sequence[tuple[str, str, int]], now: datetime
+) -> None:
+    insert_issuances(
+        conn,
+        [
+            (pool_id, code_id, customer, mailing_id, IssuanceKind.REISSUE, 0, False, now)
+            for pool_id, customer, code_id in reissues
+        ],
+    )
+
+
+def release(engine: Engine, reservations: Sequence[Reservation]) -> None:
+    """Put every still-reserved code of these reservations back into ``available``."""
+    with write_transaction(engine) as conn:
+        for reservation in reservations:
+            if reservation.exclusive:
+                _free(conn, Code.reserved_token == reservation.token)
+
+
+def reclaim_scope(engine: Engine, scope: str) -> int:
+    """Free reservations left by an earlier run of this scope; returns how many codes."""
+    with write_transaction(engine) as conn:
+        return _free(conn, Code.reserved_scope == scope)
+
+
+def reclaim_expired(engine: Engine, now: datetime | None = None) -> int:
+    """Free reservations whose holder outlived its expiry (it died or hung)."""
+    with write_transaction(engine) as conn:
+        return _free(conn, Code.reserved_until < (now or utcnow()))
+
+
+def _free(conn: Connection, condition: ColumnElement[bool]) -> int:
+    result = conn.execute(
+        update(Code)
+        .where(Code.status == CodeStatus.RESERVED, condition)
+        .values(
+            status=CodeStatus.AVAILABLE,
+            reserved_scope=None,
+            reserved_token=None,
+            reserved_until=None,
+        )
+    )
+    return int(result.rowcount)

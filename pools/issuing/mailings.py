@@ -1,0 +1,259 @@
+"""Mailing records: what was rendered, by which runs, with which codes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from pools.errors import NotFound
+from pools.issuing.leases import Lease, ensure_held
+from pools.store.clock import utcnow
+from pools.store.db import read_transaction, write_transaction
+from pools.store.dialect_sql import insert_if_absent, one_of
+from pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
+
+
+class MailingNotFound(NotFound):
+    def __init__(self, mailing_id: str) -> None:
+        super().__init__(f"mailing {mailing_id!r} does not exist")
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    recipients: int = 0
+    rendered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    new_codes: int = 0
+    reused_codes: int = 0
+
+
+def start_run(
+    engine: Engine,
+    mailing_id: str,
+    shard: str,
+    template: str,
+    recipients: str,
+    lease: Lease | None = None,
+) -> None:
+    """Create the mailing (first run) and mark this shard's run as running.
+
+    With the run's ``lease``, only while this run still holds it.
+    """
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        if lease is not None:
+            ensure_held(conn, lease)
+        created = insert_if_absent(
+            conn,
+            Mailing,
+            {
+                "id": mailing_id,
+                "template": template,
+                "recipients_file": recipients,
+                "started_at": now,
+            },
+        )
+        if not created:
+            conn.execute(
+                update(Mailing)
+                .where(Mailing.id == mailing_id)
+                .values(template=template, recipients_file=recipients, finished_at=None)
+            )
+        values: dict[str, Any] = {"status": "running", "started_at": now, "finished_at": None}
+        if not insert_if_absent(
+            conn, MailingRun, {"mailing_id": mailing_id, "shard": shard, **values}
+        ):
+            conn.execute(
+                update(MailingRun)
+                .where(MailingRun.mailing_id == mailing_id, MailingRun.shard == shard)
+                .values(**values)
+            )
+
+
+def finish_run(
+    engine: Engine,
+    mailing_id: str,
+    shard: str,
+    status: str,
+    totals: RunTotals,
+    lease: Lease | None = None,
+) -> None:
+    """Record how the run ended; with its ``lease``, only if it still holds it.
+
+    A run whose lease was taken over must not overwrite the record of the
+    run that took over (it raises LeaseLost and changes nothing).
+    """
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        if lease is not None:
+            ensure_held(conn, lease)
+        conn.execute(
+            update(MailingRun)
+            .where(MailingRun.mailing_id == mailing_id, MailingRun.shard == shard)
+            .values(
+                status=status,
+                finished_at=now,
+                recipients=totals.recipients,
+                rendered=totals.rendered,
+                failed=totals.failed,
+                skipped=totals.skipped,
+                new_codes=totals.new_codes,
+                reused_codes=totals.reused_codes,
+            )
+        )
+        conn.execute(update(Mailing).where(Mailing.id == mailing_id).values(finished_at=now))
+
+
+def issued_customers_in(
+    conn: Connection, mailing_id: str, pool_id: str, customer_ids: Sequence[str]
+) -> int:
+    """How many of these customers this mailing already gave an initial code from the pool."""
+    if not customer_ids:
+        return 0
+    query = select(func.count(func.distinct(Issuance.customer_id))).where(
+        Issuance.mailing_id == mailing_id,
+        Issuance.pool_id == pool_id,
+        Issuance.kind == IssuanceKind.INITIAL,
+        one_of(conn, Issuance.customer_id, customer_ids),
+        # A returned code was never delivered: that recipient needs a new one.
+        Issuance.returned_at.is_(None),
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+@dataclass
+class MailingView:
+    id: str
+    template: str
+    recipients_file: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    totals: RunTotals
+    codes_issued: int
+    reissues: int
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Codes this mailing issued that were redeemed (live redemptions attributed to it).
+    redeemed: int = 0
+    #: Issuances given back because the message was never delivered.
+    returned: int = 0
+
+    @property
+    def redemption_rate(self) -> float:
+        """``redeemed`` / codes issued, from 0 to 1 (0 when nothing was issued)."""
+        return self.redeemed / self.codes_issued if self.codes_issued else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "template": self.template,
+            "recipients_file": self.recipients_file,
+            "status": self.status,
+            "recipients": self.totals.recipients,
+            "rendered": self.totals.rendered,
+            "failed": self.totals.failed,
+            "skipped": self.totals.skipped,
+            "codes_issued": self.codes_issued,
+            "reissues": self.reissues,
+            "redeemed": self.redeemed,
+            "redemption_rate": self.redemption_rate,
+            "returned": self.returned,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": self.finished_at.isoformat(timespec="seconds")
+            if self.finished_at
+            else None,
+            "runs": self.runs,
+        }
+
+
+def _view(conn: Connection, mailing: Any) -> MailingView:
+    runs = conn.execute(
+        select(MailingRun).where(MailingRun.mailing_id == mailing.id).order_by(MailingRun.shard)
+    ).all()
+    # Live issuances only: a returned code was never delivered. The filter
+    # also lets the (partial) mailing index serve the count.
+    counts = dict(
+        conn.execute(
+            select(Issuance.kind, func.count())
+            .where(Issuance.mailing_id == mailing.id, Issuance.returned_at.is_(None))
+            .group_by(Issuance.kind)
+        ).all()
+    )
+    returned = conn.execute(
+        select(func.count()).where(
+            Issuance.mailing_id == mailing.id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.returned_at.is_not(None),
+        )
+    ).scalar_one()
+    # Counted from the redemptions attributed to the mailing: each names the
+    # issuance (code, customer) it credits, and a redeemed code is never
+    # returned, so these issuances are all live.
+    credited = (
+        select(Redemption.code_id, Redemption.issued_to)
+        .where(Redemption.mailing_id == mailing.id, Redemption.rolled_back_at.is_(None))
+        .distinct()
+        .subquery()
+    )
+    redeemed = conn.execute(select(func.count()).select_from(credited)).scalar_one()
+    totals = RunTotals(
+        *(
+            sum(getattr(r, name) for r in runs)
+            for name in ("recipients", "rendered", "failed", "skipped", "new_codes", "reused_codes")
+        )
+    )
+    statuses = {r.status for r in runs}
+    status = (
+        statuses.pop()
+        if len(statuses) == 1
+        else ("running" if "running" in statuses else "partial")
+    )
+    return MailingView(
+        mailing.id,
+        mailing.template,
+        mailing.recipients_file,
+        mailing.started_at,
+        mailing.finished_at,
+        status,
+        totals,
+        int(counts.get(IssuanceKind.INITIAL, 0)),
+        int(counts.get(IssuanceKind.REISSUE, 0)),
+        [
+            {
+                "shard": r.shard,
+                "status": r.status,
+                "recipients": r.recipients,
+                "rendered": r.rendered,
+                "failed": r.failed,
+                "skipped": r.skipped,
+                "new_codes": r.new_codes,
+                "reused_codes": r.reused_codes,
+                "started_at": r.started_at.isoformat(timespec="seconds"),
+                "finished_at": r.finished_at.isoformat(timespec="seconds")
+                if r.finished_at
+                else None,
+            }
+            for r in runs
+        ],
+        redeemed=int(redeemed),
+        returned=int(returned),
+    )
+
+
+def list_mailings(engine: Engine) -> list[MailingView]:
+    with read_transaction(engine) as conn:
+        rows = conn.execute(select(Mailing).order_by(Mailing.started_at, Mailing.id)).all()
+        return [_view(conn, row) for row in rows]
+
+
+def show_mailing(engine: Engine, mailing_id: str) -> MailingView:
+    with read_transaction(engine) as conn:
+        row = conn.execute(select(Mailing).where(Mailing.id == mailing_id)).first()
+        if row is None:
+            raise MailingNotFound(mailing_id)
+        return _view(conn, row)

@@ -1,0 +1,253 @@
+"""Connecting to the store: engine set-up per dialect and schema migrations.
+
+SQLite gets WAL (readers never block the writer), a busy timeout, and
+``BEGIN IMMEDIATE`` for write transactions: a deferred transaction that reads
+and then writes fails with SQLITE_BUSY_SNAPSHOT under concurrency, whatever
+the busy timeout. PostgreSQL URLs are routed to psycopg 3.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import QueuePool
+
+from pools.errors import StoreError
+from pools.store.defaults import DEFAULT_URL as DEFAULT_URL
+
+SQLITE_BUSY_TIMEOUT_S = 60.0
+#: Page cache per connection; a render holds two connections per worker.
+SQLITE_CACHE_KIB = 16 * 1024
+#: Page cache while bulk loading codes, so a large pool's indexes stay cached.
+SQLITE_BULK_CACHE_KIB = 64 * 1024
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: The newest migration. Every command compares the store against it, and
+#: Alembic (a quarter of a second to import) is loaded only when they differ;
+#: tests/test_migrations.py checks it against Alembic's own head.
+SCHEMA_HEAD = "0004"
+# Any fixed number: serialises concurrent first-use migrations on PostgreSQL.
+_MIGRATION_LOCK_KEY = 0x70726F6D6F
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the store lives; validated so a bad URL fails before any work."""
+
+    url: str = DEFAULT_URL
+    echo: bool = False
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise StoreError(f"invalid database URL {self.url!r}") from exc
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise StoreError(
+                f"unsupported database {parsed.get_backend_name()!r} in {self.url!r}: "
+                "use sqlite:///FILE or postgresql://…"
+            )
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed.render_as_string(hide_password=False)
+
+
+def create_store_engine(config: StoreConfig) -> Engine:
+    url = config.sqlalchemy_url
+    try:
+        if url.startswith("sqlite"):
+            return _sqlite_engine(url, config)
+        return create_engine(
+            url,
+            echo=config.echo,
+            pool_pre_ping=True,
+            # psycopg prepares a statement after a few runs, and PostgreSQL may
+            # then pick a generic plan; for the per-chunk look-ups by a list of
+            # customer ids that plan filters instead of using the index, so its
+            # cost grows with the mailing. Planned per execution, they stay flat.
+            connect_args={"prepare_threshold": None},
+            **config.engine_options,
+        )
+    except ArgumentError as exc:  # e.g. an unknown driver: postgresql+nosuch://
+        raise StoreError(
+            f"cannot use database {make_url(config.url).render_as_string()}: {exc}"
+        ) from exc
+
+
+def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        parent = Path(database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreError(f"cannot open database {database!r}: folder {parent} does not exist")
+    engine = create_engine(
+        url,
+        echo=config.echo,
+        # Keep connections open: closing the last connection to a WAL
+        # database checkpoints and removes the WAL, which is slow per chunk.
+        # Worker processes are spawned, never forked, so none is shared.
+        poolclass=QueuePool,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None},
+        **config.engine_options,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Bulk loads stage rows in temporary tables; keep them off disk.
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+            _begin_immediate(conn.connection.driver_connection)
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _begin_immediate(dbapi_connection: Any) -> None:
+    """Take SQLite's write lock, waiting for it in short steps.
+
+    SQLite's own busy handler backs off to sleeps of up to 100 ms, so with
+    several render workers a waiting writer often sleeps long after the lock
+    was released. Retrying every fraction of a millisecond instead keeps the
+    single writer slot busy. Read statements keep the ordinary busy timeout.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        pause = 0.0002
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"the database stayed locked by another writer for "
+                        f"{SQLITE_BUSY_TIMEOUT_S:g} s"
+                    ) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: takes SQLite's write lock up front."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+@contextmanager
+def bulk_loading(conn: Connection) -> Iterator[None]:
+    """A larger SQLite page cache while codes are bulk loaded into a pool."""
+    if is_postgres(conn):
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+
+
+def is_postgres(conn_or_engine: Connection | Engine) -> bool:
+    return conn_or_engine.dialect.name == "postgresql"
+
+
+def _alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration, as Alembic finds it in the migration scripts."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return _stored_revision(conn)
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the schema to the newest revision; safe to race from many processes."""
+    if current_revision(engine) == SCHEMA_HEAD:
+        return SCHEMA_HEAD
+    from alembic import command
+
+    with write_transaction(engine) as conn:
+        if is_postgres(conn):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        if _stored_revision(conn) != SCHEMA_HEAD:
+            command.upgrade(_alembic_config(conn), "head")
+    return SCHEMA_HEAD
+
+
+def open_engine(config: StoreConfig, *, migrate: bool = True) -> Engine:
+    """An engine on an up-to-date schema, or a StoreError naming the database."""
+    engine = create_store_engine(config)
+    if migrate:
+        try:
+            upgrade(engine)
+        except DBAPIError as exc:
+            engine.dispose()
+            raise StoreError(
+                f"cannot open database {make_url(config.url).render_as_string()}: "
+                f"{first_line(exc.orig)}"
+            ) from exc
+    return engine
+
+
+def first_line(error: BaseException | None) -> str:
+    message = str(error).strip() if error is not None else ""
+    return message.splitlines()[0] if message else type(error).__name__

@@ -1,0 +1,255 @@
+"""Rendering one chunk of recipients against the store.
+
+A chunk costs one read (what its recipients already have), one write
+(reserve codes for those who need them) and one write (record what was
+handed out and release the rest), however many recipients it holds. A chunk
+whose reservation runs short (codes it expected went to a concurrent
+mailing) tops it up before applying the ``--on-exhausted`` policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from pools.errors import ReservationLost
+from pools.issuing.claiming import Reservation, existing_codes, release, reserve_many, settle
+from pools.issuing.lookups import latest_codes, reissued_customers, slots_used
+from pools.issuing.per_customer import current_codes
+from pools.store.db import read_transaction
+from templating.errors import MailingError
+from templating.mailing.outputs import Encoded, RenderedMessage, UnwritableMessage
+from templating.mailing.recipients import PLAIN_ADDRESS, Recipient, one_address
+from templating.mailing.sources import ChunkCodes, ChunkData, OnExhausted, PoolRanOut
+from templating.template.client import Client
+from templating.template.message import MessageTemplate, RecipientFailed
+
+#: Attempts at a chunk whose reserved codes were taken back (voided) meanwhile.
+SETTLE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """The pools a template uses, resolved to ids, with their kinds."""
+
+    refs: dict[str, str]  # as written in the template → pool id
+    issuing: tuple[str, ...]
+    reissuing: tuple[str, ...]
+    per_customer: dict[str, int] = field(default_factory=dict)
+
+
+def _unencoded(message: RenderedMessage) -> bytes:
+    raise NotImplementedError("ChunkRenderer needs the output writer's encode")
+
+
+@dataclass
+class ChunkResult:
+    #: The chunk's messages, encoded for the writer, to be written once settled.
+    messages: list[Encoded] = field(default_factory=list)
+    failed: list[tuple[str, int, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    new_codes: int = 0
+    reused_codes: int = 0
+    stopped_at_pool: str | None = None
+
+
+@dataclass
+class Prepared:
+    """A chunk with what its recipients already have and the codes held for it."""
+
+    chunk: list[Recipient]
+    data: ChunkData
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return list(self.data.reservations.values())
+
+
+@dataclass
+class ChunkRenderer:
+    """The three steps of a chunk: prepare (read, reserve), render, settle.
+
+    They are separate so a worker can overlap the database steps of one chunk
+    with rendering the next (see :mod:`templating.mailing.run`); :meth:`render_now`
+    runs them in order.
+    """
+
+    engine: Engine
+    template: MessageTemplate
+    plan: PoolPlan
+    mailing_id: str
+    scope: str
+    on_exhausted: OnExhausted
+    variables: Mapping[str, Any]
+    #: Called before a pool's reservation is topped up, so codes released by
+    #: chunks still being settled are back in the pool first.
+    before_refill: Callable[[], None] = lambda: None
+    #: The output writer's encode: refuses a message that cannot be written
+    #: while its recipient can still fail alone, before any code is recorded.
+    encode: Callable[[RenderedMessage], bytes] = _unencoded
+    #: Named in the failures that come from a recipient's own values.
+    recipients_path: str = "recipients"
+
+    def prepare(self, chunk: list[Recipient]) -> Prepared:
+        ids = [r.id for r in chunk]
+        data = self._prefetch(ids)
+        needed = self._needed(data, ids)
+        if needed:
+            data.reservations = reserve_many(self.engine, needed, scope=self.scope)
+            data.token = next(iter(data.reservations.values())).token
+        return Prepared(chunk, data)
+
+    def render(self, prepared: Prepared) -> tuple[ChunkResult, ChunkCodes]:
+        """Render every recipient of the chunk; touches the store only to top up."""
+        remaining = len(prepared.chunk)
+
+        def refill(pool_id: str) -> Reservation | None:
+            self.before_refill()
+            wanted = remaining * self.plan.per_customer.get(pool_id, 1)
+            more = reserve_many(
+                self.engine, {pool_id: wanted}, scope=self.scope, token=prepared.data.token
+            )[pool_id]
+            prepared.data.token = more.token
+            held = prepared.data.reservations.get(pool_id)
+            if held is None:
+                prepared.data.reservations[pool_id] = more
+                return more
+            held.top_up(more)
+            return held
+
+        source = ChunkCodes(self.plan.refs, prepared.data, self.on_exhausted, refill)
+        result = ChunkResult()
+        render = self.template.render
+        encode = self.encode
+        mailing_id = self.mailing_id
+        variables = self.variables
+        plain = PLAIN_ADDRESS.fullmatch
+        begin, shown, commit = source.begin, source.shown, source.commit
+        failed, kept = result.failed, result.messages
+        for recipient in prepared.chunk:
+            remaining -= 1
+            email = recipient.fields.get("email")
+            try:
+                # The plain address, the common case, without a call.
+                to = email if type(email) is str and plain(email) else one_address(email)
+            except ValueError as exc:
+                # Checked before rendering: one code must not reach two people.
+                failed.append((recipient.id, recipient.line, self._at(recipient, exc)))
+                continue
+            recipient_id = recipient.id
+            begin(recipient_id)
+            client = Client(recipient_id, recipient.fields, source)
+            try:
+                parts = render({**variables, "client": client})
+                data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, shown()))
+            except RecipientFailed as exc:
+                source.abort()
+                result.failed.append((recipient.id, recipient.line, str(exc)))
+                continue
+            except UnwritableMessage as exc:
+                source.abort()
+                result.failed.append(
+                    (recipient.id, recipient.line, self._unwritable(recipient, exc))
+                )
+                continue
+            except PoolRanOut as exc:
+                source.abort()
+                if self.on_exhausted is OnExhausted.SKIP:
+                    result.skipped.append((recipient.id, f"pool {exc.pool_id!r} ran out of codes"))
+                    continue
+                result.stopped_at_pool = exc.pool_id
+                break
+            commit()
+            kept.append((recipient_id, data))
+        result.new_codes = source.new_codes
+        result.reused_codes = source.reused_codes
+        return result, source
+
+    def _at(self, recipient: Recipient, exc: ValueError, column: str = "email") -> str:
+        return f"{self.recipients_path}, line {recipient.line}, column {column!r}: {exc}"
+
+    def _unwritable(self, recipient: Recipient, exc: UnwritableMessage) -> str:
+        """The reason, naming the recipient's column that brought the character in."""
+        if exc.character is not None:
+            for column, value in recipient.fields.items():
+                if isinstance(value, str) and exc.character in value:
+                    return (
+                        f"{self.recipients_path}, line {recipient.line}, column {column!r}: "
+                        f"the message cannot be written: {exc}"
+                    )
+        return f"{self.template.name}: the message cannot be written: {exc}"
+
+    def settle(self, prepared: Prepared, source: ChunkCodes) -> None:
+        """Record the chunk; on any failure its codes go back to the pool."""
+        try:
+            settle(
+                self.engine,
+                self.mailing_id,
+                prepared.reservations,
+                source.handed,
+                source.reissues,
+            )
+        except IntegrityError as exc:
+            # Only a second run of the same mailing and shard, at the same
+            # time, can give these recipients codes between prepare and settle.
+            self.release(prepared)
+            raise MailingError(
+                f"mailing {self.mailing_id!r}: another run is rendering the same recipients "
+                "at this moment; run one render per mailing and shard at a time"
+            ) from exc
+        except BaseException:
+            self.release(prepared)
+            raise
+
+    def release(self, prepared: Prepared) -> None:
+        if prepared.reservations:
+            release(self.engine, prepared.reservations)
+
+    def render_now(self, chunk: list[Recipient]) -> ChunkResult:
+        """Prepare, render and settle one chunk, again if its codes were taken back."""
+        for attempt in range(SETTLE_ATTEMPTS):
+            prepared = self.prepare(chunk)
+            try:
+                result, source = self.render(prepared)
+            except BaseException:
+                self.release(prepared)
+                raise
+            try:
+                self.settle(prepared, source)
+            except ReservationLost:
+                if attempt == SETTLE_ATTEMPTS - 1:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def _prefetch(self, ids: list[str]) -> ChunkData:
+        data = ChunkData(per_customer=dict(self.plan.per_customer))
+        with read_transaction(self.engine) as conn:
+            for pool_id in self.plan.issuing:
+                if pool_id in self.plan.per_customer:
+                    data.current[pool_id] = current_codes(conn, pool_id, ids)
+                    data.slots[pool_id] = slots_used(conn, self.mailing_id, pool_id, ids)
+                else:
+                    data.existing[pool_id] = existing_codes(conn, self.mailing_id, pool_id, ids)
+            for pool_id in self.plan.reissuing:
+                data.latest[pool_id] = latest_codes(
+                    conn, pool_id, ids, exclude_mailing=self.mailing_id
+                )
+                data.reissued[pool_id] = reissued_customers(conn, self.mailing_id, pool_id, ids)
+        return data
+
+    def _needed(self, data: ChunkData, ids: list[str]) -> dict[str, int]:
+        needed: dict[str, int] = {}
+        for pool_id in self.plan.issuing:
+            wanted = self.plan.per_customer.get(pool_id)
+            if wanted is None:
+                needed[pool_id] = len(ids) - len(data.existing[pool_id])
+            else:
+                current = data.current[pool_id]
+                needed[pool_id] = sum(max(0, wanted - len(current.get(c, []))) for c in ids)
+        return {pool_id: n for pool_id, n in needed.items() if n > 0}

@@ -1,0 +1,390 @@
+"""Reading recipients (CSV with an ``id`` column, or JSON Lines), streaming.
+
+Shards and worker slices are decided by a stable hash of the recipient id,
+so a recipient always lands in the same shard whichever machine reads the
+file, and a re-run assigns the same recipients again.
+
+A recipients file is a table of text: every recipient is a flat record whose
+values are text (CSV) or JSON scalars (strings, numbers, true/false, null).
+What would make a file ambiguous is refused while reading, naming file, line
+and column, before any code moves: duplicate or empty column names, nested
+JSON values, duplicate JSON keys, NUL characters (PostgreSQL cannot store
+them, SQLite would), bytes that are not UTF-8, and ids that are empty, too
+long for the store or hold control characters (ids end up in mail headers
+and file names). An id is text: a JSON integer id is its decimal digits, so
+``1`` and ``"1"`` are the same recipient; other JSON types are refused.
+Whitespace around an id is not part of it, in both formats.
+
+Problems of one recipient's values that only matter for its message (an
+e-mail column that is not exactly one address, say) fail that recipient at
+render time instead; :func:`one_address` decides the address.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from email.errors import HeaderParseError, MessageDefect
+from email.headerregistry import Address, Group, HeaderRegistry
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, cast
+
+from pools.errors import InvalidSetting
+from pools.identifiers import (
+    MAX_ID_LENGTH,
+    UNSAFE_ID,
+    UNSAFE_VALUE,
+    describe_unsafe,
+    id_problem,
+)
+from templating.errors import RecipientError
+
+
+class Recipient(NamedTuple):
+    """One recipient as read: a tuple, the cheapest record to build per line."""
+
+    id: str
+    fields: dict[str, Any]
+    line: int
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (1-based) of ``count``."""
+
+    index: int = 1
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 1 <= self.index <= self.count:
+            raise RecipientError(
+                f"shard {self.index}/{self.count} is not valid: use K/N, 1 ≤ K ≤ N"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``K/N`` as typed; strictly, by the one parser every front end uses."""
+        from templating.mailing.options import parse_shard
+
+        try:
+            return parse_shard(text)
+        except InvalidSetting as exc:
+            raise RecipientError(f"shard {exc}") from exc
+
+    @property
+    def label(self) -> str:
+        return "all" if self.count == 1 else f"{self.index}/{self.count}"
+
+
+def stable_hash(recipient_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(recipient_id.encode(), digest_size=8).digest(), "big")
+
+
+def in_slice(recipient_id: str, shard: Shard, worker: int = 0, workers: int = 1) -> bool:
+    """Whether this recipient belongs to the shard and, within it, to the worker."""
+    h = stable_hash(recipient_id)
+    return h % shard.count == shard.index - 1 and (h // shard.count) % workers == worker
+
+
+def _where(path: Path, line: int, column: str) -> str:
+    return f"{path}, line {line}, {column}"
+
+
+def _csv_column(index: int, names: Sequence[str]) -> str:
+    name = names[index] if index < len(names) else ""
+    return f"column {index + 1} ({name!r})" if name else f"column {index + 1}"
+
+
+def columns_of(path: str | Path) -> list[str]:
+    """The recipients file's columns as templates see them (CSV header, first object's keys)."""
+    path = Path(path)
+    if _is_jsonl(path):
+        for recipient in read_recipients(path):
+            return list(recipient.fields)
+        return []
+    with _open(path) as handle:
+        return _csv_header(path, csv.reader(handle, strict=True))
+
+
+def read_recipients(
+    path: str | Path,
+    keep: Callable[[str], bool] | None = None,
+    *,
+    others_checked: bool = False,
+) -> Iterator[Recipient]:
+    """Every recipient once (a repeated id is skipped), or RecipientError naming file and line.
+
+    ``keep`` selects a slice (shard, worker) before duplicates are tracked,
+    so each process remembers only the ids of its own slice. Every line is
+    checked unless ``others_checked`` says the whole file was read before
+    (a render's preflight): then a CSV line outside the slice is dropped as
+    soon as its id is known, and a worker pays only for its own recipients.
+    """
+    path = Path(path)
+    seen: set[str] = set()
+    rows = (
+        _read_jsonl(path) if _is_jsonl(path) else _read_csv(path, keep if others_checked else None)
+    )
+    for recipient in rows:
+        if keep is not None and not keep(recipient.id):
+            continue
+        if recipient.id in seen:
+            continue
+        seen.add(recipient.id)
+        yield recipient
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+
+
+def _open(path: Path) -> Any:
+    # Undecodable bytes become lone surrogates, found per field so the error
+    # can name line and column instead of a position in a decoder buffer.
+    try:
+        return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+    except OSError as exc:
+        raise RecipientError(f"{path}: cannot read recipients ({exc.strerror})") from exc
+
+
+def _csv_header(path: Path, reader: Any) -> list[str]:
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
+    if not header:
+        raise RecipientError(f"{path}: empty recipients file, no header")
+    names = [h.strip() for h in header]
+    first: dict[str, int] = {}
+    for index, name in enumerate(names):
+        bad = UNSAFE_VALUE.search(header[index])
+        if bad is not None:
+            raise RecipientError(
+                f"{path}, line 1, column {index + 1}: the column name holds "
+                f"{describe_unsafe(bad.group())}"
+            )
+        if not name:
+            raise RecipientError(f"{path}, line 1, column {index + 1}: empty column name")
+        if name in first:
+            raise RecipientError(
+                f"{path}, line 1, column {index + 1}: column {name!r} appears twice "
+                f"(also column {first[name] + 1}); which value counts would be a guess"
+            )
+        first[name] = index
+    if "id" not in first:
+        raise RecipientError(f"{path}, line 1: the header has no 'id' column")
+    return names
+
+
+def _read_csv(path: Path, skip_unless: Callable[[str], bool] | None = None) -> Iterator[Recipient]:
+    with _open(path) as handle:
+        reader = csv.reader(handle, strict=True)
+        names = _csv_header(path, reader)
+        width = len(names)
+        id_index = names.index("id")
+        search = UNSAFE_VALUE.search
+        try:
+            previous = reader.line_num
+            for row in reader:
+                # Where the record starts: a quoted value may span lines.
+                line, previous = previous + 1, reader.line_num
+                if not row:
+                    continue
+                if len(row) != width:
+                    raise RecipientError(
+                        f"{path}, line {line}: {len(row)} fields where the header has {width}"
+                    )
+                recipient_id = row[id_index].strip()
+                if skip_unless is not None and not skip_unless(recipient_id):
+                    continue
+                # The common row is printable text, which holds nothing refused:
+                # one C call for the whole row; the searches run only otherwise.
+                if not "".join(row).isprintable():
+                    if search("".join(row)) is not None:
+                        _refuse_csv_row(path, line, row, names)
+                    if UNSAFE_ID.search(recipient_id) is not None:
+                        _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
+                if not recipient_id or len(recipient_id) > MAX_ID_LENGTH:
+                    _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
+                yield Recipient(recipient_id, dict(zip(names, row, strict=True)), line)
+        except csv.Error as exc:
+            raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
+
+
+def _refuse_csv_row(path: Path, line: int, row: Sequence[str], names: Sequence[str]) -> None:
+    for index, value in enumerate(row):
+        bad = UNSAFE_VALUE.search(value)
+        if bad is not None:
+            raise RecipientError(
+                f"{_where(path, line, _csv_column(index, names))}: "
+                f"holds {describe_unsafe(bad.group())}"
+            )
+
+
+def _refuse_id(path: Path, line: int, column: str, recipient_id: str) -> None:
+    problem = id_problem(recipient_id) or "not a usable id"
+    raise RecipientError(f"{_where(path, line, column)}: {problem}")
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return record
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _read_jsonl(path: Path) -> Iterator[Recipient]:
+    with _open(path) as handle:
+        decode = _decoder.decode
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = decode(text)
+            except json.JSONDecodeError as exc:
+                raise RecipientError(f"{path}, line {line}: invalid JSON ({exc.msg})") from exc
+            except _DuplicateKey as exc:
+                raise RecipientError(
+                    f"{_where(path, line, f'column {exc.key!r}')}: the key appears twice in "
+                    "one object; which value counts would be a guess"
+                ) from exc
+            except ValueError as exc:
+                raise RecipientError(f"{path}, line {line}: invalid JSON ({exc})") from exc
+            if not isinstance(record, dict):
+                raise RecipientError(f"{path}, line {line}: not a JSON object")
+            for key, value in record.items():
+                if type(value) is str:
+                    if UNSAFE_VALUE.search(value) is not None:
+                        _refuse_json_value(path, line, key, value, text)
+                elif not isinstance(value, _SCALARS):
+                    kind = "an object" if isinstance(value, dict) else "a list"
+                    raise RecipientError(
+                        f"{_where(path, line, f'column {key!r}')}: holds {kind}; a recipient's "
+                        "values are text, numbers, true/false or null"
+                    )
+                if not key or UNSAFE_VALUE.search(key) is not None:
+                    raise RecipientError(
+                        f"{path}, line {line}: column name {key!r} is empty or not text"
+                    )
+            yield Recipient(_json_id(path, line, record.get("id")), record, line)
+
+
+def _refuse_json_value(path: Path, line: int, key: str, value: str, text: str) -> None:
+    bad = UNSAFE_VALUE.search(value)
+    assert bad is not None
+    char = bad.group()
+    # The same lone surrogate comes from a byte that is not UTF-8 (then it is
+    # in the raw line) or from a \uXXXX escape in a JSON string.
+    escaped = "\ud800" <= char <= "\udfff" and char not in text
+    what = (
+        f"a lone surrogate (\\u{ord(char):04x}), which is not Unicode text"
+        if escaped
+        else describe_unsafe(char)
+    )
+    raise RecipientError(f"{_where(path, line, f'column {key!r}')}: holds {what}")
+
+
+def _json_id(path: Path, line: int, value: Any) -> str:
+    if value is None:
+        raise RecipientError(f"{path}, line {line}: no 'id'")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise RecipientError(
+            f"{path}, line {line}, column 'id': the id is {json.dumps(value)}; "
+            "an id is a string or a whole number"
+        )
+    recipient_id = value.strip() if isinstance(value, str) else str(value)
+    if not recipient_id:
+        raise RecipientError(f"{path}, line {line}: no 'id'")
+    if UNSAFE_ID.search(recipient_id) is not None or len(recipient_id) > MAX_ID_LENGTH:
+        _refuse_id(path, line, "column 'id'", recipient_id)
+    return recipient_id
+
+
+# -- the e-mail column ----------------------------------------------------------------
+
+#: The plainest addr-spec (dot-atoms of letters, digits and ``._%+-``): the
+#: common case, which the standard parser accepts exactly as written (a test
+#: checks that). Everything else goes to the standard parser.
+PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+_headers = HeaderRegistry()
+
+
+def one_address(value: object) -> str | None:
+    """The recipient's address from its e-mail value: None when empty, else exactly one.
+
+    Raises ValueError with the reason when the value is not exactly one valid
+    mailbox (several addresses, a group, a list, something that is no
+    address). Decided by the standard library's RFC 5322 parser, so what is
+    accepted here is what the ``.eml`` writer can put in ``To``.
+    """
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else str(value)
+    if not text:
+        return None
+    if PLAIN_ADDRESS.fullmatch(text) is not None:
+        return text
+    return _parsed_address(text)
+
+
+class ParsedAddresses(Protocol):
+    """What the standard library's address header holds, as this module reads it."""
+
+    @property
+    def addresses(self) -> tuple[Address, ...]: ...
+    @property
+    def groups(self) -> tuple[Group, ...]: ...
+    @property
+    def defects(self) -> tuple[MessageDefect, ...]: ...
+
+
+def address_header(text: str) -> ParsedAddresses:
+    """``text`` parsed as a ``To`` header by the standard library (may raise)."""
+    return cast(ParsedAddresses, _headers("To", text))
+
+
+def _parsed_address(text: str) -> str:
+    bad = UNSAFE_ID.search(text) or UNSAFE_VALUE.search(text)
+    if bad is not None:
+        raise ValueError(f"the address holds {describe_unsafe(bad.group())}")
+    try:
+        header = address_header(text)
+    except (HeaderParseError, MessageDefect, ValueError, IndexError) as exc:
+        raise ValueError(f"{text!r} is not an e-mail address") from exc
+    groups = [group for group in header.groups if group.display_name is not None]
+    if groups:
+        raise ValueError(f"{text!r} is a group ({groups[0].display_name!r}), not one address")
+    addresses = header.addresses
+    if len(addresses) > 1:
+        listed = ", ".join(a.addr_spec for a in addresses)
+        raise ValueError(
+            f"{text!r} holds {len(addresses)} addresses ({listed}); a recipient has exactly one"
+        )
+    if not addresses or header.defects or not addresses[0].domain or not addresses[0].username:
+        reason = f" ({header.defects[0]})" if header.defects else ""
+        raise ValueError(f"{text!r} is not an e-mail address{reason}")
+    return text

@@ -1,0 +1,758 @@
+"""Rendering a whole mailing: preflight, worker processes, output, summary.
+
+Safe to re-run with the same mailing id at any point (after a crash, a kill,
+an interrupt, a pool running out): recipients who already have codes in the
+mailing get the same codes, the others get new ones, and the output again
+holds every recipient. One run per mailing and shard renders at a time: a
+run first takes the shard's lease (:mod:`pools.issuing.leases`), which refuses a
+second run naming the first, and frees the reservations a killed run of the
+same mailing and shard left behind. The lease is renewed while the run
+renders; a run that finds it taken over stops without settling anything more.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from pools.admin.lifecycle import load_pool
+from pools.codes.counts import available_count
+from pools.codes.notifications import LowStockAlert, check_low_stock
+from pools.errors import PoolExhausted, PromomailError, ReservationLost
+from pools.identifiers import id_problem, value_problem
+from pools.issuing.claiming import reclaim_expired, shared_code
+from pools.issuing.leases import (
+    DEFAULT_LEASE_SECONDS,
+    Lease,
+    LeaseKeeper,
+    LeaseLost,
+    acquire_lease,
+    check_lease,
+    release_lease,
+)
+from pools.issuing.mailings import RunTotals, finish_run, issued_customers_in, start_run
+from pools.store.clock import utcnow
+from pools.store.db import StoreConfig, first_line, open_engine, read_transaction
+from pools.store.models import PoolStatus
+from templating.errors import MailingError, TemplateError
+from templating.mailing.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
+from templating.mailing.options import (
+    CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    check_range,
+    check_seconds,
+    check_workers,
+)
+from templating.mailing.outputs import MessageWriter, OutputTarget
+from templating.mailing.recipients import Recipient, Shard, in_slice, read_recipients
+from templating.mailing.sources import ChunkCodes, OnExhausted
+from templating.template.analysis import analyze
+from templating.template.message import MessageTemplate
+
+#: Recipient ids looked up per query when the preflight counts who is served.
+PREFLIGHT_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    template_path: str
+    recipients_path: str
+    mailing_id: str
+    db_url: str
+    output: OutputTarget
+    on_exhausted: OnExhausted = OnExhausted.STOP
+    workers: int = 1
+    shard: Shard = field(default_factory=Shard)
+    variables: dict[str, str] = field(default_factory=dict)
+    chunk_size: int = CHUNK_SIZE
+    #: How long the shard's lease lasts without renewal (a killed run blocks
+    #: the next one at most this long).
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    #: How long to wait for a run of the same mailing and shard to end
+    #: before refusing; 0 refuses at once.
+    wait_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.mailing_id.strip():
+            raise MailingError("--mailing needs a non-empty id")
+        # The id goes into every message's headers: refused here, not by the
+        # first message that cannot be written.
+        problem = id_problem(self.mailing_id)
+        if problem is not None:
+            raise MailingError(f"mailing id {self.mailing_id!r}: {problem}")
+        check_workers(self.workers)
+        check_range(self.chunk_size, "the chunk size", 1, MAX_CHUNK_SIZE)
+        check_seconds(self.lease_seconds, "the lease", allow_zero=False)
+        check_seconds(self.wait_seconds, "the wait for another run", allow_zero=True)
+        if "client" in self.variables:
+            raise MailingError("--var client=… would hide the recipient; choose another name")
+        for name, value in self.variables.items():
+            # In every message: refused once here rather than by each recipient.
+            problem = value_problem(value)
+            if problem is not None:
+                raise MailingError(f"--var {name}: the value {problem}")
+
+    @property
+    def scope(self) -> str:
+        """Reservations of this mailing and shard, reclaimed by its next run."""
+        return f"{self.mailing_id}|{self.shard.label}"
+
+
+@dataclass
+class WorkerResult:
+    recipients: int = 0
+    rendered: int = 0
+    new_codes: int = 0
+    reused_codes: int = 0
+    failed: list[tuple[str, int, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    stopped_at_pool: str | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class RenderSummary:
+    mailing: str
+    shard: str
+    recipients: int
+    rendered: int
+    new_codes: int
+    reused_codes: int
+    failed: list[tuple[str, int, str]]
+    skipped: list[tuple[str, str]]
+    seconds: float
+    stopped_at_pool: str | None
+    interrupted: bool
+    output: str
+    low_stock: list[LowStockAlert] = field(default_factory=list)
+    #: The earlier run whose expired lease this run took over, described.
+    took_over: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.stopped_at_pool:
+            return "stopped"
+        return "finished"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished" and not self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mailing": self.mailing,
+            "shard": self.shard,
+            "status": self.status,
+            "output": self.output,
+            "recipients": self.recipients,
+            "rendered": self.rendered,
+            "new_codes": self.new_codes,
+            "reused_codes": self.reused_codes,
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "seconds": round(self.seconds, 3),
+            "recipients_per_second": round(self.rate, 1),
+            "stopped_at_pool": self.stopped_at_pool,
+            "failures": [
+                {"recipient": r, "line": line, "reason": reason} for r, line, reason in self.failed
+            ],
+            "skipped_recipients": [{"recipient": r, "reason": why} for r, why in self.skipped],
+            "low_stock": [alert.as_dict() for alert in self.low_stock],
+        }
+
+
+def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
+    """Resolve the template's pool references; issuing pools must be active."""
+    usage = analyze(template.parsed)
+    if usage.non_literal:
+        first = usage.non_literal[0]
+        raise TemplateError(
+            f"client.{first.function}() needs the pool as a string literal, e.g. "
+            f"client.{first.function}('spring')",
+            template=template.name,
+            line=first.line,
+        )
+    refs: dict[str, str] = {}
+    per_customer: dict[str, int] = {}
+    with read_transaction(engine) as conn:
+        for ref in usage.pool_refs:
+            line = usage.issues_from.get(ref) or usage.reissues_from.get(ref)
+            try:
+                pool = load_pool(conn, ref, allow_name=True)
+            except PromomailError as exc:
+                raise TemplateError(str(exc), template=template.name, line=line) from exc
+            if ref in usage.issues_from and pool.status != PoolStatus.ACTIVE:
+                raise TemplateError(
+                    f"pool {pool.id!r} is {pool.status}, not active: it issues no codes",
+                    template=template.name,
+                    line=line,
+                )
+            refs[ref] = pool.id
+            if pool.settings.per_customer is not None:
+                per_customer[pool.id] = pool.settings.per_customer
+    issuing = tuple(dict.fromkeys(refs[r] for r in usage.issues_from))
+    reissuing = tuple(dict.fromkeys(refs[r] for r in usage.reissues_from))
+    return PoolPlan(refs, issuing, reissuing, per_customer)
+
+
+def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
+    """Read the whole recipients file once, before any code moves; returns how many.
+
+    Any bad line fails here. With ``--on-exhausted stop`` a mailing its
+    pools cannot cover is refused, naming pool, needed and available.
+    """
+    keep = _slice_filter(request.shard)
+    check = request.on_exhausted is OnExhausted.STOP
+    recipients = 0
+    with read_transaction(engine) as conn:
+        # Served means "in this recipients file and already given a code", not
+        # "given a code by this mailing": a re-run with other recipients than
+        # before must not count the earlier ones as covered.
+        served = dict.fromkeys(plan.issuing, 0)
+        ids = (r.id for r in read_recipients(request.recipients_path, keep))
+        while batch := list(islice(ids, PREFLIGHT_BATCH)):
+            recipients += len(batch)
+            for pool_id in plan.issuing if check else ():
+                served[pool_id] += issued_customers_in(conn, request.mailing_id, pool_id, batch)
+        for pool_id in plan.issuing if check else ():
+            pool = load_pool(conn, pool_id)
+            missing = recipients - served[pool_id]
+            if pool.settings.multi_use:
+                if missing and shared_code(conn, pool, utcnow()) is None:
+                    raise PoolExhausted(pool_id, missing, 0)
+                continue
+            needed = missing * plan.per_customer.get(pool_id, 1)
+            available = available_count(conn, pool_id)
+            if needed > available:
+                raise PoolExhausted(pool_id, needed, available)
+    return recipients
+
+
+def _slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[str], bool] | None:
+    if shard.count == 1 and workers == 1:
+        return None
+    return lambda recipient_id: in_slice(recipient_id, shard, worker, workers)
+
+
+def _chunks(recipients: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:
+    while chunk := list(islice(recipients, size)):
+        yield chunk
+
+
+class _Abandoned(Exception):
+    """A chunk's settle not started because the run is gone; its codes went back."""
+
+
+class ChunkPipeline:
+    """Overlaps a worker's store work with its rendering.
+
+    While chunk k renders in the calling thread, one database thread settles
+    chunk k-1 and prepares chunk k+1 (the sqlite3 and psycopg drivers release
+    the GIL while the database works). A chunk's messages are written only
+    once its settle has committed, so output never shows a code the store
+    does not record.
+
+    A stop asked for (Ctrl-C, SIGTERM, a lost lease) ends the worker after the
+    chunk in hand, which is settled and written. A run that is gone (its
+    render process killed, see :class:`_StopWhenOrphaned`) is different: its
+    output is discarded anyway and its next run may already be rendering the
+    same recipients, so from the moment ``abandoned`` says so no settle starts
+    and no chunk is prepared; what the unsettled chunks held goes back to the
+    pool (and whatever a failed release leaves reserved, the next run of the
+    mailing frees when it takes the lease).
+    """
+
+    def __init__(
+        self,
+        renderer: ChunkRenderer,
+        writer: MessageWriter,
+        result: WorkerResult,
+        progress: Callable[[int], None],
+        fence: Callable[[], None] = lambda: None,
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.renderer = renderer
+        self.writer = writer
+        self.result = result
+        self.progress = progress
+        #: Raises LeaseLost once this run's lease is in other hands.
+        self.fence = fence
+        #: Whether the run this worker renders for is gone (checked before
+        #: every prepare, render and settle, not only between chunks).
+        self.abandoned = abandoned
+        #: Set once the run was found gone: every later chunk is given up too
+        #: (settles run in order, so no chunk after an unwritten one is written).
+        self.gave_up = False
+        self.db = ThreadPoolExecutor(1, thread_name_prefix="promomail-db")
+        self.settling: deque[tuple[Future[None], Prepared, ChunkResult]] = deque()
+        renderer.before_refill = self.wait_settled
+
+    def _giving_up(self) -> bool:
+        if not self.gave_up and self.abandoned():
+            self.gave_up = True
+            self.result.interrupted = True
+        return self.gave_up
+
+    def run(self, chunks: Iterator[list[Recipient]], stop: threading.Event | Any) -> None:
+        upcoming = self._prepare_next(chunks)
+        # Prepared (its codes held) but not yet handed to the db thread to settle.
+        holding: Prepared | None = None
+        try:
+            while upcoming is not None:
+                if stop.is_set():
+                    self.result.interrupted = True
+                    break
+                holding = upcoming.result()
+                upcoming = None
+                if self._giving_up():
+                    break
+                upcoming = self._prepare_next(chunks)
+                outcome, source = self.renderer.render(holding)
+                # Rendering may take long: a run gone meanwhile settles nothing more.
+                if self._giving_up():
+                    break
+                prepared, holding = holding, None
+                settled = self.db.submit(self._settle, prepared, source)
+                self.settling.append((settled, prepared, outcome))
+                self._take_settled(block=False)
+                if outcome.stopped_at_pool:
+                    self.result.stopped_at_pool = outcome.stopped_at_pool
+                    break
+            self.wait_settled()
+        finally:
+            # Codes held for a chunk that will not be settled go back now.
+            if holding is not None:
+                with suppress(Exception):
+                    self.renderer.release(holding)
+            if upcoming is not None:
+                with suppress(Exception):
+                    self.renderer.release(upcoming.result())
+            for settled, _, _ in self.settling:
+                with suppress(Exception):
+                    settled.result()
+            self.db.shutdown(wait=True)
+
+    def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
+        """Settle the chunk only while this run holds its lease and is not gone."""
+        try:
+            if self._giving_up():
+                raise _Abandoned
+            self.fence()
+        except BaseException:
+            self.renderer.release(prepared)
+            raise
+        self.renderer.settle(prepared, source)
+
+    def _prepare_next(self, chunks: Iterator[list[Recipient]]) -> Future[Prepared] | None:
+        if self._giving_up():
+            return None
+        chunk = next(chunks, None)
+        return self.db.submit(self.renderer.prepare, chunk) if chunk else None
+
+    def wait_settled(self) -> None:
+        self._take_settled(block=True)
+
+    def _take_settled(self, *, block: bool) -> None:
+        while self.settling and (block or self.settling[0][0].done()):
+            settled, prepared, outcome = self.settling.popleft()
+            try:
+                settled.result()
+            except _Abandoned:
+                continue
+            except ReservationLost:
+                # Its codes were voided or reclaimed meanwhile; settle already
+                # released what was left. Render the chunk again, in order —
+                # unless a run that took the lease over reclaimed them, or the
+                # run is gone.
+                if self._giving_up():
+                    continue
+                self.fence()
+                outcome = self.renderer.render_now(prepared.chunk)
+            self._record(prepared.chunk, outcome)
+
+    def _record(self, chunk: list[Recipient], outcome: ChunkResult) -> None:
+        self.writer.write(outcome.messages)
+        result = self.result
+        result.recipients += len(chunk)
+        result.rendered += len(outcome.messages)
+        result.new_codes += outcome.new_codes
+        result.reused_codes += outcome.reused_codes
+        result.failed.extend(outcome.failed)
+        result.skipped.extend(outcome.skipped)
+        if outcome.stopped_at_pool:
+            result.stopped_at_pool = outcome.stopped_at_pool
+        self.progress(len(chunk))
+
+
+def render_slice(
+    request: RenderRequest,
+    worker: int,
+    run_id: str,
+    stop: threading.Event | Any,
+    progress: Callable[[int], None],
+    lease: Lease | None = None,
+) -> WorkerResult:
+    """A worker process's render: its own engine, template and pool plan."""
+    engine = open_engine(StoreConfig(request.db_url))
+    try:
+        template = MessageTemplate.from_file(request.template_path)
+        plan = plan_pools(engine, template)
+        return _render_with(request, worker, run_id, stop, progress, engine, template, plan, lease)
+    finally:
+        engine.dispose()
+
+
+def _render_with(
+    request: RenderRequest,
+    worker: int,
+    run_id: str,
+    stop: threading.Event | Any,
+    progress: Callable[[int], None],
+    engine: Engine,
+    template: MessageTemplate,
+    plan: PoolPlan,
+    lease: Lease | None = None,
+) -> WorkerResult:
+    """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
+    writer = request.output.open_writer(worker, run_id)
+    renderer = ChunkRenderer(
+        engine,
+        template,
+        plan,
+        request.mailing_id,
+        request.scope,
+        request.on_exhausted,
+        request.variables,
+        encode=writer.encode,
+        recipients_path=request.recipients_path,
+    )
+    keep = _slice_filter(request.shard, worker, request.workers)
+    # The preflight read and checked the whole file before any worker starts.
+    recipients = read_recipients(request.recipients_path, keep, others_checked=True)
+    result = WorkerResult()
+
+    def fence() -> None:
+        if lease is not None:
+            check_lease(engine, lease)
+
+    abandoned = stop.orphaned if isinstance(stop, _StopWhenOrphaned) else (lambda: False)
+    try:
+        ChunkPipeline(renderer, writer, result, progress, fence, abandoned).run(
+            _chunks(recipients, request.chunk_size), stop
+        )
+    finally:
+        writer.close()
+    return result
+
+
+def render_mailing(
+    request: RenderRequest, progress: Callable[[int], None] | None = None
+) -> RenderSummary:
+    """Render the mailing (or this shard of it) and record the run.
+
+    Raises :class:`pools.issuing.leases.LeaseHeld` (changing nothing) while another
+    run of the same mailing and shard holds its lease, and
+    :class:`pools.issuing.leases.LeaseLost` when this run's lease was taken over.
+    """
+    started = time.monotonic()
+    engine = open_engine(StoreConfig(request.db_url))
+    try:
+        template = MessageTemplate.from_file(request.template_path)
+        plan = plan_pools(engine, template)
+        # Before anything is written. Taking the lease also frees what a
+        # killed run of this mailing and shard left reserved.
+        lease = acquire_lease(
+            engine,
+            request.mailing_id,
+            request.shard.label,
+            scope=request.scope,
+            seconds=request.lease_seconds,
+            wait=request.wait_seconds,
+        )
+        stop = _stop_event(request.workers)
+        keeper = LeaseKeeper(engine, lease, stop.set)
+        try:
+            with keeper:
+                summary = _render_leased(
+                    request, progress, engine, template, plan, lease, keeper, stop, started
+                )
+        except BaseException:
+            if keeper.lost is None:
+                with suppress(Exception):
+                    release_lease(engine, lease)
+            raise
+        release_lease(engine, lease)
+        return summary
+    finally:
+        engine.dispose()
+
+
+def _stop_event(workers: int) -> threading.Event | Any:
+    if workers == 1:
+        return threading.Event()
+    return multiprocessing.get_context("spawn").Event()
+
+
+def _lost_lease(engine: Engine, lease: Lease, keeper: LeaseKeeper) -> LeaseLost | None:
+    """Whether the run failed because its lease was taken over."""
+    if keeper.lost is not None:
+        return keeper.lost
+    try:
+        check_lease(engine, lease)
+    except LeaseLost as exc:
+        return exc
+    except Exception:  # the store is away: the original failure says more
+        return None
+    return None
+
+
+def _render_leased(
+    request: RenderRequest,
+    progress: Callable[[int], None] | None,
+    engine: Engine,
+    template: MessageTemplate,
+    plan: PoolPlan,
+    lease: Lease,
+    keeper: LeaseKeeper,
+    stop: threading.Event | Any,
+    started: float,
+) -> RenderSummary:
+    request.output.prepare()
+    total = preflight(engine, request, plan)
+    start_run(
+        engine,
+        request.mailing_id,
+        request.shard.label,
+        request.template_path,
+        request.recipients_path,
+        lease,
+    )
+    reclaim_expired(engine)
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        results = _run_workers(
+            request, run_id, progress or (lambda _n: None), engine, template, plan, stop, lease
+        )
+        if keeper.lost is not None:
+            raise keeper.lost
+        request.output.finish(request.workers, run_id)
+    except BaseException as exc:
+        request.output.discard(request.workers, run_id)
+        lost = exc if isinstance(exc, LeaseLost) else _lost_lease(engine, lease, keeper)
+        if lost is not None:
+            # The run that took over owns the run record now: leave it alone.
+            if lost is exc:
+                raise
+            raise lost from exc
+        finish_run(engine, request.mailing_id, request.shard.label, "failed", RunTotals())
+        raise
+    summary = _summarize(request, results, total, time.monotonic() - started)
+    summary.took_over = lease.took_over.describe() if lease.took_over else None
+    # After the codes moved, never before: a failing sink only warns.
+    summary.low_stock = check_low_stock(engine, plan.issuing)
+    finish_run(
+        engine,
+        request.mailing_id,
+        request.shard.label,
+        summary.status,
+        RunTotals(
+            summary.recipients,
+            summary.rendered,
+            len(summary.failed),
+            len(summary.skipped),
+            summary.new_codes,
+            summary.reused_codes,
+        ),
+        lease,
+    )
+    return summary
+
+
+def _summarize(
+    request: RenderRequest, results: Sequence[WorkerResult], total: int, seconds: float
+) -> RenderSummary:
+    return RenderSummary(
+        mailing=request.mailing_id,
+        shard=request.shard.label,
+        recipients=total,
+        rendered=sum(r.rendered for r in results),
+        new_codes=sum(r.new_codes for r in results),
+        reused_codes=sum(r.reused_codes for r in results),
+        failed=[f for r in results for f in r.failed],
+        skipped=[s for r in results for s in r.skipped],
+        seconds=seconds,
+        stopped_at_pool=next((r.stopped_at_pool for r in results if r.stopped_at_pool), None),
+        interrupted=any(r.interrupted for r in results),
+        output=str(request.output.path) if request.output.path else "-",
+    )
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the render to stop after the chunk in hand."""
+
+    def __init__(self, event: threading.Event | Any) -> None:
+        self.event = event
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        self.event.set()
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_workers(
+    request: RenderRequest,
+    run_id: str,
+    progress: Callable[[int], None],
+    engine: Engine,
+    template: MessageTemplate,
+    plan: PoolPlan,
+    stop_event: threading.Event | Any,
+    lease: Lease | None = None,
+) -> list[WorkerResult]:
+    if request.workers == 1:
+        # In this process: the template and plan already made serve as they are.
+        with _StopOnSignal(stop_event):
+            return [
+                _render_with(
+                    request, 0, run_id, stop_event, progress, engine, template, plan, lease
+                )
+            ]
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    processes = [
+        context.Process(
+            target=_worker_main,
+            args=(request, worker, run_id, stop_event, messages, os.getpid(), lease),
+            name=f"promomail-render-{worker}",
+        )
+        for worker in range(request.workers)
+    ]
+    with _StopOnSignal(stop_event):
+        for process in processes:
+            process.start()
+        return _collect(processes, messages, progress)
+
+
+def _collect(
+    processes: list[Any], messages: Any, progress: Callable[[int], None]
+) -> list[WorkerResult]:
+    results: dict[int, WorkerResult] = {}
+    errors: dict[int, str] = {}
+    pending = set(range(len(processes)))
+    while pending:
+        # A worker's last message is in the pipe before it exits, so a worker
+        # already dead while the queue then stays empty sent none: it crashed.
+        dead = [i for i in pending if not processes[i].is_alive()]
+        try:
+            kind, worker, payload = messages.get(timeout=0.5)
+        except queue.Empty:
+            for index in dead:
+                errors[index] = f"worker {index} died (exit code {processes[index].exitcode})"
+                pending.discard(index)
+            continue
+        if kind == "progress":
+            progress(payload)
+            continue
+        pending.discard(worker)
+        if kind == "done":
+            results[worker] = payload
+        else:
+            errors[worker] = payload
+    for process in processes:
+        process.join()
+    if errors:
+        raise MailingError("; ".join(errors[k] for k in sorted(errors)))
+    return [results[k] for k in sorted(results)]
+
+
+class _StopWhenOrphaned:
+    """A worker's stop event that also counts as set once its render is gone.
+
+    ``kill -9`` of the render runs no handler, so nobody sets the event: without
+    this a killed render's workers would go on issuing codes, and race the
+    next run of the mailing for the same recipients.
+    """
+
+    def __init__(self, event: Any, parent: int) -> None:
+        self.event = event
+        self.parent = parent
+
+    def orphaned(self) -> bool:
+        """Whether the render that started this worker has died.
+
+        Known only once the kernel has finished the dead render and handed
+        its children to another parent, which can take a while on a busy
+        machine; from then on the worker settles nothing more.
+        """
+        return os.getppid() != self.parent
+
+    def is_set(self) -> bool:
+        return bool(self.event.is_set()) or self.orphaned()
+
+
+def _worker_main(
+    request: RenderRequest,
+    worker: int,
+    run_id: str,
+    stop: Any,
+    messages: Any,
+    parent: int,
+    lease: Lease | None = None,
+) -> None:
+    # Ctrl-C reaches the whole process group: the parent turns it into the stop
+    # event, so a worker never dies in the middle of a chunk because of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
+    try:
+        result = render_slice(
+            request,
+            worker,
+            run_id,
+            _StopWhenOrphaned(stop, parent),
+            lambda n: messages.put(("progress", worker, n)),
+            lease,
+        )
+    except PromomailError as exc:
+        messages.put(("error", worker, f"worker {worker}: {exc}"))
+    except DBAPIError as exc:
+        # A lost connection is the user's to fix, not a bug: name the database
+        # and the driver's first line, as the CLI does in the main process.
+        where = make_url(request.db_url).render_as_string(hide_password=True)
+        messages.put(
+            ("error", worker, f"worker {worker}: database {where}: {first_line(exc.orig)}")
+        )
+    except Exception as exc:  # reported to the parent, which fails the render
+        messages.put(("error", worker, f"worker {worker} (pid {os.getpid()}): {exc!r}"))
+    else:
+        messages.put(("done", worker, result))

@@ -1,0 +1,530 @@
+"""The sandboxed Jinja2 environment every message template runs in.
+
+Built on :class:`jinja2.sandbox.SandboxedEnvironment` with
+:class:`jinja2.StrictUndefined` semantics: with the default ``Undefined`` an
+unsafe attribute would silently render as an empty string instead of failing.
+
+On top of the sandbox:
+
+- Every template (and partial) is checked when parsed, before it is
+  compiled (:func:`templating.template.analysis.check_ast`): how deeply it nests, how
+  it uses ``client`` and the code functions, which partials it names.
+  Anything the Python compiler itself chokes on is a TemplateError too.
+- The code functions are never handed out as values: the sandbox refuses
+  ``client.promocode`` as an attribute, and only the literal call
+  ``client.promocode('POOL')`` is compiled, to a direct call of it.
+- The size checks of :mod:`templating.template.limits` apply to operators, calls,
+  every filter, ``%`` and ``str.format``, ``~``, literals, slices and loop
+  iterations, against a per-message :class:`~templating.template.limits.Budget`
+  (reset by :meth:`MessageEnvironment.begin_render`). Rendered output is
+  capped per part and a render has a wall-clock budget (see
+  :mod:`templating.template.message`).
+- Only text, numbers, booleans, none and plain lists/dicts of those are
+  printed (``finalize``): a Python object's repr never reaches a message.
+- Partials: ``{% include 'footer.j2' %}`` and ``{% import 'macros.j2' as m %}``
+  read files from the template's own folder (or its subfolders), named by
+  a relative path without ``..``; nothing outside it, symbolic links
+  included. ``{% extends %}`` is not supported.
+- Globals that only serve as footholds for escapes (``cycler``, ``joiner``,
+  ``lipsum``) are removed; a template reads its data and calls the
+  ``client`` functions.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, MutableMapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2.exceptions import TemplateRuntimeError
+from jinja2.filters import make_attrgetter
+from jinja2.optimizer import Optimizer
+from jinja2.runtime import markup_join, str_join
+from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
+
+from templating.errors import TemplateError
+from templating.template import limits
+from templating.template.analysis import check_ast, code_call_function, partial_references
+from templating.template.client import CODE_METHODS, Client, RecipientUndefined
+
+# Re-exported: tests and callers read the limits from here.
+MAX_RANGE = limits.MAX_RANGE
+MAX_SEQUENCE_PRODUCT = limits.MAX_SEQUENCE_PRODUCT
+MAX_POWER_BITS = limits.MAX_POWER_BITS
+#: Characters a template (or partial) file may hold.
+MAX_TEMPLATE_CHARS = 1_000_000
+#: Partials including partials, this deep at most.
+MAX_INCLUDE_DEPTH = 8
+#: Partials one template may use in all.
+MAX_PARTIALS = 64
+
+PARTIALS_RULE = (
+    "a partial is a file in the template's own folder or below it, named by a relative "
+    "path without '..', e.g. {% include 'footer.j2' %}"
+)
+
+_CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
+    name: getattr(Client, name) for name in CODE_METHODS
+}
+
+
+def resolve_partial(folder: Path | None, name: str, *, template: str, line: int | None) -> Path:
+    """The file of partial ``name``, or a TemplateError saying why not."""
+
+    def refuse(why: str) -> TemplateError:
+        return TemplateError(f"cannot use partial {name!r}: {why}", template=template, line=line)
+
+    if folder is None:
+        raise refuse("a template given as text has no folder to take partials from")
+    relative = PurePosixPath(name)
+    if not name or "\\" in name or "\0" in name or relative.is_absolute():
+        raise refuse(PARTIALS_RULE)
+    if any(part == ".." for part in relative.parts) or ":" in relative.parts[0]:
+        raise refuse(PARTIALS_RULE)
+    root = folder.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise refuse(f"it leads outside the template's folder; {PARTIALS_RULE}")
+    if not path.is_file():
+        raise refuse(f"no such file in {folder}")
+    return path
+
+
+def read_partial(path: Path, *, template: str, line: int | None) -> str:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TemplateError(
+            f"partial {path} is not UTF-8 text (byte {exc.start + 1})", template=template, line=line
+        ) from None
+    except OSError as exc:
+        raise TemplateError(
+            f"cannot read partial {path} ({exc.strerror})", template=template, line=line
+        ) from None
+    return source
+
+
+class PartialLoader(BaseLoader):
+    """Loads partials at render time, by the same rules the parse checked."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def get_source(
+        self, environment: Any, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        try:
+            path = resolve_partial(self.folder, template, template=template, line=None)
+            source = read_partial(path, template=template, line=None)
+        except TemplateError as exc:
+            raise TemplateNotFound(template, exc.reason) from None
+        return source, str(path), lambda: True
+
+
+def _has_concat(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Concat) or node.find(nodes.Concat) is not None
+
+
+class _SafeOptimizer(Optimizer):
+    """Constant folding that cannot fail or leak.
+
+    Jinja folds ``a ~ b`` with a bare ``str()`` of each side, which would
+    print an object's repr at compile time: left to run time, ``~`` goes
+    through the printing checks. And some of Jinja's folds (``and``, ``if``
+    expressions) test a value's truth without catching what that raises (a
+    strict undefined does): a fold that fails is simply left to run time.
+    """
+
+    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
+        node = NodeTransformer.generic_visit(self, node, *args, **kwargs)
+        if isinstance(node, nodes.Expr) and not _has_concat(node):
+            try:
+                return nodes.Const.from_untrusted(
+                    node.as_const(args[0] if args else None),
+                    lineno=node.lineno,
+                    environment=self.environment,
+                )
+            except Exception:
+                pass
+        return node
+
+
+class _GuardedCodeGenerator(CodeGenerator):
+    """Compiles the checks of the module docstring into the template code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.optimizer is not None:
+            self.optimizer = _SafeOptimizer(self.environment)
+
+    def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
+        if _has_concat(node):
+            raise nodes.Impossible()
+        return super()._output_child_to_const(node, frame, finalize)
+
+    _loop_iterables: set[int] | None = None
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        # The iterable is written somewhere inside the loop code Jinja makes;
+        # visit() below recognises it and wraps it.
+        if self._loop_iterables is None:
+            self._loop_iterables = set()
+        self._loop_iterables.add(id(node.iter))
+        super().visit_For(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if self._loop_iterables and id(node) in self._loop_iterables:
+            self._loop_iterables.discard(id(node))
+            self.write("environment.budget.counted(")
+            super().visit(node, *args, **kwargs)
+            self.write(")")
+            return None
+        return super().visit(node, *args, **kwargs)
+
+    def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
+        # client.promocode(...) as written: a direct call, never a bound
+        # method fetched through the sandbox (which refuses to hand one out).
+        # The analysis refuses any argument but a string literal before a
+        # render; check and preview report it.
+        if not forward_caller and code_call_function(node) is not None:
+            target: nodes.Getattr = node.node  # type: ignore[assignment]
+            self.write("environment.call_client(context, ")
+            self.visit(target.node, frame)
+            self.write(f", {target.attr!r}")
+            self.signature(node, frame)
+            self.write(")")
+            return
+        super().visit_Call(node, frame, forward_caller=forward_caller)
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            markup = "context.eval_ctx.volatile"
+        else:
+            markup = "True" if frame.eval_ctx.autoescape else "False"
+        self.write("environment.joined((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(f"), {markup})")
+
+    def _spending(self, units: int, visit: Callable[[], None]) -> None:
+        self.write(f"environment.spend_literal({units}, ")
+        visit()
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._spending(
+            8 + len(node.items), lambda: super(_GuardedCodeGenerator, self).visit_List(node, frame)
+        )
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":
+            super().visit_Tuple(node, frame)
+            return
+        self._spending(
+            6 + len(node.items), lambda: super(_GuardedCodeGenerator, self).visit_Tuple(node, frame)
+        )
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._spending(
+            8 + 4 * len(node.items),
+            lambda: super(_GuardedCodeGenerator, self).visit_Dict(node, frame),
+        )
+
+    def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
+        value = node.value
+        if isinstance(value, (list, tuple, dict)) and value:
+            self._spending(
+                8 + 4 * len(value),
+                lambda: super(_GuardedCodeGenerator, self).visit_Const(node, frame),
+            )
+            return
+        super().visit_Const(node, frame)
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if isinstance(node.arg, nodes.Slice):
+            # A slice copies: paid for like any value built.
+            self.write("environment.budget.spend_on(")
+            super().visit_Getitem(node, frame)
+            self.write(")")
+            return
+        super().visit_Getitem(node, frame)
+
+
+class _FieldChecks(SandboxedFormatter):
+    """``str.format``: each field's width (nested ``{}`` resolved) and value checked."""
+
+    _size = 0
+
+    def vformat(self, format_string: str, args: Any, kwargs: Any) -> str:
+        self._size = len(format_string)
+        return super().vformat(format_string, args, kwargs)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        limits.printed_size(value)
+        return super().convert_field(value, conversion)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        width = limits._check_spec_numbers(format_spec, "format field width")
+        self._size += limits.printed_size(value) + width
+        limits.check_text_length(self._size, "str.format() result")
+        return super().format_field(value, format_spec)
+
+
+class _CheckedFormatter(_FieldChecks):
+    pass
+
+
+class _CheckedEscapeFormatter(_FieldChecks, SandboxedEscapeFormatter):
+    pass
+
+
+class MessageEnvironment(SandboxedEnvironment):
+    """Sandbox with size limits; see the module docstring."""
+
+    code_generator_class = _GuardedCodeGenerator
+    intercepted_binops = frozenset(limits.BINARY_OPERATORS)
+
+    def __init__(
+        self, *args: Any, folder: Path | None = None, label: str = "template", **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = limits.Budget()
+        self.folder = folder
+        self.label = label
+        self._partials: dict[str, nodes.Template] = {}
+        self._including: list[str] = []
+
+    def begin_render(self) -> None:
+        """A new message: the work budget starts afresh."""
+        self.budget.reset()
+
+    # -- parsing and compiling ------------------------------------------------------
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        label = filename or name or self.label
+        if len(source) > MAX_TEMPLATE_CHARS:
+            raise TemplateError(
+                f"is {len(source)} characters long; at most {MAX_TEMPLATE_CHARS}", template=label
+            )
+        try:
+            ast = super()._parse(source, name, filename)
+        except TemplateSyntaxError:
+            raise
+        except RecursionError:
+            raise TemplateError("nests too deeply to be read", template=label) from None
+        except MemoryError:
+            raise TemplateError("too large to be read", template=label) from None
+        except (ValueError, OverflowError) as exc:
+            why = str(exc)
+            if "integer string conversion" in why:
+                why = "a number in it has too many digits"
+            raise TemplateError(f"cannot be read: {why}", template=label) from None
+        check_ast(ast, label)
+        for partial, line in partial_references(ast):
+            self.partial_ast(partial, included_from=label, line=line)
+        return ast
+
+    def partial_ast(self, name: str, *, included_from: str, line: int | None) -> nodes.Template:
+        """Partial ``name``, read, parsed and checked (once per environment)."""
+        cached = self._partials.get(name)
+        if cached is not None:
+            return cached
+        if name in self._including:
+            chain = " → ".join([*self._including, name])
+            raise TemplateError(
+                f"partial {name!r} includes itself ({chain})", template=included_from, line=line
+            )
+        if len(self._including) >= MAX_INCLUDE_DEPTH:
+            raise TemplateError(
+                f"partials include each other more than {MAX_INCLUDE_DEPTH} deep",
+                template=included_from,
+                line=line,
+            )
+        if len(self._partials) >= MAX_PARTIALS:
+            raise TemplateError(
+                f"uses more than {MAX_PARTIALS} partials", template=included_from, line=line
+            )
+        path = resolve_partial(self.folder, name, template=included_from, line=line)
+        source = read_partial(path, template=included_from, line=line)
+        self._including.append(name)
+        try:
+            ast = self.parse(source, name, str(path))
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"syntax error: {exc.message}", template=str(path), line=exc.lineno
+            ) from None
+        finally:
+            self._including.pop()
+        self._partials[name] = ast
+        return ast
+
+    def compile(
+        self,
+        source: str | nodes.Template,
+        name: str | None = None,
+        filename: str | None = None,
+        raw: bool = False,
+        defer_init: bool = False,
+    ) -> Any:
+        try:
+            return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+        except (TemplateSyntaxError, TemplateError):
+            raise
+        except (SyntaxError, RecursionError, MemoryError) as exc:
+            raise TemplateError(
+                f"too complex to compile ({type(exc).__name__})",
+                template=filename or name or self.label,
+            ) from None
+        except Exception as exc:
+            raise TemplateError(
+                f"cannot be compiled ({type(exc).__name__}: {exc})",
+                template=filename or name or self.label,
+            ) from None
+
+    def _load_template(self, name: str, globals: MutableMapping[str, Any] | None) -> Any:
+        # A partial that changed since the checks fails this recipient only.
+        try:
+            return super()._load_template(name, globals)
+        except TemplateNotFound:
+            raise
+        except (TemplateError, JinjaTemplateError) as exc:
+            raise TemplateRuntimeError(str(exc)) from None
+
+    # -- run time -------------------------------------------------------------------------
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if attr in CODE_METHODS and isinstance(obj, Client):
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
+
+    def call_client(self, context: Any, client: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.promocode('POOL')`` as written in the template."""
+        if type(client) is Client:
+            return _CODE_CALLS[name](client, *args, **kwargs)
+        return self.call(context, self.getattr(client, name), *args, **kwargs)
+
+    def joined(self, values: tuple[Any, ...], markup: bool) -> str:
+        size = 0
+        for value in values:
+            if type(value) is str:
+                size += len(value)
+            else:
+                size += limits.printed_size(value)
+        if size > limits.MAX_TEXT:
+            limits.check_text_length(size, "'~' result")
+        budget = self.budget
+        budget.left -= size
+        if budget.left < 0:
+            budget.spend(0)
+        return markup_join(values) if markup else str_join(values)
+
+    def concat(self, pieces: Any) -> str:
+        """The output of a macro, ``{% set %}`` block, ``{% filter %}`` or ``caller()``."""
+        if type(pieces) is not list:
+            pieces = list(pieces)
+        size = sum(map(len, pieces))
+        limits.check_text_length(size, "a block's output")
+        self.budget.spend(size + len(pieces))
+        return "".join(pieces)
+
+    def spend_literal(self, units: int, value: Any) -> Any:
+        self.budget.spend(units)
+        return value
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        handler = limits.BINARY_OPERATORS.get(operator_name)
+        if handler is None:
+            return super().call_binop(context, operator_name, left, right)
+        return self.budget.spend_on(handler(left, right))
+
+    def wrap_str_format(self, value: Any) -> Any:
+        # The sandbox hands out str.format / format_map wrapped, at attribute
+        # access; the wrapper's formatter checks every field it formats.
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) or (
+            value.__name__ not in ("format", "format_map")
+        ):
+            return None
+        owner = value.__self__
+        if not isinstance(owner, str):
+            return None
+        kind = type(owner)
+        is_format_map = value.__name__ == "format_map"
+        formatter: SandboxedFormatter
+        if isinstance(owner, Markup):
+            formatter = _CheckedEscapeFormatter(self, escape=owner.escape)
+        else:
+            formatter = _CheckedFormatter(self)
+        budget = self.budget
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs:
+                    raise TypeError("format_map() takes no keyword arguments")
+                if len(args) != 1:
+                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} given)")
+                kwargs = args[0]
+                args = ()
+            return budget.spend_on(kind(formatter.vformat(owner, args, kwargs)))  # type: ignore[no-any-return]
+
+        wrapper.__name__ = value.__name__
+        return wrapper
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        budget = __self.budget
+        cost = 4 + len(args) + len(kwargs)
+        for argument in args:
+            if isinstance(argument, limits.SIZED):
+                cost += len(argument)
+        if kwargs:
+            for argument in kwargs.values():
+                if isinstance(argument, limits.SIZED):
+                    cost += len(argument)
+        budget.left -= cost
+        if budget.left < 0:
+            budget.spend(0)
+        limits.check_call(__obj, args, kwargs)
+        return budget.spend_on(super().call(__context, __obj, *args, **kwargs))
+
+
+def make_environment(template: str | Path | None = None) -> MessageEnvironment:
+    """The environment for one template; its partials come from ``template``'s folder."""
+    folder = Path(template).parent if template is not None else None
+    env = MessageEnvironment(
+        undefined=RecipientUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=limits.printable,
+        loader=PartialLoader(folder),
+        auto_reload=False,
+        folder=folder,
+        label=str(template) if template is not None else "template",
+    )
+    for name in ("cycler", "joiner", "lipsum"):
+        env.globals.pop(name, None)
+    env.globals["range"] = limits.limited_range
+    env.filters = dict(env.filters)
+    limits.guard_filters(env.filters, env.budget, lambda attribute: make_attrgetter(env, attribute))
+    return env
+
+
+def load_partials(template: str, ast: nodes.Template) -> dict[str, nodes.Template]:
+    """Every partial ``template`` (parsed as ``ast``) uses, directly or not, by name."""
+    env = make_environment(template)
+    found: dict[str, nodes.Template] = {}
+    pending = list(partial_references(ast))
+    while pending:
+        name, line = pending.pop()
+        if name in found:
+            continue
+        found[name] = partial = env.partial_ast(name, included_from=template, line=line)
+        pending.extend(partial_references(partial))
+    return found
