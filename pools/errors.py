@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pools.issuing.leases import LeaseHolder
 
 
 class PromomailError(Exception):
@@ -66,3 +70,87 @@ class ImportRejected(PromomailError):
 
 class GenerationError(PromomailError):
     """A code generation request cannot be met."""
+
+
+class MailingNotFound(NotFound):
+    def __init__(self, mailing_id: str) -> None:
+        super().__init__(f"mailing {mailing_id!r} does not exist")
+
+
+class RedemptionNotFound(NotFound):
+    """A roll-back names a redemption that does not exist (or was already undone)."""
+
+    def __init__(self, code: str, order: str, detail: str = "") -> None:
+        super().__init__(
+            f"code {code!r} has no redemption for order {order!r} to roll back{detail}"
+        )
+        self.code = code
+        self.order = order
+
+
+class LeaseLost(PromomailError):
+    """This run's lease was taken over (it stalled past its expiry): it must stop."""
+
+    def __init__(self, mailing_id: str, shard: str, holder: LeaseHolder | None) -> None:
+        by = f" by {holder.describe()}" if holder else ""
+        super().__init__(
+            f"mailing {mailing_id!r} shard {shard}: this run's lease was taken over{by}; "
+            "it stopped without recording anything more"
+        )
+        self.mailing_id = mailing_id
+        self.shard = shard
+        self.holder = holder
+
+
+class LeaseHeld(PromomailError):
+    """Another live run holds this mailing and shard."""
+
+    def __init__(self, mailing_id: str, shard: str, holder: LeaseHolder) -> None:
+        expires = holder.expires_at.isoformat(sep=" ", timespec="seconds")
+        super().__init__(
+            f"mailing {mailing_id!r} shard {shard} is already being rendered by "
+            f"{holder.describe()}; wait for it to finish (if that process died, its lease "
+            f"expires at {expires} UTC and the next run takes over)"
+        )
+        self.mailing_id = mailing_id
+        self.shard = shard
+        self.holder = holder
+
+
+class InvalidCursor(PromomailError):
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"cursor {cursor!r} is not one this list gave out")
+
+
+class TokenError(PromomailError):
+    """A token command is refused (bad name, name taken, unknown token)."""
+
+
+class TokenNotFound(TokenError, NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"token {name!r} does not exist")
+        self.name = name
+
+
+class ReturnListError(PromomailError):
+    """A recipients or bounce list cannot be read; names the file and line."""
+
+
+class ExportError(PromomailError):
+    """The export cannot be written or its filters name nothing."""
+
+
+class UnreadableFile(PromomailError):
+    """The file as a whole is not a code list (binary, empty, no code column)."""
+
+
+class InvalidPoolSetting(InvalidSetting, PoolError):
+    """A pool setting that is not valid in itself: both a pool refusal and a bad setting."""
+
+
+class UnreadableUpload(PoolError):
+    """A file given to an upload is not a code list at all; nothing was stored."""
+
+
+class SegmentError(PromomailError):
+    """The segment's filters do not make sense."""

@@ -20,21 +20,21 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pools.admin.tokens import TokenError
-from pools.codes.imports import UnreadableUpload
 from pools.errors import (
+    ExportError,
     GenerationError,
     ImportRejected,
+    InvalidCursor,
     InvalidSetting,
     NotFound,
     PoolError,
     PromomailError,
+    SegmentError,
     StoreError,
+    TokenError,
+    UnreadableUpload,
 )
-from pools.history.export import ExportError
-from pools.history.pages import InvalidCursor
-from pools.history.segments import SegmentError
-from templating.errors import RecipientError, RenderLimitExceeded, TemplateError
+from templating.errors import InvalidTemplate, RecipientError, RenderLimitExceeded
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("promomail.service")
@@ -52,7 +52,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (InvalidCursor, 400),
     (GenerationError, 422),
     (SegmentError, 422),
-    (TemplateError, 422),
+    (InvalidTemplate, 422),
     (RecipientError, 422),
     (RenderLimitExceeded, 422),
     (TokenError, 422),

@@ -9,6 +9,7 @@ from fastapi import Path, Query, Request
 from pydantic import Field
 
 from pools.admin.tokens import Scope
+from pools.errors import MailingNotFound
 from pools.history.pages import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -17,7 +18,7 @@ from pools.history.pages import (
     mailings_of_pools,
     segment_page,
 )
-from pools.issuing.mailings import MailingNotFound, list_mailings, show_mailing
+from pools.issuing.mailings import list_mailings, show_mailing
 from service.auth import ScopedRouter, engine_of, pools_filter, principal
 from service.problems import problem_responses
 from service.schemas import (

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
-    from templating.errors import MailingError, RecipientError, RenderLimitExceeded, TemplateError
+    from templating.errors import InvalidTemplate, MailingError, RecipientError, RenderLimitExceeded
     from templating.mailing.checking import (
         CheckReport,
         Preview,
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from templating.template.analysis import TemplateUsage, analyze
     from templating.template.client import Client, CodeSource
     from templating.template.environment import MessageEnvironment, make_environment
-    from templating.template.message import MessageTemplate, RecipientFailed
+    from templating.template.message import MessageTemplate
+from templating.errors import RecipientFailed
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
@@ -51,12 +52,12 @@ _HOMES: dict[str, str] = {
     "MailingError": "templating.errors",
     "RecipientError": "templating.errors",
     "RenderLimitExceeded": "templating.errors",
-    "TemplateError": "templating.errors",
+    "InvalidTemplate": "templating.errors",
     "RenderRequest": "templating.mailing.run",
     "RenderSummary": "templating.mailing.run",
     "render_mailing": "templating.mailing.run",
     "MessageTemplate": "templating.template.message",
-    "RecipientFailed": "templating.template.message",
+    "RecipientFailed": "templating.errors",
     "OutputFormat": "templating.mailing.outputs",
     "OutputTarget": "templating.mailing.outputs",
     "RenderedMessage": "templating.mailing.outputs",
@@ -79,6 +80,7 @@ __all__ = [
     "CheckReport",
     "Client",
     "CodeSource",
+    "InvalidTemplate",
     "MailingError",
     "MessageEnvironment",
     "MessageTemplate",
@@ -94,7 +96,6 @@ __all__ = [
     "RenderSummary",
     "RenderedMessage",
     "Shard",
-    "TemplateError",
     "TemplateUsage",
     "analyze",
     "check_template",

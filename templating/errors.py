@@ -5,7 +5,7 @@ from __future__ import annotations
 from pools.errors import PromomailError
 
 
-class TemplateError(PromomailError):
+class InvalidTemplate(PromomailError):
     """A template cannot be loaded or compiled."""
 
     def __init__(self, message: str, *, template: str, line: int | None = None) -> None:
@@ -26,3 +26,27 @@ class RenderLimitExceeded(PromomailError):
 
 class MailingError(PromomailError):
     """A mailing cannot be rendered as asked."""
+
+
+class RecipientFailed(Exception):
+    """One recipient's message could not be rendered; the reason is user-facing."""
+
+
+class UnwritableMessage(Exception):
+    """One message cannot be written as it is; the reason is user-facing.
+
+    ``character`` is the character at fault when one is, so the caller can
+    name the recipient's column that brought it in.
+    """
+
+    def __init__(self, reason: str, character: str | None = None) -> None:
+        super().__init__(reason)
+        self.character = character
+
+
+class PoolRanOut(Exception):
+    """A pool has no code left for this recipient (policy ``stop`` or ``skip``)."""
+
+    def __init__(self, pool_id: str) -> None:
+        super().__init__(f"pool {pool_id!r} ran out of codes")
+        self.pool_id = pool_id

@@ -26,15 +26,20 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from pools.store.db import StoreConfig, open_engine  # noqa: E402
-from templating.errors import RecipientError, RenderLimitExceeded, TemplateError  # noqa: E402
+from templating.errors import (  # noqa: E402
+    InvalidTemplate,
+    RecipientError,
+    RecipientFailed,
+    RenderLimitExceeded,
+)
 from templating.mailing.checking import check_template, preview  # noqa: E402
 from templating.mailing.recipients import Recipient  # noqa: E402
 from templating.mailing.sources import PreviewCodes  # noqa: E402
 from templating.template.analysis import analyze  # noqa: E402
 from templating.template.client import Client  # noqa: E402
-from templating.template.message import MessageTemplate, RecipientFailed  # noqa: E402
+from templating.template.message import MessageTemplate  # noqa: E402
 
-ALLOWED = (TemplateError, RecipientError, RenderLimitExceeded)
+ALLOWED = (InvalidTemplate, RecipientError, RenderLimitExceeded)
 
 SIZES = ["0", "1", "3", "80", "10000", "10001", "100000", "1000000", "10**9", "2**31", "-5"]
 NUMBERS = st.one_of(

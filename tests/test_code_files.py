@@ -25,7 +25,6 @@ from pools.codes.files import (
     BLOCK_LINES,
     Block,
     FileFormat,
-    UnreadableFile,
     Whitespace,
     format_for,
     parse_csv,
@@ -33,7 +32,7 @@ from pools.codes.files import (
     parse_txt,
 )
 from pools.codes.imports import Upload, upload_codes
-from pools.errors import ImportRejected, LineProblem
+from pools.errors import ImportRejected, LineProblem, UnreadableFile
 from pools.store.db import read_transaction
 from pools.store.models import NO_END, Code
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 import templating.template.message as message_module
-from templating.errors import TemplateError
+from templating.errors import InvalidTemplate, RecipientFailed
 from templating.mailing.sources import PreviewCodes
 from templating.template import limits
 from templating.template.client import Client
 from templating.template.environment import MAX_RANGE, MAX_SEQUENCE_PRODUCT, make_environment
-from templating.template.message import MAX_PART_CHARS, MessageTemplate, RecipientFailed
+from templating.template.message import MAX_PART_CHARS, MessageTemplate
 
 SECRET = "s3cr3t-Vv9Qx-not-for-templates"
 #: Replaced in every payload by the path of a file the payload tries to create.
@@ -104,7 +104,7 @@ def refusal(source: str) -> str:
     """Why a payload does not run: refused when the template is read, or its render fails."""
     try:
         template = MessageTemplate("payload.j2", source)
-    except TemplateError as exc:
+    except InvalidTemplate as exc:
         return str(exc)
     with pytest.raises(RecipientFailed) as failed:
         template.render({"client": _client()})

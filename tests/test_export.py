@@ -15,8 +15,8 @@ from store_helpers import make_pool
 
 import pools.history.export
 from pools.after_sending.redemption import redeem
-from pools.errors import PoolNotFound
-from pools.history.export import COLUMNS, ExportError, export_issuances
+from pools.errors import ExportError, PoolNotFound
+from pools.history.export import COLUMNS, export_issuances
 from pools.issuing.claiming import claim
 from pools.store.clock import utcnow
 from pools.store.models import Code, Issuance

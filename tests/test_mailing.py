@@ -38,7 +38,7 @@ from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.errors import InvalidSetting, PoolExhausted
 from pools.issuing.mailings import show_mailing
 from pools.store.models import IssuanceKind
-from templating.errors import MailingError, RecipientError, TemplateError
+from templating.errors import InvalidTemplate, MailingError, RecipientError
 from templating.mailing.checking import check_template, preview, preview_recipients
 from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
 from templating.mailing.recipients import Recipient, Shard
@@ -426,7 +426,7 @@ def test_template_errors_are_refused_before_anything_moves(
     }
     for source, message in cases.items():
         template = write_template(tmp_path, source)
-        with pytest.raises(TemplateError, match=message):
+        with pytest.raises(InvalidTemplate, match=message):
             render(db_url, template, recipients, "m1", tmp_path / "out.jsonl")
     assert full_snapshot(engine) == before
 
@@ -563,5 +563,5 @@ def test_preview_shows_placeholders_and_real_last_codes_without_writing(
     assert placeholder not in {c for c in initial_codes(engine, "welcome-1", "welcome").values()}
     assert failing[0].parts is None and failing[0].error is not None
     assert "first_name" in failing[0].error
-    with pytest.raises(TemplateError, match="has no part 'html'"):
+    with pytest.raises(InvalidTemplate, match="has no part 'html'"):
         preview(engine, str(SAMPLES / "sms.j2"), [], part="html")

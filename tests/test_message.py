@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from templating.errors import TemplateError
+from templating.errors import InvalidTemplate, RecipientFailed
 from templating.template.client import Client
-from templating.template.message import BODY_PART, MessageTemplate, RecipientFailed, read_template
+from templating.template.message import BODY_PART, MessageTemplate, read_template
 
 
 class CountingCodes:
@@ -182,7 +182,7 @@ def test_pool_must_be_a_string() -> None:
 
 
 def test_syntax_error_names_template_and_line() -> None:
-    with pytest.raises(TemplateError) as error:
+    with pytest.raises(InvalidTemplate) as error:
         MessageTemplate("broken.j2", "line one\n{% if x %}\nno end")
     assert error.value.template == "broken.j2"
     assert error.value.line == 3
@@ -190,11 +190,11 @@ def test_syntax_error_names_template_and_line() -> None:
 
 
 def test_read_template_errors(tmp_path: Path) -> None:
-    with pytest.raises(TemplateError, match="no such file"):
+    with pytest.raises(InvalidTemplate, match="no such file"):
         read_template(tmp_path / "absent.j2")
     latin = tmp_path / "latin.j2"
     latin.write_bytes(b"caf\xe9")
-    with pytest.raises(TemplateError, match=r"latin\.j2: not UTF-8 text \(byte 4\)"):
+    with pytest.raises(InvalidTemplate, match=r"latin\.j2: not UTF-8 text \(byte 4\)"):
         read_template(latin)
     good = tmp_path / "good.j2"
     good.write_text("hi", encoding="utf-8")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from templating.errors import MailingError
+from templating.errors import MailingError, UnwritableMessage
 from templating.mailing.outputs import (
     EmlWriter,
     JsonlWriter,
@@ -20,7 +20,6 @@ from templating.mailing.outputs import (
     OutputFormat,
     OutputTarget,
     RenderedMessage,
-    UnwritableMessage,
     eml_name,
 )
 

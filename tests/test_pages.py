@@ -10,9 +10,9 @@ from cli_helpers import Cli
 from sqlalchemy import Engine
 from store_helpers import make_pool
 
+from pools.errors import InvalidCursor
 from pools.history.customers import customer_history
 from pools.history.pages import (
-    InvalidCursor,
     Page,
     customer_page,
     decode_cursor,

@@ -23,14 +23,13 @@ from pools.after_sending.redemption import (
     ALREADY_REDEEMED,
     NEVER_ISSUED,
     UNKNOWN_CODE,
-    RedemptionNotFound,
     RedemptionResult,
     redeem,
     unredeem,
 )
 from pools.codes.counts import pool_counts
 from pools.codes.voiding import void_batch
-from pools.errors import PoolExhausted, PromomailError
+from pools.errors import PoolExhausted, PromomailError, RedemptionNotFound
 from pools.issuing.claiming import claim, reserve
 from pools.issuing.mailings import show_mailing
 from pools.store.clock import utcnow

@@ -16,18 +16,18 @@ from store_helpers import make_pool
 from pools.after_sending.redemption import redeem
 from pools.after_sending.returns import (
     CANCELLED,
-    ReturnListError,
     cancel_mailing,
     match_addresses,
     read_return_list,
     return_codes,
 )
 from pools.codes.counts import PoolCounts, pool_counts
+from pools.errors import MailingNotFound, ReturnListError
 from pools.history.customers import customer_history
 from pools.history.export import export_issuances
 from pools.issuing.claiming import claim, record_reissues
 from pools.issuing.lookups import latest_codes
-from pools.issuing.mailings import MailingNotFound, show_mailing
+from pools.issuing.mailings import show_mailing
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, Mailing

@@ -49,12 +49,11 @@ from render_helpers import (
 )
 from sqlalchemy import Engine, text
 
+from pools.errors import LeaseHeld, LeaseLost
 from pools.issuing.claiming import reserve
 from pools.issuing.leases import (
     Lease,
-    LeaseHeld,
     LeaseKeeper,
-    LeaseLost,
     acquire_lease,
     check_lease,
     lease_holder,

@@ -37,15 +37,21 @@ from render_helpers import full_snapshot
 from sqlalchemy import Engine, text
 
 from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool
-from pools.after_sending.redemption import RedemptionNotFound, redeem, unredeem
+from pools.after_sending.redemption import redeem, unredeem
 from pools.after_sending.returns import cancel_mailing, return_codes
 from pools.codes.counts import pool_counts
 from pools.codes.files import FileFormat
 from pools.codes.imports import Upload, upload_codes
 from pools.codes.voiding import void_batch
-from pools.errors import ImportRejected, PoolError, PoolExhausted, PromomailError
-from pools.issuing.mailings import MailingNotFound
-from templating.errors import RecipientError, TemplateError
+from pools.errors import (
+    ImportRejected,
+    MailingNotFound,
+    PoolError,
+    PoolExhausted,
+    PromomailError,
+    RedemptionNotFound,
+)
+from templating.errors import InvalidTemplate, RecipientError
 from templating.mailing.outputs import OutputFormat, OutputTarget
 from templating.mailing.run import RenderRequest, render_mailing
 from templating.mailing.sources import OnExhausted
@@ -301,7 +307,7 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             missing = [c for c in recipients if c not in given]
             issuable = self.model.issuable(pool)
             if pool in self.model.archived:
-                self.refused(lambda: render_mailing(request), TemplateError)
+                self.refused(lambda: render_mailing(request), InvalidTemplate)
                 return
             if broken_recipients:
                 self.refused(lambda: render_mailing(request), RecipientError)

@@ -2,7 +2,7 @@
 
 Aliases of the code functions, nesting the Python compiler chokes on,
 allocations hidden behind ``*`` widths or folded constants, Python reprs in
-customer mail, and partials: each is a TemplateError naming the template
+customer mail, and partials: each is a InvalidTemplate naming the template
 (and line), found before anything is rendered, or fails just that
 recipient, and never builds a large value first.
 """
@@ -23,13 +23,13 @@ from render_helpers import counts, customer_ids, pool_with_codes, render, write_
 from sqlalchemy import Engine
 from test_environment import ESCAPES, MARKER, refusal
 
-from templating.errors import TemplateError
+from templating.errors import InvalidTemplate, RecipientFailed
 from templating.mailing.checking import check_template, preview, preview_recipients
 from templating.mailing.sources import PreviewCodes
 from templating.template.analysis import analyze
 from templating.template.client import Client
 from templating.template.environment import make_environment
-from templating.template.message import MessageTemplate, RecipientFailed
+from templating.template.message import MessageTemplate
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -42,8 +42,8 @@ def _render(source: str, name: str = "probe.j2", **variables: object) -> dict[st
     return MessageTemplate(name, source).render({"client": _client(), **variables})
 
 
-def _template_error(source: str, name: str = "probe.j2") -> TemplateError:
-    with pytest.raises(TemplateError) as refused:
+def _template_error(source: str, name: str = "probe.j2") -> InvalidTemplate:
+    with pytest.raises(InvalidTemplate) as refused:
         MessageTemplate(name, source)
     return refused.value
 
@@ -140,9 +140,9 @@ def test_alias_found_by_check_preview_and_render_before_codes_move(
     assert report.problems[0].line == 2
     assert "client['promocode']" in report.problems[0].message
 
-    with pytest.raises(TemplateError, match="line 2"):
+    with pytest.raises(InvalidTemplate, match="line 2"):
         preview(engine, str(template), preview_recipients(recipients, None, 3))
-    with pytest.raises(TemplateError, match="line 2"):
+    with pytest.raises(InvalidTemplate, match="line 2"):
         render(db_url, str(template), recipients, "m-alias", tmp_path / "out.jsonl")
 
     assert counts(engine, "spring") == before
@@ -447,7 +447,7 @@ PARTIAL_REFUSALS = {
 )
 def test_partials_outside_the_folder_are_refused(folder: Path, source: str, reason: str) -> None:
     path = _write(folder, "line one\n" + source)
-    with pytest.raises(TemplateError) as refused:
+    with pytest.raises(InvalidTemplate) as refused:
         MessageTemplate.from_file(path)
     assert refused.value.template == path and refused.value.line == 2
     assert reason in str(refused.value)
@@ -457,14 +457,14 @@ def test_partials_outside_the_folder_are_refused(folder: Path, source: str, reas
 def test_symlink_out_of_the_folder_is_refused(folder: Path) -> None:
     (folder / "link.j2").symlink_to(folder.parent / "secret.txt")
     path = _write(folder, "{% include 'link.j2' %}")
-    with pytest.raises(TemplateError, match="outside the template's folder"):
+    with pytest.raises(InvalidTemplate, match="outside the template's folder"):
         MessageTemplate.from_file(path)
 
 
 def test_a_partial_is_checked_like_the_template(folder: Path, engine: Engine) -> None:
     (folder / "bad.j2").write_text("ok\n{% set p = client.promocode %}", encoding="utf-8")
     path = _write(folder, "{% include 'bad.j2' %}")
-    with pytest.raises(TemplateError) as refused:
+    with pytest.raises(InvalidTemplate) as refused:
         MessageTemplate.from_file(path)
     assert refused.value.template == str((folder / "bad.j2").resolve())
     assert refused.value.line == 2
@@ -472,20 +472,20 @@ def test_a_partial_is_checked_like_the_template(folder: Path, engine: Engine) ->
     assert "bad.j2, line 2" in report.problems[0].message
 
     (folder / "syntax.j2").write_text("{% if %}", encoding="utf-8")
-    with pytest.raises(TemplateError, match=r"syntax\.j2, line 1: syntax error"):
+    with pytest.raises(InvalidTemplate, match=r"syntax\.j2, line 1: syntax error"):
         MessageTemplate.from_file(_write(folder, "{% include 'syntax.j2' %}"))
 
 
 def test_partials_that_include_themselves_are_refused(folder: Path) -> None:
     (folder / "a.j2").write_text("{% include 'b.j2' %}", encoding="utf-8")
     (folder / "b.j2").write_text("{% include 'a.j2' %}", encoding="utf-8")
-    with pytest.raises(TemplateError, match="includes itself"):
+    with pytest.raises(InvalidTemplate, match="includes itself"):
         MessageTemplate.from_file(_write(folder, "{% include 'a.j2' %}"))
 
 
 def test_text_templates_cannot_include() -> None:
     env = make_environment()
-    with pytest.raises(TemplateError, match="no folder"):
+    with pytest.raises(InvalidTemplate, match="no folder"):
         env.parse("{% include 'footer.j2' %}")
 
 

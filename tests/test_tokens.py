@@ -6,17 +6,8 @@ import pytest
 from sqlalchemy import Engine, text
 from store_helpers import make_pool
 
-from pools.admin.tokens import (
-    Scope,
-    TokenError,
-    TokenNotFound,
-    authenticate,
-    create_token,
-    list_tokens,
-    permits,
-    revoke_token,
-)
-from pools.errors import PoolNotFound
+from pools.admin.tokens import Scope, authenticate, create_token, list_tokens, permits, revoke_token
+from pools.errors import PoolNotFound, TokenError, TokenNotFound
 
 
 def test_create_authenticate_revoke(engine: Engine) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
 from pools.codes.counts import PoolCounts, pool_counts
-from pools.errors import InvalidSetting, PoolError, PoolNotFound
+from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
@@ -26,10 +26,6 @@ def slugify(name: str) -> str:
     """``Spring Sale 30%`` → ``spring-sale-30``: ASCII, lower case, dashes."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:100]
-
-
-class InvalidPoolSetting(InvalidSetting, PoolError):
-    """A pool setting that is not valid in itself: both a pool refusal and a bad setting."""
 
 
 class NothingToChange(InvalidPoolSetting):

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from pools.errors import NotFound, PoolNotFound, PromomailError
+from pools.errors import PoolNotFound, TokenError, TokenNotFound
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.models import Pool, ServiceToken
@@ -43,16 +43,6 @@ class Scope(StrEnum):
     READ = "read"
     REDEEM = "redeem"
     ADMIN = "admin"
-
-
-class TokenError(PromomailError):
-    """A token command is refused (bad name, name taken, unknown token)."""
-
-
-class TokenNotFound(TokenError, NotFound):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"token {name!r} does not exist")
-        self.name = name
 
 
 def permits(held: Scope, needed: Scope, *, reading: bool) -> bool:

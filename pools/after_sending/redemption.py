@@ -52,7 +52,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pools.errors import NotFound, PromomailError
+from pools.errors import PromomailError, RedemptionNotFound
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import (
@@ -72,17 +72,6 @@ NEVER_ISSUED = "never issued"
 
 #: Attempts of one redemption that lost a race to a constraint (then it replays).
 _ATTEMPTS = 3
-
-
-class RedemptionNotFound(NotFound):
-    """A roll-back names a redemption that does not exist (or was already undone)."""
-
-    def __init__(self, code: str, order: str, detail: str = "") -> None:
-        super().__init__(
-            f"code {code!r} has no redemption for order {order!r} to roll back{detail}"
-        )
-        self.code = code
-        self.order = order
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,8 @@ from sqlalchemy import Connection, Engine, and_, case, exists, func, select, upd
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.errors import PromomailError
+from pools.errors import MailingNotFound, ReturnListError
 from pools.identifiers import id_problem
-from pools.issuing.mailings import MailingNotFound
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
@@ -232,10 +231,6 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
 #: Column names accepted for the recipient id and for the e-mail address (any case).
 ID_COLUMNS = ("id", "customer_id", "customer", "recipient", "recipient_id")
 EMAIL_COLUMNS = ("email", "e-mail", "email_address", "address", "recipient_email")
-
-
-class ReturnListError(PromomailError):
-    """A recipients or bounce list cannot be read; names the file and line."""
 
 
 @dataclass(frozen=True)

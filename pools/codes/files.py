@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import BinaryIO
 
-from pools.errors import LineProblem, PromomailError
+from pools.errors import LineProblem, UnreadableFile
 from pools.store.clock import to_utc_naive
 from pools.store.dialect_sql import CodeRow
 from pools.store.models import CODE_MAX_LENGTH, NO_END
@@ -73,10 +73,6 @@ class Block:
     codes: list[str] = field(default_factory=list)
     rows: list[CodeRow] = field(default_factory=list)
     problems: list[LineProblem] = field(default_factory=list)
-
-
-class UnreadableFile(PromomailError):
-    """The file as a whole is not a code list (binary, empty, no code column)."""
 
 
 def format_for(filename: str, explicit: str | None) -> FileFormat:

@@ -19,15 +19,8 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from pools.admin.lifecycle import load_pool
 from pools.codes.counts import pool_counts
-from pools.codes.files import (
-    Block,
-    FileFormat,
-    UnreadableFile,
-    Whitespace,
-    format_for,
-    parse,
-)
-from pools.errors import ImportRejected, LineProblem, PoolError
+from pools.codes.files import Block, FileFormat, Whitespace, format_for, parse
+from pools.errors import ImportRejected, LineProblem, PoolError, UnreadableFile, UnreadableUpload
 from pools.store.clock import utcnow
 from pools.store.db import bulk_loading, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_codes
@@ -35,10 +28,6 @@ from pools.store.models import ImportBatch, PoolStatus
 
 #: Problems kept for the report; the count of all problems is always exact.
 MAX_REPORTED_PROBLEMS = 1000
-
-
-class UnreadableUpload(PoolError):
-    """A file given to an upload is not a code list at all; nothing was stored."""
 
 
 @dataclass

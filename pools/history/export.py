@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine, Select, case, exists, func, select
 
-from pools.errors import PoolNotFound, PromomailError
+from pools.errors import ExportError, PoolNotFound
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance, Mailing, Pool, Redemption
 
@@ -46,10 +46,6 @@ COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 NEUTRALISING_QUOTE = "'"
 _FETCH_ROWS = 1000
-
-
-class ExportError(PromomailError):
-    """The export cannot be written or its filters name nothing."""
 
 
 def spreadsheet_safe(value: str) -> str:

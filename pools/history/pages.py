@@ -23,26 +23,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from pools.errors import PoolNotFound, PromomailError
+from pools.errors import ExportError, InvalidCursor, PoolNotFound, PromomailError
 from pools.history.customers import HistoryWindow, history_in
-from pools.history.export import (
-    COLUMNS,
-    ExportError,
-    check_filters,
-    issuance_query,
-    issuance_values,
-)
+from pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
 from pools.history.segments import iter_segment
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-
-
-class InvalidCursor(PromomailError):
-    def __init__(self, cursor: str) -> None:
-        super().__init__(f"cursor {cursor!r} is not one this list gave out")
 
 
 @dataclass(frozen=True)

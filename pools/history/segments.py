@@ -29,15 +29,11 @@ from typing import TextIO
 from sqlalchemy import Connection, Engine, and_, case, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.errors import PoolNotFound, PromomailError
+from pools.errors import PoolNotFound, SegmentError
 from pools.identifiers import id_problem
 from pools.store.clock import to_utc_naive
 from pools.store.db import read_transaction
 from pools.store.models import Issuance, IssuanceKind, Pool
-
-
-class SegmentError(PromomailError):
-    """The segment's filters do not make sense."""
 
 
 class SegmentFormat(StrEnum):

@@ -44,7 +44,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
-from pools.errors import PromomailError
+from pools.errors import LeaseHeld, LeaseLost, PromomailError
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent
@@ -72,35 +72,6 @@ class LeaseHolder:
             f"pid {self.pid} on host {self.host}, started "
             f"{self.started_at.isoformat(sep=' ', timespec='seconds')} UTC"
         )
-
-
-class LeaseHeld(PromomailError):
-    """Another live run holds this mailing and shard."""
-
-    def __init__(self, mailing_id: str, shard: str, holder: LeaseHolder) -> None:
-        expires = holder.expires_at.isoformat(sep=" ", timespec="seconds")
-        super().__init__(
-            f"mailing {mailing_id!r} shard {shard} is already being rendered by "
-            f"{holder.describe()}; wait for it to finish (if that process died, its lease "
-            f"expires at {expires} UTC and the next run takes over)"
-        )
-        self.mailing_id = mailing_id
-        self.shard = shard
-        self.holder = holder
-
-
-class LeaseLost(PromomailError):
-    """This run's lease was taken over (it stalled past its expiry): it must stop."""
-
-    def __init__(self, mailing_id: str, shard: str, holder: LeaseHolder | None) -> None:
-        by = f" by {holder.describe()}" if holder else ""
-        super().__init__(
-            f"mailing {mailing_id!r} shard {shard}: this run's lease was taken over{by}; "
-            "it stopped without recording anything more"
-        )
-        self.mailing_id = mailing_id
-        self.shard = shard
-        self.holder = holder
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from pools.errors import NotFound
+from pools.errors import MailingNotFound
 from pools.issuing.leases import Lease, ensure_held
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent, one_of
 from pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
-
-
-class MailingNotFound(NotFound):
-    def __init__(self, mailing_id: str) -> None:
-        super().__init__(f"mailing {mailing_id!r} does not exist")
 
 
 @dataclass(frozen=True)

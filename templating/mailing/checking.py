@@ -13,12 +13,12 @@ from pools.admin.lifecycle import load_pool
 from pools.errors import PromomailError
 from pools.store.db import read_transaction
 from pools.store.models import PoolStatus
-from templating.errors import TemplateError
+from templating.errors import InvalidTemplate, RecipientFailed
 from templating.mailing.recipients import Recipient, columns_of, read_recipients
 from templating.mailing.sources import PreviewCodes
 from templating.template.analysis import analyze
 from templating.template.client import Client
-from templating.template.message import MessageTemplate, RecipientFailed, read_template
+from templating.template.message import MessageTemplate, read_template
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,12 @@ def check_template(
     report = CheckReport(name)
     try:
         template = MessageTemplate(name, source)
-    except TemplateError as exc:
+    except InvalidTemplate as exc:
         report.problems.append(_problem(name, exc))
         return report
     try:
         usage = analyze(template.parsed)
-    except TemplateError as exc:
+    except InvalidTemplate as exc:
         report.problems.append(_problem(name, exc))
         return report
     report.parts = template.parts
@@ -146,7 +146,7 @@ def check_template(
     return report
 
 
-def _problem(name: str, exc: TemplateError) -> Problem:
+def _problem(name: str, exc: InvalidTemplate) -> Problem:
     """A problem of the template itself, or of one of its partials (named)."""
     if exc.template == name:
         return Problem(exc.line, exc.reason)
@@ -184,7 +184,7 @@ def preview(
     """Render without writing: placeholders for new codes, real last codes."""
     template = MessageTemplate.from_file(template_path)
     if part is not None and part not in template.parts:
-        raise TemplateError(
+        raise InvalidTemplate(
             f"has no part {part!r} (parts: {', '.join(template.parts)})", template=template.name
         )
     usage = analyze(template.parsed)

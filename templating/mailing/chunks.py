@@ -21,12 +21,12 @@ from pools.issuing.claiming import Reservation, existing_codes, release, reserve
 from pools.issuing.lookups import latest_codes, reissued_customers, slots_used
 from pools.issuing.per_customer import current_codes
 from pools.store.db import read_transaction
-from templating.errors import MailingError
-from templating.mailing.outputs import Encoded, RenderedMessage, UnwritableMessage
+from templating.errors import MailingError, PoolRanOut, RecipientFailed, UnwritableMessage
+from templating.mailing.outputs import Encoded, RenderedMessage
 from templating.mailing.recipients import PLAIN_ADDRESS, Recipient, one_address
-from templating.mailing.sources import ChunkCodes, ChunkData, OnExhausted, PoolRanOut
+from templating.mailing.sources import ChunkCodes, ChunkData, OnExhausted
 from templating.template.client import Client
-from templating.template.message import MessageTemplate, RecipientFailed
+from templating.template.message import MessageTemplate
 
 #: Attempts at a chunk whose reserved codes were taken back (voided) meanwhile.
 SETTLE_ATTEMPTS = 3

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from pools.identifiers import describe_character
-from templating.errors import MailingError
+from templating.errors import MailingError, UnwritableMessage
 from templating.mailing.recipients import address_header, one_address
 
 DEFAULT_SENDER = "promomail <noreply@localhost>"
@@ -43,18 +43,6 @@ EML_POLICY = SMTP.clone(cte_type="7bit")
 #: What a subject (a header line) may not hold: control characters but tab,
 #: and everything :meth:`str.splitlines` breaks a line at.
 _HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-class UnwritableMessage(Exception):
-    """One message cannot be written as it is; the reason is user-facing.
-
-    ``character`` is the character at fault when one is, so the caller can
-    name the recipient's column that brought it in.
-    """
-
-    def __init__(self, reason: str, character: str | None = None) -> None:
-        super().__init__(reason)
-        self.character = character
 
 
 def _check_subject(message: RenderedMessage) -> None:

@@ -34,14 +34,13 @@ from sqlalchemy.exc import DBAPIError
 from pools.admin.lifecycle import load_pool
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
-from pools.errors import PoolExhausted, PromomailError, ReservationLost
+from pools.errors import LeaseLost, PoolExhausted, PromomailError, ReservationLost
 from pools.identifiers import id_problem, value_problem
 from pools.issuing.claiming import reclaim_expired, shared_code
 from pools.issuing.leases import (
     DEFAULT_LEASE_SECONDS,
     Lease,
     LeaseKeeper,
-    LeaseLost,
     acquire_lease,
     check_lease,
     release_lease,
@@ -50,7 +49,7 @@ from pools.issuing.mailings import RunTotals, finish_run, issued_customers_in, s
 from pools.store.clock import utcnow
 from pools.store.db import StoreConfig, first_line, open_engine, read_transaction
 from pools.store.models import PoolStatus
-from templating.errors import MailingError, TemplateError
+from templating.errors import InvalidTemplate, MailingError
 from templating.mailing.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
 from templating.mailing.options import (
     CHUNK_SIZE,
@@ -188,7 +187,7 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
     usage = analyze(template.parsed)
     if usage.non_literal:
         first = usage.non_literal[0]
-        raise TemplateError(
+        raise InvalidTemplate(
             f"client.{first.function}() needs the pool as a string literal, e.g. "
             f"client.{first.function}('spring')",
             template=template.name,
@@ -202,9 +201,9 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
             try:
                 pool = load_pool(conn, ref, allow_name=True)
             except PromomailError as exc:
-                raise TemplateError(str(exc), template=template.name, line=line) from exc
+                raise InvalidTemplate(str(exc), template=template.name, line=line) from exc
             if ref in usage.issues_from and pool.status != PoolStatus.ACTIVE:
-                raise TemplateError(
+                raise InvalidTemplate(
                     f"pool {pool.id!r} is {pool.status}, not active: it issues no codes",
                     template=template.name,
                     line=line,

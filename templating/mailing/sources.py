@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from pools.issuing.claiming import Handout, IssuedCode, Reservation
 from pools.issuing.lookups import latest_codes
 from pools.store.db import read_transaction
+from templating.errors import PoolRanOut
 
 PLACEHOLDER = "[[promocode from {pool}]]"
 
@@ -25,14 +26,6 @@ class OnExhausted(StrEnum):
     STOP = "stop"
     SKIP = "skip"
     BLANK = "blank"
-
-
-class PoolRanOut(Exception):
-    """A pool has no code left for this recipient (policy ``stop`` or ``skip``)."""
-
-    def __init__(self, pool_id: str) -> None:
-        super().__init__(f"pool {pool_id!r} ran out of codes")
-        self.pool_id = pool_id
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import nodes
 
-from templating.errors import TemplateError
+from templating.errors import InvalidTemplate
 from templating.template.client import CODE_METHODS, ISSUING, REISSUING
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def _client_column(node: nodes.Node) -> str | None:
 
 
 def check_ast(ast: nodes.Template, template: str) -> None:
-    """Refuse (TemplateError with the line) what the module docstring lists."""
+    """Refuse (InvalidTemplate with the line) what the module docstring lists."""
     parents: dict[int, nodes.Node] = {}
     pending: list[tuple[nodes.Node, int, int]] = [(ast, 0, 0)]
     while pending:
@@ -188,7 +188,7 @@ def check_ast(ast: nodes.Template, template: str) -> None:
         if isinstance(node, _BLOCK_NODES):
             blocks += 1
             if blocks > MAX_BLOCK_DEPTH:
-                raise TemplateError(
+                raise InvalidTemplate(
                     f"statements nest more than {MAX_BLOCK_DEPTH} deep",
                     template=template,
                     line=node.lineno,
@@ -196,7 +196,7 @@ def check_ast(ast: nodes.Template, template: str) -> None:
         if isinstance(node, nodes.Expr):
             expressions += 1
             if expressions > MAX_EXPRESSION_DEPTH:
-                raise TemplateError(
+                raise InvalidTemplate(
                     f"an expression nests more than {MAX_EXPRESSION_DEPTH} deep",
                     template=template,
                     line=node.lineno,
@@ -209,8 +209,8 @@ def check_ast(ast: nodes.Template, template: str) -> None:
             pending.append((child, blocks, expressions))
 
 
-def _fail(message: str, template: str, node: nodes.Node) -> TemplateError:
-    return TemplateError(message, template=template, line=getattr(node, "lineno", None))
+def _fail(message: str, template: str, node: nodes.Node) -> InvalidTemplate:
+    return InvalidTemplate(message, template=template, line=getattr(node, "lineno", None))
 
 
 def _check_node(node: nodes.Node, parents: dict[int, nodes.Node], template: str) -> None:

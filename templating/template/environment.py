@@ -9,7 +9,7 @@ On top of the sandbox:
 - Every template (and partial) is checked when parsed, before it is
   compiled (:func:`templating.template.analysis.check_ast`): how deeply it nests, how
   it uses ``client`` and the code functions, which partials it names.
-  Anything the Python compiler itself chokes on is a TemplateError too.
+  Anything the Python compiler itself chokes on is a InvalidTemplate too.
 - The code functions are never handed out as values: the sandbox refuses
   ``client.promocode`` as an attribute, and only the literal call
   ``client.promocode('POOL')`` is compiled, to a direct call of it.
@@ -48,7 +48,7 @@ from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, Sandb
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
-from templating.errors import TemplateError
+from templating.errors import InvalidTemplate
 from templating.template import limits
 from templating.template.analysis import check_ast, code_call_function, partial_references
 from templating.template.client import CODE_METHODS, Client, RecipientUndefined
@@ -75,10 +75,10 @@ _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
 
 
 def resolve_partial(folder: Path | None, name: str, *, template: str, line: int | None) -> Path:
-    """The file of partial ``name``, or a TemplateError saying why not."""
+    """The file of partial ``name``, or a InvalidTemplate saying why not."""
 
-    def refuse(why: str) -> TemplateError:
-        return TemplateError(f"cannot use partial {name!r}: {why}", template=template, line=line)
+    def refuse(why: str) -> InvalidTemplate:
+        return InvalidTemplate(f"cannot use partial {name!r}: {why}", template=template, line=line)
 
     if folder is None:
         raise refuse("a template given as text has no folder to take partials from")
@@ -100,11 +100,11 @@ def read_partial(path: Path, *, template: str, line: int | None) -> str:
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise TemplateError(
+        raise InvalidTemplate(
             f"partial {path} is not UTF-8 text (byte {exc.start + 1})", template=template, line=line
         ) from None
     except OSError as exc:
-        raise TemplateError(
+        raise InvalidTemplate(
             f"cannot read partial {path} ({exc.strerror})", template=template, line=line
         ) from None
     return source
@@ -122,7 +122,7 @@ class PartialLoader(BaseLoader):
         try:
             path = resolve_partial(self.folder, template, template=template, line=None)
             source = read_partial(path, template=template, line=None)
-        except TemplateError as exc:
+        except InvalidTemplate as exc:
             raise TemplateNotFound(template, exc.reason) from None
         return source, str(path), lambda: True
 
@@ -311,7 +311,7 @@ class MessageEnvironment(SandboxedEnvironment):
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         label = filename or name or self.label
         if len(source) > MAX_TEMPLATE_CHARS:
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"is {len(source)} characters long; at most {MAX_TEMPLATE_CHARS}", template=label
             )
         try:
@@ -319,14 +319,14 @@ class MessageEnvironment(SandboxedEnvironment):
         except TemplateSyntaxError:
             raise
         except RecursionError:
-            raise TemplateError("nests too deeply to be read", template=label) from None
+            raise InvalidTemplate("nests too deeply to be read", template=label) from None
         except MemoryError:
-            raise TemplateError("too large to be read", template=label) from None
+            raise InvalidTemplate("too large to be read", template=label) from None
         except (ValueError, OverflowError) as exc:
             why = str(exc)
             if "integer string conversion" in why:
                 why = "a number in it has too many digits"
-            raise TemplateError(f"cannot be read: {why}", template=label) from None
+            raise InvalidTemplate(f"cannot be read: {why}", template=label) from None
         check_ast(ast, label)
         for partial, line in partial_references(ast):
             self.partial_ast(partial, included_from=label, line=line)
@@ -339,17 +339,17 @@ class MessageEnvironment(SandboxedEnvironment):
             return cached
         if name in self._including:
             chain = " → ".join([*self._including, name])
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"partial {name!r} includes itself ({chain})", template=included_from, line=line
             )
         if len(self._including) >= MAX_INCLUDE_DEPTH:
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"partials include each other more than {MAX_INCLUDE_DEPTH} deep",
                 template=included_from,
                 line=line,
             )
         if len(self._partials) >= MAX_PARTIALS:
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"uses more than {MAX_PARTIALS} partials", template=included_from, line=line
             )
         path = resolve_partial(self.folder, name, template=included_from, line=line)
@@ -358,7 +358,7 @@ class MessageEnvironment(SandboxedEnvironment):
         try:
             ast = self.parse(source, name, str(path))
         except TemplateSyntaxError as exc:
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"syntax error: {exc.message}", template=str(path), line=exc.lineno
             ) from None
         finally:
@@ -376,15 +376,15 @@ class MessageEnvironment(SandboxedEnvironment):
     ) -> Any:
         try:
             return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
-        except (TemplateSyntaxError, TemplateError):
+        except (TemplateSyntaxError, InvalidTemplate):
             raise
         except (SyntaxError, RecursionError, MemoryError) as exc:
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"too complex to compile ({type(exc).__name__})",
                 template=filename or name or self.label,
             ) from None
         except Exception as exc:
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"cannot be compiled ({type(exc).__name__}: {exc})",
                 template=filename or name or self.label,
             ) from None
@@ -395,7 +395,7 @@ class MessageEnvironment(SandboxedEnvironment):
             return super()._load_template(name, globals)
         except TemplateNotFound:
             raise
-        except (TemplateError, JinjaTemplateError) as exc:
+        except (InvalidTemplate, JinjaTemplateError) as exc:
             raise TemplateRuntimeError(str(exc)) from None
 
     # -- run time -------------------------------------------------------------------------

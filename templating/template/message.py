@@ -20,7 +20,7 @@ from jinja2 import Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
 from jinja2.runtime import Context
 
-from templating.errors import RenderLimitExceeded, TemplateError
+from templating.errors import InvalidTemplate, RecipientFailed, RenderLimitExceeded
 from templating.template.environment import MessageEnvironment, make_environment
 
 BLOCK_PARTS = ("subject", "text", "html")
@@ -29,10 +29,6 @@ BODY_PART = "body"
 MAX_PART_CHARS = 512 * 1024
 #: Wall-clock seconds one recipient's message may take to render.
 RENDER_SECONDS = 5.0
-
-
-class RecipientFailed(Exception):
-    """One recipient's message could not be rendered; the reason is user-facing."""
 
 
 @dataclass(frozen=True)
@@ -44,23 +40,25 @@ class ParsedTemplate:
 
 
 def read_template(path: str | Path) -> tuple[str, str]:
-    """(name, source) of a template file, or a TemplateError naming it."""
+    """(name, source) of a template file, or a InvalidTemplate naming it."""
     name = str(path)
     try:
         return name, Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise TemplateError("no such file", template=name) from exc
+        raise InvalidTemplate("no such file", template=name) from exc
     except UnicodeDecodeError as exc:
-        raise TemplateError(f"not UTF-8 text (byte {exc.start + 1})", template=name) from exc
+        raise InvalidTemplate(f"not UTF-8 text (byte {exc.start + 1})", template=name) from exc
     except OSError as exc:
-        raise TemplateError(f"cannot read ({exc.strerror})", template=name) from exc
+        raise InvalidTemplate(f"cannot read ({exc.strerror})", template=name) from exc
 
 
 def parse_template(env: MessageEnvironment, name: str, source: str) -> ParsedTemplate:
     try:
         ast = env.parse(source, name=name, filename=name)
     except TemplateSyntaxError as exc:
-        raise TemplateError(f"syntax error: {exc.message}", template=name, line=exc.lineno) from exc
+        raise InvalidTemplate(
+            f"syntax error: {exc.message}", template=name, line=exc.lineno
+        ) from exc
     blocks = {block.name for block in ast.find_all(nodes.Block)}
     parts = tuple(p for p in BLOCK_PARTS if p in blocks) or (BODY_PART,)
     return ParsedTemplate(name, source, ast, parts)
@@ -91,7 +89,7 @@ class MessageTemplate:
         try:
             template = env.from_string(source, template_class=Template)
         except TemplateSyntaxError as exc:
-            raise TemplateError(
+            raise InvalidTemplate(
                 f"syntax error: {exc.message}", template=self.name, line=exc.lineno
             ) from exc
         # Every context copies the globals; from a ChainMap that copy is a
