@@ -156,13 +156,6 @@ def translate_error(exc: Exception, state: State | None) -> click.ClickException
         return UploadRejected(exc, list_problems=listed)
     if isinstance(exc, PromomailError):
         return CommandFailed(str(exc))
-    # A database error can only come from a run that has imported SQLAlchemy.
-    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
-    if sqlalchemy_errors is not None and isinstance(exc, sqlalchemy_errors.DBAPIError):
-        from pools.store.db import first_line
-
-        where = state.display_url if state is not None else "the database"
-        return CommandFailed(f"database {where}: {first_line(exc.orig)}")
     return None
 
 
@@ -350,16 +343,6 @@ class State:
     engine: Engine | None = None
     #: Set once a command has already reported an upload's problems (``--json``).
     problems_reported: bool = False
-
-    @property
-    def display_url(self) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            return make_url(self.url).render_as_string(hide_password=True)
-        except ArgumentError:
-            return self.url
 
 
 @contextmanager

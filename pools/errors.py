@@ -17,6 +17,23 @@ class StoreError(PromomailError):
     """The database cannot be reached or used."""
 
 
+class DatabaseFailure(StoreError):
+    """The database driver failed; translated once, where the store runs SQL.
+
+    The message names the database (never its password) and the driver's
+    first line; ``__cause__`` keeps the driver's exception for logs.
+    """
+
+
+class StoreUnavailable(DatabaseFailure):
+    """The database cannot be reached, or the connection was lost: try again later."""
+
+
+class StoreConflict(DatabaseFailure):
+    """A constraint of the store refused a write: almost always a concurrent
+    writer that got there first, so the caller may look again and retry."""
+
+
 class InvalidSetting(PromomailError):
     """A setting or option value is not valid in itself (as opposed to refused in
     the store's current state); the message says what is allowed."""

@@ -4,7 +4,8 @@ Every refusal of the library (a :class:`pools.errors.PromomailError`) keeps
 its message as the problem's ``detail``, which names the pool, code, file
 and line at fault, exactly as the command line prints it. What the message
 cannot say is the status, chosen here by the error's class. Database
-failures are reported without the driver's text (it may hold the URL), and
+failures (translated by the store) are logged, and answered without their
+text, which names the server, and
 anything unexpected as a bare 500: no answer ever carries a traceback.
 """
 
@@ -17,10 +18,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pools.errors import (
+    DatabaseFailure,
     ExportError,
     GenerationError,
     ImportRejected,
@@ -30,7 +31,9 @@ from pools.errors import (
     PoolError,
     PromomailError,
     SegmentError,
+    StoreConflict,
     StoreError,
+    StoreUnavailable,
     TokenError,
     UnreadableUpload,
 )
@@ -167,11 +170,13 @@ def install(app: FastAPI) -> None:
         return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response()
 
     async def on_database(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, DBAPIError)
-        # The driver's message may name the server, user or URL: log it, never answer it.
-        log.error("database error: %s", exc.orig)
-        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        assert isinstance(exc, DatabaseFailure)
+        # The message names the server and user: log it, never answer it.
+        log.error("%s", exc)
+        if isinstance(exc, StoreUnavailable):
             return Problem(503, "the store cannot be reached; try again later").response()
+        if isinstance(exc, StoreConflict):
+            return Problem(409, "a concurrent change got there first; try again").response()
         return Problem(500, "the store refused the operation").response()
 
     async def on_anything(_request: Request, exc: Exception) -> JSONResponse:
@@ -182,7 +187,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(PromomailError, on_library)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(DBAPIError, on_database)
+    app.add_exception_handler(DatabaseFailure, on_database)
     app.add_exception_handler(Exception, on_anything)
 
 

@@ -8,9 +8,9 @@ from fastapi import Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from pools.errors import StoreError
+from pools.store.db import store_connection
 from service.auth import Open, ScopedRouter, engine_of
 from service.problems import Problem, problem_responses
 from service.schemas import HealthDoc
@@ -28,9 +28,9 @@ OPENAPI_URL = "/api/v1/openapi.json"
 def healthz(request: Request) -> dict[str, Any]:
     """Liveness, and whether the store answers (503 when it does not)."""
     try:
-        with engine_of(request).connect() as conn:
+        with store_connection(engine_of(request)) as conn:
             conn.execute(text("SELECT 1"))
-    except (DBAPIError, StoreError) as exc:
+    except StoreError as exc:
         raise Problem(503, "the store cannot be reached") from exc
     return {"status": "ok", "store": "reachable"}
 

@@ -28,11 +28,20 @@ class MailingError(PromomailError):
     """A mailing cannot be rendered as asked."""
 
 
-class RecipientFailed(Exception):
+class PerRecipientFailure(Exception):
+    """Fails one recipient's message, not the run: the render notes the reason
+    beside that recipient and goes on (or stops, as the mailing's policy says).
+
+    Outside :class:`PromomailError` on purpose: an ``except PromomailError``
+    that ends a command must never swallow one recipient's failure.
+    """
+
+
+class RecipientFailed(PerRecipientFailure):
     """One recipient's message could not be rendered; the reason is user-facing."""
 
 
-class UnwritableMessage(Exception):
+class UnwritableMessage(PerRecipientFailure):
     """One message cannot be written as it is; the reason is user-facing.
 
     ``character`` is the character at fault when one is, so the caller can
@@ -44,7 +53,7 @@ class UnwritableMessage(Exception):
         self.character = character
 
 
-class PoolRanOut(Exception):
+class PoolRanOut(PerRecipientFailure):
     """A pool has no code left for this recipient (policy ``stop`` or ``skip``)."""
 
     def __init__(self, pool_id: str) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from racing import run_together
 from sqlalchemy import Engine, func, insert, select
-from sqlalchemy.exc import IntegrityError
 from store_helpers import make_pool, snapshot
 
 from pools.admin.lifecycle import archive_pool, show_pool
@@ -22,7 +21,7 @@ from pools.codes.files import FileFormat
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.codes.imports import Upload, import_history, upload_codes
 from pools.codes.voiding import void_batch
-from pools.errors import PoolError, PoolExhausted, ReservationLost
+from pools.errors import PoolError, PoolExhausted, ReservationLost, StoreConflict
 from pools.issuing.claiming import (
     Handout,
     Reservation,
@@ -266,9 +265,9 @@ def test_database_rejects_a_second_initial_issuance_of_a_single_use_code(engine:
     claim(engine, "spring", "m1", ["alice"])
     a1 = _code_id(engine, "A1")
     before = snapshot(engine)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(StoreConflict):
         _insert_issuance(engine, code_id=a1, customer_id="mallory", mailing_id="m2")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(StoreConflict):
         _insert_issuance(engine, code_id=a1, customer_id="alice", mailing_id="m3")
     assert snapshot(engine) == before
     # Showing the code again (a reissue) is a different record and allowed.
@@ -280,7 +279,7 @@ def test_database_rejects_two_initial_codes_for_one_customer_in_a_mailing(engine
     claim(engine, "spring", "m1", ["alice"])
     a2 = _code_id(engine, "A2")
     before = snapshot(engine)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(StoreConflict):
         _insert_issuance(engine, code_id=a2, customer_id="alice", mailing_id="m1")
     assert snapshot(engine) == before
     # Another mailing, or another slot (per-customer pools), is allowed.

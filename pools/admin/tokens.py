@@ -31,7 +31,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from pools.errors import PoolNotFound, TokenError, TokenNotFound
 from pools.store.clock import utcnow
-from pools.store.db import is_postgres, read_transaction, write_transaction
+from pools.store.db import is_postgres, read_transaction, store_connection, write_transaction
 from pools.store.models import Pool, ServiceToken
 
 #: Marks promomail secrets, so a leaked one is recognisable in logs and scanners.
@@ -187,7 +187,7 @@ def authenticate(engine: Engine, secret: str) -> Principal | None:
         ServiceToken.token_hash == hash_secret(secret),
         ServiceToken.revoked_at.is_(None),
     )
-    with engine.connect() as conn:
+    with store_connection(engine) as conn:
         # One statement needs no transaction: on PostgreSQL that saves the
         # COMMIT round trip on every request.
         if is_postgres(conn):

@@ -50,9 +50,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
-from pools.errors import PromomailError, RedemptionNotFound
+from pools.errors import PromomailError, RedemptionNotFound, StoreConflict
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import (
@@ -197,7 +196,7 @@ def redeem(
         try:
             with write_transaction(engine) as conn:
                 return _redeem_in(conn, code, customer, order, pool, moment, dry_run=False)
-        except IntegrityError:
+        except StoreConflict:
             # A racing redemption of the same code and order committed between
             # our checks and our insert (the row lock makes this rare); the
             # next attempt sees it and replays it.

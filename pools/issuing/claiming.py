@@ -28,12 +28,11 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import PoolView, load_pool, require_active
 from pools.codes.counts import issuable_now
-from pools.errors import PoolExhausted, ReservationLost
+from pools.errors import PoolExhausted, ReservationLost, StoreConflict
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.dialect_sql import (
@@ -171,7 +170,7 @@ def claim(
         try:
             with write_transaction(engine) as conn:
                 return _claim_in(conn, pool_id, mailing_id, unique_ids, partial)
-        except IntegrityError:
+        except StoreConflict:
             # Another process issued to one of these customers in the same
             # mailing between our read and our insert (PostgreSQL only; SQLite
             # writers are serialised). Its codes are visible now: try again.

@@ -17,11 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.pool import QueuePool
 
-from pools.errors import StoreError
+from pools.errors import (
+    DatabaseFailure,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
 from pools.store.defaults import DEFAULT_URL as DEFAULT_URL
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -157,10 +168,39 @@ def _begin_immediate(dbapi_connection: Any) -> None:
         cursor.close()
 
 
+def driver_failure(exc: DBAPIError, url: URL) -> DatabaseFailure:
+    """The store's own exception for a driver error, naming the database without its password."""
+    reason = first_line(exc.orig)
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    # The backend alone (postgresql://, not postgresql+psycopg://): the URL as people write it.
+    shown = url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+    message = f"database {shown}: {reason}"
+    if isinstance(exc, IntegrityError):
+        return StoreConflict(message)
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        return StoreUnavailable(message)
+    return DatabaseFailure(message)
+
+
+@contextmanager
+def store_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection whose driver errors arrive as :class:`DatabaseFailure`.
+
+    The one place they are translated: every transaction of the library
+    opens here, so no front end needs to know SQLAlchemy's exceptions.
+    """
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except DBAPIError as exc:
+        raise driver_failure(exc, engine.url) from exc
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: takes SQLite's write lock up front."""
-    with engine.connect() as conn:
+    with store_connection(engine) as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
@@ -168,7 +208,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as conn, conn.begin():
+    with store_connection(engine) as conn, conn.begin():
         yield conn
 
 
@@ -215,7 +255,7 @@ def _stored_revision(conn: Connection) -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with store_connection(engine) as conn:
         return _stored_revision(conn)
 
 
@@ -239,12 +279,9 @@ def open_engine(config: StoreConfig, *, migrate: bool = True) -> Engine:
     if migrate:
         try:
             upgrade(engine)
-        except DBAPIError as exc:
+        except DatabaseFailure as exc:
             engine.dispose()
-            raise StoreError(
-                f"cannot open database {make_url(config.url).render_as_string()}: "
-                f"{first_line(exc.orig)}"
-            ) from exc
+            raise type(exc)(f"cannot open {exc}") from exc.__cause__
     return engine
 
 

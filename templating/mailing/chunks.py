@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
-from pools.errors import ReservationLost
+from pools.errors import ReservationLost, StoreConflict
 from pools.issuing.claiming import Reservation, existing_codes, release, reserve_many, settle
 from pools.issuing.lookups import latest_codes, reissued_customers, slots_used
 from pools.issuing.per_customer import current_codes
@@ -193,7 +192,7 @@ class ChunkRenderer:
                 source.handed,
                 source.reissues,
             )
-        except IntegrityError as exc:
+        except StoreConflict as exc:
             # Only a second run of the same mailing and shard, at the same
             # time, can give these recipients codes between prepare and settle.
             self.release(prepared)

@@ -28,8 +28,6 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from pools.admin.lifecycle import load_pool
 from pools.codes.counts import available_count
@@ -47,7 +45,7 @@ from pools.issuing.leases import (
 )
 from pools.issuing.mailings import RunTotals, finish_run, issued_customers_in, start_run
 from pools.store.clock import utcnow
-from pools.store.db import StoreConfig, first_line, open_engine, read_transaction
+from pools.store.db import StoreConfig, open_engine, read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, MailingError
 from templating.mailing.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
@@ -744,13 +742,6 @@ def _worker_main(
         )
     except PromomailError as exc:
         messages.put(("error", worker, f"worker {worker}: {exc}"))
-    except DBAPIError as exc:
-        # A lost connection is the user's to fix, not a bug: name the database
-        # and the driver's first line, as the CLI does in the main process.
-        where = make_url(request.db_url).render_as_string(hide_password=True)
-        messages.put(
-            ("error", worker, f"worker {worker}: database {where}: {first_line(exc.orig)}")
-        )
     except Exception as exc:  # reported to the parent, which fails the render
         messages.put(("error", worker, f"worker {worker} (pid {os.getpid()}): {exc!r}"))
     else:

@@ -1,0 +1,97 @@
+"""The dependency rules of the tree, read from every module's imports.
+
+``templating`` depends on ``pools``, never the reverse; the template side is
+pure Jinja2; front ends never import each other's modules nor the database
+driver's exceptions, which the store translates once (pools/store/db.py).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _modules(*where: str) -> Iterator[Path]:
+    for place in where:
+        path = ROOT / place
+        yield from sorted(path.rglob("*.py")) if path.is_dir() else [path]
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _offending(where: tuple[str, ...], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for path in _modules(*where):
+        bad = sorted(
+            name
+            for name in _imports(path)
+            if any(name == f or name.startswith(f"{f}.") for f in forbidden)
+        )
+        if bad:
+            found[str(path.relative_to(ROOT))] = bad
+    return found
+
+
+RULES = {
+    "the store knows nothing of templates or front ends": (
+        ("pools",),
+        ("templating", "jinja2", "markupsafe", "cli", "commands", "service", "click", "fastapi"),
+    ),
+    "the template side knows no front end": (
+        ("templating",),
+        ("cli", "commands", "service", "click", "fastapi"),
+    ),
+    "the template itself is pure Jinja2: no store, no files of recipients": (
+        ("templating/template",),
+        (
+            "pools.store",
+            "pools.issuing",
+            "pools.codes",
+            "pools.admin",
+            "sqlalchemy",
+            "templating.mailing",
+        ),
+    ),
+    "the service never imports the command line": (("service",), ("cli", "commands", "click")),
+    "driver errors are translated by the store alone": (
+        (
+            "pools/admin",
+            "pools/codes",
+            "pools/issuing",
+            "pools/after_sending",
+            "pools/history",
+            "templating",
+            "service",
+            "commands",
+            "cli.py",
+        ),
+        ("sqlalchemy.exc", "psycopg.errors", "sqlite3"),
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_dependency_rule(rule: str) -> None:
+    where, forbidden = RULES[rule]
+    assert list(_modules(*where)), where  # the rule reads real modules
+    assert _offending(where, forbidden) == {}
+
+
+def test_the_rules_catch_an_offending_import(tmp_path: Path) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text("from sqlalchemy.exc import IntegrityError\nimport templating.mailing.run\n")
+    assert _imports(module) >= {"sqlalchemy.exc", "templating.mailing.run"}
