@@ -43,7 +43,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from pools.errors import ImportRejected, PromomailError
+from pools.errors import ImportRejected, InvalidSetting, PromomailError
 from pools.store.defaults import DEFAULT_URL
 
 if TYPE_CHECKING:
@@ -149,11 +149,23 @@ class UploadRejected(CommandFailed):
         super().show(file)
 
 
+def cli_flag(setting: str) -> str:
+    """The option of a library setting: every option is named after its setting."""
+    return "--" + setting.replace("_", "-")
+
+
+def misused_options(exc: InvalidSetting, ctx: click.Context) -> click.UsageError:
+    """A setting the library refused as a wrong combination of this command's options."""
+    return click.UsageError(exc.naming(cli_flag), ctx)
+
+
 def translate_error(exc: Exception, state: State | None) -> click.ClickException | None:
     """The click error to show for a library or database failure; None for any other."""
     if isinstance(exc, ImportRejected):
         listed = state is None or not state.problems_reported
         return UploadRejected(exc, list_problems=listed)
+    if isinstance(exc, InvalidSetting):
+        return CommandFailed(exc.naming(cli_flag))
     if isinstance(exc, PromomailError):
         return CommandFailed(str(exc))
     return None

@@ -17,6 +17,7 @@ from cli import (
     get_engine,
     get_state,
     json_option,
+    misused_options,
     note,
     plural,
     print_fields,
@@ -36,9 +37,9 @@ from pools.after_sending.returns import (
     read_return_list,
     return_codes,
 )
+from pools.errors import InvalidSetting
 from pools.issuing.leases import DEFAULT_LEASE_SECONDS
 from pools.issuing.mailings import MailingView, list_mailings, show_mailing
-from templating.errors import MailingError
 from templating.mailing.options import (
     CHUNK_SIZE,
     MAX_WORKERS,
@@ -163,8 +164,8 @@ def render(
         # The library knows which targets work (an eml render needs a folder):
         # what it refuses here is a wrong combination of options.
         output = OutputTarget(fmt, Path(out) if out else None)
-    except MailingError as exc:
-        raise click.UsageError(str(exc), ctx) from exc
+    except InvalidSetting as exc:
+        raise misused_options(exc, ctx) from exc
     request = RenderRequest(
         template_path=template,
         recipients_path=recipients,

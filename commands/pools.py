@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from cli import PromomailGroup, emit_json, get_engine, json_option, print_fields, print_table
+from cli import (
+    PromomailGroup,
+    emit_json,
+    get_engine,
+    json_option,
+    misused_options,
+    print_fields,
+    print_table,
+)
 from commands.codes import print_imports
 from pools.admin.lifecycle import (
     PoolSettings,
@@ -146,7 +154,7 @@ def pool_edit(
             cleared=[option.replace("-", "_") for option in cleared],
         )
     except InvalidSetting as exc:
-        raise click.UsageError(str(exc), ctx) from exc
+        raise misused_options(exc, ctx) from exc
     view = edit_pool(get_engine(ctx), pool_id, **changes)
     _report_pool("Edited", view, as_json)
 

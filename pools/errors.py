@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,23 @@ class StoreConflict(DatabaseFailure):
 
 class InvalidSetting(PromomailError):
     """A setting or option value is not valid in itself (as opposed to refused in
-    the store's current state); the message says what is allowed."""
+    the store's current state); the message says what is allowed.
+
+    ``settings`` names the settings at fault as the library calls them
+    (``issued_valid_days``), and the message starts with them. A front end
+    shows them in its own words, its flags or its fields, with :meth:`naming`.
+    """
+
+    def __init__(self, reason: str, *settings: str) -> None:
+        self.reason = reason
+        self.settings = settings
+        super().__init__(self.naming(str))
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """The message with each setting shown as ``name(setting)``."""
+        if not self.settings:
+            return self.reason
+        return f"{' and '.join(name(setting) for setting in self.settings)} {self.reason}"
 
 
 class NotFound(PromomailError):
@@ -85,7 +102,7 @@ class ImportRejected(PromomailError):
         super().__init__(f"{source}, line {first.line}: {first.reason}{more}; nothing was stored")
 
 
-class GenerationError(PromomailError):
+class GenerationError(InvalidSetting):
     """A code generation request cannot be met."""
 
 
@@ -169,5 +186,5 @@ class UnreadableUpload(PoolError):
     """A file given to an upload is not a code list at all; nothing was stored."""
 
 
-class SegmentError(PromomailError):
+class SegmentError(InvalidSetting):
     """The segment's filters do not make sense."""

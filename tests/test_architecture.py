@@ -8,6 +8,7 @@ driver's exceptions, which the store translates once (pools/store/db.py).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,41 @@ def test_the_rules_catch_an_offending_import(tmp_path: Path) -> None:
     module = tmp_path / "bad.py"
     module.write_text("from sqlalchemy.exc import IntegrityError\nimport templating.mailing.run\n")
     assert _imports(module) >= {"sqlalchemy.exc", "templating.mailing.run"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the string constants that are docstrings."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def _flag_mentions(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _docstrings(tree)
+    return [
+        f"{path.name}:{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in skip
+        and re.search(r"(?<![\w-])--[a-z]", node.value)
+    ]
+
+
+def test_library_messages_name_settings_not_command_line_flags() -> None:
+    # A front end adds its own names (cli.cli_flag); the library's words serve both.
+    mentions = [m for path in _modules("pools", "templating") for m in _flag_mentions(path)]
+    assert mentions == []
+
+
+def test_the_flag_check_sees_a_flag_in_a_message_but_not_in_a_docstring(tmp_path: Path) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text(
+        '"""Docs may say --mailing."""\nraise ValueError(f"--count {n} is too big")\n'
+    )
+    assert _flag_mentions(module) == ["bad.py:2: '--count '"]

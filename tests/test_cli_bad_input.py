@@ -9,6 +9,7 @@ import history. Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,8 +142,8 @@ def test_leading_and_trailing_whitespace_rejected_by_default(run: Cli, tmp_path:
     assert f"{path}, line 1" in line and "whitespace" in line
     problems = problem_lines(result)
     assert problems == [
-        f"{path}, line 1: leading or trailing whitespace (use --whitespace strip or keep)",
-        f"{path}, line 3: leading or trailing whitespace (use --whitespace strip or keep)",
+        f"{path}, line 1: leading or trailing whitespace (allowed with whitespace strip or keep)",
+        f"{path}, line 3: leading or trailing whitespace (allowed with whitespace strip or keep)",
     ]
     run.assert_nothing_stored()
 
@@ -178,7 +179,10 @@ def test_rejected_upload_json_report(run: Cli, tmp_path: Path) -> None:
     assert problem_lines(result) == []  # the problems are in the JSON report
     report = json.loads(result.stdout)
     assert report["rejected"] == [
-        {"line": 2, "reason": "leading or trailing whitespace (use --whitespace strip or keep)"},
+        {
+            "line": 2,
+            "reason": "leading or trailing whitespace (allowed with whitespace strip or keep)",
+        },
         {"line": 4, "reason": "empty line"},
     ]
     assert (report["batch"], report["accepted"], report["total"], report["available"]) == (
@@ -528,3 +532,38 @@ def test_the_shard_parser_accepts_k_of_n_counted_from_one() -> None:
     assert parse_workers("64") == 64
     with pytest.raises(InvalidSetting, match="shards count from 1"):
         parse_shard("3/2")
+
+
+REFUSED_SETTINGS = {
+    "two pool modes": ["pool", "create", "p", "--multi-use", "--require-issued"],
+    "validity without issuance": ["pool", "create", "p", "--issued-valid-days", "3"],
+    "per-customer range": ["pool", "create", "p", "--per-customer", "0"],
+    "segment bounds": ["segment", "--min-issued", "3", "--max-issued", "1"],
+    "alphabet": ["codes", "generate", "p", "--count", "5", "--alphabet", "aab"],
+    "count": ["codes", "generate", "p", "--count", "0"],
+}
+
+
+@pytest.mark.parametrize("args", REFUSED_SETTINGS.values(), ids=list(REFUSED_SETTINGS))
+def test_a_refused_setting_names_options_of_the_command_run(
+    args: list[str], tmp_path: Path
+) -> None:
+    result = invoke(["--db", f"sqlite:///{tmp_path / 'store.db'}", *args])
+    assert result.exit_code in (1, 2), result.stdout
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", result.stderr.strip().splitlines()[-1]))
+    assert flags, result.stderr  # the library named a setting; the CLI shows it as a flag
+    command: click.Command = cli_module.cli
+    for name in (word for word in args if word.isalpha()):
+        if not isinstance(command, click.Group):
+            break
+        found = command.get_command(click.Context(command), name)
+        assert found is not None
+        command = found
+    options = {opt for param in command.params for opt in param.opts}
+    assert flags <= options, (flags, sorted(options))
+
+
+def test_the_library_names_the_setting_and_the_cli_its_flag() -> None:
+    refused = InvalidSetting("must be at least 1", "issued_valid_days")
+    assert str(refused) == "issued_valid_days must be at least 1"
+    assert refused.naming(cli_module.cli_flag) == "--issued-valid-days must be at least 1"

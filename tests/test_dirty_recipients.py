@@ -40,7 +40,7 @@ from render_helpers import (
 from sqlalchemy import Engine
 
 import templating.mailing.outputs
-from pools.errors import PromomailError
+from pools.errors import InvalidSetting, PromomailError
 from templating.errors import MailingError, RecipientError
 from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
 from templating.mailing.recipients import PLAIN_ADDRESS, address_header, one_address
@@ -157,7 +157,7 @@ def test_mailing_ids_that_cannot_go_into_a_header_are_refused_up_front() -> None
     assert RenderRequest("t.j2", "r.csv", "spring-2027 / wave 1", "sqlite://", out)
     # --var values are in every message: what no message can hold is refused once.
     for bad in ("nul\x00", "not utf-8 \udce9"):
-        with pytest.raises(MailingError, match="--var campaign: the value holds"):
+        with pytest.raises(InvalidSetting, match=r"^var campaign: the value holds"):
             RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, variables={"campaign": bad})
 
 

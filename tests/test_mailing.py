@@ -453,12 +453,13 @@ def test_bad_recipients_or_output_are_refused_before_anything_moves(
 
 def test_request_validation() -> None:
     out = OutputTarget(OutputFormat.JSONL, None)
-    with pytest.raises(MailingError, match="non-empty id"):
+    with pytest.raises(InvalidSetting, match=r"^mailing needs a non-empty id$") as refused:
         RenderRequest("t.j2", "r.csv", " ", "sqlite://", out)
+    assert refused.value.settings == ("mailing",)
     for workers in (0, 65):
         with pytest.raises(InvalidSetting, match="number of workers must be between 1 and 64"):
             RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, workers=workers)
-    with pytest.raises(MailingError, match="client"):
+    with pytest.raises(InvalidSetting, match=r"^var client=… would hide the recipient"):
         RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, variables={"client": "x"})
     assert RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, shard=Shard(2, 3)).scope == "m|2/3"
 

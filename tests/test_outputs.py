@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pools.errors import InvalidSetting
 from templating.errors import MailingError, UnwritableMessage
 from templating.mailing.outputs import (
     EmlWriter,
@@ -100,8 +101,9 @@ def test_unusable_targets_fail_before_anything_is_rendered(tmp_path: Path) -> No
         OutputTarget(OutputFormat.JSONL, blocker / "mail.jsonl").prepare()
     with pytest.raises(MailingError, match="cannot write output"):
         OutputTarget(OutputFormat.EML, blocker).prepare()
-    with pytest.raises(MailingError, match="--format eml needs --out DIR"):
+    with pytest.raises(InvalidSetting, match=r"^format eml needs an output folder$") as refused:
         OutputTarget(OutputFormat.EML, None)
+    assert refused.value.settings == ("format",)
 
 
 def test_eml_is_multipart_alternative_with_text_and_html(tmp_path: Path) -> None:

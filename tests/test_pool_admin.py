@@ -23,7 +23,7 @@ from pools.codes.counts import PoolCounts, available_count, pool_counts
 from pools.codes.files import FileFormat
 from pools.codes.imports import Upload, import_history, upload_codes
 from pools.codes.voiding import void_batch
-from pools.errors import PoolError, PoolNotFound
+from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound
 from pools.issuing.claiming import claim, reserve
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
@@ -112,7 +112,7 @@ def test_slugify(name: str, slug: str) -> None:
         ({"name": "  "}, "non-empty name"),
         ({"name": "p", "multi_use": True, "require_issued": True}, "exclude each other"),
         ({"name": "p", "multi_use": True, "per_customer": 3}, "exclude each other"),
-        ({"name": "p", "issued_valid_days": 5}, "only to --require-issued"),
+        ({"name": "p", "issued_valid_days": 5}, "only to pools whose codes must be issued"),
         ({"name": "p", "require_issued": True, "issued_valid_days": 0}, "at least 1"),
         ({"name": "p", "per_customer": 0}, "between 1 and 100"),
         ({"name": "p", "per_customer": 101}, "between 1 and 100"),
@@ -122,8 +122,11 @@ def test_slugify(name: str, slug: str) -> None:
     ],
 )
 def test_settings_are_validated(settings: dict[str, object], message: str) -> None:
-    with pytest.raises(PoolError, match=message):
+    with pytest.raises(InvalidPoolSetting, match=message) as refused:
         PoolSettings(**settings)  # type: ignore[arg-type]
+    # The settings at fault are named as PoolSettings calls them, for a front end to rename.
+    assert set(refused.value.settings) <= set(settings)
+    assert all(setting in str(refused.value) for setting in refused.value.settings)
 
 
 def test_settings_mode() -> None:
@@ -278,7 +281,7 @@ def test_edit_validates_the_result_and_changes_nothing_when_refused(engine: Engi
         edit_pool(engine, "spring", description="")
     with pytest.raises(PoolError, match="http"):
         edit_pool(engine, "spring", low_stock=5, notify_url="mailto:x@example.com")
-    with pytest.raises(PoolError, match="only to --require-issued"):
+    with pytest.raises(PoolError, match="only to pools whose codes must be issued"):
         edit_pool(engine, "spring", issued_valid_days=5)
     with pytest.raises(PoolError, match="unknown pool settings: colour"):
         edit_pool(engine, "spring", colour="red")

@@ -99,7 +99,10 @@ def test_segment_filters(store: Engine) -> None:
 def test_segment_refuses_nonsense(store: Engine) -> None:
     with pytest.raises(PoolNotFound, match="'winter'"):
         segment(store, issued_from=["spring", "winter"])
-    with pytest.raises(SegmentError, match="--min-issued 3 is more than --max-issued 1"):
+    with pytest.raises(
+        SegmentError,
+        match="min_issued and max_issued are 3 and 1: the minimum is more than the maximum",
+    ):
         segment(store, min_issued=3, max_issued=1)
     with pytest.raises(SegmentError):
         segment(store, max_issued=-1)

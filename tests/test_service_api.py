@@ -149,7 +149,10 @@ def test_upload_reports_and_options(store: Store, admin: httpx.Client) -> None:
     document = problem(rejected, 422)
     assert document["stored"] is False
     assert document["rejected"] == [
-        {"line": 2, "reason": "leading or trailing whitespace (use --whitespace strip or keep)"},
+        {
+            "line": 2,
+            "reason": "leading or trailing whitespace (allowed with whitespace strip or keep)",
+        },
         {"line": 4, "reason": "empty line"},
     ]
     assert "request body, line 2" in document["detail"]

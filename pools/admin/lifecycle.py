@@ -60,25 +60,25 @@ class PoolSettings:
         if not self.name.strip():
             raise InvalidPoolSetting("a pool needs a non-empty name")
         if self.multi_use and self.require_issued:
-            raise InvalidPoolSetting("--multi-use and --require-issued exclude each other")
+            raise InvalidPoolSetting("exclude each other", "multi_use", "require_issued")
         if self.multi_use and self.per_customer is not None:
-            raise InvalidPoolSetting("--multi-use and --per-customer exclude each other")
+            raise InvalidPoolSetting("exclude each other", "multi_use", "per_customer")
         if self.issued_valid_days is not None:
             if self.issued_valid_days < 1:
-                raise InvalidPoolSetting("--issued-valid-days must be at least 1")
+                raise InvalidPoolSetting("must be at least 1", "issued_valid_days")
             if not self.require_issued:
                 raise InvalidPoolSetting(
-                    "--issued-valid-days applies only to --require-issued pools"
+                    "applies only to pools whose codes must be issued", "issued_valid_days"
                 )
         if self.per_customer is not None and not 1 <= self.per_customer <= 100:
-            raise InvalidPoolSetting("--per-customer must be between 1 and 100")
+            raise InvalidPoolSetting("must be between 1 and 100", "per_customer")
         if self.low_stock is not None and self.low_stock < 0:
-            raise InvalidPoolSetting("--low-stock must be 0 or more")
+            raise InvalidPoolSetting("must be 0 or more", "low_stock")
         if self.notify_url is not None and not _URL.match(self.notify_url):
-            raise InvalidPoolSetting(f"--notify-url {self.notify_url!r} is not an http(s) URL")
+            raise InvalidPoolSetting(f"{self.notify_url!r} is not an http(s) URL", "notify_url")
         if self.notify_email is not None and not _EMAIL.match(self.notify_email):
             raise InvalidPoolSetting(
-                f"--notify-email {self.notify_email!r} is not an e-mail address"
+                f"{self.notify_email!r} is not an e-mail address", "notify_email"
             )
 
     @classmethod
@@ -216,10 +216,7 @@ def activate_pool(engine: Engine, pool_id: str) -> PoolView:
         if pool.status == PoolStatus.ACTIVE:
             return pool
         if not pool.settings.description:
-            raise PoolError(
-                f"pool {pool_id!r} has no description: add one with "
-                f"'pool edit {pool_id} --description TEXT' before activating"
-            )
+            raise PoolError(f"pool {pool_id!r} has no description: give it one before activating")
         conn.execute(
             update(Pool)
             .where(Pool.id == pool_id)

@@ -37,13 +37,13 @@ class CodeSpec:
 
     def __post_init__(self) -> None:
         if len(set(self.alphabet)) != len(self.alphabet):
-            raise GenerationError("--alphabet has repeated characters")
+            raise GenerationError("has repeated characters", "alphabet")
         if len(self.alphabet) < 2:
-            raise GenerationError("--alphabet needs at least 2 characters")
+            raise GenerationError("needs at least 2 characters", "alphabet")
         if any(not c.isprintable() or c.isspace() for c in self.alphabet + self.prefix):
-            raise GenerationError("--alphabet and --prefix take printable characters, no spaces")
+            raise GenerationError("take printable characters, no spaces", "alphabet", "prefix")
         if self.length < 1:
-            raise GenerationError("--length must be at least 1")
+            raise GenerationError("must be at least 1", "length")
         if self.code_length > CODE_MAX_LENGTH:
             raise GenerationError(
                 f"codes would be {self.code_length} characters long; at most {CODE_MAX_LENGTH}"
@@ -118,7 +118,7 @@ class GenerationReport:
 
 def generate_codes(engine: Engine, pool_id: str, count: int, spec: CodeSpec) -> GenerationReport:
     if count < 1:
-        raise GenerationError("--count must be at least 1")
+        raise GenerationError("must be at least 1", "count")
     with write_transaction(engine) as conn, bulk_loading(conn):
         pool = load_pool(conn, pool_id)
         if pool.status == PoolStatus.ARCHIVED:
@@ -134,7 +134,7 @@ def generate_codes(engine: Engine, pool_id: str, count: int, spec: CodeSpec) -> 
                 f"{count} codes do not fit comfortably in pool {pool_id!r}: "
                 f"{len(spec.alphabet)}^{spec.length} = {spec.space} possible codes, "
                 f"{existing} of that length already in the pool; at most {max(unused // 2, 0)} "
-                "can be generated (use a longer --length or a larger --alphabet)"
+                "can be generated (longer codes or a larger alphabet make room)"
             )
         batch_id = conn.execute(
             insert(ImportBatch)

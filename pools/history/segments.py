@@ -89,9 +89,13 @@ def iter_segment(
     default_low = 0 if max_issued == 0 else 1
     low = default_low if min_issued is None else min_issued
     if low < 0 or (max_issued is not None and max_issued < 0):
-        raise SegmentError("--min-issued and --max-issued must be 0 or more")
+        raise SegmentError("must be 0 or more", "min_issued", "max_issued")
     if max_issued is not None and low > max_issued:
-        raise SegmentError(f"--min-issued {low} is more than --max-issued {max_issued}")
+        raise SegmentError(
+            f"are {low} and {max_issued}: the minimum is more than the maximum",
+            "min_issued",
+            "max_issued",
+        )
     pools = list(dict.fromkeys(issued_from))
     if pools:
         known = set(conn.execute(select(Pool.id).where(Pool.id.in_(pools))).scalars())

@@ -32,6 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from pools.errors import InvalidSetting
 from pools.identifiers import describe_character
 from templating.errors import MailingError, UnwritableMessage
 from templating.mailing.recipients import address_header, one_address
@@ -106,7 +107,7 @@ class OutputTarget:
 
     def __post_init__(self) -> None:
         if self.format is OutputFormat.EML and self.path is None:
-            raise MailingError("--format eml needs --out DIR")
+            raise InvalidSetting("eml needs an output folder", "format")
 
     def prepare(self) -> None:
         """Fail early, before any code is consumed, when the target is unusable."""

@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 from pools.admin.lifecycle import load_pool
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
-from pools.errors import LeaseLost, PoolExhausted, PromomailError, ReservationLost
+from pools.errors import InvalidSetting, LeaseLost, PoolExhausted, PromomailError, ReservationLost
 from pools.identifiers import id_problem, value_problem
 from pools.issuing.claiming import reclaim_expired, shared_code
 from pools.issuing.leases import (
@@ -87,7 +87,7 @@ class RenderRequest:
 
     def __post_init__(self) -> None:
         if not self.mailing_id.strip():
-            raise MailingError("--mailing needs a non-empty id")
+            raise InvalidSetting("needs a non-empty id", "mailing")
         # The id goes into every message's headers: refused here, not by the
         # first message that cannot be written.
         problem = id_problem(self.mailing_id)
@@ -98,12 +98,12 @@ class RenderRequest:
         check_seconds(self.lease_seconds, "the lease", allow_zero=False)
         check_seconds(self.wait_seconds, "the wait for another run", allow_zero=True)
         if "client" in self.variables:
-            raise MailingError("--var client=… would hide the recipient; choose another name")
+            raise InvalidSetting("client=… would hide the recipient; choose another name", "var")
         for name, value in self.variables.items():
             # In every message: refused once here rather than by each recipient.
             problem = value_problem(value)
             if problem is not None:
-                raise MailingError(f"--var {name}: the value {problem}")
+                raise InvalidSetting(f"{name}: the value {problem}", "var")
 
     @property
     def scope(self) -> str:
