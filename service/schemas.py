@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH
+from pools.codes.imports import ImportRecord
 
 #: PostgreSQL text cannot hold NUL; every text the API takes leaves it out.
 NO_NUL = r"^[^\x00]*$"
@@ -111,19 +112,9 @@ class PoolDoc(Open):
     void: int
 
 
-class ImportDoc(Open):
-    batch: int
-    file: str
-    format: str
-    accepted: int
-    duplicates: int
-    rejected: int
-    created_at: str
-    voided_at: str | None
-
-
 class PoolShowDoc(PoolDoc):
-    imports: list[ImportDoc]
+    # The library's record as it is: pydantic documents a dataclass field by field.
+    imports: list[ImportRecord]
 
 
 class PoolListDoc(Open):
