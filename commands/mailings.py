@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +32,6 @@ from pools.after_sending.returns import (
     ID_COLUMNS,
     ReturnReport,
     cancel_mailing,
-    match_addresses,
-    read_return_list,
-    return_codes,
 )
 from pools.errors import InvalidSetting
 from pools.issuing.leases import DEFAULT_LEASE_SECONDS
@@ -49,7 +45,7 @@ from templating.mailing.options import (
     parse_workers,
 )
 from templating.mailing.outputs import OutputFormat, OutputTarget
-from templating.mailing.recipients import Shard, read_recipients
+from templating.mailing.recipients import Shard
 from templating.mailing.sources import OnExhausted
 
 if TYPE_CHECKING:
@@ -350,20 +346,11 @@ _EMAIL_NAMES = ", ".join(EMAIL_COLUMNS)
 def mailing_return(
     ctx: click.Context, mailing_id: str, recipients_file: str, reason: str | None, as_json: bool
 ) -> None:
-    engine = get_engine(ctx)
-    listed = read_return_list(recipients_file)
-    directory: Iterable[tuple[str, str | None]] = ()
-    if listed.emails:
-        source = show_mailing(engine, mailing_id).recipients_file
-        if not source or not Path(source).is_file():
-            raise CommandFailed(
-                f"{recipients_file} names recipients by e-mail address, but the recipients "
-                f"file of mailing {mailing_id!r} ({source or 'unknown'}) cannot be read to "
-                "match them: list recipient ids instead"
-            )
-        directory = ((r.id, r.fields.get("email")) for r in read_recipients(source))
-    ids = match_addresses(listed, directory, mailing_id=mailing_id)
-    _report_return(return_codes(engine, mailing_id, ids, reason=reason), as_json)
+    from templating.mailing.returns import return_listed
+
+    _report_return(
+        return_listed(get_engine(ctx), mailing_id, recipients_file, reason=reason), as_json
+    )
 
 
 @mailing.command("cancel")
