@@ -218,6 +218,11 @@ NOT_ONE_ADDRESS = [
     "jürgen@example.com",
     "a@example.com\tb@example.com",
     "<>",
+    # The standard library's parser fails on these from inside (AttributeError, IndexError).
+    ".<a@example.com>",
+    "a.<a@b>",
+    ".:a@example.com;",
+    ".@",
 ]
 
 
@@ -252,7 +257,31 @@ def test_the_plain_address_shortcut_agrees_with_the_standard_parser(text: str) -
     assert one_address(text) == text
 
 
-@given(st.one_of(st.text(max_size=40), st.emails().map(str), st.lists(st.emails()).map(", ".join)))
+#: Address punctuation, densely, alone and as the display name of an address:
+#: where the standard parser's own failures hide.
+_PUNCTUATION = st.text(alphabet=' .<>@:;,"()[]\\ab', max_size=6)
+ADDRESS_SYNTAX = st.one_of(
+    _PUNCTUATION,
+    st.tuples(_PUNCTUATION, st.emails()).map(lambda parts: f"{parts[0]}<{parts[1]}>"),
+)
+
+
+@settings(max_examples=300)
+@given(ADDRESS_SYNTAX)
+def test_address_punctuation_is_one_address_or_a_reason(value: str) -> None:
+    try:
+        one_address(value)
+    except ValueError as exc:
+        assert str(exc)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.emails().map(str),
+        st.lists(st.emails()).map(", ".join),
+    )
+)
 def test_an_accepted_address_is_exactly_one_mailbox_to_the_standard_parser(value: str) -> None:
     try:
         address = one_address(value)
