@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from pools import code_files
 from pools.claiming import claim
 from pools.code_files import FileFormat, Whitespace
 from pools.db import read_transaction
@@ -182,6 +183,46 @@ def test_the_same_file_twice_adds_nothing(engine: Engine, pool: str, tmp_path: P
         (str(path), "csv", 2, 1),
         (str(path), "csv", 0, 3),
     ]
+
+
+def test_codes_keep_the_file_order_across_blocks_and_duplicates(
+    engine: Engine, pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids follow the file through many blocks, whichever way each block goes in."""
+    monkeypatch.setattr(code_files, "BLOCK_SIZE", 64)  # a few lines per block
+    monkeypatch.setattr(code_files, "BLOCK_LINES", 7)
+    upload_codes(engine, pool, [from_bytes(lines_of("P3", "P9", "P17"))])
+    lines = [f"P{i}" for i in range(40)]
+    lines[5:5] = ["P2"]  # repeated within its block
+    lines[30:30] = ["P1", "P25"]  # repeats of codes from earlier blocks
+    (txt,) = upload_codes(engine, pool, [from_bytes(lines_of(*lines))])
+    rows = "code,available_till\n" + "".join(f"Q{i},\n" for i in range(30)) + "Q4,\nP0,\n"
+    (csv,) = upload_codes(engine, pool, [from_bytes(rows.encode(), "q.csv")])
+
+    new = [f"P{i}" for i in range(40) if i not in (3, 9, 17)]
+    assert (txt.accepted, txt.duplicates) == (len(new), 6)
+    assert (csv.accepted, csv.duplicates) == (30, 2)
+    assert stored_codes(engine, pool) == ["P3", "P9", "P17", *new, *(f"Q{i}" for i in range(30))]
+    assert (csv.total, csv.available) == (3 + len(new) + 30,) * 2
+
+
+def test_the_report_counts_the_pool_after_the_upload(engine: Engine, pool: str) -> None:
+    """Counts before the upload plus what it added match a fresh count of the pool."""
+    upload_codes(engine, pool, [from_bytes(lines_of("OLD1", "OLD2", "OLD3"))])
+    claim(engine, pool, "m1", ["alice"])
+    data = (
+        b"code,issue_start,available_till\n"
+        b"LATER,2999-01-01,\n"  # pending
+        b"GONE,,2001-01-01\n"  # expired
+        b"NOW,,\n"
+        b"OLD2,,\n"  # a duplicate of a code the pool has
+    )
+    reports = upload_codes(
+        engine, pool, [from_bytes(data, "w.csv"), from_bytes(lines_of("T1", "OLD3", "T2"))]
+    )
+    counts = show_pool(engine, pool).counts
+    assert (counts.total, counts.available, counts.pending, counts.expired) == (8, 5, 1, 1)
+    assert [(r.total, r.available) for r in reports] == [(8, 5)] * 2
 
 
 def test_same_code_in_two_pools(engine: Engine, pool: str) -> None:
