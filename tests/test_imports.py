@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import threading
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from racing import claim_when_released, run_together
 from sqlalchemy import Engine, select
 
 from pools import code_files
@@ -17,6 +19,7 @@ from pools.errors import ImportRejected, PoolError
 from pools.imports import (
     MAX_REPORTED_PROBLEMS,
     ImportRecord,
+    ImportReport,
     Upload,
     import_history,
     rejected_report,
@@ -204,6 +207,54 @@ def test_codes_keep_the_file_order_across_blocks_and_duplicates(
     assert (csv.accepted, csv.duplicates) == (30, 2)
     assert stored_codes(engine, pool) == ["P3", "P9", "P17", *new, *(f"Q{i}" for i in range(30))]
     assert (csv.total, csv.available) == (3 + len(new) + 30,) * 2
+
+
+class _PausingStream:
+    """A file that stops before its second read until told to go on.
+
+    Its second read comes once the upload has stored the first block, so
+    while it waits the upload's transaction is open with codes loaded.
+    """
+
+    def __init__(self, data: bytes, loading: threading.Event, go_on: threading.Event) -> None:
+        self._data = io.BytesIO(data)
+        self._reads = 0
+        self._loading = loading
+        self._go_on = go_on
+
+    def read(self, size: int = -1) -> bytes:
+        self._reads += 1
+        if self._reads == 2:
+            self._loading.set()
+            assert self._go_on.wait(timeout=120)
+        return self._data.read(size)
+
+
+def test_renders_claim_from_the_pool_while_an_upload_loads_it(
+    engine: Engine, pool: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer at a time: a claim waits for the upload")
+    upload_codes(engine, pool, [from_bytes(lines_of("OLD1", "OLD2"))])
+    monkeypatch.setattr(code_files, "BLOCK_SIZE", 64)
+    loading, go_on = threading.Event(), threading.Event()
+    stream = _PausingStream(lines_of(*(f"NEW{i}" for i in range(100))), loading, go_on)
+    reports: list[list[ImportReport]] = []
+    upload = Upload("big.txt", FileFormat.TXT, stream=stream)  # type: ignore[arg-type]
+    loader = threading.Thread(target=lambda: reports.append(upload_codes(engine, pool, [upload])))
+    loader.start()
+    try:
+        assert loading.wait(timeout=120)
+        # Another process claims while the upload holds its transaction open:
+        # it neither waits for the upload nor sees its codes.
+        (issued,) = run_together(claim_when_released, [(db_url, pool, "m1", ["ann", "bob"])])
+    finally:
+        go_on.set()
+        loader.join()
+    assert sorted(issued.values()) == ["OLD1", "OLD2"]
+    ((report,),) = reports
+    assert (report.accepted, report.total) == (100, 102)
+    assert len(stored_codes(engine, pool)) == 102
 
 
 def test_the_report_counts_the_pool_after_the_upload(engine: Engine, pool: str) -> None:
