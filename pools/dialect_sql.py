@@ -225,8 +225,20 @@ _COPY_NEW_PLAIN_POSTGRES = (
     "COPY codes (code, pool_id, batch_id, status, redemptions, issuable_until) FROM STDIN"
 )
 _COPY_NEW_ROWS_POSTGRES = (
-    f"COPY codes (pool_id, batch_id, status, redemptions, {_INCOMING}) FROM STDIN"
+    f"COPY codes ({_INCOMING}, pool_id, batch_id, status, redemptions) FROM STDIN"
 )
+
+
+class _CopyMoments(dict[datetime | None, str]):
+    """COPY's text for each distinct moment (NULL for None), made on first use.
+
+    A block's codes mostly share a few window ends, so the lines are built
+    from look-ups that all but never miss.
+    """
+
+    def __missing__(self, moment: datetime | None) -> str:
+        text_value = self[moment] = "\\N" if moment is None else moment.isoformat(" ")
+        return text_value
 
 
 def _copy_text(value: str) -> str:
@@ -239,24 +251,32 @@ def _copy_text(value: str) -> str:
 def _copy_new_codes_postgres(
     cursor: Any, pool_id: str, batch_id: int, rows: Sequence[CodeRow], plain: Sequence[str]
 ) -> None:
+    # COPY's text format built by joins rather than a write_row per code
+    # (2.5 µs each): every line is a code, its window if any, and the same
+    # constant fields; the table's sequence numbers the lines in the order of
+    # the block. A backslash is all a valid code can hold that needs escaping.
+    codes = _copy_codes(plain or [row[0] for row in rows])
+    tail = "\t".join(("", _copy_text(pool_id), str(batch_id), "available", "0"))
     if plain:
-        # COPY's text format built by joins: every line is a code followed by
-        # the same constant fields, and the table's sequence numbers the lines
-        # in the order of the block. A backslash is all a plain code can hold
-        # that needs escaping.
-        codes = "\n".join(plain)
-        if "\\" in codes:
-            plain = codes.replace("\\", "\\\\").split("\n")
-        tail = "\t".join(
-            ("", _copy_text(pool_id), str(batch_id), "available", "0", NO_END.isoformat(" "))
-        )
+        tail = f"{tail}\t{NO_END.isoformat(' ')}\n"
         with cursor.copy(_COPY_NEW_PLAIN_POSTGRES) as copy:
-            copy.write(f"{tail}\n".join(plain).encode())
-            copy.write(f"{tail}\n".encode())
-    else:
-        with cursor.copy(_COPY_NEW_ROWS_POSTGRES) as copy:
-            for row in rows:
-                copy.write_row((pool_id, batch_id, "available", 0, *row))
+            copy.write(tail.join(codes).encode())
+            copy.write(tail.encode())
+        return
+    tail = f"{tail}\n"
+    m = _CopyMoments()
+    lines = [
+        f"{code}\t{m[row[1]]}\t{m[row[2]]}\t{m[row[3]]}\t{m[row[4]]}\t{m[row[5]]}{tail}"
+        for code, row in zip(codes, rows, strict=True)
+    ]
+    with cursor.copy(_COPY_NEW_ROWS_POSTGRES) as copy:
+        copy.write("".join(lines).encode())
+
+
+def _copy_codes(codes: Sequence[str]) -> Sequence[str]:
+    """The codes as COPY text fields: only a backslash needs escaping in a valid code."""
+    joined = "\n".join(codes)
+    return joined.replace("\\", "\\\\").split("\n") if "\\" in joined else codes
 
 
 _MOVE_COLUMNS = "code, issue_start, issue_end, available_from, available_till"

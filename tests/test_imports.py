@@ -276,6 +276,15 @@ def test_the_report_counts_the_pool_after_the_upload(engine: Engine, pool: str) 
     assert [(r.total, r.available) for r in reports] == [(8, 5)] * 2
 
 
+def test_codes_with_backslashes_are_stored_as_written(engine: Engine, pool: str) -> None:
+    """COPY's text format gives a backslash a meaning (``\\N`` is NULL); codes keep theirs."""
+    codes = ["A\\B", "\\N", "C\\\\", "\\t"]
+    upload_codes(engine, pool, [from_bytes(lines_of(*codes))])
+    rows = "code,available_till\n" + "".join(f"W{c},2031-01-01\n" for c in codes)
+    upload_codes(engine, pool, [from_bytes(rows.encode(), "w.csv")])
+    assert stored_codes(engine, pool) == [*codes, *(f"W{c}" for c in codes)]
+
+
 def test_same_code_in_two_pools(engine: Engine, pool: str) -> None:
     create_pool(engine, PoolSettings("Other"))
     upload_codes(engine, pool, [from_bytes(lines_of("SHARED", "A"))])
