@@ -4,14 +4,15 @@
     python bench/import.py --count 100000 --db sqlite
 
 The upload reads a txt file written beforehand (random 12-character codes);
-it must stream, so its peak memory should not grow with the file. Each step
-runs in a fresh process: "RSS start" is the process after its imports, "RSS
-peak" its high-water mark. On SQLite the peak includes the page cache the
-store asks for (64 MiB while loading, pools/store/db.py), which fills up on a large pool;
-``--python-heap`` also traces the Python heap (tracemalloc), the part that
-would grow if the upload did not stream. PostgreSQL comes from
-PROMOMAIL_TEST_PG (default the local ``test`` database); every run uses a
-schema of its own and drops it.
+``--steps upload-csv`` a csv of such codes with an ``available_till`` column
+(a few distinct dates, some blank). An upload must stream, so its peak
+memory should not grow with the file. Each step runs in a fresh process:
+"RSS start" is the process after its imports, "RSS peak" its high-water mark.
+On SQLite the peak includes the page cache the store asks for (64 MiB while
+loading, pools/store/db.py), which fills up on a large pool; ``--python-heap``
+also traces the Python heap (tracemalloc), the part that would grow if the
+upload did not stream. PostgreSQL comes from PROMOMAIL_TEST_PG (default the
+local ``test`` database); every run uses a schema of its own and drops it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def write_codes_file(path: Path, count: int) -> None:
             codes = spec.random_bodies(min(_WRITE_BLOCK, count - start))
             out.write("\n".join(codes))
             out.write("\n")
+
+
+#: Ends of availability the csv file cycles through: real files share a few.
+_CSV_ENDS = ("2031-03-31", "2031-06-30", "2031-09-30T18:00:00+02:00", "")
+
+
+def write_csv_file(path: Path, count: int) -> None:
+    """``count`` random codes with an ``available_till`` column (some blank)."""
+    spec = CodeSpec(length=12)
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        out.write("code,available_till\n")
+        for start in range(0, count, _WRITE_BLOCK):
+            codes = spec.random_bodies(min(_WRITE_BLOCK, count - start))
+            ends = _CSV_ENDS * (len(codes) // len(_CSV_ENDS) + 1)
+            out.writelines(f"{code},{end}\n" for code, end in zip(codes, ends, strict=False))
 
 
 def _prepare(url: str) -> None:
@@ -114,12 +130,12 @@ def main() -> None:
         action="store_true",
         help="also trace the Python heap's peak (tracemalloc; slows the steps down)",
     )
-    parser.add_argument("--steps", default="upload,generate", help="upload,generate")
+    parser.add_argument("--steps", default="upload,generate", help="upload,generate,upload-csv")
     args = parser.parse_args()
     heap: bool = args.python_heap
     steps = [step.strip() for step in args.steps.split(",") if step.strip()]
-    if not steps or set(steps) - {"upload", "generate"}:
-        raise SystemExit("--steps takes a comma-separated list of upload, generate")
+    if not steps or set(steps) - {"upload", "generate", "upload-csv"}:
+        raise SystemExit("--steps takes a comma-separated list of upload, generate, upload-csv")
     databases = parse_databases(args.db)
     count: int = args.count
 
@@ -133,12 +149,18 @@ def main() -> None:
             f"wrote {count:,} codes ({size_mb:,.1f} MB) to {codes_file} "
             f"in {time.perf_counter() - started:.1f} s"
         )
+        csv_file = folder / "codes.csv"
+        if "upload-csv" in steps:
+            write_csv_file(csv_file, count)
+            print(f"wrote {count:,} codes ({csv_file.stat().st_size / 1e6:,.1f} MB) to {csv_file}")
         for database in databases:
             for step in steps:
                 with fresh_store(database, folder) as url:
                     _prepare(url)
                     if step == "upload":
                         measured = measure_in_child(upload_step, url, str(codes_file), heap)
+                    elif step == "upload-csv":
+                        measured = measure_in_child(upload_step, url, str(csv_file), heap)
                     else:
                         measured = measure_in_child(generate_step, url, count, heap)
                 seconds, cpu, stored, duplicates, heap_mb = measured.result

@@ -160,3 +160,18 @@ def return_when_released(barrier: Any, url: str, mailing: str, customers: list[s
         return return_codes(engine, mailing, customers, reason="bounce").returned
     finally:
         engine.dispose()
+
+
+def claim_when_released(
+    barrier: Any, url: str, pool_id: str, mailing: str, customers: list[str]
+) -> dict[str, str]:
+    """Open an engine, wait for the others, claim one code per customer."""
+    from pools.issuing.claiming import claim
+    from pools.store.db import StoreConfig, open_engine
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        barrier.wait()
+        return claim(engine, pool_id, mailing, customers)
+    finally:
+        engine.dispose()

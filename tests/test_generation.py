@@ -196,3 +196,14 @@ def test_generated_codes_can_be_claimed(engine: Engine, pool: str) -> None:
     generate_codes(engine, pool, 10, CodeSpec())
     given = claim(engine, pool, "m1", [f"c{i}" for i in range(10)])
     assert sorted(given.values()) == sorted(codes_in(engine, pool))
+
+
+def test_the_report_counts_the_pool_after_generating(engine: Engine, pool: str) -> None:
+    """Counts before generating plus the new codes match a fresh count of the pool."""
+    data = b"code,issue_start\nU1,\nU2,\nLATER,2999-01-01\n"
+    upload_codes(engine, pool, [Upload("u.csv", FileFormat.CSV, stream=io.BytesIO(data))])
+    claim(engine, pool, "m1", ["alice"])
+    report = generate_codes(engine, pool, 50, CodeSpec())
+    counts = show_pool(engine, pool).counts
+    assert (counts.total, counts.available, counts.pending, counts.issued) == (53, 51, 1, 1)
+    assert (report.total, report.available) == (53, 51)

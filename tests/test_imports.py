@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
+import threading
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from racing import claim_when_released, run_together
 from sqlalchemy import Engine, select
 
 from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
+from pools.codes import files as code_files
 from pools.codes.files import FileFormat, Whitespace
 from pools.codes.imports import (
     MAX_REPORTED_PROBLEMS,
     ImportRecord,
+    ImportReport,
     Upload,
     import_history,
     rejected_report,
@@ -182,6 +186,103 @@ def test_the_same_file_twice_adds_nothing(engine: Engine, pool: str, tmp_path: P
         (str(path), "csv", 2, 1),
         (str(path), "csv", 0, 3),
     ]
+
+
+def test_codes_keep_the_file_order_across_blocks_and_duplicates(
+    engine: Engine, pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids follow the file through many blocks, whichever way each block goes in."""
+    monkeypatch.setattr(code_files, "BLOCK_SIZE", 64)  # a few lines per block
+    monkeypatch.setattr(code_files, "BLOCK_LINES", 7)
+    upload_codes(engine, pool, [from_bytes(lines_of("P3", "P9", "P17"))])
+    lines = [f"P{i}" for i in range(40)]
+    lines[5:5] = ["P2"]  # repeated within its block
+    lines[30:30] = ["P1", "P25"]  # repeats of codes from earlier blocks
+    (txt,) = upload_codes(engine, pool, [from_bytes(lines_of(*lines))])
+    rows = "code,available_till\n" + "".join(f"Q{i},\n" for i in range(30)) + "Q4,\nP0,\n"
+    (csv,) = upload_codes(engine, pool, [from_bytes(rows.encode(), "q.csv")])
+
+    new = [f"P{i}" for i in range(40) if i not in (3, 9, 17)]
+    assert (txt.accepted, txt.duplicates) == (len(new), 6)
+    assert (csv.accepted, csv.duplicates) == (30, 2)
+    assert stored_codes(engine, pool) == ["P3", "P9", "P17", *new, *(f"Q{i}" for i in range(30))]
+    assert (csv.total, csv.available) == (3 + len(new) + 30,) * 2
+
+
+class _PausingStream:
+    """A file that stops before its second read until told to go on.
+
+    Its second read comes once the upload has stored the first block, so
+    while it waits the upload's transaction is open with codes loaded.
+    """
+
+    def __init__(self, data: bytes, loading: threading.Event, go_on: threading.Event) -> None:
+        self._data = io.BytesIO(data)
+        self._reads = 0
+        self._loading = loading
+        self._go_on = go_on
+
+    def read(self, size: int = -1) -> bytes:
+        self._reads += 1
+        if self._reads == 2:
+            self._loading.set()
+            assert self._go_on.wait(timeout=120)
+        return self._data.read(size)
+
+
+def test_renders_claim_from_the_pool_while_an_upload_loads_it(
+    engine: Engine, pool: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer at a time: a claim waits for the upload")
+    upload_codes(engine, pool, [from_bytes(lines_of("OLD1", "OLD2"))])
+    monkeypatch.setattr(code_files, "BLOCK_SIZE", 64)
+    loading, go_on = threading.Event(), threading.Event()
+    stream = _PausingStream(lines_of(*(f"NEW{i}" for i in range(100))), loading, go_on)
+    reports: list[list[ImportReport]] = []
+    upload = Upload("big.txt", FileFormat.TXT, stream=stream)  # type: ignore[arg-type]
+    loader = threading.Thread(target=lambda: reports.append(upload_codes(engine, pool, [upload])))
+    loader.start()
+    try:
+        assert loading.wait(timeout=120)
+        # Another process claims while the upload holds its transaction open:
+        # it neither waits for the upload nor sees its codes.
+        (issued,) = run_together(claim_when_released, [(db_url, pool, "m1", ["ann", "bob"])])
+    finally:
+        go_on.set()
+        loader.join()
+    assert sorted(issued.values()) == ["OLD1", "OLD2"]
+    ((report,),) = reports
+    assert (report.accepted, report.total) == (100, 102)
+    assert len(stored_codes(engine, pool)) == 102
+
+
+def test_the_report_counts_the_pool_after_the_upload(engine: Engine, pool: str) -> None:
+    """Counts before the upload plus what it added match a fresh count of the pool."""
+    upload_codes(engine, pool, [from_bytes(lines_of("OLD1", "OLD2", "OLD3"))])
+    claim(engine, pool, "m1", ["alice"])
+    data = (
+        b"code,issue_start,available_till\n"
+        b"LATER,2999-01-01,\n"  # pending
+        b"GONE,,2001-01-01\n"  # expired
+        b"NOW,,\n"
+        b"OLD2,,\n"  # a duplicate of a code the pool has
+    )
+    reports = upload_codes(
+        engine, pool, [from_bytes(data, "w.csv"), from_bytes(lines_of("T1", "OLD3", "T2"))]
+    )
+    counts = show_pool(engine, pool).counts
+    assert (counts.total, counts.available, counts.pending, counts.expired) == (8, 5, 1, 1)
+    assert [(r.total, r.available) for r in reports] == [(8, 5)] * 2
+
+
+def test_codes_with_backslashes_are_stored_as_written(engine: Engine, pool: str) -> None:
+    """COPY's text format gives a backslash a meaning (``\\N`` is NULL); codes keep theirs."""
+    codes = ["A\\B", "\\N", "C\\\\", "\\t"]
+    upload_codes(engine, pool, [from_bytes(lines_of(*codes))])
+    rows = "code,available_till\n" + "".join(f"W{c},2031-01-01\n" for c in codes)
+    upload_codes(engine, pool, [from_bytes(rows.encode(), "w.csv")])
+    assert stored_codes(engine, pool) == [*codes, *(f"W{c}" for c in codes)]
 
 
 def test_same_code_in_two_pools(engine: Engine, pool: str) -> None:

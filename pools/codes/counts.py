@@ -11,7 +11,8 @@ by a mailing that was never delivered is ``available`` again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, astuple, dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, case, func, or_, select
@@ -37,6 +38,10 @@ class PoolCounts:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def __add__(self, other: PoolCounts) -> PoolCounts:
+        """The counts of two disjoint sets of codes taken together."""
+        return PoolCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
 
 def issuable_now(now: datetime) -> ColumnElement[bool]:
     """The claim condition: available, inside the issue window, not expired."""
@@ -52,9 +57,17 @@ def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
 
 
 def pool_counts(
-    conn: Connection, pool_ids: list[str] | None = None, now: datetime | None = None
+    conn: Connection,
+    pool_ids: list[str] | None = None,
+    now: datetime | None = None,
+    *,
+    batch_ids: Sequence[int] | None = None,
 ) -> dict[str, PoolCounts]:
-    """Counts per pool id; pools without codes are absent from the answer."""
+    """Counts per pool id; pools without codes are absent from the answer.
+
+    ``batch_ids`` counts only the codes of those import batches, through the
+    batch index: what an upload added, without reading the whole pool again.
+    """
     now = now or utcnow()
     available_status = Code.status == CodeStatus.AVAILABLE
     query = select(
@@ -71,6 +84,8 @@ def pool_counts(
     ).group_by(Code.pool_id)
     if pool_ids is not None:
         query = query.where(Code.pool_id.in_(pool_ids))
+    if batch_ids is not None:
+        query = query.where(Code.batch_id.in_(batch_ids))
     return {row[0]: PoolCounts(*(int(value) for value in row[1:])) for row in conn.execute(query)}
 
 

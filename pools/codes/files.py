@@ -1,8 +1,8 @@
 """Reading code files (txt and csv) into validated codes, streaming.
 
-Nothing here touches the database: a parser yields, line by line, either a
-:class:`ParsedCode` or a :class:`LineProblem`, so an upload can store as it
-reads and still refuse the whole file at the end.
+Nothing here touches the database: a parser yields blocks of lines, each with
+its valid codes (as the store takes them) and its :class:`LineProblem` list,
+so an upload can store as it reads and still refuse the whole file at the end.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -44,27 +44,6 @@ class FileFormat(StrEnum):
     CSV = "csv"
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedCode:
-    line: int
-    code: str
-    issue_start: datetime | None = None
-    issue_end: datetime | None = None
-    available_from: datetime | None = None
-    available_till: datetime | None = None
-
-    def as_row(self) -> CodeRow:
-        ends = [d for d in (self.issue_end, self.available_till) if d is not None]
-        return (
-            self.code,
-            self.issue_start,
-            self.issue_end,
-            self.available_from,
-            self.available_till,
-            min(ends) if ends else NO_END,
-        )
-
-
 @dataclass
 class Block:
     """A run of lines: plain codes (txt), codes with windows (csv), problems."""
@@ -85,6 +64,16 @@ def check_code(text: str, whitespace: Whitespace) -> tuple[str | None, str | Non
     """(code, None) when valid, else (None, reason)."""
     if whitespace is Whitespace.STRIP:
         text = text.strip()
+    # Printable ASCII that neither starts nor ends with a space is a valid code
+    # under every policy: the common case, answered without the checks below.
+    if (
+        text.isascii()
+        and text.isprintable()
+        and 0 < len(text) <= CODE_MAX_LENGTH
+        and text[0] != " "
+        and text[-1] != " "
+    ):
+        return text, None
     elif whitespace is Whitespace.REJECT and text != text.strip():
         return None, "leading or trailing whitespace (allowed with whitespace strip or keep)"
     if not text.strip():
@@ -299,7 +288,7 @@ def parse_csv(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> I
         if isinstance(item, LineProblem):
             block.problems.append(item)
         else:
-            block.rows.append(item.as_row())
+            block.rows.append(item)
         if block.lines >= BLOCK_LINES:
             yield block
             block = Block()
@@ -313,8 +302,16 @@ def _csv_rows(
     date_indexes: dict[str, int],
     width: int,
     whitespace: Whitespace,
-) -> Iterator[ParsedCode | LineProblem]:
+) -> Iterator[CodeRow | LineProblem]:
+    """Each data row as the store takes it, or the problem with it.
+
+    This runs once per line, so it does the least it can per line: one test
+    for undecodable bytes over the whole row, and each distinct date text
+    parsed once (the rows of a file mostly share a few).
+    """
     line = 1
+    moment = _moment_reader()
+    dated = [(DATE_COLUMNS.index(name), name, i) for name, i in date_indexes.items()]
     while True:
         try:
             row = next(reader)
@@ -330,7 +327,8 @@ def _csv_rows(
         if not row:
             yield LineProblem(line, "empty line")
             continue
-        if any(_UNDECODABLE.search(value) for value in row):
+        joined = "".join(row)
+        if not joined.isascii() and _UNDECODABLE.search(joined):
             yield LineProblem(line, "invalid UTF-8")
             continue
         if len(row) != width:
@@ -340,26 +338,62 @@ def _csv_rows(
         if code is None:
             yield LineProblem(line, reason or "invalid")
             continue
+        if not dated:
+            yield (code, None, None, None, None, NO_END)
+            continue
+        window: list[datetime | None] = [None, None, None, None]
         try:
-            moments = {
-                name: parse_moment(row[i], name) if row[i].strip() else None
-                for name, i in date_indexes.items()
-            }
+            for position, name, i in dated:
+                window[position] = moment(row[i], name)
         except ValueError as exc:
             yield LineProblem(line, f"bad date ({exc})")
             continue
-        problem = _window_problem(moments)
+        problem = _window_problem(window)
         if problem:
             yield LineProblem(line, problem)
             continue
-        yield ParsedCode(line, code, **moments)
+        issue_start, issue_end, available_from, available_till = window
+        ends = (end for end in (issue_end, available_till) if end is not None)
+        yield (
+            code,
+            issue_start,
+            issue_end,
+            available_from,
+            available_till,
+            min(ends, default=NO_END),
+        )
 
 
-def _window_problem(moments: dict[str, datetime | None]) -> str | None:
-    for start, end in (("issue_start", "issue_end"), ("available_from", "available_till")):
-        first, last = moments.get(start), moments.get(end)
+def _moment_reader() -> Callable[[str, str], datetime | None]:
+    """``parse_moment`` for a field (None when blank), each distinct text parsed once."""
+    known: dict[tuple[str, str], datetime | None] = {}
+
+    def moment(value: str, column: str) -> datetime | None:
+        key = (value, column)
+        try:
+            return known[key]
+        except KeyError:
+            parsed = parse_moment(value, column) if value.strip() else None
+            if len(known) < _MOMENTS_KEPT:
+                known[key] = parsed
+            return parsed
+
+    return moment
+
+
+#: Distinct date texts remembered per file: enough for real files, bounded for any file.
+_MOMENTS_KEPT = 10_000
+
+
+def _window_problem(window: list[datetime | None]) -> str | None:
+    """Why a window (issue_start, issue_end, available_from, available_till) is empty."""
+    for start in (0, 2):
+        first, last = window[start], window[start + 1]
         if first is not None and last is not None and first >= last:
-            return f"{start} {first.isoformat()} is not before {end} {last.isoformat()}"
+            return (
+                f"{DATE_COLUMNS[start]} {first.isoformat()} is not before "
+                f"{DATE_COLUMNS[start + 1]} {last.isoformat()}"
+            )
     return None
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, insert, select, update
 
 from pools.admin.lifecycle import load_pool
-from pools.codes.counts import pool_counts
+from pools.codes.counts import PoolCounts, pool_counts
 from pools.errors import GenerationError, PoolError
 from pools.store.clock import utcnow
 from pools.store.db import bulk_loading, write_transaction
@@ -129,6 +129,9 @@ def generate_codes(engine: Engine, pool_id: str, count: int, spec: CodeSpec) -> 
             )
         ).scalar_one()
         unused = spec.space - existing
+        # Counted before the load, while the new codes are not there to read
+        # (see imports.upload_codes): a generated code goes in available.
+        before = pool_counts(conn, [pool_id]).get(pool_id, PoolCounts())
         if count * 2 > unused:
             raise GenerationError(
                 f"{count} codes do not fit comfortably in pool {pool_id!r}: "
@@ -156,5 +159,5 @@ def generate_codes(engine: Engine, pool_id: str, count: int, spec: CodeSpec) -> 
         if made < count:
             raise GenerationError(f"could not find {count} unused codes for pool {pool_id!r}")
         conn.execute(update(ImportBatch).where(ImportBatch.id == batch_id).values(accepted=made))
-        counts = pool_counts(conn, [pool_id])[pool_id]
+        counts = before + PoolCounts(total=made, available=made)
         return GenerationReport(batch_id, made, counts.total, counts.available)

@@ -12,14 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from pools.admin.lifecycle import load_pool
-from pools.codes.counts import pool_counts
-from pools.codes.files import Block, FileFormat, Whitespace, format_for, parse
+from pools.codes.counts import PoolCounts, pool_counts
+from pools.codes.files import (
+    Block,
+    FileFormat,
+    Whitespace,
+    format_for,
+    parse,
+)
 from pools.errors import ImportRejected, LineProblem, PoolError, UnreadableFile, UnreadableUpload
 from pools.store.clock import utcnow
 from pools.store.db import bulk_loading, read_transaction, write_transaction
@@ -168,10 +175,13 @@ def upload_codes(
     ``progress``, when given, is told the bytes read as the files are read.
     """
     reports: list[ImportReport] = []
+    now = utcnow()
     with write_transaction(engine) as conn, bulk_loading(conn), ExitStack() as files:
         pool = load_pool(conn, pool_id)
         if pool.status == PoolStatus.ARCHIVED:
             raise PoolError(f"pool {pool_id!r} is archived: no more codes can be added")
+        # Counted before the load, while the new codes are not there to read.
+        before = pool_counts(conn, [pool_id], now).get(pool_id, PoolCounts())
         for upload in uploads:
             report = ImportReport(upload.source, upload.format)
             try:
@@ -186,11 +196,32 @@ def upload_codes(
             if report.rejected_count and not skip_invalid:
                 raise ImportRejected(upload.source, report.rejected, report.rejected_count)
             reports.append(report)
-        counts = pool_counts(conn, [pool_id]).get(pool_id)
+        counts = before + _added_counts(conn, pool_id, reports, now)
         for report in reports:
-            report.total = counts.total if counts else 0
-            report.available = counts.available if counts else 0
+            report.total = counts.total
+            report.available = counts.available
     return reports
+
+
+def _added_counts(
+    conn: Connection, pool_id: str, reports: Sequence[ImportReport], now: datetime
+) -> PoolCounts:
+    """What the upload's codes add to the pool's counts, without counting the pool again.
+
+    A txt file's codes go in available and without a window (``insert_codes``),
+    so each accepted one adds one to the total and one to the available codes;
+    a csv file's windows put its codes in one state or another, counted in the
+    database over that file's batch only. On SQLite the upload holds the write
+    lock, so the counts before plus these are the pool's counts after; on
+    PostgreSQL they are the pool as the upload found it plus what it stored.
+    """
+    plain = sum(r.accepted for r in reports if r.format != FileFormat.CSV)
+    added = PoolCounts(total=plain, available=plain)
+    windowed = [r.batch for r in reports if r.format == FileFormat.CSV and r.batch is not None]
+    if windowed:
+        counted = pool_counts(conn, [pool_id], now, batch_ids=windowed)
+        added += counted.get(pool_id, PoolCounts())
+    return added
 
 
 def pool_document(engine: Engine, pool_id: str) -> dict[str, Any]:

@@ -376,7 +376,14 @@ def _parsed_address(text: str) -> str:
     # Besides its own errors, the standard library's parser fails on some
     # malformed input from inside (AttributeError on '.<a@b.c>', TypeError on 'a .<a@b.c>', IndexError on
     # '.@'): each means the text is no address it can write.
-    except (HeaderParseError, MessageDefect, ValueError, IndexError, AttributeError, TypeError) as exc:
+    except (
+        HeaderParseError,
+        MessageDefect,
+        ValueError,
+        IndexError,
+        AttributeError,
+        TypeError,
+    ) as exc:
         raise ValueError(f"{text!r} is not an e-mail address") from exc
     groups = [group for group in header.groups if group.display_name is not None]
     if groups:
