@@ -4,9 +4,14 @@ Claiming: PostgreSQL picks rows with ``SELECT … FOR UPDATE SKIP LOCKED`` in a
 CTE, so concurrent claimers never wait on or double-take a row (an
 ``UPDATE … WHERE id IN (subquery LIMIT n)`` can claim more than n rows, see
 PostgreSQL bug #15715). SQLite has no row locks; its writers are serialised by
-``BEGIN IMMEDIATE``, so a plain ``UPDATE … WHERE id IN (SELECT … LIMIT n)
-RETURNING`` is atomic. SQLAlchemy's ``with_for_update(skip_locked=True)``
-silently does nothing on SQLite, which is why this is spelled out here.
+``BEGIN IMMEDIATE``, so reading the claimable rows and then updating them by
+id is atomic (and cheaper for SQLite than ``UPDATE … RETURNING``).
+SQLAlchemy's ``with_for_update(skip_locked=True)`` silently does nothing on
+SQLite, which is why this is spelled out here.
+
+A reservation writes each code row once, in its final ``issued`` state with
+the reservation's token; settling it inserts the issuances and leaves the
+code rows alone (see ``pools.models.HeldCodes``).
 
 The literal ``status = 'available'`` matters: both planners use the partial
 claim index only when the query repeats its predicate verbatim.
@@ -87,9 +92,7 @@ _RESERVE_POSTGRES = text(
 # (in claim order, straight off the claim index) and updating by id costs
 # SQLite less than ``UPDATE … RETURNING``, which buffers every returned row,
 # and the codes come out already sorted.
-_PICK_SQLITE = text(f"SELECT id, code, issuable_until FROM codes WHERE {_CLAIMABLE}").bindparams(
-    bindparam("now", type_=DateTime())
-)
+_PICK_SQLITE = f"SELECT id, code, issuable_until FROM codes WHERE {_CLAIMABLE}"
 _MARK_SQLITE = (
     "UPDATE codes SET status = 'issued', reserved_token = ? "
     "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'available'"
@@ -141,6 +144,8 @@ def take_codes(
         # sorted as plain tuples.
         found = sorted(_driver_rows(conn, statement, parameters), key=_CLAIM_ORDER)
     else:
+        # Straight to the driver, which takes the named parameters as they are.
+        parameters["now"] = _sqlite_datetime(conn)(now)
         found = _driver_rows(conn, _PICK_SQLITE, parameters)
         if found:
             ids = json.dumps([row[0] for row in found])
@@ -164,7 +169,10 @@ _CLAIM_ORDER = itemgetter(2, 0)
 
 def _driver_rows(conn: Connection, statement: Any, parameters: dict[str, Any]) -> Sequence[Any]:
     """The driver's own tuples: a Row object per code is measurable at this rate."""
-    result = conn.execute(statement, parameters)
+    if isinstance(statement, str):
+        result = conn.exec_driver_sql(statement, parameters)
+    else:
+        result = conn.execute(statement, parameters)
     rows = result.cursor.fetchall() if result.cursor is not None else []
     result.close()
     return rows

@@ -97,7 +97,11 @@ def _void_codes(conn: Connection, batch_id: int) -> int:
         if tokens:
             locked = list(
                 conn.execute(
-                    select(HeldCodes.token).where(HeldCodes.token.in_(tokens)).with_for_update()
+                    # In token order, so two voids of one pool queue instead of deadlocking.
+                    select(HeldCodes.token)
+                    .where(HeldCodes.token.in_(tokens))
+                    .order_by(HeldCodes.token)
+                    .with_for_update()
                 ).scalars()
             )
             if locked:
