@@ -253,9 +253,10 @@ def reserve_many(
         hold = Hold(token, scope, now + ttl)
         for pool_id, count in counts.items():
             taken = take_codes(conn, pool_id, count, now=now, hold=hold)
+            # Nothing came out of a missing or inactive pool (refused here),
+            # of a multi-use one (its shared code is handed out instead), or
+            # of one that ran out.
             if not taken and issuing_mode(conn, pool_id):
-                # Nothing came out: the pool is missing or inactive (refused
-                # above), multi-use, or out of codes.
                 shared = shared_code(conn, load_pool(conn, pool_id), now)
                 codes = [shared] if shared and count > 0 else []
                 reservations[pool_id] = Reservation(pool_id, scope, token, codes, exclusive=False)
@@ -287,7 +288,7 @@ def settle(
     ``handed`` maps pool id → the handouts taken from that pool's
     reservation; ``reissues`` lists (pool, customer, code id) shown again by
     ``last_promocode``. Raises :class:`ReservationLost` (and changes nothing)
-    if any reserved code was reclaimed or voided before this commit.
+    if any reserved code was reclaimed, voided or redeemed before this commit.
     """
     now = utcnow()
     with write_transaction(engine) as conn:

@@ -3,11 +3,12 @@
 ``total = available + pending + reserved + issued + expired + void``, where
 ``pending`` codes are not yet inside their issue window and ``reserved``
 ones are held by a render in progress (stored as ``issued`` under the token
-of a reservation that is still open, see ``pools.models.HeldCodes``). ``redeemed`` is a subset of
-``issued`` (or, for multi-use pools, of ``available``): codes redeemed at
-least once. ``redemptions`` counts every live redemption, so a shared code
-redeemed five times is 1 ``redeemed`` and 5 ``redemptions``. A code returned
-by a mailing that was never delivered is ``available`` again.
+of a reservation that is still open, see ``pools.models.HeldCodes``).
+``redeemed`` is a subset of ``issued`` (or, for multi-use pools, of
+``available``): codes redeemed at least once. ``redemptions`` counts every
+live redemption, so a shared code redeemed five times is 1 ``redeemed`` and
+5 ``redemptions``. A code returned by a mailing that was never delivered is
+``available`` again.
 """
 
 from __future__ import annotations

@@ -171,10 +171,12 @@ class HeldCodes(Base):
     One row per pool and reserve call (a top-up adds a row under the same
     token). The codes themselves were marked ``issued`` with the token when
     reserved, so settling writes no code row a second time: it deletes these
-    rows and inserts the issuances. Everyone who takes reserved codes away
-    from a render (release, reclaim, a new lease on the scope, voiding)
-    deletes or locks these rows first, which is what makes a settle on a
-    stale reservation fail. ``code_ids`` (a JSON list) lets a reclaim find
+    rows and inserts the issuances of the codes that still carry the token.
+    Whoever takes reserved codes away from a render clears their token:
+    release, reclaim and a new lease on the scope delete these rows first,
+    voiding locks them first (so a settle running at the same moment either
+    finishes before or finds the voided codes), a redemption clears the
+    token of its one code. ``code_ids`` (a JSON list) lets a reclaim find
     the codes without an index on ``codes.reserved_token``.
     """
 

@@ -193,8 +193,8 @@ def _require_active(pool_id: str, status: str) -> None:
 def issuing_mode(conn: Connection, pool_id: str) -> bool:
     """Whether an active pool is multi-use; refuses a missing or inactive pool.
 
-    What reserving needs of the pool on every chunk, read without building
-    the pool's view (that costs a render about 0.1 µs per code).
+    What reserving needs to know of a pool its claim query took no code
+    from, read without building the pool's whole view.
     """
     row = conn.execute(select(Pool.status, Pool.multi_use).where(Pool.id == pool_id)).first()
     if row is None:
