@@ -71,7 +71,10 @@ def _issuance_check(url: str, mailing: str) -> dict[str, int]:
                 {"m": mailing},
             ).one()
             reserved = conn.execute(
-                text("SELECT count(*) FROM codes WHERE status = 'reserved'")
+                text(
+                    "SELECT count(*) FROM codes WHERE status = 'issued' "
+                    "AND reserved_token IN (SELECT token FROM held_codes)"
+                )
             ).scalar_one()
     finally:
         engine.dispose()

@@ -20,6 +20,10 @@ from pools.store.db import read_transaction
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: A code held by an open reservation (stored as issued under its token).
+_HELD = "(c.status = 'issued' AND c.reserved_token IN (SELECT token FROM held_codes))"
+
+
 def _rows(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     with read_transaction(engine) as conn:
         return [tuple(row) for row in conn.execute(text(sql), params)]
@@ -79,19 +83,21 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
         "AND c.status <> 'issued'",
     )
     assert not not_out, f"invariant 4: issued codes back in the pool: {not_out[:5]}"
+    # (A code held by an open reservation is stored as issued, not yet recorded.)
     unrecorded = _rows(
         engine,
         "SELECT c.id, c.redemptions FROM codes c JOIN pools p ON p.id = c.pool_id "
-        "WHERE c.status = 'issued' AND NOT p.multi_use AND NOT EXISTS ("
+        f"WHERE c.status = 'issued' AND NOT p.multi_use AND NOT {_HELD} AND NOT EXISTS ("
         "SELECT 1 FROM issuances i WHERE i.code_id = c.id AND i.kind = 'initial' "
         "AND i.returned_at IS NULL)",
     )
     lost = [row for row in unrecorded if not (redemptions_possible and row[1] > 0)]
     assert not lost, f"invariant 4: codes out of the pool but recorded for nobody: {lost[:5]}"
+    # A token on a code out of the pool only: freeing or voiding a code clears it.
     stray = _rows(
         engine,
-        "SELECT id, status FROM codes WHERE status NOT IN ('available', 'reserved', 'issued', "
-        "'void') OR (status = 'reserved') <> (reserved_token IS NOT NULL)",
+        "SELECT id, status FROM codes c WHERE status NOT IN ('available', 'issued', 'void') "
+        "OR (status <> 'issued' AND reserved_token IS NOT NULL)",
     )
     assert not stray, f"invariant 4: codes in an unknown or inconsistent state: {stray[:5]}"
     # 8. A single-use code has at most one live redemption, an order at most one live
@@ -133,10 +139,12 @@ def check_no_reservations(engine: Engine) -> None:
     """Between renders nothing may stay reserved (invariant 4)."""
     held = _rows(
         engine,
-        "SELECT pool_id, reserved_scope, count(*) FROM codes WHERE status = 'reserved' "
-        "GROUP BY pool_id, reserved_scope",
+        "SELECT h.pool_id, h.scope, count(*) FROM codes c JOIN held_codes h "
+        f"ON h.token = c.reserved_token WHERE {_HELD} GROUP BY h.pool_id, h.scope",
     )
     assert not held, f"invariant 4: codes left reserved: {held}"
+    open_reservations = _rows(engine, "SELECT token, scope FROM held_codes")
+    assert not open_reservations, f"invariant 4: reservations left open: {open_reservations}"
 
 
 def reserved_scopes(engine: Engine) -> dict[str, int]:
@@ -145,8 +153,8 @@ def reserved_scopes(engine: Engine) -> dict[str, int]:
         str(scope): int(n)
         for scope, n in _rows(
             engine,
-            "SELECT reserved_scope, count(*) FROM codes WHERE status = 'reserved' "
-            "GROUP BY reserved_scope",
+            "SELECT h.scope, count(DISTINCT c.id) FROM codes c JOIN held_codes h "
+            f"ON h.token = c.reserved_token WHERE {_HELD} GROUP BY h.scope",
         )
     }
 
@@ -167,10 +175,14 @@ def mailing_codes(engine: Engine, mailing: str, pool: str) -> dict[str, str]:
 
 
 def status_counts(engine: Engine, pool: str) -> dict[str, int]:
+    """state → codes: the stored status, or ``reserved`` for codes an open reservation holds."""
     return {
-        str(status): int(n)
-        for status, n in _rows(
-            engine, "SELECT status, count(*) FROM codes WHERE pool_id = :p GROUP BY status", p=pool
+        str(state): int(n)
+        for state, n in _rows(
+            engine,
+            f"SELECT CASE WHEN {_HELD} THEN 'reserved' ELSE c.status END AS state, count(*) "
+            "FROM codes c WHERE c.pool_id = :p GROUP BY state",
+            p=pool,
         )
     }
 

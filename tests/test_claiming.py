@@ -11,15 +11,18 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from invariants import check_invariants, check_no_reservations
 from racing import run_together
 from sqlalchemy import Engine, func, insert, select
 from store_helpers import make_pool, snapshot
 
 from pools.admin.lifecycle import archive_pool, show_pool
-from pools.codes.counts import PoolCounts
+from pools.after_sending.redemption import redeem
+from pools.codes.counts import PoolCounts, held_now
 from pools.codes.files import FileFormat
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.codes.imports import Upload, import_history, upload_codes
+from pools.codes.listing import CodeState, list_codes
 from pools.codes.voiding import void_batch
 from pools.errors import PoolError, PoolExhausted, ReservationLost, StoreConflict
 from pools.issuing.claiming import (
@@ -61,9 +64,12 @@ def issuances(engine: Engine, pool_id: str | None = None) -> list[IssuanceRow]:
 
 
 def statuses(engine: Engine, pool_id: str) -> dict[str, str]:
+    """code → stored status, ``reserved`` for a code an open reservation holds."""
     with read_transaction(engine) as conn:
-        rows = conn.execute(select(Code.code, Code.status).where(Code.pool_id == pool_id))
-        return {code: status for code, status in rows}
+        rows = conn.execute(
+            select(Code.code, Code.status, held_now()).where(Code.pool_id == pool_id)
+        )
+        return {code: "reserved" if held else status for code, status, held in rows}
 
 
 def counts(engine: Engine, pool_id: str) -> PoolCounts:
@@ -416,6 +422,63 @@ def test_settle_after_reclaim_raises_and_changes_nothing(engine: Engine) -> None
     assert counts(engine, "spring") == PoolCounts(total=3, available=2, issued=1)
 
 
+def test_settle_after_redemption_of_a_reserved_code_raises(engine: Engine) -> None:
+    make_pool(engine, "spring", ["A1", "A2"])
+    held = reserve(engine, "spring", 2, scope="m1")
+    # A checkout redeems a code a render holds (its pool does not require issue).
+    assert redeem(engine, "A1").ok
+    before = snapshot(engine)
+    a1, a2 = held.take(), held.take()
+    assert a1 is not None and a2 is not None
+    with pytest.raises(ReservationLost):
+        settle(engine, "m1", [held], {"spring": [Handout("alice", a1), Handout("bob", a2)]})
+    assert snapshot(engine) == before
+    release(engine, [held])
+    assert issuances(engine) == []
+    assert counts(engine, "spring") == PoolCounts(
+        total=2, available=1, issued=1, redeemed=1, redemptions=1
+    )
+
+
+def test_settled_codes_are_issued_and_no_longer_reserved(engine: Engine) -> None:
+    """A code stays marked with its reservation's token after settle: it must read as issued."""
+    make_pool(engine, "spring", ["A1", "A2", "A3"])
+    held = reserve(engine, "spring", 2, scope="m1")
+    assert counts(engine, "spring") == PoolCounts(total=3, available=1, reserved=2)
+    assert [e.state for e in list_codes(engine, "spring")] == ["reserved", "reserved", "available"]
+    code = held.take()
+    assert code is not None
+    settle(engine, "m1", [held], {"spring": [Handout("alice", code)]})
+    assert counts(engine, "spring") == PoolCounts(total=3, available=2, issued=1)
+    assert [e.state for e in list_codes(engine, "spring", state=CodeState.ISSUED)] == ["issued"]
+    assert list_codes(engine, "spring", state=CodeState.RESERVED) == []
+    # Nothing that frees reservations touches it any more.
+    assert reclaim_scope(engine, "m1") == 0
+    assert reclaim_expired(engine, now=utcnow() + timedelta(days=1)) == 0
+    release(engine, [held])
+    (batch,) = import_history(engine, "spring")
+    report = void_batch(engine, "spring", batch.batch)
+    assert (report.voided, report.kept_issued) == (2, 1)
+    assert statuses(engine, "spring") == {"A1": "issued", "A2": "void", "A3": "void"}
+
+
+def test_void_of_a_batch_voids_the_codes_of_every_open_reservation(engine: Engine) -> None:
+    make_pool(engine, "spring", [f"A{i}" for i in range(6)])
+    first = reserve(engine, "spring", 2, scope="m1")
+    second = reserve_many(engine, {"spring": 1}, scope="m2")["spring"]
+    reserve_many(engine, {"spring": 1}, scope="m2", token=second.token)  # a top-up
+    (batch,) = import_history(engine, "spring")
+    assert void_batch(engine, "spring", batch.batch).voided == 6
+    assert counts(engine, "spring") == PoolCounts(total=6, void=6)
+    for held in (first, second):
+        code = held.take()
+        assert code is not None
+        with pytest.raises(ReservationLost):
+            settle(engine, "m1", [held], {"spring": [Handout("alice", code)]})
+    release(engine, [first, second])
+    assert counts(engine, "spring") == PoolCounts(total=6, void=6)
+
+
 def test_reclaim_scope_frees_only_that_scope(engine: Engine) -> None:
     make_pool(engine, "spring", [f"A{i}" for i in range(6)])
     reserve(engine, "spring", 2, scope="m1")
@@ -554,3 +617,64 @@ def test_concurrent_claims_never_issue_a_code_twice(db_url: str, engine: Engine)
     assert {(c, code) for _, c, _, code, _, _ in issuances(engine)} == set(given.items())
     assert set(statuses(engine, "spring").values()) == {"issued"}
     assert counts(engine, "spring") == PoolCounts(total=size, issued=size)
+
+
+def _settle_while_voided(barrier: Any, url: str, pools: list[str]) -> dict[str, int]:
+    """Reserve from each pool, then settle each chunk whole as another process voids it."""
+    from pools.errors import ReservationLost
+    from pools.issuing.claiming import Handout, release, reserve, settle
+    from pools.store.db import StoreConfig, open_engine
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    issued: dict[str, int] = {}
+    try:
+        held = {pool: reserve(engine, pool, 60, scope=f"race-{pool}") for pool in pools}
+        barrier.wait()
+        for pool, reservation in held.items():
+            handed = [Handout(f"c{i}", code) for i, code in enumerate(reservation.codes[:50])]
+            try:
+                settle(engine, "race", [reservation], {pool: handed})
+                issued[pool] = len(handed)
+            except ReservationLost:
+                release(engine, [reservation])
+                issued[pool] = 0
+        return issued
+    finally:
+        engine.dispose()
+
+
+def _void_while_settled(barrier: Any, url: str, pools: list[str]) -> dict[str, int]:
+    from pools.codes.imports import import_history
+    from pools.codes.voiding import void_batch
+    from pools.store.db import StoreConfig, open_engine
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        batches = {pool: import_history(engine, pool)[0].batch for pool in pools}
+        barrier.wait()
+        return {pool: void_batch(engine, pool, batch).voided for pool, batch in batches.items()}
+    finally:
+        engine.dispose()
+
+
+def _race_settle_and_void(barrier: Any, url: str, role: str, pools: list[str]) -> dict[str, int]:
+    racer = _settle_while_voided if role == "settle" else _void_while_settled
+    return racer(barrier, url, pools)
+
+
+def test_settle_racing_a_void_either_issues_or_voids(db_url: str, engine: Engine) -> None:
+    """A void and a settle of the same reserved codes at once: never both, never neither."""
+    pools = [f"p{i}" for i in range(4)]
+    for pool in pools:
+        make_pool(engine, pool, [f"{pool}-{i:03d}" for i in range(100)])
+    settled, voided = run_together(
+        _race_settle_and_void, [(db_url, "settle", pools), (db_url, "void", pools)]
+    )
+    check_invariants(engine, redemptions_possible=False)
+    check_no_reservations(engine)
+    for pool in pools:
+        # Issued codes are kept; everything else of the batch is void.
+        assert counts(engine, pool) == PoolCounts(
+            total=100, issued=settled[pool], void=100 - settled[pool]
+        ), pool
+        assert voided[pool] == 100 - settled[pool], pool

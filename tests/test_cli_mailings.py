@@ -142,10 +142,16 @@ def issued_codes(engine: Engine, mailing: str, pool: str = "welcome") -> dict[st
 
 
 def code_states(engine: Engine, pool: str | None = None) -> Counter[str]:
+    """state → codes: the stored status, ``reserved`` for codes an open reservation holds."""
     where = " WHERE pool_id = :p" if pool else ""
+    held = "status = 'issued' AND reserved_token IN (SELECT token FROM held_codes)"
     with engine.connect() as conn:
         rows = conn.execute(
-            text(f"SELECT status, count(*) FROM codes{where} GROUP BY status"), {"p": pool}
+            text(
+                f"SELECT CASE WHEN {held} THEN 'reserved' ELSE status END AS state, count(*) "
+                f"FROM codes{where} GROUP BY state"
+            ),
+            {"p": pool},
         ).all()
     return Counter({str(status): int(n) for status, n in rows})
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +53,11 @@ def test_migrated_schema_has_the_partial_indexes(engine: Engine) -> None:
     assert indexes["ix_codes_claim"]["column_names"] == ["pool_id", "issuable_until", "id"]
     assert indexes["uq_issuances_exclusive_code"]["unique"]
     predicates = {
-        name: _predicate(engine, name)
-        for name in ("ix_codes_claim", "ix_codes_reserved", "uq_issuances_exclusive_code")
+        name: _predicate(engine, name) for name in ("ix_codes_claim", "uq_issuances_exclusive_code")
     }
     assert "status = 'available'" in predicates["ix_codes_claim"]
-    assert "status = 'reserved'" in predicates["ix_codes_reserved"]
+    # Reservations live in held_codes, not in an index over the codes.
+    assert "ix_codes_reserved" not in indexes
     assert "exclusive" in predicates["uq_issuances_exclusive_code"]
     assert "kind = 'initial'" in predicates["uq_issuances_exclusive_code"]
 
@@ -226,6 +228,122 @@ def test_redemption_lifecycle_migration_keeps_and_attributes_old_data(db_url: st
             ("o3", None, False, False),
         ]
         assert [tuple(c) for c in counts] == [("ONE", 1), ("MANY", 2)]
+    finally:
+        engine.dispose()
+
+
+def _store_at(db_url: str, revision: str) -> Engine:
+    from alembic import command
+
+    from pools.store.db import _alembic_config, write_transaction
+
+    engine = open_engine(StoreConfig(db_url), migrate=False)
+    with write_transaction(engine) as conn:
+        command.upgrade(_alembic_config(conn), revision)
+    return engine
+
+
+def test_held_codes_migration_keeps_open_reservations(db_url: str) -> None:
+    """0005 on a store with reserved codes: the render holding them can still settle."""
+    from pools.admin.lifecycle import show_pool
+    from pools.issuing.claiming import Handout, Reservation, reclaim_scope, settle
+    from pools.store.dialect_sql import TakenCode
+
+    engine = _store_at(db_url, "0004")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO pools (id, name, status, multi_use, require_issued, created_at) "
+                    "VALUES ('one', 'one', 'active', false, false, '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO import_batches (id, pool_id, source, format, accepted, "
+                    "duplicates, rejected, created_at) VALUES "
+                    "(1, 'one', 'a', 'txt', 6, 0, 0, '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO codes (id, pool_id, code, batch_id, status, issuable_until, "
+                    "redemptions, reserved_token, reserved_scope, reserved_until) VALUES "
+                    "(1, 'one', 'R1', 1, 'reserved', '9999-12-31', 0, 'tok', 'm1|all', "
+                    "'2999-01-01'), "
+                    "(2, 'one', 'R2', 1, 'reserved', '9999-12-31', 0, 'tok', 'm1|all', "
+                    "'2999-01-01'), "
+                    "(3, 'one', 'S1', 1, 'reserved', '9999-12-31', 0, 'old', 'm2|all', "
+                    "'2999-01-01'), "
+                    "(4, 'one', 'I1', 1, 'issued', '9999-12-31', 0, NULL, NULL, NULL), "
+                    "(5, 'one', 'A1', 1, 'available', '9999-12-31', 0, NULL, NULL, NULL), "
+                    "(6, 'one', 'X1', 1, 'reserved', '9999-12-31', 0, NULL, 'm3|all', "
+                    "'2999-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO issuances (pool_id, code_id, customer_id, mailing_id, kind, "
+                    "slot, exclusive, issued_at) VALUES "
+                    "('one', 4, 'ann', 'm0', 'initial', 0, true, '2026-01-02')"
+                )
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            held = conn.execute(
+                text("SELECT token, scope, pool_id, code_ids FROM held_codes ORDER BY token")
+            ).all()
+        assert [(r[0], r[1], r[2], sorted(json.loads(r[3]))) for r in held] == [
+            ("old", "m2|all", "one", [3]),
+            ("tok", "m1|all", "one", [1, 2]),
+        ]
+        # The reserved code without a token could never be settled: it is back.
+        counts = show_pool(engine, "one").counts
+        assert (counts.total, counts.reserved, counts.issued, counts.available) == (6, 3, 1, 2)
+        until = datetime(9999, 12, 31)
+        holding = Reservation(
+            "one", "m1|all", "tok", [TakenCode(until, 1, "R1"), TakenCode(until, 2, "R2")]
+        )
+        settle(engine, "m1", [holding], {"one": [Handout("bob", holding.codes[0])]})
+        assert reclaim_scope(engine, "m2|all") == 1
+        counts = show_pool(engine, "one").counts
+        assert (counts.total, counts.reserved, counts.issued, counts.available) == (6, 0, 2, 4)
+    finally:
+        engine.dispose()
+
+
+def test_held_codes_migration_goes_back_down(db_url: str) -> None:
+    """Downgrading 0005 turns open reservations back into reserved code rows."""
+    from alembic import command
+
+    from pools.issuing.claiming import Handout, reserve, settle
+    from pools.store.db import _alembic_config, write_transaction
+
+    engine = open_engine(StoreConfig(db_url))
+    try:
+        make_pool(engine, "one", ["A1", "A2", "A3"])
+        # A1 settled (it keeps its reservation's token until the downgrade), A2 held.
+        settled = reserve(engine, "one", 1, scope="m0|all")
+        settle(engine, "m0", [settled], {"one": [Handout("ann", settled.codes[0])]})
+        reserve(engine, "one", 1, scope="m1|all")
+        with write_transaction(engine) as conn:
+            command.downgrade(_alembic_config(conn), "0004")
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT code, status, reserved_token IS NOT NULL, reserved_scope, "
+                    "reserved_until IS NOT NULL FROM codes ORDER BY id"
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("A1", "issued", False, None, False),
+            ("A2", "reserved", True, "m1|all", True),
+            ("A3", "available", False, None, False),
+        ]
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         engine.dispose()
 

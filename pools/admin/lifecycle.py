@@ -178,8 +178,25 @@ def load_pool(
 
 
 def require_active(pool: PoolView) -> None:
-    if pool.status != PoolStatus.ACTIVE:
-        raise PoolError(f"pool {pool.id!r} is {pool.status}, not active: it issues no codes")
+    _require_active(pool.id, pool.status)
+
+
+def _require_active(pool_id: str, status: str) -> None:
+    if status != PoolStatus.ACTIVE:
+        raise PoolError(f"pool {pool_id!r} is {status}, not active: it issues no codes")
+
+
+def issuing_mode(conn: Connection, pool_id: str) -> bool:
+    """Whether an active pool is multi-use; refuses a missing or inactive pool.
+
+    What reserving needs to know of a pool its claim query took no code
+    from, read without building the pool's whole view.
+    """
+    row = conn.execute(select(Pool.status, Pool.multi_use).where(Pool.id == pool_id)).first()
+    if row is None:
+        raise PoolNotFound(pool_id)
+    _require_active(pool_id, row.status)
+    return bool(row.multi_use)
 
 
 def create_pool(
@@ -273,7 +290,8 @@ def delete_pool(engine: Engine, pool_id: str) -> None:
                     exists().where(Issuance.pool_id == pool_id),
                     exists().where(
                         Code.pool_id == pool_id,
-                        Code.status.in_([CodeStatus.ISSUED, CodeStatus.RESERVED]),
+                        # Reserved codes are stored as issued too.
+                        Code.status == CodeStatus.ISSUED,
                     ),
                 )
             )

@@ -412,9 +412,8 @@ def _take_single_use(conn: Connection, code_id: int, now: datetime) -> int | Non
             redemptions=Code.redemptions + 1,
             redeemed_at=now,
             status=CodeStatus.ISSUED,
-            reserved_scope=None,
+            # A render holding it in a reservation then fails to settle it.
             reserved_token=None,
-            reserved_until=None,
         )
         .returning(Code.redemptions)
     ).first()

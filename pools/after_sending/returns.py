@@ -183,7 +183,7 @@ def _return_in(
                 Code.redemptions == 0,
                 ~shown_elsewhere,
             )
-            .values(status=CodeStatus.AVAILABLE)
+            .values(status=CodeStatus.AVAILABLE, reserved_token=None)
             .returning(Code.id)
         ).scalars()
     )

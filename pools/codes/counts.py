@@ -2,11 +2,13 @@
 
 ``total = available + pending + reserved + issued + expired + void``, where
 ``pending`` codes are not yet inside their issue window and ``reserved``
-ones are held by a render in progress. ``redeemed`` is a subset of
-``issued`` (or, for multi-use pools, of ``available``): codes redeemed at
-least once. ``redemptions`` counts every live redemption, so a shared code
-redeemed five times is 1 ``redeemed`` and 5 ``redemptions``. A code returned
-by a mailing that was never delivered is ``available`` again.
+ones are held by a render in progress (stored as ``issued`` under the token
+of a reservation that is still open, see ``pools.store.models.HeldCodes``).
+``redeemed`` is a subset of ``issued`` (or, for multi-use pools, of
+``available``): codes redeemed at least once. ``redemptions`` counts every
+live redemption, so a shared code redeemed five times is 1 ``redeemed`` and
+5 ``redemptions``. A code returned by a mailing that was never delivered is
+``available`` again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy import Connection, and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.store.clock import utcnow
-from pools.store.models import Code, CodeStatus
+from pools.store.models import Code, CodeStatus, HeldCodes
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,18 @@ def issuable_now(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def held_now() -> ColumnElement[bool]:
+    """Reserved: issued under the token of a reservation not settled or freed yet.
+
+    ``held_codes`` has a row per open chunk of a render, a handful at a
+    time, so the test is a look-up in a small hashed set.
+    """
+    return and_(
+        Code.status == CodeStatus.ISSUED,
+        Code.reserved_token.in_(select(HeldCodes.token)),
+    )
+
+
 def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
@@ -75,7 +89,8 @@ def pool_counts(
         func.count(),
         _count_where(issuable_now(now)),
         _count_where(and_(available_status, Code.issuable_until > now, Code.issue_start > now)),
-        _count_where(Code.status == CodeStatus.RESERVED),
+        _count_where(held_now()),
+        # Issued or reserved; the reserved ones are taken off below.
         _count_where(Code.status == CodeStatus.ISSUED),
         _count_where(Code.redemptions > 0),
         _count_where(and_(available_status, Code.issuable_until <= now)),
@@ -86,7 +101,12 @@ def pool_counts(
         query = query.where(Code.pool_id.in_(pool_ids))
     if batch_ids is not None:
         query = query.where(Code.batch_id.in_(batch_ids))
-    return {row[0]: PoolCounts(*(int(value) for value in row[1:])) for row in conn.execute(query)}
+    answer = {}
+    for row in conn.execute(query):
+        counts = [int(value) for value in row[1:]]
+        counts[4] -= counts[3]
+        answer[row[0]] = PoolCounts(*counts)
+    return answer
 
 
 def available_count(conn: Connection, pool_id: str, now: datetime | None = None) -> int:

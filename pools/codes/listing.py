@@ -7,11 +7,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, func, not_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import load_pool
-from pools.codes.counts import issuable_now
+from pools.codes.counts import held_now, issuable_now
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
@@ -61,8 +61,13 @@ def _state_filter(state: CodeState, now: datetime) -> ColumnElement[bool]:
     filters: dict[CodeState, ColumnElement[bool]] = {
         CodeState.AVAILABLE: issuable_now(now),
         CodeState.PENDING: and_(available, Code.issuable_until > now, Code.issue_start > now),
-        CodeState.RESERVED: Code.status == CodeStatus.RESERVED,
-        CodeState.ISSUED: and_(Code.status == CodeStatus.ISSUED, Code.redemptions == 0),
+        CodeState.RESERVED: held_now(),
+        CodeState.ISSUED: and_(
+            Code.status == CodeStatus.ISSUED,
+            Code.redemptions == 0,
+            # NOT over the nullable token would drop the codes without one.
+            not_(func.coalesce(held_now(), False)),
+        ),
         CodeState.REDEEMED: Code.redemptions > 0,
         CodeState.EXPIRED: and_(available, Code.issuable_until <= now),
         CodeState.VOID: Code.status == CodeStatus.VOID,
@@ -72,6 +77,7 @@ def _state_filter(state: CodeState, now: datetime) -> ColumnElement[bool]:
 
 def _state_of(
     status: str,
+    held: bool,
     redemptions: int,
     issue_start: datetime | None,
     issuable_until: datetime,
@@ -79,6 +85,8 @@ def _state_of(
 ) -> CodeState:
     if redemptions:
         return CodeState.REDEEMED
+    if held:
+        return CodeState.RESERVED
     if status != CodeStatus.AVAILABLE:
         return CodeState(status)
     if issuable_until <= now:
@@ -92,7 +100,8 @@ def list_codes(
     engine: Engine, pool_id: str, *, state: CodeState | None = None, limit: int | None = 100
 ) -> list[CodeEntry]:
     now = utcnow()
-    query = select(Code).where(Code.pool_id == pool_id).order_by(Code.id)
+    held = func.coalesce(held_now(), False).label("held")
+    query = select(Code, held).where(Code.pool_id == pool_id).order_by(Code.id)
     if state is not None:
         query = query.where(_state_filter(state, now))
     if limit is not None:
@@ -122,7 +131,14 @@ def list_codes(
         entries.append(
             CodeEntry(
                 row.code,
-                _state_of(row.status, row.redemptions, row.issue_start, row.issuable_until, now),
+                _state_of(
+                    row.status,
+                    bool(row.held),
+                    row.redemptions,
+                    row.issue_start,
+                    row.issuable_until,
+                    now,
+                ),
                 issue[0] if issue else None,
                 issue[1] if issue else None,
                 issue[2] if issue else None,

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, exists, func, not_, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import load_pool
+from pools.codes.counts import held_now
 from pools.codes.notifications import LowStockAlert, check_low_stock
 from pools.errors import PoolError
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
-from pools.store.models import Code, CodeStatus, ImportBatch
+from pools.store.models import Code, CodeStatus, HeldCodes, ImportBatch
 
 
 @dataclass(frozen=True)
@@ -56,23 +58,67 @@ def _void(engine: Engine, pool_id: str, batch_id: int) -> VoidReport:
         ).first()
         if batch is None:
             raise PoolError(f"pool {pool_id!r} has no import batch {batch_id}")
-        voided = conn.execute(
-            update(Code)
-            .where(
-                Code.batch_id == batch_id,
-                Code.status.in_([CodeStatus.AVAILABLE, CodeStatus.RESERVED]),
-            )
-            .values(
-                status=CodeStatus.VOID,
-                reserved_scope=None,
-                reserved_token=None,
-                reserved_until=None,
-            )
-        ).rowcount
+        voided = _void_codes(conn, batch_id)
         kept = conn.execute(
-            select(func.count()).where(Code.batch_id == batch_id, Code.status == CodeStatus.ISSUED)
+            select(func.count()).where(
+                Code.batch_id == batch_id, Code.status == CodeStatus.ISSUED, _not_held()
+            )
         ).scalar_one()
         conn.execute(
             update(ImportBatch).where(ImportBatch.id == batch_id).values(voided_at=utcnow())
         )
         return VoidReport(pool_id, batch_id, int(voided), int(kept))
+
+
+def _not_held() -> ColumnElement[bool]:
+    return not_(func.coalesce(held_now(), False))
+
+
+def _void_codes(conn: Connection, batch_id: int) -> int:
+    """Void the batch's available codes and those held by open reservations.
+
+    A reserved code is stored as issued under its reservation's token, so
+    it is voided only once that reservation's ``held_codes`` rows are locked
+    here: a settle of it running now either finished first (its codes are
+    issued for good, its unused ones back in ``available``, voided on the
+    next pass) or fails afterwards on the voided codes. Renders keep
+    reserving while this runs (on PostgreSQL), so the passes repeat until
+    one statement sees nothing left to void in the batch.
+    """
+    in_batch = Code.batch_id == batch_id
+    void = {"status": CodeStatus.VOID, "reserved_token": None}
+    voided = 0
+    while True:
+        tokens = list(
+            conn.execute(
+                select(Code.reserved_token).distinct().where(in_batch, held_now())
+            ).scalars()
+        )
+        if tokens:
+            locked = list(
+                conn.execute(
+                    # In token order, so two voids of one pool queue instead of deadlocking.
+                    select(HeldCodes.token)
+                    .where(HeldCodes.token.in_(tokens))
+                    .order_by(HeldCodes.token)
+                    .with_for_update()
+                ).scalars()
+            )
+            if locked:
+                voided += conn.execute(
+                    update(Code)
+                    .where(
+                        in_batch,
+                        Code.status == CodeStatus.ISSUED,
+                        Code.reserved_token.in_(set(locked)),
+                    )
+                    .values(**void)
+                ).rowcount
+        voided += conn.execute(
+            update(Code).where(in_batch, Code.status == CodeStatus.AVAILABLE).values(**void)
+        ).rowcount
+        left = conn.execute(
+            select(exists().where(in_batch, or_(Code.status == CodeStatus.AVAILABLE, held_now())))
+        ).scalar()
+        if not left:
+            return voided

@@ -14,12 +14,21 @@ A reservation carries a scope (the mailing, and shard when sharded) and an
 expiry. If its process dies, the codes are reclaimed by the next run of the
 same scope (:func:`reclaim_scope`) or by anyone once the reservation expired
 (:func:`reclaim_expired`), so a code is always either issued or available
-again. Settling checks the reservation token row by row, so codes that were
-reclaimed in the meantime are never issued on a stale reservation.
+again.
+
+Each code row is written once per issuance: reserving marks it ``issued``
+under the reservation's token, and a ``held_codes`` row (scope, expiry, the
+code ids) says the reservation is still open. Settling deletes that row and
+inserts the issuances, checking code by code that the token is still there,
+so codes that were reclaimed, voided or redeemed in the meantime are never
+issued on a stale reservation. Whoever frees reserved codes deletes their
+``held_codes`` rows first: on PostgreSQL that row is what a concurrent
+settle and reclaim of one reservation queue on.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,23 +36,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.admin.lifecycle import PoolView, load_pool, require_active
+from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_active
 from pools.codes.counts import issuable_now
 from pools.errors import PoolExhausted, ReservationLost, StoreConflict
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.dialect_sql import (
+    Hold,
     TakenCode,
+    close_reservations,
     insert_issuances,
     issue_reserved,
     one_of,
     release_reserved,
     take_codes,
 )
-from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
+from pools.store.models import Code, HeldCodes, Issuance, IssuanceKind
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=10)
 _RETRIES_ON_RACE = 5
@@ -191,7 +202,7 @@ def _claim_in(
         shared = shared_code(conn, pool, now)
         taken = [shared] * len(missing) if shared else []
     else:
-        taken = take_codes(conn, pool_id, len(missing), now=now, new_status=CodeStatus.ISSUED)
+        taken = take_codes(conn, pool_id, len(missing), now=now)
     if len(taken) < len(missing) and not partial:
         raise PoolExhausted(pool_id, len(missing), len(taken))
     issued = [IssuedCode(c, t.id, t.code) for c, t in zip(missing, taken, strict=False)]
@@ -238,24 +249,17 @@ def reserve_many(
     reservations: dict[str, Reservation] = {}
     with write_transaction(engine) as conn:
         now = utcnow()
+        hold = Hold(token, scope, now + ttl)
         for pool_id, count in counts.items():
-            pool = load_pool(conn, pool_id)
-            require_active(pool)
-            if pool.settings.multi_use:
-                shared = shared_code(conn, pool, now)
+            taken = take_codes(conn, pool_id, count, now=now, hold=hold)
+            # Nothing came out of a missing or inactive pool (refused here),
+            # of a multi-use one (its shared code is handed out instead), or
+            # of one that ran out.
+            if not taken and issuing_mode(conn, pool_id):
+                shared = shared_code(conn, load_pool(conn, pool_id), now)
                 codes = [shared] if shared and count > 0 else []
                 reservations[pool_id] = Reservation(pool_id, scope, token, codes, exclusive=False)
                 continue
-            taken = take_codes(
-                conn,
-                pool_id,
-                count,
-                now=now,
-                new_status=CodeStatus.RESERVED,
-                scope=scope,
-                token=token,
-                until=now + ttl,
-            )
             reservations[pool_id] = Reservation(pool_id, scope, token, taken)
     return reservations
 
@@ -283,10 +287,14 @@ def settle(
     ``handed`` maps pool id → the handouts taken from that pool's
     reservation; ``reissues`` lists (pool, customer, code id) shown again by
     ``last_promocode``. Raises :class:`ReservationLost` (and changes nothing)
-    if any reserved code was reclaimed or voided before this commit.
+    if any reserved code was reclaimed, voided or redeemed before this commit.
     """
     now = utcnow()
     with write_transaction(engine) as conn:
+        # Closing the reservations first: a reclaim of the same reservation
+        # running now either finished before (its codes then fail the check
+        # below) or finds nothing left to free.
+        close_reservations(conn, {r.token for r in reservations if r.exclusive and r.codes})
         for reservation in reservations:
             handouts = handed.get(reservation.pool_id, ())
             if not reservation.exclusive:
@@ -330,33 +338,38 @@ def record_reissues(
 
 def release(engine: Engine, reservations: Sequence[Reservation]) -> None:
     """Put every still-reserved code of these reservations back into ``available``."""
+    tokens = {r.token for r in reservations if r.exclusive}
+    if not tokens:
+        return
     with write_transaction(engine) as conn:
-        for reservation in reservations:
-            if reservation.exclusive:
-                _free(conn, Code.reserved_token == reservation.token)
+        free_held(conn, HeldCodes.token.in_(tokens))
 
 
 def reclaim_scope(engine: Engine, scope: str) -> int:
     """Free reservations left by an earlier run of this scope; returns how many codes."""
     with write_transaction(engine) as conn:
-        return _free(conn, Code.reserved_scope == scope)
+        return free_held(conn, HeldCodes.scope == scope)
 
 
 def reclaim_expired(engine: Engine, now: datetime | None = None) -> int:
     """Free reservations whose holder outlived its expiry (it died or hung)."""
     with write_transaction(engine) as conn:
-        return _free(conn, Code.reserved_until < (now or utcnow()))
+        return free_held(conn, HeldCodes.until < (now or utcnow()))
 
 
-def _free(conn: Connection, condition: ColumnElement[bool]) -> int:
-    result = conn.execute(
-        update(Code)
-        .where(Code.status == CodeStatus.RESERVED, condition)
-        .values(
-            status=CodeStatus.AVAILABLE,
-            reserved_scope=None,
-            reserved_token=None,
-            reserved_until=None,
-        )
-    )
-    return int(result.rowcount)
+def free_held(conn: Connection, condition: ColumnElement[bool]) -> int:
+    """Close the open reservations that match and free their codes; returns how many.
+
+    The ``held_codes`` rows go first, in one statement: on PostgreSQL a
+    settle or another reclaim of the same reservation waits on them and then
+    finds them gone, so a reservation's codes are either issued or freed,
+    never both. Codes a void or a redemption took meanwhile no longer carry
+    the token and are left as they are.
+    """
+    closed = conn.execute(
+        delete(HeldCodes).where(condition).returning(HeldCodes.token, HeldCodes.code_ids)
+    ).all()
+    by_token: dict[str, list[int]] = {}
+    for token, code_ids in closed:
+        by_token.setdefault(token, []).extend(json.loads(code_ids))
+    return sum(release_reserved(conn, token, ids) for token, ids in by_token.items())

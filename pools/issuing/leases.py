@@ -45,10 +45,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
 from pools.errors import LeaseHeld, LeaseLost, PromomailError
+from pools.issuing.claiming import free_held
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent
-from pools.store.models import Code, CodeStatus, ShardLease
+from pools.store.models import HeldCodes, ShardLease
 
 DEFAULT_LEASE_SECONDS = 60.0
 #: A lease is renewed this many times per duration, so one late renewal
@@ -139,16 +140,7 @@ def _is_dead(row: Any, now: datetime) -> bool:
 
 def _free_scope(conn: Connection, scope: str) -> None:
     """Codes reserved under the scope go back, so a superseded holder cannot issue them."""
-    conn.execute(
-        update(Code)
-        .where(Code.status == CodeStatus.RESERVED, Code.reserved_scope == scope)
-        .values(
-            status=CodeStatus.AVAILABLE,
-            reserved_scope=None,
-            reserved_token=None,
-            reserved_until=None,
-        )
-    )
+    free_held(conn, HeldCodes.scope == scope)
 
 
 def _shard_count(label: str) -> int:

@@ -4,9 +4,14 @@ Claiming: PostgreSQL picks rows with ``SELECT … FOR UPDATE SKIP LOCKED`` in a
 CTE, so concurrent claimers never wait on or double-take a row (an
 ``UPDATE … WHERE id IN (subquery LIMIT n)`` can claim more than n rows, see
 PostgreSQL bug #15715). SQLite has no row locks; its writers are serialised by
-``BEGIN IMMEDIATE``, so a plain ``UPDATE … WHERE id IN (SELECT … LIMIT n)
-RETURNING`` is atomic. SQLAlchemy's ``with_for_update(skip_locked=True)``
-silently does nothing on SQLite, which is why this is spelled out here.
+``BEGIN IMMEDIATE``, so reading the claimable rows and then updating them by
+id is atomic (and cheaper for SQLite than ``UPDATE … RETURNING``).
+SQLAlchemy's ``with_for_update(skip_locked=True)`` silently does nothing on
+SQLite, which is why this is spelled out here.
+
+A reservation writes each code row once, in its final ``issued`` state with
+the reservation's token; settling it inserts the issuances and leaves the
+code rows alone (see ``pools.store.models.HeldCodes``).
 
 The literal ``status = 'available'`` matters: both planners use the partial
 claim index only when the query repeats its predicate verbatim.
@@ -42,37 +47,68 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pools.store.db import is_postgres
 from pools.store.models import NO_END
 
+# The guard on the pool lets a reservation skip reading the pool row first
+# (a statement per chunk): codes come only out of an active single-use pool,
+# and the caller looks at the pool only when nothing came out.
 _CLAIMABLE = """
     pool_id = :pool_id AND status = 'available' AND issuable_until > :now
     AND (issue_start IS NULL OR issue_start <= :now)
+    AND EXISTS (
+        SELECT 1 FROM pools WHERE pools.id = :pool_id AND pools.status = 'active'
+        AND NOT pools.multi_use
+    )
     ORDER BY issuable_until, id
     LIMIT :n
 """
 
-_SET = """
-    status = :new_status, reserved_scope = :scope, reserved_token = :token,
-    reserved_until = :until
-"""
-
-_TAKE_POSTGRES = text(
-    f"""
+# One write per code: a reserved code is stored as ``issued`` with its
+# reservation's token (see ``pools.store.models.HeldCodes``), so settling it later
+# inserts its issuance and leaves the code row alone.
+_TAKE_POSTGRES_CTE = f"""
     WITH picked AS (
         SELECT id FROM codes WHERE {_CLAIMABLE}
         FOR UPDATE SKIP LOCKED
+    ), taken AS (
+        UPDATE codes SET status = 'issued', reserved_token = :token
+        FROM picked WHERE codes.id = picked.id
+        RETURNING codes.id, codes.code, codes.issuable_until
     )
-    UPDATE codes SET {_SET}
-    FROM picked WHERE codes.id = picked.id
-    RETURNING codes.id, codes.code, codes.issuable_until
+"""
+_TAKE_POSTGRES = text(
+    f"{_TAKE_POSTGRES_CTE} SELECT id, code, issuable_until FROM taken"
+).bindparams(bindparam("now", type_=DateTime()))
+# A reservation opens its held_codes row in the same statement.
+_RESERVE_POSTGRES = text(
+    f"""{_TAKE_POSTGRES_CTE}, held AS (
+        INSERT INTO held_codes (token, scope, pool_id, until, code_ids)
+        SELECT :token, :scope, :pool_id, :until, json_agg(id)::text FROM taken
+        HAVING count(*) > 0
+    )
+    SELECT id, code, issuable_until FROM taken
     """
 ).bindparams(bindparam("now", type_=DateTime()), bindparam("until", type_=DateTime()))
 
-_TAKE_SQLITE = text(
-    f"""
-    UPDATE codes SET {_SET}
-    WHERE id IN (SELECT id FROM codes WHERE {_CLAIMABLE})
-    RETURNING id, code, issuable_until
-    """
-).bindparams(bindparam("now", type_=DateTime()), bindparam("until", type_=DateTime()))
+# SQLite: the write transaction began with BEGIN IMMEDIATE, so no other
+# writer can take these rows between the read and the update. Reading first
+# (in claim order, straight off the claim index) and updating by id costs
+# SQLite less than ``UPDATE … RETURNING``, which buffers every returned row,
+# and the codes come out already sorted.
+_PICK_SQLITE = f"SELECT id, code, issuable_until FROM codes WHERE {_CLAIMABLE}"
+_MARK_SQLITE = (
+    "UPDATE codes SET status = 'issued', reserved_token = ? "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'available'"
+)
+_HOLD_SQLITE = (
+    "INSERT INTO held_codes (token, scope, pool_id, until, code_ids) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+class Hold(NamedTuple):
+    """The reservation codes are taken for: its token, scope and expiry."""
+
+    token: str
+    scope: str
+    until: datetime
 
 
 class TakenCode(NamedTuple):
@@ -88,51 +124,59 @@ class TakenCode(NamedTuple):
 
 
 def take_codes(
-    conn: Connection,
-    pool_id: str,
-    n: int,
-    *,
-    now: datetime,
-    new_status: str,
-    scope: str | None = None,
-    token: str | None = None,
-    until: datetime | None = None,
+    conn: Connection, pool_id: str, n: int, *, now: datetime, hold: Hold | None = None
 ) -> list[TakenCode]:
-    """Move up to ``n`` issuable codes out of ``available``, soonest-expiring first."""
+    """Mark up to ``n`` issuable codes issued, soonest-expiring first.
+
+    With ``hold`` the codes are reserved: they carry its token and a
+    ``held_codes`` row lists them until the reservation is settled or freed.
+    Without it the caller records their issuances in the same transaction.
+    None come out of a pool that is missing, not active or multi-use.
+    """
     if n <= 0:
         return []
-    statement = _TAKE_POSTGRES if is_postgres(conn) else _TAKE_SQLITE
-    result = conn.execute(
-        statement,
-        {
-            "pool_id": pool_id,
-            "now": now,
-            "n": n,
-            "new_status": new_status,
-            "scope": scope,
-            "token": token,
-            "until": until,
-        },
-    )
-    # The driver's own tuples: a Row object per code is measurable at this rate.
+    parameters: dict[str, Any] = {"pool_id": pool_id, "now": now, "n": n, "token": None}
+    if hold is not None:
+        parameters.update(token=hold.token, scope=hold.scope, until=hold.until)
+    found: Sequence[Any]
+    if is_postgres(conn):
+        statement = _TAKE_POSTGRES if hold is None else _RESERVE_POSTGRES
+        # RETURNING gives no order guarantee; hand codes out in claim order,
+        # sorted as plain tuples.
+        found = sorted(_driver_rows(conn, statement, parameters), key=_CLAIM_ORDER)
+    else:
+        # Straight to the driver, which takes the named parameters as they are.
+        parameters["now"] = _sqlite_datetime(conn)(now)
+        found = _driver_rows(conn, _PICK_SQLITE, parameters)
+        if found:
+            ids = json.dumps([row[0] for row in found])
+            marked = conn.exec_driver_sql(_MARK_SQLITE, (parameters["token"], ids)).rowcount
+            assert marked == len(found), "codes changed inside a write transaction"
+            if hold is not None:
+                until = _sqlite_datetime(conn)(hold.until)
+                conn.exec_driver_sql(_HOLD_SQLITE, (hold.token, hold.scope, pool_id, until, ids))
+    # Each distinct end of window is parsed once (a chunk's codes mostly share
+    # one), and the named tuples are built by tuple.__new__ directly: half
+    # the cost of calling the class, per code.
+    moments = {until: _as_datetime(until) for until in {row[2] for row in found}}
+    return [
+        _new_tuple(TakenCode, (moments[until], code_id, code)) for code_id, code, until in found
+    ]
+
+
+_new_tuple = tuple.__new__
+_CLAIM_ORDER = itemgetter(2, 0)
+
+
+def _driver_rows(conn: Connection, statement: Any, parameters: dict[str, Any]) -> Sequence[Any]:
+    """The driver's own tuples: a Row object per code is measurable at this rate."""
+    if isinstance(statement, str):
+        result = conn.exec_driver_sql(statement, parameters)
+    else:
+        result = conn.execute(statement, parameters)
     rows = result.cursor.fetchall() if result.cursor is not None else []
     result.close()
-    # RETURNING gives no order guarantee; hand codes out in claim order. The
-    # rows are sorted as plain tuples (SQLite's fixed-width datetime text sorts
-    # like the datetimes) and each distinct end of window is parsed once: a
-    # chunk's codes mostly share one.
-    found = sorted(rows, key=_CLAIM_ORDER)
-    moments: dict[Any, datetime] = {}
-    taken = []
-    for code_id, code, until in found:
-        moment = moments.get(until)
-        if moment is None:
-            moment = moments[until] = _as_datetime(until)
-        taken.append(TakenCode(moment, code_id, code))
-    return taken
-
-
-_CLAIM_ORDER = itemgetter(2, 0)
+    return rows
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -431,39 +475,37 @@ def insert_issuances(conn: Connection, rows: Sequence[IssuanceRow]) -> None:
 #: A code handed out of a reservation: code id, customer id, slot.
 HandedRow = tuple[int, str, int]
 
+# The check against the reservation is a read: each handed-out code must still
+# be ``issued`` under the reservation's token (a release, reclaim, void or
+# redemption in between clears the token). PostgreSQL takes a share lock on
+# those rows while it reads them, so a concurrent redemption waits for the
+# settle or makes it fail, and the lock is the one the issuances' foreign key
+# would take on the code rows anyway.
 _ISSUE_RESERVED_POSTGRES = """
     WITH handed AS (
         SELECT * FROM unnest(%(ids)s::bigint[], %(customers)s::text[], %(slots)s::int[])
             AS h (code_id, customer_id, slot)
-    ), marked AS (
-        UPDATE codes SET status = 'issued', reserved_scope = NULL, reserved_token = NULL,
-            reserved_until = NULL
-        FROM handed
-        WHERE codes.id = handed.code_id AND codes.pool_id = %(pool_id)s
-            AND codes.status = 'reserved' AND codes.reserved_token = %(token)s
-        RETURNING codes.id
+    ), held AS (
+        SELECT id FROM codes
+        WHERE id = ANY(%(ids)s) AND pool_id = %(pool_id)s
+            AND status = 'issued' AND reserved_token = %(token)s
+        FOR SHARE
     )
     INSERT INTO issuances
         (pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at)
     SELECT %(pool_id)s, handed.code_id, handed.customer_id, %(mailing_id)s, 'initial',
         handed.slot, true, %(now)s
-    FROM handed JOIN marked ON marked.id = handed.code_id
+    FROM handed JOIN held ON held.id = handed.code_id
     ORDER BY handed.customer_id COLLATE "C", handed.slot
 """
 
-_MARK_RESERVED_SQLITE = (
-    "UPDATE codes SET status = 'issued', reserved_scope = NULL, reserved_token = NULL, "
-    "reserved_until = NULL "
-    "WHERE id IN (SELECT value FROM json_each(?)) AND pool_id = ? "
-    "AND status = 'reserved' AND reserved_token = ?"
-)
-
-_ISSUE_HANDED_SQLITE = (
+_ISSUE_RESERVED_SQLITE = (
     "INSERT INTO issuances "
     "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at) "
-    "SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, 'initial', "
-    "json_extract(value, '$[2]'), 1, ? "
-    "FROM json_each(?) ORDER BY 3, 6"
+    "SELECT ?1, codes.id, json_extract(value, '$[1]'), ?2, 'initial', "
+    "json_extract(value, '$[2]'), 1, ?3 "
+    "FROM json_each(?4) JOIN codes ON codes.id = json_extract(value, '$[0]') "
+    "WHERE codes.pool_id = ?1 AND codes.status = 'issued' AND codes.reserved_token = ?5"
 )
 
 
@@ -475,17 +517,19 @@ def issue_reserved(
     handed: Sequence[HandedRow],
     now: datetime,
 ) -> int:
-    """Turn reserved codes into initial issuances; returns how many were still reserved.
+    """Record initial issuances of reserved codes; returns how many were still reserved.
 
-    Each code is checked against the reservation (still ``reserved``, same
-    token, same pool) while it is marked issued, and only codes that pass are
-    recorded; when the answer is short of ``len(handed)`` the caller must roll
-    back. The whole chunk is passed as one array (PostgreSQL: a single
-    statement over ``unnest``; SQLite: ``json_each``), so the statement and its
-    plan do not grow with the chunk and the Python side does no per-row
-    parameter work. Issuances are inserted in customer order, as
-    :func:`insert_issuances` does, so concurrent writers lock the mailing's
-    unique index in the same order.
+    The code rows were marked issued when reserved, so only the issuances
+    are written. Each code is checked against the reservation (still
+    ``issued``, same token, same pool) and only codes that pass are
+    recorded; when the answer is short of ``len(handed)`` the caller must
+    roll back. The whole chunk is passed as one array (PostgreSQL: a single
+    statement over ``unnest``; SQLite: ``json_each``), so the statement and
+    its plan do not grow with the chunk and the Python side does no per-row
+    parameter work. On PostgreSQL issuances are inserted in customer order,
+    as :func:`insert_issuances` does, so concurrent writers lock the
+    mailing's unique index in the same order; SQLite serialises its writers,
+    and the sort would cost it a fifth of a microsecond per code.
     """
     if not handed:
         return 0
@@ -504,20 +548,29 @@ def issue_reserved(
             },
         )
         return int(result.rowcount)
-    ids_json = json.dumps([row[0] for row in handed])
-    marked = int(conn.exec_driver_sql(_MARK_RESERVED_SQLITE, (ids_json, pool_id, token)).rowcount)
-    if marked != len(handed):
-        return marked
-    conn.exec_driver_sql(
-        _ISSUE_HANDED_SQLITE,
-        (pool_id, mailing_id, _sqlite_datetime(conn)(now), json.dumps(handed)),
+    result = conn.exec_driver_sql(
+        _ISSUE_RESERVED_SQLITE,
+        (pool_id, mailing_id, _sqlite_datetime(conn)(now), json.dumps(handed), token),
     )
-    return marked
+    return int(result.rowcount)
+
+
+def close_reservations(conn: Connection, tokens: set[str]) -> None:
+    """Delete the ``held_codes`` rows of these reservations (the start of a settle)."""
+    if not tokens:
+        return
+    if is_postgres(conn):
+        conn.exec_driver_sql("DELETE FROM held_codes WHERE token = ANY(%s)", (list(tokens),))
+    else:
+        conn.exec_driver_sql(
+            "DELETE FROM held_codes WHERE token IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(tokens)),),
+        )
 
 
 _RELEASE_RESERVED = (
-    "UPDATE codes SET status = 'available', reserved_scope = NULL, reserved_token = NULL, "
-    "reserved_until = NULL WHERE {ids} AND status = 'reserved' AND reserved_token = {p}"
+    "UPDATE codes SET status = 'available', reserved_token = NULL "
+    "WHERE {ids} AND status = 'issued' AND reserved_token = {p}"
 )
 _RELEASE_RESERVED_POSTGRES = _RELEASE_RESERVED.format(ids="id = ANY(%s)", p="%s")
 _RELEASE_RESERVED_SQLITE = _RELEASE_RESERVED.format(
@@ -526,7 +579,12 @@ _RELEASE_RESERVED_SQLITE = _RELEASE_RESERVED.format(
 
 
 def release_reserved(conn: Connection, token: str, ids: Sequence[int]) -> int:
-    """Put these codes of a reservation back into ``available``; returns how many were held."""
+    """Put these codes of a reservation back into ``available``; returns how many were held.
+
+    A code issued under the token is still held when no issuance was
+    recorded for it, which callers make sure of: they settle or free a
+    reservation only after deleting its ``held_codes`` rows.
+    """
     if not ids:
         return 0
     if is_postgres(conn):

@@ -62,8 +62,15 @@ class PoolStatus(enum.StrEnum):
 
 
 class CodeStatus(enum.StrEnum):
+    """The stored state of a code row.
+
+    A code held by a render's reservation is already ``issued``: the
+    reservation writes the row once, in its final state, and the issuance
+    recorded at settle names the holder. While its ``reserved_token`` names
+    a live :class:`HeldCodes` row the code counts as reserved.
+    """
+
     AVAILABLE = "available"
-    RESERVED = "reserved"
     ISSUED = "issued"
     VOID = "void"
 
@@ -125,12 +132,6 @@ class Code(Base):
             sqlite_where=text("status = 'available'"),
             postgresql_where=text("status = 'available'"),
         ),
-        Index(
-            "ix_codes_reserved",
-            "reserved_until",
-            sqlite_where=text("status = 'reserved'"),
-            postgresql_where=text("status = 'reserved'"),
-        ),
         Index("ix_codes_batch", "batch_id", "status"),
         # One key instead of one to pools and one to batches: it also makes
         # sure a code's batch belongs to its pool, and it halves the per-row
@@ -156,11 +157,42 @@ class Code(Base):
     available_from: Mapped[datetime | None] = mapped_column(DateTime)
     available_till: Mapped[datetime | None] = mapped_column(DateTime)
     issuable_until: Mapped[datetime] = mapped_column(DateTime)
-    reserved_scope: Mapped[str | None] = mapped_column(Text)
+    #: The reservation that took the code out of ``available`` (see
+    #: :class:`HeldCodes`); it stays after settle, when no live reservation
+    #: carries that token any more. Not indexed: a reservation lists its codes.
     reserved_token: Mapped[str | None] = mapped_column(String(64))
-    reserved_until: Mapped[datetime | None] = mapped_column(DateTime)
     redeemed_at: Mapped[datetime | None] = mapped_column(DateTime)
     redemptions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class HeldCodes(Base):
+    """Codes a render reserved for one chunk and has not settled yet.
+
+    One row per pool and reserve call (a top-up adds a row under the same
+    token). The codes themselves were marked ``issued`` with the token when
+    reserved, so settling writes no code row a second time: it deletes these
+    rows and inserts the issuances of the codes that still carry the token.
+    Whoever takes reserved codes away from a render clears their token:
+    release, reclaim and a new lease on the scope delete these rows first,
+    voiding locks them first (so a settle running at the same moment either
+    finishes before or finds the voided codes), a redemption clears the
+    token of its one code. ``code_ids`` (a JSON list) lets a reclaim find
+    the codes without an index on ``codes.reserved_token``.
+    """
+
+    __tablename__ = "held_codes"
+    __table_args__ = (
+        Index("ix_held_codes_token", "token"),
+        Index("ix_held_codes_scope", "scope"),
+        Index("ix_held_codes_until", "until"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(Text)
+    pool_id: Mapped[str] = mapped_column(String(100))
+    until: Mapped[datetime] = mapped_column(DateTime)
+    code_ids: Mapped[str] = mapped_column(Text)
 
 
 class Mailing(Base):
