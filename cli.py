@@ -43,7 +43,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from pools.errors import ImportRejected, InvalidSetting, PromomailError
+from pools.errors import ImportRejected, NamesSettings, PromomailError
 from pools.store.defaults import DEFAULT_URL
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def cli_flag(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def misused_options(exc: InvalidSetting, ctx: click.Context) -> click.UsageError:
+def misused_options(exc: NamesSettings, ctx: click.Context) -> click.UsageError:
     """A setting the library refused as a wrong combination of this command's options."""
     return click.UsageError(exc.naming(cli_flag), ctx)
 
@@ -164,7 +164,7 @@ def translate_error(exc: Exception, state: State | None) -> click.ClickException
     if isinstance(exc, ImportRejected):
         listed = state is None or not state.problems_reported
         return UploadRejected(exc, list_problems=listed)
-    if isinstance(exc, InvalidSetting):
+    if isinstance(exc, NamesSettings):
         return CommandFailed(exc.naming(cli_flag))
     if isinstance(exc, PromomailError):
         return CommandFailed(str(exc))

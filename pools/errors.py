@@ -35,13 +35,12 @@ class StoreConflict(DatabaseFailure):
     writer that got there first, so the caller may look again and retry."""
 
 
-class InvalidSetting(PromomailError):
-    """A setting or option value is not valid in itself (as opposed to refused in
-    the store's current state); the message says what is allowed.
+class NamesSettings(PromomailError):
+    """A refusal about settings, named as the library calls them (``issued_valid_days``).
 
-    ``settings`` names the settings at fault as the library calls them
-    (``issued_valid_days``), and the message starts with them. A front end
-    shows them in its own words, its flags or its fields, with :meth:`naming`.
+    A front end shows them in its own words, its flags or its fields, with
+    :meth:`naming`. The reason places a setting with ``{setting}``; settings
+    it does not place lead the message.
     """
 
     def __init__(self, reason: str, *settings: str) -> None:
@@ -51,9 +50,19 @@ class InvalidSetting(PromomailError):
 
     def naming(self, name: Callable[[str], str]) -> str:
         """The message with each setting shown as ``name(setting)``."""
-        if not self.settings:
-            return self.reason
-        return f"{' and '.join(name(setting) for setting in self.settings)} {self.reason}"
+        # Only the named settings' placeholders: a value quoted in the reason
+        # may hold braces of its own.
+        placed = [s for s in self.settings if "{" + s + "}" in self.reason]
+        text = self.reason
+        for setting in placed:
+            text = text.replace("{" + setting + "}", name(setting))
+        leading = [name(s) for s in self.settings if s not in placed]
+        return f"{' and '.join(leading)} {text}" if leading else text
+
+
+class InvalidSetting(NamesSettings):
+    """A setting or option value is not valid in itself (as opposed to refused in
+    the store's current state); the message says what is allowed."""
 
 
 class NotFound(PromomailError):
@@ -176,6 +185,10 @@ class ExportError(PromomailError):
 
 class UnreadableFile(PromomailError):
     """The file as a whole is not a code list (binary, empty, no code column)."""
+
+
+class SettingLocked(NamesSettings, PoolError):
+    """A setting the pool's present state no longer lets change."""
 
 
 class InvalidPoolSetting(InvalidSetting, PoolError):

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from pools.admin.tokens import authenticate
-from pools.errors import PromomailError
+from pools.errors import DatabaseFailure, PromomailError
 from service.auth import PREVIEW_COOKIE, LoginRequired, Open, ScopedRouter, engine_of
 from service.schemas import NO_NUL
 from templating.mailing.checking import (
@@ -178,6 +178,8 @@ def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
         report = check_template(
             engine, str(path), str(recipients_file) if recipients_file else None
         )
+    except DatabaseFailure:
+        raise  # the server's error handler logs it and answers 503 or 500
     except PromomailError as exc:
         shown.error = str(exc)
         return shown
@@ -187,6 +189,8 @@ def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
         return shown  # a syntax error: nothing to render
     try:
         previews = preview(engine, str(path), _recipients_for(request, choice))
+    except DatabaseFailure:
+        raise  # the server's error handler logs it and answers 503 or 500
     except PromomailError as exc:  # e.g. a recipients file that cannot be read
         shown.error = str(exc)
         return shown

@@ -4,9 +4,9 @@ Every refusal of the library (a :class:`pools.errors.PromomailError`) keeps
 its message as the problem's ``detail``, which names the pool, code, file
 and line at fault, exactly as the command line prints it. What the message
 cannot say is the status, chosen here by the error's class. Database
-failures (translated by the store) are logged, and answered without their
-text, which names the server, and
-anything unexpected as a bare 500: no answer ever carries a traceback.
+failures (translated by the store) are logged and answered without their
+text, which names the server; anything unexpected is a bare 500. No answer
+ever carries a traceback.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pools.errors import (
     DatabaseFailure,
     ExportError,
-    GenerationError,
     ImportRejected,
     InvalidCursor,
     InvalidSetting,
     NotFound,
     PoolError,
     PromomailError,
-    SegmentError,
     StoreConflict,
     StoreError,
     StoreUnavailable,
@@ -53,8 +51,6 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UnreadableUpload, 422),
     (InvalidSetting, 422),
     (InvalidCursor, 400),
-    (GenerationError, 422),
-    (SegmentError, 422),
     (InvalidTemplate, 422),
     (RecipientError, 422),
     (RenderLimitExceeded, 422),

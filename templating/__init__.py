@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
-    from templating.errors import InvalidTemplate, MailingError, RecipientError, RenderLimitExceeded
+    from templating.errors import (
+        InvalidTemplate,
+        MailingError,
+        PerRecipientFailure,
+        PoolRanOut,
+        RecipientError,
+        RecipientFailed,
+        RenderLimitExceeded,
+        UnwritableMessage,
+    )
     from templating.mailing.checking import (
         CheckReport,
         Preview,
@@ -34,7 +43,6 @@ if TYPE_CHECKING:
     from templating.template.client import Client, CodeSource
     from templating.template.environment import MessageEnvironment, make_environment
     from templating.template.message import MessageTemplate
-from templating.errors import RecipientFailed
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
@@ -70,6 +78,9 @@ _HOMES: dict[str, str] = {
     "parse_workers": "templating.mailing.options",
     "PLACEHOLDER": "templating.mailing.sources",
     "OnExhausted": "templating.mailing.sources",
+    "PerRecipientFailure": "templating.errors",
+    "PoolRanOut": "templating.errors",
+    "UnwritableMessage": "templating.errors",
 }
 
 if not TYPE_CHECKING:  # type checkers read the imports above instead
@@ -87,6 +98,8 @@ __all__ = [
     "OnExhausted",
     "OutputFormat",
     "OutputTarget",
+    "PerRecipientFailure",
+    "PoolRanOut",
     "Preview",
     "Recipient",
     "RecipientError",
@@ -97,6 +110,7 @@ __all__ = [
     "RenderedMessage",
     "Shard",
     "TemplateUsage",
+    "UnwritableMessage",
     "analyze",
     "check_template",
     "make_environment",

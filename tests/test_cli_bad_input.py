@@ -142,8 +142,8 @@ def test_leading_and_trailing_whitespace_rejected_by_default(run: Cli, tmp_path:
     assert f"{path}, line 1" in line and "whitespace" in line
     problems = problem_lines(result)
     assert problems == [
-        f"{path}, line 1: leading or trailing whitespace (allowed with whitespace strip or keep)",
-        f"{path}, line 3: leading or trailing whitespace (allowed with whitespace strip or keep)",
+        f"{path}, line 1: leading or trailing whitespace (accepted with whitespace strip or keep)",
+        f"{path}, line 3: leading or trailing whitespace (accepted with whitespace strip or keep)",
     ]
     run.assert_nothing_stored()
 
@@ -181,7 +181,7 @@ def test_rejected_upload_json_report(run: Cli, tmp_path: Path) -> None:
     assert report["rejected"] == [
         {
             "line": 2,
-            "reason": "leading or trailing whitespace (allowed with whitespace strip or keep)",
+            "reason": "leading or trailing whitespace (accepted with whitespace strip or keep)",
         },
         {"line": 4, "reason": "empty line"},
     ]
@@ -567,3 +567,5 @@ def test_the_library_names_the_setting_and_the_cli_its_flag() -> None:
     refused = InvalidSetting("must be at least 1", "issued_valid_days")
     assert str(refused) == "issued_valid_days must be at least 1"
     assert refused.naming(cli_module.cli_flag) == "--issued-valid-days must be at least 1"
+    placed = InvalidSetting("{a_b} {x} needs {c}, not '{a_b}{'", "a_b", "c")
+    assert placed.naming(cli_module.cli_flag) == "--a-b {x} needs --c, not '--a-b{'"

@@ -101,9 +101,11 @@ def test_unusable_targets_fail_before_anything_is_rendered(tmp_path: Path) -> No
         OutputTarget(OutputFormat.JSONL, blocker / "mail.jsonl").prepare()
     with pytest.raises(MailingError, match="cannot write output"):
         OutputTarget(OutputFormat.EML, blocker).prepare()
-    with pytest.raises(InvalidSetting, match=r"^format eml needs an output folder$") as refused:
+    with pytest.raises(
+        InvalidSetting, match=r"^format eml writes a file per message: out must name a folder$"
+    ) as refused:
         OutputTarget(OutputFormat.EML, None)
-    assert refused.value.settings == ("format",)
+    assert refused.value.settings == ("format", "out")
 
 
 def test_eml_is_multipart_alternative_with_text_and_html(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_segment_refuses_nonsense(store: Engine) -> None:
         segment(store, issued_from=["spring", "winter"])
     with pytest.raises(
         SegmentError,
-        match="min_issued and max_issued are 3 and 1: the minimum is more than the maximum",
+        match=r"^min_issued is 3, more than max_issued 1$",
     ):
         segment(store, min_issued=3, max_issued=1)
     with pytest.raises(SegmentError):

@@ -151,7 +151,7 @@ def test_upload_reports_and_options(store: Store, admin: httpx.Client) -> None:
     assert document["rejected"] == [
         {
             "line": 2,
-            "reason": "leading or trailing whitespace (allowed with whitespace strip or keep)",
+            "reason": "leading or trailing whitespace (accepted with whitespace strip or keep)",
         },
         {"line": 4, "reason": "empty line"},
     ]

@@ -2,7 +2,7 @@
 
 Aliases of the code functions, nesting the Python compiler chokes on,
 allocations hidden behind ``*`` widths or folded constants, Python reprs in
-customer mail, and partials: each is a InvalidTemplate naming the template
+customer mail, and partials: each is an InvalidTemplate naming the template
 (and line), found before anything is rendered, or fails just that
 recipient, and never builds a large value first.
 """

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
 from pools.codes.counts import PoolCounts, pool_counts
-from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound
+from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound, SettingLocked
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
@@ -68,7 +68,9 @@ class PoolSettings:
                 raise InvalidPoolSetting("must be at least 1", "issued_valid_days")
             if not self.require_issued:
                 raise InvalidPoolSetting(
-                    "applies only to pools whose codes must be issued", "issued_valid_days"
+                    "{issued_valid_days} applies only to {require_issued} pools",
+                    "issued_valid_days",
+                    "require_issued",
                 )
         if self.per_customer is not None and not 1 <= self.per_customer <= 100:
             raise InvalidPoolSetting("must be between 1 and 100", "per_customer")
@@ -233,7 +235,7 @@ def activate_pool(engine: Engine, pool_id: str) -> PoolView:
         if pool.status == PoolStatus.ACTIVE:
             return pool
         if not pool.settings.description:
-            raise PoolError(f"pool {pool_id!r} has no description: give it one before activating")
+            raise PoolError(f"pool {pool_id!r} has no description: set one before activating")
         conn.execute(
             update(Pool)
             .where(Pool.id == pool_id)
@@ -257,8 +259,9 @@ def edit_pool(engine: Engine, pool_id: str, **changes: Any) -> PoolView:
             if name in changes and changes[name] != getattr(pool.settings, name)
         ]
         if changed_modes and pool.status != PoolStatus.DRAFT:
-            flags = ", ".join("--" + name.replace("_", "-") for name in changed_modes)
-            raise PoolError(f"pool {pool_id!r} is {pool.status}: {flags} can no longer change")
+            raise SettingLocked(
+                f"can no longer change: pool {pool_id!r} is {pool.status}", *changed_modes
+            )
         if (
             pool.status == PoolStatus.ACTIVE
             and "description" in changes
@@ -298,8 +301,7 @@ def delete_pool(engine: Engine, pool_id: str) -> None:
         ).scalar()
         if ever_issued:
             raise PoolError(
-                f"pool {pool_id!r} has issued codes and cannot be deleted: "
-                f"archive it instead ('pool archive {pool_id}')"
+                f"pool {pool_id!r} has issued codes and cannot be deleted: archive it instead"
             )
         conn.execute(delete(Code).where(Code.pool_id == pool_id))
         conn.execute(delete(ImportBatch).where(ImportBatch.pool_id == pool_id))

@@ -75,7 +75,7 @@ def check_code(text: str, whitespace: Whitespace) -> tuple[str | None, str | Non
     ):
         return text, None
     elif whitespace is Whitespace.REJECT and text != text.strip():
-        return None, "leading or trailing whitespace (allowed with whitespace strip or keep)"
+        return None, "leading or trailing whitespace (accepted with whitespace strip or keep)"
     if not text.strip():
         # Also a line of spaces kept as it is: nobody can type a blank code.
         return None, "empty line" if not text else "blank code (only whitespace)"

@@ -92,7 +92,7 @@ def iter_segment(
         raise SegmentError("must be 0 or more", "min_issued", "max_issued")
     if max_issued is not None and low > max_issued:
         raise SegmentError(
-            f"are {low} and {max_issued}: the minimum is more than the maximum",
+            f"{{min_issued}} is {low}, more than {{max_issued}} {max_issued}",
             "min_issued",
             "max_issued",
         )

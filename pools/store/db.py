@@ -8,6 +8,7 @@ the busy timeout. PostgreSQL URLs are routed to psycopg 3.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,8 +23,6 @@ from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
     IntegrityError,
-    InterfaceError,
-    OperationalError,
 )
 from sqlalchemy.pool import QueuePool
 
@@ -60,11 +59,11 @@ class StoreConfig:
     def __post_init__(self) -> None:
         try:
             parsed = make_url(self.url)
-        except ArgumentError as exc:
-            raise StoreError(f"invalid database URL {self.url!r}") from exc
+        except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
+            raise StoreError(f"invalid database URL {_masked(self.url)!r}") from exc
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
             raise StoreError(
-                f"unsupported database {parsed.get_backend_name()!r} in {self.url!r}: "
+                f"unsupported database {parsed.get_backend_name()!r} in {shown_url(parsed)}: "
                 "use sqlite:///FILE or postgresql://…"
             )
 
@@ -168,17 +167,48 @@ def _begin_immediate(dbapi_connection: Any) -> None:
         cursor.close()
 
 
-def driver_failure(exc: DBAPIError, url: URL) -> DatabaseFailure:
-    """The store's own exception for a driver error, naming the database without its password."""
-    reason = first_line(exc.orig)
-    if url.password:
+#: SQLSTATE classes and codes of a server that cannot be reached or went away:
+#: connection exceptions, and an administrator or crash shutting it down.
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+#: SQLite's words for a database it cannot open or whose lock never came free.
+_SQLITE_UNAVAILABLE = ("unable to open database", "database is locked")
+
+
+def _masked(url: str) -> str:
+    """A URL that may not parse, its password (user:password@) starred out."""
+    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def shown_url(url: URL) -> str:
+    """The URL as people write it: no password, the backend without its driver."""
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+
+def _unavailable(error: BaseException, backend: str) -> bool:
+    if backend == "sqlite":
+        return any(words in str(error) for words in _SQLITE_UNAVAILABLE)
+    # psycopg: None when the client itself lost or never got a connection.
+    sqlstate = getattr(error, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(_UNREACHABLE_SQLSTATES)
+
+
+def driver_failure(exc: BaseException, url: URL) -> DatabaseFailure:
+    """The store's own exception for a driver error, naming the database without its password.
+
+    ``exc`` is SQLAlchemy's wrapper or, where the store drives the cursor
+    itself (COPY, savepoints, ``BEGIN IMMEDIATE``), the driver's own error.
+    """
+    error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    reason = first_line(error)
+    # A password may be echoed back in the driver's text; a short one would
+    # also match ordinary words, and the URL is shown without it anyway.
+    if url.password and len(str(url.password)) >= 4:
         reason = reason.replace(str(url.password), "***")
-    # The backend alone (postgresql://, not postgresql+psycopg://): the URL as people write it.
-    shown = url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
-    message = f"database {shown}: {reason}"
-    if isinstance(exc, IntegrityError):
+    message = f"database {shown_url(url)}: {reason}"
+    if isinstance(exc, IntegrityError) or type(error).__name__ == "IntegrityError":
         return StoreConflict(message)
-    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+    invalidated = isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if invalidated or _unavailable(error, url.get_backend_name()):
         return StoreUnavailable(message)
     return DatabaseFailure(message)
 
@@ -193,7 +223,7 @@ def store_connection(engine: Engine) -> Iterator[Connection]:
     try:
         with engine.connect() as conn:
             yield conn
-    except DBAPIError as exc:
+    except (DBAPIError, engine.dialect.loaded_dbapi.Error) as exc:
         raise driver_failure(exc, engine.url) from exc
 
 

@@ -448,7 +448,8 @@ def insert_issuances(conn: Connection, rows: Sequence[IssuanceRow]) -> None:
     This runs for every chunk of every render; skipping SQLAlchemy's per-row
     parameter processing keeps the database thread's share of the
     interpreter small, so rendering in the other thread is not held up.
-    Driver errors are still wrapped (a unique violation is an IntegrityError).
+    Driver errors still reach the store's boundary (a unique violation is a
+    StoreConflict there).
     """
     if not rows:
         return

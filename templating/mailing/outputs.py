@@ -107,7 +107,9 @@ class OutputTarget:
 
     def __post_init__(self) -> None:
         if self.format is OutputFormat.EML and self.path is None:
-            raise InvalidSetting("eml needs an output folder", "format")
+            raise InvalidSetting(
+                "{format} eml writes a file per message: {out} must name a folder", "format", "out"
+            )
 
     def prepare(self) -> None:
         """Fail early, before any code is consumed, when the target is unusable."""

@@ -9,7 +9,7 @@ On top of the sandbox:
 - Every template (and partial) is checked when parsed, before it is
   compiled (:func:`templating.template.analysis.check_ast`): how deeply it nests, how
   it uses ``client`` and the code functions, which partials it names.
-  Anything the Python compiler itself chokes on is a InvalidTemplate too.
+  Anything the Python compiler itself chokes on is an InvalidTemplate too.
 - The code functions are never handed out as values: the sandbox refuses
   ``client.promocode`` as an attribute, and only the literal call
   ``client.promocode('POOL')`` is compiled, to a direct call of it.
@@ -75,7 +75,7 @@ _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
 
 
 def resolve_partial(folder: Path | None, name: str, *, template: str, line: int | None) -> Path:
-    """The file of partial ``name``, or a InvalidTemplate saying why not."""
+    """The file of partial ``name``, or an InvalidTemplate saying why not."""
 
     def refuse(why: str) -> InvalidTemplate:
         return InvalidTemplate(f"cannot use partial {name!r}: {why}", template=template, line=line)

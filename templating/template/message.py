@@ -40,7 +40,7 @@ class ParsedTemplate:
 
 
 def read_template(path: str | Path) -> tuple[str, str]:
-    """(name, source) of a template file, or a InvalidTemplate naming it."""
+    """(name, source) of a template file, or an InvalidTemplate naming it."""
     name = str(path)
     try:
         return name, Path(path).read_text(encoding="utf-8")
