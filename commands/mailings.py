@@ -157,7 +157,7 @@ def render(
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
     # Jinja2 and the render machinery only for a render: ``mailings`` and
     # ``mailing …`` in this module are store commands.
-    from templating.mailing.run import RenderRequest, render_mailing
+    from templating.mailing.run import RenderRequest, RequestRefused, render_mailing
 
     try:
         # The library knows which targets work (an eml render needs a folder):
@@ -165,24 +165,31 @@ def render(
         output = OutputTarget(fmt, Path(out) if out else None)
     except MailingError as exc:
         raise click.UsageError(str(exc), ctx) from exc
-    request = RenderRequest(
-        template_path=template,
-        recipients_path=recipients,
-        mailing_id=mailing_id,
-        db_url=get_state(ctx).url,
-        output=output,
-        on_exhausted=OnExhausted(on_exhausted),
-        workers=workers,
-        shard=shard_slice or Shard(),
-        variables=pairs(variables, "--var"),
-        chunk_size=chunk_size,
-        lease_seconds=lease_seconds,
-        wait_seconds=wait_seconds,
-    )
-    get_engine(ctx)  # migrate before the workers start
+    try:
+        request = RenderRequest(
+            template_path=template,
+            recipients_path=recipients,
+            mailing_id=mailing_id,
+            db_url=get_state(ctx).url,
+            output=output,
+            on_exhausted=OnExhausted(on_exhausted),
+            workers=workers,
+            shard=shard_slice or Shard(),
+            variables=pairs(variables, "--var"),
+            chunk_size=chunk_size,
+            lease_seconds=lease_seconds,
+            wait_seconds=wait_seconds,
+        )
+    except RequestRefused as exc:
+        # The library names the setting; only the command line knows its option.
+        if exc.setting == "variables":
+            raise CommandFailed(f"--var: {exc}") from exc
+        raise
+    # Migrated before the workers start; the render runs on this same engine.
+    engine = get_engine(ctx)
     progress = Progress("Rendering", show=_recipients_count) if stderr_is_terminal() else None
     try:
-        result = render_mailing(request, progress.advance if progress else None)
+        result = render_mailing(request, progress.advance if progress else None, engine=engine)
     finally:
         if progress is not None:
             progress.finish()

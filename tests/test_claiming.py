@@ -24,7 +24,6 @@ from pools.codes.imports import Upload, import_history, upload_codes
 from pools.codes.voiding import void_batch
 from pools.errors import PoolError, PoolExhausted, ReservationLost
 from pools.issuing.claiming import (
-    Handout,
     Reservation,
     claim,
     reclaim_expired,
@@ -316,7 +315,7 @@ def test_reserve_then_settle_issues_what_was_handed_out(engine: Engine) -> None:
     carol = reservation.take()
     assert alice is not None and bob is not None and carol is not None
     reservation.give_back(carol)  # carol's message failed to render
-    handed = {"spring": [Handout("alice", alice), Handout("bob", bob)]}
+    handed = {"spring": [alice.to("alice"), bob.to("bob")]}
     settle(engine, "m1", [reservation], handed)
 
     assert [(m, c, code) for m, c, _, code, _, _ in issuances(engine)] == [
@@ -354,8 +353,8 @@ def test_reserve_many_pools_at_once(engine: Engine) -> None:
         "m1",
         list(held.values()),
         {
-            "spring": [Handout("alice", spring_code)],
-            "summer": [Handout("alice", first), Handout("bob", first)],
+            "spring": [spring_code.to("alice")],
+            "summer": [first.to("alice"), first.to("bob")],
         },
     )
     assert sorted((c, p, code, ex) for _, c, p, code, _, ex in issuances(engine)) == [
@@ -382,7 +381,7 @@ def test_settle_after_void_raises_and_changes_nothing(engine: Engine) -> None:
             engine,
             "m1",
             [spring, summer],
-            {"spring": [Handout("alice", a1)], "summer": [Handout("alice", s1)]},
+            {"spring": [a1.to("alice")], "summer": [s1.to("alice")]},
         )
     assert snapshot(engine) == before
     assert issuances(engine) == []
@@ -405,14 +404,14 @@ def test_settle_after_reclaim_raises_and_changes_nothing(engine: Engine) -> None
     code = stale.take()
     assert code is not None
     with pytest.raises(ReservationLost):
-        settle(engine, "m1", [stale], {"spring": [Handout("alice", code)]})
+        settle(engine, "m1", [stale], {"spring": [code.to("alice")]})
     # An unused stale reservation cannot put codes back either.
     with pytest.raises(ReservationLost):
         settle(engine, "m1", [stale], {})
     assert snapshot(engine) == before
     fresh_code = fresh.take()
     assert fresh_code is not None
-    settle(engine, "m1", [fresh], {"spring": [Handout("bob", fresh_code)]})
+    settle(engine, "m1", [fresh], {"spring": [fresh_code.to("bob")]})
     assert [(c, code) for _, c, _, code, _, _ in issuances(engine)] == [("bob", "A1")]
     assert counts(engine, "spring") == PoolCounts(total=3, available=2, issued=1)
 
@@ -427,7 +426,7 @@ def test_reclaim_scope_frees_only_that_scope(engine: Engine) -> None:
     assert counts(engine, "spring") == PoolCounts(total=6, available=4, reserved=2)
     kept_code = kept.take()
     assert kept_code is not None
-    settle(engine, "m1", [kept], {"spring": [Handout("alice", kept_code)]})
+    settle(engine, "m1", [kept], {"spring": [kept_code.to("alice")]})
     assert counts(engine, "spring") == PoolCounts(total=6, available=5, issued=1)
 
 
@@ -441,7 +440,7 @@ def test_reclaim_expired_frees_reservations_past_their_expiry(engine: Engine) ->
     code = short.take()
     assert code is not None
     with pytest.raises(ReservationLost):
-        settle(engine, "m1", [short], {"spring": [Handout("alice", code)]})
+        settle(engine, "m1", [short], {"spring": [code.to("alice")]})
     assert reclaim_expired(engine, now=utcnow() + timedelta(hours=2)) == 2
     assert counts(engine, "spring") == PoolCounts(total=5, available=5)
     assert issuances(engine) == []

@@ -155,9 +155,9 @@ def test_mailing_ids_that_cannot_go_into_a_header_are_refused_up_front() -> None
         with pytest.raises(MailingError, match="mailing id"):
             RenderRequest("t.j2", "r.csv", bad, "sqlite://", out)
     assert RenderRequest("t.j2", "r.csv", "spring-2027 / wave 1", "sqlite://", out)
-    # --var values are in every message: what no message can hold is refused once.
+    # Variables are in every message: what no message can hold is refused once.
     for bad in ("nul\x00", "not utf-8 \udce9"):
-        with pytest.raises(MailingError, match="--var campaign: the value holds"):
+        with pytest.raises(MailingError, match="variable campaign: the value holds"):
             RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, variables={"campaign": bad})
 
 

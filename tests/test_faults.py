@@ -56,9 +56,9 @@ from render_helpers import (
 from sqlalchemy import Engine, text
 
 from pools.issuing.mailings import show_mailing
-from templating.mailing.chunks import ChunkRenderer, ChunkResult, Prepared
+from templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
 from templating.mailing.outputs import OutputFormat
-from templating.mailing.run import _StopWhenOrphaned, render_slice
+from templating.mailing.run import _StopWhenOrphaned, plan_render, render_slice
 from templating.mailing.sources import ChunkCodes
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
@@ -383,7 +383,7 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
     stop = _GoneAfterRendering(3)
     render_chunk = ChunkRenderer.render
 
-    def rendering(self: ChunkRenderer, prepared: Prepared) -> tuple[ChunkResult, ChunkCodes]:
+    def rendering(self: ChunkRenderer, prepared: Prepared) -> tuple[RenderedChunk, ChunkCodes]:
         outcome = render_chunk(self, prepared)
         stop.rendered.append([r.id for r in prepared.chunk])
         return outcome
@@ -393,7 +393,8 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
         db_url, m.template, m.recipients, m.mailing, tmp_path / "gone.jsonl", chunk_size=20
     )
     request.output.prepare()
-    result = render_slice(request, 0, "gone", stop, lambda _n: None)
+    _template, plan = plan_render(engine, request)
+    result = render_slice(request, plan, 0, "gone", stop, lambda _n: None)
     monkeypatch.undo()
     part = request.output.part_path(0, "gone")
     written = records_by_recipient(read_jsonl(part))

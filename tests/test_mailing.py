@@ -453,7 +453,7 @@ def test_bad_recipients_or_output_are_refused_before_anything_moves(
 
 def test_request_validation() -> None:
     out = OutputTarget(OutputFormat.JSONL, None)
-    with pytest.raises(MailingError, match="non-empty id"):
+    with pytest.raises(MailingError, match="a mailing id is required"):
         RenderRequest("t.j2", "r.csv", " ", "sqlite://", out)
     for workers in (0, 65):
         with pytest.raises(InvalidSetting, match="number of workers must be between 1 and 64"):

@@ -74,16 +74,27 @@ _TAKE_SQLITE = text(
 ).bindparams(bindparam("now", type_=DateTime()), bindparam("until", type_=DateTime()))
 
 
-class TakenCode(NamedTuple):
-    """A code taken out of ``available``; ordered as the claim index orders.
+class PromoCode(NamedTuple):
+    """A code as the issuing side passes it around: taken from a pool, held by a
+    customer, or both.
 
-    A named tuple rather than a frozen dataclass: a render builds one per
-    code it reserves, and a tuple is built for a third of the cost.
+    Taken out of ``available`` it carries the end of its issuing window (the
+    claim index's order); handed to a customer (:meth:`to`) it also names them
+    and the slot. One type for reserved, handed-out and already-issued codes,
+    so nothing converts one into another. A named tuple rather than a frozen
+    dataclass: a render builds one per code it reserves and one per code it
+    hands out, and a tuple is built for a third of the cost.
     """
 
-    issuable_until: datetime
+    issuable_until: datetime | None
     id: int
     code: str
+    customer_id: str = ""
+    slot: int = 0
+
+    def to(self, customer_id: str, slot: int = 0) -> PromoCode:
+        """This code handed to ``customer_id`` (in ``slot`` of a per-customer pool)."""
+        return PromoCode(self.issuable_until, self.id, self.code, customer_id, slot)
 
 
 def take_codes(
@@ -96,7 +107,7 @@ def take_codes(
     scope: str | None = None,
     token: str | None = None,
     until: datetime | None = None,
-) -> list[TakenCode]:
+) -> list[PromoCode]:
     """Move up to ``n`` issuable codes out of ``available``, soonest-expiring first."""
     if n <= 0:
         return []
@@ -127,7 +138,7 @@ def take_codes(
         moment = moments.get(until)
         if moment is None:
             moment = moments[until] = _as_datetime(until)
-        taken.append(TakenCode(moment, code_id, code))
+        taken.append(PromoCode(moment, code_id, code))
     return taken
 
 

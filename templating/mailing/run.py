@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from pools.admin.lifecycle import load_pool
+from pools.admin.lifecycle import PoolView, load_pool
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
 from pools.errors import PoolExhausted, PromomailError, ReservationLost
@@ -46,12 +46,19 @@ from pools.issuing.leases import (
     check_lease,
     release_lease,
 )
-from pools.issuing.mailings import RunTotals, finish_run, issued_customers_in, start_run
+from pools.issuing.mailings import (
+    Failure,
+    RunTotals,
+    Skip,
+    finish_run,
+    issued_customers_in,
+    start_run,
+)
 from pools.store.clock import utcnow
 from pools.store.db import StoreConfig, first_line, open_engine, read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import MailingError, TemplateError
-from templating.mailing.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
+from templating.mailing.chunks import ChunkRenderer, PoolPlan, Prepared, RenderedChunk
 from templating.mailing.options import (
     CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -62,11 +69,22 @@ from templating.mailing.options import (
 from templating.mailing.outputs import MessageWriter, OutputTarget
 from templating.mailing.recipients import Recipient, Shard, in_slice, read_recipients
 from templating.mailing.sources import ChunkCodes, OnExhausted
-from templating.template.analysis import analyze
-from templating.template.message import MessageTemplate
+from templating.template.message import CompiledTemplate, MessageTemplate
 
 #: Recipient ids looked up per query when the preflight counts who is served.
 PREFLIGHT_BATCH = 5_000
+
+
+class RequestRefused(MailingError):
+    """A render request that cannot start; ``setting`` names the field at fault.
+
+    The message says what is wrong in the library's terms; a front end that
+    knows which of its options carries the field may name it too.
+    """
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -90,23 +108,26 @@ class RenderRequest:
 
     def __post_init__(self) -> None:
         if not self.mailing_id.strip():
-            raise MailingError("--mailing needs a non-empty id")
+            raise RequestRefused("a mailing id is required", "mailing_id")
         # The id goes into every message's headers: refused here, not by the
         # first message that cannot be written.
         problem = id_problem(self.mailing_id)
         if problem is not None:
-            raise MailingError(f"mailing id {self.mailing_id!r}: {problem}")
+            raise RequestRefused(f"mailing id {self.mailing_id!r}: {problem}", "mailing_id")
         check_workers(self.workers)
         check_range(self.chunk_size, "the chunk size", 1, MAX_CHUNK_SIZE)
         check_seconds(self.lease_seconds, "the lease", allow_zero=False)
         check_seconds(self.wait_seconds, "the wait for another run", allow_zero=True)
         if "client" in self.variables:
-            raise MailingError("--var client=… would hide the recipient; choose another name")
+            raise RequestRefused(
+                "a variable named 'client' would hide the recipient; choose another name",
+                "variables",
+            )
         for name, value in self.variables.items():
             # In every message: refused once here rather than by each recipient.
             problem = value_problem(value)
             if problem is not None:
-                raise MailingError(f"--var {name}: the value {problem}")
+                raise RequestRefused(f"variable {name}: the value {problem}", "variables")
 
     @property
     def scope(self) -> str:
@@ -115,34 +136,49 @@ class RenderRequest:
 
 
 @dataclass
-class WorkerResult:
-    recipients: int = 0
-    rendered: int = 0
-    new_codes: int = 0
-    reused_codes: int = 0
-    failed: list[tuple[str, int, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    stopped_at_pool: str | None = None
-    interrupted: bool = False
-
-
-@dataclass
 class RenderSummary:
+    """A finished render: its totals, and what the front ends report with them."""
+
     mailing: str
     shard: str
-    recipients: int
-    rendered: int
-    new_codes: int
-    reused_codes: int
-    failed: list[tuple[str, int, str]]
-    skipped: list[tuple[str, str]]
+    totals: RunTotals
     seconds: float
-    stopped_at_pool: str | None
-    interrupted: bool
     output: str
     low_stock: list[LowStockAlert] = field(default_factory=list)
     #: The earlier run whose expired lease this run took over, described.
     took_over: str | None = None
+
+    @property
+    def recipients(self) -> int:
+        return self.totals.recipients
+
+    @property
+    def rendered(self) -> int:
+        return self.totals.rendered
+
+    @property
+    def new_codes(self) -> int:
+        return self.totals.new_codes
+
+    @property
+    def reused_codes(self) -> int:
+        return self.totals.reused_codes
+
+    @property
+    def failed(self) -> list[Failure]:
+        return self.totals.failures
+
+    @property
+    def skipped(self) -> list[Skip]:
+        return self.totals.skips
+
+    @property
+    def stopped_at_pool(self) -> str | None:
+        return self.totals.stopped_at_pool
+
+    @property
+    def interrupted(self) -> bool:
+        return self.totals.interrupted
 
     @property
     def rate(self) -> float:
@@ -150,11 +186,7 @@ class RenderSummary:
 
     @property
     def status(self) -> str:
-        if self.interrupted:
-            return "interrupted"
-        if self.stopped_at_pool:
-            return "stopped"
-        return "finished"
+        return self.totals.status
 
     @property
     def ok(self) -> bool:
@@ -184,8 +216,11 @@ class RenderSummary:
 
 
 def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
-    """Resolve the template's pool references; issuing pools must be active."""
-    usage = analyze(template.parsed)
+    """Resolve the template's pool references; issuing pools must be active.
+
+    The one place a run loads its pools: the plan goes to every worker.
+    """
+    usage = template.usage
     if usage.non_literal:
         first = usage.non_literal[0]
         raise TemplateError(
@@ -196,6 +231,7 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
         )
     refs: dict[str, str] = {}
     per_customer: dict[str, int] = {}
+    pools: dict[str, PoolView] = {}
     with read_transaction(engine) as conn:
         for ref in usage.pool_refs:
             line = usage.issues_from.get(ref) or usage.reissues_from.get(ref)
@@ -210,11 +246,27 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
                     line=line,
                 )
             refs[ref] = pool.id
+            pools[pool.id] = pool
             if pool.settings.per_customer is not None:
                 per_customer[pool.id] = pool.settings.per_customer
     issuing = tuple(dict.fromkeys(refs[r] for r in usage.issues_from))
     reissuing = tuple(dict.fromkeys(refs[r] for r in usage.reissues_from))
-    return PoolPlan(refs, issuing, reissuing, per_customer)
+    return PoolPlan(refs, issuing, reissuing, per_customer, pools)
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """What the render process worked out once and hands to each worker:
+    the compiled template and the resolved pools."""
+
+    template: CompiledTemplate
+    pools: PoolPlan
+
+
+def plan_render(engine: Engine, request: RenderRequest) -> tuple[MessageTemplate, RenderPlan]:
+    """Read, compile and analyse the template and resolve its pools, once per run."""
+    template = MessageTemplate.from_file(request.template_path)
+    return template, RenderPlan(template.compiled, plan_pools(engine, template))
 
 
 def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
@@ -237,7 +289,7 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
             for pool_id in plan.issuing if check else ():
                 served[pool_id] += issued_customers_in(conn, request.mailing_id, pool_id, batch)
         for pool_id in plan.issuing if check else ():
-            pool = load_pool(conn, pool_id)
+            pool = plan.pools[pool_id]
             missing = recipients - served[pool_id]
             if pool.settings.multi_use:
                 if missing and shared_code(conn, pool, utcnow()) is None:
@@ -288,7 +340,7 @@ class ChunkPipeline:
         self,
         renderer: ChunkRenderer,
         writer: MessageWriter,
-        result: WorkerResult,
+        result: RunTotals,
         progress: Callable[[int], None],
         fence: Callable[[], None] = lambda: None,
         abandoned: Callable[[], bool] = lambda: False,
@@ -306,7 +358,7 @@ class ChunkPipeline:
         #: (settles run in order, so no chunk after an unwritten one is written).
         self.gave_up = False
         self.db = ThreadPoolExecutor(1, thread_name_prefix="promomail-db")
-        self.settling: deque[tuple[Future[None], Prepared, ChunkResult]] = deque()
+        self.settling: deque[tuple[Future[None], Prepared, RenderedChunk]] = deque()
         renderer.before_refill = self.wait_settled
 
     def _giving_up(self) -> bool:
@@ -337,8 +389,8 @@ class ChunkPipeline:
                 settled = self.db.submit(self._settle, prepared, source)
                 self.settling.append((settled, prepared, outcome))
                 self._take_settled(block=False)
-                if outcome.stopped_at_pool:
-                    self.result.stopped_at_pool = outcome.stopped_at_pool
+                if outcome.totals.stopped_at_pool:
+                    self.result.stopped_at_pool = outcome.totals.stopped_at_pool
                     break
             self.wait_settled()
         finally:
@@ -392,34 +444,28 @@ class ChunkPipeline:
                 outcome = self.renderer.render_now(prepared.chunk)
             self._record(prepared.chunk, outcome)
 
-    def _record(self, chunk: list[Recipient], outcome: ChunkResult) -> None:
+    def _record(self, chunk: list[Recipient], outcome: RenderedChunk) -> None:
         self.writer.write(outcome.messages)
-        result = self.result
-        result.recipients += len(chunk)
-        result.rendered += len(outcome.messages)
-        result.new_codes += outcome.new_codes
-        result.reused_codes += outcome.reused_codes
-        result.failed.extend(outcome.failed)
-        result.skipped.extend(outcome.skipped)
-        if outcome.stopped_at_pool:
-            result.stopped_at_pool = outcome.stopped_at_pool
+        self.result.add(outcome.totals)
         self.progress(len(chunk))
 
 
 def render_slice(
     request: RenderRequest,
+    plan: RenderPlan,
     worker: int,
     run_id: str,
     stop: threading.Event | Any,
     progress: Callable[[int], None],
     lease: Lease | None = None,
-) -> WorkerResult:
-    """A worker process's render: its own engine, template and pool plan."""
+) -> RunTotals:
+    """A worker process's render: its own engine, the template and plan it was handed."""
     engine = open_engine(StoreConfig(request.db_url))
     try:
-        template = MessageTemplate.from_file(request.template_path)
-        plan = plan_pools(engine, template)
-        return _render_with(request, worker, run_id, stop, progress, engine, template, plan, lease)
+        template = MessageTemplate.from_compiled(plan.template)
+        return _render_with(
+            request, worker, run_id, stop, progress, engine, template, plan.pools, lease
+        )
     finally:
         engine.dispose()
 
@@ -434,7 +480,7 @@ def _render_with(
     template: MessageTemplate,
     plan: PoolPlan,
     lease: Lease | None = None,
-) -> WorkerResult:
+) -> RunTotals:
     """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
     writer = request.output.open_writer(worker, run_id)
     renderer = ChunkRenderer(
@@ -451,7 +497,7 @@ def _render_with(
     keep = _slice_filter(request.shard, worker, request.workers)
     # The preflight read and checked the whole file before any worker starts.
     recipients = read_recipients(request.recipients_path, keep, others_checked=True)
-    result = WorkerResult()
+    result = RunTotals()
 
     def fence() -> None:
         if lease is not None:
@@ -468,45 +514,53 @@ def _render_with(
 
 
 def render_mailing(
-    request: RenderRequest, progress: Callable[[int], None] | None = None
+    request: RenderRequest,
+    progress: Callable[[int], None] | None = None,
+    *,
+    engine: Engine | None = None,
 ) -> RenderSummary:
     """Render the mailing (or this shard of it) and record the run.
+
+    ``engine`` is the caller's own engine for ``request.db_url`` when it has
+    one (the command line does); otherwise the render opens one and closes
+    it at the end.
 
     Raises :class:`pools.issuing.leases.LeaseHeld` (changing nothing) while another
     run of the same mailing and shard holds its lease, and
     :class:`pools.issuing.leases.LeaseLost` when this run's lease was taken over.
     """
     started = time.monotonic()
-    engine = open_engine(StoreConfig(request.db_url))
-    try:
-        template = MessageTemplate.from_file(request.template_path)
-        plan = plan_pools(engine, template)
-        # Before anything is written. Taking the lease also frees what a
-        # killed run of this mailing and shard left reserved.
-        lease = acquire_lease(
-            engine,
-            request.mailing_id,
-            request.shard.label,
-            scope=request.scope,
-            seconds=request.lease_seconds,
-            wait=request.wait_seconds,
-        )
-        stop = _stop_event(request.workers)
-        keeper = LeaseKeeper(engine, lease, stop.set)
+    if engine is None:
+        own = open_engine(StoreConfig(request.db_url))
         try:
-            with keeper:
-                summary = _render_leased(
-                    request, progress, engine, template, plan, lease, keeper, stop, started
-                )
-        except BaseException:
-            if keeper.lost is None:
-                with suppress(Exception):
-                    release_lease(engine, lease)
-            raise
-        release_lease(engine, lease)
-        return summary
-    finally:
-        engine.dispose()
+            return render_mailing(request, progress, engine=own)
+        finally:
+            own.dispose()
+    template, plan = plan_render(engine, request)
+    # Before anything is written. Taking the lease also frees what a
+    # killed run of this mailing and shard left reserved.
+    lease = acquire_lease(
+        engine,
+        request.mailing_id,
+        request.shard.label,
+        scope=request.scope,
+        seconds=request.lease_seconds,
+        wait=request.wait_seconds,
+    )
+    stop = _stop_event(request.workers)
+    keeper = LeaseKeeper(engine, lease, stop.set)
+    try:
+        with keeper:
+            summary = _render_leased(
+                request, progress, engine, template, plan, lease, keeper, stop, started
+            )
+    except BaseException:
+        if keeper.lost is None:
+            with suppress(Exception):
+                release_lease(engine, lease)
+        raise
+    release_lease(engine, lease)
+    return summary
 
 
 def _stop_event(workers: int) -> threading.Event | Any:
@@ -533,14 +587,14 @@ def _render_leased(
     progress: Callable[[int], None] | None,
     engine: Engine,
     template: MessageTemplate,
-    plan: PoolPlan,
+    plan: RenderPlan,
     lease: Lease,
     keeper: LeaseKeeper,
     stop: threading.Event | Any,
     started: float,
 ) -> RenderSummary:
     request.output.prepare()
-    total = preflight(engine, request, plan)
+    total = preflight(engine, request, plan.pools)
     start_run(
         engine,
         request.mailing_id,
@@ -552,7 +606,7 @@ def _render_leased(
     reclaim_expired(engine)
     run_id = uuid.uuid4().hex[:12]
     try:
-        results = _run_workers(
+        totals = _run_workers(
             request, run_id, progress or (lambda _n: None), engine, template, plan, stop, lease
         )
         if keeper.lost is not None:
@@ -568,45 +622,20 @@ def _render_leased(
             raise lost from exc
         finish_run(engine, request.mailing_id, request.shard.label, "failed", RunTotals())
         raise
-    summary = _summarize(request, results, total, time.monotonic() - started)
-    summary.took_over = lease.took_over.describe() if lease.took_over else None
-    # After the codes moved, never before: a failing sink only warns.
-    summary.low_stock = check_low_stock(engine, plan.issuing)
-    finish_run(
-        engine,
-        request.mailing_id,
-        request.shard.label,
-        summary.status,
-        RunTotals(
-            summary.recipients,
-            summary.rendered,
-            len(summary.failed),
-            len(summary.skipped),
-            summary.new_codes,
-            summary.reused_codes,
-        ),
-        lease,
-    )
-    return summary
-
-
-def _summarize(
-    request: RenderRequest, results: Sequence[WorkerResult], total: int, seconds: float
-) -> RenderSummary:
-    return RenderSummary(
+    # The preflight counted the whole file; the workers only what they reached.
+    totals.recipients = total
+    summary = RenderSummary(
         mailing=request.mailing_id,
         shard=request.shard.label,
-        recipients=total,
-        rendered=sum(r.rendered for r in results),
-        new_codes=sum(r.new_codes for r in results),
-        reused_codes=sum(r.reused_codes for r in results),
-        failed=[f for r in results for f in r.failed],
-        skipped=[s for r in results for s in r.skipped],
-        seconds=seconds,
-        stopped_at_pool=next((r.stopped_at_pool for r in results if r.stopped_at_pool), None),
-        interrupted=any(r.interrupted for r in results),
+        totals=totals,
+        seconds=time.monotonic() - started,
         output=str(request.output.path) if request.output.path else "-",
+        took_over=lease.took_over.describe() if lease.took_over else None,
     )
+    # After the codes moved, never before: a failing sink only warns.
+    summary.low_stock = check_low_stock(engine, plan.pools.issuing)
+    finish_run(engine, request.mailing_id, request.shard.label, summary.status, totals, lease)
+    return summary
 
 
 class _StopOnSignal:
@@ -636,24 +665,23 @@ def _run_workers(
     progress: Callable[[int], None],
     engine: Engine,
     template: MessageTemplate,
-    plan: PoolPlan,
+    plan: RenderPlan,
     stop_event: threading.Event | Any,
     lease: Lease | None = None,
-) -> list[WorkerResult]:
+) -> RunTotals:
+    """Every worker's totals, added up."""
     if request.workers == 1:
         # In this process: the template and plan already made serve as they are.
         with _StopOnSignal(stop_event):
-            return [
-                _render_with(
-                    request, 0, run_id, stop_event, progress, engine, template, plan, lease
-                )
-            ]
+            return _render_with(
+                request, 0, run_id, stop_event, progress, engine, template, plan.pools, lease
+            )
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     processes = [
         context.Process(
             target=_worker_main,
-            args=(request, worker, run_id, stop_event, messages, os.getpid(), lease),
+            args=(request, plan, worker, run_id, stop_event, messages, os.getpid(), lease),
             name=f"promomail-render-{worker}",
         )
         for worker in range(request.workers)
@@ -664,10 +692,8 @@ def _run_workers(
         return _collect(processes, messages, progress)
 
 
-def _collect(
-    processes: list[Any], messages: Any, progress: Callable[[int], None]
-) -> list[WorkerResult]:
-    results: dict[int, WorkerResult] = {}
+def _collect(processes: list[Any], messages: Any, progress: Callable[[int], None]) -> RunTotals:
+    results: dict[int, RunTotals] = {}
     errors: dict[int, str] = {}
     pending = set(range(len(processes)))
     while pending:
@@ -693,7 +719,10 @@ def _collect(
         process.join()
     if errors:
         raise MailingError("; ".join(errors[k] for k in sorted(errors)))
-    return [results[k] for k in sorted(results)]
+    totals = RunTotals()
+    for worker in sorted(results):
+        totals.add(results[worker])
+    return totals
 
 
 class _StopWhenOrphaned:
@@ -723,6 +752,7 @@ class _StopWhenOrphaned:
 
 def _worker_main(
     request: RenderRequest,
+    plan: RenderPlan,
     worker: int,
     run_id: str,
     stop: Any,
@@ -737,6 +767,7 @@ def _worker_main(
     try:
         result = render_slice(
             request,
+            plan,
             worker,
             run_id,
             _StopWhenOrphaned(stop, parent),
