@@ -146,39 +146,41 @@ class ChunkRenderer:
         plain = PLAIN_ADDRESS.fullmatch
         begin, shown, commit = source.begin, source.shown, source.commit
         kept = result.messages
-        for recipient in prepared.chunk:
-            remaining -= 1
-            email = recipient.fields.get("email")
-            try:
-                # The plain address, the common case, without a call.
-                to = email if type(email) is str and plain(email) else one_address(email)
-            except ValueError as exc:
-                # Checked before rendering: one code must not reach two people.
-                totals.fail(recipient.id, recipient.line, self._at(recipient, exc))
-                continue
-            recipient_id = recipient.id
-            begin(recipient_id)
-            client = Client(recipient_id, recipient.fields, source)
-            try:
-                parts = render({**variables, "client": client})
-                data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, shown()))
-            except RecipientFailed as exc:
-                source.abort()
-                totals.fail(recipient.id, recipient.line, str(exc))
-                continue
-            except UnwritableMessage as exc:
-                source.abort()
-                totals.fail(recipient.id, recipient.line, self._unwritable(recipient, exc))
-                continue
-            except PoolRanOut as exc:
-                source.abort()
-                if self.on_exhausted is OnExhausted.SKIP:
-                    totals.skip(recipient.id, f"pool {exc.pool_id!r} ran out of codes")
+        # One timer for the chunk instead of one per message (see MessageTemplate.timed).
+        with self.template.timed():
+            for recipient in prepared.chunk:
+                remaining -= 1
+                email = recipient.fields.get("email")
+                try:
+                    # The plain address, the common case, without a call.
+                    to = email if type(email) is str and plain(email) else one_address(email)
+                except ValueError as exc:
+                    # Checked before rendering: one code must not reach two people.
+                    totals.fail(recipient.id, recipient.line, self._at(recipient, exc))
                     continue
-                totals.stopped_at_pool = exc.pool_id
-                break
-            commit()
-            kept.append((recipient_id, data))
+                recipient_id = recipient.id
+                begin(recipient_id)
+                client = Client(recipient_id, recipient.fields, source)
+                try:
+                    parts = render({**variables, "client": client})
+                    data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, shown()))
+                except RecipientFailed as exc:
+                    source.abort()
+                    totals.fail(recipient.id, recipient.line, str(exc))
+                    continue
+                except UnwritableMessage as exc:
+                    source.abort()
+                    totals.fail(recipient.id, recipient.line, self._unwritable(recipient, exc))
+                    continue
+                except PoolRanOut as exc:
+                    source.abort()
+                    if self.on_exhausted is OnExhausted.SKIP:
+                        totals.skip(recipient.id, f"pool {exc.pool_id!r} ran out of codes")
+                        continue
+                    totals.stopped_at_pool = exc.pool_id
+                    break
+                commit()
+                kept.append((recipient_id, data))
         totals.recipients = len(prepared.chunk)
         totals.rendered = len(kept)
         totals.new_codes = source.new_codes
