@@ -13,6 +13,7 @@ renders; a run that finds it taken over stops without settling anything more.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import queue
 import signal
@@ -536,6 +537,7 @@ def render_mailing(
             return render_mailing(request, progress, engine=own)
         finally:
             own.dispose()
+    _start_worker_server(request.workers)
     template, plan = plan_render(engine, request)
     # Before anything is written. Taking the lease also frees what a
     # killed run of this mailing and shard left reserved.
@@ -566,7 +568,30 @@ def render_mailing(
 def _stop_event(workers: int) -> threading.Event | Any:
     if workers == 1:
         return threading.Event()
-    return multiprocessing.get_context("spawn").Event()
+    return _worker_context().Event()
+
+
+def _worker_context() -> Any:
+    """How worker processes start: forked from a server that imported the render once.
+
+    A spawned worker starts a fresh interpreter and imports the store and
+    template machinery again (about half a CPU second each). The forkserver
+    is itself such a process, started once per render process with this
+    module preloaded; every worker is then a fork of it, ready at once.
+    Never a plain fork of the render: it holds threads and open connections.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
+def _start_worker_server(workers: int) -> None:
+    """Start the workers' server now, so its imports overlap the preflight."""
+    if workers > 1 and "forkserver" in multiprocessing.get_all_start_methods():
+        _worker_context()
+        multiprocessing.forkserver.ensure_running()
 
 
 def _lost_lease(engine: Engine, lease: Lease, keeper: LeaseKeeper) -> LeaseLost | None:
@@ -676,12 +701,12 @@ def _run_workers(
             return _render_with(
                 request, 0, run_id, stop_event, progress, engine, template, plan.pools, lease
             )
-    context = multiprocessing.get_context("spawn")
+    context = _worker_context()
     messages = context.Queue()
     processes = [
         context.Process(
             target=_worker_main,
-            args=(request, plan, worker, run_id, stop_event, messages, os.getpid(), lease),
+            args=(request, plan, worker, run_id, stop_event, messages, lease),
             name=f"promomail-render-{worker}",
         )
         for worker in range(request.workers)
@@ -735,16 +760,23 @@ class _StopWhenOrphaned:
 
     def __init__(self, event: Any, parent: int) -> None:
         self.event = event
+        #: This worker's parent process when it started: the render, or the
+        #: server it was forked from (which ends when the render ends).
         self.parent = parent
+        self.render = multiprocessing.parent_process()
 
     def orphaned(self) -> bool:
         """Whether the render that started this worker has died.
 
-        Known only once the kernel has finished the dead render and handed
-        its children to another parent, which can take a while on a busy
-        machine; from then on the worker settles nothing more.
+        The render holds the write end of a pipe the worker reads from
+        (multiprocessing's parent sentinel), so its death is seen at once,
+        whichever way the worker was started; and a worker whose parent
+        changed (the kernel handed it to another) is an orphan too. From
+        then on the worker settles nothing more.
         """
-        return os.getppid() != self.parent
+        if os.getppid() != self.parent:
+            return True
+        return self.render is not None and not self.render.is_alive()
 
     def is_set(self) -> bool:
         return bool(self.event.is_set()) or self.orphaned()
@@ -757,7 +789,6 @@ def _worker_main(
     run_id: str,
     stop: Any,
     messages: Any,
-    parent: int,
     lease: Lease | None = None,
 ) -> None:
     # Ctrl-C reaches the whole process group: the parent turns it into the stop
@@ -770,7 +801,7 @@ def _worker_main(
             plan,
             worker,
             run_id,
-            _StopWhenOrphaned(stop, parent),
+            _StopWhenOrphaned(stop, os.getppid()),
             lambda n: messages.put(("progress", worker, n)),
             lease,
         )
