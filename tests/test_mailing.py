@@ -565,3 +565,26 @@ def test_preview_shows_placeholders_and_real_last_codes_without_writing(
     assert "first_name" in failing[0].error
     with pytest.raises(TemplateError, match="has no part 'html'"):
         preview(engine, str(SAMPLES / "sms.j2"), [], part="html")
+
+
+def test_workers_take_the_environment_of_the_render_that_starts_them(
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers fork from a server that outlives one render: the environment of
+    each render (here the sender of its messages) reaches its own workers."""
+    pool_with_codes(engine, "spring", 8)
+    template = write_template(
+        tmp_path,
+        "{% block subject %}Hi{% endblock %}{% block text %}{{ client.promocode('spring') }}"
+        "{% endblock %}",
+    )
+    recipients = write_recipients(tmp_path, customer_ids(4))
+    for mailing, sender in (("m1", "first@example.com"), ("m2", "second@example.com")):
+        monkeypatch.setenv("PROMOMAIL_FROM", sender)
+        out = tmp_path / mailing
+        summary = render(
+            db_url, template, recipients, mailing, out, fmt=OutputFormat.EML, workers=2
+        )
+        assert summary.ok and summary.rendered == 4
+        messages = [email.message_from_bytes(path.read_bytes()) for path in out.iterdir()]
+        assert {message["From"] for message in messages} == {sender}

@@ -706,7 +706,7 @@ def _run_workers(
     processes = [
         context.Process(
             target=_worker_main,
-            args=(request, plan, worker, run_id, stop_event, messages, lease),
+            args=(request, plan, worker, run_id, stop_event, messages, dict(os.environ), lease),
             name=f"promomail-render-{worker}",
         )
         for worker in range(request.workers)
@@ -789,8 +789,14 @@ def _worker_main(
     run_id: str,
     stop: Any,
     messages: Any,
+    environment: dict[str, str],
     lease: Lease | None = None,
 ) -> None:
+    # Forked from a server started by an earlier render, a worker would have
+    # that render's environment (the eml sender, say): it takes this one's.
+    if os.environ != environment:
+        os.environ.clear()
+        os.environ.update(environment)
     # Ctrl-C reaches the whole process group: the parent turns it into the stop
     # event, so a worker never dies in the middle of a chunk because of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
