@@ -218,6 +218,8 @@ NOT_ONE_ADDRESS = [
     "jürgen@example.com",
     "a@example.com\tb@example.com",
     "<>",
+    # The standard library's parser fails on this one with an AttributeError.
+    ".:",
 ]
 
 

@@ -263,8 +263,9 @@ def settle(
 
     ``handed`` maps pool id → the codes taken from that pool's reservation,
     each handed to its customer (:meth:`PromoCode.to`); ``reissues`` lists
-    (pool, customer, code id) shown again by ``last_promocode``. Raises :class:`ReservationLost` (and changes nothing)
-    if any reserved code was reclaimed or voided before this commit.
+    (pool, customer, code id) shown again by ``last_promocode``. Raises
+    :class:`ReservationLost` (and changes nothing) if any reserved code was
+    reclaimed or voided before this commit.
     """
     now = utcnow()
     with write_transaction(engine) as conn:

@@ -373,7 +373,9 @@ def _parsed_address(text: str) -> str:
         raise ValueError(f"the address holds {describe_unsafe(bad.group())}")
     try:
         header = address_header(text)
-    except (HeaderParseError, MessageDefect, ValueError, IndexError) as exc:
+    # IndexError and AttributeError: the standard library's parser itself
+    # fails on some malformed values (".:" for one) instead of reporting them.
+    except (HeaderParseError, MessageDefect, ValueError, IndexError, AttributeError) as exc:
         raise ValueError(f"{text!r} is not an e-mail address") from exc
     groups = [group for group in header.groups if group.display_name is not None]
     if groups:
