@@ -149,23 +149,34 @@ class UploadRejected(CommandFailed):
         super().show(file)
 
 
-def cli_flag(setting: str) -> str:
-    """The option of a library setting: every option is named after its setting."""
+def cli_flag(setting: str, command: click.Command | None = None) -> str:
+    """The option that carries a library setting: the command's parameter of
+    that name (``--mailing`` for ``mailing_id``), else ``--`` and the name."""
+    for param in command.params if command is not None else ():
+        if param.name == setting and isinstance(param, click.Option):
+            return max(param.opts, key=len)
     return "--" + setting.replace("_", "-")
+
+
+def flags_of(command: click.Command | None) -> Callable[[str], str]:
+    """A setting's name as ``command``'s option, for :meth:`NamesSettings.naming`."""
+    return lambda setting: cli_flag(setting, command)
 
 
 def misused_options(exc: NamesSettings, ctx: click.Context) -> click.UsageError:
     """A setting the library refused as a wrong combination of this command's options."""
-    return click.UsageError(exc.naming(cli_flag), ctx)
+    return click.UsageError(exc.naming(flags_of(ctx.command)), ctx)
 
 
-def translate_error(exc: Exception, state: State | None) -> click.ClickException | None:
+def translate_error(
+    exc: Exception, state: State | None, command: click.Command | None = None
+) -> click.ClickException | None:
     """The click error to show for a library or database failure; None for any other."""
     if isinstance(exc, ImportRejected):
         listed = state is None or not state.problems_reported
         return UploadRejected(exc, list_problems=listed)
     if isinstance(exc, NamesSettings):
-        return CommandFailed(exc.naming(cli_flag))
+        return CommandFailed(exc.naming(flags_of(command)))
     if isinstance(exc, PromomailError):
         return CommandFailed(str(exc))
     return None
@@ -287,7 +298,10 @@ class PromomailGroup(click.Group):
             raise
         except Exception as exc:
             state = ctx.obj if isinstance(ctx.obj, State) else None
-            translated = translate_error(exc, state)
+            # The innermost group answers first: its subcommand ran and knows its options.
+            name = ctx.invoked_subcommand
+            command = self.get_command(ctx, name) if name else None
+            translated = translate_error(exc, state, command)
             if translated is None:
                 raise
             raise translated from exc

@@ -34,7 +34,7 @@ from benchlib import CpuMeter, fresh_store, parse_databases, print_table, scratc
 from sqlalchemy import Engine, insert, select, text
 
 from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.issuing.claiming import Handout, claim, reserve, settle
+from pools.issuing.claiming import claim, reserve, settle
 from pools.store.clock import utcnow
 from pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
 from pools.store.dialect_sql import insert_codes
@@ -178,7 +178,7 @@ def library_round(
     reservation = reserve(engine, "lib", batch, scope="bench")
     reserved = time.perf_counter() - wall
     cpu = meter.now() - cpu
-    handouts = [Handout(f"l{round_}-{i}", code) for i, code in enumerate(reservation.codes)]
+    handouts = [code.to(f"l{round_}-{i}") for i, code in enumerate(reservation.codes)]
     assert len(handouts) == batch
     wall, cpu_settle = time.perf_counter(), meter.now()
     settle(engine, "bench", [reservation], {"lib": handouts})

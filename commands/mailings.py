@@ -176,10 +176,11 @@ def render(
         lease_seconds=lease_seconds,
         wait_seconds=wait_seconds,
     )
-    get_engine(ctx)  # migrate before the workers start
+    # Migrated before the workers start; the render runs on this same engine.
+    engine = get_engine(ctx)
     progress = Progress("Rendering", show=_recipients_count) if stderr_is_terminal() else None
     try:
-        result = render_mailing(request, progress.advance if progress else None)
+        result = render_mailing(request, progress.advance if progress else None, engine=engine)
     finally:
         if progress is not None:
             progress.finish()

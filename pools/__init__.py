@@ -106,7 +106,6 @@ if TYPE_CHECKING:
     from pools.history.pages import Page, customer_page, issuance_page, segment_page
     from pools.history.segments import SegmentFormat, segment, write_segment
     from pools.issuing.claiming import (
-        Handout,
         Reservation,
         claim,
         reclaim_expired,
@@ -134,10 +133,11 @@ if TYPE_CHECKING:
         upgrade,
         write_transaction,
     )
+    from pools.store.dialect_sql import PromoCode
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
-    "Handout": "pools.issuing.claiming",
+    "PromoCode": "pools.store.dialect_sql",
     "Reservation": "pools.issuing.claiming",
     "claim": "pools.issuing.claiming",
     "reclaim_expired": "pools.issuing.claiming",
@@ -272,7 +272,6 @@ __all__ = [
     "ExportError",
     "FileFormat",
     "GenerationError",
-    "Handout",
     "ImportRejected",
     "ImportReport",
     "InvalidCursor",
@@ -299,6 +298,7 @@ __all__ = [
     "PoolSettings",
     "PoolView",
     "Principal",
+    "PromoCode",
     "PromomailError",
     "RedemptionNotFound",
     "RedemptionResult",

@@ -26,7 +26,6 @@ from pools.codes.listing import CodeState, list_codes
 from pools.codes.voiding import void_batch
 from pools.errors import PoolError, PoolExhausted, ReservationLost, StoreConflict
 from pools.issuing.claiming import (
-    Handout,
     Reservation,
     claim,
     reclaim_expired,
@@ -321,7 +320,7 @@ def test_reserve_then_settle_issues_what_was_handed_out(engine: Engine) -> None:
     carol = reservation.take()
     assert alice is not None and bob is not None and carol is not None
     reservation.give_back(carol)  # carol's message failed to render
-    handed = {"spring": [Handout("alice", alice), Handout("bob", bob)]}
+    handed = {"spring": [alice.to("alice"), bob.to("bob")]}
     settle(engine, "m1", [reservation], handed)
 
     assert [(m, c, code) for m, c, _, code, _, _ in issuances(engine)] == [
@@ -359,8 +358,8 @@ def test_reserve_many_pools_at_once(engine: Engine) -> None:
         "m1",
         list(held.values()),
         {
-            "spring": [Handout("alice", spring_code)],
-            "summer": [Handout("alice", first), Handout("bob", first)],
+            "spring": [spring_code.to("alice")],
+            "summer": [first.to("alice"), first.to("bob")],
         },
     )
     assert sorted((c, p, code, ex) for _, c, p, code, _, ex in issuances(engine)) == [
@@ -387,7 +386,7 @@ def test_settle_after_void_raises_and_changes_nothing(engine: Engine) -> None:
             engine,
             "m1",
             [spring, summer],
-            {"spring": [Handout("alice", a1)], "summer": [Handout("alice", s1)]},
+            {"spring": [a1.to("alice")], "summer": [s1.to("alice")]},
         )
     assert snapshot(engine) == before
     assert issuances(engine) == []
@@ -410,14 +409,14 @@ def test_settle_after_reclaim_raises_and_changes_nothing(engine: Engine) -> None
     code = stale.take()
     assert code is not None
     with pytest.raises(ReservationLost):
-        settle(engine, "m1", [stale], {"spring": [Handout("alice", code)]})
+        settle(engine, "m1", [stale], {"spring": [code.to("alice")]})
     # An unused stale reservation cannot put codes back either.
     with pytest.raises(ReservationLost):
         settle(engine, "m1", [stale], {})
     assert snapshot(engine) == before
     fresh_code = fresh.take()
     assert fresh_code is not None
-    settle(engine, "m1", [fresh], {"spring": [Handout("bob", fresh_code)]})
+    settle(engine, "m1", [fresh], {"spring": [fresh_code.to("bob")]})
     assert [(c, code) for _, c, _, code, _, _ in issuances(engine)] == [("bob", "A1")]
     assert counts(engine, "spring") == PoolCounts(total=3, available=2, issued=1)
 
@@ -431,7 +430,7 @@ def test_settle_after_redemption_of_a_reserved_code_raises(engine: Engine) -> No
     a1, a2 = held.take(), held.take()
     assert a1 is not None and a2 is not None
     with pytest.raises(ReservationLost):
-        settle(engine, "m1", [held], {"spring": [Handout("alice", a1), Handout("bob", a2)]})
+        settle(engine, "m1", [held], {"spring": [a1.to("alice"), a2.to("bob")]})
     assert snapshot(engine) == before
     release(engine, [held])
     assert issuances(engine) == []
@@ -448,7 +447,7 @@ def test_settled_codes_are_issued_and_no_longer_reserved(engine: Engine) -> None
     assert [e.state for e in list_codes(engine, "spring")] == ["reserved", "reserved", "available"]
     code = held.take()
     assert code is not None
-    settle(engine, "m1", [held], {"spring": [Handout("alice", code)]})
+    settle(engine, "m1", [held], {"spring": [code.to("alice")]})
     assert counts(engine, "spring") == PoolCounts(total=3, available=2, issued=1)
     assert [e.state for e in list_codes(engine, "spring", state=CodeState.ISSUED)] == ["issued"]
     assert list_codes(engine, "spring", state=CodeState.RESERVED) == []
@@ -474,7 +473,7 @@ def test_void_of_a_batch_voids_the_codes_of_every_open_reservation(engine: Engin
         code = held.take()
         assert code is not None
         with pytest.raises(ReservationLost):
-            settle(engine, "m1", [held], {"spring": [Handout("alice", code)]})
+            settle(engine, "m1", [held], {"spring": [code.to("alice")]})
     release(engine, [first, second])
     assert counts(engine, "spring") == PoolCounts(total=6, void=6)
 
@@ -489,7 +488,7 @@ def test_reclaim_scope_frees_only_that_scope(engine: Engine) -> None:
     assert counts(engine, "spring") == PoolCounts(total=6, available=4, reserved=2)
     kept_code = kept.take()
     assert kept_code is not None
-    settle(engine, "m1", [kept], {"spring": [Handout("alice", kept_code)]})
+    settle(engine, "m1", [kept], {"spring": [kept_code.to("alice")]})
     assert counts(engine, "spring") == PoolCounts(total=6, available=5, issued=1)
 
 
@@ -503,7 +502,7 @@ def test_reclaim_expired_frees_reservations_past_their_expiry(engine: Engine) ->
     code = short.take()
     assert code is not None
     with pytest.raises(ReservationLost):
-        settle(engine, "m1", [short], {"spring": [Handout("alice", code)]})
+        settle(engine, "m1", [short], {"spring": [code.to("alice")]})
     assert reclaim_expired(engine, now=utcnow() + timedelta(hours=2)) == 2
     assert counts(engine, "spring") == PoolCounts(total=5, available=5)
     assert issuances(engine) == []
@@ -622,7 +621,7 @@ def test_concurrent_claims_never_issue_a_code_twice(db_url: str, engine: Engine)
 def _settle_while_voided(barrier: Any, url: str, pools: list[str]) -> dict[str, int]:
     """Reserve from each pool, then settle each chunk whole as another process voids it."""
     from pools.errors import ReservationLost
-    from pools.issuing.claiming import Handout, release, reserve, settle
+    from pools.issuing.claiming import release, reserve, settle
     from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
@@ -631,7 +630,7 @@ def _settle_while_voided(barrier: Any, url: str, pools: list[str]) -> dict[str, 
         held = {pool: reserve(engine, pool, 60, scope=f"race-{pool}") for pool in pools}
         barrier.wait()
         for pool, reservation in held.items():
-            handed = [Handout(f"c{i}", code) for i, code in enumerate(reservation.codes[:50])]
+            handed = [code.to(f"c{i}") for i, code in enumerate(reservation.codes[:50])]
             try:
                 settle(engine, "race", [reservation], {pool: handed})
                 issued[pool] = len(handed)

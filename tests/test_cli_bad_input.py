@@ -569,3 +569,20 @@ def test_the_library_names_the_setting_and_the_cli_its_flag() -> None:
     assert refused.naming(cli_module.cli_flag) == "--issued-valid-days must be at least 1"
     placed = InvalidSetting("{a_b} {x} needs {c}, not '{a_b}{'", "a_b", "c")
     assert placed.naming(cli_module.cli_flag) == "--a-b {x} needs --c, not '--a-b{'"
+
+
+def test_a_refused_render_setting_is_shown_as_the_option_that_carries_it(tmp_path: Path) -> None:
+    # The library says ``variables``; the command's parameter of that name is --var.
+    template = tmp_path / "t.j2"
+    template.write_text("Hi")
+    recipients = tmp_path / "r.csv"
+    recipients.write_text("id\nann\n")
+    args: list[str | Path] = [
+        *("render", template, "--recipients", recipients),
+        *("--mailing", "m1", "--var", "client=x"),
+    ]
+    result = invoke(["--db", f"sqlite:///{tmp_path / 'store.db'}", *args])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: --var cannot name 'client': it would hide the recipient"
+    )

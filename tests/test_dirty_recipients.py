@@ -155,9 +155,9 @@ def test_mailing_ids_that_cannot_go_into_a_header_are_refused_up_front() -> None
         with pytest.raises(MailingError, match="mailing id"):
             RenderRequest("t.j2", "r.csv", bad, "sqlite://", out)
     assert RenderRequest("t.j2", "r.csv", "spring-2027 / wave 1", "sqlite://", out)
-    # --var values are in every message: what no message can hold is refused once.
+    # Variables are in every message: what no message can hold is refused once.
     for bad in ("nul\x00", "not utf-8 \udce9"):
-        with pytest.raises(InvalidSetting, match=r"^var campaign: the value holds"):
+        with pytest.raises(InvalidSetting, match=r"^variables campaign: the value holds"):
             RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, variables={"campaign": bad})
 
 
@@ -218,11 +218,12 @@ NOT_ONE_ADDRESS = [
     "jürgen@example.com",
     "a@example.com\tb@example.com",
     "<>",
-    # The standard library's parser fails on these from inside (AttributeError, IndexError).
+    # The standard library's parser fails on these from inside (AttributeError, TypeError, IndexError).
     ".<a@example.com>",
     "a.<a@b>",
     ".:a@example.com;",
     ".@",
+    ".:",
 ]
 
 

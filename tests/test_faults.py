@@ -56,9 +56,9 @@ from render_helpers import (
 from sqlalchemy import Engine, text
 
 from pools.issuing.mailings import show_mailing
-from templating.mailing.chunks import ChunkRenderer, ChunkResult, Prepared
+from templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
 from templating.mailing.outputs import OutputFormat
-from templating.mailing.run import _StopWhenOrphaned, render_slice
+from templating.mailing.run import _StopWhenOrphaned, plan_render, render_slice
 from templating.mailing.sources import ChunkCodes
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
@@ -277,6 +277,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _descendants(pid: int) -> list[int]:
+    """Processes below ``pid``: its children, theirs, and so on.
+
+    A render's workers are forked from a server the render started, so they
+    are its grandchildren, not its children.
+    """
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        children = _children(pending.pop())
+        found += children
+        pending += children
+    return found
+
+
 def _gone(pid: int) -> bool:
     """Exited (a zombie waiting for an adoptive parent to reap it counts as gone)."""
     try:
@@ -321,7 +336,7 @@ def test_killing_a_render_with_workers_stops_its_workers_too(
             ),
             until=time.monotonic() + 60,
         )
-        workers = [p for p in _children(running.child.pid) if not _gone(p)]
+        workers = [p for p in _descendants(running.child.pid) if not _gone(p)]
         # Frozen while the count is read and the parent is killed, so the
         # count is the one at the kill, however slowly this machine runs.
         # kill() only asks a process to stop: each of its threads stops when
@@ -344,7 +359,8 @@ def test_killing_a_render_with_workers_stops_its_workers_too(
         running.child.kill()
         running.child.communicate()
     assert running.child.returncode == -signal.SIGKILL, running.stderr()
-    # The resource tracker is a child as well; it exits once the workers have.
+    # The worker server and the resource tracker are there as well; they
+    # exit once the workers have.
     assert len(workers) >= 2, workers
     stopped = _poll(lambda: all(_gone(p) for p in workers), until=time.monotonic() + 60)
     assert stopped, "the workers of a killed render went on running"
@@ -383,7 +399,7 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
     stop = _GoneAfterRendering(3)
     render_chunk = ChunkRenderer.render
 
-    def rendering(self: ChunkRenderer, prepared: Prepared) -> tuple[ChunkResult, ChunkCodes]:
+    def rendering(self: ChunkRenderer, prepared: Prepared) -> tuple[RenderedChunk, ChunkCodes]:
         outcome = render_chunk(self, prepared)
         stop.rendered.append([r.id for r in prepared.chunk])
         return outcome
@@ -393,7 +409,8 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
         db_url, m.template, m.recipients, m.mailing, tmp_path / "gone.jsonl", chunk_size=20
     )
     request.output.prepare()
-    result = render_slice(request, 0, "gone", stop, lambda _n: None)
+    _template, plan = plan_render(engine, request)
+    result = render_slice(request, plan, 0, "gone", stop, lambda _n: None)
     monkeypatch.undo()
     part = request.output.part_path(0, "gone")
     written = records_by_recipient(read_jsonl(part))

@@ -453,13 +453,15 @@ def test_bad_recipients_or_output_are_refused_before_anything_moves(
 
 def test_request_validation() -> None:
     out = OutputTarget(OutputFormat.JSONL, None)
-    with pytest.raises(InvalidSetting, match=r"^mailing needs a non-empty id$") as refused:
+    with pytest.raises(InvalidSetting, match=r"^mailing_id must not be empty$") as refused:
         RenderRequest("t.j2", "r.csv", " ", "sqlite://", out)
-    assert refused.value.settings == ("mailing",)
+    assert refused.value.settings == ("mailing_id",)
     for workers in (0, 65):
         with pytest.raises(InvalidSetting, match="number of workers must be between 1 and 64"):
             RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, workers=workers)
-    with pytest.raises(InvalidSetting, match=r"^var client=… would hide the recipient"):
+    with pytest.raises(
+        InvalidSetting, match=r"^variables cannot name 'client': it would hide the recipient$"
+    ):
         RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, variables={"client": "x"})
     assert RenderRequest("t.j2", "r.csv", "m", "sqlite://", out, shard=Shard(2, 3)).scope == "m|2/3"
 
@@ -566,3 +568,26 @@ def test_preview_shows_placeholders_and_real_last_codes_without_writing(
     assert "first_name" in failing[0].error
     with pytest.raises(InvalidTemplate, match="has no part 'html'"):
         preview(engine, str(SAMPLES / "sms.j2"), [], part="html")
+
+
+def test_workers_take_the_environment_of_the_render_that_starts_them(
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers fork from a server that outlives one render: the environment of
+    each render (here the sender of its messages) reaches its own workers."""
+    pool_with_codes(engine, "spring", 8)
+    template = write_template(
+        tmp_path,
+        "{% block subject %}Hi{% endblock %}{% block text %}{{ client.promocode('spring') }}"
+        "{% endblock %}",
+    )
+    recipients = write_recipients(tmp_path, customer_ids(4))
+    for mailing, sender in (("m1", "first@example.com"), ("m2", "second@example.com")):
+        monkeypatch.setenv("PROMOMAIL_FROM", sender)
+        out = tmp_path / mailing
+        summary = render(
+            db_url, template, recipients, mailing, out, fmt=OutputFormat.EML, workers=2
+        )
+        assert summary.ok and summary.rendered == 4
+        messages = [email.message_from_bytes(path.read_bytes()) for path in out.iterdir()]
+        assert {message["From"] for message in messages} == {sender}

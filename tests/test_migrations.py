@@ -246,8 +246,8 @@ def _store_at(db_url: str, revision: str) -> Engine:
 def test_held_codes_migration_keeps_open_reservations(db_url: str) -> None:
     """0005 on a store with reserved codes: the render holding them can still settle."""
     from pools.admin.lifecycle import show_pool
-    from pools.issuing.claiming import Handout, Reservation, reclaim_scope, settle
-    from pools.store.dialect_sql import TakenCode
+    from pools.issuing.claiming import Reservation, reclaim_scope, settle
+    from pools.store.dialect_sql import PromoCode
 
     engine = _store_at(db_url, "0004")
     try:
@@ -303,9 +303,9 @@ def test_held_codes_migration_keeps_open_reservations(db_url: str) -> None:
         assert (counts.total, counts.reserved, counts.issued, counts.available) == (6, 3, 1, 2)
         until = datetime(9999, 12, 31)
         holding = Reservation(
-            "one", "m1|all", "tok", [TakenCode(until, 1, "R1"), TakenCode(until, 2, "R2")]
+            "one", "m1|all", "tok", [PromoCode(until, 1, "R1"), PromoCode(until, 2, "R2")]
         )
-        settle(engine, "m1", [holding], {"one": [Handout("bob", holding.codes[0])]})
+        settle(engine, "m1", [holding], {"one": [holding.codes[0].to("bob")]})
         assert reclaim_scope(engine, "m2|all") == 1
         counts = show_pool(engine, "one").counts
         assert (counts.total, counts.reserved, counts.issued, counts.available) == (6, 0, 2, 4)
@@ -317,7 +317,7 @@ def test_held_codes_migration_goes_back_down(db_url: str) -> None:
     """Downgrading 0005 turns open reservations back into reserved code rows."""
     from alembic import command
 
-    from pools.issuing.claiming import Handout, reserve, settle
+    from pools.issuing.claiming import reserve, settle
     from pools.store.db import _alembic_config, write_transaction
 
     engine = open_engine(StoreConfig(db_url))
@@ -325,7 +325,7 @@ def test_held_codes_migration_goes_back_down(db_url: str) -> None:
         make_pool(engine, "one", ["A1", "A2", "A3"])
         # A1 settled (it keeps its reservation's token until the downgrade), A2 held.
         settled = reserve(engine, "one", 1, scope="m0|all")
-        settle(engine, "m0", [settled], {"one": [Handout("ann", settled.codes[0])]})
+        settle(engine, "m0", [settled], {"one": [settled.codes[0].to("ann")]})
         reserve(engine, "one", 1, scope="m1|all")
         with write_transaction(engine) as conn:
             command.downgrade(_alembic_config(conn), "0004")

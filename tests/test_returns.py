@@ -26,7 +26,7 @@ from pools.errors import MailingNotFound, ReturnListError
 from pools.history.customers import customer_history
 from pools.history.export import export_issuances
 from pools.issuing.claiming import claim, record_reissues
-from pools.issuing.lookups import latest_codes
+from pools.issuing.holdings import latest_codes
 from pools.issuing.mailings import show_mailing
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction

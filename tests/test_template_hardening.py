@@ -26,7 +26,6 @@ from test_environment import ESCAPES, MARKER, refusal
 from templating.errors import InvalidTemplate, RecipientFailed
 from templating.mailing.checking import check_template, preview, preview_recipients
 from templating.mailing.sources import PreviewCodes
-from templating.template.analysis import analyze
 from templating.template.client import Client
 from templating.template.environment import make_environment
 from templating.template.message import MessageTemplate
@@ -90,7 +89,7 @@ def test_literal_calls_still_work_and_are_analysed() -> None:
         "{{ client.promocode('spring') }} {{ client.last_promocode('old') }} "
         "{{ client.promocodes('multi')|join(',') }} {{ client['first_name'] }} {{ client.id }}",
     )
-    usage = analyze(template.parsed)
+    usage = template.usage
     assert usage.issues_from == {"spring": 1, "multi": 1}
     assert usage.reissues_from == {"old": 1}
     body = template.render({"client": _client()})["body"]
@@ -398,7 +397,7 @@ def test_partials_render_and_are_analysed(folder: Path) -> None:
         "Body {{ old() }}\n{% include 'footer.j2' %}{% endblock %}\n",
     )
     template = MessageTemplate.from_file(path)
-    usage = analyze(template.parsed)
+    usage = template.usage
     assert usage.issues_from == {"footer-pool": 3}  # the include's line in message.j2
     assert usage.reissues_from == {"old-pool": 1}  # the first import's line
     assert sorted(usage.partials) == ["footer.j2", "parts/macros.j2"]

@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -46,7 +45,7 @@ from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.dialect_sql import (
     Hold,
-    TakenCode,
+    PromoCode,
     close_reservations,
     insert_issuances,
     issue_reserved,
@@ -71,20 +70,20 @@ class Reservation:
     pool_id: str
     scope: str
     token: str
-    codes: list[TakenCode]
+    codes: list[PromoCode]
     exclusive: bool = True
-    _free: deque[TakenCode] = field(init=False, repr=False)
+    _free: deque[PromoCode] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._free = deque(self.codes)
 
-    def take(self) -> TakenCode | None:
+    def take(self) -> PromoCode | None:
         """The next code, or None when the reservation is used up."""
         if not self.exclusive:
             return self.codes[0] if self.codes else None
         return self._free.popleft() if self._free else None
 
-    def give_back(self, code: TakenCode) -> None:
+    def give_back(self, code: PromoCode) -> None:
         """Return a code taken for a recipient whose message then failed."""
         if self.exclusive:
             self._free.appendleft(code)
@@ -99,17 +98,9 @@ class Reservation:
             self.codes.extend(more.codes)
 
 
-@dataclass(frozen=True)
-class IssuedCode:
-    customer_id: str
-    code_id: int
-    code: str
-    slot: int = 0
-
-
 def existing_codes(
     conn: Connection, mailing_id: str, pool_id: str, customer_ids: Iterable[str]
-) -> dict[str, IssuedCode]:
+) -> dict[str, PromoCode]:
     """Initial codes this mailing already gave these customers from this pool."""
     ids = list(customer_ids)
     if not ids:
@@ -127,10 +118,10 @@ def existing_codes(
             Issuance.returned_at.is_(None),
         )
     )
-    return {r.customer_id: IssuedCode(r.customer_id, r.code_id, r.code) for r in rows}
+    return {r.customer_id: PromoCode(None, r.code_id, r.code, r.customer_id) for r in rows}
 
 
-def shared_code(conn: Connection, pool: PoolView, now: datetime) -> TakenCode | None:
+def shared_code(conn: Connection, pool: PoolView, now: datetime) -> PromoCode | None:
     """A multi-use pool's code: the soonest-expiring issuable one, never consumed."""
     row = conn.execute(
         select(Code.issuable_until, Code.id, Code.code)
@@ -138,14 +129,14 @@ def shared_code(conn: Connection, pool: PoolView, now: datetime) -> TakenCode | 
         .order_by(Code.issuable_until, Code.id)
         .limit(1)
     ).first()
-    return TakenCode(row[0], row[1], row[2]) if row else None
+    return PromoCode(row[0], row[1], row[2]) if row else None
 
 
 def _record(
     conn: Connection,
     mailing_id: str,
     pool_id: str,
-    issued: Sequence[IssuedCode],
+    issued: Sequence[PromoCode],
     *,
     kind: IssuanceKind,
     exclusive: bool,
@@ -154,7 +145,7 @@ def _record(
     insert_issuances(
         conn,
         [
-            (pool_id, item.code_id, item.customer_id, mailing_id, kind, item.slot, exclusive, now)
+            (pool_id, item.id, item.customer_id, mailing_id, kind, item.slot, exclusive, now)
             for item in issued
         ],
     )
@@ -205,7 +196,7 @@ def _claim_in(
         taken = take_codes(conn, pool_id, len(missing), now=now)
     if len(taken) < len(missing) and not partial:
         raise PoolExhausted(pool_id, len(missing), len(taken))
-    issued = [IssuedCode(c, t.id, t.code) for c, t in zip(missing, taken, strict=False)]
+    issued = [t.to(c) for c, t in zip(missing, taken, strict=False)]
     _record(
         conn,
         mailing_id,
@@ -264,30 +255,20 @@ def reserve_many(
     return reservations
 
 
-class Handout(NamedTuple):
-    """A code a chunk gave a customer: from which reservation, in which slot.
-
-    A named tuple: a render builds one per code it hands out.
-    """
-
-    customer_id: str
-    code: TakenCode
-    slot: int = 0
-
-
 def settle(
     engine: Engine,
     mailing_id: str,
     reservations: Sequence[Reservation],
-    handed: Mapping[str, Sequence[Handout]],
+    handed: Mapping[str, Sequence[PromoCode]],
     reissues: Sequence[tuple[str, str, int]] = (),
 ) -> None:
     """Record a chunk's issuances and release its unused codes, atomically.
 
-    ``handed`` maps pool id → the handouts taken from that pool's
-    reservation; ``reissues`` lists (pool, customer, code id) shown again by
-    ``last_promocode``. Raises :class:`ReservationLost` (and changes nothing)
-    if any reserved code was reclaimed, voided or redeemed before this commit.
+    ``handed`` maps pool id → the codes taken from that pool's reservation,
+    each handed to its customer (:meth:`PromoCode.to`); ``reissues`` lists
+    (pool, customer, code id) shown again by ``last_promocode``. Raises
+    :class:`ReservationLost` (and changes nothing) if any reserved code was
+    reclaimed, voided or redeemed before this commit.
     """
     now = utcnow()
     with write_transaction(engine) as conn:
@@ -302,13 +283,13 @@ def settle(
                     conn,
                     mailing_id,
                     reservation.pool_id,
-                    [IssuedCode(h.customer_id, h.code.id, h.code.code, h.slot) for h in handouts],
+                    handouts,
                     kind=IssuanceKind.INITIAL,
                     exclusive=False,
                     now=now,
                 )
                 continue
-            rows = [(h.code.id, h.customer_id, h.slot) for h in handouts]
+            rows = [(h.id, h.customer_id, h.slot) for h in handouts]
             issued = issue_reserved(
                 conn, reservation.pool_id, reservation.token, mailing_id, rows, now
             )

@@ -16,15 +16,64 @@ from pools.store.db import read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent, one_of
 from pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
 
+#: A recipient whose message failed: (recipient id, line in the recipients file, reason).
+Failure = tuple[str, int, str]
+#: A recipient left out because a pool ran out: (recipient id, reason).
+Skip = tuple[str, str]
 
-@dataclass(frozen=True)
+
+@dataclass
 class RunTotals:
+    """What a render did: of one chunk, one worker, a whole run, or a stored run.
+
+    One type at every level, added up with :meth:`add`, so a chunk's totals
+    become a worker's and the workers' a run's without conversions. The
+    counters are what a run's record stores; the lists name the recipients
+    and are known only to the process that rendered them (a run read back
+    from the store has the counts and empty lists).
+    """
+
     recipients: int = 0
     rendered: int = 0
     failed: int = 0
     skipped: int = 0
     new_codes: int = 0
     reused_codes: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    #: The pool that ran out and ended the render (policy ``stop``).
+    stopped_at_pool: str | None = None
+    #: Stopped before the end when asked to (a signal, a lost lease, a gone run).
+    interrupted: bool = False
+
+    def fail(self, recipient_id: str, line: int, reason: str) -> None:
+        self.failures.append((recipient_id, line, reason))
+        self.failed += 1
+
+    def skip(self, recipient_id: str, reason: str) -> None:
+        self.skips.append((recipient_id, reason))
+        self.skipped += 1
+
+    def add(self, other: RunTotals) -> None:
+        """Count ``other`` in (a chunk into its worker, a worker into its run)."""
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
+        self.skips.extend(other.skips)
+        self.stopped_at_pool = self.stopped_at_pool or other.stopped_at_pool
+        self.interrupted = self.interrupted or other.interrupted
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.stopped_at_pool:
+            return "stopped"
+        return "finished"
+
+
+#: The counters of :class:`RunTotals`, the columns of a run's record.
+COUNTERS = ("recipients", "rendered", "failed", "skipped", "new_codes", "reused_codes")
 
 
 def start_run(
@@ -93,12 +142,7 @@ def finish_run(
             .values(
                 status=status,
                 finished_at=now,
-                recipients=totals.recipients,
-                rendered=totals.rendered,
-                failed=totals.failed,
-                skipped=totals.skipped,
-                new_codes=totals.new_codes,
-                reused_codes=totals.reused_codes,
+                **{name: getattr(totals, name) for name in COUNTERS},
             )
         )
         conn.execute(update(Mailing).where(Mailing.id == mailing_id).values(finished_at=now))
@@ -196,12 +240,7 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
         .subquery()
     )
     redeemed = conn.execute(select(func.count()).select_from(credited)).scalar_one()
-    totals = RunTotals(
-        *(
-            sum(getattr(r, name) for r in runs)
-            for name in ("recipients", "rendered", "failed", "skipped", "new_codes", "reused_codes")
-        )
-    )
+    totals = RunTotals(**{name: sum(getattr(r, name) for r in runs) for name in COUNTERS})
     statuses = {r.status for r in runs}
     status = (
         statuses.pop()

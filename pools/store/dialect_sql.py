@@ -111,21 +111,32 @@ class Hold(NamedTuple):
     until: datetime
 
 
-class TakenCode(NamedTuple):
-    """A code taken out of ``available``; ordered as the claim index orders.
+class PromoCode(NamedTuple):
+    """A code as the issuing side passes it around: taken from a pool, held by a
+    customer, or both.
 
-    A named tuple rather than a frozen dataclass: a render builds one per
-    code it reserves, and a tuple is built for a third of the cost.
+    Taken out of ``available`` it carries the end of its issuing window (the
+    claim index's order); handed to a customer (:meth:`to`) it also names them
+    and the slot. One type for reserved, handed-out and already-issued codes,
+    so nothing converts one into another. A named tuple rather than a frozen
+    dataclass: a render builds one per code it reserves and one per code it
+    hands out, and a tuple is built for a third of the cost.
     """
 
-    issuable_until: datetime
+    issuable_until: datetime | None
     id: int
     code: str
+    customer_id: str = ""
+    slot: int = 0
+
+    def to(self, customer_id: str, slot: int = 0) -> PromoCode:
+        """This code handed to ``customer_id`` (in ``slot`` of a per-customer pool)."""
+        return PromoCode(self.issuable_until, self.id, self.code, customer_id, slot)
 
 
 def take_codes(
     conn: Connection, pool_id: str, n: int, *, now: datetime, hold: Hold | None = None
-) -> list[TakenCode]:
+) -> list[PromoCode]:
     """Mark up to ``n`` issuable codes issued, soonest-expiring first.
 
     With ``hold`` the codes are reserved: they carry its token and a
@@ -160,7 +171,7 @@ def take_codes(
     # the cost of calling the class, per code.
     moments = {until: _as_datetime(until) for until in {row[2] for row in found}}
     return [
-        _new_tuple(TakenCode, (moments[until], code_id, code)) for code_id, code, until in found
+        _new_tuple(PromoCode, (moments[until], code_id, code)) for code_id, code, until in found
     ]
 
 

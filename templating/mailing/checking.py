@@ -16,7 +16,6 @@ from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, RecipientFailed
 from templating.mailing.recipients import Recipient, columns_of, read_recipients
 from templating.mailing.sources import PreviewCodes
-from templating.template.analysis import analyze
 from templating.template.client import Client
 from templating.template.message import MessageTemplate, read_template
 
@@ -105,11 +104,7 @@ def check_template(
     except InvalidTemplate as exc:
         report.problems.append(_problem(name, exc))
         return report
-    try:
-        usage = analyze(template.parsed)
-    except InvalidTemplate as exc:
-        report.problems.append(_problem(name, exc))
-        return report
+    usage = template.usage
     report.parts = template.parts
     report.columns = list(usage.columns)
     report.partials = usage.partials
@@ -187,7 +182,7 @@ def preview(
         raise InvalidTemplate(
             f"has no part {part!r} (parts: {', '.join(template.parts)})", template=template.name
         )
-    usage = analyze(template.parsed)
+    usage = template.usage
     refs: dict[str, str] = {}
     with read_transaction(engine) as conn:
         for ref in usage.pool_refs:

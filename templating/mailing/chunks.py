@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from pools.admin.lifecycle import PoolView
 from pools.errors import ReservationLost, StoreConflict
-from pools.issuing.claiming import Reservation, existing_codes, release, reserve_many, settle
-from pools.issuing.lookups import latest_codes, reissued_customers, slots_used
-from pools.issuing.per_customer import current_codes
-from pools.store.db import read_transaction
+from pools.issuing.claiming import Reservation, release, reserve_many, settle
+from pools.issuing.holdings import chunk_holdings
+from pools.issuing.mailings import RunTotals
 from templating.errors import MailingError, PoolRanOut, RecipientFailed, UnwritableMessage
 from templating.mailing.outputs import Encoded, RenderedMessage
 from templating.mailing.recipients import PLAIN_ADDRESS, Recipient, one_address
@@ -33,12 +33,22 @@ SETTLE_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """The pools a template uses, resolved to ids, with their kinds."""
+    """The pools a template uses, resolved to ids, with their kinds.
+
+    Loaded from the store once per run and handed to its worker processes.
+    """
 
     refs: dict[str, str]  # as written in the template → pool id
     issuing: tuple[str, ...]
     reissuing: tuple[str, ...]
     per_customer: dict[str, int] = field(default_factory=dict)
+    #: Every pool of ``refs``, as loaded when the run was planned.
+    pools: dict[str, PoolView] = field(default_factory=dict)
+
+    @property
+    def issuing_counts(self) -> dict[str, int | None]:
+        """Issuing pool → codes per customer (None: one per customer per mailing)."""
+        return {pool_id: self.per_customer.get(pool_id) for pool_id in self.issuing}
 
 
 def _unencoded(message: RenderedMessage) -> bytes:
@@ -46,14 +56,12 @@ def _unencoded(message: RenderedMessage) -> bytes:
 
 
 @dataclass
-class ChunkResult:
-    #: The chunk's messages, encoded for the writer, to be written once settled.
+class RenderedChunk:
+    """A chunk rendered: its messages, to be written once settled, and its totals."""
+
+    #: Encoded for the writer.
     messages: list[Encoded] = field(default_factory=list)
-    failed: list[tuple[str, int, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    new_codes: int = 0
-    reused_codes: int = 0
-    stopped_at_pool: str | None = None
+    totals: RunTotals = field(default_factory=RunTotals)
 
 
 @dataclass
@@ -95,14 +103,21 @@ class ChunkRenderer:
 
     def prepare(self, chunk: list[Recipient]) -> Prepared:
         ids = [r.id for r in chunk]
-        data = self._prefetch(ids)
+        held = chunk_holdings(
+            self.engine,
+            self.mailing_id,
+            ids,
+            issuing=self.plan.issuing_counts,
+            reissuing=self.plan.reissuing,
+        )
+        data = ChunkData(held, dict(self.plan.per_customer))
         needed = self._needed(data, ids)
         if needed:
             data.reservations = reserve_many(self.engine, needed, scope=self.scope)
             data.token = next(iter(data.reservations.values())).token
         return Prepared(chunk, data)
 
-    def render(self, prepared: Prepared) -> tuple[ChunkResult, ChunkCodes]:
+    def render(self, prepared: Prepared) -> tuple[RenderedChunk, ChunkCodes]:
         """Render every recipient of the chunk; touches the store only to top up."""
         remaining = len(prepared.chunk)
 
@@ -121,51 +136,54 @@ class ChunkRenderer:
             return held
 
         source = ChunkCodes(self.plan.refs, prepared.data, self.on_exhausted, refill)
-        result = ChunkResult()
+        result = RenderedChunk()
+        totals = result.totals
         render = self.template.render
         encode = self.encode
         mailing_id = self.mailing_id
         variables = self.variables
         plain = PLAIN_ADDRESS.fullmatch
         begin, shown, commit = source.begin, source.shown, source.commit
-        failed, kept = result.failed, result.messages
-        for recipient in prepared.chunk:
-            remaining -= 1
-            email = recipient.fields.get("email")
-            try:
-                # The plain address, the common case, without a call.
-                to = email if type(email) is str and plain(email) else one_address(email)
-            except ValueError as exc:
-                # Checked before rendering: one code must not reach two people.
-                failed.append((recipient.id, recipient.line, self._at(recipient, exc)))
-                continue
-            recipient_id = recipient.id
-            begin(recipient_id)
-            client = Client(recipient_id, recipient.fields, source)
-            try:
-                parts = render({**variables, "client": client})
-                data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, shown()))
-            except RecipientFailed as exc:
-                source.abort()
-                result.failed.append((recipient.id, recipient.line, str(exc)))
-                continue
-            except UnwritableMessage as exc:
-                source.abort()
-                result.failed.append(
-                    (recipient.id, recipient.line, self._unwritable(recipient, exc))
-                )
-                continue
-            except PoolRanOut as exc:
-                source.abort()
-                if self.on_exhausted is OnExhausted.SKIP:
-                    result.skipped.append((recipient.id, f"pool {exc.pool_id!r} ran out of codes"))
+        kept = result.messages
+        # One timer for the chunk instead of one per message (see MessageTemplate.timed).
+        with self.template.timed():
+            for recipient in prepared.chunk:
+                remaining -= 1
+                email = recipient.fields.get("email")
+                try:
+                    # The plain address, the common case, without a call.
+                    to = email if type(email) is str and plain(email) else one_address(email)
+                except ValueError as exc:
+                    # Checked before rendering: one code must not reach two people.
+                    totals.fail(recipient.id, recipient.line, self._at(recipient, exc))
                     continue
-                result.stopped_at_pool = exc.pool_id
-                break
-            commit()
-            kept.append((recipient_id, data))
-        result.new_codes = source.new_codes
-        result.reused_codes = source.reused_codes
+                recipient_id = recipient.id
+                begin(recipient_id)
+                client = Client(recipient_id, recipient.fields, source)
+                try:
+                    parts = render({**variables, "client": client})
+                    data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, shown()))
+                except RecipientFailed as exc:
+                    source.abort()
+                    totals.fail(recipient.id, recipient.line, str(exc))
+                    continue
+                except UnwritableMessage as exc:
+                    source.abort()
+                    totals.fail(recipient.id, recipient.line, self._unwritable(recipient, exc))
+                    continue
+                except PoolRanOut as exc:
+                    source.abort()
+                    if self.on_exhausted is OnExhausted.SKIP:
+                        totals.skip(recipient.id, f"pool {exc.pool_id!r} ran out of codes")
+                        continue
+                    totals.stopped_at_pool = exc.pool_id
+                    break
+                commit()
+                kept.append((recipient_id, data))
+        totals.recipients = len(prepared.chunk)
+        totals.rendered = len(kept)
+        totals.new_codes = source.new_codes
+        totals.reused_codes = source.reused_codes
         return result, source
 
     def _at(self, recipient: Recipient, exc: ValueError, column: str = "email") -> str:
@@ -208,7 +226,7 @@ class ChunkRenderer:
         if prepared.reservations:
             release(self.engine, prepared.reservations)
 
-    def render_now(self, chunk: list[Recipient]) -> ChunkResult:
+    def render_now(self, chunk: list[Recipient]) -> RenderedChunk:
         """Prepare, render and settle one chunk, again if its codes were taken back."""
         for attempt in range(SETTLE_ATTEMPTS):
             prepared = self.prepare(chunk)
@@ -226,29 +244,13 @@ class ChunkRenderer:
             return result
         raise AssertionError("unreachable")
 
-    def _prefetch(self, ids: list[str]) -> ChunkData:
-        data = ChunkData(per_customer=dict(self.plan.per_customer))
-        with read_transaction(self.engine) as conn:
-            for pool_id in self.plan.issuing:
-                if pool_id in self.plan.per_customer:
-                    data.current[pool_id] = current_codes(conn, pool_id, ids)
-                    data.slots[pool_id] = slots_used(conn, self.mailing_id, pool_id, ids)
-                else:
-                    data.existing[pool_id] = existing_codes(conn, self.mailing_id, pool_id, ids)
-            for pool_id in self.plan.reissuing:
-                data.latest[pool_id] = latest_codes(
-                    conn, pool_id, ids, exclude_mailing=self.mailing_id
-                )
-                data.reissued[pool_id] = reissued_customers(conn, self.mailing_id, pool_id, ids)
-        return data
-
     def _needed(self, data: ChunkData, ids: list[str]) -> dict[str, int]:
         needed: dict[str, int] = {}
         for pool_id in self.plan.issuing:
             wanted = self.plan.per_customer.get(pool_id)
             if wanted is None:
-                needed[pool_id] = len(ids) - len(data.existing[pool_id])
+                needed[pool_id] = len(ids) - len(data.held.existing[pool_id])
             else:
-                current = data.current[pool_id]
+                current = data.held.current[pool_id]
                 needed[pool_id] = sum(max(0, wanted - len(current.get(c, []))) for c in ids)
         return {pool_id: n for pool_id, n in needed.items() if n > 0}

@@ -13,6 +13,7 @@ renders; a run that finds it taken over stops without settling anything more.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import queue
 import signal
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import load_pool
+from pools.admin.lifecycle import PoolView, load_pool
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
 from pools.errors import InvalidSetting, LeaseLost, PoolExhausted, PromomailError, ReservationLost
@@ -43,12 +44,19 @@ from pools.issuing.leases import (
     check_lease,
     release_lease,
 )
-from pools.issuing.mailings import RunTotals, finish_run, issued_customers_in, start_run
+from pools.issuing.mailings import (
+    Failure,
+    RunTotals,
+    Skip,
+    finish_run,
+    issued_customers_in,
+    start_run,
+)
 from pools.store.clock import utcnow
 from pools.store.db import StoreConfig, open_engine, read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, MailingError
-from templating.mailing.chunks import ChunkRenderer, ChunkResult, PoolPlan, Prepared
+from templating.mailing.chunks import ChunkRenderer, PoolPlan, Prepared, RenderedChunk
 from templating.mailing.options import (
     CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -59,8 +67,7 @@ from templating.mailing.options import (
 from templating.mailing.outputs import MessageWriter, OutputTarget
 from templating.mailing.recipients import Recipient, Shard, in_slice, read_recipients
 from templating.mailing.sources import ChunkCodes, OnExhausted
-from templating.template.analysis import analyze
-from templating.template.message import MessageTemplate
+from templating.template.message import CompiledTemplate, MessageTemplate
 
 #: Recipient ids looked up per query when the preflight counts who is served.
 PREFLIGHT_BATCH = 5_000
@@ -87,23 +94,25 @@ class RenderRequest:
 
     def __post_init__(self) -> None:
         if not self.mailing_id.strip():
-            raise InvalidSetting("needs a non-empty id", "mailing")
+            raise InvalidSetting("{mailing_id} must not be empty", "mailing_id")
         # The id goes into every message's headers: refused here, not by the
         # first message that cannot be written.
         problem = id_problem(self.mailing_id)
         if problem is not None:
-            raise MailingError(f"mailing id {self.mailing_id!r}: {problem}")
+            raise InvalidSetting(f"{{mailing_id}} {self.mailing_id!r}: {problem}", "mailing_id")
         check_workers(self.workers)
         check_range(self.chunk_size, "the chunk size", 1, MAX_CHUNK_SIZE)
         check_seconds(self.lease_seconds, "the lease", allow_zero=False)
         check_seconds(self.wait_seconds, "the wait for another run", allow_zero=True)
         if "client" in self.variables:
-            raise InvalidSetting("client=… would hide the recipient; choose another name", "var")
+            raise InvalidSetting(
+                "{variables} cannot name 'client': it would hide the recipient", "variables"
+            )
         for name, value in self.variables.items():
             # In every message: refused once here rather than by each recipient.
             problem = value_problem(value)
             if problem is not None:
-                raise InvalidSetting(f"{name}: the value {problem}", "var")
+                raise InvalidSetting(f"{{variables}} {name}: the value {problem}", "variables")
 
     @property
     def scope(self) -> str:
@@ -112,34 +121,49 @@ class RenderRequest:
 
 
 @dataclass
-class WorkerResult:
-    recipients: int = 0
-    rendered: int = 0
-    new_codes: int = 0
-    reused_codes: int = 0
-    failed: list[tuple[str, int, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    stopped_at_pool: str | None = None
-    interrupted: bool = False
-
-
-@dataclass
 class RenderSummary:
+    """A finished render: its totals, and what the front ends report with them."""
+
     mailing: str
     shard: str
-    recipients: int
-    rendered: int
-    new_codes: int
-    reused_codes: int
-    failed: list[tuple[str, int, str]]
-    skipped: list[tuple[str, str]]
+    totals: RunTotals
     seconds: float
-    stopped_at_pool: str | None
-    interrupted: bool
     output: str
     low_stock: list[LowStockAlert] = field(default_factory=list)
     #: The earlier run whose expired lease this run took over, described.
     took_over: str | None = None
+
+    @property
+    def recipients(self) -> int:
+        return self.totals.recipients
+
+    @property
+    def rendered(self) -> int:
+        return self.totals.rendered
+
+    @property
+    def new_codes(self) -> int:
+        return self.totals.new_codes
+
+    @property
+    def reused_codes(self) -> int:
+        return self.totals.reused_codes
+
+    @property
+    def failed(self) -> list[Failure]:
+        return self.totals.failures
+
+    @property
+    def skipped(self) -> list[Skip]:
+        return self.totals.skips
+
+    @property
+    def stopped_at_pool(self) -> str | None:
+        return self.totals.stopped_at_pool
+
+    @property
+    def interrupted(self) -> bool:
+        return self.totals.interrupted
 
     @property
     def rate(self) -> float:
@@ -147,11 +171,7 @@ class RenderSummary:
 
     @property
     def status(self) -> str:
-        if self.interrupted:
-            return "interrupted"
-        if self.stopped_at_pool:
-            return "stopped"
-        return "finished"
+        return self.totals.status
 
     @property
     def ok(self) -> bool:
@@ -181,8 +201,11 @@ class RenderSummary:
 
 
 def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
-    """Resolve the template's pool references; issuing pools must be active."""
-    usage = analyze(template.parsed)
+    """Resolve the template's pool references; issuing pools must be active.
+
+    The one place a run loads its pools: the plan goes to every worker.
+    """
+    usage = template.usage
     if usage.non_literal:
         first = usage.non_literal[0]
         raise InvalidTemplate(
@@ -193,6 +216,7 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
         )
     refs: dict[str, str] = {}
     per_customer: dict[str, int] = {}
+    pools: dict[str, PoolView] = {}
     with read_transaction(engine) as conn:
         for ref in usage.pool_refs:
             line = usage.issues_from.get(ref) or usage.reissues_from.get(ref)
@@ -207,11 +231,27 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
                     line=line,
                 )
             refs[ref] = pool.id
+            pools[pool.id] = pool
             if pool.settings.per_customer is not None:
                 per_customer[pool.id] = pool.settings.per_customer
     issuing = tuple(dict.fromkeys(refs[r] for r in usage.issues_from))
     reissuing = tuple(dict.fromkeys(refs[r] for r in usage.reissues_from))
-    return PoolPlan(refs, issuing, reissuing, per_customer)
+    return PoolPlan(refs, issuing, reissuing, per_customer, pools)
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """What the render process worked out once and hands to each worker:
+    the compiled template and the resolved pools."""
+
+    template: CompiledTemplate
+    pools: PoolPlan
+
+
+def plan_render(engine: Engine, request: RenderRequest) -> tuple[MessageTemplate, RenderPlan]:
+    """Read, compile and analyse the template and resolve its pools, once per run."""
+    template = MessageTemplate.from_file(request.template_path)
+    return template, RenderPlan(template.compiled, plan_pools(engine, template))
 
 
 def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
@@ -234,7 +274,7 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
             for pool_id in plan.issuing if check else ():
                 served[pool_id] += issued_customers_in(conn, request.mailing_id, pool_id, batch)
         for pool_id in plan.issuing if check else ():
-            pool = load_pool(conn, pool_id)
+            pool = plan.pools[pool_id]
             missing = recipients - served[pool_id]
             if pool.settings.multi_use:
                 if missing and shared_code(conn, pool, utcnow()) is None:
@@ -285,7 +325,7 @@ class ChunkPipeline:
         self,
         renderer: ChunkRenderer,
         writer: MessageWriter,
-        result: WorkerResult,
+        result: RunTotals,
         progress: Callable[[int], None],
         fence: Callable[[], None] = lambda: None,
         abandoned: Callable[[], bool] = lambda: False,
@@ -303,7 +343,7 @@ class ChunkPipeline:
         #: (settles run in order, so no chunk after an unwritten one is written).
         self.gave_up = False
         self.db = ThreadPoolExecutor(1, thread_name_prefix="promomail-db")
-        self.settling: deque[tuple[Future[None], Prepared, ChunkResult]] = deque()
+        self.settling: deque[tuple[Future[None], Prepared, RenderedChunk]] = deque()
         renderer.before_refill = self.wait_settled
 
     def _giving_up(self) -> bool:
@@ -334,8 +374,8 @@ class ChunkPipeline:
                 settled = self.db.submit(self._settle, prepared, source)
                 self.settling.append((settled, prepared, outcome))
                 self._take_settled(block=False)
-                if outcome.stopped_at_pool:
-                    self.result.stopped_at_pool = outcome.stopped_at_pool
+                if outcome.totals.stopped_at_pool:
+                    self.result.stopped_at_pool = outcome.totals.stopped_at_pool
                     break
             self.wait_settled()
         finally:
@@ -389,34 +429,28 @@ class ChunkPipeline:
                 outcome = self.renderer.render_now(prepared.chunk)
             self._record(prepared.chunk, outcome)
 
-    def _record(self, chunk: list[Recipient], outcome: ChunkResult) -> None:
+    def _record(self, chunk: list[Recipient], outcome: RenderedChunk) -> None:
         self.writer.write(outcome.messages)
-        result = self.result
-        result.recipients += len(chunk)
-        result.rendered += len(outcome.messages)
-        result.new_codes += outcome.new_codes
-        result.reused_codes += outcome.reused_codes
-        result.failed.extend(outcome.failed)
-        result.skipped.extend(outcome.skipped)
-        if outcome.stopped_at_pool:
-            result.stopped_at_pool = outcome.stopped_at_pool
+        self.result.add(outcome.totals)
         self.progress(len(chunk))
 
 
 def render_slice(
     request: RenderRequest,
+    plan: RenderPlan,
     worker: int,
     run_id: str,
     stop: threading.Event | Any,
     progress: Callable[[int], None],
     lease: Lease | None = None,
-) -> WorkerResult:
-    """A worker process's render: its own engine, template and pool plan."""
+) -> RunTotals:
+    """A worker process's render: its own engine, the template and plan it was handed."""
     engine = open_engine(StoreConfig(request.db_url))
     try:
-        template = MessageTemplate.from_file(request.template_path)
-        plan = plan_pools(engine, template)
-        return _render_with(request, worker, run_id, stop, progress, engine, template, plan, lease)
+        template = MessageTemplate.from_compiled(plan.template)
+        return _render_with(
+            request, worker, run_id, stop, progress, engine, template, plan.pools, lease
+        )
     finally:
         engine.dispose()
 
@@ -431,7 +465,7 @@ def _render_with(
     template: MessageTemplate,
     plan: PoolPlan,
     lease: Lease | None = None,
-) -> WorkerResult:
+) -> RunTotals:
     """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
     writer = request.output.open_writer(worker, run_id)
     renderer = ChunkRenderer(
@@ -448,7 +482,7 @@ def _render_with(
     keep = _slice_filter(request.shard, worker, request.workers)
     # The preflight read and checked the whole file before any worker starts.
     recipients = read_recipients(request.recipients_path, keep, others_checked=True)
-    result = WorkerResult()
+    result = RunTotals()
 
     def fence() -> None:
         if lease is not None:
@@ -465,51 +499,83 @@ def _render_with(
 
 
 def render_mailing(
-    request: RenderRequest, progress: Callable[[int], None] | None = None
+    request: RenderRequest,
+    progress: Callable[[int], None] | None = None,
+    *,
+    engine: Engine | None = None,
 ) -> RenderSummary:
     """Render the mailing (or this shard of it) and record the run.
+
+    ``engine`` is the caller's own engine for ``request.db_url`` when it has
+    one (the command line does); otherwise the render opens one and closes
+    it at the end.
 
     Raises :class:`pools.issuing.leases.LeaseHeld` (changing nothing) while another
     run of the same mailing and shard holds its lease, and
     :class:`pools.issuing.leases.LeaseLost` when this run's lease was taken over.
     """
     started = time.monotonic()
-    engine = open_engine(StoreConfig(request.db_url))
-    try:
-        template = MessageTemplate.from_file(request.template_path)
-        plan = plan_pools(engine, template)
-        # Before anything is written. Taking the lease also frees what a
-        # killed run of this mailing and shard left reserved.
-        lease = acquire_lease(
-            engine,
-            request.mailing_id,
-            request.shard.label,
-            scope=request.scope,
-            seconds=request.lease_seconds,
-            wait=request.wait_seconds,
-        )
-        stop = _stop_event(request.workers)
-        keeper = LeaseKeeper(engine, lease, stop.set)
+    if engine is None:
+        own = open_engine(StoreConfig(request.db_url))
         try:
-            with keeper:
-                summary = _render_leased(
-                    request, progress, engine, template, plan, lease, keeper, stop, started
-                )
-        except BaseException:
-            if keeper.lost is None:
-                with suppress(Exception):
-                    release_lease(engine, lease)
-            raise
-        release_lease(engine, lease)
-        return summary
-    finally:
-        engine.dispose()
+            return render_mailing(request, progress, engine=own)
+        finally:
+            own.dispose()
+    _start_worker_server(request.workers)
+    template, plan = plan_render(engine, request)
+    # Before anything is written. Taking the lease also frees what a
+    # killed run of this mailing and shard left reserved.
+    lease = acquire_lease(
+        engine,
+        request.mailing_id,
+        request.shard.label,
+        scope=request.scope,
+        seconds=request.lease_seconds,
+        wait=request.wait_seconds,
+    )
+    stop = _stop_event(request.workers)
+    keeper = LeaseKeeper(engine, lease, stop.set)
+    try:
+        with keeper:
+            summary = _render_leased(
+                request, progress, engine, template, plan, lease, keeper, stop, started
+            )
+    except BaseException:
+        if keeper.lost is None:
+            with suppress(Exception):
+                release_lease(engine, lease)
+        raise
+    release_lease(engine, lease)
+    return summary
 
 
 def _stop_event(workers: int) -> threading.Event | Any:
     if workers == 1:
         return threading.Event()
-    return multiprocessing.get_context("spawn").Event()
+    return _worker_context().Event()
+
+
+def _worker_context() -> Any:
+    """How worker processes start: forked from a server that imported the render once.
+
+    A spawned worker starts a fresh interpreter and imports the store and
+    template machinery again (about half a CPU second each). The forkserver
+    is itself such a process, started once per render process with this
+    module preloaded; every worker is then a fork of it, ready at once.
+    Never a plain fork of the render: it holds threads and open connections.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
+def _start_worker_server(workers: int) -> None:
+    """Start the workers' server now, so its imports overlap the preflight."""
+    if workers > 1 and "forkserver" in multiprocessing.get_all_start_methods():
+        _worker_context()
+        multiprocessing.forkserver.ensure_running()
 
 
 def _lost_lease(engine: Engine, lease: Lease, keeper: LeaseKeeper) -> LeaseLost | None:
@@ -530,14 +596,14 @@ def _render_leased(
     progress: Callable[[int], None] | None,
     engine: Engine,
     template: MessageTemplate,
-    plan: PoolPlan,
+    plan: RenderPlan,
     lease: Lease,
     keeper: LeaseKeeper,
     stop: threading.Event | Any,
     started: float,
 ) -> RenderSummary:
     request.output.prepare()
-    total = preflight(engine, request, plan)
+    total = preflight(engine, request, plan.pools)
     start_run(
         engine,
         request.mailing_id,
@@ -549,7 +615,7 @@ def _render_leased(
     reclaim_expired(engine)
     run_id = uuid.uuid4().hex[:12]
     try:
-        results = _run_workers(
+        totals = _run_workers(
             request, run_id, progress or (lambda _n: None), engine, template, plan, stop, lease
         )
         if keeper.lost is not None:
@@ -565,45 +631,20 @@ def _render_leased(
             raise lost from exc
         finish_run(engine, request.mailing_id, request.shard.label, "failed", RunTotals())
         raise
-    summary = _summarize(request, results, total, time.monotonic() - started)
-    summary.took_over = lease.took_over.describe() if lease.took_over else None
-    # After the codes moved, never before: a failing sink only warns.
-    summary.low_stock = check_low_stock(engine, plan.issuing)
-    finish_run(
-        engine,
-        request.mailing_id,
-        request.shard.label,
-        summary.status,
-        RunTotals(
-            summary.recipients,
-            summary.rendered,
-            len(summary.failed),
-            len(summary.skipped),
-            summary.new_codes,
-            summary.reused_codes,
-        ),
-        lease,
-    )
-    return summary
-
-
-def _summarize(
-    request: RenderRequest, results: Sequence[WorkerResult], total: int, seconds: float
-) -> RenderSummary:
-    return RenderSummary(
+    # The preflight counted the whole file; the workers only what they reached.
+    totals.recipients = total
+    summary = RenderSummary(
         mailing=request.mailing_id,
         shard=request.shard.label,
-        recipients=total,
-        rendered=sum(r.rendered for r in results),
-        new_codes=sum(r.new_codes for r in results),
-        reused_codes=sum(r.reused_codes for r in results),
-        failed=[f for r in results for f in r.failed],
-        skipped=[s for r in results for s in r.skipped],
-        seconds=seconds,
-        stopped_at_pool=next((r.stopped_at_pool for r in results if r.stopped_at_pool), None),
-        interrupted=any(r.interrupted for r in results),
+        totals=totals,
+        seconds=time.monotonic() - started,
         output=str(request.output.path) if request.output.path else "-",
+        took_over=lease.took_over.describe() if lease.took_over else None,
     )
+    # After the codes moved, never before: a failing sink only warns.
+    summary.low_stock = check_low_stock(engine, plan.pools.issuing)
+    finish_run(engine, request.mailing_id, request.shard.label, summary.status, totals, lease)
+    return summary
 
 
 class _StopOnSignal:
@@ -633,24 +674,23 @@ def _run_workers(
     progress: Callable[[int], None],
     engine: Engine,
     template: MessageTemplate,
-    plan: PoolPlan,
+    plan: RenderPlan,
     stop_event: threading.Event | Any,
     lease: Lease | None = None,
-) -> list[WorkerResult]:
+) -> RunTotals:
+    """Every worker's totals, added up."""
     if request.workers == 1:
         # In this process: the template and plan already made serve as they are.
         with _StopOnSignal(stop_event):
-            return [
-                _render_with(
-                    request, 0, run_id, stop_event, progress, engine, template, plan, lease
-                )
-            ]
-    context = multiprocessing.get_context("spawn")
+            return _render_with(
+                request, 0, run_id, stop_event, progress, engine, template, plan.pools, lease
+            )
+    context = _worker_context()
     messages = context.Queue()
     processes = [
         context.Process(
             target=_worker_main,
-            args=(request, worker, run_id, stop_event, messages, os.getpid(), lease),
+            args=(request, plan, worker, run_id, stop_event, messages, dict(os.environ), lease),
             name=f"promomail-render-{worker}",
         )
         for worker in range(request.workers)
@@ -661,10 +701,8 @@ def _run_workers(
         return _collect(processes, messages, progress)
 
 
-def _collect(
-    processes: list[Any], messages: Any, progress: Callable[[int], None]
-) -> list[WorkerResult]:
-    results: dict[int, WorkerResult] = {}
+def _collect(processes: list[Any], messages: Any, progress: Callable[[int], None]) -> RunTotals:
+    results: dict[int, RunTotals] = {}
     errors: dict[int, str] = {}
     pending = set(range(len(processes)))
     while pending:
@@ -690,7 +728,10 @@ def _collect(
         process.join()
     if errors:
         raise MailingError("; ".join(errors[k] for k in sorted(errors)))
-    return [results[k] for k in sorted(results)]
+    totals = RunTotals()
+    for worker in sorted(results):
+        totals.add(results[worker])
+    return totals
 
 
 class _StopWhenOrphaned:
@@ -703,16 +744,23 @@ class _StopWhenOrphaned:
 
     def __init__(self, event: Any, parent: int) -> None:
         self.event = event
+        #: This worker's parent process when it started: the render, or the
+        #: server it was forked from (which ends when the render ends).
         self.parent = parent
+        self.render = multiprocessing.parent_process()
 
     def orphaned(self) -> bool:
         """Whether the render that started this worker has died.
 
-        Known only once the kernel has finished the dead render and handed
-        its children to another parent, which can take a while on a busy
-        machine; from then on the worker settles nothing more.
+        The render holds the write end of a pipe the worker reads from
+        (multiprocessing's parent sentinel), so its death is seen at once,
+        whichever way the worker was started; and a worker whose parent
+        changed (the kernel handed it to another) is an orphan too. From
+        then on the worker settles nothing more.
         """
-        return os.getppid() != self.parent
+        if os.getppid() != self.parent:
+            return True
+        return self.render is not None and not self.render.is_alive()
 
     def is_set(self) -> bool:
         return bool(self.event.is_set()) or self.orphaned()
@@ -720,13 +768,19 @@ class _StopWhenOrphaned:
 
 def _worker_main(
     request: RenderRequest,
+    plan: RenderPlan,
     worker: int,
     run_id: str,
     stop: Any,
     messages: Any,
-    parent: int,
+    environment: dict[str, str],
     lease: Lease | None = None,
 ) -> None:
+    # Forked from a server started by an earlier render, a worker would have
+    # that render's environment (the eml sender, say): it takes this one's.
+    if os.environ != environment:
+        os.environ.clear()
+        os.environ.update(environment)
     # Ctrl-C reaches the whole process group: the parent turns it into the stop
     # event, so a worker never dies in the middle of a chunk because of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -734,9 +788,10 @@ def _worker_main(
     try:
         result = render_slice(
             request,
+            plan,
             worker,
             run_id,
-            _StopWhenOrphaned(stop, parent),
+            _StopWhenOrphaned(stop, os.getppid()),
             lambda n: messages.put(("progress", worker, n)),
             lease,
         )

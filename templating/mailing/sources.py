@@ -14,9 +14,10 @@ from enum import StrEnum
 
 from sqlalchemy import Engine
 
-from pools.issuing.claiming import Handout, IssuedCode, Reservation
-from pools.issuing.lookups import latest_codes
+from pools.issuing.claiming import Reservation
+from pools.issuing.holdings import ChunkHoldings, latest_codes
 from pools.store.db import read_transaction
+from pools.store.dialect_sql import PromoCode
 from templating.errors import PoolRanOut
 
 PLACEHOLDER = "[[promocode from {pool}]]"
@@ -32,11 +33,9 @@ class OnExhausted(StrEnum):
 class ChunkData:
     """What a chunk knows before rendering, per pool id."""
 
-    existing: dict[str, dict[str, IssuedCode]] = field(default_factory=dict)
-    latest: dict[str, dict[str, IssuedCode]] = field(default_factory=dict)
-    reissued: dict[str, set[str]] = field(default_factory=dict)
-    current: dict[str, dict[str, list[tuple[int, str]]]] = field(default_factory=dict)
-    slots: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: What its customers already hold, read once for the chunk.
+    held: ChunkHoldings = field(default_factory=ChunkHoldings)
+    #: Pools with --per-customer N: N.
     per_customer: dict[str, int] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
     #: The token of this chunk's reservations, for topping them up.
@@ -55,7 +54,7 @@ class _Message:
         self.customer_id = customer_id
         self.codes: dict[str, str] = {}
         self.lists: dict[str, list[str]] = {}
-        self.handouts: list[tuple[str, Handout]] = []
+        self.handouts: list[tuple[str, PromoCode]] = []
         self.reissues: list[tuple[str, str, int]] = []
         self.reused = 0
 
@@ -75,7 +74,7 @@ class ChunkCodes:
         self.on_exhausted = on_exhausted
         #: Called when a pool's reservation is used up: may reserve more.
         self.refill = refill
-        self.handed: dict[str, list[Handout]] = {}
+        self.handed: dict[str, list[PromoCode]] = {}
         self.reissues: list[tuple[str, str, int]] = []
         self.new_codes = 0
         self.reused_codes = 0
@@ -114,7 +113,7 @@ class ChunkCodes:
         """The message failed: its codes go back, nothing is recorded."""
         message = self._current()
         for pool_id, handout in reversed(message.handouts):
-            self.data.reservations[pool_id].give_back(handout.code)
+            self.data.reservations[pool_id].give_back(handout)
         self._message = None
 
     def _current(self) -> _Message:
@@ -131,7 +130,7 @@ class ChunkCodes:
             codes = self.promocodes(customer_id, pool)
             code = codes[0] if codes else ""
         else:
-            known = self.data.existing.get(pool_id, {}).get(customer_id)
+            known = self.data.held.existing.get(pool_id, {}).get(customer_id)
             if known is not None:
                 message.reused += 1
                 code = known.code
@@ -146,11 +145,11 @@ class ChunkCodes:
         if pool_id in message.lists:
             return message.lists[pool_id]
         wanted = self.data.per_customer.get(pool_id, 1)
-        current = self.data.current.get(pool_id, {}).get(customer_id, [])
+        current = self.data.held.current.get(pool_id, {}).get(customer_id, [])
         codes = [code for _, code in current[:wanted]]
         message.reused += len(codes)
         # Slots number a customer's codes within one mailing (0 is promocode's).
-        next_slot = 1 + self.data.slots.get(pool_id, {}).get(customer_id, 0)
+        next_slot = 1 + self.data.held.slots.get(pool_id, {}).get(customer_id, 0)
         while len(codes) < wanted:
             code = self._take(message, pool_id, slot=next_slot)
             if not code:
@@ -163,12 +162,12 @@ class ChunkCodes:
     def last_promocode(self, customer_id: str, pool: str) -> str:
         pool_id = self.refs[pool]
         message = self._current()
-        last = self.data.latest.get(pool_id, {}).get(customer_id)
+        last = self.data.held.latest.get(pool_id, {}).get(customer_id)
         if last is None:
             return ""
-        already = customer_id in self.data.reissued.get(pool_id, set())
+        already = customer_id in self.data.held.reissued.get(pool_id, set())
         if not already and all(r[0] != pool_id for r in message.reissues):
-            message.reissues.append((pool_id, customer_id, last.code_id))
+            message.reissues.append((pool_id, customer_id, last.id))
         return last.code
 
     def _take(self, message: _Message, pool_id: str, *, slot: int) -> str:
@@ -182,7 +181,7 @@ class ChunkCodes:
                 return ""
             raise PoolRanOut(pool_id)
         # Multi-use codes too: recorded for everyone they are sent to.
-        message.handouts.append((pool_id, Handout(message.customer_id, code, slot)))
+        message.handouts.append((pool_id, code.to(message.customer_id, slot)))
         return code.code
 
 

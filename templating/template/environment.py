@@ -72,6 +72,8 @@ PARTIALS_RULE = (
 _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
     name: getattr(Client, name) for name in CODE_METHODS
 }
+#: What ``client.NAME`` means other than a column: the client's own members.
+_CLIENT_MEMBERS = frozenset(name for name in dir(Client) if not name.startswith("_"))
 
 
 def resolve_partial(folder: Path | None, name: str, *, template: str, line: int | None) -> Path:
@@ -399,6 +401,22 @@ class MessageEnvironment(SandboxedEnvironment):
             raise TemplateRuntimeError(str(exc)) from None
 
     # -- run time -------------------------------------------------------------------------
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.attribute`` in a template; a recipient's column without the general path.
+
+        ``client.first_name`` is most of what a message looks up. For a
+        column name (no underscore in front, not a member of the client) the
+        sandbox's answer is known: the column's value, which is never a
+        method to wrap or an unsafe attribute, or undefined. The rest goes
+        the sandbox's way.
+        """
+        if type(obj) is Client and attribute[:1] != "_" and attribute not in _CLIENT_MEMBERS:
+            try:
+                return obj._fields[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if attr in CODE_METHODS and isinstance(obj, Client):

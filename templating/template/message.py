@@ -13,7 +13,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from jinja2 import Template, TemplateSyntaxError, nodes
@@ -21,6 +23,7 @@ from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedErro
 from jinja2.runtime import Context
 
 from templating.errors import InvalidTemplate, RecipientFailed, RenderLimitExceeded
+from templating.template.analysis import TemplateUsage, analyze
 from templating.template.environment import MessageEnvironment, make_environment
 
 BLOCK_PARTS = ("subject", "text", "html")
@@ -64,45 +67,103 @@ def parse_template(env: MessageEnvironment, name: str, source: str) -> ParsedTem
     return ParsedTemplate(name, source, ast, parts)
 
 
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """A template made ready once, for every process that renders it.
+
+    Jinja's parse and code generation are what compiling costs; a render's
+    worker processes are handed this (source, parts, analysis and the
+    generated code of each variant) and only run Python's ``compile`` of
+    that code, instead of reading, parsing and analysing the file again.
+    """
+
+    name: str
+    source: str
+    parts: tuple[str, ...]
+    usage: TemplateUsage
+    #: Python source Jinja generated for the plain parts and, when the
+    #: template has an html part, for the autoescaped variant.
+    plain_code: str
+    html_code: str | None
+
+
+def compile_template(name: str, source: str) -> CompiledTemplate:
+    """Parse, check, analyse and generate the code of a template, once."""
+    plain_env = make_environment(name)
+    parsed = parse_template(plain_env, name, source)
+    # Before code generation: Jinja's optimizer folds the tree in place.
+    usage = analyze(parsed)
+    html_code = None
+    if "html" in parsed.parts:
+        # Its own parse: what the optimizer may fold depends on autoescaping,
+        # so one tree must not go through both code generations.
+        html_code = _generate(_html_environment(name), source, name)
+    plain_code = _generate(plain_env, parsed.ast, name)
+    return CompiledTemplate(name, source, parsed.parts, usage, plain_code, html_code)
+
+
+def _html_environment(name: str) -> MessageEnvironment:
+    env = make_environment(name)
+    env.autoescape = True
+    return env
+
+
+def _generate(env: MessageEnvironment, source: str | nodes.Template, name: str) -> str:
+    try:
+        return str(env.compile(source, raw=True))
+    except TemplateSyntaxError as exc:
+        raise InvalidTemplate(
+            f"syntax error: {exc.message}", template=name, line=exc.lineno
+        ) from exc
+
+
 class MessageTemplate:
-    """Compiled once per mailing; :meth:`render` gives one recipient's parts."""
+    """Compiled once per process; :meth:`render` gives one recipient's parts."""
 
     def __init__(self, name: str, source: str) -> None:
-        self.plain_env = make_environment(name)
-        self.parsed = parse_template(self.plain_env, name, source)
-        self.name = name
-        self.parts = self.parsed.parts
-        self._plain = self._compile(self.plain_env, source)
-        self._html: Template | None = None
-        self._envs = [self.plain_env]
-        if "html" in self.parts:
-            html_env = make_environment(name)
-            html_env.autoescape = True
-            self._html = self._compile(html_env, source)
-            self._envs.append(html_env)
+        self._load(compile_template(name, source))
 
     @classmethod
     def from_file(cls, path: str | Path) -> MessageTemplate:
         return cls(*read_template(path))
 
-    def _compile(self, env: MessageEnvironment, source: str) -> Template:
-        try:
-            template = env.from_string(source, template_class=Template)
-        except TemplateSyntaxError as exc:
-            raise InvalidTemplate(
-                f"syntax error: {exc.message}", template=self.name, line=exc.lineno
-            ) from exc
-        # Every context copies the globals; from a ChainMap that copy is a
-        # slow Python-level walk, from a plain dict it is one C call.
-        template.globals = dict(template.globals)
+    @classmethod
+    def from_compiled(cls, compiled: CompiledTemplate) -> MessageTemplate:
+        """The template another process compiled (see :class:`CompiledTemplate`)."""
+        template = cls.__new__(cls)
+        template._load(compiled)
         return template
+
+    def _load(self, compiled: CompiledTemplate) -> None:
+        self.compiled = compiled
+        self.name = compiled.name
+        self.parts = compiled.parts
+        self.usage = compiled.usage
+        self.plain_env = make_environment(self.name)
+        self._plain = _from_code(self.plain_env, compiled.plain_code)
+        self._html: Template | None = None
+        self._envs = [self.plain_env]
+        if compiled.html_code is not None:
+            html_env = _html_environment(self.name)
+            self._html = _from_code(html_env, compiled.html_code)
+            self._envs.append(html_env)
 
     def render(self, variables: Mapping[str, Any], only: str | None = None) -> dict[str, str]:
         """Every part (or just ``only``) for one recipient, or RecipientFailed."""
         wanted = (only,) if only else self.parts
         for env in self._envs:
             env.begin_render()
+        watch = _watch
         try:
+            if watch.armed:
+                # Inside timed(): the clock is one float, the timer ticks for the batch.
+                # Reset in the inner finally, so a tick can only raise in here,
+                # where the handlers below turn it into this recipient's failure.
+                try:
+                    watch.deadline = monotonic() + RENDER_SECONDS
+                    return self._render_parts(wanted, variables)
+                finally:
+                    watch.deadline = _NEVER
             with _time_limit():
                 return self._render_parts(wanted, variables)
         except UndefinedError as exc:
@@ -140,19 +201,64 @@ class MessageTemplate:
             rendered[part] = _capped(pieces, part)
         return rendered
 
+    @staticmethod
+    @contextmanager
+    def timed() -> Iterator[None]:
+        """Renders inside keep the time limit without a timer call each.
+
+        For a batch of renders (a chunk of a mailing): instead of arming and
+        disarming SIGALRM around every message (two system calls and a
+        context manager each), a timer ticks every :data:`WATCH_TICK` seconds
+        and stops the render in progress once its deadline has passed, so a
+        message is stopped within RENDER_SECONDS + WATCH_TICK. Outside the
+        main thread (no signals there) renders run untimed, as before.
+        """
+        if (
+            not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()
+            or _watch.armed
+        ):
+            yield
+            return
+        previous = signal.signal(signal.SIGALRM, _watch_tick)
+        _watch.deadline = _NEVER
+        _watch.armed = True
+        signal.setitimer(signal.ITIMER_REAL, WATCH_TICK, WATCH_TICK)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            _watch.armed = False
+            _watch.deadline = _NEVER
+            signal.signal(signal.SIGALRM, previous)
+
     def _where(self, exc: BaseException) -> str:
         line = _template_line(exc, self.name)
         return f"{self.name}, line {line}: " if line else f"{self.name}: "
 
 
+def _from_code(env: MessageEnvironment, code: str) -> Template:
+    template = Template.from_code(env, compile(code, "<template>", "exec"), env.make_globals(None))
+    # Every context copies the globals; from a ChainMap that copy is a
+    # slow Python-level walk, from a plain dict it is one C call.
+    template.globals = dict(template.globals)
+    return template
+
+
 def _capped(pieces: Iterator[str], part: str) -> str:
+    """The part's text, or RenderLimitExceeded once it outgrows MAX_PART_CHARS.
+
+    Taken :data:`CAP_BATCH` pieces at a time, counted in C: a message is a
+    few dozen pieces, so it is usually one batch, and a runaway part is
+    stopped within a batch (each piece is itself bounded by the sandbox).
+    """
     out: list[str] = []
     size = 0
-    for piece in pieces:
-        size += len(piece)
+    while batch := list(islice(pieces, CAP_BATCH)):
+        size += sum(map(len, batch))
         if size > MAX_PART_CHARS:
             raise RenderLimitExceeded(f"part {part!r} is longer than {MAX_PART_CHARS} characters")
-        out.append(piece)
+        out += batch
     return "".join(out).strip() if part == "subject" else "".join(out)
 
 
@@ -171,6 +277,32 @@ def _template_line(exc: BaseException, name: str) -> int | None:
 
 
 _deadline_handler_installed = False
+
+#: Seconds between the ticks of :meth:`MessageTemplate.timed`.
+WATCH_TICK = 0.25
+#: Pieces of output counted at a time by :func:`_capped`.
+CAP_BATCH = 16
+_NEVER = float("inf")
+
+
+class _Watch:
+    """The deadline of the render in progress under :meth:`MessageTemplate.timed`."""
+
+    __slots__ = ("armed", "deadline")
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.deadline = _NEVER
+
+
+_watch = _Watch()
+
+
+def _watch_tick(_signum: int, _frame: Any) -> None:
+    # Between renders the deadline is _NEVER: a tick then does nothing.
+    if monotonic() > _watch.deadline:
+        _watch.deadline = _NEVER
+        raise RenderLimitExceeded(f"rendering took longer than {RENDER_SECONDS:g} s")
 
 
 def _deadline_passed(_signum: int, _frame: Any) -> None:

@@ -1,0 +1,137 @@
+"""What a chunk's customers already hold, read once per chunk of a render.
+
+Rendering a chunk needs, per pool, what the mailing already gave these
+customers (a re-run gives the same codes), each customer's last code from
+before this mailing and whether this mailing already recorded showing it
+again, and for per-customer pools the codes they hold now and the slots this
+mailing used. :func:`chunk_holdings` answers all of it in one read
+transaction, so a chunk costs one store visit whatever its template uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine, func, select
+
+from pools.issuing.claiming import existing_codes
+from pools.issuing.per_customer import current_codes
+from pools.store.db import read_transaction
+from pools.store.dialect_sql import PromoCode
+from pools.store.models import Code, Issuance, IssuanceKind
+
+
+@dataclass
+class ChunkHoldings:
+    """What a chunk's customers hold, per pool id; absent pools were not asked for."""
+
+    #: Initial codes this mailing already gave (slot 0 of a pool without --per-customer).
+    existing: dict[str, dict[str, PromoCode]] = field(default_factory=dict)
+    #: Each customer's most recent code from before this mailing.
+    latest: dict[str, dict[str, PromoCode]] = field(default_factory=dict)
+    #: Customers this mailing already recorded a reissue for.
+    reissued: dict[str, set[str]] = field(default_factory=dict)
+    #: Per-customer pools: each customer's current codes as (code id, code).
+    current: dict[str, dict[str, list[tuple[int, str]]]] = field(default_factory=dict)
+    #: Per-customer pools: the highest slot this mailing gave each customer.
+    slots: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def chunk_holdings(
+    engine: Engine,
+    mailing_id: str,
+    customer_ids: Sequence[str],
+    *,
+    issuing: Mapping[str, int | None],
+    reissuing: Sequence[str],
+) -> ChunkHoldings:
+    """Everything a chunk's render must know about its customers, in one read.
+
+    ``issuing`` maps each pool the template issues from to its per-customer
+    count (None for one code per customer); ``reissuing`` names the pools
+    whose last code the template shows.
+    """
+    held = ChunkHoldings()
+    with read_transaction(engine) as conn:
+        for pool_id, per_customer in issuing.items():
+            if per_customer is None:
+                held.existing[pool_id] = existing_codes(conn, mailing_id, pool_id, customer_ids)
+            else:
+                held.current[pool_id] = current_codes(conn, pool_id, customer_ids)
+                held.slots[pool_id] = slots_used(conn, mailing_id, pool_id, customer_ids)
+        for pool_id in reissuing:
+            held.latest[pool_id] = latest_codes(
+                conn, pool_id, customer_ids, exclude_mailing=mailing_id
+            )
+            held.reissued[pool_id] = reissued_customers(conn, mailing_id, pool_id, customer_ids)
+    return held
+
+
+def latest_codes(
+    conn: Connection, pool_id: str, customer_ids: Sequence[str], *, exclude_mailing: str | None
+) -> dict[str, PromoCode]:
+    """Each customer's most recently issued code from the pool, in any mailing.
+
+    Codes given by ``exclude_mailing`` (the mailing being rendered) do not
+    count: "your last code" means the one from before this message.
+    """
+    if not customer_ids:
+        return {}
+    query = (
+        select(Issuance.customer_id, Issuance.code_id, Code.code)
+        .join(Code, Code.id == Issuance.code_id)
+        .where(
+            Issuance.pool_id == pool_id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.customer_id.in_(customer_ids),
+            # A returned code went back to its pool: never show it again.
+            Issuance.returned_at.is_(None),
+        )
+        .order_by(Issuance.issued_at, Issuance.id)
+    )
+    if exclude_mailing is not None:
+        query = query.where(Issuance.mailing_id != exclude_mailing)
+    # Ordered oldest first, so the newest row for a customer is the one kept.
+    return {
+        r.customer_id: PromoCode(None, r.code_id, r.code, r.customer_id)
+        for r in conn.execute(query)
+    }
+
+
+def reissued_customers(
+    conn: Connection, mailing_id: str, pool_id: str, customer_ids: Sequence[str]
+) -> set[str]:
+    """Customers this mailing already recorded a reissue for (a re-run)."""
+    if not customer_ids:
+        return set()
+    rows = conn.execute(
+        select(Issuance.customer_id).where(
+            Issuance.mailing_id == mailing_id,
+            Issuance.pool_id == pool_id,
+            Issuance.kind == IssuanceKind.REISSUE,
+            Issuance.customer_id.in_(customer_ids),
+            Issuance.returned_at.is_(None),
+        )
+    )
+    return {r.customer_id for r in rows}
+
+
+def slots_used(
+    conn: Connection, mailing_id: str, pool_id: str, customer_ids: Sequence[str]
+) -> dict[str, int]:
+    """The highest slot each customer's initial codes take in this mailing."""
+    if not customer_ids:
+        return {}
+    rows = conn.execute(
+        select(Issuance.customer_id, func.max(Issuance.slot))
+        .where(
+            Issuance.mailing_id == mailing_id,
+            Issuance.pool_id == pool_id,
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.customer_id.in_(customer_ids),
+            Issuance.returned_at.is_(None),
+        )
+        .group_by(Issuance.customer_id)
+    )
+    return {customer: int(slot) for customer, slot in rows}
