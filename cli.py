@@ -43,13 +43,12 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from pools.errors import ImportRejected, NamesSettings, PromomailError
-from pools.store.defaults import DEFAULT_URL
+from pools import DEFAULT_URL, ImportRejected, NamesSettings, PromomailError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from pools.codes.notifications import LowStockAlert
+    from pools import LowStockAlert
 
 STDIN_NAME = "<stdin>"
 
@@ -387,7 +386,7 @@ def get_state(ctx: click.Context) -> State:
 
 def get_engine(ctx: click.Context, *, migrate: bool = True) -> Engine:
     """The store's engine, opened (and migrated) on first use in this run."""
-    from pools.store.db import StoreConfig, open_engine
+    from pools import StoreConfig, open_engine
 
     state = get_state(ctx)
     if state.engine is None:

@@ -22,8 +22,7 @@ from cli import (
     plural,
     print_table,
 )
-from pools.after_sending.redemption import redeem, unredeem
-from pools.history.segments import SegmentFormat, segment, write_segment
+from pools import SegmentFormat, redeem, segment, unredeem, write_segment
 
 
 @click.command("customer")
@@ -32,7 +31,7 @@ from pools.history.segments import SegmentFormat, segment, write_segment
 @click.pass_context
 def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
     """Every code issued to a customer, and the redemptions of their codes."""
-    from pools.history.customers import customer_history  # not loaded for a redeem
+    from pools import customer_history  # not loaded for a redeem
 
     history = customer_history(get_engine(ctx), customer_id)
     if as_json:
@@ -212,7 +211,7 @@ def export_issuances_command(
     ctx: click.Context, pool_id: str | None, mailing_id: str | None, out: str, as_json: bool
 ) -> None:
     """The issuance log (who got which code, when) as CSV."""
-    from pools.history.export import export_issuances  # not loaded for a redeem
+    from pools import export_issuances  # not loaded for a redeem
 
     rows = export_issuances(get_engine(ctx), out, pool=pool_id, mailing=mailing_id)
     if as_json:

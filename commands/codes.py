@@ -25,21 +25,27 @@ from cli import (
     summary,
     warn_low_stock,
 )
-from pools.codes.files import FileFormat, Whitespace
-from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
-from pools.codes.imports import (
+from pools import (
+    DEFAULT_ALPHABET,
+    DEFAULT_LENGTH,
+    CodeEntry,
+    CodeSpec,
+    CodeState,
+    FileFormat,
     ImportRecord,
+    ImportRejected,
     ImportReport,
     Upload,
+    Whitespace,
+    generate_codes,
     import_history,
+    list_codes,
     rejected_report,
     total_size,
     upload_codes,
     uploads_document,
+    void_batch,
 )
-from pools.codes.listing import CodeEntry, CodeState, list_codes
-from pools.codes.voiding import void_batch
-from pools.errors import ImportRejected
 
 
 @click.group(cls=PromomailGroup)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from cli import PromomailGroup, emit_json, get_engine, json_option
-from pools.store.db import current_revision, head_revision, upgrade
+from pools import current_revision, head_revision, upgrade
 
 
 @click.group(cls=PromomailGroup)

@@ -27,29 +27,32 @@ from cli import (
     warn_low_stock,
 )
 from commands.options import pairs, template_argument, var_option
-from pools.after_sending.returns import (
+from pools import (
+    DEFAULT_LEASE_SECONDS,
     EMAIL_COLUMNS,
     ID_COLUMNS,
+    InvalidSetting,
+    MailingView,
     ReturnReport,
     cancel_mailing,
+    list_mailings,
+    show_mailing,
 )
-from pools.errors import InvalidSetting
-from pools.issuing.leases import DEFAULT_LEASE_SECONDS
-from pools.issuing.mailings import MailingView, list_mailings, show_mailing
-from templating.mailing.options import (
+from templating import (
     CHUNK_SIZE,
     MAX_WORKERS,
+    OnExhausted,
+    OutputFormat,
+    OutputTarget,
+    Shard,
     parse_chunk_size,
     parse_seconds,
     parse_shard,
     parse_workers,
 )
-from templating.mailing.outputs import OutputFormat, OutputTarget
-from templating.mailing.recipients import Shard
-from templating.mailing.sources import OnExhausted
 
 if TYPE_CHECKING:
-    from templating.mailing.run import RenderSummary
+    from templating import RenderSummary
 
 
 def _recipients_count(n: int) -> str:
@@ -154,7 +157,7 @@ def render(
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
     # Jinja2 and the render machinery only for a render: ``mailings`` and
     # ``mailing …`` in this module are store commands.
-    from templating.mailing.run import RenderRequest, render_mailing
+    from templating import RenderRequest, render_mailing
 
     try:
         # The library knows which targets work (an eml render needs a folder):
@@ -347,7 +350,7 @@ _EMAIL_NAMES = ", ".join(EMAIL_COLUMNS)
 def mailing_return(
     ctx: click.Context, mailing_id: str, recipients_file: str, reason: str | None, as_json: bool
 ) -> None:
-    from templating.mailing.returns import return_listed
+    from templating import return_listed
 
     _report_return(
         return_listed(get_engine(ctx), mailing_id, recipients_file, reason=reason), as_json

@@ -14,7 +14,8 @@ from cli import (
     print_table,
 )
 from commands.codes import print_imports
-from pools.admin.lifecycle import (
+from pools import (
+    InvalidSetting,
     PoolSettings,
     PoolView,
     activate_pool,
@@ -22,12 +23,12 @@ from pools.admin.lifecycle import (
     create_pool,
     delete_pool,
     edit_pool,
+    import_history,
     list_pools,
+    pool_document,
     setting_changes,
     show_pool,
 )
-from pools.codes.imports import import_history, pool_document
-from pools.errors import InvalidSetting
 
 
 @click.group(cls=PromomailGroup)

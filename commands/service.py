@@ -19,7 +19,7 @@ from cli import (
     note,
     print_table,
 )
-from pools.admin.tokens import Scope, create_token, list_tokens, revoke_token
+from pools import Scope, create_token, list_tokens, revoke_token
 
 
 @click.command("serve")

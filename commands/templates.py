@@ -6,7 +6,7 @@ import click
 
 from cli import CommandFailed, emit_json, get_engine, json_option, note, plural, print_table
 from commands.options import pairs, template_argument, var_option
-from templating.mailing.checking import check_template, preview, preview_recipients
+from templating import check_template, preview, preview_recipients
 
 
 @click.command("check")

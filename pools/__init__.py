@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         delete_pool,
         edit_pool,
         list_pools,
+        setting_changes,
         show_pool,
         slugify,
     )
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
         unredeem,
     )
     from pools.after_sending.returns import (
+        EMAIL_COLUMNS,
+        ID_COLUMNS,
         KeptCodes,
         ReturnList,
         ReturnReport,
@@ -56,8 +59,9 @@ if TYPE_CHECKING:
     )
     from pools.codes.counts import PoolCounts, available_count, pool_counts
     from pools.codes.files import FileFormat, Whitespace
-    from pools.codes.generation import CodeSpec, generate_codes
+    from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
     from pools.codes.imports import (
+        ImportRecord,
         ImportReport,
         Upload,
         import_history,
@@ -103,7 +107,16 @@ if TYPE_CHECKING:
     )
     from pools.history.customers import CustomerHistory, customer_history
     from pools.history.export import export_issuances
-    from pools.history.pages import Page, customer_page, issuance_page, segment_page
+    from pools.history.pages import (
+        DEFAULT_LIMIT,
+        MAX_LIMIT,
+        Page,
+        code_pools,
+        customer_page,
+        issuance_page,
+        mailings_of_pools,
+        segment_page,
+    )
     from pools.history.segments import SegmentFormat, segment, write_segment
     from pools.issuing.claiming import (
         Reservation,
@@ -116,6 +129,7 @@ if TYPE_CHECKING:
         settle,
     )
     from pools.issuing.leases import (
+        DEFAULT_LEASE_SECONDS,
         Lease,
         LeaseHolder,
         LeaseKeeper,
@@ -128,11 +142,15 @@ if TYPE_CHECKING:
     from pools.issuing.mailings import MailingView, list_mailings, show_mailing
     from pools.store.db import (
         StoreConfig,
+        current_revision,
+        head_revision,
         open_engine,
         read_transaction,
+        store_connection,
         upgrade,
         write_transaction,
     )
+    from pools.store.defaults import DEFAULT_URL
     from pools.store.dialect_sql import PromoCode
 
 #: Where each public name lives.
@@ -255,6 +273,21 @@ _HOMES: dict[str, str] = {
     "TokenNotFound": "pools.errors",
     "UnreadableFile": "pools.errors",
     "UnreadableUpload": "pools.errors",
+    "setting_changes": "pools.admin.lifecycle",
+    "EMAIL_COLUMNS": "pools.after_sending.returns",
+    "ID_COLUMNS": "pools.after_sending.returns",
+    "DEFAULT_ALPHABET": "pools.codes.generation",
+    "DEFAULT_LENGTH": "pools.codes.generation",
+    "ImportRecord": "pools.codes.imports",
+    "DEFAULT_LIMIT": "pools.history.pages",
+    "MAX_LIMIT": "pools.history.pages",
+    "code_pools": "pools.history.pages",
+    "mailings_of_pools": "pools.history.pages",
+    "DEFAULT_LEASE_SECONDS": "pools.issuing.leases",
+    "current_revision": "pools.store.db",
+    "head_revision": "pools.store.db",
+    "store_connection": "pools.store.db",
+    "DEFAULT_URL": "pools.store.defaults",
 }
 
 
@@ -263,6 +296,14 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead
 
 __all__ = [
     "ALREADY_REDEEMED",
+    "DEFAULT_ALPHABET",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_LENGTH",
+    "DEFAULT_LIMIT",
+    "DEFAULT_URL",
+    "EMAIL_COLUMNS",
+    "ID_COLUMNS",
+    "MAX_LIMIT",
     "UNKNOWN_CODE",
     "CodeEntry",
     "CodeSpec",
@@ -272,6 +313,7 @@ __all__ = [
     "ExportError",
     "FileFormat",
     "GenerationError",
+    "ImportRecord",
     "ImportRejected",
     "ImportReport",
     "InvalidCursor",
@@ -333,14 +375,17 @@ __all__ = [
     "check_lease",
     "check_low_stock",
     "claim",
+    "code_pools",
     "create_pool",
     "create_token",
+    "current_revision",
     "customer_history",
     "customer_page",
     "delete_pool",
     "edit_pool",
     "export_issuances",
     "generate_codes",
+    "head_revision",
     "import_history",
     "issuance_page",
     "lease_holder",
@@ -348,6 +393,7 @@ __all__ = [
     "list_mailings",
     "list_pools",
     "list_tokens",
+    "mailings_of_pools",
     "match_addresses",
     "open_engine",
     "permits",
@@ -368,10 +414,12 @@ __all__ = [
     "revoke_token",
     "segment",
     "segment_page",
+    "setting_changes",
     "settle",
     "show_mailing",
     "show_pool",
     "slugify",
+    "store_connection",
     "total_size",
     "unredeem",
     "upgrade",

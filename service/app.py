@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
-from pools.store.db import StoreConfig, open_engine
+from pools import StoreConfig, open_engine
 from service import preview, problems
 from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
 from service.bodies import BodyLimit

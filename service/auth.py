@@ -24,8 +24,7 @@ from fastapi.routing import APIRoute, APIRouter
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from pools.admin.tokens import Principal, Scope, authenticate
-from pools.errors import PoolNotFound
+from pools import PoolNotFound, Principal, Scope, authenticate
 from service.bodies import is_json, unsupported
 from service.problems import Problem
 

@@ -25,18 +25,18 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from pools.admin.tokens import authenticate
-from pools.errors import DatabaseFailure, PromomailError
+from pools import DatabaseFailure, PromomailError, authenticate
 from service.auth import PREVIEW_COOKIE, LoginRequired, Open, ScopedRouter, engine_of
 from service.schemas import NO_NUL
-from templating.mailing.checking import (
+from templating import (
     CheckReport,
     Preview,
+    Recipient,
     check_template,
     preview,
     preview_recipients,
+    read_recipients,
 )
-from templating.mailing.recipients import Recipient, read_recipients
 
 TEMPLATE_SUFFIXES = (".j2", ".jinja")
 #: Recipients offered in the picker; any other id can still be typed in.

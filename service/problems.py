@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pools.errors import (
+from pools import (
     DatabaseFailure,
     ExportError,
     ImportRejected,
@@ -35,7 +35,7 @@ from pools.errors import (
     TokenError,
     UnreadableUpload,
 )
-from templating.errors import InvalidTemplate, RecipientError, RenderLimitExceeded
+from templating import InvalidTemplate, RecipientError, RenderLimitExceeded
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("promomail.service")

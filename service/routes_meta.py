@@ -9,8 +9,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
-from pools.errors import StoreError
-from pools.store.db import store_connection
+from pools import StoreError, store_connection
 from service.auth import Open, ScopedRouter, engine_of
 from service.problems import Problem, problem_responses
 from service.schemas import HealthDoc

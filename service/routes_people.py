@@ -8,17 +8,18 @@ from typing import Annotated, Any
 from fastapi import Path, Query, Request
 from pydantic import Field
 
-from pools.admin.tokens import Scope
-from pools.errors import MailingNotFound
-from pools.history.pages import (
+from pools import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    MailingNotFound,
+    Scope,
     customer_page,
     issuance_page,
+    list_mailings,
     mailings_of_pools,
     segment_page,
+    show_mailing,
 )
-from pools.issuing.mailings import list_mailings, show_mailing
 from service.auth import ScopedRouter, engine_of, pools_filter, principal
 from service.problems import problem_responses
 from service.schemas import (

@@ -9,23 +9,28 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import Path, Query, Request, Response
 
-from pools.admin.lifecycle import (
+from pools import (
+    CodeSpec,
+    FileFormat,
+    ImportRejected,
     PoolSettings,
+    Scope,
+    Upload,
+    Whitespace,
     activate_pool,
     archive_pool,
+    check_low_stock,
     create_pool,
     delete_pool,
     edit_pool,
+    generate_codes,
     list_pools,
+    pool_document,
+    rejected_report,
     setting_changes,
+    upload_codes,
+    void_batch,
 )
-from pools.admin.tokens import Scope
-from pools.codes.files import FileFormat, Whitespace
-from pools.codes.generation import CodeSpec, generate_codes
-from pools.codes.imports import Upload, pool_document, rejected_report, upload_codes
-from pools.codes.notifications import check_low_stock
-from pools.codes.voiding import void_batch
-from pools.errors import ImportRejected
 from service.auth import ScopedRouter, engine_of, principal, visible_pool
 from service.bodies import StreamReader, media_type, unsupported
 from service.problems import Problem, problem_responses

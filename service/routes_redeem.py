@@ -15,9 +15,7 @@ from fastapi import Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from pools.admin.tokens import Principal, Scope
-from pools.after_sending.redemption import UNKNOWN_CODE, RedemptionResult, redeem, unredeem
-from pools.history.pages import code_pools
+from pools import UNKNOWN_CODE, Principal, RedemptionResult, Scope, code_pools, redeem, unredeem
 from service.auth import ScopedRouter, engine_of, principal
 from service.problems import Problem, problem_responses
 from service.schemas import NO_NUL, RedemptionDoc, RedemptionRequest, RollbackRequest

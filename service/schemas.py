@@ -14,8 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH
-from pools.codes.imports import ImportRecord
+from pools import DEFAULT_ALPHABET, DEFAULT_LENGTH, ImportRecord
 
 #: PostgreSQL text cannot hold NUL; every text the API takes leaves it out.
 NO_NUL = r"^[^\x00]*$"

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         preview_recipients,
     )
     from templating.mailing.options import (
+        CHUNK_SIZE,
+        MAX_WORKERS,
         parse_chunk_size,
         parse_seconds,
         parse_shard,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     )
     from templating.mailing.outputs import OutputFormat, OutputTarget, RenderedMessage
     from templating.mailing.recipients import Recipient, Shard, read_recipients
+    from templating.mailing.returns import return_listed
     from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
     from templating.mailing.sources import PLACEHOLDER, OnExhausted
     from templating.template.analysis import TemplateUsage, analyze
@@ -81,12 +84,17 @@ _HOMES: dict[str, str] = {
     "PerRecipientFailure": "templating.errors",
     "PoolRanOut": "templating.errors",
     "UnwritableMessage": "templating.errors",
+    "CHUNK_SIZE": "templating.mailing.options",
+    "MAX_WORKERS": "templating.mailing.options",
+    "return_listed": "templating.mailing.returns",
 }
 
 if not TYPE_CHECKING:  # type checkers read the imports above instead
     __getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
 
 __all__ = [
+    "CHUNK_SIZE",
+    "MAX_WORKERS",
     "PLACEHOLDER",
     "CheckReport",
     "Client",
@@ -122,4 +130,5 @@ __all__ = [
     "preview_recipients",
     "read_recipients",
     "render_mailing",
+    "return_listed",
 ]
