@@ -174,7 +174,7 @@ def test_the_cli_refuses_a_bad_mailing_id_with_one_error_line(
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("Error: mailing id ") and "line feed" in line
+    assert line.startswith("Error: --mailing ") and "line feed" in line
     assert full_snapshot(engine) == before
 
 

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.message import EmailMessage
@@ -251,23 +251,28 @@ def _json_line(message: RenderedMessage) -> str | None:
         _quoted(message.recipient),
         ', "to": ',
         to_json,
-        ', "parts": {',
+        ', "parts": ',
     ]
-    separator = ""
-    for name, text in message.parts.items():
-        if type(name) is not str or type(text) is not str:
-            return None
-        out += (separator, _quoted(name), ": ", _quoted(text))
-        separator = ", "
-    out.append('}, "codes": {')
-    separator = ""
-    for pool, code in message.codes.items():
-        if type(pool) is not str or type(code) is not str:
-            return None
-        out += (separator, _quoted(pool), ": ", _quoted(code))
-        separator = ", "
-    out.append("}}\n")
+    if not _add_object(out, message.parts):
+        return None
+    out.append(', "codes": ')
+    if not _add_object(out, message.codes):
+        return None
+    out.append("}\n")
     return "".join(out)
+
+
+def _add_object(out: list[str], mapping: Mapping[Any, Any]) -> bool:
+    """Append ``mapping`` as a JSON object of strings; False if it holds anything else."""
+    out.append("{")
+    separator = ""
+    for key, value in mapping.items():
+        if type(key) is not str or type(value) is not str:
+            return False
+        out += (separator, _quoted(key), ": ", _quoted(value))
+        separator = ", "
+    out.append("}")
+    return True
 
 
 class JsonlWriter(MessageWriter):
