@@ -41,7 +41,7 @@ from sqlalchemy import Engine
 
 import templating.mailing.outputs
 from pools.errors import InvalidSetting, PromomailError
-from templating.errors import MailingError, RecipientError
+from templating.errors import RecipientError
 from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
 from templating.mailing.recipients import PLAIN_ADDRESS, address_header, one_address
 from templating.mailing.run import RenderRequest
@@ -152,8 +152,9 @@ def test_a_message_that_cannot_be_written_fails_alone_and_consumes_nothing(
 def test_mailing_ids_that_cannot_go_into_a_header_are_refused_up_front() -> None:
     out = OutputTarget(OutputFormat.EML, Path("unused"))
     for bad in ("m\r\nBcc: x", "m\n1", "m\x00", "tab\tbed", " padded", "m\u2028", "x" * 201):
-        with pytest.raises(MailingError, match="mailing id"):
+        with pytest.raises(InvalidSetting, match=r"^mailing_id ") as refused:
             RenderRequest("t.j2", "r.csv", bad, "sqlite://", out)
+        assert refused.value.settings == ("mailing_id",)
     assert RenderRequest("t.j2", "r.csv", "spring-2027 / wave 1", "sqlite://", out)
     # Variables are in every message: what no message can hold is refused once.
     for bad in ("nul\x00", "not utf-8 \udce9"):
