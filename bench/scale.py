@@ -21,7 +21,7 @@ Three measurements, each printed as a table:
 from __future__ import annotations
 
 import argparse
-import resource
+import json
 import shutil
 import statistics
 import subprocess
@@ -55,8 +55,30 @@ def _cli() -> list[str]:
     return [script] if script else [sys.executable, str(REPO / "cli.py")]
 
 
-def _children_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+#: Runs the shards' commands and reports their peak memory. A process
+#: started by this script would carry over this script's own peak (Linux
+#: keeps ru_maxrss across fork and exec), so a small launcher starts them.
+_LAUNCHER = """
+import json, resource, subprocess, sys
+commands = json.loads(sys.stdin.read())
+processes = [subprocess.Popen(c, stderr=subprocess.PIPE) for c in commands]
+errors = [p.communicate()[1].decode() for p in processes]
+peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"codes": [p.returncode for p in processes], "errors": errors, "peak_mb": peak_mb}))
+"""
+
+
+def _launch(commands: list[list[str]]) -> dict[str, Any]:
+    """Run ``commands`` side by side from a small launcher; their exits, stderr, peak MB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER],
+        input=json.dumps(commands),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def _issuance_check(url: str, mailing: str) -> dict[str, int]:
@@ -110,10 +132,13 @@ def sharded_render(recipients: Path, count: int, folder: Path, bare_rate: float)
             for k, out in enumerate(outputs, start=1)
         ]
         started = time.perf_counter()
-        processes = [subprocess.Popen(command, stderr=subprocess.PIPE) for command in commands]
-        errors = [p.communicate()[1].decode() for p in processes]
+        launched = _launch(commands)
         seconds = time.perf_counter() - started
-        failed = [e for p, e in zip(processes, errors, strict=True) if p.returncode != 0]
+        failed = [
+            error
+            for code, error in zip(launched["codes"], launched["errors"], strict=True)
+            if code != 0
+        ]
         if failed:
             raise SystemExit("a shard failed:\n" + "\n".join(failed))
         lines = sum(sum(1 for _ in out.open(encoding="utf-8")) for out in outputs)
@@ -143,7 +168,7 @@ def sharded_render(recipients: Path, count: int, folder: Path, bare_rate: float)
                 seconds,
                 rate,
                 rate / bare_rate,
-                _children_peak_mb(),
+                launched["peak_mb"],
             )
         ],
     )
