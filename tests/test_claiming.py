@@ -7,6 +7,8 @@ spawned processes (see ``racing.py``), each with its own engine.
 from __future__ import annotations
 
 import io
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +38,7 @@ from pools.issuing.claiming import (
     settle,
 )
 from pools.store.clock import utcnow
-from pools.store.db import read_transaction, write_transaction
+from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.models import Code, Issuance
 
 IssuanceRow = tuple[str, str, str, str, str, bool]
@@ -677,3 +679,64 @@ def test_settle_racing_a_void_either_issues_or_voids(db_url: str, engine: Engine
             total=100, issued=settled[pool], void=100 - settled[pool]
         ), pool
         assert voided[pool] == 100 - settled[pool], pool
+
+
+def test_a_code_handed_out_twice_in_one_chunk_loses_the_reservation(engine: Engine) -> None:
+    # What a top-up gets when its reservation was reclaimed meanwhile: the
+    # freed code again, under the same token. The settle must not half-apply.
+    make_pool(engine, "spring", ["A1", "A2"])
+    held = reserve(engine, "spring", 1, scope="m1|all")
+    before = snapshot(engine)
+    twice = {"spring": [held.codes[0].to("alice"), held.codes[0].to("bob")]}
+    with pytest.raises(ReservationLost, match="reserved again"):
+        settle(engine, "m1", [held], twice)
+    assert snapshot(engine) == before
+
+
+def _waiting_on_locks(engine: Engine) -> int:
+    with engine.connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def _until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_void_and_reclaim_of_one_scope_wait_for_each_other_without_deadlock(
+    engine: Engine,
+) -> None:
+    if not is_postgres(engine):
+        pytest.skip("SQLite has one writer at a time: nothing to order")
+    make_pool(engine, "spring", ["A1", "A2", "A3", "A4"])
+    # Stored in the order b, a: a plan's order differs from the tokens' order.
+    reserve_many(engine, {"spring": 1}, scope="S", token="b" * 32)
+    reserve_many(engine, {"spring": 1}, scope="S", token="a" * 32)
+    (batch,) = [record.batch for record in import_history(engine, "spring")]
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, call: Any) -> threading.Thread:
+        def target() -> None:
+            try:
+                outcomes[name] = call()
+            except Exception as exc:  # the test reports it below
+                outcomes[name] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    with engine.connect() as blocker:
+        blocker.exec_driver_sql("SELECT 1 FROM held_codes WHERE token = %s FOR UPDATE", ("a" * 32,))
+        voiding = run("void", lambda: void_batch(engine, "spring", batch))
+        _until(lambda: _waiting_on_locks(engine) >= 1, "the void waits on the blocker")
+        reclaiming = run("reclaim", lambda: reclaim_scope(engine, "S"))
+        _until(lambda: _waiting_on_locks(engine) >= 2, "the reclaim waits too")
+        blocker.rollback()
+    voiding.join(60)
+    reclaiming.join(60)
+    assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
+    check_invariants(engine)

@@ -100,7 +100,7 @@ def _void_codes(conn: Connection, batch_id: int) -> int:
                     # In token order, so two voids of one pool queue instead of deadlocking.
                     select(HeldCodes.token)
                     .where(HeldCodes.token.in_(tokens))
-                    .order_by(HeldCodes.token)
+                    .order_by(HeldCodes.token, HeldCodes.id)
                     .with_for_update()
                 ).scalars()
             )

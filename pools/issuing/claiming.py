@@ -42,7 +42,7 @@ from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_act
 from pools.codes.counts import issuable_now
 from pools.errors import PoolExhausted, ReservationLost, StoreConflict
 from pools.store.clock import utcnow
-from pools.store.db import write_transaction
+from pools.store.db import is_postgres, write_transaction
 from pools.store.dialect_sql import (
     Hold,
     PromoCode,
@@ -290,10 +290,17 @@ def settle(
                 )
                 continue
             rows = [(h.id, h.customer_id, h.slot) for h in handouts]
+            used_ids = {row[0] for row in rows}
+            if len(used_ids) < len(rows):
+                # One code handed out twice: the reservation was reclaimed and a
+                # top-up under its token took the freed code again.
+                raise ReservationLost(
+                    f"codes reserved from pool {reservation.pool_id!r} were reclaimed "
+                    "and reserved again before they could be issued"
+                )
             issued = issue_reserved(
                 conn, reservation.pool_id, reservation.token, mailing_id, rows, now
             )
-            used_ids = {row[0] for row in rows}
             unused = [c.id for c in reservation.codes if c.id not in used_ids]
             released = release_reserved(conn, reservation.token, unused)
             lost = len(rows) - issued + len(unused) - released
@@ -338,6 +345,22 @@ def reclaim_expired(engine: Engine, now: datetime | None = None) -> int:
         return free_held(conn, HeldCodes.until < (now or utcnow()))
 
 
+def lock_held_in_order(conn: Connection, condition: ColumnElement[bool]) -> None:
+    """Lock the matching ``held_codes`` rows in (token, id) order, on PostgreSQL.
+
+    Every transaction that takes several of these rows (settle, reclaim, a new
+    lease, void) takes them in this one order, so two of them wait for each
+    other instead of deadlocking. SQLite has one writer at a time.
+    """
+    if is_postgres(conn):
+        conn.execute(
+            select(HeldCodes.id)
+            .where(condition)
+            .order_by(HeldCodes.token, HeldCodes.id)
+            .with_for_update()
+        )
+
+
 def free_held(conn: Connection, condition: ColumnElement[bool]) -> int:
     """Close the open reservations that match and free their codes; returns how many.
 
@@ -347,6 +370,7 @@ def free_held(conn: Connection, condition: ColumnElement[bool]) -> int:
     never both. Codes a void or a redemption took meanwhile no longer carry
     the token and are left as they are.
     """
+    lock_held_in_order(conn, condition)
     closed = conn.execute(
         delete(HeldCodes).where(condition).returning(HeldCodes.token, HeldCodes.code_ids)
     ).all()

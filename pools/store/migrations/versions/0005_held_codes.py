@@ -20,6 +20,8 @@ Create Date: 2026-12-01 11:00:00.000000
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -58,12 +60,16 @@ def upgrade() -> None:
         "WHERE status = 'reserved' AND reserved_token IS NULL"
     )
     id_list = "json_agg(id ORDER BY id)::text" if _is_postgres() else "json_group_array(id)"
+    # Stored times are naive UTC; CURRENT_TIMESTAMP would be the session's zone.
+    now = datetime.now(UTC).replace(tzinfo=None)
     op.execute(
-        "INSERT INTO held_codes (token, scope, pool_id, until, code_ids) "
-        f"SELECT reserved_token, coalesce(reserved_scope, ''), pool_id, "
-        f"coalesce(reserved_until, CURRENT_TIMESTAMP), {id_list} "
-        "FROM codes WHERE status = 'reserved' "
-        "GROUP BY reserved_token, reserved_scope, pool_id, reserved_until"
+        sa.text(
+            "INSERT INTO held_codes (token, scope, pool_id, until, code_ids) "
+            f"SELECT reserved_token, coalesce(reserved_scope, ''), pool_id, "
+            f"coalesce(reserved_until, :now), {id_list} "
+            "FROM codes WHERE status = 'reserved' "
+            "GROUP BY reserved_token, reserved_scope, pool_id, reserved_until"
+        ).bindparams(now=now)
     )
     op.execute("UPDATE codes SET status = 'issued' WHERE status = 'reserved'")
     op.drop_index("ix_codes_reserved", table_name="codes")
