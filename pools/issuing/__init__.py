@@ -1,1 +1,1 @@
-"""Handing codes to customers: claims, per-chunk look-ups, shard leases, mailing records."""
+"""Handing codes to customers: claims, what a chunk already holds, shard leases, mailing records."""
