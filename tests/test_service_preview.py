@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from cli_helpers import Cli
 from service_helpers import Server, Store, open_store, start_server, stop_cleanly, token
 from store_helpers import make_pool, snapshot
+
+from pools import StoreConfig, open_engine
 
 CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000
@@ -194,3 +197,23 @@ def test_public_address_asks_for_a_token(playwright_browser: Any, tmp_path: Path
             context.close()
         finally:
             stop_cleanly(server)
+
+
+def test_a_store_failure_is_the_servers_error_not_the_pages_text(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "t.j2").write_text("{{ client.promocode('spring') }}")
+    database = tmp_path / "store.db"
+    url = f"sqlite:///{database}"
+    open_engine(StoreConfig(url)).dispose()  # migrated
+    server = start_server(url, "--templates", str(templates))
+    try:
+        with sqlite3.connect(database) as conn:
+            conn.execute("ALTER TABLE pools RENAME TO pools_gone")
+        with server.client() as client:
+            answer = client.get("/preview/result", params={"template": "t.j2", "fields": "id=ann"})
+    finally:
+        stop_cleanly(server)
+    assert answer.status_code == 500
+    assert "pools" not in answer.text and str(tmp_path) not in answer.text
+    assert "no such table: pools" in server.stderr
