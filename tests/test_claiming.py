@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from invariants import check_invariants, check_no_reservations
 from racing import run_together
+from render_helpers import wait_until
 from sqlalchemy import Engine, func, insert, select
 from store_helpers import make_pool, snapshot
 
@@ -699,13 +699,6 @@ def _waiting_on_locks(engine: Engine) -> int:
         return int(conn.exec_driver_sql(query).scalar_one())
 
 
-def _until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
 def test_void_and_reclaim_of_one_scope_wait_for_each_other_without_deadlock(
     engine: Engine,
 ) -> None:
@@ -732,9 +725,9 @@ def test_void_and_reclaim_of_one_scope_wait_for_each_other_without_deadlock(
     with engine.connect() as blocker:
         blocker.exec_driver_sql("SELECT 1 FROM held_codes WHERE token = %s FOR UPDATE", ("a" * 32,))
         voiding = run("void", lambda: void_batch(engine, "spring", batch))
-        _until(lambda: _waiting_on_locks(engine) >= 1, "the void waits on the blocker")
+        wait_until(lambda: _waiting_on_locks(engine) >= 1, what="the void to wait on the blocker")
         reclaiming = run("reclaim", lambda: reclaim_scope(engine, "S"))
-        _until(lambda: _waiting_on_locks(engine) >= 2, "the reclaim waits too")
+        wait_until(lambda: _waiting_on_locks(engine) >= 2, what="the reclaim to wait too")
         blocker.rollback()
     voiding.join(60)
     reclaiming.join(60)

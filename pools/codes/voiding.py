@@ -14,6 +14,7 @@ from pools.codes.notifications import LowStockAlert, check_low_stock
 from pools.errors import PoolError
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
+from pools.store.dialect_sql import locked_held_tokens
 from pools.store.models import Code, CodeStatus, HeldCodes, ImportBatch
 
 
@@ -95,15 +96,7 @@ def _void_codes(conn: Connection, batch_id: int) -> int:
             ).scalars()
         )
         if tokens:
-            locked = list(
-                conn.execute(
-                    # In token order, so two voids of one pool queue instead of deadlocking.
-                    select(HeldCodes.token)
-                    .where(HeldCodes.token.in_(tokens))
-                    .order_by(HeldCodes.token, HeldCodes.id)
-                    .with_for_update()
-                ).scalars()
-            )
+            locked = locked_held_tokens(conn, HeldCodes.token.in_(tokens))
             if locked:
                 voided += conn.execute(
                     update(Code)

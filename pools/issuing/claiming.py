@@ -42,13 +42,14 @@ from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_act
 from pools.codes.counts import issuable_now
 from pools.errors import PoolExhausted, ReservationLost, StoreConflict
 from pools.store.clock import utcnow
-from pools.store.db import is_postgres, write_transaction
+from pools.store.db import write_transaction
 from pools.store.dialect_sql import (
     Hold,
     PromoCode,
     close_reservations,
     insert_issuances,
     issue_reserved,
+    lock_held_in_order,
     one_of,
     release_reserved,
     take_codes,
@@ -343,22 +344,6 @@ def reclaim_expired(engine: Engine, now: datetime | None = None) -> int:
     """Free reservations whose holder outlived its expiry (it died or hung)."""
     with write_transaction(engine) as conn:
         return free_held(conn, HeldCodes.until < (now or utcnow()))
-
-
-def lock_held_in_order(conn: Connection, condition: ColumnElement[bool]) -> None:
-    """Lock the matching ``held_codes`` rows in (token, id) order, on PostgreSQL.
-
-    Every transaction that takes several of these rows (settle, reclaim, a new
-    lease, void) takes them in this one order, so two of them wait for each
-    other instead of deadlocking. SQLite has one writer at a time.
-    """
-    if is_postgres(conn):
-        conn.execute(
-            select(HeldCodes.id)
-            .where(condition)
-            .order_by(HeldCodes.token, HeldCodes.id)
-            .with_for_update()
-        )
 
 
 def free_held(conn: Connection, condition: ColumnElement[bool]) -> int:

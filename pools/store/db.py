@@ -22,7 +22,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
-    IntegrityError,
 )
 from sqlalchemy.pool import QueuePool
 
@@ -192,12 +191,13 @@ def _unavailable(error: BaseException, backend: str) -> bool:
     return sqlstate is None or sqlstate.startswith(_UNREACHABLE_SQLSTATES)
 
 
-def driver_failure(exc: BaseException, url: URL) -> DatabaseFailure:
+def driver_failure(exc: BaseException, engine: Engine) -> DatabaseFailure:
     """The store's own exception for a driver error, naming the database without its password.
 
     ``exc`` is SQLAlchemy's wrapper or, where the store drives the cursor
     itself (COPY, savepoints, ``BEGIN IMMEDIATE``), the driver's own error.
     """
+    url = engine.url
     error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     reason = first_line(error)
     # A password may be echoed back in the driver's text; a short one would
@@ -205,7 +205,7 @@ def driver_failure(exc: BaseException, url: URL) -> DatabaseFailure:
     if url.password and len(str(url.password)) >= 4:
         reason = reason.replace(str(url.password), "***")
     message = f"database {shown_url(url)}: {reason}"
-    if isinstance(exc, IntegrityError) or type(error).__name__ == "IntegrityError":
+    if isinstance(error, engine.dialect.loaded_dbapi.IntegrityError):
         return StoreConflict(message)
     invalidated = isinstance(exc, DBAPIError) and exc.connection_invalidated
     if invalidated or _unavailable(error, url.get_backend_name()):
@@ -224,7 +224,7 @@ def store_connection(engine: Engine) -> Iterator[Connection]:
         with engine.connect() as conn:
             yield conn
     except (DBAPIError, engine.dialect.loaded_dbapi.Error) as exc:
-        raise driver_failure(exc, engine.url) from exc
+        raise driver_failure(exc, engine) from exc
 
 
 @contextmanager

@@ -43,9 +43,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from pools.store.db import is_postgres
-from pools.store.models import NO_END
+from pools.store.models import NO_END, HeldCodes
 
 # The guard on the pool lets a reservation skip reading the pool row first
 # (a statement per chunk): codes come only out of an active single-use pool,
@@ -567,17 +568,36 @@ def issue_reserved(
     return int(result.rowcount)
 
 
+def locked_held_tokens(conn: Connection, condition: ColumnElement[bool]) -> list[str]:
+    """The tokens of the matching ``held_codes`` rows, locked in (token, id) order.
+
+    Every transaction that takes several of these rows (settle, reclaim, a new
+    lease, void) takes them in this one order, so two of them wait for each
+    other instead of deadlocking. On SQLite, one writer at a time, the lock
+    clause is dropped and this is a plain read.
+    """
+    return list(
+        conn.execute(
+            select(HeldCodes.token)
+            .where(condition)
+            .order_by(HeldCodes.token, HeldCodes.id)
+            .with_for_update()
+        ).scalars()
+    )
+
+
+def lock_held_in_order(conn: Connection, condition: ColumnElement[bool]) -> None:
+    """:func:`locked_held_tokens` for its locks alone: nothing to do on SQLite."""
+    if is_postgres(conn):
+        locked_held_tokens(conn, condition)
+
+
 def close_reservations(conn: Connection, tokens: set[str]) -> None:
     """Delete the ``held_codes`` rows of these reservations (the start of a settle)."""
     if not tokens:
         return
     if is_postgres(conn):
-        # Locked first in the one order every taker of these rows uses
-        # (see claiming.lock_held_in_order): no deadlock with a void or reclaim.
-        conn.exec_driver_sql(
-            "SELECT id FROM held_codes WHERE token = ANY(%s) ORDER BY token, id FOR UPDATE",
-            (list(tokens),),
-        )
+        lock_held_in_order(conn, HeldCodes.token.in_(tokens))
         conn.exec_driver_sql("DELETE FROM held_codes WHERE token = ANY(%s)", (list(tokens),))
     else:
         conn.exec_driver_sql(
