@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.message import EmailMessage
@@ -31,6 +31,8 @@ from email.utils import formatdate, make_msgid
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple
+
+import orjson
 
 from pools.errors import InvalidSetting
 from pools.identifiers import describe_character
@@ -224,55 +226,9 @@ class MessageWriter:
         """Flush everything; raises MailingError if the data did not make it."""
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
-#: The encoder's own C string quoting (``ensure_ascii=False``).
-_quoted = json.encoder.encode_basestring
-
-
-def _json_line(message: RenderedMessage) -> str | None:
-    """``_dumps(message.as_dict())`` and a newline, built from quoted strings.
-
-    The same characters as the general encoder gives (a test compares them),
-    without its walk over dicts: the common message is strings only. Anything
-    else (a list of codes, a value that is not exactly ``str``) returns None
-    for the general encoder.
-    """
-    to = message.to
-    if type(to) is str:
-        to_json = _quoted(to)
-    elif to is None:
-        to_json = "null"
-    else:
-        return None
-    out = [
-        '{"mailing": ',
-        _quoted(message.mailing),
-        ', "recipient": ',
-        _quoted(message.recipient),
-        ', "to": ',
-        to_json,
-        ', "parts": ',
-    ]
-    if not _add_object(out, message.parts):
-        return None
-    out.append(', "codes": ')
-    if not _add_object(out, message.codes):
-        return None
-    out.append("}\n")
-    return "".join(out)
-
-
-def _add_object(out: list[str], mapping: Mapping[Any, Any]) -> bool:
-    """Append ``mapping`` as a JSON object of strings; False if it holds anything else."""
-    out.append("{")
-    separator = ""
-    for key, value in mapping.items():
-        if type(key) is not str or type(value) is not str:
-            return False
-        out += (separator, _quoted(key), ": ", _quoted(value))
-        separator = ", "
-    out.append("}")
-    return True
+#: The standard encoder, with orjson's separators: the fallback that names
+#: what orjson refused.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class JsonlWriter(MessageWriter):
@@ -291,8 +247,13 @@ class JsonlWriter(MessageWriter):
         if subject is not None and not subject.isprintable():
             _check_subject(message)
         try:
-            line = _json_line(message)
-            return (line if line is not None else _dumps(message.as_dict()) + "\n").encode()
+            # orjson quotes a message's text about five times faster than the
+            # standard encoder, a fifth of a bare render per message.
+            return orjson.dumps(message.as_dict(), option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            pass  # a lone surrogate, say: the general encoder says which and where
+        try:
+            return (_dumps(message.as_dict()) + "\n").encode()
         except UnicodeEncodeError as exc:
             raise _not_unicode(exc) from exc
         except (TypeError, ValueError) as exc:

@@ -115,6 +115,7 @@ def read_recipients(
     keep: Callable[[str], bool] | None = None,
     *,
     others_checked: bool = False,
+    with_fields: bool = True,
 ) -> Iterator[Recipient]:
     """Every recipient once (a repeated id is skipped), or RecipientError naming file and line.
 
@@ -123,12 +124,17 @@ def read_recipients(
     checked unless ``others_checked`` says the whole file was read before
     (a render's preflight): then a CSV line outside the slice is dropped as
     soon as its id is known, and a worker pays only for its own recipients.
+    Without ``with_fields`` every line is still checked, but the recipients
+    come with no fields (for a reader of ids, which need not build them).
     """
     path = Path(path)
+    if not _is_jsonl(path):
+        return _read_csv(path, keep, others_checked=others_checked, with_fields=with_fields)
+    return _unique(_read_jsonl(path), keep)
+
+
+def _unique(rows: Iterator[Recipient], keep: Callable[[str], bool] | None) -> Iterator[Recipient]:
     seen: set[str] = set()
-    rows = (
-        _read_jsonl(path) if _is_jsonl(path) else _read_csv(path, keep if others_checked else None)
-    )
     for recipient in rows:
         if keep is not None and not keep(recipient.id):
             continue
@@ -180,13 +186,27 @@ def _csv_header(path: Path, reader: Any) -> list[str]:
     return names
 
 
-def _read_csv(path: Path, skip_unless: Callable[[str], bool] | None = None) -> Iterator[Recipient]:
+#: The fields of a recipient read for its id alone (never changed).
+_NO_FIELDS: dict[str, Any] = {}
+
+
+def _read_csv(
+    path: Path,
+    keep: Callable[[str], bool] | None,
+    *,
+    others_checked: bool,
+    with_fields: bool,
+) -> Iterator[Recipient]:
+    # One loop for parsing, checking, slicing and duplicates: this runs for
+    # every line of every mailing, where a generator layer per step shows.
     with _open(path) as handle:
         reader = csv.reader(handle, strict=True)
         names = _csv_header(path, reader)
         width = len(names)
         id_index = names.index("id")
         search = UNSAFE_VALUE.search
+        seen: set[str] = set()
+        remember = seen.add
         try:
             previous = reader.line_num
             for row in reader:
@@ -199,7 +219,8 @@ def _read_csv(path: Path, skip_unless: Callable[[str], bool] | None = None) -> I
                         f"{path}, line {line}: {len(row)} fields where the header has {width}"
                     )
                 recipient_id = row[id_index].strip()
-                if skip_unless is not None and not skip_unless(recipient_id):
+                wanted = keep is None or keep(recipient_id)
+                if not wanted and others_checked:
                     continue
                 # The common row is printable text, which holds nothing refused:
                 # one C call for the whole row; the searches run only otherwise.
@@ -210,7 +231,12 @@ def _read_csv(path: Path, skip_unless: Callable[[str], bool] | None = None) -> I
                         _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
                 if not recipient_id or len(recipient_id) > MAX_ID_LENGTH:
                     _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
-                yield Recipient(recipient_id, dict(zip(names, row, strict=True)), line)
+                if not wanted or recipient_id in seen:
+                    continue
+                remember(recipient_id)
+                # The width was checked above; strict zip would check it again.
+                fields = dict(zip(names, row, strict=False)) if with_fields else _NO_FIELDS
+                yield Recipient(recipient_id, fields, line)
         except csv.Error as exc:
             raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
 

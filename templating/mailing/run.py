@@ -49,6 +49,7 @@ from pools.issuing.mailings import (
     RunTotals,
     Skip,
     finish_run,
+    gave_codes_from,
     issued_customers_in,
     start_run,
 )
@@ -268,10 +269,14 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
         # "given a code by this mailing": a re-run with other recipients than
         # before must not count the earlier ones as covered.
         served = dict.fromkeys(plan.issuing, 0)
-        ids = (r.id for r in read_recipients(request.recipients_path, keep))
+        # Only a re-run has served anyone: a first run looks up no batch.
+        earlier = [
+            p for p in plan.issuing if check and gave_codes_from(conn, request.mailing_id, p)
+        ]
+        ids = (r.id for r in read_recipients(request.recipients_path, keep, with_fields=False))
         while batch := list(islice(ids, PREFLIGHT_BATCH)):
             recipients += len(batch)
-            for pool_id in plan.issuing if check else ():
+            for pool_id in earlier:
                 served[pool_id] += issued_customers_in(conn, request.mailing_id, pool_id, batch)
         for pool_id in plan.issuing if check else ():
             pool = plan.pools[pool_id]
