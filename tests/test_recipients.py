@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from templating.errors import RecipientError
-from templating.mailing.recipients import Recipient, Shard, columns_of, in_slice, read_recipients
+from templating.mailing.recipients import (
+    Recipient,
+    Shard,
+    columns_of,
+    in_slice,
+    read_recipients,
+    slice_filter,
+)
 
 
 def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
@@ -139,3 +146,27 @@ def test_shards_and_worker_slices_partition_the_recipients(
     # Stable: the shard does not depend on the number of workers.
     for rid, [(index, _worker)] in owners.items():
         assert in_slice(rid, Shard(index, shards))
+
+
+@given(
+    ids=st.sets(st.text(min_size=1, max_size=12), max_size=40),
+    shards=st.integers(1, 4),
+    workers=st.integers(1, 3),
+)
+def test_a_workers_filter_keeps_exactly_its_slice(ids: set[str], shards: int, workers: int) -> None:
+    for index in range(1, shards + 1):
+        shard = Shard(index, shards)
+        for worker in range(workers):
+            keep = slice_filter(shard, worker, workers)
+            kept = {rid for rid in ids if keep is None or keep(rid)}
+            assert kept == {rid for rid in ids if in_slice(rid, shard, worker, workers)}
+
+
+@pytest.mark.parametrize("bad_id", ["a\udcffb", "a\x00b", "a\x1bb"])
+def test_a_slice_filter_never_sees_an_unchecked_id(tmp_path: Path, bad_id: str) -> None:
+    """A bad id on a line gets the line's error, not a failure inside the shard hash."""
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"id,email\nok,a@b.c\n" + bad_id.encode("utf-8", "surrogateescape") + b",x\n")
+    keep = slice_filter(Shard(1, 2), 0, 2)
+    with pytest.raises(RecipientError, match=r"line 3"):
+        list(read_recipients(path, keep))

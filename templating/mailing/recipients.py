@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from email.errors import HeaderParseError, MessageDefect
@@ -81,13 +82,31 @@ class Shard:
 
 
 def stable_hash(recipient_id: str) -> int:
+    """The shard hash: the same on every machine and in every release."""
     return int.from_bytes(hashlib.blake2b(recipient_id.encode(), digest_size=8).digest(), "big")
+
+
+def worker_hash(recipient_id: str) -> int:
+    """Which worker of a run renders a recipient: only the run's own workers
+    must agree on it, so a cheaper hash than the shard's (every worker
+    hashes every line of the file)."""
+    return zlib.crc32(recipient_id.encode())
 
 
 def in_slice(recipient_id: str, shard: Shard, worker: int = 0, workers: int = 1) -> bool:
     """Whether this recipient belongs to the shard and, within it, to the worker."""
-    h = stable_hash(recipient_id)
-    return h % shard.count == shard.index - 1 and (h // shard.count) % workers == worker
+    if shard.count > 1 and stable_hash(recipient_id) % shard.count != shard.index - 1:
+        return False
+    return workers == 1 or worker_hash(recipient_id) % workers == worker
+
+
+def slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[str], bool] | None:
+    """:func:`in_slice` for one worker as a filter of ids; None when it keeps every id."""
+    if shard.count == 1 and workers == 1:
+        return None
+    if shard.count == 1:
+        return lambda recipient_id: zlib.crc32(recipient_id.encode()) % workers == worker
+    return lambda recipient_id: in_slice(recipient_id, shard, worker, workers)
 
 
 def _where(path: Path, line: int, column: str) -> str:
@@ -207,6 +226,7 @@ def _read_csv(
         search = UNSAFE_VALUE.search
         seen: set[str] = set()
         remember = seen.add
+        skip_unchecked, keep_checked = (keep, None) if others_checked else (None, keep)
         try:
             previous = reader.line_num
             for row in reader:
@@ -219,8 +239,7 @@ def _read_csv(
                         f"{path}, line {line}: {len(row)} fields where the header has {width}"
                     )
                 recipient_id = row[id_index].strip()
-                wanted = keep is None or keep(recipient_id)
-                if not wanted and others_checked:
+                if skip_unchecked is not None and not skip_unchecked(recipient_id):
                     continue
                 # The common row is printable text, which holds nothing refused:
                 # one C call for the whole row; the searches run only otherwise.
@@ -231,7 +250,10 @@ def _read_csv(
                         _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
                 if not recipient_id or len(recipient_id) > MAX_ID_LENGTH:
                     _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
-                if not wanted or recipient_id in seen:
+                # Only a checked id is handed to ``keep``, which may hash it.
+                if (keep_checked is not None and not keep_checked(recipient_id)) or (
+                    recipient_id in seen
+                ):
                     continue
                 remember(recipient_id)
                 # The width was checked above; strict zip would check it again.

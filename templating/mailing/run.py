@@ -66,7 +66,7 @@ from templating.mailing.options import (
     check_workers,
 )
 from templating.mailing.outputs import MessageWriter, OutputTarget
-from templating.mailing.recipients import Recipient, Shard, in_slice, read_recipients
+from templating.mailing.recipients import Recipient, Shard, read_recipients, slice_filter
 from templating.mailing.sources import ChunkCodes, OnExhausted
 from templating.template.message import CompiledTemplate, MessageTemplate
 
@@ -261,7 +261,7 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
     Any bad line fails here. With ``--on-exhausted stop`` a mailing its
     pools cannot cover is refused, naming pool, needed and available.
     """
-    keep = _slice_filter(request.shard)
+    keep = slice_filter(request.shard)
     check = request.on_exhausted is OnExhausted.STOP
     recipients = 0
     with read_transaction(engine) as conn:
@@ -290,12 +290,6 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
             if needed > available:
                 raise PoolExhausted(pool_id, needed, available)
     return recipients
-
-
-def _slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[str], bool] | None:
-    if shard.count == 1 and workers == 1:
-        return None
-    return lambda recipient_id: in_slice(recipient_id, shard, worker, workers)
 
 
 def _chunks(recipients: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:
@@ -484,7 +478,7 @@ def _render_with(
         encode=writer.encode,
         recipients_path=request.recipients_path,
     )
-    keep = _slice_filter(request.shard, worker, request.workers)
+    keep = slice_filter(request.shard, worker, request.workers)
     # The preflight read and checked the whole file before any worker starts.
     recipients = read_recipients(request.recipients_path, keep, others_checked=True)
     result = RunTotals()
