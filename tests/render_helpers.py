@@ -102,6 +102,7 @@ def request_for(
     shard: Shard | None = None,
     chunk_size: int = 50,
     variables: dict[str, str] | None = None,
+    store_process: bool | None = None,
 ) -> RenderRequest:
     return RenderRequest(
         template_path=template,
@@ -114,6 +115,7 @@ def request_for(
         shard=shard or Shard(),
         variables=variables or {},
         chunk_size=chunk_size,
+        store_process=store_process,
     )
 
 
@@ -197,6 +199,22 @@ def wait_until(
         time.sleep(0.01)
 
 
+def processes_with(variable: str, value: str) -> list[int]:
+    """Processes whose environment sets ``variable`` to ``value`` (a render's whole tree)."""
+    wanted = f"{variable}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        if wanted in environment:
+            found.append(int(entry.name))
+    return found
+
+
 # -- entry points of rendering processes -------------------------------------------
 
 
@@ -226,6 +244,7 @@ def paced_render(request_json: str, pause: float) -> None:
         options["mailing"],
         Path(options["out"]),
         chunk_size=options["chunk_size"],
+        store_process=options["store_process"],
     )
 
 
@@ -238,6 +257,7 @@ def paced_render_command(
     *,
     chunk_size: int,
     pause: float,
+    store_process: bool | None = None,
 ) -> list[str]:
     """argv of a separate Python process running :func:`paced_render`."""
     options = json.dumps(
@@ -248,6 +268,7 @@ def paced_render_command(
             "mailing": mailing,
             "out": str(out),
             "chunk_size": chunk_size,
+            "store_process": store_process,
         }
     )
     script = (

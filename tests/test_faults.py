@@ -15,6 +15,7 @@ import contextlib
 import email
 import email.policy
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -60,6 +61,7 @@ from templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
 from templating.mailing.outputs import OutputFormat
 from templating.mailing.run import _StopWhenOrphaned, plan_render, render_slice
 from templating.mailing.sources import ChunkCodes
+from templating.mailing.store_helper import start_store_helper
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
 #: failure message repeats the one in use.
@@ -389,12 +391,14 @@ class _GoneAfterRendering(_StopWhenOrphaned):
         return len(self.rendered) >= self.chunks
 
 
+@pytest.mark.parametrize("helper", [False, True], ids=["store-thread", "store-process"])
 def test_a_worker_whose_render_is_gone_settles_nothing_more(
-    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helper: bool
 ) -> None:
     """A worker that finds its render gone while it renders a chunk settles
     neither that chunk nor one still waiting for its settle: their codes go
-    back to the pool, and what was settled before is written, in full."""
+    back to the pool, and what was settled before is written, in full. The
+    same whether its store work runs in a thread or in a helper process."""
     m = _mailing(db_url, engine, tmp_path, 300, 300, "m-gone")
     stop = _GoneAfterRendering(3)
     render_chunk = ChunkRenderer.render
@@ -410,7 +414,19 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
     )
     request.output.prepare()
     _template, plan = plan_render(engine, request)
-    result = render_slice(request, plan, 0, "gone", stop, lambda _n: None)
+    end = (
+        start_store_helper(
+            multiprocessing.get_context("forkserver"),
+            db_url,
+            plan.pools,
+            request.mailing_id,
+            request.scope,
+            None,
+        )
+        if helper
+        else None
+    )
+    result = render_slice(request, plan, 0, "gone", stop, lambda _n: None, helper=end)
     monkeypatch.undo()
     part = request.output.part_path(0, "gone")
     written = records_by_recipient(read_jsonl(part))

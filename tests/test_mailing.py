@@ -143,14 +143,26 @@ def test_duplicate_recipient_ids_are_rendered_once(
     _check_codes_match_store(engine, "m1", tmp_path / "out.jsonl", ["a", "b", "c"])
 
 
-def test_two_workers_render_everyone_once(db_url: str, engine: Engine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_process", [False, True], ids=["store-thread", "store-process"])
+def test_two_workers_render_everyone_once(
+    db_url: str, engine: Engine, tmp_path: Path, store_process: bool
+) -> None:
     pool_with_codes(engine, "spring", 80)
     ids = customer_ids(60)
     template = write_template(tmp_path, EVERY_PART)
     recipients = write_recipients(tmp_path, ids)
     out = tmp_path / "out.jsonl"
 
-    summary = render(db_url, template, recipients, "m-w2", out, workers=2, chunk_size=8)
+    summary = render(
+        db_url,
+        template,
+        recipients,
+        "m-w2",
+        out,
+        workers=2,
+        chunk_size=8,
+        store_process=store_process,
+    )
 
     assert summary.ok and (summary.rendered, summary.new_codes) == (60, 60)
     stored = _check_codes_match_store(engine, "m-w2", out, ids)

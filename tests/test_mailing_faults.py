@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from render_helpers import (
     issuances,
     paced_render_command,
     pool_with_codes,
+    processes_with,
     read_jsonl,
     render,
     render_when_released,
@@ -41,8 +43,9 @@ from templating.mailing.sources import OnExhausted
 from templating.template import limits
 
 
+@pytest.mark.parametrize("store_process", [False, True], ids=["store-thread", "store-process"])
 def test_a_render_killed_mid_run_is_resumed_by_the_next_run(
-    db_url: str, engine: Engine, tmp_path: Path
+    db_url: str, engine: Engine, tmp_path: Path, store_process: bool
 ) -> None:
     pool_with_codes(engine, "spring", 2100)
     ids = customer_ids(2000)
@@ -50,10 +53,20 @@ def test_a_render_killed_mid_run_is_resumed_by_the_next_run(
     recipients = write_recipients(tmp_path, ids)
     killed_out = tmp_path / "killed.jsonl"
     command = paced_render_command(
-        db_url, template, recipients, "m-kill", killed_out, chunk_size=20, pause=0.002
+        db_url,
+        template,
+        recipients,
+        "m-kill",
+        killed_out,
+        chunk_size=20,
+        pause=0.002,
+        store_process=store_process,
     )
+    # Marks every process of the render's tree, its store helper included.
+    mark = uuid.uuid4().hex
+    environment = {**os.environ, "PROMOMAIL_TEST_RENDER": mark}
 
-    with subprocess.Popen(command, stderr=subprocess.PIPE) as child:
+    with subprocess.Popen(command, stderr=subprocess.PIPE, env=environment) as child:
         try:
             wait_until(
                 lambda: (
@@ -71,6 +84,12 @@ def test_a_render_killed_mid_run_is_resumed_by_the_next_run(
             child.kill()
             child.wait()
     assert child.returncode == -signal.SIGKILL
+    # Nothing of the killed render goes on: no worker server, no store helper.
+    wait_until(
+        lambda: not processes_with("PROMOMAIL_TEST_RENDER", mark),
+        timeout=30,
+        what="the killed render's processes to end",
+    )
 
     before = initial_codes(engine, "m-kill", "spring")
     held = counts(engine, "spring")
@@ -99,8 +118,9 @@ def test_a_render_killed_mid_run_is_resumed_by_the_next_run(
     assert show_mailing(engine, "m-kill").status == "finished"
 
 
+@pytest.mark.parametrize("store_process", [False, True], ids=["store-thread", "store-process"])
 def test_two_mailings_from_one_pool_at_once_never_share_a_code(
-    db_url: str, engine: Engine, tmp_path: Path
+    db_url: str, engine: Engine, tmp_path: Path, store_process: bool
 ) -> None:
     pool_with_codes(engine, "spring", 420)
     ids = customer_ids(200)
@@ -109,7 +129,13 @@ def test_two_mailings_from_one_pool_at_once_never_share_a_code(
     requests = [
         (
             request_for(
-                db_url, template, recipients, name, tmp_path / f"{name}.jsonl", chunk_size=10
+                db_url,
+                template,
+                recipients,
+                name,
+                tmp_path / f"{name}.jsonl",
+                chunk_size=10,
+                store_process=store_process,
             ),
         )
         for name in ("m-a", "m-b")

@@ -9,7 +9,7 @@ mailing) tops it up before applying the ``--on-exhausted`` policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,9 @@ from pools.admin.lifecycle import PoolView
 from pools.errors import ReservationLost, StoreConflict
 from pools.issuing.claiming import Reservation, release, reserve_many, settle
 from pools.issuing.holdings import chunk_holdings
+from pools.issuing.leases import Lease, check_lease
 from pools.issuing.mailings import RunTotals
+from pools.store.dialect_sql import PromoCode
 from templating.errors import MailingError, PoolRanOut, RecipientFailed, UnwritableMessage
 from templating.mailing.outputs import Encoded, RenderedMessage
 from templating.mailing.recipients import PLAIN_ADDRESS, Recipient, one_address
@@ -51,6 +53,10 @@ class PoolPlan:
         return {pool_id: self.per_customer.get(pool_id) for pool_id in self.issuing}
 
 
+class Abandoned(Exception):
+    """A chunk's settle not started because the run is gone; its codes went back."""
+
+
 def _unencoded(message: RenderedMessage) -> bytes:
     raise NotImplementedError("ChunkRenderer needs the output writer's encode")
 
@@ -74,6 +80,76 @@ class Prepared:
     @property
     def reservations(self) -> list[Reservation]:
         return list(self.data.reservations.values())
+
+
+@dataclass
+class ChunkStore:
+    """What a chunk asks of the store: what its customers hold and codes
+    reserved for it (prepare), then its issuances recorded (settle).
+
+    Works on ids, codes and reservations only, never on recipients' fields,
+    so it can run in a process of its own (:mod:`templating.mailing.store_helper`).
+    """
+
+    engine: Engine
+    plan: PoolPlan
+    mailing_id: str
+    scope: str
+    #: The run's lease: a chunk is settled only while the run holds it.
+    lease: Lease | None = None
+
+    def prepare(self, ids: list[str]) -> ChunkData:
+        held = chunk_holdings(
+            self.engine,
+            self.mailing_id,
+            ids,
+            issuing=self.plan.issuing_counts,
+            reissuing=self.plan.reissuing,
+        )
+        data = ChunkData(held, dict(self.plan.per_customer))
+        needed = self._needed(data, ids)
+        if needed:
+            data.reservations = reserve_many(self.engine, needed, scope=self.scope)
+            data.token = next(iter(data.reservations.values())).token
+        return data
+
+    def settle(
+        self,
+        reservations: list[Reservation],
+        handed: Mapping[str, Sequence[PromoCode]],
+        reissues: Sequence[tuple[str, str, int]],
+    ) -> None:
+        """Record the chunk; on any failure its codes go back to the pool."""
+        try:
+            if self.lease is not None:
+                check_lease(self.engine, self.lease)
+            settle(self.engine, self.mailing_id, reservations, handed, reissues)
+        except StoreConflict as exc:
+            # Only a second run of the same mailing and shard, at the same
+            # time, can give these recipients codes between prepare and settle.
+            self.release(reservations)
+            raise MailingError(
+                f"mailing {self.mailing_id!r}: another run is rendering the same recipients "
+                "at this moment; run one render per mailing and shard at a time"
+            ) from exc
+        except BaseException:
+            self.release(reservations)
+            raise
+
+    def release(self, reservations: list[Reservation]) -> None:
+        if reservations:
+            release(self.engine, reservations)
+
+    def _needed(self, data: ChunkData, ids: list[str]) -> dict[str, int]:
+        needed: dict[str, int] = {}
+        for pool_id in self.plan.issuing:
+            wanted = self.plan.per_customer.get(pool_id)
+            if wanted is None:
+                needed[pool_id] = len(ids) - len(data.held.existing[pool_id])
+            else:
+                current = data.held.current[pool_id]
+                needed[pool_id] = sum(max(0, wanted - len(current.get(c, []))) for c in ids)
+        return {pool_id: n for pool_id, n in needed.items() if n > 0}
 
 
 @dataclass
@@ -101,21 +177,15 @@ class ChunkRenderer:
     #: Named in the failures that come from a recipient's own values.
     recipients_path: str = "recipients"
 
+    #: The run's lease, checked before each settle.
+    lease: Lease | None = None
+
+    @property
+    def store(self) -> ChunkStore:
+        return ChunkStore(self.engine, self.plan, self.mailing_id, self.scope, self.lease)
+
     def prepare(self, chunk: list[Recipient]) -> Prepared:
-        ids = [r.id for r in chunk]
-        held = chunk_holdings(
-            self.engine,
-            self.mailing_id,
-            ids,
-            issuing=self.plan.issuing_counts,
-            reissuing=self.plan.reissuing,
-        )
-        data = ChunkData(held, dict(self.plan.per_customer))
-        needed = self._needed(data, ids)
-        if needed:
-            data.reservations = reserve_many(self.engine, needed, scope=self.scope)
-            data.token = next(iter(data.reservations.values())).token
-        return Prepared(chunk, data)
+        return Prepared(chunk, self.store.prepare([r.id for r in chunk]))
 
     def render(self, prepared: Prepared) -> tuple[RenderedChunk, ChunkCodes]:
         """Render every recipient of the chunk; touches the store only to top up."""
@@ -202,29 +272,10 @@ class ChunkRenderer:
 
     def settle(self, prepared: Prepared, source: ChunkCodes) -> None:
         """Record the chunk; on any failure its codes go back to the pool."""
-        try:
-            settle(
-                self.engine,
-                self.mailing_id,
-                prepared.reservations,
-                source.handed,
-                source.reissues,
-            )
-        except StoreConflict as exc:
-            # Only a second run of the same mailing and shard, at the same
-            # time, can give these recipients codes between prepare and settle.
-            self.release(prepared)
-            raise MailingError(
-                f"mailing {self.mailing_id!r}: another run is rendering the same recipients "
-                "at this moment; run one render per mailing and shard at a time"
-            ) from exc
-        except BaseException:
-            self.release(prepared)
-            raise
+        self.store.settle(prepared.reservations, source.handed, source.reissues)
 
     def release(self, prepared: Prepared) -> None:
-        if prepared.reservations:
-            release(self.engine, prepared.reservations)
+        self.store.release(prepared.reservations)
 
     def render_now(self, chunk: list[Recipient]) -> RenderedChunk:
         """Prepare, render and settle one chunk, again if its codes were taken back."""
@@ -243,14 +294,3 @@ class ChunkRenderer:
                 continue
             return result
         raise AssertionError("unreachable")
-
-    def _needed(self, data: ChunkData, ids: list[str]) -> dict[str, int]:
-        needed: dict[str, int] = {}
-        for pool_id in self.plan.issuing:
-            wanted = self.plan.per_customer.get(pool_id)
-            if wanted is None:
-                needed[pool_id] = len(ids) - len(data.held.existing[pool_id])
-            else:
-                current = data.held.current[pool_id]
-                needed[pool_id] = sum(max(0, wanted - len(current.get(c, []))) for c in ids)
-        return {pool_id: n for pool_id, n in needed.items() if n > 0}

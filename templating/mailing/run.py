@@ -57,7 +57,7 @@ from pools.store.clock import utcnow
 from pools.store.db import StoreConfig, open_engine, read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, MailingError
-from templating.mailing.chunks import ChunkRenderer, PoolPlan, Prepared, RenderedChunk
+from templating.mailing.chunks import Abandoned, ChunkRenderer, PoolPlan, Prepared, RenderedChunk
 from templating.mailing.options import (
     CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -67,7 +67,13 @@ from templating.mailing.options import (
 )
 from templating.mailing.outputs import MessageWriter, OutputTarget
 from templating.mailing.recipients import Recipient, Shard, read_recipients, slice_filter
-from templating.mailing.sources import ChunkCodes, OnExhausted
+from templating.mailing.sources import ChunkCodes, ChunkData, OnExhausted
+from templating.mailing.store_helper import (
+    STORE_PROCESS_FROM,
+    HelperEnd,
+    StoreClient,
+    start_store_helper,
+)
 from templating.template.message import CompiledTemplate, MessageTemplate
 
 #: Recipient ids looked up per query when the preflight counts who is served.
@@ -92,6 +98,9 @@ class RenderRequest:
     #: How long to wait for a run of the same mailing and shard to end
     #: before refusing; 0 refuses at once.
     wait_seconds: float = 0.0
+    #: Whether each worker's store work runs in a helper process of its own
+    #: (:mod:`templating.mailing.store_helper`); None decides by the mailing's size.
+    store_process: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.mailing_id.strip():
@@ -297,10 +306,6 @@ def _chunks(recipients: Iterator[Recipient], size: int) -> Iterator[list[Recipie
         yield chunk
 
 
-class _Abandoned(Exception):
-    """A chunk's settle not started because the run is gone; its codes went back."""
-
-
 class ChunkPipeline:
     """Overlaps a worker's store work with its rendering.
 
@@ -328,6 +333,7 @@ class ChunkPipeline:
         progress: Callable[[int], None],
         fence: Callable[[], None] = lambda: None,
         abandoned: Callable[[], bool] = lambda: False,
+        helper: StoreClient | None = None,
     ) -> None:
         self.renderer = renderer
         self.writer = writer
@@ -341,6 +347,8 @@ class ChunkPipeline:
         #: Set once the run was found gone: every later chunk is given up too
         #: (settles run in order, so no chunk after an unwritten one is written).
         self.gave_up = False
+        #: The worker's store helper process; without one, a thread does the store work.
+        self.helper = helper
         self.db = ThreadPoolExecutor(1, thread_name_prefix="promomail-db")
         self.settling: deque[tuple[Future[None], Prepared, RenderedChunk]] = deque()
         renderer.before_refill = self.wait_settled
@@ -349,6 +357,9 @@ class ChunkPipeline:
         if not self.gave_up and self.abandoned():
             self.gave_up = True
             self.result.interrupted = True
+            if self.helper is not None:
+                # Settles already sent to the helper must not start either.
+                self.helper.abandon()
         return self.gave_up
 
     def run(self, chunks: Iterator[list[Recipient]], stop: threading.Event | Any) -> None:
@@ -370,7 +381,7 @@ class ChunkPipeline:
                 if self._giving_up():
                     break
                 prepared, holding = holding, None
-                settled = self.db.submit(self._settle, prepared, source)
+                settled = self._submit_settle(prepared, source)
                 self.settling.append((settled, prepared, outcome))
                 self._take_settled(block=False)
                 if outcome.totals.stopped_at_pool:
@@ -390,22 +401,43 @@ class ChunkPipeline:
                     settled.result()
             self.db.shutdown(wait=True)
 
-    def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
-        """Settle the chunk only while this run holds its lease and is not gone."""
-        try:
-            if self._giving_up():
-                raise _Abandoned
-            self.fence()
-        except BaseException:
+    def _submit_settle(self, prepared: Prepared, source: ChunkCodes) -> Future[None]:
+        if self.helper is None:
+            return self.db.submit(self._settle, prepared, source)
+        if self._giving_up():
+            # Asked here, not in the helper: a settle never starts after this.
+            gone: Future[None] = Future()
             self.renderer.release(prepared)
-            raise
+            gone.set_exception(Abandoned())
+            return gone
+        return self.helper.submit("settle", prepared.reservations, source.handed, source.reissues)
+
+    def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
+        """Settle the chunk only while the run is not gone (the store checks the lease)."""
+        if self._giving_up():
+            self.renderer.release(prepared)
+            raise Abandoned
         self.renderer.settle(prepared, source)
 
     def _prepare_next(self, chunks: Iterator[list[Recipient]]) -> Future[Prepared] | None:
         if self._giving_up():
             return None
         chunk = next(chunks, None)
-        return self.db.submit(self.renderer.prepare, chunk) if chunk else None
+        if not chunk:
+            return None
+        if self.helper is None:
+            return self.db.submit(self.renderer.prepare, chunk)
+        prepared: Future[Prepared] = Future()
+
+        def arrived(data: Future[ChunkData]) -> None:
+            error = data.exception()
+            if error is not None:
+                prepared.set_exception(error)
+            else:
+                prepared.set_result(Prepared(chunk, data.result()))
+
+        self.helper.submit("prepare", [r.id for r in chunk]).add_done_callback(arrived)
+        return prepared
 
     def wait_settled(self) -> None:
         self._take_settled(block=True)
@@ -415,7 +447,7 @@ class ChunkPipeline:
             settled, prepared, outcome = self.settling.popleft()
             try:
                 settled.result()
-            except _Abandoned:
+            except Abandoned:
                 continue
             except ReservationLost:
                 # Its codes were voided or reclaimed meanwhile; settle already
@@ -442,13 +474,14 @@ def render_slice(
     stop: threading.Event | Any,
     progress: Callable[[int], None],
     lease: Lease | None = None,
+    helper: HelperEnd | None = None,
 ) -> RunTotals:
     """A worker process's render: its own engine, the template and plan it was handed."""
     engine = open_engine(StoreConfig(request.db_url))
     try:
         template = MessageTemplate.from_compiled(plan.template)
         return _render_with(
-            request, worker, run_id, stop, progress, engine, template, plan.pools, lease
+            request, worker, run_id, stop, progress, engine, template, plan.pools, lease, helper
         )
     finally:
         engine.dispose()
@@ -464,8 +497,13 @@ def _render_with(
     template: MessageTemplate,
     plan: PoolPlan,
     lease: Lease | None = None,
+    helper: HelperEnd | None = None,
 ) -> RunTotals:
-    """Render this worker's recipients chunk by chunk; stops between chunks when asked."""
+    """Render this worker's recipients chunk by chunk; stops between chunks when asked.
+
+    With ``helper`` (the pipe to a store helper process) the chunks' store
+    work runs there; otherwise in a thread of this process.
+    """
     writer = request.output.open_writer(worker, run_id)
     renderer = ChunkRenderer(
         engine,
@@ -477,6 +515,7 @@ def _render_with(
         request.variables,
         encode=writer.encode,
         recipients_path=request.recipients_path,
+        lease=lease,
     )
     keep = slice_filter(request.shard, worker, request.workers)
     # The preflight read and checked the whole file before any worker starts.
@@ -488,12 +527,15 @@ def _render_with(
             check_lease(engine, lease)
 
     abandoned = stop.orphaned if isinstance(stop, _StopWhenOrphaned) else (lambda: False)
+    client = StoreClient(helper) if helper is not None else None
     try:
-        ChunkPipeline(renderer, writer, result, progress, fence, abandoned).run(
+        ChunkPipeline(renderer, writer, result, progress, fence, abandoned, client).run(
             _chunks(recipients, request.chunk_size), stop
         )
     finally:
         writer.close()
+        if client is not None:
+            client.close()
     return result
 
 
@@ -613,9 +655,20 @@ def _render_leased(
     )
     reclaim_expired(engine)
     run_id = uuid.uuid4().hex[:12]
+    helpers = request.store_process
+    if helpers is None:
+        helpers = total >= STORE_PROCESS_FROM * request.workers
     try:
         totals = _run_workers(
-            request, run_id, progress or (lambda _n: None), engine, template, plan, stop, lease
+            request,
+            run_id,
+            progress or (lambda _n: None),
+            engine,
+            template,
+            plan,
+            stop,
+            lease,
+            helpers=helpers,
         )
         if keeper.lost is not None:
             raise keeper.lost
@@ -676,28 +729,66 @@ def _run_workers(
     plan: RenderPlan,
     stop_event: threading.Event | Any,
     lease: Lease | None = None,
+    *,
+    helpers: bool = False,
 ) -> RunTotals:
-    """Every worker's totals, added up."""
-    if request.workers == 1:
-        # In this process: the template and plan already made serve as they are.
-        with _StopOnSignal(stop_event):
-            return _render_with(
-                request, 0, run_id, stop_event, progress, engine, template, plan.pools, lease
+    """Every worker's totals, added up; with ``helpers``, each worker has a store helper."""
+    ends: list[HelperEnd | None] = []
+    try:
+        for _ in range(request.workers):
+            ends.append(_start_helper(request, plan, lease) if helpers else None)
+        if request.workers == 1:
+            # In this process: the template and plan already made serve as they are.
+            with _StopOnSignal(stop_event):
+                return _render_with(
+                    request,
+                    0,
+                    run_id,
+                    stop_event,
+                    progress,
+                    engine,
+                    template,
+                    plan.pools,
+                    lease,
+                    ends[0],
+                )
+        context = _worker_context()
+        messages = context.Queue()
+        processes = [
+            context.Process(
+                target=_worker_main,
+                args=(
+                    request,
+                    plan,
+                    worker,
+                    run_id,
+                    stop_event,
+                    messages,
+                    dict(os.environ),
+                    lease,
+                    ends[worker],
+                ),
+                name=f"promomail-render-{worker}",
             )
-    context = _worker_context()
-    messages = context.Queue()
-    processes = [
-        context.Process(
-            target=_worker_main,
-            args=(request, plan, worker, run_id, stop_event, messages, dict(os.environ), lease),
-            name=f"promomail-render-{worker}",
-        )
-        for worker in range(request.workers)
-    ]
-    with _StopOnSignal(stop_event):
-        for process in processes:
-            process.start()
-        return _collect(processes, messages, progress)
+            for worker in range(request.workers)
+        ]
+        with _StopOnSignal(stop_event):
+            for process, end in zip(processes, ends, strict=True):
+                process.start()
+                if end is not None:
+                    # The worker holds its own copy now: when it ends, its helper ends.
+                    end.close()
+            return _collect(processes, messages, progress)
+    finally:
+        for end in ends:
+            if end is not None:
+                end.close()
+
+
+def _start_helper(request: RenderRequest, plan: RenderPlan, lease: Lease | None) -> HelperEnd:
+    return start_store_helper(
+        _worker_context(), request.db_url, plan.pools, request.mailing_id, request.scope, lease
+    )
 
 
 def _collect(processes: list[Any], messages: Any, progress: Callable[[int], None]) -> RunTotals:
@@ -774,6 +865,7 @@ def _worker_main(
     messages: Any,
     environment: dict[str, str],
     lease: Lease | None = None,
+    helper: HelperEnd | None = None,
 ) -> None:
     # Forked from a server started by an earlier render, a worker would have
     # that render's environment (the eml sender, say): it takes this one's.
@@ -793,6 +885,7 @@ def _worker_main(
             _StopWhenOrphaned(stop, os.getppid()),
             lambda n: messages.put(("progress", worker, n)),
             lease,
+            helper,
         )
     except PromomailError as exc:
         messages.put(("error", worker, f"worker {worker}: {exc}"))

@@ -1,0 +1,181 @@
+"""A worker's chunk store in a process of its own.
+
+A render worker overlaps the store work of its chunks with rendering. In a
+thread of the worker that work shares the interpreter lock with the render:
+its Python time is taken from the render, and each time a driver call
+returns the thread waits for the lock, so the render then waits for the
+chunk it needs next. A helper process runs the same :class:`ChunkStore`
+with its own connection and its own interpreter; what crosses the pipe is
+ids, codes and reservations, never recipients' fields.
+
+The helper answers requests in the order they were sent. It ends when the
+worker closes its end of the pipe, or dies: the worker holds the only other
+end, so a killed worker (or a killed single-process render) leaves no
+helper behind. A settle never starts once the run is gone: neither when
+the worker has found its render gone (it says so through a shared flag,
+which also stops settles it sent before), nor when the server the helper
+was forked from has ended with the render (its parent changed).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import suppress
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+from pools.issuing.claiming import Reservation
+from pools.issuing.leases import Lease
+from pools.store.db import StoreConfig, open_engine
+from templating.errors import MailingError
+from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan
+
+#: A helper pays for itself from this many recipients per worker; smaller
+#: renders keep their store work in a thread (a process costs a start-up).
+STORE_PROCESS_FROM = 5_000
+
+
+class HelperEnd(NamedTuple):
+    """The worker's end of a helper: the pipe, and the flag that says the run is gone."""
+
+    connection: Connection
+    gone: Any  # a multiprocessing Event
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def start_store_helper(
+    context: Any, db_url: str, plan: PoolPlan, mailing_id: str, scope: str, lease: Lease | None
+) -> HelperEnd:
+    """Start a helper process; returns the worker's end of it (hand it to the worker)."""
+    ours, theirs = context.Pipe()
+    gone = context.Event()
+    process = context.Process(
+        target=_serve,
+        args=(theirs, gone, db_url, plan, mailing_id, scope, lease),
+        name="promomail-store",
+        daemon=True,
+    )
+    process.start()
+    # From now on only the helper holds its end: its end of file is ours closing.
+    theirs.close()
+    return HelperEnd(ours, gone)
+
+
+class StoreClient:
+    """The worker's side of a helper: each request returns a future, answered in order."""
+
+    def __init__(self, end: HelperEnd) -> None:
+        self.connection = end.connection
+        self.gone = end.gone
+        self._pending: deque[Future[Any]] = deque()
+        self._sending = threading.Lock()
+        self._reader = threading.Thread(
+            target=self._read, name="promomail-store-reader", daemon=True
+        )
+        self._reader.start()
+
+    def submit(self, operation: str, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._sending:
+            self._pending.append(future)
+            try:
+                self.connection.send((operation, args))
+            except (OSError, ValueError) as exc:
+                self._pending.pop()
+                raise _helper_gone() from exc
+        return future
+
+    def abandon(self) -> None:
+        """The run is gone: no settle starts from now on, sent or not."""
+        self.gone.set()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                ok, value = self.connection.recv()
+            except (EOFError, OSError):
+                break
+            future = self._pending.popleft()
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        while self._pending:
+            self._pending.popleft().set_exception(_helper_gone())
+
+    def close(self) -> None:
+        """Ask the helper to end once it has answered everything asked of it."""
+        with self._sending, suppress(OSError, ValueError):
+            self.connection.send(None)
+        self._reader.join()
+        self.connection.close()
+
+
+def _helper_gone() -> MailingError:
+    return MailingError("the render's store process ended unexpectedly")
+
+
+def _serve(
+    connection: Connection,
+    gone: Any,
+    db_url: str,
+    plan: PoolPlan,
+    mailing_id: str,
+    scope: str,
+    lease: Lease | None,
+) -> None:
+    # Ctrl-C reaches the whole process group: the render decides when to stop,
+    # and the helper ends when its worker does. (A SIGTERM ends it at once:
+    # its transaction in progress, if any, is rolled back.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    engine = open_engine(StoreConfig(db_url))
+    store = ChunkStore(engine, plan, mailing_id, scope, lease)
+
+    def settle(reservations: list[Reservation], *rest: Any) -> None:
+        if gone.is_set() or os.getppid() != parent:
+            store.release(reservations)
+            raise Abandoned
+        store.settle(reservations, *rest)
+
+    operations: dict[str, Callable[..., Any]] = {
+        "prepare": store.prepare,
+        "settle": settle,
+        "release": store.release,
+    }
+    try:
+        while True:
+            try:
+                request = connection.recv()
+            except (EOFError, OSError):
+                return  # the worker is gone
+            if request is None:
+                return
+            operation, args = request
+            try:
+                answer = (True, operations[operation](*args))
+            except BaseException as exc:  # answered: the worker decides what it means
+                answer = (False, _sendable(exc))
+            try:
+                connection.send(answer)
+            except (OSError, ValueError):
+                return
+    finally:
+        engine.dispose()
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    """The exception itself when it survives the pipe, else one that says the same."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return MailingError(f"{type(exc).__name__}: {exc}")
+    return exc
