@@ -67,11 +67,13 @@ from templating.mailing.options import (
 )
 from templating.mailing.outputs import MessageWriter, OutputTarget
 from templating.mailing.recipients import Recipient, Shard, read_recipients, slice_filter
-from templating.mailing.sources import ChunkCodes, ChunkData, OnExhausted
+from templating.mailing.sources import ChunkCodes, OnExhausted
 from templating.mailing.store_helper import (
     STORE_PROCESS_FROM,
     HelperEnd,
     StoreClient,
+    data_from_wire,
+    settle_arguments,
     start_store_helper,
 )
 from templating.template.message import CompiledTemplate, MessageTemplate
@@ -410,7 +412,9 @@ class ChunkPipeline:
             self.renderer.release(prepared)
             gone.set_exception(Abandoned())
             return gone
-        return self.helper.submit("settle", prepared.reservations, source.handed, source.reissues)
+        return self.helper.submit(
+            "settle", *settle_arguments(prepared.reservations, source.handed, source.reissues)
+        )
 
     def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
         """Settle the chunk only while the run is not gone (the store checks the lease)."""
@@ -429,12 +433,12 @@ class ChunkPipeline:
             return self.db.submit(self.renderer.prepare, chunk)
         prepared: Future[Prepared] = Future()
 
-        def arrived(data: Future[ChunkData]) -> None:
-            error = data.exception()
+        def arrived(answer: Future[Any]) -> None:
+            error = answer.exception()
             if error is not None:
                 prepared.set_exception(error)
             else:
-                prepared.set_result(Prepared(chunk, data.result()))
+                prepared.set_result(Prepared(chunk, data_from_wire(answer.result())))
 
         self.helper.submit("prepare", [r.id for r in chunk]).add_done_callback(arrived)
         return prepared
@@ -562,7 +566,7 @@ def render_mailing(
             return render_mailing(request, progress, engine=own)
         finally:
             own.dispose()
-    _start_worker_server(request.workers)
+    _start_worker_server(request)
     template, plan = plan_render(engine, request)
     # Before anything is written. Taking the lease also frees what a
     # killed run of this mailing and shard left reserved.
@@ -612,11 +616,25 @@ def _worker_context() -> Any:
     return context
 
 
-def _start_worker_server(workers: int) -> None:
-    """Start the workers' server now, so its imports overlap the preflight."""
-    if workers > 1 and "forkserver" in multiprocessing.get_all_start_methods():
+def _start_worker_server(request: RenderRequest) -> None:
+    """Start the server workers and store helpers fork from now, so its
+    imports overlap the preflight (when the render looks like it needs one)."""
+    if _may_fork(request) and "forkserver" in multiprocessing.get_all_start_methods():
         _worker_context()
         multiprocessing.forkserver.ensure_running()
+
+
+#: Bytes of a recipients file that hold :data:`STORE_PROCESS_FROM` short lines.
+_HELPER_FILE_BYTES = STORE_PROCESS_FROM * 32
+
+
+def _may_fork(request: RenderRequest) -> bool:
+    if request.workers > 1 or request.store_process:
+        return True
+    if request.store_process is None:
+        with suppress(OSError):
+            return os.path.getsize(request.recipients_path) >= _HELPER_FILE_BYTES
+    return False
 
 
 def _lost_lease(engine: Engine, lease: Lease, keeper: LeaseKeeper) -> LeaseLost | None:

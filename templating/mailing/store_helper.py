@@ -24,17 +24,21 @@ import pickle
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from contextlib import suppress
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 from pools.issuing.claiming import Reservation
+from pools.issuing.holdings import ChunkHoldings
 from pools.issuing.leases import Lease
 from pools.store.db import StoreConfig, open_engine
+from pools.store.dialect_sql import PromoCode
 from templating.errors import MailingError
 from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan
+from templating.mailing.sources import ChunkData
 
 #: A helper pays for itself from this many recipients per worker; smaller
 #: renders keep their store work in a thread (a process costs a start-up).
@@ -140,17 +144,21 @@ def _serve(
     engine = open_engine(StoreConfig(db_url))
     store = ChunkStore(engine, plan, mailing_id, scope, lease)
 
-    def settle(reservations: list[Reservation], *rest: Any) -> None:
-        if gone.is_set() or os.getppid() != parent:
-            store.release(reservations)
-            raise Abandoned
-        store.settle(reservations, *rest)
+    def prepare(ids: list[str]) -> _WireData:
+        return _data_to_wire(store.prepare(ids))
 
-    operations: dict[str, Callable[..., Any]] = {
-        "prepare": store.prepare,
-        "settle": settle,
-        "release": store.release,
-    }
+    def settle(
+        reservations: list[_WireReservation],
+        handed: dict[str, list[tuple[Any, ...]]],
+        reissues: list[tuple[str, str, int]],
+    ) -> None:
+        held = _reservations_from_wire(reservations)
+        if gone.is_set() or os.getppid() != parent:
+            store.release(held)
+            raise Abandoned
+        store.settle(held, {pool: _codes(rows) for pool, rows in handed.items()}, reissues)
+
+    operations: dict[str, Callable[..., Any]] = {"prepare": prepare, "settle": settle}
     try:
         while True:
             try:
@@ -170,6 +178,77 @@ def _serve(
                 return
     finally:
         engine.dispose()
+
+
+# -- what crosses the pipe -----------------------------------------------------------
+#
+# Codes go as plain tuples: pickle handles those in C, while a named tuple
+# costs it a Python call each way, several microseconds per recipient of
+# the render's own time.
+
+_WireReservation = tuple[str, str, str, bool, list[tuple[Any, ...]]]
+_WireData = tuple[ChunkHoldings, dict[str, int], list[_WireReservation], str | None]
+_new_tuple = tuple.__new__
+
+
+def _codes(rows: Iterable[tuple[Any, ...]]) -> list[PromoCode]:
+    return [_new_tuple(PromoCode, row) for row in rows]
+
+
+def _plain(codes: Iterable[PromoCode]) -> list[tuple[Any, ...]]:
+    return [tuple(code) for code in codes]
+
+
+def _reservations_to_wire(reservations: Iterable[Reservation]) -> list[_WireReservation]:
+    return [(r.pool_id, r.scope, r.token, r.exclusive, _plain(r.codes)) for r in reservations]
+
+
+def _reservations_from_wire(wire: Iterable[_WireReservation]) -> list[Reservation]:
+    return [
+        Reservation(pool_id, scope, token, _codes(rows), exclusive)
+        for pool_id, scope, token, exclusive, rows in wire
+    ]
+
+
+def _held_by_customer(
+    codes: dict[str, dict[str, Any]], convert: Callable[[Any], Any]
+) -> dict[str, dict[str, Any]]:
+    return {pool: {c: convert(code) for c, code in by.items()} for pool, by in codes.items()}
+
+
+def _data_to_wire(data: ChunkData) -> _WireData:
+    held = data.held
+    plain = replace(
+        held,
+        existing=_held_by_customer(held.existing, tuple),
+        latest=_held_by_customer(held.latest, tuple),
+    )
+    return plain, data.per_customer, _reservations_to_wire(data.reservations.values()), data.token
+
+
+def data_from_wire(wire: _WireData) -> ChunkData:
+    """A chunk's :class:`ChunkData` as the helper's answer to ``prepare`` carries it."""
+    plain, per_customer, reservations, token = wire
+    held = replace(
+        plain,
+        existing=_held_by_customer(plain.existing, lambda row: _new_tuple(PromoCode, row)),
+        latest=_held_by_customer(plain.latest, lambda row: _new_tuple(PromoCode, row)),
+    )
+    found = {r.pool_id: r for r in _reservations_from_wire(reservations)}
+    return ChunkData(held, per_customer, found, token)
+
+
+def settle_arguments(
+    reservations: Iterable[Reservation],
+    handed: Mapping[str, Iterable[PromoCode]],
+    reissues: list[tuple[str, str, int]],
+) -> tuple[Any, ...]:
+    """What ``settle`` is sent: the chunk's reservations, what it handed out, its reissues."""
+    return (
+        _reservations_to_wire(reservations),
+        {pool: _plain(codes) for pool, codes in handed.items()},
+        reissues,
+    )
 
 
 def _sendable(exc: BaseException) -> BaseException:
