@@ -26,7 +26,7 @@ from pools.errors import MailingNotFound, ReturnListError
 from pools.history.customers import customer_history
 from pools.history.export import export_issuances
 from pools.issuing.claiming import claim, record_reissues
-from pools.issuing.holdings import latest_codes
+from pools.issuing.holdings import latest_codes, untouched_pools
 from pools.issuing.mailings import show_mailing
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
@@ -108,6 +108,32 @@ def test_a_rerun_gives_returned_recipients_new_codes(engine: Engine) -> None:
     ]
     assert show_mailing(engine, "m1").codes_issued == 3
     check_invariants(engine)
+
+
+def test_a_mailing_whose_codes_all_came_back_holds_nothing_from_the_pool(engine: Engine) -> None:
+    """What a run need not look up: pools the mailing holds no live issuance from."""
+    make_pool(engine, "spring", [f"SP-{i}" for i in range(6)])
+    make_pool(engine, "autumn", [f"AU-{i}" for i in range(6)])
+    _mailing(engine, "m1")
+    claim(engine, "spring", "m1", ["a", "b"])
+    claim(engine, "autumn", "m2", ["a"])
+    reissued = _code_id(engine, "AU-0")
+    with write_transaction(engine) as conn:
+        record_reissues(conn, "m3", [("autumn", "a", reissued)], utcnow())
+    pools = ["spring", "autumn"]
+
+    def untouched(mailing: str) -> frozenset[str]:
+        with read_transaction(engine) as conn:
+            return untouched_pools(conn, mailing, pools)
+
+    assert untouched("m1") == {"autumn"}
+    assert untouched("m2") == {"spring"}
+    assert untouched("m3") == {"spring"}  # a reissue counts
+    assert untouched("m4") == {"spring", "autumn"}
+    return_codes(engine, "m1", ["a"], reason=None)
+    assert untouched("m1") == {"autumn"}  # b still holds its code
+    return_codes(engine, "m1", ["b"], reason=None)
+    assert untouched("m1") == {"spring", "autumn"}
 
 
 def test_last_promocode_never_shows_a_returned_code(engine: Engine) -> None:

@@ -10,7 +10,7 @@ transaction, so a chunk costs one store visit whatever its template uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, func, select
@@ -45,27 +45,64 @@ def chunk_holdings(
     *,
     issuing: Mapping[str, int | None],
     reissuing: Sequence[str],
+    untouched: Collection[str] = (),
 ) -> ChunkHoldings:
     """Everything a chunk's render must know about its customers, in one read.
 
     ``issuing`` maps each pool the template issues from to its per-customer
     count (None for one code per customer); ``reissuing`` names the pools
-    whose last code the template shows.
+    whose last code the template shows. ``untouched`` names pools the
+    mailing had recorded nothing from when its run began (see
+    :func:`untouched_pools`): what the mailing gave from them is not looked up.
     """
     held = ChunkHoldings()
     with read_transaction(engine) as conn:
         for pool_id, per_customer in issuing.items():
+            fresh = pool_id in untouched
             if per_customer is None:
-                held.existing[pool_id] = existing_codes(conn, mailing_id, pool_id, customer_ids)
+                held.existing[pool_id] = (
+                    {} if fresh else existing_codes(conn, mailing_id, pool_id, customer_ids)
+                )
             else:
                 held.current[pool_id] = current_codes(conn, pool_id, customer_ids)
-                held.slots[pool_id] = slots_used(conn, mailing_id, pool_id, customer_ids)
+                held.slots[pool_id] = (
+                    {} if fresh else slots_used(conn, mailing_id, pool_id, customer_ids)
+                )
         for pool_id in reissuing:
             held.latest[pool_id] = latest_codes(
                 conn, pool_id, customer_ids, exclude_mailing=mailing_id
             )
-            held.reissued[pool_id] = reissued_customers(conn, mailing_id, pool_id, customer_ids)
+            held.reissued[pool_id] = (
+                set()
+                if pool_id in untouched
+                else reissued_customers(conn, mailing_id, pool_id, customer_ids)
+            )
     return held
+
+
+def untouched_pools(conn: Connection, mailing_id: str, pool_ids: Iterable[str]) -> frozenset[str]:
+    """The pools of ``pool_ids`` this mailing holds no issuance from (returned ones aside).
+
+    A run that begins with a pool untouched (a mailing's first run) gives
+    each of its recipients a code from it at most once: a worker renders a
+    recipient once, and other workers and shards have other recipients. Its
+    chunks need not ask what the mailing already gave them from that pool,
+    and its preflight need not count who is served.
+    """
+    untouched = set()
+    for pool_id in set(pool_ids):
+        found = conn.execute(
+            select(Issuance.id)
+            .where(
+                Issuance.mailing_id == mailing_id,
+                Issuance.pool_id == pool_id,
+                Issuance.returned_at.is_(None),
+            )
+            .limit(1)
+        ).first()
+        if found is None:
+            untouched.add(pool_id)
+    return frozenset(untouched)
 
 
 def latest_codes(

@@ -148,21 +148,6 @@ def finish_run(
         conn.execute(update(Mailing).where(Mailing.id == mailing_id).values(finished_at=now))
 
 
-def gave_codes_from(conn: Connection, mailing_id: str, pool_id: str) -> bool:
-    """Whether the mailing has given anyone an initial code from the pool (a first run has not)."""
-    query = (
-        select(Issuance.id)
-        .where(
-            Issuance.mailing_id == mailing_id,
-            Issuance.pool_id == pool_id,
-            Issuance.kind == IssuanceKind.INITIAL,
-            Issuance.returned_at.is_(None),
-        )
-        .limit(1)
-    )
-    return conn.execute(query).first() is not None
-
-
 def issued_customers_in(
     conn: Connection, mailing_id: str, pool_id: str, customer_ids: Sequence[str]
 ) -> int:

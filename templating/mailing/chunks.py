@@ -46,6 +46,9 @@ class PoolPlan:
     per_customer: dict[str, int] = field(default_factory=dict)
     #: Every pool of ``refs``, as loaded when the run was planned.
     pools: dict[str, PoolView] = field(default_factory=dict)
+    #: Pools the mailing held no issuance from when the run began
+    #: (:func:`pools.issuing.holdings.untouched_pools`).
+    untouched: frozenset[str] = frozenset()
 
     @property
     def issuing_counts(self) -> dict[str, int | None]:
@@ -105,6 +108,7 @@ class ChunkStore:
             ids,
             issuing=self.plan.issuing_counts,
             reissuing=self.plan.reissuing,
+            untouched=self.plan.untouched,
         )
         data = ChunkData(held, dict(self.plan.per_customer))
         needed = self._needed(data, ids)

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any
 
@@ -36,6 +36,7 @@ from pools.codes.notifications import LowStockAlert, check_low_stock
 from pools.errors import InvalidSetting, LeaseLost, PoolExhausted, PromomailError, ReservationLost
 from pools.identifiers import id_problem, value_problem
 from pools.issuing.claiming import reclaim_expired, shared_code
+from pools.issuing.holdings import untouched_pools
 from pools.issuing.leases import (
     DEFAULT_LEASE_SECONDS,
     Lease,
@@ -49,7 +50,6 @@ from pools.issuing.mailings import (
     RunTotals,
     Skip,
     finish_run,
-    gave_codes_from,
     issued_customers_in,
     start_run,
 )
@@ -281,9 +281,7 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
         # before must not count the earlier ones as covered.
         served = dict.fromkeys(plan.issuing, 0)
         # Only a re-run has served anyone: a first run looks up no batch.
-        earlier = [
-            p for p in plan.issuing if check and gave_codes_from(conn, request.mailing_id, p)
-        ]
+        earlier = [p for p in plan.issuing if check and p not in plan.untouched]
         ids = (r.id for r in read_recipients(request.recipients_path, keep, with_fields=False))
         while batch := list(islice(ids, PREFLIGHT_BATCH)):
             recipients += len(batch)
@@ -662,6 +660,10 @@ def _render_leased(
     started: float,
 ) -> RenderSummary:
     request.output.prepare()
+    with read_transaction(engine) as conn:
+        pool_ids = (*plan.pools.issuing, *plan.pools.reissuing)
+        untouched = untouched_pools(conn, request.mailing_id, pool_ids)
+    plan = replace(plan, pools=replace(plan.pools, untouched=untouched))
     total = preflight(engine, request, plan.pools)
     start_run(
         engine,
