@@ -59,6 +59,7 @@ from sqlalchemy import Engine, text
 from pools.issuing.mailings import show_mailing
 from templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
 from templating.mailing.outputs import OutputFormat
+from templating.mailing.recipients import RecipientSlice
 from templating.mailing.run import _StopWhenOrphaned, plan_render, render_slice
 from templating.mailing.sources import ChunkCodes
 from templating.mailing.store_helper import start_store_helper
@@ -422,6 +423,7 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
             request.mailing_id,
             request.scope,
             None,
+            RecipientSlice(m.recipients, request.shard, 0, 1, request.chunk_size),
         )
         if helper
         else None

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from email.errors import HeaderParseError, MessageDefect
 from email.headerregistry import Address, Group, HeaderRegistry
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -107,6 +108,27 @@ def slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[s
     if shard.count == 1:
         return lambda recipient_id: zlib.crc32(recipient_id.encode()) % workers == worker
     return lambda recipient_id: in_slice(recipient_id, shard, worker, workers)
+
+
+@dataclass(frozen=True)
+class RecipientSlice:
+    """The recipients one worker renders, read ``chunk_size`` at a time.
+
+    For a render whose preflight has read and checked the whole file: lines
+    of other slices are dropped as soon as their id is known.
+    """
+
+    path: str
+    shard: Shard
+    worker: int
+    workers: int
+    chunk_size: int
+
+    def chunks(self) -> Iterator[list[Recipient]]:
+        keep = slice_filter(self.shard, self.worker, self.workers)
+        recipients = read_recipients(self.path, keep, others_checked=True)
+        while chunk := list(islice(recipients, self.chunk_size)):
+            yield chunk
 
 
 def _where(path: Path, line: int, column: str) -> str:

@@ -66,13 +66,18 @@ from templating.mailing.options import (
     check_workers,
 )
 from templating.mailing.outputs import MessageWriter, OutputTarget
-from templating.mailing.recipients import Recipient, Shard, read_recipients, slice_filter
+from templating.mailing.recipients import (
+    Recipient,
+    RecipientSlice,
+    Shard,
+    read_recipients,
+    slice_filter,
+)
 from templating.mailing.sources import ChunkCodes, OnExhausted
 from templating.mailing.store_helper import (
     STORE_PROCESS_FROM,
     HelperEnd,
     StoreClient,
-    data_from_wire,
     settle_arguments,
     start_store_helper,
 )
@@ -301,11 +306,6 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
     return recipients
 
 
-def _chunks(recipients: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:
-    while chunk := list(islice(recipients, size)):
-        yield chunk
-
-
 class ChunkPipeline:
     """Overlaps a worker's store work with its rendering.
 
@@ -373,7 +373,7 @@ class ChunkPipeline:
                     break
                 holding = upcoming.result()
                 upcoming = None
-                if self._giving_up():
+                if holding is None or self._giving_up():
                     break
                 upcoming = self._prepare_next(chunks)
                 outcome, source = self.renderer.render(holding)
@@ -395,7 +395,9 @@ class ChunkPipeline:
                     self.renderer.release(holding)
             if upcoming is not None:
                 with suppress(Exception):
-                    self.renderer.release(upcoming.result())
+                    left = upcoming.result()
+                    if left is not None:
+                        self.renderer.release(left)
             for settled, _, _ in self.settling:
                 with suppress(Exception):
                     settled.result()
@@ -421,24 +423,16 @@ class ChunkPipeline:
             raise Abandoned
         self.renderer.settle(prepared, source)
 
-    def _prepare_next(self, chunks: Iterator[list[Recipient]]) -> Future[Prepared] | None:
+    def _prepare_next(self, chunks: Iterator[list[Recipient]]) -> Future[Prepared | None] | None:
+        """The next chunk, prepared; None once there is none (or, from a helper, a future of None)."""
         if self._giving_up():
             return None
+        if self.helper is not None:
+            return self.helper.next_chunk()
         chunk = next(chunks, None)
         if not chunk:
             return None
-        if self.helper is None:
-            return self.db.submit(self.renderer.prepare, chunk)
-        prepared: Future[Prepared] = Future()
-
-        def arrived(answer: Future[Any]) -> None:
-            error = answer.exception()
-            if error is not None:
-                prepared.set_exception(error)
-            else:
-                prepared.set_result(Prepared(chunk, data_from_wire(answer.result())))
-
-        self.helper.submit("prepare", [r.id for r in chunk]).add_done_callback(arrived)
+        prepared: Future[Prepared | None] = self.db.submit(self.renderer.prepare, chunk)
         return prepared
 
     def wait_settled(self) -> None:
@@ -519,9 +513,10 @@ def _render_with(
         recipients_path=request.recipients_path,
         lease=lease,
     )
-    keep = slice_filter(request.shard, worker, request.workers)
     # The preflight read and checked the whole file before any worker starts.
-    recipients = read_recipients(request.recipients_path, keep, others_checked=True)
+    recipients = RecipientSlice(
+        request.recipients_path, request.shard, worker, request.workers, request.chunk_size
+    )
     result = RunTotals()
 
     def fence() -> None:
@@ -530,9 +525,11 @@ def _render_with(
 
     abandoned = stop.orphaned if isinstance(stop, _StopWhenOrphaned) else (lambda: False)
     client = StoreClient(helper) if helper is not None else None
+    # With a helper, the helper reads the recipients and sends them with their codes.
+    chunks = recipients.chunks() if client is None else iter(())
     try:
         ChunkPipeline(renderer, writer, result, progress, fence, abandoned, client).run(
-            _chunks(recipients, request.chunk_size), stop
+            chunks, stop
         )
     finally:
         writer.close()
@@ -755,8 +752,8 @@ def _run_workers(
     """Every worker's totals, added up; with ``helpers``, each worker has a store helper."""
     ends: list[HelperEnd | None] = []
     try:
-        for _ in range(request.workers):
-            ends.append(_start_helper(request, plan, lease) if helpers else None)
+        for worker in range(request.workers):
+            ends.append(_start_helper(request, plan, lease, worker) if helpers else None)
         if request.workers == 1:
             # In this process: the template and plan already made serve as they are.
             with _StopOnSignal(stop_event):
@@ -805,9 +802,20 @@ def _run_workers(
                 end.close()
 
 
-def _start_helper(request: RenderRequest, plan: RenderPlan, lease: Lease | None) -> HelperEnd:
+def _start_helper(
+    request: RenderRequest, plan: RenderPlan, lease: Lease | None, worker: int
+) -> HelperEnd:
+    recipients = RecipientSlice(
+        request.recipients_path, request.shard, worker, request.workers, request.chunk_size
+    )
     return start_store_helper(
-        _worker_context(), request.db_url, plan.pools, request.mailing_id, request.scope, lease
+        _worker_context(),
+        request.db_url,
+        plan.pools,
+        request.mailing_id,
+        request.scope,
+        lease,
+        recipients,
     )
 
 

@@ -5,8 +5,10 @@ thread of the worker that work shares the interpreter lock with the render:
 its Python time is taken from the render, and each time a driver call
 returns the thread waits for the lock, so the render then waits for the
 chunk it needs next. A helper process runs the same :class:`ChunkStore`
-with its own connection and its own interpreter; what crosses the pipe is
-ids, codes and reservations, never recipients' fields.
+with its own connection and its own interpreter. It also reads the
+worker's recipients, so the worker's interpreter does not parse the file
+either: it asks for the next chunk and gets the recipients with what they
+hold and the codes reserved for them.
 
 The helper answers requests in the order they were sent. It ends when the
 worker closes its end of the pipe, or dies: the worker holds the only other
@@ -37,7 +39,8 @@ from pools.issuing.leases import Lease
 from pools.store.db import StoreConfig, open_engine
 from pools.store.dialect_sql import PromoCode
 from templating.errors import MailingError
-from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan
+from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan, Prepared
+from templating.mailing.recipients import Recipient, RecipientSlice
 from templating.mailing.sources import ChunkData
 
 #: A helper pays for itself from this many recipients per worker; smaller
@@ -56,14 +59,20 @@ class HelperEnd(NamedTuple):
 
 
 def start_store_helper(
-    context: Any, db_url: str, plan: PoolPlan, mailing_id: str, scope: str, lease: Lease | None
+    context: Any,
+    db_url: str,
+    plan: PoolPlan,
+    mailing_id: str,
+    scope: str,
+    lease: Lease | None,
+    recipients: RecipientSlice,
 ) -> HelperEnd:
     """Start a helper process; returns the worker's end of it (hand it to the worker)."""
     ours, theirs = context.Pipe()
     gone = context.Event()
     process = context.Process(
         target=_serve,
-        args=(theirs, gone, db_url, plan, mailing_id, scope, lease),
+        args=(theirs, gone, db_url, plan, mailing_id, scope, lease, recipients),
         name="promomail-store",
         daemon=True,
     )
@@ -96,6 +105,20 @@ class StoreClient:
                 self._pending.pop()
                 raise _helper_gone() from exc
         return future
+
+    def next_chunk(self) -> Future[Prepared | None]:
+        """The worker's next chunk, read and prepared by the helper (None after the last)."""
+        prepared: Future[Prepared | None] = Future()
+
+        def arrived(answer: Future[Any]) -> None:
+            error = answer.exception()
+            if error is not None:
+                prepared.set_exception(error)
+            else:
+                prepared.set_result(_prepared_from_wire(answer.result()))
+
+        self.submit("next").add_done_callback(arrived)
+        return prepared
 
     def abandon(self) -> None:
         """The run is gone: no settle starts from now on, sent or not."""
@@ -135,6 +158,7 @@ def _serve(
     mailing_id: str,
     scope: str,
     lease: Lease | None,
+    recipients: RecipientSlice,
 ) -> None:
     # Ctrl-C reaches the whole process group: the render decides when to stop,
     # and the helper ends when its worker does. (A SIGTERM ends it at once:
@@ -144,8 +168,14 @@ def _serve(
     engine = open_engine(StoreConfig(db_url))
     store = ChunkStore(engine, plan, mailing_id, scope, lease)
 
-    def prepare(ids: list[str]) -> _WireData:
-        return _data_to_wire(store.prepare(ids))
+    chunks = recipients.chunks()
+
+    def next_chunk() -> _WirePrepared | None:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return None
+        data = store.prepare([r.id for r in chunk])
+        return [tuple(r) for r in chunk], _data_to_wire(data)
 
     def settle(
         reservations: list[_WireReservation],
@@ -158,7 +188,7 @@ def _serve(
             raise Abandoned
         store.settle(held, {pool: _codes(rows) for pool, rows in handed.items()}, reissues)
 
-    operations: dict[str, Callable[..., Any]] = {"prepare": prepare, "settle": settle}
+    operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
     try:
         while True:
             try:
@@ -226,8 +256,17 @@ def _data_to_wire(data: ChunkData) -> _WireData:
     return plain, data.per_customer, _reservations_to_wire(data.reservations.values()), data.token
 
 
-def data_from_wire(wire: _WireData) -> ChunkData:
-    """A chunk's :class:`ChunkData` as the helper's answer to ``prepare`` carries it."""
+_WirePrepared = tuple[list[tuple[Any, ...]], _WireData]
+
+
+def _prepared_from_wire(wire: _WirePrepared | None) -> Prepared | None:
+    if wire is None:
+        return None
+    recipients, data = wire
+    return Prepared([_new_tuple(Recipient, r) for r in recipients], _data_from_wire(data))
+
+
+def _data_from_wire(wire: _WireData) -> ChunkData:
     plain, per_customer, reservations, token = wire
     held = replace(
         plain,
