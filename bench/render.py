@@ -24,8 +24,11 @@ One run prints, for ``sample_templates/welcome.j2`` (subject, text, html; one
   timing). The time is the whole ``render_mailing`` call: preflight, reading
   the recipients, worker start-up, rendering, claiming, joining the output.
 
-Each figure is recipients per second and its ratio to bare, and CPU seconds
-(the process, and the worker server and workers it waited for) against bare's. Every step runs
+Each figure is recipients per second and its ratio to a bare render measured
+just before it (the median of ``--rounds`` such pairs, their range beside
+it: the bare line against its own pair shows how much the machine drifts),
+and CPU seconds (the process, and the worker server, workers and store
+helpers it waited for) against that bare render's. Every step runs
 in its own spawned process; memory is the peak resident size of that process
 (``RUSAGE_SELF``) and of the largest render worker it started
 (``RUSAGE_CHILDREN``). Targets: SQLite 1 worker >= 0.6x bare, SQLite 2
@@ -332,7 +335,7 @@ def main() -> None:
         "--rounds",
         type=int,
         default=3,
-        help="rounds of every step, interleaved; each figure is the step's fastest round",
+        help="rounds of every step, each paired with a bare render; the median round counts",
     )
     args = parser.parse_args()
     databases = {"bare", "pure", *parse_databases(args.db)}
@@ -345,29 +348,31 @@ def main() -> None:
         recipients = folder / "recipients.csv"
         write_recipients(recipients, count)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        rounds = max(1, args.rounds)
         print(
             f"{count:,} recipients, template {TEMPLATE.name}; each step in its own process, "
-            f"fastest of {max(1, args.rounds)} interleaved rounds; "
-            f"{os.cpu_count()} CPUs, load average {load} before the run\n"
+            f"{rounds} rounds; {os.cpu_count()} CPUs, load average {load} before the run\n"
         )
         # A shared machine's speed drifts by tens of percent from one minute to
-        # the next: every step runs once per round, the rounds interleave the
-        # steps, and each step's figure is its fastest round.
-        results: dict[str, dict[str, Any]] = {}
-        for _round in range(max(1, args.rounds)):
+        # the next. So every render is measured right after a bare render of
+        # its own, its ratio is taken within that pair, and a step's figure
+        # is its median round (the range of the rounds beside it).
+        rounds_of: dict[str, list[dict[str, Any]]] = {c.name: [] for c in configs}
+        for _round in range(rounds):
             for config in configs:
+                bare = _measure(CONFIGS[0], folder, recipients, count)
                 result = _measure(config, folder, recipients, count)
-                best = results.get(config.name)
-                if best is None or result["seconds"] < best["seconds"]:
-                    results[config.name] = result
+                result["ratio"] = bare["seconds"] / result["seconds"]
+                result["cpu_ratio"] = bare["cpu"] / result["cpu"]
+                rounds_of[config.name].append(result)
 
-        bare_rate = count / results[CONFIGS[0].name]["seconds"]
-        bare_cpu = results[CONFIGS[0].name]["cpu"]
         rows: list[list[object]] = []
         for config in configs:
-            result = results[config.name]
+            measured = sorted(rounds_of[config.name], key=lambda r: r["ratio"])
+            result = measured[len(measured) // 2]
             rate = count / result["seconds"]
-            ratio = rate / bare_rate
+            ratio = result["ratio"]
+            spread = f"{measured[0]['ratio']:.2f}-{measured[-1]['ratio']:.2f}"
             peak = max(result["peak_self_mb"], result["peak_workers_mb"] or 0.0)
             verdict = []
             if config.target is not None:
@@ -381,8 +386,9 @@ def main() -> None:
                     float(result["seconds"]),
                     float(rate),
                     f"{ratio:.2f}x",
+                    spread,
                     float(result["cpu"]),
-                    f"{bare_cpu / result['cpu']:.2f}x",
+                    f"{result['cpu_ratio']:.2f}x",
                     float(result["peak_self_mb"]),
                     "-"
                     if result["peak_workers_mb"] is None
@@ -396,6 +402,7 @@ def main() -> None:
                 "seconds",
                 "recipients/s",
                 "vs bare",
+                "rounds",
                 "CPU s",
                 "bare CPU / CPU",
                 "main MB",

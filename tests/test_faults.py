@@ -62,7 +62,7 @@ from templating.mailing.outputs import OutputFormat
 from templating.mailing.recipients import RecipientSlice
 from templating.mailing.run import _StopWhenOrphaned, plan_render, render_slice
 from templating.mailing.sources import ChunkCodes
-from templating.mailing.store_helper import start_store_helper
+from templating.mailing.store_helper import HelperTask, start_store_helper
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
 #: failure message repeats the one in use.
@@ -418,12 +418,14 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
     end = (
         start_store_helper(
             multiprocessing.get_context("forkserver"),
-            db_url,
-            plan.pools,
-            request.mailing_id,
-            request.scope,
-            None,
-            RecipientSlice(m.recipients, request.shard, 0, 1, request.chunk_size),
+            HelperTask(
+                db_url,
+                plan.pools,
+                request.mailing_id,
+                request.scope,
+                None,
+                RecipientSlice(m.recipients, request.shard, 0, 1, request.chunk_size),
+            ),
         )
         if helper
         else None

@@ -77,6 +77,7 @@ from templating.mailing.sources import ChunkCodes, OnExhausted
 from templating.mailing.store_helper import (
     STORE_PROCESS_FROM,
     HelperEnd,
+    HelperTask,
     StoreClient,
     settle_arguments,
     start_store_helper,
@@ -808,15 +809,10 @@ def _start_helper(
     recipients = RecipientSlice(
         request.recipients_path, request.shard, worker, request.workers, request.chunk_size
     )
-    return start_store_helper(
-        _worker_context(),
-        request.db_url,
-        plan.pools,
-        request.mailing_id,
-        request.scope,
-        lease,
-        recipients,
+    task = HelperTask(
+        request.db_url, plan.pools, request.mailing_id, request.scope, lease, recipients
     )
+    return start_store_helper(_worker_context(), task)
 
 
 def _collect(processes: list[Any], messages: Any, progress: Callable[[int], None]) -> RunTotals:

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
@@ -58,21 +58,26 @@ class HelperEnd(NamedTuple):
         self.connection.close()
 
 
-def start_store_helper(
-    context: Any,
-    db_url: str,
-    plan: PoolPlan,
-    mailing_id: str,
-    scope: str,
-    lease: Lease | None,
-    recipients: RecipientSlice,
-) -> HelperEnd:
+@dataclass(frozen=True)
+class HelperTask:
+    """What a helper serves: a worker's recipients and its chunks' store steps."""
+
+    db_url: str
+    plan: PoolPlan
+    mailing_id: str
+    #: The reservations' scope (the mailing and shard).
+    scope: str
+    lease: Lease | None
+    recipients: RecipientSlice
+
+
+def start_store_helper(context: Any, task: HelperTask) -> HelperEnd:
     """Start a helper process; returns the worker's end of it (hand it to the worker)."""
     ours, theirs = context.Pipe()
     gone = context.Event()
     process = context.Process(
         target=_serve,
-        args=(theirs, gone, db_url, plan, mailing_id, scope, lease, recipients),
+        args=(theirs, gone, task),
         name="promomail-store",
         daemon=True,
     )
@@ -150,25 +155,15 @@ def _helper_gone() -> MailingError:
     return MailingError("the render's store process ended unexpectedly")
 
 
-def _serve(
-    connection: Connection,
-    gone: Any,
-    db_url: str,
-    plan: PoolPlan,
-    mailing_id: str,
-    scope: str,
-    lease: Lease | None,
-    recipients: RecipientSlice,
-) -> None:
+def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
     # Ctrl-C reaches the whole process group: the render decides when to stop,
     # and the helper ends when its worker does. (A SIGTERM ends it at once:
     # its transaction in progress, if any, is rolled back.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
-    engine = open_engine(StoreConfig(db_url))
-    store = ChunkStore(engine, plan, mailing_id, scope, lease)
-
-    chunks = recipients.chunks()
+    engine = open_engine(StoreConfig(task.db_url))
+    store = ChunkStore(engine, task.plan, task.mailing_id, task.scope, task.lease)
+    chunks = task.recipients.chunks()
 
     def next_chunk() -> _WirePrepared | None:
         chunk = next(chunks, None)
@@ -218,6 +213,8 @@ def _serve(
 
 _WireReservation = tuple[str, str, str, bool, list[tuple[Any, ...]]]
 _WireData = tuple[ChunkHoldings, dict[str, int], list[_WireReservation], str | None]
+#: A chunk's recipients and its :class:`ChunkData`.
+_WirePrepared = tuple[list[tuple[Any, ...]], _WireData]
 _new_tuple = tuple.__new__
 
 
@@ -254,9 +251,6 @@ def _data_to_wire(data: ChunkData) -> _WireData:
         latest=_held_by_customer(held.latest, tuple),
     )
     return plain, data.per_customer, _reservations_to_wire(data.reservations.values()), data.token
-
-
-_WirePrepared = tuple[list[tuple[Any, ...]], _WireData]
 
 
 def _prepared_from_wire(wire: _WirePrepared | None) -> Prepared | None:
