@@ -310,11 +310,13 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
 class ChunkPipeline:
     """Overlaps a worker's store work with its rendering.
 
-    While chunk k renders in the calling thread, one database thread settles
-    chunk k-1 and prepares chunk k+1 (the sqlite3 and psycopg drivers release
-    the GIL while the database works). A chunk's messages are written only
-    once its settle has committed, so output never shows a code the store
-    does not record.
+    While chunk k renders in the calling thread, the store side settles
+    chunk k-1 and prepares chunk k+1: a store helper process when the worker
+    has one (:mod:`templating.mailing.store_helper`), else one database
+    thread (the sqlite3 and psycopg drivers release the GIL while the
+    database works, but the thread's Python still shares it with the
+    render). A chunk's messages are written only once its settle has
+    committed, so output never shows a code the store does not record.
 
     A stop asked for (Ctrl-C, SIGTERM, a lost lease) ends the worker after the
     chunk in hand, which is settled and written. A run that is gone (its
