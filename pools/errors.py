@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pools.issuing.leases import LeaseHolder
@@ -12,6 +12,22 @@ if TYPE_CHECKING:
 
 class PromomailError(Exception):
     """Base of every refusal a user can cause; the CLI prints it as one line."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross processes (render workers, store helpers). Many take the
+        # parts of their message in __init__, which pickle's default rebuild
+        # (the class called with ``args``, the message) cannot call again: the
+        # error is rebuilt from its message and attributes instead.
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+def _rebuilt(
+    kind: type[PromomailError], args: tuple[Any, ...], state: dict[str, Any]
+) -> PromomailError:
+    error = kind.__new__(kind)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class StoreError(PromomailError):

@@ -7,6 +7,7 @@ password, with the driver's exception kept as ``__cause__`` for logs.
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 from pathlib import Path
 
@@ -15,8 +16,18 @@ from cli_helpers import Cli
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+import templating.errors  # noqa: F401  (its errors are PromomailError subclasses too)
 from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.errors import DatabaseFailure, StoreConflict, StoreError, StoreUnavailable
+from pools.errors import (
+    DatabaseFailure,
+    LeaseLost,
+    PoolExhausted,
+    PromomailError,
+    ReservationLost,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
 from pools.store.clock import utcnow
 from pools.store.db import (
     StoreConfig,
@@ -110,3 +121,30 @@ def test_the_command_line_shows_one_line_without_the_password() -> None:
     assert result.stderr.startswith("Error: cannot open database postgresql://bob:***@127.0.0.1:1/")
     assert result.stderr.count("\n") == 1
     assert "s3cretpw" not in result.stderr
+
+
+def _every_error_class() -> list[type[PromomailError]]:
+    found: list[type[PromomailError]] = []
+    pending: list[type[PromomailError]] = [PromomailError]
+    while pending:
+        kind = pending.pop()
+        found.append(kind)
+        pending.extend(kind.__subclasses__())
+    return found
+
+
+def test_errors_cross_processes_with_their_message_and_parts() -> None:
+    """Workers and store helpers send errors over pipes: each comes back whole."""
+    lost = LeaseLost("m-1", "2/4", None)
+    exhausted = PoolExhausted("spring", 10, 3)
+    for error in (lost, exhausted, ReservationLost("codes were reclaimed")):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error)
+        assert str(back) == str(error) and back.__dict__ == error.__dict__
+    assert pickle.loads(pickle.dumps(exhausted)).available == 3
+    # Every error class, whatever its __init__ takes.
+    for kind in _every_error_class():
+        bare = kind.__new__(kind)
+        bare.args = (f"a {kind.__name__}",)
+        again = pickle.loads(pickle.dumps(bare))
+        assert type(again) is kind and str(again) == str(bare)
