@@ -180,7 +180,6 @@ class ChunkRenderer:
     encode: Callable[[RenderedMessage], bytes] = _unencoded
     #: Named in the failures that come from a recipient's own values.
     recipients_path: str = "recipients"
-
     #: The run's lease, checked before each settle.
     lease: Lease | None = None
 
