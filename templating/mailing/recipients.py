@@ -106,6 +106,7 @@ def slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[s
     if shard.count == 1 and workers == 1:
         return None
     if shard.count == 1:
+        # worker_hash written out: this runs for every line of the file.
         return lambda recipient_id: zlib.crc32(recipient_id.encode()) % workers == worker
     return lambda recipient_id: in_slice(recipient_id, shard, worker, workers)
 
