@@ -243,9 +243,7 @@ class JsonlWriter(MessageWriter):
             raise _write_error(self.shown, exc) from exc
 
     def encode(self, message: RenderedMessage) -> bytes:
-        subject = message.parts.get("subject")
-        if subject is not None and not subject.isprintable():
-            _check_subject(message)
+        _check_subject(message)
         try:
             # orjson quotes a message's text about five times faster than the
             # standard encoder, a fifth of a bare render per message.

@@ -132,6 +132,12 @@ class RenderRequest:
             if problem is not None:
                 raise InvalidSetting(f"{{variables}} {name}: the value {problem}", "variables")
 
+    def slice_of(self, worker: int) -> RecipientSlice:
+        """The recipients worker ``worker`` renders (the preflight checked the file)."""
+        return RecipientSlice(
+            self.recipients_path, self.shard, worker, self.workers, self.chunk_size
+        )
+
     @property
     def scope(self) -> str:
         """Reservations of this mailing and shard, reclaimed by its next run."""
@@ -516,10 +522,6 @@ def _render_with(
         recipients_path=request.recipients_path,
         lease=lease,
     )
-    # The preflight read and checked the whole file before any worker starts.
-    recipients = RecipientSlice(
-        request.recipients_path, request.shard, worker, request.workers, request.chunk_size
-    )
     result = RunTotals()
 
     def fence() -> None:
@@ -529,7 +531,7 @@ def _render_with(
     abandoned = stop.orphaned if isinstance(stop, _StopWhenOrphaned) else (lambda: False)
     client = StoreClient(helper) if helper is not None else None
     # With a helper, the helper reads the recipients and sends them with their codes.
-    chunks = recipients.chunks() if client is None else iter(())
+    chunks = request.slice_of(worker).chunks() if client is None else iter(())
     try:
         ChunkPipeline(renderer, writer, result, progress, fence, abandoned, client).run(
             chunks, stop
@@ -808,11 +810,13 @@ def _run_workers(
 def _start_helper(
     request: RenderRequest, plan: RenderPlan, lease: Lease | None, worker: int
 ) -> HelperEnd:
-    recipients = RecipientSlice(
-        request.recipients_path, request.shard, worker, request.workers, request.chunk_size
-    )
     task = HelperTask(
-        request.db_url, plan.pools, request.mailing_id, request.scope, lease, recipients
+        request.db_url,
+        plan.pools,
+        request.mailing_id,
+        request.scope,
+        lease,
+        request.slice_of(worker),
     )
     return start_store_helper(_worker_context(), task)
 
