@@ -58,6 +58,7 @@ from pools.store.db import StoreConfig, open_engine, read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, MailingError
 from templating.mailing.chunks import Abandoned, ChunkRenderer, PoolPlan, Prepared, RenderedChunk
+from templating.mailing.heap import long_lived_frozen
 from templating.mailing.options import (
     CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -533,9 +534,10 @@ def _render_with(
     # With a helper, the helper reads the recipients and sends them with their codes.
     chunks = request.slice_of(worker).chunks() if client is None else iter(())
     try:
-        ChunkPipeline(renderer, writer, result, progress, fence, abandoned, client).run(
-            chunks, stop
-        )
+        with long_lived_frozen():
+            ChunkPipeline(renderer, writer, result, progress, fence, abandoned, client).run(
+                chunks, stop
+            )
     finally:
         writer.close()
         if client is not None:

@@ -40,6 +40,7 @@ from pools.store.db import StoreConfig, open_engine
 from pools.store.dialect_sql import PromoCode
 from templating.errors import MailingError
 from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan, Prepared
+from templating.mailing.heap import long_lived_frozen
 from templating.mailing.recipients import Recipient, RecipientSlice
 from templating.mailing.sources import ChunkData
 
@@ -185,24 +186,30 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
 
     operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
     try:
-        while True:
-            try:
-                request = connection.recv()
-            except (EOFError, OSError):
-                return  # the worker is gone
-            if request is None:
-                return
-            operation, args = request
-            try:
-                answer = (True, operations[operation](*args))
-            except BaseException as exc:  # answered: the worker decides what it means
-                answer = (False, _sendable(exc))
-            try:
-                connection.send(answer)
-            except (OSError, ValueError):
-                return
+        with long_lived_frozen():
+            _answer(connection, operations)
     finally:
         engine.dispose()
+
+
+def _answer(connection: Connection, operations: dict[str, Callable[..., Any]]) -> None:
+    """Answer the worker's requests, in order, until it says it is done or is gone."""
+    while True:
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):
+            return  # the worker is gone
+        if request is None:
+            return
+        operation, args = request
+        try:
+            answer = (True, operations[operation](*args))
+        except BaseException as exc:  # answered: the worker decides what it means
+            answer = (False, _sendable(exc))
+        try:
+            connection.send(answer)
+        except (OSError, ValueError):
+            return
 
 
 # -- what crosses the pipe -----------------------------------------------------------
