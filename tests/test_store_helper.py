@@ -29,6 +29,8 @@ from sqlalchemy import Engine
 from store_helpers import make_pool
 
 from pools.issuing.claiming import claim
+from templating.mailing import chunks as chunks_module
+from templating.mailing.sources import OnExhausted
 
 TEMPLATE = """\
 {%- block subject %}Codes for {{ client.first_name }}{% endblock %}
@@ -87,5 +89,53 @@ def test_a_store_helper_renders_exactly_what_a_store_thread_renders(
     by_recipient = [sorted(out, key=lambda r: r["recipient"]) for out in outputs]
     assert by_recipient == [sorted(o, key=lambda r: r["recipient"]) for o in in_thread[1]]
     assert summaries == in_thread[0]
+    check_invariants(engine, redemptions_possible=False)
+    check_no_reservations(engine)
+
+
+@pytest.mark.parametrize("helper", [False, True], ids=["store-thread", "store-process"])
+def test_a_chunk_short_of_codes_tops_up_with_what_the_chunk_before_gave_back(
+    db_url: str, engine: Engine, tmp_path: Path, helper: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight codes for ten recipients, two of whom fail on their address. The
+    # second chunk is prepared while the first renders, so it holds the three
+    # codes left; it tops up with the first chunk's two unused ones.
+    make_pool(engine, "spring", [f"SPRING{i}" for i in range(8)])
+    rows = [(f"c{i}", "not an address" if i in (1, 3) else f"c{i}@example.com") for i in range(10)]
+    recipients = tmp_path / "recipients.csv"
+    recipients.write_text(
+        "id,email\n" + "".join(f"{id_},{email}\n" for id_, email in rows), encoding="utf-8"
+    )
+    template = write_template(
+        tmp_path, "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
+    )
+    top_ups: list[int] = []
+    reserve = chunks_module.reserve_many
+
+    def watched(*args: Any, token: str | None = None, **kwargs: Any) -> Any:
+        if token is not None:
+            top_ups.append(sum(args[1].values()))
+        return reserve(*args, token=token, **kwargs)
+
+    monkeypatch.setattr(chunks_module, "reserve_many", watched)
+    out = tmp_path / "out.jsonl"
+    summary = render(
+        db_url,
+        template,
+        str(recipients),
+        "short",
+        out,
+        chunk_size=5,
+        store_process=helper,
+        # Under "stop" the preflight would refuse ten recipients for eight codes.
+        on_exhausted=OnExhausted.SKIP,
+    )
+
+    assert top_ups, "no chunk topped up its reservation"
+    assert (summary.rendered, summary.new_codes, len(summary.failed)) == (8, 8, 2)
+    assert not summary.skipped
+    shown = {r["recipient"]: r["codes"]["spring"] for r in read_jsonl(out)}
+    assert shown == initial_codes(engine, "short", "spring")
+    assert sorted(shown.values()) == [f"SPRING{i}" for i in range(8)]
     check_invariants(engine, redemptions_possible=False)
     check_no_reservations(engine)

@@ -10,7 +10,7 @@ mailing) tops it up before applying the ``--on-exhausted`` policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Engine
@@ -79,6 +79,11 @@ class Prepared:
 
     chunk: list[Recipient]
     data: ChunkData
+    #: Reserved by the renderer itself while rendering (a reservation run short).
+    topped_up: list[Reservation] = field(default_factory=list)
+    #: The store helper's number for the chunk it prepared: it settles the
+    #: chunk with the reservations it keeps under that number.
+    ticket: int | None = None
 
     @property
     def reservations(self) -> list[Reservation]:
@@ -196,11 +201,14 @@ class ChunkRenderer:
 
         def refill(pool_id: str) -> Reservation | None:
             self.before_refill()
-            wanted = remaining * self.plan.per_customer.get(pool_id, 1)
+            # The recipient being rendered needs codes too, not only those after it.
+            wanted = (remaining + 1) * self.plan.per_customer.get(pool_id, 1)
             more = reserve_many(
                 self.engine, {pool_id: wanted}, scope=self.scope, token=prepared.data.token
             )[pool_id]
             prepared.data.token = more.token
+            # A copy: ``more`` itself may become the pool's reservation and grow.
+            prepared.topped_up.append(replace(more, codes=list(more.codes)))
             held = prepared.data.reservations.get(pool_id)
             if held is None:
                 prepared.data.reservations[pool_id] = more

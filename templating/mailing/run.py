@@ -423,7 +423,7 @@ class ChunkPipeline:
             gone.set_exception(Abandoned())
             return gone
         return self.helper.submit(
-            "settle", *settle_arguments(prepared.reservations, source.handed, source.reissues)
+            "settle", *settle_arguments(prepared, source.handed, source.reissues)
         )
 
     def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:

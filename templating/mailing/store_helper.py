@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from itertools import count
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
@@ -165,24 +166,33 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
     engine = open_engine(StoreConfig(task.db_url))
     store = ChunkStore(engine, task.plan, task.mailing_id, task.scope, task.lease)
     chunks = task.recipients.chunks()
+    # The reservations of every chunk sent and not yet settled, by ticket:
+    # the worker sends back only which codes went to whom.
+    kept: dict[int, dict[str, Reservation]] = {}
+    tickets = count()
 
     def next_chunk() -> _WirePrepared | None:
         chunk = next(chunks, None)
         if chunk is None:
             return None
         data = store.prepare([r.id for r in chunk])
-        return [tuple(r) for r in chunk], _data_to_wire(data)
+        ticket = next(tickets)
+        kept[ticket] = dict(data.reservations)
+        return ticket, [tuple(r) for r in chunk], _data_to_wire(data)
 
     def settle(
-        reservations: list[_WireReservation],
-        handed: dict[str, list[tuple[Any, ...]]],
+        ticket: int,
+        topped_up: list[_WireReservation],
+        handed: dict[str, list[_WireHandout]],
         reissues: list[tuple[str, str, int]],
     ) -> None:
-        held = _reservations_from_wire(reservations)
+        if ticket not in kept:
+            raise MailingError(f"chunk {ticket} was settled already, or never prepared here")
+        held = _with_top_ups(kept.pop(ticket), _reservations_from_wire(topped_up))
         if gone.is_set() or os.getppid() != parent:
             store.release(held)
             raise Abandoned
-        store.settle(held, {pool: _codes(rows) for pool, rows in handed.items()}, reissues)
+        store.settle(held, _handouts(held, handed), reissues)
 
     operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
     try:
@@ -212,16 +222,44 @@ def _answer(connection: Connection, operations: dict[str, Callable[..., Any]]) -
             return
 
 
+def _with_top_ups(kept: dict[str, Reservation], topped_up: list[Reservation]) -> list[Reservation]:
+    """The chunk's reservations as the worker holds them after its own top-ups."""
+    for more in topped_up:
+        held = kept.get(more.pool_id)
+        if held is None:
+            kept[more.pool_id] = more
+        else:
+            held.top_up(more)
+    return list(kept.values())
+
+
+def _handouts(
+    reservations: list[Reservation], handed: dict[str, list[_WireHandout]]
+) -> dict[str, list[PromoCode]]:
+    """Pool → the reserved codes handed out, each to its customer and slot."""
+    by_id = {code.id: code for r in reservations for code in r.codes}
+    try:
+        return {
+            pool: [by_id[code_id].to(customer, slot) for code_id, customer, slot in rows]
+            for pool, rows in handed.items()
+        }
+    except KeyError as exc:
+        raise MailingError(f"code {exc.args[0]} was handed out but never reserved") from exc
+
+
 # -- what crosses the pipe -----------------------------------------------------------
 #
 # Codes go as plain tuples: pickle handles those in C, while a named tuple
 # costs it a Python call each way, several microseconds per recipient of
-# the render's own time.
+# the render's own time. The worker needs a reserved code's id and text
+# only (it gets no issuing window), and sends back (id, customer, slot) for
+# each code it handed out: the helper settles with the codes it reserved.
 
 _WireReservation = tuple[str, str, str, bool, list[tuple[Any, ...]]]
+_WireHandout = tuple[int, str, int]
 _WireData = tuple[ChunkHoldings, dict[str, int], list[_WireReservation], str | None]
-#: A chunk's recipients and its :class:`ChunkData`.
-_WirePrepared = tuple[list[tuple[Any, ...]], _WireData]
+#: A chunk's ticket, its recipients and its :class:`ChunkData`.
+_WirePrepared = tuple[int, list[tuple[Any, ...]], _WireData]
 _new_tuple = tuple.__new__
 
 
@@ -233,8 +271,20 @@ def _plain(codes: Iterable[PromoCode]) -> list[tuple[Any, ...]]:
     return [tuple(code) for code in codes]
 
 
-def _reservations_to_wire(reservations: Iterable[Reservation]) -> list[_WireReservation]:
-    return [(r.pool_id, r.scope, r.token, r.exclusive, _plain(r.codes)) for r in reservations]
+def _reservations_to_wire(
+    reservations: Iterable[Reservation], *, whole: bool = True
+) -> list[_WireReservation]:
+    """``whole=False``: each code's id and text only (see above)."""
+    return [
+        (
+            r.pool_id,
+            r.scope,
+            r.token,
+            r.exclusive,
+            _plain(r.codes) if whole else [(None, c.id, c.code, None, 0) for c in r.codes],
+        )
+        for r in reservations
+    ]
 
 
 def _reservations_from_wire(wire: Iterable[_WireReservation]) -> list[Reservation]:
@@ -257,14 +307,16 @@ def _data_to_wire(data: ChunkData) -> _WireData:
         existing=_held_by_customer(held.existing, tuple),
         latest=_held_by_customer(held.latest, tuple),
     )
-    return plain, data.per_customer, _reservations_to_wire(data.reservations.values()), data.token
+    reserved = _reservations_to_wire(data.reservations.values(), whole=False)
+    return plain, data.per_customer, reserved, data.token
 
 
 def _prepared_from_wire(wire: _WirePrepared | None) -> Prepared | None:
     if wire is None:
         return None
-    recipients, data = wire
-    return Prepared([_new_tuple(Recipient, r) for r in recipients], _data_from_wire(data))
+    ticket, recipients, data = wire
+    chunk = [_new_tuple(Recipient, r) for r in recipients]
+    return Prepared(chunk, _data_from_wire(data), ticket=ticket)
 
 
 def _data_from_wire(wire: _WireData) -> ChunkData:
@@ -279,14 +331,18 @@ def _data_from_wire(wire: _WireData) -> ChunkData:
 
 
 def settle_arguments(
-    reservations: Iterable[Reservation],
+    prepared: Prepared,
     handed: Mapping[str, Iterable[PromoCode]],
     reissues: list[tuple[str, str, int]],
 ) -> tuple[Any, ...]:
-    """What ``settle`` is sent: the chunk's reservations, what it handed out, its reissues."""
+    """What ``settle`` is sent: the chunk's ticket, the codes the worker reserved
+    itself, who got which code, and the reissues."""
+    if prepared.ticket is None:
+        raise ValueError("only a chunk its store helper prepared is settled there")
     return (
-        _reservations_to_wire(reservations),
-        {pool: _plain(codes) for pool, codes in handed.items()},
+        prepared.ticket,
+        _reservations_to_wire(prepared.topped_up),
+        {pool: [(c.id, c.customer_id, c.slot) for c in codes] for pool, codes in handed.items()},
         reissues,
     )
 
