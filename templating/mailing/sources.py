@@ -45,7 +45,8 @@ class ChunkData:
 class _Message:
     """One recipient's message in progress: nothing is final until it renders.
 
-    A plain class with slots: one is built per recipient.
+    A plain class with slots: one is built per recipient. What most messages
+    never need (code lists, reissues) is created on first use.
     """
 
     __slots__ = ("codes", "customer_id", "handouts", "lists", "reissues", "reused")
@@ -53,9 +54,9 @@ class _Message:
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
         self.codes: dict[str, str] = {}
-        self.lists: dict[str, list[str]] = {}
+        self.lists: dict[str, list[str]] | None = None
         self.handouts: list[tuple[str, PromoCode]] = []
-        self.reissues: list[tuple[str, str, int]] = []
+        self.reissues: list[tuple[str, str, int]] | None = None
         self.reused = 0
 
 
@@ -87,7 +88,7 @@ class ChunkCodes:
     def shown(self) -> dict[str, str | list[str]]:
         """Pool → code(s) the recipient's message shows; nothing is kept yet."""
         message = self._current()
-        if not message.lists:
+        if message.lists is None:
             return dict(message.codes)
         return {**message.codes, **message.lists}
 
@@ -117,32 +118,41 @@ class ChunkCodes:
         self._message = None
 
     def _current(self) -> _Message:
-        assert self._message is not None, "begin() a recipient first"
-        return self._message
+        message = self._message
+        if message is None:
+            raise AssertionError("begin() a recipient first")
+        return message
 
     # -- the CodeSource protocol --------------------------------------------
     def promocode(self, customer_id: str, pool: str) -> str:
         pool_id = self.refs[pool]
-        message = self._current()
-        if pool_id in message.codes:
-            return message.codes[pool_id]
-        if pool_id in self.data.per_customer:
+        message = self._message
+        if message is None:
+            raise AssertionError("begin() a recipient first")
+        code = message.codes.get(pool_id)
+        if code is not None:
+            return code  # the same code however often the message shows it
+        data = self.data
+        if pool_id in data.per_customer:
             codes = self.promocodes(customer_id, pool)
             code = codes[0] if codes else ""
         else:
-            known = self.data.held.existing.get(pool_id, {}).get(customer_id)
+            existing = data.held.existing.get(pool_id)
+            known = existing.get(customer_id) if existing else None
             if known is not None:
                 message.reused += 1
                 code = known.code
             else:
-                code = self._take(message, pool_id, slot=0)
+                code = self._take(message, pool_id, 0)
         message.codes[pool_id] = code
         return code
 
     def promocodes(self, customer_id: str, pool: str) -> list[str]:
         pool_id = self.refs[pool]
         message = self._current()
-        if pool_id in message.lists:
+        if message.lists is None:
+            message.lists = {}
+        elif pool_id in message.lists:
             return message.lists[pool_id]
         wanted = self.data.per_customer.get(pool_id, 1)
         current = self.data.held.current.get(pool_id, {}).get(customer_id, [])
@@ -151,7 +161,7 @@ class ChunkCodes:
         # Slots number a customer's codes within one mailing (0 is promocode's).
         next_slot = 1 + self.data.held.slots.get(pool_id, {}).get(customer_id, 0)
         while len(codes) < wanted:
-            code = self._take(message, pool_id, slot=next_slot)
+            code = self._take(message, pool_id, next_slot)
             if not code:
                 break
             codes.append(code)
@@ -166,11 +176,13 @@ class ChunkCodes:
         if last is None:
             return ""
         already = customer_id in self.data.held.reissued.get(pool_id, set())
+        if message.reissues is None:
+            message.reissues = []
         if not already and all(r[0] != pool_id for r in message.reissues):
             message.reissues.append((pool_id, customer_id, last.id))
         return last.code
 
-    def _take(self, message: _Message, pool_id: str, *, slot: int) -> str:
+    def _take(self, message: _Message, pool_id: str, slot: int) -> str:
         reservation = self.data.reservations.get(pool_id)
         code = reservation.take() if reservation is not None else None
         if code is None and self.refill is not None:
