@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from invariants import check_invariants, check_no_reservations
+from invariants import check_invariants, check_no_reservations, reserved_scopes
 from render_helpers import (
     customer_ids,
     initial_codes,
     read_jsonl,
     render,
+    wait_until,
     write_recipients,
     write_template,
 )
@@ -30,6 +32,7 @@ from store_helpers import make_pool
 
 from pools.issuing.claiming import claim
 from templating.mailing import chunks as chunks_module
+from templating.mailing import store_helper
 from templating.mailing.sources import OnExhausted
 
 TEMPLATE = """\
@@ -139,3 +142,36 @@ def test_a_chunk_short_of_codes_tops_up_with_what_the_chunk_before_gave_back(
     assert sorted(shown.values()) == [f"SPRING{i}" for i in range(8)]
     check_invariants(engine, redemptions_possible=False)
     check_no_reservations(engine)
+
+
+def test_a_chunk_the_worker_cannot_take_in_fails_the_render_instead_of_hanging(
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_pool(engine, "spring", [f"SPRING{i}" for i in range(30)])
+    template = write_template(
+        tmp_path, "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
+    )
+    recipients = write_recipients(tmp_path, customer_ids(30))
+
+    def unreadable(wire: Any) -> Any:
+        raise ValueError("this chunk cannot be read")
+
+    monkeypatch.setattr(store_helper, "_prepared_from_wire", unreadable)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            render(db_url, template, recipients, "m", tmp_path / "out.jsonl", store_process=True)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the render waited for ever for a chunk it could not read"
+    assert isinstance(outcome[0], ValueError), outcome
+    # The helper gave back what it had reserved for the chunk when the worker ended.
+    wait_until(lambda: not reserved_scopes(engine), what="the chunk's codes to be released")
+    check_invariants(engine, redemptions_possible=False)

@@ -118,11 +118,16 @@ class StoreClient:
         prepared: Future[Prepared | None] = Future()
 
         def arrived(answer: Future[Any]) -> None:
-            error = answer.exception()
-            if error is not None:
-                prepared.set_exception(error)
-            else:
-                prepared.set_result(_prepared_from_wire(answer.result()))
+            # A callback's exception is only logged: one raised here would
+            # leave the worker waiting for this chunk for ever.
+            try:
+                error = answer.exception()
+                if error is not None:
+                    prepared.set_exception(error)
+                else:
+                    prepared.set_result(_prepared_from_wire(answer.result()))
+            except BaseException as exc:
+                prepared.set_exception(exc)
 
         self.submit("next").add_done_callback(arrived)
         return prepared
@@ -197,20 +202,26 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
     operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
     try:
         with long_lived_frozen():
-            _answer(connection, operations)
+            closed = _answer(connection, operations)
+        if closed:
+            # The worker is done, or failed: what it was sent and did not
+            # settle goes back now. (A worker that died leaves it to the
+            # next run of the mailing, which reclaims it with the lease.)
+            store.release([r for held in kept.values() for r in held.values()])
     finally:
         engine.dispose()
 
 
-def _answer(connection: Connection, operations: dict[str, Callable[..., Any]]) -> None:
-    """Answer the worker's requests, in order, until it says it is done or is gone."""
+def _answer(connection: Connection, operations: dict[str, Callable[..., Any]]) -> bool:
+    """Answer the worker's requests, in order, until it says it is done (True)
+    or is gone (False)."""
     while True:
         try:
             request = connection.recv()
         except (EOFError, OSError):
-            return  # the worker is gone
+            return False
         if request is None:
-            return
+            return True
         operation, args = request
         try:
             answer = (True, operations[operation](*args))
@@ -219,7 +230,7 @@ def _answer(connection: Connection, operations: dict[str, Callable[..., Any]]) -
         try:
             connection.send(answer)
         except (OSError, ValueError):
-            return
+            return False
 
 
 def _with_top_ups(kept: dict[str, Reservation], topped_up: list[Reservation]) -> list[Reservation]:
