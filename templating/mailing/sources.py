@@ -126,7 +126,7 @@ class ChunkCodes:
     # -- the CodeSource protocol --------------------------------------------
     def promocode(self, customer_id: str, pool: str) -> str:
         pool_id = self.refs[pool]
-        message = self._message
+        message = self._message  # _current(), inlined: called for every code shown
         if message is None:
             raise AssertionError("begin() a recipient first")
         code = message.codes.get(pool_id)
