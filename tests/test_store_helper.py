@@ -30,7 +30,7 @@ from render_helpers import (
 from sqlalchemy import Engine
 from store_helpers import make_pool
 
-from pools.issuing.claiming import claim
+from pools.issuing.claiming import claim, reserve_many
 from templating.mailing import chunks as chunks_module
 from templating.mailing import store_helper
 from templating.mailing.sources import OnExhausted
@@ -113,13 +113,13 @@ def test_a_chunk_short_of_codes_tops_up_with_what_the_chunk_before_gave_back(
         tmp_path, "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
     )
     top_ups: list[int] = []
-    reserve = chunks_module.reserve_many
 
     def watched(*args: Any, token: str | None = None, **kwargs: Any) -> Any:
         if token is not None:
             top_ups.append(sum(args[1].values()))
-        return reserve(*args, token=token, **kwargs)
+        return reserve_many(*args, token=token, **kwargs)
 
+    # The renderer's own reservations (a helper's are made in its process).
     monkeypatch.setattr(chunks_module, "reserve_many", watched)
     out = tmp_path / "out.jsonl"
     summary = render(
