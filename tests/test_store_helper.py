@@ -31,7 +31,9 @@ from sqlalchemy import Engine
 from store_helpers import make_pool
 
 from pools.issuing.claiming import claim, reserve_many
+from templating.errors import MailingError
 from templating.mailing import chunks as chunks_module
+from templating.mailing import run as run_module
 from templating.mailing import store_helper
 from templating.mailing.sources import OnExhausted
 
@@ -174,4 +176,26 @@ def test_a_chunk_the_worker_cannot_take_in_fails_the_render_instead_of_hanging(
     assert isinstance(outcome[0], ValueError), outcome
     # The helper gave back what it had reserved for the chunk when the worker ended.
     wait_until(lambda: not reserved_scopes(engine), what="the chunk's codes to be released")
+    check_invariants(engine, redemptions_possible=False)
+
+
+def test_a_settle_the_helper_refuses_gives_the_chunks_codes_back(
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_pool(engine, "spring", [f"SPRING{i}" for i in range(30)])
+    template = write_template(
+        tmp_path, "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
+    )
+    recipients = write_recipients(tmp_path, customer_ids(30))
+    sent = store_helper.settle_arguments
+
+    def with_a_stray_code(*args: Any) -> tuple[Any, ...]:
+        ticket, topped_up, _handed, reissues = sent(*args)
+        return ticket, topped_up, {"spring": [(-1, "stranger", 0)]}, reissues
+
+    monkeypatch.setattr(run_module, "settle_arguments", with_a_stray_code)
+    with pytest.raises(MailingError, match="never reserved"):
+        render(db_url, template, recipients, "m", tmp_path / "out.jsonl", store_process=True)
+    wait_until(lambda: not reserved_scopes(engine), what="the chunk's codes to be released")
+    assert not initial_codes(engine, "m", "spring")
     check_invariants(engine, redemptions_possible=False)

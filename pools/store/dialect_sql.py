@@ -136,9 +136,6 @@ class PromoCode(NamedTuple):
         return _new_tuple(PromoCode, (self.issuable_until, self.id, self.code, customer_id, slot))
 
 
-_new_tuple = tuple.__new__
-
-
 def take_codes(
     conn: Connection, pool_id: str, n: int, *, now: datetime, hold: Hold | None = None
 ) -> list[PromoCode]:

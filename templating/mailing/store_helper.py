@@ -191,13 +191,20 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
         handed: dict[str, list[_WireHandout]],
         reissues: list[tuple[str, str, int]],
     ) -> None:
-        if ticket not in kept:
+        reserved = kept.pop(ticket, None)
+        if reserved is None:
             raise MailingError(f"chunk {ticket} was settled already, or never prepared here")
-        held = _with_top_ups(kept.pop(ticket), _reservations_from_wire(topped_up))
-        if gone.is_set() or os.getppid() != parent:
-            store.release(held)
-            raise Abandoned
-        store.settle(held, _handouts(held, handed), reissues)
+        tops = _reservations_from_wire(topped_up)
+        try:
+            if gone.is_set() or os.getppid() != parent:
+                raise Abandoned
+            held = _with_top_ups(reserved, tops)
+            handouts = _handouts(held, handed)
+        except BaseException:
+            # Nothing of the chunk is settled: all its codes go back.
+            store.release([*reserved.values(), *tops])
+            raise
+        store.settle(held, handouts, reissues)  # releases them itself on failure
 
     operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
     try:
