@@ -45,6 +45,16 @@ before {{ client.last_promocode('old-TAG') or 'none' }}
 {% endblock %}"""
 
 
+#: One code from pool "spring" per recipient.
+ONE_CODE = "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
+
+
+def _thirty_recipients_one_code_each(engine: Engine, tmp_path: Path) -> tuple[str, str]:
+    """A pool of 30 codes; the template and recipients files of a mailing that uses them all."""
+    make_pool(engine, "spring", [f"SPRING{i}" for i in range(30)])
+    return write_template(tmp_path, ONE_CODE), write_recipients(tmp_path, customer_ids(30))
+
+
 def _twin(engine: Engine, db_url: str, tmp_path: Path, tag: str, workers: int, helper: bool) -> Any:
     code = tag.upper()
     make_pool(engine, f"new-{tag}", [f"{code}N{i:03d}" for i in range(60)])
@@ -111,9 +121,7 @@ def test_a_chunk_short_of_codes_tops_up_with_what_the_chunk_before_gave_back(
     recipients.write_text(
         "id,email\n" + "".join(f"{id_},{email}\n" for id_, email in rows), encoding="utf-8"
     )
-    template = write_template(
-        tmp_path, "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
-    )
+    template = write_template(tmp_path, ONE_CODE)
     top_ups: list[int] = []
 
     def watched(*args: Any, token: str | None = None, **kwargs: Any) -> Any:
@@ -149,11 +157,7 @@ def test_a_chunk_short_of_codes_tops_up_with_what_the_chunk_before_gave_back(
 def test_a_chunk_the_worker_cannot_take_in_fails_the_render_instead_of_hanging(
     db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_pool(engine, "spring", [f"SPRING{i}" for i in range(30)])
-    template = write_template(
-        tmp_path, "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
-    )
-    recipients = write_recipients(tmp_path, customer_ids(30))
+    template, recipients = _thirty_recipients_one_code_each(engine, tmp_path)
 
     def unreadable(wire: Any) -> Any:
         raise ValueError("this chunk cannot be read")
@@ -182,11 +186,7 @@ def test_a_chunk_the_worker_cannot_take_in_fails_the_render_instead_of_hanging(
 def test_a_settle_the_helper_refuses_gives_the_chunks_codes_back(
     db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_pool(engine, "spring", [f"SPRING{i}" for i in range(30)])
-    template = write_template(
-        tmp_path, "{% block text %}{{ client.promocode('spring') }}{% endblock %}"
-    )
-    recipients = write_recipients(tmp_path, customer_ids(30))
+    template, recipients = _thirty_recipients_one_code_each(engine, tmp_path)
     sent = store_helper.settle_arguments
 
     def with_a_stray_code(*args: Any) -> tuple[Any, ...]:

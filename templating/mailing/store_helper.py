@@ -289,20 +289,16 @@ def _plain(codes: Iterable[PromoCode]) -> list[tuple[Any, ...]]:
     return [tuple(code) for code in codes]
 
 
+def _id_and_text(codes: Iterable[PromoCode]) -> list[tuple[Any, ...]]:
+    """What the worker needs of a reserved code (see above)."""
+    return [(None, c.id, c.code, None, 0) for c in codes]
+
+
 def _reservations_to_wire(
-    reservations: Iterable[Reservation], *, whole: bool = True
+    reservations: Iterable[Reservation],
+    codes: Callable[[Iterable[PromoCode]], list[tuple[Any, ...]]] = _plain,
 ) -> list[_WireReservation]:
-    """``whole=False``: each code's id and text only (see above)."""
-    return [
-        (
-            r.pool_id,
-            r.scope,
-            r.token,
-            r.exclusive,
-            _plain(r.codes) if whole else [(None, c.id, c.code, None, 0) for c in r.codes],
-        )
-        for r in reservations
-    ]
+    return [(r.pool_id, r.scope, r.token, r.exclusive, codes(r.codes)) for r in reservations]
 
 
 def _reservations_from_wire(wire: Iterable[_WireReservation]) -> list[Reservation]:
@@ -325,7 +321,7 @@ def _data_to_wire(data: ChunkData) -> _WireData:
         existing=_held_by_customer(held.existing, tuple),
         latest=_held_by_customer(held.latest, tuple),
     )
-    reserved = _reservations_to_wire(data.reservations.values(), whole=False)
+    reserved = _reservations_to_wire(data.reservations.values(), _id_and_text)
     return plain, data.per_customer, reserved, data.token
 
 
