@@ -1,7 +1,9 @@
 """Child process of the template fuzz tests: memory capped, results as JSON.
 
 ``python tests/fuzz_templates.py fuzz N`` runs N hypothesis-generated
-templates through check, preview and render; ``... budget JSON`` renders the
+templates through check, preview and render; ``... isolation N`` renders N
+generated messages whose partials keep state, for recipient A and then B, and
+compares B's message with B's rendered alone; ``... budget JSON`` renders the
 given sources. The address space is capped at 1 GiB first, so a bound that
 does not hold shows as a MemoryError (reported), never as a machine that
 swaps; the last line printed is a JSON document: cases run, peak resident
@@ -252,6 +254,58 @@ TEMPLATES = st.recursive(
 )
 
 
+#: What a partial may keep at its top level, and how its macro adds to it.
+KEPT_STATE = st.sampled_from(
+    [
+        ("{% set kept = [] %}", "{{ kept.append(x) or '' }}"),
+        ("{% set kept = {} %}", "{{ kept.update({'k' ~ kept|length: x}) or '' }}"),
+        ("{% set kept = namespace(v=[]) %}", "{% set kept.v = kept.v + [x] %}"),
+        ("{% set kept = [[]] %}", "{{ kept[0].append(x) or '' }}{{ kept.append(x) or '' }}"),
+    ]
+)
+#: Ways a message reaches the partial: every form of import, in and out of blocks.
+USES = st.sampled_from(
+    [
+        "{% import 'state.j2' as s %}{{ s.keep(VALUE) }}{{ s.kept }}",
+        "{% from 'state.j2' import keep, kept %}{{ keep(VALUE) }}{{ kept }}",
+        "{% import 'state.j2' as s with context %}{{ s.keep(VALUE) }}{{ s.kept }}",
+        "{% block subject %}{% import 'state.j2' as s %}{{ s.keep(VALUE) }}{% endblock %}"
+        "{% block text %}{% from 'state.j2' import kept %}{{ kept }}{% endblock %}",
+        "{% include 'user.j2' %}",
+    ]
+)
+
+
+@st.composite
+def _stateful(draw: Any) -> dict[str, str]:
+    """A message, the partial keeping state and a partial using it, as files."""
+    keeper, adds = draw(KEPT_STATE)
+    value = draw(st.sampled_from(["client.first_name ~ ", "client.id ~ ", ""]))
+    # Half the cases keep plain values, so most messages render in full.
+    value += "(" + draw(st.one_of(TEXT, NAMES, EXPRESSIONS)) + ")"
+    use = draw(USES).replace("VALUE", value)
+    top = draw(st.one_of(st.just(""), TEMPLATES))
+    return {
+        "state.j2": f"{keeper}{top}{{% macro keep(x) %}}{adds}{{% endmacro %}}",
+        "user.j2": use.replace("{% include 'user.j2' %}", "")
+        or "{% import 'state.j2' as s %}{{ s.keep(client.id) }}{{ s.kept }}",
+        "message.j2": use + draw(st.one_of(st.just(""), TEMPLATES)),
+    }
+
+
+class PerCustomerCodes:
+    """Codes named after their customer: a code shown to the wrong one shows."""
+
+    def promocode(self, customer_id: str, pool: str) -> str:
+        return f"{pool}-{customer_id}"
+
+    def last_promocode(self, customer_id: str, pool: str) -> str:
+        return f"last-{pool}-{customer_id}"
+
+    def promocodes(self, customer_id: str, pool: str) -> list[str]:
+        return [self.promocode(customer_id, pool)]
+
+
 def peak_kib() -> int:
     """This process's peak resident size (VmHWM).
 
@@ -320,6 +374,33 @@ class Run:
         except BaseException as exc:
             self.note(source, "preview", f"{type(exc).__name__}: {exc}"[:500])
 
+    def message_of(self, template: MessageTemplate, who: str, name: str) -> object:
+        client = Client(who, {"id": who, "first_name": name}, PerCustomerCodes())
+        try:
+            return template.render({"client": client})
+        except RecipientFailed as exc:
+            return f"failed: {exc}"
+
+    def isolated(self, source: str) -> None:
+        """Recipient B's message after A's is the message B gets rendered alone."""
+        files: dict[str, str] = json.loads(source)
+        for name, text in files.items():
+            (self.folder / name).write_text(text, encoding="utf-8")
+        try:
+            shared = MessageTemplate.from_file(self.folder / "message.j2")
+            alone = MessageTemplate.from_file(self.folder / "message.j2")
+        except ALLOWED:
+            self.outcomes["template error"] += 1
+            return
+        self.message_of(shared, "a", "Ada")
+        after = self.message_of(shared, "b", "Bob")
+        own = self.message_of(alone, "b", "Bob")
+        if "took longer" in str(after) + str(own):
+            return  # the clock, not the template, decided: not comparable
+        self.outcomes["rendered" if isinstance(own, dict) else "recipient failed"] += 1
+        if after != own:
+            self.note(source, "isolation", f"after a: {after!r:.300}; alone: {own!r:.300}")
+
     def report(self) -> None:
         peak = peak_kib() // 1024
         print(
@@ -353,12 +434,30 @@ def fuzz(run: Run, examples: int) -> None:
     one()
 
 
+def isolation(run: Run, examples: int) -> None:
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(_stateful())
+    def one(files: dict[str, str]) -> None:
+        run.cases += 1
+        run.measured(json.dumps(files), run.isolated)
+
+    one()
+
+
 def main() -> None:
     mode, argument = sys.argv[1], sys.argv[2]
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp))
         if mode == "fuzz":
             fuzz(run, int(argument))
+        elif mode == "isolation":
+            isolation(run, int(argument))
         else:
             for source in json.loads(argument):
                 run.cases += 1

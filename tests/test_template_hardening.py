@@ -528,3 +528,16 @@ def test_fuzzed_templates_give_only_template_errors_in_bounded_memory() -> None:
     assert result["unexpected"] == [], result["unexpected"]
     assert result["cases"] == int(examples)
     assert result["peak_mb"] < 400, result
+
+
+def test_fuzzed_partials_keep_nothing_from_one_recipient_for_the_next() -> None:
+    """Invariant 10 as a property: partials keeping state in every way a template
+    can (lists, dicts, namespaces, nested lists; any import form, in blocks or
+    through an include), fed generated values: recipient B's message after A's is
+    exactly B's message rendered alone."""
+    examples = os.environ.get("PROMOMAIL_FUZZ_EXAMPLES", "300")
+    result = _run_child("isolation", examples)
+    print(f"isolation: {result['cases']} cases {result['outcomes']}; peak {result['peak_mb']} MB")
+    assert result["unexpected"] == [], result["unexpected"]
+    assert result["cases"] == int(examples)
+    assert result["outcomes"]["rendered"] > int(examples) // 10, result["outcomes"]

@@ -153,7 +153,9 @@ class ChunkCodes:
         if message.lists is None:
             message.lists = {}
         elif pool_id in message.lists:
-            return message.lists[pool_id]
+            # A copy each time: what a template does to its list never
+            # reaches the codes the message records.
+            return list(message.lists[pool_id])
         wanted = self.data.per_customer.get(pool_id, 1)
         current = self.data.held.current.get(pool_id, {}).get(customer_id, [])
         codes = [code for _, code in current[:wanted]]
@@ -167,7 +169,7 @@ class ChunkCodes:
             codes.append(code)
             next_slot += 1
         message.lists[pool_id] = codes
-        return codes
+        return list(codes)
 
     def last_promocode(self, customer_id: str, pool: str) -> str:
         pool_id = self.refs[pool]

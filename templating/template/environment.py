@@ -24,7 +24,9 @@ On top of the sandbox:
 - Partials: ``{% include 'footer.j2' %}`` and ``{% import 'macros.j2' as m %}``
   read files from the template's own folder (or its subfolders), named by
   a relative path without ``..``; nothing outside it, symbolic links
-  included. ``{% extends %}`` is not supported.
+  included. ``{% extends %}`` is not supported. A partial's imported module
+  lasts one message, not the process (:mod:`templating.template.isolation`):
+  nothing a render leaves in it reaches the next recipient.
 - Globals that only serve as footholds for escapes (``cycler``, ``joiner``,
   ``lipsum``) are removed; a template reads its data and calls the
   ``client`` functions.
@@ -52,6 +54,7 @@ from templating.errors import InvalidTemplate
 from templating.template import limits
 from templating.template.analysis import check_ast, code_call_function, partial_references
 from templating.template.client import CODE_METHODS, Client, RecipientUndefined
+from templating.template.isolation import PartialTemplate, RenderModules, defines_only_macros
 
 # Re-exported: tests and callers read the limits from here.
 MAX_RANGE = limits.MAX_RANGE
@@ -292,6 +295,7 @@ class MessageEnvironment(SandboxedEnvironment):
     """Sandbox with size limits; see the module docstring."""
 
     code_generator_class = _GuardedCodeGenerator
+    template_class = PartialTemplate
     intercepted_binops = frozenset(limits.BINARY_OPERATORS)
 
     def __init__(
@@ -299,14 +303,16 @@ class MessageEnvironment(SandboxedEnvironment):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.budget = limits.Budget()
+        self.render_modules = RenderModules()
         self.folder = folder
         self.label = label
         self._partials: dict[str, nodes.Template] = {}
         self._including: list[str] = []
 
     def begin_render(self) -> None:
-        """A new message: the work budget starts afresh."""
+        """A new message: the work budget and the partials' modules start afresh."""
         self.budget.reset()
+        self.render_modules.clear()
 
     # -- parsing and compiling ------------------------------------------------------
 
@@ -330,6 +336,8 @@ class MessageEnvironment(SandboxedEnvironment):
                 why = "a number in it has too many digits"
             raise InvalidTemplate(f"cannot be read: {why}", template=label) from None
         check_ast(ast, label)
+        if name is not None and defines_only_macros(ast):
+            self.render_modules.lasting.add(name)
         for partial, line in partial_references(ast):
             self.partial_ast(partial, included_from=label, line=line)
         return ast
