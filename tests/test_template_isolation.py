@@ -91,6 +91,12 @@ KEEPERS: dict[str, dict[str, str]] = {
         "message.j2": "{% import 'macros.j2' as m with context %}"
         "{{ m.remember(client.email ~ ':' ~ client.promocode('welcome')) }}{{ m.seen }}",
     },
+    "a list literal in the message itself": {
+        "message.j2": "{% set seen = [] %}{% macro remember(x, more=[]) %}"
+        "{{ seen.append(x) or '' }}{{ more.append(x) or '' }}{{ more }}{% endmacro %}"
+        + REMEMBER
+        + "{{ seen }}",
+    },
     "a list the partial's top level prints into": {
         "macros.j2": "{% set seen = [] %}{{ seen.append(1) or '' }}{{ seen|length }}",
         "message.j2": "{% import 'macros.j2' as m %}{{ m.seen }}{{ client.promocode('welcome') }}",
