@@ -417,14 +417,19 @@ class Run:
         )
 
 
-def fuzz(run: Run, examples: int) -> None:
-    @settings(
+def explore(examples: int) -> settings:
+    """The same ``examples`` cases every run, with no time or health limits."""
+    return settings(
         max_examples=examples,
         derandomize=True,
         database=None,
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
+
+
+def fuzz(run: Run, examples: int) -> None:
+    @explore(examples)
     @given(TEMPLATES)
     def one(source: str) -> None:
         run.cases += 1
@@ -435,13 +440,7 @@ def fuzz(run: Run, examples: int) -> None:
 
 
 def isolation(run: Run, examples: int) -> None:
-    @settings(
-        max_examples=examples,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @explore(examples)
     @given(_stateful())
     def one(files: dict[str, str]) -> None:
         run.cases += 1
