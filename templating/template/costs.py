@@ -66,6 +66,9 @@ QUOTE_COST = 20
 ENCODE_GROWTH = 12
 #: ``str.encode(errors='namereplace')``: ``\\N{...}`` holds a character's name.
 NAME_GROWTH = 100
+#: Units for each object an operation creates per item (a key list, a tuple,
+#: a word): its header is 50 to 100 bytes, where a character is 1 to 4.
+OBJECT = 8
 #: ``|round`` precision: ``10 ** precision`` is computed, as an integer.
 MAX_ROUND_DIGITS = 1_000
 
@@ -99,6 +102,14 @@ def _text(value: Any) -> int:
 def _stringified(value: Any) -> int:
     """What making ``value`` text costs: nothing for text, a copy otherwise."""
     return 0 if isinstance(value, str) else printed_size(value)
+
+
+def _as_text(value: Any) -> tuple[str, int]:
+    """``str(value)`` once its size is known to be bounded, and what making it cost."""
+    if isinstance(value, str):
+        return value, 0
+    size = printed_size(value)
+    return str(value), size
 
 
 def _str_size(item: Any) -> int:
@@ -138,7 +149,7 @@ def _lowered(keys: Iterable[Any]) -> int:
     size = 0
     for key in keys:
         if isinstance(key, str):
-            size += len(key) if key.isascii() else CASE_GROWTH * len(key)
+            size += OBJECT + (len(key) if key.isascii() else CASE_GROWTH * len(key))
     return size
 
 
@@ -181,7 +192,7 @@ def _title(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -
     # first letter upper-cased, the rest lower-cased and the two concatenated,
     # the list of those, the join.
     size = _text(value)
-    return _stringified(value) + 2 * size + 4 * _case(value)
+    return _stringified(value) + (2 + OBJECT) * size + 4 * _case(value)
 
 
 def _string(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -219,26 +230,29 @@ def _truncate(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any
 
 
 def _wordcount(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
-    # str(value), every word found (its text, its object and list slot).
-    return _stringified(value) + 2 * _text(value)
+    # str(value), every word found (its text, its object and list slot): a
+    # word and the space after it are two characters at least.
+    return _stringified(value) + (2 + OBJECT // 2) * _text(value)
 
 
 def _striptags(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     # str(value), a Markup copy, two regex passes, split into words and
-    # joined, another Markup, unescaped: about ten copies of the text.
-    return 11 * _text(value)
+    # joined, another Markup, unescaped: about ten copies of the text, and
+    # an object per word.
+    return (11 + OBJECT // 2) * _text(value)
 
 
 def _format(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
-    return _stringified(value) + check_percent(str(value), kw or args, "|format")
+    text, made = _as_text(value)
+    return made + check_percent(text, kw or args, "|format")
 
 
 def _replace(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     old, new = _arg(args, kw, 0, "old", ""), _arg(args, kw, 1, "new", "")
     count = _arg(args, kw, 2, "count")
     escaping = _escaping(passed)
-    text = value if isinstance(value, str) else str(value)
-    size = _stringified(value)
+    text, made = _as_text(value)
+    size = made
     if escaping and not isinstance(value, Markup):
         size += 2 * _escaped(text)
     result = _replaced_size(
@@ -264,20 +278,20 @@ def _indent(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
     width = _arg(args, kw, 0, "width", 4)
     _check_width(width, "|indent width")
     step = len(width) if isinstance(width, str) else width if isinstance(width, int) else 4
-    text = value if isinstance(value, str) else str(value)
+    text, made = _as_text(value)
     lines = text.count("\n") + 1
     result = len(text) + (lines + 1) * max(step, 0)
     check_text_length(result, "|indent result")
     # The lines split out (text, objects), the indented lines joined, the
     # first line prepended, the indentation prepended.
-    return _stringified(value) + len(text) + lines + 3 * result
+    return made + len(text) + OBJECT * lines + 3 * result
 
 
 def _wordwrap(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     width = _arg(args, kw, 0, "width", 79)
     wrap = _arg(args, kw, 2, "wrapstring")
     wrap_size = _text(wrap) if wrap is not None else 1
-    text = value if isinstance(value, str) else str(value)
+    text, made = _as_text(value)
     paragraphs = text.count("\n") + 1
     # Refused outright when even text broken at every other character is too long.
     likely = min(len(text), len(text) // 2 + paragraphs)
@@ -288,7 +302,7 @@ def _wordwrap(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any
     breaks = min(len(text), 2 * len(text) // steps + paragraphs)
     result = len(text) + breaks * wrap_size
     # The paragraphs, textwrap's chunks (text and objects), the lines, two joins.
-    return _stringified(value) + 3 * len(text) + breaks + 2 * result
+    return made + (3 + OBJECT // 2) * len(text) + OBJECT * breaks + 2 * result
 
 
 def _urlencode(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -301,19 +315,19 @@ def _urlize(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
     target, rel = _arg(args, kw, 2, "target"), _arg(args, kw, 3, "rel")
     # rel also gets "nofollow" and the environment's policy added.
     extra = sum(len(text) for text in (target, rel) if isinstance(text, str)) + 32
-    text = value if isinstance(value, str) else str(value)
+    text, made = _as_text(value)
     # A link is a word with a dot, an at or a colon in it; each gets an
     # <a href="..." rel="..." target="..."> around it, its text twice.
     links = min(len(text) // 2 + 1, text.count(".") + text.count("@") + text.count(":"))
     escaped = _escaped(text)
     result = 2 * escaped + links * (64 + extra)
     # str(value), escaped, split into words, the result and its pieces.
-    return _stringified(value) + 2 * escaped + 2 * result
+    return made + 2 * escaped + OBJECT * (len(text) // 2 + 1) + 2 * result
 
 
 def _xmlattr(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     # Each key and value escaped into an f-string, the list, the join, a copy.
-    return 2 * (1 + ESCAPE_GROWTH) * _text(value) + 2 * _count(value)
+    return 2 * (1 + ESCAPE_GROWTH) * _text(value) + OBJECT * _count(value)
 
 
 def _pprint(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -321,7 +335,7 @@ def _pprint(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
     # next level, and indents every line by its depth.
     size = _text(value)
     items, depth, _ = _shape(value)
-    return (depth + 2) * (size + items)
+    return (depth + 2) * (size + OBJECT * items)
 
 
 def _tojson(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -334,7 +348,7 @@ def _tojson(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
     # ensure_ascii escapes, then four replaces for HTML (<, >, &, '): the
     # dump and one replaced copy alive at a time; dicts' keys sorted.
     dumped = JSON_GROWTH * (size + wide) + items * (step * depth + 2)
-    return 2 * dumped + items
+    return 2 * dumped + OBJECT * items
 
 
 def _join(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -356,8 +370,11 @@ def _join(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) ->
 
 
 def _list(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
-    # One slot per item; a string's characters become objects of their own.
-    return _count(value) * (2 if isinstance(value, str) else 1)
+    # One slot per item; a string's characters outside Latin-1 become objects
+    # of their own.
+    if isinstance(value, str) and not value.isascii():
+        return (1 + OBJECT) * len(value)
+    return _count(value)
 
 
 def _reverse(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -403,7 +420,7 @@ def _sum(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> 
 def _key_texts(value: Any, passed: Any, attribute: Any, default: Any = None) -> int:
     """Characters of the keys ``ignore_case`` lowers: the items, or their attribute."""
     if isinstance(value, str):
-        return len(value)
+        return (1 + OBJECT) * len(value)
     if attribute is None:
         return _lowered(value)
     getter = make_attrgetter(_environment(passed), attribute, default=default)
@@ -416,7 +433,7 @@ def _sort(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) ->
     parts = len(attribute.split(",")) if isinstance(attribute, str) else 1
     # The sorted list, one key list per item with one value per attribute,
     # each text value lower-cased (all alive while sorting).
-    cost = _count(value) * (2 + parts)
+    cost = _count(value) * (1 + OBJECT + parts)
     if case_sensitive:
         return cost
     if parts == 1:
@@ -429,7 +446,7 @@ def _unique(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
     case_sensitive = _arg(args, kw, 0, "case_sensitive", False)
     attribute = _arg(args, kw, 1, "attribute")
     # The set of keys seen (each lowered).
-    cost = 3 * _count(value)
+    cost = 4 * _count(value)
     return cost if case_sensitive else cost + _key_texts(value, passed, attribute)
 
 
@@ -447,7 +464,7 @@ def _groupby(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any)
     case_sensitive = _arg(args, kw, 2, "case_sensitive", False)
     # Sorted by key, grouped by key again (each key computed twice), a list
     # per group and a tuple per group, twice when keys are lowered.
-    cost = 5 * _count(value)
+    cost = (3 + 2 * OBJECT) * _count(value)
     if case_sensitive:
         return cost
     return cost + 2 * _key_texts(value, passed, attribute, default)
@@ -459,7 +476,7 @@ def _dictsort(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any
     case_sensitive = _arg(args, kw, 0, "case_sensitive", False)
     position = 1 if _arg(args, kw, 1, "by", "key") == "value" else 0
     # A (key, value) tuple per item, the sorted list, the keys (lowered).
-    cost = 4 * len(value)
+    cost = (2 + OBJECT) * len(value)
     if case_sensitive:
         return cost
     return cost + _lowered(item[position] for item in value.items())
@@ -586,7 +603,7 @@ def guarded_filter(
     return guarded
 
 
-def guard_filters(filters: dict[str, Callable[..., Any]], budget: Budget) -> None:
+def guard_filters(filters: dict[str, Any], budget: Budget) -> None:
     """Wrap every filter in its cost; drop any filter whose cost is not written down."""
     for name, original in list(filters.items()):
         if name not in FILTER_COSTS:
@@ -669,7 +686,7 @@ def _guarded_test(
     return guarded
 
 
-def guard_tests(tests: dict[str, Callable[..., Any]], budget: Budget) -> None:
+def guard_tests(tests: dict[str, Any], budget: Budget) -> None:
     """Wrap every test in its cost; drop any test whose cost is not written down."""
     for name, original in list(tests.items()):
         if name not in TEST_COSTS:
@@ -765,11 +782,11 @@ def _joined(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
 
 def _split(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
     # At most one piece per character: its text, its object, its slot.
-    return 3 * len(owner) + 2
+    return (2 + OBJECT) * len(owner) + OBJECT
 
 
 def _partition(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
-    return len(owner) + 4
+    return len(owner) + 3 * OBJECT
 
 
 def _encode(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
@@ -800,7 +817,7 @@ def _list_sort(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
     # a method as key (``big.join``, ``'x'.center``) would run unpaid.
     if kw.get("key") is not None:
         raise SecurityError(
-            "list.sort(key=...) is not allowed in templates; use |sort(attribute=...)"
+            "list.sort(key=...) would run its key unchecked; use |sort(attribute=...)"
         )
     return len(owner)
 

@@ -183,6 +183,9 @@ def printed_size(value: Any) -> int:
             if depth >= MAX_PRINT_DEPTH:
                 raise refuse(f"lists or dicts nested more than {MAX_PRINT_DEPTH} deep to print")
             size += 2 + 2 * len(item)
+            if size > MAX_TEXT:
+                # Before its items are queued: a long list is refused at once.
+                raise refuse(f"the printed value would be longer than {MAX_TEXT} characters")
             if kind is dict:
                 pending.extend((key, depth + 1) for key in item)
                 pending.extend((val, depth + 1) for val in item.values())
