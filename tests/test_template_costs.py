@@ -265,26 +265,40 @@ def test_large_inputs_are_paid_for_before_they_allocate(
     assert result["peak_mb"] < 160, result
 
 
-def test_typical_uses_still_render() -> None:
+def _render(source: str) -> dict[str, str]:
+    client = Client("c", {"id": "c"}, PreviewCodes(None, {}))
+    return MessageTemplate("costs.j2", source).render({"client": client})
+
+
+def test_typical_uses_render_while_large_ones_are_refused() -> None:
     source = (
         "{{ ['b', 'a', 'C']|sort|join(', ') }}|{{ {'b': 1, 'A': 2}|dictsort|first|first }}|"
         "{{ ['a', 'A', 'b']|unique|list|length }}|{{ ['b', 'A']|max }}|"
         "{{ [{'k': 'x'}, {'k': 'X'}]|groupby('k')|length }}|{{ 'a b'|title }}|"
         "{{ '<b>'|e }}|{{ 'visit www.example.com'|urlize|length > 20 }}|"
         "{{ {'a': 1}|tojson }}|{{ 'x'.center(5) }}|{{ 'a,b'.split(',')|length }}|"
-        "{{ 3 is odd }}|{{ 'abc' is lower }}|{{ ('\\u0130' * 3)|lower|length }}"
+        "{{ 3 is odd }}|{{ 'abc' is lower }}|{{ ('\u0130' * 3)|lower|length }}"
     )
-    client = Client("c", {"id": "c"}, PreviewCodes(None, {}))
-    assert MessageTemplate("typical.j2", source).render({"client": client}) == {
+    assert _render(source) == {
         "body": 'a, b, C|A|2|b|1|A B|&lt;b&gt;|True|{"a": 1}|  x  |2|True|True|6'
     }
-
-
-def test_a_refused_sort_names_the_budget() -> None:
-    client = Client("c", {"id": "c"}, PreviewCodes(None, {}))
-    template = MessageTemplate("sort.j2", LARGE + "{{ l|sort|length }}")
     with pytest.raises(RecipientFailed, match="render limit: the message needs more than"):
-        template.render({"client": client})
+        # Ten references to half a megabyte: ten lower-cased copies, 5 million characters.
+        _render(
+            "{% set s = 'x' * 100000 %}{% set s = s ~ s ~ s ~ s ~ s %}{{ ([s] * 10)|sort|length }}"
+        )
+
+
+def test_iterators_handed_to_a_call_are_paid_for_but_the_loop_is_itself() -> None:
+    source = (
+        "{% macro m(l) %}{{ l.index }}{% endmacro %}{% for i in [1, 2] %}{{ m(loop) }}{% endfor %}"
+    )
+    assert _render(source) == {"body": "12"}
+    with pytest.raises(RecipientFailed, match="render limit: the message needs more than"):
+        _render(
+            "{% set big = [1] * 100000 %}{% set m = [] %}{% for i in range(100) %}"
+            "{% set _ = m.extend(big|select) %}{% endfor %}"
+        )
 
 
 # -- fuzzing -------------------------------------------------------------------------------

@@ -1052,19 +1052,21 @@ def method_cost(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return cost(function.__self__, args, kwargs)
 
 
+def _lazy(argument: Any) -> bool:
+    """A generator or built-in iterator (not the loop, which a macro may be given)."""
+    return isinstance(argument, Iterator) and type(argument).__module__ == "builtins"
+
+
 def counted_arguments(
     budget: Budget, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any], int]:
     """Arguments with every iterator paid for item by item as the callee reads
     it, and what the arguments with a length (dict views) cost."""
     cost = 0
-    if any(isinstance(argument, Iterator) for argument in args):
-        args = tuple(
-            budget.counted(argument) if isinstance(argument, Iterator) else argument
-            for argument in args
-        )
+    if any(_lazy(argument) for argument in args):
+        args = tuple(budget.counted(argument) if _lazy(argument) else argument for argument in args)
     for key, argument in kwargs.items():
-        if isinstance(argument, Iterator):
+        if _lazy(argument):
             kwargs[key] = budget.counted(argument)
     for argument in (*args, *kwargs.values()):
         if type(argument) in _LENGTH_TYPES and type(argument) not in _SIZED_TYPES:

@@ -14,8 +14,10 @@ On top of the sandbox:
   ``client.promocode`` as an attribute, and only the literal call
   ``client.promocode('POOL')`` is compiled, to a direct call of it.
 - The size checks of :mod:`templating.template.limits` apply to operators, calls,
-  every filter, ``%`` and ``str.format``, ``~``, literals, slices and loop
-  iterations, against a per-message :class:`~templating.template.limits.Budget`
+  ``%`` and ``str.format``, ``~``, literals, slices and loop iterations, and
+  every filter, test and method of a built-in type pays its peak memory
+  first (:mod:`templating.template.costs`), against a per-message
+  :class:`~templating.template.limits.Budget`
   (reset by :meth:`MessageEnvironment.begin_render`). Rendered output is
   capped per part and a render has a wall-clock budget (see
   :mod:`templating.template.message`).

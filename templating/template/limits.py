@@ -7,8 +7,8 @@ Two kinds of bound, both checked *before* the memory is taken:
   much larger than its inputs is checked from its inputs: ``*`` and ``+`` on
   sequences, ``*`` and ``**`` on integers, ``%`` and ``str.format`` (field
   widths and precisions, including the ones given through ``*`` or a nested
-  ``{}``), the padding methods and filters, ``replace``, ``join``,
-  ``indent``, ``wordwrap``, ``batch``, ``slice``, ``tojson`` and ``~``.
+  ``{}``) and ``~``; every filter, test and method of a built-in type by
+  its cost function in :mod:`templating.template.costs`.
 - One message may do at most :data:`MAX_RENDER_WORK` units of work, counted
   in a :class:`Budget`: loop iterations, characters and items built, literal
   lists and dicts, calls. Memory a template keeps (a list grown in a loop, a
