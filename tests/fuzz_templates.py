@@ -4,10 +4,10 @@
 templates through check, preview and render; ``... budget JSON`` renders the
 given sources; ``... fuzz-costs N`` chains the filters, tests and methods of
 class 2 over large values and ``... costs JSON`` renders the given sources,
-both noting each case's own peak. The address space is capped at 1 GiB first, so a bound that
-does not hold shows as a MemoryError (reported), never as a machine that
-swaps; the last line printed is a JSON document: cases run, peak resident
-memory in MB, and every unexpected outcome.
+both noting each case's own peak. The address space is capped at 1 GiB
+first, so a bound that does not hold shows as a MemoryError (reported),
+never as a machine that swaps; the last line printed is a JSON document:
+cases run, peak resident memory in MB, and every unexpected outcome.
 """
 
 from __future__ import annotations
