@@ -676,12 +676,18 @@ TEST_COSTS: dict[str, FilterCost | None] = {
 def _guarded_test(
     original: Callable[..., Any], cost: FilterCost, budget: Budget
 ) -> Callable[..., Any]:
-    def guarded(value: Any, *args: Any, **kwargs: Any) -> Any:
-        budget.left -= cost(value, args, kwargs, None)
-        if budget.left < 0:
-            budget.spend(0)
-        return original(value, *args, **kwargs)
+    passes = _PassArg.from_obj(original)
+    skip = 0 if passes is None else 1
 
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > skip:
+            budget.left -= cost(args[skip], args[skip + 1 :], kwargs, args[0] if skip else None)
+            if budget.left < 0:
+                budget.spend(0)
+        return original(*args, **kwargs)
+
+    if passes is not None:
+        guarded.jinja_pass_arg = passes  # type: ignore[attr-defined]
     guarded.__name__ = getattr(original, "__name__", "test")
     return guarded
 
@@ -693,7 +699,7 @@ def guard_tests(tests: dict[str, Any], budget: Budget) -> None:
             del tests[name]
             continue
         cost = TEST_COSTS[name]
-        if cost is not None and _PassArg.from_obj(original) is None:
+        if cost is not None:
             tests[name] = _guarded_test(original, cost, budget)
 
 
