@@ -4,10 +4,12 @@
 templates through check, preview and render; ``... isolation N`` renders N
 generated messages whose partials keep state, for recipient A and then B, and
 compares B's message with B's rendered alone; ``... budget JSON`` renders the
-given sources. The address space is capped at 1 GiB first, so a bound that
-does not hold shows as a MemoryError (reported), never as a machine that
-swaps; the last line printed is a JSON document: cases run, peak resident
-memory in MB, and every unexpected outcome.
+given sources; ``... fuzz-costs N`` chains the filters, tests and methods of
+class 2 over large values and ``... costs JSON`` renders the given sources,
+both noting each case's own peak. The address space is capped at 1 GiB
+first, so a bound that does not hold shows as a MemoryError (reported),
+never as a machine that swaps; the last line printed is a JSON document:
+cases run, peak resident memory in MB, and every unexpected outcome.
 """
 
 from __future__ import annotations
@@ -449,6 +451,239 @@ def isolation(run: Run, examples: int) -> None:
     one()
 
 
+# -- class 2: what filters, tests and methods build out of large values ------------
+
+#: Large values a template can build within every size bound, set up before the
+#: expression under test: 500,000 characters (ASCII, escapable, non-ASCII that
+#: grows when lower-cased), lists holding one of them thousands of times, items
+#: with attributes, a dict.
+LARGE_VALUES = (
+    "{% set s = 'x' * 100000 %}{% set s = s ~ s ~ s ~ s ~ s %}"
+    "{% set h = '<&' * 50000 %}{% set h = h ~ h ~ h ~ h ~ h %}"
+    "{% set w = '\u0130' * 100000 %}{% set w = w ~ w %}"
+    "{% set l = [s] * 2000 %}{% set lw = [w] * 2000 %}{% set lh = [h] * 2000 %}"
+    "{% set ln = [l] * 100 %}{% set items = [{'k': s, 'n': 1, 'w': w}] * 2000 %}"
+    "{% set d = {} %}{% for i in range(2000) %}{% set _ = d.update({i: s}) %}{% endfor %}"
+)
+LARGE_NAMES = st.sampled_from(
+    [
+        "s",
+        "h",
+        "w",
+        "l",
+        "lw",
+        "lh",
+        "ln",
+        "items",
+        "d",
+        "[s, w]",
+        "(s, s)",
+        "d.values()",
+        "(l|select)",
+        "(items|map(attribute='k'))",
+        "range(10000)",
+        "client.first_name",
+    ]
+)
+LARGE_ARGUMENTS = st.sampled_from(
+    [
+        "s",
+        "w",
+        "h",
+        "l",
+        "1",
+        "3",
+        "80",
+        "10000",
+        "'k'",
+        "'w'",
+        "'k,n'",
+        "'0'",
+        "true",
+        "false",
+        "none",
+        "1000000000",
+    ]
+)
+#: Filters and methods that copy their items' text, or grow with an argument.
+CLASS2_STEPS = st.sampled_from(
+    [
+        "|sort",
+        "|sort(attribute={a})",
+        "|sort(false, {a})",
+        "|sort(attribute='k,w')",
+        "|dictsort",
+        "|dictsort(false, 'value')",
+        "|groupby({a})",
+        "|groupby('k', default={a})",
+        "|groupby('k', case_sensitive=true)",
+        "|unique",
+        "|unique(attribute={a})",
+        "|min",
+        "|max",
+        "|max(attribute={a})",
+        "|join",
+        "|join({a})",
+        "|join(',', attribute={a})",
+        "|map('upper')|list",
+        "|map('lower')|list",
+        "|map('e')|list",
+        "|map('title')|list",
+        "|map(attribute={a})|list",
+        "|select|list",
+        "|reverse|list",
+        "|list",
+        "|sum(start=[])",
+        "|sum(attribute={a}, start=[])",
+        "|tojson",
+        "|tojson(indent=16)",
+        "|pprint",
+        "|wordcount",
+        "|title",
+        "|upper",
+        "|lower",
+        "|capitalize",
+        "|e",
+        "|forceescape",
+        "|safe",
+        "|string",
+        "|xmlattr",
+        "|urlencode",
+        "|urlize",
+        "|urlize(target={a})",
+        "|urlize(rel={a})",
+        "|wordwrap({a})",
+        "|wordwrap(1, wrapstring={a})",
+        "|indent({a})",
+        "|replace('x', {a})",
+        "|replace('<', {a}, 3)",
+        "|format({a})",
+        "|center({a})",
+        "|truncate({a})",
+        "|striptags",
+        "|trim",
+        "|batch({a}, {a})|list",
+        "|slice({a}, {a})|list",
+        "|items|list",
+        "|first",
+        "|last",
+        "|length",
+        "|round({a})",
+        ".upper()",
+        ".lower()",
+        ".casefold()",
+        ".title()",
+        ".split()",
+        ".splitlines()",
+        ".encode('unicode_escape')",
+        ".encode('ascii', 'namereplace')",
+        ".translate({{120: {a}}})",
+        ".translate([{a}] * 200)",
+        ".join({a})",
+        ".replace('x', {a})",
+        ".center({a})",
+        ".copy()",
+        ".expandtabs({a})",
+        ".partition('x')",
+        ".zfill({a})",
+    ]
+)
+CLASS2_TESTS = st.sampled_from(
+    [
+        " is lower",
+        " is upper",
+        " is odd",
+        " is divisibleby {a}",
+        " is in {a}",
+        " is sameas {a}",
+        " == {a}",
+        " is sequence",
+        " is string",
+    ]
+)
+
+
+@st.composite
+def _class2_expression(draw: Any) -> str:
+    expression: str = draw(LARGE_NAMES)
+    for _ in range(draw(st.integers(1, 3))):
+        step = draw(CLASS2_STEPS)
+        while "{a}" in step:
+            step = step.replace("{a}", draw(LARGE_ARGUMENTS), 1)
+        expression = f"({expression}{step.replace('{{', '{').replace('}}', '}')})"
+    if draw(st.booleans()):
+        test = draw(CLASS2_TESTS).replace("{a}", draw(LARGE_ARGUMENTS))
+        expression = f"({expression}{test})"
+    return expression
+
+
+CLASS2_TEMPLATES = _class2_expression().flatmap(
+    lambda expression: st.sampled_from(
+        [
+            f"{LARGE_VALUES}{{{{ {expression} }}}}",
+            f"{LARGE_VALUES}{{% set r = {expression} %}}ok",
+            f"{LARGE_VALUES}{{% for x in {expression} %}}{{% endfor %}}ok",
+        ]
+    )
+)
+
+
+def reset_peak() -> None:
+    """Start this process's peak resident size (VmHWM) afresh from what it holds now."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+        clear_refs.write("5")
+
+
+def render_each_measured(run: Run, sources: list[str]) -> list[dict[str, Any]]:
+    """Render each source alone and note its outcome and its own peak (MB)."""
+    measured = []
+    for source in sources:
+        run.cases += 1
+        before, noted = dict(run.outcomes), len(run.unexpected)
+        reset_peak()
+        run.render(source, "costs")
+        peak = peak_kib() // 1024
+        if len(run.unexpected) > noted:
+            outcome = run.unexpected[-1]["problem"]
+        else:
+            outcome = next(name for name, count in run.outcomes.items() if count != before[name])
+        measured.append(
+            {"source": source[len(LARGE_VALUES) :][:300], "outcome": outcome, "peak_mb": peak}
+        )
+    return measured
+
+
+def render_failures(run: Run, sources: list[str]) -> list[dict[str, Any]]:
+    """Each source's outcome (the recipient failure's reason, if any) and its own peak."""
+    client = Client("c1", {"id": "c1", "first_name": "Ada"}, PreviewCodes(None, {}))
+    results = []
+    for source in sources:
+        run.cases += 1
+        reset_peak()
+        try:
+            MessageTemplate(str(run.folder / "costs.j2"), source).render({"client": client})
+            outcome = "rendered"
+        except RecipientFailed as exc:
+            outcome = f"failed: {exc}"
+        except BaseException as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        results.append({"outcome": outcome[:300], "peak_mb": peak_kib() // 1024})
+    return results
+
+
+def fuzz_costs(run: Run, examples: int) -> list[dict[str, Any]]:
+    """Hypothesis combines the class-2 filters, tests and methods with large values."""
+    measured: list[dict[str, Any]] = []
+
+    @explore(examples)
+    @given(CLASS2_TEMPLATES)
+    def one(source: str) -> None:
+        measured.extend(render_each_measured(run, [source]))
+
+    one()
+    return measured
+
+
 def main() -> None:
     mode, argument = sys.argv[1], sys.argv[2]
     with tempfile.TemporaryDirectory() as tmp:
@@ -457,6 +692,14 @@ def main() -> None:
             fuzz(run, int(argument))
         elif mode == "isolation":
             isolation(run, int(argument))
+        elif mode in ("fuzz-costs", "costs"):
+            if mode == "fuzz-costs":
+                measured = fuzz_costs(run, int(argument))
+            else:
+                measured = render_failures(run, json.loads(argument))
+            run.engine.dispose()
+            print(json.dumps({"cases": run.cases, "unexpected": run.unexpected, "each": measured}))
+            return
         else:
             for source in json.loads(argument):
                 run.cases += 1

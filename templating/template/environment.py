@@ -14,8 +14,10 @@ On top of the sandbox:
   ``client.promocode`` as an attribute, and only the literal call
   ``client.promocode('POOL')`` is compiled, to a direct call of it.
 - The size checks of :mod:`templating.template.limits` apply to operators, calls,
-  every filter, ``%`` and ``str.format``, ``~``, literals, slices and loop
-  iterations, against a per-message :class:`~templating.template.limits.Budget`
+  ``%`` and ``str.format``, ``~``, literals, slices and loop iterations, and
+  every filter, test and method of a built-in type pays its peak memory
+  first (:mod:`templating.template.costs`), against a per-message
+  :class:`~templating.template.limits.Budget`
   (reset by :meth:`MessageEnvironment.begin_render`). Rendered output is
   capped per part and a render has a wall-clock budget (see
   :mod:`templating.template.message`).
@@ -43,7 +45,6 @@ from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.exceptions import TemplateRuntimeError
-from jinja2.filters import make_attrgetter
 from jinja2.optimizer import Optimizer
 from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
@@ -51,7 +52,7 @@ from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from templating.errors import InvalidTemplate
-from templating.template import limits
+from templating.template import costs, limits
 from templating.template.analysis import check_ast, code_call_function, partial_references
 from templating.template.client import CODE_METHODS, Client, RecipientUndefined
 from templating.template.isolation import PartialTemplate, RenderModules, defines_only_macros
@@ -75,6 +76,9 @@ PARTIALS_RULE = (
 _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
     name: getattr(Client, name) for name in CODE_METHODS
 }
+_SIZED_TYPES = limits._SIZED_TYPES
+#: Arguments that cost nothing beyond their slot and cannot be read lazily.
+_SCALAR_TYPES = frozenset({int, float, bool, type(None)})
 #: What ``client.NAME`` means other than a column: the client's own members.
 _CLIENT_MEMBERS = frozenset(name for name in dir(Client) if not name.startswith("_"))
 
@@ -267,6 +271,7 @@ class _FieldChecks(SandboxedFormatter):
     """``str.format``: each field's width (nested ``{}`` resolved) and value checked."""
 
     _size = 0
+    _growth = 1
 
     def vformat(self, format_string: str, args: Any, kwargs: Any) -> str:
         self._size = len(format_string)
@@ -278,8 +283,11 @@ class _FieldChecks(SandboxedFormatter):
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         width = limits._check_spec_numbers(format_spec, "format field width")
-        self._size += limits.printed_size(value) + width
+        field = limits.printed_size(value) + width
+        self._size += field
         limits.check_text_length(self._size, "str.format() result")
+        # Paid before it is formatted (escaped too, for Markup).
+        self._env.budget.spend(field * self._growth)  # type: ignore[attr-defined]
         return super().format_field(value, format_spec)
 
 
@@ -288,7 +296,7 @@ class _CheckedFormatter(_FieldChecks):
 
 
 class _CheckedEscapeFormatter(_FieldChecks, SandboxedEscapeFormatter):
-    pass
+    _growth = 1 + costs.ESCAPE_GROWTH
 
 
 class MessageEnvironment(SandboxedEnvironment):
@@ -506,17 +514,27 @@ class MessageEnvironment(SandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = __self.budget
         cost = 4 + len(args) + len(kwargs)
+        plain = True
         for argument in args:
-            if isinstance(argument, limits.SIZED):
+            kind = type(argument)
+            if kind in _SIZED_TYPES:
                 cost += len(argument)
+            elif kind not in _SCALAR_TYPES:
+                plain = False
         if kwargs:
             for argument in kwargs.values():
-                if isinstance(argument, limits.SIZED):
+                kind = type(argument)
+                if kind in _SIZED_TYPES:
                     cost += len(argument)
+                elif kind not in _SCALAR_TYPES:
+                    plain = False
+        if not plain:
+            args, kwargs, extra = costs.counted_arguments(budget, args, kwargs)
+            cost += extra
+        cost += costs.method_cost(__obj, args, kwargs)
         budget.left -= cost
         if budget.left < 0:
             budget.spend(0)
-        limits.check_call(__obj, args, kwargs)
         return budget.spend_on(super().call(__context, __obj, *args, **kwargs))
 
 
@@ -538,7 +556,9 @@ def make_environment(template: str | Path | None = None) -> MessageEnvironment:
         env.globals.pop(name, None)
     env.globals["range"] = limits.limited_range
     env.filters = dict(env.filters)
-    limits.guard_filters(env.filters, env.budget, lambda attribute: make_attrgetter(env, attribute))
+    costs.guard_filters(env.filters, env.budget)
+    env.tests = dict(env.tests)
+    costs.guard_tests(env.tests, env.budget)
     return env
 
 

@@ -7,8 +7,8 @@ Two kinds of bound, both checked *before* the memory is taken:
   much larger than its inputs is checked from its inputs: ``*`` and ``+`` on
   sequences, ``*`` and ``**`` on integers, ``%`` and ``str.format`` (field
   widths and precisions, including the ones given through ``*`` or a nested
-  ``{}``), the padding methods and filters, ``replace``, ``join``,
-  ``indent``, ``wordwrap``, ``batch``, ``slice``, ``tojson`` and ``~``.
+  ``{}``) and ``~``; every filter, test and method of a built-in type by
+  its cost function in :mod:`templating.template.costs`.
 - One message may do at most :data:`MAX_RENDER_WORK` units of work, counted
   in a :class:`Budget`: loop iterations, characters and items built, literal
   lists and dicts, calls. Memory a template keeps (a list grown in a loop, a
@@ -29,7 +29,6 @@ from typing import Any
 
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.runtime import Undefined
-from jinja2.utils import _PassArg
 from markupsafe import Markup
 
 from templating.errors import RenderLimitExceeded
@@ -184,6 +183,9 @@ def printed_size(value: Any) -> int:
             if depth >= MAX_PRINT_DEPTH:
                 raise refuse(f"lists or dicts nested more than {MAX_PRINT_DEPTH} deep to print")
             size += 2 + 2 * len(item)
+            if size > MAX_TEXT:
+                # Before its items are queued: a long list is refused at once.
+                raise refuse(f"the printed value would be longer than {MAX_TEXT} characters")
             if kind is dict:
                 pending.extend((key, depth + 1) for key in item)
                 pending.extend((val, depth + 1) for val in item.values())
@@ -258,12 +260,14 @@ def power(base: Any, exponent: Any) -> Any:
     return base**exponent
 
 
-def check_percent(template: str, args: Any, what: str = "'%'") -> None:
+def check_percent(template: str, args: Any, what: str = "'%'") -> int:
     """``template % args``: every width and precision, given in the string or
     through ``*``, is bounded, every value formatted may be printed, and the
-    result fits in :data:`MAX_TEXT`, all before anything is formatted."""
+    result fits in :data:`MAX_TEXT`, all before anything is formatted.
+
+    Returns about how long the result is."""
     if "%" not in template:
-        return
+        return len(template)
     positional = iter(args if type(args) is tuple else (args,))
     size = len(template)
     for spec in _PERCENT_SPEC.finditer(template):
@@ -283,6 +287,7 @@ def check_percent(template: str, args: Any, what: str = "'%'") -> None:
             value = next(positional, None)
         size += printed_size(value)
         check_text_length(size, f"{what} result")
+    return size
 
 
 def modulo(left: Any, right: Any) -> Any:
@@ -297,260 +302,3 @@ BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "**": power,
     "%": modulo,
 }
-
-_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
-
-
-def check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Refuse a call to a ``str`` method that would build an outsized string."""
-    owner = getattr(function, "__self__", None)
-    if not isinstance(owner, (str, bytes)):
-        return
-    name = getattr(function, "__name__", "")
-    if name in _PADDING_METHODS:
-        for value in (*args, *kwargs.values()):
-            _check_width(value, f"str.{name}() width")
-    elif name == "expandtabs":
-        tab = args[0] if args else kwargs.get("tabsize", 8)
-        _check_width(tab, "str.expandtabs() tab size")
-        if isinstance(tab, int):
-            tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
-            check_text_length(len(owner) + tabs * tab, "str.expandtabs() result")
-    elif name == "translate" and args and isinstance(args[0], Mapping):
-        longest = max((len(v) for v in args[0].values() if isinstance(v, SIZED)), default=1)
-        check_text_length(len(owner) * max(longest, 1), "str.translate() result")
-    elif name == "replace" and len(args) >= 2 and isinstance(owner, str):
-        old, new = str(args[0]), str(args[1])
-        growth = max(len(new) - len(old), 0) * (owner.count(old) if old else len(owner) + 1)
-        check_text_length(len(owner) + growth, "str.replace() result")
-    elif name == "join" and args:
-        items = args[0] if isinstance(args[0], (list, tuple)) else list(args[0])
-        size = len(owner) * max(len(items) - 1, 0)
-        for item in items:
-            size += printed_size(item)
-            check_text_length(size, "str.join() result")
-
-
-# -- filters ----------------------------------------------------------------------
-
-#: Filters that turn their value into text: the value must be printable.
-_STRINGIFYING = frozenset(
-    {
-        "capitalize",
-        "center",
-        "e",
-        "escape",
-        "forceescape",
-        "format",
-        "indent",
-        "lower",
-        "pprint",
-        "replace",
-        "safe",
-        "string",
-        "striptags",
-        "title",
-        "trim",
-        "truncate",
-        "upper",
-        "urlencode",
-        "urlize",
-        "wordwrap",
-        "xmlattr",
-    }
-)
-
-
-def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
-    return args[at] if len(args) > at else kwargs.get(name)
-
-
-def _pre_center(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    _check_width(_argument(args, kw, 0, "width"), "|center width")
-
-
-def _pre_indent(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    width = _argument(args, kw, 0, "width")
-    _check_width(width, "|indent width")
-    step = len(width) if isinstance(width, str) else width if isinstance(width, int) else 4
-    text = str(value)
-    check_text_length(len(text) + (text.count("\n") + 1) * step, "|indent result")
-
-
-def _pre_wordwrap(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    wrap = _argument(args, kw, 2, "wrapstring")
-    text = str(value)
-    breaks = min(len(text), len(text) // 2 + text.count("\n") + 1)
-    check_text_length(len(text) + breaks * len(str(wrap or "\n")), "|wordwrap result")
-
-
-def _pre_format(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    check_percent(str(value), kw or args, "|format")
-
-
-def _pre_replace(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    if len(args) >= 2:
-        check_call(str(value).replace, args[:2], {})
-
-
-def _pre_batch(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    count = _argument(args, kw, 0, "linecount")
-    if isinstance(count, int) and count > MAX_SEQUENCE_PRODUCT:
-        raise refuse(f"|batch of {count} items; at most {MAX_SEQUENCE_PRODUCT}")
-    if isinstance(count, int):
-        budget.spend(count)
-
-
-def _pre_slice(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    count = _argument(args, kw, 0, "slices")
-    if isinstance(count, int) and count > MAX_SEQUENCE_PRODUCT:
-        raise refuse(f"|slice into {count} lists; at most {MAX_SEQUENCE_PRODUCT}")
-    if isinstance(count, int):
-        budget.spend(count)
-
-
-def _pre_tojson(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    indent = _argument(args, kw, 0, "indent")
-    if isinstance(indent, str) or (isinstance(indent, int) and indent > MAX_JSON_INDENT):
-        raise refuse(f"|tojson indent of {indent!r}; at most {MAX_JSON_INDENT}")
-    printed_size(value)
-
-
-def _pre_sum(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-    # sum(start=[]) concatenates: as large as all the items together.
-    start = _argument(args, kw, 1, "start")
-    if isinstance(start, SIZED) and isinstance(value, (list, tuple)):
-        size = len(start)
-        for item in value:
-            size += len(item) if isinstance(item, SIZED) else 1
-            if size > MAX_SEQUENCE_PRODUCT:
-                raise refuse(f"|sum would build more than {MAX_SEQUENCE_PRODUCT} items")
-
-
-_PRECHECKS: dict[str, Callable[[Budget, Any, tuple[Any, ...], dict[str, Any]], None]] = {
-    "center": _pre_center,
-    "indent": _pre_indent,
-    "wordwrap": _pre_wordwrap,
-    "format": _pre_format,
-    "replace": _pre_replace,
-    "batch": _pre_batch,
-    "slice": _pre_slice,
-    "tojson": _pre_tojson,
-    "sum": _pre_sum,
-}
-
-#: Filters that neither print their value nor build anything larger than it:
-#: left unwrapped, so the common ones (``default``, ``length``) cost nothing.
-_UNGUARDED = frozenset(
-    {
-        "abs",
-        "attr",
-        "count",
-        "d",
-        "default",
-        "filesizeformat",
-        "first",
-        "float",
-        "int",
-        "items",
-        "last",
-        "length",
-        "map",
-        "max",
-        "min",
-        "random",
-        "reject",
-        "rejectattr",
-        "round",
-        "select",
-        "selectattr",
-        "unique",
-        "wordcount",
-    }
-)
-
-
-def _guarded_filter(
-    name: str, original: Callable[..., Any], budget: Budget, attrgetter: Callable[..., Any]
-) -> Callable[..., Any]:
-    passes = _PassArg.from_obj(original)
-    skip = 0 if passes is None else 1
-    precheck = _PRECHECKS.get(name)
-    stringifies = name in _STRINGIFYING
-    joins = name == "join"
-
-    sized = _SIZED_TYPES
-    checks_input = stringifies or precheck is not None or joins
-
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        # The hot path of every filter call: kept to a few type checks.
-        if len(args) > skip:
-            value = args[skip]
-            if type(value) in sized:
-                budget.left -= len(value)
-                if budget.left < 0:
-                    budget.spend(0)
-            if checks_input:
-                if stringifies and type(value) is not str:
-                    printed_size(value)
-                if precheck is not None:
-                    precheck(budget, value, args[skip + 1 :], kwargs)
-                if joins:
-                    args, kwargs = _checked_join(budget, attrgetter, args, kwargs, skip)
-        try:
-            result = original(*args, **kwargs)
-        except AssertionError as exc:
-            # Jinja checks some filter arguments with assert (truncate's length).
-            raise TemplateRuntimeError(f"|{name}: {exc or 'invalid arguments'}") from None
-        if type(result) in sized:
-            size = len(result)
-            if size > MAX_TEXT and isinstance(result, str):
-                check_text_length(size, f"|{name} result")
-            budget.left -= size
-            if budget.left < 0:
-                budget.spend(0)
-        return result
-
-    if passes is not None:
-        guarded.jinja_pass_arg = passes  # type: ignore[attr-defined]
-    guarded.__name__ = getattr(original, "__name__", name)
-    return guarded
-
-
-def _checked_join(
-    budget: Budget,
-    attrgetter: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    skip: int,
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``|join``: items fetched (by ``attribute``), checked and sized first."""
-    rest = list(args[skip + 1 :])
-    separator = rest[0] if rest else kwargs.pop("d", "")
-    attribute = rest[1] if len(rest) > 1 else kwargs.pop("attribute", None)
-    items = list(args[skip])
-    budget.spend(len(items))
-    if attribute is not None:
-        getter = attrgetter(attribute)
-        items = [getter(item) for item in items]
-    size = len(str(separator)) * max(len(items) - 1, 0)
-    check_text_length(size, "|join result")
-    for item in items:
-        size += printed_size(item)
-        check_text_length(size, "|join result")
-    return (*args[:skip], items, separator), {}
-
-
-def guard_filters(
-    filters: dict[str, Callable[..., Any]],
-    budget: Budget,
-    attrgetter: Callable[[Any], Callable[[Any], Any]],
-) -> None:
-    """Wrap every filter: inputs paid for, outputs bounded, growth checked first.
-
-    ``attrgetter(attribute)`` fetches an item's attribute the way the
-    sandbox does (for ``join(attribute=...)``).
-    """
-    for name, original in list(filters.items()):
-        if name not in _UNGUARDED:
-            filters[name] = _guarded_filter(name, original, budget, attrgetter)
