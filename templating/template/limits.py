@@ -9,6 +9,10 @@ Two kinds of bound, both checked *before* the memory is taken:
   widths and precisions, including the ones given through ``*`` or a nested
   ``{}``), the padding methods and filters, ``replace``, ``join``,
   ``indent``, ``wordwrap``, ``batch``, ``slice``, ``tojson`` and ``~``.
+- No single step may run long, since a step in C cannot be interrupted by
+  the render's timer: the operations whose time grows faster than their
+  inputs are bounded before they run (``//`` and ``%`` on integers,
+  ``range``, ``round``, ``**``'s exponent, ``urlize``'s words).
 - One message may do at most :data:`MAX_RENDER_WORK` units of work, counted
   in a :class:`Budget`: loop iterations, characters and items built, literal
   lists and dicts, calls. Memory a template keeps (a list grown in a loop, a
@@ -30,7 +34,7 @@ from typing import Any
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.runtime import Undefined
 from jinja2.utils import _PassArg
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from templating.errors import RenderLimitExceeded
 
@@ -42,6 +46,17 @@ MAX_SEQUENCE_PRODUCT = 100_000
 MAX_WIDTH = 10_000
 #: Bits an integer built by ``*`` or ``**`` may have.
 MAX_POWER_BITS = 4_096
+#: Bits of an integer that ``//``, ``%``, ``round`` and ``range`` take: their
+#: time grows with the square of its size, in one step the timer cannot stop.
+MAX_OPERAND_BITS = 65_536
+#: Bits of an integer exponent of ``**`` (0, 1 and -1 raised to a larger one
+#: still loop over every bit of it).
+MAX_EXPONENT_BITS = 64
+#: Digits ``round`` may keep or drop (a float has about 17 of them).
+MAX_ROUND_DIGITS = 400
+#: Characters of one word ``urlize`` looks at: its trailing-punctuation search
+#: is quadratic in a word's length.
+MAX_URLIZE_WORD = 2_048
 MAX_RANGE = 10_000
 #: Units of work (iterations, characters and items built, calls) per message.
 MAX_RENDER_WORK = 4_000_000
@@ -208,7 +223,16 @@ def printable(value: Any) -> Any:
 # -- operators --------------------------------------------------------------------
 
 
+def _check_operand_bits(value: Any, what: str) -> None:
+    if isinstance(value, int) and value.bit_length() > MAX_OPERAND_BITS:
+        raise refuse(
+            f"{what} of an integer of {value.bit_length()} bits; at most {MAX_OPERAND_BITS}"
+        )
+
+
 def limited_range(*args: int) -> range:
+    for argument in args:
+        _check_operand_bits(argument, "range()")
     result = range(*args)
     if len(result) > MAX_RANGE:
         raise refuse(f"range() of {len(result)} items; at most {MAX_RANGE}")
@@ -255,6 +279,8 @@ def power(base: Any, exponent: Any) -> Any:
         raise refuse(f"'**' result would exceed {MAX_POWER_BITS} bits")
     if isinstance(base, float) and isinstance(exponent, int) and abs(exponent) > 10**6:
         raise refuse("'**' exponent too large")
+    if isinstance(exponent, int) and exponent.bit_length() > MAX_EXPONENT_BITS:
+        raise refuse(f"'**' exponent of {exponent.bit_length()} bits; at most {MAX_EXPONENT_BITS}")
     return base**exponent
 
 
@@ -288,7 +314,17 @@ def check_percent(template: str, args: Any, what: str = "'%'") -> None:
 def modulo(left: Any, right: Any) -> Any:
     if isinstance(left, str):
         check_percent(left, right)
+    elif isinstance(left, int) and isinstance(right, int):
+        _check_operand_bits(left, "'%'")
+        _check_operand_bits(right, "'%'")
     return left % right
+
+
+def floor_divide(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and isinstance(right, int):
+        _check_operand_bits(left, "'//'")
+        _check_operand_bits(right, "'//'")
+    return left // right
 
 
 BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -296,6 +332,7 @@ BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "+": add,
     "**": power,
     "%": modulo,
+    "//": floor_divide,
 }
 
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
@@ -427,6 +464,26 @@ def _pre_sum(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, An
                 raise refuse(f"|sum would build more than {MAX_SEQUENCE_PRODUCT} items")
 
 
+def _pre_round(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    # round(x, n) and its 'ceil'/'floor' methods compute 10**n, then divide by it.
+    precision = _argument(args, kw, 0, "precision")
+    if isinstance(precision, int) and abs(precision) > MAX_ROUND_DIGITS:
+        raise refuse(f"|round to {precision} digits; at most {MAX_ROUND_DIGITS}")
+    _check_operand_bits(value, "|round")
+
+
+_WORDS = re.compile(r"\S+")
+
+
+def _pre_urlize(budget: Budget, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    # urlize looks at each word (whitespace-separated, after HTML escaping).
+    text = str(escape(value))
+    if len(text) > MAX_URLIZE_WORD:
+        longest = max((m.end() - m.start() for m in _WORDS.finditer(text)), default=0)
+        if longest > MAX_URLIZE_WORD:
+            raise refuse(f"|urlize of a word of {longest} characters; at most {MAX_URLIZE_WORD}")
+
+
 _PRECHECKS: dict[str, Callable[[Budget, Any, tuple[Any, ...], dict[str, Any]], None]] = {
     "center": _pre_center,
     "indent": _pre_indent,
@@ -437,6 +494,8 @@ _PRECHECKS: dict[str, Callable[[Budget, Any, tuple[Any, ...], dict[str, Any]], N
     "slice": _pre_slice,
     "tojson": _pre_tojson,
     "sum": _pre_sum,
+    "round": _pre_round,
+    "urlize": _pre_urlize,
 }
 
 #: Filters that neither print their value nor build anything larger than it:
@@ -461,7 +520,6 @@ _UNGUARDED = frozenset(
         "random",
         "reject",
         "rejectattr",
-        "round",
         "select",
         "selectattr",
         "unique",
