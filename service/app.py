@@ -85,7 +85,9 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
     )
     app.state.engine = store
     # Started on first use: a server nobody previews on runs no template process.
-    templates = app.state.template_processes = TemplateProcesses(config.db_url)
+    templates = app.state.template_processes = TemplateProcesses(
+        config.db_url, preload=[preview.__name__]
+    )
     app.state.templates = config.templates
     app.state.recipients = config.recipients
     app.state.preview_open = preview.is_loopback(config.host)

@@ -19,12 +19,14 @@ in a small, fixed number of worker processes:
   the server's other threads never wait for a template.
 
 A job is a module-level function ``job(engine, *args)``; each worker opens
-its own engine on the store, on first use.
+its own engine on the store and imports the modules named in ``preload``
+before it takes its first job, so a job's time is the job's alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
@@ -34,7 +36,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
@@ -57,6 +59,8 @@ JOB_SECONDS = RENDER_SECONDS + 3.0
 NICENESS = 5
 #: Seconds a worker is given to leave on its own when the pool closes.
 CLOSE_SECONDS = 1.0
+#: Seconds a new worker may take to start (a fresh interpreter, its imports).
+START_SECONDS = 60.0
 
 T = TypeVar("T")
 
@@ -77,14 +81,21 @@ class TemplateProcesses:
     """
 
     def __init__(
-        self, db_url: str, size: int = PROCESSES, *, job_seconds: float = JOB_SECONDS
+        self,
+        db_url: str,
+        size: int = PROCESSES,
+        *,
+        job_seconds: float = JOB_SECONDS,
+        preload: Sequence[str] = (),
     ) -> None:
         self.db_url = db_url
+        self.preload = tuple(preload)
         self.size = size
         self.job_seconds = job_seconds
         self._context = multiprocessing.get_context("spawn")
         # A slot is an idle worker, or None: a worker to start when needed.
-        self._slots: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        # Last in, first out: a worker already started is used before another starts.
+        self._slots: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         for _ in range(size):
             self._slots.put(None)
         self._lock = threading.Lock()
@@ -131,7 +142,7 @@ class TemplateProcesses:
             worker.kill()
 
     def _start(self) -> _Worker:
-        worker = _Worker(self._context, self.db_url)
+        worker = _Worker(self._context, self.db_url, self.preload)
         with self._lock:
             self._workers.add(worker)
         if self._closed:  # close() ran while it started
@@ -159,21 +170,33 @@ class TemplateProcesses:
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, context: Any, db_url: str) -> None:
+    def __init__(self, context: Any, db_url: str, preload: tuple[str, ...]) -> None:
         self.conn, child_end = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child_end, db_url), name="promomail-templates", daemon=True
+            target=_serve,
+            args=(child_end, db_url, preload),
+            name="promomail-templates",
+            daemon=True,
         )
         self.process.start()
         child_end.close()
+        self.ready = False
 
     def call(self, job: Callable[..., Any], args: tuple[Any, ...], seconds: float) -> Any:
+        if not self.ready:
+            if not self.conn.poll(START_SECONDS):
+                raise TemplateJobFailed(f"a template process did not start in {START_SECONDS:g} s")
+            self._receive()  # its "ready"
+            self.ready = True
         self.conn.send((job, args))
         if not self.conn.poll(seconds):
             # Alive but late: a step the render's timer cannot interrupt.
             raise TemplateJobFailed(
                 f"the template took longer than {seconds:g} s to check and render; it was stopped"
             )
+        return self._receive()
+
+    def _receive(self) -> Any:
         try:
             return self.conn.recv()
         except (EOFError, OSError):
@@ -191,14 +214,19 @@ class _Worker:
         self.process.join()
 
 
-def _serve(conn: Connection, db_url: str) -> None:
+def _serve(conn: Connection, db_url: str, preload: tuple[str, ...]) -> None:
     """A worker's life: jobs from ``conn`` until it closes or sends None."""
     # The server stops its workers itself; Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
+    for module in preload:
+        importlib.import_module(module)
     engine: Engine | None = None
+    with contextlib.suppress(Exception):  # if it fails, the first job says why
+        engine = _open(db_url)
     try:
+        conn.send("ready")
         while True:
             try:
                 message = conn.recv()
