@@ -226,7 +226,10 @@ def _serve(conn: Connection, db_url: str, preload: tuple[str, ...]) -> None:
     with contextlib.suppress(Exception):  # if it fails, the first job says why
         engine = _open(db_url)
     try:
-        conn.send("ready")
+        try:
+            conn.send("ready")
+        except OSError:
+            return  # the server is gone
         while True:
             try:
                 message = conn.recv()
