@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,20 @@ def _count(engine: Engine) -> int:
         return int(conn.execute(text("SELECT count(*) FROM pools")).scalar_one())
 
 
+def _wait_ended(pid: int) -> None:
+    """Until ``pid`` is dead (a zombie its parent has not reaped yet counts)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if state in ("Z", "X"):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not end"
+        time.sleep(0.01)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -72,6 +87,12 @@ def test_a_job_that_outruns_its_time_is_killed_and_its_process_replaced(url: str
         assert second != first
         assert processes.run(_sleep, 0) == "woke"
         assert processes.run(_pid) == second  # reused while it behaves
+        os.kill(second, signal.SIGKILL)  # ended from outside while idle
+        _wait_ended(second)
+        third = processes.run(_pid)
+        assert third != second
+        second = third
+        assert processes.run(_sleep, 0) == "woke"
     finally:
         processes.close()
     assert not _alive(second)

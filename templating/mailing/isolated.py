@@ -113,6 +113,10 @@ class TemplateProcesses:
         try:
             if self._closed:
                 raise TemplateJobFailed("the server is stopping")
+            if worker is not None and not worker.process.is_alive():
+                # Ended while idle (killed from outside, say): replaced, unseen.
+                self._retire(worker)
+                worker = None
             if worker is None:
                 worker = self._start()
             answer = worker.call(job, args, self.job_seconds)
