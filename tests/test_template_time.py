@@ -268,6 +268,70 @@ def test_urlize_of_words_within_the_bound_still_links(words: list[str]) -> None:
     assert parts["body"] == jinja2.Environment().from_string("{{ text|urlize }}").render(text=text)
 
 
+#: A list that holds a 100-character text 100,000 times: 100,000 units to
+#: build, 10 million characters for any comparison to read.
+_ALIASED = "{% set s = 'x' * 100 %}{% set a = [s] * 100000 %}"
+
+
+@pytest.mark.parametrize(
+    "comparison",
+    [
+        "{{ a == a[:] }}",
+        "{{ a < a[:] }}",
+        "{{ s in a }}",
+        "{{ 'y' not in a }}",
+        "{{ a is eq(a[:]) }}",
+        "{{ a is in [a] }}",
+        "{{ {'k': a} == {'k': a[:]} }}",
+        "{{ a|sort|length }}",
+        "{{ a|unique|list|length }}",
+        "{{ a|max }}",
+        "{{ a|map('string')|min }}",
+        "{{ {'k': a}|dictsort|length }}",
+        "{{ a|groupby(0)|list|length }}",
+        "{{ a.count(s) }}",
+        "{{ a.index('y') }}",
+        "{{ a|select('in', [a])|list|length }}",
+    ],
+)
+def test_comparing_what_a_list_holds_is_paid_for_before_it_runs(comparison: str) -> None:
+    # One step in C, uninterruptible, that reads every text the list holds.
+    with pytest.raises(RecipientFailed, match="needs more than"):
+        _render(_ALIASED + comparison)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    left=st.lists(st.text("abc", max_size=3), max_size=6),
+    right=st.lists(st.text("abc", max_size=3), max_size=6),
+    item=st.text("abc", max_size=3),
+)
+def test_comparisons_within_the_budget_are_python_s(
+    left: list[str], right: list[str], item: str
+) -> None:
+    source = (
+        "{{ [a == b, a < b, a >= b, x in a, x not in b, a is eq(b), x is in a,"
+        " a|sort, a|unique|list, {'k': a} == {'k': b}] }}"
+        "{% if a %}{{ [a|max, a|min, a.count(x)] }}{% endif %}"
+    )
+    template = MessageTemplate("t.j2", source)
+    body = template.render({"client": _client(), "a": left, "b": right, "x": item})["body"]
+    expected = [
+        left == right,
+        left < right,
+        left >= right,
+        item in left,
+        item not in right,
+        left == right,
+        item in left,
+        sorted(left),
+        list(dict.fromkeys(left)),
+        {"k": left} == {"k": right},
+    ]
+    tail = str([max(left), min(left), left.count(item)]) if left else ""
+    assert body == str(expected) + tail
+
+
 # -- a timed-out render never crashes ---------------------------------------------
 
 

@@ -16,7 +16,10 @@ On top of the sandbox:
 - The size checks of :mod:`templating.template.limits` apply to operators, calls,
   every filter, ``%`` and ``str.format``, ``~``, literals, slices and loop
   iterations, against a per-message :class:`~templating.template.limits.Budget`
-  (reset by :meth:`MessageEnvironment.begin_render`). Rendered output is
+  (reset by :meth:`MessageEnvironment.begin_render`); so do comparisons
+  of lists, in operators, filters, tests and list methods, by what they
+  read. Nothing is evaluated at compile time but operators the sandbox
+  does not intercept, on literals (see ``_SafeOptimizer``). Rendered output is
   capped per part and a render has a wall-clock budget (see
   :mod:`templating.template.message`).
 - Only text, numbers, booleans, none and plain lists/dicts of those are
@@ -38,13 +41,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
-from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.compiler import CodeGenerator, Frame, operators, optimizeconst
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.filters import make_attrgetter
 from jinja2.optimizer import Optimizer
 from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
@@ -228,6 +232,24 @@ class _GuardedCodeGenerator(CodeGenerator):
             self.write(")")
             return
         super().visit_Call(node, frame, forward_caller=forward_caller)
+
+    @optimizeconst
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        # Each operand through environment.compared: lists pay for what they hold.
+        self.write("(")
+        self._compared(node.expr, frame)
+        for operand in node.ops:
+            self.write(f" {operators[operand.op]} ")
+            self._compared(operand.expr, frame)
+        self.write(")")
+
+    def _compared(self, node: nodes.Expr, frame: Frame) -> None:
+        if isinstance(node, nodes.Const) and type(node.value) not in limits.COMPARED_CONTAINERS:
+            self.visit(node, frame)
+            return
+        self.write("environment.compared(")
+        self.visit(node, frame)
+        self.write(")")
 
     @optimizeconst
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
@@ -478,6 +500,12 @@ class MessageEnvironment(SandboxedEnvironment):
         self.budget.spend(size + len(pieces))
         return "".join(pieces)
 
+    def compared(self, value: Any) -> Any:
+        """An operand of ``==``, ``<``, ``in``…: a list pays first for what comparing it reads."""
+        if type(value) in limits.COMPARED_CONTAINERS:
+            self.budget.spend(limits.comparison_cost(value))
+        return value
+
     def spend_literal(self, units: int, value: Any) -> Any:
         self.budget.spend(units)
         return value
@@ -534,7 +562,73 @@ class MessageEnvironment(SandboxedEnvironment):
         if budget.left < 0:
             budget.spend(0)
         limits.check_call(__obj, args, kwargs)
+        owner = getattr(__obj, "__self__", None)
+        if type(owner) in limits.COMPARED_CONTAINERS:
+            comparing = _COMPARING_METHODS.get(getattr(__obj, "__name__", ""))
+            if comparing is not None:
+                budget.spend(comparing(owner))
+                for argument in args:
+                    budget.spend(limits.comparison_cost(argument))
         return budget.spend_on(super().call(__context, __obj, *args, **kwargs))
+
+
+#: Methods of lists and dicts that compare items, and what that costs.
+_COMPARING_METHODS: dict[str, Callable[[Any], int]] = {
+    "count": limits.comparison_cost,
+    "index": limits.comparison_cost,
+    "remove": limits.comparison_cost,
+    "sort": limits.sort_cost,
+}
+#: Filters that compare the items of their value, and what that costs.
+_COMPARING_FILTERS: dict[str, Callable[[Any], int]] = {
+    "sort": limits.sort_cost,
+    "dictsort": limits.sort_cost,
+    "groupby": limits.sort_cost,
+    "unique": limits.comparison_cost,
+    "min": limits.comparison_cost,
+    "max": limits.comparison_cost,
+}
+#: Tests that compare their value with their argument.
+_COMPARING_TESTS = frozenset(
+    {"==", "!=", "<", "<=", ">", ">=", "eq", "ne", "lt", "le", "gt", "ge"}
+    | {"equalto", "greaterthan", "lessthan", "in"}
+)
+
+
+def _charging_comparisons(
+    function: Callable[..., Any], budget: limits.Budget, cost: Callable[[Any], int] | None
+) -> Callable[..., Any]:
+    """A filter (``cost`` of its value) or test (every argument) that pays before it compares.
+
+    A filter's value that is not a list yet (a generator, a range) becomes
+    one first, so what it holds is known before the comparison runs.
+    """
+    passes = _PassArg.from_obj(function)
+    skip = 0 if passes is None else 1
+
+    def charged(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > skip:
+            if cost is None:
+                for argument in args[skip:]:
+                    if type(argument) in limits.COMPARED_CONTAINERS:
+                        budget.spend(limits.comparison_cost(argument))
+            else:
+                value = args[skip]
+                if type(value) not in limits.COMPARED_CONTAINERS and _is_iterator(value):
+                    value = list(budget.counted(value))
+                    args = (*args[:skip], value, *args[skip + 1 :])
+                if type(value) in limits.COMPARED_CONTAINERS:
+                    budget.spend(cost(value))
+        return function(*args, **kwargs)
+
+    if passes is not None:
+        charged.jinja_pass_arg = passes  # type: ignore[attr-defined]
+    charged.__name__ = getattr(function, "__name__", "charged")
+    return charged
+
+
+def _is_iterator(value: Any) -> bool:
+    return hasattr(value, "__next__")
 
 
 def make_environment(template: str | Path | None = None) -> MessageEnvironment:
@@ -556,6 +650,12 @@ def make_environment(template: str | Path | None = None) -> MessageEnvironment:
     env.globals["range"] = limits.limited_range
     env.filters = dict(env.filters)
     limits.guard_filters(env.filters, env.budget, lambda attribute: make_attrgetter(env, attribute))
+    for name, cost in _COMPARING_FILTERS.items():
+        env.filters[name] = _charging_comparisons(env.filters[name], env.budget, cost)
+    tests: dict[str, Any] = dict(env.tests)
+    for name in _COMPARING_TESTS:
+        tests[name] = _charging_comparisons(tests[name], env.budget, None)
+    env.tests = tests
     return env
 
 

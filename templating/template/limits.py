@@ -12,7 +12,9 @@ Two kinds of bound, both checked *before* the memory is taken:
 - No single step may run long, since a step in C cannot be interrupted by
   the render's timer: the operations whose time grows faster than their
   inputs are bounded before they run (``//`` and ``%`` on integers,
-  ``range``, ``round``, ``**``'s exponent, ``urlize``'s words).
+  ``range``, ``round``, ``**``'s exponent, ``urlize``'s words), and a
+  comparison of lists (``==``, ``in``, sorts, ``min``…) pays for every item
+  and character it may read (:func:`comparison_cost`).
 - One message may do at most :data:`MAX_RENDER_WORK` units of work, counted
   in a :class:`Budget`: loop iterations, characters and items built, literal
   lists and dicts, calls. Memory a template keeps (a list grown in a loop, a
@@ -612,3 +614,45 @@ def guard_filters(
     for name, original in list(filters.items()):
         if name not in _UNGUARDED:
             filters[name] = _guarded_filter(name, original, budget, attrgetter)
+
+
+# -- comparisons ------------------------------------------------------------------
+
+#: Values whose comparison walks every item they hold, in one step in C.
+COMPARED_CONTAINERS = frozenset(
+    {list, tuple, dict, set, frozenset, type({}.keys()), type({}.values()), type({}.items())}
+)
+_COMPARED_TEXT = frozenset({str, Markup, bytes})
+
+
+def comparison_cost(value: Any) -> int:
+    """Units comparing ``value`` may take: one per item it holds, a text's length per text.
+
+    Comparing lists (``==``, ``in``, a sort, ``min``) runs in one step in C
+    that the render's timer cannot interrupt, and a list holds a long text
+    many times over for the price of its length (``[text] * 100000``): paid
+    for before the comparison, by what it may read, that step is bounded by
+    the work budget. The walk stops once the cost passes any budget.
+    """
+    cost = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind in _COMPARED_TEXT:
+            cost += len(item)
+        elif kind in COMPARED_CONTAINERS:
+            cost += len(item)
+            if kind is dict:
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            else:
+                pending.extend(item)
+        if cost > MAX_RENDER_WORK:
+            break
+    return cost
+
+
+def sort_cost(value: Any) -> int:
+    """:func:`comparison_cost` of a sort: each item is compared about log2(n) times."""
+    return comparison_cost(value) * max(1, len(value).bit_length())
