@@ -3,6 +3,7 @@
     python bench/api.py                              # SQLite and PostgreSQL, 1/8/32 clients
     python bench/api.py --db postgresql --requests 4000 --clients 32
     python bench/api.py --db postgresql --servers 2   # two serve processes, one store
+    python bench/api.py --preview-storm 8             # redemptions beside 8 slow previews
 
 For each database a fresh store gets an active single-use pool with a code
 for every redemption to come, and a ``redeem`` token; one ``promomail
@@ -19,6 +20,12 @@ The table shows requests per second, p50 and p99 latency, errors, and the
 redemption rate relative to the trivial route at the same concurrency.
 Afterwards the store is checked: every 201 is one redemption, no code was
 redeemed twice, and the count of redemptions equals the count of 201s.
+
+``--preview-storm N`` runs the redemptions of each level a second time
+while N clients keep asking the preview page for a slow template (one that
+only the render's time limit stops), each asking again as soon as it is
+answered: the rows "(N slow previews)" beside the quiet ones show what
+template authors cost the checkout, in one run.
 """
 
 from __future__ import annotations
@@ -49,6 +56,14 @@ from pools.store.db import StoreConfig, open_engine
 
 PROMOMAIL = str(Path(sys.executable).with_name("promomail"))
 CLIENT_PROCESSES = 4
+#: A template only the render's time limit stops: comparing two long texts
+#: costs no unit of the work budget.
+SLOW_TEMPLATE = (
+    "{% set s = 'x' * 100000 %}{% set a = s ~ s ~ s ~ s ~ 'a' %}{% set b = s ~ s ~ s ~ s ~ 'b' %}"
+    "{% for i in range(10000) %}{% for j in range(10000) if a > b %}{% endfor %}{% endfor %}done"
+)
+#: Seconds the storm runs before the redemptions start (its previews reach the server).
+STORM_WARMUP_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -72,9 +87,10 @@ class Run:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _start_server(url: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(url: str, templates: Path | None) -> tuple[subprocess.Popen[bytes], str]:
+    extra = ["--templates", str(templates)] if templates is not None else []
     process = subprocess.Popen(
-        [PROMOMAIL, "--db", url, "serve", "--port", "0"],
+        [PROMOMAIL, "--db", url, "serve", "--port", "0", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -97,7 +113,7 @@ async def _client_loop(
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
-    expected = 201 if route == "redeem" else 200
+    expected = 201 if route.startswith("redeem") else 200
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
         base_url=base, headers=headers, timeout=60, limits=httpx.Limits(max_connections=1)
@@ -106,7 +122,7 @@ async def _client_loop(
         for number in jobs:
             started = time.perf_counter()
             try:
-                if route == "redeem":
+                if route.startswith("redeem"):
                     body = {"code": f"{prefix}{number:08d}", "order": f"order-{prefix}{number}"}
                     answer = await client.post("/api/v1/redemptions", json=body)
                 else:
@@ -179,8 +195,57 @@ def run_level(
     return Run(route, clients, requests, seconds, latencies, errors, statuses)
 
 
+class Storm:
+    """``clients`` preview clients asking for the slow template again and again, in a thread."""
+
+    def __init__(self, base: str, clients: int) -> None:
+        self.base = base
+        self.clients = clients
+        self.answers: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Storm:
+        self._thread.start()
+        time.sleep(STORM_WARMUP_SECONDS)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    async def _run(self) -> None:
+        import httpx
+
+        async def one() -> None:
+            async with httpx.AsyncClient(base_url=self.base, timeout=120) as client:
+                while not self._stop.is_set():
+                    try:
+                        answer = await client.get(
+                            "/preview/result", params={"template": "slow.j2", "fields": "id=b"}
+                        )
+                        text = answer.text
+                        kind = (
+                            "stopped by the time limit"
+                            if "rendering took longer" in text
+                            else "busy"
+                            if "busy with other previews" in text
+                            else f"other ({answer.status_code})"
+                        )
+                    except httpx.HTTPError as exc:
+                        kind = type(exc).__name__
+                    self.answers[kind] = self.answers.get(kind, 0) + 1
+
+        tasks = [asyncio.create_task(one()) for _ in range(self.clients)]
+        while not self._stop.is_set():
+            await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def bench_database(
-    database: str, folder: Path, levels: list[int], requests: int, servers: int
+    database: str, folder: Path, levels: list[int], requests: int, servers: int, storm: int
 ) -> list[tuple[str, Run]]:
     with fresh_store(database, folder) as url:
         engine = open_engine(StoreConfig(url))
@@ -191,15 +256,24 @@ def bench_database(
                 pool_id="bench",
                 activate=True,
             )
-            total = requests * len(levels)
+            prefixes = ["L", "S"] if storm else ["L"]
+            total = requests * len(levels) * len(prefixes)
             codes = "".join(
-                f"L{level}-{n:08d}\n" for level in levels for n in range(requests)
+                f"{prefix}{level}-{n:08d}\n"
+                for prefix in prefixes
+                for level in levels
+                for n in range(requests)
             ).encode()
             upload_codes(
                 engine, "bench", [Upload("bench.txt", FileFormat.TXT, stream=io.BytesIO(codes))]
             )
             token = create_token(engine, "bench", Scope.REDEEM).token
-            started = [_start_server(url) for _ in range(servers)]
+            templates = None
+            if storm:
+                templates = folder / f"templates-{database}"
+                templates.mkdir()
+                (templates / "slow.j2").write_text(SLOW_TEMPLATE, encoding="utf-8")
+            started = [_start_server(url, templates) for _ in range(servers)]
             bases = [base for _, base in started]
             runs: list[tuple[str, Run]] = []
             try:
@@ -212,6 +286,18 @@ def bench_database(
                         f"redeem {redeem.rate:,.0f}/s",
                         file=sys.stderr,
                     )
+                    if storm:
+                        with Storm(bases[0], storm) as previews:
+                            stormy = run_level(
+                                bases, token, "redeem-storm", level, requests, f"S{level}-"
+                            )
+                        runs.append((database, stormy))
+                        print(
+                            f"  {database}: {level} clients beside {storm} slow previews: "
+                            f"redeem {stormy.rate:,.0f}/s; previews answered meanwhile: "
+                            f"{previews.answers or 'none'}",
+                            file=sys.stderr,
+                        )
             finally:
                 for server, _ in started:
                     server.send_signal(signal.SIGTERM)
@@ -219,7 +305,7 @@ def bench_database(
                     status = server.wait(60)
                     if status != 0:
                         print(f"  promomail serve exited {status}", file=sys.stderr)
-            created = sum(r.statuses.get(201, 0) for _, r in runs if r.route == "redeem")
+            created = sum(r.statuses.get(201, 0) for _, r in runs if r.route.startswith("redeem"))
             with engine.connect() as conn:
                 recorded, distinct = conn.execute(
                     text("SELECT count(*), count(DISTINCT code_id) FROM redemptions")
@@ -237,26 +323,42 @@ def bench_database(
             engine.dispose()
 
 
+ROUTE_LABELS = {
+    "healthz": "GET /healthz",
+    "redeem": "POST /api/v1/redemptions",
+    "redeem-storm": "POST /api/v1/redemptions ({storm} slow previews)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql or both")
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--requests", type=int, default=3000, help="requests per route and level")
     parser.add_argument("--servers", type=int, default=1, help="serve processes on the store")
+    parser.add_argument(
+        "--preview-storm",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also redeem while N clients preview a slow template (0: no storm)",
+    )
     args = parser.parse_args()
     levels = [int(part) for part in args.clients.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.1f}", file=sys.stderr)
     rows: list[list[object]] = []
     with scratch_folder() as folder:
         for database in parse_databases(args.db):
-            runs = bench_database(database, folder, levels, args.requests, args.servers)
+            runs = bench_database(
+                database, folder, levels, args.requests, args.servers, args.preview_storm
+            )
             trivial = {r.clients: r for _, r in runs if r.route == "healthz"}
             for db, run in runs:
-                ratio = run.rate / trivial[run.clients].rate if run.route == "redeem" else 1.0
+                ratio = run.rate / trivial[run.clients].rate if run.route != "healthz" else 1.0
                 rows.append(
                     [
                         db,
-                        "POST /api/v1/redemptions" if run.route == "redeem" else "GET /healthz",
+                        ROUTE_LABELS[run.route].format(storm=args.preview_storm),
                         run.clients,
                         round(run.rate),
                         run.percentile(0.5),

@@ -32,6 +32,7 @@ from service.routes_meta import router as meta_router
 from service.routes_people import router as people_router
 from service.routes_pools import router as pools_router
 from service.routes_redeem import router as redeem_router
+from templating import TemplateProcesses
 
 #: Worker threads for store calls, and connections in each process's pool.
 THREADS = 32
@@ -69,6 +70,7 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(templates.close)
             if own_engine:
                 store.dispose()
 
@@ -82,6 +84,10 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = store
+    # Started on first use: a server nobody previews on runs no template process.
+    templates = app.state.template_processes = TemplateProcesses(
+        config.db_url, preload=[preview.__name__]
+    )
     app.state.templates = config.templates
     app.state.recipients = config.recipients
     app.state.preview_open = preview.is_loopback(config.host)

@@ -9,6 +9,13 @@ Content-Security-Policy that allows no inline or foreign script at all.
 The page calls exactly what the ``preview`` and ``check`` commands call, so
 it shows the same placeholders, the same real last codes and the same
 report, and like them it never writes to the store.
+
+The template itself is checked and rendered in the server's template
+processes (:class:`templating.TemplateProcesses`), never in the threads that
+answer the API: there the render's timer works, a template that outruns it
+is killed, and however many pages are open, the checkout keeps its threads.
+The routes are ``async`` for the same reason: waiting for a template holds
+no thread.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
+import anyio
 from anyio import to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import Engine
 
 from pools import DatabaseFailure, PromomailError, authenticate
 from service.auth import PREVIEW_COOKIE, LoginRequired, Open, ScopedRouter, engine_of
@@ -32,6 +41,7 @@ from templating import (
     CheckReport,
     Preview,
     Recipient,
+    TemplateProcesses,
     check_template,
     preview,
     preview_recipients,
@@ -54,6 +64,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 STATIC = Path(__file__).with_name("static")
+#: Seconds a page waits for a free template process before it says the server is busy.
+WAIT_SECONDS = 10.0
+BUSY = "the server is busy with other previews; try again in a moment"
 
 router = ScopedRouter(tags=["preview"])
 _pages = Environment(
@@ -156,8 +169,7 @@ def _resolve(request: Request, template: str | None) -> tuple[list[str], str | N
     return listed, chosen, path
 
 
-def _recipients_for(request: Request, choice: Choice) -> Iterable[Recipient]:
-    _, recipients_file = _settings(request)
+def _recipients_for(recipients_file: Path | None, choice: Choice) -> Iterable[Recipient]:
     typed = parse_fields(choice.fields)
     if typed or recipients_file is None:
         return list(preview_recipients(None, typed, 1))
@@ -167,13 +179,9 @@ def _recipients_for(request: Request, choice: Choice) -> Iterable[Recipient]:
     return preview_recipients(str(recipients_file), None, 1)
 
 
-def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
+def look(engine: Engine, choice: Choice, path: Path, recipients_file: Path | None) -> Shown:
+    """The check report and the preview of one template: run in a template process."""
     shown = Shown(choice.template)
-    if path is None:
-        shown.error = "no templates (*.j2, *.jinja) under --templates"
-        return shown
-    engine = engine_of(request)
-    _, recipients_file = _settings(request)
     try:
         report = check_template(
             engine, str(path), str(recipients_file) if recipients_file else None
@@ -188,7 +196,7 @@ def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
     if report.parts == ():
         return shown  # a syntax error: nothing to render
     try:
-        previews = preview(engine, str(path), _recipients_for(request, choice))
+        previews = preview(engine, str(path), _recipients_for(recipients_file, choice))
     except DatabaseFailure:
         raise  # the server's error handler logs it and answers 503 or 500
     except PromomailError as exc:  # e.g. a recipients file that cannot be read
@@ -205,34 +213,93 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
 
-def _page_context(request: Request, choice: Choice) -> dict[str, Any]:
+class _Capacity:
+    """The template processes of one app, and who may use them now."""
+
+    def __init__(self, processes: TemplateProcesses) -> None:
+        self.processes = processes
+        # Requests beyond the processes wait here, holding no thread.
+        self.slots = anyio.CapacityLimiter(processes.size)
+        # The threads that wait for the processes: never the API's.
+        self.threads = anyio.CapacityLimiter(processes.size)
+
+
+def _capacity(request: Request) -> _Capacity:
+    state = request.app.state
+    capacity: _Capacity | None = getattr(state, "template_capacity", None)
+    if capacity is None:
+        # Made in the app's event loop, where its limiters belong.
+        capacity = state.template_capacity = _Capacity(state.template_processes)
+    return capacity
+
+
+async def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
+    if path is None:
+        return Shown(choice.template, error="no templates (*.j2, *.jinja) under --templates")
+    capacity = _capacity(request)
+    _, recipients_file = _settings(request)
+    try:
+        with anyio.fail_after(WAIT_SECONDS):
+            await capacity.slots.acquire()
+    except TimeoutError:
+        return Shown(choice.template, error=BUSY)
+    try:
+        return await to_thread.run_sync(
+            capacity.processes.run,
+            look,
+            choice,
+            path,
+            recipients_file,
+            limiter=capacity.threads,
+        )
+    except DatabaseFailure:
+        raise  # the server's error handler logs it and answers 503 or 500
+    except PromomailError as exc:  # stopped: it ran too long, or its process died
+        return Shown(choice.template, error=str(exc))
+    finally:
+        capacity.slots.release()
+
+
+def _files(request: Request, choice: Choice) -> tuple[list[str], Path | None, dict[str, Any]]:
     listed, chosen, path = _resolve(request, choice.template)
     choice.template = chosen
     _, recipients_file = _settings(request)
     ids, recipients_error = _listed_recipients(recipients_file)
+    return (
+        listed,
+        path,
+        {
+            "recipient_ids": ids,
+            "recipients_file": str(recipients_file) if recipients_file else None,
+            "recipients_error": recipients_error,
+        },
+    )
+
+
+async def _page_context(request: Request, choice: Choice) -> dict[str, Any]:
+    listed, path, recipients = await to_thread.run_sync(_files, request, choice)
     return {
         "templates": listed,
         "choice": choice,
-        "recipient_ids": ids,
-        "recipients_file": str(recipients_file) if recipients_file else None,
-        "recipients_error": recipients_error,
-        "shown": _show(request, choice, path),
+        **recipients,
+        "shown": await _show(request, choice, path),
     }
 
 
 @router.get("/", scope=Open.PREVIEW, response_class=HTMLResponse)
-def page(
+async def page(
     request: Request,
     template: TemplateParam = None,
     recipient: TextParam = None,
     fields: TextParam = None,
 ) -> HTMLResponse:
     choice = Choice(template, recipient, fields or "")
-    return _html(_pages.get_template("page.html").render(**_page_context(request, choice)))
+    context = await _page_context(request, choice)
+    return _html(_pages.get_template("page.html").render(**context))
 
 
 @router.get("/preview/result", scope=Open.PREVIEW, response_class=HTMLResponse)
-def result(
+async def result(
     request: Request,
     template: TemplateParam = None,
     recipient: TextParam = None,
@@ -240,7 +307,7 @@ def result(
 ) -> HTMLResponse:
     """The result part of the page alone, for the live update."""
     choice = Choice(template, recipient, fields or "")
-    context = _page_context(request, choice)
+    context = await _page_context(request, choice)
     return _html(_pages.get_template("result.html").render(**context))
 
 

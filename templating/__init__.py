@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         preview,
         preview_recipients,
     )
+    from templating.mailing.isolated import TemplateJobFailed, TemplateProcesses
     from templating.mailing.options import (
         CHUNK_SIZE,
         MAX_WORKERS,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 _HOMES: dict[str, str] = {
     "TemplateUsage": "templating.template.analysis",
     "analyze": "templating.template.analysis",
+    "TemplateJobFailed": "templating.mailing.isolated",
+    "TemplateProcesses": "templating.mailing.isolated",
     "CheckReport": "templating.mailing.checking",
     "Preview": "templating.mailing.checking",
     "check_template": "templating.mailing.checking",
@@ -117,6 +120,8 @@ __all__ = [
     "RenderSummary",
     "RenderedMessage",
     "Shard",
+    "TemplateJobFailed",
+    "TemplateProcesses",
     "TemplateUsage",
     "UnwritableMessage",
     "analyze",

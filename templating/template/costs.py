@@ -33,21 +33,26 @@ from typing import Any
 from jinja2.exceptions import SecurityError, TemplateRuntimeError
 from jinja2.filters import make_attrgetter, make_multi_attrgetter
 from jinja2.utils import _PassArg
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from templating.template.limits import (
     _SIZED_TYPES,
     MAX_JSON_INDENT,
     MAX_PRINT_DEPTH,
+    MAX_ROUND_DIGITS,
     MAX_SEQUENCE_PRODUCT,
     MAX_TEXT,
+    MAX_URLIZE_WORD,
     SIZED,
     Budget,
     _check_width,
+    check_operand_bits,
     check_percent,
     check_text_length,
+    comparison_cost,
     printed_size,
     refuse,
+    sort_cost,
 )
 
 #: Characters one character may become when its case changes (``'ΐ'.upper()``).
@@ -69,8 +74,6 @@ NAME_GROWTH = 100
 #: Units for each object an operation creates per item (a key list, a tuple,
 #: a word): its header is 50 to 100 bytes, where a character is 1 to 4.
 OBJECT = 8
-#: ``|round`` precision: ``10 ** precision`` is computed, as an integer.
-MAX_ROUND_DIGITS = 1_000
 
 #: Types whose ``len()`` is their number of items, cheaply and without side effects.
 _LENGTH_TYPES = frozenset({*_SIZED_TYPES, type({}.keys()), type({}.values()), type({}.items())})
@@ -316,6 +319,14 @@ def _urlize(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
     # rel also gets "nofollow" and the environment's policy added.
     extra = sum(len(text) for text in (target, rel) if isinstance(text, str)) + 32
     text, made = _as_text(value)
+    # Its trailing-punctuation search is quadratic in a word's length, in
+    # one step the render's timer cannot stop.
+    # The words it looks at are HTML-escaped first: up to 5 characters each.
+    longest = 0
+    if 5 * len(text) > MAX_URLIZE_WORD:
+        longest = max(map(len, str(escape(text)).split()), default=0)
+    if longest > MAX_URLIZE_WORD:
+        raise refuse(f"|urlize of a word of {longest} characters; at most {MAX_URLIZE_WORD}")
     # A link is a word with a dot, an at or a colon in it; each gets an
     # <a href="..." rel="..." target="..."> around it, its text twice.
     links = min(len(text) // 2 + 1, text.count(".") + text.count("@") + text.count(":"))
@@ -433,7 +444,7 @@ def _sort(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) ->
     parts = len(attribute.split(",")) if isinstance(attribute, str) else 1
     # The sorted list, one key list per item with one value per attribute,
     # each text value lower-cased (all alive while sorting).
-    cost = _count(value) * (1 + OBJECT + parts)
+    cost = _count(value) * (1 + OBJECT + parts) + sort_cost(value)
     if case_sensitive:
         return cost
     if parts == 1:
@@ -445,16 +456,16 @@ def _sort(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) ->
 def _unique(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     case_sensitive = _arg(args, kw, 0, "case_sensitive", False)
     attribute = _arg(args, kw, 1, "attribute")
-    # The set of keys seen (each lowered).
-    cost = 4 * _count(value)
+    # The set of keys seen (each lowered), each compared with those before.
+    cost = 4 * _count(value) + comparison_cost(value)
     return cost if case_sensitive else cost + _key_texts(value, passed, attribute)
 
 
 def _min_max(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     case_sensitive = _arg(args, kw, 0, "case_sensitive", False)
     attribute = _arg(args, kw, 1, "attribute")
-    # Every key computed (each lowered) while the extreme one is kept.
-    cost = _count(value)
+    # Every key computed (each lowered) and compared with the extreme one.
+    cost = _count(value) + comparison_cost(value)
     return cost if case_sensitive else cost + _key_texts(value, passed, attribute)
 
 
@@ -464,7 +475,7 @@ def _groupby(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any)
     case_sensitive = _arg(args, kw, 2, "case_sensitive", False)
     # Sorted by key, grouped by key again (each key computed twice), a list
     # per group and a tuple per group, twice when keys are lowered.
-    cost = (3 + 2 * OBJECT) * _count(value)
+    cost = (3 + 2 * OBJECT) * _count(value) + sort_cost(value)
     if case_sensitive:
         return cost
     return cost + 2 * _key_texts(value, passed, attribute, default)
@@ -475,8 +486,9 @@ def _dictsort(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any
         return 0
     case_sensitive = _arg(args, kw, 0, "case_sensitive", False)
     position = 1 if _arg(args, kw, 1, "by", "key") == "value" else 0
-    # A (key, value) tuple per item, the sorted list, the keys (lowered).
-    cost = (2 + OBJECT) * len(value)
+    # A (key, value) tuple per item, the sorted list, the keys (lowered),
+    # compared while sorting.
+    cost = (2 + OBJECT) * len(value) + sort_cost(value)
     if case_sensitive:
         return cost
     return cost + _lowered(item[position] for item in value.items())
@@ -488,6 +500,7 @@ def _round(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -
     precision = _arg(args, kw, 0, "precision", 0)
     if isinstance(precision, int) and abs(precision) > MAX_ROUND_DIGITS:
         raise refuse(f"|round precision of {precision}; at most {MAX_ROUND_DIGITS} digits")
+    check_operand_bits(value, "|round")
     return 0
 
 
@@ -629,37 +642,42 @@ def _text_test(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: An
     return _stringified(value)
 
 
+def _comparing_test(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
+    # ==, <, in...: comparing lists reads every item, in one step in C.
+    return comparison_cost(value) + sum(map(comparison_cost, args))
+
+
 #: Every Jinja test and what it costs; None: builds nothing, left unwrapped.
 TEST_COSTS: dict[str, FilterCost | None] = {
-    "!=": None,
-    "<": None,
-    "<=": None,
-    "==": None,
-    ">": None,
-    ">=": None,
+    "!=": _comparing_test,
+    "<": _comparing_test,
+    "<=": _comparing_test,
+    "==": _comparing_test,
+    ">": _comparing_test,
+    ">=": _comparing_test,
     "boolean": None,
     "callable": None,
     "defined": None,
     "divisibleby": _percent_test,
-    "eq": None,
-    "equalto": None,
+    "eq": _comparing_test,
+    "equalto": _comparing_test,
     "escaped": None,
     "even": _percent_test,
     "false": None,
     "filter": None,
     "float": None,
-    "ge": None,
-    "greaterthan": None,
-    "gt": None,
-    "in": None,
+    "ge": _comparing_test,
+    "greaterthan": _comparing_test,
+    "gt": _comparing_test,
+    "in": _comparing_test,
     "integer": None,
     "iterable": None,
-    "le": None,
-    "lessthan": None,
+    "le": _comparing_test,
+    "lessthan": _comparing_test,
     "lower": _text_test,
-    "lt": None,
+    "lt": _comparing_test,
     "mapping": None,
-    "ne": None,
+    "ne": _comparing_test,
     "none": None,
     "number": None,
     "odd": _percent_test,
@@ -825,7 +843,12 @@ def _list_sort(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
         raise SecurityError(
             "list.sort(key=...) would run its key unchecked; use |sort(attribute=...)"
         )
-    return len(owner)
+    return len(owner) + sort_cost(owner)
+
+
+def _compares(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
+    # count, index, remove compare each item with the argument.
+    return comparison_cost(owner) + sum(map(comparison_cost, args))
 
 
 def _to_bytes(owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
@@ -965,16 +988,16 @@ _OWNERS: dict[str, dict[str, MethodCost | None]] = {
         "append": None,
         "clear": None,
         "copy": _own_length,
-        "count": None,
+        "count": _compares,
         "extend": _from_arguments,
-        "index": None,
+        "index": _compares,
         "insert": None,
         "pop": None,
-        "remove": None,
+        "remove": _compares,
         "reverse": None,
         "sort": _list_sort,
     },
-    "tuple": {"count": None, "index": None},
+    "tuple": {"count": _compares, "index": _compares},
     "dict": {
         "clear": None,
         "copy": _own_length,

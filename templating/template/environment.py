@@ -18,7 +18,10 @@ On top of the sandbox:
   every filter, test and method of a built-in type pays its peak memory
   first (:mod:`templating.template.costs`), against a per-message
   :class:`~templating.template.limits.Budget`
-  (reset by :meth:`MessageEnvironment.begin_render`). Rendered output is
+  (reset by :meth:`MessageEnvironment.begin_render`); so do comparisons
+  of lists, in operators, filters, tests and list methods, by what they
+  read. Nothing is evaluated at compile time but operators the sandbox
+  does not intercept, on literals (see ``_SafeOptimizer``). Rendered output is
   capped per part and a render has a wall-clock budget (see
   :mod:`templating.template.message`).
 - Only text, numbers, booleans, none and plain lists/dicts of those are
@@ -42,7 +45,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
-from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.compiler import CodeGenerator, Frame, operators, optimizeconst
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.optimizer import Optimizer
@@ -136,23 +139,37 @@ class PartialLoader(BaseLoader):
         return source, str(path), lambda: True
 
 
-def _has_concat(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Concat) or node.find(nodes.Concat) is not None
+#: Nodes never evaluated at compile time (see :class:`_SafeOptimizer`).
+_NOT_FOLDED = (nodes.Concat, nodes.Filter, nodes.Test)
+
+
+def _unfoldable(node: nodes.Node) -> bool:
+    return isinstance(node, _NOT_FOLDED) or node.find(_NOT_FOLDED) is not None  # type: ignore[arg-type]
 
 
 class _SafeOptimizer(Optimizer):
-    """Constant folding that cannot fail or leak.
+    """Constant folding that cannot fail, leak or run long.
 
     Jinja folds ``a ~ b`` with a bare ``str()`` of each side, which would
     print an object's repr at compile time: left to run time, ``~`` goes
     through the printing checks. And some of Jinja's folds (``and``, ``if``
     expressions) test a value's truth without catching what that raises (a
     strict undefined does): a fold that fails is simply left to run time.
+
+    Filters and tests are never folded: a filter with literal arguments can
+    run as long as any other (``1.5|round(10000000, 'ceil')`` builds a
+    ten-million-digit number, ``|urlize`` of a long literal is quadratic), and
+    at compile time no render's timer or work budget is running; ``check``
+    would hang on a template it never renders. At run time they go through
+    the same guards as any filter, against the message's budget and deadline.
+    What is still folded (operators the sandbox does not intercept,
+    comparisons, attribute and item lookups on literals) takes time linear in
+    the template's own text, which is bounded. Calls were never folded.
     """
 
     def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
         node = NodeTransformer.generic_visit(self, node, *args, **kwargs)
-        if isinstance(node, nodes.Expr) and not _has_concat(node):
+        if isinstance(node, nodes.Expr) and not _unfoldable(node):
             try:
                 return nodes.Const.from_untrusted(
                     node.as_const(args[0] if args else None),
@@ -173,9 +190,20 @@ class _GuardedCodeGenerator(CodeGenerator):
             self.optimizer = _SafeOptimizer(self.environment)
 
     def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
-        if _has_concat(node):
+        if _unfoldable(node):
             raise nodes.Impossible()
         return super()._output_child_to_const(node, frame, finalize)
+
+    def visit_EvalContextModifier(self, node: nodes.EvalContextModifier, frame: Frame) -> None:
+        # Jinja evaluates ``{% autoescape EXPR %}`` at compile time when it can;
+        # an expression with a filter or test is left to run time (volatile).
+        if any(_unfoldable(keyword.value) for keyword in node.options):
+            for keyword in node.options:
+                self.writeline(f"context.eval_ctx.{keyword.key} = ")
+                self.visit(keyword.value, frame)
+            frame.eval_ctx.volatile = True
+            return
+        super().visit_EvalContextModifier(node, frame)
 
     _loop_iterables: set[int] | None = None
 
@@ -210,6 +238,24 @@ class _GuardedCodeGenerator(CodeGenerator):
             self.write(")")
             return
         super().visit_Call(node, frame, forward_caller=forward_caller)
+
+    @optimizeconst
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        # Each operand through environment.compared: lists pay for what they hold.
+        self.write("(")
+        self._compared(node.expr, frame)
+        for operand in node.ops:
+            self.write(f" {operators[operand.op]} ")
+            self._compared(operand.expr, frame)
+        self.write(")")
+
+    def _compared(self, node: nodes.Expr, frame: Frame) -> None:
+        if isinstance(node, nodes.Const) and type(node.value) not in limits.COMPARED_CONTAINERS:
+            self.visit(node, frame)
+            return
+        self.write("environment.compared(")
+        self.visit(node, frame)
+        self.write(")")
 
     @optimizeconst
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
@@ -468,6 +514,12 @@ class MessageEnvironment(SandboxedEnvironment):
         limits.check_text_length(size, "a block's output")
         self.budget.spend(size + len(pieces))
         return "".join(pieces)
+
+    def compared(self, value: Any) -> Any:
+        """An operand of ``==``, ``<``, ``in``…: a list pays first for what comparing it reads."""
+        if type(value) in limits.COMPARED_CONTAINERS:
+            self.budget.spend(limits.comparison_cost(value))
+        return value
 
     def spend_literal(self, units: int, value: Any) -> Any:
         self.budget.spend(units)

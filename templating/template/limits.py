@@ -9,6 +9,12 @@ Two kinds of bound, both checked *before* the memory is taken:
   widths and precisions, including the ones given through ``*`` or a nested
   ``{}``) and ``~``; every filter, test and method of a built-in type by
   its cost function in :mod:`templating.template.costs`.
+- No single step may run long, since a step in C cannot be interrupted by
+  the render's timer: the operations whose time grows faster than their
+  inputs are bounded before they run (``//`` and ``%`` on integers,
+  ``range``, ``round``, ``**``'s exponent, ``urlize``'s words), and a
+  comparison of lists (``==``, ``in``, sorts, ``min``…) pays for every item
+  and character it may read (:func:`comparison_cost`).
 - One message may do at most :data:`MAX_RENDER_WORK` units of work, counted
   in a :class:`Budget`: loop iterations, characters and items built, literal
   lists and dicts, calls. Memory a template keeps (a list grown in a loop, a
@@ -41,6 +47,17 @@ MAX_SEQUENCE_PRODUCT = 100_000
 MAX_WIDTH = 10_000
 #: Bits an integer built by ``*`` or ``**`` may have.
 MAX_POWER_BITS = 4_096
+#: Bits of an integer that ``//``, ``%``, ``round`` and ``range`` take: their
+#: time grows with the square of its size, in one step the timer cannot stop.
+MAX_OPERAND_BITS = 65_536
+#: Bits of an integer exponent of ``**`` (0, 1 and -1 raised to a larger one
+#: still loop over every bit of it).
+MAX_EXPONENT_BITS = 64
+#: Digits ``round`` may keep or drop (a float has about 17 of them).
+MAX_ROUND_DIGITS = 400
+#: Characters of one word ``urlize`` looks at: its trailing-punctuation search
+#: is quadratic in a word's length.
+MAX_URLIZE_WORD = 2_048
 MAX_RANGE = 10_000
 #: Units of work (iterations, characters and items built, calls) per message.
 MAX_RENDER_WORK = 4_000_000
@@ -210,7 +227,16 @@ def printable(value: Any) -> Any:
 # -- operators --------------------------------------------------------------------
 
 
+def check_operand_bits(value: Any, what: str) -> None:
+    if isinstance(value, int) and value.bit_length() > MAX_OPERAND_BITS:
+        raise refuse(
+            f"{what} of an integer of {value.bit_length()} bits; at most {MAX_OPERAND_BITS}"
+        )
+
+
 def limited_range(*args: int) -> range:
+    for argument in args:
+        check_operand_bits(argument, "range()")
     result = range(*args)
     if len(result) > MAX_RANGE:
         raise refuse(f"range() of {len(result)} items; at most {MAX_RANGE}")
@@ -257,6 +283,8 @@ def power(base: Any, exponent: Any) -> Any:
         raise refuse(f"'**' result would exceed {MAX_POWER_BITS} bits")
     if isinstance(base, float) and isinstance(exponent, int) and abs(exponent) > 10**6:
         raise refuse("'**' exponent too large")
+    if isinstance(exponent, int) and exponent.bit_length() > MAX_EXPONENT_BITS:
+        raise refuse(f"'**' exponent of {exponent.bit_length()} bits; at most {MAX_EXPONENT_BITS}")
     return base**exponent
 
 
@@ -293,7 +321,17 @@ def check_percent(template: str, args: Any, what: str = "'%'") -> int:
 def modulo(left: Any, right: Any) -> Any:
     if isinstance(left, str):
         check_percent(left, right)
+    elif isinstance(left, int) and isinstance(right, int):
+        check_operand_bits(left, "'%'")
+        check_operand_bits(right, "'%'")
     return left % right
+
+
+def floor_divide(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and isinstance(right, int):
+        check_operand_bits(left, "'//'")
+        check_operand_bits(right, "'//'")
+    return left // right
 
 
 BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -301,4 +339,47 @@ BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "+": add,
     "**": power,
     "%": modulo,
+    "//": floor_divide,
 }
+
+
+# -- comparisons ------------------------------------------------------------------
+
+#: Values whose comparison walks every item they hold, in one step in C.
+COMPARED_CONTAINERS = frozenset(
+    {list, tuple, dict, set, frozenset, type({}.keys()), type({}.values()), type({}.items())}
+)
+_COMPARED_TEXT = frozenset({str, Markup, bytes})
+
+
+def comparison_cost(value: Any) -> int:
+    """Units comparing ``value`` may take: one per item it holds, a text's length per text.
+
+    Comparing lists (``==``, ``in``, a sort, ``min``) runs in one step in C
+    that the render's timer cannot interrupt, and a list holds a long text
+    many times over for the price of its length (``[text] * 100000``): paid
+    for before the comparison, by what it may read, that step is bounded by
+    the work budget. The walk stops once the cost passes any budget.
+    """
+    cost = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind in _COMPARED_TEXT:
+            cost += len(item)
+        elif kind in COMPARED_CONTAINERS:
+            cost += len(item)
+            if kind is dict:
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            else:
+                pending.extend(item)
+        if cost > MAX_RENDER_WORK:
+            break
+    return cost
+
+
+def sort_cost(value: Any) -> int:
+    """:func:`comparison_cost` of a sort: each item is compared about log2(n) times."""
+    return comparison_cost(value) * max(1, len(value).bit_length())

@@ -32,6 +32,8 @@ BODY_PART = "body"
 MAX_PART_CHARS = 512 * 1024
 #: Wall-clock seconds one recipient's message may take to render.
 RENDER_SECONDS = 5.0
+#: Wall-clock seconds reading, checking and generating the code of a template may take.
+COMPILE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,23 @@ class CompiledTemplate:
 
 
 def compile_template(name: str, source: str) -> CompiledTemplate:
-    """Parse, check, analyse and generate the code of a template, once."""
+    """Parse, check, analyse and generate the code of a template, once.
+
+    Under a deadline, like a render: nothing a template holds runs at
+    compile time (see ``_SafeOptimizer``), so this is linear in its text,
+    and the timer keeps it so whatever Jinja's parser or Python's compiler
+    makes of an odd template.
+    """
+    try:
+        with _time_limit(COMPILE_SECONDS):
+            return _compile_template(name, source)
+    except RenderLimitExceeded:
+        raise InvalidTemplate(
+            f"took longer than {COMPILE_SECONDS:g} s to compile", template=name
+        ) from None
+
+
+def _compile_template(name: str, source: str) -> CompiledTemplate:
     plain_env = make_environment(name)
     parsed = parse_template(plain_env, name, source)
     # Before code generation: Jinja's optimizer folds the tree in place.
@@ -164,7 +182,7 @@ class MessageTemplate:
                     return self._render_parts(wanted, variables)
                 finally:
                     watch.deadline = _NEVER
-            with _time_limit():
+            with _time_limit(RENDER_SECONDS):
                 return self._render_parts(wanted, variables)
         except UndefinedError as exc:
             raise RecipientFailed(f"{self._where(exc)}undefined value: {exc.message}") from exc
@@ -263,15 +281,22 @@ def _capped(pieces: Iterator[str], part: str) -> str:
 
 
 def _template_line(exc: BaseException, name: str) -> int | None:
-    """The template line the exception was raised at, from the traceback."""
+    """The template line the exception was raised at, from the traceback.
+
+    The innermost template frame with a line wins. A frame can stop on an
+    instruction that has no line at all (``tb_lineno`` is None: the timer's
+    signal lands on any instruction, e.g. the jump back of a filtered loop);
+    such a frame tells nothing, and the line of an outer one is kept.
+    """
     line = None
     tb = exc.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
-        if code.co_filename in ("<template>", name):
+        lineno = tb.tb_lineno
+        if code.co_filename in ("<template>", name) and isinstance(lineno, int) and lineno > 0:
             template = tb.tb_frame.f_globals.get("__jinja_template__")
             if template is not None:
-                line = template.get_corresponding_lineno(tb.tb_lineno)
+                line = template.get_corresponding_lineno(lineno)
         tb = tb.tb_next
     return line
 
@@ -305,12 +330,15 @@ def _watch_tick(_signum: int, _frame: Any) -> None:
         raise RenderLimitExceeded(f"rendering took longer than {RENDER_SECONDS:g} s")
 
 
+_limit_seconds = RENDER_SECONDS
+
+
 def _deadline_passed(_signum: int, _frame: Any) -> None:
-    raise RenderLimitExceeded(f"rendering took longer than {RENDER_SECONDS:g} s")
+    raise RenderLimitExceeded(f"rendering took longer than {_limit_seconds:g} s")
 
 
 @contextmanager
-def _time_limit() -> Iterator[None]:
+def _time_limit(seconds: float) -> Iterator[None]:
     """Abort a render that runs too long (loops that output nothing, say).
 
     Uses SIGALRM, so it applies in the main thread of a Unix process, which
@@ -323,11 +351,12 @@ def _time_limit() -> Iterator[None]:
     ):
         yield
         return
-    global _deadline_handler_installed
+    global _deadline_handler_installed, _limit_seconds
     if not _deadline_handler_installed:
         signal.signal(signal.SIGALRM, _deadline_passed)
         _deadline_handler_installed = True
-    signal.setitimer(signal.ITIMER_REAL, RENDER_SECONDS)
+    _limit_seconds = seconds
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
