@@ -77,13 +77,18 @@ def is_loopback(host: str) -> bool:
 
 
 def list_templates(folder: Path | None) -> list[str]:
-    """The templates under ``folder`` and its subfolders, as paths relative to it."""
+    """The templates under ``folder`` and its subfolders, as paths relative to it.
+
+    A file reached through a symbolic link that leads out of ``folder`` is
+    not one of them (nor is it read: see :func:`_show`).
+    """
     if folder is None or not folder.is_dir():
         return []
+    root = folder.resolve()
     found = (
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
-        if p.suffix in TEMPLATE_SUFFIXES and p.is_file()
+        if p.suffix in TEMPLATE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
     )
     return sorted(found)
 
@@ -173,10 +178,10 @@ def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
         shown.error = "no templates (*.j2, *.jinja) under --templates"
         return shown
     engine = engine_of(request)
-    _, recipients_file = _settings(request)
+    folder, recipients_file = _settings(request)
     try:
         report = check_template(
-            engine, str(path), str(recipients_file) if recipients_file else None
+            engine, str(path), str(recipients_file) if recipients_file else None, within=folder
         )
     except DatabaseFailure:
         raise  # the server's error handler logs it and answers 503 or 500
@@ -188,7 +193,7 @@ def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
     if report.parts == ():
         return shown  # a syntax error: nothing to render
     try:
-        previews = preview(engine, str(path), _recipients_for(request, choice))
+        previews = preview(engine, str(path), _recipients_for(request, choice), within=folder)
     except DatabaseFailure:
         raise  # the server's error handler logs it and answers 503 or 500
     except PromomailError as exc:  # e.g. a recipients file that cannot be read

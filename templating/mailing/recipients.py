@@ -43,7 +43,12 @@ from pools.identifiers import (
     describe_unsafe,
     id_problem,
 )
+from pools.local_files import LineTooLong, bounded_lines, open_text
 from templating.errors import RecipientError
+
+#: Characters one line of a recipients file may hold: a file with no line end
+#: (or ``/dev/zero``) must not be read into memory whole.
+MAX_LINE_CHARS = 1 << 20
 
 
 class Recipient(NamedTuple):
@@ -149,7 +154,7 @@ def columns_of(path: str | Path) -> list[str]:
             return list(recipient.fields)
         return []
     with _open(path) as handle:
-        return _csv_header(path, csv.reader(handle, strict=True))
+        return _csv_header(path, csv.reader(_lines(handle), strict=True))
 
 
 def read_recipients(
@@ -193,10 +198,22 @@ def _is_jsonl(path: Path) -> bool:
 def _open(path: Path) -> Any:
     # Undecodable bytes become lone surrogates, found per field so the error
     # can name line and column instead of a position in a decoder buffer.
+    # A regular file only: a device or FIFO never ends, or is gone once read
+    # (the preflight and every worker read the file).
     try:
-        return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+        return open_text(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         raise RecipientError(f"{path}: cannot read recipients ({exc.strerror})") from exc
+
+
+def _lines(handle: Any) -> Any:
+    return bounded_lines(handle, MAX_LINE_CHARS)
+
+
+def _too_long(path: Path, exc: LineTooLong) -> RecipientError:
+    return RecipientError(
+        f"{path}, line {exc.line}: longer than {exc.max_chars} characters; not a line of recipients"
+    )
 
 
 def _csv_header(path: Path, reader: Any) -> list[str]:
@@ -204,6 +221,8 @@ def _csv_header(path: Path, reader: Any) -> list[str]:
         header = next(reader, None)
     except csv.Error as exc:
         raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
+    except LineTooLong as exc:
+        raise _too_long(path, exc) from exc
     if not header:
         raise RecipientError(f"{path}: empty recipients file, no header")
     names = [h.strip() for h in header]
@@ -242,7 +261,7 @@ def _read_csv(
     # One loop for parsing, checking, slicing and duplicates: this runs for
     # every line of every mailing, where a generator layer per step shows.
     with _open(path) as handle:
-        reader = csv.reader(handle, strict=True)
+        reader = csv.reader(_lines(handle), strict=True)
         names = _csv_header(path, reader)
         width = len(names)
         id_index = names.index("id")
@@ -284,6 +303,8 @@ def _read_csv(
                 yield Recipient(recipient_id, fields, line)
         except csv.Error as exc:
             raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
+        except LineTooLong as exc:
+            raise _too_long(path, exc) from exc
 
 
 def _refuse_csv_row(path: Path, line: int, row: Sequence[str], names: Sequence[str]) -> None:
@@ -328,38 +349,45 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _read_jsonl(path: Path) -> Iterator[Recipient]:
     with _open(path) as handle:
-        decode = _decoder.decode
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = decode(text)
-            except json.JSONDecodeError as exc:
-                raise RecipientError(f"{path}, line {line}: invalid JSON ({exc.msg})") from exc
-            except _DuplicateKey as exc:
+        try:
+            yield from _jsonl_records(path, _lines(handle))
+        except LineTooLong as exc:
+            raise _too_long(path, exc) from exc
+
+
+def _jsonl_records(path: Path, lines: Iterator[str]) -> Iterator[Recipient]:
+    decode = _decoder.decode
+    for line, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = decode(text)
+        except json.JSONDecodeError as exc:
+            raise RecipientError(f"{path}, line {line}: invalid JSON ({exc.msg})") from exc
+        except _DuplicateKey as exc:
+            raise RecipientError(
+                f"{_where(path, line, f'column {exc.key!r}')}: the key appears twice in "
+                "one object; which value counts would be a guess"
+            ) from exc
+        except ValueError as exc:
+            raise RecipientError(f"{path}, line {line}: invalid JSON ({exc})") from exc
+        if not isinstance(record, dict):
+            raise RecipientError(f"{path}, line {line}: not a JSON object")
+        for key, value in record.items():
+            if type(value) is str:
+                if UNSAFE_VALUE.search(value) is not None:
+                    _refuse_json_value(path, line, key, value, text)
+            elif not isinstance(value, _SCALARS):
+                kind = "an object" if isinstance(value, dict) else "a list"
                 raise RecipientError(
-                    f"{_where(path, line, f'column {exc.key!r}')}: the key appears twice in "
-                    "one object; which value counts would be a guess"
-                ) from exc
-            except ValueError as exc:
-                raise RecipientError(f"{path}, line {line}: invalid JSON ({exc})") from exc
-            if not isinstance(record, dict):
-                raise RecipientError(f"{path}, line {line}: not a JSON object")
-            for key, value in record.items():
-                if type(value) is str:
-                    if UNSAFE_VALUE.search(value) is not None:
-                        _refuse_json_value(path, line, key, value, text)
-                elif not isinstance(value, _SCALARS):
-                    kind = "an object" if isinstance(value, dict) else "a list"
-                    raise RecipientError(
-                        f"{_where(path, line, f'column {key!r}')}: holds {kind}; a recipient's "
-                        "values are text, numbers, true/false or null"
-                    )
-                if not key or UNSAFE_VALUE.search(key) is not None:
-                    raise RecipientError(
-                        f"{path}, line {line}: column name {key!r} is empty or not text"
-                    )
-            yield Recipient(_json_id(path, line, record.get("id")), record, line)
+                    f"{_where(path, line, f'column {key!r}')}: holds {kind}; a recipient's "
+                    "values are text, numbers, true/false or null"
+                )
+            if not key or UNSAFE_VALUE.search(key) is not None:
+                raise RecipientError(
+                    f"{path}, line {line}: column name {key!r} is empty or not text"
+                )
+        yield Recipient(_json_id(path, line, record.get("id")), record, line)
 
 
 def _refuse_json_value(path: Path, line: int, key: str, value: str, text: str) -> None:
