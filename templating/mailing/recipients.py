@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from email.headerregistry import Address, Group, HeaderRegistry
 from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, cast
+
+import idna
 
 from pools.errors import InvalidSetting
 from pools.identifiers import (
@@ -425,20 +428,30 @@ def _json_id(path: Path, line: int, value: Any) -> str:
 
 #: The plainest addr-spec (dot-atoms of letters, digits and ``._%+-``): the
 #: common case, which the standard parser accepts exactly as written (a test
-#: checks that). Everything else goes to the standard parser.
+#: checks that) and which is written as it is. Everything else goes to the
+#: standard parser, and so do domain labels that claim to be IDNA (``xn--``),
+#: which are checked.
 PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*"
+    r"@(?![Xx][Nn]--)[A-Za-z0-9-]+(?:\.(?![Xx][Nn]--)[A-Za-z0-9-]+)*"
 )
 _headers = HeaderRegistry()
 
 
 def one_address(value: object) -> str | None:
-    """The recipient's address from its e-mail value: None when empty, else exactly one.
+    """The recipient's address as it is written: None when empty, else exactly one.
 
     Raises ValueError with the reason when the value is not exactly one valid
     mailbox (several addresses, a group, a list, something that is no
     address). Decided by the standard library's RFC 5322 parser, so what is
     accepted here is what the ``.eml`` writer can put in ``To``.
+
+    The one place an address is decided, so JSON Lines ``to`` and the
+    ``.eml`` ``To`` always agree. An internationalised domain is written in
+    its ASCII (IDNA) form, since no header may carry it otherwise (RFC 2047
+    encoded words are not allowed in an address); see :func:`ascii_domain`.
+    A local part that is not ASCII is refused: delivering it needs SMTPUTF8
+    (RFC 6531), and promomail's messages are plain RFC 5322.
     """
     if value is None:
         return None
@@ -493,7 +506,62 @@ def _parsed_address(text: str) -> str:
         raise ValueError(
             f"{text!r} holds {len(addresses)} addresses ({listed}); a recipient has exactly one"
         )
+    if addresses and not addresses[0].username.isascii():
+        raise ValueError(
+            f"{text!r}: the part before '@' is not ASCII; such an address needs SMTPUTF8, "
+            "which promomail's messages do not use"
+        )
     if not addresses or header.defects or not addresses[0].domain or not addresses[0].username:
         reason = f" ({header.defects[0]})" if header.defects else ""
         raise ValueError(f"{text!r} is not an e-mail address{reason}")
-    return text
+    address = addresses[0]
+    domain = address.domain
+    if domain.startswith("["):
+        return text  # an address literal, [192.0.2.1]: no name to convert
+    try:
+        written = ascii_domain(domain)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: the domain {domain!r} {exc}") from None
+    if written == domain:
+        return text
+    return str(Address(address.display_name, address.username, written))
+
+
+def ascii_domain(domain: str) -> str:
+    """``domain`` in the ASCII form a mail header carries, or ValueError saying why not.
+
+    An ASCII domain is kept as written, but each label that claims to be
+    IDNA (``xn--``) must be a valid one. Any other domain is converted by
+    IDNA 2008 with the UTS #46 mapping (non-transitional, STD3 rules), as
+    browsers and mail clients do: case and width are folded and ``ß`` stays
+    ``ß`` (Python's own ``idna`` codec is IDNA 2003, which turns it into
+    ``ss``, another domain). A character the mapping would silently drop (a
+    zero-width space, a soft hyphen) is refused instead: such a domain is a
+    typing or copying accident, not a name anyone registered.
+    """
+    if domain.isascii():
+        if "xn--" in domain.lower():
+            for label in domain.split("."):
+                if label[:4].lower() == "xn--":
+                    try:
+                        idna.decode(label)
+                    except idna.IDNAError as exc:
+                        raise ValueError(
+                            f"has a label {label!r} that is not valid IDNA ({exc})"
+                        ) from None
+        return domain
+    for char in domain:
+        if char.isascii():
+            continue
+        try:
+            dropped = not idna.uts46_remap(char, std3_rules=True, transitional=False)
+        except idna.IDNAError:
+            dropped = False  # disallowed: idna.encode below says so
+        if dropped or unicodedata.category(char) == "Cf":
+            name = unicodedata.name(char, "an unnamed character").lower()
+            raise ValueError(f"holds U+{ord(char):04X} ({name}), which a domain name cannot hold")
+    try:
+        encoded = idna.encode(domain, uts46=True, std3_rules=True, transitional=False)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(f"is not a valid internationalised domain name ({exc})") from None
+    return encoded.decode("ascii")
