@@ -146,13 +146,29 @@ def bounded_lines(handle: IO[str], max_chars: int) -> Iterator[str]:
     """The lines of ``handle``, none read whole past ``max_chars`` (then LineTooLong).
 
     A file iterated as it is reads each line whole, however long: one file
-    with no line end would be read into memory at once.
+    with no line end would be read into memory at once. The bound counts a
+    line with its end; a CR LF that the bound splits stays one line end.
     """
     readline = handle.readline
     number = 0
+    #: A line cut by the bound right after its CR: its LF may follow.
+    cut: str | None = None
     while line := readline(max_chars):
+        if cut is not None:
+            if line == "\n":
+                yield cut + line
+                cut = None
+                continue
+            yield cut
+            cut = None
         number += 1
-        # Exactly at the bound and ended by the file is still a whole line.
-        if len(line) == max_chars and line[-1] not in "\r\n" and readline(1):
-            raise LineTooLong(number, max_chars)
+        if len(line) == max_chars:
+            if line[-1] == "\r":
+                cut = line
+                continue
+            # Exactly at the bound and ended by the file is still a whole line.
+            if line[-1] != "\n" and readline(1):
+                raise LineTooLong(number, max_chars)
         yield line
+    if cut is not None:
+        yield cut

@@ -328,7 +328,10 @@ def _csv_rows(
             yield LineProblem(line + 1, f"malformed CSV ({exc}); the rest of the file was not read")
             return
         except LineTooLong as exc:
-            yield LineProblem(exc.line, f"{exc}; the rest of the file was not read")
+            yield LineProblem(
+                exc.line,
+                f"longer than {exc.max_chars} characters; the rest of the file was not read",
+            )
             return
         line = reader.line_num  # type: ignore[attr-defined]
         if not row:
