@@ -9,7 +9,7 @@ looks at what was opened, so no swap between a check and the open can
 slip past.
 
 Failures are :class:`OSError` with a ``strerror`` that reads as the reason
-(``not a regular file (a character device)``), so callers that report
+(``a character device, not a regular file``), so callers that report
 ``cannot read (…)`` from an OSError keep working unchanged.
 """
 
