@@ -90,13 +90,18 @@ def is_loopback(host: str) -> bool:
 
 
 def list_templates(folder: Path | None) -> list[str]:
-    """The templates under ``folder`` and its subfolders, as paths relative to it."""
+    """The templates under ``folder`` and its subfolders, as paths relative to it.
+
+    A file reached through a symbolic link that leads out of ``folder`` is
+    not one of them (nor is it read: see :func:`_show`).
+    """
     if folder is None or not folder.is_dir():
         return []
+    root = folder.resolve()
     found = (
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
-        if p.suffix in TEMPLATE_SUFFIXES and p.is_file()
+        if p.suffix in TEMPLATE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
     )
     return sorted(found)
 
@@ -179,12 +184,22 @@ def _recipients_for(recipients_file: Path | None, choice: Choice) -> Iterable[Re
     return preview_recipients(str(recipients_file), None, 1)
 
 
-def look(engine: Engine, choice: Choice, path: Path, recipients_file: Path | None) -> Shown:
-    """The check report and the preview of one template: run in a template process."""
+def look(
+    engine: Engine,
+    choice: Choice,
+    path: Path,
+    folder: Path | None,
+    recipients_file: Path | None,
+) -> Shown:
+    """The check report and the preview of one template: run in a template process.
+
+    ``path`` is read only if it still lies inside ``folder`` when it is opened:
+    a link swapped in after the listing is refused there too.
+    """
     shown = Shown(choice.template)
     try:
         report = check_template(
-            engine, str(path), str(recipients_file) if recipients_file else None
+            engine, str(path), str(recipients_file) if recipients_file else None, within=folder
         )
     except DatabaseFailure:
         raise  # the server's error handler logs it and answers 503 or 500
@@ -196,7 +211,9 @@ def look(engine: Engine, choice: Choice, path: Path, recipients_file: Path | Non
     if report.parts == ():
         return shown  # a syntax error: nothing to render
     try:
-        previews = preview(engine, str(path), _recipients_for(recipients_file, choice))
+        previews = preview(
+            engine, str(path), _recipients_for(recipients_file, choice), within=folder
+        )
     except DatabaseFailure:
         raise  # the server's error handler logs it and answers 503 or 500
     except PromomailError as exc:  # e.g. a recipients file that cannot be read
@@ -237,7 +254,7 @@ async def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
     if path is None:
         return Shown(choice.template, error="no templates (*.j2, *.jinja) under --templates")
     capacity = _capacity(request)
-    _, recipients_file = _settings(request)
+    folder, recipients_file = _settings(request)
     try:
         with anyio.fail_after(WAIT_SECONDS):
             await capacity.slots.acquire()
@@ -249,6 +266,7 @@ async def _show(request: Request, choice: Choice, path: Path | None) -> Shown:
             look,
             choice,
             path,
+            folder,
             recipients_file,
             limiter=capacity.threads,
         )

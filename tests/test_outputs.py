@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import json
+import os
+import sys
+import tempfile
 from email.message import EmailMessage
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from render_helpers import (
+    customer_ids,
+    initial_codes,
+    pool_with_codes,
+    read_jsonl,
+    render,
+    write_recipients,
+    write_template,
+)
+from sqlalchemy import Engine
 
 from pools.errors import InvalidSetting
 from templating.errors import MailingError, UnwritableMessage
@@ -231,3 +246,137 @@ def test_jsonl_lines_are_exactly_what_the_standard_json_encoder_gives(
         assert writer.encode(message) == expected.encode()
     finally:
         writer.close()
+
+
+# -- links planted in the output folder ----------------------------------------------------
+
+#: What may be found at a name the writers use, left by someone who can write the folder.
+PLANTS = ("nothing", "link-to-file", "link-to-folder", "dangling-link", "hard-link")
+VICTIM = b"not yours to overwrite\n"
+
+
+def _plant(kind: str, at: Path, outside: Path) -> None:
+    if kind == "link-to-file":
+        at.symlink_to(outside / "victim.txt")
+    elif kind == "link-to-folder":
+        at.symlink_to(outside / "victim-folder")
+    elif kind == "dangling-link":
+        at.symlink_to(outside / "nowhere")
+    elif kind == "hard-link":
+        os.link(outside / "victim.txt", at)
+
+
+def _names(fmt: str) -> list[str]:
+    """Every name a run of two recipients (c1, c2), two workers, run id r1 writes at."""
+    if fmt == "eml":
+        return [".promomail-write-test", ".c1.eml.tmp", "c1.eml", ".c2.eml.tmp", "c2.eml"]
+    base = "mail.jsonl" if fmt == "jsonl" else "stdout"
+    names = [f".{base}.r1.part0", f".{base}.r1.part1"]
+    if fmt == "jsonl":
+        names += [".mail.jsonl.write-test", ".mail.jsonl.r1.joined", "mail.jsonl"]
+    return names
+
+
+def _run_writers(fmt: str, folder: Path) -> bytes | None:
+    """Two messages written as a render writes them; what went to stdout, if that was the target."""
+    output = OutputFormat.EML if fmt == "eml" else OutputFormat.JSONL
+    path = None if fmt == "stdout" else folder if fmt == "eml" else folder / "mail.jsonl"
+    target = OutputTarget(output, path)
+    stdout = io.BytesIO()
+    with (
+        mock.patch.dict(os.environ, {"TMPDIR": str(folder)}),
+        mock.patch.object(sys, "stdout", mock.Mock(buffer=stdout)),
+    ):
+        target.prepare()
+        writers = [target.open_writer(worker, "r1") for worker in range(2)]
+        _write(writers[0], _message("c1"))
+        _write(writers[1], _message("c2"))
+        for writer in writers:
+            writer.close()
+        target.finish(2, "r1")
+    return stdout.getvalue()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["eml", "jsonl", "stdout"]),
+    st.lists(st.sampled_from(PLANTS), min_size=5, max_size=5),
+)
+def test_links_planted_in_the_output_folder_never_change_their_target(
+    fmt: str, plants: list[str]
+) -> None:
+    with tempfile.TemporaryDirectory() as temporary:
+        outside = Path(temporary) / "outside"
+        (outside / "victim-folder").mkdir(parents=True)
+        (outside / "victim.txt").write_bytes(VICTIM)
+        (outside / "victim-folder" / "kept.txt").write_bytes(VICTIM)
+        folder = Path(temporary) / "out"
+        folder.mkdir()
+        for name, kind in zip(_names(fmt), plants, strict=False):
+            _plant(kind, folder / name, outside)
+
+        try:
+            printed = _run_writers(fmt, folder)
+        except MailingError as exc:
+            # The output named is (a link to) a folder: refused before anything is written.
+            assert fmt == "jsonl" and plants[4] == "link-to-folder", exc
+            assert "Is a directory" in str(exc)
+            printed = None
+
+        assert (outside / "victim.txt").read_bytes() == VICTIM
+        assert [p.name for p in (outside / "victim-folder").iterdir()] == ["kept.txt"]
+        assert (outside / "victim-folder" / "kept.txt").read_bytes() == VICTIM
+        assert sorted(p.name for p in outside.iterdir()) == ["victim-folder", "victim.txt"]
+        if fmt == "eml":
+            for recipient in ("c1", "c2"):
+                written = folder / f"{recipient}.eml"
+                assert not written.is_symlink() and written.is_file()
+                assert _parse(written)["To"] == f"{recipient}@example.com"
+            return
+        if printed is None:
+            return
+        final = printed if fmt == "stdout" else (folder / "mail.jsonl").read_bytes()
+        assert fmt == "stdout" or not (folder / "mail.jsonl").is_symlink()
+        assert [json.loads(line)["recipient"] for line in final.splitlines()] == ["c1", "c2"]
+        assert not any(name.startswith(".") for name in os.listdir(folder) if "r1" in name)
+
+
+@pytest.mark.parametrize("fmt", [OutputFormat.EML, OutputFormat.JSONL])
+def test_a_render_writes_through_no_planted_link(
+    db_url: str, engine: Engine, tmp_path: Path, fmt: OutputFormat
+) -> None:
+    pool_with_codes(engine, "spring", 10)
+    template = write_template(tmp_path, "{{ client.promocode('spring') }}\n")
+    ids = customer_ids(4)
+    recipients = write_recipients(tmp_path, ids)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_bytes(VICTIM)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if fmt is OutputFormat.EML:
+        out = folder
+        linked = [".promomail-write-test", *(f".{i}.eml.tmp" for i in ids[1:]), f"{ids[0]}.eml"]
+        hard = f".{ids[0]}.eml.tmp"
+    else:
+        out = folder / "mail.jsonl"
+        linked = ["mail.jsonl"]
+        hard = ".mail.jsonl.write-test"
+    for name in linked:
+        (folder / name).symlink_to(outside / "victim.txt")
+    os.link(outside / "victim.txt", folder / hard)
+
+    summary = render(db_url, template, recipients, "m-links", out, fmt=fmt)
+
+    assert (outside / "victim.txt").read_bytes() == VICTIM
+    assert summary.rendered == len(ids) and not summary.failed
+    codes = initial_codes(engine, "m-links", "spring")
+    if fmt is OutputFormat.EML:
+        for recipient in ids:
+            written = folder / f"{recipient}.eml"
+            assert not written.is_symlink()
+            assert codes[recipient] in _parse(written).get_content()
+    else:
+        records = read_jsonl(out)
+        assert not out.is_symlink()
+        assert {r["recipient"]: r["codes"]["spring"] for r in records} == codes

@@ -29,7 +29,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, select, update
 from sqlalchemy.orm import aliased
@@ -37,6 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pools.errors import MailingNotFound, ReturnListError
 from pools.identifiers import id_problem
+from pools.local_files import LineTooLong, bounded_lines, open_text
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
@@ -231,6 +231,8 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
 #: Column names accepted for the recipient id and for the e-mail address (any case).
 ID_COLUMNS = ("id", "customer_id", "customer", "recipient", "recipient_id")
 EMAIL_COLUMNS = ("email", "e-mail", "email_address", "address", "recipient_email")
+#: Characters one line of a return list may hold (a file with no line end is not read whole).
+MAX_LINE_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -252,11 +254,12 @@ def read_return_list(path: str | os.PathLike[str]) -> ReturnList:
     """
     source = Path(path)
     try:
-        with source.open(encoding="utf-8-sig", newline="") as handle:
+        with open_text(source, encoding="utf-8-sig", newline="") as handle:
+            lines = bounded_lines(handle, MAX_LINE_CHARS)
             if source.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-                rows = _json_rows(source, handle)
+                rows = _json_rows(source, lines)
             else:
-                rows = _csv_rows(source, handle)
+                rows = _csv_rows(source, lines)
             ids: list[str] = []
             emails: list[tuple[int, str]] = []
             for line, row in rows:
@@ -275,6 +278,8 @@ def read_return_list(path: str | os.PathLike[str]) -> ReturnList:
                     raise ReturnListError(f"{source}, line {line}: no recipient id or e-mail")
     except OSError as exc:
         raise ReturnListError(f"{source}: cannot read ({exc.strerror})") from exc
+    except LineTooLong as exc:
+        raise ReturnListError(f"{source}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ReturnListError(f"{source}: not UTF-8 text ({exc.reason})") from exc
     return ReturnList(str(source), ids, emails)
@@ -288,7 +293,7 @@ def _first(row: dict[str, str], names: Sequence[str]) -> str:
     return ""
 
 
-def _csv_rows(source: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(source: Path, handle: Iterator[str]) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(handle, strict=True)
     try:
         header = [h.strip().lower() for h in next(reader, [])]
@@ -314,7 +319,7 @@ def _csv_rows(source: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, str
         raise ReturnListError(f"{source}, line {reader.line_num}: malformed CSV ({exc})") from exc
 
 
-def _json_rows(source: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+def _json_rows(source: Path, handle: Iterator[str]) -> Iterator[tuple[int, dict[str, str]]]:
     for line, text in enumerate(handle, start=1):
         if not text.strip():
             continue

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import BinaryIO
 
 from pools.errors import LineProblem, UnreadableFile
+from pools.local_files import LineTooLong, bounded_lines
 from pools.store.clock import to_utc_naive
 from pools.store.dialect_sql import CodeRow
 from pools.store.models import CODE_MAX_LENGTH, NO_END
@@ -26,6 +27,9 @@ BLOCK_SIZE = 1 << 20
 BLOCK_LINES = 50_000
 #: A line longer than this is not read into memory whole: it cannot be a code.
 MAX_LINE_BYTES = 4096
+#: Characters a line of a CSV of codes may hold: a line is read whole before it
+#: is parsed, and one with no end (a stream that never sends one) must not be.
+MAX_CSV_LINE_CHARS = 1 << 16
 _BINARY_SAMPLE = 8192
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BOM = "\ufeff"
@@ -265,10 +269,10 @@ def parse_csv(stream: BinaryIO, whitespace: Whitespace = Whitespace.REJECT) -> I
     # invalid byte on the wrong line (or on the header). Undecodable bytes are
     # kept as surrogates instead and reported on the row that holds them.
     text = io.TextIOWrapper(whole, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text, strict=True)
+    reader = csv.reader(bounded_lines(text, MAX_CSV_LINE_CHARS), strict=True)
     try:
         header = next(reader, None)
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except (csv.Error, UnicodeDecodeError, LineTooLong) as exc:
         raise UnreadableFile(f"line 1: the header cannot be read ({exc})") from exc
     if header is None:
         raise UnreadableFile("the file is empty: no header and no codes")
@@ -322,6 +326,12 @@ def _csv_rows(
             return
         except csv.Error as exc:
             yield LineProblem(line + 1, f"malformed CSV ({exc}); the rest of the file was not read")
+            return
+        except LineTooLong as exc:
+            yield LineProblem(
+                exc.line,
+                f"longer than {exc.max_chars} characters; the rest of the file was not read",
+            )
             return
         line = reader.line_num  # type: ignore[attr-defined]
         if not row:

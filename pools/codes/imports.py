@@ -28,6 +28,7 @@ from pools.codes.files import (
     parse,
 )
 from pools.errors import ImportRejected, LineProblem, PoolError, UnreadableFile, UnreadableUpload
+from pools.local_files import open_binary
 from pools.store.clock import utcnow
 from pools.store.db import bulk_loading, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_codes
@@ -156,7 +157,8 @@ class Upload:
             return self.stream
         assert self.path is not None
         try:
-            return stack.enter_context(self.path.open("rb"))
+            # A regular file: a device never ends (``-`` streams a pipe instead).
+            return stack.enter_context(open_binary(self.path))
         except OSError as exc:
             raise PoolError(f"{self.source}: cannot read ({exc.strerror})") from exc
 

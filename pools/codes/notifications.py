@@ -259,6 +259,10 @@ def _guarded(sink: Sink, target: str, send: Callable[[], Delivery]) -> Delivery:
         return Delivery(sink, target, False, f"{type(exc).__name__}: {exc}")
 
 
+#: Bytes of a webhook's answer read at most.
+_MAX_ANSWER_BYTES = 64 * 1024
+
+
 def post_webhook(url: str, body: dict[str, Any], *, timeout: float) -> Delivery:
     """POST ``body`` as JSON; any 2xx answer counts as delivered."""
     if urlsplit(url).scheme.lower() not in ("http", "https"):
@@ -271,7 +275,9 @@ def post_webhook(url: str, body: dict[str, Any], *, timeout: float) -> Delivery:
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
+            # The answer's body means nothing here: a little is read, never all
+            # of whatever the receiver sends.
+            response.read(_MAX_ANSWER_BYTES)
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         exc.close()

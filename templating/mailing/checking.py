@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -95,9 +96,14 @@ class CheckReport:
 
 
 def check_template(
-    engine: Engine, template_path: str, recipients_path: str | None = None
+    engine: Engine,
+    template_path: str,
+    recipients_path: str | None = None,
+    *,
+    within: Path | None = None,
 ) -> CheckReport:
-    name, source = read_template(template_path)
+    """The ``check`` report; ``within``: the folder the template file must really be in."""
+    name, source = read_template(template_path, within=within)
     report = CheckReport(name)
     try:
         template = MessageTemplate(name, source)
@@ -175,9 +181,13 @@ def preview(
     *,
     part: str | None = None,
     variables: Mapping[str, Any] | None = None,
+    within: Path | None = None,
 ) -> list[Preview]:
-    """Render without writing: placeholders for new codes, real last codes."""
-    template = MessageTemplate.from_file(template_path)
+    """Render without writing: placeholders for new codes, real last codes.
+
+    ``within``: the folder the template file must really be in (see :func:`read_template`).
+    """
+    template = MessageTemplate.from_file(template_path, within=within)
     if part is not None and part not in template.parts:
         raise InvalidTemplate(
             f"has no part {part!r} (parts: {', '.join(template.parts)})", template=template.name

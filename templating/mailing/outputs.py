@@ -4,6 +4,16 @@ Output never appears half-written under its final name: JSON Lines go to a
 part file per worker, joined and renamed into place at the end; each
 ``.eml`` file is written beside its final name and renamed.
 
+Nothing is written through a symbolic link found in the output folder (a
+link planted at a temporary name, the write test or a final name would make
+the writer truncate or overwrite the file it points to): every file written
+is created anew (``O_CREAT | O_EXCL``, which never follows a link; an entry
+left at that name is removed first, a link as a link), every file reopened
+is opened with ``O_NOFOLLOW``, and a final name is taken by an atomic rename,
+which replaces a link there instead of writing through it. ``.eml`` files
+are written relative to the folder's own descriptor, so the folder cannot be
+swapped for a link to another one during a run.
+
 Writing has two steps. :meth:`MessageWriter.encode` turns one message into
 the bytes that will be written, and is where a message that cannot be
 written is refused (:class:`UnwritableMessage`): it runs while the
@@ -14,12 +24,14 @@ then only stores bytes, after the codes are recorded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +112,46 @@ def _write_error(target: Path | str, exc: OSError) -> MailingError:
     return MailingError(f"cannot write output {target}: {exc.strerror or exc}")
 
 
+#: A file the writer makes: new, and never reached through a link.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _create_new(name: Path | str, *, dir_fd: int | None = None) -> int:
+    """A descriptor of a file created anew at ``name`` (in ``dir_fd`` when given).
+
+    Whatever is found at the name (a file a run left behind when it died, or
+    a planted link) is removed first: removing a link leaves its target as
+    it is, and ``O_EXCL`` refuses to create through one.
+    """
+    for _ in range(3):
+        try:
+            return os.open(name, _NEW_FILE, 0o666, dir_fd=dir_fd)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+    return os.open(name, _NEW_FILE, 0o666, dir_fd=dir_fd)
+
+
+def _open_own(path: Path, flags: int) -> int:
+    """Reopen a file this run made: never through a link, and only a regular file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path.name} is no longer a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_test(folder: Path, name: str) -> None:
+    """Create and remove an empty file: fails now what would fail after codes were issued."""
+    probe = folder / name
+    os.close(_create_new(probe))
+    probe.unlink()
+
+
 @dataclass(frozen=True)
 class OutputTarget:
     """Where a mailing's messages go: a file, stdout (path None), or a folder."""
@@ -120,17 +172,13 @@ class OutputTarget:
                 assert self.path is not None
                 sender_address()
                 self.path.mkdir(parents=True, exist_ok=True)
-                probe = self.path / ".promomail-write-test"
+                _write_test(self.path, ".promomail-write-test")
             elif self.path is not None:
                 if self.path.is_dir():
                     # The final rename would fail only after every code was issued.
                     raise IsADirectoryError(errno.EISDIR, "Is a directory")
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                probe = self.path.with_name(f".{self.path.name}.write-test")
-            else:
-                return
-            probe.write_bytes(b"")
-            probe.unlink()
+                _write_test(self.path.parent, f".{self.path.name}.write-test")
         except OSError as exc:
             raise _write_error(self.path or "-", exc) from exc
 
@@ -156,7 +204,7 @@ class OutputTarget:
         try:
             if self.path is None:
                 for part in parts:
-                    with part.open("rb") as handle:
+                    with open(_open_own(part, os.O_RDONLY), "rb") as handle:
                         shutil.copyfileobj(handle, sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             else:
@@ -164,7 +212,7 @@ class OutputTarget:
                 # (inside the kernel), so one worker's run copies nothing.
                 joined = self.path.with_name(f".{self.path.name}.{run}.joined")
                 os.replace(parts[0], joined)
-                out = os.open(joined, os.O_WRONLY)
+                out = _open_own(joined, os.O_WRONLY)
                 try:
                     os.lseek(out, 0, os.SEEK_END)
                     for part in parts[1:]:
@@ -189,7 +237,7 @@ class OutputTarget:
 
 def _append(source: Path, target: int) -> None:
     """Append the file ``source`` to the open descriptor ``target``, kernel-side when it can."""
-    with source.open("rb", buffering=0) as handle:
+    with open(_open_own(source, os.O_RDONLY), "rb", buffering=0) as handle:
         fd = handle.fileno()
         size = os.fstat(fd).st_size
         copy_range = getattr(os, "copy_file_range", None)
@@ -238,7 +286,7 @@ class JsonlWriter(MessageWriter):
         self.path = path
         self.shown = shown if shown is not None else path
         try:
-            self._handle: IO[bytes] = path.open("wb")
+            self._handle: IO[bytes] = os.fdopen(_create_new(path), "wb")
         except OSError as exc:
             raise _write_error(self.shown, exc) from exc
 
@@ -317,6 +365,8 @@ class EmlWriter(MessageWriter):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.sender = sender_address()
+        #: The folder's descriptor, opened at the first write.
+        self._dir: int | None = None
         #: File name (case-folded) → the recipient written under it in this run.
         self._names: dict[str, str] = {}
 
@@ -359,16 +409,32 @@ class EmlWriter(MessageWriter):
             if written != expected:
                 raise UnwritableMessage(f"its To header would not read back as {message.to!r}")
 
-    def write(self, messages: Sequence[Encoded]) -> None:
-        for recipient, data in messages:
-            target = self.folder / eml_name(recipient)
-            temporary = target.with_name(f".{target.name}.tmp")
+    def _folder(self) -> int:
+        if self._dir is None:
             try:
-                temporary.write_bytes(data)
-                os.replace(temporary, target)
+                self._dir = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
-                temporary.unlink(missing_ok=True)
-                raise _write_error(target, exc) from exc
+                raise _write_error(self.folder, exc) from exc
+        return self._dir
+
+    def write(self, messages: Sequence[Encoded]) -> None:
+        folder = self._folder()
+        for recipient, data in messages:
+            name = eml_name(recipient)
+            temporary = f".{name}.tmp"
+            try:
+                with open(_create_new(temporary, dir_fd=folder), "wb") as handle:
+                    handle.write(data)
+                os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary, dir_fd=folder)
+                raise _write_error(self.folder / name, exc) from exc
+
+    def close(self) -> None:
+        if self._dir is not None:
+            os.close(self._dir)
+            self._dir = None
 
     def to_email(self, rendered: RenderedMessage) -> EmailMessage:
         email = EmailMessage(policy=EML_POLICY)

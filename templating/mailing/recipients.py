@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, cast
 
+import idna
+
 from pools.errors import InvalidSetting
 from pools.identifiers import (
     MAX_ID_LENGTH,
@@ -43,7 +46,12 @@ from pools.identifiers import (
     describe_unsafe,
     id_problem,
 )
+from pools.local_files import LineTooLong, bounded_lines, open_text
 from templating.errors import RecipientError
+
+#: Characters one line of a recipients file may hold: a file with no line end
+#: (or ``/dev/zero``) must not be read into memory whole.
+MAX_LINE_CHARS = 1 << 20
 
 
 class Recipient(NamedTuple):
@@ -149,7 +157,7 @@ def columns_of(path: str | Path) -> list[str]:
             return list(recipient.fields)
         return []
     with _open(path) as handle:
-        return _csv_header(path, csv.reader(handle, strict=True))
+        return _csv_header(path, csv.reader(_lines(handle), strict=True))
 
 
 def read_recipients(
@@ -193,10 +201,22 @@ def _is_jsonl(path: Path) -> bool:
 def _open(path: Path) -> Any:
     # Undecodable bytes become lone surrogates, found per field so the error
     # can name line and column instead of a position in a decoder buffer.
+    # A regular file only: a device or FIFO never ends, or is gone once read
+    # (the preflight and every worker read the file).
     try:
-        return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+        return open_text(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         raise RecipientError(f"{path}: cannot read recipients ({exc.strerror})") from exc
+
+
+def _lines(handle: Any) -> Any:
+    return bounded_lines(handle, MAX_LINE_CHARS)
+
+
+def _too_long(path: Path, exc: LineTooLong) -> RecipientError:
+    return RecipientError(
+        f"{path}, line {exc.line}: longer than {exc.max_chars} characters; not a line of recipients"
+    )
 
 
 def _csv_header(path: Path, reader: Any) -> list[str]:
@@ -204,6 +224,8 @@ def _csv_header(path: Path, reader: Any) -> list[str]:
         header = next(reader, None)
     except csv.Error as exc:
         raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
+    except LineTooLong as exc:
+        raise _too_long(path, exc) from exc
     if not header:
         raise RecipientError(f"{path}: empty recipients file, no header")
     names = [h.strip() for h in header]
@@ -242,7 +264,7 @@ def _read_csv(
     # One loop for parsing, checking, slicing and duplicates: this runs for
     # every line of every mailing, where a generator layer per step shows.
     with _open(path) as handle:
-        reader = csv.reader(handle, strict=True)
+        reader = csv.reader(_lines(handle), strict=True)
         names = _csv_header(path, reader)
         width = len(names)
         id_index = names.index("id")
@@ -284,6 +306,8 @@ def _read_csv(
                 yield Recipient(recipient_id, fields, line)
         except csv.Error as exc:
             raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
+        except LineTooLong as exc:
+            raise _too_long(path, exc) from exc
 
 
 def _refuse_csv_row(path: Path, line: int, row: Sequence[str], names: Sequence[str]) -> None:
@@ -328,38 +352,45 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _read_jsonl(path: Path) -> Iterator[Recipient]:
     with _open(path) as handle:
-        decode = _decoder.decode
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = decode(text)
-            except json.JSONDecodeError as exc:
-                raise RecipientError(f"{path}, line {line}: invalid JSON ({exc.msg})") from exc
-            except _DuplicateKey as exc:
+        try:
+            yield from _jsonl_records(path, _lines(handle))
+        except LineTooLong as exc:
+            raise _too_long(path, exc) from exc
+
+
+def _jsonl_records(path: Path, lines: Iterator[str]) -> Iterator[Recipient]:
+    decode = _decoder.decode
+    for line, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = decode(text)
+        except json.JSONDecodeError as exc:
+            raise RecipientError(f"{path}, line {line}: invalid JSON ({exc.msg})") from exc
+        except _DuplicateKey as exc:
+            raise RecipientError(
+                f"{_where(path, line, f'column {exc.key!r}')}: the key appears twice in "
+                "one object; which value counts would be a guess"
+            ) from exc
+        except ValueError as exc:
+            raise RecipientError(f"{path}, line {line}: invalid JSON ({exc})") from exc
+        if not isinstance(record, dict):
+            raise RecipientError(f"{path}, line {line}: not a JSON object")
+        for key, value in record.items():
+            if type(value) is str:
+                if UNSAFE_VALUE.search(value) is not None:
+                    _refuse_json_value(path, line, key, value, text)
+            elif not isinstance(value, _SCALARS):
+                kind = "an object" if isinstance(value, dict) else "a list"
                 raise RecipientError(
-                    f"{_where(path, line, f'column {exc.key!r}')}: the key appears twice in "
-                    "one object; which value counts would be a guess"
-                ) from exc
-            except ValueError as exc:
-                raise RecipientError(f"{path}, line {line}: invalid JSON ({exc})") from exc
-            if not isinstance(record, dict):
-                raise RecipientError(f"{path}, line {line}: not a JSON object")
-            for key, value in record.items():
-                if type(value) is str:
-                    if UNSAFE_VALUE.search(value) is not None:
-                        _refuse_json_value(path, line, key, value, text)
-                elif not isinstance(value, _SCALARS):
-                    kind = "an object" if isinstance(value, dict) else "a list"
-                    raise RecipientError(
-                        f"{_where(path, line, f'column {key!r}')}: holds {kind}; a recipient's "
-                        "values are text, numbers, true/false or null"
-                    )
-                if not key or UNSAFE_VALUE.search(key) is not None:
-                    raise RecipientError(
-                        f"{path}, line {line}: column name {key!r} is empty or not text"
-                    )
-            yield Recipient(_json_id(path, line, record.get("id")), record, line)
+                    f"{_where(path, line, f'column {key!r}')}: holds {kind}; a recipient's "
+                    "values are text, numbers, true/false or null"
+                )
+            if not key or UNSAFE_VALUE.search(key) is not None:
+                raise RecipientError(
+                    f"{path}, line {line}: column name {key!r} is empty or not text"
+                )
+        yield Recipient(_json_id(path, line, record.get("id")), record, line)
 
 
 def _refuse_json_value(path: Path, line: int, key: str, value: str, text: str) -> None:
@@ -397,20 +428,30 @@ def _json_id(path: Path, line: int, value: Any) -> str:
 
 #: The plainest addr-spec (dot-atoms of letters, digits and ``._%+-``): the
 #: common case, which the standard parser accepts exactly as written (a test
-#: checks that). Everything else goes to the standard parser.
+#: checks that) and which is written as it is. Everything else goes to the
+#: standard parser, and so do domain labels that claim to be IDNA (``xn--``),
+#: which are checked.
 PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*"
+    r"@(?![Xx][Nn]--)[A-Za-z0-9-]+(?:\.(?![Xx][Nn]--)[A-Za-z0-9-]+)*"
 )
 _headers = HeaderRegistry()
 
 
 def one_address(value: object) -> str | None:
-    """The recipient's address from its e-mail value: None when empty, else exactly one.
+    """The recipient's address as it is written: None when empty, else exactly one.
 
     Raises ValueError with the reason when the value is not exactly one valid
     mailbox (several addresses, a group, a list, something that is no
     address). Decided by the standard library's RFC 5322 parser, so what is
     accepted here is what the ``.eml`` writer can put in ``To``.
+
+    The one place an address is decided, so JSON Lines ``to`` and the
+    ``.eml`` ``To`` always agree. An internationalised domain is written in
+    its ASCII (IDNA) form, since no header may carry it otherwise (RFC 2047
+    encoded words are not allowed in an address); see :func:`ascii_domain`.
+    A local part that is not ASCII is refused: delivering it needs SMTPUTF8
+    (RFC 6531), and promomail's messages are plain RFC 5322.
     """
     if value is None:
         return None
@@ -465,7 +506,62 @@ def _parsed_address(text: str) -> str:
         raise ValueError(
             f"{text!r} holds {len(addresses)} addresses ({listed}); a recipient has exactly one"
         )
+    if addresses and not addresses[0].username.isascii():
+        raise ValueError(
+            f"{text!r}: the part before '@' is not ASCII; such an address needs SMTPUTF8, "
+            "which promomail's messages do not use"
+        )
     if not addresses or header.defects or not addresses[0].domain or not addresses[0].username:
         reason = f" ({header.defects[0]})" if header.defects else ""
         raise ValueError(f"{text!r} is not an e-mail address{reason}")
-    return text
+    address = addresses[0]
+    domain = address.domain
+    if domain.startswith("["):
+        return text  # an address literal, [192.0.2.1]: no name to convert
+    try:
+        written = ascii_domain(domain)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: the domain {domain!r} {exc}") from None
+    if written == domain:
+        return text
+    return str(Address(address.display_name, address.username, written))
+
+
+def ascii_domain(domain: str) -> str:
+    """``domain`` in the ASCII form a mail header carries, or ValueError saying why not.
+
+    An ASCII domain is kept as written, but each label that claims to be
+    IDNA (``xn--``) must be a valid one. Any other domain is converted by
+    IDNA 2008 with the UTS #46 mapping (non-transitional, STD3 rules), as
+    browsers and mail clients do: case and width are folded and ``ß`` stays
+    ``ß`` (Python's own ``idna`` codec is IDNA 2003, which turns it into
+    ``ss``, another domain). A character the mapping would silently drop (a
+    zero-width space, a soft hyphen) is refused instead: such a domain is a
+    typing or copying accident, not a name anyone registered.
+    """
+    if domain.isascii():
+        if "xn--" in domain.lower():
+            for label in domain.split("."):
+                if label[:4].lower() == "xn--":
+                    try:
+                        idna.decode(label)
+                    except idna.IDNAError as exc:
+                        raise ValueError(
+                            f"has a label {label!r} that is not valid IDNA ({exc})"
+                        ) from None
+        return domain
+    for char in domain:
+        if char.isascii():
+            continue
+        try:
+            dropped = not idna.uts46_remap(char, std3_rules=True, transitional=False)
+        except idna.IDNAError:
+            dropped = False  # disallowed: idna.encode below says so
+        if dropped or unicodedata.category(char) == "Cf":
+            name = unicodedata.name(char, "an unnamed character").lower()
+            raise ValueError(f"holds U+{ord(char):04X} ({name}), which a domain name cannot hold")
+    try:
+        encoded = idna.encode(domain, uts46=True, std3_rules=True, transitional=False)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(f"is not a valid internationalised domain name ({exc})") from None
+    return encoded.decode("ascii")

@@ -8,7 +8,7 @@ file knows whose they are, and reading it is this side's job.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -21,7 +21,13 @@ from pools.after_sending.returns import (
 )
 from pools.errors import ReturnListError
 from pools.issuing.mailings import show_mailing
-from templating.mailing.recipients import read_recipients
+from templating.mailing.recipients import (
+    PLAIN_ADDRESS,
+    Recipient,
+    address_header,
+    one_address,
+    read_recipients,
+)
 
 
 def return_listed(
@@ -46,6 +52,27 @@ def return_listed(
                 f"file of mailing {mailing_id!r} ({source or 'unknown'}) cannot be read to "
                 "match them: list recipient ids instead"
             )
-        directory = ((r.id, r.fields.get("email")) for r in read_recipients(source))
+        directory = _addresses(read_recipients(source))
     ids = match_addresses(listed, directory, mailing_id=mailing_id)
     return return_codes(engine, mailing_id, ids, reason=reason)
+
+
+def _addresses(recipients: Iterable[Recipient]) -> Iterator[tuple[str, str | None]]:
+    """(id, address) as the file has it and, when different, the address the message went to.
+
+    A bounce list names the address a message went to: without a display
+    name, and an internationalised domain in its ASCII form (``xn--…``),
+    which the file may spell in Unicode.
+    """
+    for recipient in recipients:
+        value = recipient.fields.get("email")
+        yield recipient.id, value
+        try:
+            written = one_address(value)
+        except ValueError:
+            continue  # never addressed: no bounce can name it
+        if written is None or PLAIN_ADDRESS.fullmatch(written):
+            continue  # written as the file has it
+        spec = address_header(written).addresses[0].addr_spec
+        if spec != value:
+            yield recipient.id, spec

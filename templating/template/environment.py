@@ -54,6 +54,7 @@ from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, Sandb
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
+from pools.local_files import FileTooLarge, read_text
 from templating.errors import InvalidTemplate
 from templating.template import costs, limits
 from templating.template.analysis import check_ast, code_call_function, partial_references
@@ -66,6 +67,8 @@ MAX_SEQUENCE_PRODUCT = limits.MAX_SEQUENCE_PRODUCT
 MAX_POWER_BITS = limits.MAX_POWER_BITS
 #: Characters a template (or partial) file may hold.
 MAX_TEMPLATE_CHARS = 1_000_000
+#: Bytes read of a template (or partial) file at most: UTF-8 takes up to four a character.
+MAX_TEMPLATE_BYTES = 4 * MAX_TEMPLATE_CHARS
 #: Partials including partials, this deep at most.
 MAX_INCLUDE_DEPTH = 8
 #: Partials one template may use in all.
@@ -108,12 +111,29 @@ def resolve_partial(folder: Path | None, name: str, *, template: str, line: int 
     return path
 
 
-def read_partial(path: Path, *, template: str, line: int | None) -> str:
+def partial_key(folder: Path, path: Path) -> str:
+    """The one name of a partial file (as :func:`resolve_partial` found it), however spelled.
+
+    ``p.j2``, ``./p.j2``, ``././p.j2`` and a link to it inside the folder are
+    one file: cached, compiled and counted against :data:`MAX_PARTIALS` once.
+    """
+    return path.relative_to(folder.resolve()).as_posix()
+
+
+def read_partial(path: Path, *, template: str, line: int | None, within: Path | None = None) -> str:
+    """The partial's text; ``within``: the folder the file must really be in when opened."""
     try:
-        source = path.read_text(encoding="utf-8")
+        source = read_text(path, MAX_TEMPLATE_BYTES, within=within)
     except UnicodeDecodeError as exc:
         raise InvalidTemplate(
             f"partial {path} is not UTF-8 text (byte {exc.start + 1})", template=template, line=line
+        ) from None
+    except FileTooLarge:
+        raise InvalidTemplate(
+            f"partial {path} is larger than {MAX_TEMPLATE_BYTES} bytes; a partial holds at most "
+            f"{MAX_TEMPLATE_CHARS} characters",
+            template=template,
+            line=line,
         ) from None
     except OSError as exc:
         raise InvalidTemplate(
@@ -133,7 +153,7 @@ class PartialLoader(BaseLoader):
     ) -> tuple[str, str | None, Callable[[], bool] | None]:
         try:
             path = resolve_partial(self.folder, template, template=template, line=None)
-            source = read_partial(path, template=template, line=None)
+            source = read_partial(path, template=template, line=None, within=self.folder)
         except InvalidTemplate as exc:
             raise TemplateNotFound(template, exc.reason) from None
         return source, str(path), lambda: True
@@ -360,7 +380,10 @@ class MessageEnvironment(SandboxedEnvironment):
         self.render_modules = RenderModules()
         self.folder = folder
         self.label = label
+        #: Partials by their one name (:func:`partial_key`).
         self._partials: dict[str, nodes.Template] = {}
+        #: Each spelling of a partial name the templates used → its one name.
+        self._partial_keys: dict[str, str] = {}
         self._including: list[str] = []
 
     def begin_render(self) -> None:
@@ -396,8 +419,18 @@ class MessageEnvironment(SandboxedEnvironment):
             self.partial_ast(partial, included_from=label, line=line)
         return ast
 
+    def partial_key(self, name: str, *, included_from: str, line: int | None) -> str:
+        """The one name of partial ``name`` (InvalidTemplate when it names no usable file)."""
+        key = self._partial_keys.get(name)
+        if key is None:
+            path = resolve_partial(self.folder, name, template=included_from, line=line)
+            assert self.folder is not None
+            key = self._partial_keys[name] = partial_key(self.folder, path)
+        return key
+
     def partial_ast(self, name: str, *, included_from: str, line: int | None) -> nodes.Template:
-        """Partial ``name``, read, parsed and checked (once per environment)."""
+        """Partial ``name``, read, parsed and checked (once per environment and file)."""
+        name = self.partial_key(name, included_from=included_from, line=line)
         cached = self._partials.get(name)
         if cached is not None:
             return cached
@@ -417,7 +450,7 @@ class MessageEnvironment(SandboxedEnvironment):
                 f"uses more than {MAX_PARTIALS} partials", template=included_from, line=line
             )
         path = resolve_partial(self.folder, name, template=included_from, line=line)
-        source = read_partial(path, template=included_from, line=line)
+        source = read_partial(path, template=included_from, line=line, within=self.folder)
         self._including.append(name)
         try:
             ast = self.parse(source, name, str(path))
@@ -455,8 +488,15 @@ class MessageEnvironment(SandboxedEnvironment):
 
     def _load_template(self, name: str, globals: MutableMapping[str, Any] | None) -> Any:
         # A partial that changed since the checks fails this recipient only.
+        # Loaded and cached by its one name: one file, one compiled module.
+        key = self._partial_keys.get(name)
+        if key is None:
+            try:
+                key = self.partial_key(name, included_from=self.label, line=None)
+            except InvalidTemplate:
+                key = name  # the loader refuses it, saying why
         try:
-            return super()._load_template(name, globals)
+            return super()._load_template(key, globals)
         except TemplateNotFound:
             raise
         except (InvalidTemplate, JinjaTemplateError) as exc:
@@ -621,6 +661,7 @@ def load_partials(template: str, ast: nodes.Template) -> dict[str, nodes.Templat
     pending = list(partial_references(ast))
     while pending:
         name, line = pending.pop()
+        name = env.partial_key(name, included_from=template, line=line)
         if name in found:
             continue
         found[name] = partial = env.partial_ast(name, included_from=template, line=line)

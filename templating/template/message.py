@@ -22,9 +22,15 @@ from jinja2 import Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
 from jinja2.runtime import Context
 
+from pools.local_files import FileTooLarge, read_text
 from templating.errors import InvalidTemplate, RecipientFailed, RenderLimitExceeded
 from templating.template.analysis import TemplateUsage, analyze
-from templating.template.environment import MessageEnvironment, make_environment
+from templating.template.environment import (
+    MAX_TEMPLATE_BYTES,
+    MAX_TEMPLATE_CHARS,
+    MessageEnvironment,
+    make_environment,
+)
 
 BLOCK_PARTS = ("subject", "text", "html")
 BODY_PART = "body"
@@ -44,15 +50,26 @@ class ParsedTemplate:
     parts: tuple[str, ...]
 
 
-def read_template(path: str | Path) -> tuple[str, str]:
-    """(name, source) of a template file, or an InvalidTemplate naming it."""
+def read_template(path: str | Path, *, within: Path | None = None) -> tuple[str, str]:
+    """(name, source) of a template file, or an InvalidTemplate naming it.
+
+    A regular file of bounded size only (a device or FIFO would be read
+    forever); with ``within``, one that really lies in that folder, however
+    the path reached it (a link out of it is refused).
+    """
     name = str(path)
     try:
-        return name, Path(path).read_text(encoding="utf-8")
+        return name, read_text(path, MAX_TEMPLATE_BYTES, within=within)
     except FileNotFoundError as exc:
         raise InvalidTemplate("no such file", template=name) from exc
     except UnicodeDecodeError as exc:
         raise InvalidTemplate(f"not UTF-8 text (byte {exc.start + 1})", template=name) from exc
+    except FileTooLarge as exc:
+        raise InvalidTemplate(
+            f"larger than {MAX_TEMPLATE_BYTES} bytes; a template holds at most "
+            f"{MAX_TEMPLATE_CHARS} characters",
+            template=name,
+        ) from exc
     except OSError as exc:
         raise InvalidTemplate(f"cannot read ({exc.strerror})", template=name) from exc
 
@@ -142,8 +159,8 @@ class MessageTemplate:
         self._load(compile_template(name, source))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> MessageTemplate:
-        return cls(*read_template(path))
+    def from_file(cls, path: str | Path, *, within: Path | None = None) -> MessageTemplate:
+        return cls(*read_template(path, within=within))
 
     @classmethod
     def from_compiled(cls, compiled: CompiledTemplate) -> MessageTemplate:
