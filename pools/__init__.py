@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from pools.codes.notifications import LowStockAlert, check_low_stock
     from pools.codes.voiding import VoidReport, void_batch
     from pools.errors import (
+        BatchNotFound,
         DatabaseFailure,
         ExportError,
         GenerationError,
@@ -208,6 +209,7 @@ _HOMES: dict[str, str] = {
     "lease_holder": "pools.issuing.leases",
     "release_lease": "pools.issuing.leases",
     "renew_lease": "pools.issuing.leases",
+    "BatchNotFound": "pools.errors",
     "MailingNotFound": "pools.errors",
     "MailingView": "pools.issuing.mailings",
     "list_mailings": "pools.issuing.mailings",
@@ -305,6 +307,7 @@ __all__ = [
     "ID_COLUMNS",
     "MAX_LIMIT",
     "UNKNOWN_CODE",
+    "BatchNotFound",
     "CodeEntry",
     "CodeSpec",
     "CodeState",
