@@ -34,10 +34,9 @@ router = ScopedRouter(prefix="/api/v1", tags=["history"])
 COMMON = (400, 401, 403, 404, 422, 503)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many items.")]
-After = Annotated[
-    str | None,
-    Query(pattern=NO_NUL, max_length=1000, description="The `next` cursor of the previous page."),
-]
+# Any text: the library decodes a cursor totally, and whatever it refuses is a
+# 400 naming the cursor (not a 422 about its characters or length).
+After = Annotated[str | None, Query(description="The `next` cursor of the previous page.")]
 Name = Annotated[str, Path(pattern=NO_NUL, max_length=1000)]
 Filter = Annotated[str | None, Query(pattern=NO_NUL, max_length=1000)]
 PoolRef = Annotated[str, Field(pattern=NO_NUL, max_length=1000)]

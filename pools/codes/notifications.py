@@ -46,6 +46,7 @@ from sqlalchemy import Connection, Engine, or_, select, update
 
 from pools.codes.counts import available_count
 from pools.codes.webhooks import TargetRefused, checked_addresses, connection_to
+from pools.display import redact_url, scrub, url_secrets
 from pools.errors import PoolNotFound
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
@@ -318,7 +319,8 @@ class SmtpServer:
         scheme = parts.scheme.lower()
         if scheme not in defaults or not parts.hostname:
             raise ValueError(
-                f"{url!r} is not an SMTP URL (smtp://host:port, smtps://… or smtp+starttls://…)"
+                f"{redact_url(url)!r} is not an SMTP URL "
+                "(smtp://host:port, smtps://… or smtp+starttls://…)"
             )
         port, tls = defaults[scheme]
         senders = parse_qs(parts.query).get("from")
@@ -339,7 +341,7 @@ def send_email(smtp_url: str | None, to: str, alert: LowStockAlert, *, timeout: 
         server = SmtpServer.from_url(smtp_url)
         port = server.port  # raises ValueError on a malformed port
     except ValueError as exc:
-        return Delivery(Sink.EMAIL, to, False, str(exc))
+        return Delivery(Sink.EMAIL, to, False, scrub(str(exc), url_secrets(smtp_url)))
     message = EmailMessage()
     message["From"] = server.sender
     message["To"] = to

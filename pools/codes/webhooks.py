@@ -112,7 +112,9 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         pass
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     # The scope of a link-local IPv6 address ("fe80::1%eth0") is not part of the address.
-    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found))
+    return list(
+        dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found)
+    )
 
 
 def checked_addresses(url: str, allowance: Allowance | None = None) -> list[IPAddress]:

@@ -69,7 +69,8 @@ def decode_cursor(cursor: str, kind: type) -> Any:
         raise InvalidCursor(cursor[:40] + "…")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        # Strictly: characters outside the alphabet are an error, not skipped.
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
         value = json.loads(raw.decode("utf-8"))
     except (ValueError, binascii.Error, UnicodeError, RecursionError) as exc:
         raise InvalidCursor(cursor) from exc
