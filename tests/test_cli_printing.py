@@ -9,11 +9,13 @@ never appears in what a failing command prints.
 
 from __future__ import annotations
 
+import ast
 import io
 import itertools
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 from cli_helpers import Cli
@@ -106,17 +108,6 @@ def test_stored_values_reach_the_terminal_without_controls(
     _no_raw_control(run.ok("pool", "show", pool_id, "--json").stdout.replace("\n", ""), "json")
 
 
-def test_error_lines_quote_stored_values_without_controls(db_url: str) -> None:
-    run = Cli(db_url)
-    run.ok("pool", "create", "Spring\x1b]0;owned\x07", "--id", "spring")
-    result = run("pool", "activate", "spring")
-    assert result.exit_code == 1 and result.stderr.startswith("Error: ")
-    refused = run("codes", "upload", "spring", "-", input="GOOD\nBAD\x1b]0;owned\x07CODE\n")
-    assert refused.exit_code == 1 and "line 2" in refused.stderr
-    for printed in (result.stdout, result.stderr, refused.stdout, refused.stderr):
-        _no_raw_control(printed, "an error")
-
-
 # --- passwords in the store's URL ------------------------------------------------------
 
 #: Pieces of a password: no word of this alphabet appears in any message by chance.
@@ -192,3 +183,29 @@ def test_the_store_config_shows_no_secret() -> None:
     assert str(config) == f"postgresql://bob:***@{HOST}/db?sslmode=require&sslpassword=***" or (
         str(config) == f"postgresql://bob:***@{HOST}/db?sslpassword=***&sslmode=require"
     )
+
+
+def _shown_safely(call: ast.Call) -> bool:
+    """A literal, or a text already passed through ``printable``."""
+    return all(
+        isinstance(arg, ast.Constant)
+        or (
+            isinstance(arg, ast.Call)
+            and isinstance(arg.func, ast.Name)
+            and arg.func.id == "printable"
+        )
+        for arg in call.args
+    )
+
+
+def test_commands_print_only_through_the_safe_helpers() -> None:
+    """The one place: a command prints people's text with ``say``, ``note``, the table
+    and field helpers, ``emit_json`` or an error, never with ``click.echo`` of its own."""
+    for path in sorted((Path(__file__).resolve().parent.parent / "commands").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("echo", "secho", "print", "write"):
+                assert _shown_safely(node), f"{path.name}:{node.lineno} prints raw text"
