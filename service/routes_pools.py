@@ -26,6 +26,7 @@ from pools import (
     generate_codes,
     list_pools,
     pool_document,
+    printable,
     rejected_report,
     setting_changes,
     upload_codes,
@@ -212,5 +213,5 @@ def codes_void(
     report = void_batch(engine_of(request), pool_id, batch)
     for alert in report.low_stock:
         for line in alert.warnings()[1:]:
-            log.warning("%s", line)
+            log.warning("%s", printable(line))
     return report.as_dict(details=False)

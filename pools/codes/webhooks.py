@@ -16,6 +16,7 @@ of networks or addresses (``10.0.0.0/8, 127.0.0.1``) allows those.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import os
@@ -34,7 +35,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TargetRefused(ValueError):
-    """A webhook URL that may not be posted to; the message says why, without secrets."""
+    """A webhook URL that may not be posted to; the message says why."""
+
+
+class Unresolvable(TargetRefused):
+    """The URL's host name does not resolve (now)."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,9 @@ def checked_addresses(url: str, allowance: Allowance | None = None) -> list[IPAd
     try:
         addresses = resolve(host, port)
     except (OSError, UnicodeError) as exc:
-        raise TargetRefused(f"host {host!r} cannot be resolved") from exc
+        raise Unresolvable(f"host {host!r} cannot be resolved") from exc
     if not addresses:
-        raise TargetRefused(f"host {host!r} cannot be resolved")
+        raise Unresolvable(f"host {host!r} cannot be resolved")
     for address in addresses:
         kind = non_public(address)
         if kind is not None and not allowed.allows(address):
@@ -147,11 +152,8 @@ def check_webhook_url(url: str) -> None:
     A name that does not resolve now is accepted: it is checked again, as
     every target is, when a notice is sent.
     """
-    try:
+    with contextlib.suppress(Unresolvable):
         checked_addresses(url)
-    except TargetRefused as exc:
-        if "cannot be resolved" not in str(exc):
-            raise
 
 
 def connection_to(
