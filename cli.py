@@ -125,8 +125,10 @@ class CommandFailed(click.ClickException):
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        # One line, whatever the underlying message looked like.
-        super().__init__("; ".join(part.strip() for part in message.splitlines() if part.strip()))
+        # One line, whatever the underlying message looked like, and nothing
+        # in it a terminal would run (it may quote stored values).
+        one_line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+        super().__init__(printable(one_line))
 
 
 class UploadRejected(CommandFailed):
@@ -140,11 +142,12 @@ class UploadRejected(CommandFailed):
     def show(self, file: IO[Any] | None = None) -> None:
         if self.list_problems:
             out = file if file is not None else sys.stderr
+            source = printable(self.error.source)
             for problem in self.error.problems:
-                click.echo(f"{self.error.source}, line {problem.line}: {problem.reason}", file=out)
+                click.echo(f"{source}, line {problem.line}: {printable(problem.reason)}", file=out)
             unlisted = self.error.total_problems - len(self.error.problems)
             if unlisted > 0:
-                click.echo(f"{self.error.source}: … and {unlisted:,} more problems", file=out)
+                click.echo(f"{source}: … and {unlisted:,} more problems", file=out)
         super().show(file)
 
 
@@ -293,7 +296,10 @@ class PromomailGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.ClickException:
+        except click.ClickException as exc:
+            # A usage error may quote a value (a refused option, a stored name).
+            # click types ``message`` Final, but it is a plain instance attribute.
+            vars(exc)["message"] = printable(exc.message)
             raise
         except Exception as exc:
             state = ctx.obj if isinstance(ctx.obj, State) else None
@@ -403,7 +409,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 def emit_json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=_json_default))
+    """One JSON document on stdout: exact, and with nothing in it a terminal would run."""
+    text = json.dumps(document, indent=2, ensure_ascii=False, default=_json_default)
+    from pools import json_for_terminal
+
+    click.echo(json_for_terminal(text))
 
 
 def _json_default(value: Any) -> Any:
@@ -414,9 +424,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def printable(text: str, *, layout: bool = False) -> str:
+    """``text`` with every terminal control shown as an escape (see :mod:`pools.display`).
+
+    Every human line the commands print goes through here: through
+    :func:`say`, :func:`note`, :func:`cell` (tables and fields) or an
+    ``Error:`` line. ``--json`` documents stay exact (:func:`emit_json`).
+    """
+    from pools import printable as shown
+
+    return shown(text, layout=layout)
+
+
+def say(text: str = "", *, layout: bool = False) -> None:
+    """A line of a command's human output on stdout; ``layout`` keeps its own line breaks."""
+    click.echo(printable(text, layout=layout))
+
+
 def note(message: str) -> None:
     """A line for the person at the terminal: stderr, never mixed with results."""
-    click.echo(message, err=True)
+    click.echo(printable(message), err=True)
 
 
 def cell(value: Any) -> str:
@@ -428,7 +455,7 @@ def cell(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
-    return str(value)
+    return printable(str(value))
 
 
 def print_table(

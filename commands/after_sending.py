@@ -21,6 +21,7 @@ from cli import (
     note,
     plural,
     print_table,
+    say,
 )
 from pools import SegmentFormat, redeem, segment, unredeem, write_segment
 
@@ -38,9 +39,9 @@ def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
         emit_json(history.as_dict())
         return
     if not history.known:
-        click.echo(f"No codes were ever issued to or redeemed by customer {customer_id!r}.")
+        say(f"No codes were ever issued to or redeemed by customer {customer_id!r}.")
         return
-    click.echo(f"Codes of customer {customer_id}:")
+    say(f"Codes of customer {customer_id}:")
     # The returned column only when something came back: most histories have none.
     any_returned = any(i.returned_at is not None for i in history.issuances)
     print_table(
@@ -60,8 +61,8 @@ def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
         ],
     )
     if history.redemptions:
-        click.echo()
-        click.echo("Redemptions:")
+        say()
+        say("Redemptions:")
         print_table(
             ["pool", "code", "issued to", "redeemed by", "order", "when", "mailing", "rolled back"],
             [
@@ -169,7 +170,7 @@ def redeem_command(
         verb = "Already redeemed (replayed)"
     else:
         verb = "Would redeem" if dry_run else "Redeemed"
-    click.echo(f"{verb} {result.code} from pool {result.pool} ({issued}{by}{order_text}).")
+    say(f"{verb} {result.code} from pool {result.pool} ({issued}{by}{order_text}).")
 
 
 @click.command("unredeem")
@@ -190,7 +191,7 @@ def unredeem_command(
     if as_json:
         emit_json(result.as_dict())
         return
-    click.echo(
+    say(
         f"Rolled back the redemption of {result.code} (pool {result.pool}) by order "
         f"{result.order}; {plural(result.redemptions, 'redemption')} left."
     )
@@ -217,4 +218,4 @@ def export_issuances_command(
     if as_json:
         emit_json({"file": out, "rows": rows})
     else:
-        click.echo(f"Wrote {plural(rows, 'issuance')} to {out}.")
+        say(f"Wrote {plural(rows, 'issuance')} to {out}.")

@@ -21,6 +21,8 @@ from cli import (
     note,
     plural,
     print_table,
+    printable,
+    say,
     stderr_is_terminal,
     summary,
     warn_low_stock,
@@ -157,7 +159,7 @@ def _report_uploads(reports: Sequence[ImportReport], as_json: bool) -> None:
             for r in reports
         ),
     )
-    click.echo(f"The pool now holds {total:,} codes, {available:,} available.")
+    say(f"The pool now holds {total:,} codes, {available:,} available.")
 
 
 @codes.command("generate")
@@ -197,7 +199,7 @@ def codes_generate(
     engine = get_engine(ctx)
     terminal = stderr_is_terminal()
     if terminal:
-        click.echo(f"Generating {count:,} codes for pool {pool_id}…", err=True, nl=False)
+        click.echo(printable(f"Generating {count:,} codes for pool {pool_id}…"), err=True, nl=False)
     started = time.perf_counter()
     try:
         report = generate_codes(engine, pool_id, count, spec)
@@ -208,7 +210,7 @@ def codes_generate(
     if as_json:
         emit_json(asdict(report))
     else:
-        click.echo(
+        say(
             f"Generated {plural(report.generated, 'code')} in batch {report.batch}; "
             f"pool {pool_id} now holds {report.total:,} codes, {report.available:,} available."
         )
@@ -276,7 +278,7 @@ def codes_void(ctx: click.Context, pool_id: str, batch_id: int, as_json: bool) -
     if as_json:
         emit_json(report.as_dict())
     else:
-        click.echo(
+        say(
             f"Voided {plural(report.voided, 'code')} of batch {report.batch} in pool "
             f"{report.pool}; kept {plural(report.kept_issued, 'already issued code')}."
         )

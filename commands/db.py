@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from cli import PromomailGroup, emit_json, get_engine, json_option
+from cli import PromomailGroup, emit_json, get_engine, json_option, say
 from pools import current_revision, head_revision, upgrade
 
 
@@ -27,9 +27,9 @@ def db_upgrade(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json({"from": before, "to": after, "changed": before != after})
     elif before == after:
-        click.echo(f"Schema already at the newest revision {after}.")
+        say(f"Schema already at the newest revision {after}.")
     else:
-        click.echo(f"Schema upgraded from {before or '(empty)'} to {after}.")
+        say(f"Schema upgraded from {before or '(empty)'} to {after}.")
 
 
 @db.command("current")
@@ -43,5 +43,5 @@ def db_current(ctx: click.Context, as_json: bool) -> None:
         emit_json({"current": current, "head": head, "up_to_date": current == head})
         return
     status = "up to date" if current == head else "run 'promomail db upgrade'"
-    click.echo(f"current  {current or '(empty database)'}")
-    click.echo(f"head     {head}  ({status})")
+    say(f"current  {current or '(empty database)'}")
+    say(f"head     {head}  ({status})")

@@ -22,6 +22,7 @@ from cli import (
     print_fields,
     print_table,
     round_rate,
+    say,
     stderr_is_terminal,
     stdin_is_terminal,
     warn_low_stock,
@@ -302,7 +303,7 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
         indent="",
     )
     if len(view.runs) > 1:
-        click.echo()
+        say()
         print_table(
             ["shard", "status", "recipients", "rendered", "new codes", "failed"],
             [
@@ -394,7 +395,7 @@ def _report_return(report: ReturnReport, as_json: bool) -> None:
         emit_json(report.as_dict())
         return
     kept = report.kept
-    click.echo(
+    say(
         f"Mailing {report.mailing}: {plural(report.returned, 'code')} back in their pools; "
         f"kept {kept.redeemed:,} redeemed, {kept.reissued:,} reissued, "
         f"{kept.multi_use:,} multi-use."

@@ -12,6 +12,7 @@ from cli import (
     misused_options,
     print_fields,
     print_table,
+    say,
 )
 from commands.codes import print_imports
 from pools import (
@@ -41,7 +42,7 @@ def _report_pool(verb: str, view: PoolView, as_json: bool) -> None:
     if as_json:
         emit_json(view.as_dict())
     else:
-        click.echo(f"{verb} pool {view.id} ({view.name!r}, {view.status}, {view.settings.mode}).")
+        say(f"{verb} pool {view.id} ({view.name!r}, {view.status}, {view.settings.mode}).")
 
 
 @pool.command("create")
@@ -180,7 +181,7 @@ def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     if as_json:
         emit_json({"deleted": pool_id})
     else:
-        click.echo(f"Deleted pool {pool_id}.")
+        say(f"Deleted pool {pool_id}.")
 
 
 POOL_COLUMNS = (
@@ -239,7 +240,7 @@ def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     view = show_pool(engine, pool_id)
     history = import_history(engine, pool_id)
     s = view.settings
-    click.echo(f"Pool {view.id}: {view.name}")
+    say(f"Pool {view.id}: {view.name}")
     print_fields(
         [
             ("status", view.status),
@@ -252,7 +253,7 @@ def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
             ("created (UTC)", view.created_at),
         ]
     )
-    click.echo("Counts")
+    say("Counts")
     print_fields(list(view.counts.as_dict().items()))
-    click.echo("Imports")
+    say("Imports")
     print_imports(history)

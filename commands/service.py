@@ -18,6 +18,7 @@ from cli import (
     json_option,
     note,
     print_table,
+    say,
 )
 from pools import Scope, create_token, list_tokens, revoke_token
 
@@ -81,7 +82,7 @@ def token_create(
         emit_json(issued.as_dict())
         return
     limited = f", pools {', '.join(issued.pools)}" if issued.pools else ""
-    click.echo(issued.token)
+    say(issued.token)
     note(f"Token {issued.name} (scope {issued.scope}{limited}): shown once, keep it safe.")
 
 
@@ -114,4 +115,4 @@ def token_revoke(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         emit_json(info.as_dict())
     else:
-        click.echo(f"Revoked token {info.name}.")
+        say(f"Revoked token {info.name}.")

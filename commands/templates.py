@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import CommandFailed, emit_json, get_engine, json_option, note, plural, print_table
+from cli import CommandFailed, emit_json, get_engine, json_option, note, plural, print_table, say
 from commands.options import pairs, template_argument, var_option
 from templating import check_template, preview, preview_recipients
 
@@ -25,16 +25,16 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
     if as_json:
         emit_json(report.as_dict())
     else:
-        click.echo(f"{report.template}: parts {', '.join(report.parts) or '-'}")
+        say(f"{report.template}: parts {', '.join(report.parts) or '-'}")
         print_table(
             ["pool", "id", "usage", "line", "status", "available"],
             [(p.ref, p.pool_id, p.usage, p.line, p.status, p.available) for p in report.pools],
             empty="(no promo code calls)",
         )
         if report.columns:
-            click.echo(f"client columns: {', '.join(report.columns)}")
+            say(f"client columns: {', '.join(report.columns)}")
         if report.partials:
-            click.echo(f"partials (from the template's folder): {', '.join(report.partials)}")
+            say(f"partials (from the template's folder): {', '.join(report.partials)}")
     # The Error line names template, line and reason; the rest are listed above it.
     failure = report.failure()
     if failure is not None:
@@ -43,7 +43,7 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
                 note(line)
         raise CommandFailed(failure)
     if not as_json:
-        click.echo("OK")
+        say("OK")
 
 
 @click.command("preview")
@@ -93,13 +93,13 @@ def preview_command(
         emit_json([p.as_dict() for p in previews])
     else:
         for shown in previews:
-            click.echo(f"=== {shown.recipient}")
+            say(f"=== {shown.recipient}")
             if shown.parts is None:
-                click.echo(f"(failed: {shown.error})")
+                say(f"(failed: {shown.error})")
                 continue
             for name, text in shown.parts.items():
-                click.echo(f"--- {name}")
-                click.echo(text.rstrip("\n"))
+                say(f"--- {name}")
+                say(text.rstrip("\n"), layout=True)
     failed = [p for p in previews if p.error]
     for shown in failed:
         note(f"recipient {shown.recipient}: {shown.error}")

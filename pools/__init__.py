@@ -74,7 +74,9 @@ if TYPE_CHECKING:
     from pools.codes.listing import CodeEntry, CodeState, list_codes
     from pools.codes.notifications import LowStockAlert, check_low_stock
     from pools.codes.voiding import VoidReport, void_batch
+    from pools.display import json_for_terminal, printable, redact_url
     from pools.errors import (
+        BatchNotFound,
         DatabaseFailure,
         ExportError,
         GenerationError,
@@ -155,6 +157,9 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
+    "json_for_terminal": "pools.display",
+    "printable": "pools.display",
+    "redact_url": "pools.display",
     "PromoCode": "pools.store.dialect_sql",
     "Reservation": "pools.issuing.claiming",
     "claim": "pools.issuing.claiming",
@@ -208,6 +213,7 @@ _HOMES: dict[str, str] = {
     "lease_holder": "pools.issuing.leases",
     "release_lease": "pools.issuing.leases",
     "renew_lease": "pools.issuing.leases",
+    "BatchNotFound": "pools.errors",
     "MailingNotFound": "pools.errors",
     "MailingView": "pools.issuing.mailings",
     "list_mailings": "pools.issuing.mailings",
@@ -305,6 +311,7 @@ __all__ = [
     "ID_COLUMNS",
     "MAX_LIMIT",
     "UNKNOWN_CODE",
+    "BatchNotFound",
     "CodeEntry",
     "CodeSpec",
     "CodeState",
@@ -388,6 +395,7 @@ __all__ = [
     "head_revision",
     "import_history",
     "issuance_page",
+    "json_for_terminal",
     "lease_holder",
     "list_codes",
     "list_mailings",
@@ -399,10 +407,12 @@ __all__ = [
     "permits",
     "pool_counts",
     "pool_document",
+    "printable",
     "read_return_list",
     "read_transaction",
     "reclaim_expired",
     "reclaim_scope",
+    "redact_url",
     "redeem",
     "rejected_report",
     "release",

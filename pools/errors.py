@@ -131,6 +131,15 @@ class GenerationError(InvalidSetting):
     """A code generation request cannot be met."""
 
 
+class BatchNotFound(PoolError, NotFound):
+    """A pool has no import batch of that number (never uploaded, or another pool's)."""
+
+    def __init__(self, pool_id: str, batch_id: int) -> None:
+        super().__init__(f"pool {pool_id!r} has no import batch {batch_id}")
+        self.pool_id = pool_id
+        self.batch_id = batch_id
+
+
 class MailingNotFound(NotFound):
     def __init__(self, mailing_id: str) -> None:
         super().__init__(f"mailing {mailing_id!r} does not exist")

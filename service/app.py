@@ -28,6 +28,7 @@ from pools import StoreConfig, open_engine
 from service import preview, problems
 from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
 from service.bodies import BodyLimit
+from service.hosts import HostCheck, HostRule
 from service.routes_meta import router as meta_router
 from service.routes_people import router as people_router
 from service.routes_pools import router as pools_router
@@ -49,6 +50,7 @@ ROUTERS: tuple[ScopedRouter, ...] = (
 class ServiceConfig:
     db_url: str
     host: str = "127.0.0.1"
+    #: The port listened on; 0 when not known (then any port passes the host check).
     port: int = 8025
     templates: Path | None = None
     recipients: Path | None = None
@@ -99,6 +101,10 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
     problems.install(app)
     preview.install(app)
     app.add_middleware(BodyLimit)
+    rule = HostRule.for_address(config.host, config.port)
+    if rule is not None:
+        # Outermost: a request for another host is answered before anything runs.
+        app.add_middleware(HostCheck, rule=rule)
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

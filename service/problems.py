@@ -22,7 +22,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pools import (
     DatabaseFailure,
-    ExportError,
     ImportRejected,
     InvalidCursor,
     InvalidSetting,
@@ -45,8 +44,6 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     # An unknown pool, mailing or token, or a roll-back of a redemption that is
     # not there (no such code, or not for that order).
     (NotFound, 404),
-    # The only ExportError the service can meet: a mailing filter naming no mailing.
-    (ExportError, 404),
     (ImportRejected, 422),
     (UnreadableUpload, 422),
     (InvalidSetting, 422),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from functools import partial
 from typing import Annotated, Any
@@ -19,13 +20,13 @@ from pools import (
     Whitespace,
     activate_pool,
     archive_pool,
-    check_low_stock,
     create_pool,
     delete_pool,
     edit_pool,
     generate_codes,
     list_pools,
     pool_document,
+    printable,
     rejected_report,
     setting_changes,
     upload_codes,
@@ -48,6 +49,7 @@ from service.schemas import (
 )
 
 router = ScopedRouter(prefix="/api/v1", tags=["pools"])
+log = logging.getLogger("promomail.service")
 
 PoolId = Annotated[str, Path(pattern=NO_NUL, max_length=1000, description="The pool id.")]
 #: Statuses every pool route may answer besides its success.
@@ -202,9 +204,14 @@ def codes_generate(request: Request, pool_id: PoolId, body: GenerateRequest) -> 
 def codes_void(
     request: Request, pool_id: PoolId, batch: Annotated[int, Path(ge=0, le=2**62)]
 ) -> dict[str, Any]:
-    """``codes void``: the batch's never-issued codes become void."""
+    """``codes void``: the batch's never-issued codes become void.
+
+    A low-stock notice that could not be delivered is answered as failed;
+    why (which tells about the server's network) goes to the server log.
+    """
     visible_pool(principal(request), pool_id)
-    engine = engine_of(request)
-    report = void_batch(engine, pool_id, batch)
-    alerts = check_low_stock(engine, [pool_id])
-    return {**asdict(report), "low_stock": [alert.as_dict() for alert in alerts]}
+    report = void_batch(engine_of(request), pool_id, batch)
+    for alert in report.low_stock:
+        for line in alert.warnings()[1:]:
+            log.warning("%s", printable(line))
+    return report.as_dict(details=False)

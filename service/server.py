@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import sys
+from dataclasses import replace
 from types import FrameType
 
 import uvicorn
@@ -46,10 +47,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(config: ServiceConfig) -> None:
-    """Serve until SIGTERM/SIGINT; a store or address problem raises before listening."""
-    app = create_app(config)
+    """Serve until SIGTERM/SIGINT; a store or address problem raises before serving."""
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
+    try:
+        # Built for the port actually bound (port 0 picks one): requests must name it.
+        app = create_app(replace(config, port=port))
+    except BaseException:
+        sock.close()
+        raise
     shown = f"[{host}]" if ":" in host else host
     uv_config = uvicorn.Config(
         app,

@@ -37,6 +37,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from pools.codes.notifications import SMTP_URL_ENV
+from pools.codes.webhooks import ALLOW_PRIVATE_ENV
 from pools.store.clock import utcnow
 from pools.store.db import StoreConfig
 
@@ -678,7 +679,9 @@ def test_export_issuances_matches_the_customers_histories(run: Cli) -> None:
 
 
 @pytest.fixture
-def webhook() -> Iterator[Webhook]:
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
+    """A real webhook receiver on 127.0.0.1, which webhooks reach only when allowed."""
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "127.0.0.1")
     with webhook_receiver("/hooks/stock") as received:
         yield received
 

@@ -15,7 +15,7 @@ from store_helpers import make_pool
 
 import pools.history.export
 from pools.after_sending.redemption import redeem
-from pools.errors import ExportError, PoolNotFound
+from pools.errors import ExportError, MailingNotFound, PoolNotFound
 from pools.history.export import COLUMNS, export_issuances
 from pools.issuing.claiming import claim
 from pools.store.clock import utcnow
@@ -105,7 +105,7 @@ def test_export_refuses_unknown_filters_and_folders(store: Engine, folder: Path)
     out = folder / "out.csv"
     with pytest.raises(PoolNotFound):
         export_issuances(store, out, pool="winter")
-    with pytest.raises(ExportError, match="mailing 'm9' does not exist"):
+    with pytest.raises(MailingNotFound, match="mailing 'm9' does not exist"):
         export_issuances(store, out, mailing="m9")
     with pytest.raises(ExportError, match="does not exist"):
         export_issuances(store, folder / "missing" / "out.csv")

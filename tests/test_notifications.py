@@ -21,6 +21,7 @@ from pools.codes.notifications import (
     check_low_stock,
     claim_daily_notice,
 )
+from pools.codes.webhooks import ALLOW_PRIVATE_ENV
 from pools.errors import PoolNotFound
 from pools.issuing.claiming import claim
 from pools.store.models import Pool
@@ -31,6 +32,12 @@ NEXT_DAY = datetime(2030, 5, 2, 0, 0)
 
 
 # --- a real HTTP server and a real SMTP server on 127.0.0.1 -----------------
+
+
+@pytest.fixture(autouse=True)
+def allow_local_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sinks here listen on 127.0.0.1, which webhooks reach only when allowed."""
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "127.0.0.1")
 
 
 @pytest.fixture

@@ -193,7 +193,8 @@ def test_generate_and_void(store: Store, admin: httpx.Client) -> None:
     assert voided.status_code == 200
     assert (voided.json()["voided"], voided.json()["kept_issued"]) == (20, 0)
     assert [a["pool"] for a in voided.json()["low_stock"]] == ["generated"]
-    missing = problem(admin.post("/api/v1/pools/generated/batches/999999/void"), 409)
+    # What does not exist is a 404, as for a pool: nothing to be in conflict with.
+    missing = problem(admin.post("/api/v1/pools/generated/batches/999999/void"), 404)
     assert "no import batch 999999" in missing["detail"]
 
 

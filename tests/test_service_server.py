@@ -82,7 +82,9 @@ def test_a_store_that_stops_answering_is_a_503_without_its_url() -> None:
 
     async def ask() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        # The host and port a default config listens on: its requests must name them.
+        base_url = "http://127.0.0.1:8025"
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             headers = {"Authorization": "Bearer pm_" + "x" * 43}
             return [
                 await client.get("/healthz"),

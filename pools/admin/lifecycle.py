@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
 from pools.codes.counts import PoolCounts, pool_counts
+from pools.codes.webhooks import TargetRefused, check_webhook_url
 from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound, SettingLocked
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
@@ -201,6 +202,16 @@ def issuing_mode(conn: Connection, pool_id: str) -> bool:
     return bool(row.multi_use)
 
 
+def _check_notify_url(url: str | None) -> None:
+    """A webhook must reach a public address (unless the operator allows others)."""
+    if url is None or not _URL.match(url):
+        return  # no URL, or one the settings' own check refuses with its reason
+    try:
+        check_webhook_url(url)
+    except TargetRefused as exc:
+        raise InvalidPoolSetting(f"{url!r} cannot be used: {exc}", "notify_url") from exc
+
+
 def create_pool(
     engine: Engine, settings: PoolSettings, *, pool_id: str | None = None, activate: bool = False
 ) -> PoolView:
@@ -211,6 +222,7 @@ def create_pool(
         )
     if activate and not settings.description:
         raise InvalidPoolSetting(f"pool {new_id!r} cannot be activated without a description")
+    _check_notify_url(settings.notify_url)
     now = utcnow()
     with write_transaction(engine) as conn:
         if conn.execute(select(exists().where(Pool.id == new_id))).scalar():
@@ -249,6 +261,8 @@ def edit_pool(engine: Engine, pool_id: str, **changes: Any) -> PoolView:
     unknown = set(changes) - set(_SETTING_NAMES)
     if unknown:
         raise InvalidPoolSetting(f"unknown pool settings: {', '.join(sorted(unknown))}")
+    # Resolved before the write lock is taken: a lookup may take a while.
+    _check_notify_url(changes.get("notify_url"))
     with write_transaction(engine) as conn:
         pool = load_pool(conn, pool_id)
         if pool.status == PoolStatus.ARCHIVED:

@@ -34,8 +34,6 @@ import json
 import os
 import smtplib
 import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +45,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sqlalchemy import Connection, Engine, or_, select, update
 
 from pools.codes.counts import available_count
+from pools.codes.webhooks import TargetRefused, checked_addresses, connection_to
+from pools.display import redact_url, scrub, url_secrets
 from pools.errors import PoolNotFound
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
@@ -55,6 +55,8 @@ from pools.store.models import Pool, PoolStatus
 SMTP_URL_ENV = "PROMOMAIL_SMTP_URL"
 DEFAULT_SENDER = "promomail@localhost"
 DEFAULT_TIMEOUT_S = 5.0
+#: What a failed delivery says where its reason is not shown.
+FAILED = "delivery failed (the reason is in the server log)"
 
 
 class Sink(StrEnum):
@@ -82,8 +84,16 @@ class Delivery:
     def outcome(self) -> str:
         return "delivered" if self.ok else f"failed: {self.error}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"sink": str(self.sink), "target": self.target, "ok": self.ok, "error": self.error}
+    def as_dict(self, *, details: bool = True) -> dict[str, Any]:
+        """The delivery as a document; without ``details``, a failure is only "failed".
+
+        The reason a delivery failed (connection refused, the answer of a
+        server, a refused address) tells about the network the sender sits
+        in: a front end that answers people who are not its operator (the
+        HTTP API) shows :data:`FAILED` instead, and logs the reason.
+        """
+        error = self.error if details or self.error is None else FAILED
+        return {"sink": str(self.sink), "target": self.target, "ok": self.ok, "error": error}
 
 
 @dataclass(frozen=True)
@@ -128,11 +138,11 @@ class LowStockAlert:
             "message": self.message,
         }
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, details: bool = True) -> dict[str, Any]:
         return {
             **self.payload(),
             "notice": str(self.notice),
-            "deliveries": [d.as_dict() for d in self.deliveries],
+            "deliveries": [d.as_dict(details=details) for d in self.deliveries],
         }
 
 
@@ -264,30 +274,38 @@ _MAX_ANSWER_BYTES = 64 * 1024
 
 
 def post_webhook(url: str, body: dict[str, Any], *, timeout: float) -> Delivery:
-    """POST ``body`` as JSON; any 2xx answer counts as delivered."""
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
-        return Delivery(Sink.WEBHOOK, url, False, "not an http(s) URL")
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "promomail"},
-        method="POST",
-    )
+    """POST ``body`` as JSON; any 2xx answer counts as delivered.
+
+    Only to public addresses unless the operator allows others (see
+    :mod:`pools.codes.webhooks`), checked now, at send time, and posted to
+    the address checked; a redirect is an answer like any other (not 2xx),
+    never followed.
+    """
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            # The answer's body means nothing here: a little is read, never all
-            # of whatever the receiver sends.
-            response.read(_MAX_ANSWER_BYTES)
-            status = int(response.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return Delivery(Sink.WEBHOOK, url, False, f"HTTP {exc.code} {exc.reason}")
-    except urllib.error.URLError as exc:
-        return Delivery(Sink.WEBHOOK, url, False, str(exc.reason))
+        addresses = checked_addresses(url)
+    except TargetRefused as exc:
+        return Delivery(Sink.WEBHOOK, url, False, f"refused: {exc}")
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection = connection_to(url, addresses, timeout)
+    try:
+        connection.request(
+            "POST",
+            target,
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "User-Agent": "promomail"},
+        )
+        response = connection.getresponse()
+        # The answer's body means nothing here: a little is read, never all
+        # of whatever the receiver sends.
+        response.read(_MAX_ANSWER_BYTES)
+        status, reason = int(response.status), response.reason
     except (OSError, ValueError, http.client.HTTPException) as exc:
         return Delivery(Sink.WEBHOOK, url, False, str(exc) or type(exc).__name__)
+    finally:
+        connection.close()
     if not 200 <= status < 300:
-        return Delivery(Sink.WEBHOOK, url, False, f"HTTP {status}")
+        return Delivery(Sink.WEBHOOK, url, False, f"HTTP {status} {reason}".rstrip())
     return Delivery(Sink.WEBHOOK, url, True)
 
 
@@ -307,7 +325,8 @@ class SmtpServer:
         scheme = parts.scheme.lower()
         if scheme not in defaults or not parts.hostname:
             raise ValueError(
-                f"{url!r} is not an SMTP URL (smtp://host:port, smtps://… or smtp+starttls://…)"
+                f"{redact_url(url)!r} is not an SMTP URL "
+                "(smtp://host:port, smtps://… or smtp+starttls://…)"
             )
         port, tls = defaults[scheme]
         senders = parse_qs(parts.query).get("from")
@@ -328,7 +347,7 @@ def send_email(smtp_url: str | None, to: str, alert: LowStockAlert, *, timeout: 
         server = SmtpServer.from_url(smtp_url)
         port = server.port  # raises ValueError on a malformed port
     except ValueError as exc:
-        return Delivery(Sink.EMAIL, to, False, str(exc))
+        return Delivery(Sink.EMAIL, to, False, scrub(str(exc), url_secrets(smtp_url)))
     message = EmailMessage()
     message["From"] = server.sender
     message["To"] = to

@@ -11,7 +11,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pools.admin.lifecycle import load_pool
 from pools.codes.counts import held_now
 from pools.codes.notifications import LowStockAlert, check_low_stock
-from pools.errors import PoolError
+from pools.errors import BatchNotFound
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.dialect_sql import locked_held_tokens
@@ -28,13 +28,14 @@ class VoidReport:
     #: threshold (the notice sent as after a render).
     low_stock: list[LowStockAlert] = field(default_factory=list, compare=False)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, details: bool = True) -> dict[str, Any]:
+        """The report; ``details=False`` leaves out why a low-stock delivery failed."""
         return {
             "pool": self.pool,
             "batch": self.batch,
             "voided": self.voided,
             "kept_issued": self.kept_issued,
-            "low_stock": [alert.as_dict() for alert in self.low_stock],
+            "low_stock": [alert.as_dict(details=details) for alert in self.low_stock],
         }
 
 
@@ -58,7 +59,7 @@ def _void(engine: Engine, pool_id: str, batch_id: int) -> VoidReport:
             select(ImportBatch).where(ImportBatch.id == batch_id, ImportBatch.pool_id == pool_id)
         ).first()
         if batch is None:
-            raise PoolError(f"pool {pool_id!r} has no import batch {batch_id}")
+            raise BatchNotFound(pool_id, batch_id)
         voided = _void_codes(conn, batch_id)
         kept = conn.execute(
             select(func.count()).where(

@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine, Select, case, exists, func, select
 
-from pools.errors import ExportError, PoolNotFound
+from pools.errors import ExportError, MailingNotFound, PoolNotFound
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance, Mailing, Pool, Redemption
 
@@ -109,7 +109,7 @@ def check_filters(conn: Connection, pool: str | None, mailing: str | None) -> No
             )
         ).scalar()
         if not known:
-            raise ExportError(f"mailing {mailing!r} does not exist")
+            raise MailingNotFound(mailing)
 
 
 def issuance_query(*, pool: str | None = None, mailing: str | None = None) -> Select[Any]:

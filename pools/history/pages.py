@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from pools.errors import ExportError, InvalidCursor, PoolNotFound, PromomailError
+from pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, PromomailError
 from pools.history.customers import HistoryWindow, history_in
 from pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
 from pools.history.segments import iter_segment
@@ -50,16 +50,47 @@ def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: Record ids are 64-bit integers in both stores: a larger number in a cursor
+#: cannot name a record (and SQLite refuses to bind it).
+_MAX_ID = 2**63 - 1
+#: Longer than any cursor a list gives out (a customer id is at most 200 characters).
+_MAX_CURSOR = 2000
+
+
 def decode_cursor(cursor: str, kind: type) -> Any:
-    """The value inside ``cursor``, which must be of ``kind``."""
+    """The value inside ``cursor``, which must be of ``kind``.
+
+    Total: whatever the text, the answer is the value or :class:`InvalidCursor`.
+    A cursor is the client's text, so the value is checked for everything the
+    store could refuse later (a number beyond 64 bits, a string no database
+    can hold) before it reaches a query.
+    """
+    if len(cursor) > _MAX_CURSOR:
+        raise InvalidCursor(cursor[:40] + "…")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError) as exc:
+        # Strictly: characters outside the alphabet are an error, not skipped.
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        value = json.loads(raw.decode("utf-8"))
+    except (ValueError, binascii.Error, UnicodeError, RecursionError) as exc:
         raise InvalidCursor(cursor) from exc
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or not _storable(value):
         raise InvalidCursor(cursor)
     return value
+
+
+def _storable(value: Any) -> bool:
+    """Whether a decoded cursor value is one a list could have given out."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 0 <= value <= _MAX_ID
+    if isinstance(value, str):
+        # A lone surrogate cannot be encoded for the driver, a NUL not stored in PostgreSQL.
+        return "\x00" not in value and not any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, list):
+        return all(isinstance(item, int) and _storable(item) for item in value)
+    return False
 
 
 def check_limit(limit: int) -> int:
@@ -96,7 +127,7 @@ def issuance_page(
     with read_transaction(engine) as conn:
         check_filters(conn, pool, mailing)
         if pools is not None and mailing is not None and mailing not in _mailings_of(conn, pools):
-            raise ExportError(f"mailing {mailing!r} does not exist")
+            raise MailingNotFound(mailing)
         rows = conn.execute(query).all()
     shown = rows[:limit]
     # Empty cells of the CSV are missing values in JSON.
@@ -163,9 +194,7 @@ def customer_page(
     check_limit(limit)
     if after is not None:
         position = decode_cursor(after, list)
-        if len(position) != 2 or not all(
-            isinstance(p, int) and not isinstance(p, bool) for p in position
-        ):
+        if len(position) != 2:
             raise InvalidCursor(after)
         after_issuance, after_redemption = position
     else:

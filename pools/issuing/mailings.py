@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -210,16 +210,24 @@ class MailingView:
         }
 
 
-def _view(conn: Connection, mailing: Any) -> MailingView:
+def _view(conn: Connection, mailing: Any, pools: Collection[str] | None = None) -> MailingView:
+    """The mailing's record; with ``pools``, its code counts over those pools alone.
+
+    A front-end user limited to some pools must not learn what the mailing
+    did with the others: its issuances, redemptions and returns are counted
+    over ``pools``, and the runs' code counters (over every pool the
+    template drew from) are left out.
+    """
     runs = conn.execute(
         select(MailingRun).where(MailingRun.mailing_id == mailing.id).order_by(MailingRun.shard)
     ).all()
+    in_pools = [Issuance.pool_id.in_(pools)] if pools is not None else []
     # Live issuances only: a returned code was never delivered. The filter
     # also lets the (partial) mailing index serve the count.
     counts = dict(
         conn.execute(
             select(Issuance.kind, func.count())
-            .where(Issuance.mailing_id == mailing.id, Issuance.returned_at.is_(None))
+            .where(Issuance.mailing_id == mailing.id, Issuance.returned_at.is_(None), *in_pools)
             .group_by(Issuance.kind)
         ).all()
     )
@@ -228,6 +236,7 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
             Issuance.mailing_id == mailing.id,
             Issuance.kind == IssuanceKind.INITIAL,
             Issuance.returned_at.is_not(None),
+            *in_pools,
         )
     ).scalar_one()
     # Counted from the redemptions attributed to the mailing: each names the
@@ -235,7 +244,11 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
     # returned, so these issuances are all live.
     credited = (
         select(Redemption.code_id, Redemption.issued_to)
-        .where(Redemption.mailing_id == mailing.id, Redemption.rolled_back_at.is_(None))
+        .where(
+            Redemption.mailing_id == mailing.id,
+            Redemption.rolled_back_at.is_(None),
+            *([Redemption.pool_id.in_(pools)] if pools is not None else []),
+        )
         .distinct()
         .subquery()
     )
@@ -265,8 +278,8 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
                 "rendered": r.rendered,
                 "failed": r.failed,
                 "skipped": r.skipped,
-                "new_codes": r.new_codes,
-                "reused_codes": r.reused_codes,
+                "new_codes": r.new_codes if pools is None else None,
+                "reused_codes": r.reused_codes if pools is None else None,
                 "started_at": r.started_at.isoformat(timespec="seconds"),
                 "finished_at": r.finished_at.isoformat(timespec="seconds")
                 if r.finished_at
@@ -279,15 +292,31 @@ def _view(conn: Connection, mailing: Any) -> MailingView:
     )
 
 
-def list_mailings(engine: Engine) -> list[MailingView]:
-    with read_transaction(engine) as conn:
-        rows = conn.execute(select(Mailing).order_by(Mailing.started_at, Mailing.id)).all()
-        return [_view(conn, row) for row in rows]
+def _of_pools(pools: Collection[str]) -> Any:
+    """Mailings that issued a code (live or returned) from any of ``pools``."""
+    return Mailing.id.in_(select(Issuance.mailing_id).where(Issuance.pool_id.in_(pools)).distinct())
 
 
-def show_mailing(engine: Engine, mailing_id: str) -> MailingView:
+def list_mailings(engine: Engine, *, pools: Collection[str] | None = None) -> list[MailingView]:
+    """Every mailing; with ``pools``, those that issued from them, counted over them alone."""
+    query = select(Mailing).order_by(Mailing.started_at, Mailing.id)
+    if pools is not None:
+        query = query.where(_of_pools(pools))
     with read_transaction(engine) as conn:
-        row = conn.execute(select(Mailing).where(Mailing.id == mailing_id)).first()
+        return [_view(conn, row, pools) for row in conn.execute(query).all()]
+
+
+def show_mailing(
+    engine: Engine, mailing_id: str, *, pools: Collection[str] | None = None
+) -> MailingView:
+    """One mailing; with ``pools``, as :func:`list_mailings` shows it (unknown when it
+    issued nothing from them: a user limited to pools cannot tell it from one that
+    does not exist)."""
+    query = select(Mailing).where(Mailing.id == mailing_id)
+    if pools is not None:
+        query = query.where(_of_pools(pools))
+    with read_transaction(engine) as conn:
+        row = conn.execute(query).first()
         if row is None:
             raise MailingNotFound(mailing_id)
-        return _view(conn, row)
+        return _view(conn, row, pools)

@@ -8,7 +8,6 @@ the busy timeout. PostgreSQL URLs are routed to psycopg 3.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import QueuePool
 
+from pools.display import KNOWN_PARAMETERS, MIN_SCRUBBED, redact_url, scrub, url_secrets
 from pools.errors import (
     DatabaseFailure,
     StoreConflict,
@@ -59,12 +59,22 @@ class StoreConfig:
         try:
             parsed = make_url(self.url)
         except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
-            raise StoreError(f"invalid database URL {_masked(self.url)!r}") from exc
+            raise StoreError(f"invalid database URL {redact_url(self.url)!r}") from exc
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
             raise StoreError(
-                f"unsupported database {parsed.get_backend_name()!r} in {shown_url(parsed)}: "
-                "use sqlite:///FILE or postgresql://…"
+                f"unsupported database {parsed.get_backend_name()!r} in "
+                f"{redact_url(self.url)}: use sqlite:///FILE or postgresql://…"
             )
+        misread = _misread(self.url, parsed)
+        if misread:
+            raise StoreError(f"invalid database URL {redact_url(self.url)!r}: {misread}")
+
+    def __str__(self) -> str:
+        """The store as people may see it: never a password."""
+        return shown_url(make_url(self.url))
+
+    def __repr__(self) -> str:
+        return f"StoreConfig({str(self)!r})"
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -91,9 +101,8 @@ def create_store_engine(config: StoreConfig) -> Engine:
             **config.engine_options,
         )
     except ArgumentError as exc:  # e.g. an unknown driver: postgresql+nosuch://
-        raise StoreError(
-            f"cannot use database {make_url(config.url).render_as_string()}: {exc}"
-        ) from exc
+        reason = scrub(first_line(exc), url_secrets(config.url))
+        raise StoreError(f"cannot use database {config}: {reason}") from exc
 
 
 def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
@@ -173,14 +182,39 @@ _UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 _SQLITE_UNAVAILABLE = ("unable to open database", "database is locked")
 
 
-def _masked(url: str) -> str:
-    """A URL that may not parse, its password (user:password@) starred out."""
-    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+def _misread(text: str, parsed: URL) -> str | None:
+    """Why a PostgreSQL URL cannot be read as its writer meant, if it cannot.
+
+    An unescaped ``@``, ``/``, ``?`` or ``#`` in a user name or password (or
+    an ``@`` in a query value), or an unescaped ``&`` in a query value, makes
+    the parser cut a password in pieces and use them as the host, the
+    database or a parameter's name, which the driver's errors then print. Such a URL is refused, never guessed at; libpq would refuse
+    an unknown parameter anyway, printing its name.
+    """
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    after_scheme = text.partition("://")[2]
+    if "@" in after_scheme:
+        userinfo = after_scheme.partition("@")[0]
+        if after_scheme.count("@") > 1 or any(mark in userinfo for mark in "/?#"):
+            return (
+                "an '@', '/', '?' or '#' in a user name, a password or a value must be "
+                "written %40, %2F, %3F or %23"
+            )
+    query = after_scheme.partition("?")[2]
+    names = [part.partition("=")[0].lower() for part in query.split("&") if part]
+    if any(name not in KNOWN_PARAMETERS for name in names):
+        # Not named: it may be a piece of a password cut at an unescaped '&'.
+        return (
+            "its query holds a parameter PostgreSQL does not know; write an '&' in a value as %26"
+        )
+    return None
 
 
 def shown_url(url: URL) -> str:
-    """The URL as people write it: no password, the backend without its driver."""
-    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+    """The URL as people write it: no password (nor secret parameters), no driver."""
+    shown = url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+    return redact_url(shown) if url.query else shown
 
 
 def _unavailable(error: BaseException, backend: str) -> bool:
@@ -199,11 +233,12 @@ def driver_failure(exc: BaseException, engine: Engine) -> DatabaseFailure:
     """
     url = engine.url
     error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    reason = first_line(error)
-    # A password may be echoed back in the driver's text; a short one would
-    # also match ordinary words, and the URL is shown without it anyway.
-    if url.password and len(str(url.password)) >= 4:
-        reason = reason.replace(str(url.password), "***")
+    # A password may be echoed back in the driver's text (a short one would
+    # also match ordinary words, and the URL is shown without it anyway).
+    secrets = url_secrets(url.render_as_string(hide_password=False))
+    if url.password and len(str(url.password)) >= MIN_SCRUBBED:
+        secrets.append(str(url.password))
+    reason = scrub(first_line(error), sorted(secrets, key=len, reverse=True))
     message = f"database {shown_url(url)}: {reason}"
     if isinstance(error, engine.dialect.loaded_dbapi.IntegrityError):
         return StoreConflict(message)
