@@ -15,6 +15,7 @@ import email.message
 import email.parser
 import email.utils
 import hashlib
+import logging
 import re
 from datetime import datetime
 from typing import Any
@@ -46,6 +47,13 @@ _ACTIONS = {
     "relayed": (EventType.DELIVERED, False),
     "expanded": (EventType.DELIVERED, False),
 }
+# flufl.bounce logs a traceback for every detector that trips over a message
+# before it re-raises; on hostile input that is expected and is answered as
+# "not a known bounce", so its log would only put tracebacks on a user's screen.
+_flufl_log = logging.getLogger("flufl.bounce")
+_flufl_log.addHandler(logging.NullHandler())
+_flufl_log.propagate = False
+
 _REF_LINE = re.compile(rb"^X-Promomail-Ref:[ \t]*([A-Za-z0-9_-]{1,64})[ \t]*\r?$", re.I | re.M)
 
 
@@ -60,7 +68,7 @@ def parse_bounce(data: bytes, provider: str = PROVIDER) -> list[DeliveryEvent]:
     except RecursionError:
         raise MalformedEvent(provider, "the message nests its parts too deeply") from None
     event_id = _message_id(message, data)
-    sent_at = _date(message.get("Date"))
+    sent_at = _date(_header(message, "Date"))
     for part in parts:
         if part.get_content_type() == "message/delivery-status":
             return _dsn_events(part, parts, event_id, sent_at, provider)

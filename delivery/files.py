@@ -117,6 +117,15 @@ def _mailbox(
     path: Path, box: mailbox.Maildir | mailbox.mbox, *, keyed: bool
 ) -> Iterator[DeliveryEvent | EventProblem]:
     try:
+        yield from _messages(path, box, keyed=keyed)
+    finally:
+        box.close()
+
+
+def _messages(
+    path: Path, box: mailbox.Maildir | mailbox.mbox, *, keyed: bool
+) -> Iterator[DeliveryEvent | EventProblem]:
+    try:
         # A Maildir's keys are unique names in no order: sort them so a
         # re-import reports in the same order. An mbox's are its positions.
         keys = sorted(box.keys()) if keyed else list(box.keys())

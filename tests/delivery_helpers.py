@@ -25,9 +25,7 @@ from cryptography.x509.oid import NameOID
 NOW = datetime(2026, 12, 7, 12, 0, 0)
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:promomail-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
-SUBSCRIBE_URL = (
-    "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=x&Token=t"
-)
+SUBSCRIBE_URL = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=x&Token=t"
 REF = "Zr4_x-9QpL2mN7vB"
 
 
@@ -319,9 +317,9 @@ def qmail_bounce(ref: str = REF) -> bytes:
 
 def plain_mail() -> bytes:
     return (
-        "From: friend@example.org\nTo: shop@example.com\nMessage-ID: <hello@example.org>\n"
-        "Subject: About my order\n\nWhere is my parcel?\n"
-    ).encode()
+        b"From: friend@example.org\nTo: shop@example.com\nMessage-ID: <hello@example.org>\n"
+        b"Subject: About my order\n\nWhere is my parcel?\n"
+    )
 
 
 def later(seconds: float) -> datetime:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from delivery_helpers import NOW, REF, SendgridSigner, sendgrid_event
 
 from delivery import sendgrid
@@ -17,7 +20,9 @@ SIGNER = SendgridSigner()
 CONFIG = WebhookConfig(sendgrid_public_key=SIGNER.public_key)
 
 
-def parse(body: bytes, headers: dict[str, str] | None = None, config: WebhookConfig = CONFIG) -> Any:
+def parse(
+    body: bytes, headers: dict[str, str] | None = None, config: WebhookConfig = CONFIG
+) -> Any:
     return sendgrid.verify_and_parse(
         body, SIGNER.headers(body) if headers is None else headers, config, now=NOW
     )
@@ -101,8 +106,14 @@ def test_without_a_key_sendgrid_is_not_configured() -> None:
         (b"{}", "body must be an array"),
         (b"[1]", r"\[0\] must be an object"),
         (b'[{"event": 3}]', r"\[0\]\.event"),
-        (json.dumps([sendgrid_event("bounce"), {"event": "bounce"}]).encode(), r"\[1\]\.sg_event_id"),
-        (json.dumps([{**sendgrid_event("bounce"), "timestamp": "soon"}]).encode(), r"\[0\]\.timestamp"),
+        (
+            json.dumps([sendgrid_event("bounce"), {"event": "bounce"}]).encode(),
+            r"\[1\]\.sg_event_id",
+        ),
+        (
+            json.dumps([{**sendgrid_event("bounce"), "timestamp": "soon"}]).encode(),
+            r"\[0\]\.timestamp",
+        ),
         (b"[" * 5000, "not valid JSON"),
     ],
 )
@@ -119,11 +130,6 @@ def test_a_body_over_the_cap_is_refused_before_it_is_verified() -> None:
 @pytest.mark.parametrize("key", ["not base64!", "AAAA", "RSA"])
 def test_a_key_that_is_not_a_p256_public_key_is_refused_at_start(key: str) -> None:
     if key == "RSA":
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
-        import base64
-
         public = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
         key = base64.b64encode(
             public.public_bytes(

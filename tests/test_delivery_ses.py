@@ -11,6 +11,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from delivery_helpers import (
+    CERT_URL,
+    NOW,
+    REF,
+    SUBSCRIBE_URL,
+    TOPIC,
+    SnsSigner,
+    ses_bounce,
+    sns_confirmation,
+    sns_notification,
+)
 
 from delivery import ses
 from delivery.config import WebhookConfig
@@ -23,17 +34,6 @@ from delivery.events import (
     Unverified,
 )
 from delivery.ses import FetchFailed, HttpFetcher, SnsEndpoint
-from delivery_helpers import (
-    CERT_URL,
-    NOW,
-    REF,
-    SUBSCRIBE_URL,
-    TOPIC,
-    SnsSigner,
-    ses_bounce,
-    sns_confirmation,
-    sns_notification,
-)
 
 CONFIG = WebhookConfig(sns_topics=frozenset({TOPIC}))
 
@@ -205,9 +205,7 @@ def test_a_subscription_is_confirmed_and_gives_no_events(signer: SnsSigner, sns:
     assert sns.fetched == [CERT_URL, SUBSCRIBE_URL]
 
 
-def test_a_subscribe_url_outside_the_rule_is_never_fetched(
-    signer: SnsSigner, sns: FakeSns
-) -> None:
+def test_a_subscribe_url_outside_the_rule_is_never_fetched(signer: SnsSigner, sns: FakeSns) -> None:
     with pytest.raises(Unverified, match="SubscribeURL"):
         parse(sns_confirmation(signer, subscribe_url="https://evil.example/?confirm"), sns)
     assert SUBSCRIBE_URL not in sns.fetched and "https://evil.example/?confirm" not in sns.fetched
@@ -235,7 +233,11 @@ def test_without_topics_ses_is_not_configured(signer: SnsSigner, sns: FakeSns) -
         ({"eventType": "Bounce", "bounce": {}, "mail": {}}, "bounce.bouncedRecipients"),
         ({"eventType": "Bounce", "bounce": {"bouncedRecipients": []}}, "Message.mail"),
         (
-            {"eventType": "Bounce", "bounce": {"bouncedRecipients": [], "timestamp": "x"}, "mail": {}},
+            {
+                "eventType": "Bounce",
+                "bounce": {"bouncedRecipients": [], "timestamp": "x"},
+                "mail": {},
+            },
             "Message.bounce.timestamp",
         ),
     ],
@@ -324,7 +326,7 @@ def test_the_real_fetch_holds_the_url_rule_the_size_cap_and_the_timeout(
         verify(f"{base}/other/cert.pem")
     with pytest.raises(SnsUnreachable, match="larger than"):
         verify(f"{base}/certs/big.pem")
-    with pytest.raises(SnsUnreachable, match="timed out|took more than"):
+    with pytest.raises(SnsUnreachable, match=r"timed out|took more than"):
         verify(f"{base}/certs/slow.pem")
     with pytest.raises(SnsUnreachable, match="302"):
         verify(f"{base}/certs/moved.pem")
