@@ -8,11 +8,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_der_public_key
+from typing import TYPE_CHECKING
 
 from pools.errors import InvalidSetting
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 #: SPEC 8: https on an ``sns.REGION.amazonaws.com`` host (``.com.cn`` in China).
 #: Matched against the whole URL; ``/`` must follow the host, so
@@ -84,6 +85,10 @@ class WebhookConfig:
     @cached_property
     def sendgrid_key(self) -> ec.EllipticCurvePublicKey:
         """The SendGrid verification key, loaded once."""
+        # Imported here: reading event files (the CLI) needs no cryptography.
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+
         assert self.sendgrid_public_key is not None
         try:
             der = base64.b64decode(self.sendgrid_public_key, validate=True)

@@ -54,6 +54,8 @@ _flufl_log = logging.getLogger("flufl.bounce")
 _flufl_log.addHandler(logging.NullHandler())
 _flufl_log.propagate = False
 
+#: A recipient without the (required) Action: its Status class says what happened.
+_STATUS_CLASSES = {"5.": "failed", "4.": "delayed", "2.": "delivered"}
 _REF_LINE = re.compile(rb"^X-Promomail-Ref:[ \t]*([A-Za-z0-9_-]{1,64})[ \t]*\r?$", re.I | re.M)
 
 
@@ -101,11 +103,11 @@ def _dsn_events(
     arrived = _date(_header(per_message, "Arrival-Date")) or sent_at
     events = []
     for n, block in enumerate(recipients, 1):
-        action = (_header(block, "Action") or "").strip().lower()
+        status = (_header(block, "Status") or "").strip()
+        action = (_header(block, "Action") or _STATUS_CLASSES.get(status[:2], "")).strip().lower()
         if action not in _ACTIONS:
             continue  # RFC 3464 has no other action; a recipient we cannot read changes nothing
         event_type, permanent = _ACTIONS[action]
-        status = (_header(block, "Status") or "").strip()
         detail = " ".join(
             part for part in (action, status, _header(block, "Diagnostic-Code")) if part
         )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import mailbox
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,18 @@ def test_each_recipient_of_a_dsn_is_an_event_of_its_own() -> None:
         ("dsn-1@mx.example.org:1", EventType.BOUNCE),
         ("dsn-1@mx.example.org:2", EventType.DEFERRED),
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("5.1.1", (EventType.BOUNCE, True)), ("4.4.1", (EventType.DEFERRED, False))],
+)
+def test_without_an_action_the_status_class_decides(
+    status: str, expected: tuple[EventType, bool]
+) -> None:
+    data = dsn([("failed", status)]).replace(b"Action: failed\n", b"")
+    [event] = parse_bounce(data)
+    assert (event.type, event.permanent) == expected
 
 
 def test_a_dsn_without_reference_or_message_id_is_still_one_event() -> None:
@@ -197,6 +211,22 @@ def test_the_provider_overrides_the_file_kind(tmp_path: Path) -> None:
     assert isinstance(event, DeliveryEvent) and event.type is EventType.DEFERRED
     [wrong] = read(path, provider="ses")
     assert isinstance(wrong, EventProblem) and "'ses'" in wrong.reason
+
+
+def test_reading_event_files_loads_no_cryptography() -> None:
+    # The CLI's events import needs no signatures; webhooks load them.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, delivery.files; print(any(m.startswith('cryptography') for m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert loaded.stdout.strip() == "False"
 
 
 def test_an_oversized_message_file_is_a_problem(tmp_path: Path) -> None:
