@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import threading
 import time
 import urllib.error
@@ -100,9 +101,10 @@ class HttpFetcher:
                 if length is not None and length.isdigit() and int(length) > self.max_bytes:
                     raise FetchFailed(f"larger than {self.max_bytes} bytes")
                 data = bytearray()
-                # The socket timeout bounds each read; the deadline bounds a
-                # server that trickles a byte at a time.
-                while chunk := response.read(min(16384, self.max_bytes + 1 - len(data))):
+                # The socket timeout bounds each receive, the deadline the sum of
+                # them: read1 returns after one receive, so a server trickling a
+                # byte at a time meets the deadline check between receives.
+                while chunk := response.read1(min(16384, self.max_bytes + 1 - len(data))):
                     data += chunk
                     if len(data) > self.max_bytes:
                         raise FetchFailed(f"larger than {self.max_bytes} bytes")
@@ -111,7 +113,7 @@ class HttpFetcher:
                 return bytes(data)
         except urllib.error.HTTPError as exc:
             raise FetchFailed(f"HTTP status {exc.code}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise FetchFailed(str(reason) or type(exc).__name__) from None
 

@@ -276,6 +276,15 @@ def _handler(state: _Server) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.flush()
                 state.release.wait(30)  # until the test is done with it
+            elif self.path == "/certs/trickle.pem":
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                # A byte every 0.1 s: each receive is within the socket's
+                # timeout, only the deadline on the whole fetch ends it.
+                while not state.release.wait(0.1):
+                    self.wfile.write(b"-")
+                    self.wfile.flush()
             elif self.path == "/certs/moved.pem":
                 self.send_response(302)
                 self.send_header("Location", "/certs/cert.pem")
@@ -328,6 +337,8 @@ def test_the_real_fetch_holds_the_url_rule_the_size_cap_and_the_timeout(
         verify(f"{base}/certs/big.pem")
     with pytest.raises(SnsUnreachable, match=r"timed out|took more than"):
         verify(f"{base}/certs/slow.pem")
+    with pytest.raises(SnsUnreachable, match="took more than"):
+        verify(f"{base}/certs/trickle.pem")
     with pytest.raises(SnsUnreachable, match="302"):
         verify(f"{base}/certs/moved.pem")
     verify(f"{base}/certs/cert.pem")  # cached: no second request
@@ -335,6 +346,7 @@ def test_the_real_fetch_holds_the_url_rule_the_size_cap_and_the_timeout(
         "/certs/cert.pem",
         "/certs/big.pem",
         "/certs/slow.pem",
+        "/certs/trickle.pem",
         "/certs/moved.pem",
     ]
 
