@@ -207,9 +207,8 @@ def _message_id(message: email.message.Message, data: bytes) -> str:
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
-    text = value.rsplit(";", 1)[-1].strip()  # Arrival-Date may carry no prefix; some MTAs do
     try:
-        return naive_utc(email.utils.parsedate_to_datetime(text))
+        return naive_utc(email.utils.parsedate_to_datetime(value.strip()))
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 

@@ -74,6 +74,8 @@ def _json_lines(path: Path) -> Iterator[DeliveryEvent | EventProblem]:
                 _skip_rest_of_line(stream)
                 yield EventProblem(str(path), where, f"longer than {MAX_LINE_BYTES} bytes")
                 continue
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a BOM some editors write
             if not line.strip():
                 continue
             try:

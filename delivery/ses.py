@@ -136,11 +136,13 @@ class SnsEndpoint:
         try:
             pem = self.fetch(url)
         except FetchFailed as exc:
-            raise SnsUnreachable(PROVIDER, f"SigningCertURL {url}: {exc}") from None
+            raise SnsUnreachable(PROVIDER, f"SigningCertURL {_shown(url)}: {exc}") from None
         try:
             certificate = x509.load_pem_x509_certificate(pem)
         except ValueError:
-            raise Unverified(PROVIDER, f"SigningCertURL {url} holds no PEM certificate") from None
+            raise Unverified(
+                PROVIDER, f"SigningCertURL {_shown(url)} holds no PEM certificate"
+            ) from None
         with self._lock:
             self._certificates[url] = certificate
             while len(self._certificates) > self._cache_size:
@@ -151,10 +153,15 @@ class SnsEndpoint:
         try:
             self.fetch(url)
         except FetchFailed as exc:
-            raise SnsUnreachable(PROVIDER, f"SubscribeURL {url}: {exc}") from None
+            raise SnsUnreachable(PROVIDER, f"SubscribeURL {_shown(url)}: {exc}") from None
 
 
 _default_endpoint = SnsEndpoint()
+
+
+def _shown(url: str) -> str:
+    """A URL from the request, quoted and bounded for a message."""
+    return repr(url[:200])
 
 
 def url_allowed(config: WebhookConfig, url: str) -> bool:
@@ -203,7 +210,7 @@ def verify_and_parse(
         url = required_text(envelope, "SubscribeURL", PROVIDER, "")
         if not url_allowed(config, url):
             raise Unverified(
-                PROVIDER, f"SubscribeURL {url[:200]!r} does not match the SNS URL rule"
+                PROVIDER, f"SubscribeURL {_shown(url)} does not match the SNS URL rule"
             )
         endpoint.confirm(url)
     if kind != "Notification":
@@ -228,11 +235,12 @@ def _verify(
         raise Unverified(PROVIDER, f"SignatureVersion {version!r} is not 1 or 2")
     url = required_text(envelope, "SigningCertURL", PROVIDER, "", max_length=2048)
     if not url_allowed(config, url):
-        raise Unverified(PROVIDER, f"SigningCertURL {url[:200]!r} does not match the SNS URL rule")
+        raise Unverified(PROVIDER, f"SigningCertURL {_shown(url)} does not match the SNS URL rule")
+    signature_text = envelope.get("Signature")
+    if not isinstance(signature_text, str) or len(signature_text) > 4096:
+        raise Unverified(PROVIDER, "Signature is missing")
     try:
-        signature = base64.b64decode(
-            required_text(envelope, "Signature", PROVIDER, ""), validate=True
-        )
+        signature = base64.b64decode(signature_text, validate=True)
     except binascii.Error:
         raise Unverified(PROVIDER, "Signature is not base64") from None
     lines: list[str] = []
@@ -246,10 +254,10 @@ def _verify(
     certificate = endpoint.certificate(url)
     moment = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
-        raise Unverified(PROVIDER, f"the certificate at {url} is not valid now")
+        raise Unverified(PROVIDER, f"the certificate at {_shown(url)} is not valid now")
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
-        raise Unverified(PROVIDER, f"the certificate at {url} has no RSA key")
+        raise Unverified(PROVIDER, f"the certificate at {_shown(url)} has no RSA key")
     try:
         key.verify(
             signature,

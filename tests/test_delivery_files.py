@@ -192,7 +192,7 @@ def test_json_lines_events_and_problems_by_line(tmp_path: Path) -> None:
         json.dumps({**good, "id": "e2", "type": "delivered"}),
         "[1]",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
     found = read(path)
     assert [f.event_id for f in found if isinstance(f, DeliveryEvent)] == ["e1", "e2"]
     problems = [f for f in found if isinstance(f, EventProblem)]
