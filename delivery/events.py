@@ -70,15 +70,22 @@ class EventBatch(list[DeliveryEvent]):
 
     ``replay_token`` is set where the service's signature covers a one-time
     token (Mailgun): the signature alone cannot tell a replay, so the store
-    refuses a token it has seen before. Other providers leave it None and
-    rely on event ids, which make a replayed event change nothing.
+    refuses a token it has seen before. It need remember the token only
+    until ``replay_expires`` (naive UTC): after that the request's own
+    timestamp is refused as stale. Other providers leave both None and rely
+    on event ids, which make a replayed event change nothing.
     """
 
     def __init__(
-        self, events: Iterable[DeliveryEvent] = (), *, replay_token: str | None = None
+        self,
+        events: Iterable[DeliveryEvent] = (),
+        *,
+        replay_token: str | None = None,
+        replay_expires: datetime | None = None,
     ) -> None:
         super().__init__(events)
         self.replay_token = replay_token
+        self.replay_expires = replay_expires
 
 
 def is_valid_ref(text: object) -> bool:

@@ -72,7 +72,7 @@ def verify_and_parse(
             PROVIDER, "signature.timestamp is more than 5 minutes off (a replay or a stale request)"
         )
     data = mapping(document.get("event-data"), PROVIDER, "event-data")
-    return EventBatch(_parse(data), replay_token=token)
+    return EventBatch(_parse(data), replay_token=token, replay_expires=signed_at + MAX_SKEW)
 
 
 def _parse(data: Mapping[str, Any]) -> list[DeliveryEvent]:

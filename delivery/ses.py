@@ -65,6 +65,8 @@ _SIGNED_CONFIRMATION = (
 _CONFIRMATIONS = ("SubscriptionConfirmation", "UnsubscribeConfirmation")
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 
+#: SES sends a message to at most 50 recipients; a list far longer is no SES event.
+MAX_RECIPIENTS = 1000
 #: A signing certificate is a couple of KiB; a confirmation answer is small XML.
 MAX_FETCH_BYTES = 64 * 1024
 FETCH_TIMEOUT = 5.0
@@ -300,6 +302,10 @@ def _ses_events(
         recipients: list[Any] = [None]
     else:
         recipients = sequence(listed, PROVIDER, join(where, recipients_key)) or [None]
+    if len(recipients) > MAX_RECIPIENTS:
+        raise MalformedEvent(
+            PROVIDER, f"{join(where, recipients_key)} names more than {MAX_RECIPIENTS} recipients"
+        )
     shared = _shared_detail(details, kind)
     events = []
     for n, recipient in enumerate(recipients, 1):

@@ -33,6 +33,7 @@ def test_a_signed_event_is_read(kind: str, severity: str | None, expected: Any) 
     assert (event.type, event.permanent) == expected
     assert (event.provider, event.event_id, event.ref) == ("mailgun", f"mg-{kind}-{severity}", REF)
     assert batch.replay_token == "c2f1e9bd0fe0b39b2f82c9b0e6a0d2b5f4a0c8e2d1b3a4f5e6"
+    assert batch.replay_expires == later(300)  # after that the timestamp is refused anyway
 
 
 def test_the_token_of_a_skipped_kind_is_still_handed_over() -> None:

@@ -94,6 +94,11 @@ def test_each_bounced_recipient_is_an_event_of_its_own(signer: SnsSigner, sns: F
     assert [e.event_id for e in events] == [f"5a1f-notification:{n}" for n in (1, 2, 3)]
 
 
+def test_an_absurd_recipient_list_is_refused(signer: SnsSigner, sns: FakeSns) -> None:
+    with pytest.raises(MalformedEvent, match="more than 1000 recipients"):
+        parse(sns_notification(signer, ses_bounce(recipients=1001)), sns)
+
+
 @pytest.mark.parametrize(
     ("kind", "details", "expected"),
     [
