@@ -20,6 +20,7 @@ import pytest
 from cli_helpers import Cli, invoke
 
 import cli as cli_module
+import delivery
 import pools
 import templating
 
@@ -128,7 +129,7 @@ def test_version_is_the_package_version() -> None:
     assert result.stdout.strip() == f"promomail, version {version('promomail')}"
 
 
-@pytest.mark.parametrize("package", [pools, templating], ids=lambda p: p.__name__)
+@pytest.mark.parametrize("package", [pools, templating, delivery], ids=lambda p: p.__name__)
 def test_every_public_name_of_a_package_resolves(package: ModuleType) -> None:
     """The packages load names on first use: each one must be where the table says."""
     assert sorted(package._HOMES) == sorted(package.__all__)
