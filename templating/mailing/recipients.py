@@ -23,18 +23,20 @@ render time instead; :func:`one_address` decides the address.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from email.errors import HeaderParseError, MessageDefect
-from email.headerregistry import Address, Group, HeaderRegistry
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, NamedTuple
 
+# The address rules and the shard hash live in pools, which the sender shares;
+# templating and its tests keep importing them from here.
+from pools.addresses import PLAIN_ADDRESS as PLAIN_ADDRESS
+from pools.addresses import ParsedAddresses as ParsedAddresses
+from pools.addresses import address_header as address_header
+from pools.addresses import one_address as one_address
 from pools.errors import InvalidSetting
 from pools.identifiers import (
     MAX_ID_LENGTH,
@@ -43,6 +45,7 @@ from pools.identifiers import (
     describe_unsafe,
     id_problem,
 )
+from pools.sharding import stable_hash as stable_hash
 from templating.errors import RecipientError
 
 
@@ -80,11 +83,6 @@ class Shard:
     @property
     def label(self) -> str:
         return "all" if self.count == 1 else f"{self.index}/{self.count}"
-
-
-def stable_hash(recipient_id: str) -> int:
-    """The shard hash: the same on every machine and in every release."""
-    return int.from_bytes(hashlib.blake2b(recipient_id.encode(), digest_size=8).digest(), "big")
 
 
 def worker_hash(recipient_id: str) -> int:
@@ -391,81 +389,3 @@ def _json_id(path: Path, line: int, value: Any) -> str:
     if UNSAFE_ID.search(recipient_id) is not None or len(recipient_id) > MAX_ID_LENGTH:
         _refuse_id(path, line, "column 'id'", recipient_id)
     return recipient_id
-
-
-# -- the e-mail column ----------------------------------------------------------------
-
-#: The plainest addr-spec (dot-atoms of letters, digits and ``._%+-``): the
-#: common case, which the standard parser accepts exactly as written (a test
-#: checks that). Everything else goes to the standard parser.
-PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-)
-_headers = HeaderRegistry()
-
-
-def one_address(value: object) -> str | None:
-    """The recipient's address from its e-mail value: None when empty, else exactly one.
-
-    Raises ValueError with the reason when the value is not exactly one valid
-    mailbox (several addresses, a group, a list, something that is no
-    address). Decided by the standard library's RFC 5322 parser, so what is
-    accepted here is what the ``.eml`` writer can put in ``To``.
-    """
-    if value is None:
-        return None
-    text = value.strip() if isinstance(value, str) else str(value)
-    if not text:
-        return None
-    if PLAIN_ADDRESS.fullmatch(text) is not None:
-        return text
-    return _parsed_address(text)
-
-
-class ParsedAddresses(Protocol):
-    """What the standard library's address header holds, as this module reads it."""
-
-    @property
-    def addresses(self) -> tuple[Address, ...]: ...
-    @property
-    def groups(self) -> tuple[Group, ...]: ...
-    @property
-    def defects(self) -> tuple[MessageDefect, ...]: ...
-
-
-def address_header(text: str) -> ParsedAddresses:
-    """``text`` parsed as a ``To`` header by the standard library (may raise)."""
-    return cast(ParsedAddresses, _headers("To", text))
-
-
-def _parsed_address(text: str) -> str:
-    bad = UNSAFE_ID.search(text) or UNSAFE_VALUE.search(text)
-    if bad is not None:
-        raise ValueError(f"the address holds {describe_unsafe(bad.group())}")
-    try:
-        header = address_header(text)
-    # Besides its own errors, the standard library's parser fails on some
-    # malformed input from inside (AttributeError on '.<a@b.c>', TypeError on 'a .<a@b.c>', IndexError on
-    # '.@'): each means the text is no address it can write.
-    except (
-        HeaderParseError,
-        MessageDefect,
-        ValueError,
-        IndexError,
-        AttributeError,
-        TypeError,
-    ) as exc:
-        raise ValueError(f"{text!r} is not an e-mail address") from exc
-    groups = [group for group in header.groups if group.display_name is not None]
-    if groups:
-        raise ValueError(f"{text!r} is a group ({groups[0].display_name!r}), not one address")
-    addresses = header.addresses
-    if len(addresses) > 1:
-        listed = ", ".join(a.addr_spec for a in addresses)
-        raise ValueError(
-            f"{text!r} holds {len(addresses)} addresses ({listed}); a recipient has exactly one"
-        )
-    if not addresses or header.defects or not addresses[0].domain or not addresses[0].username:
-        reason = f" ({header.defects[0]})" if header.defects else ""
-        raise ValueError(f"{text!r} is not an e-mail address{reason}")
-    return text
