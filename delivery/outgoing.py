@@ -183,9 +183,13 @@ def _unique(
     path: Path, where: str, ref: str, recipient: str, refs: set[str], recipients: set[str]
 ) -> None:
     if ref in refs:
-        raise OutgoingError(f"{path}, {where}: delivery reference {ref!r} appears twice")
+        raise OutgoingError(
+            f"{path}, {where}: delivery reference {ref!r} appears twice; nothing was sent"
+        )
     if recipient in recipients:
-        raise OutgoingError(f"{path}, {where}: recipient {recipient!r} appears twice")
+        raise OutgoingError(
+            f"{path}, {where}: recipient {recipient!r} appears twice; nothing was sent"
+        )
     refs.add(ref)
     recipients.add(recipient)
 

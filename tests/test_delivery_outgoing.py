@@ -1,0 +1,272 @@
+"""Reading a render's output back for sending: all of it checked before anything is sent."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from email.message import EmailMessage
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from outgoing_helpers import eml_output, jsonl_output, record, ref_of, write_jsonl
+
+from delivery.message import build_email, ref_headers
+from delivery.outgoing import OutgoingError, OutgoingMessage, read_output
+from templating.mailing.outputs import EmlWriter, RenderedMessage
+from templating.mailing.recipients import Shard, in_slice
+
+MAILING = "spring-sale"
+#: What every message sent carries, by SPEC 8.
+ECHO = {
+    "X-Promomail-Ref": "{ref}",
+    "X-SES-MESSAGE-TAGS": "promomail_ref={ref}",
+    "X-SMTPAPI": '{{"unique_args": {{"promomail_ref": "{ref}"}}}}',
+    "X-Mailgun-Variables": '{{"promomail_ref": "{ref}"}}',
+    "X-PM-Metadata-promomail_ref": "{ref}",
+}
+
+
+@pytest.fixture(autouse=True)
+def sender(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("PROMOMAIL_FROM", "Shop <shop@example.test>")
+    return "Shop <shop@example.test>"
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def assert_carries_ref(data: bytes, ref: str) -> None:
+    """Each reference header once, on one line, exactly as a service reads it."""
+    lines = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    for name, value in ECHO.items():
+        line = f"{name}: {value.format(ref=ref)}".encode()
+        assert lines.count(line) == 1, (name, lines)
+    message = parsed(data)
+    assert json.loads(str(message["X-SMTPAPI"])) == {"unique_args": {"promomail_ref": ref}}
+    assert json.loads(str(message["X-Mailgun-Variables"])) == {"promomail_ref": ref}
+
+
+def test_jsonl_messages_carry_their_reference_and_the_sender(tmp_path: Path) -> None:
+    path = jsonl_output(tmp_path / "out.jsonl", MAILING, ["a@example.test", None, "B <b@x.test>"])
+    output = read_output(path, MAILING)
+    messages = list(output)
+    assert output.total == 3
+    assert [(m.recipient, m.to, m.ref) for m in messages] == [
+        ("r0", "a@example.test", ref_of(MAILING, "r0")),
+        ("r1", None, ref_of(MAILING, "r1")),
+        ("r2", "B <b@x.test>", ref_of(MAILING, "r2")),
+    ]
+    assert [m.where for m in messages] == [f"{path}, line {n}" for n in (1, 2, 3)]
+    assert messages[2].envelope_to == "b@x.test"
+    assert {m.sender for m in messages} == {"shop@example.test"}
+    data = messages[0].build()
+    assert_carries_ref(data, messages[0].ref)
+    message = parsed(data)
+    assert str(message["From"]) == "Shop <shop@example.test>"
+    assert str(message["To"]) == "a@example.test"
+    assert message.get_content().splitlines() == ["Your code, r0: ABC-123"]
+
+
+def test_a_jsonl_message_is_the_email_the_eml_writer_writes(tmp_path: Path) -> None:
+    parts = {"subject": "Frühling: 20 % für Sie", "text": "Grüße\n" * 3, "html": "<p>Grüße</p>"}
+    line = record(MAILING, "r0", "Zoë <z@example.test>", parts=parts)
+    [message] = read_output(write_jsonl(tmp_path / "out.jsonl", [line]), MAILING)
+    sent = parsed(message.build())
+    rendered = RenderedMessage(MAILING, "r0", "Zoë <z@example.test>", parts, {})
+    written = parsed(EmlWriter(tmp_path / "eml").encode(rendered))
+    assert headers(sent, skip=frozenset(name.lower() for name in ECHO)) == headers(written)
+    assert parts_of(sent) == parts_of(written)
+
+
+def headers(message: EmailMessage, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """The headers but the ones made fresh for each message (and the MIME boundary)."""
+    fresh = {"date", "message-id", "content-type", *skip}
+    return [(k, str(v)) for k, v in message.items() if k.lower() not in fresh]
+
+
+def parts_of(message: EmailMessage) -> list[tuple[str, str | None, str | None, object]]:
+    return [
+        (
+            p.get_content_type(),
+            p.get_content_charset(),
+            p["Content-Transfer-Encoding"],
+            p.get_content(),
+        )
+        for p in message.walk()
+        if not p.is_multipart()
+    ]
+
+
+def test_eml_files_are_sent_as_written_with_the_missing_reference_headers_added(
+    tmp_path: Path,
+) -> None:
+    folder = eml_output(tmp_path / "eml", MAILING, ["a@example.test", None])
+    # A file that carries X-Promomail-Ref alone gets the services' headers in front.
+    plain = build_email(
+        sender="shop@example.test",
+        mailing=MAILING,
+        recipient="r2",
+        to="c@example.test",
+        parts={"subject": "Hi", "text": "Hi\n"},
+    )
+    plain.set_raw("X-Promomail-Ref", ref_of(MAILING, "r2"))
+    (folder / "r2.eml").write_bytes(plain.as_bytes())
+    messages = {m.recipient: m for m in read_output(folder, MAILING)}
+    assert messages["r1"].to is None
+    assert messages["r0"].build() == (folder / "r0.eml").read_bytes()
+    assert_carries_ref(messages["r0"].build(), ref_of(MAILING, "r0"))
+    sent = messages["r2"].build()
+    assert sent.endswith((folder / "r2.eml").read_bytes())
+    assert_carries_ref(sent, ref_of(MAILING, "r2"))
+
+
+def test_send_and_render_pick_the_same_shards(tmp_path: Path) -> None:
+    ids = [f"customer-{i}" for i in range(200)]
+    lines = [record(MAILING, rid, f"{rid}@example.test") for rid in ids]
+    path = write_jsonl(tmp_path / "out.jsonl", lines)
+    seen: list[str] = []
+    for index in (1, 2, 3):
+        shard = Shard(index, 3)
+        chosen = [m.recipient for m in read_output(path, MAILING, shard=shard)]
+        assert chosen == [rid for rid in ids if in_slice(rid, shard)]
+        seen += chosen
+    assert sorted(seen) == sorted(ids)
+
+
+def refusal(path: Path) -> str:
+    with pytest.raises(OutgoingError) as caught:
+        list(read_output(path, MAILING))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (record("autumn", "r1", "b@example.test"), "a message of mailing 'autumn', not"),
+        ({k: v for k, v in record(MAILING, "r1", None).items() if k != "ref"}, "render the"),
+        (record(MAILING, "r1", None, ref="a b"), "is not a delivery reference"),
+        (record(MAILING, "r0", None, ref="other"), "recipient 'r0' appears twice"),
+        (record(MAILING, "r1", None, ref=ref_of(MAILING, "r0")), "appears twice"),
+        (record(MAILING, "r1", "a@b.test, c@d.test"), "'to': "),
+        (record(MAILING, "r1", None, parts={"subject": "a\nBcc: x@y.test"}), "line feed"),
+        (record(MAILING, "r1", None, parts={"text": 3}), "part 'text' is int"),
+        (record(MAILING, "r1\n", None), "recipient 'r1\\n'"),
+        ({"mailing": MAILING}, "no 'recipient'"),
+        (["not", "an", "object"], "not a JSON object"),
+    ],
+)
+def test_lines_that_are_not_this_mailings_messages_are_refused_by_line(
+    tmp_path: Path, line: object, reason: str
+) -> None:
+    path = tmp_path / "out.jsonl"
+    first = orjson.dumps(record(MAILING, "r0", "a@example.test")) + b"\n"
+    path.write_bytes(first + orjson.dumps(line) + b"\n")
+    message = refusal(path)
+    assert message.startswith(f"{path}, line 2: ")
+    assert reason in message
+    assert message.endswith("nothing was sent")
+
+
+def test_an_eml_folder_of_another_mailing_or_version_is_refused(tmp_path: Path) -> None:
+    folder = eml_output(tmp_path / "other", "autumn", ["a@example.test"])
+    assert "a message of mailing 'autumn'" in refusal(folder)
+    # What today's render writes without delivery references.
+    old = tmp_path / "old"
+    old.mkdir()
+    writer = EmlWriter(old)
+    data = writer.encode(RenderedMessage(MAILING, "r0", "a@example.test", {"text": "x"}, {}))
+    writer.write([("r0", data)])
+    assert "no delivery reference (X-Promomail-Ref)" in refusal(old)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    assert "no .eml files" in refusal(empty)
+    assert "no such file" in refusal(tmp_path / "missing.jsonl")
+
+
+def test_an_eml_whose_service_header_names_another_reference_is_refused(tmp_path: Path) -> None:
+    folder = eml_output(tmp_path / "eml", MAILING, ["a@example.test"])
+    path = folder / "r0.eml"
+    path.write_bytes(b"X-Mailgun-Variables: {}\r\n" + path.read_bytes())
+    assert "X-Mailgun-Variables" in refusal(folder)
+
+
+def test_an_unusable_sender_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = jsonl_output(tmp_path / "out.jsonl", MAILING, ["a@example.test"])
+    monkeypatch.setenv("PROMOMAIL_FROM", "a@x.test, b@x.test")
+    assert refusal(path).startswith("PROMOMAIL_FROM: ")
+
+
+def test_the_reference_headers_refuse_what_is_not_a_reference() -> None:
+    with pytest.raises(ValueError, match="not a delivery reference"):
+        ref_headers('a"}')
+    assert len(ref_headers("x" * 64)) == 5
+
+
+_valid = orjson.dumps(record(MAILING, "r0", "a@example.test"))
+
+
+def _mutations() -> st.SearchStrategy[bytes]:
+    def flip(data: bytes, at: int, byte: int) -> bytes:
+        at %= len(data)
+        return data[:at] + bytes([byte]) + data[at + 1 :]
+
+    def cut(data: bytes, at: int) -> bytes:
+        return data[: at % len(data)]
+
+    return st.one_of(
+        st.binary(max_size=200),
+        st.builds(flip, st.just(_valid), st.integers(0, 10_000), st.integers(0, 255)),
+        st.builds(cut, st.just(_valid), st.integers(0, 10_000)),
+        st.builds(
+            lambda r: json.dumps(r).encode(),
+            st.fixed_dictionaries(
+                {
+                    "mailing": st.sampled_from([MAILING, "other", 1]),
+                    "recipient": st.one_of(st.text(max_size=8), st.integers()),
+                    "to": st.one_of(st.none(), st.text(max_size=20), st.just("a@b.test")),
+                    "parts": st.dictionaries(
+                        st.sampled_from(["subject", "text", "html", "x"]),
+                        st.one_of(st.text(max_size=20), st.integers()),
+                    ),
+                    "codes": st.dictionaries(st.text(max_size=3), st.text(max_size=3)),
+                },
+                optional={
+                    "ref": st.one_of(
+                        st.text(max_size=70),
+                        st.integers(),
+                        st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+                    )
+                },
+            ),
+        ),
+    )
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(_mutations(), min_size=1, max_size=4))
+def test_hostile_output_is_read_whole_or_refused_with_file_and_line(
+    tmp_path: Path, lines: list[bytes]
+) -> None:
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in lines) + b"\n")
+    try:
+        output = read_output(path, MAILING)
+        messages: list[OutgoingMessage] = list(output)
+    except OutgoingError as exc:
+        assert str(exc).startswith(f"{path}, line ")
+        return
+    for message in messages:
+        data = message.build()
+        assert_carries_ref(data, message.ref)
+        if message.to is not None:
+            assert message.envelope_to
