@@ -107,7 +107,7 @@ class Relay:
                     str(message["X-Promomail-Ref"]),
                     at,
                     message,
-                    session.ssl is not None,
+                    server.transport.get_extra_info("ssl_object") is not None,
                 )
             )
         return "250 2.0.0 Accepted"
@@ -154,18 +154,23 @@ def _accept(user: str, password: str) -> Any:
 def smtp_relay(
     *,
     tls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
     login: tuple[str, str] | None = None,
 ) -> Iterator[Relay]:
-    """A relay until the block ends: STARTTLS offered with ``tls``, AUTH required with ``login``."""
+    """A relay until the block ends: STARTTLS offered with ``tls``, TLS from the start
+    with ``implicit_tls`` (an ``smtps`` URL), AUTH required with ``login``."""
     relay = Relay()
     kwargs: dict[str, Any] = {}
     if tls is not None:
         kwargs["tls_context"] = tls
+    if implicit_tls is not None:
+        kwargs["ssl_context"] = implicit_tls
     if login is not None:
-        kwargs.update(authenticator=_accept(*login), auth_required=True, auth_require_tls=False)
+        kwargs.update(authenticator=_accept(*login), auth_required=True)
     controller = _Controller(relay, **kwargs)
     controller.start()
-    relay.url = f"smtp://127.0.0.1:{controller.port}"
+    scheme = "smtps" if implicit_tls is not None else "smtp"
+    relay.url = f"{scheme}://127.0.0.1:{controller.port}"
     relay.reset()  # the controller's own start-up check is no session of a test
     try:
         yield relay
