@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         SendSummary,
         send_messages,
     )
+    from pools.relay import RelayError, RelayRefusedLogin, SmtpRelay, relay_from_environment
 
 #: Where each public name lives.
 _HOMES = {
@@ -41,6 +42,11 @@ _HOMES = {
     "SendState": "delivery.sending",
     "SendSummary": "delivery.sending",
     "send_messages": "delivery.sending",
+    # The relay's URL and session live in pools, which low-stock notices share.
+    "RelayError": "pools.relay",
+    "RelayRefusedLogin": "pools.relay",
+    "SmtpRelay": "pools.relay",
+    "relay_from_environment": "pools.relay",
 }
 
 if not TYPE_CHECKING:  # type checkers read the imports above instead
@@ -51,14 +57,18 @@ __all__ = [
     "Outcome",
     "OutgoingError",
     "OutgoingMessage",
+    "RelayError",
+    "RelayRefusedLogin",
     "RenderOutput",
     "SendAborted",
     "SendLog",
     "SendState",
     "SendSummary",
+    "SmtpRelay",
     "build_email",
     "read_output",
     "ref_headers",
+    "relay_from_environment",
     "send_messages",
     "sender_address",
 ]

@@ -1,7 +1,8 @@
 """The dependency rules of the tree, read from every module's imports.
 
-``templating`` depends on ``pools``, never the reverse; the template side is
-pure Jinja2; front ends never import each other's modules nor the database
+``templating`` and ``delivery`` depend on ``pools``, never the reverse;
+``delivery`` depends on ``pools`` alone and reaches the store only through
+the protocols it defines; the template side is pure Jinja2; front ends never import each other's modules nor the database
 driver's exceptions, which the store translates once (pools/store/db.py).
 """
 
@@ -48,9 +49,19 @@ def _offending(where: tuple[str, ...], forbidden: tuple[str, ...]) -> dict[str, 
 
 
 RULES = {
-    "the store knows nothing of templates or front ends": (
+    "the store knows nothing of templates, the sender or front ends": (
         ("pools",),
-        ("templating", "jinja2", "markupsafe", "cli", "commands", "service", "click", "fastapi"),
+        (
+            *("templating", "delivery", "jinja2", "markupsafe"),
+            *("cli", "commands", "service", "click", "fastapi"),
+        ),
+    ),
+    "the sender reads render output, not templating, and the store only through pools": (
+        ("delivery",),
+        (
+            *("templating", "jinja2", "markupsafe", "sqlalchemy", "pools.store"),
+            *("cli", "commands", "service", "click", "fastapi"),
+        ),
     ),
     "the template side knows no front end": (
         ("templating",),
@@ -73,7 +84,7 @@ RULES = {
                 f"pools/{part}"
                 for part in ("admin", "codes", "issuing", "after_sending", "history")
             ),
-            *("templating", "service", "commands", "cli.py"),
+            *("templating", "delivery", "service", "commands", "cli.py"),
         ),
         ("sqlalchemy.exc", "psycopg", "sqlite3"),
     ),
@@ -119,7 +130,9 @@ def _flag_mentions(path: Path) -> list[str]:
 
 def test_library_messages_name_settings_not_command_line_flags() -> None:
     # A front end adds its own names (cli.cli_flag); the library's words serve both.
-    mentions = [m for path in _modules("pools", "templating") for m in _flag_mentions(path)]
+    mentions = [
+        m for path in _modules("pools", "templating", "delivery") for m in _flag_mentions(path)
+    ]
     assert mentions == []
 
 
