@@ -15,8 +15,11 @@ encoded words, which SES does not read as a tag.
 from __future__ import annotations
 
 import os
+import random
 import re
+import sys
 from collections.abc import Mapping
+from email.contentmanager import _encode_text  # type: ignore[attr-defined]
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
@@ -34,6 +37,7 @@ DEFAULT_SENDER = "promomail <noreply@localhost>"
 MAILING_HEADER = "X-Promomail-Mailing"
 RECIPIENT_HEADER = "X-Promomail-Recipient"
 REF_HEADER = "X-Promomail-Ref"
+MESSAGE_ID_DOMAIN = "promomail.local"
 
 #: What a delivery reference is (SPEC 8): safe in any header, JSON string or URL.
 REF_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -76,6 +80,8 @@ def build_email(
     to: str | None,
     parts: Mapping[str, str],
     ref: str | None = None,
+    date: str | None = None,
+    message_id: str | None = None,
 ) -> EmailMessage:
     """The e-mail of one recipient's rendered ``parts`` (subject, text or body, html)."""
     email = EmailMessage(policy=EML_POLICY)
@@ -83,8 +89,8 @@ def build_email(
     if to:
         email["To"] = to
     email["Subject"] = parts.get("subject", "")
-    email["Date"] = formatdate(localtime=False, usegmt=True)
-    email["Message-ID"] = make_msgid(domain="promomail.local")
+    email["Date"] = date or formatdate(localtime=False, usegmt=True)
+    email["Message-ID"] = message_id or make_msgid(domain=MESSAGE_ID_DOMAIN)
     email[MAILING_HEADER] = mailing
     email[RECIPIENT_HEADER] = recipient
     if ref is not None:
@@ -101,3 +107,92 @@ def build_email(
     else:
         email.set_content("")
     return email
+
+
+# -- the same e-mail as bytes, fast ---------------------------------------------------
+#
+# The standard library builds a message in about 2 ms (it parses every header
+# it is given, and makes a header class per header), which would cap a send
+# at a few hundred messages a second of one core. build_bytes writes the
+# bytes :func:`build_email` would generate, with the standard library's own
+# body encoder, and its own folding for every header that is not one short
+# line of plain ASCII (a property test holds the two to the same bytes).
+
+#: A header value written as it is: plain ASCII words, single spaces, no
+#: encoded-word look-alike (the folder would decode it).
+_PLAIN_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+_BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
+
+
+def _header(name: str, value: str) -> str:
+    if (
+        len(name) + len(value) + 2 <= EML_POLICY.max_line_length
+        and _PLAIN_VALUE.fullmatch(value) is not None
+        and "=?" not in value
+    ):
+        return f"{name}: {value}\r\n"
+    _, parsed = EML_POLICY.header_store_parse(name, value)
+    folded: str = EML_POLICY.fold(name, parsed)
+    return folded
+
+
+def _part(content: str, subtype: str) -> tuple[str, str]:
+    """(content headers, body) of one text part, as the standard library encodes it."""
+    cte, payload = _encode_text(content, "utf-8", None, EML_POLICY)
+    headers = (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
+    )
+    return headers, payload.replace("\n", "\r\n")
+
+
+def _boundary(bodies: str) -> str:
+    """A boundary as the standard library's generator makes one, absent from ``bodies``."""
+    token = random.randrange(sys.maxsize)
+    boundary = f"{'=' * 15}{token:0{_BOUNDARY_WIDTH}d}=="
+    chosen, counter = boundary, 0
+    while re.search(f"^--{re.escape(chosen)}(--)?\r?$", bodies, re.MULTILINE):
+        chosen = f"{boundary}.{counter}"
+        counter += 1
+    return chosen
+
+
+def build_bytes(
+    *,
+    sender: str,
+    mailing: str,
+    recipient: str,
+    to: str | None,
+    parts: Mapping[str, str],
+    ref: str,
+    date: str | None = None,
+    message_id: str | None = None,
+    boundary: str | None = None,
+) -> bytes:
+    """``build_email(...).as_bytes()``, written directly: the sender's path."""
+    head = [_header("From", sender)]
+    if to:
+        head.append(_header("To", to))
+    head.append(_header("Subject", parts.get("subject", "")))
+    head.append(_header("Date", date or formatdate(localtime=False, usegmt=True)))
+    head.append(_header("Message-ID", message_id or make_msgid(domain=MESSAGE_ID_DOMAIN)))
+    head.append(_header(MAILING_HEADER, mailing))
+    head.append(_header(RECIPIENT_HEADER, recipient))
+    head += [f"{name}: {value}\r\n" for name, value in ref_headers(ref)]
+    text = parts.get("text", parts.get("body"))
+    html = parts.get("html")
+    if text is not None and html is not None:
+        plain_headers, plain = _part(text, "plain")
+        html_headers, rich = _part(html, "html")
+        first = f"{plain_headers}\r\n{plain}"
+        second = f"{html_headers}MIME-Version: 1.0\r\n\r\n{rich}"
+        mark = boundary or _boundary(f"{first}\r\n{second}")
+        head += [
+            "MIME-Version: 1.0\r\n",
+            _header("Content-Type", f'multipart/alternative; boundary="{mark}"'),
+            f"\r\n--{mark}\r\n{first}\r\n--{mark}\r\n{second}\r\n--{mark}--\r\n",
+        ]
+    else:
+        subtype = "html" if text is None and html is not None else "plain"
+        content, body = _part(text if text is not None else html or "", subtype)
+        head += [content, "MIME-Version: 1.0\r\n\r\n", body]
+    return "".join(head).encode("ascii", "surrogateescape")
