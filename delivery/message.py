@@ -122,11 +122,12 @@ def build_email(
 #: encoded-word look-alike (the folder would decode it).
 _PLAIN_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
+_LINE = EML_POLICY.max_line_length or 78
 
 
 def _header(name: str, value: str) -> str:
     if (
-        len(name) + len(value) + 2 <= EML_POLICY.max_line_length
+        len(name) + len(value) + 2 <= _LINE
         and _PLAIN_VALUE.fullmatch(value) is not None
         and "=?" not in value
     ):

@@ -10,7 +10,8 @@ Only then does it hand out the messages, reading the output a second time,
 so a file of a million messages is never held in memory.
 
 A JSON Lines message is built into the same e-mail the ``.eml`` writer makes
-(:func:`delivery.message.build_email`). An ``.eml`` file is sent byte for
+(:func:`delivery.message.build_email`, written by its fast twin
+:func:`~delivery.message.build_bytes`). An ``.eml`` file is sent byte for
 byte as the render wrote it, with any of the reference headers it lacks put
 in front.
 """
@@ -35,7 +36,7 @@ from delivery.message import (
     RECIPIENT_HEADER,
     REF_HEADER,
     REF_PATTERN,
-    build_email,
+    build_bytes,
     ref_headers,
     sender_address,
 )
@@ -125,7 +126,7 @@ class RenderOutput:
         sender = self.sender
 
         def make() -> bytes:
-            email = build_email(
+            return build_bytes(
                 sender=sender,
                 mailing=record["mailing"],
                 recipient=record["recipient"],
@@ -133,7 +134,6 @@ class RenderOutput:
                 parts=record["parts"],
                 ref=record["ref"],
             )
-            return email.as_bytes()
 
         return OutgoingMessage(
             record["mailing"],
