@@ -172,6 +172,8 @@ class SendSummary:
 class _Item:
     message: OutgoingMessage
     payload: bytes | None = None
+    #: The envelope recipient, worked out once.
+    to: str | None = None
     attempts: int = 0
     #: When the retries of a deferred message end (monotonic), set at its first deferral.
     deadline: float | None = None
@@ -371,8 +373,10 @@ class _Run:
         if item.payload is None:
             item.payload = message.build()
         item.attempts += 1
+        if item.to is None:
+            item.to = message.envelope_to
         options: list[str] = []
-        if not (message.sender + message.envelope_to).isascii():
+        if not (message.sender + item.to).isascii():
             if not client.has_extn("smtputf8"):
                 self._record(
                     item,
@@ -385,7 +389,7 @@ class _Run:
             code, answer = client.mail(message.sender, options)
             if code != 250:
                 return self._refused(client, item, "MAIL FROM", code, answer)
-            code, answer = client.rcpt(message.envelope_to)
+            code, answer = client.rcpt(item.to)
             if code not in (250, 251):
                 return self._refused(client, item, "RCPT TO", code, answer)
             if self.pace is not None:

@@ -93,4 +93,6 @@ def _parsed_address(text: str) -> str:
 
 def envelope_address(text: str) -> str:
     """The bare address (``user@host``) of one address, for the SMTP envelope."""
+    if PLAIN_ADDRESS.fullmatch(text) is not None:
+        return text  # already bare: the common case, without the parser's cost
     return address_header(text).addresses[0].addr_spec
