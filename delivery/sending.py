@@ -197,10 +197,16 @@ class _Pace:
 
 
 class _Work:
-    """The messages waiting for a session: read ahead, and deferred ones due later."""
+    """The messages waiting for a session: read ahead, and deferred ones due later.
+
+    One lock, two conditions: sessions wait for messages, the reader waits
+    for room, and each is woken only by what it waits for.
+    """
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
+        self.items = threading.Condition(self.lock)
+        self.room = threading.Condition(self.lock)
         self.ready: deque[_Item] = deque()
         self.later: list[tuple[float, int, _Item]] = []
         self._order = itertools.count()
@@ -209,51 +215,54 @@ class _Work:
         self.stop: BaseException | None = None
 
     def put(self, item: _Item) -> None:
-        with self.cond:
+        with self.lock:
             while len(self.ready) >= READ_AHEAD and self.stop is None:
-                self.cond.wait()
+                self.room.wait()
             self.ready.append(item)
-            self.cond.notify_all()
+            self.items.notify()
 
     def retry_at(self, due: float, item: _Item) -> None:
-        with self.cond:
+        with self.lock:
             heapq.heappush(self.later, (due, next(self._order), item))
-            self.cond.notify_all()
+            # A session asleep until a later due time must look again.
+            self.items.notify_all()
 
     def take(self) -> _Item | None:
-        with self.cond:
+        with self.lock:
             while self.stop is None:
                 now = time.monotonic()
                 if self.later and self.later[0][0] <= now:
                     item = heapq.heappop(self.later)[2]
                 elif self.ready:
                     item = self.ready.popleft()
+                    self.room.notify()
                 elif not self.feeding and not self.busy and not self.later:
-                    self.cond.notify_all()
+                    self.items.notify_all()
                     return None
                 else:
-                    self.cond.wait(self.later[0][0] - now if self.later else None)
+                    self.items.wait(self.later[0][0] - now if self.later else None)
                     continue
                 self.busy += 1
-                self.cond.notify_all()
                 return item
             return None
 
     def done(self) -> None:
-        with self.cond:
+        with self.lock:
             self.busy -= 1
-            self.cond.notify_all()
+            if not self.busy and not self.feeding:
+                self.items.notify_all()  # the end may have come
 
     def finish_feeding(self) -> None:
-        with self.cond:
+        with self.lock:
             self.feeding = False
-            self.cond.notify_all()
+            self.items.notify_all()
 
     def abort(self, error: BaseException) -> None:
-        with self.cond:
+        with self.lock:
             if self.stop is None:
                 self.stop = error
-            self.cond.notify_all()
+            self.items.notify_all()
+            self.room.notify_all()
 
 
 class _Dropped(Exception):
