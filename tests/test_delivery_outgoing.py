@@ -179,6 +179,26 @@ def test_the_fast_builder_writes_the_bytes_of_the_email_builder(
     assert written == expected
 
 
+def test_a_boundary_never_appears_in_the_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("delivery.message.random.randrange", lambda _: 7)
+    taken = "=" * 15 + "7".zfill(19) + "=="
+    text = f"a line\n--{taken}\nand --{taken}--\n"
+    data = build_bytes(
+        sender="s@x.test",
+        mailing="m",
+        recipient="r",
+        to=None,
+        parts={"text": text, "html": "<p>x</p>"},
+        ref="abc",
+    )
+    assert f'boundary="{taken}.0"'.encode() in data
+    message = parsed(data)
+    assert [p.get_content() for p in message.iter_parts()] == [
+        text.replace("\n", "\r\n"),
+        "<p>x</p>\r\n",
+    ]
+
+
 def test_eml_files_are_sent_as_written_with_the_missing_reference_headers_added(
     tmp_path: Path,
 ) -> None:
