@@ -365,3 +365,46 @@ def test_hostile_output_is_read_whole_or_refused_with_file_and_line(
         assert_carries_ref(data, message.ref)
         if message.to is not None:
             assert message.envelope_to
+
+
+_eml_lines = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                b"X-Promomail-Mailing: " + MAILING.encode(),
+                b"X-Promomail-Mailing: other",
+                b"X-Promomail-Recipient: r0",
+                b"X-Promomail-Recipient: =?utf-8?q?r=0A0?=",
+                b"X-Promomail-Ref: abc",
+                b"X-Promomail-Ref: a b",
+                b"X-SMTPAPI: {}",
+                b"To: a@b.test",
+                b"To: a@b.test, c@d.test",
+                b"To: =?utf-8?b?/w==?= <x@y.test>",
+                b" folded",
+                b"",
+                b"body",
+            ]
+        ),
+        st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+    ),
+    max_size=10,
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=_eml_lines)
+def test_hostile_eml_files_are_read_or_refused_by_file(tmp_path: Path, lines: list[bytes]) -> None:
+    folder = tmp_path / "eml"
+    folder.mkdir(exist_ok=True)
+    path = folder / "x.eml"
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    try:
+        messages = list(read_output(folder, MAILING))
+    except OutgoingError as exc:
+        assert str(exc).startswith(f"{path}: ")
+        return
+    [message] = messages
+    assert_carries_ref(message.build(), message.ref)
