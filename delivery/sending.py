@@ -33,6 +33,7 @@ import heapq
 import itertools
 import random
 import smtplib
+import ssl
 import threading
 import time
 from collections import deque
@@ -43,7 +44,7 @@ from typing import Any, Protocol
 
 from delivery.outgoing import OutgoingMessage
 from pools.errors import PromomailError
-from pools.relay import SmtpRelay
+from pools.relay import SmtpRelay, tls_context
 
 #: Refs asked of the log at once: one store query per this many messages.
 BATCH = 256
@@ -280,6 +281,7 @@ class _Run:
         relay: SmtpRelay,
         log: SendLog,
         *,
+        context: ssl.SSLContext,
         connections: int,
         rate: float | None,
         retry_for: float,
@@ -289,6 +291,7 @@ class _Run:
     ) -> None:
         self.relay = relay
         self.log = log
+        self.context = context
         self.connections = connections
         self.pace = _Pace(rate) if rate is not None else None
         self.retry_for = retry_for
@@ -366,7 +369,7 @@ class _Run:
 
     def _connect(self, item: _Item) -> smtplib.SMTP | None:
         try:
-            return self.relay.open(timeout=self.timeout)
+            return self.relay.open(timeout=self.timeout, context=self.context)
         except (OSError, smtplib.SMTPException) as exc:
             item.attempts += 1
             self._record(
@@ -511,8 +514,11 @@ def send_messages(
     if retry_for < 0:
         raise ValueError(f"retry_for must be 0 seconds or more, not {retry_for}")
     started = time.monotonic()
+    # One context for every session: loading the trust store costs tens of
+    # milliseconds, and a CA file that cannot be read fails the run here.
+    context = tls_context()
     try:
-        first = relay.open(timeout=timeout)
+        first = relay.open(timeout=timeout, context=context)
     except (OSError, smtplib.SMTPException) as exc:
         raise SendAborted(
             f"cannot reach the relay {relay.shown}: {exc or type(exc).__name__}; nothing was sent"
@@ -520,6 +526,7 @@ def send_messages(
     run = _Run(
         relay,
         log,
+        context=context,
         connections=connections,
         rate=rate,
         retry_for=retry_for,
