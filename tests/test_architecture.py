@@ -1,9 +1,10 @@
 """The dependency rules of the tree, read from every module's imports.
 
-``templating`` and ``delivery`` depend on ``pools``, never the reverse, and
-``delivery`` never on the template side; the template side is pure Jinja2;
-front ends never import each other's modules nor the database driver's
-exceptions, which the store translates once (pools/store/db.py).
+``templating`` and ``delivery`` depend on ``pools``, never the reverse;
+``delivery`` depends on ``pools`` alone and reaches the store only through
+the protocols it defines; the template side is pure Jinja2; front ends never
+import each other's modules nor the database driver's exceptions, which the
+store translates once (pools/store/db.py).
 """
 
 from __future__ import annotations
@@ -49,11 +50,18 @@ def _offending(where: tuple[str, ...], forbidden: tuple[str, ...]) -> dict[str, 
 
 
 RULES = {
-    "the store knows nothing of templates or front ends": (
+    "the store knows nothing of templates, the sender or front ends": (
         ("pools",),
         (
-            *("templating", "delivery", "jinja2", "markupsafe", "cli", "commands", "service"),
-            *("click", "fastapi"),
+            *("templating", "delivery", "jinja2", "markupsafe"),
+            *("cli", "commands", "service", "click", "fastapi"),
+        ),
+    ),
+    "the sender reads render output, not templating, and the store only through pools": (
+        ("delivery",),
+        (
+            *("templating", "jinja2", "markupsafe", "sqlalchemy", "pools.store"),
+            *("cli", "commands", "service", "click", "fastapi"),
         ),
     ),
     "the template side knows no front end": (
@@ -68,10 +76,6 @@ RULES = {
             "sqlalchemy",
             "templating.mailing",
         ),
-    ),
-    "delivery events depend on the store alone: no template side, no front end": (
-        ("delivery",),
-        ("templating", "jinja2", "markupsafe", "cli", "commands", "service", "click", "fastapi"),
     ),
     "the service never imports the command line": (("service",), ("cli", "commands", "click")),
     "driver errors are translated by the store alone": (

@@ -21,10 +21,8 @@ Decisions:
 * A sink never raises: each delivery's outcome (delivered, or failed with a
   reason) is recorded in the alert, for the caller to show.
 
-SMTP URLs: ``smtp://[user:password@]host[:port]`` (port 25),
-``smtps://…`` (TLS from the start, port 465), ``smtp+starttls://…`` (port
-587); an optional ``?from=address`` sets the sender (default
-``promomail@localhost``).
+The SMTP URL is read by :mod:`pools.relay`, as for ``send``; its optional
+``?from=address`` sets the notices' sender (default ``promomail@localhost``).
 """
 
 from __future__ import annotations
@@ -33,26 +31,27 @@ import http.client
 import json
 import os
 import smtplib
-import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from enum import StrEnum
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, or_, select, update
 
 from pools.codes.counts import available_count
 from pools.codes.webhooks import TargetRefused, checked_addresses, connection_to
-from pools.display import redact_url, scrub, url_secrets
 from pools.errors import PoolNotFound
+
+# Named here too: the notices' settings are read where the notices are sent.
+from pools.relay import SMTP_URL_ENV as SMTP_URL_ENV
+from pools.relay import InvalidSmtpUrl, RelayError, SmtpRelay
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Pool, PoolStatus
 
-SMTP_URL_ENV = "PROMOMAIL_SMTP_URL"
 DEFAULT_SENDER = "promomail@localhost"
 DEFAULT_TIMEOUT_S = 5.0
 #: What a failed delivery says where its reason is not shown.
@@ -309,47 +308,15 @@ def post_webhook(url: str, body: dict[str, Any], *, timeout: float) -> Delivery:
     return Delivery(Sink.WEBHOOK, url, True)
 
 
-@dataclass(frozen=True)
-class SmtpServer:
-    host: str
-    port: int
-    tls: str  # "none", "ssl" or "starttls"
-    user: str | None
-    password: str | None
-    sender: str
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpServer:
-        parts = urlsplit(url)
-        defaults = {"smtp": (25, "none"), "smtps": (465, "ssl"), "smtp+starttls": (587, "starttls")}
-        scheme = parts.scheme.lower()
-        if scheme not in defaults or not parts.hostname:
-            raise ValueError(
-                f"{redact_url(url)!r} is not an SMTP URL "
-                "(smtp://host:port, smtps://… or smtp+starttls://…)"
-            )
-        port, tls = defaults[scheme]
-        senders = parse_qs(parts.query).get("from")
-        return cls(
-            host=parts.hostname,
-            port=parts.port or port,
-            tls=tls,
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            sender=senders[0] if senders else DEFAULT_SENDER,
-        )
-
-
 def send_email(smtp_url: str | None, to: str, alert: LowStockAlert, *, timeout: float) -> Delivery:
     if not smtp_url:
         return Delivery(Sink.EMAIL, to, False, f"no SMTP server configured (set {SMTP_URL_ENV})")
     try:
-        server = SmtpServer.from_url(smtp_url)
-        port = server.port  # raises ValueError on a malformed port
-    except ValueError as exc:
-        return Delivery(Sink.EMAIL, to, False, scrub(str(exc), url_secrets(smtp_url)))
+        server = SmtpRelay.parse(smtp_url)
+    except InvalidSmtpUrl as exc:
+        return Delivery(Sink.EMAIL, to, False, str(exc))
     message = EmailMessage()
-    message["From"] = server.sender
+    message["From"] = server.sender or DEFAULT_SENDER
     message["To"] = to
     message["Subject"] = f"[promomail] {alert.message}"
     message.set_content(
@@ -360,20 +327,9 @@ def send_email(smtp_url: str | None, to: str, alert: LowStockAlert, *, timeout: 
         f"Checked at: {alert.at.isoformat(timespec='seconds')} UTC\n\n"
         "Upload or generate more codes. This notice is sent at most once a day per pool.\n"
     )
-    client: smtplib.SMTP
     try:
-        if server.tls == "ssl":
-            client = smtplib.SMTP_SSL(
-                server.host, port, timeout=timeout, context=ssl.create_default_context()
-            )
-        else:
-            client = smtplib.SMTP(server.host, port, timeout=timeout)
-        with client:
-            if server.tls == "starttls":
-                client.starttls(context=ssl.create_default_context())
-            if server.user is not None:
-                client.login(server.user, server.password or "")
+        with server.open(timeout=timeout) as client:
             client.send_message(message)
-    except (OSError, smtplib.SMTPException, ValueError) as exc:
+    except (OSError, smtplib.SMTPException, RelayError) as exc:
         return Delivery(Sink.EMAIL, to, False, str(exc) or type(exc).__name__)
     return Delivery(Sink.EMAIL, to, True)

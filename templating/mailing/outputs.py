@@ -38,23 +38,20 @@ from dataclasses import dataclass
 from email.errors import MessageError
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.policy import SMTP, default
-from email.utils import formatdate, make_msgid
+from email.policy import default
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import orjson
 
+from delivery.message import build_email
+from delivery.message import sender_address as delivery_sender
 from pools.errors import InvalidSetting
 from pools.identifiers import describe_character
 from templating.errors import MailingError, UnwritableMessage
-from templating.mailing.recipients import address_header, one_address
+from templating.mailing.recipients import address_header
 
-DEFAULT_SENDER = "promomail <noreply@localhost>"
-#: RFC 5322 on disk: CRLF line ends, and bodies 7-bit clean (quoted-printable or
-#: base64 for non-ASCII text) so a file is valid without 8BITMIME.
-EML_POLICY = SMTP.clone(cte_type="7bit")
 #: What a subject (a header line) may not hold: control characters but tab,
 #: and everything :meth:`str.splitlines` breaks a line at.
 _HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -348,14 +345,10 @@ def eml_name(recipient_id: str) -> str:
 
 def sender_address() -> str:
     """The From of ``.eml`` messages (``PROMOMAIL_FROM``), or MailingError if unusable."""
-    sender = os.environ.get("PROMOMAIL_FROM", DEFAULT_SENDER)
     try:
-        address = one_address(sender)
+        return delivery_sender()
     except ValueError as exc:
-        raise MailingError(f"PROMOMAIL_FROM: {exc}") from exc
-    if address is None:
-        raise MailingError("PROMOMAIL_FROM is empty: set it to one address or leave it unset")
-    return address
+        raise MailingError(str(exc)) from exc
 
 
 _read_headers = BytesHeaderParser(policy=default)
@@ -437,23 +430,11 @@ class EmlWriter(MessageWriter):
             self._dir = None
 
     def to_email(self, rendered: RenderedMessage) -> EmailMessage:
-        email = EmailMessage(policy=EML_POLICY)
-        email["From"] = self.sender
-        if rendered.to:
-            email["To"] = rendered.to
-        email["Subject"] = rendered.parts.get("subject", "")
-        email["Date"] = formatdate(localtime=False, usegmt=True)
-        email["Message-ID"] = make_msgid(domain="promomail.local")
-        email["X-Promomail-Mailing"] = rendered.mailing
-        email["X-Promomail-Recipient"] = rendered.recipient
-        text = rendered.parts.get("text", rendered.parts.get("body"))
-        html = rendered.parts.get("html")
-        if text is not None:
-            email.set_content(text)
-            if html is not None:
-                email.add_alternative(html, subtype="html")
-        elif html is not None:
-            email.set_content(html, subtype="html")
-        else:
-            email.set_content("")
-        return email
+        # The one builder ``send`` uses too, so a JSON Lines output sent is this e-mail.
+        return build_email(
+            sender=self.sender,
+            mailing=rendered.mailing,
+            recipient=rendered.recipient,
+            to=rendered.to,
+            parts=rendered.parts,
+        )

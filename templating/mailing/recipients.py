@@ -23,21 +23,20 @@ render time instead; :func:`one_address` decides the address.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import re
-import unicodedata
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from email.errors import HeaderParseError, MessageDefect
-from email.headerregistry import Address, Group, HeaderRegistry
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, NamedTuple
 
-import idna
-
+# The address rules and the shard hash live in pools, which the sender shares;
+# templating and its tests keep importing them from here.
+from pools.addresses import PLAIN_ADDRESS as PLAIN_ADDRESS
+from pools.addresses import ParsedAddresses as ParsedAddresses
+from pools.addresses import address_header as address_header
+from pools.addresses import one_address as one_address
 from pools.errors import InvalidSetting
 from pools.identifiers import (
     MAX_ID_LENGTH,
@@ -47,6 +46,7 @@ from pools.identifiers import (
     id_problem,
 )
 from pools.local_files import LineTooLong, bounded_lines, open_text
+from pools.sharding import stable_hash as stable_hash
 from templating.errors import RecipientError
 
 #: Characters one line of a recipients file may hold: a file with no line end
@@ -88,11 +88,6 @@ class Shard:
     @property
     def label(self) -> str:
         return "all" if self.count == 1 else f"{self.index}/{self.count}"
-
-
-def stable_hash(recipient_id: str) -> int:
-    """The shard hash: the same on every machine and in every release."""
-    return int.from_bytes(hashlib.blake2b(recipient_id.encode(), digest_size=8).digest(), "big")
 
 
 def worker_hash(recipient_id: str) -> int:
@@ -422,146 +417,3 @@ def _json_id(path: Path, line: int, value: Any) -> str:
     if UNSAFE_ID.search(recipient_id) is not None or len(recipient_id) > MAX_ID_LENGTH:
         _refuse_id(path, line, "column 'id'", recipient_id)
     return recipient_id
-
-
-# -- the e-mail column ----------------------------------------------------------------
-
-#: The plainest addr-spec (dot-atoms of letters, digits and ``._%+-``): the
-#: common case, which the standard parser accepts exactly as written (a test
-#: checks that) and which is written as it is. Everything else goes to the
-#: standard parser, and so do domain labels that claim to be IDNA (``xn--``),
-#: which are checked.
-PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*"
-    r"@(?![Xx][Nn]--)[A-Za-z0-9-]+(?:\.(?![Xx][Nn]--)[A-Za-z0-9-]+)*"
-)
-_headers = HeaderRegistry()
-
-
-def one_address(value: object) -> str | None:
-    """The recipient's address as it is written: None when empty, else exactly one.
-
-    Raises ValueError with the reason when the value is not exactly one valid
-    mailbox (several addresses, a group, a list, something that is no
-    address). Decided by the standard library's RFC 5322 parser, so what is
-    accepted here is what the ``.eml`` writer can put in ``To``.
-
-    The one place an address is decided, so JSON Lines ``to`` and the
-    ``.eml`` ``To`` always agree. An internationalised domain is written in
-    its ASCII (IDNA) form, since no header may carry it otherwise (RFC 2047
-    encoded words are not allowed in an address); see :func:`ascii_domain`.
-    A local part that is not ASCII is refused: delivering it needs SMTPUTF8
-    (RFC 6531), and promomail's messages are plain RFC 5322.
-    """
-    if value is None:
-        return None
-    text = value.strip() if isinstance(value, str) else str(value)
-    if not text:
-        return None
-    if PLAIN_ADDRESS.fullmatch(text) is not None:
-        return text
-    return _parsed_address(text)
-
-
-class ParsedAddresses(Protocol):
-    """What the standard library's address header holds, as this module reads it."""
-
-    @property
-    def addresses(self) -> tuple[Address, ...]: ...
-    @property
-    def groups(self) -> tuple[Group, ...]: ...
-    @property
-    def defects(self) -> tuple[MessageDefect, ...]: ...
-
-
-def address_header(text: str) -> ParsedAddresses:
-    """``text`` parsed as a ``To`` header by the standard library (may raise)."""
-    return cast(ParsedAddresses, _headers("To", text))
-
-
-def _parsed_address(text: str) -> str:
-    bad = UNSAFE_ID.search(text) or UNSAFE_VALUE.search(text)
-    if bad is not None:
-        raise ValueError(f"the address holds {describe_unsafe(bad.group())}")
-    try:
-        header = address_header(text)
-    # Besides its own errors, the standard library's parser fails on some
-    # malformed input from inside (AttributeError on '.<a@b.c>', TypeError on 'a .<a@b.c>', IndexError on
-    # '.@'): each means the text is no address it can write.
-    except (
-        HeaderParseError,
-        MessageDefect,
-        ValueError,
-        IndexError,
-        AttributeError,
-        TypeError,
-    ) as exc:
-        raise ValueError(f"{text!r} is not an e-mail address") from exc
-    groups = [group for group in header.groups if group.display_name is not None]
-    if groups:
-        raise ValueError(f"{text!r} is a group ({groups[0].display_name!r}), not one address")
-    addresses = header.addresses
-    if len(addresses) > 1:
-        listed = ", ".join(a.addr_spec for a in addresses)
-        raise ValueError(
-            f"{text!r} holds {len(addresses)} addresses ({listed}); a recipient has exactly one"
-        )
-    if addresses and not addresses[0].username.isascii():
-        raise ValueError(
-            f"{text!r}: the part before '@' is not ASCII; such an address needs SMTPUTF8, "
-            "which promomail's messages do not use"
-        )
-    if not addresses or header.defects or not addresses[0].domain or not addresses[0].username:
-        reason = f" ({header.defects[0]})" if header.defects else ""
-        raise ValueError(f"{text!r} is not an e-mail address{reason}")
-    address = addresses[0]
-    domain = address.domain
-    if domain.startswith("["):
-        return text  # an address literal, [192.0.2.1]: no name to convert
-    try:
-        written = ascii_domain(domain)
-    except ValueError as exc:
-        raise ValueError(f"{text!r}: the domain {domain!r} {exc}") from None
-    if written == domain:
-        return text
-    return str(Address(address.display_name, address.username, written))
-
-
-def ascii_domain(domain: str) -> str:
-    """``domain`` in the ASCII form a mail header carries, or ValueError saying why not.
-
-    An ASCII domain is kept as written, but each label that claims to be
-    IDNA (``xn--``) must be a valid one. Any other domain is converted by
-    IDNA 2008 with the UTS #46 mapping (non-transitional, STD3 rules), as
-    browsers and mail clients do: case and width are folded and ``ß`` stays
-    ``ß`` (Python's own ``idna`` codec is IDNA 2003, which turns it into
-    ``ss``, another domain). A character the mapping would silently drop (a
-    zero-width space, a soft hyphen) is refused instead: such a domain is a
-    typing or copying accident, not a name anyone registered.
-    """
-    if domain.isascii():
-        if "xn--" in domain.lower():
-            for label in domain.split("."):
-                if label[:4].lower() == "xn--":
-                    try:
-                        idna.decode(label)
-                    except idna.IDNAError as exc:
-                        raise ValueError(
-                            f"has a label {label!r} that is not valid IDNA ({exc})"
-                        ) from None
-        return domain
-    for char in domain:
-        if char.isascii():
-            continue
-        try:
-            dropped = not idna.uts46_remap(char, std3_rules=True, transitional=False)
-        except idna.IDNAError:
-            dropped = False  # disallowed: idna.encode below says so
-        if dropped or unicodedata.category(char) == "Cf":
-            name = unicodedata.name(char, "an unnamed character").lower()
-            raise ValueError(f"holds U+{ord(char):04X} ({name}), which a domain name cannot hold")
-    try:
-        encoded = idna.encode(domain, uts46=True, std3_rules=True, transitional=False)
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise ValueError(f"is not a valid internationalised domain name ({exc})") from None
-    return encoded.decode("ascii")
