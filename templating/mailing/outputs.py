@@ -85,11 +85,14 @@ class RenderedMessage(NamedTuple):
     to: str | None
     parts: dict[str, str]
     codes: dict[str, str | list[str]]
+    #: The delivery reference (:func:`pools.after_sending.references.message_ref`).
+    ref: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "mailing": self.mailing,
             "recipient": self.recipient,
+            "ref": self.ref,
             "to": self.to,
             "parts": self.parts,
             "codes": self.codes,
@@ -313,6 +316,21 @@ def sender_address() -> str:
 _read_headers = BytesHeaderParser(policy=default)
 
 
+def ref_headers(ref: str) -> list[tuple[str, str]]:
+    """The headers that carry a delivery reference: promomail's own, and those
+    SES, SendGrid, Mailgun and Postmark echo back in their events (SPEC 8).
+
+    A reference is ``[A-Za-z0-9_-]`` only, so it needs no quoting in any of them.
+    """
+    return [
+        ("X-Promomail-Ref", ref),
+        ("X-SES-MESSAGE-TAGS", f"promomail_ref={ref}"),
+        ("X-SMTPAPI", f'{{"unique_args": {{"promomail_ref": "{ref}"}}}}'),
+        ("X-Mailgun-Variables", f'{{"promomail_ref": "{ref}"}}'),
+        ("X-PM-Metadata-promomail_ref", ref),
+    ]
+
+
 class EmlWriter(MessageWriter):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -380,6 +398,9 @@ class EmlWriter(MessageWriter):
         email["Message-ID"] = make_msgid(domain="promomail.local")
         email["X-Promomail-Mailing"] = rendered.mailing
         email["X-Promomail-Recipient"] = rendered.recipient
+        if rendered.ref:
+            for name, value in ref_headers(rendered.ref):
+                email[name] = value
         text = rendered.parts.get("text", rendered.parts.get("body"))
         html = rendered.parts.get("html")
         if text is not None:

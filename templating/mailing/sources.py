@@ -77,6 +77,9 @@ class ChunkCodes:
         self.refill = refill
         self.handed: dict[str, list[PromoCode]] = {}
         self.reissues: list[tuple[str, str, int]] = []
+        #: Customer → the delivery reference of their message, for those whose
+        #: message records an issuance (the settle stamps it on each).
+        self.message_refs: dict[str, str] = {}
         self.new_codes = 0
         self.reused_codes = 0
         self._message: _Message | None = None
@@ -92,10 +95,17 @@ class ChunkCodes:
             return dict(message.codes)
         return {**message.codes, **message.lists}
 
-    def commit(self) -> None:
-        """Keep the recipient's codes: its message is rendered and can be written."""
+    def commit(self, ref: str | None = None) -> None:
+        """Keep the recipient's codes: its message (reference ``ref``) is rendered
+        and can be written.
+
+        Codes a re-run reuses keep the issuance, and the reference, they were
+        recorded with: the same codes make the same reference.
+        """
         message = self._current()
         handouts = message.handouts
+        if ref is not None and (handouts or message.reissues):
+            self.message_refs[message.customer_id] = ref
         if handouts:
             handed = self.handed
             for pool_id, handout in handouts:
