@@ -419,6 +419,8 @@ class DeliveryEvent(Base):
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     ref: Mapped[str | None] = mapped_column(String(REF_MAX_LENGTH))
     type: Mapped[str] = mapped_column(String(16))
+    #: When the service says it happened (if it says).
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime)
     received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 

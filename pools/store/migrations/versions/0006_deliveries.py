@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(length=200), nullable=False),
         sa.Column("ref", sa.String(length=64), nullable=True),
         sa.Column("type", sa.String(length=16), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(), nullable=True),
         sa.Column("received_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("provider", "event_id", name=op.f("pk_delivery_events")),
     )
