@@ -137,7 +137,7 @@ def test_every_issuance_a_message_records_carries_its_reference(
             ).all()
         )
         key = delivery_ref_key(conn)
-    # 40 × (one spring, two pair, one shared) and 15 reissues of an old code.
+    # 40 times (one spring, two pair, one shared) and 15 reissues of an old code.
     assert kinds == {"initial": 160, "reissue": 15}
     # What the store's key makes of what each message shows.
     for record in read_jsonl(tmp_path / "out.jsonl"):

@@ -354,7 +354,7 @@ def list_deliveries(
                 row.codes_returned,
                 row.updated_at,
             )
-            for row in conn.execute(query).scalars()
+            for row in conn.execute(query)
         ]
 
 
