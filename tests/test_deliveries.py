@@ -189,10 +189,14 @@ def test_the_relay_refusing_a_message_gives_its_codes_back_at_once(
 ) -> None:
     ann, bob, cid = (refs[c] for c in customer_ids(3))
     assert to_send(engine, "m", refs.values()) == set(refs.values())
-    common = {"mailing_id": "m"}
     assert (
         record_send(
-            engine, recipient_id="cust-00000", ref=ann, state="sent", answer="250 ok", **common
+            engine,
+            recipient_id="cust-00000",
+            ref=ann,
+            state="sent",
+            answer="250 ok",
+            mailing_id="m",
         )
         == 0
     )
@@ -203,7 +207,7 @@ def test_the_relay_refusing_a_message_gives_its_codes_back_at_once(
             ref=bob,
             state="deferred",
             answer="451 later",
-            **common,
+            mailing_id="m",
         )
         == 0
     )
@@ -214,7 +218,7 @@ def test_the_relay_refusing_a_message_gives_its_codes_back_at_once(
         ref=cid,
         state="failed",
         answer="550 no such user",
-        **common,
+        mailing_id="m",
     )
     assert returned == 1
     assert _state(engine, cid) == ("failed", 1)
@@ -227,19 +231,19 @@ def test_the_relay_refusing_a_message_gives_its_codes_back_at_once(
     # The deferred one goes out on the next run; answers about a message done change nothing.
     assert (
         record_send(
-            engine, recipient_id="cust-00001", ref=bob, state="sent", answer="250", **common
+            engine, recipient_id="cust-00001", ref=bob, state="sent", answer="250", mailing_id="m"
         )
         == 0
     )
     assert (
         record_send(
-            engine, recipient_id="cust-00002", ref=cid, state="failed", answer="550", **common
+            engine, recipient_id="cust-00002", ref=cid, state="failed", answer="550", mailing_id="m"
         )
         == 0
     )
     assert (
         record_send(
-            engine, recipient_id="cust-00000", ref=ann, state="failed", answer="550", **common
+            engine, recipient_id="cust-00000", ref=ann, state="failed", answer="550", mailing_id="m"
         )
         == 0
     )
@@ -259,7 +263,7 @@ def test_the_relay_refusing_a_message_gives_its_codes_back_at_once(
     }
     assert view["returned"] == 1  # the existing fields stay
     with pytest.raises(InvalidSetting):
-        record_send(engine, recipient_id="x", ref="r", state="lost", answer="", **common)  # type: ignore[arg-type]
+        record_send(engine, recipient_id="x", ref="r", state="lost", answer="", mailing_id="m")  # type: ignore[arg-type]
     _checks(engine)
 
 
@@ -409,7 +413,7 @@ def test_events_in_any_order_keep_the_invariants(
                 {"m": mailing},
             )
         }
-        statuses = dict(
+        statuses: dict[str, str] = dict(
             conn.execute(
                 text("SELECT ref, status FROM deliveries WHERE mailing_id = :m"), {"m": mailing}
             ).all()

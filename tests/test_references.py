@@ -128,7 +128,7 @@ def test_every_issuance_a_message_records_carries_its_reference(
     refs = _refs(tmp_path / "out.jsonl")
     assert _stamped(engine, "m") == {c: {refs[c]} for c in ids}
     with read_transaction(engine) as conn:
-        kinds = dict(
+        kinds: dict[str, int] = dict(
             conn.execute(
                 text(
                     "SELECT kind, count(*) FROM issuances WHERE mailing_id = 'm' "
