@@ -195,3 +195,10 @@ def test_a_reference_names_exactly_what_it_was_made_of(
     )
     assert message_ref(key, mailing, recipient, codes, returned + 1) != ref
     assert message_ref(b"j" * 32, mailing, recipient, codes, returned) != ref
+
+
+def test_a_reference_is_made_for_text_that_is_not_unicode() -> None:
+    # A JSON Lines recipients file may hold an escaped lone surrogate.
+    ref = message_ref(b"k" * 32, "m", "ann\ud800", {"p": "C"})
+    assert REF.fullmatch(ref) and ref == message_ref(b"k" * 32, "m", "ann\ud800", {"p": "C"})
+    assert ref != message_ref(b"k" * 32, "m", "ann\ud801", {"p": "C"})

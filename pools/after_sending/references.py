@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 
 import orjson
@@ -51,7 +52,13 @@ def message_ref(
     canonical form: every string is quoted and escaped, so no two inputs
     encode alike. It costs about a microsecond and a half.
     """
-    payload = _dumps([mailing_id, recipient_id, codes, returned], option=_SORTED)
+    fields = [mailing_id, recipient_id, codes, returned]
+    try:
+        payload = _dumps(fields, option=_SORTED)
+    except orjson.JSONEncodeError:
+        # A lone surrogate (an escaped one in a JSON Lines recipients file):
+        # ASCII JSON escapes it. Still one encoding per input.
+        payload = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
     return _encode(_hmac_digest(key, payload, "sha256"))[:REF_LENGTH].decode()
 
 
