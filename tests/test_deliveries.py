@@ -24,6 +24,7 @@ from sqlalchemy import Engine, text
 from store_helpers import make_pool
 
 from pools.after_sending.deliveries import (
+    DeliveryLog,
     apply_event,
     list_deliveries,
     record_send,
@@ -264,6 +265,25 @@ def test_the_relay_refusing_a_message_gives_its_codes_back_at_once(
     assert view["returned"] == 1  # the existing fields stay
     with pytest.raises(InvalidSetting):
         record_send(engine, recipient_id="x", ref="r", state="lost", answer="", mailing_id="m")  # type: ignore[arg-type]
+    _checks(engine)
+
+
+def test_a_send_runs_log_records_each_answer_for_its_recipient(
+    engine: Engine, refs: dict[str, str]
+) -> None:
+    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()})
+    ann, bob, cid = (refs[c] for c in customer_ids(3))
+    assert log.to_send(refs.values()) == {ann, bob, cid}
+    log.record(ann, "sent", "250 ok")
+    log.record(bob, "failed", "550 unknown")
+    log.record(cid, "deferred", "421 busy")
+    assert log.codes_returned == 1
+    assert log.to_send(refs.values()) == {cid}
+    assert [(d.recipient, d.status) for d in list_deliveries(engine, "m")] == [
+        ("cust-00000", "sent"),
+        ("cust-00001", "failed"),
+        ("cust-00002", "deferred"),
+    ]
     _checks(engine)
 
 

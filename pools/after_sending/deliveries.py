@@ -34,8 +34,9 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -278,6 +279,38 @@ def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: da
             .values(codes_returned=Delivery.codes_returned + totals.returned)
         )
     return totals.returned
+
+
+@dataclass
+class DeliveryLog:
+    """The store's side of one ``send`` run: what is left to send, and each answer recorded.
+
+    ``recipients`` maps each reference to its recipient id (both read from
+    the render's output). Safe to call from the sender's threads: each call
+    is its own transaction.
+    """
+
+    engine: Engine
+    mailing_id: str
+    recipients: Mapping[str, str]
+    #: Codes given back by this run (messages the relay refused).
+    codes_returned: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def to_send(self, refs: Iterable[str]) -> set[str]:
+        return to_send(self.engine, self.mailing_id, refs)
+
+    def record(self, ref: str, state: SendState, answer: str) -> None:
+        returned = record_send(
+            self.engine,
+            mailing_id=self.mailing_id,
+            recipient_id=self.recipients[ref],
+            ref=ref,
+            state=state,
+            answer=answer,
+        )
+        with self._lock:
+            self.codes_returned += returned
 
 
 def seen_token(
