@@ -439,3 +439,41 @@ def test_events_in_any_order_keep_the_invariants(
             ).all()
         )
     assert not {statuses.get(r) for r in live_refs} & {"failed", "bounced"}
+
+
+def test_codes_shown_again_in_a_changed_message_are_no_events_to_give_back(
+    db_url: str, engine: Engine, tmp_path: Path, refs: dict[str, str]
+) -> None:
+    """A re-run with another template: the codes both messages show stay with their holders."""
+    make_pool(engine, "autumn", [f"AUTUMN{i}" for i in range(5)])
+    spring = mailing_codes(engine, "m", "spring")
+    template = write_template(
+        tmp_path,
+        "{% block text %}{{ client.promocode('spring') }} {{ client.promocode('autumn') }}"
+        "{% endblock %}",
+        name="changed.j2",
+    )
+    recipients = write_recipients(tmp_path, customer_ids(3))
+    render(db_url, template, recipients, "m", tmp_path / "changed.jsonl")
+    changed = {r["recipient"]: r["ref"] for r in read_jsonl(tmp_path / "changed.jsonl")}
+    old, new = refs["cust-00000"], changed["cust-00000"]
+    assert old != new
+    # The earlier message is no longer known; the new one names its own new code.
+    assert _event(engine, old, "bounce", permanent=True) == "unmatched"
+    assert _event(engine, new, "bounce", permanent=True) == "applied"
+    assert _state(engine, new) == ("bounced", 1)
+    assert mailing_codes(engine, "m", "spring") == spring
+    assert "cust-00000" not in mailing_codes(engine, "m", "autumn")
+    # The unchanged template again: what it shows again is named as before.
+    render(db_url, template, recipients, "m", tmp_path / "again.jsonl")
+    again = {r["recipient"]: r["ref"] for r in read_jsonl(tmp_path / "again.jsonl")}
+    assert again["cust-00001"] == changed["cust-00001"]
+    with read_transaction(engine) as conn:
+        stamped = conn.execute(
+            text(
+                "SELECT pool_id, ref FROM issuances WHERE customer_id = 'cust-00001' "
+                "AND returned_at IS NULL ORDER BY pool_id"
+            )
+        ).all()
+    assert [tuple(r) for r in stamped] == [("autumn", again["cust-00001"]), ("spring", None)]
+    _checks(engine)

@@ -195,8 +195,8 @@ def test_a_settle_the_helper_refuses_gives_the_chunks_codes_back(
     sent = store_helper.settle_arguments
 
     def with_a_stray_code(*args: Any) -> tuple[Any, ...]:
-        ticket, topped_up, _handed, reissues, refs = sent(*args)
-        return ticket, topped_up, {"spring": [(-1, "stranger", 0)]}, reissues, refs
+        ticket, topped_up, _handed, reissues, refs, recorded = sent(*args)
+        return ticket, topped_up, {"spring": [(-1, "stranger", 0)]}, reissues, refs, recorded
 
     monkeypatch.setattr(run_module, "settle_arguments", with_a_stray_code)
     with pytest.raises(MailingError, match="never reserved"):

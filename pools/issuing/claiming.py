@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_active
@@ -276,6 +276,7 @@ def settle(
     handed: Mapping[str, Sequence[PromoCode]],
     reissues: Sequence[tuple[str, str, int]] = (),
     refs: Mapping[str, str] = _NO_REFS,
+    recorded: Mapping[str, str] = _NO_REFS,
 ) -> None:
     """Record a chunk's issuances and release its unused codes, atomically.
 
@@ -283,7 +284,9 @@ def settle(
     each handed to its customer (:meth:`PromoCode.to`); ``reissues`` lists
     (pool, customer, code id) shown again by ``last_promocode``. ``refs``
     maps a customer to the delivery reference of the message that showed
-    these codes, stamped on each issuance. Raises
+    these codes, stamped on each issuance; ``recorded`` does the same for
+    messages of a re-run that show what the mailing recorded before (see
+    :func:`forget_other_refs`). Raises
     :class:`ReservationLost` (and changes nothing) if any reserved code was
     reclaimed, voided or redeemed before this commit.
     """
@@ -329,6 +332,37 @@ def settle(
                     "were reclaimed or voided before they could be issued"
                 )
         record_reissues(conn, mailing_id, reissues, now, refs)
+        forget_other_refs(conn, mailing_id, recorded)
+
+
+def forget_other_refs(conn: Connection, mailing_id: str, refs: Mapping[str, str]) -> None:
+    """Take a message's earlier reference off the issuances it shows again, when it changed.
+
+    A re-run normally renders the same message (same codes, same
+    reference). Rendered differently (the template changed, say), the codes
+    it shows again were also in the earlier message: an event about either
+    message alone cannot tell that nobody saw them, so no event gives them
+    back any more (``mailing return`` still does). One read per chunk of a
+    re-run; a write only for changed messages.
+    """
+    if not refs:
+        return
+    stale = [
+        issuance_id
+        for issuance_id, customer, ref in conn.execute(
+            select(Issuance.id, Issuance.customer_id, Issuance.ref).where(
+                one_of(conn, Issuance.customer_id, list(refs)),
+                Issuance.mailing_id == mailing_id,
+                Issuance.returned_at.is_(None),
+                Issuance.ref.is_not(None),
+            )
+        )
+        if ref != refs[customer]
+    ]
+    for start in range(0, len(stale), 500):
+        conn.execute(
+            update(Issuance).where(Issuance.id.in_(stale[start : start + 500])).values(ref=None)
+        )
 
 
 def record_reissues(

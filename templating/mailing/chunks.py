@@ -135,12 +135,13 @@ class ChunkStore:
         handed: Mapping[str, Sequence[PromoCode]],
         reissues: Sequence[tuple[str, str, int]],
         refs: Mapping[str, str],
+        recorded: Mapping[str, str],
     ) -> None:
         """Record the chunk; on any failure its codes go back to the pool."""
         try:
             if self.lease is not None:
                 check_lease(self.engine, self.lease)
-            settle(self.engine, self.mailing_id, reservations, handed, reissues, refs)
+            settle(self.engine, self.mailing_id, reservations, handed, reissues, refs, recorded)
         except StoreConflict as exc:
             # Only a second run of the same mailing and shard, at the same
             # time, can give these recipients codes between prepare and settle.
@@ -298,7 +299,11 @@ class ChunkRenderer:
     def settle(self, prepared: Prepared, source: ChunkCodes) -> None:
         """Record the chunk; on any failure its codes go back to the pool."""
         self.store.settle(
-            prepared.reservations, source.handed, source.reissues, source.message_refs
+            prepared.reservations,
+            source.handed,
+            source.reissues,
+            source.message_refs,
+            source.recorded_refs,
         )
 
     def release(self, prepared: Prepared) -> None:

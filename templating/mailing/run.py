@@ -425,7 +425,13 @@ class ChunkPipeline:
             return gone
         return self.helper.submit(
             "settle",
-            *settle_arguments(prepared, source.handed, source.reissues, source.message_refs),
+            *settle_arguments(
+                prepared,
+                source.handed,
+                source.reissues,
+                source.message_refs,
+                source.recorded_refs,
+            ),
         )
 
     def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:

@@ -191,6 +191,7 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
         handed: dict[str, list[_WireHandout]],
         reissues: list[tuple[str, str, int]],
         refs: dict[str, str],
+        recorded: dict[str, str],
     ) -> None:
         reserved = kept.pop(ticket, None)
         if reserved is None:
@@ -205,7 +206,8 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
             # Nothing of the chunk is settled: all its codes go back.
             store.release([*reserved.values(), *tops])
             raise
-        store.settle(held, handouts, reissues, refs)  # releases them itself on failure
+        # It releases them itself on failure.
+        store.settle(held, handouts, reissues, refs, recorded)
 
     operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
     try:
@@ -351,6 +353,7 @@ def settle_arguments(
     handed: Mapping[str, Iterable[PromoCode]],
     reissues: list[tuple[str, str, int]],
     refs: Mapping[str, str],
+    recorded: Mapping[str, str],
 ) -> tuple[Any, ...]:
     """What ``settle`` is sent: the chunk's ticket, the codes the worker reserved
     itself, who got which code, the reissues, and the messages' references."""
@@ -362,6 +365,7 @@ def settle_arguments(
         {pool: [(c.id, c.customer_id, c.slot) for c in codes] for pool, codes in handed.items()},
         reissues,
         dict(refs),
+        dict(recorded),
     )
 
 
