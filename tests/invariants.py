@@ -216,3 +216,39 @@ def count_initial(engine: Engine) -> int:
         "AND returned_at IS NULL",
     )
     return int(n)
+
+
+def check_message_returns(engine: Engine, *, manual_reason: str = "manual return") -> None:
+    """Invariant 12: a message's codes go back at most once, and only when it was never delivered.
+
+    Returns made by hand carry ``manual_reason``; every other return of an
+    issuance stamped with a reference was made by a delivery state
+    (``failed`` or ``bounced``) of that very message, and its delivery row
+    counted each code once.
+    """
+    wrong_state = _rows(
+        engine,
+        "SELECT i.id, i.ref, d.status FROM issuances i LEFT JOIN deliveries d ON d.ref = i.ref "
+        "WHERE i.returned_at IS NOT NULL AND i.ref IS NOT NULL AND i.return_reason <> :manual "
+        "AND (d.status IS NULL OR d.status NOT IN ('failed', 'bounced'))",
+        manual=manual_reason,
+    )
+    assert not wrong_state, (
+        f"invariant 12: codes returned for a message not failed or bounced: {wrong_state[:5]}"
+    )
+    miscounted = _rows(
+        engine,
+        "SELECT d.ref, d.codes_returned, (SELECT count(*) FROM issuances i "
+        "WHERE i.ref = d.ref AND i.kind = 'initial' AND i.exclusive "
+        "AND i.returned_at IS NOT NULL AND i.return_reason <> :manual) AS n "
+        "FROM deliveries d",
+        manual=manual_reason,
+    )
+    off = [row for row in miscounted if row[1] != row[2]]
+    assert not off, f"invariant 12: codes returned more or less than once: {off[:5]}"
+    open_returns = _rows(
+        engine,
+        "SELECT ref, status, codes_returned FROM deliveries "
+        "WHERE codes_returned > 0 AND status NOT IN ('failed', 'bounced')",
+    )
+    assert not open_returns, f"invariant 12: a delivered message gave codes back: {open_returns}"

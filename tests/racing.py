@@ -175,3 +175,29 @@ def claim_when_released(
         return claim(engine, pool_id, mailing, customers)
     finally:
         engine.dispose()
+
+
+def apply_event_when_released(barrier: Any, url: str, event_id: str, ref: str) -> str:
+    """Open an engine, wait for the others, apply a permanent bounce of ``ref``."""
+    from sqlalchemy import text
+
+    from pools.after_sending.deliveries import apply_event
+    from pools.store.db import StoreConfig, open_engine
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        barrier.wait()
+        return apply_event(
+            engine,
+            provider="race",
+            event_id=event_id,
+            ref=ref,
+            kind="bounce",
+            permanent=True,
+            at=None,
+            detail="550 gone",
+        )
+    finally:
+        engine.dispose()

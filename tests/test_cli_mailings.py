@@ -454,7 +454,7 @@ def test_render_jsonl_to_a_file(run: Cli, welcome: str, engine: Engine, tmp_path
     messages = read_jsonl(out)
     assert [m["recipient"] for m in messages] == SAMPLE_IDS
     first = messages[0]
-    assert set(first) == {"mailing", "recipient", "to", "parts", "codes"}
+    assert set(first) == {"mailing", "recipient", "ref", "to", "parts", "codes"}
     assert first["mailing"] == "w1"
     assert first["to"] == "ada@example.com"
     assert set(first["parts"]) == {"subject", "text", "html"}

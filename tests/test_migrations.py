@@ -361,3 +361,76 @@ def test_live_rows_only_indexes_have_their_predicates(engine: Engine) -> None:
     indexes = {i["name"]: i for i in inspect(engine).get_indexes("redemptions")}
     assert indexes["uq_redemptions_single_use"]["unique"]
     assert indexes["uq_redemptions_order"]["column_names"] == ["code_id", "order_id"]
+
+
+def test_deliveries_migration_keeps_the_issuance_log_and_draws_a_key_per_store(
+    db_url: str, tmp_path: Path
+) -> None:
+    """0006 on a store with issuances: they stay, without a reference; each store gets its key."""
+    from pools.after_sending.deliveries import apply_event
+    from pools.after_sending.references import delivery_ref_key
+    from pools.after_sending.returns import return_codes
+
+    engine = _store_at(db_url, "0005")
+    try:
+        make_pool(engine, "one", ["A1", "A2", "A3"])
+        # Issued as a 0005 store records it (the library now writes references).
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE codes SET status = 'issued' WHERE code IN ('A1', 'A2')"))
+            conn.execute(
+                text(
+                    "INSERT INTO issuances (pool_id, code_id, customer_id, mailing_id, kind, "
+                    "slot, exclusive, issued_at) SELECT 'one', id, "
+                    "CASE code WHEN 'A1' THEN 'ann' ELSE 'bob' END, 'm0', 'initial', 0, true, "
+                    "'2026-01-02' FROM codes WHERE code IN ('A1', 'A2')"
+                )
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            rows = conn.execute(
+                text("SELECT customer_id, ref FROM issuances ORDER BY customer_id")
+            ).all()
+            key = delivery_ref_key(conn)
+        assert [tuple(r) for r in rows] == [("ann", None), ("bob", None)]
+        assert len(key) == 32
+        # No event can name those messages; a return by hand still gives their codes back.
+        outcome = apply_event(
+            engine,
+            provider="p",
+            event_id="e",
+            ref="x" * 24,
+            kind="bounce",
+            permanent=True,
+            at=None,
+            detail="",
+        )
+        assert outcome == "unmatched"
+        assert return_codes(engine, "m0", ["ann"], reason="bounce").returned == 1
+        other = open_engine(StoreConfig(f"sqlite:///{tmp_path / 'other.db'}"))
+        try:
+            with other.connect() as conn:
+                assert delivery_ref_key(conn) != key
+        finally:
+            other.dispose()
+    finally:
+        engine.dispose()
+
+
+def test_deliveries_migration_goes_back_down(db_url: str) -> None:
+    from alembic import command
+
+    from pools.store.db import _alembic_config, write_transaction
+
+    engine = open_engine(StoreConfig(db_url))
+    try:
+        with write_transaction(engine) as conn:
+            command.downgrade(_alembic_config(conn), "0005")
+        tables = set(inspect(engine).get_table_names())
+        assert not tables & {"deliveries", "delivery_events", "webhook_tokens", "store_secrets"}
+        assert "ref" not in {c["name"] for c in inspect(engine).get_columns("issuances")}
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    finally:
+        engine.dispose()

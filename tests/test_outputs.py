@@ -47,6 +47,7 @@ def _message(recipient: str = "c1", **parts: str) -> RenderedMessage:
         f"{recipient}@example.com",
         parts or {"subject": "Hi", "text": "T", "html": "<p>H</p>"},
         {"spring": "CODE-1"},
+        f"ref-{recipient}",
     )
 
 
@@ -80,6 +81,7 @@ def test_jsonl_parts_are_joined_in_worker_order(tmp_path: Path) -> None:
     assert records[1] == {
         "mailing": "m1",
         "recipient": "c2",
+        "ref": "ref-c2",
         "to": "c2@example.com",
         "parts": {"body": "SMS ✓"},
         "codes": {"spring": "CODE-1"},

@@ -83,6 +83,11 @@ def _twin(engine: Engine, db_url: str, tmp_path: Path, tag: str, workers: int, h
     # What was written is what the store recorded.
     stored = initial_codes(engine, mailing, f"new-{tag}")
     assert {r["recipient"]: r["codes"][f"new-{tag}"] for r in outputs[1]} == stored
+    # References are keyed hashes of the mailing, recipient and codes: the
+    # twins' differ. tests/test_references.py checks them on both paths.
+    for output in outputs:
+        for record in output:
+            assert re.fullmatch(r"[A-Za-z0-9_-]{24}", record.pop("ref"))
     text = json.dumps([summaries, outputs]).replace(tag, "x").replace(code, "X")
     if workers > 1:
         # Workers reserve from the same pools at once: which new code goes to
@@ -190,8 +195,8 @@ def test_a_settle_the_helper_refuses_gives_the_chunks_codes_back(
     sent = store_helper.settle_arguments
 
     def with_a_stray_code(*args: Any) -> tuple[Any, ...]:
-        ticket, topped_up, _handed, reissues = sent(*args)
-        return ticket, topped_up, {"spring": [(-1, "stranger", 0)]}, reissues
+        ticket, topped_up, _handed, reissues, refs, recorded = sent(*args)
+        return ticket, topped_up, {"spring": [(-1, "stranger", 0)]}, reissues, refs, recorded
 
     monkeypatch.setattr(run_module, "settle_arguments", with_a_stray_code)
     with pytest.raises(MailingError, match="never reserved"):

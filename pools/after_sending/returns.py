@@ -150,8 +150,15 @@ def _return_in(
     customers: Sequence[str] | None,
     reason: str | None,
     now: datetime,
+    *,
+    ref: str | None = None,
 ) -> _Totals:
-    """Return one chunk of recipients (``None``: every recipient of the mailing)."""
+    """Return one chunk of recipients (``None``: every recipient of the mailing).
+
+    With ``ref``, only the codes of the message with that delivery reference
+    (:mod:`pools.after_sending.deliveries`): a code the recipient got in a
+    later message carries another reference and is never touched.
+    """
 
     def live(kind: IssuanceKind) -> list[ColumnElement[bool]]:
         conditions = [
@@ -161,6 +168,8 @@ def _return_in(
         ]
         if customers is not None:
             conditions.append(Issuance.customer_id.in_(customers))
+        if ref is not None:
+            conditions.append(Issuance.ref == ref)
         return conditions
 
     holding = conn.execute(

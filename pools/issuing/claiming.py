@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_active
@@ -57,6 +57,7 @@ from pools.store.dialect_sql import (
 from pools.store.models import Code, HeldCodes, Issuance, IssuanceKind
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=10)
+_NO_REFS: Mapping[str, str] = {}
 _RETRIES_ON_RACE = 5
 
 
@@ -142,11 +143,23 @@ def _record(
     kind: IssuanceKind,
     exclusive: bool,
     now: datetime,
+    refs: Mapping[str, str] = _NO_REFS,
 ) -> None:
+    get = refs.get
     insert_issuances(
         conn,
         [
-            (pool_id, item.id, item.customer_id, mailing_id, kind, item.slot, exclusive, now)
+            (
+                pool_id,
+                item.id,
+                item.customer_id,
+                mailing_id,
+                kind,
+                item.slot,
+                exclusive,
+                now,
+                get(item.customer_id),
+            )
             for item in issued
         ],
     )
@@ -262,12 +275,18 @@ def settle(
     reservations: Sequence[Reservation],
     handed: Mapping[str, Sequence[PromoCode]],
     reissues: Sequence[tuple[str, str, int]] = (),
+    refs: Mapping[str, str] = _NO_REFS,
+    recorded: Mapping[str, str] = _NO_REFS,
 ) -> None:
     """Record a chunk's issuances and release its unused codes, atomically.
 
     ``handed`` maps pool id → the codes taken from that pool's reservation,
     each handed to its customer (:meth:`PromoCode.to`); ``reissues`` lists
-    (pool, customer, code id) shown again by ``last_promocode``. Raises
+    (pool, customer, code id) shown again by ``last_promocode``. ``refs``
+    maps a customer to the delivery reference of the message that showed
+    these codes, stamped on each issuance; ``recorded`` does the same for
+    messages of a re-run that show what the mailing recorded before (see
+    :func:`forget_other_refs`). Raises
     :class:`ReservationLost` (and changes nothing) if any reserved code was
     reclaimed, voided or redeemed before this commit.
     """
@@ -288,9 +307,11 @@ def settle(
                     kind=IssuanceKind.INITIAL,
                     exclusive=False,
                     now=now,
+                    refs=refs,
                 )
                 continue
-            rows = [(h.id, h.customer_id, h.slot) for h in handouts]
+            get = refs.get
+            rows = [(h.id, h.customer_id, h.slot, get(h.customer_id)) for h in handouts]
             used_ids = {row[0] for row in rows}
             if len(used_ids) < len(rows):
                 # One code handed out twice: the reservation was reclaimed and a
@@ -310,16 +331,61 @@ def settle(
                     f"{lost} codes reserved from pool {reservation.pool_id!r} "
                     "were reclaimed or voided before they could be issued"
                 )
-        record_reissues(conn, mailing_id, reissues, now)
+        record_reissues(conn, mailing_id, reissues, now, refs)
+        forget_other_refs(conn, mailing_id, recorded)
+
+
+def forget_other_refs(conn: Connection, mailing_id: str, refs: Mapping[str, str]) -> None:
+    """Take a message's earlier reference off the issuances it shows again, when it changed.
+
+    A re-run normally renders the same message (same codes, same
+    reference). Rendered differently (the template changed, say), the codes
+    it shows again were also in the earlier message: an event about either
+    message alone cannot tell that nobody saw them, so no event gives them
+    back any more (``mailing return`` still does). One read per chunk of a
+    re-run; a write only for changed messages.
+    """
+    if not refs:
+        return
+    stale = [
+        issuance_id
+        for issuance_id, customer, ref in conn.execute(
+            select(Issuance.id, Issuance.customer_id, Issuance.ref).where(
+                one_of(conn, Issuance.customer_id, list(refs)),
+                Issuance.mailing_id == mailing_id,
+                Issuance.returned_at.is_(None),
+                Issuance.ref.is_not(None),
+            )
+        )
+        if ref != refs[customer]
+    ]
+    for start in range(0, len(stale), 500):
+        conn.execute(
+            update(Issuance).where(Issuance.id.in_(stale[start : start + 500])).values(ref=None)
+        )
 
 
 def record_reissues(
-    conn: Connection, mailing_id: str, reissues: Sequence[tuple[str, str, int]], now: datetime
+    conn: Connection,
+    mailing_id: str,
+    reissues: Sequence[tuple[str, str, int]],
+    now: datetime,
+    refs: Mapping[str, str] = _NO_REFS,
 ) -> None:
     insert_issuances(
         conn,
         [
-            (pool_id, code_id, customer, mailing_id, IssuanceKind.REISSUE, 0, False, now)
+            (
+                pool_id,
+                code_id,
+                customer,
+                mailing_id,
+                IssuanceKind.REISSUE,
+                0,
+                False,
+                now,
+                refs.get(customer),
+            )
             for pool_id, customer, code_id in reissues
         ],
     )

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, func, select
 from pools.issuing.claiming import existing_codes
 from pools.issuing.per_customer import current_codes
 from pools.store.db import read_transaction
-from pools.store.dialect_sql import PromoCode
+from pools.store.dialect_sql import PromoCode, one_of
 from pools.store.models import Code, Issuance, IssuanceKind
 
 
@@ -36,6 +36,8 @@ class ChunkHoldings:
     current: dict[str, dict[str, list[tuple[int, str]]]] = field(default_factory=dict)
     #: Per-customer pools: the highest slot this mailing gave each customer.
     slots: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: How many initial codes this mailing gave each customer back (absent: none).
+    returned: dict[str, int] = field(default_factory=dict)
 
 
 def chunk_holdings(
@@ -46,6 +48,7 @@ def chunk_holdings(
     issuing: Mapping[str, int | None],
     reissuing: Sequence[str],
     untouched: Collection[str] = (),
+    returns: bool = False,
 ) -> ChunkHoldings:
     """Everything a chunk's render must know about its customers, in one read.
 
@@ -54,9 +57,13 @@ def chunk_holdings(
     whose last code the template shows. ``untouched`` names pools the
     mailing had recorded nothing from when its run began (see
     :func:`untouched_pools`): what the mailing gave from them is not looked up.
+    ``returns`` says the mailing had given codes back when its run began
+    (:func:`has_returns`): only then are the chunk's returns counted.
     """
     held = ChunkHoldings()
     with read_transaction(engine) as conn:
+        if returns:
+            held.returned = returned_counts(conn, mailing_id, customer_ids)
         for pool_id, per_customer in issuing.items():
             fresh = pool_id in untouched
             if per_customer is None:
@@ -103,6 +110,40 @@ def untouched_pools(conn: Connection, mailing_id: str, pool_ids: Iterable[str]) 
         if found is None:
             untouched.add(pool_id)
     return frozenset(untouched)
+
+
+def has_returns(conn: Connection, mailing_id: str) -> bool:
+    """Whether the mailing ever gave a code back (a return, a cancel, a bounce)."""
+    found = conn.execute(
+        select(Issuance.id)
+        .where(Issuance.mailing_id == mailing_id, Issuance.returned_at.is_not(None))
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def returned_counts(
+    conn: Connection, mailing_id: str, customer_ids: Sequence[str]
+) -> dict[str, int]:
+    """How many initial codes the mailing gave each of these customers back.
+
+    A message's delivery reference includes it, so the message after a
+    return is named anew even when it shows the very code that came back.
+    """
+    if not customer_ids:
+        return {}
+    rows = conn.execute(
+        select(Issuance.customer_id, func.count())
+        .where(
+            # The partial index on returned issuances serves this.
+            Issuance.mailing_id == mailing_id,
+            Issuance.returned_at.is_not(None),
+            Issuance.kind == IssuanceKind.INITIAL,
+            one_of(conn, Issuance.customer_id, customer_ids),
+        )
+        .group_by(Issuance.customer_id)
+    )
+    return {customer: int(n) for customer, n in rows}
 
 
 def latest_codes(

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
+from pools.after_sending.deliveries import DeliveryCounts, delivery_counts
 from pools.errors import MailingNotFound
 from pools.issuing.leases import Lease, ensure_held
 from pools.store.clock import utcnow
@@ -181,6 +182,8 @@ class MailingView:
     redeemed: int = 0
     #: Issuances given back because the message was never delivered.
     returned: int = 0
+    #: Its messages by delivery state (``send`` and the services' events).
+    delivery: DeliveryCounts = field(default_factory=DeliveryCounts)
 
     @property
     def redemption_rate(self) -> float:
@@ -202,6 +205,7 @@ class MailingView:
             "redeemed": self.redeemed,
             "redemption_rate": self.redemption_rate,
             "returned": self.returned,
+            "delivery": self.delivery.as_dict(),
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "finished_at": self.finished_at.isoformat(timespec="seconds")
             if self.finished_at
@@ -289,6 +293,7 @@ def _view(conn: Connection, mailing: Any, pools: Collection[str] | None = None) 
         ],
         redeemed=int(redeemed),
         returned=int(returned),
+        delivery=delivery_counts(conn, mailing.id),
     )
 
 

@@ -437,21 +437,22 @@ def _load_incoming_postgres(cursor: Any, rows: Sequence[CodeRow], plain: Sequenc
                 copy.write_row((seq, *row))
 
 
-#: pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at
-IssuanceRow = tuple[str, int, str, str, str, int, bool, datetime]
+#: pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at,
+#: and the delivery reference of the message that showed the code (or None)
+IssuanceRow = tuple[str, int, str, str, str, int, bool, datetime, str | None]
 
 _INSERT_ISSUANCES = (
     "INSERT INTO issuances "
-    "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at) "
-    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+    "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at, ref) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
 )
 
 
 _INSERT_ISSUANCES_POSTGRES = (
     "INSERT INTO issuances "
-    "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at) "
+    "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at, ref) "
     "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
-    "%s::int[], %s::bool[], %s::timestamp[])"
+    "%s::int[], %s::bool[], %s::timestamp[], %s::text[])"
 )
 
 
@@ -482,12 +483,13 @@ def insert_issuances(conn: Connection, rows: Sequence[IssuanceRow]) -> None:
     stamps = {moment: to_text(moment) for moment in {r[7] for r in rows}}
     conn.exec_driver_sql(
         _INSERT_ISSUANCES.format(p="?"),
-        [(*r[:4], str(r[4]), r[5], int(r[6]), stamps[r[7]]) for r in rows],
+        [(*r[:4], str(r[4]), r[5], int(r[6]), stamps[r[7]], r[8]) for r in rows],
     )
 
 
-#: A code handed out of a reservation: code id, customer id, slot.
-HandedRow = tuple[int, str, int]
+#: A code handed out of a reservation: code id, customer id, slot, and the
+#: delivery reference of the message that showed it (or None).
+HandedRow = tuple[int, str, int, str | None]
 
 # The check against the reservation is a read: each handed-out code must still
 # be ``issued`` under the reservation's token (a release, reclaim, void or
@@ -497,8 +499,9 @@ HandedRow = tuple[int, str, int]
 # would take on the code rows anyway.
 _ISSUE_RESERVED_POSTGRES = """
     WITH handed AS (
-        SELECT * FROM unnest(%(ids)s::bigint[], %(customers)s::text[], %(slots)s::int[])
-            AS h (code_id, customer_id, slot)
+        SELECT * FROM unnest(
+            %(ids)s::bigint[], %(customers)s::text[], %(slots)s::int[], %(refs)s::text[]
+        ) AS h (code_id, customer_id, slot, ref)
     ), held AS (
         SELECT id FROM codes
         WHERE id = ANY(%(ids)s) AND pool_id = %(pool_id)s
@@ -506,18 +509,18 @@ _ISSUE_RESERVED_POSTGRES = """
         FOR SHARE
     )
     INSERT INTO issuances
-        (pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at)
+        (pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at, ref)
     SELECT %(pool_id)s, handed.code_id, handed.customer_id, %(mailing_id)s, 'initial',
-        handed.slot, true, %(now)s
+        handed.slot, true, %(now)s, handed.ref
     FROM handed JOIN held ON held.id = handed.code_id
     ORDER BY handed.customer_id COLLATE "C", handed.slot
 """
 
 _ISSUE_RESERVED_SQLITE = (
     "INSERT INTO issuances "
-    "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at) "
+    "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at, ref) "
     "SELECT ?1, codes.id, json_extract(value, '$[1]'), ?2, 'initial', "
-    "json_extract(value, '$[2]'), 1, ?3 "
+    "json_extract(value, '$[2]'), 1, ?3, json_extract(value, '$[3]') "
     "FROM json_each(?4) JOIN codes ON codes.id = json_extract(value, '$[0]') "
     "WHERE codes.pool_id = ?1 AND codes.status = 'issued' AND codes.reserved_token = ?5"
 )
@@ -548,13 +551,14 @@ def issue_reserved(
     if not handed:
         return 0
     if is_postgres(conn):
-        ids, customers, slots = (list(column) for column in zip(*handed, strict=True))
+        ids, customers, slots, refs = (list(column) for column in zip(*handed, strict=True))
         result = conn.exec_driver_sql(
             _ISSUE_RESERVED_POSTGRES,
             {
                 "ids": ids,
                 "customers": customers,
                 "slots": slots,
+                "refs": refs,
                 "pool_id": pool_id,
                 "token": token,
                 "mailing_id": mailing_id,

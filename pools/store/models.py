@@ -46,6 +46,8 @@ NAMING_CONVENTION = {
 NO_END = datetime(9999, 12, 31)
 
 CODE_MAX_LENGTH = 64
+#: A delivery reference's column width (SPEC 8: at most 64 characters).
+REF_MAX_LENGTH = 64
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -280,6 +282,8 @@ class Issuance(Base):
         Index("ix_issuances_customer", "customer_id", "pool_id", "issued_at"),
         Index("ix_issuances_code", "code_id"),
         Index("ix_issuances_pool_time", "pool_id", "issued_at"),
+        # A delivery event names its message by reference alone.
+        Index("ix_issuances_ref", "ref"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -294,6 +298,10 @@ class Issuance(Base):
     #: Set when the message was never delivered and the code went back to its pool.
     returned_at: Mapped[datetime | None] = mapped_column(DateTime)
     return_reason: Mapped[str | None] = mapped_column(Text)
+    #: The delivery reference of the message that showed the code
+    #: (:func:`pools.after_sending.references.message_ref`); None for codes
+    #: handed out without a rendered message (``claim``) or before references.
+    ref: Mapped[str | None] = mapped_column(String(REF_MAX_LENGTH))
 
 
 class Redemption(Base):
@@ -350,3 +358,77 @@ class ServiceToken(Base):
     pools: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class StoreSecret(Base):
+    """A secret the store keeps for itself, made when the schema was (see migration 0006).
+
+    ``delivery_ref_key`` keys the delivery references: whoever can read the
+    store can compute them, nobody else can guess one from ids.
+    """
+
+    __tablename__ = "store_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a message stands: the relay's answer, then the service's events."""
+
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    DELIVERED = "delivered"
+
+
+class Delivery(Base):
+    """One rendered message's delivery state, named by its reference."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_mailing_status", "mailing_id", "status"),)
+
+    ref: Mapped[str] = mapped_column(String(REF_MAX_LENGTH), primary_key=True)
+    mailing_id: Mapped[str] = mapped_column(String(200))
+    recipient_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    #: The relay's or the service's last answer.
+    answer: Mapped[str | None] = mapped_column(Text)
+    #: Times the relay was handed the message.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Whether a relay or service ever had it: set by ``sent`` and by any
+    #: event. Such a message is never sent again, whatever its status (a
+    #: ``deferred`` event means the service itself is retrying it).
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    #: Codes given back because this message was never delivered (0 or more, once).
+    codes_returned: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeliveryEvent(Base):
+    """A delivery event already applied: the same one again changes nothing.
+
+    Only events that named a known message are kept (see
+    :func:`pools.after_sending.deliveries.apply_event`).
+    """
+
+    __tablename__ = "delivery_events"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ref: Mapped[str | None] = mapped_column(String(REF_MAX_LENGTH))
+    type: Mapped[str] = mapped_column(String(16))
+    #: When the service says it happened (if it says).
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime)
+    received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class WebhookToken(Base):
+    """A webhook's one-time token seen recently (Mailgun): a second use is a replay."""
+
+    __tablename__ = "webhook_tokens"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from pools.admin.lifecycle import PoolView
+from pools.after_sending.references import message_ref
 from pools.errors import ReservationLost, StoreConflict
 from pools.issuing.claiming import Reservation, release, reserve_many, settle
 from pools.issuing.holdings import chunk_holdings
@@ -49,6 +50,11 @@ class PoolPlan:
     #: Pools the mailing held no issuance from when the run began
     #: (:func:`pools.issuing.holdings.untouched_pools`).
     untouched: frozenset[str] = frozenset()
+    #: The store's delivery reference key, read once per run.
+    ref_key: bytes = b""
+    #: Whether the mailing had given codes back when the run began
+    #: (:func:`pools.issuing.holdings.has_returns`).
+    returns: bool = False
 
     @property
     def issuing_counts(self) -> dict[str, int | None]:
@@ -114,6 +120,7 @@ class ChunkStore:
             issuing=self.plan.issuing_counts,
             reissuing=self.plan.reissuing,
             untouched=self.plan.untouched,
+            returns=self.plan.returns,
         )
         data = ChunkData(held, dict(self.plan.per_customer))
         needed = self._needed(data, ids)
@@ -127,12 +134,14 @@ class ChunkStore:
         reservations: list[Reservation],
         handed: Mapping[str, Sequence[PromoCode]],
         reissues: Sequence[tuple[str, str, int]],
+        refs: Mapping[str, str],
+        recorded: Mapping[str, str],
     ) -> None:
         """Record the chunk; on any failure its codes go back to the pool."""
         try:
             if self.lease is not None:
                 check_lease(self.engine, self.lease)
-            settle(self.engine, self.mailing_id, reservations, handed, reissues)
+            settle(self.engine, self.mailing_id, reservations, handed, reissues, refs, recorded)
         except StoreConflict as exc:
             # Only a second run of the same mailing and shard, at the same
             # time, can give these recipients codes between prepare and settle.
@@ -225,6 +234,8 @@ class ChunkRenderer:
         variables = self.variables
         plain = PLAIN_ADDRESS.fullmatch
         begin, shown, commit = source.begin, source.shown, source.commit
+        ref_key = self.plan.ref_key
+        returned = prepared.data.held.returned.get
         kept = result.messages
         # One timer for the chunk instead of one per message (see MessageTemplate.timed).
         with self.template.timed():
@@ -243,7 +254,11 @@ class ChunkRenderer:
                 client = Client(recipient_id, recipient.fields, source)
                 try:
                     parts = render({**variables, "client": client})
-                    data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, shown()))
+                    codes = shown()
+                    ref = message_ref(
+                        ref_key, mailing_id, recipient_id, codes, returned(recipient_id, 0)
+                    )
+                    data = encode(RenderedMessage(mailing_id, recipient_id, to, parts, codes, ref))
                 except RecipientFailed as exc:
                     source.abort()
                     totals.fail(recipient.id, recipient.line, str(exc))
@@ -259,7 +274,7 @@ class ChunkRenderer:
                         continue
                     totals.stopped_at_pool = exc.pool_id
                     break
-                commit()
+                commit(ref)
                 kept.append((recipient_id, data))
         totals.recipients = len(prepared.chunk)
         totals.rendered = len(kept)
@@ -283,7 +298,13 @@ class ChunkRenderer:
 
     def settle(self, prepared: Prepared, source: ChunkCodes) -> None:
         """Record the chunk; on any failure its codes go back to the pool."""
-        self.store.settle(prepared.reservations, source.handed, source.reissues)
+        self.store.settle(
+            prepared.reservations,
+            source.handed,
+            source.reissues,
+            source.message_refs,
+            source.recorded_refs,
+        )
 
     def release(self, prepared: Prepared) -> None:
         self.store.release(prepared.reservations)

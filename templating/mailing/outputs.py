@@ -94,11 +94,14 @@ class RenderedMessage(NamedTuple):
     to: str | None
     parts: dict[str, str]
     codes: dict[str, str | list[str]]
+    #: The delivery reference (:func:`pools.after_sending.references.message_ref`).
+    ref: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "mailing": self.mailing,
             "recipient": self.recipient,
+            "ref": self.ref,
             "to": self.to,
             "parts": self.parts,
             "codes": self.codes,
@@ -437,4 +440,5 @@ class EmlWriter(MessageWriter):
             recipient=rendered.recipient,
             to=rendered.to,
             parts=rendered.parts,
+            ref=rendered.ref or None,
         )

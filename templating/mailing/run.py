@@ -31,12 +31,13 @@ from typing import Any
 from sqlalchemy import Engine
 
 from pools.admin.lifecycle import PoolView, load_pool
+from pools.after_sending.references import delivery_ref_key
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
 from pools.errors import InvalidSetting, LeaseLost, PoolExhausted, PromomailError, ReservationLost
 from pools.identifiers import id_problem, value_problem
 from pools.issuing.claiming import reclaim_expired, shared_code
-from pools.issuing.holdings import untouched_pools
+from pools.issuing.holdings import has_returns, untouched_pools
 from pools.issuing.leases import (
     DEFAULT_LEASE_SECONDS,
     Lease,
@@ -423,7 +424,14 @@ class ChunkPipeline:
             gone.set_exception(Abandoned())
             return gone
         return self.helper.submit(
-            "settle", *settle_arguments(prepared, source.handed, source.reissues)
+            "settle",
+            *settle_arguments(
+                prepared,
+                source.handed,
+                source.reissues,
+                source.message_refs,
+                source.recorded_refs,
+            ),
         )
 
     def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
@@ -667,7 +675,13 @@ def _render_leased(
     with read_transaction(engine) as conn:
         pool_ids = (*plan.pools.issuing, *plan.pools.reissuing)
         untouched = untouched_pools(conn, request.mailing_id, pool_ids)
-    plan = replace(plan, pools=replace(plan.pools, untouched=untouched))
+        # Read once here; every worker and store helper gets it with the plan.
+        ref_key = delivery_ref_key(conn)
+        returns = has_returns(conn, request.mailing_id)
+    plan = replace(
+        plan,
+        pools=replace(plan.pools, untouched=untouched, ref_key=ref_key, returns=returns),
+    )
     total = preflight(engine, request, plan.pools)
     start_run(
         engine,

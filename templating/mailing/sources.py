@@ -49,7 +49,7 @@ class _Message:
     never need (code lists, reissues) is created on first use.
     """
 
-    __slots__ = ("codes", "customer_id", "handouts", "lists", "reissues", "reused")
+    __slots__ = ("codes", "customer_id", "handouts", "lists", "recorded", "reissues", "reused")
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
@@ -58,6 +58,8 @@ class _Message:
         self.handouts: list[tuple[str, PromoCode]] = []
         self.reissues: list[tuple[str, str, int]] | None = None
         self.reused = 0
+        #: Shows something this mailing recorded for the customer before (a re-run).
+        self.recorded = False
 
 
 class ChunkCodes:
@@ -77,6 +79,12 @@ class ChunkCodes:
         self.refill = refill
         self.handed: dict[str, list[PromoCode]] = {}
         self.reissues: list[tuple[str, str, int]] = []
+        #: Customer → the delivery reference of their message, for those whose
+        #: message records an issuance (the settle stamps it on each).
+        self.message_refs: dict[str, str] = {}
+        #: The same for messages that show what the mailing recorded before (a
+        #: re-run): the settle checks those issuances carry this reference.
+        self.recorded_refs: dict[str, str] = {}
         self.new_codes = 0
         self.reused_codes = 0
         self._message: _Message | None = None
@@ -92,10 +100,21 @@ class ChunkCodes:
             return dict(message.codes)
         return {**message.codes, **message.lists}
 
-    def commit(self) -> None:
-        """Keep the recipient's codes: its message is rendered and can be written."""
+    def commit(self, ref: str | None = None) -> None:
+        """Keep the recipient's codes: its message (reference ``ref``) is rendered
+        and can be written.
+
+        Codes a re-run reuses keep the issuance, and the reference, they were
+        recorded with: the same codes make the same reference. (When the
+        message changed around them, the settle takes the old reference off.)
+        """
         message = self._current()
         handouts = message.handouts
+        if ref is not None:
+            if handouts or message.reissues:
+                self.message_refs[message.customer_id] = ref
+            if message.recorded:
+                self.recorded_refs[message.customer_id] = ref
         if handouts:
             handed = self.handed
             for pool_id, handout in handouts:
@@ -141,6 +160,7 @@ class ChunkCodes:
             known = existing.get(customer_id) if existing else None
             if known is not None:
                 message.reused += 1
+                message.recorded = True
                 code = known.code
             else:
                 code = self._take(message, pool_id, 0)
@@ -160,6 +180,7 @@ class ChunkCodes:
         current = self.data.held.current.get(pool_id, {}).get(customer_id, [])
         codes = [code for _, code in current[:wanted]]
         message.reused += len(codes)
+        message.recorded = message.recorded or bool(codes)
         # Slots number a customer's codes within one mailing (0 is promocode's).
         next_slot = 1 + self.data.held.slots.get(pool_id, {}).get(customer_id, 0)
         while len(codes) < wanted:
@@ -178,6 +199,8 @@ class ChunkCodes:
         if last is None:
             return ""
         already = customer_id in self.data.held.reissued.get(pool_id, set())
+        if already:
+            message.recorded = True
         if message.reissues is None:
             message.reissues = []
         if not already and all(r[0] != pool_id for r in message.reissues):

@@ -190,6 +190,8 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
         topped_up: list[_WireReservation],
         handed: dict[str, list[_WireHandout]],
         reissues: list[tuple[str, str, int]],
+        refs: dict[str, str],
+        recorded: dict[str, str],
     ) -> None:
         reserved = kept.pop(ticket, None)
         if reserved is None:
@@ -204,7 +206,8 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
             # Nothing of the chunk is settled: all its codes go back.
             store.release([*reserved.values(), *tops])
             raise
-        store.settle(held, handouts, reissues)  # releases them itself on failure
+        # It releases them itself on failure.
+        store.settle(held, handouts, reissues, refs, recorded)
 
     operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
     try:
@@ -271,7 +274,8 @@ def _handouts(
 # costs it a Python call each way, several microseconds per recipient of
 # the render's own time. The worker needs a reserved code's id and text
 # only (it gets no issuing window), and sends back (id, customer, slot) for
-# each code it handed out: the helper settles with the codes it reserved.
+# each code it handed out, and each such customer's message reference once:
+# the helper settles with the codes it reserved.
 
 _WireReservation = tuple[str, str, str, bool, list[tuple[Any, ...]]]
 _WireHandout = tuple[int, str, int]
@@ -348,9 +352,11 @@ def settle_arguments(
     prepared: Prepared,
     handed: Mapping[str, Iterable[PromoCode]],
     reissues: list[tuple[str, str, int]],
+    refs: Mapping[str, str],
+    recorded: Mapping[str, str],
 ) -> tuple[Any, ...]:
     """What ``settle`` is sent: the chunk's ticket, the codes the worker reserved
-    itself, who got which code, and the reissues."""
+    itself, who got which code, the reissues, and the messages' references."""
     if prepared.ticket is None:
         raise ValueError("only a chunk its store helper prepared is settled there")
     return (
@@ -358,6 +364,8 @@ def settle_arguments(
         _reservations_to_wire(prepared.topped_up),
         {pool: [(c.id, c.customer_id, c.slot) for c in codes] for pool, codes in handed.items()},
         reissues,
+        dict(refs),
+        dict(recorded),
     )
 
 

@@ -1,0 +1,432 @@
+"""What became of each rendered message: the relay's answers and the mail services' events.
+
+A message is named by its delivery reference (:mod:`pools.after_sending.references`),
+which every issuance it recorded carries. Its row in ``deliveries`` is
+written by ``send`` as the relay answers (:func:`record_send`) and by the
+services' events (:func:`apply_event`); an event applies whether or not
+``send`` sent the message, and creates the row from the issuances when
+there is none.
+
+The states and how they move, every move a conditional ``UPDATE … WHERE
+status IN (…)`` so that concurrent writers (two webhooks about one message,
+a webhook and ``send``) make it once:
+
+* ``send``: ``sent`` (the relay accepted it), ``deferred`` (a 4xx or a
+  dropped connection: sent again by a later run) or ``failed`` (a 5xx: its
+  codes go back at once). Only a message never accepted and ``deferred``
+  (or never recorded) is sent again.
+* events: a permanent failure of a message ``sent`` or ``deferred`` makes it
+  ``bounced`` and gives its codes back; a transient one makes it
+  ``deferred`` (the service is retrying; it is never sent again from here);
+  a delivery or a complaint makes it ``delivered`` (the person got it: the
+  codes stay). Any other event about it records its answer and changes
+  nothing else: a ``delivered`` message never turns ``bounced``, and a
+  ``failed`` or ``bounced`` one gave its codes back already.
+
+Invariant 12 rests on two things: a message's codes go back only in the
+one transaction that moves it into ``failed`` or ``bounced``, which happens
+at most once; and only the issuances stamped with its reference go back,
+so a code the recipient got later, in a message with another reference,
+is never touched by an event about an earlier one.
+
+Pure store work: no SMTP, no HTTP, no mail service's format.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import Connection, Engine, delete, exists, func, select, update
+
+from pools.after_sending.returns import _count, _return_in
+from pools.errors import InvalidSetting, MailingNotFound
+from pools.store.clock import utcnow
+from pools.store.db import read_transaction, write_transaction
+from pools.store.dialect_sql import insert_if_absent, one_of
+from pools.store.models import (
+    Delivery,
+    DeliveryEvent,
+    DeliveryStatus,
+    Issuance,
+    Mailing,
+    WebhookToken,
+)
+
+SendState = Literal["sent", "deferred", "failed"]
+EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
+EventOutcome = Literal["applied", "duplicate", "unmatched"]
+
+SEND_STATES: tuple[str, ...] = ("sent", "deferred", "failed")
+EVENT_KINDS: tuple[str, ...] = ("delivered", "bounce", "dropped", "complaint", "deferred")
+#: The length of a stored answer: a relay's or service's text, shown, never parsed.
+ANSWER_MAX = 2000
+#: References per statement.
+_CHUNK = 500
+
+#: The states an event (or a 5xx) may still move a message out of.
+_OPEN = (DeliveryStatus.SENT, DeliveryStatus.DEFERRED)
+
+
+def to_send(engine: Engine, mailing_id: str, refs: Iterable[str]) -> set[str]:
+    """The references among ``refs`` that ``send`` must (still) send.
+
+    Left out: every message a relay or service ever had (``sent`` and what
+    events made of it, a service's ``deferred`` included) and every
+    ``failed`` one. A message the relay deferred, or never recorded, is in.
+    """
+    wanted = list(dict.fromkeys(refs))
+    done: set[str] = set()
+    with read_transaction(engine) as conn:
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            done.update(
+                conn.execute(
+                    select(Delivery.ref).where(
+                        one_of(conn, Delivery.ref, chunk),
+                        Delivery.mailing_id == mailing_id,
+                        Delivery.accepted | (Delivery.status != DeliveryStatus.DEFERRED),
+                    )
+                ).scalars()
+            )
+    return {ref for ref in wanted if ref not in done}
+
+
+def record_send(
+    engine: Engine,
+    *,
+    mailing_id: str,
+    recipient_id: str,
+    ref: str,
+    state: SendState,
+    answer: str,
+    now: datetime | None = None,
+) -> int:
+    """Record the relay's answer about one message; returns the codes given back.
+
+    ``failed`` (a 5xx for that recipient: never delivered) gives the
+    message's codes back by the rules of ``mailing return``, the relay's
+    answer as the reason, in the same transaction. Only a message not yet
+    accepted is changed: an answer about one already ``sent``, ``failed``
+    or reported on by an event changes nothing.
+    """
+    if state not in SEND_STATES:
+        raise InvalidSetting(f"must be one of {', '.join(SEND_STATES)}, not {state!r}", "state")
+    moment = now or utcnow()
+    text = answer[:ANSWER_MAX]
+    with write_transaction(engine) as conn:
+        moved = insert_if_absent(
+            conn,
+            Delivery,
+            {
+                "ref": ref,
+                "mailing_id": mailing_id,
+                "recipient_id": recipient_id,
+                "status": state,
+                "answer": text,
+                "attempts": 1,
+                "accepted": state == "sent",
+                "updated_at": moment,
+                "codes_returned": 0,
+            },
+        )
+        if not moved:
+            moved = _move(
+                conn,
+                ref,
+                DeliveryStatus(state),
+                (DeliveryStatus.DEFERRED,),
+                text,
+                moment,
+                accepted=state == "sent",
+                attempt=True,
+                only_unaccepted=True,
+            )
+        if moved and state == "failed":
+            return _give_back(conn, mailing_id, ref, f"refused by the relay: {text}", moment)
+        return 0
+
+
+def apply_event(
+    engine: Engine,
+    *,
+    provider: str,
+    event_id: str,
+    ref: str,
+    kind: EventKind,
+    permanent: bool,
+    at: datetime | None,
+    detail: str,
+    now: datetime | None = None,
+) -> EventOutcome:
+    """Apply one delivery event, in one transaction (see the module's rules).
+
+    ``duplicate``: this provider's event ``event_id`` was applied before, and
+    nothing changes. ``unmatched``: no message of this store has ``ref``
+    (another system's message, or one whose issuances predate references);
+    nothing is recorded, so the same event applies if it comes again once
+    the reference is known. ``at`` is when the service saw it happen.
+    """
+    if kind not in EVENT_KINDS:
+        raise InvalidSetting(f"must be one of {', '.join(EVENT_KINDS)}, not {kind!r}", "kind")
+    moment = now or utcnow()
+    text = detail[:ANSWER_MAX]
+    with write_transaction(engine) as conn:
+        owner = _owner(conn, ref)
+        if owner is None:
+            return "unmatched"
+        fresh = insert_if_absent(
+            conn,
+            DeliveryEvent,
+            {
+                "provider": provider,
+                "event_id": event_id,
+                "ref": ref,
+                "type": kind,
+                "occurred_at": at,
+                "received_at": moment,
+            },
+        )
+        if not fresh:
+            return "duplicate"
+        mailing_id, recipient_id = owner
+        # A message sent by other means: an event means a service had it.
+        insert_if_absent(
+            conn,
+            Delivery,
+            {
+                "ref": ref,
+                "mailing_id": mailing_id,
+                "recipient_id": recipient_id,
+                "status": DeliveryStatus.SENT,
+                "answer": None,
+                "attempts": 0,
+                "accepted": True,
+                "updated_at": moment,
+                "codes_returned": 0,
+            },
+        )
+        if kind in ("delivered", "complaint"):
+            target = DeliveryStatus.DELIVERED
+        elif kind in ("bounce", "dropped") and permanent:
+            target = DeliveryStatus.BOUNCED
+        else:
+            target = DeliveryStatus.DEFERRED
+        moved = _move(conn, ref, target, _OPEN, text, moment, accepted=True)
+        if not moved:
+            # Recorded, nothing more: the message's fate was settled before.
+            conn.execute(
+                update(Delivery).where(Delivery.ref == ref).values(answer=text, updated_at=moment)
+            )
+        elif target is DeliveryStatus.BOUNCED:
+            reason = f"{provider} {kind}: {text}" if text else f"{provider} {kind}"
+            _give_back(conn, mailing_id, ref, reason, moment)
+        return "applied"
+
+
+def _owner(conn: Connection, ref: str) -> tuple[str, str] | None:
+    """The (mailing, recipient) of the message with this reference, if the store knows it."""
+    row = conn.execute(
+        select(Delivery.mailing_id, Delivery.recipient_id).where(Delivery.ref == ref)
+    ).first()
+    if row is None:
+        row = conn.execute(
+            select(Issuance.mailing_id, Issuance.customer_id).where(Issuance.ref == ref).limit(1)
+        ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def _move(
+    conn: Connection,
+    ref: str,
+    target: DeliveryStatus,
+    allowed: tuple[DeliveryStatus, ...],
+    answer: str,
+    now: datetime,
+    *,
+    accepted: bool,
+    attempt: bool = False,
+    only_unaccepted: bool = False,
+) -> bool:
+    """Move the message to ``target`` if it is in one of ``allowed``; True when it moved.
+
+    One conditional UPDATE: of two transactions moving the same message at
+    once, the second re-reads the row the first committed (PostgreSQL) or
+    runs after it (SQLite), and finds it no longer allowed.
+    """
+    conditions = [Delivery.ref == ref, Delivery.status.in_([str(s) for s in allowed])]
+    if only_unaccepted:
+        conditions.append(~Delivery.accepted)
+    values: dict[str, object] = {"status": str(target), "answer": answer, "updated_at": now}
+    if accepted:
+        values["accepted"] = True
+    if attempt:
+        values["attempts"] = Delivery.attempts + 1
+    statement = update(Delivery).where(*conditions).values(**values).returning(Delivery.ref)
+    return conn.execute(statement).first() is not None
+
+
+def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: datetime) -> int:
+    """Return the codes of the message ``ref`` by ``mailing return``'s rules; counts them."""
+    totals = _return_in(conn, mailing_id, None, reason[:ANSWER_MAX], now, ref=ref)
+    if totals.returned:
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.ref == ref)
+            .values(codes_returned=Delivery.codes_returned + totals.returned)
+        )
+    return totals.returned
+
+
+@dataclass
+class DeliveryLog:
+    """The store's side of one ``send`` run: what is left to send, and each answer recorded.
+
+    ``recipients`` maps each reference to its recipient id (both read from
+    the render's output). Safe to call from the sender's threads: each call
+    is its own transaction.
+    """
+
+    engine: Engine
+    mailing_id: str
+    recipients: Mapping[str, str]
+    #: Codes given back by this run (messages the relay refused).
+    codes_returned: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def to_send(self, refs: Iterable[str]) -> set[str]:
+        return to_send(self.engine, self.mailing_id, refs)
+
+    def record(self, ref: str, state: SendState, answer: str) -> None:
+        returned = record_send(
+            self.engine,
+            mailing_id=self.mailing_id,
+            recipient_id=self.recipients[ref],
+            ref=ref,
+            state=state,
+            answer=answer,
+        )
+        with self._lock:
+            self.codes_returned += returned
+
+
+def seen_token(
+    engine: Engine, provider: str, token: str, *, now: datetime, window: timedelta
+) -> bool:
+    """Record a webhook's one-time token; False when it was seen within ``window`` (a replay).
+
+    Tokens older than ``window`` are forgotten here: a request that old is
+    refused by its timestamp anyway.
+    """
+    with write_transaction(engine) as conn:
+        conn.execute(
+            delete(WebhookToken).where(
+                WebhookToken.provider == provider, WebhookToken.seen_at < now - window
+            )
+        )
+        return insert_if_absent(
+            conn, WebhookToken, {"provider": provider, "token": token, "seen_at": now}
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """One message's delivery state, as ``deliveries MAILING`` shows it."""
+
+    ref: str
+    recipient: str
+    status: str
+    answer: str | None
+    attempts: int
+    codes_returned: int
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ref": self.ref,
+            "recipient": self.recipient,
+            "status": self.status,
+            "answer": self.answer,
+            "attempts": self.attempts,
+            "codes_returned": self.codes_returned,
+            "updated_at": self.updated_at.isoformat(timespec="seconds"),
+        }
+
+
+def list_deliveries(
+    engine: Engine, mailing_id: str, *, status: str | None = None, limit: int | None = None
+) -> list[DeliveryView]:
+    """The mailing's messages with a delivery state, by recipient; raises MailingNotFound."""
+    if status is not None and status not in set(DeliveryStatus):
+        allowed = ", ".join(s.value for s in DeliveryStatus)
+        raise InvalidSetting(f"must be one of {allowed}, not {status!r}", "status")
+    if limit is not None and limit < 1:
+        raise InvalidSetting("must be at least 1", "limit")
+    with read_transaction(engine) as conn:
+        if not conn.execute(select(exists().where(Mailing.id == mailing_id))).scalar():
+            raise MailingNotFound(mailing_id)
+        query = (
+            select(Delivery)
+            .where(Delivery.mailing_id == mailing_id)
+            .order_by(Delivery.recipient_id, Delivery.ref)
+        )
+        if status is not None:
+            query = query.where(Delivery.status == status)
+        if limit is not None:
+            query = query.limit(limit)
+        return [
+            DeliveryView(
+                row.ref,
+                row.recipient_id,
+                row.status,
+                row.answer,
+                row.attempts,
+                row.codes_returned,
+                row.updated_at,
+            )
+            for row in conn.execute(query)
+        ]
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """A mailing's messages by delivery state (``mailing show``/``mailings``)."""
+
+    #: Messages a relay or service accepted, those later delivered or bounced included.
+    sent: int = 0
+    delivered: int = 0
+    bounced: int = 0
+    #: Refused by the relay (5xx).
+    failed: int = 0
+    deferred: int = 0
+    #: Codes given back because their message failed or bounced.
+    codes_returned: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "bounced": self.bounced,
+            "failed": self.failed,
+            "deferred": self.deferred,
+            "codes_returned": self.codes_returned,
+        }
+
+
+def delivery_counts(conn: Connection, mailing_id: str) -> DeliveryCounts:
+    """Count the mailing's messages by state, in one statement over its deliveries."""
+    count = _count
+    row = conn.execute(
+        select(
+            count(Delivery.accepted.is_(True)),
+            count(Delivery.status == DeliveryStatus.DELIVERED),
+            count(Delivery.status == DeliveryStatus.BOUNCED),
+            count(Delivery.status == DeliveryStatus.FAILED),
+            count(Delivery.status == DeliveryStatus.DEFERRED),
+            func.coalesce(func.sum(Delivery.codes_returned), 0),
+        ).where(Delivery.mailing_id == mailing_id)
+    ).one()
+    return DeliveryCounts(*(int(value) for value in row))
