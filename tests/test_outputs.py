@@ -7,6 +7,7 @@ import email.policy
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 from email.message import EmailMessage
@@ -47,7 +48,8 @@ def _message(recipient: str = "c1", **parts: str) -> RenderedMessage:
         f"{recipient}@example.com",
         parts or {"subject": "Hi", "text": "T", "html": "<p>H</p>"},
         {"spring": "CODE-1"},
-        f"ref-{recipient}",
+        # A reference of the recipient's own, in the reference alphabet.
+        re.sub(r"[^A-Za-z0-9_-]", "_", f"ref-{recipient}")[:64],
     )
 
 
