@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import types
-from pathlib import Path
 from typing import Any
 
 import jinja2.filters
 import jinja2.tests
 import pytest
+from fuzz_child import run_fuzz_child
 from jinja2.exceptions import SecurityError
 
 from templating.errors import RecipientFailed
@@ -27,8 +25,6 @@ from templating.template import costs, limits
 from templating.template.client import Client
 from templating.template.environment import make_environment
 from templating.template.message import MessageTemplate
-
-TESTS_DIR = Path(__file__).resolve().parent
 
 #: Half a megabyte of text, and lists, dicts and items holding it thousands of times.
 LARGE = (
@@ -179,24 +175,11 @@ def _cases() -> dict[str, tuple[str, str]]:
     }
 
 
-def _run_child(mode: str, argument: str) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, str(TESTS_DIR / "fuzz_templates.py"), mode, argument],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=TESTS_DIR.parent,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
-
-
 @pytest.fixture(scope="module")
 def measured() -> dict[str, dict[str, Any]]:
     """Every case rendered once, in one memory-capped child: outcome and peak."""
     cases = _cases()
-    result = _run_child("costs", json.dumps([_source(expr) for expr, _ in cases.values()]))
+    result = run_fuzz_child("costs", json.dumps([_source(expr) for expr, _ in cases.values()]))
     return dict(zip(cases, result["each"], strict=True))
 
 
@@ -310,7 +293,7 @@ def test_fuzzed_large_filter_chains_stay_in_bounded_memory() -> None:
     """Hypothesis chains the filters, tests and methods above over large values;
     each case's own peak is measured in a child capped at 1 GiB."""
     examples = os.environ.get("PROMOMAIL_FUZZ_EXAMPLES", "200")
-    result = _run_child("fuzz-costs", examples)
+    result = run_fuzz_child("fuzz-costs", examples)
     each = result["each"]
     peaks = sorted(each, key=lambda case: -case["peak_mb"])
     outcomes: dict[str, int] = {}

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fuzz_child import run_fuzz_child
 from markupsafe import Markup
 from render_helpers import counts, customer_ids, pool_with_codes, render, write_recipients
 from sqlalchemy import Engine
@@ -29,8 +27,6 @@ from templating.mailing.sources import PreviewCodes
 from templating.template.client import Client
 from templating.template.environment import make_environment
 from templating.template.message import MessageTemplate
-
-TESTS_DIR = Path(__file__).resolve().parent
 
 
 def _client(**fields: str) -> Client:
@@ -283,7 +279,7 @@ def test_work_budget_ends_accumulating_templates(source: str) -> None:
 def test_accumulating_templates_stay_well_under_400_mb() -> None:
     # Measured in a child process whose address space is capped at 1 GiB: an
     # allocation past the cap would fail there (MemoryError), not pass unnoticed.
-    result = _run_child("budget", json.dumps(list(ACCUMULATIONS.values())))
+    result = run_fuzz_child("budget", json.dumps(list(ACCUMULATIONS.values())))
     assert result["unexpected"] == [], result
     assert result["peak_mb"] < 400, result
 
@@ -502,25 +498,12 @@ def test_every_known_payload_is_refused(payload: str, tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def _run_child(mode: str, argument: str) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, str(TESTS_DIR / "fuzz_templates.py"), mode, argument],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=TESTS_DIR.parent,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
-
-
 def test_fuzzed_templates_give_only_template_errors_in_bounded_memory() -> None:
     """Hypothesis builds templates from Jinja2's grammar (nesting, operators,
     filters, format strings, literals of extreme sizes) and runs each through
     check, preview and render in a child capped at 1 GiB of address space."""
     examples = os.environ.get("PROMOMAIL_FUZZ_EXAMPLES", "400")
-    result = _run_child("fuzz", examples)
+    result = run_fuzz_child("fuzz", examples)
     print(
         f"fuzzed {result['cases']} templates {result['outcomes']}; peak {result['peak_mb']} MB; "
         f"largest step {result['largest_step_mb']} MB"
@@ -536,7 +519,7 @@ def test_fuzzed_partials_keep_nothing_from_one_recipient_for_the_next() -> None:
     through an include), fed generated values: recipient B's message after A's is
     exactly B's message rendered alone."""
     examples = os.environ.get("PROMOMAIL_FUZZ_EXAMPLES", "300")
-    result = _run_child("isolation", examples)
+    result = run_fuzz_child("isolation", examples)
     print(f"isolation: {result['cases']} cases {result['outcomes']}; peak {result['peak_mb']} MB")
     assert result["unexpected"] == [], result["unexpected"]
     assert result["cases"] == int(examples)
