@@ -36,6 +36,8 @@ LARGE = (
 
 REFUSED = "refused"
 RENDERED = "rendered"
+#: The recipient fails for a reason of its own (an undefined value), in bounded memory.
+FAILED = "failed"
 
 #: filter name: (expression over the large values, what must happen).
 FILTER_CASES: dict[str, tuple[str, str]] = {
@@ -161,6 +163,18 @@ METHOD_CASES: dict[str, tuple[str, str]] = {
 }
 
 
+#: Large values given as a filter's arguments: shown in an error message or
+#: turned into text by the filter, they are paid for or cut short first.
+ARGUMENT_CASES: dict[str, tuple[str, str]] = {
+    "join attribute named by a list": ("d|join(',', attribute=l)", FAILED),
+    "sum attribute named by a list": ("(range(10)|list)|sum(attribute=l, start=[])", FAILED),
+    "max attribute named by a list": ("'abc'|max(attribute=l)", FAILED),
+    "a list as an item's key": ("d[l]", FAILED),
+    "urlize target": ("'a.b'|urlize(target=l)", REFUSED),
+    "urlize rel": ("'a.b'|urlize(rel=l)", REFUSED),
+}
+
+
 def _source(expression: str) -> str:
     if expression.startswith("{%"):
         return LARGE + expression + "ok"
@@ -172,6 +186,7 @@ def _cases() -> dict[str, tuple[str, str]]:
         **{f"filter-{name}": case for name, case in FILTER_CASES.items()},
         **{f"test-{name}": case for name, case in TEST_CASES.items()},
         **{f"method-{name}": case for name, case in METHOD_CASES.items()},
+        **{f"argument-{name}": case for name, case in ARGUMENT_CASES.items()},
     }
 
 
@@ -244,6 +259,8 @@ def test_large_inputs_are_paid_for_before_they_allocate(
         assert outcome.startswith("failed: ") and (
             "render limit" in outcome or "not allowed in templates" in outcome
         ), result
+    elif expected == FAILED:
+        assert outcome.startswith("failed: ") and len(outcome) < 2_000, result
     else:
         assert outcome == RENDERED, result
     # The large values themselves take a few MB; the 1 GiB cap is far away.

@@ -9,10 +9,12 @@ underscore names, which the sandbox never lets a template reach.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from jinja2 import StrictUndefined
+from jinja2.utils import missing, object_type_repr
 
 #: The code functions that hand out (or show again) a code from a pool.
 ISSUING = frozenset({"promocode", "promocodes"})
@@ -73,6 +75,14 @@ def _pool_name(pool: object) -> str:
     return pool
 
 
+#: How an undefined name is shown: a template may look up anything, a list of
+#: a million long texts too, and the message must not be as large as that.
+_NAMES = reprlib.Repr()
+_NAMES.maxlevel = 2
+_NAMES.maxtuple = _NAMES.maxlist = _NAMES.maxdict = _NAMES.maxset = 6
+_NAMES.maxstring = _NAMES.maxother = 80
+
+
 class RecipientUndefined(StrictUndefined):
     """Names the missing recipient column instead of the object's Python type."""
 
@@ -80,10 +90,14 @@ class RecipientUndefined(StrictUndefined):
 
     @property
     def _undefined_message(self) -> str:
-        if (
-            self._undefined_hint is None
-            and isinstance(self._undefined_obj, Client)
-            and self._undefined_name is not None
-        ):
-            return f"the recipient has no {self._undefined_name!r} column"
-        return str(super()._undefined_message)
+        if self._undefined_hint:
+            return self._undefined_hint
+        name = _NAMES.repr(self._undefined_name)
+        owner = self._undefined_obj
+        if isinstance(owner, Client) and self._undefined_name is not None:
+            return f"the recipient has no {name} column"
+        if owner is missing:
+            return f"{name} is undefined"
+        if not isinstance(self._undefined_name, str):
+            return f"{object_type_repr(owner)} has no element {name}"
+        return f"{object_type_repr(owner)!r} has no attribute {name}"

@@ -317,7 +317,7 @@ def _urlencode(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: An
 def _urlize(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     target, rel = _arg(args, kw, 2, "target"), _arg(args, kw, 3, "rel")
     # rel also gets "nofollow" and the environment's policy added.
-    extra = sum(len(text) for text in (target, rel) if isinstance(text, str)) + 32
+    extra = sum(_text(text) for text in (target, rel) if text is not None) + 32
     text, made = _as_text(value)
     # Its trailing-punctuation search is quadratic in a word's length, in
     # one step the render's timer cannot stop.
