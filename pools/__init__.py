@@ -39,11 +39,14 @@ if TYPE_CHECKING:
         revoke_token,
     )
     from pools.after_sending.deliveries import (
+        DELIVERY_STATUSES,
         EVENT_KINDS,
         SEND_STATES,
         DeliveryCounts,
         DeliveryLog,
         DeliveryView,
+        EventFacts,
+        apply_delivery_event,
         apply_event,
         delivery_counts,
         list_deliveries,
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
         read_return_list,
         return_codes,
     )
+    from pools.after_sending.send_runs import send_run
     from pools.codes.counts import PoolCounts, available_count, pool_counts
     from pools.codes.files import FileFormat, Whitespace
     from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
@@ -309,11 +313,15 @@ _HOMES: dict[str, str] = {
     "store_connection": "pools.store.db",
     "DEFAULT_URL": "pools.store.defaults",
     "EVENT_KINDS": "pools.after_sending.deliveries",
+    "DELIVERY_STATUSES": "pools.after_sending.deliveries",
     "SEND_STATES": "pools.after_sending.deliveries",
     "DeliveryCounts": "pools.after_sending.deliveries",
     "DeliveryLog": "pools.after_sending.deliveries",
     "DeliveryView": "pools.after_sending.deliveries",
     "apply_event": "pools.after_sending.deliveries",
+    "EventFacts": "pools.after_sending.deliveries",
+    "apply_delivery_event": "pools.after_sending.deliveries",
+    "send_run": "pools.after_sending.send_runs",
     "delivery_counts": "pools.after_sending.deliveries",
     "list_deliveries": "pools.after_sending.deliveries",
     "record_send": "pools.after_sending.deliveries",
@@ -335,6 +343,7 @@ __all__ = [
     "DEFAULT_LENGTH",
     "DEFAULT_LIMIT",
     "DEFAULT_URL",
+    "DELIVERY_STATUSES",
     "EMAIL_COLUMNS",
     "EVENT_KINDS",
     "ID_COLUMNS",
@@ -351,6 +360,7 @@ __all__ = [
     "DeliveryCounts",
     "DeliveryLog",
     "DeliveryView",
+    "EventFacts",
     "ExportError",
     "FileFormat",
     "GenerationError",
@@ -409,6 +419,7 @@ __all__ = [
     "Whitespace",
     "acquire_lease",
     "activate_pool",
+    "apply_delivery_event",
     "apply_event",
     "archive_pool",
     "authenticate",
@@ -465,6 +476,7 @@ __all__ = [
     "seen_token",
     "segment",
     "segment_page",
+    "send_run",
     "setting_changes",
     "settle",
     "show_mailing",

@@ -35,10 +35,10 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy import Connection, Engine, delete, exists, func, select, update
 
@@ -61,6 +61,8 @@ EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
 EventOutcome = Literal["applied", "duplicate", "unmatched"]
 
 SEND_STATES: tuple[str, ...] = ("sent", "deferred", "failed")
+#: Every state a message may be in (``deliveries --status``).
+DELIVERY_STATUSES: tuple[str, ...] = tuple(s.value for s in DeliveryStatus)
 EVENT_KINDS: tuple[str, ...] = ("delivered", "bounce", "dropped", "complaint", "deferred")
 #: The length of a stored answer: a relay's or service's text, shown, never parsed.
 ANSWER_MAX = 2000
@@ -227,6 +229,42 @@ def apply_event(
         return "applied"
 
 
+class EventFacts(Protocol):
+    """One service's word about one message, as :mod:`delivery` reads it
+    (``delivery.DeliveryEvent``); ``ref`` is None when it names no message."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def ref(self) -> str | None: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def permanent(self) -> bool: ...
+    @property
+    def at(self) -> datetime | None: ...
+    @property
+    def detail(self) -> str: ...
+
+
+def apply_delivery_event(engine: Engine, event: EventFacts) -> EventOutcome:
+    """:func:`apply_event` for an event read from a webhook or a file; one transaction."""
+    if event.ref is None:
+        return "unmatched"
+    return apply_event(
+        engine,
+        provider=event.provider,
+        event_id=event.event_id,
+        ref=event.ref,
+        kind=str(event.type),  # type: ignore[arg-type]  # checked by apply_event
+        permanent=event.permanent,
+        at=event.at,
+        detail=event.detail,
+    )
+
+
 def _owner(conn: Connection, ref: str) -> tuple[str, str] | None:
     """The (mailing, recipient) of the message with this reference, if the store knows it."""
     row = conn.execute(
@@ -285,32 +323,49 @@ def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: da
 class DeliveryLog:
     """The store's side of one ``send`` run: what is left to send, and each answer recorded.
 
+    It is the sender's ``SendLog`` (:class:`delivery.sending.SendLog`).
     ``recipients`` maps each reference to its recipient id (both read from
-    the render's output). Safe to call from the sender's threads: each call
-    is its own transaction.
+    the render's output). Safe to call from the sender's threads at once:
+    each call is its own transaction on its own pooled connection, and the
+    one shared count is updated under a lock.
+
+    ``check`` (when given) is called before a message is handed over and
+    raises to stop the run: the run's lease was taken over by another one.
     """
 
     engine: Engine
     mailing_id: str
     recipients: Mapping[str, str]
+    check: Callable[[], None] | None = None
     #: Codes given back by this run (messages the relay refused).
     codes_returned: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def to_send(self, refs: Iterable[str]) -> set[str]:
+        if self.check is not None:
+            self.check()
         return to_send(self.engine, self.mailing_id, refs)
 
-    def record(self, ref: str, state: SendState, answer: str) -> None:
+    def sending(self, ref: str) -> None:
+        """Nothing to write: a message never recorded is sent again by the next
+        run anyway (at-least-once for the one in ``DATA`` when the process died),
+        so marking it first would cost a transaction per message for nothing."""
+        if self.check is not None:
+            self.check()
+
+    def record(self, ref: str, state: str, answer: str) -> int:
+        """Record the relay's answer (``state`` is a ``SendState``); the codes given back."""
         returned = record_send(
             self.engine,
             mailing_id=self.mailing_id,
             recipient_id=self.recipients[ref],
             ref=ref,
-            state=state,
+            state=state,  # type: ignore[arg-type]  # checked by record_send
             answer=answer,
         )
         with self._lock:
             self.codes_returned += returned
+        return returned
 
 
 def seen_token(
