@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         delivery_counts,
         list_deliveries,
         record_send,
+        record_sent,
         seen_token,
         to_send,
     )
@@ -325,6 +326,7 @@ _HOMES: dict[str, str] = {
     "delivery_counts": "pools.after_sending.deliveries",
     "list_deliveries": "pools.after_sending.deliveries",
     "record_send": "pools.after_sending.deliveries",
+    "record_sent": "pools.after_sending.deliveries",
     "seen_token": "pools.after_sending.deliveries",
     "to_send": "pools.after_sending.deliveries",
     "REF_LENGTH": "pools.after_sending.references",
@@ -463,6 +465,7 @@ __all__ = [
     "reclaim_expired",
     "reclaim_scope",
     "record_send",
+    "record_sent",
     "redact_url",
     "redeem",
     "rejected_report",

@@ -35,7 +35,7 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -150,6 +150,52 @@ def record_send(
         if moved and state == "failed":
             return _give_back(conn, mailing_id, ref, f"refused by the relay: {text}", moment)
         return 0
+
+
+def record_sent(
+    engine: Engine,
+    mailing_id: str,
+    accepted: Sequence[tuple[str, str, str]],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Record that the relay accepted each (ref, recipient, answer), in one transaction.
+
+    The same rules as :func:`record_send` with ``sent`` for each message (a
+    message already settled is left as it is); a 250 gives nothing back, so
+    many of them share one commit.
+    """
+    moment = now or utcnow()
+    with write_transaction(engine) as conn:
+        for ref, recipient_id, answer in accepted:
+            text = answer[:ANSWER_MAX]
+            fresh = insert_if_absent(
+                conn,
+                Delivery,
+                {
+                    "ref": ref,
+                    "mailing_id": mailing_id,
+                    "recipient_id": recipient_id,
+                    "status": DeliveryStatus.SENT,
+                    "answer": text,
+                    "attempts": 1,
+                    "accepted": True,
+                    "updated_at": moment,
+                    "codes_returned": 0,
+                },
+            )
+            if not fresh:
+                _move(
+                    conn,
+                    ref,
+                    DeliveryStatus.SENT,
+                    (DeliveryStatus.DEFERRED,),
+                    text,
+                    moment,
+                    accepted=True,
+                    attempt=True,
+                    only_unaccepted=True,
+                )
 
 
 def apply_event(
@@ -320,14 +366,29 @@ def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: da
 
 
 @dataclass
+class _Accepted:
+    """A 250 waiting for the commit that records it."""
+
+    ref: str
+    answer: str
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass
 class DeliveryLog:
     """The store's side of one ``send`` run: what is left to send, and each answer recorded.
 
     It is the sender's ``SendLog`` (:class:`delivery.sending.SendLog`).
     ``recipients`` maps each reference to its recipient id (both read from
-    the render's output). Safe to call from the sender's threads at once:
-    each call is its own transaction on its own pooled connection, and the
-    one shared count is updated under a lock.
+    the render's output). Safe to call from the sender's threads at once.
+
+    A session waits until its message's answer is committed before it takes
+    the next message, so a crash re-sends at most the messages in ``DATA``
+    and those whose commit was under way. The sessions' 250s share commits
+    (group commit): while one commit is under way the others' answers queue,
+    and the next session to commit writes all of them in one transaction. A
+    4xx or 5xx is recorded on its own (a 5xx gives codes back).
 
     ``check`` (when given) is called before a message is handed over and
     raises to stop the run: the run's lease was taken over by another one.
@@ -340,6 +401,9 @@ class DeliveryLog:
     #: Codes given back by this run (messages the relay refused).
     codes_returned: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Held by the session committing the queued 250s.
+    _commit: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _queued: list[_Accepted] = field(default_factory=list, repr=False)
 
     def to_send(self, refs: Iterable[str]) -> set[str]:
         if self.check is not None:
@@ -355,6 +419,9 @@ class DeliveryLog:
 
     def record(self, ref: str, state: str, answer: str) -> int:
         """Record the relay's answer (``state`` is a ``SendState``); the codes given back."""
+        if state == "sent":
+            self._record_accepted(_Accepted(ref, answer))
+            return 0
         returned = record_send(
             self.engine,
             mailing_id=self.mailing_id,
@@ -366,6 +433,29 @@ class DeliveryLog:
         with self._lock:
             self.codes_returned += returned
         return returned
+
+    def _record_accepted(self, entry: _Accepted) -> None:
+        with self._lock:
+            self._queued.append(entry)
+        with self._commit:
+            if not entry.done:  # no earlier commit took it: commit every queued one
+                with self._lock:
+                    batch, self._queued = self._queued, []
+                try:
+                    record_sent(
+                        self.engine,
+                        self.mailing_id,
+                        [(e.ref, self.recipients[e.ref], e.answer) for e in batch],
+                    )
+                except BaseException as exc:
+                    for queued in batch:
+                        queued.error = exc
+                    raise
+                finally:
+                    for queued in batch:
+                        queued.done = True
+        if entry.error is not None:
+            raise entry.error
 
 
 def seen_token(
