@@ -147,8 +147,8 @@ def send(
     output = read_output(messages_path, mailing_id, shard=shard_slice)
     shard = shard_slice.label if shard_slice is not None else "all"
     engine = get_engine(ctx)
-    total = output.total if shard_slice is None else None
-    progress = Progress("Sending", total, show=_messages) if stderr_is_terminal() else None
+    # A count, not a percentage: messages an earlier run settled are not sent again.
+    progress = Progress("Sending", show=_messages) if stderr_is_terminal() else None
 
     def advance(_outcome: Outcome) -> None:
         if progress is not None:
