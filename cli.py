@@ -90,6 +90,18 @@ COMMANDS: Mapping[str, LazyCommand] = {
         "Every mailing with its recipients, renders, codes and failures.",
     ),
     "mailing": LazyCommand("commands.mailings:mailing", "One mailing."),
+    "send": LazyCommand(
+        "commands.delivery:send",
+        "Send a rendered mailing through an SMTP relay, recording each message's state.",
+    ),
+    "deliveries": LazyCommand(
+        "commands.delivery:deliveries",
+        "Each message of a mailing with its delivery state and the last answer about it.",
+    ),
+    "events": LazyCommand(
+        "commands.delivery:events",
+        "Delivery events from files: bounce messages and promomail's own JSON Lines.",
+    ),
     "customer": LazyCommand(
         "commands.after_sending:customer",
         "Every code issued to a customer, and the redemptions of their codes.",

@@ -1,7 +1,7 @@
-"""Sending speed: promomail's sender against a bare ``smtplib`` loop, same relay, same messages.
+"""Sending speed: promomail's sender on the store's log against a bare ``smtplib`` loop.
 
     python bench/send.py                      # 2,000 messages, 1 and 4 connections
-    python bench/send.py --messages 5000 --rounds 5
+    python bench/send.py --messages 5000 --rounds 5 --stores sqlite
 
 A local relay (aiosmtpd in a process of its own, answering 250 to
 everything without reading the message) receives, at 1 and at 4
@@ -10,9 +10,14 @@ connections:
 * bare: the messages, built beforehand (outside the timing), handed to
   ``smtplib``'s ``sendmail`` by as many threads as connections, one session
   each, with no state recorded at all;
-* promomail: ``send_messages`` reading the render's JSON Lines output
-  (``read_output``), building each message, marking it ``sending`` and
-  recording it ``sent`` in the in-memory log.
+* promomail, for each store (SQLite, PostgreSQL): what ``promomail send``
+  does, timed whole: the send run's lease taken (``pools.send_run``), the
+  render's JSON Lines output read and checked (``read_output``), each
+  message built, and its answer recorded in the store (``DeliveryLog``:
+  one transaction per message, its codes' issuances untouched for a 250).
+  The messages are a real render of a real mailing in that store, and its
+  delivery rows are deleted (outside the timing) before every round;
+* memory: the same sender on the in-memory log, to show what the store costs.
 
 Runs alternate (bare, promomail, bare, …) so a busy machine slows both
 alike; the best round of each is shown, with promomail's rate over the bare
@@ -29,21 +34,28 @@ import smtplib
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiosmtpd.controller import Controller
+from benchlib import DATABASES, fresh_store
+from sqlalchemy import Engine, text
 
 from delivery.outgoing import read_output
 from delivery.sending import MemoryLog, send_messages
+from pools import CodeSpec, PoolSettings, create_pool, generate_codes, send_run
 from pools.relay import SmtpRelay
+from pools.store.db import StoreConfig, open_engine
+from templating import OutputFormat, OutputTarget, RenderRequest, render_mailing
 
 MAILING = "bench-send"
-TEXT = (
-    "Hello {name},\n\nSpring is here, and so is your code: {code}.\n"
+TEMPLATE = (
+    "{% block subject %}Your spring code{% endblock %}"
+    "{% block text %}Hello {{ client.first_name }},\n\n"
+    "Spring is here, and so is your code: {{ client.promocode('spring') }}.\n"
     "Use it at checkout before the end of the month for 20 % off everything.\n\n"
-    "The shop\n"
+    "The shop\n{% endblock %}"
 )
 
 
@@ -69,26 +81,35 @@ def _serve(ports: Any, stop: Any) -> None:
     relay.stop()
 
 
-def write_output(path: Path, count: int) -> None:
-    with path.open("wb") as out:
+def render_output(url: str, folder: Path, count: int) -> Path:
+    """Mailing MAILING rendered in the store at ``url`` for ``count`` recipients."""
+    recipients = folder / "recipients.csv"
+    with recipients.open("w", encoding="utf-8") as out:
+        out.write("id,email,first_name\n")
         for i in range(count):
-            code = f"SPRING-{i:06d}"
-            out.write(
-                orjson.dumps(
-                    {
-                        "mailing": MAILING,
-                        "recipient": f"c{i}",
-                        "to": f"customer{i}@example.test",
-                        "parts": {
-                            "subject": "Your spring code",
-                            "text": TEXT.format(name=f"Customer {i}", code=code),
-                        },
-                        "codes": {"spring": code},
-                        "ref": f"{i:08d}{os.urandom(12).hex()}",
-                    },
-                    option=orjson.OPT_APPEND_NEWLINE,
-                )
-            )
+            out.write(f"c{i},customer{i}@example.test,Customer {i}\n")
+    template = folder / "spring.j2"
+    template.write_text(TEMPLATE, encoding="utf-8")
+    engine = open_engine(StoreConfig(url))
+    try:
+        create_pool(
+            engine, PoolSettings("Spring", description="bench"), pool_id="spring", activate=True
+        )
+        generate_codes(engine, "spring", count, CodeSpec())
+    finally:
+        engine.dispose()
+    path = folder / f"out-{url.partition(':')[0]}.jsonl"
+    summary = render_mailing(
+        RenderRequest(
+            template_path=str(template),
+            recipients_path=str(recipients),
+            mailing_id=MAILING,
+            db_url=url,
+            output=OutputTarget(OutputFormat.JSONL, path),
+        )
+    )
+    assert summary.ok and summary.rendered == count, summary.as_dict()
+    return path
 
 
 def bare(url: str, messages: list[tuple[str, str, bytes]], connections: int) -> float:
@@ -118,10 +139,24 @@ def bare(url: str, messages: list[tuple[str, str, bytes]], connections: int) -> 
 
 
 def promomail(url: str, path: Path, connections: int, count: int) -> float:
+    """Seconds for the sender alone, on the in-memory log."""
+    relay = SmtpRelay.parse(url)
     started = time.perf_counter()
-    summary = send_messages(
-        read_output(path, MAILING), SmtpRelay.parse(url), MemoryLog(), connections=connections
-    )
+    summary = send_messages(read_output(path, MAILING), relay, MemoryLog(), connections=connections)
+    seconds = time.perf_counter() - started
+    assert summary.sent == count, summary
+    return seconds
+
+
+def promomail_store(url: str, engine: Engine, path: Path, connections: int, count: int) -> float:
+    """Seconds for what ``promomail send`` does, on the store's log; deliveries cleared first."""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM deliveries"))
+    relay = SmtpRelay.parse(url)
+    started = time.perf_counter()
+    output = read_output(path, MAILING)
+    with send_run(engine, MAILING, "all", output.recipients()) as log:
+        summary = send_messages(output, relay, log, connections=connections)
     seconds = time.perf_counter() - started
     assert summary.sent == count, summary
     return seconds
@@ -132,6 +167,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", default="1,4")
+    parser.add_argument("--stores", default=",".join(DATABASES))
     args = parser.parse_args()
     os.environ.setdefault("PROMOMAIL_FROM", "shop@example.test")
 
@@ -142,26 +178,43 @@ def main() -> None:
     server.start()
     url = f"smtp://127.0.0.1:{ports.get(timeout=30)}"
     try:
-        with tempfile.TemporaryDirectory(prefix="promomail-bench-") as folder:
-            path = Path(folder) / "out.jsonl"
-            write_output(path, args.messages)
+        with tempfile.TemporaryDirectory(prefix="promomail-bench-") as name, ExitStack() as stack:
+            folder = Path(name)
+            stores: dict[str, tuple[Engine, Path]] = {}
+            for database in args.stores.split(","):
+                assert database in DATABASES, database
+                store = stack.enter_context(fresh_store(database, folder))
+                path = render_output(store, folder, args.messages)
+                engine = open_engine(StoreConfig(store))
+                stack.callback(engine.dispose)
+                stores[database] = (engine, path)
+            path = next(iter(stores.values()))[1]
             built = [(m.sender, m.envelope_to, m.build()) for m in read_output(path, MAILING)]
             print(
-                f"{args.messages:,} messages ({sum(len(d) for *_, d in built) // len(built):,} "
-                f"bytes each) to a local aiosmtpd relay, best of {args.rounds} rounds"
+                f"{args.messages:,} rendered messages "
+                f"({sum(len(d) for *_, d in built) // len(built):,} bytes each) to a local "
+                f"aiosmtpd relay, best of {args.rounds} rounds; msg/s (ratio to bare smtplib)"
             )
-            print(f"{'connections':>11}  {'bare msg/s':>10}  {'promomail msg/s':>15}  {'ratio':>5}")
+            columns = ["memory log", *(f"{d} log" for d in stores)]
+            print(f"{'connections':>11}  {'bare':>6}" + "".join(f"  {c:>18}" for c in columns))
             for connections in (int(c) for c in args.connections.split(",")):
-                best_bare = best_ours = float("inf")
+                best = dict.fromkeys(["bare", *columns], float("inf"))
                 for _ in range(args.rounds):
-                    best_bare = min(best_bare, bare(url, built, connections))
-                    best_ours = min(best_ours, promomail(url, path, connections, args.messages))
-                bare_rate = args.messages / best_bare
-                our_rate = args.messages / best_ours
-                print(
-                    f"{connections:>11}  {bare_rate:>10,.0f}  {our_rate:>15,.0f}  "
-                    f"{our_rate / bare_rate:>5.2f}"
+                    best["bare"] = min(best["bare"], bare(url, built, connections))
+                    seconds = promomail(url, path, connections, args.messages)
+                    best["memory log"] = min(best["memory log"], seconds)
+                    for database, (engine, store_path) in stores.items():
+                        seconds = promomail_store(
+                            url, engine, store_path, connections, args.messages
+                        )
+                        key = f"{database} log"
+                        best[key] = min(best[key], seconds)
+                bare_rate = args.messages / best["bare"]
+                cells = "".join(
+                    f"  {args.messages / best[c]:>10,.0f} ({args.messages / best[c] / bare_rate:.2f})"
+                    for c in columns
                 )
+                print(f"{connections:>11}  {bare_rate:>6,.0f}{cells}")
     finally:
         stop.set()
         server.join(timeout=10)

@@ -237,7 +237,18 @@ def _mailing_row(view: MailingView) -> tuple[Any, ...]:
         view.finished_at,
         view.redeemed,
         f"{view.redemption_rate:.1%}",
+        *_delivery_cells(view),
     )
+
+
+def _delivery_cells(view: MailingView) -> tuple[int, ...]:
+    d = view.delivery
+    return (d.sent, d.delivered, d.bounced, d.failed, d.deferred, d.codes_returned)
+
+
+#: The ``delivery`` counts (SPEC 8) as the human output names them: ``failed``
+#: there means refused by the relay, not a render that failed.
+_DELIVERY_NAMES = ["sent", "delivered", "bounced", "refused", "deferred", "codes returned"]
 
 
 _MAILING_HEADERS = [
@@ -251,6 +262,7 @@ _MAILING_HEADERS = [
     "finished",
     "redeemed",
     "redemption rate",
+    *_DELIVERY_NAMES,
 ]
 
 
@@ -302,6 +314,9 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
         ],
         indent="",
     )
+    say()
+    say("delivery (send and the mail services' events):")
+    print_fields(list(zip(_DELIVERY_NAMES, _delivery_cells(view), strict=True)))
     if len(view.runs) > 1:
         say()
         print_table(

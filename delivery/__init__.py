@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         Unverified,
         is_valid_ref,
     )
-    from delivery.files import EventProblem, read_event_files
+    from delivery.files import EventImport, EventProblem, import_event_files, read_event_files
     from delivery.message import build_email, ref_headers, sender_address
     from delivery.outgoing import OutgoingError, OutgoingMessage, RenderOutput, read_output
     from delivery.providers import WEBHOOK_PROVIDERS, verify_and_parse
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         SendLog,
         SendState,
         SendSummary,
+        parse_duration,
         send_messages,
     )
     from delivery.ses import FetchFailed, HttpFetcher, SnsEndpoint
@@ -64,7 +65,9 @@ _HOMES: dict[str, str] = {
     "TopicNotAllowed": "delivery.events",
     "Unverified": "delivery.events",
     "is_valid_ref": "delivery.events",
+    "EventImport": "delivery.files",
     "EventProblem": "delivery.files",
+    "import_event_files": "delivery.files",
     "read_event_files": "delivery.files",
     "WEBHOOK_PROVIDERS": "delivery.providers",
     "verify_and_parse": "delivery.providers",
@@ -85,6 +88,7 @@ _HOMES: dict[str, str] = {
     "SendState": "delivery.sending",
     "SendSummary": "delivery.sending",
     "send_messages": "delivery.sending",
+    "parse_duration": "delivery.sending",
     # The relay's URL and session live in pools, which low-stock notices share.
     "RelayError": "pools.relay",
     "RelayRefusedLogin": "pools.relay",
@@ -101,6 +105,7 @@ __all__ = [
     "DeliveryError",
     "DeliveryEvent",
     "EventBatch",
+    "EventImport",
     "EventProblem",
     "EventType",
     "FetchFailed",
@@ -125,7 +130,9 @@ __all__ = [
     "Unverified",
     "WebhookConfig",
     "build_email",
+    "import_event_files",
     "is_valid_ref",
+    "parse_duration",
     "read_event_files",
     "read_output",
     "ref_headers",

@@ -8,10 +8,10 @@ the line or message, and the reason, and never stops the rest of the files.
 from __future__ import annotations
 
 import mailbox
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from delivery import dsn, own
 from delivery._reading import load_json
@@ -84,6 +84,54 @@ def _json_lines(path: Path) -> Iterator[DeliveryEvent | EventProblem]:
                 yield EventProblem(str(path), where, exc.detail)
 
 
+@dataclass
+class EventImport:
+    """What importing event files did: each event applied, seen before or unmatched,
+    and each item that gave no event."""
+
+    applied: int = 0
+    duplicates: int = 0
+    unmatched: int = 0
+    problems: list[EventProblem] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "unmatched": self.unmatched,
+            "problems": [
+                {"file": p.file, "where": p.where, "reason": p.reason} for p in self.problems
+            ],
+        }
+
+
+def import_event_files(
+    paths: Iterable[str | Path],
+    provider: str | None,
+    apply: Callable[[DeliveryEvent], str],
+) -> EventImport:
+    """Apply every event of ``paths`` with ``apply`` (the store's, one transaction
+    per event, answering ``applied``, ``duplicate`` or ``unmatched``), in file order.
+
+    A problem never stops the rest: each event stands alone (applying it
+    twice changes nothing), so a file fixed and imported again applies only
+    what was missing.
+    """
+    report = EventImport()
+    for item in read_event_files(paths, provider):
+        if isinstance(item, EventProblem):
+            report.problems.append(item)
+            continue
+        outcome = apply(item)
+        if outcome == "applied":
+            report.applied += 1
+        elif outcome == "duplicate":
+            report.duplicates += 1
+        else:
+            report.unmatched += 1
+    return report
+
+
 def _skip_rest_of_line(stream: BinaryIO) -> None:
     while chunk := stream.readline(MAX_LINE_BYTES):
         if chunk.endswith(b"\n"):
@@ -152,4 +200,11 @@ def _message(path: Path, where: str | None, data: bytes) -> Iterator[DeliveryEve
         yield EventProblem(str(path), where, exc.detail)
 
 
-__all__ = ["FILE_PROVIDERS", "EventProblem", "default_provider", "read_event_files"]
+__all__ = [
+    "FILE_PROVIDERS",
+    "EventImport",
+    "EventProblem",
+    "default_provider",
+    "import_event_files",
+    "read_event_files",
+]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import re
 import smtplib
 import ssl
 import threading
@@ -43,7 +44,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from delivery.outgoing import OutgoingMessage
-from pools.errors import PromomailError
+from pools.errors import InvalidSetting, PromomailError
 from pools.relay import SmtpRelay, tls_context
 
 #: Refs asked of the log at once: one store query per this many messages.
@@ -53,6 +54,23 @@ READ_AHEAD = 4 * BATCH
 #: A session idle this long is checked with NOOP before it is used again.
 IDLE_CHECK_S = 20.0
 MAX_BACKOFF_S = 30.0
+
+
+#: How long deferred messages may be retried within one run, at most (a day).
+MAX_RETRY_FOR_S = 86_400.0
+_DURATION = re.compile(r"([0-9]{1,6})(s|m|h)?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m`` or ``1h``: whole seconds, minutes or hours, at most a day."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise InvalidSetting(f"{text!r} is not a duration (e.g. 90s, 15m, 1h)")
+    seconds = float(int(match[1]) * _UNIT_SECONDS[match[2] or "s"])
+    if seconds > MAX_RETRY_FOR_S:
+        raise InvalidSetting(f"{text!r} is longer than a day")
+    return seconds
 
 
 class SendState(StrEnum):

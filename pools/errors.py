@@ -156,13 +156,24 @@ class RedemptionNotFound(NotFound):
         self.order = order
 
 
+#: The prefix of a send run's lease (pools.issuing.leases.SEND_LEASE).
+_SEND = "send|"
+
+
+def _shard_run(shard: str) -> str:
+    """``shard 2/4`` of a render, ``send of shard 2/4`` of a send run."""
+    if shard.startswith(_SEND):
+        return f"send of shard {shard.removeprefix(_SEND)}"
+    return f"shard {shard}"
+
+
 class LeaseLost(PromomailError):
     """This run's lease was taken over (it stalled past its expiry): it must stop."""
 
     def __init__(self, mailing_id: str, shard: str, holder: LeaseHolder | None) -> None:
         by = f" by {holder.describe()}" if holder else ""
         super().__init__(
-            f"mailing {mailing_id!r} shard {shard}: this run's lease was taken over{by}; "
+            f"mailing {mailing_id!r} {_shard_run(shard)}: this run's lease was taken over{by}; "
             "it stopped without recording anything more"
         )
         self.mailing_id = mailing_id
@@ -175,8 +186,9 @@ class LeaseHeld(PromomailError):
 
     def __init__(self, mailing_id: str, shard: str, holder: LeaseHolder) -> None:
         expires = holder.expires_at.isoformat(sep=" ", timespec="seconds")
+        doing = "sent" if shard.startswith(_SEND) else "rendered"
         super().__init__(
-            f"mailing {mailing_id!r} shard {shard} is already being rendered by "
+            f"mailing {mailing_id!r} shard {shard.removeprefix(_SEND)} is already being {doing} by "
             f"{holder.describe()}; wait for it to finish (if that process died, its lease "
             f"expires at {expires} UTC and the next run takes over)"
         )

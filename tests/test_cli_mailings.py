@@ -968,6 +968,12 @@ def test_mailings_lists_every_mailing(run: Cli, welcome: str, tmp_path: Path) ->
         "finished",
         "redeemed",
         "redemption rate",
+        "sent",
+        "delivered",
+        "bounced",
+        "refused",
+        "deferred",
+        "codes returned",
     ]
     assert [row[:6] for row in rows[1:]] == [
         ["w1", "finished", "8", "8", "8", "0"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -476,4 +477,35 @@ def test_codes_shown_again_in_a_changed_message_are_no_events_to_give_back(
             )
         ).all()
     assert [tuple(r) for r in stamped] == [("autumn", again["cust-00001"]), ("spring", None)]
+    _checks(engine)
+
+
+def test_a_send_runs_log_is_safe_from_many_threads_and_answers_the_codes_returned(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    make_pool(engine, "spring", [f"SPRING{i}" for i in range(40)])
+    refs = _render(db_url, engine, tmp_path, n=40)
+    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()})
+    order = sorted(refs.values())
+    failing = set(order[:5])
+    start = threading.Barrier(8)
+    returned: list[int] = []
+
+    def session(share: list[str]) -> None:
+        start.wait()
+        for ref in share:
+            state = "failed" if ref in failing else "sent"
+            returned.append(log.record(ref, state, f"{'550' if ref in failing else '250'} x"))
+
+    threads = [threading.Thread(target=session, args=(order[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # The codes given back are answered by the call that gave them back.
+    assert sorted(returned) == [0] * 35 + [1] * 5
+    assert log.codes_returned == 5
+    states = {d.ref: d.status for d in list_deliveries(engine, "m")}
+    assert states == {ref: "failed" if ref in failing else "sent" for ref in order}
+    assert log.to_send(order) == set()
     _checks(engine)

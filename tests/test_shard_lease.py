@@ -59,6 +59,7 @@ from pools.issuing.leases import (
     lease_holder,
     release_lease,
     renew_lease,
+    send_lease_label,
     store_now,
 )
 from pools.issuing.mailings import show_mailing
@@ -170,6 +171,25 @@ def test_a_held_lease_refuses_another_holder_until_released(engine: Engine) -> N
     assert not release_lease(engine, first)  # only once
     again = acquire_lease(engine, MAILING, "all", scope=SCOPE)
     assert again.took_over is None and again.holder != first.holder
+
+
+def test_send_runs_hold_leases_of_their_own_beside_the_renders(engine: Engine) -> None:
+    render_all = acquire_lease(engine, MAILING, "all", scope=SCOPE)
+    # A send of any shard runs while a render of the whole mailing does.
+    send_half = acquire_lease(engine, MAILING, send_lease_label("1/2"), scope="s|send 1/2")
+    other_half = acquire_lease(engine, MAILING, send_lease_label("2/2"), scope="s|send 2/2")
+    with pytest.raises(LeaseHeld, match=r"shard 1/2 is already being sent by"):
+        acquire_lease(engine, MAILING, send_lease_label("1/2"), scope="s|send 1/2")
+    # A send that splits the mailing otherwise would send some of the same messages.
+    with pytest.raises(LeaseHeld, match=r"shard [12]/2 is already being sent"):
+        acquire_lease(engine, MAILING, send_lease_label("all"), scope="s|send all")
+    # And a render of half the mailing is refused by the render, not by the sends.
+    with pytest.raises(LeaseHeld, match=r"shard all is already being rendered"):
+        acquire_lease(engine, MAILING, "1/2", scope=f"{MAILING}|1/2")
+    for lease in (render_all, send_half, other_half):
+        assert release_lease(engine, lease)
+    send_all = acquire_lease(engine, MAILING, send_lease_label("all"), scope="s|send all")
+    assert send_all.shard == "send|all"
 
 
 def test_an_expired_lease_is_taken_over_and_its_old_holder_is_told(engine: Engine) -> None:

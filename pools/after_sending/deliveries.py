@@ -35,10 +35,10 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy import Connection, Engine, delete, exists, func, select, update
 
@@ -61,6 +61,8 @@ EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
 EventOutcome = Literal["applied", "duplicate", "unmatched"]
 
 SEND_STATES: tuple[str, ...] = ("sent", "deferred", "failed")
+#: Every state a message may be in (``deliveries --status``).
+DELIVERY_STATUSES: tuple[str, ...] = tuple(s.value for s in DeliveryStatus)
 EVENT_KINDS: tuple[str, ...] = ("delivered", "bounce", "dropped", "complaint", "deferred")
 #: The length of a stored answer: a relay's or service's text, shown, never parsed.
 ANSWER_MAX = 2000
@@ -150,6 +152,52 @@ def record_send(
         return 0
 
 
+def record_sent(
+    engine: Engine,
+    mailing_id: str,
+    accepted: Sequence[tuple[str, str, str]],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Record that the relay accepted each (ref, recipient, answer), in one transaction.
+
+    The same rules as :func:`record_send` with ``sent`` for each message (a
+    message already settled is left as it is); a 250 gives nothing back, so
+    many of them share one commit.
+    """
+    moment = now or utcnow()
+    with write_transaction(engine) as conn:
+        for ref, recipient_id, answer in accepted:
+            text = answer[:ANSWER_MAX]
+            fresh = insert_if_absent(
+                conn,
+                Delivery,
+                {
+                    "ref": ref,
+                    "mailing_id": mailing_id,
+                    "recipient_id": recipient_id,
+                    "status": DeliveryStatus.SENT,
+                    "answer": text,
+                    "attempts": 1,
+                    "accepted": True,
+                    "updated_at": moment,
+                    "codes_returned": 0,
+                },
+            )
+            if not fresh:
+                _move(
+                    conn,
+                    ref,
+                    DeliveryStatus.SENT,
+                    (DeliveryStatus.DEFERRED,),
+                    text,
+                    moment,
+                    accepted=True,
+                    attempt=True,
+                    only_unaccepted=True,
+                )
+
+
 def apply_event(
     engine: Engine,
     *,
@@ -227,6 +275,42 @@ def apply_event(
         return "applied"
 
 
+class EventFacts(Protocol):
+    """One service's word about one message, as :mod:`delivery` reads it
+    (``delivery.DeliveryEvent``); ``ref`` is None when it names no message."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def ref(self) -> str | None: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def permanent(self) -> bool: ...
+    @property
+    def at(self) -> datetime | None: ...
+    @property
+    def detail(self) -> str: ...
+
+
+def apply_delivery_event(engine: Engine, event: EventFacts) -> EventOutcome:
+    """:func:`apply_event` for an event read from a webhook or a file; one transaction."""
+    if event.ref is None:
+        return "unmatched"
+    return apply_event(
+        engine,
+        provider=event.provider,
+        event_id=event.event_id,
+        ref=event.ref,
+        kind=str(event.type),  # type: ignore[arg-type]  # checked by apply_event
+        permanent=event.permanent,
+        at=event.at,
+        detail=event.detail,
+    )
+
+
 def _owner(conn: Connection, ref: str) -> tuple[str, str] | None:
     """The (mailing, recipient) of the message with this reference, if the store knows it."""
     row = conn.execute(
@@ -282,35 +366,96 @@ def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: da
 
 
 @dataclass
+class _Accepted:
+    """A 250 waiting for the commit that records it."""
+
+    ref: str
+    answer: str
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass
 class DeliveryLog:
     """The store's side of one ``send`` run: what is left to send, and each answer recorded.
 
+    It is the sender's ``SendLog`` (:class:`delivery.sending.SendLog`).
     ``recipients`` maps each reference to its recipient id (both read from
-    the render's output). Safe to call from the sender's threads: each call
-    is its own transaction.
+    the render's output). Safe to call from the sender's threads at once.
+
+    A session waits until its message's answer is committed before it takes
+    the next message, so a crash re-sends at most the messages in ``DATA``
+    and those whose commit was under way. The sessions' 250s share commits
+    (group commit): while one commit is under way the others' answers queue,
+    and the next session to commit writes all of them in one transaction. A
+    4xx or 5xx is recorded on its own (a 5xx gives codes back).
+
+    ``check`` (when given) is called before a message is handed over and
+    raises to stop the run: the run's lease was taken over by another one.
     """
 
     engine: Engine
     mailing_id: str
     recipients: Mapping[str, str]
+    check: Callable[[], None] | None = None
     #: Codes given back by this run (messages the relay refused).
     codes_returned: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Held by the session committing the queued 250s.
+    _commit: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _queued: list[_Accepted] = field(default_factory=list, repr=False)
 
     def to_send(self, refs: Iterable[str]) -> set[str]:
+        if self.check is not None:
+            self.check()
         return to_send(self.engine, self.mailing_id, refs)
 
-    def record(self, ref: str, state: SendState, answer: str) -> None:
+    def sending(self, ref: str) -> None:
+        """Nothing to write: a message never recorded is sent again by the next
+        run anyway (at-least-once for the one in ``DATA`` when the process died),
+        so marking it first would cost a transaction per message for nothing."""
+        if self.check is not None:
+            self.check()
+
+    def record(self, ref: str, state: str, answer: str) -> int:
+        """Record the relay's answer (``state`` is a ``SendState``); the codes given back."""
+        if state == "sent":
+            self._record_accepted(_Accepted(ref, answer))
+            return 0
         returned = record_send(
             self.engine,
             mailing_id=self.mailing_id,
             recipient_id=self.recipients[ref],
             ref=ref,
-            state=state,
+            state=state,  # type: ignore[arg-type]  # checked by record_send
             answer=answer,
         )
         with self._lock:
             self.codes_returned += returned
+        return returned
+
+    def _record_accepted(self, entry: _Accepted) -> None:
+        with self._lock:
+            self._queued.append(entry)
+        with self._commit:
+            if not entry.done:  # no earlier commit took it: commit every queued one
+                with self._lock:
+                    batch, self._queued = self._queued, []
+                try:
+                    record_sent(
+                        self.engine,
+                        self.mailing_id,
+                        [(e.ref, self.recipients[e.ref], e.answer) for e in batch],
+                    )
+                except BaseException as exc:
+                    for queued in batch:
+                        queued.error = exc
+                    raise
+                finally:
+                    for queued in batch:
+                        queued.done = True
+        if entry.error is not None:
+            raise entry.error
 
 
 def seen_token(

@@ -143,9 +143,28 @@ def _free_scope(conn: Connection, scope: str) -> None:
     free_held(conn, HeldCodes.scope == scope)
 
 
+#: The lease of a send run: ``send|`` and the shard (``send|all``, ``send|2/4``).
+#: Sending and rendering are different work on different rows: a send of a
+#: shard may run while the render of another (or the same) one goes on.
+SEND_LEASE = "send|"
+
+
+def send_lease_label(shard: str) -> str:
+    """The lease a send run of ``shard`` (``all`` or ``K/N``) takes."""
+    return SEND_LEASE + shard
+
+
+def _work_of(label: str) -> tuple[str, str]:
+    """(kind of run, shard): ``("send|", "2/4")`` or ``("", "all")`` for a render."""
+    if label.startswith(SEND_LEASE):
+        return SEND_LEASE, label.removeprefix(SEND_LEASE)
+    return "", label
+
+
 def _shard_count(label: str) -> int:
     """How many shards the mailing is cut into: ``all`` is 1, ``K/N`` is N."""
-    return 1 if label == "all" else int(label.rpartition("/")[2])
+    shard = _work_of(label)[1]
+    return 1 if shard == "all" else int(shard.rpartition("/")[2])
 
 
 def _mailing_lock(conn: Connection, mailing_id: str) -> None:
@@ -157,13 +176,22 @@ def _mailing_lock(conn: Connection, mailing_id: str) -> None:
 
 
 def _in_the_way(conn: Connection, mailing_id: str, shard: str, now: datetime) -> Any:
-    """A live run of another shard of this mailing that splits it differently, if any."""
+    """A live run of the same work (render or send) on another shard of this
+    mailing that splits it differently, if any."""
     others = conn.execute(
         select(ShardLease).where(ShardLease.mailing_id == mailing_id, ShardLease.shard != shard)
     ).all()
+    kind = _work_of(shard)[0]
     count = _shard_count(shard)
     return next(
-        (o for o in others if _shard_count(o.shard) != count and not _is_dead(o, now)), None
+        (
+            o
+            for o in others
+            if _work_of(o.shard)[0] == kind
+            and _shard_count(o.shard) != count
+            and not _is_dead(o, now)
+        ),
+        None,
     )
 
 
