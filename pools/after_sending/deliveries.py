@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -551,14 +551,7 @@ class DeliveryCounts:
     codes_returned: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "sent": self.sent,
-            "delivered": self.delivered,
-            "bounced": self.bounced,
-            "failed": self.failed,
-            "deferred": self.deferred,
-            "codes_returned": self.codes_returned,
-        }
+        return asdict(self)
 
 
 def delivery_counts(conn: Connection, mailing_id: str) -> DeliveryCounts:
