@@ -135,7 +135,6 @@ if TYPE_CHECKING:
         code_pools,
         customer_page,
         issuance_page,
-        mailings_of_pools,
         segment_page,
     )
     from pools.history.segments import SegmentFormat, segment, write_segment
@@ -307,7 +306,6 @@ _HOMES: dict[str, str] = {
     "DEFAULT_LIMIT": "pools.history.pages",
     "MAX_LIMIT": "pools.history.pages",
     "code_pools": "pools.history.pages",
-    "mailings_of_pools": "pools.history.pages",
     "DEFAULT_LEASE_SECONDS": "pools.issuing.leases",
     "current_revision": "pools.store.db",
     "head_revision": "pools.store.db",
@@ -452,7 +450,6 @@ __all__ = [
     "list_mailings",
     "list_pools",
     "list_tokens",
-    "mailings_of_pools",
     "match_addresses",
     "message_ref",
     "open_engine",

@@ -230,12 +230,6 @@ def code_pools(engine: Engine, code: str) -> list[str]:
         )
 
 
-def mailings_of_pools(engine: Engine, pools: Collection[str]) -> set[str]:
-    """The mailings that issued codes from any of these pools."""
-    with read_transaction(engine) as conn:
-        return _mailings_of(conn, pools)
-
-
 def _mailings_of(conn: Connection, pools: Collection[str]) -> set[str]:
     query = select(Issuance.mailing_id).where(Issuance.pool_id.in_(pools)).distinct()
     return set(conn.execute(query).scalars())
