@@ -332,6 +332,17 @@ def seen_token(
         )
 
 
+def forget_token(engine: Engine, provider: str, token: str) -> None:
+    """Forget a token recorded by :func:`seen_token` whose request then failed,
+    so the service's retry of that request is not taken for a replay."""
+    with write_transaction(engine) as conn:
+        conn.execute(
+            delete(WebhookToken).where(
+                WebhookToken.provider == provider, WebhookToken.token == token
+            )
+        )
+
+
 @dataclass(frozen=True)
 class DeliveryView:
     """One message's delivery state, as ``deliveries MAILING`` shows it."""
