@@ -1,9 +1,9 @@
 """A batch of delivery events applied to the store: the loop every front end shares.
 
 A webhook request and an event file both come to an :class:`EventBatch`;
-this applies it, event by event (each its own transaction, as
-:func:`pools.after_sending.deliveries.apply_event` does), and counts the
-outcomes. A batch that carries a one-time token (Mailgun) is refused as a
+this applies it (:func:`pools.after_sending.deliveries.apply_events`, each
+event with the effect it has alone, up to :data:`EVENTS_PER_TRANSACTION` in
+one transaction) and counts the outcomes. A batch that carries a one-time token (Mailgun) is refused as a
 replay, before any of its events is applied, when the token was seen
 before.
 """
@@ -17,13 +17,17 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from delivery.events import EventBatch, Unverified, naive_utc
-from pools.after_sending.deliveries import apply_event, forget_token, seen_token
+from pools.after_sending.deliveries import Event, apply_events, forget_token, seen_token
 
 #: How long a one-time token is remembered. A request may be signed up to five
 #: minutes ahead of this server's clock and is refused as stale five minutes
 #: after it was signed: a token older than ten minutes can only come with a
 #: timestamp that is refused anyway.
 TOKEN_MEMORY = timedelta(minutes=10)
+#: Events applied in one transaction: one commit for many is what makes a
+#: webhook of many events cheap; a bound keeps SQLite's single writer (and
+#: the rows a transaction locks) from being held for long.
+EVENTS_PER_TRANSACTION = 100
 
 
 @dataclass
@@ -75,28 +79,28 @@ def apply_batch(engine: Engine, provider: str, batch: EventBatch, *, now: dateti
 
 def _apply_each(engine: Engine, batch: EventBatch, moment: datetime) -> Applied:
     done = Applied()
-    for event in batch:
-        if event.ref is None:
-            done.unmatched += 1
-            continue
-        outcome = apply_event(
+    known = [event for event in batch if event.ref is not None]
+    done.unmatched += len(batch) - len(known)
+    for start in range(0, len(known), EVENTS_PER_TRANSACTION):
+        chunk = known[start : start + EVENTS_PER_TRANSACTION]
+        outcomes = apply_events(
             engine,
-            provider=event.provider,
-            event_id=event.event_id,
-            ref=event.ref,
-            kind=event.type.value,
-            permanent=event.permanent,
-            at=event.at,
-            detail=event.detail,
+            [
+                Event(
+                    e.provider, e.event_id, e.ref or "", e.type.value, e.permanent, e.at, e.detail
+                )
+                for e in chunk
+            ],
             now=moment,
         )
-        if outcome == "applied":
-            done.applied += 1
-        elif outcome == "duplicate":
-            done.duplicates += 1
-        else:
-            done.unmatched += 1
+        for outcome in outcomes:
+            if outcome == "applied":
+                done.applied += 1
+            elif outcome == "duplicate":
+                done.duplicates += 1
+            else:
+                done.unmatched += 1
     return done
 
 
-__all__ = ["TOKEN_MEMORY", "Applied", "apply_batch"]
+__all__ = ["EVENTS_PER_TRANSACTION", "TOKEN_MEMORY", "Applied", "apply_batch"]

@@ -74,7 +74,7 @@ def test_a_failed_batch_forgets_its_token_so_the_retry_applies(
         raise RuntimeError("the store went away")
 
     with monkeypatch.context() as patched:
-        patched.setattr(delivery.applying, "apply_event", broken)
+        patched.setattr(delivery.applying, "apply_events", broken)
         with pytest.raises(RuntimeError):
             apply_batch(engine, "mailgun", batch, now=utcnow())
     assert _tokens(engine) == 0

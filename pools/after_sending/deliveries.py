@@ -35,12 +35,22 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, delete, exists, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    union_all,
+    update,
+)
 
 from pools.after_sending.returns import _count, _return_in
 from pools.errors import InvalidSetting, MailingNotFound
@@ -170,33 +180,74 @@ def apply_event(
     nothing is recorded, so the same event applies if it comes again once
     the reference is known. ``at`` is when the service saw it happen.
     """
-    if kind not in EVENT_KINDS:
-        raise InvalidSetting(f"must be one of {', '.join(EVENT_KINDS)}, not {kind!r}", "kind")
+    event = Event(provider, event_id, ref, kind, permanent, at, detail)
+    return apply_events(engine, [event], now=now)[0]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One delivery event as the store takes it (see :func:`apply_event`)."""
+
+    provider: str
+    event_id: str
+    ref: str
+    kind: EventKind
+    permanent: bool
+    at: datetime | None
+    detail: str
+
+
+def apply_events(
+    engine: Engine, events: Sequence[Event], *, now: datetime | None = None
+) -> list[EventOutcome]:
+    """Apply several events in one transaction; their outcomes, in their order.
+
+    Each event has the effect :func:`apply_event` gives it alone; one
+    commit for them all is what makes a webhook of many events cheap. They
+    are applied by reference (events about one message in the order given),
+    so two transactions applying overlapping batches lock the messages in
+    the same order and never deadlock each other.
+    """
+    for event in events:
+        if event.kind not in EVENT_KINDS:
+            raise InvalidSetting(
+                f"must be one of {', '.join(EVENT_KINDS)}, not {event.kind!r}", "kind"
+            )
     moment = now or utcnow()
-    text = detail[:ANSWER_MAX]
+    outcomes: list[EventOutcome] = ["unmatched"] * len(events)
+    order = sorted(range(len(events)), key=lambda n: events[n].ref)
     with write_transaction(engine) as conn:
-        owner = _owner(conn, ref)
-        if owner is None:
-            return "unmatched"
-        fresh = insert_if_absent(
-            conn,
-            DeliveryEvent,
-            {
-                "provider": provider,
-                "event_id": event_id,
-                "ref": ref,
-                "type": kind,
-                "occurred_at": at,
-                "received_at": moment,
-            },
-        )
-        if not fresh:
-            return "duplicate"
-        mailing_id, recipient_id = owner
+        for n in order:
+            outcomes[n] = _apply_in(conn, events[n], moment)
+    return outcomes
+
+
+def _apply_in(conn: Connection, event: Event, moment: datetime) -> EventOutcome:
+    ref, kind = event.ref, event.kind
+    text = event.detail[:ANSWER_MAX]
+    owner = _owner(conn, ref)
+    if owner is None:
+        return "unmatched"
+    fresh = insert_if_absent(
+        conn,
+        DeliveryEvent.__table__,
+        {
+            "provider": event.provider,
+            "event_id": event.event_id,
+            "ref": ref,
+            "type": kind,
+            "occurred_at": event.at,
+            "received_at": moment,
+        },
+    )
+    if not fresh:
+        return "duplicate"
+    mailing_id, recipient_id, has_row = owner
+    if not has_row:
         # A message sent by other means: an event means a service had it.
         insert_if_absent(
             conn,
-            Delivery,
+            Delivery.__table__,
             {
                 "ref": ref,
                 "mailing_id": mailing_id,
@@ -209,34 +260,42 @@ def apply_event(
                 "codes_returned": 0,
             },
         )
-        if kind in ("delivered", "complaint"):
-            target = DeliveryStatus.DELIVERED
-        elif kind in ("bounce", "dropped") and permanent:
-            target = DeliveryStatus.BOUNCED
-        else:
-            target = DeliveryStatus.DEFERRED
-        moved = _move(conn, ref, target, _OPEN, text, moment, accepted=True)
-        if not moved:
-            # Recorded, nothing more: the message's fate was settled before.
-            conn.execute(
-                update(Delivery).where(Delivery.ref == ref).values(answer=text, updated_at=moment)
-            )
-        elif target is DeliveryStatus.BOUNCED:
-            reason = f"{provider} {kind}: {text}" if text else f"{provider} {kind}"
-            _give_back(conn, mailing_id, ref, reason, moment)
-        return "applied"
+    if kind in ("delivered", "complaint"):
+        target = DeliveryStatus.DELIVERED
+    elif kind in ("bounce", "dropped") and event.permanent:
+        target = DeliveryStatus.BOUNCED
+    else:
+        target = DeliveryStatus.DEFERRED
+    moved = _move(conn, ref, target, _OPEN, text, moment, accepted=True)
+    if not moved:
+        # Recorded, nothing more: the message's fate was settled before.
+        conn.execute(
+            update(Delivery).where(Delivery.ref == ref).values(answer=text, updated_at=moment)
+        )
+    elif target is DeliveryStatus.BOUNCED:
+        reason = f"{event.provider} {kind}: {text}" if text else f"{event.provider} {kind}"
+        _give_back(conn, mailing_id, ref, reason, moment)
+    return "applied"
 
 
-def _owner(conn: Connection, ref: str) -> tuple[str, str] | None:
-    """The (mailing, recipient) of the message with this reference, if the store knows it."""
-    row = conn.execute(
-        select(Delivery.mailing_id, Delivery.recipient_id).where(Delivery.ref == ref)
-    ).first()
-    if row is None:
-        row = conn.execute(
-            select(Issuance.mailing_id, Issuance.customer_id).where(Issuance.ref == ref).limit(1)
-        ).first()
-    return (row[0], row[1]) if row is not None else None
+def _owner(conn: Connection, ref: str) -> tuple[str, str, bool] | None:
+    """The (mailing, recipient) of the message with this reference, if the store knows
+    it, and whether it has its delivery row already.
+
+    One round trip: its delivery row or an issuance stamped with it, whichever
+    comes first (both name the same mailing and recipient).
+    """
+    known = select(Delivery.mailing_id, Delivery.recipient_id, literal(1)).where(
+        Delivery.ref == ref
+    )
+    issued = (
+        select(Issuance.mailing_id, Issuance.customer_id, literal(0))
+        .where(Issuance.ref == ref)
+        .limit(1)
+    )
+    found = union_all(known, issued.subquery().select()).subquery()
+    row = conn.execute(select(found).order_by(found.c[2].desc()).limit(1)).first()
+    return (row[0], row[1], bool(row[2])) if row is not None else None
 
 
 def _move(
@@ -271,7 +330,7 @@ def _move(
 
 def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: datetime) -> int:
     """Return the codes of the message ``ref`` by ``mailing return``'s rules; counts them."""
-    totals = _return_in(conn, mailing_id, None, reason[:ANSWER_MAX], now, ref=ref)
+    totals = _return_in(conn, mailing_id, None, reason[:ANSWER_MAX], now, ref=ref, report=False)
     if totals.returned:
         conn.execute(
             update(Delivery)
