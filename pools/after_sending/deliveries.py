@@ -38,24 +38,27 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     delete,
     exists,
     func,
     literal,
+    literal_column,
     select,
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.after_sending.returns import _count, _return_in
 from pools.errors import InvalidSetting, MailingNotFound
 from pools.store.clock import utcnow
-from pools.store.db import read_transaction, write_transaction
+from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent, one_of
 from pools.store.models import (
     Delivery,
@@ -222,13 +225,48 @@ def apply_events(
     return outcomes
 
 
+# The statements of an event, built once: a webhook applies them for every
+# event, and building a statement costs more than running it.
+_KNOWN = select(Delivery.mailing_id, Delivery.recipient_id, literal(1).label("known")).where(
+    Delivery.ref == bindparam("e_ref")
+)
+_ISSUED = (
+    select(Issuance.mailing_id, Issuance.customer_id, literal(0).label("known"))
+    .where(Issuance.ref == bindparam("e_ref"))
+    .limit(1)
+)
+_FOUND = union_all(_KNOWN, _ISSUED.subquery().select()).subquery()
+#: Its delivery row or an issuance stamped with it (both name the same
+#: mailing and recipient), the row first.
+_OWNER = select(_FOUND).order_by(_FOUND.c.known.desc()).limit(1)
+_EVENT_MOVE = (
+    update(Delivery)
+    .where(
+        Delivery.ref == bindparam("e_ref"),
+        Delivery.status.in_([str(s) for s in _OPEN]),
+    )
+    .values(
+        status=bindparam("e_status"),
+        answer=bindparam("e_answer"),
+        updated_at=bindparam("e_now"),
+        accepted=True,
+    )
+    .returning(Delivery.ref)
+)
+_EVENT_RECORD = (
+    update(Delivery)
+    .where(Delivery.ref == bindparam("e_ref"))
+    .values(answer=bindparam("e_answer"), updated_at=bindparam("e_now"))
+)
+
+
 def _apply_in(conn: Connection, event: Event, moment: datetime) -> EventOutcome:
     ref, kind = event.ref, event.kind
     text = event.detail[:ANSWER_MAX]
     owner = _owner(conn, ref)
     if owner is None:
         return "unmatched"
-    fresh = insert_if_absent(
+    fresh = _insert_new(
         conn,
         DeliveryEvent.__table__,
         {
@@ -245,14 +283,14 @@ def _apply_in(conn: Connection, event: Event, moment: datetime) -> EventOutcome:
     mailing_id, recipient_id, has_row = owner
     if not has_row:
         # A message sent by other means: an event means a service had it.
-        insert_if_absent(
+        _insert_new(
             conn,
             Delivery.__table__,
             {
                 "ref": ref,
                 "mailing_id": mailing_id,
                 "recipient_id": recipient_id,
-                "status": DeliveryStatus.SENT,
+                "status": str(DeliveryStatus.SENT),
                 "answer": None,
                 "attempts": 0,
                 "accepted": True,
@@ -266,12 +304,19 @@ def _apply_in(conn: Connection, event: Event, moment: datetime) -> EventOutcome:
         target = DeliveryStatus.BOUNCED
     else:
         target = DeliveryStatus.DEFERRED
-    moved = _move(conn, ref, target, _OPEN, text, moment, accepted=True)
+    # Of two transactions moving the same message at once, the second re-reads
+    # the row the first committed (PostgreSQL) or runs after it (SQLite), and
+    # finds it no longer open.
+    moved = (
+        conn.execute(
+            _EVENT_MOVE,
+            {"e_ref": ref, "e_status": str(target), "e_answer": text, "e_now": moment},
+        ).first()
+        is not None
+    )
     if not moved:
         # Recorded, nothing more: the message's fate was settled before.
-        conn.execute(
-            update(Delivery).where(Delivery.ref == ref).values(answer=text, updated_at=moment)
-        )
+        conn.execute(_EVENT_RECORD, {"e_ref": ref, "e_answer": text, "e_now": moment})
     elif target is DeliveryStatus.BOUNCED:
         reason = f"{event.provider} {kind}: {text}" if text else f"{event.provider} {kind}"
         _give_back(conn, mailing_id, ref, reason, moment)
@@ -280,22 +325,24 @@ def _apply_in(conn: Connection, event: Event, moment: datetime) -> EventOutcome:
 
 def _owner(conn: Connection, ref: str) -> tuple[str, str, bool] | None:
     """The (mailing, recipient) of the message with this reference, if the store knows
-    it, and whether it has its delivery row already.
-
-    One round trip: its delivery row or an issuance stamped with it, whichever
-    comes first (both name the same mailing and recipient).
-    """
-    known = select(Delivery.mailing_id, Delivery.recipient_id, literal(1)).where(
-        Delivery.ref == ref
-    )
-    issued = (
-        select(Issuance.mailing_id, Issuance.customer_id, literal(0))
-        .where(Issuance.ref == ref)
-        .limit(1)
-    )
-    found = union_all(known, issued.subquery().select()).subquery()
-    row = conn.execute(select(found).order_by(found.c[2].desc()).limit(1)).first()
+    it, and whether it has its delivery row already: one round trip."""
+    row = conn.execute(_OWNER, {"e_ref": ref}).first()
     return (row[0], row[1], bool(row[2])) if row is not None else None
+
+
+_INSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+    """:func:`insert_if_absent` with its statement built once per dialect and table."""
+    key = (conn.dialect.name, table.name)
+    statement = _INSERTS.get(key)
+    if statement is None:
+        dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
+        statement = _INSERTS[key] = (
+            dialect_insert(table).on_conflict_do_nothing().returning(literal_column("1"))
+        )
+    return conn.execute(statement, values).first() is not None
 
 
 def _move(
