@@ -17,6 +17,7 @@ slow, leaves the other threads to the checkout.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -26,7 +27,6 @@ from sqlalchemy import Engine
 
 from delivery import (
     DeliveryError,
-    MalformedEvent,
     NotConfigured,
     SnsUnreachable,
     TopicNotAllowed,
@@ -37,7 +37,6 @@ from delivery import (
     verify_and_parse,
 )
 from pools import Scope
-from pools.store.clock import utcnow
 from service.auth import Open, ScopedRouter, engine_of
 from service.bodies import is_json, unsupported
 from service.problems import Problem, problem_responses
@@ -75,8 +74,7 @@ def _problem(error: DeliveryError) -> Problem:
         return Problem(502, detail)
     if isinstance(error, UnreadableBody):
         return Problem(400, detail)
-    if isinstance(error, MalformedEvent):
-        return Problem(422, detail)
+    # MalformedEvent: the field at fault is named in the detail.
     return Problem(422, detail)
 
 
@@ -87,7 +85,7 @@ def _verify_and_apply(
     body: bytes,
     headers: Mapping[str, str],
 ) -> dict[str, int]:
-    now = utcnow()
+    now = datetime.now(UTC)
     try:
         batch = verify_and_parse(provider, body, headers, config, now=now)
         return apply_batch(engine, provider, batch, now=now).as_dict()
