@@ -254,7 +254,14 @@ OWN_EVENTS_SCHEMA: dict[str, Any] = {
                         "pattern": NO_NUL,
                         "description": "The event's own id: the same id twice changes nothing.",
                     },
-                    "detail": {"type": ["string", "null"], "maxLength": 65536},
+                    # Its bound (65,536 characters; kept cut to 1,000) is not
+                    # stated as maxLength: a body of strings just past it would
+                    # meet the 1 MiB body limit (413) before the field's check.
+                    "detail": {
+                        "type": ["string", "null"],
+                        "description": "The service's words (at most 65,536 characters; "
+                        "the first 1,000 are kept).",
+                    },
                 },
             },
         }
