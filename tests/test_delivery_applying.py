@@ -80,3 +80,29 @@ def test_a_failed_batch_forgets_its_token_so_the_retry_applies(
     assert _tokens(engine) == 0
     assert apply_batch(engine, "mailgun", batch, now=utcnow()).applied == 1
     assert _tokens(engine) == 1
+
+
+def test_events_of_one_batch_apply_in_their_order_per_message(
+    engine: Engine, refs: dict[str, str]
+) -> None:
+    ann, bob = (refs[c] for c in customer_ids(2))
+
+    def event(ref: str, event_id: str, kind: EventType) -> DeliveryEvent:
+        return DeliveryEvent("sendgrid", event_id, ref, kind, True, None, "")
+
+    # Ann's delivery comes before her (late, out of order) bounce: her code stays.
+    # Bob's bounce comes first: his code goes back, and the delivery after it changes nothing.
+    batch = EventBatch(
+        [
+            event(bob, "b1", EventType.BOUNCE),
+            event(ann, "a1", EventType.DELIVERED),
+            event(bob, "b2", EventType.DELIVERED),
+            event(ann, "a2", EventType.BOUNCE),
+        ]
+    )
+    assert apply_batch(engine, "sendgrid", batch, now=utcnow()) == Applied(4, 0, 0)
+    assert set(mailing_codes(engine, "m", "spring")) == {"cust-00000"}
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT ref, status FROM deliveries")).all()
+    states = {str(ref): str(status) for ref, status in rows}
+    assert states == {ann: "delivered", bob: "bounced"}
