@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
+    from delivery.applying import TOKEN_MEMORY, Applied, apply_batch
     from delivery.config import DEFAULT_SNS_CERT_URL, WebhookConfig
     from delivery.events import (
         DeliveryError,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         NotConfigured,
         SnsUnreachable,
         TopicNotAllowed,
+        UnreadableBody,
         Unverified,
         is_valid_ref,
     )
@@ -53,6 +55,9 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
+    "TOKEN_MEMORY": "delivery.applying",
+    "Applied": "delivery.applying",
+    "apply_batch": "delivery.applying",
     "DEFAULT_SNS_CERT_URL": "delivery.config",
     "WebhookConfig": "delivery.config",
     "DeliveryError": "delivery.events",
@@ -63,6 +68,7 @@ _HOMES: dict[str, str] = {
     "NotConfigured": "delivery.events",
     "SnsUnreachable": "delivery.events",
     "TopicNotAllowed": "delivery.events",
+    "UnreadableBody": "delivery.events",
     "Unverified": "delivery.events",
     "is_valid_ref": "delivery.events",
     "EventImport": "delivery.files",
@@ -101,7 +107,9 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead
 
 __all__ = [
     "DEFAULT_SNS_CERT_URL",
+    "TOKEN_MEMORY",
     "WEBHOOK_PROVIDERS",
+    "Applied",
     "DeliveryError",
     "DeliveryEvent",
     "EventBatch",
@@ -127,8 +135,10 @@ __all__ = [
     "SnsEndpoint",
     "SnsUnreachable",
     "TopicNotAllowed",
+    "UnreadableBody",
     "Unverified",
     "WebhookConfig",
+    "apply_batch",
     "build_email",
     "import_event_files",
     "is_valid_ref",

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from delivery.events import MAX_EVENT_ID, MalformedEvent, naive_utc
+from delivery.events import MAX_EVENT_ID, MalformedEvent, UnreadableBody, naive_utc
 
 #: The services cap their webhook bodies at 1 MiB; anything larger is not theirs.
 MAX_BODY = 1024 * 1024
@@ -28,11 +28,11 @@ def load_json(body: bytes, provider: str, *, what: str = "body") -> Any:
     so an absurd document fails in C instead of exhausting Python's stack.
     """
     if len(body) > MAX_BODY:
-        raise MalformedEvent(provider, f"{what} is larger than {MAX_BODY} bytes")
+        raise UnreadableBody(provider, f"{what} is larger than {MAX_BODY} bytes")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedEvent(provider, f"{what} is not valid JSON: {exc}") from None
+        raise UnreadableBody(provider, f"{what} is not valid JSON: {exc}") from None
 
 
 def mapping(value: Any, provider: str, where: str) -> Mapping[str, Any]:
@@ -94,7 +94,8 @@ def event_id(parent: Mapping[str, Any], key: str, provider: str, where: str) -> 
     value = parent.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value:
+    # Printable only: a NUL cannot be stored in PostgreSQL text, and an id is shown.
+    if not isinstance(value, str) or not value or not value.isprintable():
         raise MalformedEvent(provider, f"{join(where, key)} is missing or not an id")
     if len(value) > MAX_EVENT_ID - 8:  # room for a ":<n>" recipient suffix
         raise MalformedEvent(provider, f"{join(where, key)} is too long")

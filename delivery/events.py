@@ -156,6 +156,10 @@ class MalformedEvent(DeliveryError):
     """The body or file cannot be read as the service's events; names the field or line."""
 
 
+class UnreadableBody(MalformedEvent):
+    """Not even JSON (or far too large to be): a front end answers 400, not 422."""
+
+
 __all__ = [
     "MAX_DETAIL",
     "MAX_EVENT_ID",
@@ -168,6 +172,7 @@ __all__ = [
     "NotConfigured",
     "SnsUnreachable",
     "TopicNotAllowed",
+    "UnreadableBody",
     "Unverified",
     "clean_detail",
     "is_valid_ref",

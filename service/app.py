@@ -12,6 +12,7 @@ single writer, each write waiting its turn (``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,11 +25,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
+from delivery import WebhookConfig
 from pools import StoreConfig, open_engine
 from service import preview, problems
 from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
 from service.bodies import BodyLimit
 from service.hosts import HostCheck, HostRule
+from service.routes_events import router as events_router
 from service.routes_meta import router as meta_router
 from service.routes_people import router as people_router
 from service.routes_pools import router as pools_router
@@ -42,6 +45,7 @@ ROUTERS: tuple[ScopedRouter, ...] = (
     pools_router,
     redeem_router,
     people_router,
+    events_router,
     preview.router,
 )
 
@@ -54,6 +58,9 @@ class ServiceConfig:
     port: int = 8025
     templates: Path | None = None
     recipients: Path | None = None
+    #: The mail services' webhook settings; None: read from the environment
+    #: (``PROMOMAIL_SNS_TOPICS`` …) when the app is made, once.
+    webhooks: WebhookConfig | None = None
 
 
 def open_service_engine(db_url: str) -> Engine:
@@ -63,6 +70,10 @@ def open_service_engine(db_url: str) -> Engine:
 
 def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
     """The app on ``config``'s store; ``engine`` (if given) is used and not disposed."""
+    # Read before the store is opened: a bad setting stops the server at start.
+    webhooks = (
+        config.webhooks if config.webhooks is not None else WebhookConfig.from_env(os.environ)
+    )
     own_engine = engine is None
     store = engine if engine is not None else open_service_engine(config.db_url)
 
@@ -86,6 +97,7 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = store
+    app.state.webhooks = webhooks
     # Started on first use: a server nobody previews on runs no template process.
     templates = app.state.template_processes = TemplateProcesses(
         config.db_url, preload=[preview.__name__]

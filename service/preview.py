@@ -379,6 +379,12 @@ async def login(request: Request) -> Response:
             "template names, so it needs a token without --pool.",
             403,
         )
+    if not holder.may_preview:
+        return login_page(
+            f"Token {holder.name!r} has scope {holder.scope.value!r}, which only posts "
+            "delivery events; the preview needs a read, redeem or admin token.",
+            403,
+        )
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         PREVIEW_COOKIE,

@@ -210,3 +210,69 @@ class IssuancePageDoc(Open):
 class HealthDoc(Open):
     status: str
     store: str
+
+
+# --- delivery events ----------------------------------------------------------
+
+#: promomail's own event form (SPEC 8), as ``delivery.own`` reads it. Documented
+#: here by hand: the route reads the raw body, so that its refusals name the
+#: field exactly as ``events import`` does for a line of a file.
+OWN_EVENTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["ref", "type", "id"],
+                "properties": {
+                    "ref": {
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                        "description": "The message's delivery reference (promomail_ref).",
+                    },
+                    "type": {
+                        "type": "string",
+                        "enum": ["delivered", "bounce", "dropped", "complaint", "deferred"],
+                    },
+                    "permanent": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "A bounce or drop that will not be retried: "
+                        "the message's codes go back to their pools.",
+                    },
+                    "at": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "When the service saw it (ISO 8601; UTC if no zone).",
+                    },
+                    "id": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 248,
+                        "pattern": NO_NUL,
+                        "description": "The event's own id: the same id twice changes nothing.",
+                    },
+                    # Its bound (65,536 characters; kept cut to 1,000) is not
+                    # stated as maxLength: a body of strings just past it would
+                    # meet the 1 MiB body limit (413) before the field's check.
+                    "detail": {
+                        "type": ["string", "null"],
+                        "description": "The service's words (at most 65,536 characters; "
+                        "the first 1,000 are kept).",
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+class EventsAppliedDoc(Open):
+    #: Events that changed a message's state or recorded an answer.
+    applied: int
+    #: Events whose id was applied before: nothing changed.
+    duplicates: int
+    #: Events naming no message of this store: answered 200 all the same.
+    unmatched: int

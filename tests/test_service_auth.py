@@ -20,6 +20,7 @@ from service_helpers import Server, Store, make_pool, open_store, start_server, 
 from sqlalchemy import Engine
 
 from pools.admin.tokens import Scope, create_token, permits, revoke_token
+from pools.errors import TokenError
 from pools.store.db import StoreConfig, open_engine
 from service.app import ServiceConfig, create_app
 from service.auth import Open, ScopedRoute, ScopedRouter
@@ -27,6 +28,8 @@ from service.auth import Open, ScopedRoute, ScopedRouter
 OWN, OTHER, ABSENT = "mx-own", "mx-other", "mx-absent"
 OWN_CODE, OTHER_CODE, ABSENT_CODE = "MXOWN-1", "MXOTHER-1", "MX-ABSENT"
 METHODS = ("get", "post", "patch", "put", "delete")
+#: Scopes a token may be limited to pools with (an events token may not).
+LIMITABLE = [scope for scope in Scope if scope is not Scope.EVENTS]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -44,7 +47,7 @@ def served(
             with server.client(tokens["admin"]) as admin:
                 make_pool(admin, OWN, [OWN_CODE])
                 make_pool(admin, OTHER, [OTHER_CODE])
-            for scope in Scope:
+            for scope in LIMITABLE:
                 tokens[f"{scope.value}@{OWN}"] = create_token(
                     store.engine, f"own-{scope.value}", scope, [OWN]
                 ).token
@@ -78,7 +81,13 @@ def _request(
     """The request for one operation on ``target``: "absent" (nothing there) or "other"."""
     pool = {"absent": ABSENT, "other": OTHER}[target]
     code = {"absent": ABSENT_CODE, "other": OTHER_CODE}[target]
-    values = {"pool_id": pool, "code": code, "batch": "1", "customer_id": "mx-cust"}
+    values = {
+        "pool_id": pool,
+        "code": code,
+        "batch": "1",
+        "customer_id": "mx-cust",
+        "provider": "sendgrid",
+    }
     url = re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "mx-none"), path)
     request: dict[str, Any] = {"method": method, "url": url}
     body = operation.get("requestBody")
@@ -117,12 +126,25 @@ def test_every_operation_with_every_token(served: tuple[Store, Server, dict[str,
         document = anonymous.get("/api/v1/openapi.json").json()
     operations = _operations(document)
     assert len(operations) >= 18
+    paths = {path for _method, path, _operation in operations}
+    assert {"/api/v1/events/promomail", "/api/v1/events/{provider}"} <= paths
     checked = 0
     for method, path, operation in operations:
         needs = operation["x-scope"]
         if needs == Open.PUBLIC:
             with server.client() as anonymous:
                 assert anonymous.request(**_request(document, method, path, operation, "absent"))
+            continue
+        if needs == Open.SIGNED:
+            # A service's own signature, not a token: every token (or none) is
+            # answered alike, here "not configured" (this server has no keys).
+            absent = _request(document, method, path, operation, "absent")
+            for kind in ("none", "unknown", "revoked", *(s.value for s in Scope)):
+                with server.client(tokens.get(kind)) as client:
+                    answer = client.request(**absent)
+                assert answer.status_code == 404, (kind, method, path, answer.text)
+                assert "is configured" in answer.json()["detail"], answer.text
+                checked += 1
             continue
         scope_needed = Scope(needs)
         absent = _request(document, method, path, operation, "absent")
@@ -134,6 +156,9 @@ def test_every_operation_with_every_token(served: tuple[Store, Server, dict[str,
             checked += 1
         for held in Scope:
             allowed = permits(held, scope_needed, reading=method == "GET")
+            if held is Scope.EVENTS:
+                # Not only as permits() says: as SPEC 7 says, in so many words.
+                assert allowed == (method == "POST" and path == "/api/v1/events/promomail")
             with server.client(tokens[held.value]) as client:
                 answer = client.request(**absent)
             if allowed:
@@ -141,6 +166,8 @@ def test_every_operation_with_every_token(served: tuple[Store, Server, dict[str,
             else:
                 assert answer.status_code == 403, (held, method, path, answer.text)
                 assert f"needs scope {scope_needed.value!r}" in answer.json()["detail"]
+            if held not in LIMITABLE:
+                continue
             with server.client(tokens[f"{held.value}@{OWN}"]) as client:
                 limited_absent = client.request(**absent)
                 limited_other = client.request(
@@ -291,3 +318,26 @@ def test_limited_history_shows_only_their_pools(
     with server.client(tokens["read"]) as client:
         both = client.get("/api/v1/customers/both").json()
         assert sorted(i["pool"] for i in both["items"]) == ["seg-other", "seg-own"]
+
+
+def test_an_events_token_opens_no_preview_and_holds_no_pools(
+    served: tuple[Store, Server, dict[str, str]],
+) -> None:
+    store, server, tokens = served
+    with server.client(follow_redirects=False) as client:
+        answer = client.post(
+            "/preview/login",
+            content=f"token={tokens['events']}".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 403, answer.text
+        assert "only posts delivery events" in answer.text
+        assert "set-cookie" not in answer.headers
+        answer = client.post(
+            "/preview/login",
+            content=f"token={tokens['read']}".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 303
+    with pytest.raises(TokenError, match="cannot be limited to pools"):
+        create_token(store.engine, "events-limited", Scope.EVENTS, [OWN])

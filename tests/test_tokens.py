@@ -73,6 +73,14 @@ def test_refusals_change_nothing(engine: Engine) -> None:
         (Scope.REDEEM, Scope.REDEEM, False, True),
         (Scope.REDEEM, Scope.READ, True, False),
         (Scope.REDEEM, Scope.ADMIN, False, False),
+        (Scope.ADMIN, Scope.EVENTS, False, True),
+        (Scope.EVENTS, Scope.EVENTS, False, True),
+        (Scope.EVENTS, Scope.READ, True, False),
+        (Scope.EVENTS, Scope.REDEEM, True, False),
+        (Scope.EVENTS, Scope.REDEEM, False, False),
+        (Scope.EVENTS, Scope.ADMIN, False, False),
+        (Scope.READ, Scope.EVENTS, False, False),
+        (Scope.REDEEM, Scope.EVENTS, False, False),
     ],
 )
 def test_permits(held: Scope, needed: Scope, reading: bool, allowed: bool) -> None:

@@ -11,6 +11,9 @@ The access rule, written once for every front end:
 * ``read`` may use every reading route (who got which code included);
 * ``redeem`` may use the routes declared for redemption (check a code,
   redeem it, roll a redemption back) and nothing else;
+* ``events`` may post delivery events in promomail's own form and nothing
+  else: a script or another mail service reporting bounces needs no view of
+  the pools, their codes or who got them;
 * a token limited to pools sees and acts on those pools alone: the others
   are "not found" to it, and it cannot create pools.
 """
@@ -43,13 +46,16 @@ class Scope(StrEnum):
     READ = "read"
     REDEEM = "redeem"
     ADMIN = "admin"
+    EVENTS = "events"
 
 
 def permits(held: Scope, needed: Scope, *, reading: bool) -> bool:
     """Whether a token of scope ``held`` may use a route that needs ``needed``.
 
     ``reading`` is true for routes that change nothing (GET): a ``read``
-    token may use all of them, whatever scope they are declared with.
+    token may use all of them, whatever scope they are declared with. An
+    ``events`` token reads nothing: it may use only the routes that need
+    ``events``.
     """
     return held is Scope.ADMIN or held is needed or (held is Scope.READ and reading)
 
@@ -79,6 +85,12 @@ class Principal:
 
     def permits(self, needed: Scope, *, reading: bool) -> bool:
         return permits(self.scope, needed, reading=reading)
+
+    @property
+    def may_preview(self) -> bool:
+        """The preview page reads every pool a template names and real last codes:
+        not for a token limited to pools, nor for one that only posts delivery events."""
+        return not self.limited and self.scope is not Scope.EVENTS
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,13 @@ def create_token(
         choices = ", ".join(s.value for s in Scope)
         raise TokenError(f"token scope {scope!r} is not one of {choices}") from exc
     limited = list(dict.fromkeys(pools))
+    if limited and held is Scope.EVENTS:
+        # An event names a message, whose codes may come from several pools:
+        # a pool limit would have nothing to hold on to.
+        raise TokenError(
+            f"token {name!r}: scope 'events' cannot be limited to pools (--pool): "
+            "delivery events are about messages, not pools"
+        )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with write_transaction(engine) as conn:
         if limited:

@@ -38,14 +38,27 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from sqlalchemy import Connection, Engine, delete, exists, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.after_sending.returns import _count, _return_in
 from pools.errors import InvalidSetting, MailingNotFound
 from pools.store.clock import utcnow
-from pools.store.db import read_transaction, write_transaction
+from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent, one_of
 from pools.store.models import (
     Delivery,
@@ -218,61 +231,46 @@ def apply_event(
     nothing is recorded, so the same event applies if it comes again once
     the reference is known. ``at`` is when the service saw it happen.
     """
-    if kind not in EVENT_KINDS:
-        raise InvalidSetting(f"must be one of {', '.join(EVENT_KINDS)}, not {kind!r}", "kind")
-    moment = now or utcnow()
-    text = detail[:ANSWER_MAX]
-    with write_transaction(engine) as conn:
-        owner = _owner(conn, ref)
-        if owner is None:
-            return "unmatched"
-        fresh = insert_if_absent(
-            conn,
-            DeliveryEvent,
-            {
-                "provider": provider,
-                "event_id": event_id,
-                "ref": ref,
-                "type": kind,
-                "occurred_at": at,
-                "received_at": moment,
-            },
-        )
-        if not fresh:
-            return "duplicate"
-        mailing_id, recipient_id = owner
-        # A message sent by other means: an event means a service had it.
-        insert_if_absent(
-            conn,
-            Delivery,
-            {
-                "ref": ref,
-                "mailing_id": mailing_id,
-                "recipient_id": recipient_id,
-                "status": DeliveryStatus.SENT,
-                "answer": None,
-                "attempts": 0,
-                "accepted": True,
-                "updated_at": moment,
-                "codes_returned": 0,
-            },
-        )
-        if kind in ("delivered", "complaint"):
-            target = DeliveryStatus.DELIVERED
-        elif kind in ("bounce", "dropped") and permanent:
-            target = DeliveryStatus.BOUNCED
-        else:
-            target = DeliveryStatus.DEFERRED
-        moved = _move(conn, ref, target, _OPEN, text, moment, accepted=True)
-        if not moved:
-            # Recorded, nothing more: the message's fate was settled before.
-            conn.execute(
-                update(Delivery).where(Delivery.ref == ref).values(answer=text, updated_at=moment)
+    event = Event(provider, event_id, ref, kind, permanent, at, detail)
+    return apply_events(engine, [event], now=now)[0]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One delivery event as the store takes it (see :func:`apply_event`)."""
+
+    provider: str
+    event_id: str
+    ref: str
+    kind: EventKind
+    permanent: bool
+    at: datetime | None
+    detail: str
+
+
+def apply_events(
+    engine: Engine, events: Sequence[Event], *, now: datetime | None = None
+) -> list[EventOutcome]:
+    """Apply several events in one transaction; their outcomes, in their order.
+
+    Each event has the effect :func:`apply_event` gives it alone; one
+    commit for them all is what makes a webhook of many events cheap. They
+    are applied by reference (events about one message in the order given),
+    so two transactions applying overlapping batches lock the messages in
+    the same order and never deadlock each other.
+    """
+    for event in events:
+        if event.kind not in EVENT_KINDS:
+            raise InvalidSetting(
+                f"must be one of {', '.join(EVENT_KINDS)}, not {event.kind!r}", "kind"
             )
-        elif target is DeliveryStatus.BOUNCED:
-            reason = f"{provider} {kind}: {text}" if text else f"{provider} {kind}"
-            _give_back(conn, mailing_id, ref, reason, moment)
-        return "applied"
+    moment = now or utcnow()
+    outcomes: list[EventOutcome] = ["unmatched"] * len(events)
+    order = sorted(range(len(events)), key=lambda n: events[n].ref)
+    with write_transaction(engine) as conn:
+        for n in order:
+            outcomes[n] = _apply_in(conn, events[n], moment)
+    return outcomes
 
 
 class EventFacts(Protocol):
@@ -299,28 +297,131 @@ def apply_delivery_event(engine: Engine, event: EventFacts) -> EventOutcome:
     """:func:`apply_event` for an event read from a webhook or a file; one transaction."""
     if event.ref is None:
         return "unmatched"
-    return apply_event(
-        engine,
-        provider=event.provider,
-        event_id=event.event_id,
-        ref=event.ref,
-        kind=str(event.type),  # type: ignore[arg-type]  # checked by apply_event
-        permanent=event.permanent,
-        at=event.at,
-        detail=event.detail,
+    kind: EventKind = str(event.type)  # type: ignore[assignment]  # checked by apply_events
+    facts = Event(
+        event.provider, event.event_id, event.ref, kind, event.permanent, event.at, event.detail
     )
+    return apply_events(engine, [facts])[0]
 
 
-def _owner(conn: Connection, ref: str) -> tuple[str, str] | None:
-    """The (mailing, recipient) of the message with this reference, if the store knows it."""
-    row = conn.execute(
-        select(Delivery.mailing_id, Delivery.recipient_id).where(Delivery.ref == ref)
-    ).first()
-    if row is None:
-        row = conn.execute(
-            select(Issuance.mailing_id, Issuance.customer_id).where(Issuance.ref == ref).limit(1)
+# The statements of an event, built once: a webhook applies them for every
+# event, and building a statement costs more than running it.
+_KNOWN = select(Delivery.mailing_id, Delivery.recipient_id, literal(1).label("known")).where(
+    Delivery.ref == bindparam("e_ref")
+)
+_ISSUED = (
+    select(Issuance.mailing_id, Issuance.customer_id, literal(0).label("known"))
+    .where(Issuance.ref == bindparam("e_ref"))
+    .limit(1)
+)
+_FOUND = union_all(_KNOWN, _ISSUED.subquery().select()).subquery()
+#: Its delivery row or an issuance stamped with it (both name the same
+#: mailing and recipient), the row first.
+_OWNER = select(_FOUND).order_by(_FOUND.c.known.desc()).limit(1)
+_EVENT_MOVE = (
+    update(Delivery)
+    .where(
+        Delivery.ref == bindparam("e_ref"),
+        Delivery.status.in_([str(s) for s in _OPEN]),
+    )
+    .values(
+        status=bindparam("e_status"),
+        answer=bindparam("e_answer"),
+        updated_at=bindparam("e_now"),
+        accepted=True,
+    )
+    .returning(Delivery.ref)
+)
+_EVENT_RECORD = (
+    update(Delivery)
+    .where(Delivery.ref == bindparam("e_ref"))
+    .values(answer=bindparam("e_answer"), updated_at=bindparam("e_now"))
+)
+
+
+def _apply_in(conn: Connection, event: Event, moment: datetime) -> EventOutcome:
+    ref, kind = event.ref, event.kind
+    text = event.detail[:ANSWER_MAX]
+    owner = _owner(conn, ref)
+    if owner is None:
+        return "unmatched"
+    fresh = _insert_new(
+        conn,
+        DeliveryEvent.__table__,
+        {
+            "provider": event.provider,
+            "event_id": event.event_id,
+            "ref": ref,
+            "type": kind,
+            "occurred_at": event.at,
+            "received_at": moment,
+        },
+    )
+    if not fresh:
+        return "duplicate"
+    mailing_id, recipient_id, has_row = owner
+    if not has_row:
+        # A message sent by other means: an event means a service had it.
+        _insert_new(
+            conn,
+            Delivery.__table__,
+            {
+                "ref": ref,
+                "mailing_id": mailing_id,
+                "recipient_id": recipient_id,
+                "status": str(DeliveryStatus.SENT),
+                "answer": None,
+                "attempts": 0,
+                "accepted": True,
+                "updated_at": moment,
+                "codes_returned": 0,
+            },
+        )
+    if kind in ("delivered", "complaint"):
+        target = DeliveryStatus.DELIVERED
+    elif kind in ("bounce", "dropped") and event.permanent:
+        target = DeliveryStatus.BOUNCED
+    else:
+        target = DeliveryStatus.DEFERRED
+    # Of two transactions moving the same message at once, the second re-reads
+    # the row the first committed (PostgreSQL) or runs after it (SQLite), and
+    # finds it no longer open.
+    moved = (
+        conn.execute(
+            _EVENT_MOVE,
+            {"e_ref": ref, "e_status": str(target), "e_answer": text, "e_now": moment},
         ).first()
-    return (row[0], row[1]) if row is not None else None
+        is not None
+    )
+    if not moved:
+        # Recorded, nothing more: the message's fate was settled before.
+        conn.execute(_EVENT_RECORD, {"e_ref": ref, "e_answer": text, "e_now": moment})
+    elif target is DeliveryStatus.BOUNCED:
+        reason = f"{event.provider} {kind}: {text}" if text else f"{event.provider} {kind}"
+        _give_back(conn, mailing_id, ref, reason, moment)
+    return "applied"
+
+
+def _owner(conn: Connection, ref: str) -> tuple[str, str, bool] | None:
+    """The (mailing, recipient) of the message with this reference, if the store knows
+    it, and whether it has its delivery row already: one round trip."""
+    row = conn.execute(_OWNER, {"e_ref": ref}).first()
+    return (row[0], row[1], bool(row[2])) if row is not None else None
+
+
+_INSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+    """:func:`insert_if_absent` with its statement built once per dialect and table."""
+    key = (conn.dialect.name, table.name)
+    statement = _INSERTS.get(key)
+    if statement is None:
+        dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
+        statement = _INSERTS[key] = (
+            dialect_insert(table).on_conflict_do_nothing().returning(literal_column("1"))
+        )
+    return conn.execute(statement, values).first() is not None
 
 
 def _move(
@@ -355,7 +456,7 @@ def _move(
 
 def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: datetime) -> int:
     """Return the codes of the message ``ref`` by ``mailing return``'s rules; counts them."""
-    totals = _return_in(conn, mailing_id, None, reason[:ANSWER_MAX], now, ref=ref)
+    totals = _return_in(conn, mailing_id, None, reason[:ANSWER_MAX], now, ref=ref, report=False)
     if totals.returned:
         conn.execute(
             update(Delivery)
@@ -474,6 +575,17 @@ def seen_token(
         )
         return insert_if_absent(
             conn, WebhookToken, {"provider": provider, "token": token, "seen_at": now}
+        )
+
+
+def forget_token(engine: Engine, provider: str, token: str) -> None:
+    """Forget a token recorded by :func:`seen_token` whose request then failed,
+    so the service's retry of that request is not taken for a replay."""
+    with write_transaction(engine) as conn:
+        conn.execute(
+            delete(WebhookToken).where(
+                WebhookToken.provider == provider, WebhookToken.token == token
+            )
         )
 
 

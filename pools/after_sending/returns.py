@@ -23,14 +23,16 @@ too: the message that showed the older code was not delivered either.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, exists, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -152,73 +154,35 @@ def _return_in(
     now: datetime,
     *,
     ref: str | None = None,
+    report: bool = True,
 ) -> _Totals:
     """Return one chunk of recipients (``None``: every recipient of the mailing).
 
     With ``ref``, only the codes of the message with that delivery reference
     (:mod:`pools.after_sending.deliveries`): a code the recipient got in a
-    later message carries another reference and is never touched.
+    later message carries another reference and is never touched. Without
+    ``report`` only ``returned`` is counted: a delivery event needs no
+    account of what stayed, and skips the two statements that make it.
     """
-
-    def live(kind: IssuanceKind) -> list[ColumnElement[bool]]:
-        conditions = [
-            Issuance.mailing_id == mailing_id,
-            Issuance.kind == kind,
-            Issuance.returned_at.is_(None),
-        ]
-        if customers is not None:
-            conditions.append(Issuance.customer_id.in_(customers))
-        if ref is not None:
-            conditions.append(Issuance.ref == ref)
-        return conditions
-
-    holding = conn.execute(
-        select(func.count(func.distinct(Issuance.customer_id))).where(*live(IssuanceKind.INITIAL))
-    ).scalar_one()
-    other = aliased(Issuance)
-    shown_elsewhere = exists().where(
-        other.code_id == Code.id,
-        other.kind == IssuanceKind.REISSUE,
-        other.mailing_id != mailing_id,
-        other.returned_at.is_(None),
-    )
-    held = select(Issuance.code_id).where(*live(IssuanceKind.INITIAL), Issuance.exclusive)
-    freed = list(
-        conn.execute(
-            update(Code)
-            .where(
-                Code.id.in_(held),
-                Code.status == CodeStatus.ISSUED,
-                Code.redemptions == 0,
-                ~shown_elsewhere,
-            )
-            .values(status=CodeStatus.AVAILABLE, reserved_token=None)
-            .returning(Code.id)
-        ).scalars()
-    )
+    statements = _return_statements(customers is not None, ref is not None)
+    params: dict[str, Any] = {"r_mailing": mailing_id, "r_now": now, "r_reason": reason}
+    if customers is not None:
+        params["r_customers"] = list(customers)
+    if ref is not None:
+        params["r_ref"] = ref
+    holding = 0
+    if report:
+        holding = conn.execute(statements.holding, params).scalar_one()
+    freed = list(conn.execute(statements.free_codes, params).scalars())
     for start in range(0, len(freed), _CHUNK):
-        conn.execute(
-            update(Issuance)
-            .where(*live(IssuanceKind.INITIAL), Issuance.code_id.in_(freed[start : start + _CHUNK]))
-            .values(returned_at=now, return_reason=reason)
-        )
+        conn.execute(statements.mark_returned, {**params, "r_codes": freed[start : start + _CHUNK]})
     # What stays, by why: multi-use first, then redeemed; a single-use code
     # neither redeemed nor returned was shown again by another mailing.
-    kept = conn.execute(
-        select(
-            _count(~Issuance.exclusive),
-            _count(and_(Issuance.exclusive, Code.redemptions > 0)),
-            _count(and_(Issuance.exclusive, Code.redemptions == 0)),
-        )
-        .join(Code, Code.id == Issuance.code_id)
-        .where(*live(IssuanceKind.INITIAL))
-    ).one()
+    kept: Sequence[Any] = (0, 0, 0)
+    if report:
+        kept = conn.execute(statements.kept, params).one()
     # The message that showed an older code again was not delivered either.
-    conn.execute(
-        update(Issuance)
-        .where(*live(IssuanceKind.REISSUE))
-        .values(returned_at=now, return_reason=reason)
-    )
+    conn.execute(statements.reissues_returned, params)
     return _Totals(
         returned=len(freed),
         multi_use=int(kept[0]),
@@ -226,6 +190,78 @@ def _return_in(
         reissued=int(kept[2]),
         listed=len(customers) if customers is not None else 0,
         holding=int(holding),
+    )
+
+
+@dataclass(frozen=True)
+class _ReturnStatements:
+    holding: Any
+    free_codes: Any
+    mark_returned: Any
+    kept: Any
+    reissues_returned: Any
+
+
+@functools.cache
+def _return_statements(by_customers: bool, by_ref: bool) -> _ReturnStatements:
+    """The statements of a return, built once per shape (a delivery event makes one
+    for every bounce: building them costs more than running them).
+
+    Parameters: ``r_mailing``, ``r_now``, ``r_reason``, and ``r_customers``
+    (a list), ``r_ref``, ``r_codes`` (a list) where the shape has them.
+    """
+
+    def live(kind: IssuanceKind) -> list[ColumnElement[bool]]:
+        conditions = [
+            Issuance.mailing_id == bindparam("r_mailing"),
+            Issuance.kind == kind,
+            Issuance.returned_at.is_(None),
+        ]
+        if by_customers:
+            conditions.append(Issuance.customer_id.in_(bindparam("r_customers", expanding=True)))
+        if by_ref:
+            conditions.append(Issuance.ref == bindparam("r_ref"))
+        return conditions
+
+    returned: dict[str, Any] = {
+        "returned_at": bindparam("r_now"),
+        "return_reason": bindparam("r_reason"),
+    }
+    other = aliased(Issuance)
+    shown_elsewhere = exists().where(
+        other.code_id == Code.id,
+        other.kind == IssuanceKind.REISSUE,
+        other.mailing_id != bindparam("r_mailing"),
+        other.returned_at.is_(None),
+    )
+    held = select(Issuance.code_id).where(*live(IssuanceKind.INITIAL), Issuance.exclusive)
+    return _ReturnStatements(
+        holding=select(func.count(func.distinct(Issuance.customer_id))).where(
+            *live(IssuanceKind.INITIAL)
+        ),
+        free_codes=update(Code)
+        .where(
+            Code.id.in_(held),
+            Code.status == CodeStatus.ISSUED,
+            Code.redemptions == 0,
+            ~shown_elsewhere,
+        )
+        .values(status=CodeStatus.AVAILABLE, reserved_token=None)
+        .returning(Code.id),
+        mark_returned=update(Issuance)
+        .where(
+            *live(IssuanceKind.INITIAL),
+            Issuance.code_id.in_(bindparam("r_codes", expanding=True)),
+        )
+        .values(**returned),
+        kept=select(
+            _count(~Issuance.exclusive),
+            _count(and_(Issuance.exclusive, Code.redemptions > 0)),
+            _count(and_(Issuance.exclusive, Code.redemptions == 0)),
+        )
+        .join(Code, Code.id == Issuance.code_id)
+        .where(*live(IssuanceKind.INITIAL)),
+        reissues_returned=update(Issuance).where(*live(IssuanceKind.REISSUE)).values(**returned),
     )
 
 
