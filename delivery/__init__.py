@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
-    from delivery.applying import TOKEN_MEMORY, Applied, apply_batch
     from delivery.config import DEFAULT_SNS_CERT_URL, WebhookConfig
     from delivery.events import (
         DeliveryError,
@@ -55,9 +54,6 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
-    "TOKEN_MEMORY": "delivery.applying",
-    "Applied": "delivery.applying",
-    "apply_batch": "delivery.applying",
     "DEFAULT_SNS_CERT_URL": "delivery.config",
     "WebhookConfig": "delivery.config",
     "DeliveryError": "delivery.events",
@@ -107,9 +103,7 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead
 
 __all__ = [
     "DEFAULT_SNS_CERT_URL",
-    "TOKEN_MEMORY",
     "WEBHOOK_PROVIDERS",
-    "Applied",
     "DeliveryError",
     "DeliveryEvent",
     "EventBatch",
@@ -138,7 +132,6 @@ __all__ = [
     "UnreadableBody",
     "Unverified",
     "WebhookConfig",
-    "apply_batch",
     "build_email",
     "import_event_files",
     "is_valid_ref",

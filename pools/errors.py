@@ -238,3 +238,12 @@ class UnreadableUpload(PoolError):
 
 class SegmentError(InvalidSetting):
     """The segment's filters do not make sense."""
+
+
+class ReplayedRequest(PromomailError):
+    """A signed request whose one-time token was seen before: a replay, refused whole."""
+
+    def __init__(self, provider: str, detail: str) -> None:
+        super().__init__(f"{provider}: {detail}")
+        self.provider = provider
+        self.detail = detail

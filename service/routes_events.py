@@ -33,10 +33,9 @@ from delivery import (
     UnreadableBody,
     Unverified,
     WebhookConfig,
-    apply_batch,
     verify_and_parse,
 )
-from pools import Scope
+from pools import ReplayedRequest, Scope, apply_event_batch
 from service.auth import Open, ScopedRouter, engine_of
 from service.bodies import is_json, unsupported
 from service.problems import Problem, problem_responses
@@ -88,9 +87,12 @@ def _verify_and_apply(
     now = datetime.now(UTC)
     try:
         batch = verify_and_parse(provider, body, headers, config, now=now)
-        return apply_batch(engine, provider, batch, now=now).as_dict()
+        applied = apply_event_batch(engine, provider, batch, now=now)
     except DeliveryError as exc:
         raise _problem(exc) from None
+    except ReplayedRequest as exc:
+        raise _problem(Unverified(provider, exc.detail)) from None
+    return applied.as_dict()
 
 
 async def _receive(request: Request, provider: str) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""delivery.applying: a batch of events applied to the store, replays refused first."""
+"""pools.after_sending.event_batches: a batch of events applied to the store, replays refused first."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from render_helpers import (
 from sqlalchemy import Engine, text
 from store_helpers import make_pool
 
-import delivery.applying
-from delivery import Applied, DeliveryEvent, EventBatch, EventType, Unverified, apply_batch
+import pools.after_sending.event_batches
+from delivery import DeliveryEvent, EventBatch, EventType
+from pools import Applied, ReplayedRequest, apply_event_batch
 from pools.store.clock import utcnow
 
 
@@ -47,7 +48,7 @@ def test_outcomes_are_counted(engine: Engine, refs: dict[str, str]) -> None:
     batch = EventBatch(
         [_bounce(ann, "a"), _bounce(ann, "a"), _bounce(None, "b"), _bounce("Zz", "c")]
     )
-    assert apply_batch(engine, "mailgun", batch, now=utcnow()) == Applied(1, 1, 2)
+    assert apply_event_batch(engine, "mailgun", batch, now=utcnow()) == Applied(1, 1, 2)
     assert set(mailing_codes(engine, "m", "spring")) == {"cust-00001"}
 
 
@@ -57,10 +58,10 @@ def test_a_replayed_token_is_refused_before_any_event_is_applied(
     ann, bob = (refs[c] for c in customer_ids(2))
     now = utcnow()
     first = EventBatch([_bounce(ann, "a")], replay_token="t1", replay_expires=now)
-    assert apply_batch(engine, "mailgun", first, now=now).applied == 1
+    assert apply_event_batch(engine, "mailgun", first, now=now).applied == 1
     replay = EventBatch([_bounce(bob, "b")], replay_token="t1", replay_expires=now)
-    with pytest.raises(Unverified, match="seen before"):
-        apply_batch(engine, "mailgun", replay, now=now + timedelta(minutes=1))
+    with pytest.raises(ReplayedRequest, match="seen before"):
+        apply_event_batch(engine, "mailgun", replay, now=now + timedelta(minutes=1))
     assert set(mailing_codes(engine, "m", "spring")) == {"cust-00001"}
 
 
@@ -74,11 +75,11 @@ def test_a_failed_batch_forgets_its_token_so_the_retry_applies(
         raise RuntimeError("the store went away")
 
     with monkeypatch.context() as patched:
-        patched.setattr(delivery.applying, "apply_events", broken)
+        patched.setattr(pools.after_sending.event_batches, "apply_events", broken)
         with pytest.raises(RuntimeError):
-            apply_batch(engine, "mailgun", batch, now=utcnow())
+            apply_event_batch(engine, "mailgun", batch, now=utcnow())
     assert _tokens(engine) == 0
-    assert apply_batch(engine, "mailgun", batch, now=utcnow()).applied == 1
+    assert apply_event_batch(engine, "mailgun", batch, now=utcnow()).applied == 1
     assert _tokens(engine) == 1
 
 
@@ -100,7 +101,7 @@ def test_events_of_one_batch_apply_in_their_order_per_message(
             event(ann, "a2", EventType.BOUNCE),
         ]
     )
-    assert apply_batch(engine, "sendgrid", batch, now=utcnow()) == Applied(4, 0, 0)
+    assert apply_event_batch(engine, "sendgrid", batch, now=utcnow()) == Applied(4, 0, 0)
     assert set(mailing_codes(engine, "m", "spring")) == {"cust-00000"}
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT ref, status FROM deliveries")).all()

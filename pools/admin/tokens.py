@@ -151,7 +151,7 @@ def create_token(
         # An event names a message, whose codes may come from several pools:
         # a pool limit would have nothing to hold on to.
         raise TokenError(
-            f"token {name!r}: scope 'events' cannot be limited to pools (--pool): "
+            f"token {name!r}: scope 'events' cannot be limited to pools: "
             "delivery events are about messages, not pools"
         )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)

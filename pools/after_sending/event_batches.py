@@ -1,6 +1,6 @@
 """A batch of delivery events applied to the store: the loop every front end shares.
 
-A webhook request and an event file both come to an :class:`EventBatch`;
+A webhook request comes to a batch of events (``delivery.EventBatch``);
 this applies it (:func:`pools.after_sending.deliveries.apply_events`, each
 event with the effect it has alone, up to :data:`EVENTS_PER_TRANSACTION` in
 one transaction) and counts the outcomes. A batch that carries a one-time token (Mailgun) is refused as a
@@ -11,13 +11,23 @@ before.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Engine
 
-from delivery.events import EventBatch, Unverified, naive_utc
-from pools.after_sending.deliveries import Event, apply_events, forget_token, seen_token
+from pools.after_sending.deliveries import (
+    Event,
+    EventFacts,
+    EventKind,
+    apply_events,
+    forget_token,
+    seen_token,
+)
+from pools.errors import ReplayedRequest
+from pools.store.clock import to_utc_naive
 
 #: How long a one-time token is remembered. A request may be signed up to five
 #: minutes ahead of this server's clock and is refused as stale five minutes
@@ -50,23 +60,36 @@ class Applied:
         return self
 
 
-def apply_batch(engine: Engine, provider: str, batch: EventBatch, *, now: datetime) -> Applied:
-    """Apply every event of ``provider``'s ``batch``; raises :class:`Unverified`
-    for a replayed token, before anything is applied.
+class EventBatchFacts(Protocol):
+    """The events of one request (``delivery.EventBatch``) and its one-time token, if any."""
+
+    @property
+    def replay_token(self) -> str | None: ...
+    @property
+    def replay_expires(self) -> datetime | None: ...
+    def __iter__(self) -> Iterator[EventFacts]: ...
+    def __len__(self) -> int: ...
+
+
+def apply_event_batch(
+    engine: Engine, provider: str, batch: EventBatchFacts, *, now: datetime
+) -> Applied:
+    """Apply every event of ``provider``'s ``batch``; raises :class:`ReplayedRequest`
+    when its one-time ``replay_token`` was seen before, before anything is applied.
 
     A token is recorded before the events are applied, so two copies of one
     request racing each other apply it once; if applying then fails, the
     token is forgotten again, so the service's retry is not taken for a
     replay (the events' ids make whatever was applied change nothing twice).
     """
-    moment = naive_utc(now)
+    moment = to_utc_naive(now)
     token = batch.replay_token
     if token is not None:
         window = TOKEN_MEMORY
         if batch.replay_expires is not None:
-            window = max(window, batch.replay_expires - moment)
+            window = max(window, to_utc_naive(batch.replay_expires) - moment)
         if not seen_token(engine, provider, token, now=moment, window=window):
-            raise Unverified(provider, "signature.token was seen before (a replayed request)")
+            raise ReplayedRequest(provider, "signature.token was seen before (a replayed request)")
     try:
         return _apply_each(engine, batch, moment)
     except BaseException:
@@ -77,7 +100,7 @@ def apply_batch(engine: Engine, provider: str, batch: EventBatch, *, now: dateti
         raise
 
 
-def _apply_each(engine: Engine, batch: EventBatch, moment: datetime) -> Applied:
+def _apply_each(engine: Engine, batch: EventBatchFacts, moment: datetime) -> Applied:
     done = Applied()
     known = [event for event in batch if event.ref is not None]
     done.unmatched += len(batch) - len(known)
@@ -86,9 +109,7 @@ def _apply_each(engine: Engine, batch: EventBatch, moment: datetime) -> Applied:
         outcomes = apply_events(
             engine,
             [
-                Event(
-                    e.provider, e.event_id, e.ref or "", e.type.value, e.permanent, e.at, e.detail
-                )
+                Event(e.provider, e.event_id, e.ref or "", _kind(e), e.permanent, e.at, e.detail)
                 for e in chunk
             ],
             now=moment,
@@ -103,4 +124,5 @@ def _apply_each(engine: Engine, batch: EventBatch, moment: datetime) -> Applied:
     return done
 
 
-__all__ = ["EVENTS_PER_TRANSACTION", "TOKEN_MEMORY", "Applied", "apply_batch"]
+def _kind(event: EventFacts) -> EventKind:
+    return str(event.type)  # type: ignore[return-value]  # apply_events checks it
