@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from delivery import dsn, own
 from delivery._reading import load_json
 from delivery.events import DeliveryError, DeliveryEvent
+from pools import Applied, EventOutcome
 
 #: A line of promomail's own form is one small object.
 MAX_LINE_BYTES = 64 * 1024
@@ -85,30 +86,21 @@ def _json_lines(path: Path) -> Iterator[DeliveryEvent | EventProblem]:
 
 
 @dataclass
-class EventImport:
+class EventImport(Applied):
     """What importing event files did: each event applied, seen before or unmatched,
     and each item that gave no event."""
 
-    applied: int = 0
-    duplicates: int = 0
-    unmatched: int = 0
     problems: list[EventProblem] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "applied": self.applied,
-            "duplicates": self.duplicates,
-            "unmatched": self.unmatched,
-            "problems": [
-                {"file": p.file, "where": p.where, "reason": p.reason} for p in self.problems
-            ],
-        }
+        problems = [{"file": p.file, "where": p.where, "reason": p.reason} for p in self.problems]
+        return {**super().as_dict(), "problems": problems}
 
 
 def import_event_files(
     paths: Iterable[str | Path],
     provider: str | None,
-    apply: Callable[[DeliveryEvent], str],
+    apply: Callable[[DeliveryEvent], EventOutcome],
 ) -> EventImport:
     """Apply every event of ``paths`` with ``apply`` (the store's, one transaction
     per event, answering ``applied``, ``duplicate`` or ``unmatched``), in file order.
@@ -122,13 +114,7 @@ def import_event_files(
         if isinstance(item, EventProblem):
             report.problems.append(item)
             continue
-        outcome = apply(item)
-        if outcome == "applied":
-            report.applied += 1
-        elif outcome == "duplicate":
-            report.duplicates += 1
-        else:
-            report.unmatched += 1
+        report.count(apply(item))
     return report
 
 

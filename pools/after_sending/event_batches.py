@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -22,6 +22,7 @@ from pools.after_sending.deliveries import (
     Event,
     EventFacts,
     EventKind,
+    EventOutcome,
     apply_events,
     forget_token,
     seen_token,
@@ -50,14 +51,17 @@ class Applied:
     #: No message of this store carries the event's reference (or it has none).
     unmatched: int = 0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "duplicates": self.duplicates, "unmatched": self.unmatched}
 
-    def __iadd__(self, other: Applied) -> Applied:
-        self.applied += other.applied
-        self.duplicates += other.duplicates
-        self.unmatched += other.unmatched
-        return self
+    def count(self, outcome: EventOutcome) -> None:
+        """One more event with this outcome."""
+        if outcome == "applied":
+            self.applied += 1
+        elif outcome == "duplicate":
+            self.duplicates += 1
+        else:
+            self.unmatched += 1
 
 
 class EventBatchFacts(Protocol):
@@ -115,12 +119,7 @@ def _apply_each(engine: Engine, batch: EventBatchFacts, moment: datetime) -> App
             now=moment,
         )
         for outcome in outcomes:
-            if outcome == "applied":
-                done.applied += 1
-            elif outcome == "duplicate":
-                done.duplicates += 1
-            else:
-                done.unmatched += 1
+            done.count(outcome)
     return done
 
 
