@@ -169,6 +169,17 @@ def stop_cleanly(server: Server) -> None:
     assert "Traceback" not in server.stderr, server.stderr
 
 
+def served_store(kind: str, folder: Path) -> Iterator[tuple[Store, Server]]:
+    """A fresh store on ``kind`` and a real ``promomail serve`` on it, stopped
+    cleanly (status 0, no traceback) when the caller is done."""
+    for store in open_store(kind, folder):
+        server = start_server(store.url)
+        try:
+            yield store, server
+        finally:
+            stop_cleanly(server)
+
+
 def token(store: Store, scope: str, pools: Sequence[str] = (), name: str | None = None) -> str:
     return create_token(store.engine, name or f"t-{uuid.uuid4().hex[:10]}", scope, pools).token
 

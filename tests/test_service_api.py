@@ -18,10 +18,8 @@ from service_helpers import (
     Server,
     Store,
     make_pool,
-    open_store,
     problem,
-    start_server,
-    stop_cleanly,
+    served_store,
     token,
     upload,
 )
@@ -37,12 +35,7 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Store, Server]]:
     folder = tmp_path_factory.mktemp(f"api-{request.param}")
-    for store in open_store(request.param, folder):
-        server = start_server(store.url)
-        try:
-            yield store, server
-        finally:
-            stop_cleanly(server)
+    yield from served_store(request.param, folder)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from cli_helpers import Cli
-from service_helpers import Server, Store, make_pool, open_store, start_server, stop_cleanly
+from service_helpers import Server, Store, make_pool, served_store
 from sqlalchemy import Engine
 
 from pools.admin.tokens import Scope, create_token, permits, revoke_token
@@ -37,26 +37,22 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Store, Server, dict[str, str]]]:
     folder = tmp_path_factory.mktemp(f"auth-{request.param}")
-    for store in open_store(request.param, folder):
-        server = start_server(store.url)
-        try:
-            tokens = {
-                scope.value: create_token(store.engine, f"all-{scope.value}", scope).token
-                for scope in Scope
-            }
-            with server.client(tokens["admin"]) as admin:
-                make_pool(admin, OWN, [OWN_CODE])
-                make_pool(admin, OTHER, [OTHER_CODE])
-            for scope in LIMITABLE:
-                tokens[f"{scope.value}@{OWN}"] = create_token(
-                    store.engine, f"own-{scope.value}", scope, [OWN]
-                ).token
-            tokens["revoked"] = create_token(store.engine, "gone", Scope.ADMIN).token
-            revoke_token(store.engine, "gone")
-            tokens["unknown"] = "pm_" + "x" * 43
-            yield store, server, tokens
-        finally:
-            stop_cleanly(server)
+    for store, server in served_store(request.param, folder):
+        tokens = {
+            scope.value: create_token(store.engine, f"all-{scope.value}", scope).token
+            for scope in Scope
+        }
+        with server.client(tokens["admin"]) as admin:
+            make_pool(admin, OWN, [OWN_CODE])
+            make_pool(admin, OTHER, [OTHER_CODE])
+        for scope in LIMITABLE:
+            tokens[f"{scope.value}@{OWN}"] = create_token(
+                store.engine, f"own-{scope.value}", scope, [OWN]
+            ).token
+        tokens["revoked"] = create_token(store.engine, "gone", Scope.ADMIN).token
+        revoke_token(store.engine, "gone")
+        tokens["unknown"] = "pm_" + "x" * 43
+        yield store, server, tokens
 
 
 def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

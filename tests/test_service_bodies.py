@@ -14,10 +14,8 @@ from service_helpers import (
     Server,
     Store,
     make_pool,
-    open_store,
     problem,
-    start_server,
-    stop_cleanly,
+    served_store,
     token,
 )
 from store_helpers import snapshot
@@ -30,14 +28,10 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Store, Server]]:
     folder = tmp_path_factory.mktemp(f"bodies-{request.param}")
-    for store in open_store(request.param, folder):
-        server = start_server(store.url)
-        try:
-            with server.client(token(store, "admin")) as admin:
-                make_pool(admin, "bodies", ["B-1"])
-            yield store, server
-        finally:
-            stop_cleanly(server)
+    for store, server in served_store(request.param, folder):
+        with server.client(token(store, "admin")) as admin:
+            make_pool(admin, "bodies", ["B-1"])
+        yield store, server
 
 
 @pytest.fixture

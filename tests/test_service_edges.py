@@ -25,8 +25,8 @@ from service_helpers import (
     Server,
     Store,
     make_pool,
-    open_store,
     problem,
+    served_store,
     start_server,
     stop_cleanly,
     token,
@@ -70,12 +70,7 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Store, Server]]:
     folder = tmp_path_factory.mktemp(f"edges-{request.param}")
-    for store in open_store(request.param, folder):
-        server = start_server(store.url)
-        try:
-            yield store, server
-        finally:
-            stop_cleanly(server)
+    yield from served_store(request.param, folder)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Err
-from service_helpers import Server, Store, make_pool, open_store, start_server, stop_cleanly, token
+from service_helpers import Server, Store, make_pool, served_store, token
 
 EXAMPLES = 12
 
@@ -26,15 +26,11 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Store, Server, str]]:
     folder = tmp_path_factory.mktemp(f"schema-{request.param}")
-    for store in open_store(request.param, folder):
-        server = start_server(store.url)
-        try:
-            secret = token(store, "admin")
-            with server.client(secret) as admin:
-                make_pool(admin, "st", ["ST-1", "ST-2", "ST-3"])
-            yield store, server, secret
-        finally:
-            stop_cleanly(server)
+    for store, server in served_store(request.param, folder):
+        secret = token(store, "admin")
+        with server.client(secret) as admin:
+            make_pool(admin, "st", ["ST-1", "ST-2", "ST-3"])
+        yield store, server, secret
 
 
 #: Checks that expect business rules the document cannot state (e.g. that any
