@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import multiprocessing
 import os
 import re
 import signal
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import fresh_store, parse_databases, print_table, scratch_folder
+from benchlib import fresh_store, parse_databases, print_table, released_together, scratch_folder
 from sqlalchemy import text
 
 from pools.admin.lifecycle import PoolSettings, create_pool
@@ -163,26 +162,12 @@ def run_level(
     bases: list[str], token: str, route: str, clients: int, requests: int, prefix: str
 ) -> Run:
     """``requests`` requests from ``clients`` keep-alive clients at once."""
-    context = multiprocessing.get_context("spawn")
     processes = min(clients, CLIENT_PROCESSES)
     per_client = [list(range(i, requests, clients)) for i in range(clients)]
     groups = [per_client[p::processes] for p in range(processes)]
-    barrier = context.Barrier(processes + 1)
-    queue = context.Queue()
-    workers = [
-        context.Process(
-            target=_client_process, args=(bases, token, route, group, prefix, barrier, queue)
-        )
-        for group in groups
-    ]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    answers = [queue.get() for _ in workers]
-    seconds = time.perf_counter() - started
-    for worker in workers:
-        worker.join()
+    answers, seconds = released_together(
+        _client_process, [(bases, token, route, group, prefix) for group in groups]
+    )
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}

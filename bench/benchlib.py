@@ -97,6 +97,27 @@ def measure_in_child(work: Callable[..., Any], *args: Any) -> Measured:
     return answer
 
 
+def released_together(
+    target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]
+) -> tuple[list[Any], float]:
+    """One spawned process per ``arguments`` running ``target(*args, barrier, queue)``,
+    released at once: what each put on the queue, and the seconds from the
+    release to the last answer (start-up is not counted)."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(arguments) + 1)
+    queue = context.Queue()
+    workers = [context.Process(target=target, args=(*args, barrier, queue)) for args in arguments]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    answers = [queue.get() for _ in workers]
+    seconds = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    return answers, seconds
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Text left, numbers right."""
     cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]

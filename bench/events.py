@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import base64
 import json
-import multiprocessing
 import os
 import re
 import signal
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import fresh_store, parse_databases, print_table, scratch_folder
+from benchlib import fresh_store, parse_databases, print_table, released_together, scratch_folder
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
@@ -186,24 +185,10 @@ def _client_process(base: str, post_lists: list[list[Post]], barrier: Any, queue
 
 
 def run_level(base: str, route: str, clients: int, posts: list[Post]) -> Run:
-    context = multiprocessing.get_context("spawn")
     processes = min(clients, CLIENT_PROCESSES)
     per_client = [posts[i::clients] for i in range(clients)]
     groups = [per_client[p::processes] for p in range(processes)]
-    barrier = context.Barrier(processes + 1)
-    queue = context.Queue()
-    workers = [
-        context.Process(target=_client_process, args=(base, group, barrier, queue))
-        for group in groups
-    ]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    answers = [queue.get() for _ in workers]
-    seconds = time.perf_counter() - started
-    for worker in workers:
-        worker.join()
+    answers, seconds = released_together(_client_process, [(base, group) for group in groups])
     latencies: list[float] = []
     errors = 0
     for per_process in answers:
