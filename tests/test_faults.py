@@ -197,14 +197,17 @@ def _check_complete(
 def test_twenty_kills_at_random_moments_then_a_run_that_completes(
     db_url: str, engine: Engine, tmp_path: Path
 ) -> None:
-    """20 renders of one 5,000-recipient mailing, each killed with SIGKILL at a
+    """20 renders of one 20,000-recipient mailing, each killed with SIGKILL at a
     random moment (during start-up, reclaim, rendering or settling); the 21st
-    run completes. After every kill nothing is issued twice or lost (reserved
+    run completes. A render outruns the poll that decides the kill by a few
+    hundred codes a round, so the mailing is large enough that 20 rounds never
+    finish it. After every kill nothing is issued twice or lost (reserved
     codes all belong to the mailing, so its next run reclaims them), codes
     already issued never change, and no output appears under its final name."""
     rng = random.Random(KILL_SEED)
-    pool_size = 5_500
-    m = _mailing(db_url, engine, tmp_path, 5_000, pool_size, "m-kill")
+    recipients = 20_000
+    pool_size = recipients + recipients // 10
+    m = _mailing(db_url, engine, tmp_path, recipients, pool_size, "m-kill")
     scope = f"{m.mailing}|all"
     known: dict[str, str] = {}  # customer → code, as issued so far
     held_when_killed = 0
@@ -260,8 +263,12 @@ def test_twenty_kills_at_random_moments_then_a_run_that_completes(
     done = m.run(out, "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert (summary["status"], summary["rendered"], summary["failed"]) == ("finished", 5_000, 0)
-    assert (summary["reused_codes"], summary["new_codes"]) == (len(known), 5_000 - len(known))
+    assert (summary["status"], summary["rendered"], summary["failed"]) == (
+        "finished",
+        recipients,
+        0,
+    )
+    assert (summary["reused_codes"], summary["new_codes"]) == (len(known), recipients - len(known))
     _check_complete(engine, m, out, known, pool_size=pool_size)
     assert show_mailing(engine, m.mailing).status == "finished"
 
