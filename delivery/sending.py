@@ -8,12 +8,12 @@ store implements with ordinary blocking transactions; with ``aiosmtplib``
 every one of those would have to be pushed to a thread pool anyway, and the
 package would be one more dependency for no gain at this number of sessions.
 
-Exactly once, as far as SMTP allows: a message is marked ``sending`` before
-its ``DATA`` and recorded ``sent`` as soon as the relay answers 250, before
-the session takes the next message. A run sends only what the log says
-still needs sending, so after a crash at most the messages that were in
-``DATA`` at that instant go out again (the relay may have accepted them
-without the answer being recorded).
+Exactly once, as far as SMTP allows: a message's answer is handed to the
+log as soon as the relay gives it, and a run sends only what the log says
+still needs sending. After a crash, what goes out again is what the log
+had not made durable: the messages in ``DATA`` at that instant, and the
+accepted ones whose answers were still on their way to the store (the
+store's log keeps those few: :mod:`pools.after_sending.send_log`).
 
 Per message, by the relay's answer:
 
@@ -49,8 +49,6 @@ from pools.relay import SmtpRelay, tls_context
 
 #: Refs asked of the log at once: one store query per this many messages.
 BATCH = 256
-#: Messages read ahead of the sessions (bounds memory on a large output).
-READ_AHEAD = 4 * BATCH
 #: A session idle this long is checked with NOOP before it is used again.
 IDLE_CHECK_S = 20.0
 MAX_BACKOFF_S = 30.0
@@ -97,7 +95,15 @@ class SendLog(Protocol):
         """The message is about to be handed over (``DATA``)."""
 
     def record(self, ref: str, state: SendState, answer: str) -> int:
-        """The relay's ``answer`` put the message in ``state``; the codes given back (if failed)."""
+        """The relay's ``answer`` put the message in ``state``; the codes given back (if failed).
+
+        A ``sent`` may be made durable after this returns (the store's log
+        commits them in groups, a bounded number behind): :meth:`flush`
+        waits for it.
+        """
+
+    def flush(self) -> None:
+        """Wait until every answer recorded so far is durable."""
 
 
 class SendAborted(PromomailError):
@@ -133,6 +139,9 @@ class MemoryLog:
             self.states[ref] = (state, answer)
             self.events.append((str(state), ref, answer))
         return 0
+
+    def flush(self) -> None:
+        """Every answer is recorded as it is given."""
 
 
 @dataclass(frozen=True)
@@ -216,29 +225,26 @@ class _Pace:
 
 
 class _Work:
-    """The messages waiting for a session: read ahead, and deferred ones due later.
+    """The messages waiting for a session: the next batch of the output, and deferred
+    ones due later.
 
-    One lock, two conditions: sessions wait for messages, the reader waits
-    for room, and each is woken only by what it waits for.
+    There is no reader thread: the session that finds nothing ready reads the
+    next batch itself (outside the lock, the others going on meanwhile). A
+    thread building messages ahead would hold the GIL in bursts while the
+    sessions, woken by the relay's answers, wait for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, refill: Callable[[], list[_Item] | None]) -> None:
         self.lock = threading.Lock()
         self.items = threading.Condition(self.lock)
-        self.room = threading.Condition(self.lock)
         self.ready: deque[_Item] = deque()
         self.later: list[tuple[float, int, _Item]] = []
+        self._refill = refill
         self._order = itertools.count()
         self.busy = 0
         self.feeding = True
+        self.refilling = False
         self.stop: BaseException | None = None
-
-    def put(self, item: _Item) -> None:
-        with self.lock:
-            while len(self.ready) >= READ_AHEAD and self.stop is None:
-                self.room.wait()
-            self.ready.append(item)
-            self.items.notify()
 
     def retry_at(self, due: float, item: _Item) -> None:
         with self.lock:
@@ -254,7 +260,9 @@ class _Work:
                     item = heapq.heappop(self.later)[2]
                 elif self.ready:
                     item = self.ready.popleft()
-                    self.room.notify()
+                elif self.feeding and not self.refilling:
+                    self._read_more()
+                    continue
                 elif not self.feeding and not self.busy and not self.later:
                     self.items.notify_all()
                     return None
@@ -265,23 +273,39 @@ class _Work:
                 return item
             return None
 
+    def _read_more(self) -> None:
+        """Read the next batch, the lock released meanwhile (held on entry and exit)."""
+        self.refilling = True
+        self.lock.release()
+        try:
+            batch = self._refill()
+        except BaseException as exc:
+            batch = None
+            failure: BaseException | None = exc
+        else:
+            failure = None
+        finally:
+            self.lock.acquire()
+            self.refilling = False
+        if failure is not None and self.stop is None:
+            self.stop = failure
+        if batch is None:
+            self.feeding = False
+        else:
+            self.ready.extend(batch)
+        self.items.notify_all()
+
     def done(self) -> None:
         with self.lock:
             self.busy -= 1
             if not self.busy and not self.feeding:
                 self.items.notify_all()  # the end may have come
 
-    def finish_feeding(self) -> None:
-        with self.lock:
-            self.feeding = False
-            self.items.notify_all()
-
     def abort(self, error: BaseException) -> None:
         with self.lock:
             if self.stop is None:
                 self.stop = error
             self.items.notify_all()
-            self.room.notify_all()
 
 
 class _Dropped(Exception):
@@ -296,6 +320,7 @@ def _text(answer: bytes | str) -> str:
 class _Run:
     def __init__(
         self,
+        messages: Iterable[OutgoingMessage],
         relay: SmtpRelay,
         log: SendLog,
         *,
@@ -316,7 +341,8 @@ class _Run:
         self.backoff = backoff
         self.timeout = timeout
         self.progress = progress
-        self.work = _Work()
+        self.messages = iter(messages)
+        self.work = _Work(self.next_batch)
         self.lock = threading.Lock()
         self.counts = dict.fromkeys(("sent", "deferred", "failed", "skipped", "already"), 0)
         self.codes_returned = 0
@@ -401,7 +427,11 @@ class _Run:
         """Hand one message over; False when the session is no longer usable."""
         message = item.message
         if item.payload is None:
-            item.payload = message.build()
+            try:
+                item.payload = message.build()
+            except (ValueError, TypeError, LookupError, UnicodeError) as exc:
+                self._finish(item, "skipped", f"{message.where}: cannot be built: {exc}")
+                return True
         item.attempts += 1
         if item.to is None:
             item.to = message.envelope_to
@@ -466,38 +496,25 @@ class _Run:
                 return False
         return True
 
-    # -- feeding --------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------
 
-    def feed(self, messages: Iterable[OutgoingMessage]) -> None:
-        batch: list[OutgoingMessage] = []
-        for message in messages:
-            if self.work.stop is not None:
-                return
+    def next_batch(self) -> list[_Item] | None:
+        """The next messages of the output that still need sending; None at its end."""
+        batch = list(itertools.islice(self.messages, BATCH))
+        if not batch:
+            return None
+        addressed: list[OutgoingMessage] = []
+        for message in batch:
             if message.to is None:
                 self._finish(_Item(message), "skipped", "the message has no address (to)")
-                continue
-            batch.append(message)
-            if len(batch) >= BATCH:
-                self._queue(batch)
-                batch = []
-        self._queue(batch)
-
-    def _queue(self, batch: list[OutgoingMessage]) -> None:
-        if not batch:
-            return
-        needed = self.log.to_send([m.ref for m in batch])
-        for message in batch:
-            if message.ref not in needed:
-                with self.lock:
-                    self.counts["already"] += 1
-                continue
-            item = _Item(message)
-            try:
-                item.payload = message.build()
-            except (ValueError, TypeError, LookupError, UnicodeError) as exc:
-                self._finish(item, "skipped", f"{message.where}: cannot be built: {exc}")
-                continue
-            self.work.put(item)
+            else:
+                addressed.append(message)
+        needed = self.log.to_send([m.ref for m in addressed]) if addressed else set()
+        items = [_Item(message) for message in addressed if message.ref in needed]
+        if len(items) < len(addressed):
+            with self.lock:
+                self.counts["already"] += len(addressed) - len(items)
+        return items
 
 
 def _quit(client: smtplib.SMTP) -> None:
@@ -542,6 +559,7 @@ def send_messages(
             f"cannot reach the relay {relay.shown}: {exc or type(exc).__name__}; nothing was sent"
         ) from exc
     run = _Run(
+        messages,
         relay,
         log,
         context=context,
@@ -561,15 +579,16 @@ def send_messages(
     for thread in threads:
         thread.start()
     try:
-        run.feed(messages)
-    except BaseException as exc:
+        for thread in threads:
+            thread.join()
+    except BaseException as exc:  # Ctrl-C: the sessions stop after their message
         run.work.abort(exc)
-    finally:
-        run.work.finish_feeding()
         for thread in threads:
             thread.join()
     if run.work.stop is not None:
         raise run.work.stop
+    # The summary counts what is durable.
+    log.flush()
     counts = run.counts
     return SendSummary(
         sent=counts["sent"],

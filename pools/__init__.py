@@ -43,7 +43,6 @@ if TYPE_CHECKING:
         EVENT_KINDS,
         SEND_STATES,
         DeliveryCounts,
-        DeliveryLog,
         DeliveryView,
         EventFacts,
         EventOutcome,
@@ -79,6 +78,7 @@ if TYPE_CHECKING:
         read_return_list,
         return_codes,
     )
+    from pools.after_sending.send_log import DeliveryLog
     from pools.after_sending.send_runs import send_run
     from pools.codes.counts import PoolCounts, available_count, pool_counts
     from pools.codes.files import FileFormat, Whitespace
@@ -323,7 +323,7 @@ _HOMES: dict[str, str] = {
     "DELIVERY_STATUSES": "pools.after_sending.deliveries",
     "SEND_STATES": "pools.after_sending.deliveries",
     "DeliveryCounts": "pools.after_sending.deliveries",
-    "DeliveryLog": "pools.after_sending.deliveries",
+    "DeliveryLog": "pools.after_sending.send_log",
     "DeliveryView": "pools.after_sending.deliveries",
     "apply_event": "pools.after_sending.deliveries",
     "EventFacts": "pools.after_sending.deliveries",

@@ -26,6 +26,7 @@ from smtp_relay import Relay, smtp_relay
 from test_cli_after_sending import SPRING, Cli, error_line
 
 import commands.delivery
+from pools.after_sending.send_log import UNCOMMITTED_MAX
 from pools.store.db import StoreConfig, open_engine
 
 SENDER = "shop@example.test"
@@ -249,6 +250,32 @@ def test_a_killed_send_loses_nothing_and_resends_at_most_the_messages_in_flight(
     assert summary["already"] + summary["sent"] == 30
     states = Counter(d["status"] for d in run.json("deliveries", "m"))
     assert states == {"sent": 30}
+
+
+def test_a_send_killed_at_full_speed_resends_at_most_the_uncommitted_window(
+    run: Cli, relay: Relay
+) -> None:
+    """Without ``--rate`` the answers are committed in groups behind the sessions:
+    a kill sends again at most the messages in DATA and the uncommitted ones."""
+    ids = [f"ok{i:03d}" for i in range(400)]
+    out = _rendered(run, ids)
+    process = _send_process(run.url, relay, out, "--connections", "4")
+    try:
+        wait_until(lambda: len(relay.arrivals) >= 100, what="a hundred messages to arrive")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert _send(run, relay, "m", "--messages", out)[0] == 0
+    arrived = relay.refs()
+    assert set(arrived) == set(_refs(out).values())  # nothing lost
+    twice = [ref for ref, n in arrived.items() if n > 1]
+    assert all(n <= 2 for n in arrived.values())
+    assert len(twice) <= 4 + UNCOMMITTED_MAX
+    assert Counter(d["status"] for d in run.json("deliveries", "m")) == {"sent": 400}
 
 
 def test_events_import_bounces_once_and_reports_bad_files(run: Cli, relay: Relay) -> None:

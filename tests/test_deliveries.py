@@ -24,15 +24,17 @@ from render_helpers import (
 from sqlalchemy import Engine, text
 from store_helpers import make_pool
 
+import pools.after_sending.send_log as send_log
 from pools.after_sending.deliveries import (
-    DeliveryLog,
     apply_event,
     list_deliveries,
     record_send,
+    record_sent,
     seen_token,
     to_send,
 )
 from pools.after_sending.returns import return_codes
+from pools.after_sending.send_log import DeliveryLog
 from pools.errors import InvalidSetting, MailingNotFound
 from pools.issuing.mailings import show_mailing
 from pools.store.clock import utcnow
@@ -279,6 +281,7 @@ def test_a_send_runs_log_records_each_answer_for_its_recipient(
     log.record(bob, "failed", "550 unknown")
     log.record(cid, "deferred", "421 busy")
     assert log.codes_returned == 1
+    log.flush()
     assert log.to_send(refs.values()) == {cid}
     assert [(d.recipient, d.status) for d in list_deliveries(engine, "m")] == [
         ("cust-00000", "sent"),
@@ -502,6 +505,7 @@ def test_a_send_runs_log_is_safe_from_many_threads_and_answers_the_codes_returne
         thread.start()
     for thread in threads:
         thread.join()
+    log.close()
     # The codes given back are answered by the call that gave them back.
     assert sorted(returned) == [0] * 35 + [1] * 5
     assert log.codes_returned == 5
@@ -509,3 +513,56 @@ def test_a_send_runs_log_is_safe_from_many_threads_and_answers_the_codes_returne
     assert states == {ref: "failed" if ref in failing else "sent" for ref in order}
     assert log.to_send(order) == set()
     _checks(engine)
+
+
+def test_a_send_runs_log_keeps_at_most_its_window_of_answers_uncommitted(
+    engine: Engine, refs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session waits once ``window`` accepted answers are uncommitted: that is
+    all a crash can send twice. Commits are held back here until released."""
+    release = threading.Event()
+    committed: list[int] = []
+
+    def held(engine: Engine, mailing_id: str, batch: list[tuple[str, str, str]]) -> None:
+        release.wait(timeout=30)
+        record_sent(engine, mailing_id, batch)
+        committed.append(len(batch))
+
+    monkeypatch.setattr(send_log, "record_sent", held)
+    ann, bob, cid = (refs[c] for c in customer_ids(3))
+    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()}, window=2)
+    log.record(ann, "sent", "250 ok")
+    log.record(bob, "sent", "250 ok")
+    third = threading.Thread(target=log.record, args=(cid, "sent", "250 ok"))
+    third.start()
+    third.join(timeout=0.5)
+    assert third.is_alive()  # the window is full: the third answer waits
+    assert list_deliveries(engine, "m") == []  # nothing committed yet
+    # Uncommitted answers are not handed out again meanwhile.
+    assert log.to_send(refs.values()) == {cid}
+    release.set()
+    third.join(timeout=30)
+    log.close()
+    assert sum(committed) == 3 and len(committed) >= 2
+    assert {d.ref: d.status for d in list_deliveries(engine, "m")} == dict.fromkeys(
+        (ann, bob, cid), "sent"
+    )
+
+
+def test_a_send_runs_log_reports_a_commit_that_failed(
+    engine: Engine, refs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise OSError("the store went away")
+
+    monkeypatch.setattr(send_log, "record_sent", broken)
+    ann, bob = (refs[c] for c in customer_ids(2))
+    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()})
+    log.record(ann, "sent", "250 ok")
+    with pytest.raises(OSError, match="went away"):
+        log.flush()
+    with pytest.raises(OSError, match="went away"):
+        log.record(bob, "sent", "250 ok")  # the run stops at its next answer
+    with pytest.raises(OSError, match="went away"):
+        log.close()
+    assert list_deliveries(engine, "m") == []

@@ -34,9 +34,8 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -48,7 +47,6 @@ from sqlalchemy import (
     exists,
     func,
     literal,
-    literal_column,
     select,
     union_all,
     update,
@@ -59,7 +57,7 @@ from pools.after_sending.returns import _count, _return_in
 from pools.errors import InvalidSetting, MailingNotFound
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
-from pools.store.dialect_sql import insert_if_absent, one_of
+from pools.store.dialect_sql import one_of
 from pools.store.models import (
     Delivery,
     DeliveryEvent,
@@ -133,9 +131,9 @@ def record_send(
     moment = now or utcnow()
     text = answer[:ANSWER_MAX]
     with write_transaction(engine) as conn:
-        moved = insert_if_absent(
+        moved = _insert_new(
             conn,
-            Delivery,
+            Delivery.__table__,
             {
                 "ref": ref,
                 "mailing_id": mailing_id,
@@ -176,34 +174,37 @@ def record_sent(
 
     The same rules as :func:`record_send` with ``sent`` for each message (a
     message already settled is left as it is); a 250 gives nothing back, so
-    many of them share one commit.
+    many of them share one commit. The new rows go in as one multi-row
+    ``INSERT … ON CONFLICT DO NOTHING``; only a message that has a row
+    already (deferred by an earlier attempt) takes an ``UPDATE`` of its own.
     """
+    if not accepted:
+        return
     moment = now or utcnow()
+    rows = [
+        {
+            "ref": ref,
+            "mailing_id": mailing_id,
+            "recipient_id": recipient_id,
+            "status": DeliveryStatus.SENT.value,
+            "answer": answer[:ANSWER_MAX],
+            "attempts": 1,
+            "accepted": True,
+            "updated_at": moment,
+            "codes_returned": 0,
+        }
+        for ref, recipient_id, answer in accepted
+    ]
     with write_transaction(engine) as conn:
-        for ref, recipient_id, answer in accepted:
-            text = answer[:ANSWER_MAX]
-            fresh = insert_if_absent(
-                conn,
-                Delivery,
-                {
-                    "ref": ref,
-                    "mailing_id": mailing_id,
-                    "recipient_id": recipient_id,
-                    "status": DeliveryStatus.SENT,
-                    "answer": text,
-                    "attempts": 1,
-                    "accepted": True,
-                    "updated_at": moment,
-                    "codes_returned": 0,
-                },
-            )
-            if not fresh:
+        inserted = set(conn.execute(_insert_statement(conn, Delivery.__table__), rows).scalars())
+        for ref, _, answer in accepted:
+            if ref not in inserted:
                 _move(
                     conn,
                     ref,
                     DeliveryStatus.SENT,
                     (DeliveryStatus.DEFERRED,),
-                    text,
+                    answer[:ANSWER_MAX],
                     moment,
                     accepted=True,
                     attempt=True,
@@ -412,16 +413,24 @@ def _owner(conn: Connection, ref: str) -> tuple[str, str, bool] | None:
 _INSERTS: dict[tuple[str, str], Any] = {}
 
 
-def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
-    """:func:`insert_if_absent` with its statement built once per dialect and table."""
+def _insert_statement(conn: Connection, table: Any) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING`` the primary key, built once per
+    dialect and table: every call is then a compiled-cache hit (building the
+    statement anew costs more than the database's own work). Given many rows,
+    it is one multi-row insert that returns the keys of the new ones."""
     key = (conn.dialect.name, table.name)
     statement = _INSERTS.get(key)
     if statement is None:
         dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
         statement = _INSERTS[key] = (
-            dialect_insert(table).on_conflict_do_nothing().returning(literal_column("1"))
+            dialect_insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
         )
-    return conn.execute(statement, values).first() is not None
+    return statement
+
+
+def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+    """:func:`insert_if_absent` with a statement built once: True when the row was new."""
+    return conn.execute(_insert_statement(conn, table), values).first() is not None
 
 
 def _move(
@@ -466,99 +475,6 @@ def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: da
     return totals.returned
 
 
-@dataclass
-class _Accepted:
-    """A 250 waiting for the commit that records it."""
-
-    ref: str
-    answer: str
-    done: bool = False
-    error: BaseException | None = None
-
-
-@dataclass
-class DeliveryLog:
-    """The store's side of one ``send`` run: what is left to send, and each answer recorded.
-
-    It is the sender's ``SendLog`` (:class:`delivery.sending.SendLog`).
-    ``recipients`` maps each reference to its recipient id (both read from
-    the render's output). Safe to call from the sender's threads at once.
-
-    A session waits until its message's answer is committed before it takes
-    the next message, so a crash re-sends at most the messages in ``DATA``
-    and those whose commit was under way. The sessions' 250s share commits
-    (group commit): while one commit is under way the others' answers queue,
-    and the next session to commit writes all of them in one transaction. A
-    4xx or 5xx is recorded on its own (a 5xx gives codes back).
-
-    ``check`` (when given) is called before a message is handed over and
-    raises to stop the run: the run's lease was taken over by another one.
-    """
-
-    engine: Engine
-    mailing_id: str
-    recipients: Mapping[str, str]
-    check: Callable[[], None] | None = None
-    #: Codes given back by this run (messages the relay refused).
-    codes_returned: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    #: Held by the session committing the queued 250s.
-    _commit: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _queued: list[_Accepted] = field(default_factory=list, repr=False)
-
-    def to_send(self, refs: Iterable[str]) -> set[str]:
-        if self.check is not None:
-            self.check()
-        return to_send(self.engine, self.mailing_id, refs)
-
-    def sending(self, ref: str) -> None:
-        """Nothing to write: a message never recorded is sent again by the next
-        run anyway (at-least-once for the one in ``DATA`` when the process died),
-        so marking it first would cost a transaction per message for nothing."""
-        if self.check is not None:
-            self.check()
-
-    def record(self, ref: str, state: str, answer: str) -> int:
-        """Record the relay's answer (``state`` is a ``SendState``); the codes given back."""
-        if state == "sent":
-            self._record_accepted(_Accepted(ref, answer))
-            return 0
-        returned = record_send(
-            self.engine,
-            mailing_id=self.mailing_id,
-            recipient_id=self.recipients[ref],
-            ref=ref,
-            state=state,  # type: ignore[arg-type]  # checked by record_send
-            answer=answer,
-        )
-        with self._lock:
-            self.codes_returned += returned
-        return returned
-
-    def _record_accepted(self, entry: _Accepted) -> None:
-        with self._lock:
-            self._queued.append(entry)
-        with self._commit:
-            if not entry.done:  # no earlier commit took it: commit every queued one
-                with self._lock:
-                    batch, self._queued = self._queued, []
-                try:
-                    record_sent(
-                        self.engine,
-                        self.mailing_id,
-                        [(e.ref, self.recipients[e.ref], e.answer) for e in batch],
-                    )
-                except BaseException as exc:
-                    for queued in batch:
-                        queued.error = exc
-                    raise
-                finally:
-                    for queued in batch:
-                        queued.done = True
-        if entry.error is not None:
-            raise entry.error
-
-
 def seen_token(
     engine: Engine, provider: str, token: str, *, now: datetime, window: timedelta
 ) -> bool:
@@ -573,8 +489,8 @@ def seen_token(
                 WebhookToken.provider == provider, WebhookToken.seen_at < now - window
             )
         )
-        return insert_if_absent(
-            conn, WebhookToken, {"provider": provider, "token": token, "seen_at": now}
+        return _insert_new(
+            conn, WebhookToken.__table__, {"provider": provider, "token": token, "seen_at": now}
         )
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 
 from sqlalchemy import Engine, exists, select
 
-from pools.after_sending.deliveries import DeliveryLog
+from pools.after_sending.send_log import DeliveryLog
 from pools.errors import MailingNotFound
 from pools.issuing.leases import (
     DEFAULT_LEASE_SECONDS,
@@ -78,8 +78,8 @@ def send_run(
             raise keeper.lost
 
     try:
-        with keeper:
-            yield DeliveryLog(engine, mailing_id, recipients, check=check)
+        with keeper, DeliveryLog(engine, mailing_id, recipients, check=check) as log:
+            yield log
     except BaseException:
         if keeper.lost is None:
             with suppress(Exception):
