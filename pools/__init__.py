@@ -57,7 +57,7 @@ if TYPE_CHECKING:
         seen_token,
         to_send,
     )
-    from pools.after_sending.event_batches import Applied, apply_event_batch
+    from pools.after_sending.event_batches import Applied, EventApplier, apply_event_batch
     from pools.after_sending.redemption import (
         ALREADY_REDEEMED,
         UNKNOWN_CODE,
@@ -218,6 +218,7 @@ _HOMES: dict[str, str] = {
     "ReplayedRequest": "pools.errors",
     "Applied": "pools.after_sending.event_batches",
     "apply_event_batch": "pools.after_sending.event_batches",
+    "EventApplier": "pools.after_sending.event_batches",
     "StoreError": "pools.errors",
     "export_issuances": "pools.history.export",
     "CodeSpec": "pools.codes.generation",
@@ -372,6 +373,7 @@ __all__ = [
     "DeliveryCounts",
     "DeliveryLog",
     "DeliveryView",
+    "EventApplier",
     "EventFacts",
     "EventOutcome",
     "ExportError",

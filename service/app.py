@@ -26,7 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from delivery import WebhookConfig
-from pools import StoreConfig, open_engine
+from pools import EventApplier, StoreConfig, open_engine
 from service import preview, problems
 from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
 from service.bodies import BodyLimit
@@ -98,6 +98,8 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
     )
     app.state.engine = store
     app.state.webhooks = webhooks
+    # One for the server: concurrent webhook requests share transactions.
+    app.state.event_applier = EventApplier(store)
     # Started on first use: a server nobody previews on runs no template process.
     templates = app.state.template_processes = TemplateProcesses(
         config.db_url, preload=[preview.__name__]

@@ -23,7 +23,6 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from fastapi import Path, Request
-from sqlalchemy import Engine
 
 from delivery import (
     DeliveryError,
@@ -35,8 +34,8 @@ from delivery import (
     WebhookConfig,
     verify_and_parse,
 )
-from pools import ReplayedRequest, Scope, apply_event_batch
-from service.auth import Open, ScopedRouter, engine_of
+from pools import EventApplier, ReplayedRequest, Scope
+from service.auth import Open, ScopedRouter
 from service.bodies import is_json, unsupported
 from service.problems import Problem, problem_responses
 from service.schemas import OWN_EVENTS_SCHEMA, EventsAppliedDoc
@@ -78,7 +77,7 @@ def _problem(error: DeliveryError) -> Problem:
 
 
 def _verify_and_apply(
-    engine: Engine,
+    applier: EventApplier,
     config: WebhookConfig,
     provider: str,
     body: bytes,
@@ -87,7 +86,7 @@ def _verify_and_apply(
     now = datetime.now(UTC)
     try:
         batch = verify_and_parse(provider, body, headers, config, now=now)
-        applied = apply_event_batch(engine, provider, batch, now=now)
+        applied = applier.apply(provider, batch, now=now)
     except DeliveryError as exc:
         raise _problem(exc) from None
     except ReplayedRequest as exc:
@@ -105,7 +104,7 @@ async def _receive(request: Request, provider: str) -> dict[str, int]:
     async with limiter:
         return await anyio.to_thread.run_sync(
             _verify_and_apply,
-            engine_of(request),
+            state.event_applier,
             state.webhooks,
             provider,
             body,

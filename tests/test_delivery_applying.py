@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from render_helpers import (
     customer_ids,
     read_jsonl,
     render,
+    wait_until,
     write_recipients,
     write_template,
 )
@@ -21,7 +23,9 @@ from store_helpers import make_pool
 
 import pools.after_sending.event_batches
 from delivery import DeliveryEvent, EventBatch, EventType
-from pools import Applied, ReplayedRequest, apply_event_batch
+from pools import Applied, EventApplier, ReplayedRequest, apply_event_batch
+from pools.after_sending.deliveries import apply_events
+from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 
 
@@ -107,3 +111,68 @@ def test_events_of_one_batch_apply_in_their_order_per_message(
         rows = conn.execute(text("SELECT ref, status FROM deliveries")).all()
     states = {str(ref): str(status) for ref, status in rows}
     assert states == {ann: "delivered", bob: "bounced"}
+
+
+def _sendgrid(ref: str, event_id: str, kind: EventType) -> DeliveryEvent:
+    return DeliveryEvent("sendgrid", event_id, ref, kind, True, None, "")
+
+
+def test_concurrent_requests_share_transactions_and_each_gets_its_own_outcomes(
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one request's transaction is held back, the six that arrive meanwhile
+    are applied together in the next one, each answered with its own counts."""
+    make_pool(engine, "spring", [f"SPRING{i}" for i in range(6)])
+    template = write_template(tmp_path, EVERY_PART)
+    recipients = write_recipients(tmp_path, customer_ids(6))
+    render(db_url, template, recipients, "m", tmp_path / "out.jsonl")
+    refs = [r["ref"] for r in read_jsonl(tmp_path / "out.jsonl")]
+    transactions: list[int] = []
+    first_started, release = threading.Event(), threading.Event()
+
+    def counted(engine: Engine, events: list[Any], **kwargs: Any) -> list[Any]:
+        if not transactions:
+            transactions.append(len(events))
+            first_started.set()
+            release.wait(timeout=30)
+        else:
+            transactions.append(len(events))
+        return apply_events(engine, events, **kwargs)
+
+    monkeypatch.setattr(pools.after_sending.event_batches, "apply_events", counted)
+    applier = EventApplier(engine)
+    answers: dict[int, Applied] = {}
+
+    def post(n: int, events: list[DeliveryEvent]) -> None:
+        answers[n] = applier.apply("sendgrid", EventBatch(events), now=utcnow())
+
+    # The first request bounces message 0; then six arrive while it is applied:
+    # bounces of 1..4, a delivery of 5, and the first bounce again (a duplicate).
+    first = threading.Thread(target=post, args=(0, [_sendgrid(refs[0], "e0", EventType.BOUNCE)]))
+    first.start()
+    assert first_started.wait(timeout=30)
+    later = [[_sendgrid(refs[n], f"e{n}", EventType.BOUNCE)] for n in range(1, 5)]
+    later += [
+        [_sendgrid(refs[5], "e5", EventType.DELIVERED)],
+        [_sendgrid(refs[0], "e0", EventType.BOUNCE)],
+    ]
+    threads = [threading.Thread(target=post, args=(n, events)) for n, events in enumerate(later, 1)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(applier._queued) == 6, what="six requests queued")
+    release.set()
+    for thread in [first, *threads]:
+        thread.join(timeout=30)
+    assert transactions == [1, 6]
+    assert [answers[n] for n in range(7)] == [Applied(1, 0, 0)] * 6 + [Applied(0, 1, 0)]
+    assert set(mailing_codes(engine, "m", "spring")) == {"cust-00005"}
+
+
+def test_a_request_with_an_unknown_kind_fails_alone(engine: Engine, refs: dict[str, str]) -> None:
+    ann = refs["cust-00000"]
+    bad = DeliveryEvent("sendgrid", "x", ann, "opened", True, None, "")  # type: ignore[arg-type]
+    applier = EventApplier(engine)
+    with pytest.raises(InvalidSetting, match="opened"):
+        applier.apply("sendgrid", EventBatch([bad]), now=utcnow())
+    good = EventBatch([_sendgrid(ann, "y", EventType.BOUNCE)])
+    assert applier.apply("sendgrid", good, now=utcnow()) == Applied(1, 0, 0)

@@ -260,11 +260,7 @@ def apply_events(
     so two transactions applying overlapping batches lock the messages in
     the same order and never deadlock each other.
     """
-    for event in events:
-        if event.kind not in EVENT_KINDS:
-            raise InvalidSetting(
-                f"must be one of {', '.join(EVENT_KINDS)}, not {event.kind!r}", "kind"
-            )
+    check_events(events)
     moment = now or utcnow()
     outcomes: list[EventOutcome] = ["unmatched"] * len(events)
     order = sorted(range(len(events)), key=lambda n: events[n].ref)
@@ -272,6 +268,15 @@ def apply_events(
         for n in order:
             outcomes[n] = _apply_in(conn, events[n], moment)
     return outcomes
+
+
+def check_events(events: Iterable[Event]) -> None:
+    """Raise :class:`InvalidSetting` for an event of a kind the store does not know."""
+    for event in events:
+        if event.kind not in EVENT_KINDS:
+            raise InvalidSetting(
+                f"must be one of {', '.join(EVENT_KINDS)}, not {event.kind!r}", "kind"
+            )
 
 
 class EventFacts(Protocol):
