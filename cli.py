@@ -15,8 +15,8 @@ group or concern; this file holds only what they all use:
 3. values — no option or argument takes an empty value;
 4. state — the engine is opened lazily on first use (``--help`` never touches
    a database) and disposed with the root context;
-5. output — JSON documents, aligned tables, key/value blocks, progress and
-   the timed summary line of long work.
+5. output — JSON documents, aligned tables, key/value blocks and the timed
+   summary line of long work (its progress bar: :mod:`commands.progress`).
 
 Conventions every command follows: ``--json`` prints exactly one JSON
 document on stdout (lists are one JSON array); human output goes to stdout;
@@ -33,7 +33,6 @@ import functools
 import importlib
 import json
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -505,57 +504,9 @@ def print_fields(pairs: Sequence[tuple[str, Any]], *, indent: str = "  ") -> Non
         click.echo(f"{indent}{key.ljust(width)}  {cell(value)}".rstrip())
 
 
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
-
-
 def stdin_is_terminal() -> bool:
     """Whether a person can answer a confirmation prompt."""
     return sys.stdin.isatty()
-
-
-class Progress:
-    """A one-line indicator on stderr, redrawn at most ten times a second."""
-
-    def __init__(
-        self, label: str, total: int | None = None, show: Callable[[int], str] | None = None
-    ) -> None:
-        self.label = label
-        self.total = total
-        self.show = show or _size
-        self.done = 0
-        self._drawn = 0.0
-        self._width = 0
-
-    def advance(self, amount: int) -> None:
-        self.done += amount
-        now = time.monotonic()
-        if now - self._drawn >= 0.1:
-            self._drawn = now
-            self._draw()
-
-    def _draw(self) -> None:
-        size = self.show(self.done)
-        if self.total:
-            percent = min(100, self.done * 100 // self.total)
-            text = f"{self.label}: {percent:3d}% ({size} of {self.show(self.total)})"
-        else:
-            text = f"{self.label}: {size}"
-        self._width = max(self._width, len(text))
-        click.echo("\r" + text.ljust(self._width), err=True, nl=False)
-
-    def finish(self) -> None:
-        if self._width:
-            click.echo("\r" + " " * self._width + "\r", err=True, nl=False)
-
-
-def _size(n_bytes: int) -> str:
-    value = float(n_bytes)
-    for unit in ("B", "KB", "MB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 def plural(count: int, noun: str) -> str:

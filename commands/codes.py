@@ -12,7 +12,6 @@ import click
 
 from cli import (
     STDIN_NAME,
-    Progress,
     PromomailGroup,
     emit_json,
     get_engine,
@@ -21,12 +20,11 @@ from cli import (
     note,
     plural,
     print_table,
-    printable,
     say,
-    stderr_is_terminal,
     summary,
     warn_low_stock,
 )
+from commands.progress import BYTES, progress_bar
 from pools import (
     DEFAULT_ALPHABET,
     DEFAULT_LENGTH,
@@ -104,26 +102,23 @@ def codes_upload(
         raise click.BadParameter("stdin ('-') can be read only once", ctx, param_hint="FILE")
     engine = get_engine(ctx)
     uploads = _uploads(files, fmt)
-    progress = Progress("Uploading", total_size(uploads)) if stderr_is_terminal() else None
     started = time.perf_counter()
     try:
-        reports = upload_codes(
-            engine,
-            pool_id,
-            uploads,
-            whitespace=Whitespace(whitespace),
-            skip_invalid=skip_invalid,
-            progress=progress.advance if progress else None,
-        )
+        with progress_bar("Uploading", BYTES, total_size(uploads)) as bar:
+            reports = upload_codes(
+                engine,
+                pool_id,
+                uploads,
+                whitespace=Whitespace(whitespace),
+                skip_invalid=skip_invalid,
+                progress=bar.advance,
+            )
     except ImportRejected as exc:
         if as_json:
             refused = rejected_report(engine, pool_id, exc, fmt)
             emit_json(uploads_document([refused], several=len(files) > 1))
             get_state(ctx).problems_reported = True
         raise
-    finally:
-        if progress is not None:
-            progress.finish()
     seconds = time.perf_counter() - started
     _report_uploads(reports, as_json)
     accepted = sum(r.accepted for r in reports)
@@ -197,15 +192,9 @@ def codes_generate(
     """Add COUNT secure random codes, unique in pool ID."""
     spec = CodeSpec(length=length, alphabet=alphabet, prefix=prefix, check_digit=check_digit)
     engine = get_engine(ctx)
-    terminal = stderr_is_terminal()
-    if terminal:
-        click.echo(printable(f"Generating {count:,} codes for pool {pool_id}…"), err=True, nl=False)
     started = time.perf_counter()
-    try:
-        report = generate_codes(engine, pool_id, count, spec)
-    finally:
-        if terminal:
-            click.echo("\r\x1b[K", err=True, nl=False)
+    with progress_bar("Generating", "codes", count) as bar:
+        report = generate_codes(engine, pool_id, count, spec, bar.advance)
     seconds = time.perf_counter() - started
     if as_json:
         emit_json(asdict(report))

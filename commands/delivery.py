@@ -15,7 +15,6 @@ import click
 from cli import (
     CommandFailed,
     LibraryValue,
-    Progress,
     PromomailGroup,
     emit_json,
     get_engine,
@@ -25,8 +24,8 @@ from cli import (
     print_table,
     round_rate,
     say,
-    stderr_is_terminal,
 )
+from commands.progress import progress_bar
 from pools import DELIVERY_STATUSES, list_deliveries
 
 if TYPE_CHECKING:
@@ -147,32 +146,32 @@ def send(
     output = read_output(messages_path, mailing_id, shard=shard_slice)
     shard = shard_slice.label if shard_slice is not None else "all"
     engine = get_engine(ctx)
-    # A count, not a percentage: messages an earlier run settled are not sent again.
-    progress = Progress("Sending", show=_messages) if stderr_is_terminal() else None
-
-    def advance(_outcome: Outcome) -> None:
-        if progress is not None:
-            progress.advance(1)
-
-    try:
-        with send_run(engine, mailing_id, shard, output.recipients()) as log:
-            summary = send_messages(
-                output,
-                relay,
-                log,
-                connections=connections,
-                rate=rate,
-                retry_for=retry_for,
-                progress=advance,
+    recipients = output.recipients()
+    with (
+        progress_bar("Sending", "messages") as bar,
+        send_run(engine, mailing_id, shard, recipients) as log,
+    ):
+        if bar.shown:
+            # Messages an earlier run settled are skipped, not sent again: the
+            # bar starts with them done.
+            before = log.settled_before()
+            bar.counted(
+                len(recipients), done=before, note=f"({before:,} done before)" if before else ""
             )
-    finally:
-        if progress is not None:
-            progress.finish()
+
+        def advance(_outcome: Outcome) -> None:
+            bar.advance(1)
+
+        summary = send_messages(
+            output,
+            relay,
+            log,
+            connections=connections,
+            rate=rate,
+            retry_for=retry_for,
+            progress=advance,
+        )
     _report_send(mailing_id, shard, relay.shown, summary, as_json)
-
-
-def _messages(count: int) -> str:
-    return f"{count:,}"
 
 
 def _report_send(

@@ -10,7 +10,6 @@ import click
 from cli import (
     CommandFailed,
     LibraryValue,
-    Progress,
     PromomailGroup,
     emit_json,
     get_engine,
@@ -23,11 +22,11 @@ from cli import (
     print_table,
     round_rate,
     say,
-    stderr_is_terminal,
     stdin_is_terminal,
     warn_low_stock,
 )
 from commands.options import pairs, template_argument, var_option
+from commands.progress import progress_bar
 from pools import (
     DEFAULT_LEASE_SECONDS,
     EMAIL_COLUMNS,
@@ -53,11 +52,7 @@ from templating import (
 )
 
 if TYPE_CHECKING:
-    from templating import RenderSummary
-
-
-def _recipients_count(n: int) -> str:
-    return f"{n:,}"
+    from templating import RenderCount, RenderSummary
 
 
 @click.command("render")
@@ -182,12 +177,17 @@ def render(
     )
     # Migrated before the workers start; the render runs on this same engine.
     engine = get_engine(ctx)
-    progress = Progress("Rendering", show=_recipients_count) if stderr_is_terminal() else None
-    try:
-        result = render_mailing(request, progress.advance if progress else None, engine=engine)
-    finally:
-        if progress is not None:
-            progress.finish()
+    with progress_bar("Rendering", "recipients", note="(reading the recipients)") as bar:
+
+        def counted(count: RenderCount) -> None:
+            # A re-run renders every message again (the output holds them all),
+            # the earlier recipients with the codes they already have.
+            before = count.served_before
+            bar.counted(count.recipients, note=f"({before:,} already had codes)" if before else "")
+
+        result = render_mailing(
+            request, bar.advance, engine=engine, counted=counted if bar.shown else None
+        )
     _report_render(result, as_json)
 
 

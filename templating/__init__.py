@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from templating.mailing.outputs import OutputFormat, OutputTarget, RenderedMessage
     from templating.mailing.recipients import Recipient, Shard, read_recipients
     from templating.mailing.returns import return_listed
-    from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
+    from templating.mailing.run import RenderCount, RenderRequest, RenderSummary, render_mailing
     from templating.mailing.sources import PLACEHOLDER, OnExhausted
     from templating.template.analysis import TemplateUsage, analyze
     from templating.template.client import Client, CodeSource
@@ -68,6 +68,7 @@ _HOMES: dict[str, str] = {
     "RenderLimitExceeded": "templating.errors",
     "InvalidTemplate": "templating.errors",
     "RenderRequest": "templating.mailing.run",
+    "RenderCount": "templating.mailing.run",
     "RenderSummary": "templating.mailing.run",
     "render_mailing": "templating.mailing.run",
     "MessageTemplate": "templating.template.message",
@@ -115,6 +116,7 @@ __all__ = [
     "Recipient",
     "RecipientError",
     "RecipientFailed",
+    "RenderCount",
     "RenderLimitExceeded",
     "RenderRequest",
     "RenderSummary",

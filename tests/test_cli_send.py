@@ -25,7 +25,6 @@ from render_helpers import full_snapshot, wait_until
 from smtp_relay import Relay, smtp_relay
 from test_cli_after_sending import SPRING, Cli, error_line
 
-import commands.delivery
 from pools.after_sending.send_log import UNCOMMITTED_MAX
 from pools.store.db import StoreConfig, open_engine
 
@@ -339,13 +338,3 @@ def test_usage_errors_name_the_option(run: Cli, relay: Relay) -> None:
     assert relay.arrivals == []
     assert run("deliveries", "m", "--status", "lost").exit_code == 2
     assert error_line(run("deliveries", "nope")).startswith("Error: ")
-
-
-def test_a_terminal_sees_the_progress_before_the_summary(
-    run: Cli, relay: Relay, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(commands.delivery, "stderr_is_terminal", lambda: True)
-    out = _rendered(run, ["ok0", "ok1"])
-    result = run.ok("send", "m", "--messages", out, "--smtp", relay.url)
-    assert "Sending: " in result.stderr
-    assert result.stderr.rstrip().endswith("messages/s")

@@ -277,12 +277,15 @@ def test_a_send_runs_log_records_each_answer_for_its_recipient(
     log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()})
     ann, bob, cid = (refs[c] for c in customer_ids(3))
     assert log.to_send(refs.values()) == {ann, bob, cid}
+    assert log.settled_before() == 0
     log.record(ann, "sent", "250 ok")
     log.record(bob, "failed", "550 unknown")
     log.record(cid, "deferred", "421 busy")
     assert log.codes_returned == 1
     log.flush()
     assert log.to_send(refs.values()) == {cid}
+    # What the next run's progress starts from: the deferred one is still to send.
+    assert log.settled_before() == 2
     assert [(d.recipient, d.status) for d in list_deliveries(engine, "m")] == [
         ("cust-00000", "sent"),
         ("cust-00001", "failed"),

@@ -126,9 +126,12 @@ def test_generated_codes_avoid_codes_already_in_the_pool(engine: Engine, pool: s
     existing = [f"{a}{b}{c}" for a in "ABCD" for b in "ABCD" for c in "AB"][:20]
     data = "".join(f"{c}\n" for c in existing).encode()
     upload_codes(engine, pool, [Upload("seed.txt", FileFormat.TXT, stream=io.BytesIO(data))])
-    report = generate_codes(engine, pool, 22, CodeSpec(length=3, alphabet="ABCD"))
+    told: list[int] = []
+    report = generate_codes(engine, pool, 22, CodeSpec(length=3, alphabet="ABCD"), told.append)
     codes = codes_in(engine, pool)
     assert report.generated == 22
+    # Progress counts the codes made, not the draws that collided with existing ones.
+    assert sum(told) == 22 and all(n >= 0 for n in told)
     assert codes[:20] == existing
     assert len(set(codes)) == 42
 

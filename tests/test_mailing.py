@@ -11,6 +11,7 @@ import email
 import email.policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from invariants import records_by_recipient
@@ -41,8 +42,8 @@ from pools.store.models import IssuanceKind
 from templating.errors import InvalidTemplate, MailingError, RecipientError
 from templating.mailing.checking import check_template, preview, preview_recipients
 from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
-from templating.mailing.recipients import Recipient, Shard
-from templating.mailing.run import RenderRequest
+from templating.mailing.recipients import Recipient, Shard, in_slice
+from templating.mailing.run import RenderCount, RenderRequest, render_mailing
 from templating.mailing.sources import PLACEHOLDER
 
 
@@ -130,6 +131,44 @@ def test_a_rerun_issues_only_to_recipients_still_without_a_code(
     stored = _check_codes_match_store(engine, "m1", tmp_path / "all.jsonl", ids)
     assert {c: stored[c] for c in first} == first
     assert counts(engine, "spring").available == 0
+
+
+def test_a_render_tells_its_count_before_the_first_recipient_renders(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    pool_with_codes(engine, "spring", 40)
+    ids = customer_ids(12)
+    template = write_template(tmp_path, EVERY_PART)
+    half = write_recipients(tmp_path, ids[:6], name="half.csv")
+    everyone = write_recipients(tmp_path, ids, name="all.csv")
+    told: list[object] = []
+
+    def counted(count: RenderCount) -> None:
+        told.append(count)
+
+    def advanced(recipients: int) -> None:
+        told.append(recipients)
+
+    def run(recipients: str, mailing: str, **options: Any) -> None:
+        told.clear()
+        request = request_for(
+            db_url, template, recipients, mailing, tmp_path / "out.jsonl", chunk_size=5, **options
+        )
+        render_mailing(request, advanced, counted=counted)
+
+    run(half, "m1")
+    assert told == [RenderCount(6, 0), 5, 1]
+    # A re-run with more recipients: those the first run served are counted apart.
+    run(everyone, "m1")
+    assert told == [RenderCount(12, 6), 5, 5, 2]
+    # Per shard: its own recipients, and of them those served before.
+    shard = Shard(1, 2)
+    mine = [r for r in ids if in_slice(r, shard)]
+    run(everyone, "m1", shard=shard)
+    assert told[0] == RenderCount(len(mine), len(mine))
+    # Another mailing served no one yet.
+    run(everyone, "m2")
+    assert told[0] == RenderCount(12, 0)
 
 
 def test_duplicate_recipient_ids_are_rendered_once(

@@ -39,6 +39,7 @@ import templating.template.message as message_module
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.issuing.claiming import claim
 from pools.issuing.mailings import show_mailing
+from templating.mailing.run import RenderCount
 from templating.mailing.sources import OnExhausted
 from templating.template import limits
 
@@ -167,12 +168,12 @@ def _drain_after_preflight(
     monkeypatch: pytest.MonkeyPatch, engine: Engine, pool: str, count: int
 ) -> None:
     """A concurrent mailing takes ``count`` codes right after the real preflight passed."""
-    real: Callable[..., int] = mailing_module.preflight
+    real: Callable[..., RenderCount] = mailing_module.preflight
 
-    def preflight_then_drain(*args: Any) -> int:
-        recipients = real(*args)
+    def preflight_then_drain(*args: Any, **kwargs: Any) -> RenderCount:
+        found = real(*args, **kwargs)
         claim(engine, pool, "concurrent", [f"other-{i}" for i in range(count)])
-        return recipients
+        return found
 
     monkeypatch.setattr(mailing_module, "preflight", preflight_then_drain)
 

@@ -76,6 +76,10 @@ class DeliveryLog:
         with self._changed:
             return wanted - self._waiting.keys() - self._committing.keys()
 
+    def settled_before(self) -> int:
+        """How many of the run's messages earlier runs settled (the sender skips them)."""
+        return len(self.recipients) - len(to_send(self.engine, self.mailing_id, self.recipients))
+
     def sending(self, ref: str) -> None:
         """Nothing to write: a message never recorded is sent again by the next
         run anyway, so marking it first would cost a transaction per message."""

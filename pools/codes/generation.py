@@ -9,6 +9,7 @@ codes well under a second.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, insert, select, update
@@ -116,7 +117,17 @@ class GenerationReport:
     available: int
 
 
-def generate_codes(engine: Engine, pool_id: str, count: int, spec: CodeSpec) -> GenerationReport:
+def generate_codes(
+    engine: Engine,
+    pool_id: str,
+    count: int,
+    spec: CodeSpec,
+    progress: Callable[[int], None] | None = None,
+) -> GenerationReport:
+    """Add ``count`` new codes to the pool in one transaction, all or none.
+
+    ``progress``, when given, is told how many more codes were made, block by block.
+    """
     if count < 1:
         raise GenerationError("must be at least 1", "count")
     with write_transaction(engine) as conn, bulk_loading(conn):
@@ -155,7 +166,10 @@ def generate_codes(engine: Engine, pool_id: str, count: int, spec: CodeSpec) -> 
                 break
             want = min(count - made, _BLOCK)
             codes = [spec.finish(body) for body in spec.random_bodies(want)]
-            made += insert_codes(conn, pool_id, batch_id, plain=codes)
+            added = insert_codes(conn, pool_id, batch_id, plain=codes)
+            made += added
+            if progress is not None:
+                progress(added)
         if made < count:
             raise GenerationError(f"could not find {count} unused codes for pool {pool_id!r}")
         conn.execute(update(ImportBatch).where(ImportBatch.id == batch_id).values(accepted=made))

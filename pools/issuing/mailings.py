@@ -166,6 +166,25 @@ def issued_customers_in(
     return int(conn.execute(query).scalar_one())
 
 
+def served_customers_in(
+    conn: Connection, mailing_id: str, pool_ids: Sequence[str], customer_ids: Sequence[str]
+) -> int:
+    """How many of these customers this mailing already gave an initial code from
+    one of the pools (what an interrupted or earlier run of it left done)."""
+    if not customer_ids or not pool_ids:
+        return 0
+    query = select(func.count(func.distinct(Issuance.customer_id))).where(
+        Issuance.mailing_id == mailing_id,
+        # Named pool by pool, so each customer is looked up in the mailing's
+        # unique index (mailing, pool, customer) instead of scanning the mailing.
+        Issuance.pool_id.in_(list(pool_ids)),
+        one_of(conn, Issuance.customer_id, customer_ids),
+        Issuance.kind == IssuanceKind.INITIAL,
+        Issuance.returned_at.is_(None),
+    )
+    return int(conn.execute(query).scalar_one())
+
+
 @dataclass
 class MailingView:
     id: str

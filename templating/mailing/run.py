@@ -52,6 +52,7 @@ from pools.issuing.mailings import (
     Skip,
     finish_run,
     issued_customers_in,
+    served_customers_in,
     start_run,
 )
 from pools.store.clock import utcnow
@@ -280,27 +281,45 @@ def plan_render(engine: Engine, request: RenderRequest) -> tuple[MessageTemplate
     return template, RenderPlan(template.compiled, plan_pools(engine, template))
 
 
-def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
+@dataclass(frozen=True)
+class RenderCount:
+    """What the preflight found, told before the first recipient renders."""
+
+    #: Recipients this run renders (the shard's, when it renders one).
+    recipients: int
+    #: Of them, those earlier runs of the mailing already gave codes: a
+    #: re-run renders their messages again with the same codes.
+    served_before: int = 0
+
+
+def preflight(
+    engine: Engine, request: RenderRequest, plan: PoolPlan, *, count_served: bool = False
+) -> RenderCount:
     """Read the whole recipients file once, before any code moves; returns how many.
 
     Any bad line fails here. With ``--on-exhausted stop`` a mailing its
-    pools cannot cover is refused, naming pool, needed and available.
+    pools cannot cover is refused, naming pool, needed and available. With
+    ``count_served``, the recipients earlier runs gave codes are counted too.
     """
     keep = slice_filter(request.shard)
     check = request.on_exhausted is OnExhausted.STOP
     recipients = 0
+    served_before = 0
     with read_transaction(engine) as conn:
         # Served means "in this recipients file and already given a code", not
         # "given a code by this mailing": a re-run with other recipients than
         # before must not count the earlier ones as covered.
         served = dict.fromkeys(plan.issuing, 0)
         # Only a re-run has served anyone: a first run looks up no batch.
-        earlier = [p for p in plan.issuing if check and p not in plan.untouched]
+        touched = [p for p in plan.issuing if p not in plan.untouched]
+        earlier = touched if check else []
         ids = (r.id for r in read_recipients(request.recipients_path, keep, with_fields=False))
         while batch := list(islice(ids, PREFLIGHT_BATCH)):
             recipients += len(batch)
             for pool_id in earlier:
                 served[pool_id] += issued_customers_in(conn, request.mailing_id, pool_id, batch)
+            if count_served:
+                served_before += served_customers_in(conn, request.mailing_id, touched, batch)
         for pool_id in plan.issuing if check else ():
             pool = plan.pools[pool_id]
             missing = recipients - served[pool_id]
@@ -312,7 +331,7 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
             available = available_count(conn, pool_id)
             if needed > available:
                 raise PoolExhausted(pool_id, needed, available)
-    return recipients
+    return RenderCount(recipients, served_before)
 
 
 class ChunkPipeline:
@@ -558,12 +577,17 @@ def render_mailing(
     progress: Callable[[int], None] | None = None,
     *,
     engine: Engine | None = None,
+    counted: Callable[[RenderCount], None] | None = None,
 ) -> RenderSummary:
     """Render the mailing (or this shard of it) and record the run.
 
     ``engine`` is the caller's own engine for ``request.db_url`` when it has
     one (the command line does); otherwise the render opens one and closes
     it at the end.
+
+    ``progress`` is told how many more recipients were rendered and recorded,
+    chunk by chunk; ``counted``, once, what the preflight found before the
+    first one renders (a progress bar's total).
 
     Raises :class:`pools.issuing.leases.LeaseHeld` (changing nothing) while another
     run of the same mailing and shard holds its lease, and
@@ -573,7 +597,7 @@ def render_mailing(
     if engine is None:
         own = open_engine(StoreConfig(request.db_url))
         try:
-            return render_mailing(request, progress, engine=own)
+            return render_mailing(request, progress, engine=own, counted=counted)
         finally:
             own.dispose()
     _start_worker_server(request)
@@ -593,7 +617,7 @@ def render_mailing(
     try:
         with keeper:
             summary = _render_leased(
-                request, progress, engine, template, plan, lease, keeper, stop, started
+                request, progress, counted, engine, template, plan, lease, keeper, stop, started
             )
     except BaseException:
         if keeper.lost is None:
@@ -663,6 +687,7 @@ def _lost_lease(engine: Engine, lease: Lease, keeper: LeaseKeeper) -> LeaseLost 
 def _render_leased(
     request: RenderRequest,
     progress: Callable[[int], None] | None,
+    counted: Callable[[RenderCount], None] | None,
     engine: Engine,
     template: MessageTemplate,
     plan: RenderPlan,
@@ -682,7 +707,8 @@ def _render_leased(
         plan,
         pools=replace(plan.pools, untouched=untouched, ref_key=ref_key, returns=returns),
     )
-    total = preflight(engine, request, plan.pools)
+    count = preflight(engine, request, plan.pools, count_served=counted is not None)
+    total = count.recipients
     start_run(
         engine,
         request.mailing_id,
@@ -692,6 +718,8 @@ def _render_leased(
         lease,
     )
     reclaim_expired(engine)
+    if counted is not None:
+        counted(count)
     run_id = uuid.uuid4().hex[:12]
     helpers = request.store_process
     if helpers is None:
