@@ -27,7 +27,8 @@ from sqlalchemy import Engine
 
 from delivery import WebhookConfig
 from pools import EventApplier, StoreConfig, open_engine
-from service import preview, problems
+from service import api_docs, preview, problems
+from service.access_log import AccessLog
 from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
 from service.bodies import BodyLimit
 from service.hosts import HostCheck, HostRule
@@ -42,6 +43,8 @@ from templating import TemplateProcesses
 THREADS = 32
 ROUTERS: tuple[ScopedRouter, ...] = (
     meta_router,
+    # /api/docs and the Swagger UI files it loads, from the installed package.
+    api_docs.router,
     pools_router,
     redeem_router,
     people_router,
@@ -117,8 +120,10 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     rule = HostRule.for_address(config.host, config.port)
     if rule is not None:
-        # Outermost: a request for another host is answered before anything runs.
+        # Outside the rest: a request for another host is answered before anything runs.
         app.add_middleware(HostCheck, rule=rule)
+    # Outermost: every answer is logged, those of the checks above included.
+    app.add_middleware(AccessLog)
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

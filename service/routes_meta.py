@@ -1,12 +1,12 @@
-"""Liveness and the API description: the routes that need no token."""
+"""Liveness and the API description: the routes that need no token (the
+document's interactive page: :mod:`service.api_docs`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from pools import StoreError, store_connection
@@ -37,8 +37,3 @@ def healthz(request: Request) -> dict[str, Any]:
 @router.get(OPENAPI_URL, scope=Open.PUBLIC, include_in_schema=False)
 def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
-
-
-@router.get("/api/docs", scope=Open.PUBLIC, include_in_schema=False)
-def docs() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="promomail API")

@@ -17,6 +17,8 @@ from types import FrameType
 
 import uvicorn
 
+from pools import redact_url
+from service.api_docs import DOCS_URL
 from service.app import ServiceConfig, create_app
 
 GRACE_SECONDS = 10
@@ -56,7 +58,6 @@ def serve(config: ServiceConfig) -> None:
     except BaseException:
         sock.close()
         raise
-    shown = f"[{host}]" if ":" in host else host
     uv_config = uvicorn.Config(
         app,
         log_level="warning",
@@ -65,6 +66,35 @@ def serve(config: ServiceConfig) -> None:
         lifespan="on",
         server_header=False,
     )
-    logging.getLogger("promomail.service").setLevel(logging.INFO)
-    print(f"promomail serve: listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+    _log_to_stderr()
+    print(_banner(host, port, config.db_url), file=sys.stderr, flush=True)
     _Server(uv_config).run(sockets=[sock])
+
+
+def _banner(host: str, port: int, db_url: str) -> str:
+    """Where the server listens, where a browser finds its pages, and its store."""
+    listening = f"http://{_bracketed(host)}:{port}"
+    # A wildcard address is no place to browse to: this machine is reached by loopback.
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    browse = f"http://{_bracketed(local)}:{port}"
+    return (
+        f"promomail serve: listening on {listening}\n"
+        f"  preview page  {browse}/\n"
+        f"  API docs      {browse}{DOCS_URL}\n"
+        f"  store         {redact_url(db_url)}"
+    )
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _log_to_stderr() -> None:
+    """The server's log on stderr: warnings and errors, and a line per request
+    (:mod:`service.access_log`)."""
+    logger = logging.getLogger("promomail")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

@@ -249,6 +249,7 @@ def test_every_route_declares_its_scope(app_engine: Engine) -> None:
     public = sorted(r.path for r in routes if r.scope is Open.PUBLIC)
     assert public == [
         "/api/docs",
+        "/api/docs/{name}",
         "/api/v1/openapi.json",
         "/healthz",
         "/preview/login",

@@ -7,7 +7,6 @@ Screenshots are kept in each test's tmp folder.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -15,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium
 from cli_helpers import Cli
 from service_helpers import Server, Store, open_store, start_server, stop_cleanly, token
 from store_helpers import make_pool, snapshot
 
 from pools import StoreConfig, open_engine
 
-CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000
 
 WELCOME = """{% block subject %}Welcome, {{ client.first_name | default('friend') }}{% endblock %}
@@ -35,29 +34,9 @@ WELCOME = """{% block subject %}Welcome, {{ client.first_name | default('friend'
 AGAIN = "Your last code was {{ client.last_promocode('pv') }}, {{ client.first_name }}.\n"
 
 
-def _browser_or_reason() -> str | None:
-    if CHROMIUM.exists():
-        return None
-    return f"{CHROMIUM} is not installed"
-
-
 @pytest.fixture(scope="module")
 def playwright_browser() -> Iterator[Any]:
-    reason = _browser_or_reason()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: the browser tests must run in CI")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    yield from chromium()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

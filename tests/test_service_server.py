@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
 
-from service_helpers import PROMOMAIL
+import pytest
+from service_helpers import PROMOMAIL, open_store, start_server, stop_cleanly, token
+from sqlalchemy.engine import make_url
 
 from service.server import bind
 
@@ -101,3 +104,49 @@ def test_a_store_that_stops_answering_is_a_503_without_its_url() -> None:
         assert answer.headers["content-type"] == "application/problem+json"
         assert "cannot be reached" in answer.json()["detail"]
         assert "s3cretpw" not in answer.text and "bob" not in answer.text
+
+
+_ACCESS = re.compile(r"(GET|POST|PATCH|DELETE) (\S+) (\d{3}) \d+\.\d ms")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_serve_names_its_pages_and_store_and_logs_every_request(kind: str, tmp_path: Path) -> None:
+    for store in open_store(kind, tmp_path):
+        url = store.url
+        if kind == "postgresql":
+            # The test server trusts local clients: a password is accepted and ignored.
+            url = make_url(url).set(password="s3cret-pw").render_as_string(hide_password=False)
+        server = start_server(url)
+        secret = token(store, "read")
+        try:
+            with server.client(secret) as client:
+                asked = [
+                    ("GET", "/healthz", client.get("/healthz")),
+                    ("GET", "/api/v1/pools", client.get("/api/v1/pools")),
+                    # A query a careless client put a secret in.
+                    ("GET", "/api/v1/pools", client.get("/api/v1/pools?password=q-s3cret")),
+                    ("GET", "/api/docs", client.get("/api/docs")),
+                    ("GET", "/api/v1/nowhere", client.get("/api/v1/nowhere")),
+                    ("GET", "/healthz", client.get("/healthz", headers={"Host": "evil.test"})),
+                    ("POST", "/api/v1/redemptions", client.post("/api/v1/redemptions", json={})),
+                ]
+            with server.client("pm_" + "x" * 43) as stranger:
+                asked.append(("GET", "/api/v1/pools", stranger.get("/api/v1/pools")))
+        finally:
+            stop_cleanly(server)
+        statuses = [answer.status_code for _, _, answer in asked]
+        assert statuses == [200, 200, 422, 200, 404, 421, 403, 401], statuses
+
+        lines = server.stderr.splitlines()
+        shown = url if kind == "sqlite" else url.replace(":s3cret-pw@", ":***@")
+        assert lines[:4] == [
+            f"promomail serve: listening on {server.url}",
+            f"  preview page  {server.url}/",
+            f"  API docs      {server.url}/api/docs",
+            f"  store         {shown}",
+        ]
+        logged = [m.groups() for m in map(_ACCESS.fullmatch, lines[4:]) if m]
+        assert logged == [(m, p, str(answer.status_code)) for m, p, answer in asked]
+        for never in ("s3cret-pw", "q-s3cret", secret, "x" * 43, "Authorization"):
+            assert never not in server.stderr, never
+        assert not any("?" in line for line in lines[4:]), "no query string is logged"
