@@ -59,6 +59,7 @@ from pools.store.db import StoreConfig, open_engine, read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, MailingError
 from templating.mailing.chunks import Abandoned, ChunkRenderer, PoolPlan, Prepared, RenderedChunk
+from templating.mailing.columns import check_columns
 from templating.mailing.heap import long_lived_frozen
 from templating.mailing.options import (
     CHUNK_SIZE,
@@ -69,9 +70,11 @@ from templating.mailing.options import (
 )
 from templating.mailing.outputs import MessageWriter, OutputTarget
 from templating.mailing.recipients import (
+    Duplicate,
     Recipient,
     RecipientSlice,
     Shard,
+    duplicates_in,
     read_recipients,
     slice_filter,
 )
@@ -158,6 +161,9 @@ class RenderSummary:
     low_stock: list[LowStockAlert] = field(default_factory=list)
     #: The earlier run whose expired lease this run took over, described.
     took_over: str | None = None
+    #: Ids the recipients file (this shard of it) holds more than once.
+    duplicates: list[Duplicate] = field(default_factory=list)
+    recipients_file: str = ""
 
     @property
     def recipients(self) -> int:
@@ -218,10 +224,9 @@ class RenderSummary:
             "seconds": round(self.seconds, 3),
             "recipients_per_second": round(self.rate, 1),
             "stopped_at_pool": self.stopped_at_pool,
-            "failures": [
-                {"recipient": r, "line": line, "reason": reason} for r, line, reason in self.failed
-            ],
-            "skipped_recipients": [{"recipient": r, "reason": why} for r, why in self.skipped],
+            "failures": [failure.as_dict() for failure in self.failed],
+            "skipped_recipients": [skip.as_dict() for skip in self.skipped],
+            "duplicates": [duplicate.as_dict() for duplicate in self.duplicates],
             "low_stock": [alert.as_dict() for alert in self.low_stock],
         }
 
@@ -275,19 +280,38 @@ class RenderPlan:
 
 
 def plan_render(engine: Engine, request: RenderRequest) -> tuple[MessageTemplate, RenderPlan]:
-    """Read, compile and analyse the template and resolve its pools, once per run."""
+    """Read, compile and analyse the template and resolve its pools, once per run.
+
+    Refuses (:class:`MissingColumns`) a template that reads, with no fallback,
+    a column the recipients file does not have: it would fail every recipient.
+    """
     template = MessageTemplate.from_file(request.template_path)
-    return template, RenderPlan(template.compiled, plan_pools(engine, template))
+    pools = plan_pools(engine, template)
+    refusal = check_columns(template.name, template.usage, request.recipients_path).refusal()
+    if refusal is not None:
+        raise refusal
+    return template, RenderPlan(template.compiled, pools)
 
 
-def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
-    """Read the whole recipients file once, before any code moves; returns how many.
+@dataclass(frozen=True)
+class Preflight:
+    """What the preflight's read of the whole recipients file found."""
+
+    #: Recipients of this shard, each id once.
+    recipients: int
+    #: Ids of this shard the file holds more than once (each rendered once).
+    duplicates: list[Duplicate] = field(default_factory=list)
+
+
+def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> Preflight:
+    """Read the whole recipients file once, before any code moves.
 
     Any bad line fails here. With ``--on-exhausted stop`` a mailing its
     pools cannot cover is refused, naming pool, needed and available.
     """
     keep = slice_filter(request.shard)
     check = request.on_exhausted is OnExhausted.STOP
+    repeats: list[tuple[str, int]] = []
     recipients = 0
     with read_transaction(engine) as conn:
         # Served means "in this recipients file and already given a code", not
@@ -296,7 +320,13 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
         served = dict.fromkeys(plan.issuing, 0)
         # Only a re-run has served anyone: a first run looks up no batch.
         earlier = [p for p in plan.issuing if check and p not in plan.untouched]
-        ids = (r.id for r in read_recipients(request.recipients_path, keep, with_fields=False))
+        read = read_recipients(
+            request.recipients_path,
+            keep,
+            with_fields=False,
+            repeated=lambda rid, line: repeats.append((rid, line)),
+        )
+        ids = (r.id for r in read)
         while batch := list(islice(ids, PREFLIGHT_BATCH)):
             recipients += len(batch)
             for pool_id in earlier:
@@ -312,7 +342,7 @@ def preflight(engine: Engine, request: RenderRequest, plan: PoolPlan) -> int:
             available = available_count(conn, pool_id)
             if needed > available:
                 raise PoolExhausted(pool_id, needed, available)
-    return recipients
+    return Preflight(recipients, duplicates_in(request.recipients_path, repeats, keep))
 
 
 class ChunkPipeline:
@@ -682,7 +712,8 @@ def _render_leased(
         plan,
         pools=replace(plan.pools, untouched=untouched, ref_key=ref_key, returns=returns),
     )
-    total = preflight(engine, request, plan.pools)
+    checked = preflight(engine, request, plan.pools)
+    total = checked.recipients
     start_run(
         engine,
         request.mailing_id,
@@ -730,6 +761,8 @@ def _render_leased(
         seconds=time.monotonic() - started,
         output=str(request.output.path) if request.output.path else "-",
         took_over=lease.took_over.describe() if lease.took_over else None,
+        duplicates=checked.duplicates,
+        recipients_file=request.recipients_path,
     )
     # After the codes moved, never before: a failing sink only warns.
     summary.low_stock = check_low_stock(engine, plan.pools.issuing)
