@@ -124,6 +124,15 @@ if TYPE_CHECKING:
     default=DEFAULT_LEASE_SECONDS,
     hidden=True,
 )
+@click.option(
+    "--failures",
+    "failures_file",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Write every recipient not rendered (failed or skipped), with line and reason, "
+    "to FILE: CSV when it ends in .csv, else JSON Lines. The terminal shows a few "
+    "examples and a count by reason.",
+)
 @var_option
 @json_option
 @click.pass_context
@@ -140,6 +149,7 @@ def render(
     wait_seconds: float,
     chunk_size: int,
     lease_seconds: float,
+    failures_file: str | None,
     variables: tuple[str, ...],
     as_json: bool,
 ) -> None:
@@ -153,7 +163,13 @@ def render(
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
     # Jinja2 and the render machinery only for a render: ``mailings`` and
     # ``mailing …`` in this module are store commands.
-    from templating import RenderRequest, render_mailing
+    from templating import RenderRequest, failures_target, render_mailing
+
+    if failures_file is not None:
+        try:
+            failures_target(failures_file)
+        except InvalidSetting as exc:
+            raise misused_options(exc, ctx) from exc
 
     try:
         # The library knows which targets work (an eml render needs a folder):
@@ -188,19 +204,27 @@ def render(
         result = render_mailing(
             request, bar.advance, engine=engine, counted=counted if bar.shown else None
         )
-    _report_render(result, as_json)
+    _report_render(result, as_json, failures_file)
 
 
-def _report_render(result: RenderSummary, as_json: bool) -> None:
+def _report_render(result: RenderSummary, as_json: bool, failures_file: str | None) -> None:
+    from templating import duplicates_digest, failed_digest, skipped_digest, write_failures
+
     if as_json:
         emit_json(result.as_dict())
     warn_low_stock(result.low_stock)
     if result.took_over:
         note(f"Took over from the earlier run ({result.took_over}), which had stopped.")
-    for recipient, line, reason in result.failed:
-        note(f"recipient {recipient} (line {line}) failed: {reason}")
-    for recipient, reason in result.skipped:
-        note(f"recipient {recipient} skipped: {reason}")
+    repeated = duplicates_digest(result.duplicates, result.recipients_file)
+    failed = failed_digest(result.failed)
+    skipped = skipped_digest(result.skipped)
+    for digest, noun in ((repeated, "ids repeated"), (failed, "failed"), (skipped, "skipped")):
+        for line in digest.lines(noun):
+            note(line)
+    if not as_json and not repeated.whole:
+        note("Every repeated id with both its lines: --json.")
+    if not as_json and failures_file is None and not (failed.whole and skipped.whole):
+        note("Every recipient not rendered, with its line and reason: --failures FILE, or --json.")
     shown = f"{result.seconds:.1f}" if result.seconds >= 1 else f"{result.seconds:.2f}"
     note(
         f"Mailing {result.mailing} ({result.shard}): {result.recipients:,} recipients, "
@@ -210,6 +234,9 @@ def _report_render(result: RenderSummary, as_json: bool) -> None:
     )
     if result.output != "-":
         note(f"Output: {result.output}")
+    if failures_file is not None:
+        # After the summary, which a file that cannot be written must not take away.
+        write_failures(failures_file, result.failed, result.skipped)
     if result.interrupted:
         raise CommandFailed(
             f"interrupted: {result.rendered:,} recipients rendered and recorded; run the same "
@@ -408,12 +435,22 @@ def mailing_cancel(
 def _report_return(report: ReturnReport, as_json: bool) -> None:
     if as_json:
         emit_json(report.as_dict())
+    else:
+        kept = report.kept
+        say(
+            f"Mailing {report.mailing}: {plural(report.returned, 'code')} back in their pools; "
+            f"kept {kept.redeemed:,} redeemed, {kept.reissued:,} reissued, "
+            f"{kept.multi_use:,} multi-use."
+        )
+        if report.not_issued:
+            note(f"{plural(report.not_issued, 'listed recipient')} held no code from this mailing")
+    failure = report.unmatched_error()
+    if failure is None:
         return
-    kept = report.kept
-    say(
-        f"Mailing {report.mailing}: {plural(report.returned, 'code')} back in their pools; "
-        f"kept {kept.redeemed:,} redeemed, {kept.reissued:,} reissued, "
-        f"{kept.multi_use:,} multi-use."
-    )
-    if report.not_issued:
-        note(f"{plural(report.not_issued, 'listed recipient')} held no code from this mailing")
+    if len(report.unmatched) > 1:
+        unmatched = report.unmatched_digest()
+        for line in unmatched.lines("matched nobody"):
+            note(line)
+        if not unmatched.whole and not as_json:
+            note("Every unmatched line: --json.")
+    raise CommandFailed(failure)

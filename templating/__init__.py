@@ -42,6 +42,13 @@ if TYPE_CHECKING:
     from templating.mailing.recipients import Recipient, Shard, read_recipients
     from templating.mailing.returns import return_listed
     from templating.mailing.run import RenderCount, RenderRequest, RenderSummary, render_mailing
+    from templating.mailing.setbacks import (
+        duplicates_digest,
+        failed_digest,
+        failures_target,
+        skipped_digest,
+        write_failures,
+    )
     from templating.mailing.sources import PLACEHOLDER, OnExhausted
     from templating.template.analysis import TemplateUsage, analyze
     from templating.template.client import Client, CodeSource
@@ -91,6 +98,11 @@ _HOMES: dict[str, str] = {
     "CHUNK_SIZE": "templating.mailing.options",
     "MAX_WORKERS": "templating.mailing.options",
     "return_listed": "templating.mailing.returns",
+    "duplicates_digest": "templating.mailing.setbacks",
+    "failed_digest": "templating.mailing.setbacks",
+    "failures_target": "templating.mailing.setbacks",
+    "skipped_digest": "templating.mailing.setbacks",
+    "write_failures": "templating.mailing.setbacks",
 }
 
 if not TYPE_CHECKING:  # type checkers read the imports above instead
@@ -128,6 +140,9 @@ __all__ = [
     "UnwritableMessage",
     "analyze",
     "check_template",
+    "duplicates_digest",
+    "failed_digest",
+    "failures_target",
     "make_environment",
     "parse_chunk_size",
     "parse_seconds",
@@ -138,4 +153,6 @@ __all__ = [
     "read_recipients",
     "render_mailing",
     "return_listed",
+    "skipped_digest",
+    "write_failures",
 ]

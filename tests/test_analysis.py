@@ -6,7 +6,7 @@ from pathlib import Path
 
 from templating.template.analysis import NonLiteralPool, TemplateUsage, analyze
 from templating.template.environment import make_environment
-from templating.template.message import parse_template
+from templating.template.message import MessageTemplate, parse_template
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_templates"
 
@@ -101,3 +101,21 @@ def test_sample_templates() -> None:
     assert reminder.issues_from == {} and list(reminder.reissues_from) == ["welcome"]
     sms = of("sms.j2")
     assert list(sms.issues_from) == ["flash"] and set(sms.columns) == {"first_name", "vip"}
+
+
+def test_columns_read_with_a_fallback_and_in_partials_are_told_apart(tmp_path: Path) -> None:
+    (tmp_path / "footer.j2").write_text("\n{{ client.team }}\n", encoding="utf-8")
+    source = (
+        "{{ client.nickname|default('friend') }} {{ client['vip'] is defined }}\n"
+        "{{ client.first_name }} {{ client.nickname }}\n"
+        "{% include 'footer.j2' %}\n"
+        "{{ client.city|d('') }} {{ client.email|lower }}"
+    )
+    (tmp_path / "message.j2").write_text(source, encoding="utf-8")
+    usage = MessageTemplate.from_file(tmp_path / "message.j2").usage
+    assert usage.columns == {
+        "nickname": 1, "vip": 1, "first_name": 2, "team": 3, "city": 4, "email": 4,
+    }  # fmt: skip
+    assert usage.optional_columns == {"nickname", "vip", "city"}
+    assert usage.required_columns == {"first_name": 2, "team": 3, "email": 4}
+    assert usage.column_partials == {"team": ("footer.j2", 2)}

@@ -124,6 +124,7 @@ def test_mailing_return_gives_codes_back_and_a_rerun_replaces_them(run: Cli) -> 
         "mailing": "m-1",
         "returned": 1,
         "kept": {"redeemed": 1, "reissued": 0, "multi_use": 0},
+        "unmatched": [],
     }
     by_email = _bounces(run, "suppressed.csv", "Email", ["BOB@example.com"])
     human = run("mailing", "return", "m-1", "--recipients", by_email)
@@ -155,8 +156,6 @@ def test_mailing_return_refusals_change_nothing(run: Cli) -> None:
     run.render(run.template(SPRING), run.recipients(["ann"]), "m-1")
     before = _snapshot(run)
     stranger = _bounces(run, "unknown.csv", "email", ["nobody@example.com"])
-    line = error_line(run("mailing", "return", "m-1", "--recipients", stranger))
-    assert "unknown.csv, line 2" in line and "nobody@example.com" in line
     no_column = _bounces(run, "plain.csv", "address_line", ["x"])
     assert "plain.csv, line 1" in error_line(
         run("mailing", "return", "m-1", "--recipients", no_column)
@@ -165,6 +164,51 @@ def test_mailing_return_refusals_change_nothing(run: Cli) -> None:
     assert _snapshot(run) == before
     help_text = run("mailing", "return", "--help").stdout
     assert "customer_id" in help_text and "email_address" in help_text
+
+
+def test_a_bounce_list_returns_what_matches_and_names_each_line_that_did_not(run: Cli) -> None:
+    run.pool("spring", generate=10)
+    everyone = run.recipients(["ann", "bob", "cid", "dan"])
+    run.render(run.template(SPRING), everyone, "m-1")
+    available = run.pools()["spring"]["available"]
+    # An export as Excel writes it in many locales: ';', a byte order mark, CR LF.
+    export = run.folder / "bounces.csv"
+    export.write_text(
+        "\ufeffE-Mail;Reason\r\nANN@example.com;hard\r\nnobody@example.com;hard\r\n"
+        "cid@example.com;hard\r\n",
+        encoding="utf-8",
+    )
+    result = run("mailing", "return", "m-1", "--recipients", str(export))
+    assert result.exit_code == 1
+    assert result.stdout.startswith("Mailing m-1: 2 codes back in their pools")
+    assert result.stderr.splitlines() == [
+        f"Error: {export}, line 3: no recipient of mailing 'm-1' has the address "
+        "'nobody@example.com': nothing was returned for it; the other recipients' codes "
+        "went back"
+    ]
+    assert run.pools()["spring"]["available"] == available + 2
+
+    # Many unknown addresses: a few, a count, the lines; all of them in --json.
+    strangers = _bounces(
+        run, "day.csv", "email", [f"s{i}@example.com" for i in range(8)] + ["dan@example.com"]
+    )
+    many = run("mailing", "return", "m-1", "--recipients", strangers, "--json")
+    assert many.exit_code == 1
+    document = json.loads(many.stdout)
+    assert document["returned"] == 1
+    assert document["unmatched"] == [
+        {"line": i + 2, "address": f"s{i}@example.com"} for i in range(8)
+    ]
+    lines = many.stderr.splitlines()
+    assert lines[0] == (
+        f"{strangers}, line 2: no recipient of mailing 'm-1' has the address "
+        "'s0@example.com'; nothing returned for it"
+    )
+    assert lines[3] == "… and 5 more: 8 matched nobody in all, by reason:"
+    assert lines[-1] == (
+        f"Error: 8 addresses of {strangers} (lines 2, 3, 4, 5, 6, …) match no recipient of "
+        "mailing 'm-1': nothing was returned for them; the other recipients' codes went back"
+    )
 
 
 def test_mailing_cancel_asks_first(run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -512,6 +512,7 @@ def test_render_json_summary(run: Cli, welcome: str, tmp_path: Path) -> None:
         "stopped_at_pool": None,
         "failures": [],
         "skipped_recipients": [],
+        "duplicates": [],
         "low_stock": [],
     }
     assert summary_of(result)["rendered"] == "8"  # the summary line still goes to stderr
@@ -668,7 +669,11 @@ def test_on_exhausted_skip_leaves_recipients_out_and_lists_them(
     rendered = codes_of(read_jsonl(out))
     assert sorted([*skipped, *rendered]) == SAMPLE_IDS
     for recipient in skipped:
-        assert f"recipient {recipient} skipped: pool 'welcome' ran out of codes" in result.stderr
+        line = SAMPLE_IDS.index(recipient) + 2
+        assert (
+            f"recipient {recipient} (line {line}) skipped: pool 'welcome' ran out of codes"
+            in result.stderr
+        )
     assert summary_of(result)["skipped"] == "3"
     assert issued_codes(engine, "w1") == rendered
     assert code_states(engine, "welcome") == Counter({"issued": 5})

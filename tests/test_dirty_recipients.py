@@ -128,7 +128,7 @@ def test_a_message_that_cannot_be_written_fails_alone_and_consumes_nothing(
     for _attempt in range(2):  # a re-run gets as far: nothing stops at a bad recipient
         summary = render(db_url, template, recipients, "m1", out, fmt=fmt, chunk_size=2)
         assert summary.status == "finished" and summary.rendered == 2
-        failed = {recipient: (line, reason) for recipient, line, reason in summary.failed}
+        failed = {recipient: (line, reason) for recipient, line, reason, _kind in summary.failed}
         assert sorted(failed) == ["cr-name", "crlf-mail", "lf-name"]
         assert failed["crlf-mail"][0] == 3
         assert re.match(
@@ -195,7 +195,7 @@ def test_header_lookalikes_in_values_fail_the_eml_recipient(
     )
     out = tmp_path / "eml"
     summary = render(db_url, template, recipients, "m1", out, fmt=OutputFormat.EML)
-    [(recipient, _line, reason)] = summary.failed
+    [(recipient, _line, reason, _kind)] = summary.failed
     assert recipient == "ew" and "Subject header would read back as" in reason
     assert sorted(initial_codes(engine, "m1", "spring")) == ["ok"]
     assert [p.name for p in out.iterdir()] == ["ok.eml"]
@@ -313,7 +313,7 @@ def test_recipients_without_exactly_one_address_fail_and_get_no_code(
     summary = render(db_url, template, recipients, "m1", out, fmt=fmt, chunk_size=4)
 
     assert summary.rendered == 1 and len(summary.failed) == len(NOT_ONE_ADDRESS)
-    for recipient, line, reason in summary.failed:
+    for recipient, line, reason, _kind in summary.failed:
         assert reason.startswith(f"{recipients}, line {line}, column 'email': ")
         assert int(recipient[3:]) == line - 3
     assert sorted(initial_codes(engine, "m1", "spring")) == ["good"]
@@ -413,7 +413,7 @@ def test_the_writer_never_replaces_a_message_it_wrote_in_this_run(
     rows = [["id", "email", "first_name"], ["a", "a@example.com", "A"], ["b", "b@example.com", "B"]]
     out = tmp_path / "eml"
     summary = render(db_url, template, _csv(tmp_path, rows), "m1", out, fmt=OutputFormat.EML)
-    [(recipient, _line, reason)] = summary.failed
+    [(recipient, _line, reason, _kind)] = summary.failed
     assert recipient == "b" and "already taken in this run by recipient 'a'" in reason
     assert sorted(initial_codes(engine, "m1", "spring")) == ["a"]
     assert str(_parse_eml(out / "same.eml")["X-Promomail-Recipient"]) == "a"
@@ -574,7 +574,7 @@ def test_any_values_either_render_exactly_or_fail_alone(
     written = _written(out, fmt)
     event(f"rendered {min(len(written), 2)}+, failed {min(len(summary.failed), 2)}+")
     stored = initial_codes(engine, mailing, "spring")
-    failed = {recipient for recipient, _line, _reason in summary.failed}
+    failed = {recipient for recipient, _line, _reason, _kind in summary.failed}
     # Never a code recorded for a message that was not written, nor the reverse.
     assert sorted(written) == sorted(stored)
     assert not failed & set(written)
@@ -600,5 +600,5 @@ def test_any_values_either_render_exactly_or_fail_alone(
             assert message["to"] == [address_header(address).addresses[0].addr_spec]
         else:
             assert message["to"] == [address]
-    for recipient, line, reason in summary.failed:
+    for recipient, line, reason, _kind in summary.failed:
         assert reason and line >= 1 and recipient in by_id

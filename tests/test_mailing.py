@@ -563,7 +563,11 @@ def test_check_reports_pools_and_problems_and_writes_nothing(
     assert (3, "pool 'empty' has no available codes") in problems
     assert (3, "pool 'missing' does not exist") in problems
     assert (4, "client.promocode() needs the pool as a string literal") in problems
-    assert (4, f"client.nickname is not a column of {recipients}") in problems
+    assert (
+        4,
+        f"client.nickname is not a column of {recipients} "
+        "(its header, line 1: id,email,first_name)",
+    ) in problems
     assert len(problems) == 4
     # What a front end shows: each problem on a line naming the template, and a verdict.
     lines = report.problem_lines()

@@ -39,7 +39,6 @@ import templating.template.message as message_module
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.issuing.claiming import claim
 from pools.issuing.mailings import show_mailing
-from templating.mailing.run import RenderCount
 from templating.mailing.sources import OnExhausted
 from templating.template import limits
 
@@ -168,9 +167,9 @@ def _drain_after_preflight(
     monkeypatch: pytest.MonkeyPatch, engine: Engine, pool: str, count: int
 ) -> None:
     """A concurrent mailing takes ``count`` codes right after the real preflight passed."""
-    real: Callable[..., RenderCount] = mailing_module.preflight
+    real: Callable[..., Any] = mailing_module.preflight
 
-    def preflight_then_drain(*args: Any, **kwargs: Any) -> RenderCount:
+    def preflight_then_drain(*args: Any, **kwargs: Any) -> Any:
         found = real(*args, **kwargs)
         claim(engine, pool, "concurrent", [f"other-{i}" for i in range(count)])
         return found
@@ -230,7 +229,7 @@ def test_pool_running_out_with_skip_leaves_recipients_out_and_lists_them(
 
     assert summary.status == "finished" and summary.failed == []
     assert summary.rendered == 5
-    skipped = dict(summary.skipped)
+    skipped = {skip.recipient: skip.reason for skip in summary.skipped}
     assert sorted(skipped) == ids[5:]
     assert all("'spring' ran out of codes" in why for why in skipped.values())
     assert summary.as_dict()["skipped"] == 3
@@ -306,7 +305,7 @@ def test_a_recipient_missing_a_column_fails_alone_and_consumes_nothing(
     summary = render(db_url, template, recipients, "m1", out, chunk_size=4)
 
     assert not summary.ok and summary.status == "finished"
-    [(recipient, line, reason)] = summary.failed
+    [(recipient, line, reason, _kind)] = summary.failed
     assert (recipient, line) == (ids[2], 3)
     assert "'first_name'" in reason and "line 2" in reason
     assert summary.as_dict()["failed"] == 1
@@ -349,7 +348,7 @@ def test_hostile_template_code_fails_that_recipient_in_a_mailing(
 
     summary = render(db_url, template, recipients, "m1", out)
 
-    reasons = {recipient: reason for recipient, _line, reason in summary.failed}
+    reasons = {recipient: reason for recipient, _line, reason, _kind in summary.failed}
     assert sorted(reasons) == ["big", "evil", "slow"]
     assert "not allowed in templates" in reasons["evil"] or "undefined" in reasons["evil"]
     assert "rendering took longer than 0.3 s" in reasons["slow"]

@@ -16,6 +16,8 @@ from store_helpers import make_pool
 from pools.after_sending.redemption import redeem
 from pools.after_sending.returns import (
     CANCELLED,
+    AddressMatch,
+    Unmatched,
     cancel_mailing,
     match_addresses,
     read_return_list,
@@ -251,9 +253,11 @@ def test_return_lists_by_id_or_address(tmp_path: Path) -> None:
     mixed = read_return_list(jsonl)
     assert (mixed.ids, mixed.emails) == (["c"], [(3, "a@x.org")])
     directory = [("a", "a@x.org"), ("b", "b@x.org")]
-    assert match_addresses(mixed, directory, mailing_id="m1") == ["c", "a"]
-    with pytest.raises(ReturnListError, match=r"bounces.csv, line 4: .*'m1'.*nobody@x.org"):
-        match_addresses(by_address, directory, mailing_id="m1")
+    assert match_addresses(mixed, directory) == AddressMatch(["c", "a"], [])
+    # An address nobody has is kept with its line; the others still match.
+    assert match_addresses(by_address, directory) == AddressMatch(
+        ["b"], [Unmatched(4, "nobody@x.org")]
+    )
 
 
 @pytest.mark.parametrize(
@@ -265,7 +269,11 @@ def test_return_lists_by_id_or_address(tmp_path: Path) -> None:
         ("d.jsonl", "{oops\n", r"d.jsonl, line 1: not JSON"),
         ("e.csv", 'id\n"a"b\n', r"e.csv, line 2: malformed CSV"),
         # Ambiguous lists, refused as the recipients reader refuses them.
-        ("f.csv", "id,email,ID\na,a@x.org,b\n", r"f.csv, line 1: column 'id' appears more"),
+        (
+            "f.csv",
+            "id,email,ID\na,a@x.org,b\n",
+            r"f.csv, line 1: columns 'id' and 'ID' are both the 'id' column",
+        ),
         ("g.jsonl", '{"id": ["a", "b"]}\n', r"g.jsonl, line 1: 'id' holds a nested JSON value"),
         ("h.csv", 'id\nok\n"a\x01b"\n', r"h.csv, line 3: the id holds a control character"),
     ],

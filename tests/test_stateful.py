@@ -355,7 +355,7 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                 len(recipients) - len(handed) - len(left_out),
             )
             if policy is OnExhausted.SKIP:
-                assert [c for c, _ in summary.skipped] == left_out
+                assert [skip.recipient for skip in summary.skipped] == left_out
             else:
                 assert summary.skipped == []
                 assert left_out == [] or policy is OnExhausted.BLANK

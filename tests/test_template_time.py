@@ -408,7 +408,7 @@ def test_one_slow_recipient_fails_alone_in_one_process(
 ) -> None:
     template, recipients = _mailing(tmp_path, engine)
     summary = render(db_url, template, recipients, "m1", tmp_path / "out.jsonl")
-    [(recipient, _line, reason)] = summary.failed
+    [(recipient, _line, reason, _kind)] = summary.failed
     assert recipient == "slow" and "rendering took longer than 0.2 s" in reason
     assert summary.rendered == 3
 

@@ -29,19 +29,29 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from pools.digests import Digest, digest
 from pools.errors import MailingNotFound, ReturnListError
 from pools.identifiers import id_problem
 from pools.local_files import LineTooLong, bounded_lines, open_text
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
+from pools.tables import (
+    TableError,
+    describe_columns,
+    find_columns,
+    has_column,
+    sniff_delimiter,
+    take_sample,
+)
 
 #: Customer ids per statement: far below every database's bound-parameter limit.
 _CHUNK = 500
@@ -66,10 +76,50 @@ class ReturnReport:
     kept: KeptCodes
     #: Listed recipients this mailing holds no live code for (never issued, or returned before).
     not_issued: int = 0
+    #: Lines of the list whose address no recipient of the mailing has.
+    unmatched: tuple[Unmatched, ...] = ()
+    #: The list the recipients came from (a file), when they came from one.
+    source: str | None = None
+
+    def unmatched_error(self) -> str | None:
+        """The one line that says the return was partial, or None when every line matched."""
+        if not self.unmatched:
+            return None
+        source = self.source or "the list"
+        if len(self.unmatched) == 1:
+            [(line, address)] = self.unmatched
+            return (
+                f"{source}, line {line}: no recipient of mailing {self.mailing!r} has the "
+                f"address {address!r}: nothing was returned for it; the other recipients' "
+                "codes went back"
+            )
+        lines = ", ".join(str(u.line) for u in self.unmatched[:5])
+        more = ", …" if len(self.unmatched) > 5 else ""
+        return (
+            f"{len(self.unmatched):,} addresses of {source} (lines {lines}{more}) match no "
+            f"recipient of mailing {self.mailing!r}: nothing was returned for them; the other "
+            "recipients' codes went back"
+        )
+
+    def unmatched_digest(self) -> Digest:
+        """The unmatched lines for a person: a few, then how many."""
+        source = self.source or "the list"
+        return digest(
+            self.unmatched,
+            lambda u: (
+                f"{source}, line {u.line}: no recipient of mailing {self.mailing!r} "
+                f"has the address {u.address!r}; nothing returned for it"
+            ),
+            lambda _u: f"an address no recipient of mailing {self.mailing!r} has",
+        )
 
     def as_dict(self) -> dict[str, object]:
-        """The document ``mailing return --json`` and ``mailing cancel --json`` print."""
-        return {
+        """The document ``mailing return --json`` and ``mailing cancel --json`` print.
+
+        A return from a list also names the list's lines that matched nobody
+        (``unmatched``: ``[{"line", "address"}]``).
+        """
+        document: dict[str, object] = {
             "mailing": self.mailing,
             "returned": self.returned,
             "kept": {
@@ -78,6 +128,9 @@ class ReturnReport:
                 "multi_use": self.kept.multi_use,
             },
         }
+        if self.source is not None:
+            document["unmatched"] = [u.as_dict() for u in self.unmatched]
+        return document
 
 
 def return_codes(
@@ -294,8 +347,10 @@ def read_return_list(path: str | os.PathLike[str]) -> ReturnList:
     """Read a recipients file or a bounce list (CSV with a header, or JSON Lines).
 
     A row names its recipient by id (columns :data:`ID_COLUMNS`) or, lacking
-    one, by e-mail address (:data:`EMAIL_COLUMNS`); ``.jsonl``/``.ndjson``/
-    ``.json`` files hold one object per line with the same keys.
+    one, by e-mail address (:data:`EMAIL_COLUMNS`), the names in any case;
+    ``.jsonl``/``.ndjson``/``.json`` files hold one object per line with the
+    same keys. A CSV file's separator is sniffed (``,`` ``;`` tab ``|``), as
+    the recipients reader does (:mod:`pools.tables`).
     """
     source = Path(path)
     try:
@@ -307,9 +362,9 @@ def read_return_list(path: str | os.PathLike[str]) -> ReturnList:
                 rows = _csv_rows(source, lines)
             ids: list[str] = []
             emails: list[tuple[int, str]] = []
-            for line, row in rows:
-                found_id = _first(row, ID_COLUMNS)
-                found_email = _first(row, EMAIL_COLUMNS)
+            for line, id_values, email_values in rows:
+                found_id = _first(id_values)
+                found_email = _first(email_values)
                 if found_id:
                     # The rule the recipients reader applies: an id it would
                     # refuse names no recipient this store could have rendered.
@@ -327,44 +382,56 @@ def read_return_list(path: str | os.PathLike[str]) -> ReturnList:
         raise ReturnListError(f"{source}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ReturnListError(f"{source}: not UTF-8 text ({exc.reason})") from exc
+    except TableError as exc:
+        raise ReturnListError(str(exc)) from exc
     return ReturnList(str(source), ids, emails)
 
 
-def _first(row: dict[str, str], names: Sequence[str]) -> str:
-    for name in names:
-        value = row.get(name)
-        if value:
-            return value
-    return ""
+#: A row of a return list: its line, then its values in the id columns and in
+#: the address columns (each in the order of :data:`ID_COLUMNS`, :data:`EMAIL_COLUMNS`).
+_Row = tuple[int, list[str], list[str]]
 
 
-def _csv_rows(source: Path, handle: Iterator[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.reader(handle, strict=True)
+def _first(values: Sequence[str]) -> str:
+    return next((value for value in values if value), "")
+
+
+def _csv_rows(source: Path, lines: Iterator[str]) -> Iterator[_Row]:
+    sample, complete = take_sample(lines)
+    delimiter = sniff_delimiter(
+        sample, complete, lambda names: has_column(names, _ANY_COLUMN), source=str(source)
+    )
+    reader = csv.reader(chain(sample, lines), delimiter=delimiter, strict=True)
     try:
-        header = [h.strip().lower() for h in next(reader, [])]
-        # Two columns of one name: which id or address is meant cannot be told.
-        repeated = sorted({name for name in header if name and header.count(name) > 1})
-        if repeated:
-            raise ReturnListError(
-                f"{source}, line 1: column {repeated[0]!r} appears more than once"
-            )
-        if not any(name in header for name in (*ID_COLUMNS, *EMAIL_COLUMNS)):
+        header = next(reader, [])
+        id_columns = find_columns(header, ID_COLUMNS, source=str(source))
+        email_columns = find_columns(header, EMAIL_COLUMNS, source=str(source))
+        if not id_columns and not email_columns:
             raise ReturnListError(
                 f"{source}, line 1: the header names no recipient column: use one of "
-                f"{', '.join(ID_COLUMNS)} or {', '.join(EMAIL_COLUMNS)}"
+                f"{', '.join(ID_COLUMNS)} or {', '.join(EMAIL_COLUMNS)} (any case); the "
+                f"columns found: {describe_columns([name.strip() for name in header])}"
             )
+        previous = reader.line_num
         for row in reader:
+            # Where the record starts: a quoted value may span lines.
+            line, previous = previous + 1, reader.line_num
             if not any(cell.strip() for cell in row):
                 continue
             yield (
-                reader.line_num,
-                {name: cell.strip() for name, cell in zip(header, row, strict=False)},
+                line,
+                [row[i].strip() for i in id_columns if i < len(row)],
+                [row[i].strip() for i in email_columns if i < len(row)],
             )
     except csv.Error as exc:
         raise ReturnListError(f"{source}, line {reader.line_num}: malformed CSV ({exc})") from exc
 
 
-def _json_rows(source: Path, handle: Iterator[str]) -> Iterator[tuple[int, dict[str, str]]]:
+#: Every column name that names a recipient.
+_ANY_COLUMN = (*ID_COLUMNS, *EMAIL_COLUMNS)
+
+
+def _json_rows(source: Path, handle: Iterator[str]) -> Iterator[_Row]:
     for line, text in enumerate(handle, start=1):
         if not text.strip():
             continue
@@ -377,35 +444,54 @@ def _json_rows(source: Path, handle: Iterator[str]) -> Iterator[tuple[int, dict[
         nested = next((k for k, v in value.items() if isinstance(v, (dict, list))), None)
         if nested is not None:
             raise ReturnListError(f"{source}, line {line}: {nested!r} holds a nested JSON value")
-        yield (
-            line,
-            {str(k).strip().lower(): str(v).strip() for k, v in value.items() if v is not None},
-        )
+        keys = list(value)
+        cells = [str(v).strip() if v is not None else "" for v in value.values()]
+        id_keys = find_columns(keys, ID_COLUMNS, source=str(source), line=line, noun="key")
+        email_keys = find_columns(keys, EMAIL_COLUMNS, source=str(source), line=line, noun="key")
+        yield line, [cells[i] for i in id_keys], [cells[i] for i in email_keys]
+
+
+class Unmatched(NamedTuple):
+    """A line of a return list whose address no recipient of the mailing has."""
+
+    line: int
+    address: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "address": self.address}
+
+
+@dataclass(frozen=True)
+class AddressMatch:
+    """A return list's recipient ids, and the lines whose address matched nobody."""
+
+    ids: list[str]
+    unmatched: list[Unmatched]
 
 
 def match_addresses(
-    returns: ReturnList, directory: Iterable[tuple[str, str | None]], *, mailing_id: str
-) -> list[str]:
+    returns: ReturnList, directory: Iterable[tuple[str, str | None]]
+) -> AddressMatch:
     """The recipient ids of a return list, its addresses matched through ``directory``.
 
     ``directory`` gives (id, e-mail) of the mailing's recipients (its
-    recipients file). Addresses match case-insensitively; an address no
-    recipient has is an error naming the file and line, since a bounce
-    list for the wrong mailing must not go half-applied.
+    recipients file). Addresses match case-insensitively. An address no
+    recipient has is kept with its line in ``unmatched``: the others' codes
+    still go back (a bounce list often holds addresses of other mailings),
+    and the caller says which lines matched nobody.
     """
     ids = list(returns.ids)
     if not returns.emails:
-        return ids
+        return AddressMatch(ids, [])
     by_address: dict[str, str] = {}
     for recipient_id, address in directory:
         if address:
             by_address.setdefault(address.strip().casefold(), recipient_id)
+    unmatched: list[Unmatched] = []
     for line, address in returns.emails:
         matched = by_address.get(address.casefold())
         if matched is None:
-            raise ReturnListError(
-                f"{returns.source}, line {line}: no recipient of mailing {mailing_id!r} "
-                f"has the address {address!r}"
-            )
-        ids.append(matched)
-    return ids
+            unmatched.append(Unmatched(line, address))
+        else:
+            ids.append(matched)
+    return AddressMatch(ids, unmatched)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -17,10 +17,35 @@ from pools.store.db import read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent, one_of
 from pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
 
-#: A recipient whose message failed: (recipient id, line in the recipients file, reason).
-Failure = tuple[str, int, str]
-#: A recipient left out because a pool ran out: (recipient id, reason).
-Skip = tuple[str, str]
+
+class Failure(NamedTuple):
+    """A recipient whose message failed."""
+
+    recipient: str
+    #: Where the recipient is in the recipients file.
+    line: int
+    reason: str
+    #: The reason without what is this recipient's own (its line, its value):
+    #: many failures of one kind are told as one count.
+    kind: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recipient": self.recipient, "line": self.line, "reason": self.reason}
+
+
+class Skip(NamedTuple):
+    """A recipient left out because a pool ran out (``--on-exhausted skip``)."""
+
+    recipient: str
+    line: int
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        return self.reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recipient": self.recipient, "line": self.line, "reason": self.reason}
 
 
 @dataclass
@@ -47,12 +72,13 @@ class RunTotals:
     #: Stopped before the end when asked to (a signal, a lost lease, a gone run).
     interrupted: bool = False
 
-    def fail(self, recipient_id: str, line: int, reason: str) -> None:
-        self.failures.append((recipient_id, line, reason))
+    def fail(self, recipient_id: str, line: int, reason: str, kind: str | None = None) -> None:
+        """``kind``: the reason as every recipient failing alike has it (default: ``reason``)."""
+        self.failures.append(Failure(recipient_id, line, reason, reason if kind is None else kind))
         self.failed += 1
 
-    def skip(self, recipient_id: str, reason: str) -> None:
-        self.skips.append((recipient_id, reason))
+    def skip(self, recipient_id: str, line: int, reason: str) -> None:
+        self.skips.append(Skip(recipient_id, line, reason))
         self.skipped += 1
 
     def add(self, other: RunTotals) -> None:

@@ -15,7 +15,8 @@ from pools.errors import PromomailError
 from pools.store.db import read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, RecipientFailed
-from templating.mailing.recipients import Recipient, columns_of, read_recipients
+from templating.mailing.columns import check_columns
+from templating.mailing.recipients import Recipient, read_recipients
 from templating.mailing.sources import PreviewCodes
 from templating.template.client import Client
 from templating.template.message import MessageTemplate, read_template
@@ -138,12 +139,8 @@ def check_template(
             elif kind == "issue" and pool.counts.available == 0:
                 report.problems.append(Problem(line, f"pool {pool.id!r} has no available codes"))
     if recipients_path is not None:
-        known = set(columns_of(recipients_path))
-        for column, line in usage.columns.items():
-            if column not in known:
-                report.problems.append(
-                    Problem(line, f"client.{column} is not a column of {recipients_path}")
-                )
+        columns = check_columns(name, usage, recipients_path)
+        report.problems.extend(Problem(m.line, columns.problem(m)) for m in columns.missing)
     return report
 
 

@@ -247,7 +247,9 @@ class ChunkRenderer:
                     to = email if type(email) is str and plain(email) else one_address(email)
                 except ValueError as exc:
                     # Checked before rendering: one code must not reach two people.
-                    totals.fail(recipient.id, recipient.line, self._at(recipient, exc))
+                    totals.fail(
+                        recipient.id, recipient.line, self._at(recipient, exc), self._no_address
+                    )
                     continue
                 recipient_id = recipient.id
                 begin(recipient_id)
@@ -265,12 +267,14 @@ class ChunkRenderer:
                     continue
                 except UnwritableMessage as exc:
                     source.abort()
-                    totals.fail(recipient.id, recipient.line, self._unwritable(recipient, exc))
+                    totals.fail(recipient.id, recipient.line, *self._unwritable(recipient, exc))
                     continue
                 except PoolRanOut as exc:
                     source.abort()
                     if self.on_exhausted is OnExhausted.SKIP:
-                        totals.skip(recipient.id, f"pool {exc.pool_id!r} ran out of codes")
+                        totals.skip(
+                            recipient.id, recipient.line, f"pool {exc.pool_id!r} ran out of codes"
+                        )
                         continue
                     totals.stopped_at_pool = exc.pool_id
                     break
@@ -285,16 +289,23 @@ class ChunkRenderer:
     def _at(self, recipient: Recipient, exc: ValueError, column: str = "email") -> str:
         return f"{self.recipients_path}, line {recipient.line}, column {column!r}: {exc}"
 
-    def _unwritable(self, recipient: Recipient, exc: UnwritableMessage) -> str:
-        """The reason, naming the recipient's column that brought the character in."""
+    @property
+    def _no_address(self) -> str:
+        """What every recipient failed for its address has in common."""
+        return f"{self.recipients_path}, column 'email': not exactly one e-mail address"
+
+    def _unwritable(self, recipient: Recipient, exc: UnwritableMessage) -> tuple[str, str]:
+        """The reason, naming the recipient's column that brought the character in,
+        and the same without the line (the failure's kind)."""
         if exc.character is not None:
             for column, value in recipient.fields.items():
                 if isinstance(value, str) and exc.character in value:
-                    return (
-                        f"{self.recipients_path}, line {recipient.line}, column {column!r}: "
-                        f"the message cannot be written: {exc}"
-                    )
-        return f"{self.template.name}: the message cannot be written: {exc}"
+                    where = f"{self.recipients_path}, line {recipient.line}, column {column!r}"
+                    kind = f"{self.recipients_path}, column {column!r}"
+                    why = f"the message cannot be written: {exc}"
+                    return f"{where}: {why}", f"{kind}: {why}"
+        reason = f"{self.template.name}: the message cannot be written: {exc}"
+        return reason, reason
 
     def settle(self, prepared: Prepared, source: ChunkCodes) -> None:
         """Record the chunk; on any failure its codes go back to the pool."""

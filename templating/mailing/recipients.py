@@ -25,9 +25,9 @@ from __future__ import annotations
 import csv
 import json
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,7 +47,21 @@ from pools.identifiers import (
 )
 from pools.local_files import LineTooLong, bounded_lines, open_text
 from pools.sharding import stable_hash as stable_hash
+from pools.tables import (
+    TableError,
+    delimiter_name,
+    describe_columns,
+    find_columns,
+    has_column,
+    sniff_delimiter,
+    take_sample,
+    utf16_problem,
+)
 from templating.errors import RecipientError
+
+#: The columns of the recipient's id and address, found whatever their case.
+ID_COLUMN = "id"
+EMAIL_COLUMN = "email"
 
 #: Characters one line of a recipients file may hold: a file with no line end
 #: (or ``/dev/zero``) must not be read into memory whole.
@@ -145,14 +159,73 @@ def _csv_column(index: int, names: Sequence[str]) -> str:
 
 
 def columns_of(path: str | Path) -> list[str]:
-    """The recipients file's columns as templates see them (CSV header, first object's keys)."""
+    """The recipients file's columns as templates see them (CSV header, first object's keys).
+
+    The address column is also ``email`` when the file spells it otherwise
+    (``Email``, ``EMAIL``): every template reads it as ``client.email``.
+    """
     path = Path(path)
     if _is_jsonl(path):
         for recipient in read_recipients(path):
             return list(recipient.fields)
         return []
     with _open(path) as handle:
-        return _csv_header(path, csv.reader(_lines(handle), strict=True))
+        return _csv_table(path, handle).columns
+
+
+class FileColumns(NamedTuple):
+    """Which of some wanted columns a recipients file has, and how to name what it has."""
+
+    present: frozenset[str]
+    #: Every column name the file has (CSV: its header; JSON Lines: the keys seen).
+    names: list[str]
+    #: Where those names come from, for a message: the header line as written,
+    #: or the keys of a JSON Lines file's first record.
+    where: str
+
+
+def file_columns(path: str | Path, wanted: Iterable[str]) -> FileColumns:
+    """Which of ``wanted`` the recipients file has, reading no more than needed.
+
+    CSV: its header. JSON Lines records may differ in their keys: a column
+    is there when some record has it, so the file is read until every
+    wanted column was seen (to its end when one never is).
+    """
+    path = Path(path)
+    wanted = set(wanted)
+    if not _is_jsonl(path):
+        with _open(path) as handle:
+            table = _csv_table(path, handle)
+        return FileColumns(
+            frozenset(wanted.intersection(table.columns)),
+            table.columns,
+            f"its header, line 1: {_shown(table.header_text)}",
+        )
+    present: set[str] = set()
+    first: list[str] | None = None
+    for recipient in read_recipients(path):
+        if first is None:
+            first = list(recipient.fields)
+        present.update(wanted.intersection(recipient.fields))
+        if present == wanted:
+            break
+    keys = first or []
+    return FileColumns(
+        frozenset(present), keys, f"the keys of its first record: {describe_columns(keys)}"
+    )
+
+
+#: Characters of a header line shown in a message.
+_SHOWN_CHARS = 300
+
+
+def _shown(text: str) -> str:
+    text = text.rstrip("\r\n")
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+
+
+#: Told of each id that appears again: (id, line of the repeat).
+OnRepeat = Callable[[str, int], None]
 
 
 def read_recipients(
@@ -161,6 +234,7 @@ def read_recipients(
     *,
     others_checked: bool = False,
     with_fields: bool = True,
+    repeated: OnRepeat | None = None,
 ) -> Iterator[Recipient]:
     """Every recipient once (a repeated id is skipped), or RecipientError naming file and line.
 
@@ -171,22 +245,58 @@ def read_recipients(
     soon as its id is known, and a worker pays only for its own recipients.
     Without ``with_fields`` every line is still checked, but the recipients
     come with no fields (for a reader of ids, which need not build them).
+    ``repeated`` hears of every id of the slice met again, with its line.
     """
     path = Path(path)
     if not _is_jsonl(path):
-        return _read_csv(path, keep, others_checked=others_checked, with_fields=with_fields)
-    return _unique(_read_jsonl(path), keep)
+        return _read_csv(
+            path, keep, others_checked=others_checked, with_fields=with_fields, repeated=repeated
+        )
+    return _unique(_read_jsonl(path), keep, repeated)
 
 
-def _unique(rows: Iterator[Recipient], keep: Callable[[str], bool] | None) -> Iterator[Recipient]:
+def _unique(
+    rows: Iterator[Recipient], keep: Callable[[str], bool] | None, repeated: OnRepeat | None
+) -> Iterator[Recipient]:
     seen: set[str] = set()
     for recipient in rows:
         if keep is not None and not keep(recipient.id):
             continue
         if recipient.id in seen:
+            if repeated is not None:
+                repeated(recipient.id, recipient.line)
             continue
         seen.add(recipient.id)
         yield recipient
+
+
+class Duplicate(NamedTuple):
+    """A recipient id the file holds more than once: rendered once, from ``first_line``."""
+
+    recipient: str
+    line: int
+    first_line: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recipient": self.recipient, "line": self.line, "first_line": self.first_line}
+
+
+def duplicates_in(
+    path: str | Path, repeats: Sequence[tuple[str, int]], keep: Callable[[str], bool] | None
+) -> list[Duplicate]:
+    """Each repeat (id, line) that :func:`read_recipients` reported, with the line
+    the id first appeared on: one more read of the file, only when it has repeats,
+    ending at the last first appearance."""
+    if not repeats:
+        return []
+    wanted = {recipient_id for recipient_id, _ in repeats}
+    first: dict[str, int] = {}
+    for recipient in read_recipients(path, keep, with_fields=False):
+        if recipient.id in wanted:
+            first[recipient.id] = recipient.line
+            if len(first) == len(wanted):
+                break
+    return [Duplicate(rid, line, first[rid]) for rid, line in repeats]
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -214,7 +324,55 @@ def _too_long(path: Path, exc: LineTooLong) -> RecipientError:
     )
 
 
-def _csv_header(path: Path, reader: Any) -> list[str]:
+class _CsvTable(NamedTuple):
+    """A CSV recipients file opened: its header understood, its records to come."""
+
+    #: The header's names, stripped: the fields' keys.
+    names: list[str]
+    id_index: int
+    #: The address column when its name is not ``email`` (``Email``, ``EMAIL``):
+    #: its value is the field ``email`` too.
+    email_alias: int | None
+    #: The records after the header.
+    reader: Any
+    #: The header line as written.
+    header_text: str
+
+    @property
+    def columns(self) -> list[str]:
+        """The names templates see: the header's, and ``email`` for the address column."""
+        return self.names if self.email_alias is None else [*self.names, EMAIL_COLUMN]
+
+
+def _csv_table(path: Path, handle: Any) -> _CsvTable:
+    """Read the header: its separator sniffed, its ``id`` and ``email`` columns found
+    whatever their case; anything ambiguous refused naming line 1."""
+    lines = _lines(handle)
+    try:
+        sample, complete = take_sample(lines)
+        if sample:
+            utf16 = utf16_problem(sample[0])
+            if utf16 is not None:
+                raise RecipientError(f"{path}: {utf16}")
+        delimiter = sniff_delimiter(
+            sample, complete, lambda names: has_column(names, (ID_COLUMN,)), source=str(path)
+        )
+    except LineTooLong as exc:
+        raise _too_long(path, exc) from exc
+    except TableError as exc:
+        raise RecipientError(str(exc)) from exc
+    reader = csv.reader(chain(sample, lines), delimiter=delimiter, strict=True)
+    names = _csv_header(path, reader, delimiter)
+    try:
+        [id_index] = find_columns(names, (ID_COLUMN,), source=str(path))
+        found_email = find_columns(names, (EMAIL_COLUMN,), source=str(path))
+    except TableError as exc:
+        raise RecipientError(str(exc)) from exc
+    email_alias = found_email[0] if found_email and names[found_email[0]] != EMAIL_COLUMN else None
+    return _CsvTable(names, id_index, email_alias, reader, sample[0] if sample else "")
+
+
+def _csv_header(path: Path, reader: Any, delimiter: str) -> list[str]:
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -240,8 +398,12 @@ def _csv_header(path: Path, reader: Any) -> list[str]:
                 f"(also column {first[name] + 1}); which value counts would be a guess"
             )
         first[name] = index
-    if "id" not in first:
-        raise RecipientError(f"{path}, line 1: the header has no 'id' column")
+    if not has_column(names, (ID_COLUMN,)):
+        separated = "" if delimiter == "," else f", separated by {delimiter_name(delimiter)}"
+        raise RecipientError(
+            f"{path}, line 1: the header has no 'id' column (any case); the columns found"
+            f"{separated}: {describe_columns(names)}"
+        )
     return names
 
 
@@ -255,14 +417,15 @@ def _read_csv(
     *,
     others_checked: bool,
     with_fields: bool,
+    repeated: OnRepeat | None,
 ) -> Iterator[Recipient]:
     # One loop for parsing, checking, slicing and duplicates: this runs for
     # every line of every mailing, where a generator layer per step shows.
     with _open(path) as handle:
-        reader = csv.reader(_lines(handle), strict=True)
-        names = _csv_header(path, reader)
+        table = _csv_table(path, handle)
+        reader, names, id_index = table.reader, table.names, table.id_index
+        email_alias = table.email_alias
         width = len(names)
-        id_index = names.index("id")
         search = UNSAFE_VALUE.search
         seen: set[str] = set()
         remember = seen.add
@@ -291,13 +454,20 @@ def _read_csv(
                 if not recipient_id or len(recipient_id) > MAX_ID_LENGTH:
                     _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
                 # Only a checked id is handed to ``keep``, which may hash it.
-                if (keep_checked is not None and not keep_checked(recipient_id)) or (
-                    recipient_id in seen
-                ):
+                if keep_checked is not None and not keep_checked(recipient_id):
+                    continue
+                if recipient_id in seen:
+                    if repeated is not None:
+                        repeated(recipient_id, line)
                     continue
                 remember(recipient_id)
+                if not with_fields:
+                    yield Recipient(recipient_id, _NO_FIELDS, line)
+                    continue
                 # The width was checked above; strict zip would check it again.
-                fields = dict(zip(names, row, strict=False)) if with_fields else _NO_FIELDS
+                fields = dict(zip(names, row, strict=False))
+                if email_alias is not None:
+                    fields[EMAIL_COLUMN] = row[email_alias]
                 yield Recipient(recipient_id, fields, line)
         except csv.Error as exc:
             raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
@@ -355,6 +525,9 @@ def _read_jsonl(path: Path) -> Iterator[Recipient]:
 
 def _jsonl_records(path: Path, lines: Iterator[str]) -> Iterator[Recipient]:
     decode = _decoder.decode
+    # Records of one file mostly have the same keys: where the id and the
+    # address are is worked out once for each set of keys (a few at most).
+    shapes: dict[tuple[str, ...], tuple[str | None, str | None]] = {}
     for line, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -385,7 +558,31 @@ def _jsonl_records(path: Path, lines: Iterator[str]) -> Iterator[Recipient]:
                 raise RecipientError(
                     f"{path}, line {line}: column name {key!r} is empty or not text"
                 )
-        yield Recipient(_json_id(path, line, record.get("id")), record, line)
+        shape = tuple(record)
+        keys = shapes.get(shape)
+        if keys is None:
+            keys = _jsonl_keys(path, line, shape)
+            if len(shapes) < _SHAPES:
+                shapes[shape] = keys
+        id_key, email_key = keys
+        if email_key is not None and email_key != EMAIL_COLUMN:
+            record[EMAIL_COLUMN] = record[email_key]
+        found_id = record[id_key] if id_key is not None else None
+        yield Recipient(_json_id(path, line, found_id), record, line)
+
+
+#: Sets of keys whose id and address keys a JSON Lines reader remembers.
+_SHAPES = 64
+
+
+def _jsonl_keys(path: Path, line: int, keys: Sequence[str]) -> tuple[str | None, str | None]:
+    """The record's id key and address key, found as a CSV header's columns are."""
+    try:
+        ids = find_columns(keys, (ID_COLUMN,), source=str(path), line=line, noun="key")
+        emails = find_columns(keys, (EMAIL_COLUMN,), source=str(path), line=line, noun="key")
+    except TableError as exc:
+        raise RecipientError(str(exc)) from exc
+    return (keys[ids[0]] if ids else None, keys[emails[0]] if emails else None)
 
 
 def _refuse_json_value(path: Path, line: int, key: str, value: str, text: str) -> None:

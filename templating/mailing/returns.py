@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -39,8 +40,10 @@ def return_listed(
 ) -> ReturnReport:
     """Give back the codes of the recipients ``listed_file`` names, by id or address.
 
-    The whole list is read and matched before any code moves: an address
-    that no recipient of the mailing has refuses the list.
+    The whole list is read and matched before any code moves; a list that
+    cannot be read refuses the return. An address that no recipient of the
+    mailing has returns nothing and is reported with its line
+    (:attr:`ReturnReport.unmatched`); the others' codes go back.
     """
     listed = read_return_list(listed_file)
     directory: Iterable[tuple[str, str | None]] = ()
@@ -53,8 +56,9 @@ def return_listed(
                 "match them: list recipient ids instead"
             )
         directory = _addresses(read_recipients(source))
-    ids = match_addresses(listed, directory, mailing_id=mailing_id)
-    return return_codes(engine, mailing_id, ids, reason=reason)
+    matched = match_addresses(listed, directory)
+    report = return_codes(engine, mailing_id, matched.ids, reason=reason)
+    return replace(report, unmatched=tuple(matched.unmatched), source=listed.source)
 
 
 def _addresses(recipients: Iterable[Recipient]) -> Iterator[tuple[str, str | None]]:

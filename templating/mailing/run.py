@@ -60,6 +60,7 @@ from pools.store.db import StoreConfig, open_engine, read_transaction
 from pools.store.models import PoolStatus
 from templating.errors import InvalidTemplate, MailingError
 from templating.mailing.chunks import Abandoned, ChunkRenderer, PoolPlan, Prepared, RenderedChunk
+from templating.mailing.columns import check_columns
 from templating.mailing.heap import long_lived_frozen
 from templating.mailing.options import (
     CHUNK_SIZE,
@@ -70,9 +71,11 @@ from templating.mailing.options import (
 )
 from templating.mailing.outputs import MessageWriter, OutputTarget
 from templating.mailing.recipients import (
+    Duplicate,
     Recipient,
     RecipientSlice,
     Shard,
+    duplicates_in,
     read_recipients,
     slice_filter,
 )
@@ -159,6 +162,9 @@ class RenderSummary:
     low_stock: list[LowStockAlert] = field(default_factory=list)
     #: The earlier run whose expired lease this run took over, described.
     took_over: str | None = None
+    #: Ids the recipients file (this shard of it) holds more than once.
+    duplicates: list[Duplicate] = field(default_factory=list)
+    recipients_file: str = ""
 
     @property
     def recipients(self) -> int:
@@ -219,10 +225,9 @@ class RenderSummary:
             "seconds": round(self.seconds, 3),
             "recipients_per_second": round(self.rate, 1),
             "stopped_at_pool": self.stopped_at_pool,
-            "failures": [
-                {"recipient": r, "line": line, "reason": reason} for r, line, reason in self.failed
-            ],
-            "skipped_recipients": [{"recipient": r, "reason": why} for r, why in self.skipped],
+            "failures": [failure.as_dict() for failure in self.failed],
+            "skipped_recipients": [skip.as_dict() for skip in self.skipped],
+            "duplicates": [duplicate.as_dict() for duplicate in self.duplicates],
             "low_stock": [alert.as_dict() for alert in self.low_stock],
         }
 
@@ -276,26 +281,42 @@ class RenderPlan:
 
 
 def plan_render(engine: Engine, request: RenderRequest) -> tuple[MessageTemplate, RenderPlan]:
-    """Read, compile and analyse the template and resolve its pools, once per run."""
+    """Read, compile and analyse the template and resolve its pools, once per run.
+
+    Refuses (:class:`MissingColumns`) a template that reads, with no fallback,
+    a column the recipients file does not have: it would fail every recipient.
+    """
     template = MessageTemplate.from_file(request.template_path)
-    return template, RenderPlan(template.compiled, plan_pools(engine, template))
+    pools = plan_pools(engine, template)
+    refusal = check_columns(template.name, template.usage, request.recipients_path).refusal()
+    if refusal is not None:
+        raise refusal
+    return template, RenderPlan(template.compiled, pools)
 
 
 @dataclass(frozen=True)
 class RenderCount:
     """What the preflight found, told before the first recipient renders."""
 
-    #: Recipients this run renders (the shard's, when it renders one).
+    #: Recipients this run renders (the shard's, when it renders one), each id once.
     recipients: int
     #: Of them, those earlier runs of the mailing already gave codes: a
     #: re-run renders their messages again with the same codes.
     served_before: int = 0
 
 
+@dataclass(frozen=True)
+class Preflight(RenderCount):
+    """What the preflight's read of the whole recipients file found."""
+
+    #: Ids of this shard the file holds more than once (each rendered once).
+    duplicates: list[Duplicate] = field(default_factory=list)
+
+
 def preflight(
     engine: Engine, request: RenderRequest, plan: PoolPlan, *, count_served: bool = False
-) -> RenderCount:
-    """Read the whole recipients file once, before any code moves; returns how many.
+) -> Preflight:
+    """Read the whole recipients file once, before any code moves.
 
     Any bad line fails here. With ``--on-exhausted stop`` a mailing its
     pools cannot cover is refused, naming pool, needed and available. With
@@ -303,6 +324,7 @@ def preflight(
     """
     keep = slice_filter(request.shard)
     check = request.on_exhausted is OnExhausted.STOP
+    repeats: list[tuple[str, int]] = []
     recipients = 0
     served_before = 0
     with read_transaction(engine) as conn:
@@ -313,7 +335,13 @@ def preflight(
         # Only a re-run has served anyone: a first run looks up no batch.
         touched = [p for p in plan.issuing if p not in plan.untouched]
         earlier = touched if check else []
-        ids = (r.id for r in read_recipients(request.recipients_path, keep, with_fields=False))
+        read = read_recipients(
+            request.recipients_path,
+            keep,
+            with_fields=False,
+            repeated=lambda rid, line: repeats.append((rid, line)),
+        )
+        ids = (r.id for r in read)
         while batch := list(islice(ids, PREFLIGHT_BATCH)):
             recipients += len(batch)
             for pool_id in earlier:
@@ -331,7 +359,9 @@ def preflight(
             available = available_count(conn, pool_id)
             if needed > available:
                 raise PoolExhausted(pool_id, needed, available)
-    return RenderCount(recipients, served_before)
+    return Preflight(
+        recipients, served_before, duplicates_in(request.recipients_path, repeats, keep)
+    )
 
 
 class ChunkPipeline:
@@ -707,8 +737,8 @@ def _render_leased(
         plan,
         pools=replace(plan.pools, untouched=untouched, ref_key=ref_key, returns=returns),
     )
-    count = preflight(engine, request, plan.pools, count_served=counted is not None)
-    total = count.recipients
+    checked = preflight(engine, request, plan.pools, count_served=counted is not None)
+    total = checked.recipients
     start_run(
         engine,
         request.mailing_id,
@@ -719,7 +749,7 @@ def _render_leased(
     )
     reclaim_expired(engine)
     if counted is not None:
-        counted(count)
+        counted(RenderCount(checked.recipients, checked.served_before))
     run_id = uuid.uuid4().hex[:12]
     helpers = request.store_process
     if helpers is None:
@@ -758,6 +788,8 @@ def _render_leased(
         seconds=time.monotonic() - started,
         output=str(request.output.path) if request.output.path else "-",
         took_over=lease.took_over.describe() if lease.took_over else None,
+        duplicates=checked.duplicates,
+        recipients_file=request.recipients_path,
     )
     # After the codes moved, never before: a failing sink only warns.
     summary.low_stock = check_low_stock(engine, plan.pools.issuing)

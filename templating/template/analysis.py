@@ -66,6 +66,8 @@ _BLOCK_NODES = (
     nodes.Scope,
     nodes.ScopedEvalContextModifier,
 )
+#: Filters and tests that let a template read a column a recipient may lack.
+_FALLBACKS = frozenset({"default", "d", "defined", "undefined"})
 _CLIENT_FORMS = (
     "client.COLUMN, client['COLUMN'] or a code function called as client.promocode('POOL')"
 )
@@ -84,8 +86,19 @@ class TemplateUsage:
     reissues_from: dict[str, int] = field(default_factory=dict)
     non_literal: list[NonLiteralPool] = field(default_factory=list)
     columns: dict[str, int] = field(default_factory=dict)  # column → first line
+    #: Columns read with a fallback somewhere (``client.vip|default('no')``,
+    #: ``client.vip is defined``): a recipient without them still renders.
+    optional_columns: set[str] = field(default_factory=set)
+    #: Columns first read inside a partial: (partial, line in it); the line
+    #: in :attr:`columns` is then the root template's include.
+    column_partials: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: Partials the template includes or imports (directly or not), by name.
     partials: list[str] = field(default_factory=list)
+
+    @property
+    def required_columns(self) -> dict[str, int]:
+        """Columns read with no fallback anywhere: a recipient without one fails."""
+        return {c: line for c, line in self.columns.items() if c not in self.optional_columns}
 
     @property
     def pool_refs(self) -> list[str]:
@@ -132,8 +145,15 @@ def _collect(
         target.setdefault(argument.value, line)
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         column = _client_column(node)
-        if column is not None and column not in CLIENT_MEMBERS:
-            usage.columns.setdefault(column, at_line or node.lineno)
+        if column is not None and column not in CLIENT_MEMBERS and column not in usage.columns:
+            usage.columns[column] = at_line or node.lineno
+            if stack:
+                usage.column_partials[column] = (stack[-1], node.lineno)
+    for guard in ast.find_all((nodes.Filter, nodes.Test)):
+        if guard.name in _FALLBACKS:
+            column = _client_column(guard.node) if guard.node is not None else None
+            if column is not None:
+                usage.optional_columns.add(column)
     for name, line in partial_references(ast):
         partial = partials.get(name)
         if partial is not None and name not in stack:
