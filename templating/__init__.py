@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from templating.mailing.recipients import Recipient, Shard, read_recipients
     from templating.mailing.returns import return_listed
     from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
+    from templating.mailing.segment_rows import SegmentRows, segment_rows_file, write_segment_rows
     from templating.mailing.sources import PLACEHOLDER, OnExhausted
     from templating.template.analysis import TemplateUsage, analyze
     from templating.template.client import Client, CodeSource
@@ -90,6 +91,9 @@ _HOMES: dict[str, str] = {
     "CHUNK_SIZE": "templating.mailing.options",
     "MAX_WORKERS": "templating.mailing.options",
     "return_listed": "templating.mailing.returns",
+    "SegmentRows": "templating.mailing.segment_rows",
+    "segment_rows_file": "templating.mailing.segment_rows",
+    "write_segment_rows": "templating.mailing.segment_rows",
 }
 
 if not TYPE_CHECKING:  # type checkers read the imports above instead
@@ -119,6 +123,7 @@ __all__ = [
     "RenderRequest",
     "RenderSummary",
     "RenderedMessage",
+    "SegmentRows",
     "Shard",
     "TemplateJobFailed",
     "TemplateProcesses",
@@ -136,4 +141,6 @@ __all__ = [
     "read_recipients",
     "render_mailing",
     "return_listed",
+    "segment_rows_file",
+    "write_segment_rows",
 ]
