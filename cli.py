@@ -107,7 +107,7 @@ COMMANDS: Mapping[str, LazyCommand] = {
     ),
     "segment": LazyCommand(
         "commands.after_sending:segment_command",
-        "Customer ids by the codes they were issued; usable as --recipients.",
+        "Customers by the codes they were issued or still hold; usable as --recipients.",
     ),
     "redeem": LazyCommand(
         "commands.after_sending:redeem_command",

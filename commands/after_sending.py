@@ -8,22 +8,33 @@ modules of ``customer`` and ``export`` are imported inside them, so that a
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
 from cli import (
     CommandFailed,
+    LibraryValue,
     PromomailGroup,
     emit_json,
     get_engine,
     json_option,
+    misused_options,
     note,
     plural,
     print_table,
     say,
 )
-from pools import SegmentFormat, redeem, segment, unredeem, write_segment
+from pools import (
+    SegmentError,
+    SegmentFilters,
+    SegmentFormat,
+    parse_expiring_within,
+    redeem,
+    segment,
+    unredeem,
+    write_segment,
+)
 
 
 @click.command("customer")
@@ -88,8 +99,25 @@ def _returned_cell(returned_at: datetime | None, reason: str | None) -> str | No
     return f"{shown} ({reason})" if reason else shown
 
 
+def _duration(text: str) -> timedelta:
+    return parse_expiring_within(text)
+
+
 @click.command("segment")
 @click.option("--issued-from", multiple=True, metavar="POOL", help="Count codes from this pool.")
+@click.option(
+    "--unredeemed-from",
+    multiple=True,
+    metavar="POOL",
+    help="Customers still holding a usable code from this pool (issued, not returned, "
+    "not redeemed, not expired): the code last_promocode shows them.",
+)
+@click.option(
+    "--expiring-within",
+    type=LibraryValue("DURATION", _duration),
+    metavar="DURATION",
+    help="With --unredeemed-from: only codes expiring within DURATION from now (36h, 7d, 2w).",
+)
 @click.option("--min-issued", type=click.IntRange(min=0), metavar="N")
 @click.option("--max-issued", type=click.IntRange(min=0), metavar="N")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), metavar="DATE")
@@ -97,33 +125,102 @@ def _returned_cell(returned_at: datetime | None, reason: str | None) -> str | No
     "--format",
     "output_format",
     type=click.Choice([f.value for f in SegmentFormat]),
-    default=SegmentFormat.IDS.value,
-    show_default=True,
+    help="ids: one per line (default); csv: with the header id.",
+)
+@click.option(
+    "--recipients",
+    "recipients_file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Print the rows of this recipients file whose id is in the segment, every column "
+    "as written, in the file's own format: the recipients of a follow-up mailing.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="With --recipients: write the rows to FILE, which appears only once complete.",
 )
 @json_option
 @click.pass_context
 def segment_command(
     ctx: click.Context,
     issued_from: tuple[str, ...],
+    unredeemed_from: tuple[str, ...],
+    expiring_within: timedelta | None,
     min_issued: int | None,
     max_issued: int | None,
     since: datetime | None,
-    output_format: str,
+    output_format: str | None,
+    recipients_file: str | None,
+    out: str | None,
     as_json: bool,
 ) -> None:
-    """Customer ids by the codes they were issued; usable as --recipients."""
+    """Customers by the codes they were issued or still hold; usable as --recipients.
+
+    With --unredeemed-from, a reminder segment: the customers whose code from
+    the pool can still be used, to be shown it again with
+    client.last_promocode('POOL').
+    """
+    try:
+        filters = SegmentFilters(
+            issued_from, min_issued, max_issued, since, unredeemed_from, expiring_within
+        )
+    except SegmentError as exc:
+        if exc.settings == ("expiring_within", "unredeemed_from"):
+            raise misused_options(exc, ctx) from exc
+        raise
+    if recipients_file is not None:
+        _segment_rows(ctx, filters, recipients_file, out, output_format, as_json)
+        return
+    if out is not None:
+        raise click.UsageError("--out goes with --recipients (ids are printed)", ctx)
     ids = segment(
         get_engine(ctx),
-        issued_from=issued_from,
-        min_issued=min_issued,
-        max_issued=max_issued,
-        since=since,
+        issued_from=filters.issued_from,
+        min_issued=filters.min_issued,
+        max_issued=filters.max_issued,
+        since=filters.since,
+        unredeemed_from=filters.unredeemed_from,
+        expiring_within=filters.expiring_within,
     )
     if as_json:
         emit_json({"count": len(ids), "ids": ids})
         return
-    write_segment(ids, sys.stdout, SegmentFormat(output_format))
+    write_segment(ids, sys.stdout, SegmentFormat(output_format or SegmentFormat.IDS.value))
     note(f"{plural(len(ids), 'customer')} in the segment")
+
+
+def _segment_rows(
+    ctx: click.Context,
+    filters: SegmentFilters,
+    recipients_file: str,
+    out: str | None,
+    output_format: str | None,
+    as_json: bool,
+) -> None:
+    from templating import segment_rows_file, write_segment_rows  # not loaded for ids
+
+    if output_format is not None:
+        raise click.UsageError(
+            "--format does not go with --recipients: the rows keep the file's own format", ctx
+        )
+    if as_json and out is None:
+        raise click.UsageError("--json prints the summary on stdout: give --out for the rows", ctx)
+    engine = get_engine(ctx)
+    if out is None:
+        # The bytes as the file has them, whatever the terminal's encoding.
+        report = write_segment_rows(engine, recipients_file, filters, sys.stdout.buffer)
+    else:
+        report = segment_rows_file(engine, recipients_file, filters, out)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    where = f" to {out}" if out is not None else ""
+    note(
+        f"{report.rows} of {plural(report.recipients, 'recipient')} of {recipients_file} "
+        f"in the segment{where}"
+    )
 
 
 @click.command("redeem")

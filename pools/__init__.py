@@ -142,7 +142,8 @@ if TYPE_CHECKING:
         issuance_page,
         segment_page,
     )
-    from pools.history.segments import SegmentFormat, segment, write_segment
+    from pools.history.reminders import parse_expiring_within
+    from pools.history.segments import SegmentFilters, SegmentFormat, segment, write_segment
     from pools.issuing.claiming import (
         Reservation,
         claim,
@@ -272,7 +273,9 @@ _HOMES: dict[str, str] = {
     "match_addresses": "pools.after_sending.returns",
     "read_return_list": "pools.after_sending.returns",
     "return_codes": "pools.after_sending.returns",
+    "SegmentFilters": "pools.history.segments",
     "SegmentFormat": "pools.history.segments",
+    "parse_expiring_within": "pools.history.reminders",
     "segment": "pools.history.segments",
     "write_segment": "pools.history.segments",
     "VoidReport": "pools.codes.voiding",
@@ -419,6 +422,7 @@ __all__ = [
     "RollbackResult",
     "Scope",
     "SegmentError",
+    "SegmentFilters",
     "SegmentFormat",
     "SettingLocked",
     "StoreConfig",
@@ -472,6 +476,7 @@ __all__ = [
     "match_addresses",
     "message_ref",
     "open_engine",
+    "parse_expiring_within",
     "permits",
     "pool_counts",
     "pool_document",

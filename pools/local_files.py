@@ -15,9 +15,11 @@ Failures are :class:`OSError` with a ``strerror`` that reads as the reason
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO, cast
@@ -172,3 +174,27 @@ def bounded_lines(handle: IO[str], max_chars: int) -> Iterator[str]:
         yield line
     if cut is not None:
         yield cut
+
+
+@contextlib.contextmanager
+def replaced_whole(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A file to write ``target`` into, which takes that name only once complete.
+
+    Written next to ``target`` under a temporary name, synced and renamed
+    into place, so a failure (or a kill) leaves no half-written file, and an
+    older file at that path untouched. Created like any new file (the umask
+    applies), unlike mkstemp's 0600. Failures are :class:`OSError`.
+    """
+    path = Path(target)
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with open(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise

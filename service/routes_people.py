@@ -15,6 +15,7 @@ from pools import (
     customer_page,
     issuance_page,
     list_mailings,
+    parse_expiring_within,
     segment_page,
     show_mailing,
 )
@@ -68,6 +69,23 @@ def customer(
 def segments(
     request: Request,
     issued_from: Annotated[list[PoolRef] | None, Query(max_length=100)] = None,
+    unredeemed_from: Annotated[
+        list[PoolRef] | None,
+        Query(
+            max_length=100,
+            description="Customers still holding a usable code from this pool (issued, not "
+            "returned, not redeemed, not expired): the code `last_promocode` shows them.",
+        ),
+    ] = None,
+    expiring_within: Annotated[
+        str | None,
+        Query(
+            pattern=NO_NUL,
+            max_length=100,
+            description="With `unredeemed_from`: only codes expiring within this duration "
+            "from now: whole hours, days or weeks (`36h`, `7d`, `2w`).",
+        ),
+    ] = None,
     min_issued: Count = None,
     max_issued: Count = None,
     since: date | datetime | None = None,
@@ -81,6 +99,10 @@ def segments(
         min_issued=min_issued,
         max_issued=max_issued,
         since=since,
+        unredeemed_from=unredeemed_from or [],
+        expiring_within=(
+            parse_expiring_within(expiring_within) if expiring_within is not None else None
+        ),
         pools=pools_filter(principal(request)),
         after=after,
         limit=limit,

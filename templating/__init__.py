@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from templating.mailing.recipients import Recipient, Shard, read_recipients
     from templating.mailing.returns import return_listed
     from templating.mailing.run import RenderCount, RenderRequest, RenderSummary, render_mailing
+    from templating.mailing.segment_rows import SegmentRows, segment_rows_file, write_segment_rows
     from templating.mailing.setbacks import (
         duplicates_digest,
         failed_digest,
@@ -103,6 +104,9 @@ _HOMES: dict[str, str] = {
     "failures_target": "templating.mailing.setbacks",
     "skipped_digest": "templating.mailing.setbacks",
     "write_failures": "templating.mailing.setbacks",
+    "SegmentRows": "templating.mailing.segment_rows",
+    "segment_rows_file": "templating.mailing.segment_rows",
+    "write_segment_rows": "templating.mailing.segment_rows",
 }
 
 if not TYPE_CHECKING:  # type checkers read the imports above instead
@@ -133,6 +137,7 @@ __all__ = [
     "RenderRequest",
     "RenderSummary",
     "RenderedMessage",
+    "SegmentRows",
     "Shard",
     "TemplateJobFailed",
     "TemplateProcesses",
@@ -153,6 +158,8 @@ __all__ = [
     "read_recipients",
     "render_mailing",
     "return_listed",
+    "segment_rows_file",
     "skipped_digest",
     "write_failures",
+    "write_segment_rows",
 ]

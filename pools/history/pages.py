@@ -17,8 +17,8 @@ import binascii
 import json
 from collections.abc import Collection, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, select
 from pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, PromomailError
 from pools.history.customers import HistoryWindow, history_in
 from pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
-from pools.history.segments import iter_segment
+from pools.history.segments import SegmentFilters, iter_segment
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance
 
@@ -146,28 +146,28 @@ def segment_page(
     min_issued: int | None = None,
     max_issued: int | None = None,
     since: date | datetime | None = None,
+    unredeemed_from: Sequence[str] = (),
+    expiring_within: timedelta | None = None,
     pools: Collection[str] | None = None,
     after: str | None = None,
     limit: int = DEFAULT_LIMIT,
+    now: datetime | None = None,
 ) -> Page:
     """Customer ids of a segment (as ``segment``), one page; narrowed to ``pools`` if given."""
     check_limit(limit)
-    _check_pools(issued_from, pools)
+    _check_pools([*issued_from, *unredeemed_from], pools)
     start = decode_cursor(after, str) if after is not None else None
-    sources = list(issued_from) or (sorted(pools) if pools is not None else [])
+    filters = SegmentFilters(
+        issued_from, min_issued, max_issued, since, unredeemed_from, expiring_within
+    )
+    if pools is not None and filters.counts and not filters.issued_from:
+        # Counted over the view's own pools: the others do not exist for it.
+        if not pools:
+            return Page([], None)
+        filters = replace(filters, issued_from=sorted(pools))
     ids: list[str] = []
     with read_transaction(engine) as conn:
-        if pools is not None and not sources:
-            return Page([], None)
-        matching = iter_segment(
-            conn,
-            issued_from=sources,
-            min_issued=min_issued,
-            max_issued=max_issued,
-            since=since,
-            after=start,
-            within=pools,
-        )
+        matching = iter_segment(conn, filters, now=now, after=start, within=pools, limit=limit + 1)
         with closing(matching):
             for customer_id in matching:
                 ids.append(customer_id)

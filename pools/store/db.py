@@ -278,6 +278,23 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
+def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction whose queries all see the store as its first one saw it.
+
+    For an answer built from many queries (one per slice of a file), so no
+    write in between splits it: PostgreSQL's REPEATABLE READ; a SQLite read
+    transaction in WAL mode is one snapshot already.
+    """
+    with store_connection(engine) as conn:
+        if is_postgres(conn):
+            conn = conn.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
 def bulk_loading(conn: Connection) -> Iterator[None]:
     """A larger SQLite page cache while codes are bulk loaded into a pool."""
     if is_postgres(conn):

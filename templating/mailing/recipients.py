@@ -22,6 +22,7 @@ render time instead; :func:`one_address` decides the address.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import zlib
@@ -45,7 +46,7 @@ from pools.identifiers import (
     describe_unsafe,
     id_problem,
 )
-from pools.local_files import LineTooLong, bounded_lines, open_text
+from pools.local_files import LineTooLong, bounded_lines, open_binary, open_text
 from pools.sharding import stable_hash as stable_hash
 from pools.tables import (
     TableError,
@@ -299,6 +300,82 @@ def duplicates_in(
     return [Duplicate(rid, line, first[rid]) for rid, line in repeats]
 
 
+class RecipientRecords:
+    """A recipients file read as a render reads it, each recipient with its record as written.
+
+    The same checks, the same ids, the same first-of-duplicates as
+    :func:`read_recipients`; beside each recipient, the text of its record
+    exactly as the file holds it (quoting, a line break inside a value, the
+    line end, CR LF or LF), so a file made of some of these records and the
+    :attr:`preamble` says of every one of them what the original said. Only
+    one record is held at a time.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.jsonl = _is_jsonl(self.path)
+        self._tape: _Tape | None = None
+
+    def __iter__(self) -> Iterator[tuple[Recipient, str]]:
+        tape = self._tape = _Tape()
+        if self.jsonl:
+            rows = _unique(_read_jsonl(self.path, tape), None, None)
+        else:
+            rows = _read_csv(self.path, None, others_checked=False, with_fields=False, tape=tape)
+        for recipient in rows:
+            yield recipient, tape.take()
+
+    @property
+    def preamble(self) -> str:
+        """What comes before the first record: a byte order mark if the file has one, and the
+        CSV header line as written. Known once iterating has begun."""
+        if self._tape is None:
+            raise AssertionError("iterate over the records first")
+        with _open_bytes(self.path) as handle:
+            mark = "\ufeff" if handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8 else ""
+        return mark + self._tape.header
+
+
+class _Tape:
+    """The lines a reader consumed for the record it is reading, as the file has them.
+
+    The reader marks where each record starts (:meth:`keep_last`), so the tape
+    holds one record at a time, never a run of skipped ones.
+    """
+
+    __slots__ = ("_lines", "header")
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        #: The CSV header's lines, once read.
+        self.header = ""
+
+    def wrap(self, lines: Iterator[str], *, one_per_record: bool = False) -> Iterator[str]:
+        held = self._lines
+        for line in lines:
+            if one_per_record:
+                held.clear()
+            held.append(line)
+            yield line
+
+    def keep_last(self, count: int) -> None:
+        """Forget every line but the last ``count`` (those of the record being read)."""
+        if len(self._lines) > count:
+            del self._lines[:-count]
+
+    def take(self) -> str:
+        text = "".join(self._lines)
+        self._lines.clear()
+        return text
+
+
+def _open_bytes(path: Path) -> Any:
+    try:
+        return open_binary(path)
+    except OSError as exc:
+        raise RecipientError(f"{path}: cannot read recipients ({exc.strerror})") from exc
+
+
 def _is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
 
@@ -344,9 +421,11 @@ class _CsvTable(NamedTuple):
         return self.names if self.email_alias is None else [*self.names, EMAIL_COLUMN]
 
 
-def _csv_table(path: Path, handle: Any) -> _CsvTable:
+def _csv_table(path: Path, handle: Any, tape: _Tape | None = None) -> _CsvTable:
     """Read the header: its separator sniffed, its ``id`` and ``email`` columns found
-    whatever their case; anything ambiguous refused naming line 1."""
+    whatever their case; anything ambiguous refused naming line 1. A ``tape``
+    records the lines as the reader takes them (the sample is read ahead, so
+    it is wrapped around what the reader reads, not around the file)."""
     lines = _lines(handle)
     try:
         sample, complete = take_sample(lines)
@@ -361,7 +440,8 @@ def _csv_table(path: Path, handle: Any) -> _CsvTable:
         raise _too_long(path, exc) from exc
     except TableError as exc:
         raise RecipientError(str(exc)) from exc
-    reader = csv.reader(chain(sample, lines), delimiter=delimiter, strict=True)
+    records = chain(sample, lines) if tape is None else tape.wrap(chain(sample, lines))
+    reader = csv.reader(records, delimiter=delimiter, strict=True)
     names = _csv_header(path, reader, delimiter)
     try:
         [id_index] = find_columns(names, (ID_COLUMN,), source=str(path))
@@ -417,14 +497,17 @@ def _read_csv(
     *,
     others_checked: bool,
     with_fields: bool,
-    repeated: OnRepeat | None,
+    repeated: OnRepeat | None = None,
+    tape: _Tape | None = None,
 ) -> Iterator[Recipient]:
     # One loop for parsing, checking, slicing and duplicates: this runs for
     # every line of every mailing, where a generator layer per step shows.
     with _open(path) as handle:
-        table = _csv_table(path, handle)
+        table = _csv_table(path, handle, tape)
         reader, names, id_index = table.reader, table.names, table.id_index
         email_alias = table.email_alias
+        if tape is not None:
+            tape.header = tape.take()
         width = len(names)
         search = UNSAFE_VALUE.search
         seen: set[str] = set()
@@ -435,6 +518,8 @@ def _read_csv(
             for row in reader:
                 # Where the record starts: a quoted value may span lines.
                 line, previous = previous + 1, reader.line_num
+                if tape is not None:
+                    tape.keep_last(previous - line + 1)
                 if not row:
                     continue
                 if len(row) != width:
@@ -515,10 +600,11 @@ _decoder = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_c
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _read_jsonl(path: Path) -> Iterator[Recipient]:
+def _read_jsonl(path: Path, tape: _Tape | None = None) -> Iterator[Recipient]:
     with _open(path) as handle:
+        lines = _lines(handle) if tape is None else tape.wrap(_lines(handle), one_per_record=True)
         try:
-            yield from _jsonl_records(path, _lines(handle))
+            yield from _jsonl_records(path, lines)
         except LineTooLong as exc:
             raise _too_long(path, exc) from exc
 
