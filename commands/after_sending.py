@@ -175,25 +175,33 @@ def redeem_command(
 
 @click.command("unredeem")
 @click.argument("code")
-@click.option("--order", required=True, metavar="O", help="The cancelled or refunded order.")
+@click.option(
+    "--order",
+    metavar="O",
+    help="The cancelled or refunded order. Leave it out to undo the code's one "
+    "redemption made without an order.",
+)
 @click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
 @json_option
 @click.pass_context
 def unredeem_command(
-    ctx: click.Context, code: str, order: str, pool_id: str | None, as_json: bool
+    ctx: click.Context, code: str, order: str | None, pool_id: str | None, as_json: bool
 ) -> None:
     """Undo the redemption of CODE by an order that was cancelled or refunded.
 
     A single-use code can then be redeemed again; a multi-use code's count
     drops by one. The redemption stays in the history, marked rolled back.
+    Without --order, the code's one live redemption made without an order is
+    undone (refused when there is none, or more than one).
     """
     result = unredeem(get_engine(ctx), code, order=order, pool=pool_id)
     if as_json:
         emit_json(result.as_dict())
         return
+    by = f"by order {result.order}" if result.order is not None else "made without an order"
     say(
-        f"Rolled back the redemption of {result.code} (pool {result.pool}) by order "
-        f"{result.order}; {plural(result.redemptions, 'redemption')} left."
+        f"Rolled back the redemption of {result.code} (pool {result.pool}) {by}; "
+        f"{plural(result.redemptions, 'redemption')} left."
     )
 
 

@@ -146,14 +146,29 @@ class MailingNotFound(NotFound):
 
 
 class RedemptionNotFound(NotFound):
-    """A roll-back names a redemption that does not exist (or was already undone)."""
+    """A roll-back names a redemption that does not exist (or was already undone).
 
-    def __init__(self, code: str, order: str, detail: str = "") -> None:
-        super().__init__(
-            f"code {code!r} has no redemption for order {order!r} to roll back{detail}"
-        )
+    ``order`` None: the roll-back asked for the code's redemption made
+    without an order.
+    """
+
+    def __init__(self, code: str, order: str | None, detail: str = "") -> None:
+        which = f"for order {order!r}" if order is not None else "made without an order"
+        super().__init__(f"code {code!r} has no redemption {which} to roll back{detail}")
         self.code = code
         self.order = order
+
+
+class RollbackAmbiguous(PromomailError):
+    """A roll-back without an order, of a code redeemed several times without one."""
+
+    def __init__(self, code: str, count: int) -> None:
+        super().__init__(
+            f"code {code!r} has {count} live redemptions made without an order: "
+            "which one to roll back is ambiguous, so none was"
+        )
+        self.code = code
+        self.count = count
 
 
 #: The prefix of a send run's lease (pools.issuing.leases.SEND_LEASE).

@@ -28,6 +28,7 @@ from pools import (
     NotFound,
     PoolError,
     PromomailError,
+    RollbackAmbiguous,
     StoreConflict,
     StoreError,
     StoreUnavailable,
@@ -54,6 +55,8 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (TokenError, 422),
     # A refusal in the pool's present state (archived, has issued codes, ...).
     (PoolError, 409),
+    # A roll-back without an order of a code redeemed several times without one.
+    (RollbackAmbiguous, 409),
     (StoreError, 503),
     (PromomailError, 422),
 )

@@ -77,7 +77,8 @@ class RedemptionRequest(Strict):
 
 class RollbackRequest(Strict):
     code: Annotated[str, text(1000)]
-    order: Annotated[str, text(200)]
+    #: Left out: the code's one live redemption made without an order.
+    order: Annotated[str | None, text(200)] = None
 
 
 # --- answers (documentation of the library's documents) ---------------------
