@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,7 +256,7 @@ def _mailing_row(view: MailingView) -> tuple[Any, ...]:
     t = view.totals
     return (
         view.id,
-        view.status,
+        view.status_text,
         t.recipients,
         t.rendered,
         view.codes_issued,
@@ -324,7 +325,7 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
     print_fields(
         [
             ("mailing", view.id),
-            ("status", view.status),
+            ("status", view.status_text),
             ("template", view.template),
             ("recipients file", view.recipients_file),
             ("recipients", t.recipients),
@@ -338,28 +339,50 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
             ("skipped", t.skipped),
             ("started", view.started_at),
             ("finished", view.finished_at),
+            *([("cancelled", view.cancelled_at)] if view.cancelled_at else []),
         ],
         indent="",
     )
     say()
     say("delivery (send and the mail services' events):")
     print_fields(list(zip(_DELIVERY_NAMES, _delivery_cells(view), strict=True)))
-    if len(view.runs) > 1:
-        say()
-        print_table(
-            ["shard", "status", "recipients", "rendered", "new codes", "failed"],
-            [
-                (
-                    r["shard"],
-                    r["status"],
-                    r["recipients"],
-                    r["rendered"],
-                    r["new_codes"],
-                    r["failed"],
-                )
-                for r in view.runs
-            ],
-        )
+    # Always, one run included: which shard ran, and how each run ended.
+    say()
+    say("runs (the latest of each shard):")
+    print_table(
+        [
+            "shard",
+            "status",
+            "recipients",
+            "rendered",
+            "new codes",
+            "reused",
+            "failed",
+            "skipped",
+            "started",
+            "finished",
+        ],
+        [
+            (
+                r["shard"],
+                r["status"],
+                r["recipients"],
+                r["rendered"],
+                r["new_codes"],
+                r["reused_codes"],
+                r["failed"],
+                r["skipped"],
+                _when(r["started_at"]),
+                _when(r["finished_at"]),
+            )
+            for r in view.runs
+        ],
+        empty="(no runs)",
+    )
+
+
+def _when(iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso) if iso is not None else None
 
 
 _ID_NAMES = ", ".join(ID_COLUMNS)

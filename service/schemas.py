@@ -179,13 +179,17 @@ class SegmentPageDoc(Open):
 class MailingDoc(Open):
     id: str
     template: str
+    #: One word: cancelled, running, finished, stopped, interrupted, failed or partial.
     status: str
+    #: The status in words, e.g. ``partial: 1 of 2 shards rendered``.
+    status_text: str
     recipients: int
     rendered: int
     failed: int
     codes_issued: int
     started_at: str
     finished_at: str | None
+    cancelled_at: str | None
 
 
 class MailingListDoc(Open):

@@ -1030,6 +1030,39 @@ def test_mailing_show(run: Cli, welcome: str) -> None:
     assert (reminder["codes_issued"], reminder["reissues"]) == (0, 8)
 
 
+def test_mailing_show_says_what_is_true_and_always_lists_its_runs(run: Cli, welcome: str) -> None:
+    shard_one = ("--recipients", SAMPLE_RECIPIENTS, "--mailing", "w1", "--shard", "1/2")
+    run.ok("render", WELCOME, *shard_one)
+
+    def show() -> list[list[str]]:
+        # The console script itself: what a person at a terminal reads.
+        shown = subprocess.run(
+            promomail_command(run.url, "mailing", "show", "w1"),
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+        )
+        assert (shown.returncode, shown.stderr) == (0, ""), shown.stderr
+        return _table(shown.stdout)
+
+    rows = show()
+    assert ["status", "partial: 1 of 2 shards rendered"] in rows
+    header = rows.index(["runs (the latest of each shard):"])
+    assert rows[header + 1][:4] == ["shard", "status", "recipients", "rendered"]
+    assert [row[:2] for row in rows[header + 2 :]] == [["1/2", "finished"]]
+    listed = _table(run.ok("mailings").stdout)
+    assert listed[1][:2] == ["w1", "partial: 1 of 2 shards rendered"]
+    assert run.json("mailing", "show", "w1")["status_text"] == "partial: 1 of 2 shards rendered"
+
+    run.ok("mailing", "cancel", "w1", "--yes")
+    rows = show()
+    assert ["status", "cancelled"] in rows
+    assert any(row[0] == "cancelled" and re.fullmatch(r"[\d-]+ [\d:]+", row[1]) for row in rows)
+    shown = run.json("mailing", "show", "w1")
+    assert (shown["status"], shown["status_text"]) == ("cancelled", "cancelled")
+    assert shown["cancelled_at"] is not None
+
+
 def test_unknown_mailing_is_named(run: Cli) -> None:
     line = refused(run("mailing", "show", "nope"))
     assert "mailing 'nope'" in line

@@ -322,7 +322,11 @@ def test_history_routes(store: Store, admin: httpx.Client, tmp_path: Path) -> No
     ]
     shown = admin.get("/api/v1/mailings/hist-1").json()
     assert shown == run.json("mailing", "show", "hist-1")
-    assert shown["codes_issued"] == 3
+    assert (shown["codes_issued"], shown["status_text"], shown["cancelled_at"]) == (
+        3,
+        "finished",
+        None,
+    )
     assert "'nope' does not exist" in problem(admin.get("/api/v1/mailings/nope"), 404)["detail"]
 
     issued = _all_pages(admin, "/api/v1/issuances", pool="history", limit=2)

@@ -167,6 +167,7 @@ def cancel_mailing(
         _require_mailing(conn, mailing_id)
         totals = _Totals()
         totals.add(_return_in(conn, mailing_id, None, reason or CANCELLED, moment))
+        conn.execute(update(Mailing).where(Mailing.id == mailing_id).values(cancelled_at=moment))
         return totals.report(mailing_id)
 
 
