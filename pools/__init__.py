@@ -80,7 +80,7 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.send_log import DeliveryLog
     from pools.after_sending.send_runs import send_run
-    from pools.codes.counts import PoolCounts, available_count, pool_counts
+    from pools.codes.counts import COUNTS_IDENTITY, PoolCounts, available_count, pool_counts
     from pools.codes.files import FileFormat, Whitespace
     from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
     from pools.codes.imports import (
@@ -198,6 +198,7 @@ _HOMES: dict[str, str] = {
     "CodeEntry": "pools.codes.listing",
     "CodeState": "pools.codes.listing",
     "list_codes": "pools.codes.listing",
+    "COUNTS_IDENTITY": "pools.codes.counts",
     "PoolCounts": "pools.codes.counts",
     "available_count": "pools.codes.counts",
     "pool_counts": "pools.codes.counts",
@@ -352,6 +353,7 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead
 
 __all__ = [
     "ALREADY_REDEEMED",
+    "COUNTS_IDENTITY",
     "DEFAULT_ALPHABET",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_LENGTH",

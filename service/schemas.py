@@ -104,12 +104,16 @@ class PoolDoc(Open):
     notify_url: str | None
     notify_email: str | None
     created_at: str
+    #: ``total = available + pending + reserved + issued + expired + void``.
     total: int
     available: int
+    pending: int
+    reserved: int
     issued: int
-    redeemed: int
     expired: int
     void: int
+    redeemed: int
+    redemptions: int
 
 
 class PoolShowDoc(PoolDoc):

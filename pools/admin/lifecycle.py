@@ -93,6 +93,11 @@ class PoolSettings:
                 given[key] = cleared_text(given[key])
         return cls(name=name, **given)
 
+    def shown(self) -> list[tuple[str, Any]]:
+        """Every setting but the name, in declaration order: nothing a pool was
+        given is left out of what ``pool show`` prints."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "name"]
+
     @property
     def mode(self) -> str:
         if self.multi_use:
