@@ -145,8 +145,10 @@ class CommandFailed(click.ClickException):
 class UploadRejected(CommandFailed):
     """An all-or-nothing upload with invalid lines: every problem, then the error."""
 
-    def __init__(self, error: ImportRejected, *, list_problems: bool) -> None:
-        super().__init__(str(error))
+    def __init__(
+        self, error: ImportRejected, *, list_problems: bool, command: click.Command | None = None
+    ) -> None:
+        super().__init__(error.naming(flags_of(command)))
         self.error = error
         self.list_problems = list_problems
 
@@ -158,7 +160,8 @@ class UploadRejected(CommandFailed):
                 click.echo(f"{source}, line {problem.line}: {printable(problem.reason)}", file=out)
             unlisted = self.error.total_problems - len(self.error.problems)
             if unlisted > 0:
-                click.echo(f"{source}: … and {unlisted:,} more problems", file=out)
+                more = plural(unlisted, "more problem")
+                click.echo(f"{source}: … and {more}", file=out)
         super().show(file)
 
 
@@ -187,7 +190,7 @@ def translate_error(
     """The click error to show for a library or database failure; None for any other."""
     if isinstance(exc, ImportRejected):
         listed = state is None or not state.problems_reported
-        return UploadRejected(exc, list_problems=listed)
+        return UploadRejected(exc, list_problems=listed, command=command)
     if isinstance(exc, NamesSettings):
         return CommandFailed(exc.naming(flags_of(command)))
     if isinstance(exc, PromomailError):
@@ -510,7 +513,10 @@ def stdin_is_terminal() -> bool:
 
 
 def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+    """``1 code``, ``2 codes`` (see :func:`pools.display.counted`)."""
+    from pools import counted
+
+    return counted(count, noun)
 
 
 def summary(verb: str, count: int, detail: str, seconds: float, rate_of: int) -> str:

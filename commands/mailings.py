@@ -240,13 +240,14 @@ def _report_render(result: RenderSummary, as_json: bool, failures_file: str | No
         write_failures(failures_file, result.failed, result.skipped)
     if result.interrupted:
         raise CommandFailed(
-            f"interrupted: {result.rendered:,} recipients rendered and recorded; run the same "
+            f"interrupted: {plural(result.rendered, 'recipient')} rendered and recorded; run the same "
             "command again to resume"
         )
     if result.stopped_at_pool:
         raise CommandFailed(
-            f"pool {result.stopped_at_pool!r} ran out of codes: stopped after {result.rendered:,} "
-            "recipients, all recorded; add codes and run the same command again to continue"
+            f"pool {result.stopped_at_pool!r} ran out of codes: stopped after "
+            f"{plural(result.rendered, 'recipient')}, all recorded; add codes and run the same "
+            "command again to continue"
         )
     if result.failed:
         raise CommandFailed(f"{plural(len(result.failed), 'recipient')} could not be rendered")

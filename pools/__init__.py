@@ -97,7 +97,7 @@ if TYPE_CHECKING:
     from pools.codes.listing import CodeEntry, CodeState, list_codes
     from pools.codes.notifications import LowStockAlert, check_low_stock
     from pools.codes.voiding import VoidReport, void_batch
-    from pools.display import json_for_terminal, printable, redact_url
+    from pools.display import counted, json_for_terminal, printable, redact_url
     from pools.errors import (
         BatchNotFound,
         DatabaseFailure,
@@ -181,6 +181,7 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
+    "counted": "pools.display",
     "json_for_terminal": "pools.display",
     "printable": "pools.display",
     "redact_url": "pools.display",
@@ -452,6 +453,7 @@ __all__ = [
     "check_low_stock",
     "claim",
     "code_pools",
+    "counted",
     "create_pool",
     "create_token",
     "current_revision",

@@ -115,16 +115,45 @@ class LineProblem:
     reason: str
 
 
-class ImportRejected(PromomailError):
-    """An upload had invalid lines and nothing was stored."""
+class ImportRejected(NamesSettings):
+    """An upload had invalid lines and nothing was stored.
 
-    def __init__(self, source: str, problems: list[LineProblem], total_problems: int) -> None:
+    The message ends with the way out, naming the settings that give it
+    (``skip_invalid``, and ``whitespace`` when a line was refused for
+    whitespace at its ends) as the front end calls them.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        problems: list[LineProblem],
+        total_problems: int,
+        *,
+        whitespace: bool = False,
+    ) -> None:
         self.source = source
         self.problems = problems
         self.total_problems = total_problems
+        self.whitespace = whitespace
+        # Here, not at the top: every command imports this module, ``--help`` too.
+        from pools.display import counted
+
         first = problems[0]
-        more = f" (and {total_problems - 1} more problems)" if total_problems > 1 else ""
-        super().__init__(f"{source}, line {first.line}: {first.reason}{more}; nothing was stored")
+        more = f" (and {counted(total_problems - 1, 'more problem')})" if total_problems > 1 else ""
+        self.head = f"{source}, line {first.line}: {first.reason}{more}; nothing was stored"
+        remedy = "{skip_invalid} stores the valid lines and reports the rest"
+        if whitespace:
+            remedy = (
+                "{whitespace} strip (trims) or keep (stores it as it is) accepts whitespace "
+                f"at either end of a code; {remedy}"
+            )
+        settings = ("whitespace", "skip_invalid") if whitespace else ("skip_invalid",)
+        super().__init__(remedy, *settings)
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        # Only the remedy holds placeholders: the file name and the reason
+        # quote the user's text, which may hold braces of its own.
+        return f"{self.head} ({super().naming(name)})"
 
 
 class GenerationError(InvalidSetting):

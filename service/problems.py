@@ -34,6 +34,7 @@ from pools import (
     StoreUnavailable,
     TokenError,
     UnreadableUpload,
+    counted,
 )
 from templating import InvalidTemplate, RecipientError, RenderLimitExceeded
 
@@ -139,7 +140,7 @@ def _validation_problem(error: RequestValidationError) -> Problem:
         return Problem(400, f"the request body is not valid JSON (at character {position})")
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     place = ".".join(part for part in first["loc"] if part != "body") or "request"
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    more = f" (and {counted(len(errors) - 1, 'more problem')})" if len(errors) > 1 else ""
     return Problem(422, f"{place}: {first['msg']}{more}", extra={"errors": errors})
 
 

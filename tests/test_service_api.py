@@ -142,13 +142,15 @@ def test_upload_reports_and_options(store: Store, admin: httpx.Client) -> None:
     document = problem(rejected, 422)
     assert document["stored"] is False
     assert document["rejected"] == [
-        {
-            "line": 2,
-            "reason": "leading or trailing whitespace (accepted with whitespace strip or keep)",
-        },
+        {"line": 2, "reason": "leading or trailing whitespace"},
         {"line": 4, "reason": "empty line"},
     ]
     assert "request body, line 2" in document["detail"]
+    # The way out, named as the query parameters are.
+    assert document["detail"].endswith(
+        "(whitespace strip (trims) or keep (stores it as it is) accepts whitespace at either "
+        "end of a code; skip_invalid stores the valid lines and reports the rest)"
+    )
     assert document["total"] == 5
     assert snapshot(store.engine) == before
     skipped = admin.post(

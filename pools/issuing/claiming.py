@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_active
 from pools.codes.counts import issuable_now
+from pools.display import counted
 from pools.errors import PoolExhausted, ReservationLost, StoreConflict
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
@@ -328,7 +329,7 @@ def settle(
             lost = len(rows) - issued + len(unused) - released
             if lost:
                 raise ReservationLost(
-                    f"{lost} codes reserved from pool {reservation.pool_id!r} "
+                    f"{counted(lost, 'code')} reserved from pool {reservation.pool_id!r} "
                     "were reclaimed or voided before they could be issued"
                 )
         record_reissues(conn, mailing_id, reissues, now, refs)
