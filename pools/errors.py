@@ -95,14 +95,30 @@ class PoolNotFound(PoolError, NotFound):
         self.pool_id = pool_id
 
 
-class PoolExhausted(PoolError):
-    def __init__(self, pool_id: str, needed: int, available: int) -> None:
-        super().__init__(
-            f"pool {pool_id!r} cannot cover the mailing: needed {needed}, available {available}"
-        )
+class PoolExhausted(NamesSettings, PoolError):
+    """A pool has fewer codes than a mailing needs; the message names the ways out.
+
+    ``shared``: a multi-use pool, which has no code to share at all.
+    """
+
+    def __init__(self, pool_id: str, needed: int, available: int, *, shared: bool = False) -> None:
         self.pool_id = pool_id
         self.needed = needed
         self.available = available
+        if shared:
+            more = f"upload its shared code (codes upload {pool_id} FILE)"
+        else:
+            short = needed - available
+            more = (
+                f"add {short:,} codes or more (codes upload {pool_id} FILE, or codes generate "
+                f"{pool_id} --count {short})"
+            )
+        super().__init__(
+            f"pool {pool_id!r} cannot cover the mailing: needed {needed:,}, available "
+            f"{available:,}; {more}, or render with {{on_exhausted}} skip (those recipients "
+            "are left out) or blank (they get an empty code)",
+            "on_exhausted",
+        )
 
 
 class ReservationLost(PromomailError):

@@ -626,7 +626,11 @@ def test_render_refused_when_the_pool_cannot_cover_it(
         "render", WELCOME, "--recipients", SAMPLE_RECIPIENTS, "--mailing", "w1", "--out", out
     )
     line = refused(result)
-    assert "'welcome'" in line and "needed 8" in line and "available 5" in line
+    assert line == (
+        "Error: pool 'welcome' cannot cover the mailing: needed 8, available 5; add 3 codes or "
+        "more (codes upload welcome FILE, or codes generate welcome --count 3), or render with "
+        "--on-exhausted skip (those recipients are left out) or blank (they get an empty code)"
+    )
     assert not out.exists()
     assert whole_store(engine) == before
 

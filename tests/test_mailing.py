@@ -455,7 +455,11 @@ def test_preflight_refuses_a_mailing_the_pool_cannot_cover(
         8,
         5,
     )
-    assert str(refused.value) == "pool 'spring' cannot cover the mailing: needed 8, available 5"
+    assert str(refused.value) == (
+        "pool 'spring' cannot cover the mailing: needed 8, available 5; add 3 codes or more "
+        "(codes upload spring FILE, or codes generate spring --count 3), or render with "
+        "on_exhausted skip (those recipients are left out) or blank (they get an empty code)"
+    )
     assert full_snapshot(engine) == before
     assert not (tmp_path / "out.jsonl").exists()
 

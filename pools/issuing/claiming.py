@@ -210,7 +210,7 @@ def _claim_in(
     else:
         taken = take_codes(conn, pool_id, len(missing), now=now)
     if len(taken) < len(missing) and not partial:
-        raise PoolExhausted(pool_id, len(missing), len(taken))
+        raise PoolExhausted(pool_id, len(missing), len(taken), shared=pool.settings.multi_use)
     issued = [t.to(c) for c, t in zip(missing, taken, strict=False)]
     _record(
         conn,

@@ -353,7 +353,7 @@ def preflight(
             missing = recipients - served[pool_id]
             if pool.settings.multi_use:
                 if missing and shared_code(conn, pool, utcnow()) is None:
-                    raise PoolExhausted(pool_id, missing, 0)
+                    raise PoolExhausted(pool_id, missing, 0, shared=True)
                 continue
             needed = missing * plan.per_customer.get(pool_id, 1)
             available = available_count(conn, pool_id)
