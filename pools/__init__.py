@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         show_pool,
         slugify,
     )
+    from pools.admin.lookup import close_pool_ids, unknown_pool
     from pools.admin.tokens import (
         IssuedToken,
         Principal,
@@ -252,6 +253,8 @@ _HOMES: dict[str, str] = {
     "check_low_stock": "pools.codes.notifications",
     "PoolSettings": "pools.admin.lifecycle",
     "PoolView": "pools.admin.lifecycle",
+    "close_pool_ids": "pools.admin.lookup",
+    "unknown_pool": "pools.admin.lookup",
     "activate_pool": "pools.admin.lifecycle",
     "archive_pool": "pools.admin.lifecycle",
     "create_pool": "pools.admin.lifecycle",
@@ -452,6 +455,7 @@ __all__ = [
     "check_lease",
     "check_low_stock",
     "claim",
+    "close_pool_ids",
     "code_pools",
     "counted",
     "create_pool",
@@ -511,6 +515,7 @@ __all__ = [
     "store_connection",
     "to_send",
     "total_size",
+    "unknown_pool",
     "unredeem",
     "upgrade",
     "upload_codes",

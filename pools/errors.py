@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,10 +89,20 @@ class PoolError(PromomailError):
     """A pool operation is refused (unknown pool, wrong status, bad setting)."""
 
 
+def did_you_mean(suggestions: Sequence[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)``, or nothing without suggestions."""
+    if not suggestions:
+        return ""
+    return f" (did you mean {' or '.join(repr(s) for s in suggestions)}?)"
+
+
 class PoolNotFound(PoolError, NotFound):
-    def __init__(self, pool_id: str) -> None:
-        super().__init__(f"pool {pool_id!r} does not exist")
+    """No pool has that id; ``suggestions`` are existing ids close to it (a typo)."""
+
+    def __init__(self, pool_id: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(f"pool {pool_id!r} does not exist{did_you_mean(suggestions)}")
         self.pool_id = pool_id
+        self.suggestions = list(suggestions)
 
 
 class PoolExhausted(NamesSettings, PoolError):

@@ -280,6 +280,36 @@ def test_unknown_pool_is_named(run: Cli, command: list[str]) -> None:
     assert line == "Error: pool 'nope' does not exist"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pool", "activate", "sprng"],
+        ["pool", "edit", "sprng", "--name", "x"],
+        ["pool", "show", "sprng"],
+        ["codes", "list", "sprng"],
+        ["codes", "generate", "sprng", "--count", "1"],
+        ["imports", "sprng"],
+        ["segment", "--issued-from", "sprng"],
+        ["export", "issuances", "--pool", "sprng", "--out", "never.csv"],
+    ],
+)
+def test_an_unknown_pool_close_to_one_suggests_it(run: Cli, command: list[str]) -> None:
+    make_active(run, "Spring")
+    line = refused(run(*command))
+    assert line.endswith("pool 'sprng' does not exist (did you mean 'spring'?)"), line
+
+
+def test_did_you_mean_is_one_line_of_the_console_script(run: Cli) -> None:
+    make_active(run, "Spring")
+    shown = subprocess.run(
+        cli_helpers.promomail_command(run.url, "pool", "show", "Sprng"),
+        capture_output=True,
+        text=True,
+    )
+    assert (shown.returncode, shown.stdout) == (1, "")
+    assert shown.stderr == "Error: pool 'Sprng' does not exist (did you mean 'spring'?)\n"
+
+
 def test_unknown_pool_with_json_prints_nothing_on_stdout(run: Cli) -> None:
     result = run("pool", "show", "nope", "--json")
     assert result.exit_code == 1

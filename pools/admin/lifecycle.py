@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
+from pools.admin.lookup import unknown_pool
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.webhooks import TargetRefused, check_webhook_url
-from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound, SettingLocked
+from pools.errors import InvalidPoolSetting, PoolError, SettingLocked
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
@@ -180,7 +181,7 @@ def load_pool(
             raise PoolError(f"pool name {pool_ref!r} is ambiguous ({ids}): use the pool id")
         row = named[0] if named else None
     if row is None:
-        raise PoolNotFound(pool_ref)
+        raise unknown_pool(conn, pool_ref)
     counts = pool_counts(conn, [row.id]).get(row.id) if with_counts else None
     return _view(row, counts)
 
@@ -202,7 +203,7 @@ def issuing_mode(conn: Connection, pool_id: str) -> bool:
     """
     row = conn.execute(select(Pool.status, Pool.multi_use).where(Pool.id == pool_id)).first()
     if row is None:
-        raise PoolNotFound(pool_id)
+        raise unknown_pool(conn, pool_id)
     _require_active(pool_id, row.status)
     return bool(row.multi_use)
 

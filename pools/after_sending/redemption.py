@@ -51,7 +51,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from pools.errors import PromomailError, RedemptionNotFound, RollbackAmbiguous, StoreConflict
+from pools.admin.lookup import unknown_pool
+from pools.errors import (
+    PromomailError,
+    RedemptionNotFound,
+    RollbackAmbiguous,
+    StoreConflict,
+    did_you_mean,
+)
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import (
@@ -225,7 +232,8 @@ def _redeem_in(
         if pool_id is not None and conn.execute(select(Pool.id).where(Pool.id == pool_id)).first():
             return _refused(code, f"{UNKNOWN_CODE} in pool {pool_id!r}")
         if pool_id is not None:
-            return _refused(code, f"unknown pool {pool_id!r}")
+            guess = did_you_mean(unknown_pool(conn, pool_id).suggestions)
+            return _refused(code, f"unknown pool {pool_id!r}{guess}")
         return _refused(code, UNKNOWN_CODE)
     if len(candidates) > 1:
         pools = ", ".join(sorted(c.pool_id for c in candidates))

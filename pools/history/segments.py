@@ -29,7 +29,8 @@ from typing import TextIO
 from sqlalchemy import Connection, Engine, and_, case, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.errors import PoolNotFound, SegmentError
+from pools.admin.lookup import unknown_pool
+from pools.errors import SegmentError
 from pools.identifiers import id_problem
 from pools.store.clock import to_utc_naive
 from pools.store.db import read_transaction
@@ -101,7 +102,7 @@ def iter_segment(
         known = set(conn.execute(select(Pool.id).where(Pool.id.in_(pools))).scalars())
         for pool_id in pools:
             if pool_id not in known:
-                raise PoolNotFound(pool_id)
+                raise unknown_pool(conn, pool_id, within)
 
     # A returned code never reached the customer: it does not make them "issued".
     matching: list[ColumnElement[bool]] = [
