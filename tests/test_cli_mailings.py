@@ -187,6 +187,7 @@ def test_check_json_document(run: Cli, welcome: str) -> None:
     assert document == {
         "template": str(WELCOME),
         "ok": True,
+        "compiled": True,
         "parts": ["subject", "text", "html"],
         "pools": [
             {
@@ -228,11 +229,20 @@ def test_check_a_syntax_error_names_template_and_line(run: Cli, tmp_path: Path) 
     assert str(template) in line
     assert "line 3" in line
     assert "syntax error" in line
+    # The console script prints the error alone: no "parts -", no empty pool table.
+    console = subprocess.run(
+        promomail_command(run.url, "check", template),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+    assert (console.returncode, console.stdout) == (1, "")
+    assert console.stderr.splitlines() == [line]
 
     as_json = run("check", template, "--json")
     assert as_json.exit_code == 1
     document = json.loads(as_json.stdout)
-    assert document["ok"] is False
+    assert (document["ok"], document["compiled"], document["parts"]) == (False, False, [])
     assert [p["line"] for p in document["problems"]] == [3]
     assert "line 3" in error_line(as_json)
 

@@ -60,6 +60,9 @@ class CheckReport:
     #: Partials included or imported, from the template's own folder.
     partials: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    #: Whether the template compiled: without that its parts, pools and
+    #: columns are unknown (not empty), and there is nothing to show of them.
+    compiled: bool = False
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,7 @@ class CheckReport:
         return {
             "template": self.template,
             "ok": self.ok,
+            "compiled": self.compiled,
             "parts": list(self.parts),
             "pools": [p.as_dict() for p in self.pools],
             "columns": self.columns,
@@ -111,6 +115,7 @@ def check_template(
     except InvalidTemplate as exc:
         report.problems.append(_problem(name, exc))
         return report
+    report.compiled = True
     usage = template.usage
     report.parts = template.parts
     report.columns = list(usage.columns)
