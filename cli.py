@@ -88,7 +88,10 @@ COMMANDS: Mapping[str, LazyCommand] = {
         "commands.mailings:mailings",
         "Every mailing with its recipients, renders, codes and failures.",
     ),
-    "mailing": LazyCommand("commands.mailings:mailing", "One mailing."),
+    "mailing": LazyCommand(
+        "commands.mailings:mailing",
+        "One mailing: show it, give back its undelivered codes, or cancel it.",
+    ),
     "send": LazyCommand(
         "commands.delivery:send",
         "Send a rendered mailing through an SMTP relay, recording each message's state.",
@@ -163,6 +166,37 @@ class UploadRejected(CommandFailed):
                 more = plural(unlisted, "more problem")
                 click.echo(f"{source}: … and {more}", file=out)
         super().show(file)
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error as SPEC 1 promises it: one ``Error:`` line (exit status 2).
+
+    click prints the usage, a hint and the error on four lines; this says the
+    same on one: what is wrong, the command's usage, and where its help is.
+    """
+
+    def __init__(self, error: click.UsageError) -> None:
+        # format_message names the parameter ("Invalid value for '--limit': …").
+        message = "; ".join(
+            part.strip() for part in error.format_message().splitlines() if part.strip()
+        )
+        super().__init__(printable(message), error.ctx)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        line = f"Error: {self.message}"
+        if self.ctx is not None:
+            if not line.endswith((".", "?", "!")):
+                line += "."
+            usage = " ".join(self.ctx.get_usage().split())
+            line += f" {usage} (more: {self.ctx.command_path} --help)"
+        click.echo(line, file=file, err=True)
+
+
+def one_line(error: click.UsageError) -> click.UsageError:
+    """``error`` shown on one line; help asked for by giving no arguments stays help."""
+    if isinstance(error, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return error
+    return OneLineUsageError(error)
 
 
 def cli_flag(setting: str, command: click.Command | None = None) -> str:
@@ -276,6 +310,21 @@ class LibraryValue(click.ParamType[Any]):
             self.fail(str(exc), param, ctx)
 
 
+#: A command's line in its group's help is its first sentence, whole: click
+#: would cut it with "..." to fit one line; the help formatter wraps it instead.
+WHOLE_SENTENCE = 10_000
+
+
+def command_rows(ctx: click.Context, group: click.Group) -> list[tuple[str, str]]:
+    """(name, first sentence of its help) of each visible command of ``group``."""
+    rows = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is not None and not command.hidden:
+            rows.append((name, command.get_short_help_str(WHOLE_SENTENCE)))
+    return rows
+
+
 class PromomailGroup(click.Group):
     """Every group of the CLI: refuses empty values and translates refusals.
 
@@ -294,6 +343,12 @@ class PromomailGroup(click.Group):
         refuse_empty_values(cmd)
         super().add_command(cmd, name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = command_rows(ctx, self)
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def make_context(
         self,
         info_name: str | None,
@@ -305,13 +360,20 @@ class PromomailGroup(click.Group):
         # added later to a subgroup of another class.
         if parent is None:
             refuse_empty_values(self)
-        return super().make_context(info_name, args, parent, **extra)
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            # The root's own options ("promomail --bogus"); a subcommand's
+            # are parsed inside its parent's invoke, below.
+            raise one_line(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line(exc) from exc
         except click.ClickException as exc:
-            # A usage error may quote a value (a refused option, a stored name).
+            # An error may quote a value (a refused option, a stored name).
             # click types ``message`` Final, but it is a plain instance attribute.
             vars(exc)["message"] = printable(exc.message)
             raise
@@ -350,23 +412,29 @@ class LazyGroup(PromomailGroup):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        names = self.list_commands(ctx)
-        if not names:
-            return
-        limit = formatter.width - 6 - max(len(name) for name in names)
         rows = []
-        for name in names:
+        for name in self.list_commands(ctx):
             loaded = self.commands.get(name)
             if loaded is not None:
                 if loaded.hidden:
                     continue
-                rows.append((name, loaded.get_short_help_str(limit)))
+                rows.append((name, loaded.get_short_help_str(WHOLE_SENTENCE)))
             else:
-                # Shortened as click shortens a loaded command's help.
+                # The table's line, as a loaded command's help would give it.
                 stand_in = click.Command(name, help=self.lazy_commands[name].help)
-                rows.append((name, stand_in.get_short_help_str(limit)))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+                rows.append((name, stand_in.get_short_help_str(WHOLE_SENTENCE)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Every variable promomail reads, from the one list the README's
+        # table repeats (no store code is loaded for it).
+        from pools.environment import VARIABLES
+
+        with formatter.section("Environment variables"):
+            formatter.write_dl([(v.name, f"{v.does} [{v.read_by}]") for v in VARIABLES])
+        super().format_epilog(ctx, formatter)
 
 
 def _load(target: str) -> click.Command:

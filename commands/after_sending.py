@@ -89,16 +89,34 @@ def _returned_cell(returned_at: datetime | None, reason: str | None) -> str | No
 
 
 @click.command("segment")
-@click.option("--issued-from", multiple=True, metavar="POOL", help="Count codes from this pool.")
-@click.option("--min-issued", type=click.IntRange(min=0), metavar="N")
-@click.option("--max-issued", type=click.IntRange(min=0), metavar="N")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), metavar="DATE")
+@click.option(
+    "--issued-from",
+    multiple=True,
+    metavar="POOL",
+    help="Count codes from this pool (repeat; default: every pool).",
+)
+@click.option(
+    "--min-issued",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Customers given at least N codes (default 1; 0 with --max-issued 0).",
+)
+@click.option(
+    "--max-issued", type=click.IntRange(min=0), metavar="N", help="Customers given at most N codes."
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    metavar="DATE",
+    help="Count only codes issued at or after DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, UTC).",
+)
 @click.option(
     "--format",
     "output_format",
     type=click.Choice([f.value for f in SegmentFormat]),
     default=SegmentFormat.IDS.value,
     show_default=True,
+    help="One id a line, or CSV with the header id (a --recipients file).",
 )
 @json_option
 @click.pass_context
@@ -213,7 +231,13 @@ def export() -> None:
 @export.command("issuances")
 @click.option("--pool", "pool_id", metavar="P", help="Only this pool.")
 @click.option("--mailing", "mailing_id", metavar="M", help="Only this mailing.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, metavar="FILE.csv")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    metavar="FILE.csv",
+    help="The CSV file to write (replaced whole, never half-written).",
+)
 @json_option
 @click.pass_context
 def export_issuances_command(

@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     type=click.Choice([f.value for f in OutputFormat]),
     default=OutputFormat.JSONL.value,
     show_default=True,
+    help="JSON Lines (one object per recipient; --out FILE or stdout) or .eml files (--out DIR).",
 )
 @click.option(
     "--on-exhausted",
@@ -309,7 +310,7 @@ def mailings(ctx: click.Context, as_json: bool) -> None:
 
 @click.group("mailing", cls=PromomailGroup)
 def mailing() -> None:
-    """One mailing."""
+    """One mailing: show it, give back its undelivered codes, or cancel it."""
 
 
 @mailing.command("show")
