@@ -128,6 +128,81 @@ COMMANDS: Mapping[str, LazyCommand] = {
     "token": LazyCommand("commands.service:token", "Bearer tokens of the HTTP service."),
 }
 
+
+class EnvironmentVariable(NamedTuple):
+    """A variable promomail reads, which commands read it, and what it does."""
+
+    name: str
+    #: Which commands read it.
+    read_by: str
+    does: str
+
+
+#: Every environment variable promomail reads: the one list. ``promomail --help``
+#: ends with it, the README repeats it as a table, and tests/test_cli_help.py
+#: checks that the code reads exactly these.
+ENVIRONMENT: tuple[EnvironmentVariable, ...] = (
+    EnvironmentVariable(
+        "PROMOMAIL_DB",
+        "every command",
+        "SQLAlchemy URL of the issuance store (default sqlite:///promomail.db); --db overrides it.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_FROM",
+        "render (.eml), send",
+        "The From of every message, one address (default: promomail <noreply@localhost>).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SMTP_URL",
+        "send, low-stock notices",
+        "The SMTP relay: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered; "
+        "?starttls=require to insist), or smtps:// for TLS from the start; send's --smtp "
+        "overrides it.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SMTP_CA",
+        "send, low-stock notices",
+        "A file of CA certificates to verify the relay with (default: the system's).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_WEBHOOK_ALLOW_PRIVATE",
+        "pool create/edit, low-stock notices",
+        "Let low-stock webhooks reach private addresses: 1 for all, or networks "
+        "(10.0.0.0/8,127.0.0.1).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SNS_TOPICS",
+        "serve",
+        "Amazon SES events: the SNS topic ARNs accepted, comma-separated.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SNS_CERT_URL",
+        "serve",
+        "Where SNS signing certificates may come from, a regular expression "
+        "(default: https on sns.REGION.amazonaws.com).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SENDGRID_PUBLIC_KEY",
+        "serve",
+        "SendGrid events: the verification key of the Signed Event Webhook (base64).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_MAILGUN_SIGNING_KEY",
+        "serve",
+        "Mailgun events: the HTTP webhook signing key.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_POSTMARK_AUTH",
+        "serve",
+        "Postmark events: USER:PASSWORD of the webhook URL's basic auth.",
+    ),
+    EnvironmentVariable(
+        "TMPDIR",
+        "render (to stdout)",
+        "Where render keeps its workers' output before writing it to stdout (default /tmp).",
+    ),
+)
+
 # ---------------------------------------------------------------------------
 # Errors: the one boundary where library refusals become click errors
 # ---------------------------------------------------------------------------
@@ -428,12 +503,9 @@ class LazyGroup(PromomailGroup):
                 formatter.write_dl(rows)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Every variable promomail reads, from the one list the README's
-        # table repeats (no store code is loaded for it).
-        from pools.environment import VARIABLES
-
+        # Every variable promomail reads, from the one list the README's table repeats.
         with formatter.section("Environment variables"):
-            formatter.write_dl([(v.name, f"{v.does} [{v.read_by}]") for v in VARIABLES])
+            formatter.write_dl([(v.name, f"{v.does} [{v.read_by}]") for v in ENVIRONMENT])
         super().format_epilog(ctx, formatter)
 
 

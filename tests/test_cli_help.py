@@ -20,8 +20,8 @@ import click
 import pytest
 from cli_helpers import promomail_script
 
+from cli import ENVIRONMENT as VARIABLES
 from cli import cli
-from pools.environment import VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The code that reads the environment: everything but the tests and benchmarks.

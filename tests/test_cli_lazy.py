@@ -68,7 +68,6 @@ def test_help_imports_no_library_and_no_sqlalchemy() -> None:
         "pools.store",  # the package's docstring only
         "pools.store.defaults",
         "pools.lazy_exports",
-        "pools.environment",  # the variables the help lists: a table, no imports
     }
 
 
