@@ -27,7 +27,7 @@ if TYPE_CHECKING:
         show_pool,
         slugify,
     )
-    from pools.admin.lookup import close_pool_ids, unknown_pool
+    from pools.admin.lookup import close_ids, unknown_mailing, unknown_pool
     from pools.admin.tokens import (
         IssuedToken,
         Principal,
@@ -253,7 +253,8 @@ _HOMES: dict[str, str] = {
     "check_low_stock": "pools.codes.notifications",
     "PoolSettings": "pools.admin.lifecycle",
     "PoolView": "pools.admin.lifecycle",
-    "close_pool_ids": "pools.admin.lookup",
+    "close_ids": "pools.admin.lookup",
+    "unknown_mailing": "pools.admin.lookup",
     "unknown_pool": "pools.admin.lookup",
     "activate_pool": "pools.admin.lifecycle",
     "archive_pool": "pools.admin.lifecycle",
@@ -455,7 +456,7 @@ __all__ = [
     "check_lease",
     "check_low_stock",
     "claim",
-    "close_pool_ids",
+    "close_ids",
     "code_pools",
     "counted",
     "create_pool",
@@ -515,6 +516,7 @@ __all__ = [
     "store_connection",
     "to_send",
     "total_size",
+    "unknown_mailing",
     "unknown_pool",
     "unredeem",
     "upgrade",

@@ -121,13 +121,13 @@ class PoolExhausted(NamesSettings, PoolError):
             short = needed - available
             more = (
                 f"add {short:,} codes or more (codes upload {pool_id} FILE, or codes generate "
-                f"{pool_id} --count {short})"
+                f"{pool_id} {{count}} {short})"
             )
         super().__init__(
             f"pool {pool_id!r} cannot cover the mailing: needed {needed:,}, available "
             f"{available:,}; {more}, or render with {{on_exhausted}} skip (those recipients "
             "are left out) or blank (they get an empty code)",
-            "on_exhausted",
+            *(("on_exhausted",) if shared else ("count", "on_exhausted")),
         )
 
 
@@ -196,8 +196,11 @@ class BatchNotFound(PoolError, NotFound):
 
 
 class MailingNotFound(NotFound):
-    def __init__(self, mailing_id: str) -> None:
-        super().__init__(f"mailing {mailing_id!r} does not exist")
+    """No mailing has that id; ``suggestions`` are recorded ids close to it (a typo)."""
+
+    def __init__(self, mailing_id: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(f"mailing {mailing_id!r} does not exist{did_you_mean(suggestions)}")
+        self.suggestions = list(suggestions)
 
 
 class RedemptionNotFound(NotFound):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from render_helpers import (
@@ -21,7 +22,9 @@ from render_helpers import (
 )
 from sqlalchemy import Engine
 
+from pools.after_sending.deliveries import list_deliveries
 from pools.after_sending.returns import cancel_mailing
+from pools.errors import MailingNotFound
 from pools.issuing.mailing_status import RunState, mailing_status
 from pools.issuing.mailings import list_mailings, show_mailing
 from templating.mailing.recipients import Shard
@@ -139,3 +142,27 @@ def test_a_render_of_one_shard_then_the_other_then_a_cancellation(
     assert again.new_codes == 20
     live = show_mailing(engine, "m1")
     assert (live.status, live.cancelled_at, live.codes_issued) == ("finished", None, 20)
+
+
+def test_an_unknown_mailing_close_to_a_recorded_one_suggests_it(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    pool_with_codes(engine, "spring", 10)
+    template = write_template(tmp_path, EVERY_PART)
+    recipients = write_recipients(tmp_path, customer_ids(2))
+    render(db_url, template, recipients, "spring-sale", tmp_path / "1.jsonl")
+
+    for refused in (
+        lambda: show_mailing(engine, "spring-sael"),
+        lambda: cancel_mailing(engine, "spring-sael"),
+        lambda: list_deliveries(engine, "spring-sael"),
+    ):
+        with pytest.raises(MailingNotFound) as typo:
+            refused()
+        assert str(typo.value) == (
+            "mailing 'spring-sael' does not exist (did you mean 'spring-sale'?)"
+        )
+    # A view limited to some pools is told of no mailing it cannot see.
+    with pytest.raises(MailingNotFound) as limited:
+        show_mailing(engine, "spring-sael", pools={"other"})
+    assert str(limited.value) == "mailing 'spring-sael' does not exist"

@@ -190,9 +190,17 @@ def require_active(pool: PoolView) -> None:
     _require_active(pool.id, pool.status)
 
 
+def not_issuing(pool_id: str, status: str) -> str:
+    """Why a pool that is not active issues no codes, and what to do about it."""
+    reason = f"pool {pool_id!r} is {status}, not active: it issues no codes"
+    if status == PoolStatus.DRAFT:
+        return f"{reason} until activated (pool activate {pool_id})"
+    return reason
+
+
 def _require_active(pool_id: str, status: str) -> None:
     if status != PoolStatus.ACTIVE:
-        raise PoolError(f"pool {pool_id!r} is {status}, not active: it issues no codes")
+        raise PoolError(not_issuing(pool_id, status))
 
 
 def issuing_mode(conn: Connection, pool_id: str) -> bool:

@@ -37,7 +37,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine, Select, case, exists, func, select
 
-from pools.admin.lookup import unknown_pool
+from pools.admin.lookup import unknown_mailing, unknown_pool
 from pools.errors import ExportError, MailingNotFound
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance, Mailing, Pool, Redemption
@@ -119,7 +119,8 @@ def check_filters(
             )
         ).scalar()
         if not known:
-            raise MailingNotFound(mailing)
+            # Suggestions only to a view of the whole store.
+            raise MailingNotFound(mailing) if within is not None else unknown_mailing(conn, mailing)
 
 
 def issuance_query(*, pool: str | None = None, mailing: str | None = None) -> Select[Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from pools.admin.lookup import close_pool_ids
+from pools.admin.lookup import close_ids
 from pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, PromomailError
 from pools.history.customers import HistoryWindow, history_in
 from pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
@@ -106,7 +106,7 @@ def _check_pools(named: Sequence[str], pools: Collection[str] | None) -> None:
         return
     for pool_id in named:
         if pool_id not in pools:
-            raise PoolNotFound(pool_id, close_pool_ids(pool_id, pools))
+            raise PoolNotFound(pool_id, close_ids(pool_id, pools))
 
 
 def issuance_page(

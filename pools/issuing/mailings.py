@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select, update
 
+from pools.admin.lookup import unknown_mailing
 from pools.after_sending.deliveries import DeliveryCounts, delivery_counts
 from pools.errors import MailingNotFound
 from pools.issuing.leases import Lease, ensure_held
@@ -380,5 +381,10 @@ def show_mailing(
     with read_transaction(engine) as conn:
         row = conn.execute(query).first()
         if row is None:
-            raise MailingNotFound(mailing_id)
+            # Suggestions only to a view of the whole store.
+            raise (
+                MailingNotFound(mailing_id)
+                if pools is not None
+                else unknown_mailing(conn, mailing_id)
+            )
         return _view(conn, row, pools)

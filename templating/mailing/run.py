@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import PoolView, load_pool
+from pools.admin.lifecycle import PoolView, load_pool, not_issuing
 from pools.after_sending.references import delivery_ref_key
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
@@ -258,9 +258,7 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
                 raise InvalidTemplate(str(exc), template=template.name, line=line) from exc
             if ref in usage.issues_from and pool.status != PoolStatus.ACTIVE:
                 raise InvalidTemplate(
-                    f"pool {pool.id!r} is {pool.status}, not active: it issues no codes",
-                    template=template.name,
-                    line=line,
+                    not_issuing(pool.id, pool.status), template=template.name, line=line
                 )
             refs[ref] = pool.id
             pools[pool.id] = pool
