@@ -88,7 +88,10 @@ COMMANDS: Mapping[str, LazyCommand] = {
         "commands.mailings:mailings",
         "Every mailing with its recipients, renders, codes and failures.",
     ),
-    "mailing": LazyCommand("commands.mailings:mailing", "One mailing."),
+    "mailing": LazyCommand(
+        "commands.mailings:mailing",
+        "One mailing: show it, give back its undelivered codes, or cancel it.",
+    ),
     "send": LazyCommand(
         "commands.delivery:send",
         "Send a rendered mailing through an SMTP relay, recording each message's state.",
@@ -125,6 +128,81 @@ COMMANDS: Mapping[str, LazyCommand] = {
     "token": LazyCommand("commands.service:token", "Bearer tokens of the HTTP service."),
 }
 
+
+class EnvironmentVariable(NamedTuple):
+    """A variable promomail reads, which commands read it, and what it does."""
+
+    name: str
+    #: Which commands read it.
+    read_by: str
+    does: str
+
+
+#: Every environment variable promomail reads: the one list. ``promomail --help``
+#: ends with it, the README repeats it as a table, and tests/test_cli_help.py
+#: checks that the code reads exactly these.
+ENVIRONMENT: tuple[EnvironmentVariable, ...] = (
+    EnvironmentVariable(
+        "PROMOMAIL_DB",
+        "every command",
+        "SQLAlchemy URL of the issuance store (default sqlite:///promomail.db); --db overrides it.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_FROM",
+        "render (.eml), send",
+        "The From of every message, one address (default: promomail <noreply@localhost>).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SMTP_URL",
+        "send, low-stock notices",
+        "The SMTP relay: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered; "
+        "?starttls=require to insist), or smtps:// for TLS from the start; send's --smtp "
+        "overrides it.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SMTP_CA",
+        "send, low-stock notices",
+        "A file of CA certificates to verify the relay with (default: the system's).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_WEBHOOK_ALLOW_PRIVATE",
+        "pool create/edit, low-stock notices",
+        "Let low-stock webhooks reach private addresses: 1 for all, or networks "
+        "(10.0.0.0/8,127.0.0.1).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SNS_TOPICS",
+        "serve",
+        "Amazon SES events: the SNS topic ARNs accepted, comma-separated.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SNS_CERT_URL",
+        "serve",
+        "Where SNS signing certificates may come from, a regular expression "
+        "(default: https on sns.REGION.amazonaws.com).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_SENDGRID_PUBLIC_KEY",
+        "serve",
+        "SendGrid events: the verification key of the Signed Event Webhook (base64).",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_MAILGUN_SIGNING_KEY",
+        "serve",
+        "Mailgun events: the HTTP webhook signing key.",
+    ),
+    EnvironmentVariable(
+        "PROMOMAIL_POSTMARK_AUTH",
+        "serve",
+        "Postmark events: USER:PASSWORD of the webhook URL's basic auth.",
+    ),
+    EnvironmentVariable(
+        "TMPDIR",
+        "render (to stdout)",
+        "Where render keeps its workers' output before writing it to stdout (default /tmp).",
+    ),
+)
+
 # ---------------------------------------------------------------------------
 # Errors: the one boundary where library refusals become click errors
 # ---------------------------------------------------------------------------
@@ -145,8 +223,10 @@ class CommandFailed(click.ClickException):
 class UploadRejected(CommandFailed):
     """An all-or-nothing upload with invalid lines: every problem, then the error."""
 
-    def __init__(self, error: ImportRejected, *, list_problems: bool) -> None:
-        super().__init__(str(error))
+    def __init__(
+        self, error: ImportRejected, *, list_problems: bool, command: click.Command | None = None
+    ) -> None:
+        super().__init__(error.naming(flags_of(command)))
         self.error = error
         self.list_problems = list_problems
 
@@ -158,8 +238,40 @@ class UploadRejected(CommandFailed):
                 click.echo(f"{source}, line {problem.line}: {printable(problem.reason)}", file=out)
             unlisted = self.error.total_problems - len(self.error.problems)
             if unlisted > 0:
-                click.echo(f"{source}: … and {unlisted:,} more problems", file=out)
+                more = plural(unlisted, "more problem")
+                click.echo(f"{source}: … and {more}", file=out)
         super().show(file)
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error as SPEC 1 promises it: one ``Error:`` line (exit status 2).
+
+    click prints the usage, a hint and the error on four lines; this says the
+    same on one: what is wrong, the command's usage, and where its help is.
+    """
+
+    def __init__(self, error: click.UsageError) -> None:
+        # format_message names the parameter ("Invalid value for '--limit': …").
+        message = "; ".join(
+            part.strip() for part in error.format_message().splitlines() if part.strip()
+        )
+        super().__init__(printable(message), error.ctx)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        line = f"Error: {self.message}"
+        if self.ctx is not None:
+            if not line.endswith((".", "?", "!")):
+                line += "."
+            usage = " ".join(self.ctx.get_usage().split())
+            line += f" {usage} (more: {self.ctx.command_path} --help)"
+        click.echo(line, file=file, err=True)
+
+
+def one_line(error: click.UsageError) -> click.UsageError:
+    """``error`` shown on one line; help asked for by giving no arguments stays help."""
+    if isinstance(error, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return error
+    return OneLineUsageError(error)
 
 
 def cli_flag(setting: str, command: click.Command | None = None) -> str:
@@ -187,7 +299,7 @@ def translate_error(
     """The click error to show for a library or database failure; None for any other."""
     if isinstance(exc, ImportRejected):
         listed = state is None or not state.problems_reported
-        return UploadRejected(exc, list_problems=listed)
+        return UploadRejected(exc, list_problems=listed, command=command)
     if isinstance(exc, NamesSettings):
         return CommandFailed(exc.naming(flags_of(command)))
     if isinstance(exc, PromomailError):
@@ -273,6 +385,21 @@ class LibraryValue(click.ParamType[Any]):
             self.fail(str(exc), param, ctx)
 
 
+#: A command's line in its group's help is its first sentence, whole: click
+#: would cut it with "..." to fit one line; the help formatter wraps it instead.
+WHOLE_SENTENCE = 10_000
+
+
+def command_rows(ctx: click.Context, group: click.Group) -> list[tuple[str, str]]:
+    """(name, first sentence of its help) of each visible command of ``group``."""
+    rows = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is not None and not command.hidden:
+            rows.append((name, command.get_short_help_str(WHOLE_SENTENCE)))
+    return rows
+
+
 class PromomailGroup(click.Group):
     """Every group of the CLI: refuses empty values and translates refusals.
 
@@ -291,6 +418,12 @@ class PromomailGroup(click.Group):
         refuse_empty_values(cmd)
         super().add_command(cmd, name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = command_rows(ctx, self)
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def make_context(
         self,
         info_name: str | None,
@@ -302,13 +435,20 @@ class PromomailGroup(click.Group):
         # added later to a subgroup of another class.
         if parent is None:
             refuse_empty_values(self)
-        return super().make_context(info_name, args, parent, **extra)
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            # The root's own options ("promomail --bogus"); a subcommand's
+            # are parsed inside its parent's invoke, below.
+            raise one_line(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line(exc) from exc
         except click.ClickException as exc:
-            # A usage error may quote a value (a refused option, a stored name).
+            # An error may quote a value (a refused option, a stored name).
             # click types ``message`` Final, but it is a plain instance attribute.
             vars(exc)["message"] = printable(exc.message)
             raise
@@ -347,23 +487,26 @@ class LazyGroup(PromomailGroup):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        names = self.list_commands(ctx)
-        if not names:
-            return
-        limit = formatter.width - 6 - max(len(name) for name in names)
         rows = []
-        for name in names:
+        for name in self.list_commands(ctx):
             loaded = self.commands.get(name)
             if loaded is not None:
                 if loaded.hidden:
                     continue
-                rows.append((name, loaded.get_short_help_str(limit)))
+                rows.append((name, loaded.get_short_help_str(WHOLE_SENTENCE)))
             else:
-                # Shortened as click shortens a loaded command's help.
+                # The table's line, as a loaded command's help would give it.
                 stand_in = click.Command(name, help=self.lazy_commands[name].help)
-                rows.append((name, stand_in.get_short_help_str(limit)))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+                rows.append((name, stand_in.get_short_help_str(WHOLE_SENTENCE)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Every variable promomail reads, from the one list the README's table repeats.
+        with formatter.section("Environment variables"):
+            formatter.write_dl([(v.name, f"{v.does} [{v.read_by}]") for v in ENVIRONMENT])
+        super().format_epilog(ctx, formatter)
 
 
 def _load(target: str) -> click.Command:
@@ -510,7 +653,10 @@ def stdin_is_terminal() -> bool:
 
 
 def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+    """``1 code``, ``2 codes`` (see :func:`pools.display.counted`)."""
+    from pools import counted
+
+    return counted(count, noun)
 
 
 def summary(verb: str, count: int, detail: str, seconds: float, rate_of: int) -> str:

@@ -104,7 +104,12 @@ def _duration(text: str) -> timedelta:
 
 
 @click.command("segment")
-@click.option("--issued-from", multiple=True, metavar="POOL", help="Count codes from this pool.")
+@click.option(
+    "--issued-from",
+    multiple=True,
+    metavar="POOL",
+    help="Count codes from this pool (repeat; default: every pool).",
+)
 @click.option(
     "--unredeemed-from",
     multiple=True,
@@ -118,14 +123,26 @@ def _duration(text: str) -> timedelta:
     metavar="DURATION",
     help="With --unredeemed-from: only codes expiring within DURATION from now (36h, 7d, 2w).",
 )
-@click.option("--min-issued", type=click.IntRange(min=0), metavar="N")
-@click.option("--max-issued", type=click.IntRange(min=0), metavar="N")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), metavar="DATE")
+@click.option(
+    "--min-issued",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Customers given at least N codes (default 1; 0 with --max-issued 0).",
+)
+@click.option(
+    "--max-issued", type=click.IntRange(min=0), metavar="N", help="Customers given at most N codes."
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    metavar="DATE",
+    help="Count only codes issued at or after DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, UTC).",
+)
 @click.option(
     "--format",
     "output_format",
     type=click.Choice([f.value for f in SegmentFormat]),
-    help="ids: one per line (default); csv: with the header id.",
+    help="ids: one id a line (the default); csv: with the header id. Not with --recipients.",
 )
 @click.option(
     "--recipients",
@@ -272,25 +289,33 @@ def redeem_command(
 
 @click.command("unredeem")
 @click.argument("code")
-@click.option("--order", required=True, metavar="O", help="The cancelled or refunded order.")
+@click.option(
+    "--order",
+    metavar="O",
+    help="The cancelled or refunded order. Leave it out to undo the code's one "
+    "redemption made without an order.",
+)
 @click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
 @json_option
 @click.pass_context
 def unredeem_command(
-    ctx: click.Context, code: str, order: str, pool_id: str | None, as_json: bool
+    ctx: click.Context, code: str, order: str | None, pool_id: str | None, as_json: bool
 ) -> None:
     """Undo the redemption of CODE by an order that was cancelled or refunded.
 
     A single-use code can then be redeemed again; a multi-use code's count
     drops by one. The redemption stays in the history, marked rolled back.
+    Without --order, the code's one live redemption made without an order is
+    undone (refused when there is none, or more than one).
     """
     result = unredeem(get_engine(ctx), code, order=order, pool=pool_id)
     if as_json:
         emit_json(result.as_dict())
         return
+    by = f"by order {result.order}" if result.order is not None else "made without an order"
     say(
-        f"Rolled back the redemption of {result.code} (pool {result.pool}) by order "
-        f"{result.order}; {plural(result.redemptions, 'redemption')} left."
+        f"Rolled back the redemption of {result.code} (pool {result.pool}) {by}; "
+        f"{plural(result.redemptions, 'redemption')} left."
     )
 
 
@@ -302,7 +327,13 @@ def export() -> None:
 @export.command("issuances")
 @click.option("--pool", "pool_id", metavar="P", help="Only this pool.")
 @click.option("--mailing", "mailing_id", metavar="M", help="Only this mailing.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, metavar="FILE.csv")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    metavar="FILE.csv",
+    help="The CSV file to write (replaced whole, never half-written).",
+)
 @json_option
 @click.pass_context
 def export_issuances_command(

@@ -14,6 +14,7 @@ from cli import (
     STDIN_NAME,
     PromomailGroup,
     emit_json,
+    flags_of,
     get_engine,
     get_state,
     json_option,
@@ -115,7 +116,7 @@ def codes_upload(
             )
     except ImportRejected as exc:
         if as_json:
-            refused = rejected_report(engine, pool_id, exc, fmt)
+            refused = rejected_report(engine, pool_id, exc, fmt, flags_of(ctx.command))
             emit_json(uploads_document([refused], several=len(files) > 1))
             get_state(ctx).problems_reported = True
         raise
@@ -146,7 +147,7 @@ def _report_uploads(reports: Sequence[ImportReport], as_json: bool) -> None:
             note(f"{report.source}, line {problem.line}: {problem.reason} (skipped)")
         unlisted = report.rejected_count - len(report.rejected)
         if unlisted > 0:
-            note(f"{report.source}: … and {unlisted:,} more invalid lines (skipped)")
+            note(f"{report.source}: … and {plural(unlisted, 'more invalid line')} (skipped)")
     print_table(
         ("batch", "file", "format", "lines", "accepted", "duplicates", "rejected"),
         (
@@ -154,7 +155,7 @@ def _report_uploads(reports: Sequence[ImportReport], as_json: bool) -> None:
             for r in reports
         ),
     )
-    say(f"The pool now holds {total:,} codes, {available:,} available.")
+    say(f"The pool now holds {plural(total, 'code')}, {available:,} available.")
 
 
 @codes.command("generate")
@@ -201,7 +202,8 @@ def codes_generate(
     else:
         say(
             f"Generated {plural(report.generated, 'code')} in batch {report.batch}; "
-            f"pool {pool_id} now holds {report.total:,} codes, {report.available:,} available."
+            f"pool {pool_id} now holds {plural(report.total, 'code')}, "
+            f"{report.available:,} available."
         )
     note(summary("Generated", report.generated, "", seconds, report.generated))
 
@@ -253,7 +255,7 @@ def codes_list(
         return
     print_table(CODE_COLUMNS, (_code_row(e) for e in entries), empty="(no codes)")
     if limit and len(entries) == limit:
-        note(f"Showing the first {limit:,} codes; --limit 0 lists them all.")
+        note(f"Showing the first {plural(limit, 'code')}; --limit 0 lists them all.")
 
 
 @codes.command("void")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     type=click.Choice([f.value for f in OutputFormat]),
     default=OutputFormat.JSONL.value,
     show_default=True,
+    help="JSON Lines (one object per recipient; --out FILE or stdout) or .eml files (--out DIR).",
 )
 @click.option(
     "--on-exhausted",
@@ -239,13 +241,14 @@ def _report_render(result: RenderSummary, as_json: bool, failures_file: str | No
         write_failures(failures_file, result.failed, result.skipped)
     if result.interrupted:
         raise CommandFailed(
-            f"interrupted: {result.rendered:,} recipients rendered and recorded; run the same "
+            f"interrupted: {plural(result.rendered, 'recipient')} rendered and recorded; run the same "
             "command again to resume"
         )
     if result.stopped_at_pool:
         raise CommandFailed(
-            f"pool {result.stopped_at_pool!r} ran out of codes: stopped after {result.rendered:,} "
-            "recipients, all recorded; add codes and run the same command again to continue"
+            f"pool {result.stopped_at_pool!r} ran out of codes: stopped after "
+            f"{plural(result.rendered, 'recipient')}, all recorded; add codes and run the same "
+            "command again to continue"
         )
     if result.failed:
         raise CommandFailed(f"{plural(len(result.failed), 'recipient')} could not be rendered")
@@ -255,7 +258,7 @@ def _mailing_row(view: MailingView) -> tuple[Any, ...]:
     t = view.totals
     return (
         view.id,
-        view.status,
+        view.status_text,
         t.recipients,
         t.rendered,
         view.codes_issued,
@@ -307,7 +310,7 @@ def mailings(ctx: click.Context, as_json: bool) -> None:
 
 @click.group("mailing", cls=PromomailGroup)
 def mailing() -> None:
-    """One mailing."""
+    """One mailing: show it, give back its undelivered codes, or cancel it."""
 
 
 @mailing.command("show")
@@ -324,7 +327,7 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
     print_fields(
         [
             ("mailing", view.id),
-            ("status", view.status),
+            ("status", view.status_text),
             ("template", view.template),
             ("recipients file", view.recipients_file),
             ("recipients", t.recipients),
@@ -338,28 +341,50 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
             ("skipped", t.skipped),
             ("started", view.started_at),
             ("finished", view.finished_at),
+            *([("cancelled", view.cancelled_at)] if view.cancelled_at else []),
         ],
         indent="",
     )
     say()
     say("delivery (send and the mail services' events):")
     print_fields(list(zip(_DELIVERY_NAMES, _delivery_cells(view), strict=True)))
-    if len(view.runs) > 1:
-        say()
-        print_table(
-            ["shard", "status", "recipients", "rendered", "new codes", "failed"],
-            [
-                (
-                    r["shard"],
-                    r["status"],
-                    r["recipients"],
-                    r["rendered"],
-                    r["new_codes"],
-                    r["failed"],
-                )
-                for r in view.runs
-            ],
-        )
+    # Always, one run included: which shard ran, and how each run ended.
+    say()
+    say("runs (the latest of each shard):")
+    print_table(
+        [
+            "shard",
+            "status",
+            "recipients",
+            "rendered",
+            "new codes",
+            "reused",
+            "failed",
+            "skipped",
+            "started",
+            "finished",
+        ],
+        [
+            (
+                r["shard"],
+                r["status"],
+                r["recipients"],
+                r["rendered"],
+                r["new_codes"],
+                r["reused_codes"],
+                r["failed"],
+                r["skipped"],
+                _when(r["started_at"]),
+                _when(r["finished_at"]),
+            )
+            for r in view.runs
+        ],
+        empty="(no runs)",
+    )
+
+
+def _when(iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso) if iso is not None else None
 
 
 _ID_NAMES = ", ".join(ID_COLUMNS)

@@ -16,7 +16,9 @@ from cli import (
 )
 from commands.codes import print_imports
 from pools import (
+    COUNTS_IDENTITY,
     InvalidSetting,
+    PoolCounts,
     PoolSettings,
     PoolView,
     activate_pool,
@@ -184,47 +186,31 @@ def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
         say(f"Deleted pool {pool_id}.")
 
 
-POOL_COLUMNS = (
-    "id",
-    "name",
-    "status",
-    "mode",
-    "total",
-    "available",
-    "issued",
-    "redeemed",
-    "redemptions",
-)
-
-
 @pool.command("list")
 @json_option
 @click.pass_context
 def pool_list(ctx: click.Context, as_json: bool) -> None:
-    """One row per pool with its counts."""
+    """One row per pool with every count: total, then the parts that add up to it."""
     views = list_pools(get_engine(ctx))
     if as_json:
         emit_json([view.as_dict() for view in views])
         return
+    counts = [name for name, _ in PoolCounts().shown()]
     print_table(
-        (*POOL_COLUMNS, "expired"),
+        ("id", "name", "status", "mode", *counts),
         (
-            (
-                v.id,
-                v.name,
-                v.status,
-                v.settings.mode,
-                v.counts.total,
-                v.counts.available,
-                v.counts.issued,
-                v.counts.redeemed,
-                v.counts.redemptions,
-                v.counts.expired,
-            )
+            (v.id, v.name, v.status, v.settings.mode, *(n for _, n in v.counts.shown()))
             for v in views
         ),
         empty="No pools yet: create one with 'promomail pool create NAME'.",
     )
+
+
+#: Settings whose name alone would not say what they mean.
+_SETTING_LABELS = {
+    "issued_valid_days": "valid days after issue",
+    "low_stock": "low stock below",
+}
 
 
 @pool.command("show")
@@ -245,15 +231,14 @@ def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
         [
             ("status", view.status),
             ("mode", s.mode),
-            ("description", s.description),
-            ("issued valid days", s.issued_valid_days),
-            ("low stock below", s.low_stock),
-            ("notify url", s.notify_url),
-            ("notify email", s.notify_email),
+            *(
+                (_SETTING_LABELS.get(name, name.replace("_", " ")), value)
+                for name, value in s.shown()
+            ),
             ("created (UTC)", view.created_at),
         ]
     )
-    say("Counts")
-    print_fields(list(view.counts.as_dict().items()))
+    say(f"Counts ({COUNTS_IDENTITY})")
+    print_fields(view.counts.shown())
     say("Imports")
     print_imports(history)

@@ -25,7 +25,13 @@ from pools import Scope, create_token, list_tokens, revoke_token
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8025,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
 @click.option(
     "--templates",
     type=click.Path(exists=True, file_okay=False),

@@ -24,7 +24,9 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
     report = check_template(get_engine(ctx), template, recipients)
     if as_json:
         emit_json(report.as_dict())
-    else:
+    elif report.compiled:
+        # A template that does not compile has no parts or pools to list:
+        # the error alone says what is wrong.
         say(f"{report.template}: parts {', '.join(report.parts) or '-'}")
         print_table(
             ["pool", "id", "usage", "line", "status", "available"],

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         show_pool,
         slugify,
     )
+    from pools.admin.lookup import close_ids, unknown_mailing, unknown_pool
     from pools.admin.tokens import (
         IssuedToken,
         Principal,
@@ -80,7 +81,7 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.send_log import DeliveryLog
     from pools.after_sending.send_runs import send_run
-    from pools.codes.counts import PoolCounts, available_count, pool_counts
+    from pools.codes.counts import COUNTS_IDENTITY, PoolCounts, available_count, pool_counts
     from pools.codes.files import FileFormat, Whitespace
     from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
     from pools.codes.imports import (
@@ -97,7 +98,7 @@ if TYPE_CHECKING:
     from pools.codes.listing import CodeEntry, CodeState, list_codes
     from pools.codes.notifications import LowStockAlert, check_low_stock
     from pools.codes.voiding import VoidReport, void_batch
-    from pools.display import json_for_terminal, printable, redact_url
+    from pools.display import counted, json_for_terminal, printable, redact_url
     from pools.errors import (
         BatchNotFound,
         DatabaseFailure,
@@ -121,6 +122,7 @@ if TYPE_CHECKING:
         ReplayedRequest,
         ReservationLost,
         ReturnListError,
+        RollbackAmbiguous,
         SegmentError,
         SettingLocked,
         StoreConflict,
@@ -181,6 +183,7 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
+    "counted": "pools.display",
     "json_for_terminal": "pools.display",
     "printable": "pools.display",
     "redact_url": "pools.display",
@@ -198,6 +201,7 @@ _HOMES: dict[str, str] = {
     "CodeEntry": "pools.codes.listing",
     "CodeState": "pools.codes.listing",
     "list_codes": "pools.codes.listing",
+    "COUNTS_IDENTITY": "pools.codes.counts",
     "PoolCounts": "pools.codes.counts",
     "available_count": "pools.codes.counts",
     "pool_counts": "pools.codes.counts",
@@ -250,6 +254,9 @@ _HOMES: dict[str, str] = {
     "check_low_stock": "pools.codes.notifications",
     "PoolSettings": "pools.admin.lifecycle",
     "PoolView": "pools.admin.lifecycle",
+    "close_ids": "pools.admin.lookup",
+    "unknown_mailing": "pools.admin.lookup",
+    "unknown_pool": "pools.admin.lookup",
     "activate_pool": "pools.admin.lifecycle",
     "archive_pool": "pools.admin.lifecycle",
     "create_pool": "pools.admin.lifecycle",
@@ -261,6 +268,7 @@ _HOMES: dict[str, str] = {
     "ALREADY_REDEEMED": "pools.after_sending.redemption",
     "UNKNOWN_CODE": "pools.after_sending.redemption",
     "RedemptionNotFound": "pools.errors",
+    "RollbackAmbiguous": "pools.errors",
     "RedemptionResult": "pools.after_sending.redemption",
     "RollbackResult": "pools.after_sending.redemption",
     "redeem": "pools.after_sending.redemption",
@@ -353,6 +361,7 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead
 
 __all__ = [
     "ALREADY_REDEEMED",
+    "COUNTS_IDENTITY",
     "DEFAULT_ALPHABET",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_LENGTH",
@@ -419,6 +428,7 @@ __all__ = [
     "ReturnList",
     "ReturnListError",
     "ReturnReport",
+    "RollbackAmbiguous",
     "RollbackResult",
     "Scope",
     "SegmentError",
@@ -450,7 +460,9 @@ __all__ = [
     "check_lease",
     "check_low_stock",
     "claim",
+    "close_ids",
     "code_pools",
+    "counted",
     "create_pool",
     "create_token",
     "current_revision",
@@ -509,6 +521,8 @@ __all__ = [
     "store_connection",
     "to_send",
     "total_size",
+    "unknown_mailing",
+    "unknown_pool",
     "unredeem",
     "upgrade",
     "upload_codes",

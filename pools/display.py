@@ -32,6 +32,12 @@ from urllib.parse import unquote, unquote_plus
 
 MASK = "***"
 
+
+def counted(count: int, noun: str) -> str:
+    """``1 more problem``, ``3 more problems``: a count and its noun, agreeing."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
 #: What no terminal may receive raw: C0 controls, DEL and the C1 controls, the
 #: bidirectional marks, embeddings, overrides and isolates, the Unicode line
 #: and paragraph separators, and lone surrogates (which cannot even be encoded).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,20 +89,46 @@ class PoolError(PromomailError):
     """A pool operation is refused (unknown pool, wrong status, bad setting)."""
 
 
+def did_you_mean(suggestions: Sequence[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)``, or nothing without suggestions."""
+    if not suggestions:
+        return ""
+    return f" (did you mean {' or '.join(repr(s) for s in suggestions)}?)"
+
+
 class PoolNotFound(PoolError, NotFound):
-    def __init__(self, pool_id: str) -> None:
-        super().__init__(f"pool {pool_id!r} does not exist")
+    """No pool has that id; ``suggestions`` are existing ids close to it (a typo)."""
+
+    def __init__(self, pool_id: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(f"pool {pool_id!r} does not exist{did_you_mean(suggestions)}")
         self.pool_id = pool_id
+        self.suggestions = list(suggestions)
 
 
-class PoolExhausted(PoolError):
-    def __init__(self, pool_id: str, needed: int, available: int) -> None:
-        super().__init__(
-            f"pool {pool_id!r} cannot cover the mailing: needed {needed}, available {available}"
-        )
+class PoolExhausted(NamesSettings, PoolError):
+    """A pool has fewer codes than a mailing needs; the message names the ways out.
+
+    ``shared``: a multi-use pool, which has no code to share at all.
+    """
+
+    def __init__(self, pool_id: str, needed: int, available: int, *, shared: bool = False) -> None:
         self.pool_id = pool_id
         self.needed = needed
         self.available = available
+        if shared:
+            more = f"upload its shared code (codes upload {pool_id} FILE)"
+        else:
+            short = needed - available
+            more = (
+                f"add {short:,} codes or more (codes upload {pool_id} FILE, or codes generate "
+                f"{pool_id} {{count}} {short})"
+            )
+        super().__init__(
+            f"pool {pool_id!r} cannot cover the mailing: needed {needed:,}, available "
+            f"{available:,}; {more}, or render with {{on_exhausted}} skip (those recipients "
+            "are left out) or blank (they get an empty code)",
+            *(("on_exhausted",) if shared else ("count", "on_exhausted")),
+        )
 
 
 class ReservationLost(PromomailError):
@@ -115,16 +141,45 @@ class LineProblem:
     reason: str
 
 
-class ImportRejected(PromomailError):
-    """An upload had invalid lines and nothing was stored."""
+class ImportRejected(NamesSettings):
+    """An upload had invalid lines and nothing was stored.
 
-    def __init__(self, source: str, problems: list[LineProblem], total_problems: int) -> None:
+    The message ends with the way out, naming the settings that give it
+    (``skip_invalid``, and ``whitespace`` when a line was refused for
+    whitespace at its ends) as the front end calls them.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        problems: list[LineProblem],
+        total_problems: int,
+        *,
+        whitespace: bool = False,
+    ) -> None:
         self.source = source
         self.problems = problems
         self.total_problems = total_problems
+        self.whitespace = whitespace
+        # Here, not at the top: every command imports this module, ``--help`` too.
+        from pools.display import counted
+
         first = problems[0]
-        more = f" (and {total_problems - 1} more problems)" if total_problems > 1 else ""
-        super().__init__(f"{source}, line {first.line}: {first.reason}{more}; nothing was stored")
+        more = f" (and {counted(total_problems - 1, 'more problem')})" if total_problems > 1 else ""
+        self.head = f"{source}, line {first.line}: {first.reason}{more}; nothing was stored"
+        remedy = "{skip_invalid} stores the valid lines and reports the rest"
+        if whitespace:
+            remedy = (
+                "{whitespace} strip (trims) or keep (stores it as it is) accepts whitespace "
+                f"at either end of a code; {remedy}"
+            )
+        settings = ("whitespace", "skip_invalid") if whitespace else ("skip_invalid",)
+        super().__init__(remedy, *settings)
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        # Only the remedy holds placeholders: the file name and the reason
+        # quote the user's text, which may hold braces of its own.
+        return f"{self.head} ({super().naming(name)})"
 
 
 class GenerationError(InvalidSetting):
@@ -141,19 +196,37 @@ class BatchNotFound(PoolError, NotFound):
 
 
 class MailingNotFound(NotFound):
-    def __init__(self, mailing_id: str) -> None:
-        super().__init__(f"mailing {mailing_id!r} does not exist")
+    """No mailing has that id; ``suggestions`` are recorded ids close to it (a typo)."""
+
+    def __init__(self, mailing_id: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(f"mailing {mailing_id!r} does not exist{did_you_mean(suggestions)}")
+        self.suggestions = list(suggestions)
 
 
 class RedemptionNotFound(NotFound):
-    """A roll-back names a redemption that does not exist (or was already undone)."""
+    """A roll-back names a redemption that does not exist (or was already undone).
 
-    def __init__(self, code: str, order: str, detail: str = "") -> None:
-        super().__init__(
-            f"code {code!r} has no redemption for order {order!r} to roll back{detail}"
-        )
+    ``order`` None: the roll-back asked for the code's redemption made
+    without an order.
+    """
+
+    def __init__(self, code: str, order: str | None, detail: str = "") -> None:
+        which = f"for order {order!r}" if order is not None else "made without an order"
+        super().__init__(f"code {code!r} has no redemption {which} to roll back{detail}")
         self.code = code
         self.order = order
+
+
+class RollbackAmbiguous(PromomailError):
+    """A roll-back without an order, of a code redeemed several times without one."""
+
+    def __init__(self, code: str, count: int) -> None:
+        super().__init__(
+            f"code {code!r} has {count} live redemptions made without an order: "
+            "which one to roll back is ambiguous, so none was"
+        )
+        self.code = code
+        self.count = count
 
 
 #: The prefix of a send run's lease (pools.issuing.leases.SEND_LEASE).

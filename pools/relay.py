@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pools.errors import PromomailError
+from pools.errors import NamesSettings, PromomailError
 
 SMTP_URL_ENV = "PROMOMAIL_SMTP_URL"
 SMTP_CA_ENV = "PROMOMAIL_SMTP_CA"
@@ -32,6 +32,10 @@ SMTP_CA_ENV = "PROMOMAIL_SMTP_CA"
 
 class RelayError(PromomailError):
     """The relay cannot be used: a bad URL, no TLS where it is required, a refused login."""
+
+
+class NoRelay(RelayError, NamesSettings):
+    """No relay was named: the message names the option (or variable) that names one."""
 
 
 class InvalidSmtpUrl(RelayError, ValueError):
@@ -196,5 +200,5 @@ def relay_from_environment(url: str | None = None) -> SmtpRelay:
     """The relay of ``url``, else of ``PROMOMAIL_SMTP_URL``; RelayError when neither is set."""
     url = url or os.environ.get(SMTP_URL_ENV)
     if not url:
-        raise RelayError(f"no SMTP relay configured (set {SMTP_URL_ENV})")
+        raise NoRelay(f"no SMTP relay configured: give {{smtp}} URL or set {SMTP_URL_ENV}", "smtp")
     return SmtpRelay.parse(url)

@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute, APIRouter
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from pools import PoolNotFound, Principal, Scope, authenticate
+from pools import PoolNotFound, Principal, Scope, authenticate, close_ids
 from service.bodies import is_json, unsupported
 from service.problems import Problem
 
@@ -124,7 +124,8 @@ def principal(request: Request) -> Principal:
 def visible_pool(holder: Principal, pool_id: str) -> str:
     """``pool_id`` if the token may see it; else the same 404 as for a pool that does not exist."""
     if not holder.sees(pool_id):
-        raise PoolNotFound(pool_id)
+        # Suggestions from its own pools only: the others do not exist for it.
+        raise PoolNotFound(pool_id, close_ids(pool_id, holder.pools))
     return pool_id
 
 

@@ -208,7 +208,7 @@ def look(
         return shown
     shown.report = report
     shown.problem_lines = report.problem_lines()
-    if report.parts == ():
+    if not report.compiled:
         return shown  # a syntax error: nothing to render
     try:
         previews = preview(

@@ -28,11 +28,13 @@ from pools import (
     NotFound,
     PoolError,
     PromomailError,
+    RollbackAmbiguous,
     StoreConflict,
     StoreError,
     StoreUnavailable,
     TokenError,
     UnreadableUpload,
+    counted,
 )
 from templating import InvalidTemplate, RecipientError, RenderLimitExceeded
 
@@ -54,6 +56,8 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (TokenError, 422),
     # A refusal in the pool's present state (archived, has issued codes, ...).
     (PoolError, 409),
+    # A roll-back without an order of a code redeemed several times without one.
+    (RollbackAmbiguous, 409),
     (StoreError, 503),
     (PromomailError, 422),
 )
@@ -136,7 +140,7 @@ def _validation_problem(error: RequestValidationError) -> Problem:
         return Problem(400, f"the request body is not valid JSON (at character {position})")
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     place = ".".join(part for part in first["loc"] if part != "body") or "request"
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    more = f" (and {counted(len(errors) - 1, 'more problem')})" if len(errors) > 1 else ""
     return Problem(422, f"{place}: {first['msg']}{more}", extra={"errors": errors})
 
 

@@ -4,7 +4,9 @@ Statuses: a redemption answers 201, a replay of the same order 200, a
 refusal 409 with ``ok: false`` and the reason as ``redeem`` prints it; an
 unknown code 404 (here and on ``GET /codes/{code}``). A roll-back of a
 redemption that does not exist (no such code, or no live redemption for
-that order) answers 404: the thing to undo is not there.
+that order) answers 404: the thing to undo is not there. A roll-back
+without ``order`` undoes the code's one live redemption made without an
+order; several of them answer 409 (which one is meant cannot be told).
 """
 
 from __future__ import annotations
@@ -100,10 +102,13 @@ def redemption_create(request: Request, body: RedemptionRequest) -> JSONResponse
     "/redemptions/rollback",
     scope=Scope.REDEEM,
     response_model=None,
-    responses={200: {"model": RedemptionDoc}, **problem_responses(*COMMON)},
+    responses={200: {"model": RedemptionDoc}, **problem_responses(409, *COMMON)},
 )
 def redemption_rollback(request: Request, body: RollbackRequest) -> dict[str, Any]:
-    """``unredeem``: the order was cancelled; its redemption of the code is undone."""
+    """``unredeem``: the order was cancelled; its redemption of the code is undone.
+
+    Without ``order``: the code's one live redemption made without an order.
+    """
     engine = engine_of(request)
     chosen = _pool_for(principal(request), engine, body.code, None)
     return unredeem(engine, body.code, order=body.order, pool=chosen).as_dict()

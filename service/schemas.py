@@ -77,7 +77,8 @@ class RedemptionRequest(Strict):
 
 class RollbackRequest(Strict):
     code: Annotated[str, text(1000)]
-    order: Annotated[str, text(200)]
+    #: Left out: the code's one live redemption made without an order.
+    order: Annotated[str | None, text(200)] = None
 
 
 # --- answers (documentation of the library's documents) ---------------------
@@ -103,12 +104,16 @@ class PoolDoc(Open):
     notify_url: str | None
     notify_email: str | None
     created_at: str
+    #: ``total = available + pending + reserved + issued + expired + void``.
     total: int
     available: int
+    pending: int
+    reserved: int
     issued: int
-    redeemed: int
     expired: int
     void: int
+    redeemed: int
+    redemptions: int
 
 
 class PoolShowDoc(PoolDoc):
@@ -178,13 +183,17 @@ class SegmentPageDoc(Open):
 class MailingDoc(Open):
     id: str
     template: str
+    #: One word: cancelled, running, finished, stopped, interrupted, failed or partial.
     status: str
+    #: The status in words, e.g. ``partial: 1 of 2 shards rendered``.
+    status_text: str
     recipients: int
     rendered: int
     failed: int
     codes_issued: int
     started_at: str
     finished_at: str | None
+    cancelled_at: str | None
 
 
 class MailingListDoc(Open):

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from pools.codes.counts import pool_counts
+from pools.codes.counts import PARTS, pool_counts
 from pools.store.db import read_transaction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,6 +132,11 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
     for pool_id, c in derived.items():
         parts = c.available + c.pending + c.reserved + c.issued + c.expired + c.void
         assert c.total == parts == totals[pool_id], f"invariant 5: {pool_id}: {c}"
+        # What people read: the parts shown after the total add up to it, and
+        # no count is left off the screen.
+        shown = dict(c.shown())
+        assert shown.keys() == c.as_dict().keys(), f"a count is not shown: {c}"
+        assert shown["total"] == sum(shown[part] for part in PARTS), f"invariant 5: {c}"
         assert c.redeemed <= c.redemptions, f"invariant 5: {pool_id}: {c}"
 
 

@@ -123,7 +123,7 @@ def redeem_order_when_released(
         engine.dispose()
 
 
-def unredeem_when_released(barrier: Any, url: str, code: str, order: str) -> str:
+def unredeem_when_released(barrier: Any, url: str, code: str, order: str | None) -> str:
     """Open an engine, wait for the others, roll back: "rolled back" or the refusal."""
     from sqlalchemy import text
 

@@ -237,8 +237,10 @@ def test_multi_use_pool_shares_its_code_and_never_consumes_it(engine: Engine) ->
 def test_multi_use_pool_without_a_usable_code(engine: Engine) -> None:
     past = (utcnow() - timedelta(days=1)).isoformat(timespec="seconds")
     make_pool(engine, "summer", csv_text=f"code,issue_end\nSUMMER19,{past}\n", multi_use=True)
-    with pytest.raises(PoolExhausted):
+    with pytest.raises(PoolExhausted) as exhausted:
         claim(engine, "summer", "m1", ["alice"])
+    # The way out of a shared pool is its one code, not thousands of them.
+    assert "upload its shared code (codes upload summer FILE)" in str(exhausted.value)
     assert claim(engine, "summer", "m1", ["alice"], partial=True) == {}
     assert issuances(engine) == []
 

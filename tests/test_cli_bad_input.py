@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,8 +143,34 @@ def test_leading_and_trailing_whitespace_rejected_by_default(run: Cli, tmp_path:
     assert f"{path}, line 1" in line and "whitespace" in line
     problems = problem_lines(result)
     assert problems == [
-        f"{path}, line 1: leading or trailing whitespace (accepted with whitespace strip or keep)",
-        f"{path}, line 3: leading or trailing whitespace (accepted with whitespace strip or keep)",
+        f"{path}, line 1: leading or trailing whitespace",
+        f"{path}, line 3: leading or trailing whitespace",
+    ]
+    # The way out is named as this command spells it.
+    assert line == (
+        f"Error: {path}, line 1: leading or trailing whitespace (and 1 more problem); "
+        "nothing was stored (--whitespace strip (trims) or keep (stores it as it is) accepts "
+        "whitespace at either end of a code; --skip-invalid stores the valid lines and reports "
+        "the rest)"
+    )
+    run.assert_nothing_stored()
+
+
+def test_a_refusal_without_whitespace_problems_names_only_skip_invalid(
+    run: Cli, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "codes.txt", b"AAA\n\nBBB\n")
+    # The console script: the whole of stderr is what a person reads.
+    upload = subprocess.run(
+        cli_helpers.promomail_command(run.url, "codes", "upload", POOL, path),
+        capture_output=True,
+        text=True,
+    )
+    assert upload.returncode == 1
+    assert upload.stderr.splitlines() == [
+        f"{path}, line 2: empty line",
+        f"Error: {path}, line 2: empty line; nothing was stored "
+        "(--skip-invalid stores the valid lines and reports the rest)",
     ]
     run.assert_nothing_stored()
 
@@ -168,6 +195,7 @@ def test_every_problem_is_listed_with_its_line(run: Cli, tmp_path: Path) -> None
     listed = problem_lines(result)
     assert [entry.split(":")[0] for entry in listed] == [f"{path}, line {n}" for n in (2, 3, 5, 6)]
     assert "(and 3 more problems)" in result.stderr
+    assert "--whitespace strip" in result.stderr
     run.assert_nothing_stored()
 
 
@@ -179,12 +207,11 @@ def test_rejected_upload_json_report(run: Cli, tmp_path: Path) -> None:
     assert problem_lines(result) == []  # the problems are in the JSON report
     report = json.loads(result.stdout)
     assert report["rejected"] == [
-        {
-            "line": 2,
-            "reason": "leading or trailing whitespace (accepted with whitespace strip or keep)",
-        },
+        {"line": 2, "reason": "leading or trailing whitespace"},
         {"line": 4, "reason": "empty line"},
     ]
+    assert "--whitespace strip (trims) or keep" in report["error"]
+    assert report["error"] == line.removeprefix("Error: ")
     assert (report["batch"], report["accepted"], report["total"], report["available"]) == (
         None,
         0,

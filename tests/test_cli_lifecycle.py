@@ -101,7 +101,38 @@ def test_unredeem_undoes_one_order(run: Cli) -> None:
     pools = run.pools()
     assert (pools["summer"]["redeemed"], pools["summer"]["redemptions"]) == (1, 2)
     assert (pools["spring"]["redeemed"], pools["spring"]["redemptions"]) == (1, 1)
-    assert run("unredeem", "SP-1").exit_code == 2  # --order is required
+    # Without --order only a redemption made without one is undone: bob's has one.
+    assert error_line(run("unredeem", "SP-1")) == (
+        "Error: code 'SP-1' has no redemption made without an order to roll back"
+    )
+
+
+def test_unredeem_without_an_order_undoes_a_redemption_made_without_one(run: Cli) -> None:
+    run.pool("spring", codes=["SP-1"])
+    run.pool("summer", "--multi-use", codes=["SUMMER20"])
+    run.json("redeem", "SP-1", "--customer", "alice")
+    run.json("redeem", "SUMMER20", "--customer", "c1")
+    run.json("redeem", "SUMMER20", "--customer", "c2")
+
+    # The console script itself: the option is optional there, not only here.
+    undone = subprocess.run(
+        promomail_command(run.url, "unredeem", "SP-1"), capture_output=True, text=True
+    )
+    assert (undone.returncode, undone.stderr) == (0, "")
+    assert undone.stdout == (
+        "Rolled back the redemption of SP-1 (pool spring) made without an order; "
+        "0 redemptions left.\n"
+    )
+    assert run.json("redeem", "SP-1", "--customer", "bob", "--order", "o-9")["ok"]
+
+    before = _snapshot(run)
+    ambiguous = error_line(run("unredeem", "SUMMER20"))
+    assert ambiguous == (
+        "Error: code 'SUMMER20' has 2 live redemptions made without an order: "
+        "which one to roll back is ambiguous, so none was"
+    )
+    assert _snapshot(run) == before
+    assert run.pools()["summer"]["redemptions"] == 2
 
 
 def _bounces(run: Cli, name: str, header: str, rows: list[str]) -> str:

@@ -187,6 +187,7 @@ def test_check_json_document(run: Cli, welcome: str) -> None:
     assert document == {
         "template": str(WELCOME),
         "ok": True,
+        "compiled": True,
         "parts": ["subject", "text", "html"],
         "pools": [
             {
@@ -228,11 +229,20 @@ def test_check_a_syntax_error_names_template_and_line(run: Cli, tmp_path: Path) 
     assert str(template) in line
     assert "line 3" in line
     assert "syntax error" in line
+    # The console script prints the error alone: no "parts -", no empty pool table.
+    console = subprocess.run(
+        promomail_command(run.url, "check", template),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+    assert (console.returncode, console.stdout) == (1, "")
+    assert console.stderr.splitlines() == [line]
 
     as_json = run("check", template, "--json")
     assert as_json.exit_code == 1
     document = json.loads(as_json.stdout)
-    assert document["ok"] is False
+    assert (document["ok"], document["compiled"], document["parts"]) == (False, False, [])
     assert [p["line"] for p in document["problems"]] == [3]
     assert "line 3" in error_line(as_json)
 
@@ -626,7 +636,11 @@ def test_render_refused_when_the_pool_cannot_cover_it(
         "render", WELCOME, "--recipients", SAMPLE_RECIPIENTS, "--mailing", "w1", "--out", out
     )
     line = refused(result)
-    assert "'welcome'" in line and "needed 8" in line and "available 5" in line
+    assert line == (
+        "Error: pool 'welcome' cannot cover the mailing: needed 8, available 5; add 3 codes or "
+        "more (codes upload welcome FILE, or codes generate welcome --count 3), or render with "
+        "--on-exhausted skip (those recipients are left out) or blank (they get an empty code)"
+    )
     assert not out.exists()
     assert whole_store(engine) == before
 
@@ -1028,6 +1042,39 @@ def test_mailing_show(run: Cli, welcome: str) -> None:
     ]
     reminder = run.json("mailing", "show", "r1")
     assert (reminder["codes_issued"], reminder["reissues"]) == (0, 8)
+
+
+def test_mailing_show_says_what_is_true_and_always_lists_its_runs(run: Cli, welcome: str) -> None:
+    shard_one = ("--recipients", SAMPLE_RECIPIENTS, "--mailing", "w1", "--shard", "1/2")
+    run.ok("render", WELCOME, *shard_one)
+
+    def show() -> list[list[str]]:
+        # The console script itself: what a person at a terminal reads.
+        shown = subprocess.run(
+            promomail_command(run.url, "mailing", "show", "w1"),
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+        )
+        assert (shown.returncode, shown.stderr) == (0, ""), shown.stderr
+        return _table(shown.stdout)
+
+    rows = show()
+    assert ["status", "partial: 1 of 2 shards rendered"] in rows
+    header = rows.index(["runs (the latest of each shard):"])
+    assert rows[header + 1][:4] == ["shard", "status", "recipients", "rendered"]
+    assert [row[:2] for row in rows[header + 2 :]] == [["1/2", "finished"]]
+    listed = _table(run.ok("mailings").stdout)
+    assert listed[1][:2] == ["w1", "partial: 1 of 2 shards rendered"]
+    assert run.json("mailing", "show", "w1")["status_text"] == "partial: 1 of 2 shards rendered"
+
+    run.ok("mailing", "cancel", "w1", "--yes")
+    rows = show()
+    assert ["status", "cancelled"] in rows
+    assert any(row[0] == "cancelled" and re.fullmatch(r"[\d-]+ [\d:]+", row[1]) for row in rows)
+    shown = run.json("mailing", "show", "w1")
+    assert (shown["status"], shown["status_text"]) == ("cancelled", "cancelled")
+    assert shown["cancelled_at"] is not None
 
 
 def test_unknown_mailing_is_named(run: Cli) -> None:

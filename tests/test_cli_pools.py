@@ -280,6 +280,36 @@ def test_unknown_pool_is_named(run: Cli, command: list[str]) -> None:
     assert line == "Error: pool 'nope' does not exist"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pool", "activate", "sprng"],
+        ["pool", "edit", "sprng", "--name", "x"],
+        ["pool", "show", "sprng"],
+        ["codes", "list", "sprng"],
+        ["codes", "generate", "sprng", "--count", "1"],
+        ["imports", "sprng"],
+        ["segment", "--issued-from", "sprng"],
+        ["export", "issuances", "--pool", "sprng", "--out", "never.csv"],
+    ],
+)
+def test_an_unknown_pool_close_to_one_suggests_it(run: Cli, command: list[str]) -> None:
+    make_active(run, "Spring")
+    line = refused(run(*command))
+    assert line.endswith("pool 'sprng' does not exist (did you mean 'spring'?)"), line
+
+
+def test_did_you_mean_is_one_line_of_the_console_script(run: Cli) -> None:
+    make_active(run, "Spring")
+    shown = subprocess.run(
+        cli_helpers.promomail_command(run.url, "pool", "show", "Sprng"),
+        capture_output=True,
+        text=True,
+    )
+    assert (shown.returncode, shown.stdout) == (1, "")
+    assert shown.stderr == "Error: pool 'Sprng' does not exist (did you mean 'spring'?)\n"
+
+
 def test_unknown_pool_with_json_prints_nothing_on_stdout(run: Cli) -> None:
     result = run("pool", "show", "nope", "--json")
     assert result.exit_code == 1
@@ -310,16 +340,51 @@ def test_list_shows_counts_per_pool(run: Cli, tmp_path: Path) -> None:
         "mode",
         "total",
         "available",
+        "pending",
+        "reserved",
         "issued",
+        "expired",
+        "void",
         "redeemed",
         "redemptions",
-        "expired",
     ]
     spring = next(line for line in lines if line.startswith("spring-sale"))
-    assert spring.split()[-6:] == ["3", "3", "0", "0", "0", "0"]
+    assert spring.split()[-9:] == ["3", "3", "0", "0", "0", "0", "0", "0", "0"]
     # Aligned: every row's "total" column ends where the header's does.
     end = lines[0].index("total") + len("total")
     assert all(line[end - 1] != " " for line in lines[1:])
+
+
+def test_list_columns_add_up_on_screen(run: Cli, tmp_path: Path) -> None:
+    make_active(run, "Spring")
+    csv_codes = "code,issue_start,available_till\nLATER-1,2999-01-01,\nGONE-1,,2000-01-01\n"
+    run.ok("codes", "upload", "spring", "-", "--format", "csv", input=csv_codes)
+    run.ok("codes", "upload", "spring", str(write_codes(tmp_path / "a.txt", ["A1", "A2"])))
+    run.ok("codes", "upload", "spring", str(write_codes(tmp_path / "b.txt", ["B1", "B2", "B3"])))
+    run.ok("codes", "void", "spring", "--batch", "3")
+    run.ok("redeem", "A1", "--order", "o-1")
+
+    # The console script, as a person reads it.
+    listed = subprocess.run(
+        [*cli_helpers.promomail_command(run.url, "pool", "list")], capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    header, row = (line.split() for line in listed.stdout.splitlines())
+    shown = dict(zip(header[4:], map(int, row[-len(header[4:]) :]), strict=True))
+    parts = ("available", "pending", "reserved", "issued", "expired", "void")
+    assert {k: shown[k] for k in ("total", *parts)} == {
+        "total": 7,
+        "available": 1,
+        "pending": 1,
+        "reserved": 0,
+        "issued": 1,
+        "expired": 1,
+        "void": 3,
+    }
+    assert shown["total"] == sum(shown[part] for part in parts)
+    assert (shown["redeemed"], shown["redemptions"]) == (1, 1)
+    document = run.json("pool", "list")[0]
+    assert {k: document[k] for k in shown} == shown
 
 
 def test_show_has_settings_counts_and_history(run: Cli, tmp_path: Path) -> None:
@@ -335,6 +400,46 @@ def test_show_has_settings_counts_and_history(run: Cli, tmp_path: Path) -> None:
     assert re.search(r"low stock below\s+7", text)
     assert re.search(r"available\s+2", text)
     assert "first.txt" in text
+
+
+def test_show_prints_every_setting_and_count(run: Cli) -> None:
+    run.ok(
+        "pool", "create", "Fall", "--description", "autumn", "--require-issued",
+        "--issued-valid-days", "30", "--per-customer", "2", "--low-stock", "5",
+        "--notify-email", "ops@example.com",
+    )  # fmt: skip
+    text = run.ok("pool", "show", "fall").stdout
+    fields = dict(
+        re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        for line in text.splitlines()
+        if line.startswith("  ")
+    )
+    assert {
+        key: fields.get(key)
+        for key in (
+            "description",
+            "multi use",
+            "require issued",
+            "valid days after issue",
+            "per customer",
+            "low stock below",
+            "notify url",
+            "notify email",
+        )
+    } == {
+        "description": "autumn",
+        "multi use": "no",
+        "require issued": "yes",
+        "valid days after issue": "30",
+        "per customer": "2",
+        "low stock below": "5",
+        "notify url": "-",
+        "notify email": "ops@example.com",
+    }
+    document = run.pool("fall")
+    counts = ("total", "available", "pending", "reserved", "issued", "expired", "void")
+    assert all(fields[name] == str(document[name]) for name in (*counts, "redeemed"))
+    assert "Counts (total = available + pending + reserved + issued + expired + void)" in text
 
 
 # -- codes: upload, generate, list, void, imports ------------------------------

@@ -338,3 +338,13 @@ def test_usage_errors_name_the_option(run: Cli, relay: Relay) -> None:
     assert relay.arrivals == []
     assert run("deliveries", "m", "--status", "lost").exit_code == 2
     assert error_line(run("deliveries", "nope")).startswith("Error: ")
+
+
+def test_send_without_a_relay_names_both_ways_to_give_one(
+    run: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _rendered(run, ["ok0"])
+    monkeypatch.delenv("PROMOMAIL_SMTP_URL", raising=False)
+    assert error_line(run("send", "m", "--messages", out)) == (
+        "Error: no SMTP relay configured: give --smtp URL or set PROMOMAIL_SMTP_URL"
+    )

@@ -149,6 +149,9 @@ def test_every_problem_is_counted_and_the_report_is_capped(engine: Engine, pool:
     assert refused.value.total_problems == 1_000
     assert [p.line for p in refused.value.problems][:3] == [3, 6, 9]
     assert "and 999 more problems" in str(refused.value)
+    with pytest.raises(ImportRejected) as two:
+        upload_codes(engine, pool, [from_bytes(lines_of("A", "", "B", ""))])
+    assert "(and 1 more problem);" in str(two.value)
 
     lines = [f"C{i}" if i % 2 else "" for i in range(1, 5_001)]
     (report,) = upload_codes(engine, pool, [from_bytes(lines_of(*lines))], skip_invalid=True)

@@ -455,7 +455,11 @@ def test_preflight_refuses_a_mailing_the_pool_cannot_cover(
         8,
         5,
     )
-    assert str(refused.value) == "pool 'spring' cannot cover the mailing: needed 8, available 5"
+    assert str(refused.value) == (
+        "pool 'spring' cannot cover the mailing: needed 8, available 5; add 3 codes or more "
+        "(codes upload spring FILE, or codes generate spring count 3), or render with "
+        "on_exhausted skip (those recipients are left out) or blank (they get an empty code)"
+    )
     assert full_snapshot(engine) == before
     assert not (tmp_path / "out.jsonl").exists()
 
@@ -472,7 +476,10 @@ def test_template_errors_are_refused_before_anything_moves(
             r"line 1: client\.promocode\(\) needs the pool as a string literal"
         ),
         "\n{{ client.promocode('nowhere') }}": r"line 2: pool 'nowhere' does not exist",
-        "\n\n{{ client.promocode('draft') }}": r"line 3: pool 'draft' is draft, not active",
+        "\n\n{{ client.promocode('draft') }}": (
+            r"line 3: pool 'draft' is draft, not active: it issues no codes until activated "
+            r"\(pool activate draft\)"
+        ),
         "{% if %}": "syntax error",
     }
     for source, message in cases.items():
@@ -560,7 +567,11 @@ def test_check_reports_pools_and_problems_and_writes_nothing(
         ("spring", "reissue"): ("spring", "active", 4, 2),
     }
     problems = {(p.line, p.message) for p in report.problems}
-    assert (3, "pool 'empty' has no available codes") in problems
+    assert (
+        3,
+        "pool 'empty' has no available codes (add some: codes upload empty FILE, "
+        "or codes generate empty)",
+    ) in problems
     assert (3, "pool 'missing' does not exist") in problems
     assert (4, "client.promocode() needs the pool as a string literal") in problems
     assert (

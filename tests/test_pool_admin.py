@@ -20,6 +20,7 @@ from pools.admin.lifecycle import (
     show_pool,
     slugify,
 )
+from pools.after_sending.redemption import redeem
 from pools.codes.counts import PoolCounts, available_count, pool_counts
 from pools.codes.files import FileFormat
 from pools.codes.imports import Upload, import_history, upload_codes
@@ -427,3 +428,48 @@ def test_counts_of_several_pools_are_separate(engine: Engine) -> None:
     assert views["empty"] == PoolCounts()
     for counts in views.values():
         assert_adds_up(counts)
+
+
+def test_an_unknown_pool_close_to_known_ones_suggests_them(engine: Engine) -> None:
+    for name in ("Welcome", "Welcome VIP", "Summer"):
+        create_pool(engine, PoolSettings(name=name, description="d"))
+
+    with pytest.raises(PoolNotFound) as typo:
+        show_pool(engine, "welcom")
+    assert str(typo.value) == "pool 'welcom' does not exist (did you mean 'welcome'?)"
+    assert typo.value.suggestions == ["welcome"]
+    with pytest.raises(PoolNotFound) as two:
+        show_pool(engine, "welcome-vp")
+    assert two.value.suggestions == ["welcome-vip", "welcome"]
+    # Case does not hide a match; nothing close, nothing suggested.
+    with pytest.raises(PoolNotFound) as upper:
+        show_pool(engine, "SUMMER")
+    assert upper.value.suggestions == ["summer"]
+    with pytest.raises(PoolNotFound) as far:
+        show_pool(engine, "autumn-2027")
+    assert str(far.value) == "pool 'autumn-2027' does not exist"
+    # Every path that refuses an unknown pool suggests the same way.
+    with pytest.raises(PoolNotFound, match=r"did you mean 'summer'\?"):
+        claim(engine, "sumer", "m1", ["alice"])
+    with pytest.raises(PoolNotFound, match=r"did you mean 'welcome'"):
+        add_txt(engine, "welcme", "W-1")
+    refused = redeem(engine, "W-1", pool="welcme")
+    assert refused.reason == "unknown pool 'welcme' (did you mean 'welcome'?)"
+    assert refused.not_found
+
+
+def test_suggestions_come_only_from_the_pools_in_view(engine: Engine) -> None:
+    from pools.history.pages import issuance_page, segment_page
+
+    for name in ("Welcome", "Summer"):
+        create_pool(engine, PoolSettings(name=name, description="d"), activate=True)
+    with pytest.raises(PoolNotFound) as unlimited:
+        segment_page(engine, issued_from=["welcom"])
+    assert unlimited.value.suggestions == ["welcome"]
+    with pytest.raises(PoolNotFound) as segment_limited:
+        segment_page(engine, issued_from=["welcom"], pools={"summer"})
+    with pytest.raises(PoolNotFound) as issuances_limited:
+        issuance_page(engine, pool="welcom", pools={"summer"})
+    for limited in (segment_limited, issuances_limited):
+        assert limited.value.suggestions == []
+        assert "welcome" not in str(limited.value)

@@ -73,7 +73,7 @@ def test_a_repeated_id_is_read_once(tmp_path: Path) -> None:
     [
         ("r.csv", "", "r.csv: empty recipients file, no header"),
         ("r.csv", "email,name\na,b\n", "r.csv, line 1: the header has no 'id' column"),
-        ("r.csv", "id,email\nc1,a\nc2\n", "r.csv, line 3: 1 fields where the header has 2"),
+        ("r.csv", "id,email\nc1,a\nc2\n", "r.csv, line 3: 1 field where the header has 2"),
         ("r.csv", "id,email\nc1,a\n ,b\n", "r.csv, line 3, column 1 ('id'): empty id"),
         ("r.csv", 'id,email\nc1,"a\nc2,b\n', "malformed CSV"),
         ("r.jsonl", '{"id": 1}\n{"id": \n', "r.jsonl, line 2: invalid JSON"),

@@ -29,7 +29,7 @@ from pools.after_sending.redemption import (
 )
 from pools.codes.counts import pool_counts
 from pools.codes.voiding import void_batch
-from pools.errors import PoolExhausted, PromomailError, RedemptionNotFound
+from pools.errors import PoolExhausted, PromomailError, RedemptionNotFound, RollbackAmbiguous
 from pools.issuing.claiming import claim, reserve
 from pools.issuing.mailings import show_mailing
 from pools.store.clock import utcnow
@@ -552,6 +552,80 @@ def _roll_back_or_redeem(barrier: Any, url: str, code: str, action: str) -> Any:
     if action == "undo":
         return unredeem_when_released(barrier, url, code, "o1")
     return redeem_order_when_released(barrier, url, code, "second", "o2")
+
+
+def test_roll_back_without_an_order_undoes_the_one_made_without_one(engine: Engine) -> None:
+    make_pool(engine, "spring", ["SP-1", "SP-2"])
+    claim(engine, "spring", "m1", ["alice"])
+    redeem(engine, "SP-1", customer="alice")
+    redeem(engine, "SP-2", customer="walk-in", order="o2")
+
+    undone = unredeem(engine, "SP-1")
+
+    assert (undone.code, undone.order, undone.issued_to, undone.redemptions) == (
+        "SP-1",
+        None,
+        "alice",
+        0,
+    )
+    assert undone.as_dict()["order"] is None
+    assert _code_row(engine, "SP-1").redemptions == 0
+    assert redeem(engine, "SP-1", customer="alice", order="o3").ok
+    # A redemption made with an order is undone by naming it, never without.
+    before = full_snapshot(engine)
+    with pytest.raises(RedemptionNotFound) as caught:
+        unredeem(engine, "SP-2")
+    message = "code 'SP-2' has no redemption made without an order to roll back"
+    assert str(caught.value) == message
+    assert full_snapshot(engine) == before
+
+
+def test_roll_back_without_an_order_of_a_shared_code(engine: Engine) -> None:
+    make_pool(engine, "summer", ["SUMMER20"], multi_use=True)
+    redeem(engine, "SUMMER20", customer="c1", order="o1")
+    redeem(engine, "SUMMER20", customer="c2")
+
+    assert unredeem(engine, "SUMMER20").redemptions == 1
+    with pytest.raises(RedemptionNotFound):
+        unredeem(engine, "SUMMER20")
+
+    redeem(engine, "SUMMER20", customer="c3")
+    redeem(engine, "SUMMER20", customer="c4")
+    before = full_snapshot(engine)
+    with pytest.raises(RollbackAmbiguous) as caught:
+        unredeem(engine, "SUMMER20")
+    assert "2 live redemptions made without an order" in str(caught.value)
+    assert full_snapshot(engine) == before, "an ambiguous roll-back undoes none"
+    assert unredeem(engine, "SUMMER20", order="o1").redemptions == 2
+
+
+@pytest.mark.parametrize("multi_use", [False, True])
+def test_racing_roll_backs_without_an_order_undo_one_redemption(
+    engine: Engine, db_url: str, multi_use: bool
+) -> None:
+    codes = [f"NO-{i}" for i in range(3)]
+    make_pool(engine, "till", codes, multi_use=multi_use)
+    for code in codes:
+        redeem(engine, code, customer="walk-in")
+        if multi_use:
+            redeem(engine, code, customer="online", order="o1")
+
+    for code in codes:
+        answers = run_together(unredeem_when_released, [(db_url, code, None)] * 2)
+        assert sorted(answers) == [
+            "code " + repr(code) + " has no redemption made without an order to roll back",
+            "rolled back",
+        ]
+        with engine.connect() as conn:
+            live = conn.execute(
+                text(
+                    "SELECT r.order_id FROM redemptions r JOIN codes c ON c.id = r.code_id"
+                    " WHERE c.code = :code AND r.rolled_back_at IS NULL"
+                ),
+                {"code": code},
+            ).all()
+        assert [row[0] for row in live] == (["o1"] if multi_use else [])
+        assert _code_row(engine, code).redemptions == len(live)
 
 
 def test_the_database_refuses_a_second_live_redemption(engine: Engine) -> None:

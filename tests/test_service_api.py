@@ -142,13 +142,15 @@ def test_upload_reports_and_options(store: Store, admin: httpx.Client) -> None:
     document = problem(rejected, 422)
     assert document["stored"] is False
     assert document["rejected"] == [
-        {
-            "line": 2,
-            "reason": "leading or trailing whitespace (accepted with whitespace strip or keep)",
-        },
+        {"line": 2, "reason": "leading or trailing whitespace"},
         {"line": 4, "reason": "empty line"},
     ]
     assert "request body, line 2" in document["detail"]
+    # The way out, named as the query parameters are.
+    assert document["detail"].endswith(
+        "(whitespace strip (trims) or keep (stores it as it is) accepts whitespace at either "
+        "end of a code; skip_invalid stores the valid lines and reports the rest)"
+    )
     assert document["total"] == 5
     assert snapshot(store.engine) == before
     skipped = admin.post(
@@ -234,6 +236,27 @@ def test_redemption_at_checkout(store: Store, admin: httpx.Client) -> None:
     assert admin.post("/api/v1/redemptions", json={**body, "order": "o-3"}).status_code == 201
 
 
+def test_rollback_without_an_order(store: Store, admin: httpx.Client) -> None:
+    make_pool(admin, "till", ["TILL-1"])
+    make_pool(admin, "shared-till", ["SHARED-1"], multi_use=True)
+    assert admin.post("/api/v1/redemptions", json={"code": "TILL-1"}).status_code == 201
+    for customer in ("c1", "c2"):
+        body = {"code": "SHARED-1", "customer": customer}
+        assert admin.post("/api/v1/redemptions", json=body).status_code == 201
+
+    rolled = admin.post("/api/v1/redemptions/rollback", json={"code": "TILL-1"})
+    assert rolled.status_code == 200
+    assert (rolled.json()["order"], rolled.json()["redemptions"]) == (None, 0)
+    gone = problem(admin.post("/api/v1/redemptions/rollback", json={"code": "TILL-1"}), 404)
+    assert gone["detail"] == "code 'TILL-1' has no redemption made without an order to roll back"
+    before = snapshot(store.engine)
+    ambiguous = problem(admin.post("/api/v1/redemptions/rollback", json={"code": "SHARED-1"}), 409)
+    assert "2 live redemptions made without an order" in ambiguous["detail"]
+    assert snapshot(store.engine) == before
+    schema = admin.get("/api/v1/openapi.json").json()["components"]["schemas"]
+    assert schema["RollbackRequest"]["required"] == ["code"]
+
+
 def _render(store: Store, tmp_path: Path, mailing: str, ids: list[str]) -> None:
     template = tmp_path / "hello.j2"
     template.write_text("Hello {{ client.id }}: {{ client.promocode('history') }}\n")
@@ -301,7 +324,11 @@ def test_history_routes(store: Store, admin: httpx.Client, tmp_path: Path) -> No
     ]
     shown = admin.get("/api/v1/mailings/hist-1").json()
     assert shown == run.json("mailing", "show", "hist-1")
-    assert shown["codes_issued"] == 3
+    assert (shown["codes_issued"], shown["status_text"], shown["cancelled_at"]) == (
+        3,
+        "finished",
+        None,
+    )
     assert "'nope' does not exist" in problem(admin.get("/api/v1/mailings/nope"), 404)["detail"]
 
     issued = _all_pages(admin, "/api/v1/issuances", pool="history", limit=2)

@@ -26,6 +26,8 @@ from service.app import ServiceConfig, create_app
 from service.auth import Open, ScopedRoute, ScopedRouter
 
 OWN, OTHER, ABSENT = "mx-own", "mx-other", "mx-absent"
+#: A typo of OTHER: a token that cannot see OTHER must not be told of it.
+OTHER_TYPO = "mx-othr"
 OWN_CODE, OTHER_CODE, ABSENT_CODE = "MXOWN-1", "MXOTHER-1", "MX-ABSENT"
 METHODS = ("get", "post", "patch", "put", "delete")
 #: Scopes a token may be limited to pools with (an events token may not).
@@ -74,9 +76,10 @@ def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]
 def _request(
     document: dict[str, Any], method: str, path: str, operation: dict[str, Any], target: str
 ) -> dict[str, Any]:
-    """The request for one operation on ``target``: "absent" (nothing there) or "other"."""
-    pool = {"absent": ABSENT, "other": OTHER}[target]
-    code = {"absent": ABSENT_CODE, "other": OTHER_CODE}[target]
+    """The request for one operation on ``target``: "absent" (nothing there), "other",
+    or "typo" (a pool id one letter off "other")."""
+    pool = {"absent": ABSENT, "other": OTHER, "typo": OTHER_TYPO}[target]
+    code = {"absent": ABSENT_CODE, "other": OTHER_CODE, "typo": ABSENT_CODE}[target]
     values = {
         "pool_id": pool,
         "code": code,
@@ -194,6 +197,40 @@ def test_every_operation_with_every_token(served: tuple[Store, Server, dict[str,
                     )
             checked += 3
     assert checked > 100
+
+
+def test_did_you_mean_suggests_only_pools_the_token_sees(
+    served: tuple[Store, Server, dict[str, str]],
+) -> None:
+    _store, server, tokens = served
+    with server.client(tokens["read"]) as client:
+        shown = client.get(f"/api/v1/pools/{OTHER_TYPO}")
+        assert shown.status_code == 404
+        # The closest first.
+        assert shown.json()["detail"].startswith(
+            f"pool {OTHER_TYPO!r} does not exist (did you mean {OTHER!r}"
+        )
+        segment = client.get("/api/v1/segments", params={"issued_from": OTHER_TYPO})
+        assert f"did you mean {OTHER!r}" in segment.json()["detail"]
+    with server.client() as anonymous:
+        document = anonymous.get("/api/v1/openapi.json").json()
+    queries = [
+        ("GET", "/api/v1/segments", {"issued_from": OTHER_TYPO}),
+        ("GET", "/api/v1/issuances", {"pool": OTHER_TYPO}),
+    ]
+    asked = 0
+    for scope in LIMITABLE:
+        with server.client(tokens[f"{scope.value}@{OWN}"]) as client:
+            answers = [
+                client.request(**_request(document, method, path, operation, "typo"))
+                for method, path, operation in _operations(document)
+                if operation["x-scope"] not in (Open.PUBLIC, Open.SIGNED)
+            ]
+            answers += [client.request(m, url, params=params) for m, url, params in queries]
+        for answer in answers:
+            assert OTHER not in answer.text, (scope, answer.request.url, answer.text)
+            asked += 1
+    assert asked > 40
 
 
 def test_limited_tokens_see_their_pools_only(served: tuple[Store, Server, dict[str, str]]) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
+from pools.admin.lookup import unknown_pool
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.webhooks import TargetRefused, check_webhook_url
-from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound, SettingLocked
+from pools.errors import InvalidPoolSetting, PoolError, SettingLocked
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
@@ -92,6 +93,11 @@ class PoolSettings:
             if key in given:
                 given[key] = cleared_text(given[key])
         return cls(name=name, **given)
+
+    def shown(self) -> list[tuple[str, Any]]:
+        """Every setting but the name, in declaration order: nothing a pool was
+        given is left out of what ``pool show`` prints."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "name"]
 
     @property
     def mode(self) -> str:
@@ -175,7 +181,7 @@ def load_pool(
             raise PoolError(f"pool name {pool_ref!r} is ambiguous ({ids}): use the pool id")
         row = named[0] if named else None
     if row is None:
-        raise PoolNotFound(pool_ref)
+        raise unknown_pool(conn, pool_ref)
     counts = pool_counts(conn, [row.id]).get(row.id) if with_counts else None
     return _view(row, counts)
 
@@ -184,9 +190,17 @@ def require_active(pool: PoolView) -> None:
     _require_active(pool.id, pool.status)
 
 
+def not_issuing(pool_id: str, status: str) -> str:
+    """Why a pool that is not active issues no codes, and what to do about it."""
+    reason = f"pool {pool_id!r} is {status}, not active: it issues no codes"
+    if status == PoolStatus.DRAFT:
+        return f"{reason} until activated (pool activate {pool_id})"
+    return reason
+
+
 def _require_active(pool_id: str, status: str) -> None:
     if status != PoolStatus.ACTIVE:
-        raise PoolError(f"pool {pool_id!r} is {status}, not active: it issues no codes")
+        raise PoolError(not_issuing(pool_id, status))
 
 
 def issuing_mode(conn: Connection, pool_id: str) -> bool:
@@ -197,7 +211,7 @@ def issuing_mode(conn: Connection, pool_id: str) -> bool:
     """
     row = conn.execute(select(Pool.status, Pool.multi_use).where(Pool.id == pool_id)).first()
     if row is None:
-        raise PoolNotFound(pool_id)
+        raise unknown_pool(conn, pool_id)
     _require_active(pool_id, row.status)
     return bool(row.multi_use)
 

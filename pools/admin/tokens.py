@@ -32,7 +32,8 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from pools.errors import PoolNotFound, TokenError, TokenNotFound
+from pools.admin.lookup import unknown_pool
+from pools.errors import TokenError, TokenNotFound
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, store_connection, write_transaction
 from pools.store.models import Pool, ServiceToken
@@ -160,7 +161,7 @@ def create_token(
             known = set(conn.execute(select(Pool.id).where(Pool.id.in_(limited))).scalars())
             for pool_id in limited:
                 if pool_id not in known:
-                    raise PoolNotFound(pool_id)
+                    raise unknown_pool(conn, pool_id)
         taken = conn.execute(
             select(ServiceToken.revoked_at).where(ServiceToken.name == name)
         ).first()

@@ -53,8 +53,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pools.admin.lookup import unknown_mailing
 from pools.after_sending.returns import _count, _return_in
-from pools.errors import InvalidSetting, MailingNotFound
+from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import one_of
@@ -545,7 +546,7 @@ def list_deliveries(
         raise InvalidSetting("must be at least 1", "limit")
     with read_transaction(engine) as conn:
         if not conn.execute(select(exists().where(Mailing.id == mailing_id))).scalar():
-            raise MailingNotFound(mailing_id)
+            raise unknown_mailing(conn, mailing_id)
         query = (
             select(Delivery)
             .where(Delivery.mailing_id == mailing_id)

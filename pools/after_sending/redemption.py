@@ -51,7 +51,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from pools.errors import PromomailError, RedemptionNotFound, StoreConflict
+from pools.admin.lookup import unknown_pool
+from pools.errors import (
+    PromomailError,
+    RedemptionNotFound,
+    RollbackAmbiguous,
+    StoreConflict,
+    did_you_mean,
+)
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import (
@@ -124,7 +131,8 @@ class RollbackResult:
 
     code: str
     pool: str
-    order: str
+    #: The order whose redemption was undone; None for one made without an order.
+    order: str | None
     issued_to: str | None
     mailing: str | None
     redeemed_by: str | None
@@ -224,7 +232,8 @@ def _redeem_in(
         if pool_id is not None and conn.execute(select(Pool.id).where(Pool.id == pool_id)).first():
             return _refused(code, f"{UNKNOWN_CODE} in pool {pool_id!r}")
         if pool_id is not None:
-            return _refused(code, f"unknown pool {pool_id!r}")
+            guess = did_you_mean(unknown_pool(conn, pool_id).suggestions)
+            return _refused(code, f"unknown pool {pool_id!r}{guess}")
         return _refused(code, UNKNOWN_CODE)
     if len(candidates) > 1:
         pools = ", ".join(sorted(c.pool_id for c in candidates))
@@ -442,16 +451,20 @@ def unredeem(
     engine: Engine,
     code: str,
     *,
-    order: str,
+    order: str | None = None,
     pool: str | None = None,
     now: datetime | None = None,
 ) -> RollbackResult:
     """Undo the live redemption of ``code`` by ``order`` (cancelled or refunded).
 
+    Without ``order`` it undoes the code's one live redemption made without
+    an order (a till that sends none), so that one is never beyond undoing.
     The redemption stays in the history, marked rolled back. A single-use
     code can then be redeemed again; a multi-use code's count drops by one.
     Raises :class:`RedemptionNotFound`, changing nothing, when the code has
-    no live redemption for that order.
+    no live redemption for that order (or none without an order), and
+    :class:`RollbackAmbiguous` when several redemptions without an order
+    could be meant.
     """
     moment = to_utc_naive(now) if now is not None else utcnow()
     with write_transaction(engine) as conn:
@@ -459,7 +472,7 @@ def unredeem(
 
 
 def _unredeem_in(
-    conn: Connection, code: str, order: str, pool_id: str | None, now: datetime
+    conn: Connection, code: str, order: str | None, pool_id: str | None, now: datetime
 ) -> RollbackResult:
     locked = select(Code.id).where(Code.code == code).order_by(Code.pool_id)
     if pool_id is not None:
@@ -482,17 +495,20 @@ def _unredeem_in(
             Redemption.exclusive,
         ).where(
             Redemption.code_id.in_(code_ids),
-            Redemption.order_id == order,
+            Redemption.order_id.is_(None) if order is None else Redemption.order_id == order,
             Redemption.rolled_back_at.is_(None),
         )
     ).all()
     if not rows:
         raise RedemptionNotFound(code, order)
     if len(rows) > 1:
+        if len({r.code_id for r in rows}) == 1:
+            # Only a multi-use code gets here: its redemptions without an
+            # order cannot be told apart, so undoing "one" would be a guess.
+            raise RollbackAmbiguous(code, len(rows))
         pools = ", ".join(sorted(r.pool_id for r in rows))
-        raise PromomailError(
-            f"code {code!r} was redeemed by order {order!r} in pools {pools}; name the pool"
-        )
+        by = f"by order {order!r}" if order is not None else "without an order"
+        raise PromomailError(f"code {code!r} was redeemed {by} in pools {pools}; name the pool")
     found = rows[0]
     conn.execute(
         update(Redemption)

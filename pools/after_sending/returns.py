@@ -37,8 +37,9 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, 
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from pools.admin.lookup import unknown_mailing
 from pools.digests import Digest, digest
-from pools.errors import MailingNotFound, ReturnListError
+from pools.errors import ReturnListError
 from pools.identifiers import id_problem
 from pools.local_files import LineTooLong, bounded_lines, open_text
 from pools.store.clock import utcnow
@@ -167,6 +168,7 @@ def cancel_mailing(
         _require_mailing(conn, mailing_id)
         totals = _Totals()
         totals.add(_return_in(conn, mailing_id, None, reason or CANCELLED, moment))
+        conn.execute(update(Mailing).where(Mailing.id == mailing_id).values(cancelled_at=moment))
         return totals.report(mailing_id)
 
 
@@ -178,7 +180,7 @@ def _require_mailing(conn: Connection, mailing_id: str) -> None:
         )
     ).scalar()
     if not known:
-        raise MailingNotFound(mailing_id)
+        raise unknown_mailing(conn, mailing_id)
 
 
 @dataclass

@@ -19,8 +19,8 @@ from contextlib import contextmanager, suppress
 
 from sqlalchemy import Engine, exists, select
 
+from pools.admin.lookup import unknown_mailing
 from pools.after_sending.send_log import DeliveryLog
-from pools.errors import MailingNotFound
 from pools.issuing.leases import (
     DEFAULT_LEASE_SECONDS,
     LeaseKeeper,
@@ -61,7 +61,7 @@ def send_run(
     """
     with read_transaction(engine) as conn:
         if not conn.execute(select(exists().where(Mailing.id == mailing_id))).scalar():
-            raise MailingNotFound(mailing_id)
+            raise unknown_mailing(conn, mailing_id)
     lease = acquire_lease(
         engine,
         mailing_id,

@@ -23,6 +23,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from pools.store.clock import utcnow
 from pools.store.models import Code, CodeStatus, HeldCodes
 
+#: The states every code is in exactly one of: they add up to ``total``.
+PARTS = ("available", "pending", "reserved", "issued", "expired", "void")
+#: Counts of codes already counted in a part (``redeemed``) or of events
+#: (``redemptions``): shown after the parts, never added to them.
+ALSO = ("redeemed", "redemptions")
+#: The identity the counts keep, as people read it.
+COUNTS_IDENTITY = "total = " + " + ".join(PARTS)
+
 
 @dataclass(frozen=True)
 class PoolCounts:
@@ -39,6 +47,11 @@ class PoolCounts:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def shown(self) -> list[tuple[str, int]]:
+        """Every count in the order people read them: ``total``, the parts that
+        add up to it, then ``redeemed`` and ``redemptions``."""
+        return [(name, getattr(self, name)) for name in ("total", *PARTS, *ALSO)]
 
     def __add__(self, other: PoolCounts) -> PoolCounts:
         """The counts of two disjoint sets of codes taken together."""

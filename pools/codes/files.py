@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import BinaryIO
 
+from pools.display import counted
 from pools.errors import LineProblem, UnreadableFile
 from pools.local_files import LineTooLong, bounded_lines
 from pools.store.clock import to_utc_naive
@@ -64,6 +65,10 @@ def format_for(filename: str, explicit: str | None) -> FileFormat:
     return FileFormat.CSV if filename.lower().endswith(".csv") else FileFormat.TXT
 
 
+#: The reason of a line refused for whitespace at its ends (``whitespace`` reject).
+WHITESPACE_AT_ENDS = "leading or trailing whitespace"
+
+
 def check_code(text: str, whitespace: Whitespace) -> tuple[str | None, str | None]:
     """(code, None) when valid, else (None, reason)."""
     if whitespace is Whitespace.STRIP:
@@ -79,7 +84,7 @@ def check_code(text: str, whitespace: Whitespace) -> tuple[str | None, str | Non
     ):
         return text, None
     elif whitespace is Whitespace.REJECT and text != text.strip():
-        return None, "leading or trailing whitespace (accepted with whitespace strip or keep)"
+        return None, WHITESPACE_AT_ENDS
     if not text.strip():
         # Also a line of spaces kept as it is: nobody can type a blank code.
         return None, "empty line" if not text else "blank code (only whitespace)"
@@ -342,7 +347,7 @@ def _csv_rows(
             yield LineProblem(line, "invalid UTF-8")
             continue
         if len(row) != width:
-            yield LineProblem(line, f"{len(row)} fields where the header has {width}")
+            yield LineProblem(line, f"{counted(len(row), 'field')} where the header has {width}")
             continue
         code, reason = check_code(row[code_index], whitespace)
         if code is None:

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from pools.admin.lifecycle import load_pool
 from pools.codes.counts import PoolCounts, pool_counts
+from pools.display import counted
 from pools.errors import GenerationError, PoolError
 from pools.store.clock import utcnow
 from pools.store.db import bulk_loading, write_transaction
@@ -145,7 +146,7 @@ def generate_codes(
         before = pool_counts(conn, [pool_id]).get(pool_id, PoolCounts())
         if count * 2 > unused:
             raise GenerationError(
-                f"{count} codes do not fit comfortably in pool {pool_id!r}: "
+                f"{counted(count, 'code')} do not fit comfortably in pool {pool_id!r}: "
                 f"{len(spec.alphabet)}^{spec.length} = {spec.space} possible codes, "
                 f"{existing} of that length already in the pool; at most {max(unused // 2, 0)} "
                 "can be generated (longer codes or a larger alphabet make room)"

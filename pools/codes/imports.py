@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from pools.admin.lifecycle import load_pool
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.files import (
+    WHITESPACE_AT_ENDS,
     Block,
     FileFormat,
     Whitespace,
@@ -48,6 +49,8 @@ class ImportReport:
     duplicates: int = 0
     rejected: list[LineProblem] = field(default_factory=list)
     rejected_count: int = 0
+    #: Lines refused for whitespace at their ends: the refusal names the option for them.
+    whitespace_rejected: int = 0
     total: int = 0
     available: int = 0
     #: Why nothing of the file was stored (an all-or-nothing upload with
@@ -73,9 +76,16 @@ class ImportReport:
 
 
 def rejected_report(
-    engine: Engine, pool_id: str, error: ImportRejected, fmt: str | None = None
+    engine: Engine,
+    pool_id: str,
+    error: ImportRejected,
+    fmt: str | None = None,
+    name: Callable[[str], str] = str,
 ) -> ImportReport:
-    """The report of a refused upload: its problems, and the pool as it still is."""
+    """The report of a refused upload: its problems, and the pool as it still is.
+
+    ``name`` shows a setting as the front end calls it (see :meth:`NamesSettings.naming`).
+    """
     with read_transaction(engine) as conn:
         counts = pool_counts(conn, [pool_id]).get(pool_id)
     return ImportReport(
@@ -85,7 +95,7 @@ def rejected_report(
         rejected_count=error.total_problems,
         total=counts.total if counts else 0,
         available=counts.available if counts else 0,
-        error=str(error),
+        error=error.naming(name),
     )
 
 
@@ -196,7 +206,12 @@ def upload_codes(
             except UnreadableFile as exc:
                 raise UnreadableUpload(f"{upload.source}: {exc}; nothing was stored") from exc
             if report.rejected_count and not skip_invalid:
-                raise ImportRejected(upload.source, report.rejected, report.rejected_count)
+                raise ImportRejected(
+                    upload.source,
+                    report.rejected,
+                    report.rejected_count,
+                    whitespace=report.whitespace_rejected > 0,
+                )
             reports.append(report)
         counts = before + _added_counts(conn, pool_id, reports, now)
         for report in reports:
@@ -245,6 +260,7 @@ def _store(conn: Connection, pool_id: str, report: ImportReport, blocks: Iterabl
     for block in blocks:
         report.lines += block.lines
         report.rejected_count += len(block.problems)
+        report.whitespace_rejected += sum(p.reason == WHITESPACE_AT_ENDS for p in block.problems)
         room = MAX_REPORTED_PROBLEMS - len(report.rejected)
         report.rejected.extend(block.problems[: max(room, 0)])
         valid += len(block.codes) + len(block.rows)

@@ -41,9 +41,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, or_, select, update
 
+from pools.admin.lookup import unknown_pool
 from pools.codes.counts import available_count
 from pools.codes.webhooks import TargetRefused, checked_addresses, connection_to
-from pools.errors import PoolNotFound
 
 # Named here too: the notices' settings are read where the notices are sent.
 from pools.relay import SMTP_URL_ENV as SMTP_URL_ENV
@@ -196,7 +196,7 @@ def _low_pools(conn: Connection, pool_ids: list[str], now: datetime) -> list[_Lo
     for pool_id in pool_ids:
         row = rows.get(pool_id)
         if row is None:
-            raise PoolNotFound(pool_id)
+            raise unknown_pool(conn, pool_id)
         if row.low_stock is None or row.status != PoolStatus.ACTIVE:
             continue
         available = available_count(conn, pool_id, now)

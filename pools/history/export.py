@@ -30,13 +30,15 @@ import contextlib
 import csv
 import os
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine, Select, case, exists, func, select
 
-from pools.errors import ExportError, MailingNotFound, PoolNotFound
+from pools.admin.lookup import unknown_mailing, unknown_pool
+from pools.errors import ExportError, MailingNotFound
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance, Mailing, Pool, Redemption
 
@@ -97,10 +99,18 @@ def export_issuances(
     return count
 
 
-def check_filters(conn: Connection, pool: str | None, mailing: str | None) -> None:
-    """A filter naming nothing is a typo, not an empty export."""
+def check_filters(
+    conn: Connection,
+    pool: str | None,
+    mailing: str | None,
+    within: Collection[str] | None = None,
+) -> None:
+    """A filter naming nothing is a typo, not an empty export.
+
+    ``within``: the pools the asker can see, the only ones a refusal may suggest.
+    """
     if pool is not None and conn.execute(select(Pool.id).where(Pool.id == pool)).first() is None:
-        raise PoolNotFound(pool)
+        raise unknown_pool(conn, pool, within)
     if mailing is not None:
         known = conn.execute(
             select(
@@ -109,7 +119,8 @@ def check_filters(conn: Connection, pool: str | None, mailing: str | None) -> No
             )
         ).scalar()
         if not known:
-            raise MailingNotFound(mailing)
+            # Suggestions only to a view of the whole store.
+            raise MailingNotFound(mailing) if within is not None else unknown_mailing(conn, mailing)
 
 
 def issuance_query(*, pool: str | None = None, mailing: str | None = None) -> Select[Any]:

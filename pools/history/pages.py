@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
+from pools.admin.lookup import close_ids
 from pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, PromomailError
 from pools.history.customers import HistoryWindow, history_in
 from pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
@@ -105,7 +106,7 @@ def _check_pools(named: Sequence[str], pools: Collection[str] | None) -> None:
         return
     for pool_id in named:
         if pool_id not in pools:
-            raise PoolNotFound(pool_id)
+            raise PoolNotFound(pool_id, close_ids(pool_id, pools))
 
 
 def issuance_page(
@@ -125,7 +126,7 @@ def issuance_page(
     if pools is not None:
         query = query.where(Issuance.pool_id.in_(pools))
     with read_transaction(engine) as conn:
-        check_filters(conn, pool, mailing)
+        check_filters(conn, pool, mailing, within=pools)
         if pools is not None and mailing is not None and mailing not in _mailings_of(conn, pools):
             raise MailingNotFound(mailing)
         rows = conn.execute(query).all()

@@ -40,7 +40,8 @@ from sqlalchemy import BindParameter, Connection, Select, and_, exists, or_, sel
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.errors import PoolNotFound, SegmentError
+from pools.admin.lookup import unknown_pool
+from pools.errors import SegmentError
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool, Redemption
 
 _DURATION = re.compile(r"([0-9]{1,5})([hdw])")
@@ -99,7 +100,7 @@ def pool_rules(conn: Connection, pool_ids: Sequence[str]) -> list[PoolRules]:
     for pool_id in pool_ids:
         row = rows.get(pool_id)
         if row is None:
-            raise PoolNotFound(pool_id)
+            raise unknown_pool(conn, pool_id)
         days = row.issued_valid_days if row.require_issued else None
         rules.append(
             PoolRules(

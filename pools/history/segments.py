@@ -47,7 +47,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.errors import PoolNotFound, SegmentError
+from pools.admin.lookup import unknown_pool
+from pools.errors import SegmentError
 from pools.history.reminders import PoolRules, holders_query, pool_rules
 from pools.identifiers import id_problem
 from pools.store.clock import to_utc_naive, utcnow
@@ -270,11 +271,11 @@ def prepare_segment(
         known = set(conn.execute(select(Pool.id).where(Pool.id.in_(filters.issued_from))).scalars())
         for pool_id in filters.issued_from:
             if pool_id not in known:
-                raise PoolNotFound(pool_id)
+                raise unknown_pool(conn, pool_id, within)
     if within is not None:
         for pool_id in filters.unredeemed_from:
             if pool_id not in within:
-                raise PoolNotFound(pool_id)
+                raise unknown_pool(conn, pool_id, within)
     rules = pool_rules(conn, filters.unredeemed_from) if filters.unredeemed_from else []
     moment = to_utc_naive(now) if now is not None else utcnow()
     return PreparedSegment(filters, rules, moment, within)

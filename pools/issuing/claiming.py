@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_active
 from pools.codes.counts import issuable_now
+from pools.display import counted
 from pools.errors import PoolExhausted, ReservationLost, StoreConflict
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
@@ -209,7 +210,7 @@ def _claim_in(
     else:
         taken = take_codes(conn, pool_id, len(missing), now=now)
     if len(taken) < len(missing) and not partial:
-        raise PoolExhausted(pool_id, len(missing), len(taken))
+        raise PoolExhausted(pool_id, len(missing), len(taken), shared=pool.settings.multi_use)
     issued = [t.to(c) for c, t in zip(missing, taken, strict=False)]
     _record(
         conn,
@@ -328,7 +329,7 @@ def settle(
             lost = len(rows) - issued + len(unused) - released
             if lost:
                 raise ReservationLost(
-                    f"{lost} codes reserved from pool {reservation.pool_id!r} "
+                    f"{counted(lost, 'code')} reserved from pool {reservation.pool_id!r} "
                     "were reclaimed or voided before they could be issued"
                 )
         record_reissues(conn, mailing_id, reissues, now, refs)

@@ -9,9 +9,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select, update
 
+from pools.admin.lookup import unknown_mailing
 from pools.after_sending.deliveries import DeliveryCounts, delivery_counts
 from pools.errors import MailingNotFound
 from pools.issuing.leases import Lease, ensure_held
+from pools.issuing.mailing_status import RunState, mailing_status
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent, one_of
@@ -130,10 +132,16 @@ def start_run(
             },
         )
         if not created:
+            # A cancelled mailing rendered again is live again.
             conn.execute(
                 update(Mailing)
                 .where(Mailing.id == mailing_id)
-                .values(template=template, recipients_file=recipients, finished_at=None)
+                .values(
+                    template=template,
+                    recipients_file=recipients,
+                    finished_at=None,
+                    cancelled_at=None,
+                )
             )
         values: dict[str, Any] = {"status": "running", "started_at": now, "finished_at": None}
         if not insert_if_absent(
@@ -223,6 +231,10 @@ class MailingView:
     codes_issued: int
     reissues: int
     runs: list[dict[str, Any]] = field(default_factory=list)
+    #: What the status means for this mailing, in words (``partial: 1 of 2 shards rendered``).
+    status_text: str = ""
+    #: When ``mailing cancel`` gave its codes back.
+    cancelled_at: datetime | None = None
     #: Codes this mailing issued that were redeemed (live redemptions attributed to it).
     redeemed: int = 0
     #: Issuances given back because the message was never delivered.
@@ -241,6 +253,7 @@ class MailingView:
             "template": self.template,
             "recipients_file": self.recipients_file,
             "status": self.status,
+            "status_text": self.status_text,
             "recipients": self.totals.recipients,
             "rendered": self.totals.rendered,
             "failed": self.totals.failed,
@@ -254,6 +267,9 @@ class MailingView:
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "finished_at": self.finished_at.isoformat(timespec="seconds")
             if self.finished_at
+            else None,
+            "cancelled_at": self.cancelled_at.isoformat(timespec="seconds")
+            if self.cancelled_at
             else None,
             "runs": self.runs,
         }
@@ -303,19 +319,14 @@ def _view(conn: Connection, mailing: Any, pools: Collection[str] | None = None) 
     )
     redeemed = conn.execute(select(func.count()).select_from(credited)).scalar_one()
     totals = RunTotals(**{name: sum(getattr(r, name) for r in runs) for name in COUNTERS})
-    statuses = {r.status for r in runs}
-    status = (
-        statuses.pop()
-        if len(statuses) == 1
-        else ("running" if "running" in statuses else "partial")
-    )
+    status = mailing_status([RunState(r.shard, r.status) for r in runs], mailing.cancelled_at)
     return MailingView(
         mailing.id,
         mailing.template,
         mailing.recipients_file,
         mailing.started_at,
         mailing.finished_at,
-        status,
+        status.state,
         totals,
         int(counts.get(IssuanceKind.INITIAL, 0)),
         int(counts.get(IssuanceKind.REISSUE, 0)),
@@ -339,6 +350,8 @@ def _view(conn: Connection, mailing: Any, pools: Collection[str] | None = None) 
         redeemed=int(redeemed),
         returned=int(returned),
         delivery=delivery_counts(conn, mailing.id),
+        status_text=status.text,
+        cancelled_at=mailing.cancelled_at,
     )
 
 
@@ -368,5 +381,10 @@ def show_mailing(
     with read_transaction(engine) as conn:
         row = conn.execute(query).first()
         if row is None:
-            raise MailingNotFound(mailing_id)
+            # Suggestions only to a view of the whole store.
+            raise (
+                MailingNotFound(mailing_id)
+                if pools is not None
+                else unknown_mailing(conn, mailing_id)
+            )
         return _view(conn, row, pools)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, or_, select
 
-from pools.errors import PoolNotFound
+from pools.admin.lookup import unknown_pool
 from pools.store.clock import utcnow
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool
 
@@ -40,7 +40,7 @@ def current_codes(
         select(Pool.require_issued, Pool.issued_valid_days).where(Pool.id == pool_id)
     ).first()
     if pool is None:
-        raise PoolNotFound(pool_id)
+        raise unknown_pool(conn, pool_id)
     ids = list(dict.fromkeys(customer_ids))
     answer: dict[str, list[tuple[int, str]]] = {customer: [] for customer in ids}
     conditions = [

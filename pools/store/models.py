@@ -205,6 +205,8 @@ class Mailing(Base):
     recipients_file: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: When ``mailing cancel`` gave its codes back; cleared by a later run.
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class MailingRun(Base):

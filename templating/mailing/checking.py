@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import load_pool
+from pools.admin.lifecycle import load_pool, not_issuing
 from pools.errors import PromomailError
 from pools.store.db import read_transaction
 from pools.store.models import PoolStatus
@@ -60,6 +60,9 @@ class CheckReport:
     #: Partials included or imported, from the template's own folder.
     partials: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    #: Whether the template compiled: without that its parts, pools and
+    #: columns are unknown (not empty), and there is nothing to show of them.
+    compiled: bool = False
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,7 @@ class CheckReport:
         return {
             "template": self.template,
             "ok": self.ok,
+            "compiled": self.compiled,
             "parts": list(self.parts),
             "pools": [p.as_dict() for p in self.pools],
             "columns": self.columns,
@@ -111,6 +115,7 @@ def check_template(
     except InvalidTemplate as exc:
         report.problems.append(_problem(name, exc))
         return report
+    report.compiled = True
     usage = template.usage
     report.parts = template.parts
     report.columns = list(usage.columns)
@@ -133,11 +138,15 @@ def check_template(
                 PoolUse(ref, kind, line, pool.id, pool.status, pool.counts.available)
             )
             if kind == "issue" and pool.status != PoolStatus.ACTIVE:
-                report.problems.append(
-                    Problem(line, f"pool {pool.id!r} is {pool.status}: it issues no codes")
-                )
+                report.problems.append(Problem(line, not_issuing(pool.id, pool.status)))
             elif kind == "issue" and pool.counts.available == 0:
-                report.problems.append(Problem(line, f"pool {pool.id!r} has no available codes"))
+                report.problems.append(
+                    Problem(
+                        line,
+                        f"pool {pool.id!r} has no available codes (add some: codes upload "
+                        f"{pool.id} FILE, or codes generate {pool.id})",
+                    )
+                )
     if recipients_path is not None:
         columns = check_columns(name, usage, recipients_path)
         report.problems.extend(Problem(m.line, columns.problem(m)) for m in columns.missing)

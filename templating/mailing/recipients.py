@@ -38,6 +38,7 @@ from pools.addresses import PLAIN_ADDRESS as PLAIN_ADDRESS
 from pools.addresses import ParsedAddresses as ParsedAddresses
 from pools.addresses import address_header as address_header
 from pools.addresses import one_address as one_address
+from pools.display import counted
 from pools.errors import InvalidSetting
 from pools.identifiers import (
     MAX_ID_LENGTH,
@@ -524,7 +525,8 @@ def _read_csv(
                     continue
                 if len(row) != width:
                     raise RecipientError(
-                        f"{path}, line {line}: {len(row)} fields where the header has {width}"
+                        f"{path}, line {line}: {counted(len(row), 'field')} where the header has "
+                        f"{width}"
                     )
                 recipient_id = row[id_index].strip()
                 if skip_unchecked is not None and not skip_unchecked(recipient_id):

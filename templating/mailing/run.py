@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import PoolView, load_pool
+from pools.admin.lifecycle import PoolView, load_pool, not_issuing
 from pools.after_sending.references import delivery_ref_key
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
@@ -258,9 +258,7 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
                 raise InvalidTemplate(str(exc), template=template.name, line=line) from exc
             if ref in usage.issues_from and pool.status != PoolStatus.ACTIVE:
                 raise InvalidTemplate(
-                    f"pool {pool.id!r} is {pool.status}, not active: it issues no codes",
-                    template=template.name,
-                    line=line,
+                    not_issuing(pool.id, pool.status), template=template.name, line=line
                 )
             refs[ref] = pool.id
             pools[pool.id] = pool
@@ -353,7 +351,7 @@ def preflight(
             missing = recipients - served[pool_id]
             if pool.settings.multi_use:
                 if missing and shared_code(conn, pool, utcnow()) is None:
-                    raise PoolExhausted(pool_id, missing, 0)
+                    raise PoolExhausted(pool_id, missing, 0, shared=True)
                 continue
             needed = missing * plan.per_customer.get(pool_id, 1)
             available = available_count(conn, pool_id)
