@@ -120,6 +120,14 @@ COMMANDS: Mapping[str, LazyCommand] = {
         "commands.after_sending:unredeem_command",
         "Undo the redemption of CODE by an order that was cancelled or refunded.",
     ),
+    "hold": LazyCommand(
+        "commands.holds:hold_command",
+        "Hold a single-use code for an order while its payment runs; exit 1 when refused.",
+    ),
+    "release": LazyCommand(
+        "commands.holds:release_command",
+        "End an order's hold of a code at once: the payment failed or the cart was abandoned.",
+    ),
     "export": LazyCommand("commands.after_sending:export", "Export records as files."),
     "serve": LazyCommand(
         "commands.service:serve_command",

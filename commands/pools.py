@@ -52,6 +52,11 @@ def _report_pool(verb: str, view: PoolView, as_json: bool) -> None:
 @click.option("--id", "pool_id", metavar="ID", help="Pool id (default: a slug of NAME).")
 @click.option("--description", metavar="TEXT", help="What the pool is for (needed to activate).")
 @click.option("--multi-use", is_flag=True, help="One shared code, never consumed.")
+@click.option(
+    "--once-per-customer",
+    is_flag=True,
+    help="Multi-use: each customer may redeem the shared code once.",
+)
 @click.option("--require-issued", is_flag=True, help="Redeemable only after being issued.")
 @click.option("--issued-valid-days", type=int, metavar="N", help="Validity after issue.")
 @click.option("--low-stock", type=int, metavar="N", help="Warn below N available codes.")
@@ -67,6 +72,7 @@ def pool_create(
     pool_id: str | None,
     description: str | None,
     multi_use: bool,
+    once_per_customer: bool,
     require_issued: bool,
     issued_valid_days: int | None,
     low_stock: int | None,
@@ -77,17 +83,22 @@ def pool_create(
     as_json: bool,
 ) -> None:
     """Create a pool named NAME, in status draft unless --activate."""
-    settings = PoolSettings.from_options(
-        name,
-        description=description,
-        multi_use=multi_use,
-        require_issued=require_issued,
-        issued_valid_days=issued_valid_days,
-        per_customer=per_customer,
-        low_stock=low_stock,
-        notify_url=notify_url,
-        notify_email=notify_email,
-    )
+    try:
+        settings = PoolSettings.from_options(
+            name,
+            description=description,
+            multi_use=multi_use,
+            once_per_customer=once_per_customer,
+            require_issued=require_issued,
+            issued_valid_days=issued_valid_days,
+            per_customer=per_customer,
+            low_stock=low_stock,
+            notify_url=notify_url,
+            notify_email=notify_email,
+        )
+    except InvalidSetting as exc:
+        # The options given do not make a pool together: a usage error, as for ``edit``.
+        raise misused_options(exc, ctx) from exc
     view = create_pool(get_engine(ctx), settings, pool_id=pool_id, activate=activate)
     _report_pool("Created", view, as_json)
 

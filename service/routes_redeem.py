@@ -1,33 +1,58 @@
-"""The checkout: check a code, redeem it, roll a redemption back (``redeem``, ``unredeem``).
+"""The checkout: check a code, hold it, redeem it, roll a redemption back.
 
+``redeem``, ``hold``, ``release`` and ``unredeem`` of the command line.
 Statuses: a redemption answers 201, a replay of the same order 200, a
 refusal 409 with ``ok: false`` and the reason as ``redeem`` prints it; an
-unknown code 404 (here and on ``GET /codes/{code}``). A roll-back of a
-redemption that does not exist (no such code, or no live redemption for
-that order) answers 404: the thing to undo is not there. A roll-back
-without ``order`` undoes the code's one live redemption made without an
-order; several of them answer 409 (which one is meant cannot be told).
+unknown code 404 (here and on ``GET /codes/{code}``). A hold answers the
+same way (201 new, 200 the same order again, 409 refused, 404 unknown). A
+roll-back of a redemption or a release of a hold that does not exist (no
+such code, or nothing of that order's on it) answers 404: the thing to undo
+is not there. A roll-back without ``order`` undoes the code's one live
+redemption made without an order; several of them answer 409 (which one is
+meant cannot be told).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from pools import UNKNOWN_CODE, Principal, RedemptionResult, Scope, code_pools, redeem, unredeem
+from pools import (
+    UNKNOWN_CODE,
+    HoldResult,
+    Principal,
+    RedemptionResult,
+    ReleaseResult,
+    Scope,
+    code_pools,
+    hold_code,
+    redeem,
+    release_hold,
+    unredeem,
+)
 from service.auth import ScopedRouter, engine_of, principal
 from service.problems import Problem, problem_responses
-from service.schemas import NO_NUL, RedemptionDoc, RedemptionRequest, RollbackRequest
+from service.schemas import (
+    NO_NUL,
+    HoldDoc,
+    HoldRequest,
+    RedemptionDoc,
+    RedemptionRequest,
+    ReleaseDoc,
+    ReleaseRequest,
+    RollbackRequest,
+)
 
 router = ScopedRouter(prefix="/api/v1", tags=["redemption"])
 COMMON = (400, 401, 403, 404, 413, 415, 422, 503)
 Text = Annotated[str | None, Query(pattern=NO_NUL, max_length=200)]
 
 
-def _refusal(result: RedemptionResult) -> Problem:
+def _refusal(result: RedemptionResult | HoldResult | ReleaseResult) -> Problem:
     reason = result.reason or "refused"
     status = 404 if result.not_found else 409
     return Problem(
@@ -112,3 +137,47 @@ def redemption_rollback(request: Request, body: RollbackRequest) -> dict[str, An
     engine = engine_of(request)
     chosen = _pool_for(principal(request), engine, body.code, None)
     return unredeem(engine, body.code, order=body.order, pool=chosen).as_dict()
+
+
+@router.post(
+    "/holds",
+    scope=Scope.REDEEM,
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": HoldDoc, "description": "Held"},
+        200: {"model": HoldDoc, "description": "The same order again (the hold may be longer)"},
+        **problem_responses(409, *COMMON),
+    },
+)
+def hold_create(request: Request, body: HoldRequest) -> JSONResponse:
+    """``hold``: the checkout started; nobody else may redeem the code for ``seconds``."""
+    engine = engine_of(request)
+    chosen = _pool_for(principal(request), engine, body.code, body.pool)
+    result = hold_code(
+        engine,
+        body.code,
+        order=body.order,
+        customer=body.customer,
+        pool=chosen,
+        length=timedelta(seconds=body.seconds),
+    )
+    if not result.ok:
+        raise _refusal(result)
+    return JSONResponse(result.as_dict(), status_code=200 if result.replayed else 201)
+
+
+@router.post(
+    "/holds/release",
+    scope=Scope.REDEEM,
+    response_model=None,
+    responses={200: {"model": ReleaseDoc}, **problem_responses(409, *COMMON)},
+)
+def hold_release(request: Request, body: ReleaseRequest) -> dict[str, Any]:
+    """``release``: the payment failed or the cart was abandoned; the hold ends now."""
+    engine = engine_of(request)
+    chosen = _pool_for(principal(request), engine, body.code, body.pool)
+    result = release_hold(engine, body.code, order=body.order, pool=chosen)
+    if not result.ok:
+        raise _refusal(result)
+    return result.as_dict()

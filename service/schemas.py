@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pools import DEFAULT_ALPHABET, DEFAULT_LENGTH, ImportRecord
+from pools import DEFAULT_ALPHABET, DEFAULT_HOLD, DEFAULT_LENGTH, ImportRecord
 
 #: PostgreSQL text cannot hold NUL; every text the API takes leaves it out.
 NO_NUL = r"^[^\x00]*$"
@@ -39,6 +39,7 @@ class PoolCreate(Strict):
     id: Annotated[str | None, text(100)] = None
     description: Annotated[str | None, text(10_000)] = None
     multi_use: bool = False
+    once_per_customer: bool = False
     require_issued: bool = False
     issued_valid_days: Int32 | None = None
     low_stock: Int32 | None = None
@@ -81,6 +82,21 @@ class RollbackRequest(Strict):
     order: Annotated[str | None, text(200)] = None
 
 
+class HoldRequest(Strict):
+    code: Annotated[str, text(1000)]
+    order: Annotated[str, text(200)]
+    customer: Annotated[str | None, text(200)] = None
+    pool: Annotated[str | None, text(100)] = None
+    #: How long the hold lasts: 30 to 86,400 (the library says so when it is not).
+    seconds: Int32 = int(DEFAULT_HOLD.total_seconds())
+
+
+class ReleaseRequest(Strict):
+    code: Annotated[str, text(1000)]
+    order: Annotated[str, text(200)]
+    pool: Annotated[str | None, text(100)] = None
+
+
 # --- answers (documentation of the library's documents) ---------------------
 
 
@@ -97,6 +113,7 @@ class PoolDoc(Open):
     mode: str
     description: str | None
     multi_use: bool
+    once_per_customer: bool
     require_issued: bool
     issued_valid_days: int | None
     per_customer: int | None
@@ -114,6 +131,8 @@ class PoolDoc(Open):
     void: int
     redeemed: int
     redemptions: int
+    #: Codes a checkout holds now.
+    held: int
 
 
 class PoolShowDoc(PoolDoc):
@@ -166,6 +185,23 @@ class RedemptionDoc(Open):
     redeemed_by: str | None = None
     order: str | None = None
     reason: str | None = None
+
+
+class HoldDoc(Open):
+    ok: bool
+    code: str
+    pool: str
+    order: str
+    expires_at: str
+    replayed: bool
+
+
+class ReleaseDoc(Open):
+    ok: bool
+    code: str
+    pool: str
+    order: str
+    released_at: str
 
 
 class CustomerPageDoc(Open):

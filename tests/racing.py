@@ -201,3 +201,21 @@ def apply_event_when_released(barrier: Any, url: str, event_id: str, ref: str) -
         )
     finally:
         engine.dispose()
+
+
+def hold_when_released(barrier: Any, url: str, code: str, order: str) -> tuple[bool, str | None]:
+    """Open an engine, wait for the others, hold ``code`` for ``order``: (ok, reason)."""
+    from sqlalchemy import text
+
+    from pools.after_sending.holds import hold_code
+    from pools.store.db import StoreConfig, open_engine
+
+    engine = open_engine(StoreConfig(url), migrate=False)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        barrier.wait()
+        result = hold_code(engine, code, order=order)
+        return result.ok, result.reason
+    finally:
+        engine.dispose()

@@ -12,7 +12,7 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from racing import run_together
-from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, inspect, text
 from store_helpers import make_pool
 
 from pools.store.db import (
@@ -232,6 +232,33 @@ def test_redemption_lifecycle_migration_keeps_and_attributes_old_data(db_url: st
         engine.dispose()
 
 
+def _old_pool(conn: Connection, pool_id: str, codes: list[str]) -> None:
+    """An active single-use pool with ``codes``, in the columns every revision has."""
+    conn.execute(
+        text(
+            "INSERT INTO pools (id, name, description, status, multi_use, require_issued, "
+            "created_at) VALUES (:p, :p, 'old', 'active', false, false, '2026-01-01')"
+        ),
+        {"p": pool_id},
+    )
+    batch = conn.execute(
+        text(
+            "INSERT INTO import_batches (pool_id, source, format, accepted, duplicates, "
+            "rejected, created_at) VALUES (:p, 'old.txt', 'txt', :n, 0, 0, '2026-01-01') "
+            "RETURNING id"
+        ),
+        {"p": pool_id, "n": len(codes)},
+    ).scalar_one()
+    for code in codes:
+        conn.execute(
+            text(
+                "INSERT INTO codes (pool_id, code, batch_id, status, issuable_until, "
+                "redemptions) VALUES (:p, :c, :b, 'available', '9999-12-31', 0)"
+            ),
+            {"p": pool_id, "c": code, "b": batch},
+        )
+
+
 def _store_at(db_url: str, revision: str) -> Engine:
     from alembic import command
 
@@ -355,6 +382,7 @@ def test_live_rows_only_indexes_have_their_predicates(engine: Engine) -> None:
         "ix_issuances_returned": "returned_at IS NOT NULL",
         "uq_redemptions_single_use": "rolled_back_at IS NULL",
         "uq_redemptions_order": "rolled_back_at IS NULL",
+        "uq_redemptions_once_per_customer": "once_per_customer AND rolled_back_at IS NULL",
     }
     for index, predicate in expected.items():
         assert predicate in _predicate(engine, index), index
@@ -373,9 +401,9 @@ def test_deliveries_migration_keeps_the_issuance_log_and_draws_a_key_per_store(
 
     engine = _store_at(db_url, "0005")
     try:
-        make_pool(engine, "one", ["A1", "A2", "A3"])
-        # Issued as a 0005 store records it (the library now writes references).
+        # Written as a 0005 store records them (the library now writes more columns).
         with engine.begin() as conn:
+            _old_pool(conn, "one", ["A1", "A2", "A3"])
             conn.execute(text("UPDATE codes SET status = 'issued' WHERE code IN ('A1', 'A2')"))
             conn.execute(
                 text(
@@ -429,6 +457,67 @@ def test_deliveries_migration_goes_back_down(db_url: str) -> None:
         tables = set(inspect(engine).get_table_names())
         assert not tables & {"deliveries", "delivery_events", "webhook_tokens", "store_secrets"}
         assert "ref" not in {c["name"] for c in inspect(engine).get_columns("issuances")}
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_holds_migration_keeps_codes_pools_and_redemptions(db_url: str) -> None:
+    """0007 on a store with data: nothing held, nothing once per customer, all else as it was."""
+    from pools.after_sending.holds import hold_code
+    from pools.after_sending.redemption import redeem
+
+    engine = _store_at(db_url, "0006")
+    try:
+        with engine.begin() as conn:
+            _old_pool(conn, "one", ["A1", "A2"])
+            conn.execute(
+                text(
+                    "INSERT INTO redemptions (pool_id, code_id, redeemed_by, order_id, "
+                    "redeemed_at, exclusive) SELECT 'one', id, 'ann', 'o1', '2026-01-03', true "
+                    "FROM codes WHERE code = 'A1'"
+                )
+            )
+            conn.execute(text("UPDATE codes SET redemptions = 1 WHERE code = 'A1'"))
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            codes = conn.execute(
+                text("SELECT code, redemptions, hold_order, hold_until FROM codes ORDER BY code")
+            ).all()
+            pools = conn.execute(text("SELECT id, once_per_customer FROM pools")).all()
+            redemptions = conn.execute(
+                text("SELECT order_id, once_per_customer FROM redemptions")
+            ).all()
+        assert [tuple(c) for c in codes] == [("A1", 1, None, None), ("A2", 0, None, None)]
+        assert [(p[0], bool(p[1])) for p in pools] == [("one", False)]
+        assert [(r[0], bool(r[1])) for r in redemptions] == [("o1", False)]
+        # The upgraded store holds and redeems as a new one does.
+        assert hold_code(engine, "A1", order="o2").reason == "already redeemed"
+        assert hold_code(engine, "A2", order="o2").ok
+        assert "held by another order" in str(redeem(engine, "A2", order="o3").reason)
+        assert redeem(engine, "A2", order="o2").ok
+    finally:
+        engine.dispose()
+
+
+def test_holds_migration_goes_back_down(db_url: str) -> None:
+    from alembic import command
+
+    from pools.store.db import _alembic_config, write_transaction
+
+    engine = open_engine(StoreConfig(db_url))
+    try:
+        with write_transaction(engine) as conn:
+            command.downgrade(_alembic_config(conn), "0006")
+        columns = {
+            table: {c["name"] for c in inspect(engine).get_columns(table)}
+            for table in ("codes", "pools", "redemptions")
+        }
+        assert not columns["codes"] & {"hold_order", "hold_until"}
+        assert "once_per_customer" not in columns["pools"] | columns["redemptions"]
         upgrade(engine)
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -102,7 +102,7 @@ def test_the_database_guard_holds_without_the_precheck(
     """A redeemer that read the code before another one won still loses, in the UPDATE."""
     make_pool(engine, "spring", ["ONCE"])
     assert redeem(engine, "ONCE", customer="first").ok
-    monkeypatch.setattr(pools.after_sending.redemption, "_refusal", lambda found, now: None)
+    monkeypatch.setattr(pools.after_sending.redemption, "code_refusal", lambda found, now: None)
 
     before = snapshot(engine)
     late = redeem(engine, "ONCE", customer="second")

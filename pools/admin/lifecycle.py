@@ -51,6 +51,8 @@ class PoolSettings:
     name: str
     description: str | None = None
     multi_use: bool = False
+    #: Multi-use pools only: each customer may redeem the shared code once.
+    once_per_customer: bool = False
     require_issued: bool = False
     issued_valid_days: int | None = None
     per_customer: int | None = None
@@ -65,6 +67,12 @@ class PoolSettings:
             raise InvalidPoolSetting("exclude each other", "multi_use", "require_issued")
         if self.multi_use and self.per_customer is not None:
             raise InvalidPoolSetting("exclude each other", "multi_use", "per_customer")
+        if self.once_per_customer and not self.multi_use:
+            raise InvalidPoolSetting(
+                "applies only to {multi_use} pools: a single-use code is redeemed once anyway",
+                "once_per_customer",
+                "multi_use",
+            )
         if self.issued_valid_days is not None:
             if self.issued_valid_days < 1:
                 raise InvalidPoolSetting("must be at least 1", "issued_valid_days")
@@ -102,7 +110,7 @@ class PoolSettings:
     @property
     def mode(self) -> str:
         if self.multi_use:
-            return "multi-use"
+            return "multi-use, once per customer" if self.once_per_customer else "multi-use"
         if self.per_customer is not None:
             return f"per-customer {self.per_customer}"
         return "single-use, require-issued" if self.require_issued else "single-use"
@@ -134,7 +142,7 @@ def setting_changes(*, cleared: Iterable[str] = (), **options: Any) -> dict[str,
     return changes
 
 
-_MODE_SETTINGS = ("multi_use", "require_issued", "per_customer")
+_MODE_SETTINGS = ("multi_use", "once_per_customer", "require_issued", "per_customer")
 
 
 @dataclass(frozen=True)

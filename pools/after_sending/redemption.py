@@ -7,16 +7,22 @@ The rules that must hold under any concurrency live in the database:
   live (not rolled back) redemption of a single-use code;
 * "an order redeems a code once": a partial unique index on (code, order)
   over live redemptions, so a retried checkout is answered from the
-  redemption it already made (a replay) and never counts twice.
+  redemption it already made (a replay) and never counts twice;
+* "a code held for an order is redeemed by that order alone" (invariant
+  13): the same conditional update lets a single-use code past a live
+  checkout hold only for the holding order, and ends the hold;
+* "a customer redeems a ``--once-per-customer`` code once": a partial
+  unique index on (code, customer) over live redemptions of such codes.
 
 A real redemption locks the code's row first (``SELECT … FOR UPDATE`` on
 PostgreSQL; SQLite serialises writers with ``BEGIN IMMEDIATE``), so racing
 attempts with one order queue on that row, and each one after the first sees
 the committed redemption and replays it. Everything else (windows,
-``--require-issued`` validity, void codes) is checked in the same
-transaction, and a refusal writes nothing at all. A dry run walks the same
-path in a read-only transaction and stops before the first write, so it
-answers exactly what a redemption would answer now.
+``--require-issued`` validity, void codes, holds; see
+:mod:`pools.after_sending.checkout`) is checked in the same transaction, and
+a refusal writes nothing at all. A dry run walks the same path in a
+read-only transaction and stops before the first write, so it answers
+exactly what a redemption would answer now, holds included.
 
 Decisions beyond the specification:
 
@@ -41,40 +47,58 @@ Decisions beyond the specification:
   ``redeemed_at`` on the code keeps the earliest live redemption.
 * Returned issuances (messages never delivered) no longer attribute: the
   code went back to its pool and belongs to nobody until issued again.
+* A roll-back takes the same row lock as a hold, and never brings a hold
+  back: the holder's redemption ended it, so a refunded order's code is
+  free for any order again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
-from pools.admin.lookup import unknown_pool
+from pools.after_sending.checkout import (
+    ALREADY_REDEEMED,
+    NEVER_ISSUED,
+    UNKNOWN_CODE,
+    VOID_CODE,
+    Candidate,
+    code_refusal,
+    hold_refusal,
+    issue_refusal,
+    live_holder,
+    lost_race_reason,
+    one_code,
+)
 from pools.errors import (
     PromomailError,
     RedemptionNotFound,
     RollbackAmbiguous,
     StoreConflict,
-    did_you_mean,
 )
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
-from pools.store.models import (
-    Code,
-    CodeStatus,
-    Issuance,
-    IssuanceKind,
-    Pool,
-    PoolStatus,
-    Redemption,
-)
+from pools.store.models import Code, CodeStatus, Redemption
 
-UNKNOWN_CODE = "unknown code"
-ALREADY_REDEEMED = "already redeemed"
-VOID_CODE = "void code"
-NEVER_ISSUED = "never issued"
+__all__ = [
+    "ALREADY_REDEEMED",
+    "ALREADY_REDEEMED_BY_CUSTOMER",
+    "NEEDS_CUSTOMER",
+    "NEVER_ISSUED",
+    "UNKNOWN_CODE",
+    "VOID_CODE",
+    "RedemptionResult",
+    "RollbackResult",
+    "redeem",
+    "unredeem",
+]
+
+#: A ``--once-per-customer`` code redeemed again by the same customer (another order).
+ALREADY_REDEEMED_BY_CUSTOMER = "already redeemed by this customer"
+NEEDS_CUSTOMER = "each customer may redeem this code once: name the customer"
 
 #: Attempts of one redemption that lost a race to a constraint (then it replays).
 _ATTEMPTS = 3
@@ -157,27 +181,6 @@ class RollbackResult:
         }
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    id: int
-    pool_id: str
-    status: str
-    available_from: datetime | None
-    available_till: datetime | None
-    redemptions: int
-    pool_status: str
-    multi_use: bool
-    require_issued: bool
-    issued_valid_days: int | None
-
-
-@dataclass(frozen=True)
-class _Holder:
-    customer: str
-    mailing: str
-    issued_at: datetime
-
-
 def redeem(
     engine: Engine,
     code: str,
@@ -227,46 +230,21 @@ def _redeem_in(
     *,
     dry_run: bool,
 ) -> RedemptionResult:
-    candidates = _candidates(conn, code, pool_id, lock=not dry_run)
-    if not candidates:
-        if pool_id is not None and conn.execute(select(Pool.id).where(Pool.id == pool_id)).first():
-            return _refused(code, f"{UNKNOWN_CODE} in pool {pool_id!r}")
-        if pool_id is not None:
-            guess = did_you_mean(unknown_pool(conn, pool_id).suggestions)
-            return _refused(code, f"unknown pool {pool_id!r}{guess}")
-        return _refused(code, UNKNOWN_CODE)
-    if len(candidates) > 1:
-        pools = ", ".join(sorted(c.pool_id for c in candidates))
-        return _refused(code, f"ambiguous code: it is in pools {pools}; name the pool")
-    found = candidates[0]
+    found = one_code(conn, code, pool_id, lock=not dry_run)
+    if isinstance(found, str):
+        return _refused(code, found)
     if order is not None:
         earlier = _replay(conn, found, code, order)
         if earlier is not None:
             return replace(earlier, dry_run=dry_run)
-    reason = _refusal(found, now)
+    reason = code_refusal(found, now) or hold_refusal(found, order, now)
+    if reason is None and found.once_per_customer:
+        reason = _customer_refusal(conn, found, customer)
     if reason is not None:
         return _refused(code, reason)
-    # A shared code may have been sent to millions: look up this customer only.
-    if found.multi_use:
-        holder = (
-            _live_holder(conn, found.id, (customer, found.pool_id))
-            if customer is not None
-            else None
-        )
-    else:
-        holder = _live_holder(conn, found.id)
-    if found.require_issued:
-        if holder is None:
-            return _refused(code, NEVER_ISSUED)
-        issued_at = holder.issued_at
-        if found.issued_valid_days is not None:
-            valid_until = issued_at + timedelta(days=found.issued_valid_days)
-            if now >= valid_until:
-                return _refused(
-                    code,
-                    f"issued on {issued_at:%Y-%m-%d} and valid for "
-                    f"{found.issued_valid_days} days, until {valid_until:%Y-%m-%d %H:%M} UTC",
-                )
+    reason, holder = issue_refusal(conn, found, customer, now)
+    if reason is not None:
+        return _refused(code, reason)
     issued_to = holder.customer if holder else None
     mailing = holder.mailing if holder else None
     if dry_run:
@@ -274,14 +252,14 @@ def _redeem_in(
     elif found.multi_use:
         count = _count_multi_use(conn, found.id, now)
     else:
-        count = _take_single_use(conn, found.id, now)
+        count = _take_single_use(conn, found.id, order, now)
     if count is None:
-        # Another redeemer (or a void) got there between our read and our write.
+        # Another redeemer, a holder or a void got there between our read and our write.
         if order is not None:
             earlier = _replay(conn, found, code, order)
             if earlier is not None:
                 return earlier
-        return _refused(code, _lost_race_reason(conn, found.id))
+        return _refused(code, lost_race_reason(conn, found.id, now))
     if not dry_run:
         conn.execute(
             insert(Redemption).values(
@@ -293,6 +271,7 @@ def _redeem_in(
                 redeemed_at=now,
                 mailing_id=mailing,
                 exclusive=not found.multi_use,
+                once_per_customer=found.once_per_customer,
             )
         )
     return RedemptionResult(
@@ -309,36 +288,26 @@ def _redeem_in(
     )
 
 
-def _candidates(
-    conn: Connection, code: str, pool_id: str | None, *, lock: bool
-) -> list[_Candidate]:
-    query = (
-        select(
-            Code.id,
-            Code.pool_id,
-            Code.status,
-            Code.available_from,
-            Code.available_till,
-            Code.redemptions,
-            Pool.status.label("pool_status"),
-            Pool.multi_use,
-            Pool.require_issued,
-            Pool.issued_valid_days,
+def _customer_refusal(conn: Connection, found: Candidate, customer: str | None) -> str | None:
+    """A ``--once-per-customer`` code: the customer must be named and not have redeemed it.
+
+    The partial unique index on (code, customer) makes a racing second
+    redemption fail at its insert; the attempt after it lands here.
+    """
+    if customer is None:
+        return NEEDS_CUSTOMER
+    earlier = conn.execute(
+        select(Redemption.id).where(
+            Redemption.code_id == found.id,
+            Redemption.redeemed_by == customer,
+            Redemption.once_per_customer,
+            Redemption.rolled_back_at.is_(None),
         )
-        .join(Pool, Pool.id == Code.pool_id)
-        .where(Code.code == code)
-        .order_by(Code.pool_id)
-    )
-    if pool_id is not None:
-        query = query.where(Code.pool_id == pool_id)
-    if lock:
-        # Racing redeemers (and roll-backs) of one code queue here; SQLite
-        # ignores it, its writers being serialised already.
-        query = query.with_for_update(of=Code)
-    return [_Candidate(**row._mapping) for row in conn.execute(query)]
+    ).first()
+    return ALREADY_REDEEMED_BY_CUSTOMER if earlier is not None else None
 
 
-def _replay(conn: Connection, found: _Candidate, code: str, order: str) -> RedemptionResult | None:
+def _replay(conn: Connection, found: Candidate, code: str, order: str) -> RedemptionResult | None:
     """The live redemption of this code by this order, answered again."""
     row = conn.execute(
         select(
@@ -368,61 +337,35 @@ def _replay(conn: Connection, found: _Candidate, code: str, order: str) -> Redem
     )
 
 
-def _refusal(found: _Candidate, now: datetime) -> str | None:
-    """Why the code cannot be redeemed, judging by the code and pool rows alone."""
-    if found.status == CodeStatus.VOID:
-        return VOID_CODE
-    if found.pool_status == PoolStatus.DRAFT:
-        return f"pool {found.pool_id!r} is not active yet"
-    if not found.multi_use and found.redemptions > 0:
-        return ALREADY_REDEEMED
-    if found.available_from is not None and now < found.available_from:
-        return f"not valid yet: valid from {found.available_from:%Y-%m-%d %H:%M} UTC"
-    if found.available_till is not None and now >= found.available_till:
-        return f"expired: valid until {found.available_till:%Y-%m-%d %H:%M} UTC"
-    return None
-
-
-def _live_holder(
-    conn: Connection, code_id: int, customer: tuple[str, str] | None = None
-) -> _Holder | None:
-    """The code's earliest live initial issuance (to (customer, pool), when given).
-
-    The customer's pool is named so the (customer, pool) index serves the
-    look-up rather than the code's index, which lists everyone a shared
-    code was sent to.
-    """
-    query = (
-        select(Issuance.customer_id, Issuance.mailing_id, Issuance.issued_at)
-        .where(
-            Issuance.code_id == code_id,
-            Issuance.kind == IssuanceKind.INITIAL,
-            Issuance.returned_at.is_(None),
-        )
-        .order_by(Issuance.issued_at, Issuance.id)
-        .limit(1)
-    )
-    if customer is not None:
-        query = query.where(Issuance.customer_id == customer[0], Issuance.pool_id == customer[1])
-    row = conn.execute(query).first()
-    return _Holder(row[0], row[1], row[2]) if row is not None else None
-
-
-def _take_single_use(conn: Connection, code_id: int, now: datetime) -> int | None:
+def _take_single_use(
+    conn: Connection, code_id: int, order: str | None, now: datetime
+) -> int | None:
     """The atomic step: only one writer can move ``redemptions`` from 0 to 1.
 
-    The code also leaves ``available``/``reserved`` for good, so a code
-    redeemed before it was issued is never mailed afterwards.
+    Only the holding order gets past a live hold (invariant 13), in this very
+    statement, and its redemption ends the hold. The code also leaves
+    ``available``/``reserved`` for good, so a code redeemed before it was
+    issued is never mailed afterwards.
     """
+    hold_free = or_(Code.hold_until.is_(None), Code.hold_until <= now)
+    if order is not None:
+        hold_free = or_(hold_free, Code.hold_order == order)
     row = conn.execute(
         update(Code)
-        .where(Code.id == code_id, Code.redemptions == 0, Code.status != CodeStatus.VOID)
+        .where(
+            Code.id == code_id,
+            Code.redemptions == 0,
+            Code.status != CodeStatus.VOID,
+            hold_free,
+        )
         .values(
             redemptions=Code.redemptions + 1,
             redeemed_at=now,
             status=CodeStatus.ISSUED,
             # A render holding it in a reservation then fails to settle it.
             reserved_token=None,
+            hold_order=None,
+            hold_until=None,
         )
         .returning(Code.redemptions)
     ).first()
@@ -440,11 +383,6 @@ def _count_multi_use(conn: Connection, code_id: int, now: datetime) -> int | Non
         .returning(Code.redemptions)
     ).first()
     return None if row is None else int(row[0])
-
-
-def _lost_race_reason(conn: Connection, code_id: int) -> str:
-    status = conn.execute(select(Code.status).where(Code.id == code_id)).scalar_one()
-    return VOID_CODE if status == CodeStatus.VOID else ALREADY_REDEEMED
 
 
 def unredeem(
@@ -528,7 +466,7 @@ def _unredeem_in(
             .returning(Code.redemptions)
         ).scalar_one()
     )
-    if found.exclusive and remaining == 0 and _live_holder(conn, found.code_id) is None:
+    if found.exclusive and remaining == 0 and live_holder(conn, found.code_id) is None:
         # Redeemed before anyone was given it: nobody holds it now, so it
         # goes back into the pool rather than staying out of it for good.
         conn.execute(

@@ -8,7 +8,9 @@ of a reservation that is still open, see ``pools.store.models.HeldCodes``).
 ``available``): codes redeemed at least once. ``redemptions`` counts every
 live redemption, so a shared code redeemed five times is 1 ``redeemed`` and
 5 ``redemptions``. A code returned by a mailing that was never delivered is
-``available`` again.
+``available`` again. ``held`` counts codes under a live checkout hold (see
+:mod:`pools.after_sending.holds`): a hold moves no other count, so it stands
+apart from the sum.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class PoolCounts:
     void: int = 0
     #: Every live redemption (multi-use codes count each one).
     redemptions: int = 0
+    #: Codes a checkout holds now (a hold past its time no longer counts).
+    held: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -109,6 +113,7 @@ def pool_counts(
         _count_where(and_(available_status, Code.issuable_until <= now)),
         _count_where(Code.status == CodeStatus.VOID),
         func.coalesce(func.sum(Code.redemptions), 0),
+        _count_where(Code.hold_until > now),
     ).group_by(Code.pool_id)
     if pool_ids is not None:
         query = query.where(Code.pool_id.in_(pool_ids))

@@ -88,7 +88,13 @@ def _void_codes(conn: Connection, batch_id: int) -> int:
     one statement sees nothing left to void in the batch.
     """
     in_batch = Code.batch_id == batch_id
-    void = {"status": CodeStatus.VOID, "reserved_token": None}
+    # A void code is refused at checkout, so a checkout hold on it ends too.
+    void = {
+        "status": CodeStatus.VOID,
+        "reserved_token": None,
+        "hold_order": None,
+        "hold_until": None,
+    }
     voided = 0
     while True:
         tokens = list(

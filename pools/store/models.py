@@ -4,8 +4,11 @@ The invariants live here as constraints, not only in Python: a single-use
 code can be the subject of at most one live initial issuance (partial unique
 index on ``issuances.code_id``), a mailing gives a customer at most one live
 initial code per pool and slot, a single-use code has at most one live
-redemption and an order at most one live redemption of a code, and a code's
-pool/code pair is unique.
+redemption and an order at most one live redemption of a code, a customer at
+most one live redemption of a ``--once-per-customer`` code, and a code's
+pool/code pair is unique. A checkout hold lives on the code's own row, so a
+code can carry one hold at most and every write that takes or ends it is a
+conditional update of that row.
 
 "Live" means not undone: an issuance whose message was never delivered is
 marked ``returned_at`` (the code went back to its pool) and a redemption whose
@@ -30,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -93,6 +97,8 @@ class Pool(Base):
     require_issued: Mapped[bool] = mapped_column(Boolean, default=False)
     issued_valid_days: Mapped[int | None] = mapped_column(Integer)
     per_customer: Mapped[int | None] = mapped_column(Integer)
+    #: Multi-use pools: each customer may redeem the shared code once.
+    once_per_customer: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     low_stock: Mapped[int | None] = mapped_column(Integer)
     notify_url: Mapped[str | None] = mapped_column(Text)
     notify_email: Mapped[str | None] = mapped_column(Text)
@@ -165,6 +171,11 @@ class Code(Base):
     reserved_token: Mapped[str | None] = mapped_column(String(64))
     redeemed_at: Mapped[datetime | None] = mapped_column(DateTime)
     redemptions: Mapped[int] = mapped_column(Integer, default=0)
+    #: A checkout hold (``promomail hold``): the order holding the code, and
+    #: until when. A hold past ``hold_until`` no longer counts, so expiry needs
+    #: nothing running; a code's one row carries one hold at most.
+    hold_order: Mapped[str | None] = mapped_column(String(200))
+    hold_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class HeldCodes(Base):
@@ -330,6 +341,16 @@ class Redemption(Base):
             sqlite_where=text("order_id IS NOT NULL AND rolled_back_at IS NULL"),
             postgresql_where=text("order_id IS NOT NULL AND rolled_back_at IS NULL"),
         ),
+        # …and, in --once-per-customer pools, one live redemption per customer;
+        # it also serves the look-up of the customer's earlier redemption.
+        Index(
+            "uq_redemptions_once_per_customer",
+            "code_id",
+            "redeemed_by",
+            unique=True,
+            sqlite_where=text("once_per_customer AND rolled_back_at IS NULL"),
+            postgresql_where=text("once_per_customer AND rolled_back_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -343,6 +364,8 @@ class Redemption(Base):
     mailing_id: Mapped[str | None] = mapped_column(String(200))
     #: Whether the code is single-use: the pool's mode, copied so an index can use it.
     exclusive: Mapped[bool] = mapped_column(Boolean)
+    #: Whether the pool is ``--once-per-customer``, copied for the same reason.
+    once_per_customer: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Set when the order was cancelled or refunded and the redemption undone.
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime)
 
