@@ -137,10 +137,6 @@ def test_a_second_pool_with_the_same_id_is_refused(run: Cli) -> None:
 @pytest.mark.parametrize(
     ("options", "named"),
     [
-        (["--multi-use", "--require-issued"], "--multi-use"),
-        (["--issued-valid-days", "5"], "--issued-valid-days"),
-        (["--notify-url", "ftp://example.com"], "--notify-url"),
-        (["--notify-email", "not-an-address"], "--notify-email"),
         (["--id", "Bad Id!"], "Bad Id!"),
         (["--activate"], "description"),
     ],
@@ -149,6 +145,40 @@ def test_create_refuses_bad_settings(run: Cli, options: list[str], named: str) -
     line = refused(run("pool", "create", "Winter", *options))
     assert named in line
     assert run.json("pool", "list") == []
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--multi-use", "--require-issued"], "--multi-use"),
+        (["--issued-valid-days", "5"], "--issued-valid-days"),
+        (["--notify-url", "ftp://example.com"], "--notify-url"),
+        (["--notify-email", "not-an-address"], "--notify-email"),
+        (["--once-per-customer"], "--once-per-customer applies only to --multi-use pools"),
+        (
+            ["--once-per-customer", "--per-customer", "2"],
+            "--once-per-customer applies only to --multi-use pools",
+        ),
+    ],
+)
+def test_create_options_that_make_no_pool_are_a_usage_error(
+    run: Cli, options: list[str], named: str
+) -> None:
+    result = run("pool", "create", "Winter", *options)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "pool create [OPTIONS] NAME" in result.stderr
+    assert named in error_line(result)
+    assert run.json("pool", "list") == []
+
+
+def test_create_a_once_per_customer_pool(run: Cli) -> None:
+    created = run.json(
+        "pool", "create", "Summer", "--multi-use", "--once-per-customer", "--description", "d"
+    )
+    assert created["once_per_customer"] is True
+    assert created["mode"] == "multi-use, once per customer"
+    assert "multi-use, once per customer" in run.ok("pool", "show", "summer").stdout
+    assert run.json("pool", "create", "Plain", "--multi-use")["once_per_customer"] is False
 
 
 # -- activate, edit, archive, delete ----------------------------------------

@@ -127,6 +127,7 @@ def test_every_operation_with_every_token(served: tuple[Store, Server, dict[str,
     assert len(operations) >= 18
     paths = {path for _method, path, _operation in operations}
     assert {"/api/v1/events/promomail", "/api/v1/events/{provider}"} <= paths
+    assert {"/api/v1/holds", "/api/v1/holds/release"} <= paths
     checked = 0
     for method, path, operation in operations:
         needs = operation["x-scope"]
@@ -245,6 +246,40 @@ def test_limited_tokens_see_their_pools_only(served: tuple[Store, Server, dict[s
         ids = [p["id"] for p in client.get("/api/v1/pools").json()["items"]]
         assert {OWN, OTHER} <= set(ids)
         assert client.get(f"/api/v1/codes/{OTHER_CODE}").json()["ok"] is True
+
+
+def test_limited_tokens_hold_and_release_in_their_pools_only(
+    served: tuple[Store, Server, dict[str, str]],
+) -> None:
+    """Holds need scope redeem, and a token limited to a pool holds nothing elsewhere."""
+    _store, server, tokens = served
+    own = {"code": OWN_CODE, "order": "mx-hold"}
+    other = {"code": OTHER_CODE, "order": "mx-hold"}
+    with server.client(tokens["read"]) as reader:
+        for path in ("/api/v1/holds", "/api/v1/holds/release"):
+            answer = reader.post(path, json=own)
+            assert answer.status_code == 403 and "needs scope 'redeem'" in answer.text
+    with server.client(tokens[f"redeem@{OWN}"]) as client:
+        held = client.post("/api/v1/holds", json=own)
+        assert held.status_code == 201, held.text
+        assert held.json()["pool"] == OWN
+        for path in ("/api/v1/holds", "/api/v1/holds/release"):
+            elsewhere = [
+                client.post(path, json=other),
+                client.post(path, json={**other, "pool": OTHER}),
+                client.post(path, json={"code": ABSENT_CODE, "order": "mx-hold"}),
+            ]
+            assert [a.status_code for a in elsewhere] == [404, 404, 404], path
+            assert _same_answer(elsewhere[0], elsewhere[2]), path
+        # The other pool's code was never held: any full token may hold it.
+        with server.client(tokens["redeem"]) as full:
+            assert full.get(f"/api/v1/codes/{OTHER_CODE}").json()["ok"] is True
+        released = client.post("/api/v1/holds/release", json=own)
+        assert released.status_code == 200, released.text
+    with server.client(tokens["admin"]) as admin:
+        # Nothing left behind: the own pool's code is free for every order again.
+        assert admin.get(f"/api/v1/pools/{OWN}").json()["held"] == 0
+        assert admin.get(f"/api/v1/codes/{OWN_CODE}").json()["ok"] is True
 
 
 def test_a_new_or_revoked_token_takes_effect_at_once(

@@ -26,8 +26,13 @@ def servers(tmp_path: Path) -> Iterator[tuple[Store, list[Server]]]:
                 stop_cleanly(server)
 
 
-def _race(servers: list[Server], secret: str, bodies: list[dict[str, str]]) -> list[httpx.Response]:
-    """Each body from its own client (alternating servers), all sent at the same moment."""
+def _race(
+    servers: list[Server],
+    secret: str,
+    bodies: list[dict[str, str]],
+    path: str = "/api/v1/redemptions",
+) -> list[httpx.Response]:
+    """Each body from its own client (alternating servers), all posted to ``path`` at once."""
     clients = [
         servers[i % len(servers)].client(secret, limits=httpx.Limits(max_connections=1))
         for i in range(len(bodies))
@@ -39,7 +44,7 @@ def _race(servers: list[Server], secret: str, bodies: list[dict[str, str]]) -> l
 
     def checkout(index: int) -> None:
         barrier.wait()
-        answers[index] = clients[index].post("/api/v1/redemptions", json=bodies[index])
+        answers[index] = clients[index].post(path, json=bodies[index])
 
     threads = [threading.Thread(target=checkout, args=(i,)) for i in range(len(bodies))]
     for thread in threads:
@@ -95,3 +100,31 @@ def test_one_code_one_order_replays(servers: tuple[Store, list[Server]]) -> None
     for answer in answers:
         assert answer.json() == {**created, "replayed": answer.status_code == 200}
     assert _redemptions(store, "REPLAY-1") == 1
+
+
+def test_one_code_many_orders_one_hold_and_the_holder_redeems(
+    servers: tuple[Store, list[Server]],
+) -> None:
+    store, started = servers
+    secret = token(store, "redeem")
+    with started[0].client(token(store, "admin")) as admin:
+        make_pool(admin, "holds", ["HOLD-1"])
+    bodies = [{"code": "HOLD-1", "order": f"order-{i}"} for i in range(CLIENTS)]
+
+    holds = _race(started, secret, bodies, "/api/v1/holds")
+
+    statuses = Counter(answer.status_code for answer in holds)
+    assert statuses == {201: 1, 409: CLIENTS - 1}, [a.text for a in holds]
+    held = next(a.json() for a in holds if a.status_code == 201)
+    until = held["expires_at"].replace("T", " ")
+    refusals = {answer.json()["reason"] for answer in holds if answer.status_code == 409}
+    assert refusals == {f"held by another order until {until} UTC"}
+
+    # The holder's redemption and every other order's, at the same moment.
+    redemptions = _race(started, secret, bodies)
+
+    statuses = Counter(answer.status_code for answer in redemptions)
+    assert statuses == {201: 1, 409: CLIENTS - 1}, [a.text for a in redemptions]
+    winner = next(a.json() for a in redemptions if a.status_code == 201)
+    assert winner["order"] == held["order"]
+    assert _redemptions(store, "HOLD-1") == 1
