@@ -9,13 +9,15 @@ names the invariant it breaks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from pools.codes.counts import PARTS, pool_counts
 from pools.store.db import read_transaction
+from pools.store.models import Code
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,6 +126,31 @@ def check_invariants(engine: Engine, *, redemptions_possible: bool = True) -> No
         "r.code_id = c.id AND r.rolled_back_at IS NULL)",
     )
     assert not miscounted, f"invariant 8: redemption counts differ from the log: {miscounted[:5]}"
+    twice_by_customer = _rows(
+        engine,
+        "SELECT code_id, redeemed_by, count(*) FROM redemptions WHERE once_per_customer "
+        "AND rolled_back_at IS NULL GROUP BY code_id, redeemed_by HAVING count(*) > 1",
+    )
+    assert not twice_by_customer, (
+        f"invariant 8: a once-per-customer code redeemed twice by one customer: "
+        f"{twice_by_customer[:5]}"
+    )
+    # 13. A code has at most one live hold (its row carries one), and a hold
+    # never outlasts what it guards: the holder's redemption ends it, a void
+    # ends it, and a shared code is never held.
+    halves = _rows(
+        engine,
+        "SELECT id, hold_order, hold_until FROM codes "
+        "WHERE (hold_order IS NULL) <> (hold_until IS NULL)",
+    )
+    assert not halves, f"invariant 13: holds without an order or an end: {halves[:5]}"
+    stale = _rows(
+        engine,
+        "SELECT c.id, c.status, c.redemptions FROM codes c JOIN pools p ON p.id = c.pool_id "
+        "WHERE c.hold_order IS NOT NULL AND (c.redemptions > 0 OR c.status = 'void' "
+        "OR p.multi_use)",
+    )
+    assert not stale, f"invariant 13: holds on redeemed, void or shared codes: {stale[:5]}"
     # 5. Counts derived from the codes add up, and match a plain count of rows.
     with read_transaction(engine) as conn:
         derived = pool_counts(conn)
@@ -257,3 +284,19 @@ def check_message_returns(engine: Engine, *, manual_reason: str = "manual return
         "WHERE codes_returned > 0 AND status NOT IN ('failed', 'bounced')",
     )
     assert not open_returns, f"invariant 12: a delivered message gave codes back: {open_returns}"
+
+
+def live_holds(
+    engine: Engine, now: datetime, pool_like: str = "%"
+) -> dict[str, tuple[str, datetime]]:
+    """code → (order, end) of every hold that counts at ``now`` (invariant 13: one per code)."""
+    query = select(Code.code, Code.hold_order, Code.hold_until).where(
+        Code.hold_until > now, Code.pool_id.like(pool_like)
+    )
+    holds: dict[str, tuple[str, datetime]] = {}
+    with read_transaction(engine) as conn:
+        for code, order, until in conn.execute(query):
+            assert code not in holds, f"invariant 13: code {code!r} held twice at once"
+            assert order is not None and until is not None
+            holds[code] = (order, until)
+    return holds

@@ -1,8 +1,13 @@
 """A stateful property test of the whole store: random sequences of uploads
 (valid and invalid), voids, mailing renders (new ids and re-runs), redemptions
-(valid and refused), replays of an order, roll-backs, mailing returns and
-cancels, and archives, with every DESIGN.md invariant checked against the
-database after each step, and a model of what each step must do.
+(valid and refused), replays of an order, roll-backs, checkout holds (taken,
+replayed, refused, released, redeemed by their order, run out), mailing
+returns and cancels, and archives, with every DESIGN.md invariant checked
+against the database after each step, and a model of what each step must do.
+
+Time is the machine's own clock for everything that looks at it (holds,
+redemptions, counts): a rule moves it forward, so holds run out without
+anything running and without the test waiting.
 
 The model is deliberately small: which codes exist, their state, who got which
 code in which mailing. Each example works in pools and mailings of its own
@@ -18,6 +23,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,12 +38,14 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from invariants import check_invariants, check_no_reservations
+from invariants import check_invariants, check_no_reservations, live_holds
 from render_helpers import full_snapshot
 from sqlalchemy import Engine, text
 
 from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool
-from pools.after_sending.redemption import redeem, unredeem
+from pools.after_sending.checkout import held_elsewhere_reason
+from pools.after_sending.holds import MULTI_USE_NEEDS_NO_HOLD, hold_code, release_hold
+from pools.after_sending.redemption import ALREADY_REDEEMED, redeem, unredeem
 from pools.after_sending.returns import cancel_mailing, return_codes
 from pools.codes.counts import pool_counts
 from pools.codes.files import FileFormat
@@ -51,6 +59,7 @@ from pools.errors import (
     PromomailError,
     RedemptionNotFound,
 )
+from pools.store.clock import utcnow
 from templating.errors import InvalidTemplate, RecipientError
 from templating.mailing.outputs import OutputFormat, OutputTarget
 from templating.mailing.run import RenderRequest, render_mailing
@@ -83,6 +92,12 @@ class Model:
     reissues: dict[tuple[str, str, str], str] = field(default_factory=dict)
     #: code → orders of its live redemptions
     orders: dict[str, list[str]] = field(default_factory=dict)
+    #: code → (order, end) of its checkout hold, live or run out
+    holds: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    def live_hold(self, code: str, now: datetime) -> tuple[str, datetime] | None:
+        hold = self.holds.get(code)
+        return hold if hold is not None and hold[1] > now else None
 
     def issuable(self, pool: str) -> list[str]:
         """The pool's codes a render may hand out, in claim order (import order)."""
@@ -121,6 +136,8 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             self.model = Model()
             self.renders = 0
             self.orders = 0
+            # Whole seconds, as hold ends are.
+            self.clock = utcnow().replace(microsecond=0) + timedelta(seconds=1)
 
         def pool_id(self, tag: str) -> str:
             return f"{self.prefix}-{tag}"
@@ -201,6 +218,7 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             for code in codes:
                 if self.model.codes[code].status == "available":
                     self.model.codes[code].status = "void"
+                    self.model.holds.pop(code, None)  # a void code's hold ends
 
         # -- archives -----------------------------------------------------------
 
@@ -376,28 +394,68 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
 
         # -- redemption ---------------------------------------------------------
 
+        def _multi(self, code: str) -> bool:
+            return POOLS[self.model.codes[code].pool.removeprefix(f"{self.prefix}-")]
+
         @rule(
             data=st.data(),
             customer=st.one_of(st.none(), st.sampled_from(CUSTOMERS)),
             unknown=st.integers(0, 4).map(lambda n: n == 0),
         )
         def redeem_code(self, data: st.DataObject, customer: str | None, unknown: bool) -> None:
+            now = self.clock
             if unknown or not self.model.codes:
                 code = f"{self.prefix}-no-such-code"
                 error = self.refused(
-                    lambda: _refuse(redeem(engine, code, customer=customer)), _Refused
+                    lambda: _refuse(redeem(engine, code, customer=customer, now=now)), _Refused
                 )
                 assert "unknown code" in str(error)
                 return
             code = data.draw(st.sampled_from(sorted(self.model.codes)), label="code")
-            state = self.model.codes[code]
-            multi = POOLS[state.pool.removeprefix(f"{self.prefix}-")]
-            if state.status == "void" or (not multi and state.redemptions > 0):
-                self.refused(lambda: _refuse(redeem(engine, code, customer=customer)), _Refused)
-                return
             self.orders += 1
-            order = f"o{self.orders}"
-            result = redeem(engine, code, customer=customer, order=order)
+            self._redeem(code, customer, f"o{self.orders}")
+
+        @precondition(
+            lambda self: any(self.model.live_hold(c, self.clock) for c in self.model.holds)
+        )
+        @rule(data=st.data(), customer=st.one_of(st.none(), st.sampled_from(CUSTOMERS)))
+        def redeem_held(self, data: st.DataObject, customer: str | None) -> None:
+            """The payment went through: the holding order redeems, and the hold ends."""
+            held = sorted(c for c in self.model.holds if self.model.live_hold(c, self.clock))
+            code = data.draw(st.sampled_from(held), label="held code")
+            self._redeem(code, customer, self.model.holds[code][0])
+
+        def _redeem(self, code: str, customer: str | None, order: str) -> None:
+            now = self.clock
+            state = self.model.codes[code]
+            multi = self._multi(code)
+            hold = self.model.live_hold(code, now)
+            if state.status == "void" or (not multi and state.redemptions > 0):
+                self.refused(
+                    lambda: _refuse(redeem(engine, code, customer=customer, order=order, now=now)),
+                    _Refused,
+                )
+                return
+            if hold is not None and hold[0] != order:
+                # Invariant 13: another order's checkout holds it, dry runs included.
+                for dry_run in (True, False):
+
+                    def attempt(dry_run: bool = dry_run) -> None:
+                        _refuse(
+                            redeem(
+                                engine,
+                                code,
+                                customer=customer,
+                                order=order,
+                                now=now,
+                                dry_run=dry_run,
+                            )
+                        )
+
+                    error = self.refused(attempt, _Refused)
+                    assert str(error) == held_elsewhere_reason(hold[1])
+                return
+            result = redeem(engine, code, customer=customer, order=order, now=now)
             assert result.ok and result.pool == state.pool and not result.replayed, result
             holder = self.model.holder(code)
             if multi:
@@ -411,8 +469,92 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             else:
                 assert (result.issued_to, result.mailing) == (holder or (None, None)), result
                 state.status = "issued"  # redeemed before any mailing: never sent now
+                # The holder's redemption ends its hold; one run out is cleared too.
+                self.model.holds.pop(code, None)
             state.redemptions += 1
             self.model.orders.setdefault(code, []).append(order)
+
+        # -- checkout holds -----------------------------------------------------
+
+        @rule(
+            data=st.data(),
+            seconds=st.sampled_from([30, 90, 900, 3600]),
+            again=st.booleans(),
+            unknown=st.integers(0, 6).map(lambda n: n == 0),
+        )
+        def hold(self, data: st.DataObject, seconds: int, again: bool, unknown: bool) -> None:
+            now, length = self.clock, timedelta(seconds=seconds)
+            if unknown or not self.model.codes:
+                code = f"{self.prefix}-no-such-code"
+                error = self.refused(
+                    lambda: _refuse(hold_code(engine, code, order="x", length=length, now=now)),
+                    _Refused,
+                )
+                assert str(error) == "unknown code"
+                return
+            code = data.draw(st.sampled_from(sorted(self.model.codes)), label="code")
+            state = self.model.codes[code]
+            current = self.model.live_hold(code, now)
+            if again and current is not None:
+                order = current[0]  # the same checkout again: a replay
+            else:
+                self.orders += 1
+                order = f"o{self.orders}"
+            if state.status == "void":
+                reason: str | None = "void code"
+            elif self._multi(code):
+                reason = MULTI_USE_NEEDS_NO_HOLD
+            elif state.redemptions > 0:
+                reason = ALREADY_REDEEMED
+            elif current is not None and current[0] != order:
+                reason = held_elsewhere_reason(current[1])
+            else:
+                reason = None
+            if reason is not None:
+                error = self.refused(
+                    lambda: _refuse(hold_code(engine, code, order=order, length=length, now=now)),
+                    _Refused,
+                )
+                assert str(error) == reason
+                return
+            result = hold_code(engine, code, order=order, length=length, now=now)
+            until = now + length
+            if current is not None:
+                until = max(until, current[1])
+            assert result.ok and result.pool == state.pool, result
+            assert (result.replayed, result.expires_at) == (current is not None, until), result
+            self.model.holds[code] = (order, until)
+
+        @rule(data=st.data(), wrong_order=st.integers(0, 3).map(lambda n: n == 0))
+        def release(self, data: st.DataObject, wrong_order: bool) -> None:
+            now = self.clock
+            held = sorted(c for c in self.model.holds if self.model.live_hold(c, now))
+            if wrong_order or not held:
+                code = data.draw(st.sampled_from(sorted(self.model.codes) or ["none"]))
+                order = (
+                    "never"
+                    if wrong_order or code not in self.model.holds
+                    else self.model.holds[code][0]
+                )
+                error = self.refused(
+                    lambda: _refuse(release_hold(engine, code, order=order, now=now)), _Refused
+                )
+                assert "holds nothing" in str(error) or str(error) == "unknown code"
+                return
+            code = data.draw(st.sampled_from(held), label="held code")
+            order = self.model.holds[code][0]
+            result = release_hold(engine, code, order=order, now=now)
+            assert result.ok and result.order == order, result
+            del self.model.holds[code]
+            # Released once: a second release finds nothing.
+            self.refused(
+                lambda: _refuse(release_hold(engine, code, order=order, now=now)), _Refused
+            )
+
+        @rule(seconds=st.sampled_from([1, 29, 30, 60, 600, 3600]))
+        def time_passes(self, seconds: int) -> None:
+            """Holds run out with nothing running: only the clock moves."""
+            self.clock += timedelta(seconds=seconds)
 
         @precondition(lambda self: any(self.model.orders.values()))
         @rule(data=st.data(), dry_run=st.booleans())
@@ -421,7 +563,9 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             live = sorted((c, o) for c, orders in self.model.orders.items() for o in orders)
             code, order = data.draw(st.sampled_from(live), label="redemption")
             before = full_snapshot(engine)
-            result = redeem(engine, code, customer="anyone", order=order, dry_run=dry_run)
+            result = redeem(
+                engine, code, customer="anyone", order=order, dry_run=dry_run, now=self.clock
+            )
             assert full_snapshot(engine) == before, "a replay changed the store"
             assert result.ok and result.replayed and result.order == order, result
 
@@ -433,7 +577,7 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                 self.refused(lambda: unredeem(engine, code, order="never"), RedemptionNotFound)
                 return
             code, order = data.draw(st.sampled_from(live), label="redemption")
-            result = unredeem(engine, code, order=order)
+            result = unredeem(engine, code, order=order, now=self.clock)
             state = self.model.codes[code]
             state.redemptions -= 1
             self.model.orders[code].remove(order)
@@ -547,7 +691,7 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                     ),
                     mine,
                 ).all()
-                counts = pool_counts(conn, pools)
+                counts = pool_counts(conn, pools, self.clock)
             # Every code in the state the model says…
             stored = {
                 r.code: CodeModel(r.pool_id, r.batch_id, r.status, r.redemptions) for r in codes
@@ -563,6 +707,10 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
             assert sorted((code, order) for code, order in redeemed_by_order) == sorted(
                 (code, order) for code, orders in self.model.orders.items() for order in orders
             )
+            # …every hold that counts now, one per code at most (invariant 13)…
+            now = self.clock
+            live = {c: h for c in self.model.holds if (h := self.model.live_hold(c, now))}
+            assert live_holds(engine, now, f"{self.prefix}-%") == live
             # …and the counts the commands report agree with both.
             for pool in pools:
                 states = [m.status for m in self.model.codes.values() if m.pool == pool]
@@ -574,12 +722,21 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                 redemptions = sum(
                     m.redemptions for m in self.model.codes.values() if m.pool == pool
                 )
-                assert (got.available, got.issued, got.void, got.redeemed, got.redemptions) == (
+                held = sum(self.model.codes[c].pool == pool for c in live)
+                assert (
+                    got.available,
+                    got.issued,
+                    got.void,
+                    got.redeemed,
+                    got.redemptions,
+                    got.held,
+                ) == (
                     states.count("available"),
                     states.count("issued"),
                     states.count("void"),
                     redeemed,
                     redemptions,
+                    held,
                 ), (pool, got)
 
     return Store
