@@ -1,4 +1,4 @@
-"""Redemption speed of the library call: redemptions/s and the latency of one call.
+"""Redemption speed of the library calls: redemptions/s and the latency of one call.
 
     python bench/redeem.py                          # SQLite file and PostgreSQL
     python bench/redeem.py --count 5000 --db sqlite
@@ -13,7 +13,11 @@ Then ``redeem()`` runs one call per code, each with an order of its own:
   at the same moment (the rate is all redemptions over the wall time from
   the release to the last one done);
 * replays: the single process's codes again with their orders (a retried
-  checkout answered from the redemption it already made).
+  checkout answered from the redemption it already made);
+* hold-then-redeem pairs: a checkout that holds each code for its order
+  (``hold_code()``) and then redeems it with that order, in 1 process and in
+  8 on disjoint codes; the rate counts pairs, and the hold and the
+  redemption each get their p50/p99.
 
 p50/p99 are the latency of one call as its caller sees it, lock waits
 included. Set-up (the pool, the issuing) is outside the timing.
@@ -62,8 +66,14 @@ def prepare(engine: Engine, count: int) -> list[str]:
     return codes
 
 
-def _redeem_all(url: str, codes: list[str], barrier: Any | None) -> tuple[list[float], float]:
-    """Redeem each code with an order of its own: (latencies, time the first call started)."""
+def _redeem_all(
+    url: str, codes: list[str], barrier: Any | None, pairs: bool
+) -> tuple[dict[str, list[float]], float]:
+    """Redeem each code with an order of its own, holding it first when ``pairs``.
+
+    Returns the latencies of each kind of call, and the time the first call started.
+    """
+    from pools.after_sending.holds import hold_code
     from pools.after_sending.redemption import redeem
 
     engine = open_engine(StoreConfig(url), migrate=False)
@@ -73,11 +83,18 @@ def _redeem_all(url: str, codes: list[str], barrier: Any | None) -> tuple[list[f
         if barrier is not None:
             barrier.wait()
         started = time.perf_counter()
-        latencies = []
+        latencies: dict[str, list[float]] = {"hold": [], "redeem": []}
         for code in codes:
+            order = f"order-{code}"
+            if pairs:
+                before = time.perf_counter()
+                held = hold_code(engine, code, order=order, customer="buyer")
+                latencies["hold"].append(time.perf_counter() - before)
+                if not held.ok:
+                    raise SystemExit(f"hold of {code} refused: {held.reason}")
             before = time.perf_counter()
-            result = redeem(engine, code, customer="buyer", order=f"order-{code}")
-            latencies.append(time.perf_counter() - before)
+            result = redeem(engine, code, customer="buyer", order=order)
+            latencies["redeem"].append(time.perf_counter() - before)
             if not result.ok:
                 raise SystemExit(f"redemption of {code} refused: {result.reason}")
         return latencies, started
@@ -85,9 +102,9 @@ def _redeem_all(url: str, codes: list[str], barrier: Any | None) -> tuple[list[f
         engine.dispose()
 
 
-def _worker(queue: Any, url: str, codes: list[str], barrier: Any) -> None:
+def _worker(queue: Any, url: str, codes: list[str], barrier: Any, pairs: bool) -> None:
     try:
-        latencies, started = _redeem_all(url, codes, barrier)
+        latencies, started = _redeem_all(url, codes, barrier, pairs)
         queue.put(("ok", latencies, started, time.perf_counter()))
     except BaseException as exc:
         barrier.abort()
@@ -95,13 +112,16 @@ def _worker(queue: Any, url: str, codes: list[str], barrier: Any) -> None:
         raise
 
 
-def in_processes(url: str, slices: list[list[str]]) -> tuple[float, list[float]]:
+def in_processes(
+    url: str, slices: list[list[str]], *, pairs: bool = False
+) -> tuple[float, dict[str, list[float]]]:
     """Redeem each slice in a process of its own, released together: (seconds, latencies)."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(len(slices), timeout=300)
     queue = context.Queue()
     processes = [
-        context.Process(target=_worker, args=(queue, url, codes, barrier)) for codes in slices
+        context.Process(target=_worker, args=(queue, url, codes, barrier, pairs))
+        for codes in slices
     ]
     for process in processes:
         process.start()
@@ -113,7 +133,11 @@ def in_processes(url: str, slices: list[list[str]]) -> tuple[float, list[float]]
         raise SystemExit(f"a redeeming process failed: {failed[0]}")
     # perf_counter is system-wide on Linux (CLOCK_MONOTONIC): comparable across processes.
     seconds = max(a[3] for a in answers) - min(a[2] for a in answers)
-    return seconds, [latency for a in answers for latency in a[1]]
+    merged: dict[str, list[float]] = {"hold": [], "redeem": []}
+    for answer in answers:
+        for kind, values in answer[1].items():
+            merged[kind].extend(values)
+    return seconds, merged
 
 
 def _row(database: str, mode: str, seconds: float, latencies: list[float]) -> list[object]:
@@ -141,22 +165,31 @@ def main() -> None:
             url = stack.enter_context(fresh_store(database, folder))
             engine = open_engine(StoreConfig(url))
             try:
-                codes = prepare(engine, args.count * (PROCESSES + 1))
+                # Half for plain redemptions, half for hold-then-redeem pairs.
+                codes = prepare(engine, 2 * args.count * (PROCESSES + 1))
             finally:
                 engine.dispose()
-            single = codes[: args.count]
+            plain, paired = codes[: len(codes) // 2], codes[len(codes) // 2 :]
+            single = plain[: args.count]
             seconds, latencies = in_processes(url, [single])
-            rows.append(_row(database, "1 process", seconds, latencies))
-            rest = codes[args.count :]
+            rows.append(_row(database, "1 process", seconds, latencies["redeem"]))
+            rest = plain[args.count :]
             slices = [rest[i::PROCESSES] for i in range(PROCESSES)]
             seconds, latencies = in_processes(url, slices)
-            rows.append(_row(database, f"{PROCESSES} processes", seconds, latencies))
+            rows.append(_row(database, f"{PROCESSES} processes", seconds, latencies["redeem"]))
             seconds, latencies = in_processes(url, [single])  # the same orders again
-            rows.append(_row(database, "replays, 1 process", seconds, latencies))
-    print_table(
-        ["database", "run", "redemptions", "redemptions/s", "p50 ms", "p99 ms"],
-        rows,
-    )
+            rows.append(_row(database, "replays, 1 process", seconds, latencies["redeem"]))
+            rest = paired[args.count :]
+            for label, pair_slices in (
+                ("1 process", [paired[: args.count]]),
+                (f"{PROCESSES} processes", [rest[i::PROCESSES] for i in range(PROCESSES)]),
+            ):
+                seconds, latencies = in_processes(url, pair_slices, pairs=True)
+                for kind in ("hold", "redeem"):
+                    run = f"pairs, {label}: {kind}"
+                    rows.append(_row(database, run, seconds, latencies[kind]))
+    # For pairs, "calls/s" counts whole pairs (a hold and a redemption).
+    print_table(["database", "run", "calls", "calls/s", "p50 ms", "p99 ms"], rows)
 
 
 if __name__ == "__main__":

@@ -120,11 +120,16 @@ def test_every_refusal_of_a_hold(store: Store, admin: httpx.Client, checkout: ht
         refused = problem(checkout.post("/api/v1/holds", json={**body, "order": "o1"}), status)
         assert (refused["ok"], refused["reason"]) == (False, reason)
     for seconds in (29, 86_401, 0, -5):
-        body = {"code": "HF-USED", "order": "o1", "seconds": seconds}
-        detail = problem(checkout.post("/api/v1/holds", json=body), 422)["detail"]
+        timed = {"code": "HF-USED", "order": "o1", "seconds": seconds}
+        detail = problem(checkout.post("/api/v1/holds", json=timed), 422)["detail"]
         assert "from 30 seconds to 24 hours" in detail
-    for body in ({"code": "HF-USED"}, {"order": "o1"}, {"code": "X", "order": "o", "until": 5}):
-        problem(checkout.post("/api/v1/holds", json=body), 422)
+    malformed: list[dict[str, object]] = [
+        {"code": "HF-USED"},
+        {"order": "o1"},
+        {"code": "X", "order": "o", "until": 5},
+    ]
+    for wrong in malformed:
+        problem(checkout.post("/api/v1/holds", json=wrong), 422)
     assert snapshot(store.engine) == before
 
 
