@@ -181,7 +181,8 @@ def hold_code(
         if isinstance(found, str):
             return HoldResult(ok=False, code=code, reason=found)
         reason = _refusal(found, order, moment)
-        if reason is None:
+        if reason is None and found.require_issued:
+            # Only these pools' rules look at the issuance: others skip the look-up.
             reason = issue_refusal(conn, found, customer, moment)[0]
         if reason is not None:
             return HoldResult(ok=False, code=code, reason=reason)
