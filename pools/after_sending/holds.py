@@ -170,9 +170,10 @@ def hold_code(
 ) -> HoldResult:
     """Hold single-use ``code`` for ``order`` for ``length``; a refusal changes nothing.
 
-    ``customer`` is the buyer, as for a redemption: it matters only where a
-    redemption's checks look at who is buying. ``pool`` is needed only when
-    the same code string exists in several pools.
+    ``customer`` is the buyer, taken as ``redeem`` takes it and passed to
+    the same checks; no rule of a single-use code depends on who buys, and
+    the hold belongs to the order, so it is not stored. ``pool`` is needed
+    only when the same code string exists in several pools.
     """
     check_hold_length(length)
     moment = to_utc_naive(now) if now is not None else utcnow()
