@@ -465,11 +465,11 @@ def test_deliveries_migration_goes_back_down(db_url: str) -> None:
 
 
 def test_holds_migration_keeps_codes_pools_and_redemptions(db_url: str) -> None:
-    """0007 on a store with data: nothing held, nothing once per customer, all else as it was."""
+    """0008 on a store with data: nothing held, nothing once per customer, all else as it was."""
     from pools.after_sending.holds import hold_code
     from pools.after_sending.redemption import redeem
 
-    engine = _store_at(db_url, "0006")
+    engine = _store_at(db_url, "0007")
     try:
         with engine.begin() as conn:
             _old_pool(conn, "one", ["A1", "A2"])
@@ -511,7 +511,7 @@ def test_holds_migration_goes_back_down(db_url: str) -> None:
     engine = open_engine(StoreConfig(db_url))
     try:
         with write_transaction(engine) as conn:
-            command.downgrade(_alembic_config(conn), "0006")
+            command.downgrade(_alembic_config(conn), "0007")
         columns = {
             table: {c["name"] for c in inspect(engine).get_columns(table)}
             for table in ("codes", "pools", "redemptions")
