@@ -377,9 +377,10 @@ def test_list_shows_counts_per_pool(run: Cli, tmp_path: Path) -> None:
         "void",
         "redeemed",
         "redemptions",
+        "held",
     ]
     spring = next(line for line in lines if line.startswith("spring-sale"))
-    assert spring.split()[-9:] == ["3", "3", "0", "0", "0", "0", "0", "0", "0"]
+    assert spring.split()[-10:] == ["3", "3", "0", "0", "0", "0", "0", "0", "0", "0"]
     # Aligned: every row's "total" column ends where the header's does.
     end = lines[0].index("total") + len("total")
     assert all(line[end - 1] != " " for line in lines[1:])

@@ -27,9 +27,9 @@ from pools.store.models import Code, CodeStatus, HeldCodes
 
 #: The states every code is in exactly one of: they add up to ``total``.
 PARTS = ("available", "pending", "reserved", "issued", "expired", "void")
-#: Counts of codes already counted in a part (``redeemed``) or of events
-#: (``redemptions``): shown after the parts, never added to them.
-ALSO = ("redeemed", "redemptions")
+#: Counts of codes already counted in a part (``redeemed``, ``held``) or of
+#: events (``redemptions``): shown after the parts, never added to them.
+ALSO = ("redeemed", "redemptions", "held")
 #: The identity the counts keep, as people read it.
 COUNTS_IDENTITY = "total = " + " + ".join(PARTS)
 
@@ -54,7 +54,7 @@ class PoolCounts:
 
     def shown(self) -> list[tuple[str, int]]:
         """Every count in the order people read them: ``total``, the parts that
-        add up to it, then ``redeemed`` and ``redemptions``."""
+        add up to it, then ``redeemed``, ``redemptions`` and ``held``."""
         return [(name, getattr(self, name)) for name in ("total", *PARTS, *ALSO)]
 
     def __add__(self, other: PoolCounts) -> PoolCounts:
