@@ -155,7 +155,7 @@ def promomail_store(url: str, engine: Engine, path: Path, connections: int, coun
     relay = SmtpRelay.parse(url)
     started = time.perf_counter()
     output = read_output(path, MAILING)
-    with send_run(engine, MAILING, "all", output.recipients()) as log:
+    with send_run(engine, MAILING, "all") as log:
         summary = send_messages(output, relay, log, connections=connections)
     seconds = time.perf_counter() - started
     assert summary.sent == count, summary

@@ -146,18 +146,16 @@ def send(
     output = read_output(messages_path, mailing_id, shard=shard_slice)
     shard = shard_slice.label if shard_slice is not None else "all"
     engine = get_engine(ctx)
-    recipients = output.recipients()
     with (
         progress_bar("Sending", "messages") as bar,
-        send_run(engine, mailing_id, shard, recipients) as log,
+        send_run(engine, mailing_id, shard) as log,
     ):
         if bar.shown:
             # Messages an earlier run settled are skipped, not sent again: the
-            # bar starts with them done.
-            before = log.settled_before()
-            bar.counted(
-                len(recipients), done=before, note=f"({before:,} done before)" if before else ""
-            )
+            # bar starts with them done. Only a terminal pays for this read.
+            refs = [message.ref for message in output]
+            before = log.settled_before(refs)
+            bar.counted(len(refs), done=before, note=f"({before:,} done before)" if before else "")
 
         def advance(_outcome: Outcome) -> None:
             bar.advance(1)

@@ -122,11 +122,6 @@ class RenderOutput:
             if in_shard(record["recipient"], self.shard_index, self.shard_count):
                 yield self._jsonl_message(line, record, bare)
 
-    def recipients(self) -> dict[str, str]:
-        """Each message of the shard's reference and recipient (the store's log keys
-        its records by reference and writes the recipient beside it)."""
-        return {message.ref: message.recipient for message in self}
-
     def _jsonl_message(self, line: int, record: dict[str, Any], bare: str) -> OutgoingMessage:
         sender = self.sender
 

@@ -94,8 +94,9 @@ class SendLog(Protocol):
     def sending(self, ref: str) -> None:
         """The message is about to be handed over (``DATA``)."""
 
-    def record(self, ref: str, state: SendState, answer: str) -> int:
-        """The relay's ``answer`` put the message in ``state``; the codes given back (if failed).
+    def record(self, ref: str, recipient: str, state: SendState, answer: str) -> int:
+        """The relay's ``answer`` put ``recipient``'s message ``ref`` in ``state``; the
+        codes given back (if failed).
 
         A ``sent`` may be made durable after this returns (the store's log
         commits them in groups, a bounded number behind): :meth:`flush`
@@ -133,7 +134,7 @@ class MemoryLog:
             self.in_flight.add(ref)
             self.events.append(("sending", ref, ""))
 
-    def record(self, ref: str, state: SendState, answer: str) -> int:
+    def record(self, ref: str, recipient: str, state: SendState, answer: str) -> int:
         with self._lock:
             self.in_flight.discard(ref)
             self.states[ref] = (state, answer)
@@ -360,7 +361,7 @@ class _Run:
                 self.progress(Outcome(message.ref, message.recipient, state, answer, item.attempts))
 
     def _record(self, item: _Item, state: SendState, answer: str) -> None:
-        returned = self.log.record(item.message.ref, state, answer)
+        returned = self.log.record(item.message.ref, item.message.recipient, state, answer)
         if returned:
             with self.lock:
                 self.codes_returned += returned

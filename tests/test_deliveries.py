@@ -274,18 +274,18 @@ def test_the_relay_refusing_a_message_gives_its_codes_back_at_once(
 def test_a_send_runs_log_records_each_answer_for_its_recipient(
     engine: Engine, refs: dict[str, str]
 ) -> None:
-    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()})
+    log = DeliveryLog(engine, "m")
     ann, bob, cid = (refs[c] for c in customer_ids(3))
     assert log.to_send(refs.values()) == {ann, bob, cid}
-    assert log.settled_before() == 0
-    log.record(ann, "sent", "250 ok")
-    log.record(bob, "failed", "550 unknown")
-    log.record(cid, "deferred", "421 busy")
+    assert log.settled_before(refs.values()) == 0
+    log.record(ann, "cust-00000", "sent", "250 ok")
+    log.record(bob, "cust-00001", "failed", "550 unknown")
+    log.record(cid, "cust-00002", "deferred", "421 busy")
     assert log.codes_returned == 1
     log.flush()
     assert log.to_send(refs.values()) == {cid}
     # What the next run's progress starts from: the deferred one is still to send.
-    assert log.settled_before() == 2
+    assert log.settled_before(refs.values()) == 2
     assert [(d.recipient, d.status) for d in list_deliveries(engine, "m")] == [
         ("cust-00000", "sent"),
         ("cust-00001", "failed"),
@@ -491,8 +491,9 @@ def test_a_send_runs_log_is_safe_from_many_threads_and_answers_the_codes_returne
 ) -> None:
     make_pool(engine, "spring", [f"SPRING{i}" for i in range(40)])
     refs = _render(db_url, engine, tmp_path, n=40)
-    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()})
+    log = DeliveryLog(engine, "m")
     order = sorted(refs.values())
+    recipients = {ref: recipient for recipient, ref in refs.items()}
     failing = set(order[:5])
     start = threading.Barrier(8)
     returned: list[int] = []
@@ -501,7 +502,8 @@ def test_a_send_runs_log_is_safe_from_many_threads_and_answers_the_codes_returne
         start.wait()
         for ref in share:
             state = "failed" if ref in failing else "sent"
-            returned.append(log.record(ref, state, f"{'550' if ref in failing else '250'} x"))
+            answer = f"{'550' if ref in failing else '250'} x"
+            returned.append(log.record(ref, recipients[ref], state, answer))
 
     threads = [threading.Thread(target=session, args=(order[i::8],)) for i in range(8)]
     for thread in threads:
@@ -533,10 +535,10 @@ def test_a_send_runs_log_keeps_at_most_its_window_of_answers_uncommitted(
 
     monkeypatch.setattr(send_log, "record_sent", held)
     ann, bob, cid = (refs[c] for c in customer_ids(3))
-    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()}, window=2)
-    log.record(ann, "sent", "250 ok")
-    log.record(bob, "sent", "250 ok")
-    third = threading.Thread(target=log.record, args=(cid, "sent", "250 ok"))
+    log = DeliveryLog(engine, "m", window=2)
+    log.record(ann, "cust-00000", "sent", "250 ok")
+    log.record(bob, "cust-00001", "sent", "250 ok")
+    third = threading.Thread(target=log.record, args=(cid, "cust-00002", "sent", "250 ok"))
     third.start()
     third.join(timeout=0.5)
     assert third.is_alive()  # the window is full: the third answer waits
@@ -560,12 +562,12 @@ def test_a_send_runs_log_reports_a_commit_that_failed(
 
     monkeypatch.setattr(send_log, "record_sent", broken)
     ann, bob = (refs[c] for c in customer_ids(2))
-    log = DeliveryLog(engine, "m", {ref: recipient for recipient, ref in refs.items()})
-    log.record(ann, "sent", "250 ok")
+    log = DeliveryLog(engine, "m")
+    log.record(ann, "cust-00000", "sent", "250 ok")
     with pytest.raises(OSError, match="went away"):
         log.flush()
     with pytest.raises(OSError, match="went away"):
-        log.record(bob, "sent", "250 ok")  # the run stops at its next answer
+        log.record(bob, "cust-00001", "sent", "250 ok")  # the run stops at its next answer
     with pytest.raises(OSError, match="went away"):
         log.close()
     assert list_deliveries(engine, "m") == []

@@ -136,12 +136,12 @@ class CrashingLog(MemoryLog):
         self.crash_at = crash_at
         self.sent = 0
 
-    def record(self, ref: str, state: SendState, answer: str) -> int:
+    def record(self, ref: str, recipient: str, state: SendState, answer: str) -> int:
         if state is SendState.SENT:
             self.sent += 1
             if self.sent == self.crash_at:
                 raise SystemExit("killed")
-        return super().record(ref, state, answer)
+        return super().record(ref, recipient, state, answer)
 
 
 def test_after_a_crash_only_the_message_in_flight_goes_out_again(

@@ -34,20 +34,25 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    DateTime,
     Engine,
+    String,
     bindparam,
     delete,
     exists,
     func,
     literal,
     select,
+    true,
     union_all,
     update,
 )
@@ -182,22 +187,11 @@ def record_sent(
     if not accepted:
         return
     moment = now or utcnow()
-    rows = [
-        {
-            "ref": ref,
-            "mailing_id": mailing_id,
-            "recipient_id": recipient_id,
-            "status": DeliveryStatus.SENT.value,
-            "answer": answer[:ANSWER_MAX],
-            "attempts": 1,
-            "accepted": True,
-            "updated_at": moment,
-            "codes_returned": 0,
-        }
-        for ref, recipient_id, answer in accepted
-    ]
+    rows = [(ref, recipient_id, answer[:ANSWER_MAX]) for ref, recipient_id, answer in accepted]
     with write_transaction(engine) as conn:
-        inserted = set(conn.execute(_insert_statement(conn, Delivery.__table__), rows).scalars())
+        statement, rows_parameter = _accepted_insert(conn)
+        parameters = {"mailing": mailing_id, "moment": moment, **rows_parameter(rows)}
+        inserted = set(conn.execute(statement, parameters).scalars())
         for ref, _, answer in accepted:
             if ref not in inserted:
                 _move(
@@ -432,6 +426,90 @@ def _insert_statement(conn: Connection, table: Any) -> Any:
             dialect_insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
         )
     return statement
+
+
+_AcceptedRows = Callable[[list[tuple[str, str, str]]], dict[str, Any]]
+_ACCEPTED_INSERTS: dict[str, tuple[Any, _AcceptedRows]] = {}
+
+
+def _accepted_insert(conn: Connection) -> tuple[Any, _AcceptedRows]:
+    """:func:`record_sent`'s ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING
+    ref``, and how its rows become parameters.
+
+    Every row travels in one parameter (PostgreSQL arrays, a JSON array on
+    SQLite), the rest are the batch's own: the statement's text is the same
+    whatever the batch's size, so the driver parses it once rather than a
+    multi-row ``VALUES`` of nine parameters a row each time (psycopg caches
+    no statement of more than 50 parameters).
+    """
+    cached = _ACCEPTED_INSERTS.get(conn.dialect.name)
+    if cached is not None:
+        return cached
+    rows_parameter: _AcceptedRows
+    fields: tuple[ColumnElement[Any], ...]
+    if is_postgres(conn):
+        text_array = postgresql.ARRAY(String)
+        source = (
+            func.unnest(
+                bindparam("refs", type_=text_array),
+                bindparam("recipients", type_=text_array),
+                bindparam("answers", type_=text_array),
+            )
+            .table_valued("ref", "recipient", "answer")
+            .render_derived()
+        )
+        fields = (source.c.ref, source.c.recipient, source.c.answer)
+
+        def rows_parameter(rows: list[tuple[str, str, str]]) -> dict[str, Any]:
+            refs, recipients, answers = zip(*rows, strict=True)
+            return {"refs": list(refs), "recipients": list(recipients), "answers": list(answers)}
+
+        dialect_insert: Any = postgresql.insert
+    else:
+        source = func.json_each(bindparam("rows", type_=String)).table_valued("value")
+        fields = tuple(func.json_extract(source.c.value, f"$[{i}]", type_=String) for i in range(3))
+
+        def rows_parameter(rows: list[tuple[str, str, str]]) -> dict[str, Any]:
+            return {"rows": json.dumps(rows)}
+
+        dialect_insert = sqlite.insert
+    ref, recipient, answer = fields
+    columns = select(
+        ref,
+        bindparam("mailing", type_=String),
+        recipient,
+        literal(DeliveryStatus.SENT.value),
+        answer,
+        literal(1),
+        true(),
+        bindparam("moment", type_=DateTime),
+        literal(0),
+    ).select_from(source)
+    # SQLite reads ``ON CONFLICT`` after a bare ``SELECT … FROM`` as a join's
+    # constraint: a WHERE clause ends the SELECT.
+    columns = columns.where(true())
+    table = Delivery.__table__
+    statement = (
+        dialect_insert(table)
+        .from_select(
+            [
+                table.c.ref,
+                table.c.mailing_id,
+                table.c.recipient_id,
+                table.c.status,
+                table.c.answer,
+                table.c.attempts,
+                table.c.accepted,
+                table.c.updated_at,
+                table.c.codes_returned,
+            ],
+            columns,
+        )
+        .on_conflict_do_nothing()
+        .returning(table.c.ref)
+    )
+    cached = _ACCEPTED_INSERTS[conn.dialect.name] = (statement, rows_parameter)
+    return cached
 
 
 def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:

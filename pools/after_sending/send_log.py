@@ -13,7 +13,8 @@ session's own transaction (a 5xx gives the message's codes back there).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable
 from contextlib import suppress
 from types import TracebackType
 
@@ -25,14 +26,18 @@ from pools.after_sending.deliveries import record_send, record_sent, to_send
 #: Big enough that the commits keep up with the sessions at any relay speed
 #: (a commit takes a few of them at once), small enough to be the whole
 #: price of a crash.
-UNCOMMITTED_MAX = 16
+UNCOMMITTED_MAX = 32
+
+#: How long the committer lets answers gather before it commits fewer than
+#: half a window: a commit costs a few hundred microseconds of CPU whatever
+#: its size, so one per answer would cost the sender more than its relay.
+GATHER_SECONDS = 0.05
 
 
 class DeliveryLog:
     """The sender's ``SendLog`` (:class:`delivery.sending.SendLog`) on the store.
 
-    ``recipients`` maps each reference to its recipient id (both read from
-    the render's output). Safe to call from the sender's threads at once.
+    Safe to call from the sender's threads at once.
     Use it as a context manager, or call :meth:`close`: leaving commits
     every answer still waiting.
 
@@ -44,7 +49,6 @@ class DeliveryLog:
         self,
         engine: Engine,
         mailing_id: str,
-        recipients: Mapping[str, str],
         *,
         check: Callable[[], None] | None = None,
         window: int = UNCOMMITTED_MAX,
@@ -53,7 +57,6 @@ class DeliveryLog:
             raise ValueError(f"window must be at least 1, not {window}")
         self.engine = engine
         self.mailing_id = mailing_id
-        self.recipients = recipients
         self.check = check
         self.window = window
         #: Codes given back by this run (messages the relay refused).
@@ -65,6 +68,10 @@ class DeliveryLog:
         self._committing: dict[str, tuple[str, str]] = {}
         self._failure: BaseException | None = None
         self._closing = False
+        #: Callers of :meth:`flush` waiting: the committer stops gathering.
+        self._flushing = 0
+        #: When the oldest answer in ``_waiting`` was queued (monotonic).
+        self._oldest = 0.0
         self._committer: threading.Thread | None = None
 
     # -- the SendLog --------------------------------------------------------------
@@ -76,9 +83,9 @@ class DeliveryLog:
         with self._changed:
             return wanted - self._waiting.keys() - self._committing.keys()
 
-    def settled_before(self) -> int:
-        """How many of the run's messages earlier runs settled (the sender skips them)."""
-        return len(self.recipients) - len(to_send(self.engine, self.mailing_id, self.recipients))
+    def settled_before(self, refs: Collection[str]) -> int:
+        """How many of ``refs`` earlier runs settled (the sender skips them)."""
+        return len(refs) - len(to_send(self.engine, self.mailing_id, refs))
 
     def sending(self, ref: str) -> None:
         """Nothing to write: a message never recorded is sent again by the next
@@ -86,7 +93,7 @@ class DeliveryLog:
         if self.check is not None:
             self.check()
 
-    def record(self, ref: str, state: str, answer: str) -> int:
+    def record(self, ref: str, recipient: str, state: str, answer: str) -> int:
         """Record the relay's answer (``state`` is a ``SendState``); the codes given back.
 
         A 250 is queued for the committer (waiting while :attr:`window`
@@ -94,13 +101,13 @@ class DeliveryLog:
         this returns.
         """
         if state == "sent":
-            self._queue(ref, answer)
+            self._queue(ref, recipient, answer)
             return 0
         self._raise_failure()
         returned = record_send(
             self.engine,
             mailing_id=self.mailing_id,
-            recipient_id=self.recipients[ref],
+            recipient_id=recipient,
             ref=ref,
             state=state,  # type: ignore[arg-type]  # checked by record_send
             answer=answer,
@@ -112,8 +119,13 @@ class DeliveryLog:
     def flush(self) -> None:
         """Wait until every answer recorded so far is committed."""
         with self._changed:
-            while (self._waiting or self._committing) and self._failure is None:
-                self._changed.wait()
+            self._flushing += 1
+            self._changed.notify_all()
+            try:
+                while (self._waiting or self._committing) and self._failure is None:
+                    self._changed.wait()
+            finally:
+                self._flushing -= 1
         self._raise_failure()
 
     # -- closing ------------------------------------------------------------------
@@ -145,8 +157,8 @@ class DeliveryLog:
 
     # -- the committer --------------------------------------------------------------
 
-    def _queue(self, ref: str, answer: str) -> None:
-        entry = (self.recipients[ref], answer)
+    def _queue(self, ref: str, recipient: str, answer: str) -> None:
+        entry = (recipient, answer)
         with self._changed:
             while (
                 len(self._waiting) + len(self._committing) >= self.window and self._failure is None
@@ -155,19 +167,36 @@ class DeliveryLog:
             self._raise_failure_locked()
             if self._closing:
                 raise RuntimeError("the send log is closed")
+            first = not self._waiting
+            if first:
+                self._oldest = time.monotonic()
             self._waiting[ref] = entry
             if self._committer is None:
                 self._committer = threading.Thread(
                     target=self._commit_until_closed, name="promomail-send-log", daemon=True
                 )
                 self._committer.start()
-            self._changed.notify_all()
+            # Wake the committer only when it has something new to do (start
+            # timing a gathering, or commit one): a wake-up per answer would
+            # cost the sessions a thread switch each.
+            if first or self._gathered():
+                self._changed.notify_all()
+
+    def _gathered(self) -> bool:
+        """Whether the answers waiting should be committed now (lock held)."""
+        if not self._waiting:
+            return False
+        if self._closing or self._flushing or len(self._waiting) * 2 >= self.window:
+            return True
+        return time.monotonic() - self._oldest >= GATHER_SECONDS
 
     def _commit_until_closed(self) -> None:
         while True:
             with self._changed:
-                while not self._waiting and not self._closing:
-                    self._changed.wait()
+                while not self._gathered() and not (self._closing and not self._waiting):
+                    # With answers waiting, wake to commit them when they have
+                    # waited long enough even if no other answer comes.
+                    self._changed.wait(GATHER_SECONDS if self._waiting else None)
                 if not self._waiting:
                     return
                 self._committing, self._waiting = self._waiting, {}
@@ -193,4 +222,4 @@ class DeliveryLog:
             raise self._failure
 
 
-__all__ = ["UNCOMMITTED_MAX", "DeliveryLog"]
+__all__ = ["GATHER_SECONDS", "UNCOMMITTED_MAX", "DeliveryLog"]

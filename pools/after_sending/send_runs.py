@@ -14,7 +14,7 @@ hand over any further message (:class:`pools.errors.LeaseLost`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from sqlalchemy import Engine, exists, select
@@ -46,7 +46,6 @@ def send_run(
     engine: Engine,
     mailing_id: str,
     shard: str,
-    recipients: Mapping[str, str],
     *,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     wait: float = 0.0,
@@ -54,7 +53,7 @@ def send_run(
     """The log of a send run of ``mailing_id``'s ``shard`` (``all`` or ``K/N``),
     holding the run's lease until the block ends.
 
-    ``recipients`` maps each message's reference to its recipient. Raises
+    Raises
     :class:`MailingNotFound` for a mailing the store never rendered and
     :class:`pools.errors.LeaseHeld` while another run sends the same
     messages; either way nothing was written.
@@ -78,7 +77,7 @@ def send_run(
             raise keeper.lost
 
     try:
-        with keeper, DeliveryLog(engine, mailing_id, recipients, check=check) as log:
+        with keeper, DeliveryLog(engine, mailing_id, check=check) as log:
             yield log
     except BaseException:
         if keeper.lost is None:
