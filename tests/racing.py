@@ -181,7 +181,7 @@ def apply_event_when_released(barrier: Any, url: str, event_id: str, ref: str) -
     """Open an engine, wait for the others, apply a permanent bounce of ``ref``."""
     from sqlalchemy import text
 
-    from pools.after_sending.deliveries import apply_event
+    from pools.after_sending.delivery_events import apply_event
     from pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)

@@ -25,14 +25,8 @@ from sqlalchemy import Engine, text
 from store_helpers import make_pool
 
 import pools.after_sending.send_log as send_log
-from pools.after_sending.deliveries import (
-    apply_event,
-    list_deliveries,
-    record_send,
-    record_sent,
-    seen_token,
-    to_send,
-)
+from pools.after_sending.deliveries import list_deliveries, record_send, record_sent, to_send
+from pools.after_sending.delivery_events import apply_event, seen_token
 from pools.after_sending.returns import return_codes
 from pools.after_sending.send_log import DeliveryLog
 from pools.errors import InvalidSetting, MailingNotFound

@@ -24,7 +24,7 @@ from store_helpers import make_pool
 import pools.after_sending.event_batches
 from delivery import DeliveryEvent, EventBatch, EventType
 from pools import Applied, EventApplier, ReplayedRequest, apply_event_batch
-from pools.after_sending.deliveries import apply_events
+from pools.after_sending.delivery_events import apply_events
 from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 

@@ -395,7 +395,7 @@ def test_deliveries_migration_keeps_the_issuance_log_and_draws_a_key_per_store(
     db_url: str, tmp_path: Path
 ) -> None:
     """0006 on a store with issuances: they stay, without a reference; each store gets its key."""
-    from pools.after_sending.deliveries import apply_event
+    from pools.after_sending.delivery_events import apply_event
     from pools.after_sending.references import delivery_ref_key
     from pools.after_sending.returns import return_codes
 

@@ -3,7 +3,7 @@
 A message is named by its delivery reference (:mod:`pools.after_sending.references`),
 which every issuance it recorded carries. Its row in ``deliveries`` is
 written by ``send`` as the relay answers (:func:`record_send`) and by the
-services' events (:func:`apply_event`); an event applies whether or not
+services' events (:mod:`pools.after_sending.delivery_events`); an event applies whether or not
 ``send`` sent the message, and creates the row from the issuances when
 there is none.
 
@@ -35,10 +35,11 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -47,47 +48,39 @@ from sqlalchemy import (
     Engine,
     String,
     bindparam,
-    delete,
     exists,
     func,
     literal,
     select,
     true,
-    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.admin.lookup import unknown_mailing
-from pools.after_sending.returns import _count, _return_in
+from pools.after_sending.returns import _count, return_messages
 from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import one_of
 from pools.store.models import (
     Delivery,
-    DeliveryEvent,
     DeliveryStatus,
-    Issuance,
     Mailing,
-    WebhookToken,
 )
 
 SendState = Literal["sent", "deferred", "failed"]
-EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
-EventOutcome = Literal["applied", "duplicate", "unmatched"]
 
 SEND_STATES: tuple[str, ...] = ("sent", "deferred", "failed")
 #: Every state a message may be in (``deliveries --status``).
 DELIVERY_STATUSES: tuple[str, ...] = tuple(s.value for s in DeliveryStatus)
-EVENT_KINDS: tuple[str, ...] = ("delivered", "bounce", "dropped", "complaint", "deferred")
 #: The length of a stored answer: a relay's or service's text, shown, never parsed.
 ANSWER_MAX = 2000
 #: References per statement.
 _CHUNK = 500
 
 #: The states an event (or a 5xx) may still move a message out of.
-_OPEN = (DeliveryStatus.SENT, DeliveryStatus.DEFERRED)
+OPEN_STATES = (DeliveryStatus.SENT, DeliveryStatus.DEFERRED)
 
 
 def to_send(engine: Engine, mailing_id: str, refs: Iterable[str]) -> set[str]:
@@ -137,7 +130,7 @@ def record_send(
     moment = now or utcnow()
     text = answer[:ANSWER_MAX]
     with write_transaction(engine) as conn:
-        moved = _insert_new(
+        moved = insert_if_new(
             conn,
             Delivery.__table__,
             {
@@ -165,7 +158,7 @@ def record_send(
                 only_unaccepted=True,
             )
         if moved and state == "failed":
-            return _give_back(conn, mailing_id, ref, f"refused by the relay: {text}", moment)
+            return give_back(conn, {ref: f"refused by the relay: {text}"}, moment)[ref]
         return 0
 
 
@@ -207,213 +200,10 @@ def record_sent(
                 )
 
 
-def apply_event(
-    engine: Engine,
-    *,
-    provider: str,
-    event_id: str,
-    ref: str,
-    kind: EventKind,
-    permanent: bool,
-    at: datetime | None,
-    detail: str,
-    now: datetime | None = None,
-) -> EventOutcome:
-    """Apply one delivery event, in one transaction (see the module's rules).
-
-    ``duplicate``: this provider's event ``event_id`` was applied before, and
-    nothing changes. ``unmatched``: no message of this store has ``ref``
-    (another system's message, or one whose issuances predate references);
-    nothing is recorded, so the same event applies if it comes again once
-    the reference is known. ``at`` is when the service saw it happen.
-    """
-    event = Event(provider, event_id, ref, kind, permanent, at, detail)
-    return apply_events(engine, [event], now=now)[0]
-
-
-@dataclass(frozen=True)
-class Event:
-    """One delivery event as the store takes it (see :func:`apply_event`)."""
-
-    provider: str
-    event_id: str
-    ref: str
-    kind: EventKind
-    permanent: bool
-    at: datetime | None
-    detail: str
-
-
-def apply_events(
-    engine: Engine, events: Sequence[Event], *, now: datetime | None = None
-) -> list[EventOutcome]:
-    """Apply several events in one transaction; their outcomes, in their order.
-
-    Each event has the effect :func:`apply_event` gives it alone; one
-    commit for them all is what makes a webhook of many events cheap. They
-    are applied by reference (events about one message in the order given),
-    so two transactions applying overlapping batches lock the messages in
-    the same order and never deadlock each other.
-    """
-    check_events(events)
-    moment = now or utcnow()
-    outcomes: list[EventOutcome] = ["unmatched"] * len(events)
-    order = sorted(range(len(events)), key=lambda n: events[n].ref)
-    with write_transaction(engine) as conn:
-        for n in order:
-            outcomes[n] = _apply_in(conn, events[n], moment)
-    return outcomes
-
-
-def check_events(events: Iterable[Event]) -> None:
-    """Raise :class:`InvalidSetting` for an event of a kind the store does not know."""
-    for event in events:
-        if event.kind not in EVENT_KINDS:
-            raise InvalidSetting(
-                f"must be one of {', '.join(EVENT_KINDS)}, not {event.kind!r}", "kind"
-            )
-
-
-class EventFacts(Protocol):
-    """One service's word about one message, as :mod:`delivery` reads it
-    (``delivery.DeliveryEvent``); ``ref`` is None when it names no message."""
-
-    @property
-    def provider(self) -> str: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def ref(self) -> str | None: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def permanent(self) -> bool: ...
-    @property
-    def at(self) -> datetime | None: ...
-    @property
-    def detail(self) -> str: ...
-
-
-def apply_delivery_event(engine: Engine, event: EventFacts) -> EventOutcome:
-    """:func:`apply_event` for an event read from a webhook or a file; one transaction."""
-    if event.ref is None:
-        return "unmatched"
-    kind: EventKind = str(event.type)  # type: ignore[assignment]  # checked by apply_events
-    facts = Event(
-        event.provider, event.event_id, event.ref, kind, event.permanent, event.at, event.detail
-    )
-    return apply_events(engine, [facts])[0]
-
-
-# The statements of an event, built once: a webhook applies them for every
-# event, and building a statement costs more than running it.
-_KNOWN = select(Delivery.mailing_id, Delivery.recipient_id, literal(1).label("known")).where(
-    Delivery.ref == bindparam("e_ref")
-)
-_ISSUED = (
-    select(Issuance.mailing_id, Issuance.customer_id, literal(0).label("known"))
-    .where(Issuance.ref == bindparam("e_ref"))
-    .limit(1)
-)
-_FOUND = union_all(_KNOWN, _ISSUED.subquery().select()).subquery()
-#: Its delivery row or an issuance stamped with it (both name the same
-#: mailing and recipient), the row first.
-_OWNER = select(_FOUND).order_by(_FOUND.c.known.desc()).limit(1)
-_EVENT_MOVE = (
-    update(Delivery)
-    .where(
-        Delivery.ref == bindparam("e_ref"),
-        Delivery.status.in_([str(s) for s in _OPEN]),
-    )
-    .values(
-        status=bindparam("e_status"),
-        answer=bindparam("e_answer"),
-        updated_at=bindparam("e_now"),
-        accepted=True,
-    )
-    .returning(Delivery.ref)
-)
-_EVENT_RECORD = (
-    update(Delivery)
-    .where(Delivery.ref == bindparam("e_ref"))
-    .values(answer=bindparam("e_answer"), updated_at=bindparam("e_now"))
-)
-
-
-def _apply_in(conn: Connection, event: Event, moment: datetime) -> EventOutcome:
-    ref, kind = event.ref, event.kind
-    text = event.detail[:ANSWER_MAX]
-    owner = _owner(conn, ref)
-    if owner is None:
-        return "unmatched"
-    fresh = _insert_new(
-        conn,
-        DeliveryEvent.__table__,
-        {
-            "provider": event.provider,
-            "event_id": event.event_id,
-            "ref": ref,
-            "type": kind,
-            "occurred_at": event.at,
-            "received_at": moment,
-        },
-    )
-    if not fresh:
-        return "duplicate"
-    mailing_id, recipient_id, has_row = owner
-    if not has_row:
-        # A message sent by other means: an event means a service had it.
-        _insert_new(
-            conn,
-            Delivery.__table__,
-            {
-                "ref": ref,
-                "mailing_id": mailing_id,
-                "recipient_id": recipient_id,
-                "status": str(DeliveryStatus.SENT),
-                "answer": None,
-                "attempts": 0,
-                "accepted": True,
-                "updated_at": moment,
-                "codes_returned": 0,
-            },
-        )
-    if kind in ("delivered", "complaint"):
-        target = DeliveryStatus.DELIVERED
-    elif kind in ("bounce", "dropped") and event.permanent:
-        target = DeliveryStatus.BOUNCED
-    else:
-        target = DeliveryStatus.DEFERRED
-    # Of two transactions moving the same message at once, the second re-reads
-    # the row the first committed (PostgreSQL) or runs after it (SQLite), and
-    # finds it no longer open.
-    moved = (
-        conn.execute(
-            _EVENT_MOVE,
-            {"e_ref": ref, "e_status": str(target), "e_answer": text, "e_now": moment},
-        ).first()
-        is not None
-    )
-    if not moved:
-        # Recorded, nothing more: the message's fate was settled before.
-        conn.execute(_EVENT_RECORD, {"e_ref": ref, "e_answer": text, "e_now": moment})
-    elif target is DeliveryStatus.BOUNCED:
-        reason = f"{event.provider} {kind}: {text}" if text else f"{event.provider} {kind}"
-        _give_back(conn, mailing_id, ref, reason, moment)
-    return "applied"
-
-
-def _owner(conn: Connection, ref: str) -> tuple[str, str, bool] | None:
-    """The (mailing, recipient) of the message with this reference, if the store knows
-    it, and whether it has its delivery row already: one round trip."""
-    row = conn.execute(_OWNER, {"e_ref": ref}).first()
-    return (row[0], row[1], bool(row[2])) if row is not None else None
-
-
 _INSERTS: dict[tuple[str, str], Any] = {}
 
 
-def _insert_statement(conn: Connection, table: Any) -> Any:
+def insert_statement(conn: Connection, table: Any) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING`` the primary key, built once per
     dialect and table: every call is then a compiled-cache hit (building the
     statement anew costs more than the database's own work). Given many rows,
@@ -512,9 +302,9 @@ def _accepted_insert(conn: Connection) -> tuple[Any, _AcceptedRows]:
     return cached
 
 
-def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+def insert_if_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
     """:func:`insert_if_absent` with a statement built once: True when the row was new."""
-    return conn.execute(_insert_statement(conn, table), values).first() is not None
+    return conn.execute(insert_statement(conn, table), values).first() is not None
 
 
 def _move(
@@ -547,46 +337,26 @@ def _move(
     return conn.execute(statement).first() is not None
 
 
-def _give_back(conn: Connection, mailing_id: str, ref: str, reason: str, now: datetime) -> int:
-    """Return the codes of the message ``ref`` by ``mailing return``'s rules; counts them."""
-    totals = _return_in(conn, mailing_id, None, reason[:ANSWER_MAX], now, ref=ref, report=False)
-    if totals.returned:
+def give_back(conn: Connection, reasons: dict[str, str], now: datetime) -> Counter[str]:
+    """Give back the codes of the messages ``reasons`` names (each with its reason),
+    by ``mailing return``'s rules, and count them on their delivery rows; how
+    many went back, per reference."""
+    returned = return_messages(
+        conn, {ref: reason[:ANSWER_MAX] for ref, reason in reasons.items()}, now
+    )
+    if returned:
         conn.execute(
-            update(Delivery)
-            .where(Delivery.ref == ref)
-            .values(codes_returned=Delivery.codes_returned + totals.returned)
+            _COUNT_RETURNED,
+            [{"g_ref": ref, "g_returned": count} for ref, count in sorted(returned.items())],
         )
-    return totals.returned
+    return returned
 
 
-def seen_token(
-    engine: Engine, provider: str, token: str, *, now: datetime, window: timedelta
-) -> bool:
-    """Record a webhook's one-time token; False when it was seen within ``window`` (a replay).
-
-    Tokens older than ``window`` are forgotten here: a request that old is
-    refused by its timestamp anyway.
-    """
-    with write_transaction(engine) as conn:
-        conn.execute(
-            delete(WebhookToken).where(
-                WebhookToken.provider == provider, WebhookToken.seen_at < now - window
-            )
-        )
-        return _insert_new(
-            conn, WebhookToken.__table__, {"provider": provider, "token": token, "seen_at": now}
-        )
-
-
-def forget_token(engine: Engine, provider: str, token: str) -> None:
-    """Forget a token recorded by :func:`seen_token` whose request then failed,
-    so the service's retry of that request is not taken for a replay."""
-    with write_transaction(engine) as conn:
-        conn.execute(
-            delete(WebhookToken).where(
-                WebhookToken.provider == provider, WebhookToken.token == token
-            )
-        )
+_COUNT_RETURNED = (
+    update(Delivery)
+    .where(Delivery.ref == bindparam("g_ref"))
+    .values(codes_returned=Delivery.codes_returned + bindparam("g_returned"))
+)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A batch of delivery events applied to the store: the loop every front end shares.
 
 A webhook request comes to a batch of events (``delivery.EventBatch``);
-this applies it (:func:`pools.after_sending.deliveries.apply_events`, each
+this applies it (:func:`pools.after_sending.delivery_events.apply_events`, each
 event with the effect it has alone, up to :data:`EVENTS_PER_TRANSACTION` in
 one transaction) and counts the outcomes. A batch that carries a one-time
 token (Mailgun) is refused as a replay, before any of its events is
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from pools.after_sending.deliveries import (
+from pools.after_sending.delivery_events import (
     Event,
     EventFacts,
     EventKind,

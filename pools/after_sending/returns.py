@@ -26,7 +26,8 @@ import csv
 import functools
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import chain
@@ -44,6 +45,7 @@ from pools.identifiers import id_problem
 from pools.local_files import LineTooLong, bounded_lines, open_text
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
+from pools.store.dialect_sql import one_of
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
 from pools.tables import (
     TableError,
@@ -207,35 +209,19 @@ def _return_in(
     customers: Sequence[str] | None,
     reason: str | None,
     now: datetime,
-    *,
-    ref: str | None = None,
-    report: bool = True,
 ) -> _Totals:
-    """Return one chunk of recipients (``None``: every recipient of the mailing).
-
-    With ``ref``, only the codes of the message with that delivery reference
-    (:mod:`pools.after_sending.deliveries`): a code the recipient got in a
-    later message carries another reference and is never touched. Without
-    ``report`` only ``returned`` is counted: a delivery event needs no
-    account of what stayed, and skips the two statements that make it.
-    """
-    statements = _return_statements(customers is not None, ref is not None)
+    """Return one chunk of recipients (``None``: every recipient of the mailing)."""
+    statements = _return_statements(customers is not None)
     params: dict[str, Any] = {"r_mailing": mailing_id, "r_now": now, "r_reason": reason}
     if customers is not None:
         params["r_customers"] = list(customers)
-    if ref is not None:
-        params["r_ref"] = ref
-    holding = 0
-    if report:
-        holding = conn.execute(statements.holding, params).scalar_one()
+    holding = conn.execute(statements.holding, params).scalar_one()
     freed = list(conn.execute(statements.free_codes, params).scalars())
     for start in range(0, len(freed), _CHUNK):
         conn.execute(statements.mark_returned, {**params, "r_codes": freed[start : start + _CHUNK]})
     # What stays, by why: multi-use first, then redeemed; a single-use code
     # neither redeemed nor returned was shown again by another mailing.
-    kept: Sequence[Any] = (0, 0, 0)
-    if report:
-        kept = conn.execute(statements.kept, params).one()
+    kept = conn.execute(statements.kept, params).one()
     # The message that showed an older code again was not delivered either.
     conn.execute(statements.reissues_returned, params)
     return _Totals(
@@ -258,12 +244,11 @@ class _ReturnStatements:
 
 
 @functools.cache
-def _return_statements(by_customers: bool, by_ref: bool) -> _ReturnStatements:
-    """The statements of a return, built once per shape (a delivery event makes one
-    for every bounce: building them costs more than running them).
+def _return_statements(by_customers: bool) -> _ReturnStatements:
+    """The statements of a return, built once per shape.
 
     Parameters: ``r_mailing``, ``r_now``, ``r_reason``, and ``r_customers``
-    (a list), ``r_ref``, ``r_codes`` (a list) where the shape has them.
+    (a list), ``r_codes`` (a list) where the shape has them.
     """
 
     def live(kind: IssuanceKind) -> list[ColumnElement[bool]]:
@@ -274,8 +259,6 @@ def _return_statements(by_customers: bool, by_ref: bool) -> _ReturnStatements:
         ]
         if by_customers:
             conditions.append(Issuance.customer_id.in_(bindparam("r_customers", expanding=True)))
-        if by_ref:
-            conditions.append(Issuance.ref == bindparam("r_ref"))
         return conditions
 
     returned: dict[str, Any] = {
@@ -322,6 +305,104 @@ def _return_statements(by_customers: bool, by_ref: bool) -> _ReturnStatements:
 
 def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+# ---------------------------------------------------------------------------
+# The codes of single messages that bounced: many at once, by reference
+# ---------------------------------------------------------------------------
+
+
+def return_messages(conn: Connection, reasons: Mapping[str, str], now: datetime) -> Counter[str]:
+    """Give back the codes of the messages named by reference (each with its
+    reason), by the rules above; how many went back, per reference.
+
+    Only the codes stamped with a message's own reference: a code its
+    recipient got later, in a message with another reference, is never
+    touched. A fixed number of round trips however many messages there are
+    (a webhook's batch of bounces): the rows to change are found in one
+    statement, the codes freed in another, and the per-message writes go
+    as one ``executemany``.
+    """
+    if not reasons:
+        return Counter()
+    refs = sorted(reasons)
+    candidates = conn.execute(_candidates(conn, refs)).all()
+    freed: set[int] = set()
+    if candidates:
+        freed = set(
+            conn.execute(
+                update(Code)
+                .where(
+                    one_of(conn, Code.id, [code for _, code in candidates]),
+                    Code.status == CodeStatus.ISSUED,
+                    Code.redemptions == 0,
+                )
+                .values(status=CodeStatus.AVAILABLE, reserved_token=None)
+                .returning(Code.id)
+            ).scalars()
+        )
+    returned: Counter[str] = Counter()
+    marks = []
+    for ref, code in candidates:
+        if code in freed:
+            returned[ref] += 1
+            marks.append({"m_ref": ref, "m_code": code, "m_reason": reasons[ref], "m_now": now})
+    if marks:
+        conn.execute(_MARK_RETURNED, marks)
+    # The message that showed an older code again was not delivered either.
+    conn.execute(
+        _REISSUES_RETURNED,
+        [{"m_ref": ref, "m_reason": reasons[ref], "m_now": now} for ref in refs],
+    )
+    return returned
+
+
+def _candidates(conn: Connection, refs: Sequence[str]) -> Any:
+    """(ref, code) of the messages' single-use codes that may go back: live
+    initial issuances whose code no other mailing showed again."""
+    other = aliased(Issuance)
+    shown_elsewhere = exists().where(
+        other.code_id == Issuance.code_id,
+        other.kind == IssuanceKind.REISSUE,
+        other.mailing_id != Issuance.mailing_id,
+        other.returned_at.is_(None),
+    )
+    return (
+        select(Issuance.ref, Issuance.code_id)
+        .where(
+            one_of(conn, Issuance.ref, refs),
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.returned_at.is_(None),
+            Issuance.exclusive,
+            ~shown_elsewhere,
+        )
+        .order_by(Issuance.ref, Issuance.code_id)
+    )
+
+
+_MARKED: dict[str, Any] = {
+    "returned_at": bindparam("m_now"),
+    "return_reason": bindparam("m_reason"),
+}
+_MARK_RETURNED = (
+    update(Issuance)
+    .where(
+        Issuance.ref == bindparam("m_ref"),
+        Issuance.code_id == bindparam("m_code"),
+        Issuance.kind == IssuanceKind.INITIAL,
+        Issuance.returned_at.is_(None),
+    )
+    .values(**_MARKED)
+)
+_REISSUES_RETURNED = (
+    update(Issuance)
+    .where(
+        Issuance.ref == bindparam("m_ref"),
+        Issuance.kind == IssuanceKind.REISSUE,
+        Issuance.returned_at.is_(None),
+    )
+    .values(**_MARKED)
+)
 
 
 # ---------------------------------------------------------------------------

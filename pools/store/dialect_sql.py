@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     Connection,
     DateTime,
+    Integer,
     Text,
     any_,
     bindparam,
@@ -637,7 +638,7 @@ def release_reserved(conn: Connection, token: str, ids: Sequence[int]) -> int:
     return int(result.rowcount)
 
 
-def one_of(conn: Connection, column: Any, values: Sequence[str]) -> Any:
+def one_of(conn: Connection, column: Any, values: Sequence[str] | Sequence[int]) -> Any:
     """``column IN (values)`` with the values sent as one parameter.
 
     An expanding ``IN`` renders a placeholder per value on every execution,
@@ -646,7 +647,8 @@ def one_of(conn: Connection, column: Any, values: Sequence[str]) -> Any:
     in C) costs one parameter however many values it holds.
     """
     if is_postgres(conn):
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(Text())))
+        element = Integer() if isinstance(column.type, Integer) else Text()
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))
     listed: Any = select(literal_column("value")).select_from(
         func.json_each(bindparam(None, json.dumps(list(values)), type_=Text()))
     )

@@ -435,7 +435,7 @@ class DeliveryEvent(Base):
     """A delivery event already applied: the same one again changes nothing.
 
     Only events that named a known message are kept (see
-    :func:`pools.after_sending.deliveries.apply_event`).
+    :func:`pools.after_sending.delivery_events.apply_event`).
     """
 
     __tablename__ = "delivery_events"
