@@ -167,10 +167,10 @@ if TYPE_CHECKING:
         reserve_many,
         settle,
     )
+    from pools.issuing.lease_holder import LeaseHolder
     from pools.issuing.leases import (
         DEFAULT_LEASE_SECONDS,
         Lease,
-        LeaseHolder,
         LeaseKeeper,
         acquire_lease,
         check_lease,
@@ -248,7 +248,7 @@ _HOMES: dict[str, str] = {
     "uploads_document": "pools.codes.imports",
     "Lease": "pools.issuing.leases",
     "LeaseHeld": "pools.errors",
-    "LeaseHolder": "pools.issuing.leases",
+    "LeaseHolder": "pools.issuing.lease_holder",
     "LeaseKeeper": "pools.issuing.leases",
     "LeaseLost": "pools.errors",
     "acquire_lease": "pools.issuing.leases",

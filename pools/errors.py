@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pools.issuing.leases import LeaseHolder
+    from pools.issuing.lease_holder import LeaseHolder
 
 
 class PromomailError(Exception):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from templating.template.analysis import NonLiteralPool, TemplateUsage, analyze
+from templating.template.analysis import NonLiteralPool, TemplateUsage
 from templating.template.environment import make_environment
-from templating.template.message import MessageTemplate, parse_template
+from templating.template.message import MessageTemplate, analyze_parsed, parse_template
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_templates"
 
 
 def _usage(source: str) -> TemplateUsage:
-    return analyze(parse_template(make_environment(), "t.j2", source))
+    env = make_environment()
+    return analyze_parsed(env, parse_template(env, "t.j2", source))
 
 
 def test_issuing_and_reissuing_pools_with_their_first_lines() -> None:
@@ -92,7 +93,7 @@ def test_sample_templates() -> None:
 
     def of(name: str) -> TemplateUsage:
         path = SAMPLES / name
-        return analyze(parse_template(env, name, path.read_text(encoding="utf-8")))
+        return analyze_parsed(env, parse_template(env, name, path.read_text(encoding="utf-8")))
 
     welcome = of("welcome.j2")
     assert list(welcome.issues_from) == ["welcome"] and welcome.reissues_from == {}

@@ -143,3 +143,106 @@ def test_the_flag_check_sees_a_flag_in_a_message_but_not_in_a_docstring(tmp_path
         '"""Docs may say --mailing."""\nraise ValueError(f"--count {n} is too big")\n'
     )
     assert _flag_mentions(module) == ["bad.py:2: '--count '"]
+
+
+# ---------------------------------------------------------------------------
+# No import cycles
+# ---------------------------------------------------------------------------
+
+LIBRARY = ("pools", "templating", "delivery", "service", "commands", "cli.py")
+
+
+def _import_graph(root: Path, where: tuple[str, ...]) -> dict[str, set[str]]:
+    """Module → the modules of ``where`` it imports. ``from package import name``
+    counts as an import of the submodule when ``name`` is one (the package's
+    ``__init__`` is not what it needs), else of the package."""
+    paths = {
+        _module_name_in(root, path): path
+        for place in where
+        for path in (
+            sorted((root / place).rglob("*.py")) if (root / place).is_dir() else [root / place]
+        )
+    }
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [
+                    f"{node.module}.{alias.name}"
+                    if f"{node.module}.{alias.name}" in paths
+                    else node.module
+                    for alias in node.names
+                ]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in paths and t != name)
+    return graph
+
+
+def _module_name_in(root: Path, path: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycle_anywhere_in_the_library() -> None:
+    cycles = _cycles(_import_graph(ROOT, LIBRARY))
+    assert cycles == [], cycles
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg.b import thing\n")
+    (package / "b.py").write_text("from pkg import c\n")
+    (package / "c.py").write_text("import pkg.a\n")
+    (package / "d.py").write_text("from pkg import a\n")
+    assert _cycles(_import_graph(tmp_path, ("pkg",))) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_the_front_ends_never_import_each_other() -> None:
+    """The service never imports the command line; the command line reaches the
+    service only to run it (``promomail serve``), through the package's entry."""
+    graph = _import_graph(ROOT, LIBRARY)
+    service = {m for m in graph if m == "service" or m.startswith("service.")}
+    command_line = {m for m in graph if m in ("cli", "commands") or m.startswith("commands.")}
+    assert {m: graph[m] & command_line for m in service if graph[m] & command_line} == {}
+    reaching = {m: graph[m] & service for m in command_line if graph[m] & service}
+    assert reaching == {"commands.service": {"service"}}

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from render_helpers import pool_with_codes, write_recipients
 from sqlalchemy import Engine
 
-import templating.template.environment
+import templating.template.files
 from pools.local_files import (
     FileTooLarge,
     LineTooLong,
@@ -36,7 +36,7 @@ from pools.local_files import (
 )
 from templating.errors import InvalidTemplate
 from templating.mailing.checking import check_template, preview, preview_recipients
-from templating.template.environment import MAX_PARTIALS, MAX_TEMPLATE_BYTES
+from templating.template.files import MAX_PARTIALS, MAX_TEMPLATE_BYTES
 from templating.template.message import MessageTemplate
 
 #: Seconds a command may take to refuse a file: generous, and what a read of
@@ -136,14 +136,14 @@ def _reads_of_partials(folder: Path, names: list[str]) -> tuple[int, list[str], 
     source = "".join(f"{{% include {name!r} %}}" for name in names)
     path = folder / "message.j2"
     path.write_text(source, encoding="utf-8")
-    real = templating.template.environment.read_partial
+    real = templating.template.files.read_partial
     reads: list[Path] = []
 
     def counted(partial: Path, **kwargs: object) -> str:
         reads.append(partial)
         return real(partial, **kwargs)  # type: ignore[arg-type]
 
-    with mock.patch.object(templating.template.environment, "read_partial", counted):
+    with mock.patch.object(templating.template.files, "read_partial", counted):
         template = MessageTemplate.from_file(path)
         body = template.render({"client": None})["body"]
     return len(reads), template.usage.partials, body

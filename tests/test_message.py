@@ -8,7 +8,8 @@ import pytest
 
 from templating.errors import InvalidTemplate, RecipientFailed
 from templating.template.client import Client
-from templating.template.message import BODY_PART, MessageTemplate, read_template
+from templating.template.files import read_template
+from templating.template.message import BODY_PART, MessageTemplate
 
 
 class CountingCodes:

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pools.errors import InvalidSetting
 from templating.errors import RecipientError
+from templating.mailing.options import parse_shard
 from templating.mailing.recipients import (
     Recipient,
     Shard,
@@ -107,12 +109,12 @@ def test_errors_surface_only_when_reached_but_before_codes_move(tmp_path: Path) 
 
 
 def test_shard_parse_and_labels() -> None:
-    assert Shard.parse("2/3") == Shard(2, 3)
+    assert parse_shard("2/3") == Shard(2, 3)
     assert Shard(2, 3).label == "2/3"
     assert Shard().label == "all"
     for bad in ("0/2", "3/2", "1/0", "x/2", "1", "1/2/3"):
-        with pytest.raises(RecipientError, match="shard"):
-            Shard.parse(bad)
+        with pytest.raises((RecipientError, InvalidSetting), match=r"shard|K/N|not valid"):
+            parse_shard(bad)
 
 
 def _in_shard(shard: Shard, recipient_id: str) -> bool:

@@ -46,6 +46,7 @@ from sqlalchemy import Connection, Engine, delete, select, text, update
 
 from pools.errors import LeaseHeld, LeaseLost, PromomailError
 from pools.issuing.claiming import free_held
+from pools.issuing.lease_holder import LeaseHolder
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent
@@ -57,22 +58,6 @@ DEFAULT_LEASE_SECONDS = 60.0
 RENEWALS_PER_LEASE = 3
 #: How often a run that waits for another one looks again, at most.
 WAIT_POLL_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class LeaseHolder:
-    """Who holds (or held) a shard's lease, as shown to the people waiting for it."""
-
-    host: str
-    pid: int
-    started_at: datetime
-    expires_at: datetime
-
-    def describe(self) -> str:
-        return (
-            f"pid {self.pid} on host {self.host}, started "
-            f"{self.started_at.isoformat(sep=' ', timespec='seconds')} UTC"
-        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from templating.mailing.columns import check_columns
 from templating.mailing.recipients import Recipient, read_recipients
 from templating.mailing.sources import PreviewCodes
 from templating.template.client import Client
-from templating.template.message import MessageTemplate, read_template
+from templating.template.files import read_template
+from templating.template.message import MessageTemplate
 
 
 @dataclass(frozen=True)

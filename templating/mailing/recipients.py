@@ -39,7 +39,6 @@ from pools.addresses import ParsedAddresses as ParsedAddresses
 from pools.addresses import address_header as address_header
 from pools.addresses import one_address as one_address
 from pools.display import counted
-from pools.errors import InvalidSetting
 from pools.identifiers import (
     MAX_ID_LENGTH,
     UNSAFE_ID,
@@ -90,16 +89,6 @@ class Shard:
             raise RecipientError(
                 f"shard {self.index}/{self.count} is not valid: use K/N, 1 ≤ K ≤ N"
             )
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        """``K/N`` as typed; strictly, by the one parser every front end uses."""
-        from templating.mailing.options import parse_shard
-
-        try:
-            return parse_shard(text)
-        except InvalidSetting as exc:
-            raise RecipientError(f"shard {exc}") from exc
 
     @property
     def label(self) -> str:

@@ -19,17 +19,13 @@ they too are read and analysed before anything is rendered.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from jinja2 import nodes
 
 from templating.errors import InvalidTemplate
 from templating.template.client import CODE_METHODS, ISSUING, REISSUING
-
-if TYPE_CHECKING:
-    from templating.template.message import ParsedTemplate
 
 __all__ = [
     "CLIENT",
@@ -105,18 +101,19 @@ class TemplateUsage:
         return list(dict.fromkeys([*self.issues_from, *self.reissues_from]))
 
 
-def analyze(parsed: ParsedTemplate) -> TemplateUsage:
-    """Pools, columns and partials of a template, its partials included.
+def analyze(
+    ast: nodes.Template, parts: tuple[str, ...], partials: Mapping[str, nodes.Template]
+) -> TemplateUsage:
+    """Pools, columns and partials of a template (its ``parts``), its ``partials``
+    (every partial it uses, by name, as parsed) included. A function of the
+    trees alone: reading and parsing the files is the environment's work.
 
     A use inside a partial is reported at the line of the root template's
     ``{% include %}`` (or ``{% import %}``) that brings it in.
     """
-    from templating.template.environment import load_partials
-
-    usage = TemplateUsage(parsed.parts)
-    partials = load_partials(parsed.name, parsed.ast)
+    usage = TemplateUsage(parts)
     usage.partials = list(partials)
-    _collect(parsed.ast, usage, None, partials, ())
+    _collect(ast, usage, None, partials, ())
     return usage
 
 
@@ -124,7 +121,7 @@ def _collect(
     ast: nodes.Template,
     usage: TemplateUsage,
     at_line: int | None,
-    partials: dict[str, nodes.Template],
+    partials: Mapping[str, nodes.Template],
     stack: tuple[str, ...],
 ) -> None:
     for call in ast.find_all(nodes.Call):

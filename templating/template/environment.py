@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, MutableMapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
+from jinja2 import TemplateNotFound, TemplateSyntaxError, nodes
 from jinja2.compiler import CodeGenerator, Frame, operators, optimizeconst
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.exceptions import TemplateRuntimeError
@@ -54,31 +54,24 @@ from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, Sandb
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
-from pools.local_files import FileTooLarge, read_text
 from templating.errors import InvalidTemplate
-from templating.template import costs, limits
+from templating.template import costs, files, limits
 from templating.template.analysis import check_ast, code_call_function, partial_references
 from templating.template.client import CODE_METHODS, Client, RecipientUndefined
+from templating.template.files import (
+    MAX_INCLUDE_DEPTH,
+    MAX_PARTIALS,
+    MAX_TEMPLATE_CHARS,
+    PartialLoader,
+    partial_key,
+    resolve_partial,
+)
 from templating.template.isolation import PartialTemplate, RenderModules, defines_only_macros
 
 # Re-exported: tests and callers read the limits from here.
 MAX_RANGE = limits.MAX_RANGE
 MAX_SEQUENCE_PRODUCT = limits.MAX_SEQUENCE_PRODUCT
 MAX_POWER_BITS = limits.MAX_POWER_BITS
-#: Characters a template (or partial) file may hold.
-MAX_TEMPLATE_CHARS = 1_000_000
-#: Bytes read of a template (or partial) file at most: UTF-8 takes up to four a character.
-MAX_TEMPLATE_BYTES = 4 * MAX_TEMPLATE_CHARS
-#: Partials including partials, this deep at most.
-MAX_INCLUDE_DEPTH = 8
-#: Partials one template may use in all.
-MAX_PARTIALS = 64
-
-PARTIALS_RULE = (
-    "a partial is a file in the template's own folder or below it, named by a relative "
-    "path without '..', e.g. {% include 'footer.j2' %}"
-)
-
 _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
     name: getattr(Client, name) for name in CODE_METHODS
 }
@@ -87,76 +80,6 @@ _SIZED_TYPES = limits._SIZED_TYPES
 _SCALAR_TYPES = frozenset({int, float, bool, type(None)})
 #: What ``client.NAME`` means other than a column: the client's own members.
 _CLIENT_MEMBERS = frozenset(name for name in dir(Client) if not name.startswith("_"))
-
-
-def resolve_partial(folder: Path | None, name: str, *, template: str, line: int | None) -> Path:
-    """The file of partial ``name``, or an InvalidTemplate saying why not."""
-
-    def refuse(why: str) -> InvalidTemplate:
-        return InvalidTemplate(f"cannot use partial {name!r}: {why}", template=template, line=line)
-
-    if folder is None:
-        raise refuse("a template given as text has no folder to take partials from")
-    relative = PurePosixPath(name)
-    if not name or "\\" in name or "\0" in name or relative.is_absolute():
-        raise refuse(PARTIALS_RULE)
-    if any(part == ".." for part in relative.parts) or ":" in relative.parts[0]:
-        raise refuse(PARTIALS_RULE)
-    root = folder.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise refuse(f"it leads outside the template's folder; {PARTIALS_RULE}")
-    if not path.is_file():
-        raise refuse(f"no such file in {folder}")
-    return path
-
-
-def partial_key(folder: Path, path: Path) -> str:
-    """The one name of a partial file (as :func:`resolve_partial` found it), however spelled.
-
-    ``p.j2``, ``./p.j2``, ``././p.j2`` and a link to it inside the folder are
-    one file: cached, compiled and counted against :data:`MAX_PARTIALS` once.
-    """
-    return path.relative_to(folder.resolve()).as_posix()
-
-
-def read_partial(path: Path, *, template: str, line: int | None, within: Path | None = None) -> str:
-    """The partial's text; ``within``: the folder the file must really be in when opened."""
-    try:
-        source = read_text(path, MAX_TEMPLATE_BYTES, within=within)
-    except UnicodeDecodeError as exc:
-        raise InvalidTemplate(
-            f"partial {path} is not UTF-8 text (byte {exc.start + 1})", template=template, line=line
-        ) from None
-    except FileTooLarge:
-        raise InvalidTemplate(
-            f"partial {path} is larger than {MAX_TEMPLATE_BYTES} bytes; a partial holds at most "
-            f"{MAX_TEMPLATE_CHARS} characters",
-            template=template,
-            line=line,
-        ) from None
-    except OSError as exc:
-        raise InvalidTemplate(
-            f"cannot read partial {path} ({exc.strerror})", template=template, line=line
-        ) from None
-    return source
-
-
-class PartialLoader(BaseLoader):
-    """Loads partials at render time, by the same rules the parse checked."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-
-    def get_source(
-        self, environment: Any, template: str
-    ) -> tuple[str, str | None, Callable[[], bool] | None]:
-        try:
-            path = resolve_partial(self.folder, template, template=template, line=None)
-            source = read_partial(path, template=template, line=None, within=self.folder)
-        except InvalidTemplate as exc:
-            raise TemplateNotFound(template, exc.reason) from None
-        return source, str(path), lambda: True
 
 
 #: Nodes never evaluated at compile time (see :class:`_SafeOptimizer`).
@@ -450,7 +373,7 @@ class MessageEnvironment(SandboxedEnvironment):
                 f"uses more than {MAX_PARTIALS} partials", template=included_from, line=line
             )
         path = resolve_partial(self.folder, name, template=included_from, line=line)
-        source = read_partial(path, template=included_from, line=line, within=self.folder)
+        source = files.read_partial(path, template=included_from, line=line, within=self.folder)
         self._including.append(name)
         try:
             ast = self.parse(source, name, str(path))
@@ -462,6 +385,20 @@ class MessageEnvironment(SandboxedEnvironment):
             self._including.pop()
         self._partials[name] = ast
         return ast
+
+    def used_partials(self, ast: nodes.Template, template: str) -> dict[str, nodes.Template]:
+        """Every partial ``template`` (parsed as ``ast`` by this environment) uses,
+        directly or not, by its one name: read and parsed once, by that parse."""
+        found: dict[str, nodes.Template] = {}
+        pending = list(partial_references(ast))
+        while pending:
+            name, line = pending.pop()
+            name = self.partial_key(name, included_from=template, line=line)
+            if name in found:
+                continue
+            found[name] = partial = self.partial_ast(name, included_from=template, line=line)
+            pending.extend(partial_references(partial))
+        return found
 
     def compile(
         self,
@@ -652,18 +589,3 @@ def make_environment(template: str | Path | None = None) -> MessageEnvironment:
     env.tests = dict(env.tests)
     costs.guard_tests(env.tests, env.budget)
     return env
-
-
-def load_partials(template: str, ast: nodes.Template) -> dict[str, nodes.Template]:
-    """Every partial ``template`` (parsed as ``ast``) uses, directly or not, by name."""
-    env = make_environment(template)
-    found: dict[str, nodes.Template] = {}
-    pending = list(partial_references(ast))
-    while pending:
-        name, line = pending.pop()
-        name = env.partial_key(name, included_from=template, line=line)
-        if name in found:
-            continue
-        found[name] = partial = env.partial_ast(name, included_from=template, line=line)
-        pending.extend(partial_references(partial))
-    return found

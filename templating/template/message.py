@@ -22,15 +22,10 @@ from jinja2 import Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
 from jinja2.runtime import Context
 
-from pools.local_files import FileTooLarge, read_text
 from templating.errors import InvalidTemplate, RecipientFailed, RenderLimitExceeded
 from templating.template.analysis import TemplateUsage, analyze
-from templating.template.environment import (
-    MAX_TEMPLATE_BYTES,
-    MAX_TEMPLATE_CHARS,
-    MessageEnvironment,
-    make_environment,
-)
+from templating.template.environment import MessageEnvironment, make_environment
+from templating.template.files import read_template
 
 BLOCK_PARTS = ("subject", "text", "html")
 BODY_PART = "body"
@@ -50,30 +45,6 @@ class ParsedTemplate:
     parts: tuple[str, ...]
 
 
-def read_template(path: str | Path, *, within: Path | None = None) -> tuple[str, str]:
-    """(name, source) of a template file, or an InvalidTemplate naming it.
-
-    A regular file of bounded size only (a device or FIFO would be read
-    forever); with ``within``, one that really lies in that folder, however
-    the path reached it (a link out of it is refused).
-    """
-    name = str(path)
-    try:
-        return name, read_text(path, MAX_TEMPLATE_BYTES, within=within)
-    except FileNotFoundError as exc:
-        raise InvalidTemplate("no such file", template=name) from exc
-    except UnicodeDecodeError as exc:
-        raise InvalidTemplate(f"not UTF-8 text (byte {exc.start + 1})", template=name) from exc
-    except FileTooLarge as exc:
-        raise InvalidTemplate(
-            f"larger than {MAX_TEMPLATE_BYTES} bytes; a template holds at most "
-            f"{MAX_TEMPLATE_CHARS} characters",
-            template=name,
-        ) from exc
-    except OSError as exc:
-        raise InvalidTemplate(f"cannot read ({exc.strerror})", template=name) from exc
-
-
 def parse_template(env: MessageEnvironment, name: str, source: str) -> ParsedTemplate:
     try:
         ast = env.parse(source, name=name, filename=name)
@@ -84,6 +55,12 @@ def parse_template(env: MessageEnvironment, name: str, source: str) -> ParsedTem
     blocks = {block.name for block in ast.find_all(nodes.Block)}
     parts = tuple(p for p in BLOCK_PARTS if p in blocks) or (BODY_PART,)
     return ParsedTemplate(name, source, ast, parts)
+
+
+def analyze_parsed(env: MessageEnvironment, parsed: ParsedTemplate) -> TemplateUsage:
+    """:func:`~templating.template.analysis.analyze` of a template ``env`` parsed,
+    with the partials that parse read."""
+    return analyze(parsed.ast, parsed.parts, env.used_partials(parsed.ast, parsed.name))
 
 
 @dataclass(frozen=True)
@@ -127,7 +104,7 @@ def _compile_template(name: str, source: str) -> CompiledTemplate:
     plain_env = make_environment(name)
     parsed = parse_template(plain_env, name, source)
     # Before code generation: Jinja's optimizer folds the tree in place.
-    usage = analyze(parsed)
+    usage = analyze_parsed(plain_env, parsed)
     html_code = None
     if "html" in parsed.parts:
         # Its own parse: what the optimizer may fold depends on autoescaping,
