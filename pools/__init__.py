@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from pools.admin.tokens import (
         IssuedToken,
         Principal,
-        Scope,
         TokenInfo,
         authenticate,
         create_token,
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
         revoke_token,
     )
     from pools.after_sending.deliveries import (
-        DELIVERY_STATUSES,
         EVENT_KINDS,
         SEND_STATES,
         DeliveryCounts,
@@ -60,7 +58,6 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.event_batches import Applied, EventApplier, apply_event_batch
     from pools.after_sending.holds import (
-        DEFAULT_HOLD,
         HoldResult,
         ReleaseResult,
         check_hold_length,
@@ -78,8 +75,6 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.references import REF_LENGTH, delivery_ref_key, message_ref
     from pools.after_sending.returns import (
-        EMAIL_COLUMNS,
-        ID_COLUMNS,
         KeptCodes,
         ReturnList,
         ReturnReport,
@@ -90,9 +85,22 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.send_log import DeliveryLog
     from pools.after_sending.send_runs import send_run
+    from pools.choices import (
+        DEFAULT_ALPHABET,
+        DEFAULT_HOLD,
+        DEFAULT_LEASE_SECONDS,
+        DEFAULT_LENGTH,
+        DELIVERY_STATUSES,
+        EMAIL_COLUMNS,
+        ID_COLUMNS,
+        CodeState,
+        FileFormat,
+        Scope,
+        SegmentFormat,
+        Whitespace,
+    )
     from pools.codes.counts import COUNTS_IDENTITY, PoolCounts, available_count, pool_counts
-    from pools.codes.files import FileFormat, Whitespace
-    from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
+    from pools.codes.generation import CodeSpec, generate_codes
     from pools.codes.imports import (
         ImportRecord,
         ImportReport,
@@ -104,7 +112,7 @@ if TYPE_CHECKING:
         upload_codes,
         uploads_document,
     )
-    from pools.codes.listing import CodeEntry, CodeState, list_codes
+    from pools.codes.listing import CodeEntry, list_codes
     from pools.codes.notifications import LowStockAlert, check_low_stock
     from pools.codes.voiding import VoidReport, void_batch
     from pools.display import counted, json_for_terminal, printable, redact_url
@@ -154,7 +162,7 @@ if TYPE_CHECKING:
         segment_page,
     )
     from pools.history.reminders import parse_expiring_within
-    from pools.history.segments import SegmentFilters, SegmentFormat, segment, write_segment
+    from pools.history.segments import SegmentFilters, segment, write_segment
     from pools.issuing.claiming import (
         Reservation,
         claim,
@@ -166,7 +174,6 @@ if TYPE_CHECKING:
         settle,
     )
     from pools.issuing.leases import (
-        DEFAULT_LEASE_SECONDS,
         Lease,
         LeaseHolder,
         LeaseKeeper,
@@ -205,10 +212,10 @@ _HOMES: dict[str, str] = {
     "reserve": "pools.issuing.claiming",
     "reserve_many": "pools.issuing.claiming",
     "settle": "pools.issuing.claiming",
-    "FileFormat": "pools.codes.files",
-    "Whitespace": "pools.codes.files",
+    "FileFormat": "pools.choices",
+    "Whitespace": "pools.choices",
     "CodeEntry": "pools.codes.listing",
-    "CodeState": "pools.codes.listing",
+    "CodeState": "pools.choices",
     "list_codes": "pools.codes.listing",
     "COUNTS_IDENTITY": "pools.codes.counts",
     "PoolCounts": "pools.codes.counts",
@@ -291,7 +298,7 @@ _HOMES: dict[str, str] = {
     "read_return_list": "pools.after_sending.returns",
     "return_codes": "pools.after_sending.returns",
     "SegmentFilters": "pools.history.segments",
-    "SegmentFormat": "pools.history.segments",
+    "SegmentFormat": "pools.choices",
     "parse_expiring_within": "pools.history.reminders",
     "segment": "pools.history.segments",
     "write_segment": "pools.history.segments",
@@ -304,7 +311,7 @@ _HOMES: dict[str, str] = {
     "segment_page": "pools.history.pages",
     "IssuedToken": "pools.admin.tokens",
     "Principal": "pools.admin.tokens",
-    "Scope": "pools.admin.tokens",
+    "Scope": "pools.choices",
     "TokenError": "pools.errors",
     "TokenInfo": "pools.admin.tokens",
     "authenticate": "pools.admin.tokens",
@@ -327,21 +334,21 @@ _HOMES: dict[str, str] = {
     "UnreadableFile": "pools.errors",
     "UnreadableUpload": "pools.errors",
     "setting_changes": "pools.admin.lifecycle",
-    "EMAIL_COLUMNS": "pools.after_sending.returns",
-    "ID_COLUMNS": "pools.after_sending.returns",
-    "DEFAULT_ALPHABET": "pools.codes.generation",
-    "DEFAULT_LENGTH": "pools.codes.generation",
+    "EMAIL_COLUMNS": "pools.choices",
+    "ID_COLUMNS": "pools.choices",
+    "DEFAULT_ALPHABET": "pools.choices",
+    "DEFAULT_LENGTH": "pools.choices",
     "ImportRecord": "pools.codes.imports",
     "DEFAULT_LIMIT": "pools.history.pages",
     "MAX_LIMIT": "pools.history.pages",
     "code_pools": "pools.history.pages",
-    "DEFAULT_LEASE_SECONDS": "pools.issuing.leases",
+    "DEFAULT_LEASE_SECONDS": "pools.choices",
     "current_revision": "pools.store.db",
     "head_revision": "pools.store.db",
     "store_connection": "pools.store.db",
     "DEFAULT_URL": "pools.store.defaults",
     "EVENT_KINDS": "pools.after_sending.deliveries",
-    "DELIVERY_STATUSES": "pools.after_sending.deliveries",
+    "DELIVERY_STATUSES": "pools.choices",
     "SEND_STATES": "pools.after_sending.deliveries",
     "DeliveryCounts": "pools.after_sending.deliveries",
     "DeliveryLog": "pools.after_sending.send_log",
@@ -360,7 +367,7 @@ _HOMES: dict[str, str] = {
     "forget_token": "pools.after_sending.deliveries",
     "to_send": "pools.after_sending.deliveries",
     "REF_LENGTH": "pools.after_sending.references",
-    "DEFAULT_HOLD": "pools.after_sending.holds",
+    "DEFAULT_HOLD": "pools.choices",
     "HoldResult": "pools.after_sending.holds",
     "ReleaseResult": "pools.after_sending.holds",
     "check_hold_length": "pools.after_sending.holds",
