@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
+    from pools.admin.completion import pool_choices
     from pools.admin.lifecycle import (
         PoolSettings,
         PoolView,
@@ -271,6 +272,7 @@ _HOMES: dict[str, str] = {
     "PoolSettings": "pools.admin.lifecycle",
     "PoolView": "pools.admin.lifecycle",
     "close_ids": "pools.admin.lookup",
+    "pool_choices": "pools.admin.completion",
     "unknown_mailing": "pools.admin.lookup",
     "unknown_pool": "pools.admin.lookup",
     "activate_pool": "pools.admin.lifecycle",
@@ -519,6 +521,7 @@ __all__ = [
     "parse_expiring_within",
     "parse_hold_duration",
     "permits",
+    "pool_choices",
     "pool_counts",
     "pool_document",
     "printable",
