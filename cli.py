@@ -479,10 +479,10 @@ class PromomailGroup(click.Group):
 class LazyGroup(PromomailGroup):
     """The root group: its commands are imported on first use, from a table.
 
-    Listing them (``--help``, completion, the tests that walk the command
-    tree) goes through :meth:`list_commands` and :meth:`get_command`, as
-    click does; only the help listing reads the table's help lines instead
-    of importing every module.
+    Listing them (``--help``, the tests that walk the command tree) goes
+    through :meth:`list_commands` and :meth:`get_command`, as click does;
+    the help listing and the completion of a command name read the table's
+    help lines instead of importing every module.
     """
 
     def __init__(
