@@ -45,6 +45,7 @@ import click
 from pools import DEFAULT_URL, ImportRejected, NamesSettings, PromomailError
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
     from sqlalchemy import Engine
 
     from pools import LowStockAlert
@@ -387,6 +388,10 @@ class LibraryValue(click.ParamType[Any]):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not isinstance(value, str):
             return value
+        if ctx is not None and ctx.resilient_parsing:
+            # Shell completion parses the line without running anything: the
+            # value is never used, and parsing it would import the library.
+            return value
         try:
             return self.parse(value)
         except PromomailError as exc:
@@ -474,10 +479,10 @@ class PromomailGroup(click.Group):
 class LazyGroup(PromomailGroup):
     """The root group: its commands are imported on first use, from a table.
 
-    Listing them (``--help``, completion, the tests that walk the command
-    tree) goes through :meth:`list_commands` and :meth:`get_command`, as
-    click does; only the help listing reads the table's help lines instead
-    of importing every module.
+    Listing them (``--help``, the tests that walk the command tree) goes
+    through :meth:`list_commands` and :meth:`get_command`, as click does;
+    the help listing and the completion of a command name read the table's
+    help lines instead of importing every module.
     """
 
     def __init__(
@@ -493,6 +498,24 @@ class LazyGroup(PromomailGroup):
         if cmd_name not in self.commands and cmd_name in self.lazy_commands:
             self.add_command(_load(self.lazy_commands[cmd_name].target), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """The command names starting with ``incomplete``, from the table: none is imported."""
+        from click.shell_completion import CompletionItem
+
+        items = []
+        for name in self.list_commands(ctx):
+            if not name.startswith(incomplete):
+                continue
+            loaded = self.commands.get(name)
+            if loaded is None:
+                loaded = click.Command(name, help=self.lazy_commands[name].help)
+            elif loaded.hidden:
+                continue
+            items.append(CompletionItem(name, help=loaded.get_short_help_str()))
+        # The group's own options (--db, --help, --version), as click completes them.
+        items.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return items
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -561,6 +584,22 @@ def get_engine(ctx: click.Context, *, migrate: bool = True) -> Engine:
         engine = open_engine(StoreConfig(state.url), migrate=migrate)
         state.engine = ctx.find_root().with_resource(_disposing(engine))
     return state.engine
+
+
+def complete_pool_id(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of a pool id: the store's pools (``--db`` or PROMOMAIL_DB), by id.
+
+    Runs only when a pool id is being completed: the store is opened here,
+    read, and closed; completing a command or an option never opens it.
+    """
+    from click.shell_completion import CompletionItem
+
+    from pools import pool_choices
+
+    url = ctx.find_root().params.get("db_url") or DEFAULT_URL
+    return [CompletionItem(pool_id, help=name) for pool_id, name in pool_choices(url, incomplete)]
 
 
 # ---------------------------------------------------------------------------

@@ -48,8 +48,8 @@ from benchlib import fresh_store, parse_databases, print_table, released_togethe
 from sqlalchemy import text
 
 from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.admin.tokens import Scope, create_token
-from pools.codes.files import FileFormat
+from pools.admin.tokens import create_token
+from pools.choices import FileFormat, Scope
 from pools.codes.imports import Upload, upload_codes
 from pools.store.db import StoreConfig, open_engine
 

@@ -49,10 +49,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
 from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.admin.tokens import Scope, create_token
+from pools.admin.tokens import create_token
+from pools.choices import Scope
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.store.db import StoreConfig, open_engine
-from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.choices import OutputFormat
+from templating.mailing.outputs import OutputTarget
 from templating.mailing.run import RenderRequest, render_mailing
 
 PROMOMAIL = str(Path(sys.executable).with_name("promomail"))

@@ -59,7 +59,8 @@ from sqlalchemy import text
 from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.store.db import StoreConfig, is_postgres, open_engine
-from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.choices import OutputFormat
+from templating.mailing.outputs import OutputTarget
 from templating.mailing.run import RenderRequest, render_mailing
 from templating.template.client import Client
 from templating.template.message import MessageTemplate

@@ -40,7 +40,8 @@ from pools.codes.generation import CodeSpec
 from pools.codes.imports import Upload, upload_codes
 from pools.issuing.claiming import claim
 from pools.store.db import StoreConfig, open_engine
-from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.choices import OutputFormat
+from templating.mailing.outputs import OutputTarget
 from templating.mailing.run import RenderRequest, render_mailing
 
 REPO = Path(__file__).resolve().parent.parent

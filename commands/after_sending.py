@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,7 @@ from cli import (
     CommandFailed,
     LibraryValue,
     PromomailGroup,
+    complete_pool_id,
     emit_json,
     get_engine,
     json_option,
@@ -25,16 +27,10 @@ from cli import (
     print_table,
     say,
 )
-from pools import (
-    SegmentError,
-    SegmentFilters,
-    SegmentFormat,
-    parse_expiring_within,
-    redeem,
-    segment,
-    unredeem,
-    write_segment,
-)
+from pools.choices import SegmentFormat
+
+if TYPE_CHECKING:
+    from pools import SegmentFilters
 
 
 @click.command("customer")
@@ -100,6 +96,8 @@ def _returned_cell(returned_at: datetime | None, reason: str | None) -> str | No
 
 
 def _duration(text: str) -> timedelta:
+    from pools import parse_expiring_within
+
     return parse_expiring_within(text)
 
 
@@ -108,12 +106,14 @@ def _duration(text: str) -> timedelta:
     "--issued-from",
     multiple=True,
     metavar="POOL",
+    shell_complete=complete_pool_id,
     help="Count codes from this pool (repeat; default: every pool).",
 )
 @click.option(
     "--unredeemed-from",
     multiple=True,
     metavar="POOL",
+    shell_complete=complete_pool_id,
     help="Customers still holding a usable code from this pool (issued, not returned, "
     "not redeemed, not expired): the code last_promocode shows them.",
 )
@@ -179,6 +179,8 @@ def segment_command(
     the pool can still be used, to be shown it again with
     client.last_promocode('POOL').
     """
+    from pools import SegmentError, SegmentFilters, segment, write_segment
+
     try:
         filters = SegmentFilters(
             issued_from, min_issued, max_issued, since, unredeemed_from, expiring_within
@@ -244,7 +246,13 @@ def _segment_rows(
 @click.argument("code")
 @click.option("--customer", "customer_id", metavar="C", help="Who is redeeming (e.g. a friend).")
 @click.option("--order", metavar="O", help="The order the code is used for.")
-@click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@click.option(
+    "--pool",
+    "pool_id",
+    metavar="ID",
+    shell_complete=complete_pool_id,
+    help="The pool, when the code is in several.",
+)
 @click.option(
     "--dry-run", is_flag=True, help="Only answer whether it would redeem now; change nothing."
 )
@@ -264,6 +272,8 @@ def redeem_command(
     Again with the same --order as an earlier successful redemption, the
     same success is answered ("replayed") and nothing new is recorded.
     """
+    from pools import redeem
+
     result = redeem(
         get_engine(ctx), code, customer=customer_id, order=order, pool=pool_id, dry_run=dry_run
     )
@@ -295,7 +305,13 @@ def redeem_command(
     help="The cancelled or refunded order. Leave it out to undo the code's one "
     "redemption made without an order.",
 )
-@click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@click.option(
+    "--pool",
+    "pool_id",
+    metavar="ID",
+    shell_complete=complete_pool_id,
+    help="The pool, when the code is in several.",
+)
 @json_option
 @click.pass_context
 def unredeem_command(
@@ -308,6 +324,8 @@ def unredeem_command(
     Without --order, the code's one live redemption made without an order is
     undone (refused when there is none, or more than one).
     """
+    from pools import unredeem
+
     result = unredeem(get_engine(ctx), code, order=order, pool=pool_id)
     if as_json:
         emit_json(result.as_dict())
@@ -325,7 +343,9 @@ def export() -> None:
 
 
 @export.command("issuances")
-@click.option("--pool", "pool_id", metavar="P", help="Only this pool.")
+@click.option(
+    "--pool", "pool_id", metavar="P", shell_complete=complete_pool_id, help="Only this pool."
+)
 @click.option("--mailing", "mailing_id", metavar="M", help="Only this mailing.")
 @click.option(
     "--out",

@@ -6,13 +6,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cli import (
     STDIN_NAME,
     PromomailGroup,
+    complete_pool_id,
     emit_json,
     flags_of,
     get_engine,
@@ -26,27 +27,10 @@ from cli import (
     warn_low_stock,
 )
 from commands.progress import BYTES, progress_bar
-from pools import (
-    DEFAULT_ALPHABET,
-    DEFAULT_LENGTH,
-    CodeEntry,
-    CodeSpec,
-    CodeState,
-    FileFormat,
-    ImportRecord,
-    ImportRejected,
-    ImportReport,
-    Upload,
-    Whitespace,
-    generate_codes,
-    import_history,
-    list_codes,
-    rejected_report,
-    total_size,
-    upload_codes,
-    uploads_document,
-    void_batch,
-)
+from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeState, FileFormat, Whitespace
+
+if TYPE_CHECKING:
+    from pools import CodeEntry, ImportRecord, ImportReport, Upload
 
 
 @click.group(cls=PromomailGroup)
@@ -56,6 +40,8 @@ def codes() -> None:
 
 def _uploads(paths: Sequence[str], fmt: str | None) -> list[Upload]:
     """Uploads for the named files; ``-`` is stdin."""
+    from pools import Upload
+
     return [
         Upload(STDIN_NAME, FileFormat(fmt or FileFormat.TXT), stream=sys.stdin.buffer)
         if name == "-"
@@ -65,7 +51,7 @@ def _uploads(paths: Sequence[str], fmt: str | None) -> list[Upload]:
 
 
 @codes.command("upload")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @click.argument(
     "files",
     metavar="FILE… | -",
@@ -99,6 +85,8 @@ def codes_upload(
     as_json: bool,
 ) -> None:
     """Load codes from FILEs (or - for stdin) into pool ID, all or nothing."""
+    from pools import ImportRejected, rejected_report, total_size, upload_codes, uploads_document
+
     if files.count("-") > 1:
         raise click.BadParameter("stdin ('-') can be read only once", ctx, param_hint="FILE")
     engine = get_engine(ctx)
@@ -137,6 +125,8 @@ def codes_upload(
 
 
 def _report_uploads(reports: Sequence[ImportReport], as_json: bool) -> None:
+    from pools import uploads_document
+
     if as_json:
         emit_json(uploads_document(reports, several=len(reports) > 1))
         return
@@ -159,7 +149,7 @@ def _report_uploads(reports: Sequence[ImportReport], as_json: bool) -> None:
 
 
 @codes.command("generate")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @click.option("--count", type=int, required=True, metavar="N", help="How many codes to make.")
 @click.option(
     "--length",
@@ -191,6 +181,8 @@ def codes_generate(
     as_json: bool,
 ) -> None:
     """Add COUNT secure random codes, unique in pool ID."""
+    from pools import CodeSpec, generate_codes
+
     spec = CodeSpec(length=length, alphabet=alphabet, prefix=prefix, check_digit=check_digit)
     engine = get_engine(ctx)
     started = time.perf_counter()
@@ -224,7 +216,7 @@ def _code_row(entry: CodeEntry) -> tuple[Any, ...]:
 
 
 @codes.command("list")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @click.option(
     "--state",
     type=click.Choice([s.value for s in CodeState]),
@@ -244,6 +236,8 @@ def codes_list(
     ctx: click.Context, pool_id: str, state: str | None, limit: int, as_json: bool
 ) -> None:
     """A pool's codes with state, customer and times (one JSON array with --json)."""
+    from pools import list_codes
+
     entries = list_codes(
         get_engine(ctx),
         pool_id,
@@ -259,12 +253,14 @@ def codes_list(
 
 
 @codes.command("void")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @click.option("--batch", "batch_id", type=int, required=True, metavar="B", help="Import batch.")
 @json_option
 @click.pass_context
 def codes_void(ctx: click.Context, pool_id: str, batch_id: int, as_json: bool) -> None:
     """Withdraw an upload: batch B's never-issued codes become void."""
+    from pools import void_batch
+
     report = void_batch(get_engine(ctx), pool_id, batch_id)
     if as_json:
         emit_json(report.as_dict())
@@ -309,11 +305,13 @@ def print_imports(history: Sequence[ImportRecord]) -> None:
 
 
 @click.command("imports")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @json_option
 @click.pass_context
 def imports(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's import history: batch, file, format, counts, when."""
+    from pools import import_history
+
     history = import_history(get_engine(ctx), pool_id)
     if as_json:
         emit_json([asdict(record) for record in history])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import click
 
 from cli import PromomailGroup, emit_json, get_engine, json_option, say
-from pools import current_revision, head_revision, upgrade
 
 
 @click.group(cls=PromomailGroup)
@@ -21,6 +20,8 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context, as_json: bool) -> None:
     """Bring the database schema to the newest revision."""
+    from pools import current_revision, upgrade
+
     engine = get_engine(ctx, migrate=False)
     before = current_revision(engine)
     after = upgrade(engine)
@@ -37,6 +38,8 @@ def db_upgrade(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def db_current(ctx: click.Context, as_json: bool) -> None:
     """Show the schema revision of the database and the newest one."""
+    from pools import current_revision, head_revision
+
     current = current_revision(get_engine(ctx, migrate=False))
     head = head_revision()
     if as_json:

@@ -26,7 +26,7 @@ from cli import (
     say,
 )
 from commands.progress import progress_bar
-from pools import DELIVERY_STATUSES, list_deliveries
+from pools.choices import DELIVERY_STATUSES
 
 if TYPE_CHECKING:
     from delivery import Outcome, SendSummary
@@ -221,6 +221,8 @@ def deliveries(
     ctx: click.Context, mailing_id: str, status: str | None, limit: int | None, as_json: bool
 ) -> None:
     """Each message of a mailing with its delivery state and the last answer about it."""
+    from pools import list_deliveries
+
     views = list_deliveries(get_engine(ctx), mailing_id, status=status, limit=limit)
     if as_json:
         emit_json([v.as_dict() for v in views])

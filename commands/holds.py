@@ -10,8 +10,23 @@ from datetime import timedelta
 
 import click
 
-from cli import CommandFailed, LibraryValue, emit_json, get_engine, json_option, say
-from pools import DEFAULT_HOLD, hold_code, parse_hold_duration, release_hold
+from cli import (
+    CommandFailed,
+    LibraryValue,
+    complete_pool_id,
+    emit_json,
+    get_engine,
+    json_option,
+    say,
+)
+from pools.choices import DEFAULT_HOLD
+
+
+def _hold_length(text: str) -> timedelta:
+    # Imported when a value is parsed: declaring the option imports no store code.
+    from pools import parse_hold_duration
+
+    return parse_hold_duration(text)
 
 
 def _default_length() -> str:
@@ -22,11 +37,17 @@ def _default_length() -> str:
 @click.argument("code")
 @click.option("--order", required=True, metavar="O", help="The order whose checkout started.")
 @click.option("--customer", "customer_id", metavar="C", help="Who is buying.")
-@click.option("--pool", "pool_id", metavar="ID", help="The pool, when the code is in several.")
+@click.option(
+    "--pool",
+    "pool_id",
+    metavar="ID",
+    shell_complete=complete_pool_id,
+    help="The pool, when the code is in several.",
+)
 @click.option(
     "--for",
     "length",
-    type=LibraryValue("duration", parse_hold_duration),
+    type=LibraryValue("duration", _hold_length),
     default=_default_length(),
     show_default=True,
     metavar="DURATION",
@@ -49,6 +70,8 @@ def hold_command(
     redemption, by release, or when its time runs out. The same order
     again is a replay that may extend the hold.
     """
+    from pools import hold_code
+
     result = hold_code(
         get_engine(ctx), code, order=order, customer=customer_id, pool=pool_id, length=length
     )
@@ -69,7 +92,11 @@ def hold_command(
 @click.argument("code")
 @click.option("--order", required=True, metavar="O", help="The order that held the code.")
 @click.option(
-    "--pool", "pool_id", metavar="ID", help="The pool, when the order holds the code in several."
+    "--pool",
+    "pool_id",
+    metavar="ID",
+    shell_complete=complete_pool_id,
+    help="The pool, when the order holds the code in several.",
 )
 @json_option
 @click.pass_context
@@ -77,6 +104,8 @@ def release_command(
     ctx: click.Context, code: str, order: str, pool_id: str | None, as_json: bool
 ) -> None:
     """End an order's hold of a code at once: the payment failed or the cart was abandoned."""
+    from pools import release_hold
+
     result = release_hold(get_engine(ctx), code, order=order, pool=pool_id)
     if as_json:
         emit_json(result.as_dict())

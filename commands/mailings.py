@@ -28,32 +28,44 @@ from cli import (
 )
 from commands.options import pairs, template_argument, var_option
 from commands.progress import progress_bar
-from pools import (
-    DEFAULT_LEASE_SECONDS,
-    EMAIL_COLUMNS,
-    ID_COLUMNS,
-    InvalidSetting,
-    MailingView,
-    ReturnReport,
-    cancel_mailing,
-    list_mailings,
-    show_mailing,
-)
-from templating import (
-    CHUNK_SIZE,
-    MAX_WORKERS,
-    OnExhausted,
-    OutputFormat,
-    OutputTarget,
-    Shard,
-    parse_chunk_size,
-    parse_seconds,
-    parse_shard,
-    parse_workers,
-)
+from pools.choices import DEFAULT_LEASE_SECONDS, EMAIL_COLUMNS, ID_COLUMNS
+from templating.choices import CHUNK_SIZE, MAX_WORKERS, OnExhausted, OutputFormat
 
 if TYPE_CHECKING:
-    from templating import RenderCount, RenderSummary
+    from pools import MailingView, ReturnReport
+    from templating import RenderCount, RenderSummary, Shard
+
+
+# The library's parsers, imported when a value is parsed: declaring the
+# options (``--help``, shell completion) imports neither Jinja2 nor the store.
+def _workers(text: str) -> int:
+    from templating import parse_workers
+
+    return parse_workers(text)
+
+
+def _shard(text: str) -> Shard:
+    from templating import parse_shard
+
+    return parse_shard(text)
+
+
+def _wait(text: str) -> float:
+    from templating import parse_seconds
+
+    return parse_seconds(text, "--wait", allow_zero=True)
+
+
+def _lease(text: str) -> float:
+    from templating import parse_seconds
+
+    return parse_seconds(text, "the lease", allow_zero=False)
+
+
+def _chunk_size(text: str) -> int:
+    from templating import parse_chunk_size
+
+    return parse_chunk_size(text)
 
 
 @click.command("render")
@@ -95,7 +107,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--workers",
-    type=LibraryValue("N", parse_workers),
+    type=LibraryValue("N", _workers),
     default=1,
     show_default=True,
     metavar="N",
@@ -104,25 +116,23 @@ if TYPE_CHECKING:
 @click.option(
     "--shard",
     "shard_slice",
-    type=LibraryValue("K/N", parse_shard),
+    type=LibraryValue("K/N", _shard),
     metavar="K/N",
     help="Render only shard K of N, 1 ≤ K ≤ N (stable hash of ids).",
 )
 @click.option(
     "--wait",
     "wait_seconds",
-    type=LibraryValue("SECONDS", lambda t: parse_seconds(t, "--wait", allow_zero=True)),
+    type=LibraryValue("SECONDS", _wait),
     default=0.0,
     metavar="SECONDS",
     help="When a run of this mailing and shard is in progress, wait up to SECONDS for it "
     "to end instead of refusing at once.",
 )
-@click.option(
-    "--chunk-size", type=LibraryValue("N", parse_chunk_size), default=CHUNK_SIZE, hidden=True
-)
+@click.option("--chunk-size", type=LibraryValue("N", _chunk_size), default=CHUNK_SIZE, hidden=True)
 @click.option(
     "--lease-seconds",
-    type=LibraryValue("SECONDS", lambda t: parse_seconds(t, "the lease", allow_zero=False)),
+    type=LibraryValue("SECONDS", _lease),
     default=DEFAULT_LEASE_SECONDS,
     hidden=True,
 )
@@ -160,6 +170,9 @@ def render(
     One run per mailing and shard at a time: another one is refused (or,
     with --wait, waited for) naming the run in progress.
     """
+    from pools import InvalidSetting
+    from templating import OutputTarget, Shard
+
     fmt = OutputFormat(output_format)
     if as_json and out is None and fmt is OutputFormat.JSONL:
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
@@ -301,6 +314,8 @@ _MAILING_HEADERS = [
 @click.pass_context
 def mailings(ctx: click.Context, as_json: bool) -> None:
     """Every mailing with its recipients, renders, codes and failures."""
+    from pools import list_mailings
+
     views = list_mailings(get_engine(ctx))
     if as_json:
         emit_json([v.as_dict() for v in views])
@@ -319,6 +334,8 @@ def mailing() -> None:
 @click.pass_context
 def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
     """A mailing's totals and the runs of its shards."""
+    from pools import show_mailing
+
     view = show_mailing(get_engine(ctx), mailing_id)
     if as_json:
         emit_json(view.as_dict())
@@ -440,6 +457,8 @@ def mailing_cancel(
     mailing go back; the others are kept and counted. Asks for confirmation
     on a terminal; without a terminal, --yes is required.
     """
+    from pools import cancel_mailing, show_mailing
+
     engine = get_engine(ctx)
     if not yes:
         view = show_mailing(engine, mailing_id)

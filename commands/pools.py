@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from cli import (
     PromomailGroup,
+    complete_pool_id,
     emit_json,
     get_engine,
     json_option,
@@ -15,23 +18,9 @@ from cli import (
     say,
 )
 from commands.codes import print_imports
-from pools import (
-    COUNTS_IDENTITY,
-    InvalidSetting,
-    PoolCounts,
-    PoolSettings,
-    PoolView,
-    activate_pool,
-    archive_pool,
-    create_pool,
-    delete_pool,
-    edit_pool,
-    import_history,
-    list_pools,
-    pool_document,
-    setting_changes,
-    show_pool,
-)
+
+if TYPE_CHECKING:
+    from pools import PoolView
 
 
 @click.group(cls=PromomailGroup)
@@ -83,6 +72,8 @@ def pool_create(
     as_json: bool,
 ) -> None:
     """Create a pool named NAME, in status draft unless --activate."""
+    from pools import InvalidSetting, PoolSettings, create_pool
+
     try:
         settings = PoolSettings.from_options(
             name,
@@ -104,17 +95,19 @@ def pool_create(
 
 
 @pool.command("activate")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @json_option
 @click.pass_context
 def pool_activate(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Move a draft pool to active; it then issues codes."""
+    from pools import activate_pool
+
     view = activate_pool(get_engine(ctx), pool_id)
     _report_pool("Activated", view, as_json)
 
 
 @pool.command("edit")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @click.option("--name", help="New display name.")
 @click.option("--description", metavar="TEXT", help="New description.")
 @click.option("--low-stock", type=int, metavar="N", help="Warn below N available codes.")
@@ -155,6 +148,8 @@ def pool_edit(
     as_json: bool,
 ) -> None:
     """Change a pool's settings; mode flags are fixed once the pool is active."""
+    from pools import InvalidSetting, edit_pool, setting_changes
+
     try:
         changes = setting_changes(
             name=name,
@@ -175,21 +170,25 @@ def pool_edit(
 
 
 @pool.command("archive")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @json_option
 @click.pass_context
 def pool_archive(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Stop a pool issuing codes; its history stays."""
+    from pools import archive_pool
+
     view = archive_pool(get_engine(ctx), pool_id)
     _report_pool("Archived", view, as_json)
 
 
 @pool.command("delete")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @json_option
 @click.pass_context
 def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Delete a pool that never issued a code (otherwise archive it)."""
+    from pools import delete_pool
+
     delete_pool(get_engine(ctx), pool_id)
     if as_json:
         emit_json({"deleted": pool_id})
@@ -202,6 +201,8 @@ def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
 @click.pass_context
 def pool_list(ctx: click.Context, as_json: bool) -> None:
     """One row per pool with every count: total, then the parts that add up to it."""
+    from pools import PoolCounts, list_pools
+
     views = list_pools(get_engine(ctx))
     if as_json:
         emit_json([view.as_dict() for view in views])
@@ -225,11 +226,13 @@ _SETTING_LABELS = {
 
 
 @pool.command("show")
-@click.argument("pool_id", metavar="ID")
+@click.argument("pool_id", metavar="ID", shell_complete=complete_pool_id)
 @json_option
 @click.pass_context
 def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's settings, counts and import history."""
+    from pools import COUNTS_IDENTITY, import_history, pool_document, show_pool
+
     engine = get_engine(ctx)
     if as_json:
         emit_json(pool_document(engine, pool_id))

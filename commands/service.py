@@ -12,6 +12,7 @@ import click
 from cli import (
     CommandFailed,
     PromomailGroup,
+    complete_pool_id,
     emit_json,
     get_engine,
     get_state,
@@ -20,7 +21,7 @@ from cli import (
     print_table,
     say,
 )
-from pools import Scope, create_token, list_tokens, revoke_token
+from pools.choices import Scope
 
 
 @click.command("serve")
@@ -75,7 +76,12 @@ def token() -> None:
     "--scope", type=click.Choice([s.value for s in Scope]), required=True, help="What it may do."
 )
 @click.option(
-    "--pool", "pools", multiple=True, metavar="ID", help="Limit it to this pool (repeat)."
+    "--pool",
+    "pools",
+    multiple=True,
+    metavar="ID",
+    shell_complete=complete_pool_id,
+    help="Limit it to this pool (repeat).",
 )
 @json_option
 @click.pass_context
@@ -83,6 +89,8 @@ def token_create(
     ctx: click.Context, name: str, scope: str, pools: tuple[str, ...], as_json: bool
 ) -> None:
     """Make a token; its secret is printed once and only its hash is kept."""
+    from pools import create_token
+
     issued = create_token(get_engine(ctx), name, Scope(scope), pools)
     if as_json:
         emit_json(issued.as_dict())
@@ -97,6 +105,8 @@ def token_create(
 @click.pass_context
 def token_list(ctx: click.Context, as_json: bool) -> None:
     """Every token with its scope, pools and state (never the secret)."""
+    from pools import list_tokens
+
     infos = list_tokens(get_engine(ctx))
     if as_json:
         emit_json([info.as_dict() for info in infos])
@@ -117,6 +127,8 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def token_revoke(ctx: click.Context, name: str, as_json: bool) -> None:
     """Revoke a token: the next request with it is refused."""
+    from pools import revoke_token
+
     info = revoke_token(get_engine(ctx), name)
     if as_json:
         emit_json(info.as_dict())

@@ -6,7 +6,6 @@ import click
 
 from cli import CommandFailed, emit_json, get_engine, json_option, note, plural, print_table, say
 from commands.options import pairs, template_argument, var_option
-from templating import check_template, preview, preview_recipients
 
 
 @click.command("check")
@@ -21,6 +20,8 @@ from templating import check_template, preview, preview_recipients
 @click.pass_context
 def check(ctx: click.Context, template: str, recipients: str | None, as_json: bool) -> None:
     """Syntax, parts, pools and columns of a template; writes nothing."""
+    from templating import check_template
+
     report = check_template(get_engine(ctx), template, recipients)
     if as_json:
         emit_json(report.as_dict())
@@ -85,6 +86,8 @@ def preview_command(
     as_json: bool,
 ) -> None:
     """Render without writing: new codes show as placeholders naming the pool."""
+    from templating import preview, preview_recipients
+
     if recipients and recipient_fields:
         raise click.UsageError("give either --recipient KEY=VALUE or --recipients FILE")
     people = preview_recipients(recipients, pairs(recipient_fields, "--recipient"), limit)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
+    from pools.admin.completion import pool_choices
     from pools.admin.lifecycle import (
         PoolSettings,
         PoolView,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from pools.admin.tokens import (
         IssuedToken,
         Principal,
-        Scope,
         TokenInfo,
         authenticate,
         create_token,
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
         revoke_token,
     )
     from pools.after_sending.deliveries import (
-        DELIVERY_STATUSES,
         SEND_STATES,
         DeliveryCounts,
         DeliveryView,
@@ -62,7 +61,6 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.event_batches import Applied, EventApplier, apply_event_batch
     from pools.after_sending.holds import (
-        DEFAULT_HOLD,
         HoldResult,
         ReleaseResult,
         check_hold_length,
@@ -80,8 +78,6 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.references import REF_LENGTH, delivery_ref_key, message_ref
     from pools.after_sending.returns import (
-        EMAIL_COLUMNS,
-        ID_COLUMNS,
         KeptCodes,
         ReturnList,
         ReturnReport,
@@ -92,9 +88,22 @@ if TYPE_CHECKING:
     )
     from pools.after_sending.send_log import DeliveryLog
     from pools.after_sending.send_runs import send_run
+    from pools.choices import (
+        DEFAULT_ALPHABET,
+        DEFAULT_HOLD,
+        DEFAULT_LEASE_SECONDS,
+        DEFAULT_LENGTH,
+        DELIVERY_STATUSES,
+        EMAIL_COLUMNS,
+        ID_COLUMNS,
+        CodeState,
+        FileFormat,
+        Scope,
+        SegmentFormat,
+        Whitespace,
+    )
     from pools.codes.counts import COUNTS_IDENTITY, PoolCounts, available_count, pool_counts
-    from pools.codes.files import FileFormat, Whitespace
-    from pools.codes.generation import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeSpec, generate_codes
+    from pools.codes.generation import CodeSpec, generate_codes
     from pools.codes.imports import (
         ImportRecord,
         ImportReport,
@@ -106,7 +115,7 @@ if TYPE_CHECKING:
         upload_codes,
         uploads_document,
     )
-    from pools.codes.listing import CodeEntry, CodeState, list_codes
+    from pools.codes.listing import CodeEntry, list_codes
     from pools.codes.notifications import LowStockAlert, check_low_stock
     from pools.codes.voiding import VoidReport, void_batch
     from pools.display import counted, json_for_terminal, printable, redact_url
@@ -156,7 +165,7 @@ if TYPE_CHECKING:
         segment_page,
     )
     from pools.history.reminders import parse_expiring_within
-    from pools.history.segments import SegmentFilters, SegmentFormat, segment, write_segment
+    from pools.history.segments import SegmentFilters, segment, write_segment
     from pools.issuing.claiming import (
         Reservation,
         claim,
@@ -169,7 +178,6 @@ if TYPE_CHECKING:
     )
     from pools.issuing.lease_holder import LeaseHolder
     from pools.issuing.leases import (
-        DEFAULT_LEASE_SECONDS,
         Lease,
         LeaseKeeper,
         acquire_lease,
@@ -207,10 +215,10 @@ _HOMES: dict[str, str] = {
     "reserve": "pools.issuing.claiming",
     "reserve_many": "pools.issuing.claiming",
     "settle": "pools.issuing.claiming",
-    "FileFormat": "pools.codes.files",
-    "Whitespace": "pools.codes.files",
+    "FileFormat": "pools.choices",
+    "Whitespace": "pools.choices",
     "CodeEntry": "pools.codes.listing",
-    "CodeState": "pools.codes.listing",
+    "CodeState": "pools.choices",
     "list_codes": "pools.codes.listing",
     "COUNTS_IDENTITY": "pools.codes.counts",
     "PoolCounts": "pools.codes.counts",
@@ -266,6 +274,7 @@ _HOMES: dict[str, str] = {
     "PoolSettings": "pools.admin.lifecycle",
     "PoolView": "pools.admin.lifecycle",
     "close_ids": "pools.admin.lookup",
+    "pool_choices": "pools.admin.completion",
     "unknown_mailing": "pools.admin.lookup",
     "unknown_pool": "pools.admin.lookup",
     "activate_pool": "pools.admin.lifecycle",
@@ -293,7 +302,7 @@ _HOMES: dict[str, str] = {
     "read_return_list": "pools.after_sending.returns",
     "return_codes": "pools.after_sending.returns",
     "SegmentFilters": "pools.history.segments",
-    "SegmentFormat": "pools.history.segments",
+    "SegmentFormat": "pools.choices",
     "parse_expiring_within": "pools.history.reminders",
     "segment": "pools.history.segments",
     "write_segment": "pools.history.segments",
@@ -306,7 +315,7 @@ _HOMES: dict[str, str] = {
     "segment_page": "pools.history.pages",
     "IssuedToken": "pools.admin.tokens",
     "Principal": "pools.admin.tokens",
-    "Scope": "pools.admin.tokens",
+    "Scope": "pools.choices",
     "TokenError": "pools.errors",
     "TokenInfo": "pools.admin.tokens",
     "authenticate": "pools.admin.tokens",
@@ -329,21 +338,21 @@ _HOMES: dict[str, str] = {
     "UnreadableFile": "pools.errors",
     "UnreadableUpload": "pools.errors",
     "setting_changes": "pools.admin.lifecycle",
-    "EMAIL_COLUMNS": "pools.after_sending.returns",
-    "ID_COLUMNS": "pools.after_sending.returns",
-    "DEFAULT_ALPHABET": "pools.codes.generation",
-    "DEFAULT_LENGTH": "pools.codes.generation",
+    "EMAIL_COLUMNS": "pools.choices",
+    "ID_COLUMNS": "pools.choices",
+    "DEFAULT_ALPHABET": "pools.choices",
+    "DEFAULT_LENGTH": "pools.choices",
     "ImportRecord": "pools.codes.imports",
     "DEFAULT_LIMIT": "pools.history.pages",
     "MAX_LIMIT": "pools.history.pages",
     "code_pools": "pools.history.pages",
-    "DEFAULT_LEASE_SECONDS": "pools.issuing.leases",
+    "DEFAULT_LEASE_SECONDS": "pools.choices",
     "current_revision": "pools.store.db",
     "head_revision": "pools.store.db",
     "store_connection": "pools.store.db",
     "DEFAULT_URL": "pools.store.defaults",
     "EVENT_KINDS": "pools.after_sending.delivery_events",
-    "DELIVERY_STATUSES": "pools.after_sending.deliveries",
+    "DELIVERY_STATUSES": "pools.choices",
     "SEND_STATES": "pools.after_sending.deliveries",
     "DeliveryCounts": "pools.after_sending.deliveries",
     "DeliveryLog": "pools.after_sending.send_log",
@@ -362,7 +371,7 @@ _HOMES: dict[str, str] = {
     "forget_token": "pools.after_sending.delivery_events",
     "to_send": "pools.after_sending.deliveries",
     "REF_LENGTH": "pools.after_sending.references",
-    "DEFAULT_HOLD": "pools.after_sending.holds",
+    "DEFAULT_HOLD": "pools.choices",
     "HoldResult": "pools.after_sending.holds",
     "ReleaseResult": "pools.after_sending.holds",
     "check_hold_length": "pools.after_sending.holds",
@@ -514,6 +523,7 @@ __all__ = [
     "parse_expiring_within",
     "parse_hold_duration",
     "permits",
+    "pool_choices",
     "pool_counts",
     "pool_document",
     "printable",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pools.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
+    from templating.choices import CHUNK_SIZE, MAX_WORKERS, OnExhausted, OutputFormat
     from templating.errors import (
         InvalidTemplate,
         MailingError,
@@ -31,14 +32,12 @@ if TYPE_CHECKING:
     )
     from templating.mailing.isolated import TemplateJobFailed, TemplateProcesses
     from templating.mailing.options import (
-        CHUNK_SIZE,
-        MAX_WORKERS,
         parse_chunk_size,
         parse_seconds,
         parse_shard,
         parse_workers,
     )
-    from templating.mailing.outputs import OutputFormat, OutputTarget, RenderedMessage
+    from templating.mailing.outputs import OutputTarget, RenderedMessage
     from templating.mailing.recipients import Recipient, Shard, read_recipients
     from templating.mailing.returns import return_listed
     from templating.mailing.run import RenderCount, RenderRequest, RenderSummary, render_mailing
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
         skipped_digest,
         write_failures,
     )
-    from templating.mailing.sources import PLACEHOLDER, OnExhausted
+    from templating.mailing.sources import PLACEHOLDER
     from templating.template.analysis import TemplateUsage, analyze
     from templating.template.client import Client, CodeSource
     from templating.template.environment import MessageEnvironment, make_environment
@@ -81,7 +80,7 @@ _HOMES: dict[str, str] = {
     "render_mailing": "templating.mailing.run",
     "MessageTemplate": "templating.template.message",
     "RecipientFailed": "templating.errors",
-    "OutputFormat": "templating.mailing.outputs",
+    "OutputFormat": "templating.choices",
     "OutputTarget": "templating.mailing.outputs",
     "RenderedMessage": "templating.mailing.outputs",
     "Recipient": "templating.mailing.recipients",
@@ -92,12 +91,12 @@ _HOMES: dict[str, str] = {
     "parse_shard": "templating.mailing.options",
     "parse_workers": "templating.mailing.options",
     "PLACEHOLDER": "templating.mailing.sources",
-    "OnExhausted": "templating.mailing.sources",
+    "OnExhausted": "templating.choices",
     "PerRecipientFailure": "templating.errors",
     "PoolRanOut": "templating.errors",
     "UnwritableMessage": "templating.errors",
-    "CHUNK_SIZE": "templating.mailing.options",
-    "MAX_WORKERS": "templating.mailing.options",
+    "CHUNK_SIZE": "templating.choices",
+    "MAX_WORKERS": "templating.choices",
     "return_listed": "templating.mailing.returns",
     "duplicates_digest": "templating.mailing.setbacks",
     "failed_digest": "templating.mailing.setbacks",

@@ -22,10 +22,10 @@ from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.store.models import Code, Issuance, IssuanceKind
-from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.choices import OnExhausted, OutputFormat
+from templating.mailing.outputs import OutputTarget
 from templating.mailing.recipients import Shard
 from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
-from templating.mailing.sources import OnExhausted
 
 TESTS_DIR = Path(__file__).resolve().parent
 SAMPLES = TESTS_DIR.parent / "sample_templates"

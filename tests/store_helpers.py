@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.codes.files import FileFormat
+from pools.choices import FileFormat
 from pools.codes.imports import Upload, upload_codes
 
 #: The tables a store operation may touch; a refused one must leave them all as they were.

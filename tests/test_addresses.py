@@ -27,7 +27,8 @@ from render_helpers import initial_codes, pool_with_codes, read_jsonl, render
 from sqlalchemy import Engine
 
 from pools.addresses import address_header, ascii_domain, one_address
-from templating.mailing.outputs import EmlWriter, OutputFormat, RenderedMessage
+from templating.choices import OutputFormat
+from templating.mailing.outputs import EmlWriter, RenderedMessage
 from templating.mailing.returns import return_listed
 
 

@@ -20,11 +20,11 @@ from store_helpers import make_pool, snapshot
 
 from pools.admin.lifecycle import archive_pool, show_pool
 from pools.after_sending.redemption import redeem
+from pools.choices import CodeState, FileFormat
 from pools.codes.counts import PoolCounts, held_now
-from pools.codes.files import FileFormat
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.codes.imports import Upload, import_history, upload_codes
-from pools.codes.listing import CodeState, list_codes
+from pools.codes.listing import list_codes
 from pools.codes.voiding import void_batch
 from pools.errors import PoolError, PoolExhausted, ReservationLost, StoreConflict
 from pools.issuing.claiming import (

@@ -4,20 +4,28 @@ Every run imports :mod:`cli`; a command's module is imported only when that
 command runs. These tests keep that true: ``--help`` loads no library code,
 and a store command loads neither Jinja2 nor Alembic (on a store already at
 the newest schema), measured in a fresh interpreter.
+
+Shell completion runs the program on every Tab: completing a command name or
+an option loads no library code either (the installed ``promomail`` script,
+its imports listed by ``PYTHONPROFILEIMPORTTIME``), and only completing a
+pool id opens the store.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
 import click
 import pytest
-from cli_helpers import Cli, invoke
+from cli_helpers import Cli, invoke, promomail_script
 
 import cli as cli_module
 import delivery
@@ -137,3 +145,236 @@ def test_every_public_name_of_a_package_resolves(package: ModuleType) -> None:
         assert getattr(package, name) is not None, name
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = package.no_such_name
+
+
+# ---------------------------------------------------------------------------
+# Shell completion: the installed script, as bash, zsh and fish run it
+# ---------------------------------------------------------------------------
+
+#: What completing a command name or an option must not import.
+NOT_FOR_COMPLETION = (
+    *HEAVY,
+    "sqlalchemy",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "psycopg",
+    "rich",
+    "delivery",
+    "service",
+)
+#: The only modules of the library packages it may import: the lazy package
+#: tables, the errors, and the constants options are declared with.
+THIN_LIBRARY_MODULES = {
+    "pools",
+    "pools.lazy_exports",
+    "pools.errors",
+    "pools.store",
+    "pools.store.defaults",
+    "pools.choices",
+    "templating",
+    "templating.choices",
+}
+
+
+@dataclass(frozen=True)
+class Completion:
+    values: list[str]
+    #: value -> its help, as zsh shows it ("_" when none).
+    helps: dict[str, str]
+    modules: set[str]
+
+
+def _complete(
+    words: list[str],
+    *,
+    shell: str = "bash",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Completion:
+    """What ``promomail`` answers a Tab after ``words`` (the last one is being completed)."""
+    # The store is named on the line or by ``env``, never by the test's own environment.
+    environ = {name: value for name, value in os.environ.items() if name != "PROMOMAIL_DB"}
+    environ |= {
+        "_PROMOMAIL_COMPLETE": f"{shell}_complete",
+        "COMP_WORDS": shlex.join(["promomail", *words]),
+        "COMP_CWORD": str(len(words)),
+        # Every module the interpreter imports, one line each on stderr.
+        "PYTHONPROFILEIMPORTTIME": "1",
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [str(promomail_script())],
+        env=environ,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert "click" in modules  # the probe itself works
+    if shell == "zsh":
+        lines = result.stdout.splitlines()
+        triples = [lines[i : i + 3] for i in range(0, len(lines), 3)]
+        return Completion([v for _, v, _ in triples], {v: h for _, v, h in triples}, modules)
+    # "type,value" lines; bash gets one empty line when nothing matches.
+    values = [line.split(",", 1)[1] for line in result.stdout.splitlines() if line]
+    return Completion(values, {}, modules)
+
+
+def _assert_no_library_code(modules: set[str]) -> None:
+    assert not _top_level(modules) & set(NOT_FOR_COMPLETION), sorted(
+        m for m in modules if m.split(".")[0] in NOT_FOR_COMPLETION
+    )
+    library = {m for m in modules if m.split(".")[0] in ("pools", "templating")}
+    assert library <= THIN_LIBRARY_MODULES, sorted(library - THIN_LIBRARY_MODULES)
+
+
+def _commands() -> list[tuple[list[str], click.Command]]:
+    """Every command of the tree with the words that name it: ["pool", "create"], ..."""
+    found: list[tuple[list[str], click.Command]] = []
+
+    def walk(group: click.Group, ctx: click.Context, prefix: list[str]) -> None:
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None, name
+            found.append(([*prefix, name], command))
+            if isinstance(command, click.Group):
+                walk(command, click.Context(command, parent=ctx), [*prefix, name])
+
+    walk(cli_module.cli, click.Context(cli_module.cli), [])
+    return found
+
+
+def _first_argument_is_a_pool_id(command: click.Command) -> bool:
+    arguments = [p for p in command.params if isinstance(p, click.Argument)]
+    completes = getattr(arguments[0], "_custom_shell_complete", None) if arguments else None
+    return completes is cli_module.complete_pool_id
+
+
+def test_completing_a_command_name_offers_the_commands() -> None:
+    every = _complete([""])
+    assert sorted(every.values) == sorted(cli_module.COMMANDS)
+    assert sorted(_complete(["re"]).values) == ["redeem", "release", "render"]
+    assert _complete(["pool", "a"]).values == ["activate", "archive"]
+    # zsh shows each command's help line, read from the table.
+    described = _complete(["po"], shell="zsh")
+    assert described.values == ["pool"]
+    shown = described.helps["pool"]
+    assert shown.startswith("Create, activate")
+    assert cli_module.COMMANDS["pool"].help.startswith(shown.removesuffix("..."))
+
+
+def test_completing_an_option_offers_the_commands_options() -> None:
+    assert sorted(_complete(["--"]).values) == ["--db", "--help", "--version"]
+    assert sorted(_complete(["render", "--f"]).values) == ["--failures", "--format"]
+    assert set(_complete(["pool", "create", "--"]).values) >= {
+        "--id",
+        "--multi-use",
+        "--per-customer",
+        "--json",
+        "--help",
+    }
+    # Choices are declared from pools.choices and templating.choices.
+    assert _complete(["render", "--format", ""]).values == ["jsonl", "eml"]
+    assert _complete(["token", "create", "--scope", ""]).values == [
+        "read",
+        "redeem",
+        "admin",
+        "events",
+    ]
+    assert _complete(["codes", "list", "p", "--state", "re"]).values == ["reserved", "redeemed"]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        [""],
+        ["re"],
+        ["--"],
+        ["--db", "sqlite:///x.db", "s"],
+        ["render", "--format", ""],
+        ["token", "create", "--scope", ""],
+        *([*path, "--"] for path, _ in _commands()),
+        # A top-level command's first argument, unless it is a pool id (below).
+        *(
+            [*path, ""]
+            for path, command in _commands()
+            if len(path) == 1 and not _first_argument_is_a_pool_id(command)
+        ),
+    ],
+    ids=lambda words: " ".join(words) or "''",
+)
+def test_completing_a_command_or_an_option_imports_no_library_code(words: list[str]) -> None:
+    completion = _complete(words)
+    if words[-1].startswith("-"):
+        assert completion.values  # every command has options: it did complete
+    _assert_no_library_code(completion.modules)
+
+
+def test_help_of_the_installed_script_imports_no_library_code() -> None:
+    result = subprocess.run(
+        [str(promomail_script()), "--help"],
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert "click" in modules
+    _assert_no_library_code(modules)
+
+
+def test_completing_a_pool_id_offers_the_stores_pools(db_url: str, tmp_path: Path) -> None:
+    store = Cli(db_url)
+    store.json("pool", "create", "Welcome offer", "--id", "welcome")
+    store.json("pool", "create", "Winter sale", "--id", "winter-sale")
+    store.json("pool", "create", "Spring", "--id", "spring")
+    store.json("pool", "create", "Percent 100%", "--id", "w_x")
+
+    by_option = _complete(["--db", db_url, "codes", "list", "w"], cwd=tmp_path)
+    assert by_option.values == ["w_x", "welcome", "winter-sale"]
+    assert "sqlalchemy" in by_option.modules  # a pool id does open the store
+    # PROMOMAIL_DB, as every command reads it; zsh shows each pool's name.
+    by_env = _complete(
+        ["pool", "show", "we"], shell="zsh", env={"PROMOMAIL_DB": db_url}, cwd=tmp_path
+    )
+    assert by_env.helps == {"welcome": "Welcome offer"}
+    # --pool options and repeated pool options complete the same way.
+    assert _complete(["--db", db_url, "redeem", "CODE", "--pool", "s"]).values == ["spring"]
+    assert _complete(["--db", db_url, "segment", "--issued-from", ""]).values == [
+        "spring",
+        "w_x",
+        "welcome",
+        "winter-sale",
+    ]
+    # A LIKE wildcard in what is typed is a character, not "any".
+    assert _complete(["--db", db_url, "codes", "list", "w_"]).values == ["w_x"]
+    assert _complete(["--db", db_url, "codes", "list", "nothing"]).values == []
+
+
+def test_completing_a_pool_id_without_a_store_offers_nothing_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "missing.db"
+    completion = _complete(["--db", f"sqlite:///{missing}", "codes", "list", ""])
+    assert completion.values == []
+    # The default store, sqlite:///promomail.db in the working directory.
+    assert _complete(["codes", "list", ""], cwd=tmp_path).values == []
+    assert list(tmp_path.iterdir()) == []
+    # A store not created yet (no tables) and an unusable URL offer nothing either.
+    missing.write_bytes(b"")
+    assert _complete(["--db", f"sqlite:///{missing}", "pool", "show", ""]).values == []
+    assert _complete(["--db", "mysql://nowhere/db", "pool", "show", ""]).values == []

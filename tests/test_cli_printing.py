@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.after_sending.redemption import redeem
-from pools.codes.files import FileFormat
+from pools.choices import FileFormat
 from pools.codes.imports import Upload, upload_codes
 from pools.display import KNOWN_PARAMETERS
 

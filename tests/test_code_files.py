@@ -21,16 +21,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.codes.files import (
-    BLOCK_LINES,
-    Block,
-    FileFormat,
-    Whitespace,
-    format_for,
-    parse_csv,
-    parse_moment,
-    parse_txt,
-)
+from pools.choices import FileFormat, Whitespace
+from pools.codes.files import BLOCK_LINES, Block, format_for, parse_csv, parse_moment, parse_txt
 from pools.codes.imports import Upload, upload_codes
 from pools.errors import ImportRejected, LineProblem, UnreadableFile
 from pools.store.db import read_transaction

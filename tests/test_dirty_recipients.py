@@ -41,8 +41,9 @@ from sqlalchemy import Engine
 
 import templating.mailing.outputs
 from pools.errors import InvalidSetting, PromomailError
+from templating.choices import OutputFormat
 from templating.errors import RecipientError
-from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
+from templating.mailing.outputs import OutputTarget, eml_name
 from templating.mailing.recipients import PLAIN_ADDRESS, address_header, one_address
 from templating.mailing.run import RenderRequest
 

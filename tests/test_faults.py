@@ -57,8 +57,8 @@ from render_helpers import (
 from sqlalchemy import Engine, text
 
 from pools.issuing.mailings import show_mailing
+from templating.choices import OutputFormat
 from templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
-from templating.mailing.outputs import OutputFormat
 from templating.mailing.recipients import RecipientSlice
 from templating.mailing.run import _StopWhenOrphaned, plan_render, render_slice
 from templating.mailing.sources import ChunkCodes

@@ -8,15 +8,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
-from pools.codes.files import FileFormat
-from pools.codes.generation import (
-    DEFAULT_ALPHABET,
-    DEFAULT_LENGTH,
-    CodeSpec,
-    generate_codes,
-    luhn_check_char,
-    luhn_valid,
-)
+from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH, FileFormat
+from pools.codes.generation import CodeSpec, generate_codes, luhn_check_char, luhn_valid
 from pools.codes.imports import Upload, import_history, upload_codes
 from pools.errors import GenerationError, PoolError
 from pools.issuing.claiming import claim

@@ -22,7 +22,6 @@ import pools.after_sending.holds
 import pools.after_sending.redemption
 from pools.after_sending.checkout import held_elsewhere_reason
 from pools.after_sending.holds import (
-    DEFAULT_HOLD,
     MULTI_USE_NEEDS_NO_HOLD,
     HoldResult,
     ReleaseResult,
@@ -32,6 +31,7 @@ from pools.after_sending.holds import (
     release_hold,
 )
 from pools.after_sending.redemption import ALREADY_REDEEMED, NEVER_ISSUED, redeem, unredeem
+from pools.choices import DEFAULT_HOLD
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.voiding import void_batch
 from pools.errors import InvalidSetting

@@ -12,8 +12,8 @@ from racing import claim_when_released, run_together
 from sqlalchemy import Engine, select
 
 from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
+from pools.choices import FileFormat, Whitespace
 from pools.codes import files as code_files
-from pools.codes.files import FileFormat, Whitespace
 from pools.codes.imports import (
     MAX_REPORTED_PROBLEMS,
     ImportRecord,

@@ -39,9 +39,10 @@ from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.errors import InvalidSetting, PoolExhausted
 from pools.issuing.mailings import show_mailing
 from pools.store.models import IssuanceKind
+from templating.choices import OutputFormat
 from templating.errors import InvalidTemplate, MailingError, RecipientError
 from templating.mailing.checking import check_template, preview, preview_recipients
-from templating.mailing.outputs import OutputFormat, OutputTarget, eml_name
+from templating.mailing.outputs import OutputTarget, eml_name
 from templating.mailing.recipients import Recipient, Shard, in_slice
 from templating.mailing.run import RenderCount, RenderRequest, render_mailing
 from templating.mailing.sources import PLACEHOLDER
@@ -383,7 +384,7 @@ def test_multi_use_pool_records_everyone_and_consumes_nothing(
     pool_with_codes(engine, "summer", 0, multi_use=True)
     from io import BytesIO
 
-    from pools.codes.files import FileFormat
+    from pools.choices import FileFormat
     from pools.codes.imports import Upload, upload_codes
 
     upload_codes(engine, "summer", [Upload("s.txt", FileFormat.TXT, stream=BytesIO(b"SUMMER20\n"))])

@@ -39,7 +39,7 @@ import templating.template.message as message_module
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.issuing.claiming import claim
 from pools.issuing.mailings import show_mailing
-from templating.mailing.sources import OnExhausted
+from templating.choices import OnExhausted
 from templating.template import limits
 
 

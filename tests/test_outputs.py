@@ -29,12 +29,12 @@ from render_helpers import (
 from sqlalchemy import Engine
 
 from pools.errors import InvalidSetting
+from templating.choices import OutputFormat
 from templating.errors import MailingError, UnwritableMessage
 from templating.mailing.outputs import (
     EmlWriter,
     JsonlWriter,
     MessageWriter,
-    OutputFormat,
     OutputTarget,
     RenderedMessage,
     eml_name,

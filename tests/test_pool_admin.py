@@ -21,8 +21,8 @@ from pools.admin.lifecycle import (
     slugify,
 )
 from pools.after_sending.redemption import redeem
+from pools.choices import FileFormat
 from pools.codes.counts import PoolCounts, available_count, pool_counts
-from pools.codes.files import FileFormat
 from pools.codes.imports import Upload, import_history, upload_codes
 from pools.codes.voiding import void_batch
 from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound, SettingLocked

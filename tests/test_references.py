@@ -28,7 +28,7 @@ from pools.after_sending.references import REF_LENGTH, delivery_ref_key, message
 from pools.after_sending.returns import return_codes
 from pools.issuing.claiming import claim
 from pools.store.db import StoreConfig, open_engine, read_transaction
-from templating.mailing.outputs import OutputFormat
+from templating.choices import OutputFormat
 
 REF = re.compile(r"[A-Za-z0-9_-]{24}")
 

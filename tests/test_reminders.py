@@ -28,7 +28,7 @@ from store_helpers import make_pool
 
 from pools.after_sending.redemption import redeem, unredeem
 from pools.after_sending.returns import return_codes
-from pools.codes.files import FileFormat
+from pools.choices import FileFormat
 from pools.codes.imports import Upload, upload_codes
 from pools.codes.voiding import void_batch
 from pools.errors import PoolNotFound, SegmentError

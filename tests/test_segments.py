@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, update
 from store_helpers import make_pool
 
+from pools.choices import SegmentFormat
 from pools.errors import PoolNotFound, SegmentError
-from pools.history.segments import SegmentFormat, segment, write_segment
+from pools.history.segments import segment, write_segment
 from pools.issuing.claiming import claim
 from pools.store.clock import utcnow
 from pools.store.models import Code, Issuance

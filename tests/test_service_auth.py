@@ -19,7 +19,8 @@ from cli_helpers import Cli
 from service_helpers import Server, Store, make_pool, served_store
 from sqlalchemy import Engine
 
-from pools.admin.tokens import Scope, create_token, permits, revoke_token
+from pools.admin.tokens import create_token, permits, revoke_token
+from pools.choices import Scope
 from pools.errors import TokenError
 from pools.store.db import StoreConfig, open_engine
 from service.app import ServiceConfig, create_app

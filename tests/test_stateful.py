@@ -47,8 +47,8 @@ from pools.after_sending.checkout import held_elsewhere_reason
 from pools.after_sending.holds import MULTI_USE_NEEDS_NO_HOLD, hold_code, release_hold
 from pools.after_sending.redemption import ALREADY_REDEEMED, redeem, unredeem
 from pools.after_sending.returns import cancel_mailing, return_codes
+from pools.choices import FileFormat
 from pools.codes.counts import pool_counts
-from pools.codes.files import FileFormat
 from pools.codes.imports import Upload, upload_codes
 from pools.codes.voiding import void_batch
 from pools.errors import (
@@ -60,10 +60,10 @@ from pools.errors import (
     RedemptionNotFound,
 )
 from pools.store.clock import utcnow
+from templating.choices import OnExhausted, OutputFormat
 from templating.errors import InvalidTemplate, RecipientError
-from templating.mailing.outputs import OutputFormat, OutputTarget
+from templating.mailing.outputs import OutputTarget
 from templating.mailing.run import RenderRequest, render_mailing
-from templating.mailing.sources import OnExhausted
 
 CUSTOMERS = [f"c{i}" for i in range(6)]
 MAILINGS = ["m0", "m1", "m2"]

@@ -31,11 +31,11 @@ from sqlalchemy import Engine
 from store_helpers import make_pool
 
 from pools.issuing.claiming import claim, reserve_many
+from templating.choices import OnExhausted
 from templating.errors import MailingError
 from templating.mailing import chunks as chunks_module
 from templating.mailing import run as run_module
 from templating.mailing import store_helper
-from templating.mailing.sources import OnExhausted
 
 TEMPLATE = """\
 {%- block subject %}Codes for {{ client.first_name }}{% endblock %}

@@ -25,7 +25,8 @@ from sqlalchemy import Engine
 
 from pools.issuing.claiming import Reservation
 from pools.store.dialect_sql import PromoCode
-from templating.mailing.sources import ChunkCodes, ChunkData, OnExhausted
+from templating.choices import OnExhausted
+from templating.mailing.sources import ChunkCodes, ChunkData
 from templating.template.client import Client
 from templating.template.message import MessageTemplate
 

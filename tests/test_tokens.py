@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import Engine, text
 from store_helpers import make_pool
 
-from pools.admin.tokens import Scope, authenticate, create_token, list_tokens, permits, revoke_token
+from pools.admin.tokens import authenticate, create_token, list_tokens, permits, revoke_token
+from pools.choices import Scope
 from pools.errors import PoolNotFound, TokenError, TokenNotFound
 
 

@@ -27,12 +27,12 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
 from pools.admin.lookup import unknown_pool
+from pools.choices import Scope
 from pools.errors import TokenError, TokenNotFound
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, store_connection, write_transaction
@@ -41,13 +41,6 @@ from pools.store.models import Pool, ServiceToken
 #: Marks promomail secrets, so a leaked one is recognisable in logs and scanners.
 TOKEN_PREFIX = "pm_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-class Scope(StrEnum):
-    READ = "read"
-    REDEEM = "redeem"
-    ADMIN = "admin"
-    EVENTS = "events"
 
 
 def permits(held: Scope, needed: Scope, *, reading: bool) -> bool:

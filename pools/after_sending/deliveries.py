@@ -59,21 +59,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.admin.lookup import unknown_mailing
 from pools.after_sending.returns import _count, return_messages
+from pools.choices import DeliveryStatus
 from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import one_of
-from pools.store.models import (
-    Delivery,
-    DeliveryStatus,
-    Mailing,
-)
+from pools.store.models import Delivery, Mailing
 
 SendState = Literal["sent", "deferred", "failed"]
 
 SEND_STATES: tuple[str, ...] = ("sent", "deferred", "failed")
-#: Every state a message may be in (``deliveries --status``).
-DELIVERY_STATUSES: tuple[str, ...] = tuple(s.value for s in DeliveryStatus)
 #: The length of a stored answer: a relay's or service's text, shown, never parsed.
 ANSWER_MAX = 2000
 #: References per statement.

@@ -28,11 +28,12 @@ from pools.after_sending.deliveries import (
     insert_if_new,
     insert_statement,
 )
+from pools.choices import DeliveryStatus
 from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.dialect_sql import one_of
-from pools.store.models import Delivery, DeliveryEvent, DeliveryStatus, Issuance, WebhookToken
+from pools.store.models import Delivery, DeliveryEvent, Issuance, WebhookToken
 
 EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
 EventOutcome = Literal["applied", "duplicate", "unmatched"]

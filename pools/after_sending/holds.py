@@ -56,12 +56,12 @@ from pools.after_sending.checkout import (
     not_found_reason,
     one_code,
 )
+from pools.choices import DEFAULT_HOLD
 from pools.errors import InvalidSetting
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import write_transaction
 from pools.store.models import Code, CodeStatus
 
-DEFAULT_HOLD = timedelta(minutes=15)
 MIN_HOLD = timedelta(seconds=30)
 MAX_HOLD = timedelta(hours=24)
 MULTI_USE_NEEDS_NO_HOLD = "multi-use codes need no hold"

@@ -39,6 +39,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lookup import unknown_mailing
+from pools.choices import EMAIL_COLUMNS, ID_COLUMNS
 from pools.digests import Digest, digest
 from pools.errors import ReturnListError
 from pools.identifiers import id_problem
@@ -409,9 +410,6 @@ _REISSUES_RETURNED = (
 # Reading who bounced: a recipients file, or a bounce list with ids or addresses
 # ---------------------------------------------------------------------------
 
-#: Column names accepted for the recipient id and for the e-mail address (any case).
-ID_COLUMNS = ("id", "customer_id", "customer", "recipient", "recipient_id")
-EMAIL_COLUMNS = ("email", "e-mail", "email_address", "address", "recipient_email")
 #: Characters one line of a return list may hold (a file with no line end is not read whole).
 MAX_LINE_CHARS = 1 << 20
 

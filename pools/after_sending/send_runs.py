@@ -21,13 +21,8 @@ from sqlalchemy import Engine, exists, select
 
 from pools.admin.lookup import unknown_mailing
 from pools.after_sending.send_log import DeliveryLog
-from pools.issuing.leases import (
-    DEFAULT_LEASE_SECONDS,
-    LeaseKeeper,
-    acquire_lease,
-    release_lease,
-    send_lease_label,
-)
+from pools.choices import DEFAULT_LEASE_SECONDS
+from pools.issuing.leases import LeaseKeeper, acquire_lease, release_lease, send_lease_label
 from pools.store.db import read_transaction
 from pools.store.models import Mailing
 

@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 from typing import BinaryIO
 
+from pools.choices import FileFormat, Whitespace
 from pools.display import counted
 from pools.errors import LineProblem, UnreadableFile
 from pools.local_files import LineTooLong, bounded_lines
@@ -36,17 +36,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BOM = "\ufeff"
 #: What undecodable bytes become with errors="surrogateescape".
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
-
-
-class Whitespace(StrEnum):
-    REJECT = "reject"
-    STRIP = "strip"
-    KEEP = "keep"
-
-
-class FileFormat(StrEnum):
-    TXT = "txt"
-    CSV = "csv"
 
 
 @dataclass

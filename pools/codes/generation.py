@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, insert, select, update
 
 from pools.admin.lifecycle import load_pool
+from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.display import counted
 from pools.errors import GenerationError, PoolError
@@ -23,9 +24,6 @@ from pools.store.db import bulk_loading, write_transaction
 from pools.store.dialect_sql import insert_codes
 from pools.store.models import CODE_MAX_LENGTH, Code, ImportBatch, PoolStatus
 
-#: Upper-case letters and digits without the look-alikes 0/O and 1/I/L.
-DEFAULT_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
-DEFAULT_LENGTH = 10
 _BLOCK = 50_000
 _MAX_ROUNDS = 1000
 

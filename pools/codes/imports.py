@@ -19,15 +19,9 @@ from typing import Any, BinaryIO, cast
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from pools.admin.lifecycle import load_pool
+from pools.choices import FileFormat, Whitespace
 from pools.codes.counts import PoolCounts, pool_counts
-from pools.codes.files import (
-    WHITESPACE_AT_ENDS,
-    Block,
-    FileFormat,
-    Whitespace,
-    format_for,
-    parse,
-)
+from pools.codes.files import WHITESPACE_AT_ENDS, Block, format_for, parse
 from pools.errors import ImportRejected, LineProblem, PoolError, UnreadableFile, UnreadableUpload
 from pools.local_files import open_binary
 from pools.store.clock import utcnow

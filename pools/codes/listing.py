@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, not_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lifecycle import load_pool
+from pools.choices import CodeState
 from pools.codes.counts import held_now, issuable_now
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
-
-
-class CodeState(StrEnum):
-    AVAILABLE = "available"
-    PENDING = "pending"
-    RESERVED = "reserved"
-    ISSUED = "issued"
-    REDEEMED = "redeemed"
-    EXPIRED = "expired"
-    VOID = "void"
 
 
 @dataclass(frozen=True)

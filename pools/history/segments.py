@@ -29,7 +29,6 @@ import csv
 from collections.abc import Collection, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 from functools import cached_property
 from typing import Any, TextIO
 
@@ -48,19 +47,13 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lookup import unknown_pool
+from pools.choices import SegmentFormat
 from pools.errors import SegmentError
 from pools.history.reminders import PoolRules, holders_query, pool_rules
 from pools.identifiers import id_problem
 from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction
 from pools.store.models import Issuance, IssuanceKind, Pool
-
-
-class SegmentFormat(StrEnum):
-    #: One id per line, no header.
-    IDS = "ids"
-    #: CSV with the header ``id``: usable as ``--recipients`` of a mailing.
-    CSV = "csv"
 
 
 def _start_of(since: date | datetime) -> datetime:

@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
+from pools.choices import DEFAULT_LEASE_SECONDS
 from pools.errors import LeaseHeld, LeaseLost, PromomailError
 from pools.issuing.claiming import free_held
 from pools.issuing.lease_holder import LeaseHolder
@@ -52,7 +53,6 @@ from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent
 from pools.store.models import HeldCodes, ShardLease
 
-DEFAULT_LEASE_SECONDS = 60.0
 #: A lease is renewed this many times per duration, so one late renewal
 #: (a busy database, a slow chunk) does not let it expire.
 RENEWALS_PER_LEASE = 3

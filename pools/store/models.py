@@ -398,16 +398,6 @@ class StoreSecret(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-class DeliveryStatus(enum.StrEnum):
-    """Where a message stands: the relay's answer, then the service's events."""
-
-    SENT = "sent"
-    DEFERRED = "deferred"
-    FAILED = "failed"
-    BOUNCED = "bounced"
-    DELIVERED = "delivered"
-
-
 class Delivery(Base):
     """One rendered message's delivery state, named by its reference."""
 

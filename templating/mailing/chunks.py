@@ -23,10 +23,11 @@ from pools.issuing.holdings import chunk_holdings
 from pools.issuing.leases import Lease, check_lease
 from pools.issuing.mailings import RunTotals
 from pools.store.dialect_sql import PromoCode
+from templating.choices import OnExhausted
 from templating.errors import MailingError, PoolRanOut, RecipientFailed, UnwritableMessage
 from templating.mailing.outputs import Encoded, RenderedMessage
 from templating.mailing.recipients import PLAIN_ADDRESS, Recipient, one_address
-from templating.mailing.sources import ChunkCodes, ChunkData, OnExhausted
+from templating.mailing.sources import ChunkCodes, ChunkData
 from templating.template.client import Client
 from templating.template.message import MessageTemplate
 

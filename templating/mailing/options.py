@@ -13,13 +13,11 @@ import math
 import re
 
 from pools.errors import InvalidSetting
+from templating.choices import MAX_WORKERS
 from templating.mailing.recipients import Shard
 
-MAX_WORKERS = 64
 #: More shards than machines anyone runs; bounds the hash arithmetic too.
 MAX_SHARDS = 10_000
-#: Recipients rendered per store round trip unless told otherwise.
-CHUNK_SIZE = 2000
 MAX_CHUNK_SIZE = 100_000
 MAX_SECONDS = 86_400.0
 

@@ -39,7 +39,6 @@ from email.errors import MessageError
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default
-from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -49,6 +48,7 @@ from delivery.message import build_email
 from delivery.message import sender_address as delivery_sender
 from pools.errors import InvalidSetting
 from pools.identifiers import describe_character
+from templating.choices import OutputFormat
 from templating.errors import MailingError, UnwritableMessage
 from templating.mailing.recipients import address_header
 
@@ -79,11 +79,6 @@ def _describe(char: str) -> str:
 def _not_unicode(exc: UnicodeEncodeError) -> UnwritableMessage:
     char = exc.object[exc.start : exc.start + 1]
     return UnwritableMessage(f"the message holds {_describe(char)}", char)
-
-
-class OutputFormat(StrEnum):
-    JSONL = "jsonl"
-    EML = "eml"
 
 
 class RenderedMessage(NamedTuple):

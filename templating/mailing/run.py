@@ -32,20 +32,14 @@ from sqlalchemy import Engine
 
 from pools.admin.lifecycle import PoolView, load_pool, not_issuing
 from pools.after_sending.references import delivery_ref_key
+from pools.choices import DEFAULT_LEASE_SECONDS
 from pools.codes.counts import available_count
 from pools.codes.notifications import LowStockAlert, check_low_stock
 from pools.errors import InvalidSetting, LeaseLost, PoolExhausted, PromomailError, ReservationLost
 from pools.identifiers import id_problem, value_problem
 from pools.issuing.claiming import reclaim_expired, shared_code
 from pools.issuing.holdings import has_returns, untouched_pools
-from pools.issuing.leases import (
-    DEFAULT_LEASE_SECONDS,
-    Lease,
-    LeaseKeeper,
-    acquire_lease,
-    check_lease,
-    release_lease,
-)
+from pools.issuing.leases import Lease, LeaseKeeper, acquire_lease, check_lease, release_lease
 from pools.issuing.mailings import (
     Failure,
     RunTotals,
@@ -58,17 +52,12 @@ from pools.issuing.mailings import (
 from pools.store.clock import utcnow
 from pools.store.db import StoreConfig, open_engine, read_transaction
 from pools.store.models import PoolStatus
+from templating.choices import CHUNK_SIZE, OnExhausted
 from templating.errors import InvalidTemplate, MailingError
 from templating.mailing.chunks import Abandoned, ChunkRenderer, PoolPlan, Prepared, RenderedChunk
 from templating.mailing.columns import check_columns
 from templating.mailing.heap import long_lived_frozen
-from templating.mailing.options import (
-    CHUNK_SIZE,
-    MAX_CHUNK_SIZE,
-    check_range,
-    check_seconds,
-    check_workers,
-)
+from templating.mailing.options import MAX_CHUNK_SIZE, check_range, check_seconds, check_workers
 from templating.mailing.outputs import MessageWriter, OutputTarget
 from templating.mailing.recipients import (
     Duplicate,
@@ -79,7 +68,7 @@ from templating.mailing.recipients import (
     read_recipients,
     slice_filter,
 )
-from templating.mailing.sources import ChunkCodes, OnExhausted
+from templating.mailing.sources import ChunkCodes
 from templating.mailing.store_helper import (
     STORE_PROCESS_FROM,
     HelperEnd,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from sqlalchemy import Engine
 
@@ -18,15 +17,10 @@ from pools.issuing.claiming import Reservation
 from pools.issuing.holdings import ChunkHoldings, latest_codes
 from pools.store.db import read_transaction
 from pools.store.dialect_sql import PromoCode
+from templating.choices import OnExhausted
 from templating.errors import PoolRanOut
 
 PLACEHOLDER = "[[promocode from {pool}]]"
-
-
-class OnExhausted(StrEnum):
-    STOP = "stop"
-    SKIP = "skip"
-    BLANK = "blank"
 
 
 @dataclass
