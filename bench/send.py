@@ -108,7 +108,7 @@ def render_output(url: str, folder: Path, count: int) -> Path:
             output=OutputTarget(OutputFormat.JSONL, path),
         )
     )
-    assert summary.ok and summary.rendered == count, summary.as_dict()
+    assert summary.ok and summary.totals.rendered == count, summary.as_dict()
     return path
 
 

@@ -24,7 +24,8 @@ from pools.codes.generation import CodeSpec, generate_codes
 from pools.store.models import Code, Issuance, IssuanceKind
 from templating.mailing.outputs import OutputFormat, OutputTarget
 from templating.mailing.recipients import Shard
-from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
+from templating.mailing.request import RenderRequest, RenderSummary
+from templating.mailing.run import render_mailing
 from templating.mailing.sources import OnExhausted
 
 TESTS_DIR = Path(__file__).resolve().parent
