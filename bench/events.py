@@ -55,7 +55,8 @@ from pools.codes.generation import CodeSpec, generate_codes
 from pools.store.db import StoreConfig, open_engine
 from templating.choices import OutputFormat
 from templating.mailing.outputs import OutputTarget
-from templating.mailing.run import RenderRequest, render_mailing
+from templating.mailing.request import RenderRequest
+from templating.mailing.run import render_mailing
 
 PROMOMAIL = str(Path(sys.executable).with_name("promomail"))
 CLIENT_PROCESSES = 4

@@ -61,7 +61,8 @@ from pools.codes.generation import CodeSpec, generate_codes
 from pools.store.db import StoreConfig, is_postgres, open_engine
 from templating.choices import OutputFormat
 from templating.mailing.outputs import OutputTarget
-from templating.mailing.run import RenderRequest, render_mailing
+from templating.mailing.request import RenderRequest
+from templating.mailing.run import render_mailing
 from templating.template.client import Client
 from templating.template.message import MessageTemplate
 
@@ -266,7 +267,7 @@ def promomail_render(url: str, recipients: str, out: str, workers: int) -> dict[
     return {
         "seconds": seconds,
         "cpu": cpu,
-        "rendered": summary.rendered,
+        "rendered": summary.totals.rendered,
         "peak_self_mb": _rss_mb(resource.RUSAGE_SELF),
         "peak_workers_mb": _rss_mb(resource.RUSAGE_CHILDREN) if workers > 1 else None,
     }

@@ -42,7 +42,8 @@ from pools.issuing.claiming import claim
 from pools.store.db import StoreConfig, open_engine
 from templating.choices import OutputFormat
 from templating.mailing.outputs import OutputTarget
-from templating.mailing.run import RenderRequest, render_mailing
+from templating.mailing.request import RenderRequest
+from templating.mailing.run import render_mailing
 
 REPO = Path(__file__).resolve().parent.parent
 SHARDS = 4
@@ -206,7 +207,7 @@ def _render(url: str, recipients: str, out: str, mailing: str) -> int:
         db_url=url,
         output=OutputTarget(OutputFormat.JSONL, Path(out)),
     )
-    return render_mailing(request).rendered
+    return render_mailing(request).totals.rendered
 
 
 def _claim_cost(engine: Engine, pool_id: str) -> float:

@@ -47,7 +47,8 @@ from delivery.sending import MemoryLog, send_messages
 from pools import CodeSpec, PoolSettings, create_pool, generate_codes, send_run
 from pools.relay import SmtpRelay
 from pools.store.db import StoreConfig, open_engine
-from templating import OutputFormat, OutputTarget, RenderRequest, render_mailing
+from templating import OutputTarget, RenderRequest, render_mailing
+from templating.choices import OutputFormat
 
 MAILING = "bench-send"
 TEMPLATE = (
@@ -108,7 +109,7 @@ def render_output(url: str, folder: Path, count: int) -> Path:
             output=OutputTarget(OutputFormat.JSONL, path),
         )
     )
-    assert summary.ok and summary.rendered == count, summary.as_dict()
+    assert summary.ok and summary.totals.rendered == count, summary.as_dict()
     return path
 
 

@@ -231,8 +231,8 @@ def _report_render(result: RenderSummary, as_json: bool, failures_file: str | No
     if result.took_over:
         note(f"Took over from the earlier run ({result.took_over}), which had stopped.")
     repeated = duplicates_digest(result.duplicates, result.recipients_file)
-    failed = failed_digest(result.failed)
-    skipped = skipped_digest(result.skipped)
+    failed = failed_digest(result.totals.failures)
+    skipped = skipped_digest(result.totals.skips)
     for digest, noun in ((repeated, "ids repeated"), (failed, "failed"), (skipped, "skipped")):
         for line in digest.lines(noun):
             note(line)
@@ -242,29 +242,31 @@ def _report_render(result: RenderSummary, as_json: bool, failures_file: str | No
         note("Every recipient not rendered, with its line and reason: --failures FILE, or --json.")
     shown = f"{result.seconds:.1f}" if result.seconds >= 1 else f"{result.seconds:.2f}"
     note(
-        f"Mailing {result.mailing} ({result.shard}): {result.recipients:,} recipients, "
-        f"{result.rendered:,} rendered, {result.new_codes:,} new codes, "
-        f"{result.reused_codes:,} reused, {len(result.skipped):,} skipped, "
-        f"{len(result.failed):,} failed in {shown} s — {round_rate(result.rate):,} recipients/s"
+        f"Mailing {result.mailing} ({result.shard}): {result.totals.recipients:,} recipients, "
+        f"{result.totals.rendered:,} rendered, {result.totals.new_codes:,} new codes, "
+        f"{result.totals.reused_codes:,} reused, {len(result.totals.skips):,} skipped, "
+        f"{len(result.totals.failures):,} failed in {shown} s — {round_rate(result.rate):,} recipients/s"
     )
     if result.output != "-":
         note(f"Output: {result.output}")
     if failures_file is not None:
         # After the summary, which a file that cannot be written must not take away.
-        write_failures(failures_file, result.failed, result.skipped)
-    if result.interrupted:
+        write_failures(failures_file, result.totals.failures, result.totals.skips)
+    if result.totals.interrupted:
         raise CommandFailed(
-            f"interrupted: {plural(result.rendered, 'recipient')} rendered and recorded; run the same "
+            f"interrupted: {plural(result.totals.rendered, 'recipient')} rendered and recorded; run the same "
             "command again to resume"
         )
-    if result.stopped_at_pool:
+    if result.totals.stopped_at_pool:
         raise CommandFailed(
-            f"pool {result.stopped_at_pool!r} ran out of codes: stopped after "
-            f"{plural(result.rendered, 'recipient')}, all recorded; add codes and run the same "
+            f"pool {result.totals.stopped_at_pool!r} ran out of codes: stopped after "
+            f"{plural(result.totals.rendered, 'recipient')}, all recorded; add codes and run the same "
             "command again to continue"
         )
-    if result.failed:
-        raise CommandFailed(f"{plural(len(result.failed), 'recipient')} could not be rendered")
+    if result.totals.failures:
+        raise CommandFailed(
+            f"{plural(len(result.totals.failures), 'recipient')} could not be rendered"
+        )
 
 
 def _mailing_row(view: MailingView) -> tuple[Any, ...]:

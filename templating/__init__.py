@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     )
     from templating.mailing.outputs import OutputTarget, RenderedMessage
     from templating.mailing.recipients import Recipient, Shard, read_recipients
+    from templating.mailing.request import RenderCount, RenderRequest, RenderSummary
     from templating.mailing.returns import return_listed
-    from templating.mailing.run import RenderCount, RenderRequest, RenderSummary, render_mailing
+    from templating.mailing.run import render_mailing
     from templating.mailing.segment_rows import SegmentRows, segment_rows_file, write_segment_rows
     from templating.mailing.setbacks import (
         duplicates_digest,
@@ -74,9 +75,9 @@ _HOMES: dict[str, str] = {
     "RecipientError": "templating.errors",
     "RenderLimitExceeded": "templating.errors",
     "InvalidTemplate": "templating.errors",
-    "RenderRequest": "templating.mailing.run",
-    "RenderCount": "templating.mailing.run",
-    "RenderSummary": "templating.mailing.run",
+    "RenderRequest": "templating.mailing.request",
+    "RenderCount": "templating.mailing.request",
+    "RenderSummary": "templating.mailing.request",
     "render_mailing": "templating.mailing.run",
     "MessageTemplate": "templating.template.message",
     "RecipientFailed": "templating.errors",

@@ -25,7 +25,8 @@ from pools.store.models import Code, Issuance, IssuanceKind
 from templating.choices import OnExhausted, OutputFormat
 from templating.mailing.outputs import OutputTarget
 from templating.mailing.recipients import Shard
-from templating.mailing.run import RenderRequest, RenderSummary, render_mailing
+from templating.mailing.request import RenderRequest, RenderSummary
+from templating.mailing.run import render_mailing
 
 TESTS_DIR = Path(__file__).resolve().parent
 SAMPLES = TESTS_DIR.parent / "sample_templates"

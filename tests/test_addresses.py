@@ -177,7 +177,7 @@ def test_a_mailing_writes_ascii_domains_and_fails_bad_ones_alone(
     summary = render(db_url, str(template), people, "m-idna", out, fmt=fmt)
 
     good = {rid: expected for rid, _, expected in PEOPLE if expected is not None}
-    failed = {rid: reason for rid, _line, reason, _kind in summary.failed}
+    failed = {rid: reason for rid, _line, reason, _kind in summary.totals.failures}
     assert sorted(failed) == sorted(rid for rid, _, expected in PEOPLE if expected is None)
     assert "column 'email'" in failed["zwsp"] and "U+200B" in failed["zwsp"]
     assert "not valid IDNA" in failed["bad-label"]

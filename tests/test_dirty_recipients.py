@@ -45,7 +45,7 @@ from templating.choices import OutputFormat
 from templating.errors import RecipientError
 from templating.mailing.outputs import OutputTarget, eml_name
 from templating.mailing.recipients import PLAIN_ADDRESS, address_header, one_address
-from templating.mailing.run import RenderRequest
+from templating.mailing.request import RenderRequest
 
 #: The subject shows a column, the text the code: both can be checked back.
 TEMPLATE = """\
@@ -128,8 +128,10 @@ def test_a_message_that_cannot_be_written_fails_alone_and_consumes_nothing(
 
     for _attempt in range(2):  # a re-run gets as far: nothing stops at a bad recipient
         summary = render(db_url, template, recipients, "m1", out, fmt=fmt, chunk_size=2)
-        assert summary.status == "finished" and summary.rendered == 2
-        failed = {recipient: (line, reason) for recipient, line, reason, _kind in summary.failed}
+        assert summary.totals.status == "finished" and summary.totals.rendered == 2
+        failed = {
+            recipient: (line, reason) for recipient, line, reason, _kind in summary.totals.failures
+        }
         assert sorted(failed) == ["cr-name", "crlf-mail", "lf-name"]
         assert failed["crlf-mail"][0] == 3
         assert re.match(
@@ -196,7 +198,7 @@ def test_header_lookalikes_in_values_fail_the_eml_recipient(
     )
     out = tmp_path / "eml"
     summary = render(db_url, template, recipients, "m1", out, fmt=OutputFormat.EML)
-    [(recipient, _line, reason, _kind)] = summary.failed
+    [(recipient, _line, reason, _kind)] = summary.totals.failures
     assert recipient == "ew" and "Subject header would read back as" in reason
     assert sorted(initial_codes(engine, "m1", "spring")) == ["ok"]
     assert [p.name for p in out.iterdir()] == ["ok.eml"]
@@ -313,8 +315,8 @@ def test_recipients_without_exactly_one_address_fail_and_get_no_code(
 
     summary = render(db_url, template, recipients, "m1", out, fmt=fmt, chunk_size=4)
 
-    assert summary.rendered == 1 and len(summary.failed) == len(NOT_ONE_ADDRESS)
-    for recipient, line, reason, _kind in summary.failed:
+    assert summary.totals.rendered == 1 and len(summary.totals.failures) == len(NOT_ONE_ADDRESS)
+    for recipient, line, reason, _kind in summary.totals.failures:
         assert reason.startswith(f"{recipients}, line {line}, column 'email': ")
         assert int(recipient[3:]) == line - 3
     assert sorted(initial_codes(engine, "m1", "spring")) == ["good"]
@@ -335,7 +337,7 @@ def test_jsonl_recipients_follow_the_same_address_rule(
     ]
     out = tmp_path / "eml"
     summary = render(db_url, template, _jsonl(tmp_path, records), "m1", out, fmt=OutputFormat.EML)
-    assert sorted(f[0] for f in summary.failed) == ["number", "two"]
+    assert sorted(f[0] for f in summary.totals.failures) == ["number", "two"]
     written = _written(out, OutputFormat.EML)
     assert written["good"]["to"] == ["good@example.com"] and written["none"]["to"] == []
     assert sorted(initial_codes(engine, "m1", "spring")) == ["good", "none"]
@@ -394,7 +396,7 @@ def test_every_recipient_gets_a_file_of_its_own(
     rows += [[rid, f"r{i}@example.com", f"N{i}"] for i, rid in enumerate(CLASHING_IDS)]
     out = tmp_path / "eml"
     summary = render(db_url, template, _csv(tmp_path, rows), "m1", out, fmt=OutputFormat.EML)
-    assert summary.ok and summary.rendered == len(CLASHING_IDS)
+    assert summary.ok and summary.totals.rendered == len(CLASHING_IDS)
     written = _written(out, OutputFormat.EML)
     assert sorted(written) == sorted(CLASHING_IDS)
     assert len({p.name.casefold() for p in out.iterdir()}) == len(CLASHING_IDS)
@@ -414,13 +416,13 @@ def test_the_writer_never_replaces_a_message_it_wrote_in_this_run(
     rows = [["id", "email", "first_name"], ["a", "a@example.com", "A"], ["b", "b@example.com", "B"]]
     out = tmp_path / "eml"
     summary = render(db_url, template, _csv(tmp_path, rows), "m1", out, fmt=OutputFormat.EML)
-    [(recipient, _line, reason, _kind)] = summary.failed
+    [(recipient, _line, reason, _kind)] = summary.totals.failures
     assert recipient == "b" and "already taken in this run by recipient 'a'" in reason
     assert sorted(initial_codes(engine, "m1", "spring")) == ["a"]
     assert str(_parse_eml(out / "same.eml")["X-Promomail-Recipient"]) == "a"
     # A later run of the same mailing may rewrite its own file.
     again = render(db_url, template, _csv(tmp_path, rows[:2]), "m1", out, fmt=OutputFormat.EML)
-    assert again.ok and again.reused_codes == 1
+    assert again.ok and again.totals.reused_codes == 1
 
 
 # -- ambiguous recipients files -------------------------------------------------------
@@ -483,7 +485,7 @@ def test_json_ids_are_text_one_and_the_string_one_are_the_same_recipient(
     ]
     out = tmp_path / "out.jsonl"
     summary = render(db_url, template, _jsonl(tmp_path, records), "m1", out)
-    assert summary.ok and summary.recipients == 3
+    assert summary.ok and summary.totals.recipients == 3
     assert sorted(r["recipient"] for r in read_jsonl(out)) == ["1", "12345678901234567890", "2"]
     assert sorted(initial_codes(engine, "m1", "spring")) == ["1", "12345678901234567890", "2"]
 
@@ -573,13 +575,13 @@ def test_any_values_either_render_exactly_or_fail_alone(
         pytest.fail(f"unexpected refusal: {exc}")
 
     written = _written(out, fmt)
-    event(f"rendered {min(len(written), 2)}+, failed {min(len(summary.failed), 2)}+")
+    event(f"rendered {min(len(written), 2)}+, failed {min(len(summary.totals.failures), 2)}+")
     stored = initial_codes(engine, mailing, "spring")
-    failed = {recipient for recipient, _line, _reason, _kind in summary.failed}
+    failed = {recipient for recipient, _line, _reason, _kind in summary.totals.failures}
     # Never a code recorded for a message that was not written, nor the reverse.
     assert sorted(written) == sorted(stored)
     assert not failed & set(written)
-    assert len(written) + len(failed) == summary.recipients
+    assert len(written) + len(failed) == summary.totals.recipients
     assert counts(engine, "spring").available == available - len(written)
     by_id: dict[str, dict[str, Any]] = {}
     for record in records:
@@ -601,5 +603,5 @@ def test_any_values_either_render_exactly_or_fail_alone(
             assert message["to"] == [address_header(address).addresses[0].addr_spec]
         else:
             assert message["to"] == [address]
-    for recipient, line, reason, _kind in summary.failed:
+    for recipient, line, reason, _kind in summary.totals.failures:
         assert reason and line >= 1 and recipient in by_id

@@ -59,9 +59,11 @@ from sqlalchemy import Engine, text
 from pools.issuing.mailings import show_mailing
 from templating.choices import OutputFormat
 from templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
+from templating.mailing.pipeline import WorkerJob, render_slice
+from templating.mailing.planning import plan_render
 from templating.mailing.recipients import RecipientSlice
-from templating.mailing.run import _StopWhenOrphaned, plan_render, render_slice
 from templating.mailing.sources import ChunkCodes
+from templating.mailing.stopping import StopWhenOrphaned
 from templating.mailing.store_helper import HelperTask, start_store_helper
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
@@ -387,7 +389,7 @@ def test_killing_a_render_with_workers_stops_its_workers_too(
     _check_complete(engine, m, out, known, pool_size=5_000)
 
 
-class _GoneAfterRendering(_StopWhenOrphaned):
+class _GoneAfterRendering(StopWhenOrphaned):
     """A worker's stop whose render counts as gone once it rendered ``chunks`` chunks."""
 
     def __init__(self, chunks: int) -> None:
@@ -437,7 +439,7 @@ def test_a_worker_whose_render_is_gone_settles_nothing_more(
         if helper
         else None
     )
-    result = render_slice(request, plan, 0, "gone", stop, lambda _n: None, helper=end)
+    result = render_slice(WorkerJob(request, plan, 0, "gone", helper=end), stop, lambda _n: None)
     monkeypatch.undo()
     part = request.output.part_path(0, "gone")
     written = records_by_recipient(read_jsonl(part))
@@ -539,7 +541,10 @@ def test_a_connection_cut_mid_render_fails_cleanly_and_the_next_run_completes(
         rerun = tmp_path / f"rerun-{round_no}.jsonl"
         summary = render(db_url, m.template, m.recipients, m.mailing, rerun, chunk_size=50)
         assert summary.ok, f"{where}: {summary}"
-        assert (summary.reused_codes, summary.new_codes) == (len(known), recipients - len(known))
+        assert (summary.totals.reused_codes, summary.totals.new_codes) == (
+            len(known),
+            recipients - len(known),
+        )
         _check_complete(engine, m, rerun, known, pool_size=pool_size)
 
     assert any(o.endswith("exit 1") for o in outcomes), outcomes  # a cut really failed one
@@ -671,7 +676,10 @@ def _check_partial_output_then_rerun(
         fmt=OutputFormat.EML if eml else OutputFormat.JSONL,
     )
     assert summary.ok, summary
-    assert (summary.reused_codes, summary.new_codes) == (len(issued), len(m.ids) - len(issued))
+    assert (summary.totals.reused_codes, summary.totals.new_codes) == (
+        len(issued),
+        len(m.ids) - len(issued),
+    )
     if eml:
         stored = mailing_codes(engine, m.mailing, "spring")
         assert {c: stored[c] for c in issued} == issued

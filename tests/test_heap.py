@@ -84,6 +84,6 @@ def test_a_render_freezes_the_heap_while_its_chunks_render(
         chunk_size=5,
         store_process=False,
     )
-    assert summary.ok and summary.rendered == 12
+    assert summary.ok and summary.totals.rendered == 12
     assert len(seen) == 3 and all(count > 0 for count in seen)
     assert gc.get_freeze_count() == 0

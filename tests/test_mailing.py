@@ -44,7 +44,8 @@ from templating.errors import InvalidTemplate, MailingError, RecipientError
 from templating.mailing.checking import check_template, preview, preview_recipients
 from templating.mailing.outputs import OutputTarget, eml_name
 from templating.mailing.recipients import Recipient, Shard, in_slice
-from templating.mailing.run import RenderCount, RenderRequest, render_mailing
+from templating.mailing.request import RenderCount, RenderRequest
+from templating.mailing.run import render_mailing
 from templating.mailing.sources import PLACEHOLDER
 
 
@@ -79,9 +80,17 @@ def test_a_thousand_recipients_get_a_thousand_distinct_codes(
 
     summary = render(db_url, template, recipients, "m-1000", out, chunk_size=200)
 
-    assert summary.ok and summary.status == "finished"
-    assert (summary.recipients, summary.rendered, summary.new_codes) == (1000, 1000, 1000)
-    assert (summary.reused_codes, summary.failed, summary.skipped) == (0, [], [])
+    assert summary.ok and summary.totals.status == "finished"
+    assert (summary.totals.recipients, summary.totals.rendered, summary.totals.new_codes) == (
+        1000,
+        1000,
+        1000,
+    )
+    assert (summary.totals.reused_codes, summary.totals.failures, summary.totals.skips) == (
+        0,
+        [],
+        [],
+    )
     stored = _check_codes_match_store(engine, "m-1000", out, ids)
     assert len(set(stored.values())) == 1000
     rows = issuances(engine, "m-1000")
@@ -106,7 +115,11 @@ def test_rerunning_a_finished_mailing_reuses_every_code(
 
     again = render(db_url, template, recipients, "m1", tmp_path / "again.jsonl", chunk_size=7)
 
-    assert again.ok and (again.new_codes, again.reused_codes, again.rendered) == (0, 20, 20)
+    assert again.ok and (
+        again.totals.new_codes,
+        again.totals.reused_codes,
+        again.totals.rendered,
+    ) == (0, 20, 20)
     after = full_snapshot(engine)
     for table in ("codes", "issuances", "pools", "import_batches"):
         assert after[table] == before[table], table
@@ -128,7 +141,7 @@ def test_a_rerun_issues_only_to_recipients_still_without_a_code(
     # 6 codes are left for the 6 recipients still without one: preflight passes.
     summary = render(db_url, template, everyone, "m1", tmp_path / "all.jsonl", chunk_size=5)
 
-    assert summary.ok and (summary.new_codes, summary.reused_codes) == (6, 6)
+    assert summary.ok and (summary.totals.new_codes, summary.totals.reused_codes) == (6, 6)
     stored = _check_codes_match_store(engine, "m1", tmp_path / "all.jsonl", ids)
     assert {c: stored[c] for c in first} == first
     assert counts(engine, "spring").available == 0
@@ -179,7 +192,11 @@ def test_duplicate_recipient_ids_are_rendered_once(
     template = write_template(tmp_path, EVERY_PART)
     recipients = write_recipients(tmp_path, ["a", "b", "a", "c", "b"])
     summary = render(db_url, template, recipients, "m1", tmp_path / "out.jsonl")
-    assert (summary.recipients, summary.rendered, summary.new_codes) == (3, 3, 3)
+    assert (summary.totals.recipients, summary.totals.rendered, summary.totals.new_codes) == (
+        3,
+        3,
+        3,
+    )
     _check_codes_match_store(engine, "m1", tmp_path / "out.jsonl", ["a", "b", "c"])
 
 
@@ -204,7 +221,7 @@ def test_two_workers_render_everyone_once(
         store_process=store_process,
     )
 
-    assert summary.ok and (summary.rendered, summary.new_codes) == (60, 60)
+    assert summary.ok and (summary.totals.rendered, summary.totals.new_codes) == (60, 60)
     stored = _check_codes_match_store(engine, "m-w2", out, ids)
     assert len(set(stored.values())) == 60
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -227,7 +244,11 @@ def test_shards_rendered_apart_or_together_cover_everyone_once(
     got2 = [r["recipient"] for r in read_jsonl(tmp_path / "a2.jsonl")]
     assert got and got2 and not set(got) & set(got2)
     assert sorted(got + got2) == sorted(ids)
-    assert (one.recipients + two.recipients, one.shard, two.shard) == (40, "1/2", "2/2")
+    assert (one.totals.recipients + two.totals.recipients, one.shard, two.shard) == (
+        40,
+        "1/2",
+        "2/2",
+    )
     stored = initial_codes(engine, "m-a", "spring")
     assert sorted(stored) == sorted(ids) and len(set(stored.values())) == 40
     shown = show_mailing(engine, "m-a")
@@ -236,7 +257,7 @@ def test_shards_rendered_apart_or_together_cover_everyone_once(
 
     # The whole mailing afterwards: everyone already has a code.
     whole = render(db_url, template, recipients, "m-a", tmp_path / "a.jsonl")
-    assert (whole.new_codes, whole.reused_codes) == (0, 40)
+    assert (whole.totals.new_codes, whole.totals.reused_codes) == (0, 40)
     assert initial_codes(engine, "m-a", "spring") == stored
 
     # At the same time, as two machines would.
@@ -287,7 +308,7 @@ def test_a_call_in_a_branch_not_taken_consumes_nothing(
 
     summary = render(db_url, template, recipients, "m1", tmp_path / "out.jsonl")
 
-    assert summary.ok and summary.new_codes == 3
+    assert summary.ok and summary.totals.new_codes == 3
     out = records_by_recipient(read_jsonl(tmp_path / "out.jsonl"))
     assert set(out["v1"]["codes"]) == {"vip"} and set(out["s1"]["codes"]) == {"standard"}
     assert out["n1"]["codes"] == {} and out["n1"]["parts"] == {"body": "Hello"}
@@ -306,7 +327,7 @@ def test_sms_template_issues_one_code_from_either_branch(
     pool_with_codes(engine, "flash", 10)
     out = tmp_path / "sms.jsonl"
     summary = render(db_url, str(SAMPLES / "sms.j2"), str(SAMPLES / "recipients.csv"), "sms-1", out)
-    assert summary.ok and summary.new_codes == summary.rendered == 8
+    assert summary.ok and summary.totals.new_codes == summary.totals.rendered == 8
     stored = initial_codes(engine, "sms-1", "flash")
     for record in read_jsonl(out):
         code = stored[record["recipient"]]
@@ -330,7 +351,7 @@ def test_last_promocode_shows_the_previous_code_and_records_one_reissue(
     reminder = str(SAMPLES / "reminder.j2")
     summary = render(db_url, reminder, recipients, "reminder-1", tmp_path / "r.jsonl")
 
-    assert summary.ok and summary.new_codes == 0 and summary.rendered == 8
+    assert summary.ok and summary.totals.new_codes == 0 and summary.totals.rendered == 8
     out = records_by_recipient(read_jsonl(tmp_path / "r.jsonl"))
     for recipient, record in out.items():
         parts = record["parts"]
@@ -394,7 +415,7 @@ def test_multi_use_pool_records_everyone_and_consumes_nothing(
 
     summary = render(db_url, template, recipients, "m1", tmp_path / "out.jsonl", chunk_size=5)
 
-    assert summary.ok and summary.rendered == 12
+    assert summary.ok and summary.totals.rendered == 12
     assert {r["parts"]["body"] for r in read_jsonl(tmp_path / "out.jsonl")} == {
         "Use SUMMER20 today"
     }
@@ -421,7 +442,7 @@ def test_eml_output_writes_one_file_per_recipient(
         fmt=OutputFormat.EML,
         chunk_size=3,
     )
-    assert summary.ok and summary.rendered == 8
+    assert summary.ok and summary.totals.rendered == 8
     stored = initial_codes(engine, "welcome-eml", "welcome")
     files = sorted(p.name for p in folder.iterdir())
     assert files == sorted(eml_name(c) for c in stored)
@@ -655,6 +676,6 @@ def test_workers_take_the_environment_of_the_render_that_starts_them(
         summary = render(
             db_url, template, recipients, mailing, out, fmt=OutputFormat.EML, workers=2
         )
-        assert summary.ok and summary.rendered == 4
+        assert summary.ok and summary.totals.rendered == 4
         messages = [email.message_from_bytes(path.read_bytes()) for path in out.iterdir()]
         assert {message["From"] for message in messages} == {sender}

@@ -34,6 +34,7 @@ from render_helpers import (
 )
 from sqlalchemy import Engine
 
+import templating.mailing.planning as planning
 import templating.mailing.run as mailing_module
 import templating.template.message as message_module
 from pools.codes.generation import CodeSpec, generate_codes
@@ -102,8 +103,11 @@ def test_a_render_killed_mid_run_is_resumed_by_the_next_run(
     out = tmp_path / "resumed.jsonl"
     summary = render(db_url, template, recipients, "m-kill", out, chunk_size=200)
 
-    assert summary.ok and summary.rendered == 2000
-    assert (summary.reused_codes, summary.new_codes) == (len(before), 2000 - len(before))
+    assert summary.ok and summary.totals.rendered == 2000
+    assert (summary.totals.reused_codes, summary.totals.new_codes) == (
+        len(before),
+        2000 - len(before),
+    )
     after = initial_codes(engine, "m-kill", "spring")
     assert sorted(after) == sorted(ids)
     assert {c: after[c] for c in before} == before
@@ -167,7 +171,7 @@ def _drain_after_preflight(
     monkeypatch: pytest.MonkeyPatch, engine: Engine, pool: str, count: int
 ) -> None:
     """A concurrent mailing takes ``count`` codes right after the real preflight passed."""
-    real: Callable[..., Any] = mailing_module.preflight
+    real: Callable[..., Any] = planning.preflight
 
     def preflight_then_drain(*args: Any, **kwargs: Any) -> Any:
         found = real(*args, **kwargs)
@@ -189,10 +193,14 @@ def test_pool_running_out_with_stop_ends_cleanly_and_resumes_later(
 
     summary = render(db_url, template, recipients, "m1", out, chunk_size=3)
 
-    assert summary.status == "stopped" and not summary.ok
-    assert summary.stopped_at_pool == "spring"
+    assert summary.totals.status == "stopped" and not summary.ok
+    assert summary.totals.stopped_at_pool == "spring"
     assert summary.as_dict()["status"] == "stopped"
-    assert (summary.rendered, summary.new_codes, summary.failed) == (5, 5, [])
+    assert (summary.totals.rendered, summary.totals.new_codes, summary.totals.failures) == (
+        5,
+        5,
+        [],
+    )
     first = initial_codes(engine, "m1", "spring")
     assert sorted(first) == ids[:5]
     records = records_by_recipient(read_jsonl(out))  # what was rendered is in the output
@@ -206,7 +214,11 @@ def test_pool_running_out_with_stop_ends_cleanly_and_resumes_later(
     monkeypatch.undo()
     generate_codes(engine, "spring", 10, CodeSpec(length=12))
     again = render(db_url, template, recipients, "m1", tmp_path / "again.jsonl", chunk_size=3)
-    assert again.ok and (again.rendered, again.reused_codes, again.new_codes) == (8, 5, 3)
+    assert again.ok and (
+        again.totals.rendered,
+        again.totals.reused_codes,
+        again.totals.new_codes,
+    ) == (8, 5, 3)
     after = initial_codes(engine, "m1", "spring")
     assert sorted(after) == ids and {c: after[c] for c in first} == first
     assert len(records_by_recipient(read_jsonl(tmp_path / "again.jsonl"))) == 8
@@ -227,9 +239,9 @@ def test_pool_running_out_with_skip_leaves_recipients_out_and_lists_them(
         db_url, template, recipients, "m1", out, chunk_size=3, on_exhausted=OnExhausted.SKIP
     )
 
-    assert summary.status == "finished" and summary.failed == []
-    assert summary.rendered == 5
-    skipped = {skip.recipient: skip.reason for skip in summary.skipped}
+    assert summary.totals.status == "finished" and summary.totals.failures == []
+    assert summary.totals.rendered == 5
+    skipped = {skip.recipient: skip.reason for skip in summary.totals.skips}
     assert sorted(skipped) == ids[5:]
     assert all("'spring' ran out of codes" in why for why in skipped.values())
     assert summary.as_dict()["skipped"] == 3
@@ -254,7 +266,7 @@ def test_pool_running_out_with_blank_renders_an_empty_code(
         db_url, template, recipients, "m1", out, chunk_size=3, on_exhausted=OnExhausted.BLANK
     )
 
-    assert summary.ok and (summary.rendered, summary.new_codes) == (8, 5)
+    assert summary.ok and (summary.totals.rendered, summary.totals.new_codes) == (8, 5)
     stored = initial_codes(engine, "m1", "spring")
     assert sorted(stored) == ids[:5]
     records = records_by_recipient(read_jsonl(out))
@@ -276,7 +288,7 @@ def test_skip_and_blank_do_not_need_the_preflight(
     skipped = render(
         db_url, template, recipients, "m-skip", tmp_path / "s.jsonl", on_exhausted=OnExhausted.SKIP
     )
-    assert (skipped.rendered, len(skipped.skipped)) == (3, 2)
+    assert (skipped.totals.rendered, len(skipped.totals.skips)) == (3, 2)
     blank = render(
         db_url,
         template,
@@ -285,7 +297,7 @@ def test_skip_and_blank_do_not_need_the_preflight(
         tmp_path / "b.jsonl",
         on_exhausted=OnExhausted.BLANK,
     )
-    assert (blank.rendered, blank.new_codes) == (5, 0)
+    assert (blank.totals.rendered, blank.totals.new_codes) == (5, 0)
 
 
 # -- failing recipients ----------------------------------------------------------------
@@ -304,13 +316,13 @@ def test_a_recipient_missing_a_column_fails_alone_and_consumes_nothing(
 
     summary = render(db_url, template, recipients, "m1", out, chunk_size=4)
 
-    assert not summary.ok and summary.status == "finished"
-    [(recipient, line, reason, _kind)] = summary.failed
+    assert not summary.ok and summary.totals.status == "finished"
+    [(recipient, line, reason, _kind)] = summary.totals.failures
     assert (recipient, line) == (ids[2], 3)
     assert "'first_name'" in reason and "line 2" in reason
     assert summary.as_dict()["failed"] == 1
     assert summary.as_dict()["failures"] == [{"recipient": ids[2], "line": 3, "reason": reason}]
-    assert (summary.rendered, summary.new_codes) == (5, 5)
+    assert (summary.totals.rendered, summary.totals.new_codes) == (5, 5)
     stored = initial_codes(engine, "m1", "spring")
     assert sorted(stored) == [c for c in ids if c != ids[2]]
     assert sorted(records_by_recipient(read_jsonl(out))) == sorted(stored)
@@ -348,7 +360,7 @@ def test_hostile_template_code_fails_that_recipient_in_a_mailing(
 
     summary = render(db_url, template, recipients, "m1", out)
 
-    reasons = {recipient: reason for recipient, _line, reason, _kind in summary.failed}
+    reasons = {recipient: reason for recipient, _line, reason, _kind in summary.totals.failures}
     assert sorted(reasons) == ["big", "evil", "slow"]
     assert "not allowed in templates" in reasons["evil"] or "undefined" in reasons["evil"]
     assert "rendering took longer than 0.3 s" in reasons["slow"]

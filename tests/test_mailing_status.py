@@ -139,7 +139,7 @@ def test_a_render_of_one_shard_then_the_other_then_a_cancellation(
 
     # Rendered again after all: live again, with new codes.
     again = render(db_url, template, recipients, "m1", tmp_path / "3.jsonl")
-    assert again.new_codes == 20
+    assert again.totals.new_codes == 20
     live = show_mailing(engine, "m1")
     assert (live.status, live.cancelled_at, live.codes_issued) == ("finished", None, 20)
 

@@ -103,7 +103,7 @@ def test_a_column_read_with_a_fallback_renders_and_check_still_says_so(
     recipients = write_recipients(tmp_path, customer_ids(3))
     out = tmp_path / "out.jsonl"
     summary = render(db_url, template, recipients, "m1", out)
-    assert (summary.rendered, summary.failed) == (3, [])
+    assert (summary.totals.rendered, summary.totals.failures) == (3, [])
     assert all(
         m["parts"]["body"].startswith(m["codes"]["spring"] + " friend") for m in read_jsonl(out)
     )
@@ -125,7 +125,7 @@ def test_jsonl_recipients_are_refused_only_for_a_key_no_record_has(
     some.write_text("".join(json.dumps(p) + "\n" for p in people), encoding="utf-8")
     summary = render(db_url, template, str(some), "m1", tmp_path / "some-out.jsonl")
     # Read with no fallback, the column fails the recipient without it, alone.
-    assert (summary.rendered, [f.recipient for f in summary.failed]) == (1, ["a"])
+    assert (summary.totals.rendered, [f.recipient for f in summary.totals.failures]) == (1, ["a"])
 
     none = tmp_path / "none.jsonl"
     none.write_text("".join(json.dumps(p) + "\n" for p in people[:1]) * 3, encoding="utf-8")

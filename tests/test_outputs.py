@@ -373,7 +373,7 @@ def test_a_render_writes_through_no_planted_link(
     summary = render(db_url, template, recipients, "m-links", out, fmt=fmt)
 
     assert (outside / "victim.txt").read_bytes() == VICTIM
-    assert summary.rendered == len(ids) and not summary.failed
+    assert summary.totals.rendered == len(ids) and not summary.totals.failures
     codes = initial_codes(engine, "m-links", "spring")
     if fmt is OutputFormat.EML:
         for recipient in ids:

@@ -175,7 +175,7 @@ def test_an_id_the_file_repeats_is_rendered_once_and_reported_with_both_lines(
 
     summary = render(db_url, template, people, "m1", out)
 
-    assert summary.recipients == 6 and summary.rendered == 6
+    assert summary.totals.recipients == 6 and summary.totals.rendered == 6
     assert summary.duplicates == [
         Duplicate("d1", 8, 3),
         Duplicate("d4", 9, 6),

@@ -423,7 +423,7 @@ def test_a_run_whose_lease_is_taken_over_stops_without_settling(
     release_lease(engine, taken[0])
     out = tmp_path / "after.jsonl"
     summary = render_mailing(request_for(db_url, template, recipients, MAILING, out, chunk_size=50))
-    assert summary.ok and summary.reused_codes == at_takeover[0]
+    assert summary.ok and summary.totals.reused_codes == at_takeover[0]
     _check_complete(engine, out, ids, 420)
 
 

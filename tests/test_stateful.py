@@ -63,7 +63,8 @@ from pools.store.clock import utcnow
 from templating.choices import OnExhausted, OutputFormat
 from templating.errors import InvalidTemplate, RecipientError
 from templating.mailing.outputs import OutputTarget
-from templating.mailing.run import RenderRequest, render_mailing
+from templating.mailing.request import RenderRequest
+from templating.mailing.run import render_mailing
 
 CUSTOMERS = [f"c{i}" for i in range(6)]
 MAILINGS = ["m0", "m1", "m2"]
@@ -367,15 +368,15 @@ def _machine(engine: Engine, db_url: str, folder: Path) -> type[RuleBasedStateMa
                 if not multi:
                     self.model.codes[code].status = "issued"
             left_out = [c for c in recipients if c not in expected]
-            assert summary.status == "finished" and summary.failed == []
-            assert (summary.new_codes, summary.reused_codes) == (
+            assert summary.totals.status == "finished" and summary.totals.failures == []
+            assert (summary.totals.new_codes, summary.totals.reused_codes) == (
                 len(handed),
                 len(recipients) - len(handed) - len(left_out),
             )
             if policy is OnExhausted.SKIP:
-                assert [skip.recipient for skip in summary.skipped] == left_out
+                assert [skip.recipient for skip in summary.totals.skips] == left_out
             else:
-                assert summary.skipped == []
+                assert summary.totals.skips == []
                 assert left_out == [] or policy is OnExhausted.BLANK
 
             records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

@@ -34,7 +34,7 @@ from pools.issuing.claiming import claim, reserve_many
 from templating.choices import OnExhausted
 from templating.errors import MailingError
 from templating.mailing import chunks as chunks_module
-from templating.mailing import run as run_module
+from templating.mailing import pipeline as pipeline_module
 from templating.mailing import store_helper
 
 TEMPLATE = """\
@@ -76,7 +76,14 @@ def _twin(engine: Engine, db_url: str, tmp_path: Path, tag: str, workers: int, h
     )
     assert one.ok and two.ok
     summaries = [
-        (s.recipients, s.rendered, s.new_codes, s.reused_codes, len(s.failed)) for s in (one, two)
+        (
+            s.totals.recipients,
+            s.totals.rendered,
+            s.totals.new_codes,
+            s.totals.reused_codes,
+            len(s.totals.failures),
+        )
+        for s in (one, two)
     ]
     outputs = [read_jsonl(tmp_path / f"{tag}-{n}.jsonl") for n in (1, 2)]
     # The twins' names and codes differ in their tag alone.
@@ -150,8 +157,12 @@ def test_a_chunk_short_of_codes_tops_up_with_what_the_chunk_before_gave_back(
     )
 
     assert top_ups, "no chunk topped up its reservation"
-    assert (summary.rendered, summary.new_codes, len(summary.failed)) == (8, 8, 2)
-    assert not summary.skipped
+    assert (summary.totals.rendered, summary.totals.new_codes, len(summary.totals.failures)) == (
+        8,
+        8,
+        2,
+    )
+    assert not summary.totals.skips
     shown = {r["recipient"]: r["codes"]["spring"] for r in read_jsonl(out)}
     assert shown == initial_codes(engine, "short", "spring")
     assert sorted(shown.values()) == [f"SPRING{i}" for i in range(8)]
@@ -198,7 +209,7 @@ def test_a_settle_the_helper_refuses_gives_the_chunks_codes_back(
         ticket, topped_up, _handed, reissues, refs, recorded = sent(*args)
         return ticket, topped_up, {"spring": [(-1, "stranger", 0)]}, reissues, refs, recorded
 
-    monkeypatch.setattr(run_module, "settle_arguments", with_a_stray_code)
+    monkeypatch.setattr(pipeline_module, "settle_arguments", with_a_stray_code)
     with pytest.raises(MailingError, match="never reserved"):
         render(db_url, template, recipients, "m", tmp_path / "out.jsonl", store_process=True)
     wait_until(lambda: not reserved_scopes(engine), what="the chunk's codes to be released")

@@ -201,7 +201,7 @@ def test_a_mailing_gives_no_recipient_anothers_address_or_code(
         chunk_size=7,
     )
 
-    assert summary.ok and summary.rendered == 30
+    assert summary.ok and summary.totals.rendered == 30
     stored = initial_codes(engine, "m-isolated", "welcome")
     for recipient, record in records_by_recipient(read_jsonl(out)).items():
         assert record["parts"]["body"] == str([f"{recipient}@example.com:{stored[recipient]}"])

@@ -408,9 +408,9 @@ def test_one_slow_recipient_fails_alone_in_one_process(
 ) -> None:
     template, recipients = _mailing(tmp_path, engine)
     summary = render(db_url, template, recipients, "m1", tmp_path / "out.jsonl")
-    [(recipient, _line, reason, _kind)] = summary.failed
+    [(recipient, _line, reason, _kind)] = summary.totals.failures
     assert recipient == "slow" and "rendering took longer than 0.2 s" in reason
-    assert summary.rendered == 3
+    assert summary.totals.rendered == 3
 
 
 def test_one_slow_recipient_fails_alone_with_two_workers(

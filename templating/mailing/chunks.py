@@ -176,7 +176,7 @@ class ChunkRenderer:
     """The three steps of a chunk: prepare (read, reserve), render, settle.
 
     They are separate so a worker can overlap the database steps of one chunk
-    with rendering the next (see :mod:`templating.mailing.run`); :meth:`render_now`
+    with rendering the next (see :mod:`templating.mailing.pipeline`); :meth:`render_now`
     runs them in order.
     """
 
