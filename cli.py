@@ -619,7 +619,9 @@ def emit_json(document: Any) -> None:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
+        from pools.store.clock import iso_seconds
+
+        return iso_seconds(value)
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -34,7 +34,7 @@ from sqlalchemy import Engine, insert, select, update
 from pools.admin.lookup import unknown_pool
 from pools.choices import Scope
 from pools.errors import TokenError, TokenNotFound
-from pools.store.clock import utcnow
+from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import is_postgres, read_transaction, store_connection, write_transaction
 from pools.store.models import Pool, ServiceToken
 
@@ -104,10 +104,8 @@ class TokenInfo:
             "name": self.name,
             "scope": self.scope,
             "pools": self.pools,
-            "created_at": self.created_at.isoformat(timespec="seconds"),
-            "revoked_at": self.revoked_at.isoformat(timespec="seconds")
-            if self.revoked_at
-            else None,
+            "created_at": iso_seconds(self.created_at),
+            "revoked_at": iso_seconds(self.revoked_at),
         }
 
 

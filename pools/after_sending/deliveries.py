@@ -61,7 +61,7 @@ from pools.admin.lookup import unknown_mailing
 from pools.after_sending.returns import _count, return_messages
 from pools.choices import DeliveryStatus
 from pools.errors import InvalidSetting
-from pools.store.clock import utcnow
+from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import one_of
 from pools.store.models import Delivery, Mailing
@@ -374,7 +374,7 @@ class DeliveryView:
             "answer": self.answer,
             "attempts": self.attempts,
             "codes_returned": self.codes_returned,
-            "updated_at": self.updated_at.isoformat(timespec="seconds"),
+            "updated_at": iso_seconds(self.updated_at),
         }
 
 

@@ -58,7 +58,7 @@ from pools.after_sending.checkout import (
 )
 from pools.choices import DEFAULT_HOLD
 from pools.errors import InvalidSetting
-from pools.store.clock import to_utc_naive, utcnow
+from pools.store.clock import iso_seconds, to_utc_naive, utcnow
 from pools.store.db import write_transaction
 from pools.store.models import Code, CodeStatus
 
@@ -118,7 +118,7 @@ class HoldResult:
             "code": self.code,
             "pool": self.pool,
             "order": self.order,
-            "expires_at": self.expires_at.isoformat(timespec="seconds"),
+            "expires_at": iso_seconds(self.expires_at),
             "replayed": self.replayed,
         }
 
@@ -149,7 +149,7 @@ class ReleaseResult:
             "code": self.code,
             "pool": self.pool,
             "order": self.order,
-            "released_at": self.released_at.isoformat(timespec="seconds"),
+            "released_at": iso_seconds(self.released_at),
         }
 
 

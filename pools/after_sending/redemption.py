@@ -79,7 +79,7 @@ from pools.errors import (
     RollbackAmbiguous,
     StoreConflict,
 )
-from pools.store.clock import to_utc_naive, utcnow
+from pools.store.clock import iso_seconds, to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, CodeStatus, Redemption
 
@@ -175,8 +175,8 @@ class RollbackResult:
             "issued_to": self.issued_to,
             "mailing": self.mailing,
             "redeemed_by": self.redeemed_by,
-            "redeemed_at": self.redeemed_at.isoformat(timespec="seconds"),
-            "rolled_back_at": self.rolled_back_at.isoformat(timespec="seconds"),
+            "redeemed_at": iso_seconds(self.redeemed_at),
+            "rolled_back_at": iso_seconds(self.rolled_back_at),
             "redemptions": self.redemptions,
         }
 

@@ -24,7 +24,7 @@ from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.files import WHITESPACE_AT_ENDS, Block, format_for, parse
 from pools.errors import ImportRejected, LineProblem, PoolError, UnreadableFile, UnreadableUpload
 from pools.local_files import open_binary
-from pools.store.clock import utcnow
+from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import bulk_loading, read_transaction, write_transaction
 from pools.store.dialect_sql import insert_codes
 from pools.store.models import ImportBatch, PoolStatus
@@ -301,8 +301,8 @@ def history_in(conn: Connection, pool_id: str) -> list[ImportRecord]:
             r.accepted,
             r.duplicates,
             r.rejected,
-            r.created_at.isoformat(timespec="seconds"),
-            r.voided_at.isoformat(timespec="seconds") if r.voided_at else None,
+            iso_seconds(r.created_at),
+            iso_seconds(r.voided_at),
         )
         for r in rows
     ]

@@ -12,7 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pools.admin.lifecycle import load_pool
 from pools.choices import CodeState
 from pools.codes.counts import held_now, issuable_now
-from pools.store.clock import utcnow
+from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import read_transaction
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
 
@@ -30,19 +30,16 @@ class CodeEntry:
     available_till: datetime | None
 
     def as_dict(self) -> dict[str, Any]:
-        def iso(moment: datetime | None) -> str | None:
-            return moment.isoformat(timespec="seconds") if moment else None
-
         return {
             "code": self.code,
             "state": self.state,
             "customer": self.customer,
             "mailing": self.mailing,
-            "issued_at": iso(self.issued_at),
-            "redeemed_at": iso(self.redeemed_at),
+            "issued_at": iso_seconds(self.issued_at),
+            "redeemed_at": iso_seconds(self.redeemed_at),
             "redemptions": self.redemptions,
             "batch": self.batch,
-            "available_till": iso(self.available_till),
+            "available_till": iso_seconds(self.available_till),
         }
 
 

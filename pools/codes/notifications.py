@@ -48,7 +48,7 @@ from pools.codes.webhooks import TargetRefused, checked_addresses, connection_to
 # Named here too: the notices' settings are read where the notices are sent.
 from pools.relay import SMTP_URL_ENV as SMTP_URL_ENV
 from pools.relay import InvalidSmtpUrl, RelayError, SmtpRelay
-from pools.store.clock import to_utc_naive, utcnow
+from pools.store.clock import iso_seconds, to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Pool, PoolStatus
 
@@ -133,7 +133,8 @@ class LowStockAlert:
             "name": self.pool_name,
             "available": self.available,
             "threshold": self.threshold,
-            "time": self.at.isoformat(timespec="seconds") + "Z",
+            # The webhook's documented form: UTC, marked as such for other systems.
+            "time": iso_seconds(self.at) + "Z",
             "message": self.message,
         }
 

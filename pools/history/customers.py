@@ -23,12 +23,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from pools.store.clock import iso_seconds
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance, IssuanceKind, Redemption
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
 @dataclass(frozen=True)
@@ -59,10 +56,10 @@ class RedemptionRecord:
             "issued_to": self.issued_to,
             "redeemed_by": self.redeemed_by,
             "order": self.order,
-            "redeemed_at": _iso(self.redeemed_at),
+            "redeemed_at": iso_seconds(self.redeemed_at),
             "referral": self.referral,
             "mailing": self.mailing,
-            "rolled_back_at": _iso(self.rolled_back_at),
+            "rolled_back_at": iso_seconds(self.rolled_back_at),
         }
 
 
@@ -91,10 +88,10 @@ class IssuanceRecord:
             "code": self.code,
             "kind": self.kind,
             "mailing": self.mailing,
-            "issued_at": _iso(self.issued_at),
+            "issued_at": iso_seconds(self.issued_at),
             "redeemed": self.redeemed,
             "redeemed_by": list(self.redeemed_by),
-            "returned_at": _iso(self.returned_at),
+            "returned_at": iso_seconds(self.returned_at),
             "return_reason": self.return_reason,
         }
 

@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Engine, Select, case, exists, func, select
 
 from pools.admin.lookup import unknown_mailing, unknown_pool
 from pools.errors import ExportError, MailingNotFound
+from pools.store.clock import iso_seconds
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance, Mailing, Pool, Redemption
 
@@ -57,8 +58,9 @@ def spreadsheet_safe(value: str) -> str:
     return value
 
 
-def _iso(moment: datetime | None) -> str:
-    return moment.isoformat(timespec="seconds") if moment is not None else ""
+def _cell(moment: datetime | None) -> str:
+    """A moment as a CSV cell: blank for none."""
+    return iso_seconds(moment) or ""
 
 
 def export_issuances(
@@ -168,14 +170,14 @@ def issuance_values(row: Any) -> list[str]:
         : len(COLUMNS)
     ]
     return [
-        _iso(issued_at),
+        _cell(issued_at),
         pool_id,
         code,
         customer,
         mailing_id,
         kind,
-        _iso(redeemed_at),
-        _iso(returned_at),
+        _cell(redeemed_at),
+        _cell(returned_at),
     ]
 
 

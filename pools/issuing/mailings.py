@@ -14,7 +14,7 @@ from pools.after_sending.deliveries import DeliveryCounts, delivery_counts
 from pools.errors import MailingNotFound
 from pools.issuing.leases import Lease, ensure_held
 from pools.issuing.mailing_status import RunState, mailing_status
-from pools.store.clock import utcnow
+from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.dialect_sql import insert_if_absent, one_of
 from pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
@@ -264,13 +264,9 @@ class MailingView:
             "redemption_rate": self.redemption_rate,
             "returned": self.returned,
             "delivery": self.delivery.as_dict(),
-            "started_at": self.started_at.isoformat(timespec="seconds"),
-            "finished_at": self.finished_at.isoformat(timespec="seconds")
-            if self.finished_at
-            else None,
-            "cancelled_at": self.cancelled_at.isoformat(timespec="seconds")
-            if self.cancelled_at
-            else None,
+            "started_at": iso_seconds(self.started_at),
+            "finished_at": iso_seconds(self.finished_at),
+            "cancelled_at": iso_seconds(self.cancelled_at),
             "runs": self.runs,
         }
 
@@ -340,10 +336,8 @@ def _view(conn: Connection, mailing: Any, pools: Collection[str] | None = None) 
                 "skipped": r.skipped,
                 "new_codes": r.new_codes if pools is None else None,
                 "reused_codes": r.reused_codes if pools is None else None,
-                "started_at": r.started_at.isoformat(timespec="seconds"),
-                "finished_at": r.finished_at.isoformat(timespec="seconds")
-                if r.finished_at
-                else None,
+                "started_at": iso_seconds(r.started_at),
+                "finished_at": iso_seconds(r.finished_at),
             }
             for r in runs
         ],
