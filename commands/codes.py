@@ -245,7 +245,7 @@ def codes_list(
 ) -> None:
     """A pool's codes with state, customer and times (one JSON array with --json)."""
     entries = list_codes(
-        get_engine(ctx),
+        get_engine(ctx, create=False),
         pool_id,
         state=CodeState(state) if state else None,
         limit=limit or None,
@@ -314,7 +314,7 @@ def print_imports(history: Sequence[ImportRecord]) -> None:
 @click.pass_context
 def imports(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's import history: batch, file, format, counts, when."""
-    history = import_history(get_engine(ctx), pool_id)
+    history = import_history(get_engine(ctx, create=False), pool_id)
     if as_json:
         emit_json([asdict(record) for record in history])
     else:

@@ -37,7 +37,7 @@ def db_upgrade(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def db_current(ctx: click.Context, as_json: bool) -> None:
     """Show the schema revision of the database and the newest one."""
-    current = current_revision(get_engine(ctx, migrate=False))
+    current = current_revision(get_engine(ctx, migrate=False, create=False))
     head = head_revision()
     if as_json:
         emit_json({"current": current, "head": head, "up_to_date": current == head})

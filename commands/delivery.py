@@ -221,7 +221,7 @@ def deliveries(
     ctx: click.Context, mailing_id: str, status: str | None, limit: int | None, as_json: bool
 ) -> None:
     """Each message of a mailing with its delivery state and the last answer about it."""
-    views = list_deliveries(get_engine(ctx), mailing_id, status=status, limit=limit)
+    views = list_deliveries(get_engine(ctx, create=False), mailing_id, status=status, limit=limit)
     if as_json:
         emit_json([v.as_dict() for v in views])
         return

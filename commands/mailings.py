@@ -301,7 +301,7 @@ _MAILING_HEADERS = [
 @click.pass_context
 def mailings(ctx: click.Context, as_json: bool) -> None:
     """Every mailing with its recipients, renders, codes and failures."""
-    views = list_mailings(get_engine(ctx))
+    views = list_mailings(get_engine(ctx, create=False))
     if as_json:
         emit_json([v.as_dict() for v in views])
     else:
@@ -319,7 +319,7 @@ def mailing() -> None:
 @click.pass_context
 def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
     """A mailing's totals and the runs of its shards."""
-    view = show_mailing(get_engine(ctx), mailing_id)
+    view = show_mailing(get_engine(ctx, create=False), mailing_id)
     if as_json:
         emit_json(view.as_dict())
         return

@@ -202,7 +202,7 @@ def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
 @click.pass_context
 def pool_list(ctx: click.Context, as_json: bool) -> None:
     """One row per pool with every count: total, then the parts that add up to it."""
-    views = list_pools(get_engine(ctx))
+    views = list_pools(get_engine(ctx, create=False))
     if as_json:
         emit_json([view.as_dict() for view in views])
         return
@@ -230,7 +230,7 @@ _SETTING_LABELS = {
 @click.pass_context
 def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's settings, counts and import history."""
-    engine = get_engine(ctx)
+    engine = get_engine(ctx, create=False)
     if as_json:
         emit_json(pool_document(engine, pool_id))
         return

@@ -97,7 +97,7 @@ def token_create(
 @click.pass_context
 def token_list(ctx: click.Context, as_json: bool) -> None:
     """Every token with its scope, pools and state (never the secret)."""
-    infos = list_tokens(get_engine(ctx))
+    infos = list_tokens(get_engine(ctx, create=False))
     if as_json:
         emit_json([info.as_dict() for info in infos])
         return
