@@ -18,7 +18,7 @@ import pytest
 from cli_helpers import invoke, promomail_script
 from sqlalchemy.engine import make_url
 
-from pools import StoreConfig, StoreNotFound, open_engine
+from pools import StoreConfig, open_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_templates"
@@ -188,6 +188,8 @@ def test_a_command_that_writes_still_creates_the_store(tmp_path: Path) -> None:
 def test_the_library_refuses_a_missing_store_only_when_asked_not_to_create(
     tmp_path: Path,
 ) -> None:
+    from pools import StoreNotFound  # imported here: on a tree without it, this test fails alone
+
     url = f"sqlite:///{tmp_path / 'nope.db'}"
     with pytest.raises(StoreNotFound, match=re.escape(str(tmp_path / "nope.db"))):
         open_engine(StoreConfig(url), create=False)
