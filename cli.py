@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from pools import DEFAULT_URL, ImportRejected, NamesSettings, PromomailError
+from pools import DEFAULT_URL, ImportRejected, NamesSettings, PromomailError, StoreNotFound
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -280,7 +280,18 @@ def one_line(error: click.UsageError) -> click.UsageError:
     """``error`` shown on one line; help asked for by giving no arguments stays help."""
     if isinstance(error, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
         return error
+    if isinstance(error, click.NoSuchOption) and error.option_name == "--db":
+        return OneLineUsageError(misplaced_db(error))
     return OneLineUsageError(error)
+
+
+def misplaced_db(error: click.NoSuchOption) -> click.UsageError:
+    """``promomail pool list --db URL``: the store is the root's option, so say where it goes."""
+    root, _, command = (error.ctx.command_path if error.ctx else "promomail").partition(" ")
+    where = f"{root} --db URL {command} …" if command else f"{root} --db URL COMMAND …"
+    return click.UsageError(
+        f"--db goes before the command: {where} (or set PROMOMAIL_DB)", error.ctx
+    )
 
 
 def cli_flag(setting: str, command: click.Command | None = None) -> str:
@@ -311,7 +322,13 @@ def translate_error(
         return UploadRejected(exc, list_problems=listed, command=command)
     if isinstance(exc, NamesSettings):
         return CommandFailed(exc.naming(flags_of(command)))
+    if isinstance(exc, StoreNotFound):
+        return CommandFailed(f"{exc}; check --db or PROMOMAIL_DB")
     if isinstance(exc, PromomailError):
+        if state is not None and state.engine is not None:
+            from pools import told_where
+
+            return CommandFailed(told_where(exc, state.engine))
         return CommandFailed(str(exc))
     return None
 
@@ -575,13 +592,17 @@ def get_state(ctx: click.Context) -> State:
     return state
 
 
-def get_engine(ctx: click.Context, *, migrate: bool = True) -> Engine:
-    """The store's engine, opened (and migrated) on first use in this run."""
+def get_engine(ctx: click.Context, *, migrate: bool = True, create: bool = True) -> Engine:
+    """The store's engine, opened (and migrated) on first use in this run.
+
+    A command that only reads passes ``create=False``: a SQLite store that
+    does not exist is then an error naming its path, never a new empty file.
+    """
     from pools import StoreConfig, open_engine
 
     state = get_state(ctx)
     if state.engine is None:
-        engine = open_engine(StoreConfig(state.url), migrate=migrate)
+        engine = open_engine(StoreConfig(state.url), migrate=migrate, create=create)
         state.engine = ctx.find_root().with_resource(_disposing(engine))
     return state.engine
 

@@ -41,7 +41,7 @@ def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
     """Every code issued to a customer, and the redemptions of their codes."""
     from pools import customer_history  # not loaded for a redeem
 
-    history = customer_history(get_engine(ctx), customer_id)
+    history = customer_history(get_engine(ctx, create=False), customer_id)
     if as_json:
         emit_json(history.as_dict())
         return
@@ -195,7 +195,7 @@ def segment_command(
     if out is not None:
         raise click.UsageError("--out goes with --recipients (ids are printed)", ctx)
     ids = segment(
-        get_engine(ctx),
+        get_engine(ctx, create=False),
         issued_from=filters.issued_from,
         min_issued=filters.min_issued,
         max_issued=filters.max_issued,
@@ -226,7 +226,7 @@ def _segment_rows(
         )
     if as_json and out is None:
         raise click.UsageError("--json prints the summary on stdout: give --out for the rows", ctx)
-    engine = get_engine(ctx)
+    engine = get_engine(ctx, create=False)
     if out is None:
         # The bytes as the file has them, whatever the terminal's encoding.
         report = write_segment_rows(engine, recipients_file, filters, sys.stdout.buffer)
@@ -362,7 +362,7 @@ def export_issuances_command(
     """The issuance log (who got which code, when) as CSV."""
     from pools import export_issuances  # not loaded for a redeem
 
-    rows = export_issuances(get_engine(ctx), out, pool=pool_id, mailing=mailing_id)
+    rows = export_issuances(get_engine(ctx, create=False), out, pool=pool_id, mailing=mailing_id)
     if as_json:
         emit_json({"file": out, "rows": rows})
     else:

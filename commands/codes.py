@@ -239,7 +239,7 @@ def codes_list(
     from pools import list_codes
 
     entries = list_codes(
-        get_engine(ctx),
+        get_engine(ctx, create=False),
         pool_id,
         state=CodeState(state) if state else None,
         limit=limit or None,
@@ -312,7 +312,7 @@ def imports(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's import history: batch, file, format, counts, when."""
     from pools import import_history
 
-    history = import_history(get_engine(ctx), pool_id)
+    history = import_history(get_engine(ctx, create=False), pool_id)
     if as_json:
         emit_json([asdict(record) for record in history])
     else:

@@ -40,7 +40,7 @@ def db_current(ctx: click.Context, as_json: bool) -> None:
     """Show the schema revision of the database and the newest one."""
     from pools import current_revision, head_revision
 
-    current = current_revision(get_engine(ctx, migrate=False))
+    current = current_revision(get_engine(ctx, migrate=False, create=False))
     head = head_revision()
     if as_json:
         emit_json({"current": current, "head": head, "up_to_date": current == head})

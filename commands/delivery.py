@@ -223,7 +223,7 @@ def deliveries(
     """Each message of a mailing with its delivery state and the last answer about it."""
     from pools import list_deliveries
 
-    views = list_deliveries(get_engine(ctx), mailing_id, status=status, limit=limit)
+    views = list_deliveries(get_engine(ctx, create=False), mailing_id, status=status, limit=limit)
     if as_json:
         emit_json([v.as_dict() for v in views])
         return

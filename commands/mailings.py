@@ -318,7 +318,7 @@ def mailings(ctx: click.Context, as_json: bool) -> None:
     """Every mailing with its recipients, renders, codes and failures."""
     from pools import list_mailings
 
-    views = list_mailings(get_engine(ctx))
+    views = list_mailings(get_engine(ctx, create=False))
     if as_json:
         emit_json([v.as_dict() for v in views])
     else:
@@ -338,7 +338,7 @@ def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
     """A mailing's totals and the runs of its shards."""
     from pools import show_mailing
 
-    view = show_mailing(get_engine(ctx), mailing_id)
+    view = show_mailing(get_engine(ctx, create=False), mailing_id)
     if as_json:
         emit_json(view.as_dict())
         return

@@ -203,7 +203,7 @@ def pool_list(ctx: click.Context, as_json: bool) -> None:
     """One row per pool with every count: total, then the parts that add up to it."""
     from pools import PoolCounts, list_pools
 
-    views = list_pools(get_engine(ctx))
+    views = list_pools(get_engine(ctx, create=False))
     if as_json:
         emit_json([view.as_dict() for view in views])
         return
@@ -233,7 +233,7 @@ def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's settings, counts and import history."""
     from pools import COUNTS_IDENTITY, import_history, pool_document, show_pool
 
-    engine = get_engine(ctx)
+    engine = get_engine(ctx, create=False)
     if as_json:
         emit_json(pool_document(engine, pool_id))
         return

@@ -107,7 +107,7 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     """Every token with its scope, pools and state (never the secret)."""
     from pools import list_tokens
 
-    infos = list_tokens(get_engine(ctx))
+    infos = list_tokens(get_engine(ctx, create=False))
     if as_json:
         emit_json([info.as_dict() for info in infos])
         return

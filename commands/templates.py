@@ -22,7 +22,7 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
     """Syntax, parts, pools and columns of a template; writes nothing."""
     from templating import check_template
 
-    report = check_template(get_engine(ctx), template, recipients)
+    report = check_template(get_engine(ctx, create=False), template, recipients)
     if as_json:
         emit_json(report.as_dict())
     elif report.compiled:
@@ -92,7 +92,11 @@ def preview_command(
         raise click.UsageError("give either --recipient KEY=VALUE or --recipients FILE")
     people = preview_recipients(recipients, pairs(recipient_fields, "--recipient"), limit)
     previews = preview(
-        get_engine(ctx), template, people, part=part, variables=pairs(variables, "--var")
+        get_engine(ctx, create=False),
+        template,
+        people,
+        part=part,
+        variables=pairs(variables, "--var"),
     )
     if as_json:
         emit_json([p.as_dict() for p in previews])

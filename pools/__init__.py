@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         show_pool,
         slugify,
     )
-    from pools.admin.lookup import close_ids, unknown_mailing, unknown_pool
+    from pools.admin.lookup import close_ids, told_where, unknown_mailing, unknown_pool
     from pools.admin.tokens import (
         IssuedToken,
         Principal,
@@ -147,6 +147,7 @@ if TYPE_CHECKING:
         SettingLocked,
         StoreConflict,
         StoreError,
+        StoreNotFound,
         StoreUnavailable,
         TokenError,
         TokenNotFound,
@@ -194,6 +195,7 @@ if TYPE_CHECKING:
         open_engine,
         read_transaction,
         store_connection,
+        store_location,
         upgrade,
         write_transaction,
     )
@@ -228,6 +230,7 @@ _HOMES: dict[str, str] = {
     "customer_history": "pools.history.customers",
     "StoreConfig": "pools.store.db",
     "open_engine": "pools.store.db",
+    "store_location": "pools.store.db",
     "read_transaction": "pools.store.db",
     "upgrade": "pools.store.db",
     "write_transaction": "pools.store.db",
@@ -244,6 +247,7 @@ _HOMES: dict[str, str] = {
     "apply_event_batch": "pools.after_sending.event_batches",
     "EventApplier": "pools.after_sending.event_batches",
     "StoreError": "pools.errors",
+    "StoreNotFound": "pools.errors",
     "export_issuances": "pools.history.export",
     "CodeSpec": "pools.codes.generation",
     "generate_codes": "pools.codes.generation",
@@ -277,6 +281,7 @@ _HOMES: dict[str, str] = {
     "pool_choices": "pools.admin.completion",
     "unknown_mailing": "pools.admin.lookup",
     "unknown_pool": "pools.admin.lookup",
+    "told_where": "pools.admin.lookup",
     "activate_pool": "pools.admin.lifecycle",
     "archive_pool": "pools.admin.lifecycle",
     "create_pool": "pools.admin.lifecycle",
@@ -468,6 +473,7 @@ __all__ = [
     "StoreConfig",
     "StoreConflict",
     "StoreError",
+    "StoreNotFound",
     "StoreUnavailable",
     "TokenError",
     "TokenInfo",
@@ -554,7 +560,9 @@ __all__ = [
     "show_pool",
     "slugify",
     "store_connection",
+    "store_location",
     "to_send",
+    "told_where",
     "total_size",
     "unknown_mailing",
     "unknown_pool",

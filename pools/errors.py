@@ -34,6 +34,21 @@ class StoreError(PromomailError):
     """The database cannot be reached or used."""
 
 
+class StoreNotFound(StoreError):
+    """A command that only reads names a SQLite store that does not exist.
+
+    Opening it would create an empty one, and a typo in the path would then
+    answer "no pools" instead of saying where it looked.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"no store at {path}: nothing was created there "
+            "(the first command that writes, such as pool create, makes the store)"
+        )
+        self.path = path
+
+
 class DatabaseFailure(StoreError):
     """The database driver failed; translated once, where the store runs SQL.
 
@@ -103,6 +118,16 @@ class PoolNotFound(PoolError, NotFound):
         super().__init__(f"pool {pool_id!r} does not exist{did_you_mean(suggestions)}")
         self.pool_id = pool_id
         self.suggestions = list(suggestions)
+
+    def in_store(self, store: str) -> str:
+        """The message naming the store looked in: a pool missing from a store
+        is most often a store other than the one meant (a path, an unset
+        ``PROMOMAIL_DB``). Front ends that must not show where the store is
+        (the HTTP API) use the plain message."""
+        return (
+            f"pool {self.pool_id!r} does not exist in the store {store}"
+            f"{did_you_mean(self.suggestions)}"
+        )
 
 
 class PoolExhausted(NamesSettings, PoolError):

@@ -62,6 +62,9 @@ def _with_search_path(url: str, schema: str) -> str:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL to an empty store (schema not yet created) on each database."""
     if request.param == "sqlite":
+        # An empty file is an empty SQLite database: the store exists, as the
+        # PostgreSQL schema below does, so a command that only reads opens it.
+        (tmp_path / "promomail.db").touch()
         yield f"sqlite:///{tmp_path / 'promomail.db'}"
         return
     problem = _postgres_problem()

@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 import cli as cli_module
 from pools.errors import InvalidSetting
-from pools.store.db import StoreConfig, open_engine
+from pools.store.db import StoreConfig, open_engine, store_location
 from templating.mailing.options import parse_shard, parse_workers
 from templating.mailing.recipients import Shard
 
@@ -346,7 +346,7 @@ def test_stdin_as_csv(run: Cli) -> None:
 def test_unknown_pool(run: Cli, tmp_path: Path) -> None:
     path = write(tmp_path / "codes.txt", b"AAA\n")
     line = refusal(run("codes", "upload", "nope", path))
-    assert line == "Error: pool 'nope' does not exist"
+    assert line == f"Error: pool 'nope' does not exist in the store {store_location(run.url)}"
     run.assert_nothing_stored()
 
 

@@ -22,6 +22,7 @@ from click.testing import Result
 from sqlalchemy import Engine
 
 from pools.issuing.claiming import claim
+from pools.store.db import store_location
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -307,7 +308,7 @@ def test_delete_after_issuing_is_refused(run: Cli, engine: Engine, tmp_path: Pat
 )
 def test_unknown_pool_is_named(run: Cli, command: list[str]) -> None:
     line = refused(run(*command))
-    assert line == "Error: pool 'nope' does not exist"
+    assert line == f"Error: pool 'nope' does not exist in the store {store_location(run.url)}"
 
 
 @pytest.mark.parametrize(
@@ -326,7 +327,10 @@ def test_unknown_pool_is_named(run: Cli, command: list[str]) -> None:
 def test_an_unknown_pool_close_to_one_suggests_it(run: Cli, command: list[str]) -> None:
     make_active(run, "Spring")
     line = refused(run(*command))
-    assert line.endswith("pool 'sprng' does not exist (did you mean 'spring'?)"), line
+    where = store_location(run.url)
+    assert line.endswith(
+        f"pool 'sprng' does not exist in the store {where} (did you mean 'spring'?)"
+    )
 
 
 def test_did_you_mean_is_one_line_of_the_console_script(run: Cli) -> None:
@@ -337,7 +341,10 @@ def test_did_you_mean_is_one_line_of_the_console_script(run: Cli) -> None:
         text=True,
     )
     assert (shown.returncode, shown.stdout) == (1, "")
-    assert shown.stderr == "Error: pool 'Sprng' does not exist (did you mean 'spring'?)\n"
+    assert shown.stderr == (
+        f"Error: pool 'Sprng' does not exist in the store {store_location(run.url)}"
+        " (did you mean 'spring'?)\n"
+    )
 
 
 def test_unknown_pool_with_json_prints_nothing_on_stdout(run: Cli) -> None:
@@ -722,7 +729,7 @@ def test_help_never_touches_the_database(tmp_path: Path) -> None:
     ("url", "named"),
     [
         ("mysql://localhost/x", "mysql"),
-        ("sqlite:///{tmp}/no/such/folder/x.db", "does not exist"),
+        ("sqlite:///{tmp}/no/such/folder/x.db", "no store at "),
         ("postgresql://nobody@127.0.0.1:1/none", "127.0.0.1"),
         ("postgresql+nosuch://u:secret@localhost/x", "postgresql.nosuch"),
         ("not a url", "'not a url'"),

@@ -22,6 +22,7 @@ from cli_helpers import Cli, promomail_command
 from click.testing import Result
 
 from pools.store.clock import utcnow
+from pools.store.db import store_location
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_templates"
@@ -237,7 +238,7 @@ def test_refusals_name_what_is_wrong_and_write_nothing(
     assert "--unredeemed-from" in line
 
     line = _refused(run("segment", "--unredeemed-from", "nope", "--recipients", people), 1)
-    assert line == "Error: pool 'nope' does not exist"
+    assert line == f"Error: pool 'nope' does not exist in the store {store_location(run.url)}"
     broken = folder / "broken.csv"
     broken.write_bytes(b"id,first_name\nann,Ann\nbob,\xff\n")
     line = _refused(run("segment", "--unredeemed-from", "welcome", "--recipients", broken), 1)

@@ -38,6 +38,7 @@ from sqlalchemy import Engine
 from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.errors import InvalidSetting, PoolExhausted
 from pools.issuing.mailings import show_mailing
+from pools.store.db import store_location
 from pools.store.models import IssuanceKind
 from templating.choices import OutputFormat
 from templating.errors import InvalidTemplate, MailingError, RecipientError
@@ -594,7 +595,8 @@ def test_check_reports_pools_and_problems_and_writes_nothing(
         "pool 'empty' has no available codes (add some: codes upload empty FILE, "
         "or codes generate empty)",
     ) in problems
-    assert (3, "pool 'missing' does not exist") in problems
+    where = store_location(engine)
+    assert (3, f"pool 'missing' does not exist in the store {where}") in problems
     assert (4, "client.promocode() needs the pool as a string literal") in problems
     assert (
         4,

@@ -152,6 +152,7 @@ def test_no_filter_or_test_runs_at_compile_time(
 @pytest.mark.parametrize("payload", FOLDED_PAYLOADS.values(), ids=FOLDED_PAYLOADS.keys())
 def test_check_of_literal_payloads_returns_within_the_bound(payload: str, tmp_path: Path) -> None:
     template = write_template(tmp_path, payload)
+    (tmp_path / "store.db").touch()  # check only reads: the store must exist
     url = f"sqlite:///{tmp_path / 'store.db'}"
     try:
         done = subprocess.run(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 
 from pools.errors import MailingNotFound, PoolNotFound
+from pools.store.db import store_location
 from pools.store.models import Mailing, Pool
 
 #: Ids compared at most: pools and mailings are made by people, this is far
@@ -44,6 +45,17 @@ def unknown_pool(
         query = query.where(Pool.id.in_(list(within)[:MAX_CANDIDATES]))
     candidates = conn.execute(query).scalars().all()
     return PoolNotFound(pool_ref, close_ids(pool_ref, candidates))
+
+
+def told_where(error: Exception, engine: Engine) -> str:
+    """The error's message, naming the store a missing pool was looked for in.
+
+    For the command line and the template tools, which show where their own
+    store is; the HTTP API answers the plain message.
+    """
+    if isinstance(error, PoolNotFound):
+        return error.in_store(store_location(engine))
+    return str(error)
 
 
 def unknown_mailing(conn: Connection, mailing_id: str) -> MailingNotFound:

@@ -29,6 +29,7 @@ from pools.errors import (
     DatabaseFailure,
     StoreConflict,
     StoreError,
+    StoreNotFound,
     StoreUnavailable,
 )
 from pools.store.defaults import DEFAULT_URL as DEFAULT_URL
@@ -355,8 +356,37 @@ def upgrade(engine: Engine) -> str:
     return SCHEMA_HEAD
 
 
-def open_engine(config: StoreConfig, *, migrate: bool = True) -> Engine:
-    """An engine on an up-to-date schema, or a StoreError naming the database."""
+def sqlite_file(url: URL | str) -> Path | None:
+    """The file of a SQLite store, absolute; None for memory, URI names and other databases."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if parsed.query.get("uri") in ("true", "1"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
+def store_location(engine_or_url: Engine | URL | str) -> str:
+    """Where a store is, as people look for it: a SQLite store's absolute path,
+    any other the URL without its password."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
+    parsed = make_url(url) if isinstance(url, str) else url
+    path = sqlite_file(parsed)
+    return str(path) if path is not None else shown_url(parsed)
+
+
+def open_engine(config: StoreConfig, *, migrate: bool = True, create: bool = True) -> Engine:
+    """An engine on an up-to-date schema, or a StoreError naming the database.
+
+    ``create=False`` is for what only reads: a SQLite file that does not exist
+    is refused (StoreNotFound) instead of being created empty, so a typo in
+    its path is named rather than answered with an empty store.
+    """
+    if not create:
+        path = sqlite_file(config.url)
+        if path is not None and not path.exists():
+            raise StoreNotFound(str(path))
     engine = create_store_engine(config)
     if migrate:
         try:

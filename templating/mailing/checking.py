@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from pools.admin.lifecycle import load_pool, not_issuing
+from pools.admin.lookup import told_where
 from pools.errors import PromomailError
 from pools.store.db import read_transaction
 from pools.store.models import PoolStatus
@@ -133,7 +134,7 @@ def check_template(
                 pool = load_pool(conn, ref, allow_name=True, with_counts=True)
             except PromomailError as exc:
                 report.pools.append(PoolUse(ref, kind, line))
-                report.problems.append(Problem(line, str(exc)))
+                report.problems.append(Problem(line, told_where(exc, engine)))
                 continue
             report.pools.append(
                 PoolUse(ref, kind, line, pool.id, pool.status, pool.counts.available)

@@ -10,6 +10,7 @@ from itertools import islice
 from sqlalchemy import Engine
 
 from pools.admin.lifecycle import PoolView, load_pool, not_issuing
+from pools.admin.lookup import told_where
 from pools.codes.counts import available_count
 from pools.errors import PoolExhausted, PromomailError
 from pools.issuing.claiming import shared_code
@@ -52,7 +53,9 @@ def plan_pools(engine: Engine, template: MessageTemplate) -> PoolPlan:
             try:
                 pool = load_pool(conn, ref, allow_name=True)
             except PromomailError as exc:
-                raise InvalidTemplate(str(exc), template=template.name, line=line) from exc
+                raise InvalidTemplate(
+                    told_where(exc, engine), template=template.name, line=line
+                ) from exc
             if ref in usage.issues_from and pool.status != PoolStatus.ACTIVE:
                 raise InvalidTemplate(
                     not_issuing(pool.id, pool.status), template=template.name, line=line
