@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from pools import (
     DatabaseFailure,
@@ -144,6 +145,21 @@ def _validation_problem(error: RequestValidationError) -> Problem:
     return Problem(422, f"{place}: {first['msg']}{more}", extra={"errors": errors})
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the request's path answers.
+
+    Each route has one method, so Starlette's own ``Allow`` names only the
+    first route whose path matched.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Route every failure of a request through a problem document."""
 
@@ -159,12 +175,17 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return _validation_problem(exc).response()
 
-    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        headers = dict(exc.headers or {})
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             detail = "the request body cannot be read as JSON (is it UTF-8?)"
-        return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response()
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+        return Problem(exc.status_code, detail, headers=headers).response()
 
     async def on_database(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DatabaseFailure)
