@@ -33,10 +33,8 @@ SLUGGABLE_NAME = re.compile(SLUGGABLE_NAME_PATTERN)
 #: A port, 0 to 65535.
 _PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 #: A pool's webhook: an http(s) URL (case-insensitive scheme), a host name or
-#: IPv4 address, a port if any, then a path, query or fragment without spaces.
-NOTIFY_URL_PATTERN = (
-    rf"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:{_PORT})?([/?#][^\x00{_SPACE}]*)?$"
-)
+#: IP address (IPv6 in brackets), a port if any, then a path, query or fragment without spaces.
+NOTIFY_URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:{_PORT})?([/?#][^\x00{_SPACE}]*)?$"
 NOTIFY_URL = re.compile(NOTIFY_URL_PATTERN)
 #: A pool's notice address: one address, no spaces or commas.
 NOTIFY_EMAIL_PATTERN = rf"^[^@,\x00{_SPACE}]+@[^@,\x00{_SPACE}]+\.[^@,\x00{_SPACE}]+$"
@@ -48,6 +46,17 @@ EXPIRY_WINDOW = re.compile(EXPIRY_WINDOW_PATTERN)
 #: any cursor a list gives out: a customer id is at most 200 characters).
 MAX_CURSOR_LENGTH = 2000
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+#: Why a value does not match one of the patterns above, in words.
+PATTERN_WORDS = {
+    POOL_ID_PATTERN: "is not valid: use lower-case letters, digits, '.', '_' and '-' "
+    "(a letter or digit first, at most 100)",
+    NOTIFY_URL_PATTERN: "is not an http(s) URL",
+    NOTIFY_EMAIL_PATTERN: "is not an e-mail address",
+    EXPIRY_WINDOW_PATTERN: "is not an expiry window: a whole number of hours, days or weeks, "
+    "e.g. 36h, 7d, 2w",
+    CURSOR_PATTERN: "is not a cursor a list gives out",
+}
 
 #: Never in any value: NUL, and lone surrogates (bytes that were not UTF-8,
 #: read with ``surrogateescape``, or ``\\udXXX`` escapes in JSON).

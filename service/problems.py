@@ -37,6 +37,7 @@ from pools import (
     UnreadableUpload,
     counted,
 )
+from pools.identifiers import PATTERN_WORDS, POOL_NAME_PATTERN
 from templating import InvalidTemplate, RecipientError, RenderLimitExceeded
 
 MEDIA_TYPE = "application/problem+json"
@@ -120,9 +121,24 @@ _NO_NUL = r"^[^\x00]*$"
 
 
 def _message(item: dict[str, Any]) -> str:
+    """The validation error in the library's words where it has them."""
     context = item.get("ctx") or {}
-    if item.get("type") == "string_pattern_mismatch" and context.get("pattern") == _NO_NUL:
-        return "must not contain a NUL character"
+    kind = item.get("type")
+    value = item.get("input")
+    if kind == "string_pattern_mismatch":
+        pattern = str(context.get("pattern", ""))
+        if pattern == _NO_NUL or (isinstance(value, str) and "\x00" in value):
+            return "must not contain a NUL character"
+        if pattern == POOL_NAME_PATTERN:
+            return "needs something besides spaces"
+        words = PATTERN_WORDS.get(pattern.removeprefix("^$|"))
+        if words is not None:
+            shown = value[:80] + "…" if isinstance(value, str) and len(value) > 80 else value
+            return f"{shown!r} {words}"
+    if kind == "greater_than_equal" and "ge" in context:
+        return f"must be {context['ge']} or more"
+    if kind == "less_than_equal" and "le" in context:
+        return f"must be {context['le']} or less"
     return str(item.get("msg", ""))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from pools import DEFAULT_ALPHABET, DEFAULT_HOLD, DEFAULT_LENGTH, ImportRecord
@@ -80,7 +80,7 @@ def _given(name: str) -> dict[str, Any]:
 
 
 #: The library's rules between settings (PoolSettings), stated for the document.
-SETTING_RULES: list[dict[str, Any]] = [
+SETTING_RULES: list[JsonValue] = [
     {
         "if": _true("multi_use"),
         "then": {
@@ -91,7 +91,7 @@ SETTING_RULES: list[dict[str, Any]] = [
     {"if": _true("once_per_customer"), "then": _true("multi_use")},
     {"if": _given("issued_valid_days"), "then": _true("require_issued")},
 ]
-CREATE_RULES: list[dict[str, Any]] = [
+CREATE_RULES: list[JsonValue] = [
     *SETTING_RULES,
     # Activation needs a description.
     {
