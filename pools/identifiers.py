@@ -32,9 +32,32 @@ SLUGGABLE_NAME_PATTERN = r"[A-Za-z0-9]"
 SLUGGABLE_NAME = re.compile(SLUGGABLE_NAME_PATTERN)
 #: A port, 0 to 65535.
 _PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_BYTE = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"({_BYTE}\.){{3}}{_BYTE}"
+_H = r"[0-9A-Fa-f]{1,4}"
+#: An IPv6 address as URLs write it (RFC 4291 forms, no zone).
+_IPV6 = "|".join(
+    (
+        rf"({_H}:){{7}}{_H}",
+        rf"({_H}:){{1,7}}:",
+        rf"({_H}:){{1,6}}:{_H}",
+        rf"({_H}:){{1,5}}(:{_H}){{1,2}}",
+        rf"({_H}:){{1,4}}(:{_H}){{1,3}}",
+        rf"({_H}:){{1,3}}(:{_H}){{1,4}}",
+        rf"({_H}:){{1,2}}(:{_H}){{1,5}}",
+        rf"{_H}:(:{_H}){{1,6}}",
+        rf":((:{_H}){{1,7}}|:)",
+        rf"::([Ff]{{4}}(:0{{1,4}})?:)?{_IPV4}",
+        rf"({_H}:){{1,4}}:{_IPV4}",
+    )
+)
 #: A pool's webhook: an http(s) URL (case-insensitive scheme), a host name or
-#: IP address (IPv6 in brackets), a port if any, then a path, query or fragment without spaces.
-NOTIFY_URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:{_PORT})?([/?#][^\x00{_SPACE}]*)?$"
+#: IP address (IPv6 in brackets), a port if any, then a path, query or
+#: fragment without spaces.
+NOTIFY_URL_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.-]+|\[({_IPV6})\])(:{_PORT})?"
+    rf"([/?#][^\x00{_SPACE}]*)?$"
+)
 NOTIFY_URL = re.compile(NOTIFY_URL_PATTERN)
 #: A pool's notice address: one address, no spaces or commas.
 NOTIFY_EMAIL_PATTERN = rf"^[^@,\x00{_SPACE}]+@[^@,\x00{_SPACE}]+\.[^@,\x00{_SPACE}]+$"
