@@ -13,6 +13,74 @@ import re
 #: Longest id the store keeps (the customer and mailing id columns).
 MAX_ID_LENGTH = 200
 
+# The forms below are written as JSON Schema patterns (no flags, ``^…$``) so
+# that the API description states the very rule the library applies.
+
+#: A pool id: lower-case letters, digits, '.', '_' and '-', at most 100.
+MAX_POOL_ID_LENGTH = 100
+POOL_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+POOL_ID = re.compile(POOL_ID_PATTERN)
+#: What ``str.strip()`` removes, spelled out: ``\s`` means other things in
+#: Python, JavaScript and Rust regular expressions.
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A pool name: something besides spaces, never NUL.
+MAX_POOL_NAME_LENGTH = 200
+POOL_NAME_PATTERN = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+#: A name a pool id can be made of (``Spring Sale 30%`` → ``spring-sale-30``)
+#: holds an ASCII letter or digit somewhere (a pattern searched, not anchored).
+SLUGGABLE_NAME_PATTERN = r"[A-Za-z0-9]"
+SLUGGABLE_NAME = re.compile(SLUGGABLE_NAME_PATTERN)
+#: A port, 0 to 65535.
+_PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_BYTE = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"({_BYTE}\.){{3}}{_BYTE}"
+_H = r"[0-9A-Fa-f]{1,4}"
+#: An IPv6 address as URLs write it (RFC 4291 forms, no zone).
+_IPV6 = "|".join(
+    (
+        rf"({_H}:){{7}}{_H}",
+        rf"({_H}:){{1,7}}:",
+        rf"({_H}:){{1,6}}:{_H}",
+        rf"({_H}:){{1,5}}(:{_H}){{1,2}}",
+        rf"({_H}:){{1,4}}(:{_H}){{1,3}}",
+        rf"({_H}:){{1,3}}(:{_H}){{1,4}}",
+        rf"({_H}:){{1,2}}(:{_H}){{1,5}}",
+        rf"{_H}:(:{_H}){{1,6}}",
+        rf":((:{_H}){{1,7}}|:)",
+        rf"::([Ff]{{4}}(:0{{1,4}})?:)?{_IPV4}",
+        rf"({_H}:){{1,4}}:{_IPV4}",
+    )
+)
+#: A pool's webhook: an http(s) URL (case-insensitive scheme), a host name or
+#: IP address (IPv6 in brackets), a port if any, then a path, query or
+#: fragment without spaces.
+NOTIFY_URL_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.-]+|\[({_IPV6})\])(:{_PORT})?"
+    rf"([/?#][^\x00{_SPACE}]*)?$"
+)
+NOTIFY_URL = re.compile(NOTIFY_URL_PATTERN)
+#: A pool's notice address: one address, no spaces or commas.
+NOTIFY_EMAIL_PATTERN = rf"^[^@,\x00{_SPACE}]+@[^@,\x00{_SPACE}]+\.[^@,\x00{_SPACE}]+$"
+NOTIFY_EMAIL = re.compile(NOTIFY_EMAIL_PATTERN)
+#: ``segment --expiring-within``: whole hours, days or weeks (``36h``, ``7d``, ``2w``).
+EXPIRY_WINDOW_PATTERN = r"^([0-9]{1,5})([hdw])$"
+EXPIRY_WINDOW = re.compile(EXPIRY_WINDOW_PATTERN)
+#: A page's ``next`` cursor: unpadded base64url, at most this long (longer than
+#: any cursor a list gives out: a customer id is at most 200 characters).
+MAX_CURSOR_LENGTH = 2000
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+#: Why a value does not match one of the patterns above, in words.
+PATTERN_WORDS = {
+    POOL_ID_PATTERN: "is not valid: use lower-case letters, digits, '.', '_' and '-' "
+    "(a letter or digit first, at most 100)",
+    NOTIFY_URL_PATTERN: "is not an http(s) URL",
+    NOTIFY_EMAIL_PATTERN: "is not an e-mail address",
+    EXPIRY_WINDOW_PATTERN: "is not an expiry window: a whole number of hours, days or weeks, "
+    "e.g. 36h, 7d, 2w",
+    CURSOR_PATTERN: "is not a cursor a list gives out",
+}
+
 #: Never in any value: NUL, and lone surrogates (bytes that were not UTF-8,
 #: read with ``surrogateescape``, or ``\\udXXX`` escapes in JSON).
 UNSAFE_VALUE = re.compile("[\x00\ud800-\udfff]")
@@ -51,6 +119,11 @@ def id_problem(value: str) -> str | None:
     if bad is not None:
         return f"the id holds {describe_unsafe(bad.group())}"
     return None
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is empty or only spaces: what :data:`POOL_NAME_PATTERN` refuses."""
+    return not text.strip()
 
 
 def value_problem(value: str) -> str | None:

@@ -32,6 +32,7 @@ from service.access_log import AccessLog
 from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
 from service.bodies import BodyLimit
 from service.hosts import HostCheck, HostRule
+from service.links import add_links
 from service.routes_events import router as events_router
 from service.routes_meta import router as meta_router
 from service.routes_people import router as people_router
@@ -129,11 +130,13 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's description, plus the bearer scheme the routes' ``security`` names."""
+    """FastAPI's description, plus the bearer scheme the routes' ``security`` names
+    and the links from one operation's answer to the next operation."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        add_links(schema)
         app.openapi_schema = schema
     return app.openapi_schema

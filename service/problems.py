@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from pools import (
     DatabaseFailure,
@@ -36,6 +37,7 @@ from pools import (
     UnreadableUpload,
     counted,
 )
+from pools.identifiers import PATTERN_WORDS, POOL_NAME_PATTERN
 from templating import InvalidTemplate, RecipientError, RenderLimitExceeded
 
 MEDIA_TYPE = "application/problem+json"
@@ -119,9 +121,24 @@ _NO_NUL = r"^[^\x00]*$"
 
 
 def _message(item: dict[str, Any]) -> str:
+    """The validation error in the library's words where it has them."""
     context = item.get("ctx") or {}
-    if item.get("type") == "string_pattern_mismatch" and context.get("pattern") == _NO_NUL:
-        return "must not contain a NUL character"
+    kind = item.get("type")
+    value = item.get("input")
+    if kind == "string_pattern_mismatch":
+        pattern = str(context.get("pattern", ""))
+        if pattern == _NO_NUL or (isinstance(value, str) and "\x00" in value):
+            return "must not contain a NUL character"
+        if pattern == POOL_NAME_PATTERN:
+            return "needs something besides spaces"
+        words = PATTERN_WORDS.get(pattern.removeprefix("^$|"))
+        if words is not None:
+            shown = value[:80] + "…" if isinstance(value, str) and len(value) > 80 else value
+            return f"{shown!r} {words}"
+    if kind == "greater_than_equal" and "ge" in context:
+        return f"must be {context['ge']} or more"
+    if kind == "less_than_equal" and "le" in context:
+        return f"must be {context['le']} or less"
     return str(item.get("msg", ""))
 
 
@@ -144,6 +161,21 @@ def _validation_problem(error: RequestValidationError) -> Problem:
     return Problem(422, f"{place}: {first['msg']}{more}", extra={"errors": errors})
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the request's path answers.
+
+    Each route has one method, so Starlette's own ``Allow`` names only the
+    first route whose path matched.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Route every failure of a request through a problem document."""
 
@@ -159,12 +191,17 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return _validation_problem(exc).response()
 
-    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        headers = dict(exc.headers or {})
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             detail = "the request body cannot be read as JSON (is it UTF-8?)"
-        return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response()
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+        return Problem(exc.status_code, detail, headers=headers).response()
 
     async def on_database(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DatabaseFailure)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Query, Request
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from pools import (
     DEFAULT_LIMIT,
@@ -18,6 +19,13 @@ from pools import (
     parse_expiring_within,
     segment_page,
     show_mailing,
+)
+from pools.identifiers import (
+    CURSOR_PATTERN,
+    EXPIRY_WINDOW_PATTERN,
+    MAX_CURSOR_LENGTH,
+    MAX_POOL_ID_LENGTH,
+    POOL_ID_PATTERN,
 )
 from service.auth import ScopedRouter, engine_of, pools_filter, principal
 from service.problems import problem_responses
@@ -35,13 +43,34 @@ router = ScopedRouter(prefix="/api/v1", tags=["history"])
 COMMON = (400, 401, 403, 404, 422, 503)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many items.")]
-# Any text: the library decodes a cursor totally, and whatever it refuses is a
-# 400 naming the cursor (not a 422 about its characters or length).
-After = Annotated[str | None, Query(description="The `next` cursor of the previous page.")]
-Name = Annotated[str, Path(pattern=NO_NUL, max_length=1000)]
-Filter = Annotated[str | None, Query(pattern=NO_NUL, max_length=1000)]
-PoolRef = Annotated[str, Field(pattern=NO_NUL, max_length=1000)]
-Count = Annotated[int | None, Query(ge=-INT32, le=INT32)]
+# The form of a cursor; one of that form the list never gave out is a 400
+# naming the cursor.
+After = Annotated[
+    str | None,
+    Query(
+        pattern=CURSOR_PATTERN,
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        description="The `next` cursor of the previous page (left out: the first page).",
+    ),
+]
+Name = Annotated[str, Path(pattern=NO_NUL, min_length=1, max_length=1000)]
+PoolFilter = Annotated[
+    str | None, Query(pattern=POOL_ID_PATTERN, min_length=1, max_length=MAX_POOL_ID_LENGTH)
+]
+Filter = Annotated[str | None, Query(pattern=NO_NUL, min_length=1, max_length=1000)]
+PoolRef = Annotated[
+    str, Field(pattern=POOL_ID_PATTERN, min_length=1, max_length=MAX_POOL_ID_LENGTH)
+]
+Count = Annotated[int | None, Query(ge=0, le=INT32)]
+_ISO_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def iso_only(value: Any) -> Any:
+    """An ISO 8601 date or time: not the Unix seconds pydantic would also read."""
+    if isinstance(value, str) and not _ISO_START.match(value):
+        raise ValueError("must be an ISO 8601 date or date and time")
+    return value
 
 
 def _doc(model: type) -> dict[int | str, dict[str, Any]]:
@@ -80,15 +109,14 @@ def segments(
     expiring_within: Annotated[
         str | None,
         Query(
-            pattern=NO_NUL,
-            max_length=100,
+            pattern=EXPIRY_WINDOW_PATTERN,
             description="With `unredeemed_from`: only codes expiring within this duration "
             "from now: whole hours, days or weeks (`36h`, `7d`, `2w`).",
         ),
     ] = None,
     min_issued: Count = None,
     max_issued: Count = None,
-    since: date | datetime | None = None,
+    since: Annotated[date | datetime | None, BeforeValidator(iso_only)] = None,
     limit: Limit = DEFAULT_LIMIT,
     after: After = None,
 ) -> dict[str, Any]:
@@ -131,7 +159,7 @@ def mailing(request: Request, mailing_id: Name) -> dict[str, Any]:
 @router.get("/issuances", scope=Scope.READ, response_model=None, responses=_doc(IssuancePageDoc))
 def issuances(
     request: Request,
-    pool: Filter = None,
+    pool: PoolFilter = None,
     mailing: Filter = None,
     limit: Limit = DEFAULT_LIMIT,
     after: After = None,

@@ -32,6 +32,7 @@ from pools import (
     upload_codes,
     void_batch,
 )
+from pools.identifiers import MAX_POOL_ID_LENGTH, POOL_ID_PATTERN
 from service.auth import ScopedRouter, engine_of, principal, visible_pool
 from service.bodies import StreamReader, media_type, unsupported
 from service.problems import Problem, problem_responses
@@ -51,7 +52,15 @@ from service.schemas import (
 router = ScopedRouter(prefix="/api/v1", tags=["pools"])
 log = logging.getLogger("promomail.service")
 
-PoolId = Annotated[str, Path(pattern=NO_NUL, max_length=1000, description="The pool id.")]
+PoolId = Annotated[
+    str,
+    Path(
+        pattern=POOL_ID_PATTERN,
+        min_length=1,
+        max_length=MAX_POOL_ID_LENGTH,
+        description="The pool id.",
+    ),
+]
 #: Statuses every pool route may answer besides its success.
 COMMON = (400, 401, 403, 404, 409, 413, 415, 422, 503)
 UPLOAD_TYPES = {"text/plain": FileFormat.TXT, "text/csv": FileFormat.CSV}
@@ -158,7 +167,10 @@ async def codes_upload(
     whitespace: Whitespace = Whitespace.REJECT,
     skip_invalid: bool = False,
     file: Annotated[
-        str, Query(pattern=NO_NUL, max_length=200, description="The name the import records.")
+        str,
+        Query(
+            pattern=NO_NUL, min_length=1, max_length=200, description="The name the import records."
+        ),
     ] = "request body",
 ) -> dict[str, Any]:
     """``codes upload``: the body streams into the import; all or nothing."""

@@ -34,6 +34,7 @@ from pools import (
     release_hold,
     unredeem,
 )
+from pools.identifiers import MAX_ID_LENGTH, MAX_POOL_ID_LENGTH, POOL_ID_PATTERN
 from service.auth import ScopedRouter, engine_of, principal
 from service.problems import Problem, problem_responses
 from service.schemas import (
@@ -49,7 +50,7 @@ from service.schemas import (
 
 router = ScopedRouter(prefix="/api/v1", tags=["redemption"])
 COMMON = (400, 401, 403, 404, 413, 415, 422, 503)
-Text = Annotated[str | None, Query(pattern=NO_NUL, max_length=200)]
+Text = Annotated[str | None, Query(pattern=NO_NUL, min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 def _refusal(result: RedemptionResult | HoldResult | ReleaseResult) -> Problem:
@@ -88,8 +89,10 @@ def _pool_for(holder: Principal, engine: Engine, code: str, pool: str | None) ->
 )
 def code_check(
     request: Request,
-    code: Annotated[str, Path(pattern=NO_NUL, max_length=1000)],
-    pool: Annotated[str | None, Query(pattern=NO_NUL, max_length=100)] = None,
+    code: Annotated[str, Path(pattern=NO_NUL, min_length=1, max_length=1000)],
+    pool: Annotated[
+        str | None, Query(pattern=POOL_ID_PATTERN, min_length=1, max_length=MAX_POOL_ID_LENGTH)
+    ] = None,
     customer: Text = None,
     order: Text = None,
 ) -> dict[str, Any]:

@@ -12,9 +12,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from pools import DEFAULT_ALPHABET, DEFAULT_HOLD, DEFAULT_LENGTH, ImportRecord
+from pools.admin.lifecycle import MAX_PER_CUSTOMER
+from pools.after_sending.holds import MAX_HOLD, MIN_HOLD
+from pools.identifiers import (
+    MAX_ID_LENGTH,
+    MAX_POOL_ID_LENGTH,
+    MAX_POOL_NAME_LENGTH,
+    NOTIFY_EMAIL_PATTERN,
+    NOTIFY_URL_PATTERN,
+    POOL_ID_PATTERN,
+    POOL_NAME_PATTERN,
+    SLUGGABLE_NAME_PATTERN,
+)
+from pools.store.models import CODE_MAX_LENGTH
 
 #: PostgreSQL text cannot hold NUL; every text the API takes leaves it out.
 NO_NUL = r"^[^\x00]*$"
@@ -27,74 +41,163 @@ def text(max_length: int, **kwargs: Any) -> Any:
     return Field(pattern=NO_NUL, max_length=max_length, **kwargs)
 
 
-Int32 = Annotated[int, Field(ge=-INT32, le=INT32)]
+def _or_empty(pattern: str) -> str:
+    """``pattern``, or nothing at all (an empty text clears the setting)."""
+    return f"^$|{pattern}"
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; strict mode would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: Integers of request bodies: a JSON number without a fraction, never a
+#: string or a boolean (request models are strict: no type is guessed).
+INTEGRAL = BeforeValidator(_integral)
+Int32 = Annotated[int, Field(ge=-INT32, le=INT32), INTEGRAL]
+PoolName = Annotated[
+    str, Field(pattern=POOL_NAME_PATTERN, min_length=1, max_length=MAX_POOL_NAME_LENGTH)
+]
+PoolIdText = Annotated[
+    str, Field(pattern=POOL_ID_PATTERN, min_length=1, max_length=MAX_POOL_ID_LENGTH)
+]
+NotifyUrl = Annotated[str, Field(pattern=_or_empty(NOTIFY_URL_PATTERN), max_length=2000)]
+NotifyEmail = Annotated[str, Field(pattern=_or_empty(NOTIFY_EMAIL_PATTERN), max_length=320)]
+ValidDays = Annotated[int, Field(ge=1, le=INT32), INTEGRAL]
+LowStock = Annotated[int, Field(ge=0, le=INT32), INTEGRAL]
+PerCustomer = Annotated[int, Field(ge=1, le=MAX_PER_CUSTOMER), INTEGRAL]
+#: An id the store keeps (customer, order): something besides spaces.
+IdText = Annotated[str, Field(pattern=NO_NUL, min_length=1, max_length=MAX_ID_LENGTH)]
+CodeText = Annotated[str, Field(pattern=NO_NUL, min_length=1, max_length=1000)]
+
+
+def _true(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"const": True}}}
+
+
+def _given(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+#: The library's rules between settings (PoolSettings), stated for the document.
+SETTING_RULES: list[JsonValue] = [
+    {
+        "if": _true("multi_use"),
+        "then": {
+            "properties": {"require_issued": {"not": {"const": True}}},
+            "not": _given("per_customer"),
+        },
+    },
+    {"if": _true("once_per_customer"), "then": _true("multi_use")},
+    {"if": _given("issued_valid_days"), "then": _true("require_issued")},
+]
+CREATE_RULES: list[JsonValue] = [
+    *SETTING_RULES,
+    # Activation needs a description.
+    {
+        "if": _true("activate"),
+        "then": {
+            "required": ["description"],
+            "properties": {"description": {"type": "string", "minLength": 1}},
+        },
+    },
+    # Without an id, the id is made of the name.
+    {
+        "if": {"not": _given("id")},
+        "then": {"properties": {"name": {"pattern": SLUGGABLE_NAME_PATTERN}}},
+    },
+]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PoolCreate(Strict):
-    name: Annotated[str, text(200)]
-    id: Annotated[str | None, text(100)] = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": CREATE_RULES})
+
+    name: PoolName
+    id: PoolIdText | None = None
     description: Annotated[str | None, text(10_000)] = None
     multi_use: bool = False
     once_per_customer: bool = False
     require_issued: bool = False
-    issued_valid_days: Int32 | None = None
-    low_stock: Int32 | None = None
-    notify_url: Annotated[str | None, text(2000)] = None
-    notify_email: Annotated[str | None, text(320)] = None
-    per_customer: Int32 | None = None
+    issued_valid_days: ValidDays | None = None
+    low_stock: LowStock | None = None
+    notify_url: NotifyUrl | None = None
+    notify_email: NotifyEmail | None = None
+    per_customer: PerCustomer | None = None
     activate: bool = False
 
 
 class PoolEdit(Strict):
-    name: Annotated[str | None, text(200)] = None
-    description: Annotated[str | None, text(10_000)] = None
-    low_stock: Int32 | None = None
-    notify_url: Annotated[str | None, text(2000)] = None
-    notify_email: Annotated[str | None, text(320)] = None
-    issued_valid_days: Int32 | None = None
-    multi_use: bool | None = None
-    require_issued: bool | None = None
-    per_customer: Int32 | None = None
+    """Only the settings given change: at least one, none of them null."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"minProperties": 1, "allOf": SETTING_RULES},
+    )
+
+    name: PoolName | SkipJsonSchema[None] = None
+    description: Annotated[str, text(10_000)] | SkipJsonSchema[None] = None
+    low_stock: LowStock | SkipJsonSchema[None] = None
+    notify_url: NotifyUrl | SkipJsonSchema[None] = None
+    notify_email: NotifyEmail | SkipJsonSchema[None] = None
+    issued_valid_days: ValidDays | SkipJsonSchema[None] = None
+    multi_use: bool | SkipJsonSchema[None] = None
+    require_issued: bool | SkipJsonSchema[None] = None
+    per_customer: PerCustomer | SkipJsonSchema[None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        # A null would read as "not given"; the document says a setting given has a value.
+        if isinstance(data, dict):
+            nulls = sorted(key for key, value in data.items() if value is None)
+            if nulls:
+                raise ValueError(f"{nulls[0]} is null: leave out a setting that does not change")
+        return data
 
 
 class GenerateRequest(Strict):
-    count: Annotated[int, Field(le=MAX_GENERATE, ge=-INT32)]
-    length: Annotated[int, Field(le=64, ge=-INT32)] = DEFAULT_LENGTH
+    count: Annotated[int, Field(ge=1, le=MAX_GENERATE), INTEGRAL]
+    length: Annotated[int, Field(ge=1, le=CODE_MAX_LENGTH), INTEGRAL] = DEFAULT_LENGTH
     alphabet: Annotated[str, text(1000)] = DEFAULT_ALPHABET
-    prefix: Annotated[str, text(64)] = ""
+    prefix: Annotated[str, text(CODE_MAX_LENGTH)] = ""
     check_digit: bool = False
 
 
 class RedemptionRequest(Strict):
-    code: Annotated[str, text(1000)]
-    customer: Annotated[str | None, text(200)] = None
-    order: Annotated[str | None, text(200)] = None
-    pool: Annotated[str | None, text(100)] = None
+    code: CodeText
+    customer: IdText | None = None
+    order: IdText | None = None
+    pool: PoolIdText | None = None
 
 
 class RollbackRequest(Strict):
-    code: Annotated[str, text(1000)]
+    code: CodeText
     #: Left out: the code's one live redemption made without an order.
-    order: Annotated[str | None, text(200)] = None
+    order: IdText | None = None
+
+
+HoldSeconds = Annotated[
+    int, Field(ge=int(MIN_HOLD.total_seconds()), le=int(MAX_HOLD.total_seconds())), INTEGRAL
+]
 
 
 class HoldRequest(Strict):
-    code: Annotated[str, text(1000)]
-    order: Annotated[str, text(200)]
-    customer: Annotated[str | None, text(200)] = None
-    pool: Annotated[str | None, text(100)] = None
-    #: How long the hold lasts: 30 to 86,400 (the library says so when it is not).
-    seconds: Int32 = int(DEFAULT_HOLD.total_seconds())
+    code: CodeText
+    order: IdText
+    customer: IdText | None = None
+    pool: PoolIdText | None = None
+    #: How long the hold lasts, in seconds.
+    seconds: HoldSeconds = int(DEFAULT_HOLD.total_seconds())
 
 
 class ReleaseRequest(Strict):
-    code: Annotated[str, text(1000)]
-    order: Annotated[str, text(200)]
-    pool: Annotated[str | None, text(100)] = None
+    code: CodeText
+    order: IdText
+    pool: PoolIdText | None = None
 
 
 # --- answers (documentation of the library's documents) ---------------------

@@ -183,7 +183,7 @@ def test_create_refuses_invalid_ids(engine: Engine, bad_id: str) -> None:
 
 
 def test_create_refuses_a_name_without_a_slug(engine: Engine) -> None:
-    with pytest.raises(PoolError, match="not valid"):
+    with pytest.raises(PoolError, match="give the id"):
         create_pool(engine, PoolSettings("!!!"))
 
 

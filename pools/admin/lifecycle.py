@@ -15,13 +15,13 @@ from pools.admin.lookup import unknown_pool
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.webhooks import TargetRefused, check_webhook_url
 from pools.errors import InvalidPoolSetting, PoolError, SettingLocked
+from pools.identifiers import NOTIFY_EMAIL, NOTIFY_URL, POOL_ID, SLUGGABLE_NAME, is_blank
 from pools.store.clock import utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
 
-_URL = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
-_EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+#: The most codes a per-customer pool hands one customer.
+MAX_PER_CUSTOMER = 100
 
 
 def slugify(name: str) -> str:
@@ -61,7 +61,7 @@ class PoolSettings:
     notify_email: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.name.strip():
+        if is_blank(self.name):
             raise InvalidPoolSetting("a pool needs a non-empty name")
         if self.multi_use and self.require_issued:
             raise InvalidPoolSetting("exclude each other", "multi_use", "require_issued")
@@ -82,13 +82,13 @@ class PoolSettings:
                     "issued_valid_days",
                     "require_issued",
                 )
-        if self.per_customer is not None and not 1 <= self.per_customer <= 100:
-            raise InvalidPoolSetting("must be between 1 and 100", "per_customer")
+        if self.per_customer is not None and not 1 <= self.per_customer <= MAX_PER_CUSTOMER:
+            raise InvalidPoolSetting(f"must be between 1 and {MAX_PER_CUSTOMER}", "per_customer")
         if self.low_stock is not None and self.low_stock < 0:
             raise InvalidPoolSetting("must be 0 or more", "low_stock")
-        if self.notify_url is not None and not _URL.match(self.notify_url):
+        if self.notify_url is not None and not NOTIFY_URL.fullmatch(self.notify_url):
             raise InvalidPoolSetting(f"{self.notify_url!r} is not an http(s) URL", "notify_url")
-        if self.notify_email is not None and not _EMAIL.match(self.notify_email):
+        if self.notify_email is not None and not NOTIFY_EMAIL.fullmatch(self.notify_email):
             raise InvalidPoolSetting(
                 f"{self.notify_email!r} is not an e-mail address", "notify_email"
             )
@@ -226,7 +226,7 @@ def issuing_mode(conn: Connection, pool_id: str) -> bool:
 
 def _check_notify_url(url: str | None) -> None:
     """A webhook must reach a public address (unless the operator allows others)."""
-    if url is None or not _URL.match(url):
+    if url is None or not NOTIFY_URL.fullmatch(url):
         return  # no URL, or one the settings' own check refuses with its reason
     try:
         check_webhook_url(url)
@@ -237,8 +237,13 @@ def _check_notify_url(url: str | None) -> None:
 def create_pool(
     engine: Engine, settings: PoolSettings, *, pool_id: str | None = None, activate: bool = False
 ) -> PoolView:
+    if pool_id is None and not SLUGGABLE_NAME.search(settings.name):
+        raise InvalidPoolSetting(
+            f"pool name {settings.name!r} has no letter or digit a to z, 0 to 9 "
+            "to make the pool's id of: give the id"
+        )
     new_id = pool_id if pool_id is not None else slugify(settings.name)
-    if not _ID.match(new_id):
+    if not POOL_ID.fullmatch(new_id):
         raise InvalidPoolSetting(
             f"pool id {new_id!r} is not valid: use lower-case letters, digits, '.', '_' and '-'"
         )

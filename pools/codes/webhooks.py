@@ -96,7 +96,10 @@ def non_public(address: IPAddress) -> str | None:
 
 
 def _host_and_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # brackets around something that is no IPv6 address
+        raise TargetRefused("the URL's host is not valid") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise TargetRefused("not an http(s) URL")

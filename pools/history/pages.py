@@ -28,6 +28,7 @@ from pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, Promomail
 from pools.history.customers import HistoryWindow, history_in
 from pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
 from pools.history.segments import SegmentFilters, iter_segment
+from pools.identifiers import MAX_CURSOR_LENGTH
 from pools.store.db import read_transaction
 from pools.store.models import Code, Issuance
 
@@ -54,8 +55,6 @@ def encode_cursor(value: Any) -> str:
 #: Record ids are 64-bit integers in both stores: a larger number in a cursor
 #: cannot name a record (and SQLite refuses to bind it).
 _MAX_ID = 2**63 - 1
-#: Longer than any cursor a list gives out (a customer id is at most 200 characters).
-_MAX_CURSOR = 2000
 
 
 def decode_cursor(cursor: str, kind: type) -> Any:
@@ -66,7 +65,7 @@ def decode_cursor(cursor: str, kind: type) -> Any:
     store could refuse later (a number beyond 64 bits, a string no database
     can hold) before it reaches a query.
     """
-    if len(cursor) > _MAX_CURSOR:
+    if len(cursor) > MAX_CURSOR_LENGTH:
         raise InvalidCursor(cursor[:40] + "…")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)

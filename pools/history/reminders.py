@@ -30,7 +30,6 @@ of either database and every index on a time column serves it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,9 +41,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pools.admin.lookup import unknown_pool
 from pools.errors import SegmentError
+from pools.identifiers import EXPIRY_WINDOW
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool, Redemption
 
-_DURATION = re.compile(r"([0-9]{1,5})([hdw])")
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 #: Longer than any code's life a reminder could be about; keeps now + duration a valid time.
 MAX_EXPIRING_WITHIN = timedelta(days=3660)
@@ -56,7 +55,7 @@ def parse_expiring_within(text: str) -> timedelta:
     A unit is required (a bare number could mean anything), and there is no
     ``m``, which reads as minutes to some and months to others.
     """
-    match = _DURATION.fullmatch(text.strip())
+    match = EXPIRY_WINDOW.fullmatch(text.strip())
     if match is None:
         raise SegmentError(
             f"{text!r} is not an expiry window: a whole number of hours, days or weeks, "
