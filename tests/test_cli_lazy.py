@@ -13,6 +13,7 @@ pool id opens the store.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shlex
@@ -31,6 +32,7 @@ import cli as cli_module
 import delivery
 import pools
 import templating
+from pools.lazy_exports import stub_path, stub_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,11 +142,20 @@ def test_version_is_the_package_version() -> None:
 @pytest.mark.parametrize("package", [pools, templating, delivery], ids=lambda p: p.__name__)
 def test_every_public_name_of_a_package_resolves(package: ModuleType) -> None:
     """The packages load names on first use: each one must be where the table says."""
-    assert sorted(package._HOMES) == sorted(package.__all__)
+    assert sorted(n for names in package.EXPORTS.values() for n in names) == package.__all__
     for name in package.__all__:
         assert getattr(package, name) is not None, name
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = package.no_such_name
+
+
+@pytest.mark.parametrize("package", ["pools", "templating", "delivery"])
+def test_each_packages_stub_is_written_from_its_table(package: str) -> None:
+    """Type checkers read ``__init__.pyi``; it must say what the table says
+    (``python -c "from pools.lazy_exports import write_stubs; write_stubs()"``)."""
+    module = importlib.import_module(package)
+    written = stub_path(package).read_text(encoding="utf-8")
+    assert written == stub_text(package, module.EXPORTS)
 
 
 # ---------------------------------------------------------------------------
