@@ -20,6 +20,7 @@ from service_helpers import (
 )
 from store_helpers import snapshot
 
+from pools.store.models import CODE_MAX_LENGTH
 from service.bodies import BODY_LIMIT, UPLOAD_LIMIT
 
 
@@ -182,7 +183,10 @@ def test_an_oversized_upload_stream_is_cut_off(
     store = served[0]
     # A streamed upload of valid codes is cut off once it passes 32 MiB: the
     # import already running is rolled back, so not one of its codes stays.
-    too_big = _refused(store, lambda: _upload(admin, _chunks(UPLOAD_LIMIT)), 413)
+    # Codes of the longest length a code may have: the fewest to import (and
+    # roll back) before the cut.
+    longest = b"BIG-%09d-" + b"X" * (CODE_MAX_LENGTH - 14) + b"\n"
+    too_big = _refused(store, lambda: _upload(admin, _chunks(UPLOAD_LIMIT, longest)), 413)
     assert too_big["detail"] == "the request body is larger than 32 MiB"
     # A large body under the limit streams in and is imported.
     size = 4 * 1024 * 1024

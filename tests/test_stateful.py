@@ -762,7 +762,7 @@ def test_random_sequences_of_commands_keep_every_invariant(
     run_machine(
         _machine(engine, db_url, tmp_path),
         settings=settings(
-            max_examples=30 if on_postgres else 50,
+            max_examples=20 if on_postgres else 35,
             stateful_step_count=15,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
