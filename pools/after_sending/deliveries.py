@@ -34,18 +34,17 @@ Pure store work: no SMTP, no HTTP, no mail service's format.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     DateTime,
     Engine,
+    Integer,
     String,
     bindparam,
     exists,
@@ -58,13 +57,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pools.admin.lookup import unknown_mailing
-from pools.after_sending.returns import _count, return_messages
+from pools.after_sending.message_returns import return_messages
+from pools.after_sending.returns import _count
 from pools.choices import DeliveryStatus
 from pools.errors import InvalidSetting
 from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
 from pools.store.dialect_sql import one_of
 from pools.store.models import Delivery, Mailing
+from pools.store.row_sets import RowSet, per_dialect
 
 SendState = Literal["sent", "deferred", "failed"]
 
@@ -177,9 +178,8 @@ def record_sent(
     moment = now or utcnow()
     rows = [(ref, recipient_id, answer[:ANSWER_MAX]) for ref, recipient_id, answer in accepted]
     with write_transaction(engine) as conn:
-        statement, rows_parameter = _accepted_insert(conn)
-        parameters = {"mailing": mailing_id, "moment": moment, **rows_parameter(rows)}
-        inserted = set(conn.execute(statement, parameters).scalars())
+        parameters = {"mailing": mailing_id, "moment": moment, **_ACCEPTED.bind(conn, rows)}
+        inserted = set(conn.execute(_accepted_insert(conn), parameters).scalars())
         for ref, _, answer in accepted:
             if ref not in inserted:
                 _move(
@@ -213,68 +213,33 @@ def insert_statement(conn: Connection, table: Any) -> Any:
     return statement
 
 
-_AcceptedRows = Callable[[list[tuple[str, str, str]]], dict[str, Any]]
-_ACCEPTED_INSERTS: dict[str, tuple[Any, _AcceptedRows]] = {}
+#: The messages the relay accepted: reference, recipient, answer.
+_ACCEPTED = RowSet("accepted", ref=String(), recipient=String(), answer=String())
 
 
-def _accepted_insert(conn: Connection) -> tuple[Any, _AcceptedRows]:
+@per_dialect
+def _accepted_insert(postgres: bool) -> Any:
     """:func:`record_sent`'s ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING
-    ref``, and how its rows become parameters.
-
-    Every row travels in one parameter (PostgreSQL arrays, a JSON array on
-    SQLite), the rest are the batch's own: the statement's text is the same
-    whatever the batch's size, so the driver parses it once rather than a
-    multi-row ``VALUES`` of nine parameters a row each time (psycopg caches
-    no statement of more than 50 parameters).
-    """
-    cached = _ACCEPTED_INSERTS.get(conn.dialect.name)
-    if cached is not None:
-        return cached
-    rows_parameter: _AcceptedRows
-    fields: tuple[ColumnElement[Any], ...]
-    if is_postgres(conn):
-        text_array = postgresql.ARRAY(String)
-        source = (
-            func.unnest(
-                bindparam("refs", type_=text_array),
-                bindparam("recipients", type_=text_array),
-                bindparam("answers", type_=text_array),
-            )
-            .table_valued("ref", "recipient", "answer")
-            .render_derived()
-        )
-        fields = (source.c.ref, source.c.recipient, source.c.answer)
-
-        def rows_parameter(rows: list[tuple[str, str, str]]) -> dict[str, Any]:
-            refs, recipients, answers = zip(*rows, strict=True)
-            return {"refs": list(refs), "recipients": list(recipients), "answers": list(answers)}
-
-        dialect_insert: Any = postgresql.insert
-    else:
-        source = func.json_each(bindparam("rows", type_=String)).table_valued("value")
-        fields = tuple(func.json_extract(source.c.value, f"$[{i}]", type_=String) for i in range(3))
-
-        def rows_parameter(rows: list[tuple[str, str, str]]) -> dict[str, Any]:
-            return {"rows": json.dumps(rows)}
-
-        dialect_insert = sqlite.insert
-    ref, recipient, answer = fields
+    ref``: every accepted message travels in one row-set parameter, so the
+    statement's text is the same whatever the batch's size."""
+    accepted = _ACCEPTED.table(postgres)
     columns = select(
-        ref,
+        accepted.c.ref,
         bindparam("mailing", type_=String),
-        recipient,
+        accepted.c.recipient,
         literal(DeliveryStatus.SENT.value),
-        answer,
+        accepted.c.answer,
         literal(1),
         true(),
         bindparam("moment", type_=DateTime),
         literal(0),
-    ).select_from(source)
+    ).select_from(accepted)
     # SQLite reads ``ON CONFLICT`` after a bare ``SELECT … FROM`` as a join's
     # constraint: a WHERE clause ends the SELECT.
     columns = columns.where(true())
     table = Delivery.__table__
-    statement = (
+    dialect_insert: Any = postgresql.insert if postgres else sqlite.insert
+    return (
         dialect_insert(table)
         .from_select(
             [
@@ -293,8 +258,6 @@ def _accepted_insert(conn: Connection) -> tuple[Any, _AcceptedRows]:
         .on_conflict_do_nothing()
         .returning(table.c.ref)
     )
-    cached = _ACCEPTED_INSERTS[conn.dialect.name] = (statement, rows_parameter)
-    return cached
 
 
 def insert_if_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
@@ -340,18 +303,23 @@ def give_back(conn: Connection, reasons: dict[str, str], now: datetime) -> Count
         conn, {ref: reason[:ANSWER_MAX] for ref, reason in reasons.items()}, now
     )
     if returned:
-        conn.execute(
-            _COUNT_RETURNED,
-            [{"g_ref": ref, "g_returned": count} for ref, count in sorted(returned.items())],
-        )
+        counts = _COUNTS.bind(conn, sorted(returned.items()))
+        conn.execute(_count_returned(conn), counts)
     return returned
 
 
-_COUNT_RETURNED = (
-    update(Delivery)
-    .where(Delivery.ref == bindparam("g_ref"))
-    .values(codes_returned=Delivery.codes_returned + bindparam("g_returned"))
-)
+#: How many codes went back, per message.
+_COUNTS = RowSet("counts", ref=String(), returned=Integer())
+
+
+@per_dialect
+def _count_returned(postgres: bool) -> Any:
+    counts = _COUNTS.table(postgres)
+    return (
+        update(Delivery)
+        .where(Delivery.ref == counts.c.ref)
+        .values(codes_returned=Delivery.codes_returned + counts.c.returned)
+    )
 
 
 @dataclass(frozen=True)

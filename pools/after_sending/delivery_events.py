@@ -4,7 +4,7 @@ An event names its message by reference; how it moves the message (and
 when its codes go back) is :mod:`pools.after_sending.deliveries`' rules.
 A batch costs a fixed number of statements whatever its size: the messages
 are read (and locked, in reference order) in one, the events recorded in
-one, every move written in one ``executemany``, and the codes of the
+one, every move written in one ``UPDATE … FROM`` a row set, and the codes of the
 messages that bounced given back together. One webhook request of many
 events, or many requests sharing a transaction
 (:mod:`pools.after_sending.event_batches`), pays for a handful of round
@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, String, bindparam, delete, select, update
 
 from pools.after_sending.deliveries import (
     ANSWER_MAX,
@@ -34,6 +34,7 @@ from pools.store.clock import utcnow
 from pools.store.db import write_transaction
 from pools.store.dialect_sql import one_of
 from pools.store.models import Delivery, DeliveryEvent, Issuance, WebhookToken
+from pools.store.row_sets import RowSet, per_dialect
 
 EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
 EventOutcome = Literal["applied", "duplicate", "unmatched"]
@@ -201,24 +202,23 @@ def _apply_round(
         else:
             outcomes[position] = "duplicate"
     _add_missing_rows(conn, messages, [event.ref for event in applying], moment)
-    moves: list[dict[str, object]] = []
-    answers: list[dict[str, object]] = []
+    moves: list[tuple[str, str, str]] = []
+    answers: list[tuple[str, str]] = []
     bounced: dict[str, str] = {}
     for event in applying:
-        values = {"e_ref": event.ref, "e_answer": event.answer, "e_now": moment}
         if messages[event.ref].status in OPEN_STATES:
-            moves.append({**values, "e_status": str(event.target)})
+            moves.append((event.ref, str(event.target), event.answer))
             if event.target is DeliveryStatus.BOUNCED:
                 text = event.answer
                 reason = f"{event.provider} {event.kind}"
                 bounced[event.ref] = f"{reason}: {text}" if text else reason
         else:
             # Recorded, nothing more: the message's fate was settled before.
-            answers.append(values)
+            answers.append((event.ref, event.answer))
     if moves:
-        conn.execute(_EVENT_MOVE, moves)
+        conn.execute(_event_move(conn), {"now": moment, **_MOVES.bind(conn, moves)})
     if answers:
-        conn.execute(_EVENT_RECORD, answers)
+        conn.execute(_event_record(conn), {"now": moment, **_ANSWERS.bind(conn, answers)})
     give_back(conn, bounced, moment)
 
 
@@ -299,25 +299,40 @@ def _add_missing_rows(
             ).scalar_one()
 
 
-# The statements of a round, built once: building a statement costs more
-# than running it. A move needs no condition on the state: the round holds
-# its messages' rows (PostgreSQL's FOR UPDATE, SQLite's one writer) from
-# reading their state to writing the new one.
-_EVENT_MOVE = (
-    update(Delivery)
-    .where(Delivery.ref == bindparam("e_ref"))
-    .values(
-        status=bindparam("e_status"),
-        answer=bindparam("e_answer"),
-        updated_at=bindparam("e_now"),
-        accepted=True,
+# The statements of a round, built once per dialect: building a statement
+# costs more than running it. A move needs no condition on the state: the
+# round holds its messages' rows (PostgreSQL's FOR UPDATE, SQLite's one
+# writer) from reading their state to writing the new one.
+
+#: Messages moved into a new state: reference, state, the service's answer.
+_MOVES = RowSet("moves", ref=String(), status=String(), answer=String())
+#: Messages whose fate was settled before: reference, the service's answer.
+_ANSWERS = RowSet("answers", ref=String(), answer=String())
+
+
+@per_dialect
+def _event_move(postgres: bool) -> Any:
+    moves = _MOVES.table(postgres)
+    return (
+        update(Delivery)
+        .where(Delivery.ref == moves.c.ref)
+        .values(
+            status=moves.c.status,
+            answer=moves.c.answer,
+            updated_at=bindparam("now"),
+            accepted=True,
+        )
     )
-)
-_EVENT_RECORD = (
-    update(Delivery)
-    .where(Delivery.ref == bindparam("e_ref"))
-    .values(answer=bindparam("e_answer"), updated_at=bindparam("e_now"))
-)
+
+
+@per_dialect
+def _event_record(postgres: bool) -> Any:
+    answers = _ANSWERS.table(postgres)
+    return (
+        update(Delivery)
+        .where(Delivery.ref == answers.c.ref)
+        .values(answer=answers.c.answer, updated_at=bindparam("now"))
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -26,8 +26,7 @@ import csv
 import functools
 import json
 import os
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import chain
@@ -46,7 +45,6 @@ from pools.identifiers import id_problem
 from pools.local_files import LineTooLong, bounded_lines, open_text
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
-from pools.store.dialect_sql import one_of
 from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
 from pools.tables import (
     TableError,
@@ -306,104 +304,6 @@ def _return_statements(by_customers: bool) -> _ReturnStatements:
 
 def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
-# ---------------------------------------------------------------------------
-# The codes of single messages that bounced: many at once, by reference
-# ---------------------------------------------------------------------------
-
-
-def return_messages(conn: Connection, reasons: Mapping[str, str], now: datetime) -> Counter[str]:
-    """Give back the codes of the messages named by reference (each with its
-    reason), by the rules above; how many went back, per reference.
-
-    Only the codes stamped with a message's own reference: a code its
-    recipient got later, in a message with another reference, is never
-    touched. A fixed number of round trips however many messages there are
-    (a webhook's batch of bounces): the rows to change are found in one
-    statement, the codes freed in another, and the per-message writes go
-    as one ``executemany``.
-    """
-    if not reasons:
-        return Counter()
-    refs = sorted(reasons)
-    candidates = conn.execute(_candidates(conn, refs)).all()
-    freed: set[int] = set()
-    if candidates:
-        freed = set(
-            conn.execute(
-                update(Code)
-                .where(
-                    one_of(conn, Code.id, [code for _, code in candidates]),
-                    Code.status == CodeStatus.ISSUED,
-                    Code.redemptions == 0,
-                )
-                .values(status=CodeStatus.AVAILABLE, reserved_token=None)
-                .returning(Code.id)
-            ).scalars()
-        )
-    returned: Counter[str] = Counter()
-    marks = []
-    for ref, code in candidates:
-        if code in freed:
-            returned[ref] += 1
-            marks.append({"m_ref": ref, "m_code": code, "m_reason": reasons[ref], "m_now": now})
-    if marks:
-        conn.execute(_MARK_RETURNED, marks)
-    # The message that showed an older code again was not delivered either.
-    conn.execute(
-        _REISSUES_RETURNED,
-        [{"m_ref": ref, "m_reason": reasons[ref], "m_now": now} for ref in refs],
-    )
-    return returned
-
-
-def _candidates(conn: Connection, refs: Sequence[str]) -> Any:
-    """(ref, code) of the messages' single-use codes that may go back: live
-    initial issuances whose code no other mailing showed again."""
-    other = aliased(Issuance)
-    shown_elsewhere = exists().where(
-        other.code_id == Issuance.code_id,
-        other.kind == IssuanceKind.REISSUE,
-        other.mailing_id != Issuance.mailing_id,
-        other.returned_at.is_(None),
-    )
-    return (
-        select(Issuance.ref, Issuance.code_id)
-        .where(
-            one_of(conn, Issuance.ref, refs),
-            Issuance.kind == IssuanceKind.INITIAL,
-            Issuance.returned_at.is_(None),
-            Issuance.exclusive,
-            ~shown_elsewhere,
-        )
-        .order_by(Issuance.ref, Issuance.code_id)
-    )
-
-
-_MARKED: dict[str, Any] = {
-    "returned_at": bindparam("m_now"),
-    "return_reason": bindparam("m_reason"),
-}
-_MARK_RETURNED = (
-    update(Issuance)
-    .where(
-        Issuance.ref == bindparam("m_ref"),
-        Issuance.code_id == bindparam("m_code"),
-        Issuance.kind == IssuanceKind.INITIAL,
-        Issuance.returned_at.is_(None),
-    )
-    .values(**_MARKED)
-)
-_REISSUES_RETURNED = (
-    update(Issuance)
-    .where(
-        Issuance.ref == bindparam("m_ref"),
-        Issuance.kind == IssuanceKind.REISSUE,
-        Issuance.returned_at.is_(None),
-    )
-    .values(**_MARKED)
-)
 
 
 # ---------------------------------------------------------------------------
