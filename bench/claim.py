@@ -36,8 +36,8 @@ from sqlalchemy import Engine, insert, select, text
 from pools.admin.lifecycle import PoolSettings, create_pool
 from pools.issuing.claiming import claim, reserve, settle
 from pools.store.clock import utcnow
+from pools.store.code_loading import insert_codes
 from pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
-from pools.store.dialect_sql import insert_codes
 from pools.store.models import Code, CodeStatus, ImportBatch
 
 _FILL_BLOCK = 250_000

@@ -63,9 +63,8 @@ from pools.choices import DeliveryStatus
 from pools.errors import InvalidSetting
 from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import is_postgres, read_transaction, write_transaction
-from pools.store.dialect_sql import one_of
 from pools.store.models import Delivery, Mailing
-from pools.store.row_sets import RowSet, per_dialect
+from pools.store.row_sets import RowSet, one_of, per_dialect
 
 SendState = Literal["sent", "deferred", "failed"]
 

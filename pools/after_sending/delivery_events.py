@@ -32,9 +32,8 @@ from pools.choices import DeliveryStatus
 from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 from pools.store.db import write_transaction
-from pools.store.dialect_sql import one_of
 from pools.store.models import Delivery, DeliveryEvent, Issuance, WebhookToken
-from pools.store.row_sets import RowSet, per_dialect
+from pools.store.row_sets import RowSet, one_of, per_dialect
 
 EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
 EventOutcome = Literal["applied", "duplicate", "unmatched"]

@@ -20,7 +20,7 @@ from pools.display import counted
 from pools.errors import LineProblem, UnreadableFile
 from pools.local_files import LineTooLong, bounded_lines
 from pools.store.clock import to_utc_naive
-from pools.store.dialect_sql import CodeRow
+from pools.store.code_loading import CodeRow
 from pools.store.models import CODE_MAX_LENGTH, NO_END
 
 BLOCK_SIZE = 1 << 20

@@ -20,8 +20,8 @@ from pools.codes.counts import PoolCounts, pool_counts
 from pools.display import counted
 from pools.errors import GenerationError, PoolError
 from pools.store.clock import utcnow
+from pools.store.code_loading import insert_codes
 from pools.store.db import bulk_loading, write_transaction
-from pools.store.dialect_sql import insert_codes
 from pools.store.models import CODE_MAX_LENGTH, Code, ImportBatch, PoolStatus
 
 _BLOCK = 50_000

@@ -25,8 +25,8 @@ from pools.codes.files import WHITESPACE_AT_ENDS, Block, format_for, parse
 from pools.errors import ImportRejected, LineProblem, PoolError, UnreadableFile, UnreadableUpload
 from pools.local_files import open_binary
 from pools.store.clock import iso_seconds, utcnow
+from pools.store.code_loading import insert_codes
 from pools.store.db import bulk_loading, read_transaction, write_transaction
-from pools.store.dialect_sql import insert_codes
 from pools.store.models import ImportBatch, PoolStatus
 
 #: Problems kept for the report; the count of all problems is always exact.

@@ -51,11 +51,11 @@ from pools.store.dialect_sql import (
     insert_issuances,
     issue_reserved,
     lock_held_in_order,
-    one_of,
     release_reserved,
     take_codes,
 )
 from pools.store.models import Code, HeldCodes, Issuance, IssuanceKind
+from pools.store.row_sets import one_of
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=10)
 _NO_REFS: Mapping[str, str] = {}

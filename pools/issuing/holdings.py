@@ -18,8 +18,9 @@ from sqlalchemy import Connection, Engine, func, select
 from pools.issuing.claiming import existing_codes
 from pools.issuing.per_customer import current_codes
 from pools.store.db import read_transaction
-from pools.store.dialect_sql import PromoCode, one_of
+from pools.store.dialect_sql import PromoCode
 from pools.store.models import Code, Issuance, IssuanceKind
+from pools.store.row_sets import one_of
 
 
 @dataclass

@@ -16,8 +16,9 @@ from pools.issuing.leases import Lease, ensure_held
 from pools.issuing.mailing_status import RunState, mailing_status
 from pools.store.clock import iso_seconds, utcnow
 from pools.store.db import read_transaction, write_transaction
-from pools.store.dialect_sql import insert_if_absent, one_of
+from pools.store.dialect_sql import insert_if_absent
 from pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
+from pools.store.row_sets import one_of
 
 
 class Failure(NamedTuple):

@@ -19,7 +19,17 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Integer, String, bindparam, func, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    Text,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeEngine
 
@@ -85,3 +95,20 @@ def per_dialect(build: Callable[[bool], T]) -> Callable[[Connection], T]:
         return built[postgres]
 
     return for_connection
+
+
+def one_of(conn: Connection, column: Any, values: Sequence[str] | Sequence[int]) -> Any:
+    """``column IN (values)`` with the values sent as one parameter.
+
+    An expanding ``IN`` renders a placeholder per value on every execution,
+    Python work per row that a render pays thousands of times a chunk; one
+    array (PostgreSQL ``= ANY``) or JSON text (SQLite ``json_each``, encoded
+    in C) costs one parameter however many values it holds.
+    """
+    if is_postgres(conn):
+        element = Integer() if isinstance(column.type, Integer) else Text()
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))
+    listed: Any = select(literal_column("value")).select_from(
+        func.json_each(bindparam(None, json.dumps(list(values)), type_=Text()))
+    )
+    return column.in_(listed.scalar_subquery())
