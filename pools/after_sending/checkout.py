@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from pools.admin.lookup import unknown_pool
 from pools.errors import did_you_mean
@@ -74,7 +75,12 @@ class Holder:
 
 def find_codes(conn: Connection, code: str, pool_id: str | None, *, lock: bool) -> list[Candidate]:
     """Every code with this exact string (in ``pool_id`` when given), pools in id order."""
-    query = (
+    query = _FIND_CODES[pool_id is not None, lock]
+    return [Candidate(*row) for row in conn.execute(query, {"code": code, "pool_id": pool_id})]
+
+
+def _find_codes_query(in_pool: bool, lock: bool) -> Any:
+    query: Any = (
         select(
             Code.id,
             Code.pool_id,
@@ -84,23 +90,32 @@ def find_codes(conn: Connection, code: str, pool_id: str | None, *, lock: bool) 
             Code.redemptions,
             Code.hold_order,
             Code.hold_until,
-            Pool.status.label("pool_status"),
+            Pool.status,
             Pool.multi_use,
             Pool.once_per_customer,
             Pool.require_issued,
             Pool.issued_valid_days,
         )
         .join(Pool, Pool.id == Code.pool_id)
-        .where(Code.code == code)
+        .where(Code.code == bindparam("code"))
         .order_by(Code.pool_id)
     )
-    if pool_id is not None:
-        query = query.where(Code.pool_id == pool_id)
+    if in_pool:
+        query = query.where(Code.pool_id == bindparam("pool_id"))
     if lock:
         # Racing redeemers, holders and roll-backs of one code queue here;
         # SQLite ignores it, its writers being serialised already.
         query = query.with_for_update(of=Code)
-    return [Candidate(**row._mapping) for row in conn.execute(query)]
+    return query
+
+
+# Every checkout runs these: built once, each is a compiled-cache hit (building
+# a statement costs a request more than the database's work on it).
+_FIND_CODES = {
+    (in_pool, lock): _find_codes_query(in_pool, lock)
+    for in_pool in (False, True)
+    for lock in (False, True)
+}
 
 
 def not_found_reason(conn: Connection, pool_id: str | None) -> str:
@@ -189,20 +204,27 @@ def live_holder(
     look-up rather than the code's index, which lists everyone a shared
     code was sent to.
     """
-    query = (
-        select(Issuance.customer_id, Issuance.mailing_id, Issuance.issued_at)
-        .where(
-            Issuance.code_id == code_id,
-            Issuance.kind == IssuanceKind.INITIAL,
-            Issuance.returned_at.is_(None),
-        )
-        .order_by(Issuance.issued_at, Issuance.id)
-        .limit(1)
-    )
-    if customer is not None:
-        query = query.where(Issuance.customer_id == customer[0], Issuance.pool_id == customer[1])
-    row = conn.execute(query).first()
+    if customer is None:
+        row = conn.execute(_LIVE_HOLDER, {"code_id": code_id}).first()
+    else:
+        parameters = {"code_id": code_id, "customer": customer[0], "pool_id": customer[1]}
+        row = conn.execute(_LIVE_HOLDER_OF_CUSTOMER, parameters).first()
     return Holder(row[0], row[1], row[2]) if row is not None else None
+
+
+_LIVE_HOLDER = (
+    select(Issuance.customer_id, Issuance.mailing_id, Issuance.issued_at)
+    .where(
+        Issuance.code_id == bindparam("code_id"),
+        Issuance.kind == IssuanceKind.INITIAL,
+        Issuance.returned_at.is_(None),
+    )
+    .order_by(Issuance.issued_at, Issuance.id)
+    .limit(1)
+)
+_LIVE_HOLDER_OF_CUSTOMER = _LIVE_HOLDER.where(
+    Issuance.customer_id == bindparam("customer"), Issuance.pool_id == bindparam("pool_id")
+)
 
 
 def lost_race_reason(conn: Connection, code_id: int, now: datetime) -> str:

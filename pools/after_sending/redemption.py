@@ -58,7 +58,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from pools.after_sending.checkout import (
     ALREADY_REDEEMED,
@@ -262,17 +272,18 @@ def _redeem_in(
         return _refused(code, lost_race_reason(conn, found.id, now))
     if not dry_run:
         conn.execute(
-            insert(Redemption).values(
-                pool_id=found.pool_id,
-                code_id=found.id,
-                issued_to=issued_to,
-                redeemed_by=customer,
-                order_id=order,
-                redeemed_at=now,
-                mailing_id=mailing,
-                exclusive=not found.multi_use,
-                once_per_customer=found.once_per_customer,
-            )
+            _RECORD_REDEMPTION,
+            {
+                "pool_id": found.pool_id,
+                "code_id": found.id,
+                "issued_to": issued_to,
+                "redeemed_by": customer,
+                "order_id": order,
+                "redeemed_at": now,
+                "mailing_id": mailing,
+                "exclusive": not found.multi_use,
+                "once_per_customer": found.once_per_customer,
+            },
         )
     return RedemptionResult(
         ok=True,
@@ -297,30 +308,14 @@ def _customer_refusal(conn: Connection, found: Candidate, customer: str | None) 
     if customer is None:
         return NEEDS_CUSTOMER
     earlier = conn.execute(
-        select(Redemption.id).where(
-            Redemption.code_id == found.id,
-            Redemption.redeemed_by == customer,
-            Redemption.once_per_customer,
-            Redemption.rolled_back_at.is_(None),
-        )
+        _CUSTOMERS_REDEMPTION, {"code_id": found.id, "customer": customer}
     ).first()
     return ALREADY_REDEEMED_BY_CUSTOMER if earlier is not None else None
 
 
 def _replay(conn: Connection, found: Candidate, code: str, order: str) -> RedemptionResult | None:
     """The live redemption of this code by this order, answered again."""
-    row = conn.execute(
-        select(
-            Redemption.issued_to,
-            Redemption.redeemed_by,
-            Redemption.mailing_id,
-            Redemption.redeemed_at,
-        ).where(
-            Redemption.code_id == found.id,
-            Redemption.order_id == order,
-            Redemption.rolled_back_at.is_(None),
-        )
-    ).first()
+    row = conn.execute(_ORDERS_REDEMPTION, {"code_id": found.id, "order": order}).first()
     if row is None:
         return None
     return RedemptionResult(
@@ -347,13 +342,61 @@ def _take_single_use(
     ``available``/``reserved`` for good, so a code redeemed before it was
     issued is never mailed afterwards.
     """
+    statement = _TAKE_SINGLE_USE if order is None else _TAKE_SINGLE_USE_FOR_ORDER
+    row = conn.execute(statement, {"code_id": code_id, "now": now, "order": order}).first()
+    return None if row is None else int(row[0])
+
+
+def _count_multi_use(conn: Connection, code_id: int, now: datetime) -> int | None:
+    row = conn.execute(_COUNT_MULTI_USE, {"code_id": code_id, "now": now}).first()
+    return None if row is None else int(row[0])
+
+
+# A redemption's statements, built once: each is then a compiled-cache hit
+# (building a statement costs a checkout more than the database's work on it).
+_RECORD_REDEMPTION = insert(Redemption).values(
+    {
+        column: bindparam(column)
+        for column in (
+            "pool_id",
+            "code_id",
+            "issued_to",
+            "redeemed_by",
+            "order_id",
+            "redeemed_at",
+            "mailing_id",
+            "exclusive",
+            "once_per_customer",
+        )
+    }
+)
+_CUSTOMERS_REDEMPTION = select(Redemption.id).where(
+    Redemption.code_id == bindparam("code_id"),
+    Redemption.redeemed_by == bindparam("customer"),
+    Redemption.once_per_customer,
+    Redemption.rolled_back_at.is_(None),
+)
+_ORDERS_REDEMPTION = select(
+    Redemption.issued_to,
+    Redemption.redeemed_by,
+    Redemption.mailing_id,
+    Redemption.redeemed_at,
+).where(
+    Redemption.code_id == bindparam("code_id"),
+    Redemption.order_id == bindparam("order"),
+    Redemption.rolled_back_at.is_(None),
+)
+
+
+def _take_single_use_statement(for_order: bool) -> Any:
+    now = bindparam("now", type_=DateTime())
     hold_free = or_(Code.hold_until.is_(None), Code.hold_until <= now)
-    if order is not None:
-        hold_free = or_(hold_free, Code.hold_order == order)
-    row = conn.execute(
+    if for_order:
+        hold_free = or_(hold_free, Code.hold_order == bindparam("order"))
+    return (
         update(Code)
         .where(
-            Code.id == code_id,
+            Code.id == bindparam("code_id"),
             Code.redemptions == 0,
             Code.status != CodeStatus.VOID,
             hold_free,
@@ -368,21 +411,20 @@ def _take_single_use(
             hold_until=None,
         )
         .returning(Code.redemptions)
-    ).first()
-    return None if row is None else int(row[0])
+    )
 
 
-def _count_multi_use(conn: Connection, code_id: int, now: datetime) -> int | None:
-    row = conn.execute(
-        update(Code)
-        .where(Code.id == code_id, Code.status != CodeStatus.VOID)
-        .values(
-            redemptions=Code.redemptions + 1,
-            redeemed_at=func.coalesce(Code.redeemed_at, now),
-        )
-        .returning(Code.redemptions)
-    ).first()
-    return None if row is None else int(row[0])
+_TAKE_SINGLE_USE = _take_single_use_statement(for_order=False)
+_TAKE_SINGLE_USE_FOR_ORDER = _take_single_use_statement(for_order=True)
+_COUNT_MULTI_USE = (
+    update(Code)
+    .where(Code.id == bindparam("code_id"), Code.status != CodeStatus.VOID)
+    .values(
+        redemptions=Code.redemptions + 1,
+        redeemed_at=func.coalesce(Code.redeemed_at, bindparam("now", type_=DateTime())),
+    )
+    .returning(Code.redemptions)
+)
 
 
 def unredeem(
