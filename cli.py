@@ -61,7 +61,7 @@ class LazyCommand(NamedTuple):
 
 
 #: Every top-level command. The help is the first sentence of the command's
-#: docstring (tests/test_cli_lazy.py checks they agree), so listing the
+#: docstring (tests/cli/test_cli_lazy.py checks they agree), so listing the
 #: commands imports none of them.
 COMMANDS: Mapping[str, LazyCommand] = {
     "db": LazyCommand(
@@ -148,7 +148,7 @@ class EnvironmentVariable(NamedTuple):
 
 
 #: Every environment variable promomail reads: the one list. ``promomail --help``
-#: ends with it, the README repeats it as a table, and tests/test_cli_help.py
+#: ends with it, the README repeats it as a table, and tests/cli/test_cli_help.py
 #: checks that the code reads exactly these.
 ENVIRONMENT: tuple[EnvironmentVariable, ...] = (
     EnvironmentVariable(

@@ -246,3 +246,31 @@ def test_the_front_ends_never_import_each_other() -> None:
     assert {m: graph[m] & command_line for m in service if graph[m] & command_line} == {}
     reaching = {m: graph[m] & service for m in command_line if graph[m] & service}
     assert reaching == {"commands.service": {"service"}}
+
+
+#: The test folders: one per package or front end of the tree, and the helpers they share.
+TEST_FOLDERS = {"pools", "templating", "delivery", "cli", "service", "support"}
+
+
+def test_the_tests_mirror_the_tree() -> None:
+    """Each test folder names a package or front end (``cli`` for cli.py and
+    commands/) of the tree; only whole-system tests sit at the top."""
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name[0] not in "._"}
+    assert folders == TEST_FOLDERS
+    for folder in TEST_FOLDERS - {"support", "cli"}:
+        assert (ROOT / folder).is_dir(), f"tests/{folder} mirrors nothing"
+
+
+def test_test_modules_share_helpers_only_through_support() -> None:
+    """A test module imports no other test module: what tests share lives in
+    tests/support (helpers) or a folder's conftest.py (fixtures)."""
+    offending = {
+        str(path.relative_to(ROOT)): sorted(
+            name
+            for name in _imports(path)
+            if re.match(r"(tests\.(\w+\.)?)?test_\w+$", name.rsplit(".", 1)[0])
+            or re.match(r"(tests\.(\w+\.)?)?test_\w+$", name)
+        )
+        for path in _modules("tests")
+    }
+    assert {path: names for path, names in offending.items() if names} == {}

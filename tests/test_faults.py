@@ -29,31 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cli_helpers
 import pytest
-from cli_helpers import promomail_command
-from invariants import (
-    check_invariants,
-    check_no_reservations,
-    count_initial,
-    count_issuances,
-    mailing_codes,
-    records_by_recipient,
-    reserved_scopes,
-    status_counts,
-    stderr_is_clean_error,
-)
-from render_helpers import (
-    EVERY_PART,
-    customer_ids,
-    full_snapshot,
-    pool_with_codes,
-    read_jsonl,
-    render,
-    request_for,
-    write_recipients,
-    write_template,
-)
 from sqlalchemy import Engine, text
 
 from pools.issuing.mailings import show_mailing
@@ -65,6 +41,30 @@ from templating.mailing.recipients import RecipientSlice
 from templating.mailing.sources import ChunkCodes
 from templating.mailing.stopping import StopWhenOrphaned
 from templating.mailing.store_helper import HelperTask, start_store_helper
+from tests.support import cli_helpers
+from tests.support.cli_helpers import promomail_command
+from tests.support.invariants import (
+    check_invariants,
+    check_no_reservations,
+    count_initial,
+    count_issuances,
+    mailing_codes,
+    records_by_recipient,
+    reserved_scopes,
+    status_counts,
+    stderr_is_clean_error,
+)
+from tests.support.render_helpers import (
+    EVERY_PART,
+    customer_ids,
+    full_snapshot,
+    pool_with_codes,
+    read_jsonl,
+    render,
+    request_for,
+    write_recipients,
+    write_template,
+)
 
 #: Seeds of the random moments (PROMOMAIL_FAULT_SEED tries others); a
 #: failure message repeats the one in use.

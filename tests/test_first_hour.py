@@ -15,10 +15,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke, promomail_script
 from sqlalchemy.engine import make_url
 
 from pools import StoreConfig, open_engine
+from tests.support.cli_helpers import invoke, promomail_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_templates"

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_helpers import promomail_script
+
+from tests.support.cli_helpers import promomail_script
 
 ROOT = Path(__file__).resolve().parent.parent
 TOUR_MARK = "<!-- tour -->"

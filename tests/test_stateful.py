@@ -38,8 +38,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from invariants import check_invariants, check_no_reservations, live_holds
-from render_helpers import full_snapshot
 from sqlalchemy import Engine, text
 
 from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool
@@ -65,6 +63,8 @@ from templating.errors import InvalidTemplate, RecipientError
 from templating.mailing.outputs import OutputTarget
 from templating.mailing.request import RenderRequest
 from templating.mailing.run import render_mailing
+from tests.support.invariants import check_invariants, check_no_reservations, live_holds
+from tests.support.render_helpers import full_snapshot
 
 CUSTOMERS = [f"c{i}" for i in range(6)]
 MAILINGS = ["m0", "m1", "m2"]

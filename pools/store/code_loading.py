@@ -163,7 +163,7 @@ _MOVE_INCOMING_SQLITE = (
 )
 # No ORDER BY: json_each walks the array in order and the INSERT takes its
 # rows as they come, whereas "ORDER BY key" made SQLite copy every block into
-# a sorter first (tests/test_imports.py checks the ids follow the file).
+# a sorter first (tests/pools/test_imports.py checks the ids follow the file).
 _INSERT_PLAIN_CODES_SQLITE = (
     "INSERT INTO codes (pool_id, batch_id, status, redemptions, code, issuable_until) "
     "SELECT ?1, ?2, 'available', 0, value, ?3 FROM json_each(?4) WHERE true "

@@ -42,7 +42,7 @@ SQLITE_BULK_CACHE_KIB = 64 * 1024
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest migration. Every command compares the store against it, and
 #: Alembic (a quarter of a second to import) is loaded only when they differ;
-#: tests/test_migrations.py checks it against Alembic's own head.
+#: tests/pools/test_migrations.py checks it against Alembic's own head.
 SCHEMA_HEAD = "0008"
 # Any fixed number: serialises concurrent first-use migrations on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x70726F6D6F

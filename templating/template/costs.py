@@ -14,7 +14,7 @@ value whose exact size is known and exceeds :data:`~limits.MAX_TEXT` (or
 
 The tables are complete on purpose: a filter or test Jinja adds in a later
 version, or a method a later Python adds to ``str``, is refused until
-someone writes down what it costs (``tests/test_template_costs.py`` fails
+someone writes down what it costs (``tests/templating/test_template_costs.py`` fails
 first). Filters and tests that build nothing (``default``, ``length``,
 ``select``...) are ``None`` and stay unwrapped, so they cost no time either.
 

@@ -1,0 +1,1 @@
+"""Helpers the tests share: stores, command lines, servers, relays, races."""
