@@ -60,13 +60,13 @@ def run(db_url: str) -> Cli:
 @pytest.fixture
 def welcome(run: Cli) -> str:
     """The sample pool ``welcome``: active, the 50 codes of welcome-codes.txt."""
-    return make_pool(run, "welcome", SAMPLES / "welcome-codes.txt")
+    return create_pool_with_cli(run, "welcome", SAMPLES / "welcome-codes.txt")
 
 
 # -- helpers -------------------------------------------------------------------
 
 
-def make_pool(run: Cli, pool_id: str, codes_file: Path | None = None) -> str:
+def create_pool_with_cli(run: Cli, pool_id: str, codes_file: Path | None = None) -> str:
     run.ok("pool", "create", pool_id, "--id", pool_id, "--description", "tests", "--activate")
     if codes_file is not None:
         run.ok("codes", "upload", pool_id, codes_file)
@@ -213,7 +213,7 @@ def test_check_reports_reissues_and_a_body_only_template(run: Cli, welcome: str)
     assert [(p["pool"], p["usage"], p["line"]) for p in reminder["pools"]] == [
         ("welcome", "reissue", 6)
     ]
-    make_pool(run, "flash", SAMPLES / "flash-codes.csv")
+    create_pool_with_cli(run, "flash", SAMPLES / "flash-codes.csv")
     sms = run.json("check", SAMPLES / "sms.j2", "--recipients", SAMPLE_RECIPIENTS)
     assert sms["ok"] is True
     assert sms["parts"] == ["body"]
@@ -631,7 +631,9 @@ def test_render_variables_reach_the_template(run: Cli, welcome: str, tmp_path: P
 def test_render_refused_when_the_pool_cannot_cover_it(
     run: Cli, engine: Engine, tmp_path: Path
 ) -> None:
-    make_pool(run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)]))
+    create_pool_with_cli(
+        run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)])
+    )
     before = whole_store(engine)
     out = tmp_path / "w.jsonl"
     result = run(
@@ -650,7 +652,9 @@ def test_render_refused_when_the_pool_cannot_cover_it(
 def test_preflight_counts_only_recipients_still_without_a_code(
     run: Cli, engine: Engine, tmp_path: Path
 ) -> None:
-    make_pool(run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)]))
+    create_pool_with_cli(
+        run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)])
+    )
     five = write_recipients(tmp_path / "five.csv", [f"r{i}" for i in range(5)])
     eight = write_recipients(tmp_path / "eight.csv", [f"r{i}" for i in range(8)])
     first = codes_of(
@@ -674,7 +678,9 @@ def test_preflight_counts_only_recipients_still_without_a_code(
 def test_on_exhausted_skip_leaves_recipients_out_and_lists_them(
     run: Cli, engine: Engine, tmp_path: Path
 ) -> None:
-    make_pool(run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)]))
+    create_pool_with_cli(
+        run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)])
+    )
     out = tmp_path / "w.jsonl"
     common = ("render", WELCOME, "--recipients", SAMPLE_RECIPIENTS, "--mailing", "w1", "--out", out)
     result = run(*common, "--on-exhausted", "skip", "--json")
@@ -704,7 +710,9 @@ def test_on_exhausted_skip_leaves_recipients_out_and_lists_them(
 
 
 def test_on_exhausted_blank_renders_an_empty_code(run: Cli, engine: Engine, tmp_path: Path) -> None:
-    make_pool(run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)]))
+    create_pool_with_cli(
+        run, "welcome", write_codes(tmp_path / "c.txt", [f"W-{i}" for i in range(5)])
+    )
     result = run(
         "render",
         WELCOME,
@@ -899,7 +907,7 @@ def _wait_for_issuances(engine: Engine, mailing: str, process: subprocess.Popen[
 def test_a_signal_stops_the_render_after_the_chunk_in_hand(
     run: Cli, engine: Engine, tmp_path: Path, signum: signal.Signals
 ) -> None:
-    make_pool(run, "w")
+    create_pool_with_cli(run, "w")
     run.ok("codes", "generate", "w", "--count", str(SIGNAL_RECIPIENTS + 500))
     ids = [f"r{i:05d}" for i in range(SIGNAL_RECIPIENTS)]
     recipients = write_recipients(tmp_path / "many.csv", ids)

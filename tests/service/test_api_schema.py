@@ -24,7 +24,7 @@ from service.schemas import PoolCreate
 from tests.support.paths import REPO_ROOT
 from tests.support.service_helpers import (
     Server,
-    make_pool,
+    create_pool_over_api,
     open_store,
     problem,
     start_server,
@@ -63,7 +63,7 @@ def _document(server: Server) -> dict[str, Any]:
 def test_schemathesis_finds_nothing(served: tuple[Server, str]) -> None:
     server, secret = served
     with server.client(secret) as admin:
-        make_pool(admin, "st", ["ST-1", "ST-2", "ST-3"])
+        create_pool_over_api(admin, "st", ["ST-1", "ST-2", "ST-3"])
     command = [
         *(ST, "--config-file", str(CONFIG), "run", f"{server.url}/api/v1/openapi.json"),
         *("--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"),
@@ -146,7 +146,7 @@ def test_an_empty_cursor_is_outside_the_schema(served: tuple[Server, str]) -> No
 def test_patch_needs_a_setting(served: tuple[Server, str]) -> None:
     server, secret = served
     with server.client(secret) as admin:
-        make_pool(admin, "patchme")
+        create_pool_over_api(admin, "patchme")
         problem(admin.patch("/api/v1/pools/patchme", json={}), 422)
         document = problem(admin.patch("/api/v1/pools/patchme", json={"name": None}), 422)
         assert "null" in document["detail"]

@@ -20,7 +20,7 @@ from tests.support.paths import REPO_ROOT
 from tests.support.service_helpers import (
     Server,
     Store,
-    make_pool,
+    create_pool_over_api,
     problem,
     served_store,
     token,
@@ -99,7 +99,7 @@ def test_pool_settings_are_checked_by_the_library(store: Store, admin: httpx.Cli
 
 
 def test_pool_show_is_the_command_document(store: Store, admin: httpx.Client) -> None:
-    make_pool(admin, "shown", ["S-1", "S-2", "S-3"])
+    create_pool_over_api(admin, "shown", ["S-1", "S-2", "S-3"])
     answer = admin.get("/api/v1/pools/shown")
     assert answer.status_code == 200
     assert answer.json() == Cli(store.url).json("pool", "show", "shown")
@@ -111,7 +111,7 @@ def test_pool_show_is_the_command_document(store: Store, admin: httpx.Client) ->
 
 
 def test_upload_reports_and_options(store: Store, admin: httpx.Client) -> None:
-    make_pool(admin, "uploads")
+    create_pool_over_api(admin, "uploads")
     report = upload(admin, "uploads", ["U-1", "U-2", "U-2"])
     assert (report["accepted"], report["duplicates"], report["total"]) == (2, 1, 2)
     csv_body = b"code,available_till\nU-3,2099-01-01\nU-4,2099-01-01\n"
@@ -173,7 +173,7 @@ def test_upload_reports_and_options(store: Store, admin: httpx.Client) -> None:
 
 
 def test_generate_and_void(store: Store, admin: httpx.Client) -> None:
-    make_pool(admin, "generated", low_stock=3)
+    create_pool_over_api(admin, "generated", low_stock=3)
     made = admin.post(
         "/api/v1/pools/generated/codes/generate", json={"count": 20, "length": 8, "prefix": "G-"}
     )
@@ -195,7 +195,7 @@ def test_generate_and_void(store: Store, admin: httpx.Client) -> None:
 
 
 def test_redemption_at_checkout(store: Store, admin: httpx.Client) -> None:
-    make_pool(admin, "checkout", ["CHK-1", "CHK-2"])
+    create_pool_over_api(admin, "checkout", ["CHK-1", "CHK-2"])
     check = admin.get("/api/v1/codes/CHK-1")
     assert check.status_code == 200
     assert check.json()["ok"] is True
@@ -238,8 +238,8 @@ def test_redemption_at_checkout(store: Store, admin: httpx.Client) -> None:
 
 
 def test_rollback_without_an_order(store: Store, admin: httpx.Client) -> None:
-    make_pool(admin, "till", ["TILL-1"])
-    make_pool(admin, "shared-till", ["SHARED-1"], multi_use=True)
+    create_pool_over_api(admin, "till", ["TILL-1"])
+    create_pool_over_api(admin, "shared-till", ["SHARED-1"], multi_use=True)
     assert admin.post("/api/v1/redemptions", json={"code": "TILL-1"}).status_code == 201
     for customer in ("c1", "c2"):
         body = {"code": "SHARED-1", "customer": customer}
@@ -290,7 +290,7 @@ def _all_pages(client: httpx.Client, path: str, **params: Any) -> list[Any]:
 
 
 def test_history_routes(store: Store, admin: httpx.Client, tmp_path: Path) -> None:
-    make_pool(admin, "history", [f"H-{i}" for i in range(10)])
+    create_pool_over_api(admin, "history", [f"H-{i}" for i in range(10)])
     _render(store, tmp_path, "hist-1", ["h-ann", "h-bob", "h-cy"])
     _render(store, tmp_path, "hist-2", ["h-ann", "h-dee"])
     run = Cli(store.url)

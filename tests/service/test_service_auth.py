@@ -24,7 +24,7 @@ from pools.store.db import StoreConfig, open_engine
 from service.app import ServiceConfig, create_app
 from service.auth import Open, ScopedRoute, ScopedRouter
 from tests.support.cli_helpers import Cli
-from tests.support.service_helpers import Server, Store, make_pool, served_store
+from tests.support.service_helpers import Server, Store, create_pool_over_api, served_store
 
 OWN, OTHER, ABSENT = "mx-own", "mx-other", "mx-absent"
 #: A typo of OTHER: a token that cannot see OTHER must not be told of it.
@@ -46,8 +46,8 @@ def served(
             for scope in Scope
         }
         with server.client(tokens["admin"]) as admin:
-            make_pool(admin, OWN, [OWN_CODE])
-            make_pool(admin, OTHER, [OTHER_CODE])
+            create_pool_over_api(admin, OWN, [OWN_CODE])
+            create_pool_over_api(admin, OTHER, [OTHER_CODE])
         for scope in LIMITABLE:
             tokens[f"{scope.value}@{OWN}"] = create_token(
                 store.engine, f"own-{scope.value}", scope, [OWN]
@@ -364,8 +364,8 @@ def test_limited_history_shows_only_their_pools(
 ) -> None:
     store, server, tokens = served
     with server.client(tokens["admin"]) as admin:
-        make_pool(admin, "seg-own", ["SO-1", "SO-2"])
-        make_pool(admin, "seg-other", ["ST-1", "ST-2"])
+        create_pool_over_api(admin, "seg-own", ["SO-1", "SO-2"])
+        create_pool_over_api(admin, "seg-other", ["ST-1", "ST-2"])
     _render(store, tmp_path, "seg-own", "m-own", ["amy", "both"])
     _render(store, tmp_path, "seg-other", "m-other", ["both", "zed"])
     secret = create_token(store.engine, "seg-reader", Scope.READ, ["seg-own"]).token

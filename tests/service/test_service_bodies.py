@@ -16,7 +16,7 @@ from service.bodies import BODY_LIMIT, UPLOAD_LIMIT
 from tests.support.service_helpers import (
     Server,
     Store,
-    make_pool,
+    create_pool_over_api,
     problem,
     served_store,
     token,
@@ -31,7 +31,7 @@ def served(
     folder = tmp_path_factory.mktemp(f"bodies-{request.param}")
     for store, server in served_store(request.param, folder):
         with server.client(token(store, "admin")) as admin:
-            make_pool(admin, "bodies", ["B-1"])
+            create_pool_over_api(admin, "bodies", ["B-1"])
         yield store, server
 
 

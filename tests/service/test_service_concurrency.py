@@ -14,7 +14,7 @@ from sqlalchemy import text
 from tests.support.service_helpers import (
     Server,
     Store,
-    make_pool,
+    create_pool_over_api,
     open_store,
     start_server,
     stop_cleanly,
@@ -83,7 +83,7 @@ def test_one_code_many_orders_redeems_once(servers: tuple[Store, list[Server]]) 
     store, started = servers
     secret = token(store, "redeem")
     with started[0].client(token(store, "admin")) as admin:
-        make_pool(admin, "race", ["RACE-1"])
+        create_pool_over_api(admin, "race", ["RACE-1"])
     bodies = [
         {"code": "RACE-1", "customer": f"c{i}", "order": f"order-{i}"} for i in range(CLIENTS)
     ]
@@ -99,7 +99,7 @@ def test_one_code_one_order_replays(servers: tuple[Store, list[Server]]) -> None
     store, started = servers
     secret = token(store, "redeem")
     with started[1].client(token(store, "admin")) as admin:
-        make_pool(admin, "replay", ["REPLAY-1"])
+        create_pool_over_api(admin, "replay", ["REPLAY-1"])
     body = {"code": "REPLAY-1", "customer": "buyer", "order": "order-1"}
     answers = _race(started, secret, [body] * CLIENTS)
     statuses = Counter(answer.status_code for answer in answers)
@@ -117,7 +117,7 @@ def test_one_code_many_orders_one_hold_and_the_holder_redeems(
     store, started = servers
     secret = token(store, "redeem")
     with started[0].client(token(store, "admin")) as admin:
-        make_pool(admin, "holds", ["HOLD-1"])
+        create_pool_over_api(admin, "holds", ["HOLD-1"])
     bodies = [{"code": "HOLD-1", "order": f"order-{i}"} for i in range(CLIENTS)]
 
     holds = _race(started, secret, bodies, "/api/v1/holds")

@@ -30,7 +30,7 @@ from tests.support.cli_helpers import Cli
 from tests.support.service_helpers import (
     Server,
     Store,
-    make_pool,
+    create_pool_over_api,
     problem,
     served_store,
     start_server,
@@ -141,9 +141,9 @@ def test_a_limited_token_sees_a_mailing_counted_over_its_pools(
     served: tuple[Store, Server], admin: httpx.Client, tmp_path: Path
 ) -> None:
     store, server = served
-    make_pool(admin, "mix-own", ["MO-1", "MO-2", "MO-3"])
-    make_pool(admin, "mix-other", ["MT-1", "MT-2", "MT-3"])
-    make_pool(admin, "mix-third", ["MH-1"])
+    create_pool_over_api(admin, "mix-own", ["MO-1", "MO-2", "MO-3"])
+    create_pool_over_api(admin, "mix-other", ["MT-1", "MT-2", "MT-3"])
+    create_pool_over_api(admin, "mix-third", ["MH-1"])
     template = tmp_path / "mix.j2"
     template.write_text(
         "{% if client.id == 'a' %}{{ client.promocode('mix-own') }}{% endif %}"
@@ -248,8 +248,8 @@ def test_voiding_a_batch_that_does_not_exist_is_a_404(
     served: tuple[Store, Server], admin: httpx.Client
 ) -> None:
     store, _ = served
-    make_pool(admin, "void-a", ["VA-1"])
-    make_pool(admin, "void-b")
+    create_pool_over_api(admin, "void-a", ["VA-1"])
+    create_pool_over_api(admin, "void-b")
     batch = upload(admin, "void-b", ["VB-1"])["batch"]
     own = admin.get("/api/v1/pools/void-a").json()["imports"][0]["batch"]
     for pool_id, number in (("void-a", 999_999), ("void-b", own), ("void-a", batch)):
@@ -272,7 +272,7 @@ def test_a_webhook_to_a_non_public_address_is_refused(admin: httpx.Client, host:
     refused = problem(admin.post("/api/v1/pools", json=body), 422)
     assert refused["detail"].startswith(f"notify_url {url!r} cannot be used: ")
     assert ALLOW_PRIVATE_ENV in refused["detail"]
-    made = make_pool(admin, f"hook-ok-{abs(hash(host))}")
+    made = create_pool_over_api(admin, f"hook-ok-{abs(hash(host))}")
     edited = admin.patch(f"/api/v1/pools/{made['id']}", json={"notify_url": url})
     assert problem(edited, 422)["detail"] == refused["detail"]
     public = admin.patch(
@@ -294,7 +294,7 @@ def test_webhook_failures_are_answered_alike_and_logged_in_full(
             down = f"http://127.0.0.1:{closed_port()}/hook"
             answers = []
             for pool_id, url in (("hook-down", down), ("hook-401", hook.url)):
-                make_pool(admin, pool_id, low_stock=5, notify_url=url)
+                create_pool_over_api(admin, pool_id, low_stock=5, notify_url=url)
                 batch = upload(admin, pool_id, [f"{pool_id}-1"])["batch"]
                 voided = admin.post(f"/api/v1/pools/{pool_id}/batches/{batch}/void")
                 assert voided.status_code == 200, voided.text

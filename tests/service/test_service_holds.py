@@ -15,7 +15,7 @@ from tests.support.service_helpers import (
     Server,
     Store,
     cli_json,
-    make_pool,
+    create_pool_over_api,
     problem,
     served_store,
     token,
@@ -53,7 +53,7 @@ def checkout(served: tuple[Store, Server]) -> Iterator[httpx.Client]:
 def test_a_checkout_holds_and_redeems(
     store: Store, admin: httpx.Client, checkout: httpx.Client
 ) -> None:
-    make_pool(admin, "h-spring", ["HS-1", "HS-2"])
+    create_pool_over_api(admin, "h-spring", ["HS-1", "HS-2"])
 
     created = checkout.post("/api/v1/holds", json={"code": "HS-1", "order": "o1", "seconds": 600})
     assert created.status_code == 201, created.text
@@ -91,7 +91,7 @@ def test_a_checkout_holds_and_redeems(
 
 
 def test_release_and_its_404(store: Store, admin: httpx.Client, checkout: httpx.Client) -> None:
-    make_pool(admin, "h-release", ["HR-1"])
+    create_pool_over_api(admin, "h-release", ["HR-1"])
     assert checkout.post("/api/v1/holds", json={"code": "HR-1", "order": "o1"}).status_code == 201
 
     before = snapshot(store.engine)
@@ -115,8 +115,8 @@ def test_release_and_its_404(store: Store, admin: httpx.Client, checkout: httpx.
 
 
 def test_every_refusal_of_a_hold(store: Store, admin: httpx.Client, checkout: httpx.Client) -> None:
-    make_pool(admin, "h-refuse", ["HF-USED"])
-    make_pool(admin, "h-shared", ["HF-SHARED"], multi_use=True)
+    create_pool_over_api(admin, "h-refuse", ["HF-USED"])
+    create_pool_over_api(admin, "h-shared", ["HF-SHARED"], multi_use=True)
     assert checkout.post("/api/v1/redemptions", json={"code": "HF-USED"}).status_code == 201
 
     before = snapshot(store.engine)
@@ -148,7 +148,9 @@ def test_once_per_customer_pools(store: Store, admin: httpx.Client, checkout: ht
         admin.post("/api/v1/pools", json={"name": "h-single", "once_per_customer": True}), 422
     )
     assert "once_per_customer applies only to multi_use pools" in refused["detail"]
-    created = make_pool(admin, "h-once", ["HO-SHARED"], multi_use=True, once_per_customer=True)
+    created = create_pool_over_api(
+        admin, "h-once", ["HO-SHARED"], multi_use=True, once_per_customer=True
+    )
     assert created["mode"] == "multi-use, once per customer"
 
     first = {"code": "HO-SHARED", "customer": "alice", "order": "o1"}

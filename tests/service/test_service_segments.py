@@ -17,7 +17,14 @@ import pytest
 
 from pools.store.clock import utcnow
 from tests.support.cli_helpers import Cli
-from tests.support.service_helpers import Server, Store, make_pool, problem, served_store, token
+from tests.support.service_helpers import (
+    Server,
+    Store,
+    create_pool_over_api,
+    problem,
+    served_store,
+    token,
+)
 
 SEGMENTS = "/api/v1/segments"
 
@@ -61,8 +68,8 @@ def test_reminder_segments_page_as_the_command_lists_them(
     ids = [f"r-{i:02}" for i in range(7)]
     now = utcnow()
     with server.client(token(store, "admin")) as admin:
-        make_pool(admin, "remind")
-        make_pool(admin, "remind-other", ["O-1"])
+        create_pool_over_api(admin, "remind")
+        create_pool_over_api(admin, "remind-other", ["O-1"])
         csv_text = "code,available_till\n" + "".join(
             f"R-{i},{(now + timedelta(days=2 + 10 * i)).isoformat(timespec='seconds')}\n"
             for i in range(7)

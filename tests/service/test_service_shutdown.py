@@ -18,7 +18,14 @@ from sqlalchemy import text
 
 from pools.admin.lifecycle import show_pool
 from pools.store.db import StoreConfig
-from tests.support.service_helpers import Server, Store, make_pool, open_store, start_server, token
+from tests.support.service_helpers import (
+    Server,
+    Store,
+    create_pool_over_api,
+    open_store,
+    start_server,
+    token,
+)
 
 POLL_SECONDS = 0.02
 WAIT_SECONDS = 60.0
@@ -85,7 +92,7 @@ def test_sigterm_lets_the_request_in_flight_finish(store: Store) -> None:
     server = start_server(_server_url(store, application))
     secret = token(store, "admin")
     with server.client(secret) as admin:
-        make_pool(admin, "slow", [])
+        create_pool_over_api(admin, "slow", [])
     release = threading.Event()
     answers: list[httpx.Response] = []
     first = b"".join(b"SLOW-%05d\n" % i for i in range(1000))

@@ -26,7 +26,7 @@ from templating.template.message import RENDER_SECONDS
 from tests.support.service_helpers import (
     Server,
     Store,
-    make_pool,
+    create_pool_over_api,
     open_store,
     start_server,
     stop_cleanly,
@@ -77,7 +77,7 @@ def test_slow_previews_are_stopped_and_never_stall_redemptions(
         admin = token(store, "admin")
         codes = [f"STORM-{i:03}" for i in range(200)]
         with server.client(admin) as client:
-            make_pool(client, "storm", codes)
+            create_pool_over_api(client, "storm", codes)
         answers: list[tuple[float, httpx.Response]] = []
 
         def preview() -> None:

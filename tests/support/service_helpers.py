@@ -208,7 +208,7 @@ def upload(client: httpx.Client, pool_id: str, codes: Sequence[str]) -> dict[str
     return document
 
 
-def make_pool(
+def create_pool_over_api(
     client: httpx.Client, pool_id: str, codes: Sequence[str] = (), **settings: Any
 ) -> dict[str, Any]:
     body = {"name": pool_id, "id": pool_id, "description": "for tests", "activate": True}
