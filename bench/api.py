@@ -34,9 +34,7 @@ import argparse
 import asyncio
 import io
 import os
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -44,7 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import fresh_store, parse_databases, print_table, released_together, scratch_folder
+from benchlib import (
+    fresh_store,
+    parse_databases,
+    print_table,
+    released_together,
+    scratch_folder,
+    start_server,
+)
 from sqlalchemy import text
 
 from pools.admin.lifecycle import PoolSettings, create_pool
@@ -53,7 +58,6 @@ from pools.choices import FileFormat, Scope
 from pools.codes.imports import Upload, upload_codes
 from pools.store.db import StoreConfig, open_engine
 
-PROMOMAIL = str(Path(sys.executable).with_name("promomail"))
 CLIENT_PROCESSES = 4
 #: A template only the render's time limit stops: comparing two long texts
 #: costs no unit of the work budget.
@@ -84,24 +88,6 @@ class Run:
         if not ordered:
             return 0.0
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def _start_server(url: str, templates: Path | None) -> tuple[subprocess.Popen[bytes], str]:
-    extra = ["--templates", str(templates)] if templates is not None else []
-    process = subprocess.Popen(
-        [PROMOMAIL, "--db", url, "serve", "--port", "0", *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline().decode()
-    found = re.search(r"listening on (http://\S+)", line)
-    if not found:
-        process.kill()
-        raise SystemExit(f"promomail serve did not start: {line}")
-    # Keep reading its stderr so the pipe never fills up.
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    return process, found.group(1)
 
 
 async def _client_loop(
@@ -258,7 +244,12 @@ def bench_database(
                 templates = folder / f"templates-{database}"
                 templates.mkdir()
                 (templates / "slow.j2").write_text(SLOW_TEMPLATE, encoding="utf-8")
-            started = [_start_server(url, templates) for _ in range(servers)]
+            started = [
+                start_server(
+                    url, *(["--templates", str(templates)] if templates is not None else [])
+                )
+                for _ in range(servers)
+            ]
             bases = [base for _, base in started]
             runs: list[tuple[str, Run]] = []
             try:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import resource
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +26,9 @@ from urllib.parse import quote
 from sqlalchemy import Engine, create_engine, text
 
 from pools.store.db import StoreConfig, is_postgres
+
+#: The ``promomail`` command of this interpreter's environment.
+PROMOMAIL = str(Path(sys.executable).with_name("promomail"))
 
 PG_URL = os.environ.get("PROMOMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DATABASES = ("sqlite", "postgresql")
@@ -173,3 +180,24 @@ class CpuMeter:
             fields = self.stat.read_text().rsplit(")", 1)[1].split()
             server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return time.process_time() + server
+
+
+def start_server(
+    url: str, *options: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``promomail serve`` on ``url`` on a free port, and its base URL once it listens."""
+    process = subprocess.Popen(
+        [PROMOMAIL, "--db", url, "serve", "--port", "0", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline().decode()
+    found = re.search(r"listening on (http://\S+)", line)
+    if not found:
+        process.kill()
+        raise SystemExit(f"promomail serve did not start: {line}")
+    # Keep reading its stderr so the pipe never fills up.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    return process, found.group(1)

@@ -33,17 +33,21 @@ import asyncio
 import base64
 import json
 import os
-import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import fresh_store, parse_databases, print_table, released_together, scratch_folder
+from benchlib import (
+    fresh_store,
+    parse_databases,
+    print_table,
+    released_together,
+    scratch_folder,
+    start_server,
+)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
@@ -58,7 +62,6 @@ from templating.mailing.outputs import OutputTarget
 from templating.mailing.request import RenderRequest
 from templating.mailing.run import render_mailing
 
-PROMOMAIL = str(Path(sys.executable).with_name("promomail"))
 CLIENT_PROCESSES = 4
 ROUTES = ("promomail", "sendgrid")
 TEMPLATE = (
@@ -88,23 +91,6 @@ class Run:
         if not ordered:
             return 0.0
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def _start_server(url: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(
-        [PROMOMAIL, "--db", url, "serve", "--port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline().decode()
-    found = re.search(r"listening on (http://\S+)", line)
-    if not found:
-        process.kill()
-        raise SystemExit(f"promomail serve did not start: {line}")
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    return process, found.group(1)
 
 
 def _requests(
@@ -245,7 +231,7 @@ def bench_database(
             print(f"  {database}: rendering {wanted:,} messages", file=sys.stderr)
             refs = _render(url, work, wanted)
             token = create_token(engine, "bench-events", Scope.EVENTS).token
-            server, base = _start_server(url, env)
+            server, base = start_server(url, env=env)
             runs: list[tuple[str, Run]] = []
             try:
                 offset = 0

@@ -311,9 +311,7 @@ async def page(
     recipient: TextParam = None,
     fields: TextParam = None,
 ) -> HTMLResponse:
-    choice = Choice(template, recipient, fields or "")
-    context = await _page_context(request, choice)
-    return _html(_pages.get_template("page.html").render(**context))
+    return await _render_page(request, "page.html", Choice(template, recipient, fields or ""))
 
 
 @router.get("/preview/result", scope=Open.PREVIEW, response_class=HTMLResponse)
@@ -324,9 +322,11 @@ async def result(
     fields: TextParam = None,
 ) -> HTMLResponse:
     """The result part of the page alone, for the live update."""
-    choice = Choice(template, recipient, fields or "")
-    context = await _page_context(request, choice)
-    return _html(_pages.get_template("result.html").render(**context))
+    return await _render_page(request, "result.html", Choice(template, recipient, fields or ""))
+
+
+async def _render_page(request: Request, page_name: str, choice: Choice) -> HTMLResponse:
+    return _html(_pages.get_template(page_name).render(**await _page_context(request, choice)))
 
 
 @router.get("/preview/version", scope=Open.PREVIEW)
