@@ -1,4 +1,4 @@
-"""Redemptions over HTTP: ``POST /api/v1/redemptions`` against a real ``promomail serve``.
+"""The checkout over HTTP (check, hold, redeem, roll back) against a real ``promomail serve``.
 
     python bench/api.py                              # SQLite and PostgreSQL, 1/8/32 clients
     python bench/api.py --db postgresql --requests 4000 --clients 32
@@ -10,8 +10,11 @@ for every redemption to come, and a ``redeem`` token; one ``promomail
 serve`` process runs on it (port 0), or ``--servers`` of them sharing the
 store (clients are dealt out to them in turn). Then, for each number of concurrent
 clients, the same server answers ``GET /healthz`` (the trivial route: no
-token, one ``SELECT 1``) and ``POST /api/v1/redemptions`` (a different code
-and order each time), ``--requests`` of each. Clients are keep-alive httpx
+token, one ``SELECT 1``), then the checkout's routes, ``--requests`` of
+each: ``GET /api/v1/codes/{code}`` (a check), ``POST /api/v1/holds`` (a
+hold on a code of its own), ``POST /api/v1/redemptions`` (each checked code
+redeemed by its order) and ``POST /api/v1/redemptions/rollback`` (each
+redemption undone). Clients are keep-alive httpx
 connections, spread over up to four client processes so that the client
 side is not the bottleneck; each client sends its next request as soon as
 the last is answered.
@@ -19,7 +22,7 @@ the last is answered.
 The table shows requests per second, p50 and p99 latency, errors, and the
 redemption rate relative to the trivial route at the same concurrency.
 Afterwards the store is checked: every 201 is one redemption, no code was
-redeemed twice, and the count of redemptions equals the count of 201s.
+redeemed twice, and every redemption but those rolled back is live.
 
 ``--preview-storm N`` runs the redemptions of each level a second time
 while N clients keep asking the preview page for a slow template (one that
@@ -98,18 +101,29 @@ async def _client_loop(
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
-    expected = 201 if route.startswith("redeem") else 200
+    expected = 201 if route.startswith(("redeem", "hold")) else 200
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
         base_url=base, headers=headers, timeout=60, limits=httpx.Limits(max_connections=1)
     ) as client:
         await client.get("/healthz")  # connected before the clock starts
         for number in jobs:
+            code = f"{prefix}{number:08d}"
+            order = f"order-{prefix}{number}"
             started = time.perf_counter()
             try:
                 if route.startswith("redeem"):
-                    body = {"code": f"{prefix}{number:08d}", "order": f"order-{prefix}{number}"}
-                    answer = await client.post("/api/v1/redemptions", json=body)
+                    answer = await client.post(
+                        "/api/v1/redemptions", json={"code": code, "order": order}
+                    )
+                elif route == "check":
+                    answer = await client.get(f"/api/v1/codes/{code}", params={"order": order})
+                elif route == "hold":
+                    answer = await client.post("/api/v1/holds", json={"code": code, "order": order})
+                elif route == "rollback":
+                    answer = await client.post(
+                        "/api/v1/redemptions/rollback", json={"code": code, "order": order}
+                    )
                 else:
                     answer = await client.get("/healthz")
                 status = answer.status_code
@@ -227,7 +241,7 @@ def bench_database(
                 pool_id="bench",
                 activate=True,
             )
-            prefixes = ["L", "S"] if storm else ["L"]
+            prefixes = ["L", "H", "S"] if storm else ["L", "H"]
             total = requests * len(levels) * len(prefixes)
             codes = "".join(
                 f"{prefix}{level}-{n:08d}\n"
@@ -255,13 +269,16 @@ def bench_database(
             try:
                 for level in levels:
                     trivial = run_level(bases, token, "healthz", level, requests, "")
-                    redeem = run_level(bases, token, "redeem", level, requests, f"L{level}-")
-                    runs += [(database, trivial), (database, redeem)]
-                    print(
-                        f"  {database}: {level} clients: healthz {trivial.rate:,.0f}/s, "
-                        f"redeem {redeem.rate:,.0f}/s",
-                        file=sys.stderr,
-                    )
+                    level_runs = [trivial]
+                    # Each code is checked, then redeemed, then its redemption
+                    # rolled back, by the same order; holds take codes of their own.
+                    for route, prefix in ROUTE_PREFIXES:
+                        level_runs.append(
+                            run_level(bases, token, route, level, requests, f"{prefix}{level}-")
+                        )
+                    runs += [(database, run) for run in level_runs]
+                    rates = ", ".join(f"{run.route} {run.rate:,.0f}/s" for run in level_runs)
+                    print(f"  {database}: {level} clients: {rates}", file=sys.stderr)
                     if storm:
                         with Storm(bases[0], storm) as previews:
                             stormy = run_level(
@@ -282,26 +299,37 @@ def bench_database(
                     if status != 0:
                         print(f"  promomail serve exited {status}", file=sys.stderr)
             created = sum(r.statuses.get(201, 0) for _, r in runs if r.route.startswith("redeem"))
+            undone = sum(r.statuses.get(200, 0) for _, r in runs if r.route == "rollback")
             with engine.connect() as conn:
-                recorded, distinct = conn.execute(
-                    text("SELECT count(*), count(DISTINCT code_id) FROM redemptions")
+                recorded, distinct, live = conn.execute(
+                    text(
+                        "SELECT count(*), count(DISTINCT code_id),"
+                        " count(*) FILTER (WHERE rolled_back_at IS NULL) FROM redemptions"
+                    )
                 ).one()
             doubles = recorded - distinct
             print(
                 f"  {database}: {created:,} redemptions answered 201, {recorded:,} recorded, "
-                f"{doubles} codes redeemed twice (of {total:,} codes)",
+                f"{doubles} codes redeemed twice, {undone:,} rolled back, {live:,} live "
+                f"(of {total:,} codes)",
                 file=sys.stderr,
             )
-            if recorded != created or doubles:
+            if recorded != created or doubles or live != created - undone:
                 raise SystemExit(f"{database}: redemptions do not add up")
             return runs
         finally:
             engine.dispose()
 
 
+#: The checkout's routes, in the order each level runs them, with the codes they use.
+ROUTE_PREFIXES = [("check", "L"), ("hold", "H"), ("redeem", "L"), ("rollback", "L")]
+
 ROUTE_LABELS = {
     "healthz": "GET /healthz",
+    "check": "GET /api/v1/codes/{{code}}",
+    "hold": "POST /api/v1/holds",
     "redeem": "POST /api/v1/redemptions",
+    "rollback": "POST /api/v1/redemptions/rollback",
     "redeem-storm": "POST /api/v1/redemptions ({storm} slow previews)",
 }
 
