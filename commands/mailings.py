@@ -8,15 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli import (
-    CommandFailed,
-    LibraryValue,
-    PromomailGroup,
+from cli import PromomailGroup
+from commands.errors import CommandFailed, misused_options
+from commands.options import pairs, template_argument, var_option
+from commands.output import (
     emit_json,
-    get_engine,
-    get_state,
     json_option,
-    misused_options,
     note,
     plural,
     print_fields,
@@ -26,8 +23,9 @@ from cli import (
     stdin_is_terminal,
     warn_low_stock,
 )
-from commands.options import pairs, template_argument, var_option
 from commands.progress import progress_bar
+from commands.state import get_engine, get_state
+from commands.values import LibraryValue
 from pools.choices import DEFAULT_LEASE_SECONDS, EMAIL_COLUMNS, ID_COLUMNS
 from templating.choices import CHUNK_SIZE, MAX_WORKERS, OnExhausted, OutputFormat
 
