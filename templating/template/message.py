@@ -87,7 +87,7 @@ def compile_template(name: str, source: str) -> CompiledTemplate:
     """Parse, check, analyse and generate the code of a template, once.
 
     Under a deadline, like a render: nothing a template holds runs at
-    compile time (see ``_SafeOptimizer``), so this is linear in its text,
+    compile time (see ``SafeOptimizer`` in :mod:`templating.template.guarded_compiler`), so this is linear in its text,
     and the timer keeps it so whatever Jinja's parser or Python's compiler
     makes of an odd template.
     """
