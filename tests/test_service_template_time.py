@@ -23,14 +23,14 @@ from service_helpers import Server, Store, make_pool, open_store, start_server, 
 from service.preview import BUSY, WAIT_SECONDS
 from service.server import GRACE_SECONDS
 from templating.mailing.isolated import JOB_SECONDS
-from templating.template.message import RENDER_SECONDS
+from templating.template.render_limits import LIMITS
 
 #: Within the work budget (comparing two long texts costs no unit): only the clock stops it.
 SLOW = (
     "{% set s = 'x' * 100000 %}{% set a = s ~ s ~ s ~ s ~ 'a' %}{% set b = s ~ s ~ s ~ s ~ 'b' %}"
     "{% for i in range(10000) %}{% for j in range(10000) if a > b %}{% endfor %}{% endfor %}done"
 )
-TIMED_OUT = f"rendering took longer than {RENDER_SECONDS:g} s"
+TIMED_OUT = f"rendering took longer than {LIMITS.render_seconds:g} s"
 #: The answer when the process itself had to be killed (the timer was late).
 KILLED = f"took longer than {JOB_SECONDS:g} s to check and render; it was stopped"
 #: More slow previews at once than the server has threads for requests (32).

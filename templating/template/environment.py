@@ -21,8 +21,9 @@ On top of the sandbox:
   (reset by :meth:`MessageEnvironment.begin_render`); so do comparisons
   of lists, in operators, filters, tests and list methods, by what they
   read. Nothing is evaluated at compile time but operators the sandbox
-  does not intercept, on literals (see :class:`~templating.template.guarded_compiler.SafeOptimizer`). Rendered output is
-  capped per part and a render has a wall-clock budget (see
+  does not intercept, on literals (see
+  :class:`~templating.template.guarded_compiler.SafeOptimizer`). Rendered
+  output is capped per part and a render has a wall-clock budget (see
   :mod:`templating.template.message`).
 - Only text, numbers, booleans, none and plain lists/dicts of those are
   printed (``finalize``): a Python object's repr never reaches a message.
@@ -50,7 +51,7 @@ from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment
 
 from templating.errors import InvalidTemplate
-from templating.template import costs, files, limits
+from templating.template import costs, files, limits, render_limits
 from templating.template.analysis import check_ast, partial_references
 from templating.template.checked_format import checked_str_format
 from templating.template.client import CODE_METHODS, Client, RecipientUndefined
@@ -65,10 +66,6 @@ from templating.template.files import (
 from templating.template.guarded_compiler import GuardedCodeGenerator
 from templating.template.isolation import PartialTemplate, RenderModules, defines_only_macros
 
-# Re-exported: tests and callers read the limits from here.
-MAX_RANGE = limits.MAX_RANGE
-MAX_SEQUENCE_PRODUCT = limits.MAX_SEQUENCE_PRODUCT
-MAX_POWER_BITS = limits.MAX_POWER_BITS
 _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
     name: getattr(Client, name) for name in CODE_METHODS
 }
@@ -266,7 +263,7 @@ class MessageEnvironment(SandboxedEnvironment):
                 size += len(value)
             else:
                 size += limits.printed_size(value)
-        if size > limits.MAX_TEXT:
+        if size > render_limits.LIMITS.text:
             limits.check_text_length(size, "'~' result")
         budget = self.budget
         budget.left -= size

@@ -9,8 +9,8 @@ type that a template can reach has a cost function here: from its inputs, an
 upper bound of the memory it takes at its peak (its own temporaries and its
 result), in the budget's units (one per character, one per item or object).
 The bound is charged to the message's budget *before* the original runs; a
-value whose exact size is known and exceeds :data:`~templating.template.limits.MAX_TEXT` (or
-:data:`~templating.template.limits.MAX_SEQUENCE_PRODUCT` items) is refused outright.
+value whose exact size is known and exceeds ``LIMITS.text`` (or
+``LIMITS.sequence_product`` items) is refused outright.
 
 The tables are complete on purpose: a filter or test Jinja adds in a later
 version, or a method a later Python adds to ``str``, is refused until

@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2.exceptions import TemplateRuntimeError
 
+from templating.template import render_limits
 from templating.template.costs.list_filters import (
     _batch,
     _dictsort,
@@ -49,7 +50,6 @@ from templating.template.costs.text_filters import (
     _xmlattr,
 )
 from templating.template.limits import (
-    MAX_TEXT,
     Budget,
     check_text_length,
 )
@@ -174,7 +174,7 @@ def guarded_filter(
         except AssertionError as exc:
             # Jinja checks some filter arguments with assert (truncate's length).
             raise TemplateRuntimeError(f"|{name}: {exc or 'invalid arguments'}") from None
-        if isinstance(result, str) and len(result) > MAX_TEXT:
+        if isinstance(result, str) and len(result) > render_limits.LIMITS.text:
             check_text_length(len(result), f"|{name} result")
         return result
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from jinja2.filters import make_attrgetter, make_multi_attrgetter
 
+from templating.template import render_limits
 from templating.template.costs.measures import (
     _LENGTH_TYPES,
     ESCAPE_GROWTH,
@@ -20,15 +21,13 @@ from templating.template.costs.measures import (
     _text,
 )
 from templating.template.limits import (
-    MAX_ROUND_DIGITS,
-    MAX_SEQUENCE_PRODUCT,
     SIZED,
     check_operand_bits,
     check_text_length,
     comparison_cost,
-    refuse,
     sort_cost,
 )
+from templating.template.render_limits import refuse
 
 
 def _join(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -65,16 +64,16 @@ def _reverse(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any)
 
 def _batch(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     count = _arg(args, kw, 0, "linecount")
-    if isinstance(count, int) and count > MAX_SEQUENCE_PRODUCT:
-        raise refuse(f"|batch of {count} items; at most {MAX_SEQUENCE_PRODUCT}")
+    if isinstance(count, int) and count > render_limits.LIMITS.sequence_product:
+        raise refuse(f"|batch of {count} items; at most {render_limits.LIMITS.sequence_product}")
     # Every item in some list, the last one filled up to ``count``.
     return 2 * _count(value) + (count if isinstance(count, int) and count > 0 else 0)
 
 
 def _slice(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     count = _arg(args, kw, 0, "slices")
-    if isinstance(count, int) and count > MAX_SEQUENCE_PRODUCT:
-        raise refuse(f"|slice into {count} lists; at most {MAX_SEQUENCE_PRODUCT}")
+    if isinstance(count, int) and count > render_limits.LIMITS.sequence_product:
+        raise refuse(f"|slice into {count} lists; at most {render_limits.LIMITS.sequence_product}")
     # A list of the items, every item in one slice, one fill per slice.
     return 2 * _count(value) + 2 * (count if isinstance(count, int) and count > 0 else 0)
 
@@ -92,8 +91,10 @@ def _sum(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> 
         if getter is not None:
             item = getter(item)
         size += len(item) if isinstance(item, SIZED) else 1
-        if size > MAX_SEQUENCE_PRODUCT:
-            raise refuse(f"|sum would build more than {MAX_SEQUENCE_PRODUCT} items")
+        if size > render_limits.LIMITS.sequence_product:
+            raise refuse(
+                f"|sum would build more than {render_limits.LIMITS.sequence_product} items"
+            )
     return count + 2 * size
 
 
@@ -167,7 +168,9 @@ def _round(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -
     # round(n, -p) and the 'ceil'/'floor' methods compute 10 ** p, a number
     # of p digits.
     precision = _arg(args, kw, 0, "precision", 0)
-    if isinstance(precision, int) and abs(precision) > MAX_ROUND_DIGITS:
-        raise refuse(f"|round precision of {precision}; at most {MAX_ROUND_DIGITS} digits")
+    if isinstance(precision, int) and abs(precision) > render_limits.LIMITS.round_digits:
+        raise refuse(
+            f"|round precision of {precision}; at most {render_limits.LIMITS.round_digits} digits"
+        )
     check_operand_bits(value, "|round")
     return 0

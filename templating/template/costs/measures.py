@@ -11,9 +11,9 @@ from typing import Any
 
 from markupsafe import Markup
 
+from templating.template import render_limits
 from templating.template.limits import (
     _SIZED_TYPES,
-    MAX_PRINT_DEPTH,
     printed_size,
 )
 
@@ -133,7 +133,7 @@ def _shape(value: Any) -> tuple[int, int, int]:
         elif type(item) in (list, tuple, dict):
             items += len(item)
             depth = max(depth, level)
-            if level <= MAX_PRINT_DEPTH:
+            if level <= render_limits.LIMITS.print_depth:
                 if type(item) is dict:
                     pending.extend((key, level + 1) for key in item)
                     pending.extend((val, level + 1) for val in item.values())

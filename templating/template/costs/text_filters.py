@@ -10,6 +10,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from templating.template import render_limits
 from templating.template.costs.measures import (
     ESCAPE_GROWTH,
     JSON_GROWTH,
@@ -26,14 +27,12 @@ from templating.template.costs.measures import (
     _text,
 )
 from templating.template.limits import (
-    MAX_JSON_INDENT,
-    MAX_URLIZE_WORD,
     _check_width,
     check_percent,
     check_text_length,
     printed_size,
-    refuse,
 )
+from templating.template.render_limits import refuse
 
 
 def _case_filter(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
@@ -116,7 +115,7 @@ def _replace(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any)
 
 
 def _replaced_size(text: str, old_size: int, new_size: int, old: str, count: Any) -> int:
-    """Characters of ``text.replace(old, new, count)``, checked against MAX_TEXT."""
+    """Characters of ``text.replace(old, new, count)``, checked against render_limits.LIMITS.text."""
     growth = max(new_size - old_size, 0)
     if growth:
         times = text.count(old) if old else len(text) + 1
@@ -174,10 +173,12 @@ def _urlize(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
     # one step the render's timer cannot stop.
     # The words it looks at are HTML-escaped first: up to 5 characters each.
     longest = 0
-    if 5 * len(text) > MAX_URLIZE_WORD:
+    if 5 * len(text) > render_limits.LIMITS.urlize_word:
         longest = max(map(len, str(escape(text)).split()), default=0)
-    if longest > MAX_URLIZE_WORD:
-        raise refuse(f"|urlize of a word of {longest} characters; at most {MAX_URLIZE_WORD}")
+    if longest > render_limits.LIMITS.urlize_word:
+        raise refuse(
+            f"|urlize of a word of {longest} characters; at most {render_limits.LIMITS.urlize_word}"
+        )
     # A link is a word with a dot, an at or a colon in it; each gets an
     # <a href="..." rel="..." target="..."> around it, its text twice.
     links = min(len(text) // 2 + 1, text.count(".") + text.count("@") + text.count(":"))
@@ -202,8 +203,10 @@ def _pprint(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) 
 
 def _tojson(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
     indent = _arg(args, kw, 0, "indent")
-    if isinstance(indent, str) or (isinstance(indent, int) and indent > MAX_JSON_INDENT):
-        raise refuse(f"|tojson indent of {indent!r}; at most {MAX_JSON_INDENT}")
+    if isinstance(indent, str) or (
+        isinstance(indent, int) and indent > render_limits.LIMITS.json_indent
+    ):
+        raise refuse(f"|tojson indent of {indent!r}; at most {render_limits.LIMITS.json_indent}")
     size = printed_size(value)
     items, depth, wide = _shape(value)
     step = indent if isinstance(indent, int) and indent > 0 else 0
