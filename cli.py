@@ -1,7 +1,7 @@
-"""The ``promomail`` command line: the root group and what every command shares.
+"""The ``promomail`` command line: the command table and the root group.
 
 The commands themselves live in the :mod:`commands` package, one module per
-group or concern; this file holds only what they all use:
+group or concern; this file holds only what every run needs:
 
 1. the command table — :data:`COMMANDS` maps each top-level name to
    ``"module:attribute"`` and its one-line help. The root group lists them
@@ -9,18 +9,19 @@ group or concern; this file holds only what they all use:
    or shows its help, so ``promomail --help`` imports no library code and a
    store command never imports Jinja2. A new command module is one more line
    in the table;
-2. errors — library refusals become ``click.ClickException`` subclasses in
-   one place (:meth:`PromomailGroup.invoke`), so every user error is one
-   ``Error:`` line on stderr with exit status 1 and never a traceback;
+2. the environment variables promomail reads, listed at the end of ``--help``;
 3. values — no option or argument takes an empty value;
-4. state — the engine is opened lazily on first use (``--help`` never touches
-   a database) and disposed with the root context;
-5. output — JSON documents, aligned tables, key/value blocks and the timed
-   summary line of long work (its progress bar: :mod:`commands.progress`).
+4. the groups — :class:`PromomailGroup` hands a library refusal to the one
+   boundary that makes it a click error (:mod:`commands.errors`), so every
+   user error is one ``Error:`` line on stderr and never a traceback.
 
-Conventions every command follows: ``--json`` prints exactly one JSON
-document on stdout (lists are one JSON array); human output goes to stdout;
-progress, summaries and warnings go to stderr.
+What the commands share lives in :mod:`commands` too, imported when a command
+runs: the run's state and its store (:mod:`commands.state`), the errors
+(:mod:`commands.errors`), the output (:mod:`commands.output`) and the shared
+parameter types (:mod:`commands.values`). Conventions every command follows:
+``--json`` prints exactly one JSON document on stdout (lists are one JSON
+array); human output goes to stdout; progress, summaries and warnings go to
+stderr.
 
 Imports of the library (and of SQLAlchemy) stay inside the functions that
 need them: this module is imported by every run, ``--help`` included.
@@ -31,26 +32,15 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
-import json
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from pools import DEFAULT_URL, ImportRejected, NamesSettings, PromomailError, StoreNotFound
+from pools import DEFAULT_URL
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
-    from sqlalchemy import Engine
-
-    from pools import LowStockAlert
-
-STDIN_NAME = "<stdin>"
 
 
 class LazyCommand(NamedTuple):
@@ -213,127 +203,6 @@ ENVIRONMENT: tuple[EnvironmentVariable, ...] = (
 )
 
 # ---------------------------------------------------------------------------
-# Errors: the one boundary where library refusals become click errors
-# ---------------------------------------------------------------------------
-
-
-class CommandFailed(click.ClickException):
-    """A refused or failed operation: ``Error: …`` on stderr, exit status 1."""
-
-    exit_code = 1
-
-    def __init__(self, message: str) -> None:
-        # One line, whatever the underlying message looked like, and nothing
-        # in it a terminal would run (it may quote stored values).
-        one_line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
-        super().__init__(printable(one_line))
-
-
-class UploadRejected(CommandFailed):
-    """An all-or-nothing upload with invalid lines: every problem, then the error."""
-
-    def __init__(
-        self, error: ImportRejected, *, list_problems: bool, command: click.Command | None = None
-    ) -> None:
-        super().__init__(error.naming(flags_of(command)))
-        self.error = error
-        self.list_problems = list_problems
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        if self.list_problems:
-            out = file if file is not None else sys.stderr
-            source = printable(self.error.source)
-            for problem in self.error.problems:
-                click.echo(f"{source}, line {problem.line}: {printable(problem.reason)}", file=out)
-            unlisted = self.error.total_problems - len(self.error.problems)
-            if unlisted > 0:
-                more = plural(unlisted, "more problem")
-                click.echo(f"{source}: … and {more}", file=out)
-        super().show(file)
-
-
-class OneLineUsageError(click.UsageError):
-    """A usage error as SPEC 1 promises it: one ``Error:`` line (exit status 2).
-
-    click prints the usage, a hint and the error on four lines; this says the
-    same on one: what is wrong, the command's usage, and where its help is.
-    """
-
-    def __init__(self, error: click.UsageError) -> None:
-        # format_message names the parameter ("Invalid value for '--limit': …").
-        message = "; ".join(
-            part.strip() for part in error.format_message().splitlines() if part.strip()
-        )
-        super().__init__(printable(message), error.ctx)
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        line = f"Error: {self.message}"
-        if self.ctx is not None:
-            if not line.endswith((".", "?", "!")):
-                line += "."
-            usage = " ".join(self.ctx.get_usage().split())
-            line += f" {usage} (more: {self.ctx.command_path} --help)"
-        click.echo(line, file=file, err=True)
-
-
-def one_line(error: click.UsageError) -> click.UsageError:
-    """``error`` shown on one line; help asked for by giving no arguments stays help."""
-    if isinstance(error, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
-        return error
-    if isinstance(error, click.NoSuchOption) and error.option_name == "--db":
-        return OneLineUsageError(misplaced_db(error))
-    return OneLineUsageError(error)
-
-
-def misplaced_db(error: click.NoSuchOption) -> click.UsageError:
-    """``promomail pool list --db URL``: the store is the root's option, so say where it goes."""
-    root, _, command = (error.ctx.command_path if error.ctx else "promomail").partition(" ")
-    where = f"{root} --db URL {command} …" if command else f"{root} --db URL COMMAND …"
-    return click.UsageError(
-        f"--db goes before the command: {where} (or set PROMOMAIL_DB)", error.ctx
-    )
-
-
-def cli_flag(setting: str, command: click.Command | None = None) -> str:
-    """The option that carries a library setting: the command's parameter of
-    that name (``--mailing`` for ``mailing_id``), else ``--`` and the name."""
-    for param in command.params if command is not None else ():
-        if param.name == setting and isinstance(param, click.Option):
-            return max(param.opts, key=len)
-    return "--" + setting.replace("_", "-")
-
-
-def flags_of(command: click.Command | None) -> Callable[[str], str]:
-    """A setting's name as ``command``'s option, for :meth:`NamesSettings.naming`."""
-    return lambda setting: cli_flag(setting, command)
-
-
-def misused_options(exc: NamesSettings, ctx: click.Context) -> click.UsageError:
-    """A setting the library refused as a wrong combination of this command's options."""
-    return click.UsageError(exc.naming(flags_of(ctx.command)), ctx)
-
-
-def translate_error(
-    exc: Exception, state: State | None, command: click.Command | None = None
-) -> click.ClickException | None:
-    """The click error to show for a library or database failure; None for any other."""
-    if isinstance(exc, ImportRejected):
-        listed = state is None or not state.problems_reported
-        return UploadRejected(exc, list_problems=listed, command=command)
-    if isinstance(exc, NamesSettings):
-        return CommandFailed(exc.naming(flags_of(command)))
-    if isinstance(exc, StoreNotFound):
-        return CommandFailed(f"{exc}; check --db or PROMOMAIL_DB")
-    if isinstance(exc, PromomailError):
-        if state is not None and state.engine is not None:
-            from pools import told_where
-
-            return CommandFailed(told_where(exc, state.engine))
-        return CommandFailed(str(exc))
-    return None
-
-
-# ---------------------------------------------------------------------------
 # Values: no option or argument takes an empty one
 # ---------------------------------------------------------------------------
 
@@ -395,26 +264,6 @@ def refuse_empty_values(command: click.Command) -> None:
             refuse_empty_values(sub)
 
 
-class LibraryValue(click.ParamType[Any]):
-    """A value parsed by the library's own parser; its refusal becomes a usage error."""
-
-    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
-        self.name = name
-        self.parse = parse
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if not isinstance(value, str):
-            return value
-        if ctx is not None and ctx.resilient_parsing:
-            # Shell completion parses the line without running anything: the
-            # value is never used, and parsing it would import the library.
-            return value
-        try:
-            return self.parse(value)
-        except PromomailError as exc:
-            self.fail(str(exc), param, ctx)
-
-
 #: A command's line in its group's help is its first sentence, whole: click
 #: would cut it with "..." to fit one line; the help formatter wraps it instead.
 WHOLE_SENTENCE = 10_000
@@ -470,19 +319,28 @@ class PromomailGroup(click.Group):
         except click.UsageError as exc:
             # The root's own options ("promomail --bogus"); a subcommand's
             # are parsed inside its parent's invoke, below.
+            from commands.errors import one_line
+
             raise one_line(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
+            from commands.errors import one_line
+
             raise one_line(exc) from exc
         except click.ClickException as exc:
+            from commands.output import printable
+
             # An error may quote a value (a refused option, a stored name).
             # click types ``message`` Final, but it is a plain instance attribute.
             vars(exc)["message"] = printable(exc.message)
             raise
         except Exception as exc:
+            from commands.errors import translate_error
+            from commands.state import State
+
             state = ctx.obj if isinstance(ctx.obj, State) else None
             # The innermost group answers first: its subcommand ran and knows its options.
             name = ctx.invoked_subcommand
@@ -566,192 +424,6 @@ def _load(target: str) -> click.Command:
 
 
 # ---------------------------------------------------------------------------
-# State: the store, opened on first use
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class State:
-    url: str
-    engine: Engine | None = None
-    #: Set once a command has already reported an upload's problems (``--json``).
-    problems_reported: bool = False
-
-
-@contextmanager
-def _disposing(engine: Engine) -> Iterator[Engine]:
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def get_state(ctx: click.Context) -> State:
-    state = ctx.find_root().obj
-    assert isinstance(state, State)
-    return state
-
-
-def get_engine(ctx: click.Context, *, migrate: bool = True, create: bool = True) -> Engine:
-    """The store's engine, opened (and migrated) on first use in this run.
-
-    A command that only reads passes ``create=False``: a SQLite store that
-    does not exist is then an error naming its path, never a new empty file.
-    """
-    from pools import StoreConfig, open_engine
-
-    state = get_state(ctx)
-    if state.engine is None:
-        engine = open_engine(StoreConfig(state.url), migrate=migrate, create=create)
-        state.engine = ctx.find_root().with_resource(_disposing(engine))
-    return state.engine
-
-
-def complete_pool_id(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    """Shell completion of a pool id: the store's pools (``--db`` or PROMOMAIL_DB), by id.
-
-    Runs only when a pool id is being completed: the store is opened here,
-    read, and closed; completing a command or an option never opens it.
-    """
-    from click.shell_completion import CompletionItem
-
-    from pools import pool_choices
-
-    url = ctx.find_root().params.get("db_url") or DEFAULT_URL
-    return [CompletionItem(pool_id, help=name) for pool_id, name in pool_choices(url, incomplete)]
-
-
-# ---------------------------------------------------------------------------
-# Output helpers
-# ---------------------------------------------------------------------------
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-
-
-def emit_json(document: Any) -> None:
-    """One JSON document on stdout: exact, and with nothing in it a terminal would run."""
-    text = json.dumps(document, indent=2, ensure_ascii=False, default=_json_default)
-    from pools import json_for_terminal
-
-    click.echo(json_for_terminal(text))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        from pools.store.clock import iso_seconds
-
-        return iso_seconds(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def printable(text: str, *, layout: bool = False) -> str:
-    """``text`` with every terminal control shown as an escape (see :mod:`pools.display`).
-
-    Every human line the commands print goes through here: through
-    :func:`say`, :func:`note`, :func:`cell` (tables and fields) or an
-    ``Error:`` line. ``--json`` documents stay exact (:func:`emit_json`).
-    """
-    from pools import printable as shown
-
-    return shown(text, layout=layout)
-
-
-def say(text: str = "", *, layout: bool = False) -> None:
-    """A line of a command's human output on stdout; ``layout`` keeps its own line breaks."""
-    click.echo(printable(text, layout=layout))
-
-
-def note(message: str) -> None:
-    """A line for the person at the terminal: stderr, never mixed with results."""
-    click.echo(printable(message), err=True)
-
-
-def cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
-    return printable(str(value))
-
-
-def print_table(
-    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "(none)"
-) -> None:
-    """An aligned table; numeric columns are right-aligned."""
-    raw = [list(row) for row in rows]
-    if not raw:
-        click.echo(empty)
-        return
-    # A column of only empty cells ("-") is not numeric: it stays left-aligned.
-    numeric = [
-        any(isinstance(row[i], int) and not isinstance(row[i], bool) for row in raw)
-        and all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in raw if row[i])
-        for i in range(len(headers))
-    ]
-    text = [[cell(v) for v in row] for row in raw]
-    widths = [max(len(h), *(len(row[i]) for row in text)) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    click.echo(line(headers))
-    for row in text:
-        click.echo(line(row))
-
-
-def print_fields(pairs: Sequence[tuple[str, Any]], *, indent: str = "  ") -> None:
-    width = max(len(key) for key, _ in pairs)
-    for key, value in pairs:
-        click.echo(f"{indent}{key.ljust(width)}  {cell(value)}".rstrip())
-
-
-def stdin_is_terminal() -> bool:
-    """Whether a person can answer a confirmation prompt."""
-    return sys.stdin.isatty()
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 code``, ``2 codes`` (see :func:`pools.display.counted`)."""
-    from pools import counted
-
-    return counted(count, noun)
-
-
-def summary(verb: str, count: int, detail: str, seconds: float, rate_of: int) -> str:
-    """``Uploaded 1,000 codes (3 duplicates, 0 rejected) in 4.2 s — 238 codes/s``."""
-    rate = rate_of / seconds if seconds > 0 else float(rate_of)
-    shown = f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2f}"
-    detail = f" ({detail})" if detail else ""
-    return f"{verb} {plural(count, 'code')}{detail} in {shown} s — {round_rate(rate):,} codes/s"
-
-
-def round_rate(rate: float) -> int:
-    """Three significant figures: a rate is an estimate, not a count."""
-    if rate < 1000:
-        return round(rate)
-    digits = len(str(int(rate))) - 3
-    return int(round(rate, -digits))
-
-
-def warn_low_stock(alerts: Sequence[LowStockAlert]) -> None:
-    for alert in alerts:
-        for line in alert.warnings():
-            note(f"Warning: {line}")
-
-
-# ---------------------------------------------------------------------------
 # The root group
 # ---------------------------------------------------------------------------
 
@@ -774,6 +446,8 @@ def warn_low_stock(alerts: Sequence[LowStockAlert]) -> None:
 @click.pass_context
 def cli(ctx: click.Context, db_url: str) -> None:
     """Mass mailings from Jinja2 templates that hand every recipient a unique promo code."""
+    from commands.state import State
+
     ctx.obj = State(db_url)
 
 
@@ -783,7 +457,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     # ``python cli.py``: run the module the commands import (``cli``), not a
-    # second copy named ``__main__``, so they share one State class.
+    # second copy named ``__main__``, so they share one set of group classes.
     import cli as _self
 
     _self.main()

@@ -13,20 +13,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import (
-    CommandFailed,
-    LibraryValue,
-    PromomailGroup,
-    complete_pool_id,
-    emit_json,
-    get_engine,
-    json_option,
-    misused_options,
-    note,
-    plural,
-    print_table,
-    say,
-)
+from cli import PromomailGroup
+from commands.errors import CommandFailed, misused_options
+from commands.output import emit_json, json_option, note, plural, print_table, say
+from commands.state import complete_pool_id, get_engine
+from commands.values import LibraryValue
 from pools.choices import SegmentFormat
 
 if TYPE_CHECKING:

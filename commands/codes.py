@@ -10,14 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli import (
-    STDIN_NAME,
-    PromomailGroup,
-    complete_pool_id,
+from cli import PromomailGroup
+from commands.errors import flags_of
+from commands.output import (
     emit_json,
-    flags_of,
-    get_engine,
-    get_state,
     json_option,
     note,
     plural,
@@ -27,6 +23,8 @@ from cli import (
     warn_low_stock,
 )
 from commands.progress import BYTES, progress_bar
+from commands.state import complete_pool_id, get_engine, get_state
+from commands.values import STDIN_NAME
 from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeState, FileFormat, Whitespace
 
 if TYPE_CHECKING:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import click
 
-from cli import PromomailGroup, emit_json, get_engine, json_option, say
+from cli import PromomailGroup
+from commands.output import emit_json, json_option, say
+from commands.state import get_engine
 
 
 @click.group(cls=PromomailGroup)

@@ -12,20 +12,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import (
-    CommandFailed,
-    LibraryValue,
-    PromomailGroup,
-    emit_json,
-    get_engine,
-    json_option,
-    note,
-    plural,
-    print_table,
-    round_rate,
-    say,
-)
+from cli import PromomailGroup
+from commands.errors import CommandFailed
+from commands.output import emit_json, json_option, note, plural, print_table, round_rate, say
 from commands.progress import progress_bar
+from commands.state import get_engine
+from commands.values import LibraryValue
 from pools.choices import DELIVERY_STATUSES
 
 if TYPE_CHECKING:

@@ -10,15 +10,10 @@ from datetime import timedelta
 
 import click
 
-from cli import (
-    CommandFailed,
-    LibraryValue,
-    complete_pool_id,
-    emit_json,
-    get_engine,
-    json_option,
-    say,
-)
+from commands.errors import CommandFailed
+from commands.output import emit_json, json_option, say
+from commands.state import complete_pool_id, get_engine
+from commands.values import LibraryValue
 from pools.choices import DEFAULT_HOLD
 
 

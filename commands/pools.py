@@ -6,18 +6,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import (
-    PromomailGroup,
-    complete_pool_id,
-    emit_json,
-    get_engine,
-    json_option,
-    misused_options,
-    print_fields,
-    print_table,
-    say,
-)
+from cli import PromomailGroup
 from commands.codes import print_imports
+from commands.errors import misused_options
+from commands.output import emit_json, json_option, print_fields, print_table, say
+from commands.state import complete_pool_id, get_engine
 
 if TYPE_CHECKING:
     from pools import PoolView

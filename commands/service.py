@@ -9,18 +9,10 @@ from pathlib import Path
 
 import click
 
-from cli import (
-    CommandFailed,
-    PromomailGroup,
-    complete_pool_id,
-    emit_json,
-    get_engine,
-    get_state,
-    json_option,
-    note,
-    print_table,
-    say,
-)
+from cli import PromomailGroup
+from commands.errors import CommandFailed
+from commands.output import emit_json, json_option, note, print_table, say
+from commands.state import complete_pool_id, get_engine, get_state
 from pools.choices import Scope
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
-from cli import CommandFailed, emit_json, get_engine, json_option, note, plural, print_table, say
+from commands.errors import CommandFailed
 from commands.options import pairs, template_argument, var_option
+from commands.output import emit_json, json_option, note, plural, print_table, say
+from commands.state import get_engine
 
 
 @click.command("check")

@@ -41,16 +41,15 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "delivery.message": ("build_email", "ref_headers", "sender_address"),
     "delivery.outgoing": ("OutgoingError", "OutgoingMessage", "RenderOutput", "read_output"),
     "delivery.providers": ("WEBHOOK_PROVIDERS", "verify_and_parse"),
-    "delivery.sending": (
+    "delivery.send_records": (
         "MemoryLog",
         "Outcome",
         "SendAborted",
         "SendLog",
         "SendState",
         "SendSummary",
-        "parse_duration",
-        "send_messages",
     ),
+    "delivery.sending": ("parse_duration", "send_messages"),
     "delivery.ses": ("FetchFailed", "HttpFetcher", "SnsEndpoint"),
     "pools.relay": ("RelayError", "RelayRefusedLogin", "SmtpRelay", "relay_from_environment"),
 }

@@ -39,13 +39,15 @@ from delivery.providers import (
     WEBHOOK_PROVIDERS as WEBHOOK_PROVIDERS,
     verify_and_parse as verify_and_parse,
 )
-from delivery.sending import (
+from delivery.send_records import (
     MemoryLog as MemoryLog,
     Outcome as Outcome,
     SendAborted as SendAborted,
     SendLog as SendLog,
     SendState as SendState,
     SendSummary as SendSummary,
+)
+from delivery.sending import (
     parse_duration as parse_duration,
     send_messages as send_messages,
 )

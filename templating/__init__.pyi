@@ -38,9 +38,10 @@ from templating.mailing.outputs import (
     OutputTarget as OutputTarget,
     RenderedMessage as RenderedMessage,
 )
-from templating.mailing.recipients import (
+from templating.mailing.recipient_rows import (
     Recipient as Recipient,
-    Shard as Shard,
+)
+from templating.mailing.recipients import (
     read_recipients as read_recipients,
 )
 from templating.mailing.request import (
@@ -65,6 +66,9 @@ from templating.mailing.setbacks import (
     failures_target as failures_target,
     skipped_digest as skipped_digest,
     write_failures as write_failures,
+)
+from templating.mailing.shards import (
+    Shard as Shard,
 )
 from templating.mailing.sources import (
     PLACEHOLDER as PLACEHOLDER,

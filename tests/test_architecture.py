@@ -130,7 +130,7 @@ def _flag_mentions(path: Path) -> list[str]:
 
 
 def test_library_messages_name_settings_not_command_line_flags() -> None:
-    # A front end adds its own names (cli.cli_flag); the library's words serve both.
+    # A front end adds its own names (commands.errors.cli_flag); the library's words serve both.
     mentions = [
         m for path in _modules("pools", "templating", "delivery") for m in _flag_mentions(path)
     ]

@@ -3,7 +3,7 @@
 A server (``promomail serve``) checks and previews templates for whoever
 opens its page, in threads that also answer the checkout. Run there, a
 template would escape two bounds: SIGALRM, which stops a render after
-:data:`~templating.template.message.RENDER_SECONDS`, reaches only a
+``LIMITS.render_seconds``, reaches only a
 process's main thread; and a thread busy with a slow template is a thread
 taken from the checkout. :class:`TemplateProcesses` runs that work instead
 in a small, fixed number of worker processes:
@@ -44,7 +44,7 @@ from sqlalchemy import Engine
 
 from pools.errors import PromomailError
 from pools.store.db import StoreConfig, open_engine
-from templating.template.message import COMPILE_SECONDS, RENDER_SECONDS
+from templating.template import render_limits
 
 log = logging.getLogger("promomail.templates")
 
@@ -54,7 +54,7 @@ PROCESSES = 2
 #: and a preview (another compile and one render), each stopped by its own
 #: timer well before this, plus the store's part. Less than the 10 s a server
 #: gives requests in flight when it stops.
-JOB_SECONDS = RENDER_SECONDS + 3.0
+JOB_SECONDS = render_limits.LIMITS.render_seconds + 3.0
 #: How much lower the workers' CPU priority is than the server's.
 NICENESS = 5
 #: Seconds a worker is given to leave on its own when the pool closes.
@@ -64,7 +64,7 @@ START_SECONDS = 60.0
 
 T = TypeVar("T")
 
-assert COMPILE_SECONDS < JOB_SECONDS
+assert render_limits.LIMITS.compile_seconds < JOB_SECONDS
 
 
 class TemplateJobFailed(PromomailError):

@@ -23,12 +23,9 @@ render time instead; :func:`one_address` decides the address.
 from __future__ import annotations
 
 import codecs
-import csv
-import json
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,85 +35,23 @@ from pools.addresses import PLAIN_ADDRESS as PLAIN_ADDRESS
 from pools.addresses import ParsedAddresses as ParsedAddresses
 from pools.addresses import address_header as address_header
 from pools.addresses import one_address as one_address
-from pools.display import counted
-from pools.identifiers import (
-    MAX_ID_LENGTH,
-    UNSAFE_ID,
-    UNSAFE_VALUE,
-    describe_unsafe,
-    id_problem,
-)
-from pools.local_files import LineTooLong, bounded_lines, open_binary, open_text
 from pools.sharding import stable_hash as stable_hash
 from pools.tables import (
-    TableError,
-    delimiter_name,
     describe_columns,
-    find_columns,
-    has_column,
-    sniff_delimiter,
-    take_sample,
-    utf16_problem,
 )
-from templating.errors import RecipientError
-
-#: The columns of the recipient's id and address, found whatever their case.
-ID_COLUMN = "id"
-EMAIL_COLUMN = "email"
-
-#: Characters one line of a recipients file may hold: a file with no line end
-#: (or ``/dev/zero``) must not be read into memory whole.
-MAX_LINE_CHARS = 1 << 20
-
-
-class Recipient(NamedTuple):
-    """One recipient as read: a tuple, the cheapest record to build per line."""
-
-    id: str
-    fields: dict[str, Any]
-    line: int
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` (1-based) of ``count``."""
-
-    index: int = 1
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 1 <= self.index <= self.count:
-            raise RecipientError(
-                f"shard {self.index}/{self.count} is not valid: use K/N, 1 ≤ K ≤ N"
-            )
-
-    @property
-    def label(self) -> str:
-        return "all" if self.count == 1 else f"{self.index}/{self.count}"
-
-
-def worker_hash(recipient_id: str) -> int:
-    """Which worker of a run renders a recipient: only the run's own workers
-    must agree on it, so a cheaper hash than the shard's (every worker
-    hashes every line of the file)."""
-    return zlib.crc32(recipient_id.encode())
-
-
-def in_slice(recipient_id: str, shard: Shard, worker: int = 0, workers: int = 1) -> bool:
-    """Whether this recipient belongs to the shard and, within it, to the worker."""
-    if shard.count > 1 and stable_hash(recipient_id) % shard.count != shard.index - 1:
-        return False
-    return workers == 1 or worker_hash(recipient_id) % workers == worker
-
-
-def slice_filter(shard: Shard, worker: int = 0, workers: int = 1) -> Callable[[str], bool] | None:
-    """:func:`in_slice` for one worker as a filter of ids; None when it keeps every id."""
-    if shard.count == 1 and workers == 1:
-        return None
-    if shard.count == 1:
-        # worker_hash written out: this runs for every line of the file.
-        return lambda recipient_id: zlib.crc32(recipient_id.encode()) % workers == worker
-    return lambda recipient_id: in_slice(recipient_id, shard, worker, workers)
+from templating.mailing.csv_recipients import _csv_table, _read_csv
+from templating.mailing.jsonl_recipients import _read_jsonl
+from templating.mailing.recipient_rows import (
+    OnRepeat,
+    _is_jsonl,
+    _open,
+    _open_bytes,
+    _Tape,
+)
+from templating.mailing.recipient_rows import Recipient as Recipient
+from templating.mailing.shards import Shard as Shard
+from templating.mailing.shards import in_slice as in_slice
+from templating.mailing.shards import slice_filter as slice_filter
 
 
 @dataclass(frozen=True)
@@ -138,15 +73,6 @@ class RecipientSlice:
         recipients = read_recipients(self.path, keep, others_checked=True)
         while chunk := list(islice(recipients, self.chunk_size)):
             yield chunk
-
-
-def _where(path: Path, line: int, column: str) -> str:
-    return f"{path}, line {line}, {column}"
-
-
-def _csv_column(index: int, names: Sequence[str]) -> str:
-    name = names[index] if index < len(names) else ""
-    return f"column {index + 1} ({name!r})" if name else f"column {index + 1}"
 
 
 def columns_of(path: str | Path) -> list[str]:
@@ -213,10 +139,6 @@ _SHOWN_CHARS = 300
 def _shown(text: str) -> str:
     text = text.rstrip("\r\n")
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
-
-
-#: Told of each id that appears again: (id, line of the repeat).
-OnRepeat = Callable[[str, int], None]
 
 
 def read_recipients(
@@ -324,370 +246,3 @@ class RecipientRecords:
         with _open_bytes(self.path) as handle:
             mark = "\ufeff" if handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8 else ""
         return mark + self._tape.header
-
-
-class _Tape:
-    """The lines a reader consumed for the record it is reading, as the file has them.
-
-    The reader marks where each record starts (:meth:`keep_last`), so the tape
-    holds one record at a time, never a run of skipped ones.
-    """
-
-    __slots__ = ("_lines", "header")
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-        #: The CSV header's lines, once read.
-        self.header = ""
-
-    def wrap(self, lines: Iterator[str], *, one_per_record: bool = False) -> Iterator[str]:
-        held = self._lines
-        for line in lines:
-            if one_per_record:
-                held.clear()
-            held.append(line)
-            yield line
-
-    def keep_last(self, count: int) -> None:
-        """Forget every line but the last ``count`` (those of the record being read)."""
-        if len(self._lines) > count:
-            del self._lines[:-count]
-
-    def take(self) -> str:
-        text = "".join(self._lines)
-        self._lines.clear()
-        return text
-
-
-def _open_bytes(path: Path) -> Any:
-    try:
-        return open_binary(path)
-    except OSError as exc:
-        raise RecipientError(f"{path}: cannot read recipients ({exc.strerror})") from exc
-
-
-def _is_jsonl(path: Path) -> bool:
-    return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
-
-
-def _open(path: Path) -> Any:
-    # Undecodable bytes become lone surrogates, found per field so the error
-    # can name line and column instead of a position in a decoder buffer.
-    # A regular file only: a device or FIFO never ends, or is gone once read
-    # (the preflight and every worker read the file).
-    try:
-        return open_text(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    except OSError as exc:
-        raise RecipientError(f"{path}: cannot read recipients ({exc.strerror})") from exc
-
-
-def _lines(handle: Any) -> Any:
-    return bounded_lines(handle, MAX_LINE_CHARS)
-
-
-def _too_long(path: Path, exc: LineTooLong) -> RecipientError:
-    return RecipientError(
-        f"{path}, line {exc.line}: longer than {exc.max_chars} characters; not a line of recipients"
-    )
-
-
-class _CsvTable(NamedTuple):
-    """A CSV recipients file opened: its header understood, its records to come."""
-
-    #: The header's names, stripped: the fields' keys.
-    names: list[str]
-    id_index: int
-    #: The address column when its name is not ``email`` (``Email``, ``EMAIL``):
-    #: its value is the field ``email`` too.
-    email_alias: int | None
-    #: The records after the header.
-    reader: Any
-    #: The header line as written.
-    header_text: str
-
-    @property
-    def columns(self) -> list[str]:
-        """The names templates see: the header's, and ``email`` for the address column."""
-        return self.names if self.email_alias is None else [*self.names, EMAIL_COLUMN]
-
-
-def _csv_table(path: Path, handle: Any, tape: _Tape | None = None) -> _CsvTable:
-    """Read the header: its separator sniffed, its ``id`` and ``email`` columns found
-    whatever their case; anything ambiguous refused naming line 1. A ``tape``
-    records the lines as the reader takes them (the sample is read ahead, so
-    it is wrapped around what the reader reads, not around the file)."""
-    lines = _lines(handle)
-    try:
-        sample, complete = take_sample(lines)
-        if sample:
-            utf16 = utf16_problem(sample[0])
-            if utf16 is not None:
-                raise RecipientError(f"{path}: {utf16}")
-        delimiter = sniff_delimiter(
-            sample, complete, lambda names: has_column(names, (ID_COLUMN,)), source=str(path)
-        )
-    except LineTooLong as exc:
-        raise _too_long(path, exc) from exc
-    except TableError as exc:
-        raise RecipientError(str(exc)) from exc
-    records = chain(sample, lines) if tape is None else tape.wrap(chain(sample, lines))
-    reader = csv.reader(records, delimiter=delimiter, strict=True)
-    names = _csv_header(path, reader, delimiter)
-    try:
-        [id_index] = find_columns(names, (ID_COLUMN,), source=str(path))
-        found_email = find_columns(names, (EMAIL_COLUMN,), source=str(path))
-    except TableError as exc:
-        raise RecipientError(str(exc)) from exc
-    email_alias = found_email[0] if found_email and names[found_email[0]] != EMAIL_COLUMN else None
-    return _CsvTable(names, id_index, email_alias, reader, sample[0] if sample else "")
-
-
-def _csv_header(path: Path, reader: Any, delimiter: str) -> list[str]:
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
-    except LineTooLong as exc:
-        raise _too_long(path, exc) from exc
-    if not header:
-        raise RecipientError(f"{path}: empty recipients file, no header")
-    names = [h.strip() for h in header]
-    first: dict[str, int] = {}
-    for index, name in enumerate(names):
-        bad = UNSAFE_VALUE.search(header[index])
-        if bad is not None:
-            raise RecipientError(
-                f"{path}, line 1, column {index + 1}: the column name holds "
-                f"{describe_unsafe(bad.group())}"
-            )
-        if not name:
-            raise RecipientError(f"{path}, line 1, column {index + 1}: empty column name")
-        if name in first:
-            raise RecipientError(
-                f"{path}, line 1, column {index + 1}: column {name!r} appears twice "
-                f"(also column {first[name] + 1}); which value counts would be a guess"
-            )
-        first[name] = index
-    if not has_column(names, (ID_COLUMN,)):
-        separated = "" if delimiter == "," else f", separated by {delimiter_name(delimiter)}"
-        raise RecipientError(
-            f"{path}, line 1: the header has no 'id' column (any case); the columns found"
-            f"{separated}: {describe_columns(names)}"
-        )
-    return names
-
-
-#: The fields of a recipient read for its id alone (never changed).
-_NO_FIELDS: dict[str, Any] = {}
-
-
-def _read_csv(
-    path: Path,
-    keep: Callable[[str], bool] | None,
-    *,
-    others_checked: bool,
-    with_fields: bool,
-    repeated: OnRepeat | None = None,
-    tape: _Tape | None = None,
-) -> Iterator[Recipient]:
-    # One loop for parsing, checking, slicing and duplicates: this runs for
-    # every line of every mailing, where a generator layer per step shows.
-    with _open(path) as handle:
-        table = _csv_table(path, handle, tape)
-        reader, names, id_index = table.reader, table.names, table.id_index
-        email_alias = table.email_alias
-        if tape is not None:
-            tape.header = tape.take()
-        width = len(names)
-        search = UNSAFE_VALUE.search
-        seen: set[str] = set()
-        remember = seen.add
-        skip_unchecked, keep_checked = (keep, None) if others_checked else (None, keep)
-        try:
-            previous = reader.line_num
-            for row in reader:
-                # Where the record starts: a quoted value may span lines.
-                line, previous = previous + 1, reader.line_num
-                if tape is not None:
-                    tape.keep_last(previous - line + 1)
-                if not row:
-                    continue
-                if len(row) != width:
-                    raise RecipientError(
-                        f"{path}, line {line}: {counted(len(row), 'field')} where the header has "
-                        f"{width}"
-                    )
-                recipient_id = row[id_index].strip()
-                if skip_unchecked is not None and not skip_unchecked(recipient_id):
-                    continue
-                # The common row is printable text, which holds nothing refused:
-                # one C call for the whole row; the searches run only otherwise.
-                if not "".join(row).isprintable():
-                    if search("".join(row)) is not None:
-                        _refuse_csv_row(path, line, row, names)
-                    if UNSAFE_ID.search(recipient_id) is not None:
-                        _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
-                if not recipient_id or len(recipient_id) > MAX_ID_LENGTH:
-                    _refuse_id(path, line, _csv_column(id_index, names), recipient_id)
-                # Only a checked id is handed to ``keep``, which may hash it.
-                if keep_checked is not None and not keep_checked(recipient_id):
-                    continue
-                if recipient_id in seen:
-                    if repeated is not None:
-                        repeated(recipient_id, line)
-                    continue
-                remember(recipient_id)
-                if not with_fields:
-                    yield Recipient(recipient_id, _NO_FIELDS, line)
-                    continue
-                # The width was checked above; strict zip would check it again.
-                fields = dict(zip(names, row, strict=False))
-                if email_alias is not None:
-                    fields[EMAIL_COLUMN] = row[email_alias]
-                yield Recipient(recipient_id, fields, line)
-        except csv.Error as exc:
-            raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
-        except LineTooLong as exc:
-            raise _too_long(path, exc) from exc
-
-
-def _refuse_csv_row(path: Path, line: int, row: Sequence[str], names: Sequence[str]) -> None:
-    for index, value in enumerate(row):
-        bad = UNSAFE_VALUE.search(value)
-        if bad is not None:
-            raise RecipientError(
-                f"{_where(path, line, _csv_column(index, names))}: "
-                f"holds {describe_unsafe(bad.group())}"
-            )
-
-
-def _refuse_id(path: Path, line: int, column: str, recipient_id: str) -> None:
-    problem = id_problem(recipient_id) or "not a usable id"
-    raise RecipientError(f"{_where(path, line, column)}: {problem}")
-
-
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return record
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-_decoder = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _read_jsonl(path: Path, tape: _Tape | None = None) -> Iterator[Recipient]:
-    with _open(path) as handle:
-        lines = _lines(handle) if tape is None else tape.wrap(_lines(handle), one_per_record=True)
-        try:
-            yield from _jsonl_records(path, lines)
-        except LineTooLong as exc:
-            raise _too_long(path, exc) from exc
-
-
-def _jsonl_records(path: Path, lines: Iterator[str]) -> Iterator[Recipient]:
-    decode = _decoder.decode
-    # Records of one file mostly have the same keys: where the id and the
-    # address are is worked out once for each set of keys (a few at most).
-    shapes: dict[tuple[str, ...], tuple[str | None, str | None]] = {}
-    for line, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            record = decode(text)
-        except json.JSONDecodeError as exc:
-            raise RecipientError(f"{path}, line {line}: invalid JSON ({exc.msg})") from exc
-        except _DuplicateKey as exc:
-            raise RecipientError(
-                f"{_where(path, line, f'column {exc.key!r}')}: the key appears twice in "
-                "one object; which value counts would be a guess"
-            ) from exc
-        except ValueError as exc:
-            raise RecipientError(f"{path}, line {line}: invalid JSON ({exc})") from exc
-        if not isinstance(record, dict):
-            raise RecipientError(f"{path}, line {line}: not a JSON object")
-        for key, value in record.items():
-            if type(value) is str:
-                if UNSAFE_VALUE.search(value) is not None:
-                    _refuse_json_value(path, line, key, value, text)
-            elif not isinstance(value, _SCALARS):
-                kind = "an object" if isinstance(value, dict) else "a list"
-                raise RecipientError(
-                    f"{_where(path, line, f'column {key!r}')}: holds {kind}; a recipient's "
-                    "values are text, numbers, true/false or null"
-                )
-            if not key or UNSAFE_VALUE.search(key) is not None:
-                raise RecipientError(
-                    f"{path}, line {line}: column name {key!r} is empty or not text"
-                )
-        shape = tuple(record)
-        keys = shapes.get(shape)
-        if keys is None:
-            keys = _jsonl_keys(path, line, shape)
-            if len(shapes) < _SHAPES:
-                shapes[shape] = keys
-        id_key, email_key = keys
-        if email_key is not None and email_key != EMAIL_COLUMN:
-            record[EMAIL_COLUMN] = record[email_key]
-        found_id = record[id_key] if id_key is not None else None
-        yield Recipient(_json_id(path, line, found_id), record, line)
-
-
-#: Sets of keys whose id and address keys a JSON Lines reader remembers.
-_SHAPES = 64
-
-
-def _jsonl_keys(path: Path, line: int, keys: Sequence[str]) -> tuple[str | None, str | None]:
-    """The record's id key and address key, found as a CSV header's columns are."""
-    try:
-        ids = find_columns(keys, (ID_COLUMN,), source=str(path), line=line, noun="key")
-        emails = find_columns(keys, (EMAIL_COLUMN,), source=str(path), line=line, noun="key")
-    except TableError as exc:
-        raise RecipientError(str(exc)) from exc
-    return (keys[ids[0]] if ids else None, keys[emails[0]] if emails else None)
-
-
-def _refuse_json_value(path: Path, line: int, key: str, value: str, text: str) -> None:
-    bad = UNSAFE_VALUE.search(value)
-    assert bad is not None
-    char = bad.group()
-    # The same lone surrogate comes from a byte that is not UTF-8 (then it is
-    # in the raw line) or from a \uXXXX escape in a JSON string.
-    escaped = "\ud800" <= char <= "\udfff" and char not in text
-    what = (
-        f"a lone surrogate (\\u{ord(char):04x}), which is not Unicode text"
-        if escaped
-        else describe_unsafe(char)
-    )
-    raise RecipientError(f"{_where(path, line, f'column {key!r}')}: holds {what}")
-
-
-def _json_id(path: Path, line: int, value: Any) -> str:
-    if value is None:
-        raise RecipientError(f"{path}, line {line}: no 'id'")
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise RecipientError(
-            f"{path}, line {line}, column 'id': the id is {json.dumps(value)}; "
-            "an id is a string or a whole number"
-        )
-    recipient_id = value.strip() if isinstance(value, str) else str(value)
-    if not recipient_id:
-        raise RecipientError(f"{path}, line {line}: no 'id'")
-    if UNSAFE_ID.search(recipient_id) is not None or len(recipient_id) > MAX_ID_LENGTH:
-        _refuse_id(path, line, "column 'id'", recipient_id)
-    return recipient_id

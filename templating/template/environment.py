@@ -21,8 +21,9 @@ On top of the sandbox:
   (reset by :meth:`MessageEnvironment.begin_render`); so do comparisons
   of lists, in operators, filters, tests and list methods, by what they
   read. Nothing is evaluated at compile time but operators the sandbox
-  does not intercept, on literals (see ``_SafeOptimizer``). Rendered output is
-  capped per part and a render has a wall-clock budget (see
+  does not intercept, on literals (see
+  :class:`~templating.template.guarded_compiler.SafeOptimizer`). Rendered
+  output is capped per part and a render has a wall-clock budget (see
   :mod:`templating.template.message`).
 - Only text, numbers, booleans, none and plain lists/dicts of those are
   printed (``finalize``): a Python object's repr never reaches a message.
@@ -39,24 +40,20 @@ On top of the sandbox:
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError, nodes
-from jinja2.compiler import CodeGenerator, Frame, operators, optimizeconst
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.exceptions import TemplateRuntimeError
-from jinja2.optimizer import Optimizer
 from jinja2.runtime import markup_join, str_join
-from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
-from jinja2.visitor import NodeTransformer
-from markupsafe import Markup
+from jinja2.sandbox import SandboxedEnvironment
 
 from templating.errors import InvalidTemplate
-from templating.template import costs, files, limits
-from templating.template.analysis import check_ast, code_call_function, partial_references
+from templating.template import costs, files, limits, render_limits
+from templating.template.analysis import check_ast, partial_references
+from templating.template.checked_format import checked_str_format
 from templating.template.client import CODE_METHODS, Client, RecipientUndefined
 from templating.template.files import (
     MAX_INCLUDE_DEPTH,
@@ -66,12 +63,9 @@ from templating.template.files import (
     partial_key,
     resolve_partial,
 )
+from templating.template.guarded_compiler import GuardedCodeGenerator
 from templating.template.isolation import PartialTemplate, RenderModules, defines_only_macros
 
-# Re-exported: tests and callers read the limits from here.
-MAX_RANGE = limits.MAX_RANGE
-MAX_SEQUENCE_PRODUCT = limits.MAX_SEQUENCE_PRODUCT
-MAX_POWER_BITS = limits.MAX_POWER_BITS
 _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
     name: getattr(Client, name) for name in CODE_METHODS
 }
@@ -82,216 +76,10 @@ _SCALAR_TYPES = frozenset({int, float, bool, type(None)})
 _CLIENT_MEMBERS = frozenset(name for name in dir(Client) if not name.startswith("_"))
 
 
-#: Nodes never evaluated at compile time (see :class:`_SafeOptimizer`).
-_NOT_FOLDED = (nodes.Concat, nodes.Filter, nodes.Test)
-
-
-def _unfoldable(node: nodes.Node) -> bool:
-    return isinstance(node, _NOT_FOLDED) or node.find(_NOT_FOLDED) is not None  # type: ignore[arg-type]
-
-
-class _SafeOptimizer(Optimizer):
-    """Constant folding that cannot fail, leak or run long.
-
-    Jinja folds ``a ~ b`` with a bare ``str()`` of each side, which would
-    print an object's repr at compile time: left to run time, ``~`` goes
-    through the printing checks. And some of Jinja's folds (``and``, ``if``
-    expressions) test a value's truth without catching what that raises (a
-    strict undefined does): a fold that fails is simply left to run time.
-
-    Filters and tests are never folded: a filter with literal arguments can
-    run as long as any other (``1.5|round(10000000, 'ceil')`` builds a
-    ten-million-digit number, ``|urlize`` of a long literal is quadratic), and
-    at compile time no render's timer or work budget is running; ``check``
-    would hang on a template it never renders. At run time they go through
-    the same guards as any filter, against the message's budget and deadline.
-    What is still folded (operators the sandbox does not intercept,
-    comparisons, attribute and item lookups on literals) takes time linear in
-    the template's own text, which is bounded. Calls were never folded.
-    """
-
-    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
-        node = NodeTransformer.generic_visit(self, node, *args, **kwargs)
-        if isinstance(node, nodes.Expr) and not _unfoldable(node):
-            try:
-                return nodes.Const.from_untrusted(
-                    node.as_const(args[0] if args else None),
-                    lineno=node.lineno,
-                    environment=self.environment,
-                )
-            except Exception:
-                pass
-        return node
-
-
-class _GuardedCodeGenerator(CodeGenerator):
-    """Compiles the checks of the module docstring into the template code."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.optimizer is not None:
-            self.optimizer = _SafeOptimizer(self.environment)
-
-    def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
-        if _unfoldable(node):
-            raise nodes.Impossible()
-        return super()._output_child_to_const(node, frame, finalize)
-
-    def visit_EvalContextModifier(self, node: nodes.EvalContextModifier, frame: Frame) -> None:
-        # Jinja evaluates ``{% autoescape EXPR %}`` at compile time when it can;
-        # an expression with a filter or test is left to run time (volatile).
-        if any(_unfoldable(keyword.value) for keyword in node.options):
-            for keyword in node.options:
-                self.writeline(f"context.eval_ctx.{keyword.key} = ")
-                self.visit(keyword.value, frame)
-            frame.eval_ctx.volatile = True
-            return
-        super().visit_EvalContextModifier(node, frame)
-
-    _loop_iterables: set[int] | None = None
-
-    def visit_For(self, node: nodes.For, frame: Frame) -> None:
-        # The iterable is written somewhere inside the loop code Jinja makes;
-        # visit() below recognises it and wraps it.
-        if self._loop_iterables is None:
-            self._loop_iterables = set()
-        self._loop_iterables.add(id(node.iter))
-        super().visit_For(node, frame)
-
-    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
-        if self._loop_iterables and id(node) in self._loop_iterables:
-            self._loop_iterables.discard(id(node))
-            self.write("environment.budget.counted(")
-            super().visit(node, *args, **kwargs)
-            self.write(")")
-            return None
-        return super().visit(node, *args, **kwargs)
-
-    def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
-        # client.promocode(...) as written: a direct call, never a bound
-        # method fetched through the sandbox (which refuses to hand one out).
-        # The analysis refuses any argument but a string literal before a
-        # render; check and preview report it.
-        if not forward_caller and code_call_function(node) is not None:
-            target: nodes.Getattr = node.node  # type: ignore[assignment]
-            self.write("environment.call_client(context, ")
-            self.visit(target.node, frame)
-            self.write(f", {target.attr!r}")
-            self.signature(node, frame)
-            self.write(")")
-            return
-        super().visit_Call(node, frame, forward_caller=forward_caller)
-
-    @optimizeconst
-    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
-        # Each operand through environment.compared: lists pay for what they hold.
-        self.write("(")
-        self._compared(node.expr, frame)
-        for operand in node.ops:
-            self.write(f" {operators[operand.op]} ")
-            self._compared(operand.expr, frame)
-        self.write(")")
-
-    def _compared(self, node: nodes.Expr, frame: Frame) -> None:
-        if isinstance(node, nodes.Const) and type(node.value) not in limits.COMPARED_CONTAINERS:
-            self.visit(node, frame)
-            return
-        self.write("environment.compared(")
-        self.visit(node, frame)
-        self.write(")")
-
-    @optimizeconst
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        if frame.eval_ctx.volatile:
-            markup = "context.eval_ctx.volatile"
-        else:
-            markup = "True" if frame.eval_ctx.autoescape else "False"
-        self.write("environment.joined((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write(f"), {markup})")
-
-    def _spending(self, units: int, visit: Callable[[], None]) -> None:
-        self.write(f"environment.spend_literal({units}, ")
-        visit()
-        self.write(")")
-
-    def visit_List(self, node: nodes.List, frame: Frame) -> None:
-        self._spending(
-            8 + len(node.items), lambda: super(_GuardedCodeGenerator, self).visit_List(node, frame)
-        )
-
-    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
-        if node.ctx != "load":
-            super().visit_Tuple(node, frame)
-            return
-        self._spending(
-            6 + len(node.items), lambda: super(_GuardedCodeGenerator, self).visit_Tuple(node, frame)
-        )
-
-    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
-        self._spending(
-            8 + 4 * len(node.items),
-            lambda: super(_GuardedCodeGenerator, self).visit_Dict(node, frame),
-        )
-
-    def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
-        value = node.value
-        if isinstance(value, (list, tuple, dict)) and value:
-            self._spending(
-                8 + 4 * len(value),
-                lambda: super(_GuardedCodeGenerator, self).visit_Const(node, frame),
-            )
-            return
-        super().visit_Const(node, frame)
-
-    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
-        if isinstance(node.arg, nodes.Slice):
-            # A slice copies: paid for like any value built.
-            self.write("environment.budget.spend_on(")
-            super().visit_Getitem(node, frame)
-            self.write(")")
-            return
-        super().visit_Getitem(node, frame)
-
-
-class _FieldChecks(SandboxedFormatter):
-    """``str.format``: each field's width (nested ``{}`` resolved) and value checked."""
-
-    _size = 0
-    _growth = 1
-
-    def vformat(self, format_string: str, args: Any, kwargs: Any) -> str:
-        self._size = len(format_string)
-        return super().vformat(format_string, args, kwargs)
-
-    def convert_field(self, value: Any, conversion: str | None) -> Any:
-        limits.printed_size(value)
-        return super().convert_field(value, conversion)
-
-    def format_field(self, value: Any, format_spec: str) -> Any:
-        width = limits._check_spec_numbers(format_spec, "format field width")
-        field = limits.printed_size(value) + width
-        self._size += field
-        limits.check_text_length(self._size, "str.format() result")
-        # Paid before it is formatted (escaped too, for Markup).
-        self._env.budget.spend(field * self._growth)  # type: ignore[attr-defined]
-        return super().format_field(value, format_spec)
-
-
-class _CheckedFormatter(_FieldChecks):
-    pass
-
-
-class _CheckedEscapeFormatter(_FieldChecks, SandboxedEscapeFormatter):
-    _growth = 1 + costs.ESCAPE_GROWTH
-
-
 class MessageEnvironment(SandboxedEnvironment):
     """Sandbox with size limits; see the module docstring."""
 
-    code_generator_class = _GuardedCodeGenerator
+    code_generator_class = GuardedCodeGenerator
     template_class = PartialTemplate
     intercepted_binops = frozenset(limits.BINARY_OPERATORS)
 
@@ -475,7 +263,7 @@ class MessageEnvironment(SandboxedEnvironment):
                 size += len(value)
             else:
                 size += limits.printed_size(value)
-        if size > limits.MAX_TEXT:
+        if size > render_limits.LIMITS.text:
             limits.check_text_length(size, "'~' result")
         budget = self.budget
         budget.left -= size
@@ -509,36 +297,7 @@ class MessageEnvironment(SandboxedEnvironment):
         return self.budget.spend_on(handler(left, right))
 
     def wrap_str_format(self, value: Any) -> Any:
-        # The sandbox hands out str.format / format_map wrapped, at attribute
-        # access; the wrapper's formatter checks every field it formats.
-        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) or (
-            value.__name__ not in ("format", "format_map")
-        ):
-            return None
-        owner = value.__self__
-        if not isinstance(owner, str):
-            return None
-        kind = type(owner)
-        is_format_map = value.__name__ == "format_map"
-        formatter: SandboxedFormatter
-        if isinstance(owner, Markup):
-            formatter = _CheckedEscapeFormatter(self, escape=owner.escape)
-        else:
-            formatter = _CheckedFormatter(self)
-        budget = self.budget
-
-        def wrapper(*args: Any, **kwargs: Any) -> str:
-            if is_format_map:
-                if kwargs:
-                    raise TypeError("format_map() takes no keyword arguments")
-                if len(args) != 1:
-                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} given)")
-                kwargs = args[0]
-                args = ()
-            return budget.spend_on(kind(formatter.vformat(owner, args, kwargs)))  # type: ignore[no-any-return]
-
-        wrapper.__name__ = value.__name__
-        return wrapper
+        return checked_str_format(self, value)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = __self.budget

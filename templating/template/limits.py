@@ -2,8 +2,8 @@
 
 Two kinds of bound, both checked *before* the memory is taken:
 
-- Each value a template builds is at most :data:`MAX_TEXT` characters (or
-  :data:`MAX_SEQUENCE_PRODUCT` items). Every operation that can make a value
+- Each value a template builds is at most ``LIMITS.text`` characters (or
+  ``LIMITS.sequence_product`` items). Every operation that can make a value
   much larger than its inputs is checked from its inputs: ``*`` and ``+`` on
   sequences, ``*`` and ``**`` on integers, ``%`` and ``str.format`` (field
   widths and precisions, including the ones given through ``*`` or a nested
@@ -15,7 +15,7 @@ Two kinds of bound, both checked *before* the memory is taken:
   ``range``, ``round``, ``**``'s exponent, ``urlize``'s words), and a
   comparison of lists (``==``, ``in``, sorts, ``min``…) pays for every item
   and character it may read (:func:`comparison_cost`).
-- One message may do at most :data:`MAX_RENDER_WORK` units of work, counted
+- One message may do at most ``LIMITS.render_work`` units of work, counted
   in a :class:`Budget`: loop iterations, characters and items built, literal
   lists and dicts, calls. Memory a template keeps (a list grown in a loop, a
   chain of namespaces) is paid for in these units first, so many small
@@ -37,34 +37,8 @@ from jinja2.exceptions import TemplateRuntimeError
 from jinja2.runtime import Undefined
 from markupsafe import Markup
 
-from templating.errors import RenderLimitExceeded
-
-#: Characters one value may hold; as large as one part of a message.
-MAX_TEXT = 512 * 1024
-#: Items ``*`` may build out of a sequence.
-MAX_SEQUENCE_PRODUCT = 100_000
-#: Field width or precision in ``%``/``format`` specs and padding arguments.
-MAX_WIDTH = 10_000
-#: Bits an integer built by ``*`` or ``**`` may have.
-MAX_POWER_BITS = 4_096
-#: Bits of an integer that ``//``, ``%``, ``round`` and ``range`` take: their
-#: time grows with the square of its size, in one step the timer cannot stop.
-MAX_OPERAND_BITS = 65_536
-#: Bits of an integer exponent of ``**`` (0, 1 and -1 raised to a larger one
-#: still loop over every bit of it).
-MAX_EXPONENT_BITS = 64
-#: Digits ``round`` may keep or drop (a float has about 17 of them).
-MAX_ROUND_DIGITS = 400
-#: Characters of one word ``urlize`` looks at: its trailing-punctuation search
-#: is quadratic in a word's length.
-MAX_URLIZE_WORD = 2_048
-MAX_RANGE = 10_000
-#: Units of work (iterations, characters and items built, calls) per message.
-MAX_RENDER_WORK = 4_000_000
-#: How deeply lists and dicts may nest to be printed.
-MAX_PRINT_DEPTH = 20
-#: ``tojson`` indentation.
-MAX_JSON_INDENT = 16
+from templating.template import render_limits
+from templating.template.render_limits import refuse
 
 #: Types whose ``len`` is what building them costs.
 SIZED = (str, list, tuple, dict, bytes, set, frozenset)
@@ -77,26 +51,22 @@ _PERCENT_SPEC = re.compile(
 )
 
 
-def refuse(message: str) -> RenderLimitExceeded:
-    return RenderLimitExceeded(message)
-
-
 class Budget:
     """The work one message may still do; reset before each recipient."""
 
     __slots__ = ("left",)
 
     def __init__(self) -> None:
-        self.left = MAX_RENDER_WORK
+        self.left = render_limits.LIMITS.render_work
 
     def reset(self) -> None:
-        self.left = MAX_RENDER_WORK
+        self.left = render_limits.LIMITS.render_work
 
     def spend(self, units: int) -> None:
         self.left -= units
         if self.left < 0:
             raise refuse(
-                f"the message needs more than {MAX_RENDER_WORK} steps "
+                f"the message needs more than {render_limits.LIMITS.render_work} steps "
                 "(loop iterations, characters and items built)"
             )
 
@@ -132,18 +102,18 @@ class Budget:
 
 
 def check_text_length(size: int, what: str) -> None:
-    if size > MAX_TEXT:
-        raise refuse(f"{what} would be {size} characters long; at most {MAX_TEXT}")
+    if size > render_limits.LIMITS.text:
+        raise refuse(f"{what} would be {size} characters long; at most {render_limits.LIMITS.text}")
 
 
 def _check_width(value: Any, what: str) -> None:
-    if isinstance(value, int) and abs(value) > MAX_WIDTH:
-        raise refuse(f"{what} of {value}; at most {MAX_WIDTH}")
+    if isinstance(value, int) and abs(value) > render_limits.LIMITS.width:
+        raise refuse(f"{what} of {value}; at most {render_limits.LIMITS.width}")
 
 
 def _spec_number(digits: str, what: str) -> int:
     if len(digits) > 6:
-        raise refuse(f"{what} of {len(digits)} digits; at most {MAX_WIDTH}")
+        raise refuse(f"{what} of {len(digits)} digits; at most {render_limits.LIMITS.width}")
     number = int(digits)
     _check_width(number, what)
     return number
@@ -177,11 +147,12 @@ def printed_size(value: Any) -> int:
     """About how many characters ``str(value)`` takes; refuses what may not be printed.
 
     Walks lists and dicts without recursion and stops as soon as the size
-    passes :data:`MAX_TEXT`, so checking never costs more than printing.
+    passes ``LIMITS.text``, so checking never costs more than printing.
     """
     kind = type(value)
     if kind is str:
         return len(value)
+    bounds = render_limits.LIMITS
     size = 0
     pending: list[tuple[Any, int]] = [(value, 0)]
     while pending:
@@ -197,12 +168,12 @@ def printed_size(value: Any) -> int:
             str(item)  # raises the undefined error naming what is missing
             size += 2
         elif kind in (list, tuple, dict):
-            if depth >= MAX_PRINT_DEPTH:
-                raise refuse(f"lists or dicts nested more than {MAX_PRINT_DEPTH} deep to print")
+            if depth >= bounds.print_depth:
+                raise refuse(f"lists or dicts nested more than {bounds.print_depth} deep to print")
             size += 2 + 2 * len(item)
-            if size > MAX_TEXT:
+            if size > bounds.text:
                 # Before its items are queued: a long list is refused at once.
-                raise refuse(f"the printed value would be longer than {MAX_TEXT} characters")
+                raise refuse(f"the printed value would be longer than {bounds.text} characters")
             if kind is dict:
                 pending.extend((key, depth + 1) for key in item)
                 pending.extend((val, depth + 1) for val in item.values())
@@ -210,8 +181,8 @@ def printed_size(value: Any) -> int:
                 pending.extend((element, depth + 1) for element in item)
         else:
             raise not_printable(item)
-        if size > MAX_TEXT:
-            raise refuse(f"the printed value would be longer than {MAX_TEXT} characters")
+        if size > bounds.text:
+            raise refuse(f"the printed value would be longer than {bounds.text} characters")
     return size
 
 
@@ -228,9 +199,9 @@ def printable(value: Any) -> Any:
 
 
 def check_operand_bits(value: Any, what: str) -> None:
-    if isinstance(value, int) and value.bit_length() > MAX_OPERAND_BITS:
+    if isinstance(value, int) and value.bit_length() > render_limits.LIMITS.operand_bits:
         raise refuse(
-            f"{what} of an integer of {value.bit_length()} bits; at most {MAX_OPERAND_BITS}"
+            f"{what} of an integer of {value.bit_length()} bits; at most {render_limits.LIMITS.operand_bits}"
         )
 
 
@@ -238,8 +209,8 @@ def limited_range(*args: int) -> range:
     for argument in args:
         check_operand_bits(argument, "range()")
     result = range(*args)
-    if len(result) > MAX_RANGE:
-        raise refuse(f"range() of {len(result)} items; at most {MAX_RANGE}")
+    if len(result) > render_limits.LIMITS.range_items:
+        raise refuse(f"range() of {len(result)} items; at most {render_limits.LIMITS.range_items}")
     return result
 
 
@@ -252,17 +223,17 @@ def multiply(left: Any, right: Any) -> Any:
         if (
             isinstance(sequence, SIZED)
             and isinstance(times, int)
-            and len(sequence) * times > MAX_SEQUENCE_PRODUCT
+            and len(sequence) * times > render_limits.LIMITS.sequence_product
         ):
             raise refuse(
-                f"'*' would build {len(sequence) * times} items; at most {MAX_SEQUENCE_PRODUCT}"
+                f"'*' would build {len(sequence) * times} items; at most {render_limits.LIMITS.sequence_product}"
             )
     if (
         isinstance(left, int)
         and isinstance(right, int)
-        and _int_bits(left) + _int_bits(right) > MAX_POWER_BITS
+        and _int_bits(left) + _int_bits(right) > render_limits.LIMITS.power_bits
     ):
-        raise refuse(f"'*' result would exceed {MAX_POWER_BITS} bits")
+        raise refuse(f"'*' result would exceed {render_limits.LIMITS.power_bits} bits")
     return left * right
 
 
@@ -278,20 +249,22 @@ def power(base: Any, exponent: Any) -> Any:
         and isinstance(exponent, int)
         and exponent > 0
         and abs(base) > 1
-        and abs(base).bit_length() * exponent > MAX_POWER_BITS
+        and abs(base).bit_length() * exponent > render_limits.LIMITS.power_bits
     ):
-        raise refuse(f"'**' result would exceed {MAX_POWER_BITS} bits")
+        raise refuse(f"'**' result would exceed {render_limits.LIMITS.power_bits} bits")
     if isinstance(base, float) and isinstance(exponent, int) and abs(exponent) > 10**6:
         raise refuse("'**' exponent too large")
-    if isinstance(exponent, int) and exponent.bit_length() > MAX_EXPONENT_BITS:
-        raise refuse(f"'**' exponent of {exponent.bit_length()} bits; at most {MAX_EXPONENT_BITS}")
+    if isinstance(exponent, int) and exponent.bit_length() > render_limits.LIMITS.exponent_bits:
+        raise refuse(
+            f"'**' exponent of {exponent.bit_length()} bits; at most {render_limits.LIMITS.exponent_bits}"
+        )
     return base**exponent
 
 
 def check_percent(template: str, args: Any, what: str = "'%'") -> int:
     """``template % args``: every width and precision, given in the string or
     through ``*``, is bounded, every value formatted may be printed, and the
-    result fits in :data:`MAX_TEXT`, all before anything is formatted.
+    result fits in ``LIMITS.text``, all before anything is formatted.
 
     Returns about how long the result is."""
     if "%" not in template:
@@ -375,7 +348,7 @@ def comparison_cost(value: Any) -> int:
                 pending.extend(item.values())
             else:
                 pending.extend(item)
-        if cost > MAX_RENDER_WORK:
+        if cost > render_limits.LIMITS.render_work:
             break
     return cost
 

@@ -23,18 +23,14 @@ from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedErro
 from jinja2.runtime import Context
 
 from templating.errors import InvalidTemplate, RecipientFailed, RenderLimitExceeded
+from templating.template import render_limits
 from templating.template.analysis import TemplateUsage, analyze
 from templating.template.environment import MessageEnvironment, make_environment
 from templating.template.files import read_template
+from templating.template.render_limits import refuse
 
 BLOCK_PARTS = ("subject", "text", "html")
 BODY_PART = "body"
-#: Characters one part of one message may hold.
-MAX_PART_CHARS = 512 * 1024
-#: Wall-clock seconds one recipient's message may take to render.
-RENDER_SECONDS = 5.0
-#: Wall-clock seconds reading, checking and generating the code of a template may take.
-COMPILE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -87,16 +83,17 @@ def compile_template(name: str, source: str) -> CompiledTemplate:
     """Parse, check, analyse and generate the code of a template, once.
 
     Under a deadline, like a render: nothing a template holds runs at
-    compile time (see ``_SafeOptimizer``), so this is linear in its text,
-    and the timer keeps it so whatever Jinja's parser or Python's compiler
-    makes of an odd template.
+    compile time (see ``SafeOptimizer`` in
+    :mod:`templating.template.guarded_compiler`), so this is linear in its
+    text, and the timer keeps it so whatever Jinja's parser or Python's
+    compiler makes of an odd template.
     """
     try:
-        with _time_limit(COMPILE_SECONDS):
+        with _time_limit(render_limits.LIMITS.compile_seconds):
             return _compile_template(name, source)
     except RenderLimitExceeded:
         raise InvalidTemplate(
-            f"took longer than {COMPILE_SECONDS:g} s to compile", template=name
+            f"took longer than {render_limits.LIMITS.compile_seconds:g} s to compile", template=name
         ) from None
 
 
@@ -172,11 +169,11 @@ class MessageTemplate:
                 # Reset in the inner finally, so a tick can only raise in here,
                 # where the handlers below turn it into this recipient's failure.
                 try:
-                    watch.deadline = monotonic() + RENDER_SECONDS
+                    watch.deadline = monotonic() + render_limits.LIMITS.render_seconds
                     return self._render_parts(wanted, variables)
                 finally:
                     watch.deadline = _NEVER
-            with _time_limit(RENDER_SECONDS):
+            with _time_limit(render_limits.LIMITS.render_seconds):
                 return self._render_parts(wanted, variables)
         except UndefinedError as exc:
             raise RecipientFailed(f"{self._where(exc)}undefined value: {exc.message}") from exc
@@ -222,7 +219,7 @@ class MessageTemplate:
         disarming SIGALRM around every message (two system calls and a
         context manager each), a timer ticks every :data:`WATCH_TICK` seconds
         and stops the render in progress once its deadline has passed, so a
-        message is stopped within RENDER_SECONDS + WATCH_TICK. Outside the
+        message is stopped within ``LIMITS.render_seconds`` + WATCH_TICK. Outside the
         main thread (no signals there) renders run untimed, as before.
         """
         if (
@@ -258,7 +255,7 @@ def _from_code(env: MessageEnvironment, code: str) -> Template:
 
 
 def _capped(pieces: Iterator[str], part: str) -> str:
-    """The part's text, or RenderLimitExceeded once it outgrows MAX_PART_CHARS.
+    """The part's text, or RenderLimitExceeded once it outgrows ``LIMITS.text``.
 
     Taken :data:`CAP_BATCH` pieces at a time, counted in C: a message is a
     few dozen pieces, so it is usually one batch, and a runaway part is
@@ -268,8 +265,8 @@ def _capped(pieces: Iterator[str], part: str) -> str:
     size = 0
     while batch := list(islice(pieces, CAP_BATCH)):
         size += sum(map(len, batch))
-        if size > MAX_PART_CHARS:
-            raise RenderLimitExceeded(f"part {part!r} is longer than {MAX_PART_CHARS} characters")
+        if size > render_limits.LIMITS.text:
+            raise refuse(f"part {part!r} is longer than {render_limits.LIMITS.text} characters")
         out += batch
     return "".join(out).strip() if part == "subject" else "".join(out)
 
@@ -321,14 +318,14 @@ def _watch_tick(_signum: int, _frame: Any) -> None:
     # Between renders the deadline is _NEVER: a tick then does nothing.
     if monotonic() > _watch.deadline:
         _watch.deadline = _NEVER
-        raise RenderLimitExceeded(f"rendering took longer than {RENDER_SECONDS:g} s")
+        raise refuse(f"rendering took longer than {render_limits.LIMITS.render_seconds:g} s")
 
 
-_limit_seconds = RENDER_SECONDS
+_limit_seconds = render_limits.LIMITS.render_seconds
 
 
 def _deadline_passed(_signum: int, _frame: Any) -> None:
-    raise RenderLimitExceeded(f"rendering took longer than {_limit_seconds:g} s")
+    raise refuse(f"rendering took longer than {_limit_seconds:g} s")
 
 
 @contextmanager

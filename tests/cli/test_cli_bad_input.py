@@ -21,6 +21,7 @@ from click.testing import Result
 from sqlalchemy import Engine
 
 import cli as cli_module
+from commands.errors import cli_flag
 from pools.errors import InvalidSetting
 from pools.store.db import StoreConfig, open_engine, store_location
 from templating.mailing.options import parse_shard, parse_workers
@@ -594,9 +595,9 @@ def test_a_refused_setting_names_options_of_the_command_run(
 def test_the_library_names_the_setting_and_the_cli_its_flag() -> None:
     refused = InvalidSetting("must be at least 1", "issued_valid_days")
     assert str(refused) == "issued_valid_days must be at least 1"
-    assert refused.naming(cli_module.cli_flag) == "--issued-valid-days must be at least 1"
+    assert refused.naming(cli_flag) == "--issued-valid-days must be at least 1"
     placed = InvalidSetting("{a_b} {x} needs {c}, not '{a_b}{'", "a_b", "c")
-    assert placed.naming(cli_module.cli_flag) == "--a-b {x} needs --c, not '--a-b{'"
+    assert placed.naming(cli_flag) == "--a-b {x} needs --c, not '--a-b{'"
 
 
 def test_a_refused_render_setting_is_shown_as_the_option_that_carries_it(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ import cli as cli_module
 import delivery
 import pools
 import templating
+from commands.state import complete_pool_id
 from pools.lazy_exports import stub_path, stub_text
 from tests.support.cli_helpers import Cli, invoke, promomail_script
 from tests.support.paths import REPO_ROOT
@@ -268,7 +269,7 @@ def _commands() -> list[tuple[list[str], click.Command]]:
 def _first_argument_is_a_pool_id(command: click.Command) -> bool:
     arguments = [p for p in command.params if isinstance(p, click.Argument)]
     completes = getattr(arguments[0], "_custom_shell_complete", None) if arguments else None
-    return completes is cli_module.complete_pool_id
+    return completes is complete_pool_id
 
 
 def test_completing_a_command_name_offers_the_commands() -> None:

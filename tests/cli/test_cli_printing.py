@@ -198,10 +198,16 @@ def _shown_safely(call: ast.Call) -> bool:
     )
 
 
+#: The modules that hold the safe helpers themselves (and the errors' own lines).
+SAFE_HELPERS = ("output.py", "errors.py")
+
+
 def test_commands_print_only_through_the_safe_helpers() -> None:
     """The one place: a command prints people's text with ``say``, ``note``, the table
     and field helpers, ``emit_json`` or an error, never with ``click.echo`` of its own."""
     for path in sorted((REPO_ROOT / "commands").glob("*.py")):
+        if path.name in SAFE_HELPERS:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue

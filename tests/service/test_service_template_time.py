@@ -22,7 +22,7 @@ import pytest
 from service.preview import BUSY, WAIT_SECONDS
 from service.server import GRACE_SECONDS
 from templating.mailing.isolated import JOB_SECONDS
-from templating.template.message import RENDER_SECONDS
+from templating.template.render_limits import LIMITS
 from tests.support.service_helpers import (
     Server,
     Store,
@@ -38,7 +38,7 @@ SLOW = (
     "{% set s = 'x' * 100000 %}{% set a = s ~ s ~ s ~ s ~ 'a' %}{% set b = s ~ s ~ s ~ s ~ 'b' %}"
     "{% for i in range(10000) %}{% for j in range(10000) if a > b %}{% endfor %}{% endfor %}done"
 )
-TIMED_OUT = f"rendering took longer than {RENDER_SECONDS:g} s"
+TIMED_OUT = f"rendering took longer than {LIMITS.render_seconds:g} s"
 #: The answer when the process itself had to be killed (the timer was late).
 KILLED = f"took longer than {JOB_SECONDS:g} s to check and render; it was stopped"
 #: More slow previews at once than the server has threads for requests (32).

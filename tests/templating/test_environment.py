@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-import templating.template.message as message_module
 from templating.errors import RecipientFailed
-from templating.template import limits
-from templating.template.environment import MAX_RANGE, MAX_SEQUENCE_PRODUCT, make_environment
-from templating.template.message import MAX_PART_CHARS, MessageTemplate
+from templating.template import render_limits
+from templating.template.environment import make_environment
+from templating.template.message import MessageTemplate
 from tests.support.template_escapes import ESCAPES, MARKER, payload_client, refusal
+
+MAX_RANGE = render_limits.LIMITS.range_items
+MAX_SEQUENCE_PRODUCT = render_limits.LIMITS.sequence_product
+MAX_PART_CHARS = render_limits.LIMITS.text
 
 SECRET = "s3cr3t-Vv9Qx-not-for-templates"
 
@@ -147,9 +151,12 @@ def test_power_is_left_associative_and_harmless() -> None:
 
 
 def test_loops_that_output_nothing_hit_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(message_module, "RENDER_SECONDS", 0.3)
     # A work budget large enough that the clock, not the budget, ends the loops.
-    monkeypatch.setattr(limits, "MAX_RENDER_WORK", 10**12)
+    monkeypatch.setattr(
+        render_limits,
+        "LIMITS",
+        replace(render_limits.LIMITS, render_seconds=0.3, render_work=10**12),
+    )
     template = MessageTemplate(
         "loops.j2",
         "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}done",
@@ -161,7 +168,7 @@ def test_loops_that_output_nothing_hit_the_time_limit(monkeypatch: pytest.Monkey
 
 
 def test_output_cap_applies_to_each_part(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(message_module, "MAX_PART_CHARS", 1000)
+    monkeypatch.setattr(render_limits, "LIMITS", replace(render_limits.LIMITS, text=1000))
     source = (
         "{% block subject %}short{% endblock %}"
         "{% block text %}{% for i in range(N) %}x{% endfor %}{% endblock %}"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,11 @@ from sqlalchemy import Engine
 
 import templating.mailing.planning as planning
 import templating.mailing.run as mailing_module
-import templating.template.message as message_module
 from pools.codes.generation import CodeSpec, generate_codes
 from pools.issuing.claiming import claim
 from pools.issuing.mailings import show_mailing
 from templating.choices import OnExhausted
-from templating.template import limits
+from templating.template import render_limits
 from tests.support.invariants import count_issuances, records_by_recipient
 from tests.support.racing import run_together
 from tests.support.render_helpers import (
@@ -334,9 +334,12 @@ def test_a_recipient_missing_a_column_fails_alone_and_consumes_nothing(
 def test_hostile_template_code_fails_that_recipient_in_a_mailing(
     db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(message_module, "RENDER_SECONDS", 0.3)
     # The 'slow' loops outrun the clock before the work budget.
-    monkeypatch.setattr(limits, "MAX_RENDER_WORK", 10**12)
+    monkeypatch.setattr(
+        render_limits,
+        "LIMITS",
+        replace(render_limits.LIMITS, render_seconds=0.3, render_work=10**12),
+    )
     pool_with_codes(engine, "spring", 10)
     marker = tmp_path / "pwned"
     template = write_template(

@@ -15,6 +15,7 @@ import json
 import subprocess
 import types
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,10 @@ from sqlalchemy import Engine
 import templating.template.message as message_module
 from templating.errors import InvalidTemplate, RecipientFailed
 from templating.mailing.sources import PreviewCodes
-from templating.template import limits
+from templating.template import render_limits
 from templating.template.client import Client
 from templating.template.environment import MessageEnvironment, make_environment
 from templating.template.message import (
-    COMPILE_SECONDS,
-    RENDER_SECONDS,
     MessageTemplate,
     _template_line,
     compile_template,
@@ -44,6 +43,10 @@ from tests.support.render_helpers import (
     write_jsonl_recipients,
     write_template,
 )
+
+#: The bounds as the code has them, before any test changes one.
+RENDER_SECONDS = render_limits.LIMITS.render_seconds
+COMPILE_SECONDS = render_limits.LIMITS.compile_seconds
 
 #: A filtered loop: Python compiles its body into a generator whose jump
 #: back has no line number, and that jump is where the timer's signal lands.
@@ -176,7 +179,7 @@ def test_check_of_literal_payloads_returns_within_the_bound(payload: str, tmp_pa
 def test_a_compile_that_outruns_its_deadline_is_an_invalid_template(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(message_module, "COMPILE_SECONDS", 0.2)
+    monkeypatch.setattr(render_limits, "LIMITS", replace(render_limits.LIMITS, compile_seconds=0.2))
     real = message_module._compile_template
 
     def slow(name: str, source: str) -> Any:
@@ -222,8 +225,9 @@ def test_steps_that_would_run_long_are_refused_up_front(source: str, reason: str
 @settings(max_examples=200, deadline=None)
 @given(
     left=st.integers(-(2**70), 2**70)
-    | st.integers(0, limits.MAX_OPERAND_BITS - 1).map(lambda b: 2**b),
-    right=st.integers(1, 2**70) | st.integers(0, limits.MAX_OPERAND_BITS).map(lambda b: 2**b - 1),
+    | st.integers(0, render_limits.LIMITS.operand_bits - 1).map(lambda b: 2**b),
+    right=st.integers(1, 2**70)
+    | st.integers(0, render_limits.LIMITS.operand_bits).map(lambda b: 2**b - 1),
     operator=st.sampled_from(["//", "%"]),
 )
 def test_integer_division_within_the_bound_is_python_s(
@@ -238,7 +242,7 @@ def test_integer_division_within_the_bound_is_python_s(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    bits=st.integers(limits.MAX_OPERAND_BITS + 1, 4 * limits.MAX_OPERAND_BITS),
+    bits=st.integers(render_limits.LIMITS.operand_bits + 1, 4 * render_limits.LIMITS.operand_bits),
     small=st.integers(1, 2**64),
     source=st.sampled_from(
         [
@@ -263,7 +267,11 @@ def test_any_integer_beyond_the_bound_is_refused_before_the_step(
 @settings(max_examples=100, deadline=None)
 @given(
     words=st.lists(
-        st.text(st.sampled_from("a.()<>&@:/w,"), min_size=1, max_size=limits.MAX_URLIZE_WORD // 4),
+        st.text(
+            st.sampled_from("a.()<>&@:/w,"),
+            min_size=1,
+            max_size=render_limits.LIMITS.urlize_word // 4,
+        ),
         min_size=1,
         max_size=8,
     )
@@ -343,9 +351,12 @@ def test_comparisons_within_the_budget_are_python_s(
 
 @pytest.fixture
 def quick_timer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(message_module, "RENDER_SECONDS", 0.2)
     # The clock, not the work budget, ends the loops.
-    monkeypatch.setattr(limits, "MAX_RENDER_WORK", 10**12)
+    monkeypatch.setattr(
+        render_limits,
+        "LIMITS",
+        replace(render_limits.LIMITS, render_seconds=0.2, render_work=10**12),
+    )
 
 
 def test_a_line_less_instruction_does_not_break_the_failure_report() -> None:
