@@ -106,7 +106,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "Whitespace",
     ),
     "pools.codes.counts": ("COUNTS_IDENTITY", "PoolCounts", "available_count", "pool_counts"),
-    "pools.codes.generation": ("CodeSpec", "generate_codes"),
+    "pools.codes.generation": ("CodeSpec", "GenerationReport", "generate_codes"),
     "pools.codes.imports": (
         "ImportRecord",
         "ImportReport",
@@ -121,6 +121,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     "pools.codes.listing": ("CodeEntry", "list_codes"),
     "pools.codes.notifications": ("LowStockAlert", "check_low_stock"),
     "pools.codes.voiding": ("VoidReport", "void_batch"),
+    "pools.documents": ("document_fields",),
     "pools.display": ("counted", "json_for_terminal", "printable", "redact_url"),
     "pools.errors": (
         "BatchNotFound",

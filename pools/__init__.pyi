@@ -116,6 +116,7 @@ from pools.codes.counts import (
 )
 from pools.codes.generation import (
     CodeSpec as CodeSpec,
+    GenerationReport as GenerationReport,
     generate_codes as generate_codes,
 )
 from pools.codes.imports import (
@@ -146,6 +147,9 @@ from pools.display import (
     json_for_terminal as json_for_terminal,
     printable as printable,
     redact_url as redact_url,
+)
+from pools.documents import (
+    document_fields as document_fields,
 )
 from pools.errors import (
     BatchNotFound as BatchNotFound,
@@ -281,6 +285,7 @@ __all__ = [
     "ExportError",
     "FileFormat",
     "GenerationError",
+    "GenerationReport",
     "HoldResult",
     "ID_COLUMNS",
     "ImportRecord",
@@ -370,6 +375,7 @@ __all__ = [
     "delete_pool",
     "delivery_counts",
     "delivery_ref_key",
+    "document_fields",
     "edit_pool",
     "export_issuances",
     "forget_token",

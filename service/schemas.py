@@ -10,12 +10,33 @@ are, so the command line's ``--json`` and the API answer the same fields.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, get_type_hints
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    create_model,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
-from pools import DEFAULT_ALPHABET, DEFAULT_HOLD, DEFAULT_LENGTH, ImportRecord
+from pools import (
+    DEFAULT_ALPHABET,
+    DEFAULT_HOLD,
+    DEFAULT_LENGTH,
+    Applied,
+    GenerationReport,
+    HoldResult,
+    ImportRecord,
+    RedemptionResult,
+    ReleaseResult,
+    RollbackResult,
+    document_fields,
+)
 from pools.admin.lifecycle import MAX_PER_CUSTOMER
 from pools.after_sending.holds import MAX_HOLD, MIN_HOLD
 from pools.identifiers import (
@@ -209,6 +230,30 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+#: How a document shows a field's type: a moment as ISO 8601 text.
+_SHOWN: dict[Any, Any] = {datetime: str, datetime | None: str | None}
+
+
+def document_model(
+    name: str, kind: type, *, ok: bool = False, refusal: bool = False
+) -> type[BaseModel]:
+    """The model of ``kind``'s document: the fields the library's result shows
+    (``pools.document_fields``), typed as its dataclass types them.
+
+    ``ok``: the document starts with ``ok`` (always true) that the result has
+    no field for. ``refusal``: the answer may instead be a refusal, ``ok``
+    false and the ``reason``: every field but ``ok`` may then be missing.
+    """
+    hints = get_type_hints(kind)
+    names = document_fields(kind) + (("reason",) if refusal else ())
+    fields: dict[str, Any] = {"ok": (bool, ...)} if ok else {}
+    for field in names:
+        shown = _SHOWN.get(hints[field], hints[field])
+        fields[field] = (shown | None, None) if refusal and field != "ok" else (shown, ...)
+    model: type[BaseModel] = create_model(name, __base__=Open, __doc__=kind.__doc__, **fields)
+    return model
+
+
 class PoolDoc(Open):
     id: str
     name: str
@@ -265,11 +310,7 @@ class UploadDoc(Open):
     available: int
 
 
-class GenerationDoc(Open):
-    batch: int
-    generated: int
-    total: int
-    available: int
+GenerationDoc = document_model("GenerationDoc", GenerationReport)
 
 
 class VoidDoc(Open):
@@ -280,31 +321,10 @@ class VoidDoc(Open):
     low_stock: list[dict[str, Any]]
 
 
-class RedemptionDoc(Open):
-    ok: bool
-    code: str | None = None
-    pool: str | None = None
-    issued_to: str | None = None
-    redeemed_by: str | None = None
-    order: str | None = None
-    reason: str | None = None
-
-
-class HoldDoc(Open):
-    ok: bool
-    code: str
-    pool: str
-    order: str
-    expires_at: str
-    replayed: bool
-
-
-class ReleaseDoc(Open):
-    ok: bool
-    code: str
-    pool: str
-    order: str
-    released_at: str
+RedemptionDoc = document_model("RedemptionDoc", RedemptionResult, refusal=True)
+RollbackDoc = document_model("RollbackDoc", RollbackResult, ok=True)
+HoldDoc = document_model("HoldDoc", HoldResult)
+ReleaseDoc = document_model("ReleaseDoc", ReleaseResult)
 
 
 class CustomerPageDoc(Open):
@@ -417,10 +437,4 @@ OWN_EVENTS_SCHEMA: dict[str, Any] = {
 }
 
 
-class EventsAppliedDoc(Open):
-    #: Events that changed a message's state or recorded an answer.
-    applied: int
-    #: Events whose id was applied before: nothing changed.
-    duplicates: int
-    #: Events naming no message of this store: answered 200 all the same.
-    unmatched: int
+EventsAppliedDoc = document_model("EventsAppliedDoc", Applied)
