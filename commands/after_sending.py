@@ -27,6 +27,7 @@ from cli import (
     print_table,
     say,
 )
+from commands.options import recipients_option
 from pools.choices import SegmentFormat
 
 if TYPE_CHECKING:
@@ -144,13 +145,11 @@ def _duration(text: str) -> timedelta:
     type=click.Choice([f.value for f in SegmentFormat]),
     help="ids: one id a line (the default); csv: with the header id. Not with --recipients.",
 )
-@click.option(
-    "--recipients",
-    "recipients_file",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Print the rows of this recipients file whose id is in the segment, every column "
+@recipients_option(
+    "Print the rows of this recipients file whose id is in the segment, every column "
     "as written, in the file's own format: the recipients of a follow-up mailing.",
+    dest="recipients_file",
+    exists=False,
 )
 @click.option(
     "--out",

@@ -26,6 +26,7 @@ from cli import (
     summary,
     warn_low_stock,
 )
+from commands.options import limit_option
 from commands.progress import BYTES, progress_bar
 from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeState, FileFormat, Whitespace
 
@@ -222,14 +223,7 @@ def _code_row(entry: CodeEntry) -> tuple[Any, ...]:
     type=click.Choice([s.value for s in CodeState]),
     help="Only codes in this state.",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    metavar="N",
-    help="At most N codes; 0 lists them all.",
-)
+@limit_option("At most N codes; 0 lists them all.", default=100, minimum=0)
 @json_option
 @click.pass_context
 def codes_list(

@@ -25,6 +25,7 @@ from cli import (
     round_rate,
     say,
 )
+from commands.options import limit_option
 from commands.progress import progress_bar
 from pools.choices import DELIVERY_STATUSES
 
@@ -209,12 +210,7 @@ _STATUSES = list(DELIVERY_STATUSES)
 @click.command("deliveries")
 @click.argument("mailing_id", metavar="MAILING")
 @click.option("--status", type=click.Choice(_STATUSES), help="Only the messages in this state.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="At most N messages.",
-)
+@limit_option("At most N messages.")
 @json_option
 @click.pass_context
 def deliveries(

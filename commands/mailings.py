@@ -26,7 +26,7 @@ from cli import (
     stdin_is_terminal,
     warn_low_stock,
 )
-from commands.options import pairs, template_argument, var_option
+from commands.options import pairs, recipients_option, template_argument, var_option
 from commands.progress import progress_bar
 from pools.choices import DEFAULT_LEASE_SECONDS, EMAIL_COLUMNS, ID_COLUMNS
 from templating.choices import CHUNK_SIZE, MAX_WORKERS, OnExhausted, OutputFormat
@@ -70,13 +70,7 @@ def _chunk_size(text: str) -> int:
 
 @click.command("render")
 @template_argument
-@click.option(
-    "--recipients",
-    type=click.Path(exists=True, dir_okay=False),
-    required=True,
-    metavar="FILE",
-    help="CSV with an id column, or JSON Lines.",
-)
+@recipients_option("CSV with an id column, or JSON Lines.", required=True)
 @click.option(
     "--mailing",
     "mailing_id",
@@ -423,13 +417,11 @@ _EMAIL_NAMES = ", ".join(EMAIL_COLUMNS)
     ),
 )
 @click.argument("mailing_id", metavar="ID")
-@click.option(
-    "--recipients",
-    "recipients_file",
+@recipients_option(
+    "Recipients or bounce list (id or email column).",
+    dest="recipients_file",
     required=True,
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Recipients or bounce list (id or email column).",
+    exists=False,
 )
 @click.option("--reason", metavar="TEXT", help="Why, kept with the returned issuances.")
 @json_option

@@ -21,6 +21,7 @@ from cli import (
     print_table,
     say,
 )
+from commands.options import recipients_option
 from pools.choices import Scope
 
 
@@ -39,12 +40,7 @@ from pools.choices import Scope
     metavar="DIR",
     help="Templates (*.j2, *.jinja) for the preview page.",
 )
-@click.option(
-    "--recipients",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Recipients to pick from on the preview page.",
-)
+@recipients_option("Recipients to pick from on the preview page.")
 @click.pass_context
 def serve_command(
     ctx: click.Context, host: str, port: int, templates: str | None, recipients: str | None
