@@ -23,7 +23,7 @@ from templating.mailing.recipients import Recipient
 from templating.mailing.request import RenderRequest
 from templating.mailing.sources import ChunkCodes
 from templating.mailing.stopping import StopFlag, StopWhenOrphaned
-from templating.mailing.store_helper import HelperEnd, StoreClient, settle_arguments
+from templating.mailing.store_helper import HelperEnd, StoreClient, settle_request
 from templating.template.message import MessageTemplate
 
 
@@ -152,14 +152,13 @@ class ChunkPipeline:
             gone.set_exception(Abandoned())
             return gone
         return self.helper.submit(
-            "settle",
-            *settle_arguments(
+            settle_request(
                 prepared,
                 source.handed,
                 source.reissues,
                 source.message_refs,
                 source.recorded_refs,
-            ),
+            )
         )
 
     def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:
