@@ -42,8 +42,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from pools.errors import PromomailError
-from pools.store.db import StoreConfig, open_engine
+from pools import PromomailError, StoreConfig, open_engine
 from templating.template.message import COMPILE_SECONDS, RENDER_SECONDS
 
 log = logging.getLogger("promomail.templates")

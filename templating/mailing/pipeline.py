@@ -11,10 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from pools.errors import ReservationLost
-from pools.issuing.leases import Lease, check_lease
-from pools.issuing.mailings import RunTotals
-from pools.store.db import StoreConfig, open_engine
+from pools import Lease, ReservationLost, RunTotals, StoreConfig, check_lease, open_engine
 from templating.mailing.chunks import Abandoned, ChunkRenderer, Prepared, RenderedChunk
 from templating.mailing.heap import long_lived_frozen
 from templating.mailing.outputs import MessageWriter

@@ -32,32 +32,34 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
-# The address rules and the shard hash live in pools, which the sender shares;
-# templating and its tests keep importing them from here.
-from pools.addresses import PLAIN_ADDRESS as PLAIN_ADDRESS
-from pools.addresses import ParsedAddresses as ParsedAddresses
-from pools.addresses import address_header as address_header
-from pools.addresses import one_address as one_address
-from pools.display import counted
-from pools.identifiers import (
+from pools import (
     MAX_ID_LENGTH,
     UNSAFE_ID,
     UNSAFE_VALUE,
-    describe_unsafe,
-    id_problem,
-)
-from pools.local_files import LineTooLong, bounded_lines, open_binary, open_text
-from pools.sharding import stable_hash as stable_hash
-from pools.tables import (
+    LineTooLong,
     TableError,
+    bounded_lines,
+    counted,
     delimiter_name,
     describe_columns,
+    describe_unsafe,
     find_columns,
     has_column,
+    id_problem,
+    open_binary,
+    open_text,
     sniff_delimiter,
     take_sample,
     utf16_problem,
 )
+
+# The address rules and the shard hash live in pools, which the sender shares;
+# templating and its tests keep importing them from here.
+from pools import PLAIN_ADDRESS as PLAIN_ADDRESS
+from pools import ParsedAddresses as ParsedAddresses
+from pools import address_header as address_header
+from pools import one_address as one_address
+from pools import stable_hash as stable_hash
 from templating.errors import RecipientError
 
 #: The columns of the recipient's id and address, found whatever their case.

@@ -34,11 +34,7 @@ from itertools import count
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
-from pools.issuing.claiming import Reservation
-from pools.issuing.holdings import ChunkHoldings
-from pools.issuing.leases import Lease
-from pools.store.db import StoreConfig, open_engine
-from pools.store.dialect_sql import PromoCode
+from pools import ChunkHoldings, Lease, PromoCode, Reservation, StoreConfig, open_engine
 from templating.errors import MailingError
 from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan, Prepared
 from templating.mailing.heap import long_lived_frozen
