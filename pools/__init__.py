@@ -98,7 +98,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "pools.codes.listing": ("CodeEntry", "list_codes"),
     "pools.codes.notifications": ("LowStockAlert", "check_low_stock"),
-    "pools.codes.voiding": ("void_batch",),
+    "pools.codes.voiding": ("VoidReport", "void_batch"),
     "pools.digests": ("Digest", "digest"),
     "pools.display": ("counted", "json_for_terminal", "printable", "redact_url"),
     "pools.documents": ("document_fields",),

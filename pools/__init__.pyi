@@ -118,6 +118,7 @@ from pools.codes.notifications import (
     check_low_stock as check_low_stock,
 )
 from pools.codes.voiding import (
+    VoidReport as VoidReport,
     void_batch as void_batch,
 )
 from pools.digests import (
@@ -353,6 +354,7 @@ __all__ = [
     "UNSAFE_VALUE",
     "UnreadableUpload",
     "Upload",
+    "VoidReport",
     "Whitespace",
     "acquire_lease",
     "activate_pool",

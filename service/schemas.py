@@ -11,6 +11,7 @@ are, so the command line's ``--json`` and the API answer the same fields.
 from __future__ import annotations
 
 from datetime import datetime
+from types import GenericAlias
 from typing import Annotated, Any, get_type_hints
 
 from pydantic import (
@@ -32,9 +33,12 @@ from pools import (
     GenerationReport,
     HoldResult,
     ImportRecord,
+    PoolCounts,
+    PoolSettings,
     RedemptionResult,
     ReleaseResult,
     RollbackResult,
+    VoidReport,
     document_fields,
 )
 from pools.admin.lifecycle import MAX_PER_CUSTOMER
@@ -235,62 +239,50 @@ _SHOWN: dict[Any, Any] = {datetime: str, datetime | None: str | None}
 
 
 def document_model(
-    name: str, kind: type, *, ok: bool = False, refusal: bool = False
+    name: str, *parts: type | dict[str, Any], refusal: bool = False
 ) -> type[BaseModel]:
-    """The model of ``kind``'s document: the fields the library's result shows
-    (``pools.document_fields``), typed as its dataclass types them.
+    """The model of a library document made of ``parts``, in order: a result
+    class gives the fields it shows (``pools.document_fields``), typed as its
+    dataclass types them (a moment as ISO text); a dict gives fields the
+    library adds or shows otherwise, by name and type (a later part's field
+    replaces an earlier one of the same name, in place).
 
-    ``ok``: the document starts with ``ok`` (always true) that the result has
-    no field for. ``refusal``: the answer may instead be a refusal, ``ok``
-    false and the ``reason``: every field but ``ok`` may then be missing.
+    ``refusal``: the answer may instead be a refusal, ``ok`` false and the
+    ``reason``: every field but ``ok`` may then be missing.
     """
-    hints = get_type_hints(kind)
-    names = document_fields(kind) + (("reason",) if refusal else ())
-    fields: dict[str, Any] = {"ok": (bool, ...)} if ok else {}
-    for field in names:
-        shown = _SHOWN.get(hints[field], hints[field])
-        fields[field] = (shown | None, None) if refusal and field != "ok" else (shown, ...)
-    model: type[BaseModel] = create_model(name, __base__=Open, __doc__=kind.__doc__, **fields)
+    fields: dict[str, Any] = {}
+    kinds = [part for part in parts if isinstance(part, type)]
+    for part in parts:
+        if isinstance(part, dict):
+            fields |= part
+            continue
+        hints = get_type_hints(part)
+        names = document_fields(part) + (("reason",) if refusal else ())
+        fields |= {field: _SHOWN.get(hints[field], hints[field]) for field in names}
+    definitions: dict[str, Any] = {
+        field: (shown | None, None) if refusal and field != "ok" else (shown, ...)
+        for field, shown in fields.items()
+    }
+    doc = kinds[0].__doc__ if len(kinds) == 1 else None
+    model: type[BaseModel] = create_model(name, __base__=Open, __doc__=doc, **definitions)
     return model
 
 
-class PoolDoc(Open):
-    id: str
-    name: str
-    status: str
-    mode: str
-    description: str | None
-    multi_use: bool
-    once_per_customer: bool
-    require_issued: bool
-    issued_valid_days: int | None
-    per_customer: int | None
-    low_stock: int | None
-    notify_url: str | None
-    notify_email: str | None
-    created_at: str
-    #: ``total = available + pending + reserved + issued + expired + void``.
-    total: int
-    available: int
-    pending: int
-    reserved: int
-    issued: int
-    expired: int
-    void: int
-    redeemed: int
-    redemptions: int
-    #: Codes a checkout holds now.
-    held: int
-
-
-class PoolShowDoc(PoolDoc):
-    # The library's record as it is: pydantic documents a dataclass field by field.
-    imports: list[ImportRecord]
-
-
-class PoolListDoc(Open):
-    items: list[PoolDoc]
-    next: str | None
+#: A pool's document (``PoolView.as_dict``): its settings and its counts
+#: (``total = available + pending + reserved + issued + expired + void``).
+POOL_PARTS: tuple[type | dict[str, Any], ...] = (
+    {"id": str, "status": str, "mode": str},
+    PoolSettings,
+    {"created_at": str},
+    PoolCounts,
+)
+PoolDoc = document_model("PoolDoc", *POOL_PARTS)
+# The library's record as it is: pydantic documents a dataclass field by field.
+PoolShowDoc = document_model("PoolShowDoc", *POOL_PARTS, {"imports": list[ImportRecord]})
+# list[PoolDoc], spelt so that a type checker takes the model for a value.
+PoolListDoc = document_model(
+    "PoolListDoc", {"items": GenericAlias(list, (PoolDoc,)), "next": str | None}
+)
 
 
 class LineProblemDoc(Open):
@@ -313,16 +305,11 @@ class UploadDoc(Open):
 GenerationDoc = document_model("GenerationDoc", GenerationReport)
 
 
-class VoidDoc(Open):
-    pool: str
-    batch: int
-    voided: int
-    kept_issued: int
-    low_stock: list[dict[str, Any]]
+VoidDoc = document_model("VoidDoc", VoidReport, {"low_stock": list[dict[str, Any]]})
 
 
 RedemptionDoc = document_model("RedemptionDoc", RedemptionResult, refusal=True)
-RollbackDoc = document_model("RollbackDoc", RollbackResult, ok=True)
+RollbackDoc = document_model("RollbackDoc", {"ok": bool}, RollbackResult)
 HoldDoc = document_model("HoldDoc", HoldResult)
 ReleaseDoc = document_model("ReleaseDoc", ReleaseResult)
 

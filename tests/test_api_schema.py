@@ -34,9 +34,13 @@ from pools import (
     Applied,
     GenerationReport,
     HoldResult,
+    PoolCounts,
+    PoolSettings,
+    PoolView,
     RedemptionResult,
     ReleaseResult,
     RollbackResult,
+    VoidReport,
 )
 from pools.identifiers import is_blank
 from service.schemas import (
@@ -44,9 +48,11 @@ from service.schemas import (
     GenerationDoc,
     HoldDoc,
     PoolCreate,
+    PoolDoc,
     RedemptionDoc,
     ReleaseDoc,
     RollbackDoc,
+    VoidDoc,
 )
 
 ST = str(Path(sys.executable).with_name("st"))
@@ -243,6 +249,8 @@ def test_answer_documents_are_the_library_documents() -> None:
         (ReleaseDoc, ReleaseResult(True, "A", "p", "o", released_at=moment).as_dict()),
         (GenerationDoc, asdict(GenerationReport(1, 2, 3, 4))),
         (EventsAppliedDoc, Applied(1, 2, 3).as_dict()),
+        (PoolDoc, PoolView("p", "active", PoolSettings("P"), moment, PoolCounts()).as_dict()),
+        (VoidDoc, VoidReport("p", 1, 2, 3).as_dict()),
     ]
     for model, answer in answers:
         assert set(answer) <= set(model.model_fields), model.__name__
