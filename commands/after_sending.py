@@ -15,6 +15,7 @@ import click
 
 from cli import PromomailGroup
 from commands.errors import CommandFailed, misused_options
+from commands.options import recipients_option
 from commands.output import emit_json, json_option, note, plural, print_table, say
 from commands.state import complete_pool_id, get_engine
 from commands.values import LibraryValue
@@ -135,13 +136,11 @@ def _duration(text: str) -> timedelta:
     type=click.Choice([f.value for f in SegmentFormat]),
     help="ids: one id a line (the default); csv: with the header id. Not with --recipients.",
 )
-@click.option(
-    "--recipients",
-    "recipients_file",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Print the rows of this recipients file whose id is in the segment, every column "
+@recipients_option(
+    "Print the rows of this recipients file whose id is in the segment, every column "
     "as written, in the file's own format: the recipients of a follow-up mailing.",
+    dest="recipients_file",
+    exists=False,
 )
 @click.option(
     "--out",

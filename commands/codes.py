@@ -12,6 +12,7 @@ import click
 
 from cli import PromomailGroup
 from commands.errors import flags_of
+from commands.options import limit_option
 from commands.output import (
     emit_json,
     json_option,
@@ -220,14 +221,7 @@ def _code_row(entry: CodeEntry) -> tuple[Any, ...]:
     type=click.Choice([s.value for s in CodeState]),
     help="Only codes in this state.",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    metavar="N",
-    help="At most N codes; 0 lists them all.",
-)
+@limit_option("At most N codes; 0 lists them all.", default=100, minimum=0)
 @json_option
 @click.pass_context
 def codes_list(

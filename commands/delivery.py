@@ -14,6 +14,7 @@ import click
 
 from cli import PromomailGroup
 from commands.errors import CommandFailed
+from commands.options import limit_option
 from commands.output import emit_json, json_option, note, plural, print_table, round_rate, say
 from commands.progress import progress_bar
 from commands.state import get_engine
@@ -201,12 +202,7 @@ _STATUSES = list(DELIVERY_STATUSES)
 @click.command("deliveries")
 @click.argument("mailing_id", metavar="MAILING")
 @click.option("--status", type=click.Choice(_STATUSES), help="Only the messages in this state.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="At most N messages.",
-)
+@limit_option("At most N messages.")
 @json_option
 @click.pass_context
 def deliveries(

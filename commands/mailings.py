@@ -10,7 +10,7 @@ import click
 from cli import PromomailGroup
 from commands.errors import CommandFailed, misused_options
 from commands.mailing_reports import print_mailing, print_mailings, report_render, report_return
-from commands.options import pairs, template_argument, var_option
+from commands.options import pairs, recipients_option, template_argument, var_option
 from commands.output import (
     emit_json,
     json_option,
@@ -61,13 +61,7 @@ def _chunk_size(text: str) -> int:
 
 @click.command("render")
 @template_argument
-@click.option(
-    "--recipients",
-    type=click.Path(exists=True, dir_okay=False),
-    required=True,
-    metavar="FILE",
-    help="CSV with an id column, or JSON Lines.",
-)
+@recipients_option("CSV with an id column, or JSON Lines.", required=True)
 @click.option(
     "--mailing",
     "mailing_id",
@@ -264,13 +258,11 @@ _EMAIL_NAMES = ", ".join(EMAIL_COLUMNS)
     ),
 )
 @click.argument("mailing_id", metavar="ID")
-@click.option(
-    "--recipients",
-    "recipients_file",
+@recipients_option(
+    "Recipients or bounce list (id or email column).",
+    dest="recipients_file",
     required=True,
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Recipients or bounce list (id or email column).",
+    exists=False,
 )
 @click.option("--reason", metavar="TEXT", help="Why, kept with the returned issuances.")
 @json_option

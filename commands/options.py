@@ -1,14 +1,19 @@
-"""Options and arguments shared by the template commands and ``render``.
+"""Options and arguments shared by several commands, each defined once.
 
 Apart from :mod:`commands.templates` so that ``render``'s module, which also
 holds store commands (``mailings``, ``mailing …``), need not import Jinja2.
+Options that mean the same everywhere but are told differently (what a
+command does with its ``--recipients`` file) take their help text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def pairs(values: Sequence[str], option: str) -> dict[str, str]:
@@ -28,3 +33,30 @@ template_argument = click.argument(
 var_option = click.option(
     "--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable."
 )
+
+
+def recipients_option(
+    help: str, *, dest: str = "recipients", required: bool = False, exists: bool = True
+) -> Callable[[F], F]:
+    """``--recipients FILE``: a recipients file (``exists=False``: the command
+    says itself what is wrong with a missing file)."""
+    return click.option(
+        "--recipients",
+        dest,
+        type=click.Path(exists=exists, dir_okay=False),
+        required=required,
+        metavar="FILE",
+        help=help,
+    )
+
+
+def limit_option(help: str, *, default: int | None = None, minimum: int = 1) -> Callable[[F], F]:
+    """``--limit N``: at most N of what the command lists."""
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=minimum),
+        default=default,
+        show_default=default is not None,
+        metavar="N",
+        help=help,
+    )

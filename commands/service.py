@@ -11,6 +11,7 @@ import click
 
 from cli import PromomailGroup
 from commands.errors import CommandFailed
+from commands.options import recipients_option
 from commands.output import emit_json, json_option, note, print_table, say
 from commands.state import complete_pool_id, get_engine, get_state
 from pools.choices import Scope
@@ -31,12 +32,7 @@ from pools.choices import Scope
     metavar="DIR",
     help="Templates (*.j2, *.jinja) for the preview page.",
 )
-@click.option(
-    "--recipients",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Recipients to pick from on the preview page.",
-)
+@recipients_option("Recipients to pick from on the preview page.")
 @click.pass_context
 def serve_command(
     ctx: click.Context, host: str, port: int, templates: str | None, recipients: str | None

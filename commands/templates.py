@@ -5,19 +5,20 @@ from __future__ import annotations
 import click
 
 from commands.errors import CommandFailed
-from commands.options import pairs, template_argument, var_option
+from commands.options import (
+    limit_option,
+    pairs,
+    recipients_option,
+    template_argument,
+    var_option,
+)
 from commands.output import emit_json, json_option, note, plural, print_table, say
 from commands.state import get_engine
 
 
 @click.command("check")
 @template_argument
-@click.option(
-    "--recipients",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Also check the template's client columns against this file.",
-)
+@recipients_option("Also check the template's client columns against this file.")
 @json_option
 @click.pass_context
 def check(ctx: click.Context, template: str, recipients: str | None, as_json: bool) -> None:
@@ -60,19 +61,8 @@ def check(ctx: click.Context, template: str, recipients: str | None, as_json: bo
     metavar="KEY=VALUE",
     help="A column of the one recipient to preview (repeat).",
 )
-@click.option(
-    "--recipients",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Preview the first recipients of this file.",
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="How many recipients of --recipients.",
-)
+@recipients_option("Preview the first recipients of this file.")
+@limit_option("How many recipients of --recipients.", default=3)
 @click.option("--part", metavar="NAME", help="Only this part (subject, text, html, body).")
 @var_option
 @json_option

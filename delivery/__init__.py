@@ -4,8 +4,8 @@
 through an SMTP relay; each service's webhook (:mod:`delivery.ses`,
 :mod:`delivery.sendgrid`, :mod:`delivery.mailgun`, :mod:`delivery.postmark`,
 :mod:`delivery.own`) and bounce files (:mod:`delivery.files`,
-:mod:`delivery.dsn`) become :class:`DeliveryEvent` values; the store applies
-them. Depends on :mod:`pools` alone: it reads the render's output files,
+:mod:`delivery.dsn`) become :class:`~delivery.events.DeliveryEvent` values;
+the store applies them. Depends on :mod:`pools` alone: it reads the render's output files,
 never ``templating``'s internals.
 
 Names are imported from their modules on first use (see
@@ -18,40 +18,29 @@ from __future__ import annotations
 
 from pools.lazy_exports import lazy_exports
 
-#: Every public name, by the module it lives in: the one table. ``__all__``,
+#: Every public name, by the module it lives in: the one table. Public means
+#: used by another package or a front end; the rest stays internal (tests
+#: import it from its module). ``__all__``,
 #: the lookup on first use and the type checkers' stub
 #: (``delivery/__init__.pyi``, written by ``pools.lazy_exports.write_stubs()``)
 #: are made from it.
 EXPORTS: dict[str, tuple[str, ...]] = {
-    "delivery.config": ("DEFAULT_SNS_CERT_URL", "WebhookConfig"),
+    "delivery.config": ("WebhookConfig",),
     "delivery.events": (
         "DeliveryError",
-        "DeliveryEvent",
-        "EventBatch",
-        "EventType",
-        "MalformedEvent",
         "NotConfigured",
         "SnsUnreachable",
         "TopicNotAllowed",
         "UnreadableBody",
         "Unverified",
-        "is_valid_ref",
     ),
-    "delivery.files": ("EventImport", "EventProblem", "import_event_files", "read_event_files"),
-    "delivery.message": ("build_email", "ref_headers", "sender_address"),
-    "delivery.outgoing": ("OutgoingError", "OutgoingMessage", "RenderOutput", "read_output"),
-    "delivery.providers": ("WEBHOOK_PROVIDERS", "verify_and_parse"),
-    "delivery.send_records": (
-        "MemoryLog",
-        "Outcome",
-        "SendAborted",
-        "SendLog",
-        "SendState",
-        "SendSummary",
-    ),
+    "delivery.files": ("import_event_files",),
+    "delivery.message": ("build_email", "sender_address"),
+    "delivery.outgoing": ("read_output",),
+    "delivery.providers": ("verify_and_parse",),
+    "delivery.send_records": ("Outcome", "SendSummary"),
     "delivery.sending": ("parse_duration", "send_messages"),
-    "delivery.ses": ("FetchFailed", "HttpFetcher", "SnsEndpoint"),
-    "pools.relay": ("RelayError", "RelayRefusedLogin", "SmtpRelay", "relay_from_environment"),
+    "pools.relay": ("relay_from_environment",),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, EXPORTS, globals())

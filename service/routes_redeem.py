@@ -45,6 +45,7 @@ from service.schemas import (
     RedemptionRequest,
     ReleaseDoc,
     ReleaseRequest,
+    RollbackDoc,
     RollbackRequest,
 )
 
@@ -130,7 +131,7 @@ def redemption_create(request: Request, body: RedemptionRequest) -> JSONResponse
     "/redemptions/rollback",
     scope=Scope.REDEEM,
     response_model=None,
-    responses={200: {"model": RedemptionDoc}, **problem_responses(409, *COMMON)},
+    responses={200: {"model": RollbackDoc}, **problem_responses(409, *COMMON)},
 )
 def redemption_rollback(request: Request, body: RollbackRequest) -> dict[str, Any]:
     """``unredeem``: the order was cancelled; its redemption of the code is undone.

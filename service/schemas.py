@@ -10,12 +10,37 @@ are, so the command line's ``--json`` and the API answer the same fields.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from types import GenericAlias
+from typing import Annotated, Any, get_type_hints
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    create_model,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
-from pools import DEFAULT_ALPHABET, DEFAULT_HOLD, DEFAULT_LENGTH, ImportRecord
+from pools import (
+    DEFAULT_ALPHABET,
+    DEFAULT_HOLD,
+    DEFAULT_LENGTH,
+    Applied,
+    GenerationReport,
+    HoldResult,
+    ImportRecord,
+    PoolCounts,
+    PoolSettings,
+    RedemptionResult,
+    ReleaseResult,
+    RollbackResult,
+    VoidReport,
+    document_fields,
+)
 from pools.admin.lifecycle import MAX_PER_CUSTOMER
 from pools.after_sending.holds import MAX_HOLD, MIN_HOLD
 from pools.identifiers import (
@@ -209,43 +234,55 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class PoolDoc(Open):
-    id: str
-    name: str
-    status: str
-    mode: str
-    description: str | None
-    multi_use: bool
-    once_per_customer: bool
-    require_issued: bool
-    issued_valid_days: int | None
-    per_customer: int | None
-    low_stock: int | None
-    notify_url: str | None
-    notify_email: str | None
-    created_at: str
-    #: ``total = available + pending + reserved + issued + expired + void``.
-    total: int
-    available: int
-    pending: int
-    reserved: int
-    issued: int
-    expired: int
-    void: int
-    redeemed: int
-    redemptions: int
-    #: Codes a checkout holds now.
-    held: int
+#: How a document shows a field's type: a moment as ISO 8601 text.
+_SHOWN: dict[Any, Any] = {datetime: str, datetime | None: str | None}
 
 
-class PoolShowDoc(PoolDoc):
-    # The library's record as it is: pydantic documents a dataclass field by field.
-    imports: list[ImportRecord]
+def document_model(
+    name: str, *parts: type | dict[str, Any], refusal: bool = False
+) -> type[BaseModel]:
+    """The model of a library document made of ``parts``, in order: a result
+    class gives the fields it shows (``pools.document_fields``), typed as its
+    dataclass types them (a moment as ISO text); a dict gives fields the
+    library adds or shows otherwise, by name and type (a later part's field
+    replaces an earlier one of the same name, in place).
+
+    ``refusal``: the answer may instead be a refusal, ``ok`` false and the
+    ``reason``: every field but ``ok`` may then be missing.
+    """
+    fields: dict[str, Any] = {}
+    kinds = [part for part in parts if isinstance(part, type)]
+    for part in parts:
+        if isinstance(part, dict):
+            fields |= part
+            continue
+        hints = get_type_hints(part)
+        names = document_fields(part) + (("reason",) if refusal else ())
+        fields |= {field: _SHOWN.get(hints[field], hints[field]) for field in names}
+    definitions: dict[str, Any] = {
+        field: (shown | None, None) if refusal and field != "ok" else (shown, ...)
+        for field, shown in fields.items()
+    }
+    doc = kinds[0].__doc__ if len(kinds) == 1 else None
+    model: type[BaseModel] = create_model(name, __base__=Open, __doc__=doc, **definitions)
+    return model
 
 
-class PoolListDoc(Open):
-    items: list[PoolDoc]
-    next: str | None
+#: A pool's document (``PoolView.as_dict``): its settings and its counts
+#: (``total = available + pending + reserved + issued + expired + void``).
+POOL_PARTS: tuple[type | dict[str, Any], ...] = (
+    {"id": str, "status": str, "mode": str},
+    PoolSettings,
+    {"created_at": str},
+    PoolCounts,
+)
+PoolDoc = document_model("PoolDoc", *POOL_PARTS)
+# The library's record as it is: pydantic documents a dataclass field by field.
+PoolShowDoc = document_model("PoolShowDoc", *POOL_PARTS, {"imports": list[ImportRecord]})
+# list[PoolDoc], spelt so that a type checker takes the model for a value.
+PoolListDoc = document_model(
+    "PoolListDoc", {"items": GenericAlias(list, (PoolDoc,)), "next": str | None}
+)
 
 
 class LineProblemDoc(Open):
@@ -265,46 +302,16 @@ class UploadDoc(Open):
     available: int
 
 
-class GenerationDoc(Open):
-    batch: int
-    generated: int
-    total: int
-    available: int
+GenerationDoc = document_model("GenerationDoc", GenerationReport)
 
 
-class VoidDoc(Open):
-    pool: str
-    batch: int
-    voided: int
-    kept_issued: int
-    low_stock: list[dict[str, Any]]
+VoidDoc = document_model("VoidDoc", VoidReport, {"low_stock": list[dict[str, Any]]})
 
 
-class RedemptionDoc(Open):
-    ok: bool
-    code: str | None = None
-    pool: str | None = None
-    issued_to: str | None = None
-    redeemed_by: str | None = None
-    order: str | None = None
-    reason: str | None = None
-
-
-class HoldDoc(Open):
-    ok: bool
-    code: str
-    pool: str
-    order: str
-    expires_at: str
-    replayed: bool
-
-
-class ReleaseDoc(Open):
-    ok: bool
-    code: str
-    pool: str
-    order: str
-    released_at: str
+RedemptionDoc = document_model("RedemptionDoc", RedemptionResult, refusal=True)
+RollbackDoc = document_model("RollbackDoc", {"ok": bool}, RollbackResult)
+HoldDoc = document_model("HoldDoc", HoldResult)
+ReleaseDoc = document_model("ReleaseDoc", ReleaseResult)
 
 
 class CustomerPageDoc(Open):
@@ -417,10 +424,4 @@ OWN_EVENTS_SCHEMA: dict[str, Any] = {
 }
 
 
-class EventsAppliedDoc(Open):
-    #: Events that changed a message's state or recorded an answer.
-    applied: int
-    #: Events whose id was applied before: nothing changed.
-    duplicates: int
-    #: Events naming no message of this store: answered 200 all the same.
-    unmatched: int
+EventsAppliedDoc = document_model("EventsAppliedDoc", Applied)

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 from pools.lazy_exports import lazy_exports
 
-#: Every public name, by the module it lives in: the one table. ``__all__``,
+#: Every public name, by the module it lives in: the one table. Public means
+#: used by another package or a front end; the rest stays internal (tests
+#: import it from its module). ``__all__``,
 #: the lookup on first use and the type checkers' stub
 #: (``templating/__init__.pyi``, written by ``pools.lazy_exports.write_stubs()``)
 #: are made from it.
 EXPORTS: dict[str, tuple[str, ...]] = {
     "templating.choices": ("CHUNK_SIZE", "MAX_WORKERS", "OnExhausted", "OutputFormat"),
-    "templating.errors": (
-        "InvalidTemplate",
-        "MailingError",
-        "PerRecipientFailure",
-        "PoolRanOut",
-        "RecipientError",
-        "RecipientFailed",
-        "RenderLimitExceeded",
-        "UnwritableMessage",
-    ),
+    "templating.errors": ("InvalidTemplate", "RecipientError", "RenderLimitExceeded"),
     "templating.mailing.checking": (
         "CheckReport",
         "Preview",
@@ -32,20 +25,20 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "preview",
         "preview_recipients",
     ),
-    "templating.mailing.isolated": ("TemplateJobFailed", "TemplateProcesses"),
+    "templating.mailing.isolated": ("TemplateProcesses",),
     "templating.mailing.options": (
         "parse_chunk_size",
         "parse_seconds",
         "parse_shard",
         "parse_workers",
     ),
-    "templating.mailing.outputs": ("OutputTarget", "RenderedMessage"),
+    "templating.mailing.outputs": ("OutputTarget",),
     "templating.mailing.recipient_rows": ("Recipient",),
     "templating.mailing.recipients": ("read_recipients",),
     "templating.mailing.request": ("RenderCount", "RenderRequest", "RenderSummary"),
     "templating.mailing.returns": ("return_listed",),
     "templating.mailing.run": ("render_mailing",),
-    "templating.mailing.segment_rows": ("SegmentRows", "segment_rows_file", "write_segment_rows"),
+    "templating.mailing.segment_rows": ("segment_rows_file", "write_segment_rows"),
     "templating.mailing.setbacks": (
         "duplicates_digest",
         "failed_digest",
@@ -54,11 +47,6 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "write_failures",
     ),
     "templating.mailing.shards": ("Shard",),
-    "templating.mailing.sources": ("PLACEHOLDER",),
-    "templating.template.analysis": ("TemplateUsage", "analyze"),
-    "templating.template.client": ("Client", "CodeSource"),
-    "templating.template.environment": ("MessageEnvironment", "make_environment"),
-    "templating.template.message": ("MessageTemplate",),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, EXPORTS, globals())

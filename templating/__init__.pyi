@@ -9,13 +9,8 @@ from templating.choices import (
 )
 from templating.errors import (
     InvalidTemplate as InvalidTemplate,
-    MailingError as MailingError,
-    PerRecipientFailure as PerRecipientFailure,
-    PoolRanOut as PoolRanOut,
     RecipientError as RecipientError,
-    RecipientFailed as RecipientFailed,
     RenderLimitExceeded as RenderLimitExceeded,
-    UnwritableMessage as UnwritableMessage,
 )
 from templating.mailing.checking import (
     CheckReport as CheckReport,
@@ -25,7 +20,6 @@ from templating.mailing.checking import (
     preview_recipients as preview_recipients,
 )
 from templating.mailing.isolated import (
-    TemplateJobFailed as TemplateJobFailed,
     TemplateProcesses as TemplateProcesses,
 )
 from templating.mailing.options import (
@@ -36,7 +30,6 @@ from templating.mailing.options import (
 )
 from templating.mailing.outputs import (
     OutputTarget as OutputTarget,
-    RenderedMessage as RenderedMessage,
 )
 from templating.mailing.recipient_rows import (
     Recipient as Recipient,
@@ -56,7 +49,6 @@ from templating.mailing.run import (
     render_mailing as render_mailing,
 )
 from templating.mailing.segment_rows import (
-    SegmentRows as SegmentRows,
     segment_rows_file as segment_rows_file,
     write_segment_rows as write_segment_rows,
 )
@@ -70,64 +62,30 @@ from templating.mailing.setbacks import (
 from templating.mailing.shards import (
     Shard as Shard,
 )
-from templating.mailing.sources import (
-    PLACEHOLDER as PLACEHOLDER,
-)
-from templating.template.analysis import (
-    TemplateUsage as TemplateUsage,
-    analyze as analyze,
-)
-from templating.template.client import (
-    Client as Client,
-    CodeSource as CodeSource,
-)
-from templating.template.environment import (
-    MessageEnvironment as MessageEnvironment,
-    make_environment as make_environment,
-)
-from templating.template.message import (
-    MessageTemplate as MessageTemplate,
-)
 
 EXPORTS: dict[str, tuple[str, ...]]
 
 __all__ = [
     "CHUNK_SIZE",
     "CheckReport",
-    "Client",
-    "CodeSource",
     "InvalidTemplate",
     "MAX_WORKERS",
-    "MailingError",
-    "MessageEnvironment",
-    "MessageTemplate",
     "OnExhausted",
     "OutputFormat",
     "OutputTarget",
-    "PLACEHOLDER",
-    "PerRecipientFailure",
-    "PoolRanOut",
     "Preview",
     "Recipient",
     "RecipientError",
-    "RecipientFailed",
     "RenderCount",
     "RenderLimitExceeded",
     "RenderRequest",
     "RenderSummary",
-    "RenderedMessage",
-    "SegmentRows",
     "Shard",
-    "TemplateJobFailed",
     "TemplateProcesses",
-    "TemplateUsage",
-    "UnwritableMessage",
-    "analyze",
     "check_template",
     "duplicates_digest",
     "failed_digest",
     "failures_target",
-    "make_environment",
     "parse_chunk_size",
     "parse_seconds",
     "parse_shard",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pools.errors import PromomailError
+from pools import PromomailError
 
 
 class InvalidTemplate(PromomailError):

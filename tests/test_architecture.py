@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+import pools
+import templating
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +26,13 @@ def _modules(*where: str) -> Iterator[Path]:
     for place in where:
         path = ROOT / place
         yield from sorted(path.rglob("*.py")) if path.is_dir() else [path]
+
+
+#: Where each public name of a package lives: ``from pools import X`` imports X's module.
+HOMES = {
+    package: {name: module for module, names in exports.items() for name in names}
+    for package, exports in (("pools", pools.EXPORTS), ("templating", templating.EXPORTS))
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,6 +43,8 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            homes = HOMES.get(node.module, {})
+            names.update(homes[alias.name] for alias in node.names if alias.name in homes)
     return names
 
 
@@ -103,6 +115,36 @@ def test_the_rules_catch_an_offending_import(tmp_path: Path) -> None:
     module = tmp_path / "bad.py"
     module.write_text("from sqlalchemy.exc import IntegrityError\nimport templating.mailing.run\n")
     assert _imports(module) >= {"sqlalchemy.exc", "templating.mailing.run"}
+
+
+def test_a_public_name_counts_as_an_import_of_its_module(tmp_path: Path) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text("from pools import open_engine\n")
+    assert "pools.store.db" in _imports(module)
+
+
+def test_templating_reaches_the_store_through_its_public_names() -> None:
+    # pools.lazy_exports is the mechanism of the table itself.
+    reaching = {
+        str(path.relative_to(ROOT)): private
+        for path in _modules("templating")
+        for private in [sorted(m for m in _from_modules(path) if m.startswith("pools."))]
+        if private and private != ["pools.lazy_exports"]
+    }
+    assert reaching == {}
+
+
+def _from_modules(path: Path) -> set[str]:
+    return {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level
+    } | {
+        alias.name
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

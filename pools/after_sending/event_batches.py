@@ -36,6 +36,7 @@ from pools.after_sending.delivery_events import (
     forget_token,
     seen_token,
 )
+from pools.documents import document
 from pools.errors import ReplayedRequest
 from pools.store.clock import to_utc_naive
 
@@ -61,7 +62,7 @@ class Applied:
     unmatched: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"applied": self.applied, "duplicates": self.duplicates, "unmatched": self.unmatched}
+        return document(self)
 
     def count(self, outcome: EventOutcome) -> None:
         """One more event with this outcome."""

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Engine, or_, update
 
@@ -57,8 +57,9 @@ from pools.after_sending.checkout import (
     one_code,
 )
 from pools.choices import DEFAULT_HOLD
+from pools.documents import document
 from pools.errors import InvalidSetting
-from pools.store.clock import iso_seconds, to_utc_naive, utcnow
+from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import write_transaction
 from pools.store.models import Code, CodeStatus
 
@@ -103,6 +104,9 @@ class HoldResult:
     replayed: bool = False
     reason: str | None = None
 
+    #: The fields of a hold's document (a refusal's: ``ok`` and ``reason``).
+    DOCUMENT: ClassVar[tuple[str, ...]] = ("ok", "code", "pool", "order", "expires_at", "replayed")
+
     @property
     def not_found(self) -> bool:
         """A refusal because the code (or the pool named) does not exist, e.g. for a 404."""
@@ -113,14 +117,7 @@ class HoldResult:
         if not self.ok:
             return {"ok": False, "reason": self.reason}
         assert self.expires_at is not None
-        return {
-            "ok": True,
-            "code": self.code,
-            "pool": self.pool,
-            "order": self.order,
-            "expires_at": iso_seconds(self.expires_at),
-            "replayed": self.replayed,
-        }
+        return document(self)
 
 
 @dataclass(frozen=True)
@@ -134,6 +131,9 @@ class ReleaseResult:
     released_at: datetime | None = None
     reason: str | None = None
 
+    #: The fields of a release's document (a refusal's: ``ok`` and ``reason``).
+    DOCUMENT: ClassVar[tuple[str, ...]] = ("ok", "code", "pool", "order", "released_at")
+
     @property
     def not_found(self) -> bool:
         """Nothing to release: no such code, or no hold of that order on it (a 404)."""
@@ -144,13 +144,7 @@ class ReleaseResult:
         if not self.ok:
             return {"ok": False, "reason": self.reason}
         assert self.released_at is not None
-        return {
-            "ok": True,
-            "code": self.code,
-            "pool": self.pool,
-            "order": self.order,
-            "released_at": iso_seconds(self.released_at),
-        }
+        return document(self)
 
 
 def _names_nothing(reason: str | None) -> bool:

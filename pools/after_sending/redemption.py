@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     Connection,
@@ -83,13 +83,14 @@ from pools.after_sending.checkout import (
     lost_race_reason,
     one_code,
 )
+from pools.documents import document
 from pools.errors import (
     PromomailError,
     RedemptionNotFound,
     RollbackAmbiguous,
     StoreConflict,
 )
-from pools.store.clock import iso_seconds, to_utc_naive, utcnow
+from pools.store.clock import to_utc_naive, utcnow
 from pools.store.db import read_transaction, write_transaction
 from pools.store.models import Code, CodeStatus, Redemption
 
@@ -135,6 +136,11 @@ class RedemptionResult:
     redemptions: int = 0
     redeemed_at: datetime | None = None
 
+    #: The fields of an accepted redemption's document (a refusal's: ``ok`` and ``reason``).
+    DOCUMENT: ClassVar[tuple[str, ...]] = (
+        *("ok", "code", "pool", "issued_to", "mailing", "redeemed_by", "order", "replayed"),
+    )
+
     @property
     def not_found(self) -> bool:
         """A refusal because the code (or the pool named) does not exist, e.g. for a 404."""
@@ -147,16 +153,7 @@ class RedemptionResult:
         """The document ``redeem --json`` prints (a dry run prints the same one)."""
         if not self.ok:
             return {"ok": False, "reason": self.reason}
-        return {
-            "ok": True,
-            "code": self.code,
-            "pool": self.pool,
-            "issued_to": self.issued_to,
-            "mailing": self.mailing,
-            "redeemed_by": self.redeemed_by,
-            "order": self.order,
-            "replayed": self.replayed,
-        }
+        return document(self)
 
 
 @dataclass(frozen=True)
@@ -177,18 +174,7 @@ class RollbackResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The document ``unredeem --json`` prints."""
-        return {
-            "ok": True,
-            "code": self.code,
-            "pool": self.pool,
-            "order": self.order,
-            "issued_to": self.issued_to,
-            "mailing": self.mailing,
-            "redeemed_by": self.redeemed_by,
-            "redeemed_at": iso_seconds(self.redeemed_at),
-            "rolled_back_at": iso_seconds(self.rolled_back_at),
-            "redemptions": self.redemptions,
-        }
+        return {"ok": True, **document(self)}
 
 
 def redeem(

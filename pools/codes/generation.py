@@ -110,6 +110,8 @@ def luhn_valid(code_body_with_check: str, alphabet: str) -> bool:
 
 @dataclass(frozen=True)
 class GenerationReport:
+    """What ``codes generate`` added (one batch) and the pool's counts after it."""
+
     batch: int
     generated: int
     total: int

@@ -20,6 +20,8 @@ from pools.store.models import Code, CodeStatus, HeldCodes, ImportBatch
 
 @dataclass(frozen=True)
 class VoidReport:
+    """A voided batch: the codes voided, the issued ones kept, and any low-stock alert."""
+
     pool: str
     batch: int
     voided: int

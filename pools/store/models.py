@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -55,6 +56,13 @@ REF_MAX_LENGTH = 64
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def where(condition: str) -> dict[str, Any]:
+    """The keywords of an index over the rows meeting ``condition`` (a partial
+    index), in both stores: SQLAlchemy takes the condition once per dialect."""
+    clause = text(condition)
+    return {"sqlite_where": clause, "postgresql_where": clause}
 
 
 class Base(DeclarativeBase):
@@ -137,8 +145,7 @@ class Code(Base):
             "pool_id",
             "issuable_until",
             "id",
-            sqlite_where=text("status = 'available'"),
-            postgresql_where=text("status = 'available'"),
+            **where("status = 'available'"),
         ),
         Index("ix_codes_batch", "batch_id", "status"),
         # One key instead of one to pools and one to batches: it also makes
@@ -268,8 +275,7 @@ class Issuance(Base):
             "uq_issuances_exclusive_code",
             "code_id",
             unique=True,
-            sqlite_where=text("exclusive AND kind = 'initial' AND returned_at IS NULL"),
-            postgresql_where=text("exclusive AND kind = 'initial' AND returned_at IS NULL"),
+            **where("exclusive AND kind = 'initial' AND returned_at IS NULL"),
         ),
         # Invariant 2: one initial code per mailing, customer, pool and slot
         # (and one reissue record, so a re-run does not record it twice).
@@ -282,15 +288,13 @@ class Issuance(Base):
             "kind",
             "slot",
             unique=True,
-            sqlite_where=text("returned_at IS NULL"),
-            postgresql_where=text("returned_at IS NULL"),
+            **where("returned_at IS NULL"),
         ),
         # The few returned rows of a mailing, found without a scan.
         Index(
             "ix_issuances_returned",
             "mailing_id",
-            sqlite_where=text("returned_at IS NOT NULL"),
-            postgresql_where=text("returned_at IS NOT NULL"),
+            **where("returned_at IS NOT NULL"),
         ),
         Index("ix_issuances_customer", "customer_id", "pool_id", "issued_at"),
         Index("ix_issuances_code", "code_id"),
@@ -328,8 +332,7 @@ class Redemption(Base):
             "uq_redemptions_single_use",
             "code_id",
             unique=True,
-            sqlite_where=text("exclusive AND rolled_back_at IS NULL"),
-            postgresql_where=text("exclusive AND rolled_back_at IS NULL"),
+            **where("exclusive AND rolled_back_at IS NULL"),
         ),
         # …and one live redemption of any code per order, so a replay never counts twice.
         # It also serves the replay look-up.
@@ -338,8 +341,7 @@ class Redemption(Base):
             "code_id",
             "order_id",
             unique=True,
-            sqlite_where=text("order_id IS NOT NULL AND rolled_back_at IS NULL"),
-            postgresql_where=text("order_id IS NOT NULL AND rolled_back_at IS NULL"),
+            **where("order_id IS NOT NULL AND rolled_back_at IS NULL"),
         ),
         # …and, in --once-per-customer pools, one live redemption per customer;
         # it also serves the look-up of the customer's earlier redemption.
@@ -348,8 +350,7 @@ class Redemption(Base):
             "code_id",
             "redeemed_by",
             unique=True,
-            sqlite_where=text("once_per_customer AND rolled_back_at IS NULL"),
-            postgresql_where=text("once_per_customer AND rolled_back_at IS NULL"),
+            **where("once_per_customer AND rolled_back_at IS NULL"),
         ),
     )
 

@@ -10,11 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import load_pool, not_issuing
-from pools.admin.lookup import told_where
-from pools.errors import PromomailError
-from pools.store.db import read_transaction
-from pools.store.models import PoolStatus
+from pools import PoolStatus, PromomailError, load_pool, not_issuing, read_transaction, told_where
 from templating.errors import InvalidTemplate, RecipientFailed
 from templating.mailing.columns import check_columns
 from templating.mailing.recipients import Recipient, read_recipients

@@ -15,14 +15,21 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import PoolView
-from pools.after_sending.references import message_ref
-from pools.errors import ReservationLost, StoreConflict
-from pools.issuing.claiming import Reservation, release, reserve_many, settle
-from pools.issuing.holdings import chunk_holdings
-from pools.issuing.leases import Lease, check_lease
-from pools.issuing.mailings import RunTotals
-from pools.store.dialect_sql import PromoCode
+from pools import (
+    Lease,
+    PoolView,
+    PromoCode,
+    Reservation,
+    ReservationLost,
+    RunTotals,
+    StoreConflict,
+    check_lease,
+    chunk_holdings,
+    message_ref,
+    release,
+    reserve_many,
+    settle,
+)
 from templating.choices import OnExhausted
 from templating.errors import MailingError, PoolRanOut, RecipientFailed, UnwritableMessage
 from templating.mailing.outputs import Encoded, RenderedMessage

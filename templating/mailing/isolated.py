@@ -42,8 +42,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from pools.errors import PromomailError
-from pools.store.db import StoreConfig, open_engine
+from pools import PromomailError, StoreConfig, open_engine
 from templating.template import render_limits
 
 log = logging.getLogger("promomail.templates")

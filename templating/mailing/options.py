@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from pools.errors import InvalidSetting
+from pools import InvalidSetting
 from templating.choices import MAX_WORKERS
 from templating.mailing.recipients import Shard
 

@@ -46,8 +46,7 @@ import orjson
 
 from delivery.message import build_email
 from delivery.message import sender_address as delivery_sender
-from pools.errors import InvalidSetting
-from pools.identifiers import describe_character
+from pools import InvalidSetting, describe_character
 from templating.choices import OutputFormat
 from templating.errors import MailingError, UnwritableMessage
 from templating.mailing.recipients import address_header

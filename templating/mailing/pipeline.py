@@ -11,10 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from pools.errors import ReservationLost
-from pools.issuing.leases import Lease, check_lease
-from pools.issuing.mailings import RunTotals
-from pools.store.db import StoreConfig, open_engine
+from pools import Lease, ReservationLost, RunTotals, StoreConfig, check_lease, open_engine
 from templating.mailing.chunks import Abandoned, ChunkRenderer, Prepared, RenderedChunk
 from templating.mailing.heap import long_lived_frozen
 from templating.mailing.outputs import MessageWriter
@@ -23,7 +20,7 @@ from templating.mailing.recipients import Recipient
 from templating.mailing.request import RenderRequest
 from templating.mailing.sources import ChunkCodes
 from templating.mailing.stopping import StopFlag, StopWhenOrphaned
-from templating.mailing.store_helper import HelperEnd, StoreClient, settle_arguments
+from templating.mailing.store_helper import HelperEnd, StoreClient, settle_request
 from templating.template.message import MessageTemplate
 
 
@@ -152,14 +149,13 @@ class ChunkPipeline:
             gone.set_exception(Abandoned())
             return gone
         return self.helper.submit(
-            "settle",
-            *settle_arguments(
+            settle_request(
                 prepared,
                 source.handed,
                 source.reissues,
                 source.message_refs,
                 source.recorded_refs,
-            ),
+            )
         )
 
     def _settle(self, prepared: Prepared, source: ChunkCodes) -> None:

@@ -9,15 +9,21 @@ from itertools import islice
 
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import PoolView, load_pool, not_issuing
-from pools.admin.lookup import told_where
-from pools.codes.counts import available_count
-from pools.errors import PoolExhausted, PromomailError
-from pools.issuing.claiming import shared_code
-from pools.issuing.mailings import issued_customers_in, served_customers_in
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction
-from pools.store.models import PoolStatus
+from pools import (
+    PoolExhausted,
+    PoolStatus,
+    PoolView,
+    PromomailError,
+    available_count,
+    issued_customers_in,
+    load_pool,
+    not_issuing,
+    read_transaction,
+    served_customers_in,
+    shared_code,
+    told_where,
+    utcnow,
+)
 from templating.choices import OnExhausted
 from templating.errors import InvalidTemplate
 from templating.mailing.chunks import PoolPlan

@@ -31,14 +31,12 @@ from typing import Any, NamedTuple
 
 # The address rules and the shard hash live in pools, which the sender shares;
 # templating and its tests keep importing them from here.
-from pools.addresses import PLAIN_ADDRESS as PLAIN_ADDRESS
-from pools.addresses import ParsedAddresses as ParsedAddresses
-from pools.addresses import address_header as address_header
-from pools.addresses import one_address as one_address
-from pools.sharding import stable_hash as stable_hash
-from pools.tables import (
-    describe_columns,
-)
+from pools import PLAIN_ADDRESS as PLAIN_ADDRESS
+from pools import ParsedAddresses as ParsedAddresses
+from pools import address_header as address_header
+from pools import describe_columns
+from pools import one_address as one_address
+from pools import stable_hash as stable_hash
 from templating.mailing.csv_recipients import _csv_table, _read_csv
 from templating.mailing.jsonl_recipients import _read_jsonl
 from templating.mailing.recipient_rows import (

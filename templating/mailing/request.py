@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pools.choices import DEFAULT_LEASE_SECONDS
-from pools.codes.notifications import LowStockAlert
-from pools.errors import InvalidSetting
-from pools.identifiers import id_problem, value_problem
-from pools.issuing.mailings import RunTotals
+from pools import (
+    DEFAULT_LEASE_SECONDS,
+    InvalidSetting,
+    LowStockAlert,
+    RunTotals,
+    id_problem,
+    value_problem,
+)
 from templating.choices import CHUNK_SIZE, OnExhausted
 from templating.mailing.options import MAX_CHUNK_SIZE, check_range, check_seconds, check_workers
 from templating.mailing.outputs import OutputTarget

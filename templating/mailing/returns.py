@@ -14,14 +14,14 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from pools.after_sending.returns import (
+from pools import (
+    ReturnListError,
     ReturnReport,
     match_addresses,
     read_return_list,
     return_codes,
+    show_mailing,
 )
-from pools.errors import ReturnListError
-from pools.issuing.mailings import show_mailing
 from templating.mailing.recipients import (
     PLAIN_ADDRESS,
     Recipient,

@@ -28,20 +28,25 @@ from dataclasses import replace
 
 from sqlalchemy import Engine
 
-from pools.after_sending.references import delivery_ref_key
-from pools.codes.notifications import check_low_stock
-from pools.errors import LeaseLost
-from pools.issuing.claiming import reclaim_expired
-from pools.issuing.holdings import has_returns, untouched_pools
-from pools.issuing.leases import (
+from pools import (
     Lease,
     LeaseKeeper,
+    LeaseLost,
+    RunTotals,
+    StoreConfig,
     acquire_lease,
     check_lease,
+    check_low_stock,
+    delivery_ref_key,
+    finish_run,
+    has_returns,
+    open_engine,
+    read_transaction,
+    reclaim_expired,
     release_lease,
+    start_run,
+    untouched_pools,
 )
-from pools.issuing.mailings import RunTotals, finish_run, start_run
-from pools.store.db import StoreConfig, open_engine, read_transaction
 from templating.mailing.pipeline import WorkerJob
 from templating.mailing.planning import RenderPlan, plan_render, preflight
 from templating.mailing.request import RenderCount, RenderRequest, RenderSummary

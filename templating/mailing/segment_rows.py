@@ -33,10 +33,15 @@ from typing import IO
 
 from sqlalchemy import Connection, Engine
 
-from pools.errors import ExportError
-from pools.history.segments import PreparedSegment, SegmentFilters, prepare_segment
-from pools.local_files import replaced_whole
-from pools.store.db import read_transaction, snapshot_transaction
+from pools import (
+    ExportError,
+    PreparedSegment,
+    SegmentFilters,
+    prepare_segment,
+    read_transaction,
+    replaced_whole,
+    snapshot_transaction,
+)
 from templating.mailing.recipients import Recipient, RecipientRecords, read_recipients
 
 #: Records looked up per query: far below every database's bound-parameter limit.

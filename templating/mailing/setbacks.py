@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pools.digests import Digest, digest
-from pools.errors import InvalidSetting
-from pools.issuing.mailings import Failure, Skip
+from pools import Digest, Failure, InvalidSetting, Skip, digest
 from templating.errors import MailingError
 from templating.mailing.recipients import Duplicate
 

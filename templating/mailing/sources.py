@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from pools.issuing.claiming import Reservation
-from pools.issuing.holdings import ChunkHoldings, latest_codes
-from pools.store.db import read_transaction
-from pools.store.dialect_sql import PromoCode
+from pools import ChunkHoldings, PromoCode, Reservation, latest_codes, read_transaction
 from templating.choices import OnExhausted
 from templating.errors import PoolRanOut
 

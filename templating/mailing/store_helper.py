@@ -34,11 +34,7 @@ from itertools import count
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
-from pools.issuing.claiming import Reservation
-from pools.issuing.holdings import ChunkHoldings
-from pools.issuing.leases import Lease
-from pools.store.db import StoreConfig, open_engine
-from pools.store.dialect_sql import PromoCode
+from pools import ChunkHoldings, Lease, PromoCode, Reservation, StoreConfig, open_engine
 from templating.errors import MailingError
 from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan, Prepared
 from templating.mailing.heap import long_lived_frozen
@@ -48,6 +44,55 @@ from templating.mailing.sources import ChunkData
 #: A helper pays for itself from this many recipients per worker; smaller
 #: renders keep their store work in a thread (a process costs a start-up).
 STORE_PROCESS_FROM = 5_000
+
+
+# -- the messages between a worker and its helper -------------------------------------
+
+
+@dataclass(frozen=True)
+class NextChunk:
+    """Asks for the worker's next chunk: answered with a :data:`_WirePrepared`, or
+    None after the last."""
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Asks to settle a prepared chunk: its ticket, the codes the worker reserved
+    itself, who got which code, the reissues, and the messages' references."""
+
+    ticket: int
+    topped_up: list[_WireReservation]
+    handed: dict[str, list[_WireHandout]]
+    reissues: list[tuple[str, str, int]]
+    refs: dict[str, str]
+    recorded: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The worker is done: the helper ends once it has answered everything before."""
+
+
+#: What a worker asks of its helper.
+Request = NextChunk | Settle | Finished
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A request done; ``value`` is what it returned."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Raised:
+    """A request failed: the worker decides what ``error`` means."""
+
+    error: BaseException
+
+
+#: What the helper answers each request (but :class:`Finished`), in order.
+Answer = Answered | Raised
 
 
 class HelperEnd(NamedTuple):
@@ -102,12 +147,12 @@ class StoreClient:
         )
         self._reader.start()
 
-    def submit(self, operation: str, *args: Any) -> Future[Any]:
+    def submit(self, request: NextChunk | Settle) -> Future[Any]:
         future: Future[Any] = Future()
         with self._sending:
             self._pending.append(future)
             try:
-                self.connection.send((operation, args))
+                self.connection.send(request)
             except (OSError, ValueError) as exc:
                 self._pending.pop()
                 raise _helper_gone() from exc
@@ -129,7 +174,7 @@ class StoreClient:
             except BaseException as exc:
                 prepared.set_exception(exc)
 
-        self.submit("next").add_done_callback(arrived)
+        self.submit(NextChunk()).add_done_callback(arrived)
         return prepared
 
     def abandon(self) -> None:
@@ -139,21 +184,22 @@ class StoreClient:
     def _read(self) -> None:
         while True:
             try:
-                ok, value = self.connection.recv()
+                answer: Answer = self.connection.recv()
             except (EOFError, OSError):
                 break
             future = self._pending.popleft()
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            match answer:
+                case Answered(value):
+                    future.set_result(value)
+                case Raised(error):
+                    future.set_exception(error)
         while self._pending:
             self._pending.popleft().set_exception(_helper_gone())
 
     def close(self) -> None:
         """Ask the helper to end once it has answered everything asked of it."""
         with self._sending, suppress(OSError, ValueError):
-            self.connection.send(None)
+            self.connection.send(Finished())
         self._reader.join()
         self.connection.close()
 
@@ -185,34 +231,35 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
         kept[ticket] = dict(data.reservations)
         return ticket, [tuple(r) for r in chunk], _data_to_wire(data)
 
-    def settle(
-        ticket: int,
-        topped_up: list[_WireReservation],
-        handed: dict[str, list[_WireHandout]],
-        reissues: list[tuple[str, str, int]],
-        refs: dict[str, str],
-        recorded: dict[str, str],
-    ) -> None:
-        reserved = kept.pop(ticket, None)
+    def settle(request: Settle) -> None:
+        reserved = kept.pop(request.ticket, None)
         if reserved is None:
-            raise MailingError(f"chunk {ticket} was settled already, or never prepared here")
-        tops = _reservations_from_wire(topped_up)
+            raise MailingError(
+                f"chunk {request.ticket} was settled already, or never prepared here"
+            )
+        tops = _reservations_from_wire(request.topped_up)
         try:
             if gone.is_set() or os.getppid() != parent:
                 raise Abandoned
             held = _with_top_ups(reserved, tops)
-            handouts = _handouts(held, handed)
+            handouts = _handouts(held, request.handed)
         except BaseException:
             # Nothing of the chunk is settled: all its codes go back.
             store.release([*reserved.values(), *tops])
             raise
         # It releases them itself on failure.
-        store.settle(held, handouts, reissues, refs, recorded)
+        store.settle(held, handouts, request.reissues, request.refs, request.recorded)
 
-    operations: dict[str, Callable[..., Any]] = {"next": next_chunk, "settle": settle}
+    def handle(request: NextChunk | Settle) -> Any:
+        match request:
+            case NextChunk():
+                return next_chunk()
+            case Settle():
+                return settle(request)
+
     try:
         with long_lived_frozen():
-            closed = _answer(connection, operations)
+            closed = _answer(connection, handle)
         if closed:
             # The worker is done, or failed: what it was sent and did not
             # settle goes back now. (A worker that died leaves it to the
@@ -222,21 +269,21 @@ def _serve(connection: Connection, gone: Any, task: HelperTask) -> None:
         engine.dispose()
 
 
-def _answer(connection: Connection, operations: dict[str, Callable[..., Any]]) -> bool:
+def _answer(connection: Connection, handle: Callable[[NextChunk | Settle], Any]) -> bool:
     """Answer the worker's requests, in order, until it says it is done (True)
     or is gone (False)."""
     while True:
         try:
-            request = connection.recv()
+            request: Request = connection.recv()
         except (EOFError, OSError):
             return False
-        if request is None:
+        if isinstance(request, Finished):
             return True
-        operation, args = request
+        answer: Answer
         try:
-            answer = (True, operations[operation](*args))
+            answer = Answered(handle(request))
         except BaseException as exc:  # answered: the worker decides what it means
-            answer = (False, _sendable(exc))
+            answer = Raised(_sendable(exc))
         try:
             connection.send(answer)
         except (OSError, ValueError):
@@ -348,18 +395,17 @@ def _data_from_wire(wire: _WireData) -> ChunkData:
     return ChunkData(held, per_customer, found, token)
 
 
-def settle_arguments(
+def settle_request(
     prepared: Prepared,
     handed: Mapping[str, Iterable[PromoCode]],
     reissues: list[tuple[str, str, int]],
     refs: Mapping[str, str],
     recorded: Mapping[str, str],
-) -> tuple[Any, ...]:
-    """What ``settle`` is sent: the chunk's ticket, the codes the worker reserved
-    itself, who got which code, the reissues, and the messages' references."""
+) -> Settle:
+    """The :class:`Settle` request of a chunk the helper prepared."""
     if prepared.ticket is None:
         raise ValueError("only a chunk its store helper prepared is settled there")
-    return (
+    return Settle(
         prepared.ticket,
         _reservations_to_wire(prepared.topped_up),
         {pool: [(c.id, c.customer_id, c.slot) for c in codes] for pool, codes in handed.items()},

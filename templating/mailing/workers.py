@@ -17,9 +17,7 @@ from multiprocessing.queues import Queue
 
 from sqlalchemy import Engine
 
-from pools.errors import PromomailError
-from pools.issuing.leases import Lease
-from pools.issuing.mailings import RunTotals
+from pools import Lease, PromomailError, RunTotals
 from templating.errors import MailingError
 from templating.mailing.pipeline import WorkerJob, render_slice, render_with
 from templating.mailing.planning import RenderPlan

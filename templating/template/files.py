@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import BaseLoader, TemplateNotFound
 
-from pools.local_files import FileTooLarge, read_text
+from pools import FileTooLarge, read_text
 from templating.errors import InvalidTemplate
 
 #: Characters a template (or partial) file may hold.

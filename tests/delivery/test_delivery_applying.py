@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 import pools.after_sending.event_batches
-from delivery import DeliveryEvent, EventBatch, EventType
-from pools import Applied, EventApplier, ReplayedRequest, apply_event_batch
+from delivery.events import DeliveryEvent, EventBatch, EventType
+from pools import Applied, EventApplier, ReplayedRequest
 from pools.after_sending.delivery_events import apply_events
+from pools.after_sending.event_batches import apply_event_batch
 from pools.errors import InvalidSetting
 from pools.store.clock import utcnow
 from tests.support.invariants import mailing_codes

@@ -13,14 +13,38 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from pools import (
+    Applied,
+    GenerationReport,
+    HoldResult,
+    PoolCounts,
+    PoolSettings,
+    PoolView,
+    RedemptionResult,
+    ReleaseResult,
+    RollbackResult,
+    VoidReport,
+)
 from pools.identifiers import is_blank
-from service.schemas import PoolCreate
+from service.schemas import (
+    EventsAppliedDoc,
+    GenerationDoc,
+    HoldDoc,
+    PoolCreate,
+    PoolDoc,
+    RedemptionDoc,
+    ReleaseDoc,
+    RollbackDoc,
+    VoidDoc,
+)
 from tests.support.paths import REPO_ROOT
 from tests.support.service_helpers import (
     Server,
@@ -213,3 +237,23 @@ def test_blank_names_are_what_the_pattern_refuses(char: str) -> None:
         except ValidationError:
             accepted = False
         assert accepted is not is_blank(name), repr(name)
+
+
+def test_answer_documents_are_the_library_documents() -> None:
+    """The described answers name the fields the library's results show, no fewer."""
+    moment = datetime(2026, 1, 2, 3, 4, 5)
+    answers: list[tuple[type[BaseModel], dict[str, Any]]] = [
+        (RedemptionDoc, RedemptionResult(True, "A", pool="p", mailing="m").as_dict()),
+        (RedemptionDoc, RedemptionResult(False, "A", reason="no").as_dict()),
+        (RollbackDoc, RollbackResult("A", "p", "o", None, None, None, moment, moment, 0).as_dict()),
+        (HoldDoc, HoldResult(True, "A", "p", "o", expires_at=moment).as_dict()),
+        (ReleaseDoc, ReleaseResult(True, "A", "p", "o", released_at=moment).as_dict()),
+        (GenerationDoc, asdict(GenerationReport(1, 2, 3, 4))),
+        (EventsAppliedDoc, Applied(1, 2, 3).as_dict()),
+        (PoolDoc, PoolView("p", "active", PoolSettings("P"), moment, PoolCounts()).as_dict()),
+        (VoidDoc, VoidReport("p", 1, 2, 3).as_dict()),
+    ]
+    for model, answer in answers:
+        assert set(answer) <= set(model.model_fields), model.__name__
+        model.model_validate(answer)
+    assert {"mailing", "replayed"} <= set(RedemptionDoc.model_fields)

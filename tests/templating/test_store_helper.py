@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,13 +204,12 @@ def test_a_settle_the_helper_refuses_gives_the_chunks_codes_back(
     db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     template, recipients = _thirty_recipients_one_code_each(engine, tmp_path)
-    sent = store_helper.settle_arguments
+    sent = store_helper.settle_request
 
-    def with_a_stray_code(*args: Any) -> tuple[Any, ...]:
-        ticket, topped_up, _handed, reissues, refs, recorded = sent(*args)
-        return ticket, topped_up, {"spring": [(-1, "stranger", 0)]}, reissues, refs, recorded
+    def with_a_stray_code(*args: Any) -> store_helper.Settle:
+        return replace(sent(*args), handed={"spring": [(-1, "stranger", 0)]})
 
-    monkeypatch.setattr(pipeline_module, "settle_arguments", with_a_stray_code)
+    monkeypatch.setattr(pipeline_module, "settle_request", with_a_stray_code)
     with pytest.raises(MailingError, match="never reserved"):
         render(db_url, template, recipients, "m", tmp_path / "out.jsonl", store_process=True)
     wait_until(lambda: not reserved_scopes(engine), what="the chunk's codes to be released")
