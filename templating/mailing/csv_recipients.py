@@ -8,18 +8,16 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pools.display import counted
-from pools.identifiers import (
+from pools import (
     MAX_ID_LENGTH,
     UNSAFE_ID,
     UNSAFE_VALUE,
-    describe_unsafe,
-)
-from pools.local_files import LineTooLong
-from pools.tables import (
+    LineTooLong,
     TableError,
+    counted,
     delimiter_name,
     describe_columns,
+    describe_unsafe,
     find_columns,
     has_column,
     sniff_delimiter,

@@ -7,15 +7,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pools.identifiers import (
+from pools import (
     MAX_ID_LENGTH,
     UNSAFE_ID,
     UNSAFE_VALUE,
-    describe_unsafe,
-)
-from pools.local_files import LineTooLong
-from pools.tables import (
+    LineTooLong,
     TableError,
+    describe_unsafe,
     find_columns,
 )
 from templating.errors import RecipientError

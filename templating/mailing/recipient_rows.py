@@ -7,10 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pools.identifiers import (
-    id_problem,
-)
-from pools.local_files import LineTooLong, bounded_lines, open_binary, open_text
+from pools import LineTooLong, bounded_lines, id_problem, open_binary, open_text
 from templating.errors import RecipientError
 
 #: The columns of the recipient's id and address, found whatever their case.

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pools.sharding import stable_hash
+from pools import stable_hash
 from templating.errors import RecipientError
 
 
