@@ -53,13 +53,8 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "parse_hold_duration",
         "release_hold",
     ),
-    "pools.after_sending.redemption": (
-        "RedemptionResult",
-        "RollbackResult",
-        "UNKNOWN_CODE",
-        "redeem",
-        "unredeem",
-    ),
+    "pools.after_sending.redemption": ("RedemptionResult", "UNKNOWN_CODE", "redeem"),
+    "pools.after_sending.rollback": ("RollbackResult", "unredeem"),
     "pools.after_sending.references": ("delivery_ref_key", "message_ref"),
     "pools.after_sending.returns": (
         "ReturnReport",

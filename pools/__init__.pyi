@@ -55,10 +55,8 @@ from pools.after_sending.holds import (
 )
 from pools.after_sending.redemption import (
     RedemptionResult as RedemptionResult,
-    RollbackResult as RollbackResult,
     UNKNOWN_CODE as UNKNOWN_CODE,
     redeem as redeem,
-    unredeem as unredeem,
 )
 from pools.after_sending.references import (
     delivery_ref_key as delivery_ref_key,
@@ -70,6 +68,10 @@ from pools.after_sending.returns import (
     match_addresses as match_addresses,
     read_return_list as read_return_list,
     return_codes as return_codes,
+)
+from pools.after_sending.rollback import (
+    RollbackResult as RollbackResult,
+    unredeem as unredeem,
 )
 from pools.after_sending.send_runs import (
     send_run as send_run,

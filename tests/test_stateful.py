@@ -43,8 +43,9 @@ from sqlalchemy import Engine, text
 from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool
 from pools.after_sending.checkout import held_elsewhere_reason
 from pools.after_sending.holds import MULTI_USE_NEEDS_NO_HOLD, hold_code, release_hold
-from pools.after_sending.redemption import ALREADY_REDEEMED, redeem, unredeem
+from pools.after_sending.redemption import ALREADY_REDEEMED, redeem
 from pools.after_sending.returns import cancel_mailing, return_codes
+from pools.after_sending.rollback import unredeem
 from pools.choices import FileFormat
 from pools.codes.counts import pool_counts
 from pools.codes.imports import Upload, upload_codes

@@ -47,9 +47,9 @@ Decisions beyond the specification:
   ``redeemed_at`` on the code keeps the earliest live redemption.
 * Returned issuances (messages never delivered) no longer attribute: the
   code went back to its pool and belongs to nobody until issued again.
-* A roll-back takes the same row lock as a hold, and never brings a hold
-  back: the holder's redemption ended it, so a refunded order's code is
-  free for any order again.
+* A roll-back (:mod:`pools.after_sending.rollback`) takes the same row lock
+  as a hold, and never brings a hold back: the holder's redemption ended
+  it, so a refunded order's code is free for any order again.
 """
 
 from __future__ import annotations
@@ -79,15 +79,11 @@ from pools.after_sending.checkout import (
     code_refusal,
     hold_refusal,
     issue_refusal,
-    live_holder,
     lost_race_reason,
     one_code,
 )
 from pools.documents import document
 from pools.errors import (
-    PromomailError,
-    RedemptionNotFound,
-    RollbackAmbiguous,
     StoreConflict,
 )
 from pools.store.clock import to_utc_naive, utcnow
@@ -102,9 +98,7 @@ __all__ = [
     "UNKNOWN_CODE",
     "VOID_CODE",
     "RedemptionResult",
-    "RollbackResult",
     "redeem",
-    "unredeem",
 ]
 
 #: A ``--once-per-customer`` code redeemed again by the same customer (another order).
@@ -154,27 +148,6 @@ class RedemptionResult:
         if not self.ok:
             return {"ok": False, "reason": self.reason}
         return document(self)
-
-
-@dataclass(frozen=True)
-class RollbackResult:
-    """An undone redemption: what it was, when it was undone, the code's count now."""
-
-    code: str
-    pool: str
-    #: The order whose redemption was undone; None for one made without an order.
-    order: str | None
-    issued_to: str | None
-    mailing: str | None
-    redeemed_by: str | None
-    redeemed_at: datetime
-    rolled_back_at: datetime
-    #: How many live redemptions the code has left.
-    redemptions: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """The document ``unredeem --json`` prints."""
-        return {"ok": True, **document(self)}
 
 
 def redeem(
@@ -411,105 +384,3 @@ _COUNT_MULTI_USE = (
     )
     .returning(Code.redemptions)
 )
-
-
-def unredeem(
-    engine: Engine,
-    code: str,
-    *,
-    order: str | None = None,
-    pool: str | None = None,
-    now: datetime | None = None,
-) -> RollbackResult:
-    """Undo the live redemption of ``code`` by ``order`` (cancelled or refunded).
-
-    Without ``order`` it undoes the code's one live redemption made without
-    an order (a till that sends none), so that one is never beyond undoing.
-    The redemption stays in the history, marked rolled back. A single-use
-    code can then be redeemed again; a multi-use code's count drops by one.
-    Raises :class:`RedemptionNotFound`, changing nothing, when the code has
-    no live redemption for that order (or none without an order), and
-    :class:`RollbackAmbiguous` when several redemptions without an order
-    could be meant.
-    """
-    moment = to_utc_naive(now) if now is not None else utcnow()
-    with write_transaction(engine) as conn:
-        return _unredeem_in(conn, code, order, pool, moment)
-
-
-def _unredeem_in(
-    conn: Connection, code: str, order: str | None, pool_id: str | None, now: datetime
-) -> RollbackResult:
-    locked = select(Code.id).where(Code.code == code).order_by(Code.pool_id)
-    if pool_id is not None:
-        locked = locked.where(Code.pool_id == pool_id)
-    # The same lock a redemption takes: a roll-back and a redemption of one
-    # code run one after the other.
-    code_ids = list(conn.execute(locked.with_for_update()).scalars())
-    if not code_ids:
-        where = f" in pool {pool_id!r}" if pool_id is not None else ""
-        raise RedemptionNotFound(code, order, f": {UNKNOWN_CODE}{where}")
-    rows = conn.execute(
-        select(
-            Redemption.id,
-            Redemption.code_id,
-            Redemption.pool_id,
-            Redemption.issued_to,
-            Redemption.mailing_id,
-            Redemption.redeemed_by,
-            Redemption.redeemed_at,
-            Redemption.exclusive,
-        ).where(
-            Redemption.code_id.in_(code_ids),
-            Redemption.order_id.is_(None) if order is None else Redemption.order_id == order,
-            Redemption.rolled_back_at.is_(None),
-        )
-    ).all()
-    if not rows:
-        raise RedemptionNotFound(code, order)
-    if len(rows) > 1:
-        if len({r.code_id for r in rows}) == 1:
-            # Only a multi-use code gets here: its redemptions without an
-            # order cannot be told apart, so undoing "one" would be a guess.
-            raise RollbackAmbiguous(code, len(rows))
-        pools = ", ".join(sorted(r.pool_id for r in rows))
-        by = f"by order {order!r}" if order is not None else "without an order"
-        raise PromomailError(f"code {code!r} was redeemed {by} in pools {pools}; name the pool")
-    found = rows[0]
-    conn.execute(
-        update(Redemption)
-        .where(Redemption.id == found.id, Redemption.rolled_back_at.is_(None))
-        .values(rolled_back_at=now)
-    )
-    earliest_live = (
-        select(func.min(Redemption.redeemed_at))
-        .where(Redemption.code_id == found.code_id, Redemption.rolled_back_at.is_(None))
-        .scalar_subquery()
-    )
-    remaining = int(
-        conn.execute(
-            update(Code)
-            .where(Code.id == found.code_id)
-            .values(redemptions=Code.redemptions - 1, redeemed_at=earliest_live)
-            .returning(Code.redemptions)
-        ).scalar_one()
-    )
-    if found.exclusive and remaining == 0 and live_holder(conn, found.code_id) is None:
-        # Redeemed before anyone was given it: nobody holds it now, so it
-        # goes back into the pool rather than staying out of it for good.
-        conn.execute(
-            update(Code)
-            .where(Code.id == found.code_id, Code.status == CodeStatus.ISSUED)
-            .values(status=CodeStatus.AVAILABLE)
-        )
-    return RollbackResult(
-        code=code,
-        pool=found.pool_id,
-        order=order,
-        issued_to=found.issued_to,
-        mailing=found.mailing_id,
-        redeemed_by=found.redeemed_by,
-        redeemed_at=found.redeemed_at,
-        rolled_back_at=now,
-        redemptions=remaining,
-    )

@@ -27,7 +27,8 @@ from pools.after_sending.holds import (
     parse_hold_duration,
     release_hold,
 )
-from pools.after_sending.redemption import ALREADY_REDEEMED, NEVER_ISSUED, redeem, unredeem
+from pools.after_sending.redemption import ALREADY_REDEEMED, NEVER_ISSUED, redeem
+from pools.after_sending.rollback import unredeem
 from pools.choices import DEFAULT_HOLD
 from pools.codes.counts import PoolCounts, pool_counts
 from pools.codes.voiding import void_batch

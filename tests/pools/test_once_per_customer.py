@@ -12,8 +12,8 @@ from pools.after_sending.redemption import (
     ALREADY_REDEEMED_BY_CUSTOMER,
     NEEDS_CUSTOMER,
     redeem,
-    unredeem,
 )
+from pools.after_sending.rollback import unredeem
 from pools.errors import InvalidPoolSetting, PoolError, StoreConflict
 from pools.issuing.claiming import claim
 from pools.store.clock import utcnow

@@ -17,8 +17,8 @@ from pools.after_sending.redemption import (
     UNKNOWN_CODE,
     RedemptionResult,
     redeem,
-    unredeem,
 )
+from pools.after_sending.rollback import unredeem
 from pools.codes.counts import pool_counts
 from pools.codes.voiding import void_batch
 from pools.errors import PoolExhausted, PromomailError, RedemptionNotFound, RollbackAmbiguous

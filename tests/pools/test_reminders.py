@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
-from pools.after_sending.redemption import redeem, unredeem
+from pools.after_sending.redemption import redeem
 from pools.after_sending.returns import return_codes
+from pools.after_sending.rollback import unredeem
 from pools.choices import FileFormat
 from pools.codes.imports import Upload, upload_codes
 from pools.codes.voiding import void_batch

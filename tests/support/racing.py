@@ -127,7 +127,7 @@ def unredeem_when_released(barrier: Any, url: str, code: str, order: str | None)
     """Open an engine, wait for the others, roll back: "rolled back" or the refusal."""
     from sqlalchemy import text
 
-    from pools.after_sending.redemption import unredeem
+    from pools.after_sending.rollback import unredeem
     from pools.errors import PromomailError
     from pools.store.db import StoreConfig, open_engine
 
