@@ -7,12 +7,10 @@ command (``--json``): the service is a front end of the same library.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from pools.admin.tokens import list_tokens
 from tests.support.cli_helpers import Cli
@@ -22,33 +20,11 @@ from tests.support.service_helpers import (
     Store,
     create_pool_over_api,
     problem,
-    served_store,
-    token,
     upload,
 )
 from tests.support.store_helpers import snapshot
 
 SAMPLES = REPO_ROOT / "sample_templates"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Store, Server]]:
-    folder = tmp_path_factory.mktemp(f"api-{request.param}")
-    yield from served_store(request.param, folder)
-
-
-@pytest.fixture
-def store(served: tuple[Store, Server]) -> Store:
-    return served[0]
-
-
-@pytest.fixture
-def admin(served: tuple[Store, Server]) -> Iterator[httpx.Client]:
-    store, server = served
-    with server.client(token(store, "admin")) as client:
-        yield client
 
 
 def test_healthz_needs_no_token(served: tuple[Store, Server]) -> None:

@@ -35,13 +35,6 @@ def served(
         yield store, server
 
 
-@pytest.fixture
-def admin(served: tuple[Store, Server]) -> Iterator[httpx.Client]:
-    store, server = served
-    with server.client(token(store, "admin")) as client:
-        yield client
-
-
 def _refused(store: Store, send: Any, status: int) -> dict[str, Any]:
     """Send a request that must be refused with ``status`` and change nothing."""
     before = snapshot(store.engine)

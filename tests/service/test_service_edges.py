@@ -32,7 +32,6 @@ from tests.support.service_helpers import (
     Store,
     create_pool_over_api,
     problem,
-    served_store,
     start_server,
     stop_cleanly,
     token,
@@ -63,21 +62,6 @@ NOT_PUBLIC = [
     "[64:ff9b::a00:1]",
     "localhost",
 ]
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Store, Server]]:
-    folder = tmp_path_factory.mktemp(f"edges-{request.param}")
-    yield from served_store(request.param, folder)
-
-
-@pytest.fixture
-def admin(served: tuple[Store, Server]) -> Iterator[httpx.Client]:
-    store, server = served
-    with server.client(token(store, "admin")) as client:
-        yield client
 
 
 def _port(server: Server) -> int:

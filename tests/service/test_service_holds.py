@@ -6,48 +6,15 @@ front end of the same library.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
 from tests.support.service_helpers import (
-    Server,
     Store,
     cli_json,
     create_pool_over_api,
     problem,
-    served_store,
-    token,
 )
 from tests.support.store_helpers import snapshot
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Store, Server]]:
-    folder = tmp_path_factory.mktemp(f"holds-{request.param}")
-    yield from served_store(request.param, folder)
-
-
-@pytest.fixture
-def store(served: tuple[Store, Server]) -> Store:
-    return served[0]
-
-
-@pytest.fixture
-def admin(served: tuple[Store, Server]) -> Iterator[httpx.Client]:
-    store, server = served
-    with server.client(token(store, "admin")) as client:
-        yield client
-
-
-@pytest.fixture
-def checkout(served: tuple[Store, Server]) -> Iterator[httpx.Client]:
-    store, server = served
-    with server.client(token(store, "redeem")) as client:
-        yield client
 
 
 def test_a_checkout_holds_and_redeems(

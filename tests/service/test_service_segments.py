@@ -7,13 +7,11 @@ see the others. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from pools.store.clock import utcnow
 from tests.support.cli_helpers import Cli
@@ -22,19 +20,10 @@ from tests.support.service_helpers import (
     Store,
     create_pool_over_api,
     problem,
-    served_store,
     token,
 )
 
 SEGMENTS = "/api/v1/segments"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Store, Server]]:
-    folder = tmp_path_factory.mktemp(f"segments-{request.param}")
-    yield from served_store(request.param, folder)
 
 
 def _pages(client: httpx.Client, **params: Any) -> list[str]:
