@@ -45,10 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: and imports what a run of its own would, without an interpreter's start-up.
 #: Reads one JSON request a line on stdin; answers with the child's exit code.
 _FORKING_RUNNER = """
-import json, os, sys
+import json, os, signal, sys
 
 
 def run(request):
+    signal.alarm(120)  # a run that hangs is ended, and its test fails
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
