@@ -3,12 +3,13 @@
 Every run imports :mod:`cli`; a command's module is imported only when that
 command runs. These tests keep that true: ``--help`` loads no library code,
 and a store command loads neither Jinja2 nor Alembic (on a store already at
-the newest schema), measured in a fresh interpreter.
+the newest schema), measured in a child forked from an interpreter that has
+imported none of them (each run starts as a fresh interpreter does).
 
 Shell completion runs the program on every Tab: completing a command name or
-an option loads no library code either (the installed ``promomail`` script,
-its imports listed by ``PYTHONPROFILEIMPORTTIME``), and only completing a
-pool id opens the store.
+an option loads no library code either (the console script's code in such a
+child, and the installed ``promomail`` script with its imports listed by
+``PYTHONPROFILEIMPORTTIME``), and only completing a pool id opens the store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -35,36 +37,158 @@ from commands.state import complete_pool_id
 from pools.lazy_exports import stub_path, stub_text
 from tests.support.cli_helpers import Cli, invoke, promomail_script
 from tests.support.paths import REPO_ROOT
+from tests.support.service_helpers import open_store
 
 ROOT = REPO_ROOT
 
-#: Runs the command line with ARGV, then prints which modules it had imported.
-_IMPORTS_OF_A_RUN = """
-import json, sys
-import cli
-try:
-    cli.cli.main(args=sys.argv[1:], prog_name="promomail")
-except SystemExit:
-    pass
-print("\\nMODULES " + json.dumps(sorted(sys.modules)))
+#: A process that runs the command line again and again, each time in a child
+#: forked from it as it started: nothing of promomail, click or any library is
+#: imported before the fork, so each child begins as a fresh interpreter does
+#: and imports what a run of its own would, without an interpreter's start-up.
+#: Reads one JSON request a line on stdin; answers with the child's exit code.
+_FORKING_RUNNER = """
+import json, os, signal, sys
+
+
+def run(request):
+    signal.alarm(120)  # a run that hangs is ended, and its test fails
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.argv = ["promomail", *request["argv"]]
+    code, error = 0, None
+    try:
+        if request["script"]:
+            # What the console script does, from the folder it is in.
+            sys.path[0] = request["script_dir"]
+            from cli import main
+
+            code = main()
+        else:
+            import cli
+
+            cli.cli.main(args=request["argv"], prog_name="promomail")
+    except SystemExit as exc:
+        code = exc.code
+    except BaseException as exc:
+        error = exc
+    modules = sorted(sys.modules)  # before the traceback module, if one is needed
+    if error is not None:
+        import traceback
+
+        traceback.print_exception(error)
+        code = 1
+    elif code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    with open(request["modules"], "w") as file:
+        json.dump(modules, file)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run(request)
+        finally:
+            os._exit(70)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps(os.waitstatus_to_exitcode(status)), flush=True)
 """
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    modules: set[str]
+
+
+class ForkingRunner:
+    """Runs of the command line, each in a child of :data:`_FORKING_RUNNER`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.count = 0
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _FORKING_RUNNER],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, argv: list[str], *, env: dict[str, str], cwd: Path, script: bool = False) -> Run:
+        """``argv`` as the console script runs it (``script``) or as ``cli.cli.main``."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.count += 1
+        paths = {
+            name: str(self.folder / f"{self.count}.{name}")
+            for name in ("stdout", "stderr", "modules")
+        }
+        request = {
+            "argv": argv,
+            "env": env,
+            "cwd": str(cwd),
+            "script": script,
+            "script_dir": str(promomail_script().parent),
+            **paths,
+        }
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer, "the forking runner stopped"
+        read = {name: Path(path).read_text(encoding="utf-8") for name, path in paths.items()}
+        return Run(
+            json.loads(answer), read["stdout"], read["stderr"], set(json.loads(read["modules"]))
+        )
+
+    def close(self) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+
+
+_runner: ForkingRunner | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forking_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    global _runner
+    _runner = ForkingRunner(tmp_path_factory.mktemp("runs"))
+    try:
+        yield
+    finally:
+        _runner.close()
+        _runner = None
+
+
+def _run(argv: list[str], *, env: dict[str, str], cwd: Path, script: bool = False) -> Run:
+    assert _runner is not None
+    return _runner.run(argv, env=env, cwd=cwd, script=script)
+
 
 #: Neither for a store command (on a store at the newest schema).
 HEAVY = ("jinja2", "alembic")
 
 
 def _imported_by(*argv: str) -> set[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORTS_OF_A_RUN, *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    """Which modules a run of the command line with ``argv`` imports, from a fresh start."""
+    result = _run(list(argv), env=dict(os.environ), cwd=ROOT)
     assert "Traceback" not in result.stderr, result.stderr
-    marker = result.stdout.rindex("\nMODULES ")
-    return set(json.loads(result.stdout[marker + len("\nMODULES ") :]))
+    return result.modules
 
 
 def _top_level(modules: set[str]) -> set[str]:
@@ -83,6 +207,16 @@ def test_help_imports_no_library_and_no_sqlalchemy() -> None:
     }
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def upgraded_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A store of the module's, at the newest schema: a command has nothing to migrate."""
+    for store in open_store(request.param, tmp_path_factory.mktemp("store")):
+        Cli(store.url).json("db", "upgrade")
+        yield store.url
+
+
 @pytest.mark.parametrize(
     ("argv", "templates"),
     [
@@ -98,10 +232,9 @@ def test_help_imports_no_library_and_no_sqlalchemy() -> None:
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
 def test_a_store_command_imports_neither_jinja2_nor_alembic(
-    db_url: str, argv: list[str], templates: bool
+    upgraded_store: str, argv: list[str], templates: bool
 ) -> None:
-    Cli(db_url).json("db", "upgrade")  # at the newest schema: nothing to migrate
-    loaded = _imported_by("--db", db_url, *argv)
+    loaded = _imported_by("--db", upgraded_store, *argv)
     assert "sqlalchemy" in loaded  # it did reach the store
     assert not _top_level(loaded) & set(HEAVY)
     assert ("templating" in _top_level(loaded)) is templates
@@ -198,40 +331,52 @@ class Completion:
     modules: set[str]
 
 
-def _complete(
-    words: list[str],
-    *,
-    shell: str = "bash",
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-) -> Completion:
-    """What ``promomail`` answers a Tab after ``words`` (the last one is being completed)."""
-    # The store is named on the line or by ``env``, never by the test's own environment.
-    environ = {name: value for name, value in os.environ.items() if name != "PROMOMAIL_DB"}
-    environ |= {
-        "_PROMOMAIL_COMPLETE": f"{shell}_complete",
-        "COMP_WORDS": shlex.join(["promomail", *words]),
-        "COMP_CWORD": str(len(words)),
-        # Every module the interpreter imports, one line each on stderr.
-        "PYTHONPROFILEIMPORTTIME": "1",
-        **(env or {}),
-    }
+def _installed_script(argv: list[str], *, env: dict[str, str], cwd: Path | None = None) -> Run:
+    """The installed ``promomail`` script in a process of its own, its imports
+    listed by ``PYTHONPROFILEIMPORTTIME``."""
     result = subprocess.run(
-        [str(promomail_script())],
-        env=environ,
+        [str(promomail_script()), *argv],
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
         cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
+    # Every module the interpreter imports, one line each on stderr.
     modules = {
         line.rsplit("|", 1)[1].strip()
         for line in result.stderr.splitlines()
         if line.startswith("import time:") and "imported package" not in line
     }
+    return Run(result.returncode, result.stdout, result.stderr, modules)
+
+
+def _complete(
+    words: list[str],
+    *,
+    shell: str = "bash",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    installed: bool = False,
+) -> Completion:
+    """What ``promomail`` answers a Tab after ``words`` (the last one is being completed):
+    the console script's code in a forked child, or the ``installed`` script itself."""
+    # The store is named on the line or by ``env``, never by the test's own environment.
+    environ = {name: value for name, value in os.environ.items() if name != "PROMOMAIL_DB"}
+    environ |= {
+        "_PROMOMAIL_COMPLETE": f"{shell}_complete",
+        "COMP_WORDS": shlex.join(["promomail", *words]),
+        "COMP_CWORD": str(len(words)),
+        **(env or {}),
+    }
+    if installed:
+        result = _installed_script([], env=environ, cwd=cwd)
+    else:
+        result = _run([], env=environ, cwd=cwd or Path.cwd(), script=True)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    modules = result.modules
     assert "click" in modules  # the probe itself works
     if shell == "zsh":
         lines = result.stdout.splitlines()
@@ -333,21 +478,19 @@ def test_completing_a_command_or_an_option_imports_no_library_code(words: list[s
 
 
 def test_help_of_the_installed_script_imports_no_library_code() -> None:
-    result = subprocess.run(
-        [str(promomail_script()), "--help"],
-        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    modules = {
-        line.rsplit("|", 1)[1].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:") and "imported package" not in line
-    }
-    assert "click" in modules
-    _assert_no_library_code(modules)
+    result = _installed_script(["--help"], env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert "click" in result.modules
+    _assert_no_library_code(result.modules)
+
+
+def test_completing_with_the_installed_script_imports_no_library_code() -> None:
+    """The tests above run the console script's code in a forked child; this is
+    the script itself, as the shell runs it."""
+    for words in ([""], ["pool", "--"]):
+        completion = _complete(words, installed=True)
+        assert completion.values == _complete(words).values
+        _assert_no_library_code(completion.modules)
 
 
 def test_completing_a_pool_id_offers_the_stores_pools(db_url: str, tmp_path: Path) -> None:
