@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from pools import DEFAULT_URL
+from promomail.pools import DEFAULT_URL
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -55,76 +55,82 @@ class LazyCommand(NamedTuple):
 #: commands imports none of them.
 COMMANDS: Mapping[str, LazyCommand] = {
     "db": LazyCommand(
-        "commands.db:db", "Schema migrations (every other command upgrades automatically)."
+        "promomail.commands.db:db",
+        "Schema migrations (every other command upgrades automatically).",
     ),
     "pool": LazyCommand(
-        "commands.pools:pool", "Create, activate, edit, archive, delete, list and show pools."
+        "promomail.commands.pools:pool",
+        "Create, activate, edit, archive, delete, list and show pools.",
     ),
-    "codes": LazyCommand("commands.codes:codes", "Upload, generate, list and void a pool's codes."),
+    "codes": LazyCommand(
+        "promomail.commands.codes:codes", "Upload, generate, list and void a pool's codes."
+    ),
     "imports": LazyCommand(
-        "commands.codes:imports", "A pool's import history: batch, file, format, counts, when."
+        "promomail.commands.codes:imports",
+        "A pool's import history: batch, file, format, counts, when.",
     ),
     "check": LazyCommand(
-        "commands.templates:check",
+        "promomail.commands.templates:check",
         "Syntax, parts, pools and columns of a template; writes nothing.",
     ),
     "preview": LazyCommand(
-        "commands.templates:preview_command",
+        "promomail.commands.templates:preview_command",
         "Render without writing: new codes show as placeholders naming the pool.",
     ),
     "render": LazyCommand(
-        "commands.mailings:render", "Render a mailing, issuing each recipient their codes."
+        "promomail.commands.mailings:render",
+        "Render a mailing, issuing each recipient their codes.",
     ),
     "mailings": LazyCommand(
-        "commands.mailings:mailings",
+        "promomail.commands.mailings:mailings",
         "Every mailing with its recipients, renders, codes and failures.",
     ),
     "mailing": LazyCommand(
-        "commands.mailings:mailing",
+        "promomail.commands.mailings:mailing",
         "One mailing: show it, give back its undelivered codes, or cancel it.",
     ),
     "send": LazyCommand(
-        "commands.delivery:send",
+        "promomail.commands.delivery:send",
         "Send a rendered mailing through an SMTP relay, recording each message's state.",
     ),
     "deliveries": LazyCommand(
-        "commands.delivery:deliveries",
+        "promomail.commands.delivery:deliveries",
         "Each message of a mailing with its delivery state and the last answer about it.",
     ),
     "events": LazyCommand(
-        "commands.delivery:events",
+        "promomail.commands.delivery:events",
         "Delivery events from files: bounce messages and promomail's own JSON Lines.",
     ),
     "customer": LazyCommand(
-        "commands.after_sending:customer",
+        "promomail.commands.after_sending:customer",
         "Every code issued to a customer, and the redemptions of their codes.",
     ),
     "segment": LazyCommand(
-        "commands.after_sending:segment_command",
+        "promomail.commands.after_sending:segment_command",
         "Customers by the codes they were issued or still hold; usable as --recipients.",
     ),
     "redeem": LazyCommand(
-        "commands.after_sending:redeem_command",
+        "promomail.commands.after_sending:redeem_command",
         "Redeem a code at checkout; exit 1 with the reason when refused.",
     ),
     "unredeem": LazyCommand(
-        "commands.after_sending:unredeem_command",
+        "promomail.commands.after_sending:unredeem_command",
         "Undo the redemption of CODE by an order that was cancelled or refunded.",
     ),
     "hold": LazyCommand(
-        "commands.holds:hold_command",
+        "promomail.commands.holds:hold_command",
         "Hold a single-use code for an order while its payment runs; exit 1 when refused.",
     ),
     "release": LazyCommand(
-        "commands.holds:release_command",
+        "promomail.commands.holds:release_command",
         "End an order's hold of a code at once: the payment failed or the cart was abandoned.",
     ),
-    "export": LazyCommand("commands.after_sending:export", "Export records as files."),
+    "export": LazyCommand("promomail.commands.after_sending:export", "Export records as files."),
     "serve": LazyCommand(
-        "commands.service:serve_command",
+        "promomail.commands.service:serve_command",
         "Serve the HTTP API and the preview page until SIGTERM or Ctrl-C.",
     ),
-    "token": LazyCommand("commands.service:token", "Bearer tokens of the HTTP service."),
+    "token": LazyCommand("promomail.commands.service:token", "Bearer tokens of the HTTP service."),
 }
 
 
@@ -319,7 +325,7 @@ class PromomailGroup(click.Group):
         except click.UsageError as exc:
             # The root's own options ("promomail --bogus"); a subcommand's
             # are parsed inside its parent's invoke, below.
-            from commands.errors import one_line
+            from promomail.commands.errors import one_line
 
             raise one_line(exc) from exc
 
@@ -327,19 +333,19 @@ class PromomailGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            from commands.errors import one_line
+            from promomail.commands.errors import one_line
 
             raise one_line(exc) from exc
         except click.ClickException as exc:
-            from commands.output import printable
+            from promomail.commands.output import printable
 
             # An error may quote a value (a refused option, a stored name).
             # click types ``message`` Final, but it is a plain instance attribute.
             vars(exc)["message"] = printable(exc.message)
             raise
         except Exception as exc:
-            from commands.errors import translate_error
-            from commands.state import State
+            from promomail.commands.errors import translate_error
+            from promomail.commands.state import State
 
             state = ctx.obj if isinstance(ctx.obj, State) else None
             # The innermost group answers first: its subcommand ran and knows its options.
@@ -446,7 +452,7 @@ def _load(target: str) -> click.Command:
 @click.pass_context
 def cli(ctx: click.Context, db_url: str) -> None:
     """Mass mailings from Jinja2 templates that hand every recipient a unique promo code."""
-    from commands.state import State
+    from promomail.commands.state import State
 
     ctx.obj = State(db_url)
 
@@ -456,8 +462,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # ``python cli.py``: run the module the commands import (``cli``), not a
+    # ``python cli.py``: run the module the commands import (``promomail.cli``), not a
     # second copy named ``__main__``, so they share one set of group classes.
-    import cli as _self
+    from promomail import cli as _self
 
     _self.main()

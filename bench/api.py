@@ -55,11 +55,11 @@ from benchlib import (
 )
 from sqlalchemy import text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.admin.tokens import create_token
-from pools.choices import FileFormat, Scope
-from pools.codes.imports import Upload, upload_codes
-from pools.store.db import StoreConfig, open_engine
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.admin.tokens import create_token
+from promomail.pools.choices import FileFormat, Scope
+from promomail.pools.codes.imports import Upload, upload_codes
+from promomail.pools.store.db import StoreConfig, open_engine
 
 CLIENT_PROCESSES = 4
 #: A template only the render's time limit stops: comparing two long texts

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, text
 
-from pools.store.db import StoreConfig, is_postgres
+from promomail.pools.store.db import StoreConfig, is_postgres
 
 #: The ``promomail`` command of this interpreter's environment.
 PROMOMAIL = str(Path(sys.executable).with_name("promomail"))

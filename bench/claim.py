@@ -33,12 +33,12 @@ from typing import Any
 from benchlib import CpuMeter, fresh_store, parse_databases, print_table, scratch_folder
 from sqlalchemy import Engine, insert, select, text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.issuing.claiming import claim, reserve, settle
-from pools.store.clock import utcnow
-from pools.store.code_loading import insert_codes
-from pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
-from pools.store.models import Code, CodeStatus, ImportBatch
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.issuing.claiming import claim, reserve, settle
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.code_loading import insert_codes
+from promomail.pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
+from promomail.pools.store.models import Code, CodeStatus, ImportBatch
 
 _FILL_BLOCK = 250_000
 _DEFAULT_SIZES = "10000,1000000,10000000"

@@ -52,15 +52,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.admin.tokens import create_token
-from pools.choices import Scope
-from pools.codes.generation import CodeSpec, generate_codes
-from pools.store.db import StoreConfig, open_engine
-from templating.choices import OutputFormat
-from templating.mailing.outputs import OutputTarget
-from templating.mailing.request import RenderRequest
-from templating.mailing.run import render_mailing
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.admin.tokens import create_token
+from promomail.pools.choices import Scope
+from promomail.pools.codes.generation import CodeSpec, generate_codes
+from promomail.pools.store.db import StoreConfig, open_engine
+from promomail.templating.choices import OutputFormat
+from promomail.templating.mailing.outputs import OutputTarget
+from promomail.templating.mailing.request import RenderRequest
+from promomail.templating.mailing.run import render_mailing
 
 CLIENT_PROCESSES = 4
 ROUTES = ("promomail", "sendgrid")

@@ -32,7 +32,7 @@ from benchlib import (
     scratch_folder,
 )
 
-from pools.codes.generation import CodeSpec
+from promomail.pools.codes.generation import CodeSpec
 
 _WRITE_BLOCK = 100_000
 
@@ -63,8 +63,8 @@ def write_csv_file(path: Path, count: int) -> None:
 
 
 def _prepare(url: str) -> None:
-    from pools.admin.lifecycle import PoolSettings, create_pool
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url))
     try:
@@ -89,8 +89,8 @@ StepResult = tuple[float, float, int, int, float | None]
 
 def upload_step(url: str, path: str, heap: bool) -> StepResult:
     """(seconds, CPU s, accepted, duplicates, Python heap peak MB) of one upload of the file."""
-    from pools.codes.imports import Upload, upload_codes
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.codes.imports import Upload, upload_codes
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url, engine_options=_ONE_CONNECTION))
     try:
@@ -106,8 +106,8 @@ def upload_step(url: str, path: str, heap: bool) -> StepResult:
 
 def generate_step(url: str, count: int, heap: bool) -> StepResult:
     """(seconds, CPU s, generated, 0, Python heap peak MB) of one generation."""
-    from pools.codes.generation import CodeSpec, generate_codes
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.codes.generation import CodeSpec, generate_codes
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url, engine_options=_ONE_CONNECTION))
     try:

@@ -35,12 +35,12 @@ from typing import Any
 from benchlib import fresh_store, parse_databases, print_table, scratch_folder
 from sqlalchemy import Engine, insert, text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
-from pools.store.code_loading import insert_codes
-from pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
-from pools.store.models import ImportBatch
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.code_loading import insert_codes
+from promomail.pools.store.db import StoreConfig, is_postgres, open_engine, write_transaction
+from promomail.pools.store.models import ImportBatch
 
 PROCESSES = 8
 _CLAIM_BATCH = 1_000
@@ -73,8 +73,8 @@ def _redeem_all(
 
     Returns the latencies of each kind of call, and the time the first call started.
     """
-    from pools.after_sending.holds import hold_code
-    from pools.after_sending.redemption import redeem
+    from promomail.pools.after_sending.holds import hold_code
+    from promomail.pools.after_sending.redemption import redeem
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:

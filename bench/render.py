@@ -56,15 +56,15 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.codes.generation import CodeSpec, generate_codes
-from pools.store.db import StoreConfig, is_postgres, open_engine
-from templating.choices import OutputFormat
-from templating.mailing.outputs import OutputTarget
-from templating.mailing.request import RenderRequest
-from templating.mailing.run import render_mailing
-from templating.template.client import Client
-from templating.template.message import MessageTemplate
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.codes.generation import CodeSpec, generate_codes
+from promomail.pools.store.db import StoreConfig, is_postgres, open_engine
+from promomail.templating.choices import OutputFormat
+from promomail.templating.mailing.outputs import OutputTarget
+from promomail.templating.mailing.request import RenderRequest
+from promomail.templating.mailing.run import render_mailing
+from promomail.templating.template.client import Client
+from promomail.templating.template.message import MessageTemplate
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "sample_templates" / "welcome.j2"
 POOL = "welcome"

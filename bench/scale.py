@@ -35,15 +35,15 @@ from claim import fill
 from render import TEMPLATE, bare_render, fill_store, write_recipients
 from sqlalchemy import Engine, text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.codes.generation import CodeSpec
-from pools.codes.imports import Upload, upload_codes
-from pools.issuing.claiming import claim
-from pools.store.db import StoreConfig, open_engine
-from templating.choices import OutputFormat
-from templating.mailing.outputs import OutputTarget
-from templating.mailing.request import RenderRequest
-from templating.mailing.run import render_mailing
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.codes.generation import CodeSpec
+from promomail.pools.codes.imports import Upload, upload_codes
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.db import StoreConfig, open_engine
+from promomail.templating.choices import OutputFormat
+from promomail.templating.mailing.outputs import OutputTarget
+from promomail.templating.mailing.request import RenderRequest
+from promomail.templating.mailing.run import render_mailing
 
 REPO = Path(__file__).resolve().parent.parent
 SHARDS = 4

@@ -42,13 +42,13 @@ from aiosmtpd.controller import Controller
 from benchlib import DATABASES, fresh_store
 from sqlalchemy import Engine, text
 
-from delivery.outgoing import read_output
-from delivery.sending import MemoryLog, send_messages
-from pools import CodeSpec, PoolSettings, create_pool, generate_codes, send_run
-from pools.relay import SmtpRelay
-from pools.store.db import StoreConfig, open_engine
-from templating import OutputTarget, RenderRequest, render_mailing
-from templating.choices import OutputFormat
+from promomail.delivery.outgoing import read_output
+from promomail.delivery.sending import MemoryLog, send_messages
+from promomail.pools import CodeSpec, PoolSettings, create_pool, generate_codes, send_run
+from promomail.pools.relay import SmtpRelay
+from promomail.pools.store.db import StoreConfig, open_engine
+from promomail.templating import OutputTarget, RenderRequest, render_mailing
+from promomail.templating.choices import OutputFormat
 
 MAILING = "bench-send"
 TEMPLATE = (

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import PromomailGroup
-from commands.errors import CommandFailed, misused_options
-from commands.options import recipients_option
-from commands.output import emit_json, json_option, note, plural, print_table, say
-from commands.state import complete_pool_id, get_engine
-from commands.values import LibraryValue
-from pools.choices import SegmentFormat
+from promomail.cli import PromomailGroup
+from promomail.commands.errors import CommandFailed, misused_options
+from promomail.commands.options import recipients_option
+from promomail.commands.output import emit_json, json_option, note, plural, print_table, say
+from promomail.commands.state import complete_pool_id, get_engine
+from promomail.commands.values import LibraryValue
+from promomail.pools.choices import SegmentFormat
 
 if TYPE_CHECKING:
-    from pools import SegmentFilters
+    from promomail.pools import SegmentFilters
 
 
 @click.command("customer")
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @click.pass_context
 def customer(ctx: click.Context, customer_id: str, as_json: bool) -> None:
     """Every code issued to a customer, and the redemptions of their codes."""
-    from pools import customer_history  # not loaded for a redeem
+    from promomail.pools import customer_history  # not loaded for a redeem
 
     history = customer_history(get_engine(ctx, create=False), customer_id)
     if as_json:
@@ -88,7 +88,7 @@ def _returned_cell(returned_at: datetime | None, reason: str | None) -> str | No
 
 
 def _duration(text: str) -> timedelta:
-    from pools import parse_expiring_within
+    from promomail.pools import parse_expiring_within
 
     return parse_expiring_within(text)
 
@@ -169,7 +169,7 @@ def segment_command(
     the pool can still be used, to be shown it again with
     client.last_promocode('POOL').
     """
-    from pools import SegmentError, SegmentFilters, segment, write_segment
+    from promomail.pools import SegmentError, SegmentFilters, segment, write_segment
 
     try:
         filters = SegmentFilters(
@@ -208,7 +208,7 @@ def _segment_rows(
     output_format: str | None,
     as_json: bool,
 ) -> None:
-    from templating import segment_rows_file, write_segment_rows  # not loaded for ids
+    from promomail.templating import segment_rows_file, write_segment_rows  # not loaded for ids
 
     if output_format is not None:
         raise click.UsageError(
@@ -262,7 +262,7 @@ def redeem_command(
     Again with the same --order as an earlier successful redemption, the
     same success is answered ("replayed") and nothing new is recorded.
     """
-    from pools import redeem
+    from promomail.pools import redeem
 
     result = redeem(
         get_engine(ctx), code, customer=customer_id, order=order, pool=pool_id, dry_run=dry_run
@@ -314,7 +314,7 @@ def unredeem_command(
     Without --order, the code's one live redemption made without an order is
     undone (refused when there is none, or more than one).
     """
-    from pools import unredeem
+    from promomail.pools import unredeem
 
     result = unredeem(get_engine(ctx), code, order=order, pool=pool_id)
     if as_json:
@@ -350,7 +350,7 @@ def export_issuances_command(
     ctx: click.Context, pool_id: str | None, mailing_id: str | None, out: str, as_json: bool
 ) -> None:
     """The issuance log (who got which code, when) as CSV."""
-    from pools import export_issuances  # not loaded for a redeem
+    from promomail.pools import export_issuances  # not loaded for a redeem
 
     rows = export_issuances(get_engine(ctx, create=False), out, pool=pool_id, mailing=mailing_id)
     if as_json:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli import PromomailGroup
-from commands.errors import flags_of
-from commands.options import limit_option
-from commands.output import (
+from promomail.cli import PromomailGroup
+from promomail.commands.errors import flags_of
+from promomail.commands.options import limit_option
+from promomail.commands.output import (
     emit_json,
     json_option,
     note,
@@ -23,13 +23,19 @@ from commands.output import (
     summary,
     warn_low_stock,
 )
-from commands.progress import BYTES, progress_bar
-from commands.state import complete_pool_id, get_engine, get_state
-from commands.values import STDIN_NAME
-from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH, CodeState, FileFormat, Whitespace
+from promomail.commands.progress import BYTES, progress_bar
+from promomail.commands.state import complete_pool_id, get_engine, get_state
+from promomail.commands.values import STDIN_NAME
+from promomail.pools.choices import (
+    DEFAULT_ALPHABET,
+    DEFAULT_LENGTH,
+    CodeState,
+    FileFormat,
+    Whitespace,
+)
 
 if TYPE_CHECKING:
-    from pools import CodeEntry, ImportRecord, ImportReport, Upload
+    from promomail.pools import CodeEntry, ImportRecord, ImportReport, Upload
 
 
 @click.group(cls=PromomailGroup)
@@ -39,7 +45,7 @@ def codes() -> None:
 
 def _uploads(paths: Sequence[str], fmt: str | None) -> list[Upload]:
     """Uploads for the named files; ``-`` is stdin."""
-    from pools import Upload
+    from promomail.pools import Upload
 
     return [
         Upload(STDIN_NAME, FileFormat(fmt or FileFormat.TXT), stream=sys.stdin.buffer)
@@ -84,7 +90,13 @@ def codes_upload(
     as_json: bool,
 ) -> None:
     """Load codes from FILEs (or - for stdin) into pool ID, all or nothing."""
-    from pools import ImportRejected, rejected_report, total_size, upload_codes, uploads_document
+    from promomail.pools import (
+        ImportRejected,
+        rejected_report,
+        total_size,
+        upload_codes,
+        uploads_document,
+    )
 
     if files.count("-") > 1:
         raise click.BadParameter("stdin ('-') can be read only once", ctx, param_hint="FILE")
@@ -124,7 +136,7 @@ def codes_upload(
 
 
 def _report_uploads(reports: Sequence[ImportReport], as_json: bool) -> None:
-    from pools import uploads_document
+    from promomail.pools import uploads_document
 
     if as_json:
         emit_json(uploads_document(reports, several=len(reports) > 1))
@@ -180,7 +192,7 @@ def codes_generate(
     as_json: bool,
 ) -> None:
     """Add COUNT secure random codes, unique in pool ID."""
-    from pools import CodeSpec, generate_codes
+    from promomail.pools import CodeSpec, generate_codes
 
     spec = CodeSpec(length=length, alphabet=alphabet, prefix=prefix, check_digit=check_digit)
     engine = get_engine(ctx)
@@ -228,7 +240,7 @@ def codes_list(
     ctx: click.Context, pool_id: str, state: str | None, limit: int, as_json: bool
 ) -> None:
     """A pool's codes with state, customer and times (one JSON array with --json)."""
-    from pools import list_codes
+    from promomail.pools import list_codes
 
     entries = list_codes(
         get_engine(ctx, create=False),
@@ -251,7 +263,7 @@ def codes_list(
 @click.pass_context
 def codes_void(ctx: click.Context, pool_id: str, batch_id: int, as_json: bool) -> None:
     """Withdraw an upload: batch B's never-issued codes become void."""
-    from pools import void_batch
+    from promomail.pools import void_batch
 
     report = void_batch(get_engine(ctx), pool_id, batch_id)
     if as_json:
@@ -302,7 +314,7 @@ def print_imports(history: Sequence[ImportRecord]) -> None:
 @click.pass_context
 def imports(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's import history: batch, file, format, counts, when."""
-    from pools import import_history
+    from promomail.pools import import_history
 
     history = import_history(get_engine(ctx, create=False), pool_id)
     if as_json:

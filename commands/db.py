@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import click
 
-from cli import PromomailGroup
-from commands.output import emit_json, json_option, say
-from commands.state import get_engine
+from promomail.cli import PromomailGroup
+from promomail.commands.output import emit_json, json_option, say
+from promomail.commands.state import get_engine
 
 
 @click.group(cls=PromomailGroup)
@@ -22,7 +22,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context, as_json: bool) -> None:
     """Bring the database schema to the newest revision."""
-    from pools import current_revision, upgrade
+    from promomail.pools import current_revision, upgrade
 
     engine = get_engine(ctx, migrate=False)
     before = current_revision(engine)
@@ -40,7 +40,7 @@ def db_upgrade(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def db_current(ctx: click.Context, as_json: bool) -> None:
     """Show the schema revision of the database and the newest one."""
-    from pools import current_revision, head_revision
+    from promomail.pools import current_revision, head_revision
 
     current = current_revision(get_engine(ctx, migrate=False, create=False))
     head = head_revision()

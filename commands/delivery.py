@@ -12,25 +12,33 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import PromomailGroup
-from commands.errors import CommandFailed
-from commands.options import limit_option
-from commands.output import emit_json, json_option, note, plural, print_table, round_rate, say
-from commands.progress import progress_bar
-from commands.state import get_engine
-from commands.values import LibraryValue
-from pools.choices import DELIVERY_STATUSES
+from promomail.cli import PromomailGroup
+from promomail.commands.errors import CommandFailed
+from promomail.commands.options import limit_option
+from promomail.commands.output import (
+    emit_json,
+    json_option,
+    note,
+    plural,
+    print_table,
+    round_rate,
+    say,
+)
+from promomail.commands.progress import progress_bar
+from promomail.commands.state import get_engine
+from promomail.commands.values import LibraryValue
+from promomail.pools.choices import DELIVERY_STATUSES
 
 if TYPE_CHECKING:
-    from delivery import Outcome, SendSummary
-    from templating import Shard
+    from promomail.delivery import Outcome, SendSummary
+    from promomail.templating import Shard
 
 #: SMTP sessions at most: each holds a thread and, while it records, a store connection.
 MAX_CONNECTIONS = 32
 
 
 def _connections(text: str) -> int:
-    from pools import InvalidSetting
+    from promomail.pools import InvalidSetting
 
     if not text.isascii() or not text.isdigit():
         raise InvalidSetting(f"{text!r} is not a whole number (1 to {MAX_CONNECTIONS})")
@@ -41,7 +49,7 @@ def _connections(text: str) -> int:
 
 
 def _rate(text: str) -> float:
-    from pools import InvalidSetting
+    from promomail.pools import InvalidSetting
 
     try:
         value = float(text)
@@ -53,13 +61,13 @@ def _rate(text: str) -> float:
 
 
 def _shard(text: str) -> Shard:
-    from templating import parse_shard
+    from promomail.templating import parse_shard
 
     return parse_shard(text)
 
 
 def _duration(text: str) -> float:
-    from delivery import parse_duration
+    from promomail.delivery import parse_duration
 
     return parse_duration(text)
 
@@ -131,8 +139,8 @@ def send(
     mailing and shard at a time. Exit 1 when a message is left deferred (run
     again later) or failed.
     """
-    from delivery import read_output, relay_from_environment, send_messages
-    from pools import send_run
+    from promomail.delivery import read_output, relay_from_environment, send_messages
+    from promomail.pools import send_run
 
     # Everything that can be refused is, before anything is recorded or sent.
     relay = relay_from_environment(smtp_url)
@@ -209,7 +217,7 @@ def deliveries(
     ctx: click.Context, mailing_id: str, status: str | None, limit: int | None, as_json: bool
 ) -> None:
     """Each message of a mailing with its delivery state and the last answer about it."""
-    from pools import list_deliveries
+    from promomail.pools import list_deliveries
 
     views = list_deliveries(get_engine(ctx, create=False), mailing_id, status=status, limit=limit)
     if as_json:
@@ -249,8 +257,8 @@ def events_import(
     again changes nothing. Every file item that is not an event is reported
     (file, line or message, reason) and the others are applied; exit 1 then.
     """
-    from delivery import import_event_files
-    from pools import apply_delivery_event
+    from promomail.delivery import import_event_files
+    from promomail.pools import apply_delivery_event
 
     report = import_event_files(
         files, provider, functools.partial(apply_delivery_event, get_engine(ctx))

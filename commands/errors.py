@@ -14,9 +14,9 @@ from typing import IO, Any
 
 import click
 
-from commands.output import plural, printable
-from commands.state import State
-from pools import ImportRejected, NamesSettings, PromomailError, StoreNotFound
+from promomail.commands.output import plural, printable
+from promomail.commands.state import State
+from promomail.pools import ImportRejected, NamesSettings, PromomailError, StoreNotFound
 
 
 class CommandFailed(click.ClickException):
@@ -128,7 +128,7 @@ def translate_error(
         return CommandFailed(f"{exc}; check --db or PROMOMAIL_DB")
     if isinstance(exc, PromomailError):
         if state is not None and state.engine is not None:
-            from pools import told_where
+            from promomail.pools import told_where
 
             return CommandFailed(told_where(exc, state.engine))
         return CommandFailed(str(exc))

@@ -10,16 +10,16 @@ from datetime import timedelta
 
 import click
 
-from commands.errors import CommandFailed
-from commands.output import emit_json, json_option, say
-from commands.state import complete_pool_id, get_engine
-from commands.values import LibraryValue
-from pools.choices import DEFAULT_HOLD
+from promomail.commands.errors import CommandFailed
+from promomail.commands.output import emit_json, json_option, say
+from promomail.commands.state import complete_pool_id, get_engine
+from promomail.commands.values import LibraryValue
+from promomail.pools.choices import DEFAULT_HOLD
 
 
 def _hold_length(text: str) -> timedelta:
     # Imported when a value is parsed: declaring the option imports no store code.
-    from pools import parse_hold_duration
+    from promomail.pools import parse_hold_duration
 
     return parse_hold_duration(text)
 
@@ -65,7 +65,7 @@ def hold_command(
     redemption, by release, or when its time runs out. The same order
     again is a replay that may extend the hold.
     """
-    from pools import hold_code
+    from promomail.pools import hold_code
 
     result = hold_code(
         get_engine(ctx), code, order=order, customer=customer_id, pool=pool_id, length=length
@@ -99,7 +99,7 @@ def release_command(
     ctx: click.Context, code: str, order: str, pool_id: str | None, as_json: bool
 ) -> None:
     """End an order's hold of a code at once: the payment failed or the cart was abandoned."""
-    from pools import release_hold
+    from promomail.pools import release_hold
 
     result = release_hold(get_engine(ctx), code, order=order, pool=pool_id)
     if as_json:

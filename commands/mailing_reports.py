@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from commands.errors import CommandFailed
-from commands.output import (
+from promomail.commands.errors import CommandFailed
+from promomail.commands.output import (
     emit_json,
     note,
     plural,
@@ -21,12 +21,17 @@ from commands.output import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pools import MailingView, ReturnReport
-    from templating import RenderSummary
+    from promomail.pools import MailingView, ReturnReport
+    from promomail.templating import RenderSummary
 
 
 def report_render(result: RenderSummary, as_json: bool, failures_file: str | None) -> None:
-    from templating import duplicates_digest, failed_digest, skipped_digest, write_failures
+    from promomail.templating import (
+        duplicates_digest,
+        failed_digest,
+        skipped_digest,
+        write_failures,
+    )
 
     if as_json:
         emit_json(result.as_dict())

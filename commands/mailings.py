@@ -7,54 +7,59 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import PromomailGroup
-from commands.errors import CommandFailed, misused_options
-from commands.mailing_reports import print_mailing, print_mailings, report_render, report_return
-from commands.options import pairs, recipients_option, template_argument, var_option
-from commands.output import (
+from promomail.cli import PromomailGroup
+from promomail.commands.errors import CommandFailed, misused_options
+from promomail.commands.mailing_reports import (
+    print_mailing,
+    print_mailings,
+    report_render,
+    report_return,
+)
+from promomail.commands.options import pairs, recipients_option, template_argument, var_option
+from promomail.commands.output import (
     emit_json,
     json_option,
     plural,
     stdin_is_terminal,
 )
-from commands.progress import progress_bar
-from commands.state import get_engine, get_state
-from commands.values import LibraryValue
-from pools.choices import DEFAULT_LEASE_SECONDS, EMAIL_COLUMNS, ID_COLUMNS
-from templating.choices import CHUNK_SIZE, MAX_WORKERS, OnExhausted, OutputFormat
+from promomail.commands.progress import progress_bar
+from promomail.commands.state import get_engine, get_state
+from promomail.commands.values import LibraryValue
+from promomail.pools.choices import DEFAULT_LEASE_SECONDS, EMAIL_COLUMNS, ID_COLUMNS
+from promomail.templating.choices import CHUNK_SIZE, MAX_WORKERS, OnExhausted, OutputFormat
 
 if TYPE_CHECKING:
-    from templating import RenderCount, Shard
+    from promomail.templating import RenderCount, Shard
 
 
 # The library's parsers, imported when a value is parsed: declaring the
 # options (``--help``, shell completion) imports neither Jinja2 nor the store.
 def _workers(text: str) -> int:
-    from templating import parse_workers
+    from promomail.templating import parse_workers
 
     return parse_workers(text)
 
 
 def _shard(text: str) -> Shard:
-    from templating import parse_shard
+    from promomail.templating import parse_shard
 
     return parse_shard(text)
 
 
 def _wait(text: str) -> float:
-    from templating import parse_seconds
+    from promomail.templating import parse_seconds
 
     return parse_seconds(text, "--wait", allow_zero=True)
 
 
 def _lease(text: str) -> float:
-    from templating import parse_seconds
+    from promomail.templating import parse_seconds
 
     return parse_seconds(text, "the lease", allow_zero=False)
 
 
 def _chunk_size(text: str) -> int:
-    from templating import parse_chunk_size
+    from promomail.templating import parse_chunk_size
 
     return parse_chunk_size(text)
 
@@ -155,15 +160,15 @@ def render(
     One run per mailing and shard at a time: another one is refused (or,
     with --wait, waited for) naming the run in progress.
     """
-    from pools import InvalidSetting
-    from templating import OutputTarget, Shard
+    from promomail.pools import InvalidSetting
+    from promomail.templating import OutputTarget, Shard
 
     fmt = OutputFormat(output_format)
     if as_json and out is None and fmt is OutputFormat.JSONL:
         raise click.UsageError("--json prints the summary on stdout: give --out for the messages")
     # Jinja2 and the render machinery only for a render: ``mailings`` and
     # ``mailing …`` in this module are store commands.
-    from templating import RenderRequest, failures_target, render_mailing
+    from promomail.templating import RenderRequest, failures_target, render_mailing
 
     if failures_file is not None:
         try:
@@ -212,7 +217,7 @@ def render(
 @click.pass_context
 def mailings(ctx: click.Context, as_json: bool) -> None:
     """Every mailing with its recipients, renders, codes and failures."""
-    from pools import list_mailings
+    from promomail.pools import list_mailings
 
     views = list_mailings(get_engine(ctx, create=False))
     if as_json:
@@ -232,7 +237,7 @@ def mailing() -> None:
 @click.pass_context
 def mailing_show(ctx: click.Context, mailing_id: str, as_json: bool) -> None:
     """A mailing's totals and the runs of its shards."""
-    from pools import show_mailing
+    from promomail.pools import show_mailing
 
     view = show_mailing(get_engine(ctx, create=False), mailing_id)
     if as_json:
@@ -270,7 +275,7 @@ _EMAIL_NAMES = ", ".join(EMAIL_COLUMNS)
 def mailing_return(
     ctx: click.Context, mailing_id: str, recipients_file: str, reason: str | None, as_json: bool
 ) -> None:
-    from templating import return_listed
+    from promomail.templating import return_listed
 
     report_return(
         return_listed(get_engine(ctx), mailing_id, recipients_file, reason=reason), as_json
@@ -292,7 +297,7 @@ def mailing_cancel(
     mailing go back; the others are kept and counted. Asks for confirmation
     on a terminal; without a terminal, --yes is required.
     """
-    from pools import cancel_mailing, show_mailing
+    from promomail.pools import cancel_mailing, show_mailing
 
     engine = get_engine(ctx)
     if not yes:

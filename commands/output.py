@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from pools import LowStockAlert
+    from promomail.pools import LowStockAlert
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -27,14 +27,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 def emit_json(document: Any) -> None:
     """One JSON document on stdout: exact, and with nothing in it a terminal would run."""
     text = json.dumps(document, indent=2, ensure_ascii=False, default=_json_default)
-    from pools import json_for_terminal
+    from promomail.pools import json_for_terminal
 
     click.echo(json_for_terminal(text))
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        from pools.store.clock import iso_seconds
+        from promomail.pools.store.clock import iso_seconds
 
         return iso_seconds(value)
     if isinstance(value, Path):
@@ -49,7 +49,7 @@ def printable(text: str, *, layout: bool = False) -> str:
     :func:`say`, :func:`note`, :func:`cell` (tables and fields) or an
     ``Error:`` line. ``--json`` documents stay exact (:func:`emit_json`).
     """
-    from pools import printable as shown
+    from promomail.pools import printable as shown
 
     return shown(text, layout=layout)
 
@@ -118,7 +118,7 @@ def stdin_is_terminal() -> bool:
 
 def plural(count: int, noun: str) -> str:
     """``1 code``, ``2 codes`` (see :func:`pools.display.counted`)."""
-    from pools import counted
+    from promomail.pools import counted
 
     return counted(count, noun)
 

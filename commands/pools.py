@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli import PromomailGroup
-from commands.codes import print_imports
-from commands.errors import misused_options
-from commands.output import emit_json, json_option, print_fields, print_table, say
-from commands.state import complete_pool_id, get_engine
+from promomail.cli import PromomailGroup
+from promomail.commands.codes import print_imports
+from promomail.commands.errors import misused_options
+from promomail.commands.output import emit_json, json_option, print_fields, print_table, say
+from promomail.commands.state import complete_pool_id, get_engine
 
 if TYPE_CHECKING:
-    from pools import PoolView
+    from promomail.pools import PoolView
 
 
 @click.group(cls=PromomailGroup)
@@ -65,7 +65,7 @@ def pool_create(
     as_json: bool,
 ) -> None:
     """Create a pool named NAME, in status draft unless --activate."""
-    from pools import InvalidSetting, PoolSettings, create_pool
+    from promomail.pools import InvalidSetting, PoolSettings, create_pool
 
     try:
         settings = PoolSettings.from_options(
@@ -93,7 +93,7 @@ def pool_create(
 @click.pass_context
 def pool_activate(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Move a draft pool to active; it then issues codes."""
-    from pools import activate_pool
+    from promomail.pools import activate_pool
 
     view = activate_pool(get_engine(ctx), pool_id)
     _report_pool("Activated", view, as_json)
@@ -141,7 +141,7 @@ def pool_edit(
     as_json: bool,
 ) -> None:
     """Change a pool's settings; mode flags are fixed once the pool is active."""
-    from pools import InvalidSetting, edit_pool, setting_changes
+    from promomail.pools import InvalidSetting, edit_pool, setting_changes
 
     try:
         changes = setting_changes(
@@ -168,7 +168,7 @@ def pool_edit(
 @click.pass_context
 def pool_archive(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Stop a pool issuing codes; its history stays."""
-    from pools import archive_pool
+    from promomail.pools import archive_pool
 
     view = archive_pool(get_engine(ctx), pool_id)
     _report_pool("Archived", view, as_json)
@@ -180,7 +180,7 @@ def pool_archive(ctx: click.Context, pool_id: str, as_json: bool) -> None:
 @click.pass_context
 def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """Delete a pool that never issued a code (otherwise archive it)."""
-    from pools import delete_pool
+    from promomail.pools import delete_pool
 
     delete_pool(get_engine(ctx), pool_id)
     if as_json:
@@ -194,7 +194,7 @@ def pool_delete(ctx: click.Context, pool_id: str, as_json: bool) -> None:
 @click.pass_context
 def pool_list(ctx: click.Context, as_json: bool) -> None:
     """One row per pool with every count: total, then the parts that add up to it."""
-    from pools import PoolCounts, list_pools
+    from promomail.pools import PoolCounts, list_pools
 
     views = list_pools(get_engine(ctx, create=False))
     if as_json:
@@ -224,7 +224,7 @@ _SETTING_LABELS = {
 @click.pass_context
 def pool_show(ctx: click.Context, pool_id: str, as_json: bool) -> None:
     """A pool's settings, counts and import history."""
-    from pools import COUNTS_IDENTITY, import_history, pool_document, show_pool
+    from promomail.pools import COUNTS_IDENTITY, import_history, pool_document, show_pool
 
     engine = get_engine(ctx, create=False)
     if as_json:

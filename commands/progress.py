@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from commands.output import round_rate
+from promomail.commands.output import round_rate
 
 if TYPE_CHECKING:
     from rich.progress import Progress, Task, TaskID

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from cli import PromomailGroup
-from commands.errors import CommandFailed
-from commands.options import recipients_option
-from commands.output import emit_json, json_option, note, print_table, say
-from commands.state import complete_pool_id, get_engine, get_state
-from pools.choices import Scope
+from promomail.cli import PromomailGroup
+from promomail.commands.errors import CommandFailed
+from promomail.commands.options import recipients_option
+from promomail.commands.output import emit_json, json_option, note, print_table, say
+from promomail.commands.state import complete_pool_id, get_engine, get_state
+from promomail.pools.choices import Scope
 
 
 @click.command("serve")
@@ -38,7 +38,7 @@ def serve_command(
     ctx: click.Context, host: str, port: int, templates: str | None, recipients: str | None
 ) -> None:
     """Serve the HTTP API and the preview page until SIGTERM or Ctrl-C."""
-    from service import ServiceConfig, serve
+    from promomail.service import ServiceConfig, serve
 
     config = ServiceConfig(
         get_state(ctx).url,
@@ -77,7 +77,7 @@ def token_create(
     ctx: click.Context, name: str, scope: str, pools: tuple[str, ...], as_json: bool
 ) -> None:
     """Make a token; its secret is printed once and only its hash is kept."""
-    from pools import create_token
+    from promomail.pools import create_token
 
     issued = create_token(get_engine(ctx), name, Scope(scope), pools)
     if as_json:
@@ -93,7 +93,7 @@ def token_create(
 @click.pass_context
 def token_list(ctx: click.Context, as_json: bool) -> None:
     """Every token with its scope, pools and state (never the secret)."""
-    from pools import list_tokens
+    from promomail.pools import list_tokens
 
     infos = list_tokens(get_engine(ctx, create=False))
     if as_json:
@@ -115,7 +115,7 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def token_revoke(ctx: click.Context, name: str, as_json: bool) -> None:
     """Revoke a token: the next request with it is refused."""
-    from pools import revoke_token
+    from promomail.pools import revoke_token
 
     info = revoke_token(get_engine(ctx), name)
     if as_json:

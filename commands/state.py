@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pools import DEFAULT_URL
+from promomail.pools import DEFAULT_URL
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -48,7 +48,7 @@ def get_engine(ctx: click.Context, *, migrate: bool = True, create: bool = True)
     A command that only reads passes ``create=False``: a SQLite store that
     does not exist is then an error naming its path, never a new empty file.
     """
-    from pools import StoreConfig, open_engine
+    from promomail.pools import StoreConfig, open_engine
 
     state = get_state(ctx)
     if state.engine is None:
@@ -67,7 +67,7 @@ def complete_pool_id(
     """
     from click.shell_completion import CompletionItem
 
-    from pools import pool_choices
+    from promomail.pools import pool_choices
 
     url = ctx.find_root().params.get("db_url") or DEFAULT_URL
     return [CompletionItem(pool_id, help=name) for pool_id, name in pool_choices(url, incomplete)]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import click
 
-from commands.errors import CommandFailed
-from commands.options import (
+from promomail.commands.errors import CommandFailed
+from promomail.commands.options import (
     limit_option,
     pairs,
     recipients_option,
     template_argument,
     var_option,
 )
-from commands.output import emit_json, json_option, note, plural, print_table, say
-from commands.state import get_engine
+from promomail.commands.output import emit_json, json_option, note, plural, print_table, say
+from promomail.commands.state import get_engine
 
 
 @click.command("check")
@@ -23,7 +23,7 @@ from commands.state import get_engine
 @click.pass_context
 def check(ctx: click.Context, template: str, recipients: str | None, as_json: bool) -> None:
     """Syntax, parts, pools and columns of a template; writes nothing."""
-    from templating import check_template
+    from promomail.templating import check_template
 
     report = check_template(get_engine(ctx, create=False), template, recipients)
     if as_json:
@@ -78,7 +78,7 @@ def preview_command(
     as_json: bool,
 ) -> None:
     """Render without writing: new codes show as placeholders naming the pool."""
-    from templating import preview, preview_recipients
+    from promomail.templating import preview, preview_recipients
 
     if recipients and recipient_fields:
         raise click.UsageError("give either --recipient KEY=VALUE or --recipients FILE")

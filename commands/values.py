@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pools import PromomailError
+from promomail.pools import PromomailError
 
 STDIN_NAME = "<stdin>"
 

@@ -16,17 +16,17 @@ bounce file does not load the cryptography the webhooks need.
 
 from __future__ import annotations
 
-from pools.lazy_exports import lazy_exports
+from promomail.pools.lazy_exports import lazy_exports
 
 #: Every public name, by the module it lives in: the one table. Public means
 #: used by another package or a front end; the rest stays internal (tests
 #: import it from its module). ``__all__``,
 #: the lookup on first use and the type checkers' stub
-#: (``delivery/__init__.pyi``, written by ``pools.lazy_exports.write_stubs()``)
+#: (``delivery/__init__.pyi``, written by ``promomail.pools.lazy_exports.write_stubs()``)
 #: are made from it.
 EXPORTS: dict[str, tuple[str, ...]] = {
-    "delivery.config": ("WebhookConfig",),
-    "delivery.events": (
+    "promomail.delivery.config": ("WebhookConfig",),
+    "promomail.delivery.events": (
         "DeliveryError",
         "NotConfigured",
         "SnsUnreachable",
@@ -34,13 +34,13 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "UnreadableBody",
         "Unverified",
     ),
-    "delivery.files": ("import_event_files",),
-    "delivery.message": ("build_email", "sender_address"),
-    "delivery.outgoing": ("read_output",),
-    "delivery.providers": ("verify_and_parse",),
-    "delivery.send_records": ("Outcome", "SendSummary"),
-    "delivery.sending": ("parse_duration", "send_messages"),
-    "pools.relay": ("relay_from_environment",),
+    "promomail.delivery.files": ("import_event_files",),
+    "promomail.delivery.message": ("build_email", "sender_address"),
+    "promomail.delivery.outgoing": ("read_output",),
+    "promomail.delivery.providers": ("verify_and_parse",),
+    "promomail.delivery.send_records": ("Outcome", "SendSummary"),
+    "promomail.delivery.sending": ("parse_duration", "send_messages"),
+    "promomail.pools.relay": ("relay_from_environment",),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, EXPORTS, globals())

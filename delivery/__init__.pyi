@@ -1,10 +1,10 @@
-# The public names of delivery, for type checkers: written from EXPORTS in
-# delivery/__init__.py by pools.lazy_exports.write_stubs(); do not edit.
+# The public names of promomail.delivery, for type checkers: written from EXPORTS in
+# the __init__.py of promomail.delivery by promomail.pools.lazy_exports.write_stubs(); do not edit.
 
-from delivery.config import (
+from promomail.delivery.config import (
     WebhookConfig as WebhookConfig,
 )
-from delivery.events import (
+from promomail.delivery.events import (
     DeliveryError as DeliveryError,
     NotConfigured as NotConfigured,
     SnsUnreachable as SnsUnreachable,
@@ -12,28 +12,28 @@ from delivery.events import (
     UnreadableBody as UnreadableBody,
     Unverified as Unverified,
 )
-from delivery.files import (
+from promomail.delivery.files import (
     import_event_files as import_event_files,
 )
-from delivery.message import (
+from promomail.delivery.message import (
     build_email as build_email,
     sender_address as sender_address,
 )
-from delivery.outgoing import (
+from promomail.delivery.outgoing import (
     read_output as read_output,
 )
-from delivery.providers import (
+from promomail.delivery.providers import (
     verify_and_parse as verify_and_parse,
 )
-from delivery.send_records import (
+from promomail.delivery.send_records import (
     Outcome as Outcome,
     SendSummary as SendSummary,
 )
-from delivery.sending import (
+from promomail.delivery.sending import (
     parse_duration as parse_duration,
     send_messages as send_messages,
 )
-from pools.relay import (
+from promomail.pools.relay import (
     relay_from_environment as relay_from_environment,
 )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from delivery.events import MAX_EVENT_ID, MalformedEvent, UnreadableBody, naive_utc
+from promomail.delivery.events import MAX_EVENT_ID, MalformedEvent, UnreadableBody, naive_utc
 
 #: The services cap their webhook bodies at 1 MiB; anything larger is not theirs.
 MAX_BODY = 1024 * 1024

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from pools.errors import InvalidSetting
+from promomail.pools.errors import InvalidSetting
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec

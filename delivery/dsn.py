@@ -22,7 +22,7 @@ from typing import Any
 
 from flufl.bounce import all_failures
 
-from delivery.events import (
+from promomail.delivery.events import (
     DeliveryEvent,
     EventType,
     MalformedEvent,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from pools.errors import PromomailError
+from promomail.pools.errors import PromomailError
 
 #: SPEC 8: a delivery reference is at most 64 characters of this alphabet.
 _REF = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from delivery import dsn, own
-from delivery._reading import load_json
-from delivery.events import DeliveryError, DeliveryEvent
-from pools import Applied, EventOutcome
+from promomail.delivery import dsn, own
+from promomail.delivery._reading import load_json
+from promomail.delivery.events import DeliveryError, DeliveryEvent
+from promomail.pools import Applied, EventOutcome
 
 #: A line of promomail's own form is one small object.
 MAX_LINE_BYTES = 64 * 1024

@@ -14,15 +14,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from delivery._reading import (
+from promomail.delivery._reading import (
     event_id,
     load_json,
     mapping,
     required_text,
     timestamp,
 )
-from delivery.config import WebhookConfig
-from delivery.events import (
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import (
     DeliveryEvent,
     EventBatch,
     EventType,

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 
-from pools.addresses import one_address
+from promomail.pools.addresses import one_address
 
 #: RFC 5322 on disk: CRLF line ends, and bodies 7-bit clean (quoted-printable or
 #: base64 for non-ASCII text) so a file is valid without 8BITMIME. Headers set

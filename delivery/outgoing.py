@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from delivery.message import (
+from promomail.delivery.message import (
     MAILING_HEADER,
     RECIPIENT_HEADER,
     REF_HEADER,
@@ -40,10 +40,10 @@ from delivery.message import (
     ref_headers,
     sender_address,
 )
-from pools.addresses import envelope_address, one_address
-from pools.errors import PromomailError
-from pools.identifiers import describe_unsafe, id_problem
-from pools.sharding import in_shard
+from promomail.pools.addresses import envelope_address, one_address
+from promomail.pools.errors import PromomailError
+from promomail.pools.identifiers import describe_unsafe, id_problem
+from promomail.pools.sharding import in_shard
 
 #: What a subject (one header line) may not hold, as the render's writer refuses it.
 _HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")

@@ -12,9 +12,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from delivery._reading import event_id, join, load_json, mapping, sequence, text, timestamp
-from delivery.config import WebhookConfig
-from delivery.events import (
+from promomail.delivery._reading import (
+    event_id,
+    join,
+    load_json,
+    mapping,
+    sequence,
+    text,
+    timestamp,
+)
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import (
     DeliveryEvent,
     EventBatch,
     EventType,

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from delivery._reading import event_id, load_json, lower_headers, mapping, timestamp
-from delivery.config import WebhookConfig
-from delivery.events import (
+from promomail.delivery._reading import event_id, load_json, lower_headers, mapping, timestamp
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import (
     DeliveryEvent,
     EventBatch,
     EventType,

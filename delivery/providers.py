@@ -6,16 +6,16 @@ import importlib
 from collections.abc import Mapping
 from datetime import datetime
 
-from delivery.config import WebhookConfig
-from delivery.events import EventBatch
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import EventBatch
 
 #: ``POST /api/v1/events/{provider}`` -> the module that verifies and parses it.
 WEBHOOK_PROVIDERS = {
-    "ses": "delivery.ses",
-    "sendgrid": "delivery.sendgrid",
-    "mailgun": "delivery.mailgun",
-    "postmark": "delivery.postmark",
-    "promomail": "delivery.own",
+    "ses": "promomail.delivery.ses",
+    "sendgrid": "promomail.delivery.sendgrid",
+    "mailgun": "promomail.delivery.mailgun",
+    "postmark": "promomail.delivery.postmark",
+    "promomail": "promomail.delivery.own",
 }
 
 

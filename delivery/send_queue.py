@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from delivery.outgoing import OutgoingMessage
+from promomail.delivery.outgoing import OutgoingMessage
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pools.errors import PromomailError
+from promomail.pools.errors import PromomailError
 
 
 class SendState(StrEnum):

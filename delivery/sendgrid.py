@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from delivery._reading import (
+from promomail.delivery._reading import (
     MAX_BODY,
     event_id,
     load_json,
@@ -24,8 +24,8 @@ from delivery._reading import (
     sequence,
     timestamp,
 )
-from delivery.config import WebhookConfig
-from delivery.events import (
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import (
     DeliveryEvent,
     EventBatch,
     EventType,

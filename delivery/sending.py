@@ -35,16 +35,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from delivery.outgoing import OutgoingMessage
-from delivery.send_records import MemoryLog as MemoryLog
-from delivery.send_records import Outcome as Outcome
-from delivery.send_records import SendAborted as SendAborted
-from delivery.send_records import SendLog as SendLog
-from delivery.send_records import SendState as SendState
-from delivery.send_records import SendSummary as SendSummary
-from delivery.smtp_run import _Run
-from pools.errors import InvalidSetting
-from pools.relay import SmtpRelay, tls_context
+from promomail.delivery.outgoing import OutgoingMessage
+from promomail.delivery.send_records import MemoryLog as MemoryLog
+from promomail.delivery.send_records import Outcome as Outcome
+from promomail.delivery.send_records import SendAborted as SendAborted
+from promomail.delivery.send_records import SendLog as SendLog
+from promomail.delivery.send_records import SendState as SendState
+from promomail.delivery.send_records import SendSummary as SendSummary
+from promomail.delivery.smtp_run import _Run
+from promomail.pools.errors import InvalidSetting
+from promomail.pools.relay import SmtpRelay, tls_context
 
 #: How long deferred messages may be retried within one run, at most (a day).
 MAX_RETRY_FOR_S = 86_400.0

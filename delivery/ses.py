@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from delivery._reading import (
+from promomail.delivery._reading import (
     event_id,
     join,
     load_json,
@@ -35,8 +35,8 @@ from delivery._reading import (
     sequence,
     timestamp,
 )
-from delivery.config import WebhookConfig
-from delivery.events import (
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import (
     DeliveryEvent,
     EventBatch,
     EventType,

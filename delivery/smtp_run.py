@@ -12,10 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from delivery.outgoing import OutgoingMessage
-from delivery.send_queue import _Item, _Pace, _Work
-from delivery.send_records import Outcome, SendAborted, SendLog, SendState
-from pools.relay import SmtpRelay
+from promomail.delivery.outgoing import OutgoingMessage
+from promomail.delivery.send_queue import _Item, _Pace, _Work
+from promomail.delivery.send_records import Outcome, SendAborted, SendLog, SendState
+from promomail.pools.relay import SmtpRelay
 
 #: Refs asked of the log at once: one store query per this many messages.
 BATCH = 256

@@ -10,18 +10,23 @@ in ``__init__.pyi``.
 
 from __future__ import annotations
 
-from pools.lazy_exports import lazy_exports
+from promomail.pools.lazy_exports import lazy_exports
 
 #: Every public name, by the module it lives in: the one table. Public means
 #: used by another package or a front end; the rest stays internal (tests
 #: import it from its module). ``__all__``,
 #: the lookup on first use and the type checkers' stub
-#: (``pools/__init__.pyi``, written by ``pools.lazy_exports.write_stubs()``)
+#: (``pools/__init__.pyi``, written by ``promomail.pools.lazy_exports.write_stubs()``)
 #: are made from it.
 EXPORTS: dict[str, tuple[str, ...]] = {
-    "pools.addresses": ("PLAIN_ADDRESS", "ParsedAddresses", "address_header", "one_address"),
-    "pools.admin.completion": ("pool_choices",),
-    "pools.admin.lifecycle": (
+    "promomail.pools.addresses": (
+        "PLAIN_ADDRESS",
+        "ParsedAddresses",
+        "address_header",
+        "one_address",
+    ),
+    "promomail.pools.admin.completion": ("pool_choices",),
+    "promomail.pools.admin.lifecycle": (
         "PoolSettings",
         "PoolView",
         "activate_pool",
@@ -35,36 +40,36 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "setting_changes",
         "show_pool",
     ),
-    "pools.admin.lookup": ("close_ids", "told_where"),
-    "pools.admin.tokens": (
+    "promomail.pools.admin.lookup": ("close_ids", "told_where"),
+    "promomail.pools.admin.tokens": (
         "Principal",
         "authenticate",
         "create_token",
         "list_tokens",
         "revoke_token",
     ),
-    "pools.after_sending.deliveries": ("list_deliveries",),
-    "pools.after_sending.delivery_events": ("EventOutcome", "apply_delivery_event"),
-    "pools.after_sending.event_batches": ("Applied", "EventApplier"),
-    "pools.after_sending.holds": (
+    "promomail.pools.after_sending.deliveries": ("list_deliveries",),
+    "promomail.pools.after_sending.delivery_events": ("EventOutcome", "apply_delivery_event"),
+    "promomail.pools.after_sending.event_batches": ("Applied", "EventApplier"),
+    "promomail.pools.after_sending.holds": (
         "HoldResult",
         "ReleaseResult",
         "hold_code",
         "parse_hold_duration",
         "release_hold",
     ),
-    "pools.after_sending.redemption": ("RedemptionResult", "UNKNOWN_CODE", "redeem"),
-    "pools.after_sending.rollback": ("RollbackResult", "unredeem"),
-    "pools.after_sending.references": ("delivery_ref_key", "message_ref"),
-    "pools.after_sending.returns": (
+    "promomail.pools.after_sending.redemption": ("RedemptionResult", "UNKNOWN_CODE", "redeem"),
+    "promomail.pools.after_sending.rollback": ("RollbackResult", "unredeem"),
+    "promomail.pools.after_sending.references": ("delivery_ref_key", "message_ref"),
+    "promomail.pools.after_sending.returns": (
         "ReturnReport",
         "cancel_mailing",
         "match_addresses",
         "read_return_list",
         "return_codes",
     ),
-    "pools.after_sending.send_runs": ("send_run",),
-    "pools.choices": (
+    "promomail.pools.after_sending.send_runs": ("send_run",),
+    "promomail.pools.choices": (
         "CodeState",
         "DEFAULT_ALPHABET",
         "DEFAULT_HOLD",
@@ -78,9 +83,9 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "SegmentFormat",
         "Whitespace",
     ),
-    "pools.codes.counts": ("COUNTS_IDENTITY", "PoolCounts", "available_count"),
-    "pools.codes.generation": ("CodeSpec", "GenerationReport", "generate_codes"),
-    "pools.codes.imports": (
+    "promomail.pools.codes.counts": ("COUNTS_IDENTITY", "PoolCounts", "available_count"),
+    "promomail.pools.codes.generation": ("CodeSpec", "GenerationReport", "generate_codes"),
+    "promomail.pools.codes.imports": (
         "ImportRecord",
         "ImportReport",
         "Upload",
@@ -91,13 +96,13 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "upload_codes",
         "uploads_document",
     ),
-    "pools.codes.listing": ("CodeEntry", "list_codes"),
-    "pools.codes.notifications": ("LowStockAlert", "check_low_stock"),
-    "pools.codes.voiding": ("VoidReport", "void_batch"),
-    "pools.digests": ("Digest", "digest"),
-    "pools.display": ("counted", "json_for_terminal", "printable", "redact_url"),
-    "pools.documents": ("document_fields",),
-    "pools.errors": (
+    "promomail.pools.codes.listing": ("CodeEntry", "list_codes"),
+    "promomail.pools.codes.notifications": ("LowStockAlert", "check_low_stock"),
+    "promomail.pools.codes.voiding": ("VoidReport", "void_batch"),
+    "promomail.pools.digests": ("Digest", "digest"),
+    "promomail.pools.display": ("counted", "json_for_terminal", "printable", "redact_url"),
+    "promomail.pools.documents": ("document_fields",),
+    "promomail.pools.errors": (
         "DatabaseFailure",
         "ExportError",
         "ImportRejected",
@@ -122,9 +127,9 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "TokenError",
         "UnreadableUpload",
     ),
-    "pools.history.customers": ("customer_history",),
-    "pools.history.export": ("export_issuances",),
-    "pools.history.pages": (
+    "promomail.pools.history.customers": ("customer_history",),
+    "promomail.pools.history.export": ("export_issuances",),
+    "promomail.pools.history.pages": (
         "DEFAULT_LIMIT",
         "MAX_LIMIT",
         "code_pools",
@@ -132,15 +137,15 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "issuance_page",
         "segment_page",
     ),
-    "pools.history.reminders": ("parse_expiring_within",),
-    "pools.history.segments": (
+    "promomail.pools.history.reminders": ("parse_expiring_within",),
+    "promomail.pools.history.segments": (
         "PreparedSegment",
         "SegmentFilters",
         "prepare_segment",
         "segment",
         "write_segment",
     ),
-    "pools.identifiers": (
+    "promomail.pools.identifiers": (
         "MAX_ID_LENGTH",
         "UNSAFE_ID",
         "UNSAFE_VALUE",
@@ -149,7 +154,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "id_problem",
         "value_problem",
     ),
-    "pools.issuing.claiming": (
+    "promomail.pools.issuing.claiming": (
         "Reservation",
         "reclaim_expired",
         "release",
@@ -157,21 +162,21 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "settle",
         "shared_code",
     ),
-    "pools.issuing.holdings": (
+    "promomail.pools.issuing.holdings": (
         "ChunkHoldings",
         "chunk_holdings",
         "has_returns",
         "latest_codes",
         "untouched_pools",
     ),
-    "pools.issuing.leases": (
+    "promomail.pools.issuing.leases": (
         "Lease",
         "LeaseKeeper",
         "acquire_lease",
         "check_lease",
         "release_lease",
     ),
-    "pools.issuing.mailings": (
+    "promomail.pools.issuing.mailings": (
         "Failure",
         "MailingView",
         "RunTotals",
@@ -183,7 +188,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "show_mailing",
         "start_run",
     ),
-    "pools.local_files": (
+    "promomail.pools.local_files": (
         "FileTooLarge",
         "LineTooLong",
         "bounded_lines",
@@ -192,9 +197,9 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "read_text",
         "replaced_whole",
     ),
-    "pools.sharding": ("stable_hash",),
-    "pools.store.clock": ("utcnow",),
-    "pools.store.db": (
+    "promomail.pools.sharding": ("stable_hash",),
+    "promomail.pools.store.clock": ("utcnow",),
+    "promomail.pools.store.db": (
         "StoreConfig",
         "current_revision",
         "head_revision",
@@ -204,10 +209,10 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "store_connection",
         "upgrade",
     ),
-    "pools.store.defaults": ("DEFAULT_URL",),
-    "pools.store.dialect_sql": ("PromoCode",),
-    "pools.store.models": ("PoolStatus",),
-    "pools.tables": (
+    "promomail.pools.store.defaults": ("DEFAULT_URL",),
+    "promomail.pools.store.dialect_sql": ("PromoCode",),
+    "promomail.pools.store.models": ("PoolStatus",),
+    "promomail.pools.tables": (
         "TableError",
         "delimiter_name",
         "describe_columns",

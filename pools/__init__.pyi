@@ -1,16 +1,16 @@
-# The public names of pools, for type checkers: written from EXPORTS in
-# pools/__init__.py by pools.lazy_exports.write_stubs(); do not edit.
+# The public names of promomail.pools, for type checkers: written from EXPORTS in
+# the __init__.py of promomail.pools by promomail.pools.lazy_exports.write_stubs(); do not edit.
 
-from pools.addresses import (
+from promomail.pools.addresses import (
     PLAIN_ADDRESS as PLAIN_ADDRESS,
     ParsedAddresses as ParsedAddresses,
     address_header as address_header,
     one_address as one_address,
 )
-from pools.admin.completion import (
+from promomail.pools.admin.completion import (
     pool_choices as pool_choices,
 )
-from pools.admin.lifecycle import (
+from promomail.pools.admin.lifecycle import (
     PoolSettings as PoolSettings,
     PoolView as PoolView,
     activate_pool as activate_pool,
@@ -24,59 +24,59 @@ from pools.admin.lifecycle import (
     setting_changes as setting_changes,
     show_pool as show_pool,
 )
-from pools.admin.lookup import (
+from promomail.pools.admin.lookup import (
     close_ids as close_ids,
     told_where as told_where,
 )
-from pools.admin.tokens import (
+from promomail.pools.admin.tokens import (
     Principal as Principal,
     authenticate as authenticate,
     create_token as create_token,
     list_tokens as list_tokens,
     revoke_token as revoke_token,
 )
-from pools.after_sending.deliveries import (
+from promomail.pools.after_sending.deliveries import (
     list_deliveries as list_deliveries,
 )
-from pools.after_sending.delivery_events import (
+from promomail.pools.after_sending.delivery_events import (
     EventOutcome as EventOutcome,
     apply_delivery_event as apply_delivery_event,
 )
-from pools.after_sending.event_batches import (
+from promomail.pools.after_sending.event_batches import (
     Applied as Applied,
     EventApplier as EventApplier,
 )
-from pools.after_sending.holds import (
+from promomail.pools.after_sending.holds import (
     HoldResult as HoldResult,
     ReleaseResult as ReleaseResult,
     hold_code as hold_code,
     parse_hold_duration as parse_hold_duration,
     release_hold as release_hold,
 )
-from pools.after_sending.redemption import (
+from promomail.pools.after_sending.redemption import (
     RedemptionResult as RedemptionResult,
     UNKNOWN_CODE as UNKNOWN_CODE,
     redeem as redeem,
 )
-from pools.after_sending.references import (
+from promomail.pools.after_sending.references import (
     delivery_ref_key as delivery_ref_key,
     message_ref as message_ref,
 )
-from pools.after_sending.returns import (
+from promomail.pools.after_sending.returns import (
     ReturnReport as ReturnReport,
     cancel_mailing as cancel_mailing,
     match_addresses as match_addresses,
     read_return_list as read_return_list,
     return_codes as return_codes,
 )
-from pools.after_sending.rollback import (
+from promomail.pools.after_sending.rollback import (
     RollbackResult as RollbackResult,
     unredeem as unredeem,
 )
-from pools.after_sending.send_runs import (
+from promomail.pools.after_sending.send_runs import (
     send_run as send_run,
 )
-from pools.choices import (
+from promomail.pools.choices import (
     CodeState as CodeState,
     DEFAULT_ALPHABET as DEFAULT_ALPHABET,
     DEFAULT_HOLD as DEFAULT_HOLD,
@@ -90,17 +90,17 @@ from pools.choices import (
     SegmentFormat as SegmentFormat,
     Whitespace as Whitespace,
 )
-from pools.codes.counts import (
+from promomail.pools.codes.counts import (
     COUNTS_IDENTITY as COUNTS_IDENTITY,
     PoolCounts as PoolCounts,
     available_count as available_count,
 )
-from pools.codes.generation import (
+from promomail.pools.codes.generation import (
     CodeSpec as CodeSpec,
     GenerationReport as GenerationReport,
     generate_codes as generate_codes,
 )
-from pools.codes.imports import (
+from promomail.pools.codes.imports import (
     ImportRecord as ImportRecord,
     ImportReport as ImportReport,
     Upload as Upload,
@@ -111,32 +111,32 @@ from pools.codes.imports import (
     upload_codes as upload_codes,
     uploads_document as uploads_document,
 )
-from pools.codes.listing import (
+from promomail.pools.codes.listing import (
     CodeEntry as CodeEntry,
     list_codes as list_codes,
 )
-from pools.codes.notifications import (
+from promomail.pools.codes.notifications import (
     LowStockAlert as LowStockAlert,
     check_low_stock as check_low_stock,
 )
-from pools.codes.voiding import (
+from promomail.pools.codes.voiding import (
     VoidReport as VoidReport,
     void_batch as void_batch,
 )
-from pools.digests import (
+from promomail.pools.digests import (
     Digest as Digest,
     digest as digest,
 )
-from pools.display import (
+from promomail.pools.display import (
     counted as counted,
     json_for_terminal as json_for_terminal,
     printable as printable,
     redact_url as redact_url,
 )
-from pools.documents import (
+from promomail.pools.documents import (
     document_fields as document_fields,
 )
-from pools.errors import (
+from promomail.pools.errors import (
     DatabaseFailure as DatabaseFailure,
     ExportError as ExportError,
     ImportRejected as ImportRejected,
@@ -161,13 +161,13 @@ from pools.errors import (
     TokenError as TokenError,
     UnreadableUpload as UnreadableUpload,
 )
-from pools.history.customers import (
+from promomail.pools.history.customers import (
     customer_history as customer_history,
 )
-from pools.history.export import (
+from promomail.pools.history.export import (
     export_issuances as export_issuances,
 )
-from pools.history.pages import (
+from promomail.pools.history.pages import (
     DEFAULT_LIMIT as DEFAULT_LIMIT,
     MAX_LIMIT as MAX_LIMIT,
     code_pools as code_pools,
@@ -175,17 +175,17 @@ from pools.history.pages import (
     issuance_page as issuance_page,
     segment_page as segment_page,
 )
-from pools.history.reminders import (
+from promomail.pools.history.reminders import (
     parse_expiring_within as parse_expiring_within,
 )
-from pools.history.segments import (
+from promomail.pools.history.segments import (
     PreparedSegment as PreparedSegment,
     SegmentFilters as SegmentFilters,
     prepare_segment as prepare_segment,
     segment as segment,
     write_segment as write_segment,
 )
-from pools.identifiers import (
+from promomail.pools.identifiers import (
     MAX_ID_LENGTH as MAX_ID_LENGTH,
     UNSAFE_ID as UNSAFE_ID,
     UNSAFE_VALUE as UNSAFE_VALUE,
@@ -194,7 +194,7 @@ from pools.identifiers import (
     id_problem as id_problem,
     value_problem as value_problem,
 )
-from pools.issuing.claiming import (
+from promomail.pools.issuing.claiming import (
     Reservation as Reservation,
     reclaim_expired as reclaim_expired,
     release as release,
@@ -202,21 +202,21 @@ from pools.issuing.claiming import (
     settle as settle,
     shared_code as shared_code,
 )
-from pools.issuing.holdings import (
+from promomail.pools.issuing.holdings import (
     ChunkHoldings as ChunkHoldings,
     chunk_holdings as chunk_holdings,
     has_returns as has_returns,
     latest_codes as latest_codes,
     untouched_pools as untouched_pools,
 )
-from pools.issuing.leases import (
+from promomail.pools.issuing.leases import (
     Lease as Lease,
     LeaseKeeper as LeaseKeeper,
     acquire_lease as acquire_lease,
     check_lease as check_lease,
     release_lease as release_lease,
 )
-from pools.issuing.mailings import (
+from promomail.pools.issuing.mailings import (
     Failure as Failure,
     MailingView as MailingView,
     RunTotals as RunTotals,
@@ -228,7 +228,7 @@ from pools.issuing.mailings import (
     show_mailing as show_mailing,
     start_run as start_run,
 )
-from pools.local_files import (
+from promomail.pools.local_files import (
     FileTooLarge as FileTooLarge,
     LineTooLong as LineTooLong,
     bounded_lines as bounded_lines,
@@ -237,13 +237,13 @@ from pools.local_files import (
     read_text as read_text,
     replaced_whole as replaced_whole,
 )
-from pools.sharding import (
+from promomail.pools.sharding import (
     stable_hash as stable_hash,
 )
-from pools.store.clock import (
+from promomail.pools.store.clock import (
     utcnow as utcnow,
 )
-from pools.store.db import (
+from promomail.pools.store.db import (
     StoreConfig as StoreConfig,
     current_revision as current_revision,
     head_revision as head_revision,
@@ -253,16 +253,16 @@ from pools.store.db import (
     store_connection as store_connection,
     upgrade as upgrade,
 )
-from pools.store.defaults import (
+from promomail.pools.store.defaults import (
     DEFAULT_URL as DEFAULT_URL,
 )
-from pools.store.dialect_sql import (
+from promomail.pools.store.dialect_sql import (
     PromoCode as PromoCode,
 )
-from pools.store.models import (
+from promomail.pools.store.models import (
     PoolStatus as PoolStatus,
 )
-from pools.tables import (
+from promomail.pools.tables import (
     TableError as TableError,
     delimiter_name as delimiter_name,
     describe_columns as describe_columns,

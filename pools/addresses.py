@@ -16,7 +16,7 @@ from typing import Protocol, cast
 
 import idna
 
-from pools.identifiers import UNSAFE_ID, UNSAFE_VALUE, describe_unsafe
+from promomail.pools.identifiers import UNSAFE_ID, UNSAFE_VALUE, describe_unsafe
 
 #: The plainest addr-spec (dot-atoms of letters, digits and ``._%+-``): the
 #: common case, which the standard parser accepts exactly as written (a test

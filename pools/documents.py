@@ -14,7 +14,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from pools.store.clock import iso_seconds
+from promomail.pools.store.clock import iso_seconds
 
 
 def document_fields(kind: type) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pools.issuing.lease_holder import LeaseHolder
+    from promomail.pools.issuing.lease_holder import LeaseHolder
 
 
 class PromomailError(Exception):
@@ -187,7 +187,7 @@ class ImportRejected(NamesSettings):
         self.total_problems = total_problems
         self.whitespace = whitespace
         # Here, not at the top: every command imports this module, ``--help`` too.
-        from pools.display import counted
+        from promomail.pools.display import counted
 
         first = problems[0]
         more = f" (and {counted(total_problems - 1, 'more problem')})" if total_problems > 1 else ""

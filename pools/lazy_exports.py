@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 #: The packages whose names load on first use.
-PACKAGES = ("pools", "templating", "delivery")
+PACKAGES = ("promomail.pools", "promomail.templating", "promomail.delivery")
 
 
 def lazy_exports(
@@ -45,7 +45,7 @@ def stub_text(package: str, exports: Mapping[str, tuple[str, ...]]) -> str:
     """The ``__init__.pyi`` of ``package``: its table as the imports a type checker reads."""
     lines = [
         f"# The public names of {package}, for type checkers: written from EXPORTS in",
-        f"# {package}/__init__.py by pools.lazy_exports.write_stubs(); do not edit.",
+        f"# the __init__.py of {package} by promomail.pools.lazy_exports.write_stubs(); do not edit.",
         "",
     ]
     for module in sorted(exports):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pools.errors import NamesSettings, PromomailError
+from promomail.pools.errors import NamesSettings, PromomailError
 
 SMTP_URL_ENV = "PROMOMAIL_SMTP_URL"
 SMTP_CA_ENV = "PROMOMAIL_SMTP_CA"

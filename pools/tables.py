@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterator, Sequence
 
-from pools.errors import PromomailError
+from promomail.pools.errors import PromomailError
 
 #: The separators tried, in the order a tie between equal readings is settled.
 DELIMITERS = (",", ";", "\t", "|")

@@ -4,7 +4,7 @@ As thin as the command line: each route parses its input, calls the same
 library functions the command calls, and formats the answer.
 """
 
-from service.app import ServiceConfig, create_app
-from service.server import serve
+from promomail.service.app import ServiceConfig, create_app
+from promomail.service.server import serve
 
 __all__ = ["ServiceConfig", "create_app", "serve"]

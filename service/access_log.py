@@ -14,7 +14,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pools import printable
+from promomail.pools import printable
 
 log = logging.getLogger("promomail.access")
 

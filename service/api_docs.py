@@ -16,9 +16,9 @@ from pathlib import Path
 
 from fastapi.responses import FileResponse, HTMLResponse
 
-from service.auth import Open, ScopedRouter
-from service.problems import Problem
-from service.routes_meta import OPENAPI_URL
+from promomail.service.auth import Open, ScopedRouter
+from promomail.service.problems import Problem
+from promomail.service.routes_meta import OPENAPI_URL
 
 DOCS_URL = "/api/docs"
 STATIC = Path(__file__).with_name("static")

@@ -25,20 +25,20 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
-from delivery import WebhookConfig
-from pools import EventApplier, StoreConfig, open_engine
-from service import api_docs, preview, problems
-from service.access_log import AccessLog
-from service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
-from service.bodies import BodyLimit
-from service.hosts import HostCheck, HostRule
-from service.links import add_links
-from service.routes_events import router as events_router
-from service.routes_meta import router as meta_router
-from service.routes_people import router as people_router
-from service.routes_pools import router as pools_router
-from service.routes_redeem import router as redeem_router
-from templating import TemplateProcesses
+from promomail.delivery import WebhookConfig
+from promomail.pools import EventApplier, StoreConfig, open_engine
+from promomail.service import api_docs, preview, problems
+from promomail.service.access_log import AccessLog
+from promomail.service.auth import SECURITY_SCHEMES, ScopedRoute, ScopedRouter
+from promomail.service.bodies import BodyLimit
+from promomail.service.hosts import HostCheck, HostRule
+from promomail.service.links import add_links
+from promomail.service.routes_events import router as events_router
+from promomail.service.routes_meta import router as meta_router
+from promomail.service.routes_people import router as people_router
+from promomail.service.routes_pools import router as pools_router
+from promomail.service.routes_redeem import router as redeem_router
+from promomail.templating import TemplateProcesses
 
 #: Worker threads for store calls, and connections in each process's pool.
 THREADS = 32

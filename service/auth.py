@@ -24,9 +24,9 @@ from fastapi.routing import APIRoute, APIRouter
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from pools import PoolNotFound, Principal, Scope, authenticate, close_ids
-from service.bodies import is_json, unsupported
-from service.problems import Problem
+from promomail.pools import PoolNotFound, Principal, Scope, authenticate, close_ids
+from promomail.service.bodies import is_json, unsupported
+from promomail.service.problems import Problem
 
 #: Cookie of the preview page on a non-loopback address: the token itself, HttpOnly.
 PREVIEW_COOKIE = "promomail_token"

@@ -16,7 +16,7 @@ import anyio.from_thread
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import Problem
+from promomail.service.problems import Problem
 
 MIB = 1024 * 1024
 #: About two million codes; larger files go in several requests or through the CLI.

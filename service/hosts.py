@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.preview import is_loopback
-from service.problems import Problem
+from promomail.service.preview import is_loopback
+from promomail.service.problems import Problem
 
 #: The names a local client reaches a loopback server by, whatever address it listens on.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")

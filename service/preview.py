@@ -34,10 +34,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Engine
 
-from pools import DatabaseFailure, PromomailError, authenticate
-from service.auth import PREVIEW_COOKIE, LoginRequired, Open, ScopedRouter, engine_of
-from service.schemas import NO_NUL
-from templating import (
+from promomail.pools import DatabaseFailure, PromomailError, authenticate
+from promomail.service.auth import PREVIEW_COOKIE, LoginRequired, Open, ScopedRouter, engine_of
+from promomail.service.schemas import NO_NUL
+from promomail.templating import (
     CheckReport,
     Preview,
     Recipient,
@@ -70,7 +70,7 @@ BUSY = "the server is busy with other previews; try again in a moment"
 
 router = ScopedRouter(tags=["preview"])
 _pages = Environment(
-    loader=PackageLoader("service", "templates"),
+    loader=PackageLoader("promomail.service", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,

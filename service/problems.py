@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from pools import (
+from promomail.pools import (
     DatabaseFailure,
     ImportRejected,
     InvalidCursor,
@@ -37,8 +37,8 @@ from pools import (
     UnreadableUpload,
     counted,
 )
-from pools.identifiers import PATTERN_WORDS, POOL_NAME_PATTERN
-from templating import InvalidTemplate, RecipientError, RenderLimitExceeded
+from promomail.pools.identifiers import PATTERN_WORDS, POOL_NAME_PATTERN
+from promomail.templating import InvalidTemplate, RecipientError, RenderLimitExceeded
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("promomail.service")

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 from fastapi import Path, Request
 
-from delivery import (
+from promomail.delivery import (
     DeliveryError,
     NotConfigured,
     SnsUnreachable,
@@ -34,11 +34,11 @@ from delivery import (
     WebhookConfig,
     verify_and_parse,
 )
-from pools import EventApplier, ReplayedRequest, Scope
-from service.auth import Open, ScopedRouter
-from service.bodies import is_json, unsupported
-from service.problems import Problem, problem_responses
-from service.schemas import OWN_EVENTS_SCHEMA, EventsAppliedDoc
+from promomail.pools import EventApplier, ReplayedRequest, Scope
+from promomail.service.auth import Open, ScopedRouter
+from promomail.service.bodies import is_json, unsupported
+from promomail.service.problems import Problem, problem_responses
+from promomail.service.schemas import OWN_EVENTS_SCHEMA, EventsAppliedDoc
 
 router = ScopedRouter(prefix="/api/v1", tags=["delivery events"])
 

@@ -9,10 +9,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from pools import StoreError, store_connection
-from service.auth import Open, ScopedRouter, engine_of
-from service.problems import Problem, problem_responses
-from service.schemas import HealthDoc
+from promomail.pools import StoreError, store_connection
+from promomail.service.auth import Open, ScopedRouter, engine_of
+from promomail.service.problems import Problem, problem_responses
+from promomail.service.schemas import HealthDoc
 
 router = ScopedRouter(tags=["service"])
 OPENAPI_URL = "/api/v1/openapi.json"

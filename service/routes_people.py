@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Path, Query, Request
 from pydantic import BeforeValidator, Field
 
-from pools import (
+from promomail.pools import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Scope,
@@ -20,16 +20,16 @@ from pools import (
     segment_page,
     show_mailing,
 )
-from pools.identifiers import (
+from promomail.pools.identifiers import (
     CURSOR_PATTERN,
     EXPIRY_WINDOW_PATTERN,
     MAX_CURSOR_LENGTH,
     MAX_POOL_ID_LENGTH,
     POOL_ID_PATTERN,
 )
-from service.auth import ScopedRouter, engine_of, pools_filter, principal
-from service.problems import problem_responses
-from service.schemas import (
+from promomail.service.auth import ScopedRouter, engine_of, pools_filter, principal
+from promomail.service.problems import problem_responses
+from promomail.service.schemas import (
     INT32,
     NO_NUL,
     CustomerPageDoc,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import Path, Query, Request, Response
 
-from pools import (
+from promomail.pools import (
     CodeSpec,
     FileFormat,
     ImportRejected,
@@ -32,11 +32,11 @@ from pools import (
     upload_codes,
     void_batch,
 )
-from pools.identifiers import MAX_POOL_ID_LENGTH, POOL_ID_PATTERN
-from service.auth import ScopedRouter, engine_of, principal, visible_pool
-from service.bodies import StreamReader, media_type, unsupported
-from service.problems import Problem, problem_responses
-from service.schemas import (
+from promomail.pools.identifiers import MAX_POOL_ID_LENGTH, POOL_ID_PATTERN
+from promomail.service.auth import ScopedRouter, engine_of, principal, visible_pool
+from promomail.service.bodies import StreamReader, media_type, unsupported
+from promomail.service.problems import Problem, problem_responses
+from promomail.service.schemas import (
     NO_NUL,
     GenerateRequest,
     GenerationDoc,

@@ -21,7 +21,7 @@ from fastapi import Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from pools import (
+from promomail.pools import (
     UNKNOWN_CODE,
     HoldResult,
     Principal,
@@ -34,10 +34,10 @@ from pools import (
     release_hold,
     unredeem,
 )
-from pools.identifiers import MAX_ID_LENGTH, MAX_POOL_ID_LENGTH, POOL_ID_PATTERN
-from service.auth import ScopedRouter, engine_of, principal
-from service.problems import Problem, problem_responses
-from service.schemas import (
+from promomail.pools.identifiers import MAX_ID_LENGTH, MAX_POOL_ID_LENGTH, POOL_ID_PATTERN
+from promomail.service.auth import ScopedRouter, engine_of, principal
+from promomail.service.problems import Problem, problem_responses
+from promomail.service.schemas import (
     NO_NUL,
     HoldDoc,
     HoldRequest,

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from pools import (
+from promomail.pools import (
     DEFAULT_ALPHABET,
     DEFAULT_HOLD,
     DEFAULT_LENGTH,
@@ -41,9 +41,9 @@ from pools import (
     VoidReport,
     document_fields,
 )
-from pools.admin.lifecycle import MAX_PER_CUSTOMER
-from pools.after_sending.holds import MAX_HOLD, MIN_HOLD
-from pools.identifiers import (
+from promomail.pools.admin.lifecycle import MAX_PER_CUSTOMER
+from promomail.pools.after_sending.holds import MAX_HOLD, MIN_HOLD
+from promomail.pools.identifiers import (
     MAX_ID_LENGTH,
     MAX_POOL_ID_LENGTH,
     MAX_POOL_NAME_LENGTH,
@@ -53,7 +53,7 @@ from pools.identifiers import (
     POOL_NAME_PATTERN,
     SLUGGABLE_NAME_PATTERN,
 )
-from pools.store.models import CODE_MAX_LENGTH
+from promomail.pools.store.models import CODE_MAX_LENGTH
 
 #: PostgreSQL text cannot hold NUL; every text the API takes leaves it out.
 NO_NUL = r"^[^\x00]*$"

@@ -17,9 +17,9 @@ from types import FrameType
 
 import uvicorn
 
-from pools import redact_url
-from service.api_docs import DOCS_URL
-from service.app import ServiceConfig, create_app
+from promomail.pools import redact_url
+from promomail.service.api_docs import DOCS_URL
+from promomail.service.app import ServiceConfig, create_app
 
 GRACE_SECONDS = 10
 

@@ -1,65 +1,65 @@
-# The public names of templating, for type checkers: written from EXPORTS in
-# templating/__init__.py by pools.lazy_exports.write_stubs(); do not edit.
+# The public names of promomail.templating, for type checkers: written from EXPORTS in
+# the __init__.py of promomail.templating by promomail.pools.lazy_exports.write_stubs(); do not edit.
 
-from templating.choices import (
+from promomail.templating.choices import (
     CHUNK_SIZE as CHUNK_SIZE,
     MAX_WORKERS as MAX_WORKERS,
     OnExhausted as OnExhausted,
     OutputFormat as OutputFormat,
 )
-from templating.errors import (
+from promomail.templating.errors import (
     InvalidTemplate as InvalidTemplate,
     RecipientError as RecipientError,
     RenderLimitExceeded as RenderLimitExceeded,
 )
-from templating.mailing.checking import (
+from promomail.templating.mailing.checking import (
     CheckReport as CheckReport,
     Preview as Preview,
     check_template as check_template,
     preview as preview,
     preview_recipients as preview_recipients,
 )
-from templating.mailing.isolated import (
+from promomail.templating.mailing.isolated import (
     TemplateProcesses as TemplateProcesses,
 )
-from templating.mailing.options import (
+from promomail.templating.mailing.options import (
     parse_chunk_size as parse_chunk_size,
     parse_seconds as parse_seconds,
     parse_shard as parse_shard,
     parse_workers as parse_workers,
 )
-from templating.mailing.outputs import (
+from promomail.templating.mailing.outputs import (
     OutputTarget as OutputTarget,
 )
-from templating.mailing.recipient_rows import (
+from promomail.templating.mailing.recipient_rows import (
     Recipient as Recipient,
 )
-from templating.mailing.recipients import (
+from promomail.templating.mailing.recipients import (
     read_recipients as read_recipients,
 )
-from templating.mailing.request import (
+from promomail.templating.mailing.request import (
     RenderCount as RenderCount,
     RenderRequest as RenderRequest,
     RenderSummary as RenderSummary,
 )
-from templating.mailing.returns import (
+from promomail.templating.mailing.returns import (
     return_listed as return_listed,
 )
-from templating.mailing.run import (
+from promomail.templating.mailing.run import (
     render_mailing as render_mailing,
 )
-from templating.mailing.segment_rows import (
+from promomail.templating.mailing.segment_rows import (
     segment_rows_file as segment_rows_file,
     write_segment_rows as write_segment_rows,
 )
-from templating.mailing.setbacks import (
+from promomail.templating.mailing.setbacks import (
     duplicates_digest as duplicates_digest,
     failed_digest as failed_digest,
     failures_target as failures_target,
     skipped_digest as skipped_digest,
     write_failures as write_failures,
 )
-from templating.mailing.shards import (
+from promomail.templating.mailing.shards import (
     Shard as Shard,
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pools import PromomailError
+from promomail.pools import PromomailError
 
 
 class InvalidTemplate(PromomailError):

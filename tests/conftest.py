@@ -24,8 +24,8 @@ from hypothesis import settings
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
-from pools.after_sending.references import REF_KEY
-from pools.store.db import StoreConfig, open_engine, sqlite_file
+from promomail.pools.after_sending.references import REF_KEY
+from promomail.pools.store.db import StoreConfig, open_engine, sqlite_file
 
 # CI explores the same examples every run, so a red build always means a
 # change broke something; local runs keep exploring new ones.

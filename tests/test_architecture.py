@@ -11,15 +11,45 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from collections.abc import Iterator
+from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 
-import pools
-import templating
+from promomail import pools, templating
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+#: The one import package the folders of the tree make (pyproject.toml's package-dir).
+PACKAGE = "promomail"
+
+
+class _AsInTheTree(ast.NodeTransformer):
+    """Imports of the package, named as the tree's folders name them:
+    ``promomail.pools.errors`` is ``pools.errors``, ``from promomail import cli``
+    imports ``cli``."""
+
+    def visit_Import(self, node: ast.Import) -> ast.Import:
+        for alias in node.names:
+            alias.name = alias.name.removeprefix(f"{PACKAGE}.")
+        return node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.Import | ast.ImportFrom:
+        if node.level or not node.module:
+            return node
+        if node.module == PACKAGE:
+            return ast.Import(names=node.names)
+        node.module = node.module.removeprefix(f"{PACKAGE}.")
+        return node
+
+
+def _parse(path: Path) -> ast.Module:
+    tree = ast.parse(path.read_bytes())
+    _AsInTheTree().visit(tree)  # in place: the module node stays
+    return tree
 
 
 def _modules(*where: str) -> Iterator[Path]:
@@ -30,14 +60,18 @@ def _modules(*where: str) -> Iterator[Path]:
 
 #: Where each public name of a package lives: ``from pools import X`` imports X's module.
 HOMES = {
-    package: {name: module for module, names in exports.items() for name in names}
+    package: {
+        name: module.removeprefix("promomail.")
+        for module, names in exports.items()
+        for name in names
+    }
     for package, exports in (("pools", pools.EXPORTS), ("templating", templating.EXPORTS))
 }
 
 
 def _imports(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -137,11 +171,11 @@ def test_templating_reaches_the_store_through_its_public_names() -> None:
 def _from_modules(path: Path) -> set[str]:
     return {
         node.module
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for node in ast.walk(_parse(path))
         if isinstance(node, ast.ImportFrom) and node.module and not node.level
     } | {
         alias.name
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for node in ast.walk(_parse(path))
         if isinstance(node, ast.Import)
         for alias in node.names
     }
@@ -159,7 +193,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 
 def _flag_mentions(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _parse(path)
     skip = _docstrings(tree)
     return [
         f"{path.name}:{node.lineno}: {node.value!r}"
@@ -207,7 +241,7 @@ def _import_graph(root: Path, where: tuple[str, ...]) -> dict[str, set[str]]:
     }
     graph: dict[str, set[str]] = {name: set() for name in paths}
     for name, path in paths.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(_parse(path)):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -316,3 +350,58 @@ def test_test_modules_share_helpers_only_through_support() -> None:
         for path in _modules("tests")
     }
     assert {path: names for path, names in offending.items() if names} == {}
+
+
+# ---------------------------------------------------------------------------
+# One import package
+# ---------------------------------------------------------------------------
+
+#: The package's parts, each a folder (or cli.py) at the top of the tree.
+SUBPACKAGES = ("cli", "commands", "delivery", "pools", "service", "templating")
+
+
+def _bare_imports(path: Path) -> list[str]:
+    """The imports of ``path`` that name a part of the package without ``promomail.``."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return sorted(name for name in names if name.split(".")[0] in SUBPACKAGES)
+
+
+def test_every_import_of_the_package_names_promomail() -> None:
+    """``import pools`` works only from the root of a checkout; installed, the
+    package is ``promomail.pools``."""
+    bare = {
+        str(path.relative_to(ROOT)): found
+        for path in _modules(*LIBRARY, "tests", "bench")
+        if (found := _bare_imports(path))
+    }
+    assert bare == {}
+
+
+def test_the_bare_import_check_sees_one(tmp_path: Path) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text("from promomail.pools import errors\nimport pools.store\n")
+    assert _bare_imports(module) == ["pools.store"]
+
+
+def test_the_distribution_installs_promomail_alone() -> None:
+    """No generic top-level name (``cli``, ``pools``, ``service``…) in a user's
+    environment: one import package, whose parts are the folders of the tree."""
+    top_level = distribution("promomail").read_text("top_level.txt") or ""
+    assert top_level.split() == [PACKAGE]
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]
+    assert setuptools["package-dir"] == {PACKAGE: "."}
+    assert "py-modules" not in setuptools
+    in_tree = {PACKAGE} | {
+        ".".join((PACKAGE, *init.parent.relative_to(ROOT).parts))
+        for part in SUBPACKAGES
+        if (ROOT / part).is_dir()
+        for init in (ROOT / part).rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == in_tree  # a new subpackage is listed

@@ -32,15 +32,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from pools.issuing.mailings import show_mailing
-from templating.choices import OutputFormat
-from templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
-from templating.mailing.pipeline import WorkerJob, render_slice
-from templating.mailing.planning import plan_render
-from templating.mailing.recipients import RecipientSlice
-from templating.mailing.sources import ChunkCodes
-from templating.mailing.stopping import StopWhenOrphaned
-from templating.mailing.store_helper import HelperTask, start_store_helper
+from promomail.pools.issuing.mailings import show_mailing
+from promomail.templating.choices import OutputFormat
+from promomail.templating.mailing.chunks import ChunkRenderer, Prepared, RenderedChunk
+from promomail.templating.mailing.pipeline import WorkerJob, render_slice
+from promomail.templating.mailing.planning import plan_render
+from promomail.templating.mailing.recipients import RecipientSlice
+from promomail.templating.mailing.sources import ChunkCodes
+from promomail.templating.mailing.stopping import StopWhenOrphaned
+from promomail.templating.mailing.store_helper import HelperTask, start_store_helper
 from tests.support import cli_helpers
 from tests.support.cli_helpers import promomail_command
 from tests.support.invariants import (

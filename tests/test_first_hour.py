@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from pools import StoreConfig, open_engine
+from promomail.pools import StoreConfig, open_engine
 from tests.support.cli_helpers import invoke, promomail_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,7 +188,9 @@ def test_a_command_that_writes_still_creates_the_store(tmp_path: Path) -> None:
 def test_the_library_refuses_a_missing_store_only_when_asked_not_to_create(
     tmp_path: Path,
 ) -> None:
-    from pools import StoreNotFound  # imported here: on a tree without it, this test fails alone
+    from promomail.pools import (
+        StoreNotFound,  # imported here: on a tree without it, this test fails alone
+    )
 
     url = f"sqlite:///{tmp_path / 'nope.db'}"
     with pytest.raises(StoreNotFound, match=re.escape(str(tmp_path / "nope.db"))):

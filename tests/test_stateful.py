@@ -40,17 +40,17 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, text
 
-from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool
-from pools.after_sending.checkout import held_elsewhere_reason
-from pools.after_sending.holds import MULTI_USE_NEEDS_NO_HOLD, hold_code, release_hold
-from pools.after_sending.redemption import ALREADY_REDEEMED, redeem
-from pools.after_sending.returns import cancel_mailing, return_codes
-from pools.after_sending.rollback import unredeem
-from pools.choices import FileFormat
-from pools.codes.counts import pool_counts
-from pools.codes.imports import Upload, upload_codes
-from pools.codes.voiding import void_batch
-from pools.errors import (
+from promomail.pools.admin.lifecycle import PoolSettings, archive_pool, create_pool
+from promomail.pools.after_sending.checkout import held_elsewhere_reason
+from promomail.pools.after_sending.holds import MULTI_USE_NEEDS_NO_HOLD, hold_code, release_hold
+from promomail.pools.after_sending.redemption import ALREADY_REDEEMED, redeem
+from promomail.pools.after_sending.returns import cancel_mailing, return_codes
+from promomail.pools.after_sending.rollback import unredeem
+from promomail.pools.choices import FileFormat
+from promomail.pools.codes.counts import pool_counts
+from promomail.pools.codes.imports import Upload, upload_codes
+from promomail.pools.codes.voiding import void_batch
+from promomail.pools.errors import (
     ImportRejected,
     MailingNotFound,
     PoolError,
@@ -58,12 +58,12 @@ from pools.errors import (
     PromomailError,
     RedemptionNotFound,
 )
-from pools.store.clock import utcnow
-from templating.choices import OnExhausted, OutputFormat
-from templating.errors import InvalidTemplate, RecipientError
-from templating.mailing.outputs import OutputTarget
-from templating.mailing.request import RenderRequest
-from templating.mailing.run import render_mailing
+from promomail.pools.store.clock import utcnow
+from promomail.templating.choices import OnExhausted, OutputFormat
+from promomail.templating.errors import InvalidTemplate, RecipientError
+from promomail.templating.mailing.outputs import OutputTarget
+from promomail.templating.mailing.request import RenderRequest
+from promomail.templating.mailing.run import render_mailing
 from tests.support.invariants import check_invariants, check_no_reservations, live_holds
 from tests.support.render_helpers import full_snapshot
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import make_url, select
 
-from pools.errors import PromomailError
-from pools.store.db import StoreConfig, open_engine, read_transaction
-from pools.store.models import Pool
+from promomail.pools.errors import PromomailError
+from promomail.pools.store.db import StoreConfig, open_engine, read_transaction
+from promomail.pools.store.models import Pool
 
 #: Ids offered at most: a shell shows them all, and more are no help.
 MAX_OFFERED = 200

@@ -11,14 +11,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
-from pools.admin.lookup import unknown_pool
-from pools.codes.counts import PoolCounts, pool_counts
-from pools.codes.webhooks import TargetRefused, check_webhook_url
-from pools.errors import InvalidPoolSetting, PoolError, SettingLocked
-from pools.identifiers import NOTIFY_EMAIL, NOTIFY_URL, POOL_ID, SLUGGABLE_NAME, is_blank
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction, write_transaction
-from pools.store.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
+from promomail.pools.admin.lookup import unknown_pool
+from promomail.pools.codes.counts import PoolCounts, pool_counts
+from promomail.pools.codes.webhooks import TargetRefused, check_webhook_url
+from promomail.pools.errors import InvalidPoolSetting, PoolError, SettingLocked
+from promomail.pools.identifiers import NOTIFY_EMAIL, NOTIFY_URL, POOL_ID, SLUGGABLE_NAME, is_blank
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import read_transaction, write_transaction
+from promomail.pools.store.models import Code, CodeStatus, ImportBatch, Issuance, Pool, PoolStatus
 
 #: The most codes a per-customer pool hands one customer.
 MAX_PER_CUSTOMER = 100

@@ -13,9 +13,9 @@ from collections.abc import Collection
 
 from sqlalchemy import Connection, Engine, select
 
-from pools.errors import MailingNotFound, PoolNotFound
-from pools.store.db import store_location
-from pools.store.models import Mailing, Pool
+from promomail.pools.errors import MailingNotFound, PoolNotFound
+from promomail.pools.store.db import store_location
+from promomail.pools.store.models import Mailing, Pool
 
 #: Ids compared at most: pools and mailings are made by people, this is far
 #: beyond a real store, and it bounds the work of one refusal.

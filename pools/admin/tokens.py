@@ -31,12 +31,17 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from pools.admin.lookup import unknown_pool
-from pools.choices import Scope
-from pools.errors import TokenError, TokenNotFound
-from pools.store.clock import iso_seconds, utcnow
-from pools.store.db import is_postgres, read_transaction, store_connection, write_transaction
-from pools.store.models import Pool, ServiceToken
+from promomail.pools.admin.lookup import unknown_pool
+from promomail.pools.choices import Scope
+from promomail.pools.errors import TokenError, TokenNotFound
+from promomail.pools.store.clock import iso_seconds, utcnow
+from promomail.pools.store.db import (
+    is_postgres,
+    read_transaction,
+    store_connection,
+    write_transaction,
+)
+from promomail.pools.store.models import Pool, ServiceToken
 
 #: Marks promomail secrets, so a leaked one is recognisable in logs and scanners.
 TOKEN_PREFIX = "pm_"

@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
-from pools.admin.lookup import unknown_pool
-from pools.errors import did_you_mean
-from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool, PoolStatus
+from promomail.pools.admin.lookup import unknown_pool
+from promomail.pools.errors import did_you_mean
+from promomail.pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool, PoolStatus
 
 UNKNOWN_CODE = "unknown code"
 ALREADY_REDEEMED = "already redeemed"

@@ -56,15 +56,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pools.admin.lookup import unknown_mailing
-from pools.after_sending.message_returns import return_messages
-from pools.after_sending.returns import _count
-from pools.choices import DeliveryStatus
-from pools.errors import InvalidSetting
-from pools.store.clock import iso_seconds, utcnow
-from pools.store.db import is_postgres, read_transaction, write_transaction
-from pools.store.models import Delivery, Mailing
-from pools.store.row_sets import RowSet, one_of, per_dialect
+from promomail.pools.admin.lookup import unknown_mailing
+from promomail.pools.after_sending.message_returns import return_messages
+from promomail.pools.after_sending.returns import _count
+from promomail.pools.choices import DeliveryStatus
+from promomail.pools.errors import InvalidSetting
+from promomail.pools.store.clock import iso_seconds, utcnow
+from promomail.pools.store.db import is_postgres, read_transaction, write_transaction
+from promomail.pools.store.models import Delivery, Mailing
+from promomail.pools.store.row_sets import RowSet, one_of, per_dialect
 
 SendState = Literal["sent", "deferred", "failed"]
 

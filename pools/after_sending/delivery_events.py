@@ -21,19 +21,19 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, Engine, String, bindparam, delete, select, update
 
-from pools.after_sending.deliveries import (
+from promomail.pools.after_sending.deliveries import (
     ANSWER_MAX,
     OPEN_STATES,
     give_back,
     insert_if_new,
     insert_statement,
 )
-from pools.choices import DeliveryStatus
-from pools.errors import InvalidSetting
-from pools.store.clock import utcnow
-from pools.store.db import write_transaction
-from pools.store.models import Delivery, DeliveryEvent, Issuance, WebhookToken
-from pools.store.row_sets import RowSet, one_of, per_dialect
+from promomail.pools.choices import DeliveryStatus
+from promomail.pools.errors import InvalidSetting
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import write_transaction
+from promomail.pools.store.models import Delivery, DeliveryEvent, Issuance, WebhookToken
+from promomail.pools.store.row_sets import RowSet, one_of, per_dialect
 
 EventKind = Literal["delivered", "bounce", "dropped", "complaint", "deferred"]
 EventOutcome = Literal["applied", "duplicate", "unmatched"]

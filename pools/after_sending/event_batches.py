@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from pools.after_sending.delivery_events import (
+from promomail.pools.after_sending.delivery_events import (
     Event,
     EventFacts,
     EventKind,
@@ -36,9 +36,9 @@ from pools.after_sending.delivery_events import (
     forget_token,
     seen_token,
 )
-from pools.documents import document
-from pools.errors import ReplayedRequest
-from pools.store.clock import to_utc_naive
+from promomail.pools.documents import document
+from promomail.pools.errors import ReplayedRequest
+from promomail.pools.store.clock import to_utc_naive
 
 #: How long a one-time token is remembered. A request may be signed up to five
 #: minutes ahead of this server's clock and is refused as stale five minutes

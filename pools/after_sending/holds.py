@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Engine, or_, update
 
-from pools.after_sending.checkout import (
+from promomail.pools.after_sending.checkout import (
     UNKNOWN_CODE,
     Candidate,
     code_refusal,
@@ -56,12 +56,12 @@ from pools.after_sending.checkout import (
     not_found_reason,
     one_code,
 )
-from pools.choices import DEFAULT_HOLD
-from pools.documents import document
-from pools.errors import InvalidSetting
-from pools.store.clock import to_utc_naive, utcnow
-from pools.store.db import write_transaction
-from pools.store.models import Code, CodeStatus
+from promomail.pools.choices import DEFAULT_HOLD
+from promomail.pools.documents import document
+from promomail.pools.errors import InvalidSetting
+from promomail.pools.store.clock import to_utc_naive, utcnow
+from promomail.pools.store.db import write_transaction
+from promomail.pools.store.models import Code, CodeStatus
 
 MIN_HOLD = timedelta(seconds=30)
 MAX_HOLD = timedelta(hours=24)

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Connection, String, bindparam, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
-from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
-from pools.store.row_sets import RowSet, one_of, per_dialect
+from promomail.pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
+from promomail.pools.store.row_sets import RowSet, one_of, per_dialect
 
 #: Each message given back, with its reason.
 _MESSAGES = RowSet("messages", ref=String(), reason=String())

@@ -70,7 +70,7 @@ from sqlalchemy import (
     update,
 )
 
-from pools.after_sending.checkout import (
+from promomail.pools.after_sending.checkout import (
     ALREADY_REDEEMED,
     NEVER_ISSUED,
     UNKNOWN_CODE,
@@ -82,13 +82,13 @@ from pools.after_sending.checkout import (
     lost_race_reason,
     one_code,
 )
-from pools.documents import document
-from pools.errors import (
+from promomail.pools.documents import document
+from promomail.pools.errors import (
     StoreConflict,
 )
-from pools.store.clock import to_utc_naive, utcnow
-from pools.store.db import read_transaction, write_transaction
-from pools.store.models import Code, CodeStatus, Redemption
+from promomail.pools.store.clock import to_utc_naive, utcnow
+from promomail.pools.store.db import read_transaction, write_transaction
+from promomail.pools.store.models import Code, CodeStatus, Redemption
 
 __all__ = [
     "ALREADY_REDEEMED",

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 from sqlalchemy import Connection, select
 
-from pools.store.models import StoreSecret
+from promomail.pools.store.models import StoreSecret
 
 #: The secret's name in ``store_secrets``.
 REF_KEY = "delivery_ref_key"

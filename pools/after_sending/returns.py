@@ -37,16 +37,16 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, 
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.admin.lookup import unknown_mailing
-from pools.choices import EMAIL_COLUMNS, ID_COLUMNS
-from pools.digests import Digest, digest
-from pools.errors import ReturnListError
-from pools.identifiers import id_problem
-from pools.local_files import LineTooLong, bounded_lines, open_text
-from pools.store.clock import utcnow
-from pools.store.db import write_transaction
-from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
-from pools.tables import (
+from promomail.pools.admin.lookup import unknown_mailing
+from promomail.pools.choices import EMAIL_COLUMNS, ID_COLUMNS
+from promomail.pools.digests import Digest, digest
+from promomail.pools.errors import ReturnListError
+from promomail.pools.identifiers import id_problem
+from promomail.pools.local_files import LineTooLong, bounded_lines, open_text
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import write_transaction
+from promomail.pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Mailing
+from promomail.pools.tables import (
     TableError,
     describe_columns,
     find_columns,

@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from pools.after_sending.checkout import UNKNOWN_CODE, live_holder
-from pools.documents import document
-from pools.errors import PromomailError, RedemptionNotFound, RollbackAmbiguous
-from pools.store.clock import to_utc_naive, utcnow
-from pools.store.db import write_transaction
-from pools.store.models import Code, CodeStatus, Redemption
+from promomail.pools.after_sending.checkout import UNKNOWN_CODE, live_holder
+from promomail.pools.documents import document
+from promomail.pools.errors import PromomailError, RedemptionNotFound, RollbackAmbiguous
+from promomail.pools.store.clock import to_utc_naive, utcnow
+from promomail.pools.store.db import write_transaction
+from promomail.pools.store.models import Code, CodeStatus, Redemption
 
 __all__ = ["RollbackResult", "unredeem"]
 

@@ -20,7 +20,7 @@ from types import TracebackType
 
 from sqlalchemy import Engine
 
-from pools.after_sending.deliveries import record_send, record_sent, to_send
+from promomail.pools.after_sending.deliveries import record_send, record_sent, to_send
 
 #: Messages the relay accepted whose answer is not yet committed, at most.
 #: Big enough that the commits keep up with the sessions at any relay speed

@@ -19,12 +19,17 @@ from contextlib import contextmanager, suppress
 
 from sqlalchemy import Engine, exists, select
 
-from pools.admin.lookup import unknown_mailing
-from pools.after_sending.send_log import DeliveryLog
-from pools.choices import DEFAULT_LEASE_SECONDS
-from pools.issuing.leases import LeaseKeeper, acquire_lease, release_lease, send_lease_label
-from pools.store.db import read_transaction
-from pools.store.models import Mailing
+from promomail.pools.admin.lookup import unknown_mailing
+from promomail.pools.after_sending.send_log import DeliveryLog
+from promomail.pools.choices import DEFAULT_LEASE_SECONDS
+from promomail.pools.issuing.leases import (
+    LeaseKeeper,
+    acquire_lease,
+    release_lease,
+    send_lease_label,
+)
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Mailing
 
 
 def _scope(mailing_id: str, shard: str) -> str:

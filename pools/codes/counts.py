@@ -22,8 +22,8 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.store.clock import utcnow
-from pools.store.models import Code, CodeStatus, HeldCodes
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.models import Code, CodeStatus, HeldCodes
 
 #: The states every code is in exactly one of: they add up to ``total``.
 PARTS = ("available", "pending", "reserved", "issued", "expired", "void")

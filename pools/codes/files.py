@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import BinaryIO
 
-from pools.choices import FileFormat, Whitespace
-from pools.display import counted
-from pools.errors import LineProblem, UnreadableFile
-from pools.local_files import LineTooLong, bounded_lines
-from pools.store.clock import to_utc_naive
-from pools.store.code_loading import CodeRow
-from pools.store.models import CODE_MAX_LENGTH, NO_END
+from promomail.pools.choices import FileFormat, Whitespace
+from promomail.pools.display import counted
+from promomail.pools.errors import LineProblem, UnreadableFile
+from promomail.pools.local_files import LineTooLong, bounded_lines
+from promomail.pools.store.clock import to_utc_naive
+from promomail.pools.store.code_loading import CodeRow
+from promomail.pools.store.models import CODE_MAX_LENGTH, NO_END
 
 BLOCK_SIZE = 1 << 20
 #: Lines handed to the store at a time.

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from pools.admin.lifecycle import load_pool
-from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH
-from pools.codes.counts import PoolCounts, pool_counts
-from pools.display import counted
-from pools.errors import GenerationError, PoolError
-from pools.store.clock import utcnow
-from pools.store.code_loading import insert_codes
-from pools.store.db import bulk_loading, write_transaction
-from pools.store.models import CODE_MAX_LENGTH, Code, ImportBatch, PoolStatus
+from promomail.pools.admin.lifecycle import load_pool
+from promomail.pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH
+from promomail.pools.codes.counts import PoolCounts, pool_counts
+from promomail.pools.display import counted
+from promomail.pools.errors import GenerationError, PoolError
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.code_loading import insert_codes
+from promomail.pools.store.db import bulk_loading, write_transaction
+from promomail.pools.store.models import CODE_MAX_LENGTH, Code, ImportBatch, PoolStatus
 
 _BLOCK = 50_000
 _MAX_ROUNDS = 1000

@@ -18,16 +18,22 @@ from typing import Any, BinaryIO, cast
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from pools.admin.lifecycle import load_pool
-from pools.choices import FileFormat, Whitespace
-from pools.codes.counts import PoolCounts, pool_counts
-from pools.codes.files import WHITESPACE_AT_ENDS, Block, format_for, parse
-from pools.errors import ImportRejected, LineProblem, PoolError, UnreadableFile, UnreadableUpload
-from pools.local_files import open_binary
-from pools.store.clock import iso_seconds, utcnow
-from pools.store.code_loading import insert_codes
-from pools.store.db import bulk_loading, read_transaction, write_transaction
-from pools.store.models import ImportBatch, PoolStatus
+from promomail.pools.admin.lifecycle import load_pool
+from promomail.pools.choices import FileFormat, Whitespace
+from promomail.pools.codes.counts import PoolCounts, pool_counts
+from promomail.pools.codes.files import WHITESPACE_AT_ENDS, Block, format_for, parse
+from promomail.pools.errors import (
+    ImportRejected,
+    LineProblem,
+    PoolError,
+    UnreadableFile,
+    UnreadableUpload,
+)
+from promomail.pools.local_files import open_binary
+from promomail.pools.store.clock import iso_seconds, utcnow
+from promomail.pools.store.code_loading import insert_codes
+from promomail.pools.store.db import bulk_loading, read_transaction, write_transaction
+from promomail.pools.store.models import ImportBatch, PoolStatus
 
 #: Problems kept for the report; the count of all problems is always exact.
 MAX_REPORTED_PROBLEMS = 1000

@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, not_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.admin.lifecycle import load_pool
-from pools.choices import CodeState
-from pools.codes.counts import held_now, issuable_now
-from pools.store.clock import iso_seconds, utcnow
-from pools.store.db import read_transaction
-from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
+from promomail.pools.admin.lifecycle import load_pool
+from promomail.pools.choices import CodeState
+from promomail.pools.codes.counts import held_now, issuable_now
+from promomail.pools.store.clock import iso_seconds, utcnow
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, CodeStatus, Issuance, IssuanceKind
 
 
 @dataclass(frozen=True)

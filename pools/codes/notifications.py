@@ -41,16 +41,16 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, or_, select, update
 
-from pools.admin.lookup import unknown_pool
-from pools.codes.counts import available_count
-from pools.codes.webhooks import TargetRefused, checked_addresses, connection_to
+from promomail.pools.admin.lookup import unknown_pool
+from promomail.pools.codes.counts import available_count
+from promomail.pools.codes.webhooks import TargetRefused, checked_addresses, connection_to
 
 # Named here too: the notices' settings are read where the notices are sent.
-from pools.relay import SMTP_URL_ENV as SMTP_URL_ENV
-from pools.relay import InvalidSmtpUrl, RelayError, SmtpRelay
-from pools.store.clock import iso_seconds, to_utc_naive, utcnow
-from pools.store.db import read_transaction, write_transaction
-from pools.store.models import Pool, PoolStatus
+from promomail.pools.relay import SMTP_URL_ENV as SMTP_URL_ENV
+from promomail.pools.relay import InvalidSmtpUrl, RelayError, SmtpRelay
+from promomail.pools.store.clock import iso_seconds, to_utc_naive, utcnow
+from promomail.pools.store.db import read_transaction, write_transaction
+from promomail.pools.store.models import Pool, PoolStatus
 
 DEFAULT_SENDER = "promomail@localhost"
 DEFAULT_TIMEOUT_S = 5.0

@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, exists, func, not_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.admin.lifecycle import load_pool
-from pools.codes.counts import held_now
-from pools.codes.notifications import LowStockAlert, check_low_stock
-from pools.errors import BatchNotFound
-from pools.store.clock import utcnow
-from pools.store.db import write_transaction
-from pools.store.dialect_sql import locked_held_tokens
-from pools.store.models import Code, CodeStatus, HeldCodes, ImportBatch
+from promomail.pools.admin.lifecycle import load_pool
+from promomail.pools.codes.counts import held_now
+from promomail.pools.codes.notifications import LowStockAlert, check_low_stock
+from promomail.pools.errors import BatchNotFound
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import write_transaction
+from promomail.pools.store.dialect_sql import locked_held_tokens
+from promomail.pools.store.models import Code, CodeStatus, HeldCodes, ImportBatch
 
 
 @dataclass(frozen=True)

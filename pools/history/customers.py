@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.store.clock import iso_seconds
-from pools.store.db import read_transaction
-from pools.store.models import Code, Issuance, IssuanceKind, Redemption
+from promomail.pools.store.clock import iso_seconds
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, Issuance, IssuanceKind, Redemption
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,11 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine, Select, case, exists, func, select
 
-from pools.admin.lookup import unknown_mailing, unknown_pool
-from pools.errors import ExportError, MailingNotFound
-from pools.store.clock import iso_seconds
-from pools.store.db import read_transaction
-from pools.store.models import Code, Issuance, Mailing, Pool, Redemption
+from promomail.pools.admin.lookup import unknown_mailing, unknown_pool
+from promomail.pools.errors import ExportError, MailingNotFound
+from promomail.pools.store.clock import iso_seconds
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, Issuance, Mailing, Pool, Redemption
 
 COLUMNS = ("issued_at", "pool", "code", "customer", "mailing", "kind", "redeemed", "returned_at")
 #: What a spreadsheet may take as the start of a formula, and the quote that marks

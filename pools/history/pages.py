@@ -23,14 +23,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from pools.admin.lookup import close_ids
-from pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, PromomailError
-from pools.history.customers import HistoryWindow, history_in
-from pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
-from pools.history.segments import SegmentFilters, iter_segment
-from pools.identifiers import MAX_CURSOR_LENGTH
-from pools.store.db import read_transaction
-from pools.store.models import Code, Issuance
+from promomail.pools.admin.lookup import close_ids
+from promomail.pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, PromomailError
+from promomail.pools.history.customers import HistoryWindow, history_in
+from promomail.pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
+from promomail.pools.history.segments import SegmentFilters, iter_segment
+from promomail.pools.identifiers import MAX_CURSOR_LENGTH
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, Issuance
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

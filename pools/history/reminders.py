@@ -39,10 +39,10 @@ from sqlalchemy import BindParameter, Connection, Select, and_, exists, or_, sel
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.admin.lookup import unknown_pool
-from pools.errors import SegmentError
-from pools.identifiers import EXPIRY_WINDOW
-from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool, Redemption
+from promomail.pools.admin.lookup import unknown_pool
+from promomail.pools.errors import SegmentError
+from promomail.pools.identifiers import EXPIRY_WINDOW
+from promomail.pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool, Redemption
 
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 #: Longer than any code's life a reminder could be about; keeps now + duration a valid time.

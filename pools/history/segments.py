@@ -46,14 +46,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.admin.lookup import unknown_pool
-from pools.choices import SegmentFormat
-from pools.errors import SegmentError
-from pools.history.reminders import PoolRules, holders_query, pool_rules
-from pools.identifiers import id_problem
-from pools.store.clock import to_utc_naive, utcnow
-from pools.store.db import read_transaction
-from pools.store.models import Issuance, IssuanceKind, Pool
+from promomail.pools.admin.lookup import unknown_pool
+from promomail.pools.choices import SegmentFormat
+from promomail.pools.errors import SegmentError
+from promomail.pools.history.reminders import PoolRules, holders_query, pool_rules
+from promomail.pools.identifiers import id_problem
+from promomail.pools.store.clock import to_utc_naive, utcnow
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Issuance, IssuanceKind, Pool
 
 
 def _start_of(since: date | datetime) -> datetime:

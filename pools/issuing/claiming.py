@@ -38,13 +38,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_active
-from pools.codes.counts import issuable_now
-from pools.display import counted
-from pools.errors import PoolExhausted, ReservationLost, StoreConflict
-from pools.store.clock import utcnow
-from pools.store.db import write_transaction
-from pools.store.dialect_sql import (
+from promomail.pools.admin.lifecycle import PoolView, issuing_mode, load_pool, require_active
+from promomail.pools.codes.counts import issuable_now
+from promomail.pools.display import counted
+from promomail.pools.errors import PoolExhausted, ReservationLost, StoreConflict
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import write_transaction
+from promomail.pools.store.dialect_sql import (
     Hold,
     PromoCode,
     close_reservations,
@@ -54,8 +54,8 @@ from pools.store.dialect_sql import (
     release_reserved,
     take_codes,
 )
-from pools.store.models import Code, HeldCodes, Issuance, IssuanceKind
-from pools.store.row_sets import one_of
+from promomail.pools.store.models import Code, HeldCodes, Issuance, IssuanceKind
+from promomail.pools.store.row_sets import one_of
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=10)
 _NO_REFS: Mapping[str, str] = {}

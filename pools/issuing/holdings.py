@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, func, select
 
-from pools.issuing.claiming import existing_codes
-from pools.issuing.per_customer import current_codes
-from pools.store.db import read_transaction
-from pools.store.dialect_sql import PromoCode
-from pools.store.models import Code, Issuance, IssuanceKind
-from pools.store.row_sets import one_of
+from promomail.pools.issuing.claiming import existing_codes
+from promomail.pools.issuing.per_customer import current_codes
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.dialect_sql import PromoCode
+from promomail.pools.store.models import Code, Issuance, IssuanceKind
+from promomail.pools.store.row_sets import one_of
 
 
 @dataclass

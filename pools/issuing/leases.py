@@ -44,14 +44,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
-from pools.choices import DEFAULT_LEASE_SECONDS
-from pools.errors import LeaseHeld, LeaseLost, PromomailError
-from pools.issuing.claiming import free_held
-from pools.issuing.lease_holder import LeaseHolder
-from pools.store.clock import utcnow
-from pools.store.db import is_postgres, read_transaction, write_transaction
-from pools.store.dialect_sql import insert_if_absent
-from pools.store.models import HeldCodes, ShardLease
+from promomail.pools.choices import DEFAULT_LEASE_SECONDS
+from promomail.pools.errors import LeaseHeld, LeaseLost, PromomailError
+from promomail.pools.issuing.claiming import free_held
+from promomail.pools.issuing.lease_holder import LeaseHolder
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import is_postgres, read_transaction, write_transaction
+from promomail.pools.store.dialect_sql import insert_if_absent
+from promomail.pools.store.models import HeldCodes, ShardLease
 
 #: A lease is renewed this many times per duration, so one late renewal
 #: (a busy database, a slow chunk) does not let it expire.

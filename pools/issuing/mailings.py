@@ -9,16 +9,16 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from pools.admin.lookup import unknown_mailing
-from pools.after_sending.deliveries import DeliveryCounts, delivery_counts
-from pools.errors import MailingNotFound
-from pools.issuing.leases import Lease, ensure_held
-from pools.issuing.mailing_status import RunState, mailing_status
-from pools.store.clock import iso_seconds, utcnow
-from pools.store.db import read_transaction, write_transaction
-from pools.store.dialect_sql import insert_if_absent
-from pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
-from pools.store.row_sets import one_of
+from promomail.pools.admin.lookup import unknown_mailing
+from promomail.pools.after_sending.deliveries import DeliveryCounts, delivery_counts
+from promomail.pools.errors import MailingNotFound
+from promomail.pools.issuing.leases import Lease, ensure_held
+from promomail.pools.issuing.mailing_status import RunState, mailing_status
+from promomail.pools.store.clock import iso_seconds, utcnow
+from promomail.pools.store.db import read_transaction, write_transaction
+from promomail.pools.store.dialect_sql import insert_if_absent
+from promomail.pools.store.models import Issuance, IssuanceKind, Mailing, MailingRun, Redemption
+from promomail.pools.store.row_sets import one_of
 
 
 class Failure(NamedTuple):

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, or_, select
 
-from pools.admin.lookup import unknown_pool
-from pools.store.clock import utcnow
-from pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool
+from promomail.pools.admin.lookup import unknown_pool
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.models import Code, CodeStatus, Issuance, IssuanceKind, Pool
 
 #: Customer ids per query: far below every database's bound-parameter limit.
 _CHUNK = 500

@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from pools.store.db import is_postgres
-from pools.store.dialect_sql import sqlite_datetime
-from pools.store.models import NO_END
+from promomail.pools.store.db import is_postgres
+from promomail.pools.store.dialect_sql import sqlite_datetime
+from promomail.pools.store.models import NO_END
 
 #: One code as the loader takes it: code, issue_start, issue_end,
 #: available_from, available_till, issuable_until.

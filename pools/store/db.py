@@ -24,15 +24,15 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import QueuePool
 
-from pools.display import KNOWN_PARAMETERS, MIN_SCRUBBED, redact_url, scrub, url_secrets
-from pools.errors import (
+from promomail.pools.display import KNOWN_PARAMETERS, MIN_SCRUBBED, redact_url, scrub, url_secrets
+from promomail.pools.errors import (
     DatabaseFailure,
     StoreConflict,
     StoreError,
     StoreNotFound,
     StoreUnavailable,
 )
-from pools.store.defaults import DEFAULT_URL as DEFAULT_URL
+from promomail.pools.store.defaults import DEFAULT_URL as DEFAULT_URL
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Page cache per connection; a render holds two connections per worker.

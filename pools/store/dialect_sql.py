@@ -39,8 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from pools.store.db import is_postgres
-from pools.store.models import HeldCodes
+from promomail.pools.store.db import is_postgres
+from promomail.pools.store.models import HeldCodes
 
 # The guard on the pool lets a reservation skip reading the pool row first
 # (a statement per chunk): codes come only out of an active single-use pool,

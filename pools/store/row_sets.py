@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeEngine
 
-from pools.store.db import is_postgres
+from promomail.pools.store.db import is_postgres
 
 T = TypeVar("T")
 

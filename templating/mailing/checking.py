@@ -10,14 +10,21 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools import PoolStatus, PromomailError, load_pool, not_issuing, read_transaction, told_where
-from templating.errors import InvalidTemplate, RecipientFailed
-from templating.mailing.columns import check_columns
-from templating.mailing.recipients import Recipient, read_recipients
-from templating.mailing.sources import PreviewCodes
-from templating.template.client import Client
-from templating.template.files import read_template
-from templating.template.message import MessageTemplate
+from promomail.pools import (
+    PoolStatus,
+    PromomailError,
+    load_pool,
+    not_issuing,
+    read_transaction,
+    told_where,
+)
+from promomail.templating.errors import InvalidTemplate, RecipientFailed
+from promomail.templating.mailing.columns import check_columns
+from promomail.templating.mailing.recipients import Recipient, read_recipients
+from promomail.templating.mailing.sources import PreviewCodes
+from promomail.templating.template.client import Client
+from promomail.templating.template.files import read_template
+from promomail.templating.template.message import MessageTemplate
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pools import (
+from promomail.pools import (
     Lease,
     PoolView,
     PromoCode,
@@ -30,13 +30,13 @@ from pools import (
     reserve_many,
     settle,
 )
-from templating.choices import OnExhausted
-from templating.errors import MailingError, PoolRanOut, RecipientFailed, UnwritableMessage
-from templating.mailing.outputs import Encoded, RenderedMessage
-from templating.mailing.recipients import PLAIN_ADDRESS, Recipient, one_address
-from templating.mailing.sources import ChunkCodes, ChunkData
-from templating.template.client import Client
-from templating.template.message import MessageTemplate
+from promomail.templating.choices import OnExhausted
+from promomail.templating.errors import MailingError, PoolRanOut, RecipientFailed, UnwritableMessage
+from promomail.templating.mailing.outputs import Encoded, RenderedMessage
+from promomail.templating.mailing.recipients import PLAIN_ADDRESS, Recipient, one_address
+from promomail.templating.mailing.sources import ChunkCodes, ChunkData
+from promomail.templating.template.client import Client
+from promomail.templating.template.message import MessageTemplate
 
 #: Attempts at a chunk whose reserved codes were taken back (voided) meanwhile.
 SETTLE_ATTEMPTS = 3

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from templating.errors import MailingError
-from templating.mailing.recipients import file_columns
-from templating.template.analysis import TemplateUsage
+from promomail.templating.errors import MailingError
+from promomail.templating.mailing.recipients import file_columns
+from promomail.templating.template.analysis import TemplateUsage
 
 
 @dataclass(frozen=True)

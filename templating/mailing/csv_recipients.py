@@ -8,7 +8,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pools import (
+from promomail.pools import (
     MAX_ID_LENGTH,
     UNSAFE_ID,
     UNSAFE_VALUE,
@@ -24,8 +24,8 @@ from pools import (
     take_sample,
     utf16_problem,
 )
-from templating.errors import RecipientError
-from templating.mailing.recipient_rows import (
+from promomail.templating.errors import RecipientError
+from promomail.templating.mailing.recipient_rows import (
     EMAIL_COLUMN,
     ID_COLUMN,
     OnRepeat,

@@ -42,8 +42,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from pools import PromomailError, StoreConfig, open_engine
-from templating.template import render_limits
+from promomail.pools import PromomailError, StoreConfig, open_engine
+from promomail.templating.template import render_limits
 
 log = logging.getLogger("promomail.templates")
 

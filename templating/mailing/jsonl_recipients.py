@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pools import (
+from promomail.pools import (
     MAX_ID_LENGTH,
     UNSAFE_ID,
     UNSAFE_VALUE,
@@ -16,8 +16,8 @@ from pools import (
     describe_unsafe,
     find_columns,
 )
-from templating.errors import RecipientError
-from templating.mailing.recipient_rows import (
+from promomail.templating.errors import RecipientError
+from promomail.templating.mailing.recipient_rows import (
     EMAIL_COLUMN,
     ID_COLUMN,
     Recipient,

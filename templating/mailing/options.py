@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import re
 
-from pools import InvalidSetting
-from templating.choices import MAX_WORKERS
-from templating.mailing.recipients import Shard
+from promomail.pools import InvalidSetting
+from promomail.templating.choices import MAX_WORKERS
+from promomail.templating.mailing.recipients import Shard
 
 #: More shards than machines anyone runs; bounds the hash arithmetic too.
 MAX_SHARDS = 10_000

@@ -44,12 +44,12 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
-from delivery.message import build_email
-from delivery.message import sender_address as delivery_sender
-from pools import InvalidSetting, describe_character
-from templating.choices import OutputFormat
-from templating.errors import MailingError, UnwritableMessage
-from templating.mailing.recipients import address_header
+from promomail.delivery.message import build_email
+from promomail.delivery.message import sender_address as delivery_sender
+from promomail.pools import InvalidSetting, describe_character
+from promomail.templating.choices import OutputFormat
+from promomail.templating.errors import MailingError, UnwritableMessage
+from promomail.templating.mailing.recipients import address_header
 
 #: What a subject (a header line) may not hold: control characters but tab,
 #: and everything :meth:`str.splitlines` breaks a line at.

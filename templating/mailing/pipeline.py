@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from pools import Lease, ReservationLost, RunTotals, StoreConfig, check_lease, open_engine
-from templating.mailing.chunks import Abandoned, ChunkRenderer, Prepared, RenderedChunk
-from templating.mailing.heap import long_lived_frozen
-from templating.mailing.outputs import MessageWriter
-from templating.mailing.planning import RenderPlan
-from templating.mailing.recipients import Recipient
-from templating.mailing.request import RenderRequest
-from templating.mailing.sources import ChunkCodes
-from templating.mailing.stopping import StopFlag, StopWhenOrphaned
-from templating.mailing.store_helper import HelperEnd, StoreClient, settle_request
-from templating.template.message import MessageTemplate
+from promomail.pools import Lease, ReservationLost, RunTotals, StoreConfig, check_lease, open_engine
+from promomail.templating.mailing.chunks import Abandoned, ChunkRenderer, Prepared, RenderedChunk
+from promomail.templating.mailing.heap import long_lived_frozen
+from promomail.templating.mailing.outputs import MessageWriter
+from promomail.templating.mailing.planning import RenderPlan
+from promomail.templating.mailing.recipients import Recipient
+from promomail.templating.mailing.request import RenderRequest
+from promomail.templating.mailing.sources import ChunkCodes
+from promomail.templating.mailing.stopping import StopFlag, StopWhenOrphaned
+from promomail.templating.mailing.store_helper import HelperEnd, StoreClient, settle_request
+from promomail.templating.template.message import MessageTemplate
 
 
 @dataclass(frozen=True)

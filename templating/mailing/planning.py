@@ -9,7 +9,7 @@ from itertools import islice
 
 from sqlalchemy import Engine
 
-from pools import (
+from promomail.pools import (
     PoolExhausted,
     PoolStatus,
     PoolView,
@@ -24,13 +24,18 @@ from pools import (
     told_where,
     utcnow,
 )
-from templating.choices import OnExhausted
-from templating.errors import InvalidTemplate
-from templating.mailing.chunks import PoolPlan
-from templating.mailing.columns import check_columns
-from templating.mailing.recipients import Duplicate, duplicates_in, read_recipients, slice_filter
-from templating.mailing.request import RenderCount, RenderRequest
-from templating.template.message import CompiledTemplate, MessageTemplate
+from promomail.templating.choices import OnExhausted
+from promomail.templating.errors import InvalidTemplate
+from promomail.templating.mailing.chunks import PoolPlan
+from promomail.templating.mailing.columns import check_columns
+from promomail.templating.mailing.recipients import (
+    Duplicate,
+    duplicates_in,
+    read_recipients,
+    slice_filter,
+)
+from promomail.templating.mailing.request import RenderCount, RenderRequest
+from promomail.templating.template.message import CompiledTemplate, MessageTemplate
 
 #: Recipient ids looked up per query when the preflight counts who is served.
 PREFLIGHT_BATCH = 5_000

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pools import LineTooLong, bounded_lines, id_problem, open_binary, open_text
-from templating.errors import RecipientError
+from promomail.pools import LineTooLong, bounded_lines, id_problem, open_binary, open_text
+from promomail.templating.errors import RecipientError
 
 #: The columns of the recipient's id and address, found whatever their case.
 ID_COLUMN = "id"

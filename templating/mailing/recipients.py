@@ -31,25 +31,25 @@ from typing import Any, NamedTuple
 
 # The address rules and the shard hash live in pools, which the sender shares;
 # templating and its tests keep importing them from here.
-from pools import PLAIN_ADDRESS as PLAIN_ADDRESS
-from pools import ParsedAddresses as ParsedAddresses
-from pools import address_header as address_header
-from pools import describe_columns
-from pools import one_address as one_address
-from pools import stable_hash as stable_hash
-from templating.mailing.csv_recipients import _csv_table, _read_csv
-from templating.mailing.jsonl_recipients import _read_jsonl
-from templating.mailing.recipient_rows import (
+from promomail.pools import PLAIN_ADDRESS as PLAIN_ADDRESS
+from promomail.pools import ParsedAddresses as ParsedAddresses
+from promomail.pools import address_header as address_header
+from promomail.pools import describe_columns
+from promomail.pools import one_address as one_address
+from promomail.pools import stable_hash as stable_hash
+from promomail.templating.mailing.csv_recipients import _csv_table, _read_csv
+from promomail.templating.mailing.jsonl_recipients import _read_jsonl
+from promomail.templating.mailing.recipient_rows import (
     OnRepeat,
     _is_jsonl,
     _open,
     _open_bytes,
     _Tape,
 )
-from templating.mailing.recipient_rows import Recipient as Recipient
-from templating.mailing.shards import Shard as Shard
-from templating.mailing.shards import in_slice as in_slice
-from templating.mailing.shards import slice_filter as slice_filter
+from promomail.templating.mailing.recipient_rows import Recipient as Recipient
+from promomail.templating.mailing.shards import Shard as Shard
+from promomail.templating.mailing.shards import in_slice as in_slice
+from promomail.templating.mailing.shards import slice_filter as slice_filter
 
 
 @dataclass(frozen=True)

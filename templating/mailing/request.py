@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pools import (
+from promomail.pools import (
     DEFAULT_LEASE_SECONDS,
     InvalidSetting,
     LowStockAlert,
@@ -14,10 +14,15 @@ from pools import (
     id_problem,
     value_problem,
 )
-from templating.choices import CHUNK_SIZE, OnExhausted
-from templating.mailing.options import MAX_CHUNK_SIZE, check_range, check_seconds, check_workers
-from templating.mailing.outputs import OutputTarget
-from templating.mailing.recipients import Duplicate, RecipientSlice, Shard
+from promomail.templating.choices import CHUNK_SIZE, OnExhausted
+from promomail.templating.mailing.options import (
+    MAX_CHUNK_SIZE,
+    check_range,
+    check_seconds,
+    check_workers,
+)
+from promomail.templating.mailing.outputs import OutputTarget
+from promomail.templating.mailing.recipients import Duplicate, RecipientSlice, Shard
 
 
 @dataclass(frozen=True)

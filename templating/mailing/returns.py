@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from pools import (
+from promomail.pools import (
     ReturnListError,
     ReturnReport,
     match_addresses,
@@ -22,7 +22,7 @@ from pools import (
     return_codes,
     show_mailing,
 )
-from templating.mailing.recipients import (
+from promomail.templating.mailing.recipients import (
     PLAIN_ADDRESS,
     Recipient,
     address_header,

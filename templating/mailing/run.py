@@ -28,7 +28,7 @@ from dataclasses import replace
 
 from sqlalchemy import Engine
 
-from pools import (
+from promomail.pools import (
     Lease,
     LeaseKeeper,
     LeaseLost,
@@ -47,13 +47,13 @@ from pools import (
     start_run,
     untouched_pools,
 )
-from templating.mailing.pipeline import WorkerJob
-from templating.mailing.planning import RenderPlan, plan_render, preflight
-from templating.mailing.request import RenderCount, RenderRequest, RenderSummary
-from templating.mailing.stopping import StopFlag
-from templating.mailing.store_helper import STORE_PROCESS_FROM
-from templating.mailing.workers import run_workers, start_worker_server, worker_context
-from templating.template.message import MessageTemplate
+from promomail.templating.mailing.pipeline import WorkerJob
+from promomail.templating.mailing.planning import RenderPlan, plan_render, preflight
+from promomail.templating.mailing.request import RenderCount, RenderRequest, RenderSummary
+from promomail.templating.mailing.stopping import StopFlag
+from promomail.templating.mailing.store_helper import STORE_PROCESS_FROM
+from promomail.templating.mailing.workers import run_workers, start_worker_server, worker_context
+from promomail.templating.template.message import MessageTemplate
 
 
 def render_mailing(

@@ -33,7 +33,7 @@ from typing import IO
 
 from sqlalchemy import Connection, Engine
 
-from pools import (
+from promomail.pools import (
     ExportError,
     PreparedSegment,
     SegmentFilters,
@@ -42,7 +42,7 @@ from pools import (
     replaced_whole,
     snapshot_transaction,
 )
-from templating.mailing.recipients import Recipient, RecipientRecords, read_recipients
+from promomail.templating.mailing.recipients import Recipient, RecipientRecords, read_recipients
 
 #: Records looked up per query: far below every database's bound-parameter limit.
 SLICE = 500

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pools import Digest, Failure, InvalidSetting, Skip, digest
-from templating.errors import MailingError
-from templating.mailing.recipients import Duplicate
+from promomail.pools import Digest, Failure, InvalidSetting, Skip, digest
+from promomail.templating.errors import MailingError
+from promomail.templating.mailing.recipients import Duplicate
 
 #: The columns of a failures file written as CSV.
 FAILURE_COLUMNS = ("id", "line", "outcome", "reason")

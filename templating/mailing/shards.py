@@ -9,8 +9,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pools import stable_hash
-from templating.errors import RecipientError
+from promomail.pools import stable_hash
+from promomail.templating.errors import RecipientError
 
 
 @dataclass(frozen=True)

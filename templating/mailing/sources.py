@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from pools import ChunkHoldings, PromoCode, Reservation, latest_codes, read_transaction
-from templating.choices import OnExhausted
-from templating.errors import PoolRanOut
+from promomail.pools import ChunkHoldings, PromoCode, Reservation, latest_codes, read_transaction
+from promomail.templating.choices import OnExhausted
+from promomail.templating.errors import PoolRanOut
 
 PLACEHOLDER = "[[promocode from {pool}]]"
 

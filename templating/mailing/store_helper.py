@@ -34,12 +34,12 @@ from itertools import count
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
-from pools import ChunkHoldings, Lease, PromoCode, Reservation, StoreConfig, open_engine
-from templating.errors import MailingError
-from templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan, Prepared
-from templating.mailing.heap import long_lived_frozen
-from templating.mailing.recipients import Recipient, RecipientSlice
-from templating.mailing.sources import ChunkData
+from promomail.pools import ChunkHoldings, Lease, PromoCode, Reservation, StoreConfig, open_engine
+from promomail.templating.errors import MailingError
+from promomail.templating.mailing.chunks import Abandoned, ChunkStore, PoolPlan, Prepared
+from promomail.templating.mailing.heap import long_lived_frozen
+from promomail.templating.mailing.recipients import Recipient, RecipientSlice
+from promomail.templating.mailing.sources import ChunkData
 
 #: A helper pays for itself from this many recipients per worker; smaller
 #: renders keep their store work in a thread (a process costs a start-up).

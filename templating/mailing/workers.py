@@ -17,23 +17,23 @@ from multiprocessing.queues import Queue
 
 from sqlalchemy import Engine
 
-from pools import Lease, PromomailError, RunTotals
-from templating.errors import MailingError
-from templating.mailing.pipeline import WorkerJob, render_slice, render_with
-from templating.mailing.planning import RenderPlan
-from templating.mailing.request import RenderRequest
-from templating.mailing.stopping import StopFlag, StopOnSignal, StopWhenOrphaned
-from templating.mailing.store_helper import (
+from promomail.pools import Lease, PromomailError, RunTotals
+from promomail.templating.errors import MailingError
+from promomail.templating.mailing.pipeline import WorkerJob, render_slice, render_with
+from promomail.templating.mailing.planning import RenderPlan
+from promomail.templating.mailing.request import RenderRequest
+from promomail.templating.mailing.stopping import StopFlag, StopOnSignal, StopWhenOrphaned
+from promomail.templating.mailing.store_helper import (
     STORE_PROCESS_FROM,
     HelperEnd,
     HelperTask,
     start_store_helper,
 )
-from templating.template.message import MessageTemplate
+from promomail.templating.template.message import MessageTemplate
 
 #: What the forkserver imports once, before any worker forks from it: the
 #: whole render, so a worker starts with everything it unpickles and runs.
-_PRELOAD = ["__main__", "templating.mailing.run"]
+_PRELOAD = ["__main__", "promomail.templating.mailing.run"]
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from jinja2 import nodes
 
-from templating.errors import InvalidTemplate
-from templating.template.client import CODE_METHODS, ISSUING, REISSUING
+from promomail.templating.errors import InvalidTemplate
+from promomail.templating.template.client import CODE_METHODS, ISSUING, REISSUING
 
 __all__ = [
     "CLIENT",

@@ -10,7 +10,7 @@ from typing import Any
 from jinja2.sandbox import SandboxedEscapeFormatter, SandboxedFormatter
 from markupsafe import Markup
 
-from templating.template import costs, limits
+from promomail.templating.template import costs, limits
 
 
 class FieldChecks(SandboxedFormatter):

@@ -50,12 +50,12 @@ from jinja2.exceptions import TemplateRuntimeError
 from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment
 
-from templating.errors import InvalidTemplate
-from templating.template import costs, files, limits, render_limits
-from templating.template.analysis import check_ast, partial_references
-from templating.template.checked_format import checked_str_format
-from templating.template.client import CODE_METHODS, Client, RecipientUndefined
-from templating.template.files import (
+from promomail.templating.errors import InvalidTemplate
+from promomail.templating.template import costs, files, limits, render_limits
+from promomail.templating.template.analysis import check_ast, partial_references
+from promomail.templating.template.checked_format import checked_str_format
+from promomail.templating.template.client import CODE_METHODS, Client, RecipientUndefined
+from promomail.templating.template.files import (
     MAX_INCLUDE_DEPTH,
     MAX_PARTIALS,
     MAX_TEMPLATE_CHARS,
@@ -63,8 +63,12 @@ from templating.template.files import (
     partial_key,
     resolve_partial,
 )
-from templating.template.guarded_compiler import GuardedCodeGenerator
-from templating.template.isolation import PartialTemplate, RenderModules, defines_only_macros
+from promomail.templating.template.guarded_compiler import GuardedCodeGenerator
+from promomail.templating.template.isolation import (
+    PartialTemplate,
+    RenderModules,
+    defines_only_macros,
+)
 
 _CODE_CALLS: dict[str, Callable[[Client, str], Any]] = {
     name: getattr(Client, name) for name in CODE_METHODS

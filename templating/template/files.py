@@ -15,8 +15,8 @@ from typing import Any
 
 from jinja2 import BaseLoader, TemplateNotFound
 
-from pools import FileTooLarge, read_text
-from templating.errors import InvalidTemplate
+from promomail.pools import FileTooLarge, read_text
+from promomail.templating.errors import InvalidTemplate
 
 #: Characters a template (or partial) file may hold.
 MAX_TEMPLATE_CHARS = 1_000_000

@@ -18,8 +18,8 @@ from jinja2.compiler import CodeGenerator, Frame, operators, optimizeconst
 from jinja2.optimizer import Optimizer
 from jinja2.visitor import NodeTransformer
 
-from templating.template import limits
-from templating.template.analysis import code_call_function
+from promomail.templating.template import limits
+from promomail.templating.template.analysis import code_call_function
 
 #: Nodes never evaluated at compile time (see :class:`SafeOptimizer`).
 NOT_FOLDED = (nodes.Concat, nodes.Filter, nodes.Test)

@@ -37,8 +37,8 @@ from jinja2.exceptions import TemplateRuntimeError
 from jinja2.runtime import Undefined
 from markupsafe import Markup
 
-from templating.template import render_limits
-from templating.template.render_limits import refuse
+from promomail.templating.template import render_limits
+from promomail.templating.template.render_limits import refuse
 
 #: Types whose ``len`` is what building them costs.
 SIZED = (str, list, tuple, dict, bytes, set, frozenset)

@@ -22,12 +22,12 @@ from jinja2 import Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
 from jinja2.runtime import Context
 
-from templating.errors import InvalidTemplate, RecipientFailed, RenderLimitExceeded
-from templating.template import render_limits
-from templating.template.analysis import TemplateUsage, analyze
-from templating.template.environment import MessageEnvironment, make_environment
-from templating.template.files import read_template
-from templating.template.render_limits import refuse
+from promomail.templating.errors import InvalidTemplate, RecipientFailed, RenderLimitExceeded
+from promomail.templating.template import render_limits
+from promomail.templating.template.analysis import TemplateUsage, analyze
+from promomail.templating.template.environment import MessageEnvironment, make_environment
+from promomail.templating.template.files import read_template
+from promomail.templating.template.render_limits import refuse
 
 BLOCK_PARTS = ("subject", "text", "html")
 BODY_PART = "body"

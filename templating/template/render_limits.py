@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from templating.errors import RenderLimitExceeded
+from promomail.templating.errors import RenderLimitExceeded
 
 
 @dataclass(frozen=True)

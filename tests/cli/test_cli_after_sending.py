@@ -31,10 +31,10 @@ from click.testing import Result
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from pools.codes.notifications import SMTP_URL_ENV
-from pools.codes.webhooks import ALLOW_PRIVATE_ENV
-from pools.store.clock import utcnow
-from pools.store.db import StoreConfig
+from promomail.pools.codes.notifications import SMTP_URL_ENV
+from promomail.pools.codes.webhooks import ALLOW_PRIVATE_ENV
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import StoreConfig
 from tests.support.campaign_cli import SPRING, CampaignCli, error_line, refusal
 from tests.support.cli_helpers import promomail_command
 from tests.support.paths import REPO_ROOT

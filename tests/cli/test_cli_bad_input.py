@@ -20,12 +20,12 @@ import pytest
 from click.testing import Result
 from sqlalchemy import Engine
 
-import cli as cli_module
-from commands.errors import cli_flag
-from pools.errors import InvalidSetting
-from pools.store.db import StoreConfig, open_engine, store_location
-from templating.mailing.options import parse_shard, parse_workers
-from templating.mailing.recipients import Shard
+from promomail import cli as cli_module
+from promomail.commands.errors import cli_flag
+from promomail.pools.errors import InvalidSetting
+from promomail.pools.store.db import StoreConfig, open_engine, store_location
+from promomail.templating.mailing.options import parse_shard, parse_workers
+from promomail.templating.mailing.recipients import Shard
 from tests.support import cli_helpers
 from tests.support.cli_helpers import invoke
 from tests.support.render_helpers import full_snapshot

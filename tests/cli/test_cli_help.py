@@ -19,8 +19,8 @@ from typing import Any
 import click
 import pytest
 
-from cli import ENVIRONMENT as VARIABLES
-from cli import cli
+from promomail.cli import ENVIRONMENT as VARIABLES
+from promomail.cli import cli
 from tests.support.cli_helpers import promomail_script
 from tests.support.paths import REPO_ROOT
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import Result
 from sqlalchemy import Engine
 
-from pools.store.db import StoreConfig, open_engine
+from promomail.pools.store.db import StoreConfig, open_engine
 from tests.support.cli_helpers import Cli
 from tests.support.invariants import stderr_is_clean_error
 from tests.support.render_helpers import full_snapshot

@@ -29,12 +29,10 @@ from types import ModuleType
 import click
 import pytest
 
-import cli as cli_module
-import delivery
-import pools
-import templating
-from commands.state import complete_pool_id
-from pools.lazy_exports import stub_path, stub_text
+from promomail import cli as cli_module
+from promomail import delivery, pools, templating
+from promomail.commands.state import complete_pool_id
+from promomail.pools.lazy_exports import stub_path, stub_text
 from tests.support.cli_helpers import Cli, invoke, promomail_script
 from tests.support.paths import REPO_ROOT
 from tests.support.service_helpers import open_store
@@ -65,18 +63,20 @@ def run(request):
         if request["script"]:
             # What the console script does, from the folder it is in.
             sys.path[0] = request["script_dir"]
-            from cli import main
+            from promomail.cli import main
 
             code = main()
         else:
-            import cli
+            from promomail import cli
 
             cli.cli.main(args=request["argv"], prog_name="promomail")
     except SystemExit as exc:
         code = exc.code
     except BaseException as exc:
         error = exc
-    modules = sorted(sys.modules)  # before the traceback module, if one is needed
+    # The package's modules by their names in the tree (pools.errors for
+    # promomail.pools.errors); before the traceback module, if one is needed.
+    modules = sorted(m.removeprefix("promomail.") for m in sys.modules)
     if error is not None:
         import traceback
 
@@ -284,10 +284,12 @@ def test_every_public_name_of_a_package_resolves(package: ModuleType) -> None:
         _ = package.no_such_name
 
 
-@pytest.mark.parametrize("package", ["pools", "templating", "delivery"])
+@pytest.mark.parametrize(
+    "package", ["promomail.pools", "promomail.templating", "promomail.delivery"]
+)
 def test_each_packages_stub_is_written_from_its_table(package: str) -> None:
     """Type checkers read ``__init__.pyi``; it must say what the table says
-    (``python -c "from pools.lazy_exports import write_stubs; write_stubs()"``)."""
+    (``python -c "from promomail.pools.lazy_exports import write_stubs; write_stubs()"``)."""
     module = importlib.import_module(package)
     written = stub_path(package).read_text(encoding="utf-8")
     assert written == stub_text(package, module.EXPORTS)
@@ -345,7 +347,7 @@ def _installed_script(argv: list[str], *, env: dict[str, str], cwd: Path | None 
     )
     # Every module the interpreter imports, one line each on stderr.
     modules = {
-        line.rsplit("|", 1)[1].strip()
+        line.rsplit("|", 1)[1].strip().removeprefix("promomail.")
         for line in result.stderr.splitlines()
         if line.startswith("import time:") and "imported package" not in line
     }

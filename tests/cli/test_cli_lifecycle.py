@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-import commands.mailings
-from pools.store.db import StoreConfig, open_engine
+import promomail.commands.mailings
+from promomail.pools.store.db import StoreConfig, open_engine
 from tests.support.campaign_cli import SPRING, CampaignCli, error_line, refusal
 from tests.support.cli_helpers import promomail_command
 from tests.support.render_helpers import full_snapshot
@@ -244,7 +244,7 @@ def test_mailing_cancel_asks_first(run: CampaignCli, monkeypatch: pytest.MonkeyP
     # CliRunner's stdin is no terminal: refused without --yes.
     line = error_line(run("mailing", "cancel", "m-1"))
     assert "--yes" in line
-    monkeypatch.setattr(commands.mailings, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(promomail.commands.mailings, "stdin_is_terminal", lambda: True)
     declined = run("mailing", "cancel", "m-1", input="n\n")
     assert declined.exit_code == 1 and "gave 2 codes" in declined.stderr
     assert "not cancelled" in declined.stderr
@@ -254,7 +254,7 @@ def test_mailing_cancel_asks_first(run: CampaignCli, monkeypatch: pytest.MonkeyP
     assert confirmed.exit_code == 0, confirmed.stderr
     assert json.loads(confirmed.stdout)["returned"] == 2
     assert run.pools()["spring"]["available"] == 4
-    monkeypatch.setattr(commands.mailings, "stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(promomail.commands.mailings, "stdin_is_terminal", lambda: False)
     assert run.json("mailing", "cancel", "m-1", "--yes")["returned"] == 0
 
 

@@ -19,8 +19,8 @@ import pytest
 from click.testing import Result
 from sqlalchemy import Engine
 
-from pools.issuing.claiming import claim
-from pools.store.db import store_location
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.db import store_location
 from tests.support import cli_helpers
 from tests.support.cli_helpers import invoke
 from tests.support.paths import REPO_ROOT

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.after_sending.redemption import redeem
-from pools.choices import FileFormat
-from pools.codes.imports import Upload, upload_codes
-from pools.display import KNOWN_PARAMETERS
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.choices import FileFormat
+from promomail.pools.codes.imports import Upload, upload_codes
+from promomail.pools.display import KNOWN_PARAMETERS
 from tests.support.cli_helpers import Cli
 from tests.support.paths import REPO_ROOT
 
@@ -175,7 +175,7 @@ def test_the_service_never_prints_a_password_when_its_store_fails() -> None:
 
 
 def test_the_store_config_shows_no_secret() -> None:
-    from pools.store.db import StoreConfig
+    from promomail.pools.store.db import StoreConfig
 
     config = StoreConfig(f"postgresql://bob:QXZJVW@{HOST}/db?sslpassword=WKQXZ&sslmode=require")
     for shown in (str(config), repr(config), json.dumps(str(config))):

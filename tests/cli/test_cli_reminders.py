@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from pools.store.clock import utcnow
-from pools.store.db import store_location
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import store_location
 from tests.support.cli_helpers import Cli, promomail_command
 from tests.support.paths import REPO_ROOT
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from pools.after_sending.send_log import UNCOMMITTED_MAX
-from pools.store.db import StoreConfig, open_engine
+from promomail.pools.after_sending.send_log import UNCOMMITTED_MAX
+from promomail.pools.store.db import StoreConfig, open_engine
 from tests.support.campaign_cli import SPRING, CampaignCli, error_line
 from tests.support.cli_helpers import promomail_command
 from tests.support.delivery_helpers import dsn, plain_mail

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-import pools.after_sending.event_batches
-from delivery.events import DeliveryEvent, EventBatch, EventType
-from pools import Applied, EventApplier, ReplayedRequest
-from pools.after_sending.delivery_events import apply_events
-from pools.after_sending.event_batches import apply_event_batch
-from pools.errors import InvalidSetting
-from pools.store.clock import utcnow
+import promomail.pools.after_sending.event_batches
+from promomail.delivery.events import DeliveryEvent, EventBatch, EventType
+from promomail.pools import Applied, EventApplier, ReplayedRequest
+from promomail.pools.after_sending.delivery_events import apply_events
+from promomail.pools.after_sending.event_batches import apply_event_batch
+from promomail.pools.errors import InvalidSetting
+from promomail.pools.store.clock import utcnow
 from tests.support.invariants import mailing_codes
 from tests.support.render_helpers import (
     EVERY_PART,
@@ -80,7 +80,7 @@ def test_a_failed_batch_forgets_its_token_so_the_retry_applies(
         raise RuntimeError("the store went away")
 
     with monkeypatch.context() as patched:
-        patched.setattr(pools.after_sending.event_batches, "apply_events", broken)
+        patched.setattr(promomail.pools.after_sending.event_batches, "apply_events", broken)
         with pytest.raises(RuntimeError):
             apply_event_batch(engine, "mailgun", batch, now=utcnow())
     assert _tokens(engine) == 0
@@ -140,7 +140,7 @@ def test_concurrent_requests_share_transactions_and_each_gets_its_own_outcomes(
             transactions.append(len(events))
         return apply_events(engine, events, **kwargs)
 
-    monkeypatch.setattr(pools.after_sending.event_batches, "apply_events", counted)
+    monkeypatch.setattr(promomail.pools.after_sending.event_batches, "apply_events", counted)
     applier = EventApplier(engine)
     answers: dict[int, Applied] = {}
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delivery import mailgun, own, postmark, sendgrid, ses
-from delivery.config import WebhookConfig
-from delivery.events import DeliveryError, DeliveryEvent, EventBatch
-from delivery.ses import SnsEndpoint
+from promomail.delivery import mailgun, own, postmark, sendgrid, ses
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import DeliveryError, DeliveryEvent, EventBatch
+from promomail.delivery.ses import SnsEndpoint
 from tests.support.delivery_helpers import (
     CERT_URL,
     MAILGUN_KEY,

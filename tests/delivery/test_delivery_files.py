@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from delivery.dsn import MAX_MESSAGE_BYTES, parse_bounce
-from delivery.events import DeliveryEvent, EventType, MalformedEvent
-from delivery.files import EventProblem, read_event_files
+from promomail.delivery.dsn import MAX_MESSAGE_BYTES, parse_bounce
+from promomail.delivery.events import DeliveryEvent, EventType, MalformedEvent
+from promomail.delivery.files import EventProblem, read_event_files
 from tests.support.delivery_helpers import REF, dsn, plain_mail, qmail_bounce
 from tests.support.paths import REPO_ROOT
 
@@ -220,7 +220,7 @@ def test_reading_event_files_loads_no_cryptography() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, delivery.files; print(any(m.startswith('cryptography') for m in sys.modules))",
+            "import sys, promomail.delivery.files; print(any(m.startswith('cryptography') for m in sys.modules))",
         ],
         capture_output=True,
         text=True,

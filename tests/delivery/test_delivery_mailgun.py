@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from delivery import mailgun
-from delivery.config import WebhookConfig
-from delivery.events import EventType, MalformedEvent, NotConfigured, Unverified
+from promomail.delivery import mailgun
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import EventType, MalformedEvent, NotConfigured, Unverified
 from tests.support.delivery_helpers import MAILGUN_KEY, NOW, REF, later, mailgun_body, mailgun_event
 
 CONFIG = WebhookConfig(mailgun_signing_key=MAILGUN_KEY)

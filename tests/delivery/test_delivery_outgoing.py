@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delivery.message import build_bytes, build_email, ref_headers
-from delivery.outgoing import OutgoingError, OutgoingMessage, read_output
-from templating.mailing.outputs import EmlWriter, RenderedMessage
-from templating.mailing.recipients import Shard, in_slice
+from promomail.delivery.message import build_bytes, build_email, ref_headers
+from promomail.delivery.outgoing import OutgoingError, OutgoingMessage, read_output
+from promomail.templating.mailing.outputs import EmlWriter, RenderedMessage
+from promomail.templating.mailing.recipients import Shard, in_slice
 from tests.support.outgoing_helpers import eml_output, jsonl_output, record, ref_of, write_jsonl
 
 MAILING = "spring-sale"
@@ -180,7 +180,7 @@ def test_the_fast_builder_writes_the_bytes_of_the_email_builder(
 
 
 def test_a_boundary_never_appears_in_the_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("delivery.message.random.randrange", lambda _: 7)
+    monkeypatch.setattr("promomail.delivery.message.random.randrange", lambda _: 7)
     taken = "=" * 15 + "7".zfill(19) + "=="
     text = f"a line\n--{taken}\nand --{taken}--\n"
     data = build_bytes(

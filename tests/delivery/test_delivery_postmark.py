@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from delivery import postmark
-from delivery.config import WebhookConfig
-from delivery.events import EventType, MalformedEvent, NotConfigured, Unverified
-from pools.errors import InvalidSetting
+from promomail.delivery import postmark
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import EventType, MalformedEvent, NotConfigured, Unverified
+from promomail.pools.errors import InvalidSetting
 from tests.support.delivery_helpers import NOW, POSTMARK_AUTH, REF, basic_auth, postmark_bounce
 
 CONFIG = WebhookConfig(postmark_auth=POSTMARK_AUTH)

@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from delivery import sendgrid
-from delivery.config import WebhookConfig
-from delivery.events import EventType, MalformedEvent, NotConfigured, Unverified
-from pools.errors import InvalidSetting
+from promomail.delivery import sendgrid
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import EventType, MalformedEvent, NotConfigured, Unverified
+from promomail.pools.errors import InvalidSetting
 from tests.support.delivery_helpers import NOW, REF, SendgridSigner, sendgrid_event
 
 SIGNER = SendgridSigner()

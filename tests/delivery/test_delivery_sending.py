@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from delivery.outgoing import OutgoingMessage, read_output
-from delivery.sending import MemoryLog, Outcome, SendAborted, SendState, send_messages
-from pools.relay import SmtpRelay
+from promomail.delivery.outgoing import OutgoingMessage, read_output
+from promomail.delivery.sending import MemoryLog, Outcome, SendAborted, SendState, send_messages
+from promomail.pools.relay import SmtpRelay
 from tests.support.outgoing_helpers import addresses, jsonl_output
 from tests.support.smtp_relay import Relay, smtp_relay
 

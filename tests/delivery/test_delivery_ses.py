@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from delivery import ses
-from delivery.config import WebhookConfig
-from delivery.events import (
+from promomail.delivery import ses
+from promomail.delivery.config import WebhookConfig
+from promomail.delivery.events import (
     EventType,
     MalformedEvent,
     NotConfigured,
@@ -22,7 +22,7 @@ from delivery.events import (
     TopicNotAllowed,
     Unverified,
 )
-from delivery.ses import FetchFailed, HttpFetcher, SnsEndpoint
+from promomail.delivery.ses import FetchFailed, HttpFetcher, SnsEndpoint
 from tests.support.delivery_helpers import (
     CERT_URL,
     NOW,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from delivery.outgoing import read_output
-from delivery.sending import MemoryLog, SendAborted, send_messages
-from pools.relay import (
+from promomail.delivery.outgoing import read_output
+from promomail.delivery.sending import MemoryLog, SendAborted, send_messages
+from promomail.pools.relay import (
     InvalidSmtpUrl,
     RelayError,
     RelayRefusedLogin,

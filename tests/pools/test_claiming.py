@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
-from pools.admin.lifecycle import archive_pool, show_pool
-from pools.after_sending.redemption import redeem
-from pools.choices import CodeState, FileFormat
-from pools.codes.counts import PoolCounts, held_now
-from pools.codes.generation import CodeSpec, generate_codes
-from pools.codes.imports import Upload, import_history, upload_codes
-from pools.codes.listing import list_codes
-from pools.codes.voiding import void_batch
-from pools.errors import PoolError, PoolExhausted, ReservationLost, StoreConflict
-from pools.issuing.claiming import (
+from promomail.pools.admin.lifecycle import archive_pool, show_pool
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.choices import CodeState, FileFormat
+from promomail.pools.codes.counts import PoolCounts, held_now
+from promomail.pools.codes.generation import CodeSpec, generate_codes
+from promomail.pools.codes.imports import Upload, import_history, upload_codes
+from promomail.pools.codes.listing import list_codes
+from promomail.pools.codes.voiding import void_batch
+from promomail.pools.errors import PoolError, PoolExhausted, ReservationLost, StoreConflict
+from promomail.pools.issuing.claiming import (
     Reservation,
     claim,
     reclaim_expired,
@@ -33,9 +33,9 @@ from pools.issuing.claiming import (
     reserve_many,
     settle,
 )
-from pools.store.clock import utcnow
-from pools.store.db import is_postgres, read_transaction, write_transaction
-from pools.store.models import Code, Issuance
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import is_postgres, read_transaction, write_transaction
+from promomail.pools.store.models import Code, Issuance
 from tests.support.invariants import check_invariants, check_no_reservations
 from tests.support.racing import run_together
 from tests.support.render_helpers import wait_until
@@ -539,10 +539,10 @@ def _race(
 
     Returns (shared customer → code, own customer → code).
     """
-    from pools.codes.counts import available_count
-    from pools.errors import PoolExhausted
-    from pools.issuing.claiming import claim
-    from pools.store.db import StoreConfig, open_engine, read_transaction
+    from promomail.pools.codes.counts import available_count
+    from promomail.pools.errors import PoolExhausted
+    from promomail.pools.issuing.claiming import claim
+    from promomail.pools.store.db import StoreConfig, open_engine, read_transaction
 
     engine = open_engine(StoreConfig(url), migrate=False)
     own: dict[str, str] = {}
@@ -624,9 +624,9 @@ def test_concurrent_claims_never_issue_a_code_twice(db_url: str, engine: Engine)
 
 def _settle_while_voided(barrier: Any, url: str, pools: list[str]) -> dict[str, int]:
     """Reserve from each pool, then settle each chunk whole as another process voids it."""
-    from pools.errors import ReservationLost
-    from pools.issuing.claiming import release, reserve, settle
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.errors import ReservationLost
+    from promomail.pools.issuing.claiming import release, reserve, settle
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     issued: dict[str, int] = {}
@@ -647,9 +647,9 @@ def _settle_while_voided(barrier: Any, url: str, pools: list[str]) -> dict[str, 
 
 
 def _void_while_settled(barrier: Any, url: str, pools: list[str]) -> dict[str, int]:
-    from pools.codes.imports import import_history
-    from pools.codes.voiding import void_batch
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.codes.imports import import_history
+    from promomail.pools.codes.voiding import void_batch
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:

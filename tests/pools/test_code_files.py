@@ -20,13 +20,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.choices import FileFormat, Whitespace
-from pools.codes.files import BLOCK_LINES, Block, format_for, parse_csv, parse_moment, parse_txt
-from pools.codes.imports import Upload, upload_codes
-from pools.errors import ImportRejected, LineProblem, UnreadableFile
-from pools.store.db import read_transaction
-from pools.store.models import NO_END, Code
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.choices import FileFormat, Whitespace
+from promomail.pools.codes.files import (
+    BLOCK_LINES,
+    Block,
+    format_for,
+    parse_csv,
+    parse_moment,
+    parse_txt,
+)
+from promomail.pools.codes.imports import Upload, upload_codes
+from promomail.pools.errors import ImportRejected, LineProblem, UnreadableFile
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import NO_END, Code
 
 # --------------------------------------------------------------------------
 # helpers

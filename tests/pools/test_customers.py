@@ -6,12 +6,12 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, insert, select
 
-from pools.after_sending.redemption import redeem
-from pools.history.customers import customer_history
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
-from pools.store.db import write_transaction
-from pools.store.models import Code, Issuance
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.history.customers import customer_history
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import write_transaction
+from promomail.pools.store.models import Code, Issuance
 from tests.support.store_helpers import make_pool
 
 

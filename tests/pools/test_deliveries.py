@@ -13,15 +13,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-import pools.after_sending.send_log as send_log
-from pools.after_sending.deliveries import list_deliveries, record_send, record_sent, to_send
-from pools.after_sending.delivery_events import apply_event, seen_token
-from pools.after_sending.returns import return_codes
-from pools.after_sending.send_log import DeliveryLog
-from pools.errors import InvalidSetting, MailingNotFound
-from pools.issuing.mailings import show_mailing
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction
+import promomail.pools.after_sending.send_log as send_log
+from promomail.pools.after_sending.deliveries import (
+    list_deliveries,
+    record_send,
+    record_sent,
+    to_send,
+)
+from promomail.pools.after_sending.delivery_events import apply_event, seen_token
+from promomail.pools.after_sending.returns import return_codes
+from promomail.pools.after_sending.send_log import DeliveryLog
+from promomail.pools.errors import InvalidSetting, MailingNotFound
+from promomail.pools.issuing.mailings import show_mailing
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import read_transaction
 from tests.support.invariants import (
     check_invariants,
     check_message_returns,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from delivery import own
-from delivery.config import DEFAULT_SNS_CERT_URL, WebhookConfig
-from delivery.events import (
+from promomail.delivery import own
+from promomail.delivery.config import DEFAULT_SNS_CERT_URL, WebhookConfig
+from promomail.delivery.events import (
     DeliveryError,
     DeliveryEvent,
     EventType,
@@ -25,8 +25,8 @@ from delivery.events import (
     clean_detail,
     is_valid_ref,
 )
-from delivery.providers import WEBHOOK_PROVIDERS, verify_and_parse
-from pools.errors import InvalidSetting, PromomailError
+from promomail.delivery.providers import WEBHOOK_PROVIDERS, verify_and_parse
+from promomail.pools.errors import InvalidSetting, PromomailError
 from tests.support.delivery_helpers import NOW, REF, TOPIC
 
 

@@ -12,13 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, insert, select
 
-import pools.history.export
-from pools.after_sending.redemption import redeem
-from pools.errors import ExportError, MailingNotFound, PoolNotFound
-from pools.history.export import COLUMNS, export_issuances
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
-from pools.store.models import Code, Issuance
+import promomail.pools.history.export
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.errors import ExportError, MailingNotFound, PoolNotFound
+from promomail.pools.history.export import COLUMNS, export_issuances
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.models import Code, Issuance
 from tests.support.store_helpers import make_pool
 
 
@@ -117,13 +117,13 @@ def test_failed_export_leaves_the_old_file(
 ) -> None:
     out = folder / "out.csv"
     out.write_text("the previous export\n", encoding="utf-8")
-    real = pools.history.export.write_issuances
+    real = promomail.pools.history.export.write_issuances
 
     def fail_midway(conn: Connection, handle: Any, **filters: Any) -> int:
         real(conn, handle, **filters)
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(pools.history.export, "write_issuances", fail_midway)
+    monkeypatch.setattr(promomail.pools.history.export, "write_issuances", fail_midway)
     with pytest.raises(RuntimeError, match="went away"):
         export_issuances(store, out)
 
@@ -178,7 +178,7 @@ def test_values_a_spreadsheet_would_run_are_neutralised(engine: Engine, folder: 
     assert tuple(header) == COLUMNS
     for row in rows:
         for cell in row:
-            assert not cell.startswith(pools.history.export.FORMULA_STARTS), row
+            assert not cell.startswith(promomail.pools.history.export.FORMULA_STARTS), row
     by_customer = {_unmarked(row[3]): row for row in rows}
     assert sorted(by_customer) == sorted(given)
     for customer, row in by_customer.items():
@@ -196,8 +196,8 @@ def test_values_a_spreadsheet_would_run_are_neutralised(engine: Engine, folder: 
 
 @given(st.text(max_size=20))
 def test_neutralising_is_reversible_and_never_starts_a_formula(value: str) -> None:
-    shown = pools.history.export.spreadsheet_safe(value)
-    assert not shown.startswith(pools.history.export.FORMULA_STARTS)
+    shown = promomail.pools.history.export.spreadsheet_safe(value)
+    assert not shown.startswith(promomail.pools.history.export.FORMULA_STARTS)
     assert _unmarked(shown) == value
-    if not value.startswith((*pools.history.export.FORMULA_STARTS, "'")):
+    if not value.startswith((*promomail.pools.history.export.FORMULA_STARTS, "'")):
         assert shown == value  # everything else is left exactly as stored

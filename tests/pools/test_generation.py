@@ -7,14 +7,14 @@ import io
 import pytest
 from sqlalchemy import Engine, select
 
-from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
-from pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH, FileFormat
-from pools.codes.generation import CodeSpec, generate_codes, luhn_check_char, luhn_valid
-from pools.codes.imports import Upload, import_history, upload_codes
-from pools.errors import GenerationError, PoolError
-from pools.issuing.claiming import claim
-from pools.store.db import read_transaction
-from pools.store.models import Code, ImportBatch
+from promomail.pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
+from promomail.pools.choices import DEFAULT_ALPHABET, DEFAULT_LENGTH, FileFormat
+from promomail.pools.codes.generation import CodeSpec, generate_codes, luhn_check_char, luhn_valid
+from promomail.pools.codes.imports import Upload, import_history, upload_codes
+from promomail.pools.errors import GenerationError, PoolError
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, ImportBatch
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text, update
 
-import pools.after_sending.holds
-import pools.after_sending.redemption
-from pools.after_sending.checkout import held_elsewhere_reason
-from pools.after_sending.holds import (
+import promomail.pools.after_sending.holds
+import promomail.pools.after_sending.redemption
+from promomail.pools.after_sending.checkout import held_elsewhere_reason
+from promomail.pools.after_sending.holds import (
     MULTI_USE_NEEDS_NO_HOLD,
     HoldResult,
     ReleaseResult,
@@ -27,16 +27,16 @@ from pools.after_sending.holds import (
     parse_hold_duration,
     release_hold,
 )
-from pools.after_sending.redemption import ALREADY_REDEEMED, NEVER_ISSUED, redeem
-from pools.after_sending.rollback import unredeem
-from pools.choices import DEFAULT_HOLD
-from pools.codes.counts import PoolCounts, pool_counts
-from pools.codes.voiding import void_batch
-from pools.errors import InvalidSetting
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction
-from pools.store.models import Code, Issuance
+from promomail.pools.after_sending.redemption import ALREADY_REDEEMED, NEVER_ISSUED, redeem
+from promomail.pools.after_sending.rollback import unredeem
+from promomail.pools.choices import DEFAULT_HOLD
+from promomail.pools.codes.counts import PoolCounts, pool_counts
+from promomail.pools.codes.voiding import void_batch
+from promomail.pools.errors import InvalidSetting
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, Issuance
 from tests.support.racing import hold_when_released, redeem_order_when_released, run_together
 from tests.support.render_helpers import full_snapshot
 from tests.support.store_helpers import make_pool
@@ -357,7 +357,7 @@ def test_the_database_keeps_another_order_from_redeeming_a_held_code(
     make_pool(engine, "spring", ["SP-1"])
     assert hold_code(engine, "SP-1", order="o1", now=T0).ok
     monkeypatch.setattr(
-        pools.after_sending.redemption, "hold_refusal", lambda found, order, now: None
+        promomail.pools.after_sending.redemption, "hold_refusal", lambda found, order, now: None
     )
 
     before = full_snapshot(engine)
@@ -372,7 +372,9 @@ def test_the_database_keeps_a_second_order_from_taking_a_hold(
 ) -> None:
     make_pool(engine, "spring", ["SP-1"])
     assert hold_code(engine, "SP-1", order="o1", now=T0).ok
-    monkeypatch.setattr(pools.after_sending.holds, "hold_refusal", lambda found, order, now: None)
+    monkeypatch.setattr(
+        promomail.pools.after_sending.holds, "hold_refusal", lambda found, order, now: None
+    )
 
     before = full_snapshot(engine)
     late = hold_code(engine, "SP-1", order="o2", now=T0)

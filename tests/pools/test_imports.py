@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
-from pools.choices import FileFormat, Whitespace
-from pools.codes import files as code_files
-from pools.codes.imports import (
+from promomail.pools.admin.lifecycle import PoolSettings, archive_pool, create_pool, show_pool
+from promomail.pools.choices import FileFormat, Whitespace
+from promomail.pools.codes import files as code_files
+from promomail.pools.codes.imports import (
     MAX_REPORTED_PROBLEMS,
     ImportRecord,
     ImportReport,
@@ -24,11 +24,11 @@ from pools.codes.imports import (
     upload_codes,
     uploads_document,
 )
-from pools.codes.voiding import void_batch
-from pools.errors import ImportRejected, PoolError
-from pools.issuing.claiming import claim
-from pools.store.db import read_transaction
-from pools.store.models import NO_END, Code, ImportBatch
+from promomail.pools.codes.voiding import void_batch
+from promomail.pools.errors import ImportRejected, PoolError
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import NO_END, Code, ImportBatch
 from tests.support.racing import claim_when_released, run_together
 
 CodeRecord = tuple[int, str, int, str, datetime | None, datetime | None, datetime]

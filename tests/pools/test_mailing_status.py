@@ -14,12 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from pools.after_sending.deliveries import list_deliveries
-from pools.after_sending.returns import cancel_mailing
-from pools.errors import MailingNotFound
-from pools.issuing.mailing_status import RunState, mailing_status
-from pools.issuing.mailings import list_mailings, show_mailing
-from templating.mailing.recipients import Shard
+from promomail.pools.after_sending.deliveries import list_deliveries
+from promomail.pools.after_sending.returns import cancel_mailing
+from promomail.pools.errors import MailingNotFound
+from promomail.pools.issuing.mailing_status import RunState, mailing_status
+from promomail.pools.issuing.mailings import list_mailings, show_mailing
+from promomail.templating.mailing.recipients import Shard
 from tests.support.render_helpers import (
     EVERY_PART,
     customer_ids,

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, inspect, text
 
-from pools.store.db import (
+from promomail.pools.store.db import (
     SCHEMA_HEAD,
     StoreConfig,
     current_revision,
@@ -21,7 +21,7 @@ from pools.store.db import (
     open_engine,
     upgrade,
 )
-from pools.store.models import Base
+from promomail.pools.store.models import Base
 from tests.support.paths import REPO_ROOT
 from tests.support.racing import run_together
 from tests.support.store_helpers import make_pool
@@ -92,7 +92,7 @@ def test_a_store_at_the_head_is_opened_without_importing_alembic(tmp_path: Path)
     url = f"sqlite:///{tmp_path / 'store.db'}"
     open_engine(StoreConfig(url)).dispose()
     script = (
-        "import sys; from pools.store.db import StoreConfig, open_engine;"
+        "import sys; from promomail.pools.store.db import StoreConfig, open_engine;"
         f"open_engine(StoreConfig({url!r})).dispose();"
         "print('alembic' in sys.modules)"
     )
@@ -135,7 +135,7 @@ def test_open_engine_on_an_up_to_date_store_keeps_the_data(db_url: str) -> None:
 
 
 def _migrate_when_released(barrier: Any, url: str) -> str | None:
-    from pools.store.db import StoreConfig, create_store_engine, current_revision, upgrade
+    from promomail.pools.store.db import StoreConfig, create_store_engine, current_revision, upgrade
 
     engine = create_store_engine(StoreConfig(url))
     try:
@@ -166,7 +166,7 @@ def test_redemption_lifecycle_migration_keeps_and_attributes_old_data(db_url: st
     """0003 on a store with data: attribution filled in, double-counted orders undone."""
     from alembic import command
 
-    from pools.store.db import _alembic_config, write_transaction
+    from promomail.pools.store.db import _alembic_config, write_transaction
 
     engine = open_engine(StoreConfig(db_url), migrate=False)
     try:
@@ -263,7 +263,7 @@ def _old_pool(conn: Connection, pool_id: str, codes: list[str]) -> None:
 def _store_at(db_url: str, revision: str) -> Engine:
     from alembic import command
 
-    from pools.store.db import _alembic_config, write_transaction
+    from promomail.pools.store.db import _alembic_config, write_transaction
 
     engine = open_engine(StoreConfig(db_url), migrate=False)
     with write_transaction(engine) as conn:
@@ -273,9 +273,9 @@ def _store_at(db_url: str, revision: str) -> Engine:
 
 def test_held_codes_migration_keeps_open_reservations(db_url: str) -> None:
     """0005 on a store with reserved codes: the render holding them can still settle."""
-    from pools.admin.lifecycle import show_pool
-    from pools.issuing.claiming import Reservation, reclaim_scope, settle
-    from pools.store.dialect_sql import PromoCode
+    from promomail.pools.admin.lifecycle import show_pool
+    from promomail.pools.issuing.claiming import Reservation, reclaim_scope, settle
+    from promomail.pools.store.dialect_sql import PromoCode
 
     engine = _store_at(db_url, "0004")
     try:
@@ -345,8 +345,8 @@ def test_held_codes_migration_goes_back_down(db_url: str) -> None:
     """Downgrading 0005 turns open reservations back into reserved code rows."""
     from alembic import command
 
-    from pools.issuing.claiming import reserve, settle
-    from pools.store.db import _alembic_config, write_transaction
+    from promomail.pools.issuing.claiming import reserve, settle
+    from promomail.pools.store.db import _alembic_config, write_transaction
 
     engine = open_engine(StoreConfig(db_url))
     try:
@@ -396,9 +396,9 @@ def test_deliveries_migration_keeps_the_issuance_log_and_draws_a_key_per_store(
     db_url: str, tmp_path: Path
 ) -> None:
     """0006 on a store with issuances: they stay, without a reference; each store gets its key."""
-    from pools.after_sending.delivery_events import apply_event
-    from pools.after_sending.references import delivery_ref_key
-    from pools.after_sending.returns import return_codes
+    from promomail.pools.after_sending.delivery_events import apply_event
+    from promomail.pools.after_sending.references import delivery_ref_key
+    from promomail.pools.after_sending.returns import return_codes
 
     engine = _store_at(db_url, "0005")
     try:
@@ -449,7 +449,7 @@ def test_deliveries_migration_keeps_the_issuance_log_and_draws_a_key_per_store(
 def test_deliveries_migration_goes_back_down(db_url: str) -> None:
     from alembic import command
 
-    from pools.store.db import _alembic_config, write_transaction
+    from promomail.pools.store.db import _alembic_config, write_transaction
 
     engine = open_engine(StoreConfig(db_url))
     try:
@@ -467,8 +467,8 @@ def test_deliveries_migration_goes_back_down(db_url: str) -> None:
 
 def test_holds_migration_keeps_codes_pools_and_redemptions(db_url: str) -> None:
     """0008 on a store with data: nothing held, nothing once per customer, all else as it was."""
-    from pools.after_sending.holds import hold_code
-    from pools.after_sending.redemption import redeem
+    from promomail.pools.after_sending.holds import hold_code
+    from promomail.pools.after_sending.redemption import redeem
 
     engine = _store_at(db_url, "0007")
     try:
@@ -507,7 +507,7 @@ def test_holds_migration_keeps_codes_pools_and_redemptions(db_url: str) -> None:
 def test_holds_migration_goes_back_down(db_url: str) -> None:
     from alembic import command
 
-    from pools.store.db import _alembic_config, write_transaction
+    from promomail.pools.store.db import _alembic_config, write_transaction
 
     engine = open_engine(StoreConfig(db_url))
     try:

@@ -9,19 +9,19 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-import pools.codes.notifications
-from pools.admin.lifecycle import archive_pool
-from pools.codes.notifications import (
+import promomail.pools.codes.notifications
+from promomail.pools.admin.lifecycle import archive_pool
+from promomail.pools.codes.notifications import (
     SMTP_URL_ENV,
     NoticeStatus,
     Sink,
     check_low_stock,
     claim_daily_notice,
 )
-from pools.codes.webhooks import ALLOW_PRIVATE_ENV
-from pools.errors import PoolNotFound
-from pools.issuing.claiming import claim
-from pools.store.models import Pool
+from promomail.pools.codes.webhooks import ALLOW_PRIVATE_ENV
+from promomail.pools.errors import PoolNotFound
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.models import Pool
 from tests.support.racing import check_low_stock_when_released, run_together
 from tests.support.sinks import Inbox, Webhook, closed_port, smtp_inbox, webhook_receiver
 from tests.support.store_helpers import make_pool
@@ -269,7 +269,7 @@ def test_an_unexpected_sink_error_is_a_failed_delivery(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug in a sink")
 
-    monkeypatch.setattr(pools.codes.notifications, "post_webhook", broken)
+    monkeypatch.setattr(promomail.pools.codes.notifications, "post_webhook", broken)
     make_pool(engine, "spring", ["S1"], low_stock=5, notify_url="http://127.0.0.1:9/hook")
 
     [alert] = check_low_stock(engine, ["spring"], now=MORNING)

@@ -6,17 +6,17 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-import pools.after_sending.redemption
-from pools.admin.lifecycle import PoolSettings, create_pool, edit_pool, show_pool
-from pools.after_sending.redemption import (
+import promomail.pools.after_sending.redemption
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool, edit_pool, show_pool
+from promomail.pools.after_sending.redemption import (
     ALREADY_REDEEMED_BY_CUSTOMER,
     NEEDS_CUSTOMER,
     redeem,
 )
-from pools.after_sending.rollback import unredeem
-from pools.errors import InvalidPoolSetting, PoolError, StoreConflict
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
+from promomail.pools.after_sending.rollback import unredeem
+from promomail.pools.errors import InvalidPoolSetting, PoolError, StoreConflict
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
 from tests.support.racing import redeem_order_when_released, run_together
 from tests.support.render_helpers import full_snapshot
 from tests.support.store_helpers import make_pool
@@ -103,7 +103,9 @@ def test_the_database_keeps_a_customer_to_one_live_redemption(
     # A redeemer that missed the first redemption in its look-up loses at its
     # insert, and its count goes with it.
     monkeypatch.setattr(
-        pools.after_sending.redemption, "_customer_refusal", lambda conn, found, customer: None
+        promomail.pools.after_sending.redemption,
+        "_customer_refusal",
+        lambda conn, found, customer: None,
     )
     before = full_snapshot(engine)
     with pytest.raises(StoreConflict):

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from pools.errors import InvalidCursor
-from pools.history.customers import customer_history
-from pools.history.pages import (
+from promomail.pools.errors import InvalidCursor
+from promomail.pools.history.customers import customer_history
+from promomail.pools.history.pages import (
     Page,
     customer_page,
     decode_cursor,
@@ -18,7 +18,7 @@ from pools.history.pages import (
     issuance_page,
     segment_page,
 )
-from pools.history.segments import segment
+from promomail.pools.history.segments import segment
 from tests.support.cli_helpers import Cli
 from tests.support.store_helpers import make_pool
 

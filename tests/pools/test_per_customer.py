@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select, update
 
-from pools.after_sending.redemption import redeem
-from pools.errors import PoolNotFound
-from pools.issuing.claiming import claim
-from pools.issuing.per_customer import current_codes
-from pools.store.clock import utcnow
-from pools.store.models import Code, Issuance
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.errors import PoolNotFound
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.issuing.per_customer import current_codes
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.models import Code, Issuance
 from tests.support.store_helpers import make_pool
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from pools.admin.lifecycle import (
+from promomail.pools.admin.lifecycle import (
     PoolSettings,
     activate_pool,
     archive_pool,
@@ -20,16 +20,16 @@ from pools.admin.lifecycle import (
     show_pool,
     slugify,
 )
-from pools.after_sending.redemption import redeem
-from pools.choices import FileFormat
-from pools.codes.counts import PoolCounts, available_count, pool_counts
-from pools.codes.imports import Upload, import_history, upload_codes
-from pools.codes.voiding import void_batch
-from pools.errors import InvalidPoolSetting, PoolError, PoolNotFound, SettingLocked
-from pools.issuing.claiming import claim, reserve
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction, write_transaction
-from pools.store.models import Code, ImportBatch, Issuance, Pool
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.choices import FileFormat
+from promomail.pools.codes.counts import PoolCounts, available_count, pool_counts
+from promomail.pools.codes.imports import Upload, import_history, upload_codes
+from promomail.pools.codes.voiding import void_batch
+from promomail.pools.errors import InvalidPoolSetting, PoolError, PoolNotFound, SettingLocked
+from promomail.pools.issuing.claiming import claim, reserve
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import read_transaction, write_transaction
+from promomail.pools.store.models import Code, ImportBatch, Issuance, Pool
 
 
 def add_txt(engine: Engine, pool_id: str, *codes: str) -> int:
@@ -459,7 +459,7 @@ def test_an_unknown_pool_close_to_known_ones_suggests_them(engine: Engine) -> No
 
 
 def test_suggestions_come_only_from_the_pools_in_view(engine: Engine) -> None:
-    from pools.history.pages import issuance_page, segment_page
+    from promomail.pools.history.pages import issuance_page, segment_page
 
     for name in ("Welcome", "Summer"):
         create_pool(engine, PoolSettings(name=name, description="d"), activate=True)

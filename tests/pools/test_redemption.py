@@ -9,24 +9,29 @@ import pytest
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-import pools.after_sending.redemption
-from pools.admin.lifecycle import archive_pool
-from pools.after_sending.redemption import (
+import promomail.pools.after_sending.redemption
+from promomail.pools.admin.lifecycle import archive_pool
+from promomail.pools.after_sending.redemption import (
     ALREADY_REDEEMED,
     NEVER_ISSUED,
     UNKNOWN_CODE,
     RedemptionResult,
     redeem,
 )
-from pools.after_sending.rollback import unredeem
-from pools.codes.counts import pool_counts
-from pools.codes.voiding import void_batch
-from pools.errors import PoolExhausted, PromomailError, RedemptionNotFound, RollbackAmbiguous
-from pools.issuing.claiming import claim, reserve
-from pools.issuing.mailings import show_mailing
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction
-from pools.store.models import Code, CodeStatus, Issuance, Mailing
+from promomail.pools.after_sending.rollback import unredeem
+from promomail.pools.codes.counts import pool_counts
+from promomail.pools.codes.voiding import void_batch
+from promomail.pools.errors import (
+    PoolExhausted,
+    PromomailError,
+    RedemptionNotFound,
+    RollbackAmbiguous,
+)
+from promomail.pools.issuing.claiming import claim, reserve
+from promomail.pools.issuing.mailings import show_mailing
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, CodeStatus, Issuance, Mailing
 from tests.support.racing import (
     redeem_order_when_released,
     redeem_when_released,
@@ -102,7 +107,9 @@ def test_the_database_guard_holds_without_the_precheck(
     """A redeemer that read the code before another one won still loses, in the UPDATE."""
     make_pool(engine, "spring", ["ONCE"])
     assert redeem(engine, "ONCE", customer="first").ok
-    monkeypatch.setattr(pools.after_sending.redemption, "code_refusal", lambda found, now: None)
+    monkeypatch.setattr(
+        promomail.pools.after_sending.redemption, "code_refusal", lambda found, now: None
+    )
 
     before = snapshot(engine)
     late = redeem(engine, "ONCE", customer="second")

@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from pools.after_sending.references import REF_LENGTH, delivery_ref_key, message_ref
-from pools.after_sending.returns import return_codes
-from pools.issuing.claiming import claim
-from pools.store.db import StoreConfig, open_engine, read_transaction
-from templating.choices import OutputFormat
+from promomail.pools.after_sending.references import REF_LENGTH, delivery_ref_key, message_ref
+from promomail.pools.after_sending.returns import return_codes
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.db import StoreConfig, open_engine, read_transaction
+from promomail.templating.choices import OutputFormat
 from tests.support.invariants import check_invariants, check_no_reservations, mailing_codes
 from tests.support.render_helpers import (
     EVERY_PART,

@@ -24,20 +24,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
-from pools.after_sending.redemption import redeem
-from pools.after_sending.returns import return_codes
-from pools.after_sending.rollback import unredeem
-from pools.choices import FileFormat
-from pools.codes.imports import Upload, upload_codes
-from pools.codes.voiding import void_batch
-from pools.errors import PoolNotFound, SegmentError
-from pools.history.pages import segment_page
-from pools.history.reminders import MAX_EXPIRING_WITHIN, parse_expiring_within
-from pools.history.segments import SegmentFilters, prepare_segment, segment
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction
-from pools.store.models import Code, ImportBatch, Issuance
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.after_sending.returns import return_codes
+from promomail.pools.after_sending.rollback import unredeem
+from promomail.pools.choices import FileFormat
+from promomail.pools.codes.imports import Upload, upload_codes
+from promomail.pools.codes.voiding import void_batch
+from promomail.pools.errors import PoolNotFound, SegmentError
+from promomail.pools.history.pages import segment_page
+from promomail.pools.history.reminders import MAX_EXPIRING_WITHIN, parse_expiring_within
+from promomail.pools.history.segments import SegmentFilters, prepare_segment, segment
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code, ImportBatch, Issuance
 from tests.support.render_helpers import render, write_recipients, write_template
 from tests.support.store_helpers import make_pool
 

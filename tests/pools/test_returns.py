@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from pools.after_sending.redemption import redeem
-from pools.after_sending.returns import (
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.after_sending.returns import (
     CANCELLED,
     AddressMatch,
     Unmatched,
@@ -19,16 +19,16 @@ from pools.after_sending.returns import (
     read_return_list,
     return_codes,
 )
-from pools.codes.counts import PoolCounts, pool_counts
-from pools.errors import MailingNotFound, ReturnListError
-from pools.history.customers import customer_history
-from pools.history.export import export_issuances
-from pools.issuing.claiming import claim, record_reissues
-from pools.issuing.holdings import latest_codes, untouched_pools
-from pools.issuing.mailings import show_mailing
-from pools.store.clock import utcnow
-from pools.store.db import read_transaction, write_transaction
-from pools.store.models import Code, Mailing
+from promomail.pools.codes.counts import PoolCounts, pool_counts
+from promomail.pools.errors import MailingNotFound, ReturnListError
+from promomail.pools.history.customers import customer_history
+from promomail.pools.history.export import export_issuances
+from promomail.pools.issuing.claiming import claim, record_reissues
+from promomail.pools.issuing.holdings import latest_codes, untouched_pools
+from promomail.pools.issuing.mailings import show_mailing
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import read_transaction, write_transaction
+from promomail.pools.store.models import Code, Mailing
 from tests.support.invariants import check_invariants
 from tests.support.racing import redeem_order_when_released, return_when_released, run_together
 from tests.support.render_helpers import (

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, Select, String, select
 
-from pools.store.row_sets import RowSet, per_dialect
+from promomail.pools.store.row_sets import RowSet, per_dialect
 
 ROWS = RowSet("probe", ref=String(), count=Integer(), id=BigInteger())
 

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, update
 
-from pools.choices import SegmentFormat
-from pools.errors import PoolNotFound, SegmentError
-from pools.history.segments import segment, write_segment
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
-from pools.store.models import Code, Issuance
-from templating.errors import RecipientError
-from templating.mailing.recipients import read_recipients
+from promomail.pools.choices import SegmentFormat
+from promomail.pools.errors import PoolNotFound, SegmentError
+from promomail.pools.history.segments import segment, write_segment
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.models import Code, Issuance
+from promomail.templating.errors import RecipientError
+from promomail.templating.mailing.recipients import read_recipients
 from tests.support.store_helpers import make_pool
 
 

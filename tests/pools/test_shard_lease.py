@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from pools.errors import LeaseHeld, LeaseLost
-from pools.issuing.claiming import reserve
-from pools.issuing.leases import (
+from promomail.pools.errors import LeaseHeld, LeaseLost
+from promomail.pools.issuing.claiming import reserve
+from promomail.pools.issuing.leases import (
     Lease,
     LeaseKeeper,
     acquire_lease,
@@ -39,9 +39,9 @@ from pools.issuing.leases import (
     send_lease_label,
     store_now,
 )
-from pools.issuing.mailings import show_mailing
-from pools.store.db import read_transaction, write_transaction
-from templating.mailing.run import render_mailing
+from promomail.pools.issuing.mailings import show_mailing
+from promomail.pools.store.db import read_transaction, write_transaction
+from promomail.templating.mailing.run import render_mailing
 from tests.support.cli_helpers import promomail_command
 from tests.support.invariants import (
     check_invariants,
@@ -75,13 +75,13 @@ _PACED_CLI = """\
 import sys, time
 sys.path.insert(0, sys.argv[1])
 pause = float(sys.argv[2])
-from templating.template.message import MessageTemplate
+from promomail.templating.template.message import MessageTemplate
 original = MessageTemplate.render
 def slowed(self, *args, **kwargs):
     time.sleep(pause)
     return original(self, *args, **kwargs)
 MessageTemplate.render = slowed
-import cli
+from promomail import cli
 cli.cli.main(args=sys.argv[3:], prog_name="promomail")
 """
 
@@ -237,7 +237,7 @@ def _expires_at(engine: Engine) -> datetime:
 
 def take_when_released(barrier: Any, url: str) -> str:
     """For run_together: open an engine, wait for the others, try the lease."""
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-import templating.errors  # noqa: F401  (its errors are PromomailError subclasses too)
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.errors import (
+import promomail.templating.errors  # noqa: F401  (its errors are PromomailError subclasses too)
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.errors import (
     DatabaseFailure,
     LeaseLost,
     PoolExhausted,
@@ -27,8 +27,8 @@ from pools.errors import (
     StoreError,
     StoreUnavailable,
 )
-from pools.store.clock import utcnow
-from pools.store.db import (
+from promomail.pools.store.clock import utcnow
+from promomail.pools.store.db import (
     StoreConfig,
     is_postgres,
     open_engine,
@@ -36,7 +36,7 @@ from pools.store.db import (
     store_connection,
     write_transaction,
 )
-from pools.store.models import Pool
+from promomail.pools.store.models import Pool
 from tests.support.cli_helpers import Cli
 
 UNREACHABLE = "postgresql://bob:s3cretpw@127.0.0.1:1/nowhere"

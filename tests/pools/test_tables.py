@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pools.after_sending.returns import read_return_list
-from pools.errors import ReturnListError
-from pools.tables import (
+from promomail.pools.after_sending.returns import read_return_list
+from promomail.pools.errors import ReturnListError
+from promomail.pools.tables import (
     DELIMITERS,
     SAMPLE_LINES,
     TableError,
@@ -30,8 +30,8 @@ from pools.tables import (
     find_columns,
     take_sample,
 )
-from templating.errors import RecipientError
-from templating.mailing.recipients import (
+from promomail.templating.errors import RecipientError
+from promomail.templating.mailing.recipients import (
     Duplicate,
     Recipient,
     columns_of,

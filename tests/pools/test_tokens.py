@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, text
 
-from pools.admin.tokens import authenticate, create_token, list_tokens, permits, revoke_token
-from pools.choices import Scope
-from pools.errors import PoolNotFound, TokenError, TokenNotFound
+from promomail.pools.admin.tokens import (
+    authenticate,
+    create_token,
+    list_tokens,
+    permits,
+    revoke_token,
+)
+from promomail.pools.choices import Scope
+from promomail.pools.errors import PoolNotFound, TokenError, TokenNotFound
 from tests.support.store_helpers import make_pool
 
 

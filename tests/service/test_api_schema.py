@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from pools import (
+from promomail.pools import (
     Applied,
     GenerationReport,
     HoldResult,
@@ -33,8 +33,8 @@ from pools import (
     RollbackResult,
     VoidReport,
 )
-from pools.identifiers import is_blank
-from service.schemas import (
+from promomail.pools.identifiers import is_blank
+from promomail.service.schemas import (
     EventsAppliedDoc,
     GenerationDoc,
     HoldDoc,

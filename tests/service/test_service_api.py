@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from pools.admin.tokens import list_tokens
+from promomail.pools.admin.tokens import list_tokens
 from tests.support.cli_helpers import Cli
 from tests.support.paths import REPO_ROOT
 from tests.support.service_helpers import (

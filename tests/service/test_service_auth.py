@@ -17,12 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from pools.admin.tokens import create_token, permits, revoke_token
-from pools.choices import Scope
-from pools.errors import TokenError
-from pools.store.db import StoreConfig, open_engine
-from service.app import ServiceConfig, create_app
-from service.auth import Open, ScopedRoute, ScopedRouter
+from promomail.pools.admin.tokens import create_token, permits, revoke_token
+from promomail.pools.choices import Scope
+from promomail.pools.errors import TokenError
+from promomail.pools.store.db import StoreConfig, open_engine
+from promomail.service.app import ServiceConfig, create_app
+from promomail.service.auth import Open, ScopedRoute, ScopedRouter
 from tests.support.cli_helpers import Cli
 from tests.support.service_helpers import Server, Store, create_pool_over_api, served_store
 

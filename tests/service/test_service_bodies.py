@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from pools.store.models import CODE_MAX_LENGTH
-from service.bodies import BODY_LIMIT, UPLOAD_LIMIT
+from promomail.pools.store.models import CODE_MAX_LENGTH
+from promomail.service.bodies import BODY_LIMIT, UPLOAD_LIMIT
 from tests.support.service_helpers import (
     Server,
     Store,

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from pools.after_sending.redemption import redeem
-from pools.codes.notifications import FAILED, check_low_stock
-from pools.codes.webhooks import ALLOW_PRIVATE_ENV, non_public
-from pools.history.pages import encode_cursor
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.codes.notifications import FAILED, check_low_stock
+from promomail.pools.codes.webhooks import ALLOW_PRIVATE_ENV, non_public
+from promomail.pools.history.pages import encode_cursor
 from tests.support.cli_helpers import Cli
 from tests.support.service_helpers import (
     Server,

@@ -28,8 +28,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from pools.after_sending.returns import return_codes
-from service.routes_events import EVENT_THREADS
+from promomail.pools.after_sending.returns import return_codes
+from promomail.service.routes_events import EVENT_THREADS
 from tests.support.delivery_helpers import (
     MAILGUN_KEY,
     POSTMARK_AUTH,

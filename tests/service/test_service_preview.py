@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pools import StoreConfig, open_engine
+from promomail.pools import StoreConfig, open_engine
 from tests.support.browser_helpers import chromium
 from tests.support.cli_helpers import Cli
 from tests.support.service_helpers import (

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from pools.errors import DatabaseFailure, StoreConflict, StoreUnavailable
-from service.problems import MEDIA_TYPE, install
+from promomail.pools.errors import DatabaseFailure, StoreConflict, StoreUnavailable
+from promomail.service.problems import MEDIA_TYPE, install
 
 SERVER_TEXT = "database postgresql://bob:***@db.internal:5432/shop: something broke"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from pools.store.clock import utcnow
+from promomail.pools.store.clock import utcnow
 from tests.support.cli_helpers import Cli
 from tests.support.service_helpers import (
     Server,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.server import bind
+from promomail.service.server import bind
 from tests.support.service_helpers import PROMOMAIL, open_store, start_server, stop_cleanly, token
 
 
@@ -76,8 +76,8 @@ def test_a_store_that_stops_answering_is_a_503_without_its_url() -> None:
     import anyio
     import httpx
 
-    from pools.store.db import StoreConfig, create_store_engine
-    from service.app import ServiceConfig, create_app
+    from promomail.pools.store.db import StoreConfig, create_store_engine
+    from promomail.service.app import ServiceConfig, create_app
 
     url = "postgresql://bob:s3cretpw@127.0.0.1:1/nowhere"
     engine = create_store_engine(StoreConfig(url, engine_options={"pool_timeout": 5}))

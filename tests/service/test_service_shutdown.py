@@ -16,8 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from pools.admin.lifecycle import show_pool
-from pools.store.db import StoreConfig
+from promomail.pools.admin.lifecycle import show_pool
+from promomail.pools.store.db import StoreConfig
 from tests.support.service_helpers import (
     Server,
     Store,

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.preview import BUSY, WAIT_SECONDS
-from service.server import GRACE_SECONDS
-from templating.mailing.isolated import JOB_SECONDS
-from templating.template.render_limits import LIMITS
+from promomail.service.preview import BUSY, WAIT_SECONDS
+from promomail.service.server import GRACE_SECONDS
+from promomail.templating.mailing.isolated import JOB_SECONDS
+from promomail.templating.template.render_limits import LIMITS
 from tests.support.service_helpers import (
     Server,
     Store,

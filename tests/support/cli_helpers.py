@@ -18,7 +18,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from cli import cli
+from promomail.cli import cli
 
 
 def invoke(

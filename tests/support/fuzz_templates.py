@@ -29,18 +29,18 @@ sys.setrecursionlimit(1000)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pools.store.db import StoreConfig, open_engine  # noqa: E402
-from templating.errors import (  # noqa: E402
+from promomail.pools.store.db import StoreConfig, open_engine  # noqa: E402
+from promomail.templating.errors import (  # noqa: E402
     InvalidTemplate,
     RecipientError,
     RecipientFailed,
     RenderLimitExceeded,
 )
-from templating.mailing.checking import check_template, preview  # noqa: E402
-from templating.mailing.recipients import Recipient  # noqa: E402
-from templating.mailing.sources import PreviewCodes  # noqa: E402
-from templating.template.client import Client  # noqa: E402
-from templating.template.message import MessageTemplate  # noqa: E402
+from promomail.templating.mailing.checking import check_template, preview  # noqa: E402
+from promomail.templating.mailing.recipients import Recipient  # noqa: E402
+from promomail.templating.mailing.sources import PreviewCodes  # noqa: E402
+from promomail.templating.template.client import Client  # noqa: E402
+from promomail.templating.template.message import MessageTemplate  # noqa: E402
 
 ALLOWED = (InvalidTemplate, RecipientError, RenderLimitExceeded)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from pools.codes.counts import PARTS, pool_counts
-from pools.store.db import read_transaction
-from pools.store.models import Code
+from promomail.pools.codes.counts import PARTS, pool_counts
+from promomail.pools.store.db import read_transaction
+from promomail.pools.store.models import Code
 from tests.support.paths import REPO_ROOT
 
 REPO = REPO_ROOT

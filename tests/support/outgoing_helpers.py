@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from delivery.message import build_email
+from promomail.delivery.message import build_email
 
 
 def ref_of(mailing: str, recipient: str) -> str:

@@ -69,8 +69,8 @@ def redeem_when_released(
     """Open an engine, wait for the others, redeem: returns (ok, reason)."""
     from sqlalchemy import text
 
-    from pools.after_sending.redemption import redeem
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.after_sending.redemption import redeem
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -89,8 +89,8 @@ def check_low_stock_when_released(barrier: Any, url: str, pool_id: str, now: str
 
     from sqlalchemy import text
 
-    from pools.codes.notifications import check_low_stock
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.codes.notifications import check_low_stock
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -109,8 +109,8 @@ def redeem_order_when_released(
     """Open an engine, wait for the others, redeem for ``order``: (ok, reason, replayed)."""
     from sqlalchemy import text
 
-    from pools.after_sending.redemption import redeem
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.after_sending.redemption import redeem
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -127,9 +127,9 @@ def unredeem_when_released(barrier: Any, url: str, code: str, order: str | None)
     """Open an engine, wait for the others, roll back: "rolled back" or the refusal."""
     from sqlalchemy import text
 
-    from pools.after_sending.rollback import unredeem
-    from pools.errors import PromomailError
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.after_sending.rollback import unredeem
+    from promomail.pools.errors import PromomailError
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -149,8 +149,8 @@ def return_when_released(barrier: Any, url: str, mailing: str, customers: list[s
     """Open an engine, wait for the others, return the mailing's codes: how many went back."""
     from sqlalchemy import text
 
-    from pools.after_sending.returns import return_codes
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.after_sending.returns import return_codes
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -166,8 +166,8 @@ def claim_when_released(
     barrier: Any, url: str, pool_id: str, mailing: str, customers: list[str]
 ) -> dict[str, str]:
     """Open an engine, wait for the others, claim one code per customer."""
-    from pools.issuing.claiming import claim
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.issuing.claiming import claim
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -181,8 +181,8 @@ def apply_event_when_released(barrier: Any, url: str, event_id: str, ref: str) -
     """Open an engine, wait for the others, apply a permanent bounce of ``ref``."""
     from sqlalchemy import text
 
-    from pools.after_sending.delivery_events import apply_event
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.after_sending.delivery_events import apply_event
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:
@@ -207,8 +207,8 @@ def hold_when_released(barrier: Any, url: str, code: str, order: str) -> tuple[b
     """Open an engine, wait for the others, hold ``code`` for ``order``: (ok, reason)."""
     from sqlalchemy import text
 
-    from pools.after_sending.holds import hold_code
-    from pools.store.db import StoreConfig, open_engine
+    from promomail.pools.after_sending.holds import hold_code
+    from promomail.pools.store.db import StoreConfig, open_engine
 
     engine = open_engine(StoreConfig(url), migrate=False)
     try:

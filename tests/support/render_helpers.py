@@ -18,15 +18,15 @@ from typing import Any
 
 from sqlalchemy import Engine, inspect, select, text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.codes.counts import PoolCounts, pool_counts
-from pools.codes.generation import CodeSpec, generate_codes
-from pools.store.models import Code, Issuance, IssuanceKind
-from templating.choices import OnExhausted, OutputFormat
-from templating.mailing.outputs import OutputTarget
-from templating.mailing.recipients import Shard
-from templating.mailing.request import RenderRequest, RenderSummary
-from templating.mailing.run import render_mailing
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.codes.counts import PoolCounts, pool_counts
+from promomail.pools.codes.generation import CodeSpec, generate_codes
+from promomail.pools.store.models import Code, Issuance, IssuanceKind
+from promomail.templating.choices import OnExhausted, OutputFormat
+from promomail.templating.mailing.outputs import OutputTarget
+from promomail.templating.mailing.recipients import Shard
+from promomail.templating.mailing.request import RenderRequest, RenderSummary
+from promomail.templating.mailing.run import render_mailing
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 SAMPLES = TESTS_DIR.parent / "sample_templates"
@@ -228,7 +228,7 @@ def render_when_released(barrier: Any, request: RenderRequest) -> dict[str, Any]
 def paced_render(request_json: str, pause: float) -> None:
     """Render slowly (``pause`` seconds per recipient, while the chunk's codes are
     reserved), so that a test can kill the process in the middle of a mailing."""
-    from templating.template.message import MessageTemplate
+    from promomail.templating.template.message import MessageTemplate
 
     original = MessageTemplate.render
 

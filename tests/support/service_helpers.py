@@ -28,8 +28,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from pools.admin.tokens import create_token
-from pools.store.db import StoreConfig, open_engine
+from promomail.pools.admin.tokens import create_token
+from promomail.pools.store.db import StoreConfig, open_engine
 
 PG_URL = os.environ.get("PROMOMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("PROMOMAIL_REQUIRE_PG") == "1"

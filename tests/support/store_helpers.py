@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.choices import FileFormat
-from pools.codes.imports import Upload, upload_codes
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.choices import FileFormat
+from promomail.pools.codes.imports import Upload, upload_codes
 
 #: The tables a store operation may touch; a refused one must leave them all as they were.
 SNAPSHOT_TABLES = ("pools", "import_batches", "codes", "issuances", "redemptions")

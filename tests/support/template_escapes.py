@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from templating.errors import InvalidTemplate, RecipientFailed
-from templating.mailing.sources import PreviewCodes
-from templating.template.client import Client
-from templating.template.message import MessageTemplate
+from promomail.templating.errors import InvalidTemplate, RecipientFailed
+from promomail.templating.mailing.sources import PreviewCodes
+from promomail.templating.template.client import Client
+from promomail.templating.template.message import MessageTemplate
 
 #: Replaced in every payload by the path of a file the payload tries to create.
 MARKER = "MARKER_PATH"

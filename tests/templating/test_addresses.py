@@ -25,10 +25,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from pools.addresses import address_header, ascii_domain, one_address
-from templating.choices import OutputFormat
-from templating.mailing.outputs import EmlWriter, RenderedMessage
-from templating.mailing.returns import return_listed
+from promomail.pools.addresses import address_header, ascii_domain, one_address
+from promomail.templating.choices import OutputFormat
+from promomail.templating.mailing.outputs import EmlWriter, RenderedMessage
+from promomail.templating.mailing.returns import return_listed
 from tests.support.render_helpers import initial_codes, pool_with_codes, read_jsonl, render
 
 

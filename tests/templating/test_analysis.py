@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from templating.template.analysis import NonLiteralPool, TemplateUsage
-from templating.template.environment import make_environment
-from templating.template.message import MessageTemplate, analyze_parsed, parse_template
+from promomail.templating.template.analysis import NonLiteralPool, TemplateUsage
+from promomail.templating.template.environment import make_environment
+from promomail.templating.template.message import MessageTemplate, analyze_parsed, parse_template
 from tests.support.paths import REPO_ROOT
 
 SAMPLES = REPO_ROOT / "sample_templates"

@@ -28,13 +28,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-import templating.mailing.outputs
-from pools.errors import InvalidSetting, PromomailError
-from templating.choices import OutputFormat
-from templating.errors import RecipientError
-from templating.mailing.outputs import OutputTarget, eml_name
-from templating.mailing.recipients import PLAIN_ADDRESS, address_header, one_address
-from templating.mailing.request import RenderRequest
+import promomail.templating.mailing.outputs
+from promomail.pools.errors import InvalidSetting, PromomailError
+from promomail.templating.choices import OutputFormat
+from promomail.templating.errors import RecipientError
+from promomail.templating.mailing.outputs import OutputTarget, eml_name
+from promomail.templating.mailing.recipients import PLAIN_ADDRESS, address_header, one_address
+from promomail.templating.mailing.request import RenderRequest
 from tests.support import cli_helpers
 from tests.support.render_helpers import (
     counts,
@@ -410,7 +410,7 @@ def test_the_writer_never_replaces_a_message_it_wrote_in_this_run(
     db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Should two ids ever get one name, the second recipient fails alone.
-    monkeypatch.setattr(templating.mailing.outputs, "eml_name", lambda _id: "same.eml")
+    monkeypatch.setattr(promomail.templating.mailing.outputs, "eml_name", lambda _id: "same.eml")
     pool_with_codes(engine, "spring", 5)
     template = write_template(tmp_path, TEMPLATE)
     rows = [["id", "email", "first_name"], ["a", "a@example.com", "A"], ["b", "b@example.com", "B"]]

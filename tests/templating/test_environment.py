@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from templating.errors import RecipientFailed
-from templating.template import render_limits
-from templating.template.environment import make_environment
-from templating.template.message import MessageTemplate
+from promomail.templating.errors import RecipientFailed
+from promomail.templating.template import render_limits
+from promomail.templating.template.environment import make_environment
+from promomail.templating.template.message import MessageTemplate
 from tests.support.template_escapes import ESCAPES, MARKER, payload_client, refusal
 
 MAX_RANGE = render_limits.LIMITS.range_items

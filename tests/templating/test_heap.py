@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from templating.mailing.chunks import ChunkRenderer
-from templating.mailing.heap import long_lived_frozen
+from promomail.templating.mailing.chunks import ChunkRenderer
+from promomail.templating.mailing.heap import long_lived_frozen
 from tests.support.render_helpers import (
     EVERY_PART,
     customer_ids,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from pools.errors import DatabaseFailure, PromomailError
-from pools.store.db import StoreConfig, open_engine
-from templating.errors import InvalidTemplate
-from templating.mailing.isolated import TemplateJobFailed, TemplateProcesses
+from promomail.pools.errors import DatabaseFailure, PromomailError
+from promomail.pools.store.db import StoreConfig, open_engine
+from promomail.templating.errors import InvalidTemplate
+from promomail.templating.mailing.isolated import TemplateJobFailed, TemplateProcesses
 
 
 def _pid(_engine: Engine) -> int:

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-import templating.template.files
-from pools.local_files import (
+import promomail.templating.template.files
+from promomail.pools.local_files import (
     FileTooLarge,
     LineTooLong,
     NotRegularFile,
@@ -32,10 +32,10 @@ from pools.local_files import (
     open_text,
     read_bytes,
 )
-from templating.errors import InvalidTemplate
-from templating.mailing.checking import check_template, preview, preview_recipients
-from templating.template.files import MAX_PARTIALS, MAX_TEMPLATE_BYTES
-from templating.template.message import MessageTemplate
+from promomail.templating.errors import InvalidTemplate
+from promomail.templating.mailing.checking import check_template, preview, preview_recipients
+from promomail.templating.template.files import MAX_PARTIALS, MAX_TEMPLATE_BYTES
+from promomail.templating.template.message import MessageTemplate
 from tests.support.cli_helpers import promomail_command
 from tests.support.render_helpers import pool_with_codes, write_recipients
 
@@ -136,14 +136,14 @@ def _reads_of_partials(folder: Path, names: list[str]) -> tuple[int, list[str], 
     source = "".join(f"{{% include {name!r} %}}" for name in names)
     path = folder / "message.j2"
     path.write_text(source, encoding="utf-8")
-    real = templating.template.files.read_partial
+    real = promomail.templating.template.files.read_partial
     reads: list[Path] = []
 
     def counted(partial: Path, **kwargs: object) -> str:
         reads.append(partial)
         return real(partial, **kwargs)  # type: ignore[arg-type]
 
-    with mock.patch.object(templating.template.files, "read_partial", counted):
+    with mock.patch.object(promomail.templating.template.files, "read_partial", counted):
         template = MessageTemplate.from_file(path)
         body = template.render({"client": None})["body"]
     return len(reads), template.usage.partials, body

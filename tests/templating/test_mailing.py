@@ -16,19 +16,19 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from pools.admin.lifecycle import PoolSettings, create_pool
-from pools.errors import InvalidSetting, PoolExhausted
-from pools.issuing.mailings import show_mailing
-from pools.store.db import store_location
-from pools.store.models import IssuanceKind
-from templating.choices import OutputFormat
-from templating.errors import InvalidTemplate, MailingError, RecipientError
-from templating.mailing.checking import check_template, preview, preview_recipients
-from templating.mailing.outputs import OutputTarget, eml_name
-from templating.mailing.recipients import Recipient, Shard, in_slice
-from templating.mailing.request import RenderCount, RenderRequest
-from templating.mailing.run import render_mailing
-from templating.mailing.sources import PLACEHOLDER
+from promomail.pools.admin.lifecycle import PoolSettings, create_pool
+from promomail.pools.errors import InvalidSetting, PoolExhausted
+from promomail.pools.issuing.mailings import show_mailing
+from promomail.pools.store.db import store_location
+from promomail.pools.store.models import IssuanceKind
+from promomail.templating.choices import OutputFormat
+from promomail.templating.errors import InvalidTemplate, MailingError, RecipientError
+from promomail.templating.mailing.checking import check_template, preview, preview_recipients
+from promomail.templating.mailing.outputs import OutputTarget, eml_name
+from promomail.templating.mailing.recipients import Recipient, Shard, in_slice
+from promomail.templating.mailing.request import RenderCount, RenderRequest
+from promomail.templating.mailing.run import render_mailing
+from promomail.templating.mailing.sources import PLACEHOLDER
 from tests.support.invariants import records_by_recipient
 from tests.support.racing import run_together
 from tests.support.render_helpers import (
@@ -406,8 +406,8 @@ def test_multi_use_pool_records_everyone_and_consumes_nothing(
     pool_with_codes(engine, "summer", 0, multi_use=True)
     from io import BytesIO
 
-    from pools.choices import FileFormat
-    from pools.codes.imports import Upload, upload_codes
+    from promomail.pools.choices import FileFormat
+    from promomail.pools.codes.imports import Upload, upload_codes
 
     upload_codes(engine, "summer", [Upload("s.txt", FileFormat.TXT, stream=BytesIO(b"SUMMER20\n"))])
     template = write_template(tmp_path, "Use {{ client.promocode('summer') }} today")

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-import templating.mailing.planning as planning
-import templating.mailing.run as mailing_module
-from pools.codes.generation import CodeSpec, generate_codes
-from pools.issuing.claiming import claim
-from pools.issuing.mailings import show_mailing
-from templating.choices import OnExhausted
-from templating.template import render_limits
+import promomail.templating.mailing.planning as planning
+import promomail.templating.mailing.run as mailing_module
+from promomail.pools.codes.generation import CodeSpec, generate_codes
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.issuing.mailings import show_mailing
+from promomail.templating.choices import OnExhausted
+from promomail.templating.template import render_limits
 from tests.support.invariants import count_issuances, records_by_recipient
 from tests.support.racing import run_together
 from tests.support.render_helpers import (

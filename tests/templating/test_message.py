@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from templating.errors import InvalidTemplate, RecipientFailed
-from templating.template.client import Client
-from templating.template.files import read_template
-from templating.template.message import BODY_PART, MessageTemplate
+from promomail.templating.errors import InvalidTemplate, RecipientFailed
+from promomail.templating.template.client import Client
+from promomail.templating.template.files import read_template
+from promomail.templating.template.message import BODY_PART, MessageTemplate
 from tests.support.paths import REPO_ROOT
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from templating.mailing.checking import check_template
-from templating.mailing.columns import MissingColumns
+from promomail.templating.mailing.checking import check_template
+from promomail.templating.mailing.columns import MissingColumns
 from tests.support.cli_helpers import Cli
 from tests.support.render_helpers import (
     customer_ids,

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from pools.errors import InvalidSetting
-from templating.choices import OutputFormat
-from templating.errors import MailingError, UnwritableMessage
-from templating.mailing.outputs import (
+from promomail.pools.errors import InvalidSetting
+from promomail.templating.choices import OutputFormat
+from promomail.templating.errors import MailingError, UnwritableMessage
+from promomail.templating.mailing.outputs import (
     EmlWriter,
     JsonlWriter,
     MessageWriter,

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pools.errors import InvalidSetting
-from templating.errors import RecipientError
-from templating.mailing.options import parse_shard
-from templating.mailing.recipients import (
+from promomail.pools.errors import InvalidSetting
+from promomail.templating.errors import RecipientError
+from promomail.templating.mailing.options import parse_shard
+from promomail.templating.mailing.recipients import (
     Recipient,
     Shard,
     columns_of,

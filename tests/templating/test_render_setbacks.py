@@ -16,8 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from pools.digests import Digest, digest
-from templating.mailing.recipients import Duplicate, Shard
+from promomail.pools.digests import Digest, digest
+from promomail.templating.mailing.recipients import Duplicate, Shard
 from tests.support.cli_helpers import Cli
 from tests.support.render_helpers import pool_with_codes, read_jsonl, render, write_template
 

@@ -24,16 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event
 
-from pools.after_sending.redemption import redeem
-from pools.errors import ExportError, PoolNotFound
-from pools.history.segments import SegmentFilters
-from pools.identifiers import id_problem
-from pools.issuing.claiming import claim
-from pools.store.clock import utcnow
-from templating.errors import RecipientError
-from templating.mailing import segment_rows as rows_module
-from templating.mailing.recipients import RecipientRecords, read_recipients
-from templating.mailing.segment_rows import segment_rows_file, write_segment_rows
+from promomail.pools.after_sending.redemption import redeem
+from promomail.pools.errors import ExportError, PoolNotFound
+from promomail.pools.history.segments import SegmentFilters
+from promomail.pools.identifiers import id_problem
+from promomail.pools.issuing.claiming import claim
+from promomail.pools.store.clock import utcnow
+from promomail.templating.errors import RecipientError
+from promomail.templating.mailing import segment_rows as rows_module
+from promomail.templating.mailing.recipients import RecipientRecords, read_recipients
+from promomail.templating.mailing.segment_rows import segment_rows_file, write_segment_rows
 from tests.support.store_helpers import make_pool
 
 REMINDER = SegmentFilters(unredeemed_from=["welcome"])

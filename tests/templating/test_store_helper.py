@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from pools.issuing.claiming import claim, reserve_many
-from templating.choices import OnExhausted
-from templating.errors import MailingError
-from templating.mailing import chunks as chunks_module
-from templating.mailing import pipeline as pipeline_module
-from templating.mailing import store_helper
+from promomail.pools.issuing.claiming import claim, reserve_many
+from promomail.templating.choices import OnExhausted
+from promomail.templating.errors import MailingError
+from promomail.templating.mailing import chunks as chunks_module
+from promomail.templating.mailing import pipeline as pipeline_module
+from promomail.templating.mailing import store_helper
 from tests.support.invariants import check_invariants, check_no_reservations, reserved_scopes
 from tests.support.render_helpers import (
     customer_ids,

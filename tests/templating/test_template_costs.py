@@ -18,12 +18,12 @@ import jinja2.tests
 import pytest
 from jinja2.exceptions import SecurityError
 
-from templating.errors import RecipientFailed
-from templating.mailing.sources import PreviewCodes
-from templating.template import costs, limits
-from templating.template.client import Client
-from templating.template.environment import make_environment
-from templating.template.message import MessageTemplate
+from promomail.templating.errors import RecipientFailed
+from promomail.templating.mailing.sources import PreviewCodes
+from promomail.templating.template import costs, limits
+from promomail.templating.template.client import Client
+from promomail.templating.template.environment import make_environment
+from promomail.templating.template.message import MessageTemplate
 from tests.support.fuzz_child import run_fuzz_child
 
 #: Half a megabyte of text, and lists, dicts and items holding it thousands of times.

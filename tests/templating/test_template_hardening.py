@@ -18,12 +18,12 @@ import pytest
 from markupsafe import Markup
 from sqlalchemy import Engine
 
-from templating.errors import InvalidTemplate, RecipientFailed
-from templating.mailing.checking import check_template, preview, preview_recipients
-from templating.mailing.sources import PreviewCodes
-from templating.template.client import Client
-from templating.template.environment import make_environment
-from templating.template.message import MessageTemplate
+from promomail.templating.errors import InvalidTemplate, RecipientFailed
+from promomail.templating.mailing.checking import check_template, preview, preview_recipients
+from promomail.templating.mailing.sources import PreviewCodes
+from promomail.templating.template.client import Client
+from promomail.templating.template.environment import make_environment
+from promomail.templating.template.message import MessageTemplate
 from tests.support.fuzz_child import run_fuzz_child
 from tests.support.render_helpers import (
     counts,

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from pools.issuing.claiming import Reservation
-from pools.store.dialect_sql import PromoCode
-from templating.choices import OnExhausted
-from templating.mailing.sources import ChunkCodes, ChunkData
-from templating.template.client import Client
-from templating.template.message import MessageTemplate
+from promomail.pools.issuing.claiming import Reservation
+from promomail.pools.store.dialect_sql import PromoCode
+from promomail.templating.choices import OnExhausted
+from promomail.templating.mailing.sources import ChunkCodes, ChunkData
+from promomail.templating.template.client import Client
+from promomail.templating.template.message import MessageTemplate
 from tests.support.invariants import records_by_recipient
 from tests.support.render_helpers import (
     customer_ids,

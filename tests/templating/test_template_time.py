@@ -25,13 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-import templating.template.message as message_module
-from templating.errors import InvalidTemplate, RecipientFailed
-from templating.mailing.sources import PreviewCodes
-from templating.template import render_limits
-from templating.template.client import Client
-from templating.template.environment import MessageEnvironment, make_environment
-from templating.template.message import (
+import promomail.templating.template.message as message_module
+from promomail.templating.errors import InvalidTemplate, RecipientFailed
+from promomail.templating.mailing.sources import PreviewCodes
+from promomail.templating.template import render_limits
+from promomail.templating.template.client import Client
+from promomail.templating.template.environment import MessageEnvironment, make_environment
+from promomail.templating.template.message import (
     MessageTemplate,
     _template_line,
     compile_template,

@@ -31,10 +31,10 @@ table and its wrapper), :mod:`.jinja_tests` (tests), :mod:`.methods` and
 
 from __future__ import annotations
 
-from templating.template.costs.filters import FILTER_COSTS, guard_filters, guarded_filter
-from templating.template.costs.jinja_tests import TEST_COSTS, guard_tests
-from templating.template.costs.measures import ESCAPE_GROWTH, FilterCost, MethodCost
-from templating.template.costs.method_table import (
+from promomail.templating.template.costs.filters import FILTER_COSTS, guard_filters, guarded_filter
+from promomail.templating.template.costs.jinja_tests import TEST_COSTS, guard_tests
+from promomail.templating.template.costs.measures import ESCAPE_GROWTH, FilterCost, MethodCost
+from promomail.templating.template.costs.method_table import (
     AUDITED_TYPES,
     METHOD_COSTS,
     counted_arguments,

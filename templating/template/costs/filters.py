@@ -8,8 +8,8 @@ from typing import Any
 
 from jinja2.exceptions import TemplateRuntimeError
 
-from templating.template import render_limits
-from templating.template.costs.list_filters import (
+from promomail.templating.template import render_limits
+from promomail.templating.template.costs.list_filters import (
     _batch,
     _dictsort,
     _groupby,
@@ -23,11 +23,11 @@ from templating.template.costs.list_filters import (
     _sum,
     _unique,
 )
-from templating.template.costs.measures import (
+from promomail.templating.template.costs.measures import (
     _LENGTH_TYPES,
     FilterCost,
 )
-from templating.template.costs.text_filters import (
+from promomail.templating.template.costs.text_filters import (
     _case_filter,
     _center,
     _escape,
@@ -49,7 +49,7 @@ from templating.template.costs.text_filters import (
     _wordwrap,
     _xmlattr,
 )
-from templating.template.limits import (
+from promomail.templating.template.limits import (
     Budget,
     check_text_length,
 )

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from templating.template.costs.filters import (
+from promomail.templating.template.costs.filters import (
     marked_as,
     passes_first_argument,
 )
-from templating.template.costs.measures import (
+from promomail.templating.template.costs.measures import (
     FilterCost,
     _stringified,
 )
-from templating.template.limits import (
+from promomail.templating.template.limits import (
     Budget,
     check_percent,
     comparison_cost,

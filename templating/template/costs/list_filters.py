@@ -7,8 +7,8 @@ from typing import Any
 
 from jinja2.filters import make_attrgetter, make_multi_attrgetter
 
-from templating.template import render_limits
-from templating.template.costs.measures import (
+from promomail.templating.template import render_limits
+from promomail.templating.template.costs.measures import (
     _LENGTH_TYPES,
     ESCAPE_GROWTH,
     OBJECT,
@@ -20,14 +20,14 @@ from templating.template.costs.measures import (
     _str_size,
     _text,
 )
-from templating.template.limits import (
+from promomail.templating.template.limits import (
     SIZED,
     check_operand_bits,
     check_text_length,
     comparison_cost,
     sort_cost,
 )
-from templating.template.render_limits import refuse
+from promomail.templating.template.render_limits import refuse
 
 
 def _join(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:

@@ -11,8 +11,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from templating.template import render_limits
-from templating.template.limits import (
+from promomail.templating.template import render_limits
+from promomail.templating.template.limits import (
     _SIZED_TYPES,
     printed_size,
 )

@@ -10,11 +10,11 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 from markupsafe import Markup
 
-from templating.template.costs.measures import (
+from promomail.templating.template.costs.measures import (
     _LENGTH_TYPES,
     MethodCost,
 )
-from templating.template.costs.methods import (
+from promomail.templating.template.costs.methods import (
     _case_method,
     _compares,
     _decode,
@@ -37,7 +37,7 @@ from templating.template.costs.methods import (
     _translate,
     _unchecked_format,
 )
-from templating.template.limits import (
+from promomail.templating.template.limits import (
     _SIZED_TYPES,
     Budget,
 )

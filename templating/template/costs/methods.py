@@ -8,7 +8,7 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 from markupsafe import Markup
 
-from templating.template.costs.measures import (
+from promomail.templating.template.costs.measures import (
     ENCODE_GROWTH,
     ESCAPE_GROWTH,
     NAME_GROWTH,
@@ -21,10 +21,10 @@ from templating.template.costs.measures import (
     _stringified,
     _text,
 )
-from templating.template.costs.text_filters import (
+from promomail.templating.template.costs.text_filters import (
     _replaced_size,
 )
-from templating.template.limits import (
+from promomail.templating.template.limits import (
     SIZED,
     _check_width,
     check_text_length,

@@ -10,8 +10,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from templating.template import render_limits
-from templating.template.costs.measures import (
+from promomail.templating.template import render_limits
+from promomail.templating.template.costs.measures import (
     ESCAPE_GROWTH,
     JSON_GROWTH,
     OBJECT,
@@ -26,13 +26,13 @@ from templating.template.costs.measures import (
     _stringified,
     _text,
 )
-from templating.template.limits import (
+from promomail.templating.template.limits import (
     _check_width,
     check_percent,
     check_text_length,
     printed_size,
 )
-from templating.template.render_limits import refuse
+from promomail.templating.template.render_limits import refuse
 
 
 def _case_filter(value: Any, args: tuple[Any, ...], kw: dict[str, Any], passed: Any) -> int:
