@@ -15,8 +15,16 @@ import click
 
 from promomail.cli import PromomailGroup
 from promomail.commands.errors import CommandFailed, misused_options
-from promomail.commands.options import recipients_option
-from promomail.commands.output import emit_json, json_option, note, plural, print_table, say
+from promomail.commands.options import pool_choice_option, recipients_option
+from promomail.commands.output import (
+    answered_as_json,
+    emit_json,
+    json_option,
+    note,
+    plural,
+    print_table,
+    say,
+)
 from promomail.commands.state import complete_pool_id, get_engine
 from promomail.commands.values import LibraryValue
 from promomail.pools.choices import SegmentFormat
@@ -236,13 +244,7 @@ def _segment_rows(
 @click.argument("code")
 @click.option("--customer", "customer_id", metavar="C", help="Who is redeeming (e.g. a friend).")
 @click.option("--order", metavar="O", help="The order the code is used for.")
-@click.option(
-    "--pool",
-    "pool_id",
-    metavar="ID",
-    shell_complete=complete_pool_id,
-    help="The pool, when the code is in several.",
-)
+@pool_choice_option()
 @click.option(
     "--dry-run", is_flag=True, help="Only answer whether it would redeem now; change nothing."
 )
@@ -267,10 +269,7 @@ def redeem_command(
     result = redeem(
         get_engine(ctx), code, customer=customer_id, order=order, pool=pool_id, dry_run=dry_run
     )
-    if as_json:
-        emit_json(result.as_dict())
-        if not result.ok:
-            ctx.exit(1)
+    if answered_as_json(ctx, result, as_json):
         return
     if not result.ok:
         would = "would be refused" if dry_run else "refused"
@@ -295,13 +294,7 @@ def redeem_command(
     help="The cancelled or refunded order. Leave it out to undo the code's one "
     "redemption made without an order.",
 )
-@click.option(
-    "--pool",
-    "pool_id",
-    metavar="ID",
-    shell_complete=complete_pool_id,
-    help="The pool, when the code is in several.",
-)
+@pool_choice_option()
 @json_option
 @click.pass_context
 def unredeem_command(

@@ -11,8 +11,9 @@ from datetime import timedelta
 import click
 
 from promomail.commands.errors import CommandFailed
-from promomail.commands.output import emit_json, json_option, say
-from promomail.commands.state import complete_pool_id, get_engine
+from promomail.commands.options import pool_choice_option
+from promomail.commands.output import answered_as_json, json_option, say
+from promomail.commands.state import get_engine
 from promomail.commands.values import LibraryValue
 from promomail.pools.choices import DEFAULT_HOLD
 
@@ -32,13 +33,7 @@ def _default_length() -> str:
 @click.argument("code")
 @click.option("--order", required=True, metavar="O", help="The order whose checkout started.")
 @click.option("--customer", "customer_id", metavar="C", help="Who is buying.")
-@click.option(
-    "--pool",
-    "pool_id",
-    metavar="ID",
-    shell_complete=complete_pool_id,
-    help="The pool, when the code is in several.",
-)
+@pool_choice_option()
 @click.option(
     "--for",
     "length",
@@ -70,10 +65,7 @@ def hold_command(
     result = hold_code(
         get_engine(ctx), code, order=order, customer=customer_id, pool=pool_id, length=length
     )
-    if as_json:
-        emit_json(result.as_dict())
-        if not result.ok:
-            ctx.exit(1)
+    if answered_as_json(ctx, result, as_json):
         return
     if not result.ok:
         raise CommandFailed(f"code {code!r} cannot be held: {result.reason}")
@@ -86,13 +78,7 @@ def hold_command(
 @click.command("release")
 @click.argument("code")
 @click.option("--order", required=True, metavar="O", help="The order that held the code.")
-@click.option(
-    "--pool",
-    "pool_id",
-    metavar="ID",
-    shell_complete=complete_pool_id,
-    help="The pool, when the order holds the code in several.",
-)
+@pool_choice_option("The pool, when the order holds the code in several.")
 @json_option
 @click.pass_context
 def release_command(
@@ -102,10 +88,7 @@ def release_command(
     from promomail.pools import release_hold
 
     result = release_hold(get_engine(ctx), code, order=order, pool=pool_id)
-    if as_json:
-        emit_json(result.as_dict())
-        if not result.ok:
-            ctx.exit(1)
+    if answered_as_json(ctx, result, as_json):
         return
     if not result.ok:
         raise CommandFailed(f"nothing released: {result.reason}")

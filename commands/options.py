@@ -60,3 +60,12 @@ def limit_option(help: str, *, default: int | None = None, minimum: int = 1) -> 
         metavar="N",
         help=help,
     )
+
+
+def pool_choice_option(help: str = "The pool, when the code is in several.") -> Callable[[F], F]:
+    """``--pool ID`` of a checkout command: which pool, when one code string is in several."""
+    from promomail.commands.state import complete_pool_id
+
+    return click.option(
+        "--pool", "pool_id", metavar="ID", shell_complete=complete_pool_id, help=help
+    )

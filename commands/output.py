@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -22,6 +22,25 @@ if TYPE_CHECKING:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+class Answer(Protocol):
+    """A checkout's answer: accepted or refused, and its document."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+def answered_as_json(ctx: click.Context, answer: Answer, as_json: bool) -> bool:
+    """With ``--json``: print the answer's document, exit 1 when it is a refusal."""
+    if not as_json:
+        return False
+    emit_json(answer.as_dict())
+    if not answer.ok:
+        ctx.exit(1)
+    return True
 
 
 def emit_json(document: Any) -> None:
