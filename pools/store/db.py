@@ -9,7 +9,9 @@ the busy timeout. PostgreSQL URLs are routed to psycopg 3.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
 )
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import Pool, QueuePool
 
 from promomail.pools.display import KNOWN_PARAMETERS, MIN_SCRUBBED, redact_url, scrub, url_secrets
 from promomail.pools.errors import (
@@ -33,6 +35,7 @@ from promomail.pools.errors import (
     StoreUnavailable,
 )
 from promomail.pools.store.defaults import DEFAULT_URL as DEFAULT_URL
+from promomail.pools.store.writer_queue import WriterQueue
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: Page cache per connection; a render holds two connections per worker.
@@ -144,6 +147,9 @@ def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
     return engine
 
 
+_LOCKED_TOO_LONG = f"the database stayed locked by another writer for {SQLITE_BUSY_TIMEOUT_S:g} s"
+
+
 def _begin_immediate(dbapi_connection: Any) -> None:
     """Take SQLite's write lock, waiting for it in short steps.
 
@@ -165,10 +171,7 @@ def _begin_immediate(dbapi_connection: Any) -> None:
                 if "locked" not in str(exc):
                     raise
                 if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"the database stayed locked by another writer for "
-                        f"{SQLITE_BUSY_TIMEOUT_S:g} s"
-                    ) from exc
+                    raise StoreError(_LOCKED_TOO_LONG) from exc
             time.sleep(pause)
             pause = min(pause * 2, 0.004)
     finally:
@@ -265,11 +268,36 @@ def store_connection(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that will write: takes SQLite's write lock up front."""
-    with store_connection(engine) as conn:
+    """A transaction that will write: takes SQLite's write lock up front.
+
+    On SQLite, the threads of this process queue for it in arrival order
+    first (:mod:`pools.store.writer_queue`).
+    """
+    with _writer_turn(engine), store_connection(engine) as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
+
+
+#: Each SQLite database's writer queue, by connection pool (shared by every
+#: engine derived from one, and gone with it).
+_WRITER_QUEUES: weakref.WeakKeyDictionary[Pool, WriterQueue] = weakref.WeakKeyDictionary()
+_WRITER_QUEUES_LOCK = threading.Lock()
+
+
+@contextmanager
+def _writer_turn(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with _WRITER_QUEUES_LOCK:
+        queue = _WRITER_QUEUES.setdefault(engine.pool, WriterQueue())
+    if not queue.acquire(SQLITE_BUSY_TIMEOUT_S):
+        raise StoreError(_LOCKED_TOO_LONG)
+    try:
+        yield
+    finally:
+        queue.release()
 
 
 @contextmanager
