@@ -14,7 +14,8 @@ connections:
   does, timed whole: the send run's lease taken (``pools.send_run``), the
   render's JSON Lines output read and checked (``read_output``), each
   message built, and its answer recorded in the store (``DeliveryLog``:
-  one transaction per message, its codes' issuances untouched for a 250).
+  the relay's 250s committed many to a transaction by a thread of their own,
+  the codes' issuances untouched).
   The messages are a real render of a real mailing in that store, and its
   delivery rows are deleted (outside the timing) before every round;
 * memory: the same sender on the in-memory log, to show what the store costs.
