@@ -62,7 +62,12 @@ from promomail.pools.after_sending.returns import _count
 from promomail.pools.choices import DeliveryStatus
 from promomail.pools.errors import InvalidSetting
 from promomail.pools.store.clock import iso_seconds, utcnow
-from promomail.pools.store.db import is_postgres, read_transaction, write_transaction
+from promomail.pools.store.db import (
+    is_postgres,
+    one_statement_write,
+    read_transaction,
+    write_transaction,
+)
 from promomail.pools.store.models import Delivery, Mailing
 from promomail.pools.store.row_sets import RowSet, one_of, per_dialect
 
@@ -164,34 +169,40 @@ def record_sent(
     *,
     now: datetime | None = None,
 ) -> None:
-    """Record that the relay accepted each (ref, recipient, answer), in one transaction.
+    """Record that the relay accepted each (ref, recipient, answer).
 
     The same rules as :func:`record_send` with ``sent`` for each message (a
     message already settled is left as it is); a 250 gives nothing back, so
-    many of them share one commit. The new rows go in as one multi-row
-    ``INSERT … ON CONFLICT DO NOTHING``; only a message that has a row
-    already (deferred by an earlier attempt) takes an ``UPDATE`` of its own.
+    many of them share one write. The new rows go in as one multi-row
+    ``INSERT … ON CONFLICT DO NOTHING``, a transaction of its own (one round
+    trip on PostgreSQL); only a message that has a row already (deferred by
+    an earlier attempt) takes an ``UPDATE`` of its own, after it. A crash in
+    between leaves such a message deferred, to be sent again: no more than
+    the answers a crash loses anyway.
     """
     if not accepted:
         return
     moment = now or utcnow()
     rows = [(ref, recipient_id, answer[:ANSWER_MAX]) for ref, recipient_id, answer in accepted]
-    with write_transaction(engine) as conn:
+    with one_statement_write(engine) as conn:
         parameters = {"mailing": mailing_id, "moment": moment, **_ACCEPTED.bind(conn, rows)}
         inserted = set(conn.execute(_accepted_insert(conn), parameters).scalars())
-        for ref, _, answer in accepted:
-            if ref not in inserted:
-                _move(
-                    conn,
-                    ref,
-                    DeliveryStatus.SENT,
-                    (DeliveryStatus.DEFERRED,),
-                    answer[:ANSWER_MAX],
-                    moment,
-                    accepted=True,
-                    attempt=True,
-                    only_unaccepted=True,
-                )
+    recorded_before = [row for row in rows if row[0] not in inserted]
+    if not recorded_before:
+        return
+    with write_transaction(engine) as conn:
+        for ref, _, answer in recorded_before:
+            _move(
+                conn,
+                ref,
+                DeliveryStatus.SENT,
+                (DeliveryStatus.DEFERRED,),
+                answer,
+                moment,
+                accepted=True,
+                attempt=True,
+                only_unaccepted=True,
+            )
 
 
 _INSERTS: dict[tuple[str, str], Any] = {}

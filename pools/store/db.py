@@ -301,6 +301,23 @@ def _writer_turn(engine: Engine) -> Iterator[None]:
 
 
 @contextmanager
+def one_statement_write(engine: Engine) -> Iterator[Connection]:
+    """A connection for one write statement that needs no transaction around it.
+
+    On PostgreSQL it runs in autocommit: the statement is its own
+    transaction, without the round trips of ``BEGIN`` and ``COMMIT``. SQLite
+    has no round trips to save, so it is a :func:`write_transaction` there
+    (its writers queue for the lock).
+    """
+    if engine.dialect.name == "sqlite":
+        with write_transaction(engine) as conn:
+            yield conn
+        return
+    with store_connection(engine) as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
     with store_connection(engine) as conn, conn.begin():
         yield conn

@@ -298,6 +298,35 @@ def test_a_send_runs_log_records_each_answer_for_its_recipient(
     _checks(engine)
 
 
+def test_accepted_answers_move_deferred_messages_and_leave_settled_ones(
+    engine: Engine, refs: dict[str, str]
+) -> None:
+    """A batch of 250s: a new message gets its row, one deferred before turns
+    ``sent`` with one more attempt, and one refused before stays refused
+    (its codes went back already)."""
+    new, deferred, refused = (refs[c] for c in customer_ids(3))
+    record_send(
+        engine, mailing_id="m", recipient_id="cust-00001", ref=deferred,
+        state="deferred", answer="421 busy",
+    )  # fmt: skip
+    record_send(
+        engine, mailing_id="m", recipient_id="cust-00002", ref=refused,
+        state="failed", answer="550 unknown",
+    )  # fmt: skip
+    accepted = [(ref, f"cust-0000{n}", "250 ok") for n, ref in enumerate((new, deferred, refused))]
+    record_sent(engine, "m", accepted)
+    shown = {d.recipient: (d.status, d.answer, d.attempts) for d in list_deliveries(engine, "m")}
+    assert shown == {
+        "cust-00000": ("sent", "250 ok", 1),
+        "cust-00001": ("sent", "250 ok", 2),
+        "cust-00002": ("failed", "550 unknown", 1),
+    }
+    record_sent(engine, "m", accepted)  # the same answers again change nothing
+    again = {d.recipient: (d.status, d.answer, d.attempts) for d in list_deliveries(engine, "m")}
+    assert again == shown
+    _checks(engine)
+
+
 def test_deliveries_are_listed_and_counted_per_mailing(
     engine: Engine, refs: dict[str, str]
 ) -> None:
