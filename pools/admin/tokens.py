@@ -29,16 +29,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from promomail.pools.admin.lookup import unknown_pool
 from promomail.pools.choices import Scope
 from promomail.pools.errors import TokenError, TokenNotFound
 from promomail.pools.store.clock import iso_seconds, utcnow
 from promomail.pools.store.db import (
-    is_postgres,
+    one_statement_read,
     read_transaction,
-    store_connection,
     write_transaction,
 )
 from promomail.pools.store.models import Pool, ServiceToken
@@ -195,20 +194,19 @@ def revoke_token(engine: Engine, name: str) -> TokenInfo:
         return _info(conn.execute(select(ServiceToken).where(ServiceToken.name == name)).one())
 
 
+#: Every request's token look-up: built once, a compiled-cache hit each time.
+_HOLDER = select(ServiceToken.name, ServiceToken.scope, ServiceToken.pools).where(
+    ServiceToken.token_hash == bindparam("token_hash"),
+    ServiceToken.revoked_at.is_(None),
+)
+
+
 def authenticate(engine: Engine, secret: str) -> Principal | None:
     """The holder of ``secret``, or None for an unknown or revoked token."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
-    query = select(ServiceToken.name, ServiceToken.scope, ServiceToken.pools).where(
-        ServiceToken.token_hash == hash_secret(secret),
-        ServiceToken.revoked_at.is_(None),
-    )
-    with store_connection(engine) as conn:
-        # One statement needs no transaction: on PostgreSQL that saves the
-        # COMMIT round trip on every request.
-        if is_postgres(conn):
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        row = conn.execute(query).first()
+    with one_statement_read(engine) as conn:
+        row = conn.execute(_HOLDER, {"token_hash": hash_secret(secret)}).first()
     if row is None:
         return None
     return Principal(row.name, Scope(row.scope), frozenset(json.loads(row.pools)))

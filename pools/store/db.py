@@ -301,6 +301,17 @@ def _writer_turn(engine: Engine) -> Iterator[None]:
 
 
 @contextmanager
+def one_statement_read(engine: Engine) -> Iterator[Connection]:
+    """A connection for one read statement: no transaction around it.
+
+    On PostgreSQL it runs in autocommit, without the round trips of
+    ``BEGIN`` and ``COMMIT`` (a request's token look-up pays them otherwise).
+    """
+    with store_connection(engine) as conn:
+        yield _autocommitted(conn)
+
+
+@contextmanager
 def one_statement_write(engine: Engine) -> Iterator[Connection]:
     """A connection for one write statement that needs no transaction around it.
 
@@ -314,7 +325,11 @@ def one_statement_write(engine: Engine) -> Iterator[Connection]:
             yield conn
         return
     with store_connection(engine) as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield _autocommitted(conn)
+
+
+def _autocommitted(conn: Connection) -> Connection:
+    return conn.execution_options(isolation_level="AUTOCOMMIT") if is_postgres(conn) else conn
 
 
 @contextmanager
