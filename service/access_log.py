@@ -12,23 +12,18 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from promomail.pools import printable
+from promomail.service.middleware import HttpMiddleware
 
 log = logging.getLogger("promomail.access")
 
 
-class AccessLog:
+class AccessLog(HttpMiddleware):
     """ASGI middleware writing each HTTP request's line to :data:`log` once it is answered."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 0
 

@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 
 import anyio.from_thread
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from promomail.service.middleware import HttpMiddleware
 from promomail.service.problems import Problem
 
 MIB = 1024 * 1024
@@ -36,16 +37,10 @@ def limit_for(method: str, path: str) -> int:
     return UPLOAD_LIMIT if method == "POST" and _UPLOAD_PATH.match(path) else BODY_LIMIT
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """ASGI middleware: at most :func:`limit_for` bytes of body per request."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = limit_for(scope["method"], scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:

@@ -18,8 +18,8 @@ import json
 from collections.abc import Collection, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, Engine, select
 
@@ -27,7 +27,7 @@ from promomail.pools.admin.lookup import close_ids
 from promomail.pools.errors import InvalidCursor, MailingNotFound, PoolNotFound, PromomailError
 from promomail.pools.history.customers import HistoryWindow, history_in
 from promomail.pools.history.export import COLUMNS, check_filters, issuance_query, issuance_values
-from promomail.pools.history.segments import SegmentFilters, iter_segment
+from promomail.pools.history.segments import SegmentCriteria, SegmentFilters, iter_segment
 from promomail.pools.identifiers import MAX_CURSOR_LENGTH
 from promomail.pools.store.db import read_transaction
 from promomail.pools.store.models import Code, Issuance
@@ -142,24 +142,17 @@ def issuance_page(
 def segment_page(
     engine: Engine,
     *,
-    issued_from: Sequence[str] = (),
-    min_issued: int | None = None,
-    max_issued: int | None = None,
-    since: date | datetime | None = None,
-    unredeemed_from: Sequence[str] = (),
-    expiring_within: timedelta | None = None,
     pools: Collection[str] | None = None,
     after: str | None = None,
     limit: int = DEFAULT_LIMIT,
     now: datetime | None = None,
+    **criteria: Unpack[SegmentCriteria],
 ) -> Page:
     """Customer ids of a segment (as ``segment``), one page; narrowed to ``pools`` if given."""
     check_limit(limit)
-    _check_pools([*issued_from, *unredeemed_from], pools)
+    _check_pools([*criteria.get("issued_from", ()), *criteria.get("unredeemed_from", ())], pools)
     start = decode_cursor(after, str) if after is not None else None
-    filters = SegmentFilters(
-        issued_from, min_issued, max_issued, since, unredeemed_from, expiring_within
-    )
+    filters = SegmentFilters(**criteria)
     if pools is not None and filters.counts and not filters.issued_from:
         # Counted over the view's own pools: the others do not exist for it.
         if not pools:

@@ -30,7 +30,7 @@ from collections.abc import Collection, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cached_property
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict, Unpack
 
 from sqlalchemy import (
     BindParameter,
@@ -124,21 +124,22 @@ class SegmentFilters:
         )
 
 
+class SegmentCriteria(TypedDict, total=False):
+    """:class:`SegmentFilters`' fields as keyword arguments, for the functions that take them."""
+
+    issued_from: Sequence[str]
+    min_issued: int | None
+    max_issued: int | None
+    since: date | datetime | None
+    unredeemed_from: Sequence[str]
+    expiring_within: timedelta | None
+
+
 def segment(
-    engine: Engine,
-    *,
-    issued_from: Sequence[str] = (),
-    min_issued: int | None = None,
-    max_issued: int | None = None,
-    since: date | datetime | None = None,
-    unredeemed_from: Sequence[str] = (),
-    expiring_within: timedelta | None = None,
-    now: datetime | None = None,
+    engine: Engine, *, now: datetime | None = None, **criteria: Unpack[SegmentCriteria]
 ) -> list[str]:
     """The matching customer ids, sorted (``now`` defaults to the store's clock)."""
-    filters = SegmentFilters(
-        issued_from, min_issued, max_issued, since, unredeemed_from, expiring_within
-    )
+    filters = SegmentFilters(**criteria)
     with read_transaction(engine) as conn:
         return list(iter_segment(conn, filters, now=now))
 
