@@ -290,8 +290,10 @@ def _writer_turn(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite":
         yield
         return
-    with _WRITER_QUEUES_LOCK:
-        queue = _WRITER_QUEUES.setdefault(engine.pool, WriterQueue())
+    queue = _WRITER_QUEUES.get(engine.pool)
+    if queue is None:  # the pool's first writer; the lock keeps a race to one queue
+        with _WRITER_QUEUES_LOCK:
+            queue = _WRITER_QUEUES.setdefault(engine.pool, WriterQueue())
     if not queue.acquire(SQLITE_BUSY_TIMEOUT_S):
         raise StoreError(_LOCKED_TOO_LONG)
     try:
