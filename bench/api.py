@@ -19,8 +19,11 @@ connections, spread over up to four client processes so that the client
 side is not the bottleneck; each client sends its next request as soon as
 the last is answered.
 
-The table shows requests per second, p50 and p99 latency, errors, and the
-redemption rate relative to the trivial route at the same concurrency.
+The table shows requests per second, p50 and p99 latency, errors, the
+rate relative to the trivial route at the same concurrency, and the CPU
+each request cost the serve processes and (on PostgreSQL) the database
+server: CPU is steadier than rates on a busy machine, and says where a
+route's cost lies.
 Afterwards the store is checked: every 201 is one redemption, no code was
 redeemed twice, and every redemption but those rolled back is live.
 
@@ -48,7 +51,9 @@ from typing import Any
 from benchlib import (
     fresh_store,
     parse_databases,
+    postgres_cpu_seconds,
     print_table,
+    process_cpu_seconds,
     released_together,
     scratch_folder,
     start_server,
@@ -81,6 +86,13 @@ class Run:
     latencies_ms: list[float]
     errors: int
     statuses: dict[int, int]
+    #: CPU seconds the serve processes, and the PostgreSQL server, spent meanwhile.
+    server_cpu: float
+    store_cpu: float
+
+    def cpu_us(self, seconds: float) -> float:
+        """CPU microseconds per request."""
+        return seconds / self.requests * 1e6
 
     @property
     def rate(self) -> float:
@@ -159,15 +171,26 @@ def _client_process(
 
 
 def run_level(
-    bases: list[str], token: str, route: str, clients: int, requests: int, prefix: str
+    servers: list[int],
+    bases: list[str],
+    token: str,
+    route: str,
+    clients: int,
+    requests: int,
+    prefix: str,
 ) -> Run:
-    """``requests`` requests from ``clients`` keep-alive clients at once."""
+    """``requests`` requests from ``clients`` keep-alive clients at once, to the
+    serve processes ``servers`` (their pids) listening on ``bases``."""
     processes = min(clients, CLIENT_PROCESSES)
     per_client = [list(range(i, requests, clients)) for i in range(clients)]
     groups = [per_client[p::processes] for p in range(processes)]
+    server_cpu = sum(process_cpu_seconds(pid) for pid in servers)
+    store_cpu = postgres_cpu_seconds()
     answers, seconds = released_together(
         _client_process, [(bases, token, route, group, prefix) for group in groups]
     )
+    server_cpu = sum(process_cpu_seconds(pid) for pid in servers) - server_cpu
+    store_cpu = postgres_cpu_seconds() - store_cpu
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
@@ -177,7 +200,9 @@ def run_level(
             errors += err
             for key, count in stat.items():
                 statuses[key] = statuses.get(key, 0) + count
-    return Run(route, clients, requests, seconds, latencies, errors, statuses)
+    return Run(
+        route, clients, requests, seconds, latencies, errors, statuses, server_cpu, store_cpu
+    )
 
 
 class Storm:
@@ -265,16 +290,19 @@ def bench_database(
                 for _ in range(servers)
             ]
             bases = [base for _, base in started]
+            pids = [server.pid for server, _ in started]
             runs: list[tuple[str, Run]] = []
             try:
                 for level in levels:
-                    trivial = run_level(bases, token, "healthz", level, requests, "")
+                    trivial = run_level(pids, bases, token, "healthz", level, requests, "")
                     level_runs = [trivial]
                     # Each code is checked, then redeemed, then its redemption
                     # rolled back, by the same order; holds take codes of their own.
                     for route, prefix in ROUTE_PREFIXES:
                         level_runs.append(
-                            run_level(bases, token, route, level, requests, f"{prefix}{level}-")
+                            run_level(
+                                pids, bases, token, route, level, requests, f"{prefix}{level}-"
+                            )
                         )
                     runs += [(database, run) for run in level_runs]
                     rates = ", ".join(f"{run.route} {run.rate:,.0f}/s" for run in level_runs)
@@ -282,7 +310,7 @@ def bench_database(
                     if storm:
                         with Storm(bases[0], storm) as previews:
                             stormy = run_level(
-                                bases, token, "redeem-storm", level, requests, f"S{level}-"
+                                pids, bases, token, "redeem-storm", level, requests, f"S{level}-"
                             )
                         runs.append((database, stormy))
                         print(
@@ -369,10 +397,15 @@ def main() -> None:
                         run.percentile(0.99),
                         run.errors,
                         ratio,
+                        run.cpu_us(run.server_cpu),
+                        run.cpu_us(run.store_cpu) if db == "postgresql" else "",
                     ]
                 )
     print_table(
-        ["database", "route", "clients", "req/s", "p50 ms", "p99 ms", "errors", "vs healthz"],
+        [
+            *("database", "route", "clients", "req/s", "p50 ms", "p99 ms", "errors"),
+            *("vs healthz", "serve CPU µs/req", "PostgreSQL CPU µs/req"),
+        ],
         rows,
     )
     print(f"load average after: {os.getloadavg()[0]:.1f}", file=sys.stderr)

@@ -104,6 +104,33 @@ def measure_in_child(work: Callable[..., Any], *args: Any) -> Measured:
     return answer
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU a live process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5); 11 and 12 after the command.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU used so far by this machine's PostgreSQL server: every postgres process,
+    and the backends that have exited (reaped by the postmaster: its children's time)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        command, _, rest = text.partition(" (")[2].rpartition(")")
+        if not command.startswith("postgres"):
+            continue
+        fields = rest.split()
+        total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def released_together(
     target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]
 ) -> tuple[list[Any], float]:
