@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import DateTime, Engine, bindparam, or_, update
 
 from promomail.pools.after_sending.checkout import (
     UNKNOWN_CODE,
@@ -186,21 +186,7 @@ def hold_code(
         if current is not None:
             until = max(until, current[1])
         taken = conn.execute(
-            update(Code)
-            .where(
-                Code.id == found.id,
-                Code.redemptions == 0,
-                Code.status != CodeStatus.VOID,
-                # The rule itself, so it holds even against a writer that read
-                # this row before another hold committed.
-                or_(
-                    Code.hold_until.is_(None),
-                    Code.hold_until <= moment,
-                    Code.hold_order == order,
-                ),
-            )
-            .values(hold_order=order, hold_until=until)
-            .returning(Code.id)
+            _TAKE_HOLD, {"code_id": found.id, "now": moment, "order": order, "until": until}
         ).first()
         if taken is None:
             return HoldResult(ok=False, code=code, reason=lost_race_reason(conn, found.id, moment))
@@ -261,15 +247,41 @@ def release_hold(
             reason = f"order {order!r} holds code {code!r} in pools {pools}; name the pool"
             return ReleaseResult(ok=False, code=code, reason=reason)
         [found] = held
-        conn.execute(
-            update(Code)
-            .where(Code.id == found.id, Code.hold_order == order, Code.hold_until > moment)
-            .values(hold_order=None, hold_until=None)
-        )
+        conn.execute(_END_HOLD, {"code_id": found.id, "order": order, "now": moment})
         return ReleaseResult(
             ok=True, code=code, pool=found.pool_id, order=order, released_at=moment
         )
 
+
+# A hold's and a release's writes, built once: each is then a compiled-cache
+# hit (building a statement costs a checkout more than the database's work on it).
+_NOW = bindparam("now", type_=DateTime())
+_TAKE_HOLD = (
+    update(Code)
+    .where(
+        Code.id == bindparam("code_id"),
+        Code.redemptions == 0,
+        Code.status != CodeStatus.VOID,
+        # The rule itself, so it holds even against a writer that read this
+        # row before another hold committed.
+        or_(
+            Code.hold_until.is_(None),
+            Code.hold_until <= _NOW,
+            Code.hold_order == bindparam("order"),
+        ),
+    )
+    .values(hold_order=bindparam("order"), hold_until=bindparam("until", type_=DateTime()))
+    .returning(Code.id)
+)
+_END_HOLD = (
+    update(Code)
+    .where(
+        Code.id == bindparam("code_id"),
+        Code.hold_order == bindparam("order"),
+        Code.hold_until > _NOW,
+    )
+    .values(hold_order=None, hold_until=None)
+)
 
 __all__ = [
     "DEFAULT_HOLD",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, DateTime, Engine, bindparam, func, select, update
 
 from promomail.pools.after_sending.checkout import UNKNOWN_CODE, live_holder
 from promomail.pools.documents import document
@@ -72,30 +72,16 @@ def unredeem(
 def _unredeem_in(
     conn: Connection, code: str, order: str | None, pool_id: str | None, now: datetime
 ) -> RollbackResult:
-    locked = select(Code.id).where(Code.code == code).order_by(Code.pool_id)
-    if pool_id is not None:
-        locked = locked.where(Code.pool_id == pool_id)
     # The same lock a redemption takes: a roll-back and a redemption of one
     # code run one after the other.
-    code_ids = list(conn.execute(locked.with_for_update()).scalars())
+    locked = _LOCK_CODES[pool_id is not None]
+    code_ids = list(conn.execute(locked, {"code": code, "pool_id": pool_id}).scalars())
     if not code_ids:
         where = f" in pool {pool_id!r}" if pool_id is not None else ""
         raise RedemptionNotFound(code, order, f": {UNKNOWN_CODE}{where}")
     rows = conn.execute(
-        select(
-            Redemption.id,
-            Redemption.code_id,
-            Redemption.pool_id,
-            Redemption.issued_to,
-            Redemption.mailing_id,
-            Redemption.redeemed_by,
-            Redemption.redeemed_at,
-            Redemption.exclusive,
-        ).where(
-            Redemption.code_id.in_(code_ids),
-            Redemption.order_id.is_(None) if order is None else Redemption.order_id == order,
-            Redemption.rolled_back_at.is_(None),
-        )
+        _LIVE_REDEMPTIONS[order is None],
+        {"code_ids": code_ids, "order": order},
     ).all()
     if not rows:
         raise RedemptionNotFound(code, order)
@@ -108,32 +94,12 @@ def _unredeem_in(
         by = f"by order {order!r}" if order is not None else "without an order"
         raise PromomailError(f"code {code!r} was redeemed {by} in pools {pools}; name the pool")
     found = rows[0]
-    conn.execute(
-        update(Redemption)
-        .where(Redemption.id == found.id, Redemption.rolled_back_at.is_(None))
-        .values(rolled_back_at=now)
-    )
-    earliest_live = (
-        select(func.min(Redemption.redeemed_at))
-        .where(Redemption.code_id == found.code_id, Redemption.rolled_back_at.is_(None))
-        .scalar_subquery()
-    )
-    remaining = int(
-        conn.execute(
-            update(Code)
-            .where(Code.id == found.code_id)
-            .values(redemptions=Code.redemptions - 1, redeemed_at=earliest_live)
-            .returning(Code.redemptions)
-        ).scalar_one()
-    )
+    conn.execute(_ROLL_BACK, {"redemption_id": found.id, "now": now})
+    remaining = int(conn.execute(_UNCOUNT, {"code_id": found.code_id}).scalar_one())
     if found.exclusive and remaining == 0 and live_holder(conn, found.code_id) is None:
         # Redeemed before anyone was given it: nobody holds it now, so it
         # goes back into the pool rather than staying out of it for good.
-        conn.execute(
-            update(Code)
-            .where(Code.id == found.code_id, Code.status == CodeStatus.ISSUED)
-            .values(status=CodeStatus.AVAILABLE)
-        )
+        conn.execute(_BACK_TO_POOL, {"code_id": found.code_id})
     return RollbackResult(
         code=code,
         pool=found.pool_id,
@@ -145,3 +111,58 @@ def _unredeem_in(
         rolled_back_at=now,
         redemptions=remaining,
     )
+
+
+# A roll-back's statements, built once: each is then a compiled-cache hit
+# (building a statement costs a checkout more than the database's work on it).
+def _lock_codes(in_pool: bool) -> Any:
+    query = select(Code.id).where(Code.code == bindparam("code")).order_by(Code.pool_id)
+    if in_pool:
+        query = query.where(Code.pool_id == bindparam("pool_id"))
+    return query.with_for_update()
+
+
+def _live_redemptions(without_order: bool) -> Any:
+    return select(
+        Redemption.id,
+        Redemption.code_id,
+        Redemption.pool_id,
+        Redemption.issued_to,
+        Redemption.mailing_id,
+        Redemption.redeemed_by,
+        Redemption.redeemed_at,
+        Redemption.exclusive,
+    ).where(
+        Redemption.code_id.in_(bindparam("code_ids", expanding=True)),
+        Redemption.order_id.is_(None)
+        if without_order
+        else Redemption.order_id == bindparam("order"),
+        Redemption.rolled_back_at.is_(None),
+    )
+
+
+_LOCK_CODES = {in_pool: _lock_codes(in_pool) for in_pool in (False, True)}
+_LIVE_REDEMPTIONS = {
+    without_order: _live_redemptions(without_order) for without_order in (False, True)
+}
+_ROLL_BACK = (
+    update(Redemption)
+    .where(Redemption.id == bindparam("redemption_id"), Redemption.rolled_back_at.is_(None))
+    .values(rolled_back_at=bindparam("now", type_=DateTime()))
+)
+_EARLIEST_LIVE = (
+    select(func.min(Redemption.redeemed_at))
+    .where(Redemption.code_id == Code.id, Redemption.rolled_back_at.is_(None))
+    .scalar_subquery()
+)
+_UNCOUNT = (
+    update(Code)
+    .where(Code.id == bindparam("code_id"))
+    .values(redemptions=Code.redemptions - 1, redeemed_at=_EARLIEST_LIVE)
+    .returning(Code.redemptions)
+)
+_BACK_TO_POOL = (
+    update(Code)
+    .where(Code.id == bindparam("code_id"), Code.status == CodeStatus.ISSUED)
+    .values(status=CodeStatus.AVAILABLE)
+)
