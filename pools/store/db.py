@@ -35,6 +35,7 @@ from promomail.pools.errors import (
     StoreUnavailable,
 )
 from promomail.pools.store.defaults import DEFAULT_URL as DEFAULT_URL
+from promomail.pools.store.idle_ping import ping_when_idle
 from promomail.pools.store.writer_queue import WriterQueue
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -100,7 +101,8 @@ def create_store_engine(config: StoreConfig) -> Engine:
 
 
 def _postgres_engine(url: str, config: StoreConfig) -> Engine:
-    engine = create_engine(url, echo=config.echo, pool_pre_ping=True, **config.engine_options)
+    engine = create_engine(url, echo=config.echo, **config.engine_options)
+    ping_when_idle(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -147,9 +149,10 @@ def _sqlite_engine(url: str, config: StoreConfig) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+        begin = conn.get_execution_options().get("sqlite_begin")
+        if begin == "IMMEDIATE":
             _begin_immediate(conn.connection.driver_connection)
-        else:
+        elif begin != "NONE":
             conn.exec_driver_sql("BEGIN")
 
     return engine
@@ -339,7 +342,10 @@ def one_statement_write(engine: Engine) -> Iterator[Connection]:
 
 
 def _autocommitted(conn: Connection) -> Connection:
-    return conn.execution_options(isolation_level="AUTOCOMMIT") if is_postgres(conn) else conn
+    if is_postgres(conn):
+        return conn.execution_options(isolation_level="AUTOCOMMIT")
+    # SQLite's own autocommit: a statement outside BEGIN is its own transaction.
+    return conn.execution_options(sqlite_begin="NONE")
 
 
 @contextmanager

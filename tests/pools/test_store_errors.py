@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ from promomail.pools.store.db import (
     store_connection,
     write_transaction,
 )
+from promomail.pools.store.idle_ping import PING_AFTER_IDLE_S
 from promomail.pools.store.models import Pool
 from tests.support.cli_helpers import Cli
 
@@ -71,6 +73,38 @@ def test_a_connection_cut_inside_a_transaction_is_unavailable(engine: Engine) ->
             other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             other.commit()
         conn.execute(text("SELECT 1"))
+
+
+def _cut_from_outside(engine: Engine) -> int:
+    """Close the connection the pool hands out next, from another connection."""
+    with store_connection(engine) as conn:
+        pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    other = open_engine(StoreConfig(engine.url.render_as_string(hide_password=False)))
+    try:
+        with other.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        other.dispose()
+    return pid
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_connection_cut_while_idle_is_replaced_before_use(engine: Engine) -> None:
+    cut = _cut_from_outside(engine)
+    time.sleep(PING_AFTER_IDLE_S + 0.2)
+    with store_connection(engine) as conn:
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != cut
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_connection_cut_just_after_use_fails_once_then_the_pool_reconnects(
+    engine: Engine,
+) -> None:
+    cut = _cut_from_outside(engine)
+    with pytest.raises(StoreUnavailable), store_connection(engine) as conn:
+        conn.execute(text("SELECT 1"))
+    with store_connection(engine) as conn:
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != cut
 
 
 def test_bad_sql_is_a_failure_of_the_store_not_a_conflict_nor_an_outage(engine: Engine) -> None:
