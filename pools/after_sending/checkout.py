@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Select, bindparam, select
 
 from promomail.pools.admin.lookup import unknown_pool
 from promomail.pools.errors import did_you_mean
@@ -166,44 +166,41 @@ def hold_refusal(found: Candidate, order: str | None, now: datetime) -> str | No
     return held_elsewhere_reason(current[1])
 
 
-def issue_refusal(
-    conn: Connection, found: Candidate, customer: str | None, now: datetime
-) -> tuple[str | None, Holder | None]:
-    """Why the code's issuance (or its absence) refuses it, and whom it was issued to.
+def holder_of(conn: Connection, found: Candidate, customer: str | None) -> Holder | None:
+    """Whom the code was issued to, as its checkout sees it.
+
+    A shared code may have been sent to millions: only ``customer``'s
+    issuance of it is looked up (none without a customer).
+    """
+    if not found.multi_use:
+        return live_holder(conn, found.id)
+    return live_holder(conn, found.id, (customer, found.pool_id)) if customer is not None else None
+
+
+def issue_refusal(found: Candidate, holder: Holder | None, now: datetime) -> str | None:
+    """Why the code's issuance (``holder``, or its absence) refuses it.
 
     ``--require-issued`` pools take only codes issued to someone, within
-    ``--issued-valid-days`` of that issue. A shared code may have been sent
-    to millions: only ``customer``'s issuance of it is looked up.
+    ``--issued-valid-days`` of that issue.
     """
-    if found.multi_use:
-        holder = (
-            live_holder(conn, found.id, (customer, found.pool_id)) if customer is not None else None
-        )
-    else:
-        holder = live_holder(conn, found.id)
     if not found.require_issued:
-        return None, holder
+        return None
     if holder is None:
-        return NEVER_ISSUED, None
+        return NEVER_ISSUED
     if found.issued_valid_days is not None:
         valid_until = holder.issued_at + timedelta(days=found.issued_valid_days)
         if now >= valid_until:
             return (
                 f"issued on {holder.issued_at:%Y-%m-%d} and valid for "
                 f"{found.issued_valid_days} days, until {valid_until:%Y-%m-%d %H:%M} UTC"
-            ), holder
-    return None, holder
+            )
+    return None
 
 
 def live_holder(
     conn: Connection, code_id: int, customer: tuple[str, str] | None = None
 ) -> Holder | None:
-    """The code's earliest live initial issuance (to (customer, pool), when given).
-
-    The customer's pool is named so the (customer, pool) index serves the
-    look-up rather than the code's index, which lists everyone a shared
-    code was sent to.
-    """
+    """The code's earliest live initial issuance (to (customer, pool), when given)."""
     if customer is None:
         row = conn.execute(_LIVE_HOLDER, {"code_id": code_id}).first()
     else:
@@ -212,19 +209,33 @@ def live_holder(
     return Holder(row[0], row[1], row[2]) if row is not None else None
 
 
-_LIVE_HOLDER = (
-    select(Issuance.customer_id, Issuance.mailing_id, Issuance.issued_at)
-    .where(
-        Issuance.code_id == bindparam("code_id"),
-        Issuance.kind == IssuanceKind.INITIAL,
-        Issuance.returned_at.is_(None),
+def live_issuance(*, of_customer: bool) -> Select[str, str, datetime]:
+    """The code's earliest live initial issuance (to a customer, in a pool, if ``of_customer``).
+
+    Parameters ``code_id`` (and ``customer``, ``pool_id``). The customer's
+    pool is named so the (customer, pool) index serves the look-up rather
+    than the code's index, which lists everyone a shared code was sent to.
+    """
+    query = (
+        select(Issuance.customer_id, Issuance.mailing_id, Issuance.issued_at)
+        .where(
+            Issuance.code_id == bindparam("code_id"),
+            Issuance.kind == IssuanceKind.INITIAL,
+            Issuance.returned_at.is_(None),
+        )
+        .order_by(Issuance.issued_at, Issuance.id)
+        .limit(1)
     )
-    .order_by(Issuance.issued_at, Issuance.id)
-    .limit(1)
-)
-_LIVE_HOLDER_OF_CUSTOMER = _LIVE_HOLDER.where(
-    Issuance.customer_id == bindparam("customer"), Issuance.pool_id == bindparam("pool_id")
-)
+    if of_customer:
+        query = query.where(
+            Issuance.customer_id == bindparam("customer"),
+            Issuance.pool_id == bindparam("pool_id"),
+        )
+    return query
+
+
+_LIVE_HOLDER = live_issuance(of_customer=False)
+_LIVE_HOLDER_OF_CUSTOMER = live_issuance(of_customer=True)
 
 
 def lost_race_reason(conn: Connection, code_id: int, now: datetime) -> str:

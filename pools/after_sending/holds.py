@@ -51,6 +51,7 @@ from promomail.pools.after_sending.checkout import (
     code_refusal,
     find_codes,
     hold_refusal,
+    holder_of,
     issue_refusal,
     lost_race_reason,
     not_found_reason,
@@ -178,7 +179,7 @@ def hold_code(
         reason = _refusal(found, order, moment)
         if reason is None and found.require_issued:
             # Only these pools' rules look at the issuance: others skip the look-up.
-            reason = issue_refusal(conn, found, customer, moment)[0]
+            reason = issue_refusal(found, holder_of(conn, found, customer), moment)
         if reason is not None:
             return HoldResult(ok=False, code=code, reason=reason)
         current = found.live_hold(moment)

@@ -62,13 +62,17 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    and_,
     bindparam,
+    exists,
+    false,
     func,
     insert,
     or_,
     select,
     update,
 )
+from sqlalchemy.orm import aliased
 
 from promomail.pools.after_sending.checkout import (
     ALREADY_REDEEMED,
@@ -76,9 +80,11 @@ from promomail.pools.after_sending.checkout import (
     UNKNOWN_CODE,
     VOID_CODE,
     Candidate,
+    Holder,
     code_refusal,
     hold_refusal,
     issue_refusal,
+    live_issuance,
     lost_race_reason,
     one_code,
 )
@@ -88,7 +94,7 @@ from promomail.pools.errors import (
 )
 from promomail.pools.store.clock import to_utc_naive, utcnow
 from promomail.pools.store.db import read_transaction, write_transaction
-from promomail.pools.store.models import Code, CodeStatus, Redemption
+from promomail.pools.store.models import Code, CodeStatus, Issuance, Redemption
 
 __all__ = [
     "ALREADY_REDEEMED",
@@ -202,18 +208,18 @@ def _redeem_in(
     found = one_code(conn, code, pool_id, lock=not dry_run)
     if isinstance(found, str):
         return _refused(code, found)
-    if order is not None:
-        earlier = _replay(conn, found, code, order)
-        if earlier is not None:
-            return replace(earlier, dry_run=dry_run)
+    # After the lock: on PostgreSQL a statement sees what committed before it began.
+    known = _known(conn, found, code, order, customer)
+    if known.replay is not None:
+        return replace(known.replay, dry_run=dry_run)
     reason = code_refusal(found, now) or hold_refusal(found, order, now)
     if reason is None and found.once_per_customer:
-        reason = _customer_refusal(conn, found, customer)
+        reason = _customer_refusal(customer, known.customer_redeemed)
+    if reason is None:
+        reason = issue_refusal(found, known.holder, now)
     if reason is not None:
         return _refused(code, reason)
-    reason, holder = issue_refusal(conn, found, customer, now)
-    if reason is not None:
-        return _refused(code, reason)
+    holder = known.holder
     issued_to = holder.customer if holder else None
     mailing = holder.mailing if holder else None
     if dry_run:
@@ -258,7 +264,7 @@ def _redeem_in(
     )
 
 
-def _customer_refusal(conn: Connection, found: Candidate, customer: str | None) -> str | None:
+def _customer_refusal(customer: str | None, redeemed_before: bool) -> str | None:
     """A ``--once-per-customer`` code: the customer must be named and not have redeemed it.
 
     The partial unique index on (code, customer) makes a racing second
@@ -266,17 +272,44 @@ def _customer_refusal(conn: Connection, found: Candidate, customer: str | None) 
     """
     if customer is None:
         return NEEDS_CUSTOMER
-    earlier = conn.execute(
-        _CUSTOMERS_REDEMPTION, {"code_id": found.id, "customer": customer}
-    ).first()
-    return ALREADY_REDEEMED_BY_CUSTOMER if earlier is not None else None
+    return ALREADY_REDEEMED_BY_CUSTOMER if redeemed_before else None
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What the checkout's order and customer already have of a code."""
+
+    #: The order's live redemption of it, answered again.
+    replay: RedemptionResult | None
+    #: Whom it was issued to (for a shared code: this customer, or nobody).
+    holder: Holder | None
+    #: A ``--once-per-customer`` code this customer has redeemed live.
+    customer_redeemed: bool
+
+
+def _known(
+    conn: Connection, found: Candidate, code: str, order: str | None, customer: str | None
+) -> _Known:
+    """The replay, the holder and the customer's earlier redemption, in one statement."""
+    row = conn.execute(
+        _KNOWN[found.multi_use, found.once_per_customer],
+        {"code_id": found.id, "order": order, "customer": customer, "pool_id": found.pool_id},
+    ).one()
+    replay = None
+    if row.earlier_id is not None:
+        assert order is not None  # the join matches an order's redemption only
+        replay = _replayed(found, code, order, row)
+    holder = Holder(row.holder, row.holder_mailing, row.issued_at) if row.holder else None
+    return _Known(replay, holder, bool(row.customer_redeemed))
 
 
 def _replay(conn: Connection, found: Candidate, code: str, order: str) -> RedemptionResult | None:
     """The live redemption of this code by this order, answered again."""
     row = conn.execute(_ORDERS_REDEMPTION, {"code_id": found.id, "order": order}).first()
-    if row is None:
-        return None
+    return None if row is None else _replayed(found, code, order, row)
+
+
+def _replayed(found: Candidate, code: str, order: str, row: Any) -> RedemptionResult:
     return RedemptionResult(
         ok=True,
         code=code,
@@ -329,12 +362,6 @@ _RECORD_REDEMPTION = insert(Redemption).values(
         )
     }
 )
-_CUSTOMERS_REDEMPTION = select(Redemption.id).where(
-    Redemption.code_id == bindparam("code_id"),
-    Redemption.redeemed_by == bindparam("customer"),
-    Redemption.once_per_customer,
-    Redemption.rolled_back_at.is_(None),
-)
 _ORDERS_REDEMPTION = select(
     Redemption.issued_to,
     Redemption.redeemed_by,
@@ -345,6 +372,52 @@ _ORDERS_REDEMPTION = select(
     Redemption.order_id == bindparam("order"),
     Redemption.rolled_back_at.is_(None),
 )
+
+
+def _known_statement(multi_use: bool, once_per_customer: bool) -> Any:
+    """One row: the code's own, joined to the order's live redemption and to its holder."""
+    earlier = aliased(Redemption)
+    holder = aliased(Issuance)
+    holder_id = live_issuance(of_customer=multi_use).with_only_columns(Issuance.id)
+    customer_redeemed: Any = false()
+    if once_per_customer:
+        customer_redeemed = exists().where(
+            Redemption.code_id == bindparam("code_id"),
+            Redemption.redeemed_by == bindparam("customer"),
+            Redemption.once_per_customer,
+            Redemption.rolled_back_at.is_(None),
+        )
+    return (
+        select(
+            earlier.id.label("earlier_id"),
+            earlier.issued_to,
+            earlier.redeemed_by,
+            earlier.mailing_id,
+            earlier.redeemed_at,
+            holder.customer_id.label("holder"),
+            holder.mailing_id.label("holder_mailing"),
+            holder.issued_at,
+            customer_redeemed.label("customer_redeemed"),
+        )
+        .select_from(Code)
+        .outerjoin(
+            earlier,
+            and_(
+                earlier.code_id == Code.id,
+                earlier.order_id == bindparam("order"),
+                earlier.rolled_back_at.is_(None),
+            ),
+        )
+        .outerjoin(holder, holder.id == holder_id.scalar_subquery())
+        .where(Code.id == bindparam("code_id"))
+    )
+
+
+_KNOWN = {
+    (multi_use, once_per_customer): _known_statement(multi_use, once_per_customer)
+    for multi_use in (False, True)
+    for once_per_customer in (False, True)
+}
 
 
 def _take_single_use_statement(for_order: bool) -> Any:

@@ -105,7 +105,7 @@ def test_the_database_keeps_a_customer_to_one_live_redemption(
     monkeypatch.setattr(
         promomail.pools.after_sending.redemption,
         "_customer_refusal",
-        lambda conn, found, customer: None,
+        lambda customer, redeemed_before: None,
     )
     before = full_snapshot(engine)
     with pytest.raises(StoreConflict):
