@@ -15,7 +15,11 @@ exactly as a pool that does not exist.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -114,6 +118,52 @@ def admit(request: Request, needs: Needs) -> Principal | None:
     return None
 
 
+@dataclass
+class _Admission:
+    """A route's check, waiting to run in the worker thread of its sync endpoint."""
+
+    request: Request
+    needs: Needs
+    started: bool = False
+
+    def run(self) -> None:
+        """Once per request: the check, and the holder where :func:`principal` finds it."""
+        if not self.started:
+            self.started = True
+            self.request.state.principal = admit(self.request, self.needs)
+
+
+#: Set by the route for the length of one request; the worker thread that runs
+#: the endpoint gets a copy of the request's context, this admission with it.
+_pending: ContextVar[_Admission | None] = ContextVar("promomail_pending_admission", default=None)
+
+
+def _is_plain_function(endpoint: Callable[..., Any]) -> bool:
+    """A sync endpoint FastAPI calls once in a worker thread (not a coroutine nor a stream)."""
+    return inspect.isfunction(endpoint) and not (
+        inspect.iscoroutinefunction(endpoint)
+        or inspect.isgeneratorfunction(endpoint)
+        or inspect.isasyncgenfunction(endpoint)
+    )
+
+
+def _admitting_first(endpoint: F) -> F:
+    """``endpoint``, running the request's pending admission first, in the same thread.
+
+    ``functools.wraps`` keeps the signature, annotations and description that
+    FastAPI reads off the endpoint.
+    """
+
+    @functools.wraps(endpoint)
+    def admitted(*args: Any, **kwargs: Any) -> Any:
+        pending = _pending.get()
+        if pending is not None:
+            pending.run()
+        return endpoint(*args, **kwargs)
+
+    return admitted  # type: ignore[return-value]
+
+
 def principal(request: Request) -> Principal:
     """The token holder of an API route (its gate has run)."""
     found = request.state.principal
@@ -137,11 +187,28 @@ def pools_filter(holder: Principal) -> frozenset[str] | None:
 class ScopedRoute(APIRoute):
     """A route that knows what it needs, and checks it before it reads the body.
 
-    Order of checks: token and scope (401/403), then the content type of a
-    JSON body (415), then the body itself (400/413/422), then the route.
+    Order of checks: token and scope (401/403), then unknown query parameters
+    (422), the content type of a JSON body (415), the body itself
+    (400/413/422), then the route.
+
+    The token check reads the store, so it runs in a worker thread. A sync
+    endpoint runs in one too: there the check runs first thing in the
+    endpoint's own thread, one trip to the thread pool instead of two. Should
+    anything fail before the endpoint runs, the check runs then, on its own,
+    so that a 401/403 still comes before the request's other faults.
     """
 
     scope: Needs
+    #: Whether the endpoint runs the check itself (a sync endpoint; see above).
+    admits_in_endpoint: bool
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        plain = _is_plain_function(endpoint)
+        if plain:
+            endpoint = _admitting_first(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+        # Dependencies run before the endpoint: with any, the check runs before them.
+        self.admits_in_endpoint = plain and not self.dependant.dependencies
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -152,8 +219,23 @@ class ScopedRoute(APIRoute):
             needs = self.scope
             if needs is Open.PUBLIC or needs is Open.SIGNED:
                 request.state.principal = None
-            else:
+                return await checked_request(request)
+            if not self.admits_in_endpoint:
                 request.state.principal = await run_in_threadpool(admit, request, needs)
+                return await checked_request(request)
+            admission = _Admission(request, needs)
+            pending = _pending.set(admission)
+            try:
+                return await checked_request(request)
+            except Exception:
+                if not admission.started:
+                    # Failed before the endpoint: the token's own fault answers first.
+                    await run_in_threadpool(admission.run)
+                raise
+            finally:
+                _pending.reset(pending)
+
+        async def checked_request(request: Request) -> Response:
             unknown = sorted(set(request.query_params) - known_query)
             if unknown:
                 # A misspelt filter must not silently widen a list.

@@ -9,22 +9,34 @@ without touching this file.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
+from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
 
 from promomail.pools.admin.tokens import create_token, permits, revoke_token
 from promomail.pools.choices import Scope
 from promomail.pools.errors import TokenError
 from promomail.pools.store.db import StoreConfig, open_engine
+from promomail.service import problems
 from promomail.service.app import ServiceConfig, create_app
 from promomail.service.auth import Open, ScopedRoute, ScopedRouter
+from promomail.service.bodies import BODY_LIMIT
 from tests.support.cli_helpers import Cli
-from tests.support.service_helpers import Server, Store, create_pool_over_api, served_store
+from tests.support.service_helpers import (
+    Server,
+    Store,
+    create_pool_over_api,
+    open_store,
+    served_store,
+    token,
+)
 
 OWN, OTHER, ABSENT = "mx-own", "mx-other", "mx-absent"
 #: A typo of OTHER: a token that cannot see OTHER must not be told of it.
@@ -411,3 +423,138 @@ def test_an_events_token_opens_no_preview_and_holds_no_pools(
         assert answer.status_code == 303
     with pytest.raises(TokenError, match="cannot be limited to pools"):
         create_token(store.engine, "events-limited", Scope.EVENTS, [OWN])
+
+
+def _faulty_checkouts() -> dict[str, tuple[dict[str, Any], int]]:
+    """Checkout requests with a fault of their own, and the status that fault gets."""
+    json_type = {"Content-Type": "application/json"}
+
+    def oversized() -> Iterator[bytes]:
+        # No Content-Length: cut off while it is read, inside the route.
+        yield b'{"code": "'
+        for _ in range(BODY_LIMIT // 8192 + 2):
+            yield b"x" * 8192
+        yield b'"}'
+
+    redeem = {"method": "POST", "url": "/api/v1/redemptions"}
+    return {
+        "unknown query": ({**redeem, "params": {"nope": "1"}, "json": {"code": OWN_CODE}}, 422),
+        "content type": ({**redeem, "content": b'{"code": "X"}'}, 415),
+        "malformed json": ({**redeem, "content": b'{"code": ', "headers": json_type}, 400),
+        "invalid body": ({**redeem, "json": {"order": "o"}}, 422),
+        "oversized body": ({**redeem, "content": oversized(), "headers": json_type}, 413),
+        "invalid query": (
+            {"method": "GET", "url": f"/api/v1/codes/{OWN_CODE}", "params": {"pool": "a b"}},
+            422,
+        ),
+    }
+
+
+def test_the_token_is_judged_before_the_request(
+    served: tuple[Store, Server, dict[str, str]],
+) -> None:
+    """401/403 before 422/415/400/413: a stranger learns nothing of how a request is formed."""
+    _store, server, tokens = served
+    strangers = [("none", 401), ("unknown", 401), ("revoked", 401), ("events", 403)]
+    for fault, (_request, own_status) in _faulty_checkouts().items():
+        for kind, status in [*strangers, ("redeem", own_status)]:
+            # Made anew for each request: the oversized body is a generator, read once.
+            request, _status = _faulty_checkouts()[fault]
+            with server.client(tokens.get(kind)) as client:
+                answer = client.request(**request)
+            assert answer.status_code == status, (fault, kind, answer.text)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store without a server: for an app served in this process."""
+    yield from open_store(request.param, tmp_path)
+
+
+def test_a_checkout_request_makes_one_trip_to_the_thread_pool(
+    bare_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token check runs in the endpoint's own worker thread: one trip, not two."""
+    app = create_app(ServiceConfig(bare_store.url), engine=bare_store.engine)
+    secrets = {scope: token(bare_store, scope) for scope in ("admin", "redeem", "events")}
+    trips: list[str] = []
+    run_sync: Callable[..., Awaitable[Any]] = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__name__", type(func).__name__))
+        return await run_sync(func, *args, **kwargs)
+
+    async def ask() -> dict[str, tuple[int, int]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1:8025"
+        ) as client:
+
+            async def trip(scope: str | None, request: dict[str, Any]) -> tuple[int, int]:
+                """The answer's status, and the trips to the thread pool it took."""
+                headers = dict(request.get("headers", {}))
+                if scope:
+                    headers["Authorization"] = f"Bearer {secrets[scope]}"
+                trips.clear()
+                answer = await client.request(**{**request, "headers": headers})
+                return answer.status_code, len(trips)
+
+            pool = {"name": "hop", "id": "hop", "description": "hops", "activate": True}
+            create = {"method": "POST", "url": "/api/v1/pools", "json": pool}
+            upload = {
+                "method": "POST",
+                "url": "/api/v1/pools/hop/codes",
+                "content": b"HOP-1\n",
+                "headers": {"Content-Type": "text/plain"},
+            }
+            made = [await trip("admin", request) for request in (create, upload)]
+            assert [status for status, _trips in made] == [201, 200]
+            monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+            redeem = {"method": "POST", "url": "/api/v1/redemptions"}
+            bad_body = {**redeem, "json": {"order": "o"}}
+            return {
+                "healthz": await trip(None, {"method": "GET", "url": "/healthz"}),
+                "check": await trip("redeem", {"method": "GET", "url": "/api/v1/codes/HOP-1"}),
+                "redemption": await trip("redeem", {**redeem, "json": {"code": "HOP-1"}}),
+                "refused": await trip("redeem", {**redeem, "json": {"code": "HOP-1"}}),
+                "no token, bad body": await trip(None, bad_body),
+                "wrong scope, bad body": await trip("events", bad_body),
+                "bad body": await trip("redeem", bad_body),
+            }
+
+    assert anyio.run(ask) == {
+        "healthz": (200, 1),
+        "check": (200, 1),
+        "redemption": (201, 1),
+        "refused": (409, 1),
+        "no token, bad body": (401, 1),
+        "wrong scope, bad body": (403, 1),
+        "bad body": (422, 1),
+    }
+
+
+def test_a_dependency_runs_after_the_token_check() -> None:
+    """A route's dependencies run before its endpoint: the check must run before them."""
+    ran: list[str] = []
+
+    def dependency() -> None:
+        ran.append("dependency")
+
+    router = ScopedRouter()
+
+    @router.get("/guarded", scope=Scope.READ, dependencies=[Depends(dependency)])
+    def guarded() -> dict[str, str]:
+        ran.append("endpoint")
+        return {}
+
+    app = FastAPI()
+    app.router.routes.extend(router.routes)
+    problems.install(app)
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/guarded")
+
+    assert anyio.run(ask).status_code == 401
+    assert ran == []
