@@ -15,7 +15,7 @@ meant cannot be told).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -50,6 +50,8 @@ from promomail.service.schemas import (
 )
 
 router = ScopedRouter(prefix="/api/v1", tags=["redemption"])
+# Routes answer JSONResponse with their result's document, which is JSON as it
+# is: a dict returned would be walked again by FastAPI's encoder.
 COMMON = (400, 401, 403, 404, 413, 415, 422, 503)
 Text = Annotated[str | None, Query(pattern=NO_NUL, min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -96,14 +98,14 @@ def code_check(
     ] = None,
     customer: Text = None,
     order: Text = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """``redeem --dry-run``: whether the code would redeem now; changes nothing."""
     engine = engine_of(request)
     chosen = _pool_for(principal(request), engine, code, pool)
     result = redeem(engine, code, customer=customer, order=order, pool=chosen, dry_run=True)
     if result.not_found:
         raise _refusal(result)
-    return result.as_dict()
+    return JSONResponse(result.as_dict())
 
 
 @router.post(
@@ -133,14 +135,14 @@ def redemption_create(request: Request, body: RedemptionRequest) -> JSONResponse
     response_model=None,
     responses={200: {"model": RollbackDoc}, **problem_responses(409, *COMMON)},
 )
-def redemption_rollback(request: Request, body: RollbackRequest) -> dict[str, Any]:
+def redemption_rollback(request: Request, body: RollbackRequest) -> JSONResponse:
     """``unredeem``: the order was cancelled; its redemption of the code is undone.
 
     Without ``order``: the code's one live redemption made without an order.
     """
     engine = engine_of(request)
     chosen = _pool_for(principal(request), engine, body.code, None)
-    return unredeem(engine, body.code, order=body.order, pool=chosen).as_dict()
+    return JSONResponse(unredeem(engine, body.code, order=body.order, pool=chosen).as_dict())
 
 
 @router.post(
@@ -177,11 +179,11 @@ def hold_create(request: Request, body: HoldRequest) -> JSONResponse:
     response_model=None,
     responses={200: {"model": ReleaseDoc}, **problem_responses(409, *COMMON)},
 )
-def hold_release(request: Request, body: ReleaseRequest) -> dict[str, Any]:
+def hold_release(request: Request, body: ReleaseRequest) -> JSONResponse:
     """``release``: the payment failed or the cart was abandoned; the hold ends now."""
     engine = engine_of(request)
     chosen = _pool_for(principal(request), engine, body.code, body.pool)
     result = release_hold(engine, body.code, order=body.order, pool=chosen)
     if not result.ok:
         raise _refusal(result)
-    return result.as_dict()
+    return JSONResponse(result.as_dict())
