@@ -101,21 +101,19 @@ def create_store_engine(config: StoreConfig) -> Engine:
 
 
 def _postgres_engine(url: str, config: StoreConfig) -> Engine:
-    engine = create_engine(url, echo=config.echo, **config.engine_options)
+    engine = create_engine(
+        url,
+        echo=config.echo,
+        # psycopg prepares a statement after a few runs, and PostgreSQL may
+        # then pick a generic plan; for the per-chunk look-ups by a list of
+        # customer ids that plan filters instead of using the index, so its
+        # cost grows with the mailing. Planned per execution, they stay flat.
+        # (Forcing custom plans on the session instead would also re-plan the
+        # foreign-key checks PostgreSQL runs for every inserted row.)
+        connect_args={"prepare_threshold": None},
+        **config.engine_options,
+    )
     ping_when_idle(engine)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # psycopg prepares a statement run a few times on a connection, which
-        # spares the server parsing it again: a checkout's statements cost
-        # PostgreSQL a third less. A prepared statement may then get a generic
-        # plan; for the per-chunk look-ups by a list of customer ids that plan
-        # filters instead of using the index, so its cost grows with the
-        # mailing. Planned for each execution's own values, they stay flat.
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET plan_cache_mode = force_custom_plan")
-        dbapi_connection.commit()
-
     return engine
 
 
