@@ -17,9 +17,11 @@ event finds exactly that message's codes.
 from __future__ import annotations
 
 import base64
-import hmac
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, select
@@ -31,7 +33,6 @@ REF_KEY = "delivery_ref_key"
 #: Characters of a reference: 144 bits of the HMAC, far beyond guessing.
 REF_LENGTH = 24
 
-_hmac_digest = hmac.digest
 _encode = base64.urlsafe_b64encode
 _dumps = orjson.dumps
 _SORTED = orjson.OPT_SORT_KEYS
@@ -50,7 +51,7 @@ def message_ref(
     ``returned`` counts the recipient's codes this mailing gave back
     before (0 on a first run). One JSON array with sorted keys is the
     canonical form: every string is quoted and escaped, so no two inputs
-    encode alike. It costs about a microsecond and a half.
+    encode alike. It costs about a microsecond.
     """
     fields = [mailing_id, recipient_id, codes, returned]
     try:
@@ -59,7 +60,30 @@ def message_ref(
         # A lone surrogate (an escaped one in a JSON Lines recipients file):
         # ASCII JSON escapes it. Still one encoding per input.
         payload = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    return _encode(_hmac_digest(key, payload, "sha256"))[:REF_LENGTH].decode()
+    inner, outer = _keyed(key)
+    inner = inner.copy()
+    inner.update(payload)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return _encode(outer.digest())[:REF_LENGTH].decode()
+
+
+_BLOCK = 64  # SHA-256's block size
+
+
+@lru_cache(maxsize=8)
+def _keyed(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256 (RFC 2104) under ``key``, its two padded key blocks hashed once.
+
+    A render computes one reference per message: copying these two states
+    costs about half of ``hmac.digest``, which sets the key up every call.
+    """
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner, outer
 
 
 def delivery_ref_key(conn: Connection) -> bytes:

@@ -126,6 +126,9 @@ def _csv_header(path: Path, reader: Any, delimiter: str) -> list[str]:
     return names
 
 
+#: Builds a named tuple without its class's Python-level ``__new__``: one per line.
+_new_tuple = tuple.__new__
+
 #: The fields of a recipient read for its id alone (never changed).
 _NO_FIELDS: dict[str, Any] = {}
 
@@ -187,13 +190,13 @@ def _read_csv(
                     continue
                 remember(recipient_id)
                 if not with_fields:
-                    yield Recipient(recipient_id, _NO_FIELDS, line)
+                    yield _new_tuple(Recipient, (recipient_id, _NO_FIELDS, line))
                     continue
                 # The width was checked above; strict zip would check it again.
                 fields = dict(zip(names, row, strict=False))
                 if email_alias is not None:
                     fields[EMAIL_COLUMN] = row[email_alias]
-                yield Recipient(recipient_id, fields, line)
+                yield _new_tuple(Recipient, (recipient_id, fields, line))
         except csv.Error as exc:
             raise RecipientError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from exc
         except LineTooLong as exc:
