@@ -302,11 +302,6 @@ _ISSUE_RESERVED_POSTGRES = """
     ORDER BY handed.customer_id COLLATE "C", handed.slot
 """
 
-#: For one statement of a transaction: PostgreSQL's default choice between a
-#: cached generic plan and one per execution, then the store's setting again.
-_CACHED_PLANS = "SET LOCAL plan_cache_mode = auto"
-_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
-
 _ISSUE_RESERVED_SQLITE = (
     "INSERT INTO issuances "
     "(pool_id, code_id, customer_id, mailing_id, kind, slot, exclusive, issued_at, ref) "
@@ -343,12 +338,6 @@ def issue_reserved(
         return 0
     if is_postgres(conn):
         ids, customers, slots, refs = (list(column) for column in zip(*handed, strict=True))
-        # The store's sessions plan every prepared statement for its own
-        # values (plan_cache_mode, see pools.store.db), and that includes the
-        # foreign-key checks PostgreSQL runs for each inserted row: planned
-        # again for every issuance, they cost the server about 6 us each.
-        # This statement, and so its checks, keeps the cached plans.
-        conn.exec_driver_sql(_CACHED_PLANS)
         result = conn.exec_driver_sql(
             _ISSUE_RESERVED_POSTGRES,
             {
@@ -362,7 +351,6 @@ def issue_reserved(
                 "now": now,
             },
         )
-        conn.exec_driver_sql(_CUSTOM_PLANS)
         return int(result.rowcount)
     result = conn.exec_driver_sql(
         _ISSUE_RESERVED_SQLITE,
