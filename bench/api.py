@@ -51,7 +51,7 @@ from typing import Any
 from benchlib import (
     fresh_store,
     parse_databases,
-    postgres_cpu_seconds,
+    postgres_server_seconds,
     print_table,
     process_cpu_seconds,
     released_together,
@@ -185,12 +185,12 @@ def run_level(
     per_client = [list(range(i, requests, clients)) for i in range(clients)]
     groups = [per_client[p::processes] for p in range(processes)]
     server_cpu = sum(process_cpu_seconds(pid) for pid in servers)
-    store_cpu = postgres_cpu_seconds()
+    store_cpu = postgres_server_seconds()
     answers, seconds = released_together(
         _client_process, [(bases, token, route, group, prefix) for group in groups]
     )
     server_cpu = sum(process_cpu_seconds(pid) for pid in servers) - server_cpu
-    store_cpu = postgres_cpu_seconds() - store_cpu
+    store_cpu = postgres_server_seconds() - store_cpu
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}

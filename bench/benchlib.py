@@ -117,23 +117,6 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU used so far by this machine's PostgreSQL server: every postgres process,
-    and the backends that have exited (reaped by the postmaster: its children's time)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        command, _, rest = text.partition(" (")[2].rpartition(")")
-        if not command.startswith("postgres"):
-            continue
-        fields = rest.split()
-        total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def released_together(
     target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]
 ) -> tuple[list[Any], float]:
@@ -196,19 +179,15 @@ class CpuMeter:
     """
 
     def __init__(self, engine: Engine) -> None:
-        self.stat: Path | None = None
+        self.backend: int | None = None
         if is_postgres(engine):
             with engine.connect() as conn:
                 pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-            stat = Path(f"/proc/{pid}/stat")
-            self.stat = stat if stat.exists() else None
-        self.server = is_postgres(engine) and self.stat is not None
+            self.backend = pid if Path(f"/proc/{pid}/stat").exists() else None
+        self.server = self.backend is not None
 
     def now(self) -> float:
-        server = 0.0
-        if self.stat is not None:
-            fields = self.stat.read_text().rsplit(")", 1)[1].split()
-            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        server = process_cpu_seconds(self.backend) if self.backend is not None else 0.0
         return time.process_time() + server
 
 
