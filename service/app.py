@@ -69,7 +69,7 @@ class ServiceConfig:
 
 def open_service_engine(db_url: str) -> Engine:
     options = {"pool_size": THREADS, "max_overflow": 0, "pool_timeout": 30}
-    return open_engine(StoreConfig(db_url, engine_options=options))
+    return open_engine(StoreConfig(db_url, engine_options=options, prepared_statements=True))
 
 
 def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:

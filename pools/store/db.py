@@ -59,6 +59,9 @@ class StoreConfig:
     url: str = DEFAULT_URL
     echo: bool = False
     engine_options: dict[str, Any] = field(default_factory=dict)
+    #: PostgreSQL: let psycopg prepare a statement a connection runs often (see
+    #: :func:`_postgres_engine`). For a service's short, repeated statements.
+    prepared_statements: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -101,18 +104,17 @@ def create_store_engine(config: StoreConfig) -> Engine:
 
 
 def _postgres_engine(url: str, config: StoreConfig) -> Engine:
-    engine = create_engine(
-        url,
-        echo=config.echo,
-        # psycopg prepares a statement after a few runs, and PostgreSQL may
-        # then pick a generic plan; for the per-chunk look-ups by a list of
-        # customer ids that plan filters instead of using the index, so its
-        # cost grows with the mailing. Planned per execution, they stay flat.
-        # (Forcing custom plans on the session instead would also re-plan the
-        # foreign-key checks PostgreSQL runs for every inserted row.)
-        connect_args={"prepare_threshold": None},
-        **config.engine_options,
-    )
+    # psycopg prepares a statement a connection runs a few times: PostgreSQL
+    # then skips parsing and planning it, half of what a checkout costs the
+    # server. After a few runs a prepared statement may get a generic plan;
+    # for a render's per-chunk look-ups by a list of customer ids that plan
+    # filters instead of using the index, so its cost grows with the mailing.
+    # Only a service, whose statements touch a row or a few, prepares them;
+    # everything else is planned per execution. (Forcing custom plans on the
+    # session instead would also re-plan the foreign-key checks PostgreSQL
+    # runs for every inserted row.)
+    preparing = {} if config.prepared_statements else {"prepare_threshold": None}
+    engine = create_engine(url, echo=config.echo, connect_args=preparing, **config.engine_options)
     ping_when_idle(engine)
     return engine
 

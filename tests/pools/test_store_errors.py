@@ -182,3 +182,21 @@ def test_errors_cross_processes_with_their_message_and_parts() -> None:
         bare.args = (f"a {kind.__name__}",)
         again = pickle.loads(pickle.dumps(bare))
         assert type(again) is kind and str(again) == str(bare)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("prepared", [True, False])
+def test_only_a_store_opened_for_a_service_prepares_its_statements(
+    db_url: str, engine: Engine, prepared: bool
+) -> None:
+    """A render's look-ups by a list of ids need plans made for their own
+    values; a service's one-row statements are cheaper prepared."""
+    store = open_engine(StoreConfig(db_url, prepared_statements=prepared))
+    try:
+        with store_connection(store) as conn:
+            for _ in range(8):  # past psycopg's threshold
+                conn.execute(text("SELECT count(*) FROM pools WHERE id = :id"), {"id": "x"})
+            count = conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
+    finally:
+        store.dispose()
+    assert (count > 0) is prepared
