@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
 
 import orjson
 from sqlalchemy import Connection, select
@@ -60,30 +60,20 @@ def message_ref(
         # A lone surrogate (an escaped one in a JSON Lines recipients file):
         # ASCII JSON escapes it. Still one encoding per input.
         payload = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    inner, outer = _keyed(key)
-    inner = inner.copy()
-    inner.update(payload)
-    outer = outer.copy()
-    outer.update(inner.digest())
-    return _encode(outer.digest())[:REF_LENGTH].decode()
-
-
-_BLOCK = 64  # SHA-256's block size
+    keyed = _keyed(key).copy()
+    keyed.update(payload)
+    return _encode(keyed.digest())[:REF_LENGTH].decode()
 
 
 @lru_cache(maxsize=8)
-def _keyed(key: bytes) -> tuple[Any, Any]:
-    """HMAC-SHA256 (RFC 2104) under ``key``, its two padded key blocks hashed once.
+def _keyed(key: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 under ``key``, set up once: each reference copies it.
 
-    A render computes one reference per message: copying these two states
-    costs about half of ``hmac.digest``, which sets the key up every call.
+    A render computes one reference per message; copying the keyed state
+    (0.9 µs) costs less than ``hmac.digest`` (1.5 µs), which sets the key up
+    on every call. The standard library does the HMAC: no hand-made crypto.
     """
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    return inner, outer
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def delivery_ref_key(conn: Connection) -> bytes:
