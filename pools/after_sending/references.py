@@ -51,7 +51,7 @@ def message_ref(
     ``returned`` counts the recipient's codes this mailing gave back
     before (0 on a first run). One JSON array with sorted keys is the
     canonical form: every string is quoted and escaped, so no two inputs
-    encode alike. It costs about a microsecond.
+    encode alike. It costs under two microseconds.
     """
     fields = [mailing_id, recipient_id, codes, returned]
     try:
