@@ -299,7 +299,7 @@ def _known(
     if row.earlier_id is not None:
         assert order is not None  # the join matches an order's redemption only
         replay = _replayed(found, code, order, row)
-    holder = Holder(row.holder, row.holder_mailing, row.issued_at) if row.holder else None
+    holder = None if row.holder is None else Holder(row.holder, row.holder_mailing, row.issued_at)
     return _Known(replay, holder, bool(row.customer_redeemed))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, DateTime, Engine, bindparam, func, select, update
 
-from promomail.pools.after_sending.checkout import UNKNOWN_CODE, live_holder
+from promomail.pools.after_sending.checkout import UNKNOWN_CODE, find_codes, live_holder
 from promomail.pools.documents import document
 from promomail.pools.errors import PromomailError, RedemptionNotFound, RollbackAmbiguous
 from promomail.pools.store.clock import to_utc_naive, utcnow
@@ -74,8 +74,7 @@ def _unredeem_in(
 ) -> RollbackResult:
     # The same lock a redemption takes: a roll-back and a redemption of one
     # code run one after the other.
-    locked = _LOCK_CODES[pool_id is not None]
-    code_ids = list(conn.execute(locked, {"code": code, "pool_id": pool_id}).scalars())
+    code_ids = [candidate.id for candidate in find_codes(conn, code, pool_id, lock=True)]
     if not code_ids:
         where = f" in pool {pool_id!r}" if pool_id is not None else ""
         raise RedemptionNotFound(code, order, f": {UNKNOWN_CODE}{where}")
@@ -115,13 +114,6 @@ def _unredeem_in(
 
 # A roll-back's statements, built once: each is then a compiled-cache hit
 # (building a statement costs a checkout more than the database's work on it).
-def _lock_codes(in_pool: bool) -> Any:
-    query = select(Code.id).where(Code.code == bindparam("code")).order_by(Code.pool_id)
-    if in_pool:
-        query = query.where(Code.pool_id == bindparam("pool_id"))
-    return query.with_for_update()
-
-
 def _live_redemptions(without_order: bool) -> Any:
     return select(
         Redemption.id,
@@ -141,7 +133,6 @@ def _live_redemptions(without_order: bool) -> Any:
     )
 
 
-_LOCK_CODES = {in_pool: _lock_codes(in_pool) for in_pool in (False, True)}
 _LIVE_REDEMPTIONS = {
     without_order: _live_redemptions(without_order) for without_order in (False, True)
 }
